@@ -1,0 +1,850 @@
+//! `RAY_*` environment overrides: the complete table, how values are parsed, and how they are
+//! applied to the merged JSON before it is typed.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+
+/// How the text of a variable becomes JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnvKind {
+    /// `true/false/1/0/yes/no/on/off`, trimmed, case-insensitive.
+    Bool,
+    /// A whole number (range checks happen in validation).
+    Int,
+    /// A finite number.
+    Number,
+    /// Text as given.
+    Text,
+    /// A comma list; entries are trimmed and blanks dropped.
+    List,
+}
+
+/// Where a variable applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnvScope {
+    /// Always.
+    Always,
+    /// Only when `model.operational` exists.
+    Operational,
+    /// Only for HTTP adapters (OpenAI-compatible and llama.cpp).
+    HttpAdapter,
+    /// Only for the llama.cpp adapter.
+    LlamaAdapter,
+    /// Only when the llama.cpp adapter has a launch profile.
+    LaunchProfile,
+}
+
+/// One `RAY_*` variable.
+#[derive(Debug, Clone, Copy)]
+pub struct EnvVar {
+    /// The variable name.
+    pub name: &'static str,
+    /// The JSON path it sets, dot separated, relative to the config root.
+    pub path: &'static str,
+    /// How its text is parsed.
+    pub kind: EnvKind,
+    /// When it applies.
+    pub scope: EnvScope,
+}
+
+const fn var(name: &'static str, path: &'static str, kind: EnvKind) -> EnvVar {
+    EnvVar {
+        name,
+        path,
+        kind,
+        scope: EnvScope::Always,
+    }
+}
+
+const fn scoped(name: &'static str, path: &'static str, kind: EnvKind, scope: EnvScope) -> EnvVar {
+    EnvVar {
+        name,
+        path,
+        kind,
+        scope,
+    }
+}
+
+use EnvKind::{Bool, Int, List, Number, Text};
+use EnvScope::{HttpAdapter, LaunchProfile, LlamaAdapter, Operational};
+
+/// Every variable, in the order they are applied (a later entry for the same path wins).
+pub const ENV_VARS: &[EnvVar] = &[
+    // server
+    var("RAY_HOST", "server.host", Text),
+    var("RAY_PORT", "server.port", Int),
+    var(
+        "RAY_REQUEST_BODY_LIMIT_BYTES",
+        "server.requestBodyLimitBytes",
+        Int,
+    ),
+    // model
+    var("RAY_MODEL_ID", "model.id", Text),
+    var("RAY_MODEL_FAMILY", "model.family", Text),
+    var("RAY_MODEL_QUANTIZATION", "model.quantization", Text),
+    var("RAY_MODEL_WARM_ON_BOOT", "model.warmOnBoot", Bool),
+    var("RAY_MODEL_CONTEXT_WINDOW", "model.contextWindow", Int),
+    var("RAY_MODEL_MAX_OUTPUT_TOKENS", "model.maxOutputTokens", Int),
+    scoped(
+        "RAY_MODEL_TOKENS_PER_SECOND_TARGET",
+        "model.operational.tokensPerSecondTarget",
+        Int,
+        Operational,
+    ),
+    scoped(
+        "RAY_MODEL_MEMORY_CLASS_MIB",
+        "model.operational.memoryClassMiB",
+        Int,
+        Operational,
+    ),
+    scoped(
+        "RAY_MODEL_PREFERRED_CTX_SIZE",
+        "model.operational.preferredCtxSize",
+        Int,
+        Operational,
+    ),
+    // HTTP adapters
+    scoped(
+        "RAY_LLAMA_CPP_BASE_URL",
+        "model.adapter.baseUrl",
+        Text,
+        LlamaAdapter,
+    ),
+    scoped(
+        "RAY_MODEL_BASE_URL",
+        "model.adapter.baseUrl",
+        Text,
+        HttpAdapter,
+    ),
+    scoped(
+        "RAY_LLAMA_CPP_MODEL_REF",
+        "model.adapter.modelRef",
+        Text,
+        LlamaAdapter,
+    ),
+    scoped("RAY_MODEL_REF", "model.adapter.modelRef", Text, HttpAdapter),
+    scoped(
+        "RAY_MODEL_API_KEY_ENV",
+        "model.adapter.apiKeyEnv",
+        Text,
+        HttpAdapter,
+    ),
+    scoped(
+        "RAY_MODEL_TIMEOUT_MS",
+        "model.adapter.timeoutMs",
+        Int,
+        HttpAdapter,
+    ),
+    // llama.cpp adapter
+    scoped(
+        "RAY_LLAMA_CPP_CACHE_PROMPT",
+        "model.adapter.cachePrompt",
+        Bool,
+        LlamaAdapter,
+    ),
+    scoped(
+        "RAY_LLAMA_CPP_SLOT_ID",
+        "model.adapter.slotId",
+        Int,
+        LlamaAdapter,
+    ),
+    scoped(
+        "RAY_LLAMA_CPP_SLOT_STATE_TTL_MS",
+        "model.adapter.slotStateTtlMs",
+        Int,
+        LlamaAdapter,
+    ),
+    scoped(
+        "RAY_LLAMA_CPP_SLOT_SNAPSHOT_TIMEOUT_MS",
+        "model.adapter.slotSnapshotTimeoutMs",
+        Int,
+        LlamaAdapter,
+    ),
+    scoped(
+        "RAY_LLAMA_CPP_PROMPT_SCAFFOLD_CACHE_ENTRIES",
+        "model.adapter.promptScaffoldCacheEntries",
+        Int,
+        LlamaAdapter,
+    ),
+    // llama.cpp launch profile
+    scoped(
+        "RAY_LLAMA_CPP_MODEL_PATH",
+        "model.adapter.launchProfile.modelPath",
+        Text,
+        LaunchProfile,
+    ),
+    scoped(
+        "RAY_MODEL_PATH",
+        "model.adapter.launchProfile.modelPath",
+        Text,
+        LaunchProfile,
+    ),
+    scoped(
+        "RAY_LLAMA_CPP_BINARY_PATH",
+        "model.adapter.launchProfile.binaryPath",
+        Text,
+        LaunchProfile,
+    ),
+    scoped(
+        "RAY_LLAMA_CPP_ALIAS",
+        "model.adapter.launchProfile.alias",
+        Text,
+        LaunchProfile,
+    ),
+    scoped(
+        "RAY_LLAMA_CPP_HOST",
+        "model.adapter.launchProfile.host",
+        Text,
+        LaunchProfile,
+    ),
+    scoped(
+        "RAY_LLAMA_CPP_PORT",
+        "model.adapter.launchProfile.port",
+        Int,
+        LaunchProfile,
+    ),
+    scoped(
+        "RAY_LLAMA_CPP_CTX_SIZE",
+        "model.adapter.launchProfile.ctxSize",
+        Int,
+        LaunchProfile,
+    ),
+    scoped(
+        "RAY_LLAMA_CPP_PARALLEL",
+        "model.adapter.launchProfile.parallel",
+        Int,
+        LaunchProfile,
+    ),
+    scoped(
+        "RAY_LLAMA_CPP_THREADS",
+        "model.adapter.launchProfile.threads",
+        Int,
+        LaunchProfile,
+    ),
+    scoped(
+        "RAY_LLAMA_CPP_THREADS_BATCH",
+        "model.adapter.launchProfile.threadsBatch",
+        Int,
+        LaunchProfile,
+    ),
+    scoped(
+        "RAY_LLAMA_CPP_THREADS_HTTP",
+        "model.adapter.launchProfile.threadsHttp",
+        Int,
+        LaunchProfile,
+    ),
+    scoped(
+        "RAY_LLAMA_CPP_BATCH_SIZE",
+        "model.adapter.launchProfile.batchSize",
+        Int,
+        LaunchProfile,
+    ),
+    scoped(
+        "RAY_LLAMA_CPP_UBATCH_SIZE",
+        "model.adapter.launchProfile.ubatchSize",
+        Int,
+        LaunchProfile,
+    ),
+    scoped(
+        "RAY_LLAMA_CPP_CACHE_PROMPT",
+        "model.adapter.launchProfile.cachePrompt",
+        Bool,
+        LaunchProfile,
+    ),
+    scoped(
+        "RAY_LLAMA_CPP_CACHE_REUSE",
+        "model.adapter.launchProfile.cacheReuse",
+        Int,
+        LaunchProfile,
+    ),
+    scoped(
+        "RAY_LLAMA_CPP_CACHE_RAM_MIB",
+        "model.adapter.launchProfile.cacheRamMiB",
+        Int,
+        LaunchProfile,
+    ),
+    scoped(
+        "RAY_LLAMA_CPP_CONTINUOUS_BATCHING",
+        "model.adapter.launchProfile.continuousBatching",
+        Bool,
+        LaunchProfile,
+    ),
+    scoped(
+        "RAY_LLAMA_CPP_ENABLE_METRICS",
+        "model.adapter.launchProfile.enableMetrics",
+        Bool,
+        LaunchProfile,
+    ),
+    scoped(
+        "RAY_LLAMA_CPP_EXPOSE_SLOTS",
+        "model.adapter.launchProfile.exposeSlots",
+        Bool,
+        LaunchProfile,
+    ),
+    scoped(
+        "RAY_LLAMA_CPP_WARMUP",
+        "model.adapter.launchProfile.warmup",
+        Bool,
+        LaunchProfile,
+    ),
+    scoped(
+        "RAY_LLAMA_CPP_ENABLE_UNIFIED_KV",
+        "model.adapter.launchProfile.enableUnifiedKv",
+        Bool,
+        LaunchProfile,
+    ),
+    scoped(
+        "RAY_LLAMA_CPP_CACHE_IDLE_SLOTS",
+        "model.adapter.launchProfile.cacheIdleSlots",
+        Bool,
+        LaunchProfile,
+    ),
+    scoped(
+        "RAY_LLAMA_CPP_CONTEXT_SHIFT",
+        "model.adapter.launchProfile.contextShift",
+        Bool,
+        LaunchProfile,
+    ),
+    // scheduler
+    var("RAY_SCHEDULER_CONCURRENCY", "scheduler.concurrency", Int),
+    var("RAY_SCHEDULER_MAX_QUEUE", "scheduler.maxQueue", Int),
+    var(
+        "RAY_SCHEDULER_MAX_QUEUED_TOKENS",
+        "scheduler.maxQueuedTokens",
+        Int,
+    ),
+    var(
+        "RAY_SCHEDULER_MAX_INFLIGHT_TOKENS",
+        "scheduler.maxInflightTokens",
+        Int,
+    ),
+    var(
+        "RAY_SCHEDULER_REQUEST_TIMEOUT_MS",
+        "scheduler.requestTimeoutMs",
+        Int,
+    ),
+    var(
+        "RAY_SCHEDULER_DEDUPE_INFLIGHT",
+        "scheduler.dedupeInflight",
+        Bool,
+    ),
+    var(
+        "RAY_SCHEDULER_BATCH_WINDOW_MS",
+        "scheduler.batchWindowMs",
+        Int,
+    ),
+    var(
+        "RAY_SCHEDULER_AFFINITY_LOOKAHEAD",
+        "scheduler.affinityLookahead",
+        Int,
+    ),
+    var(
+        "RAY_SCHEDULER_SHORT_JOB_MAX_TOKENS",
+        "scheduler.shortJobMaxTokens",
+        Int,
+    ),
+    // asyncQueue
+    var("RAY_ASYNC_QUEUE_ENABLED", "asyncQueue.enabled", Bool),
+    var("RAY_ASYNC_QUEUE_STORAGE_DIR", "asyncQueue.storageDir", Text),
+    var("RAY_ASYNC_QUEUE_MAX_JOBS", "asyncQueue.maxJobs", Int),
+    var(
+        "RAY_ASYNC_QUEUE_MIN_FREE_STORAGE_MIB",
+        "asyncQueue.minFreeStorageMiB",
+        Int,
+    ),
+    var(
+        "RAY_ASYNC_QUEUE_COMPLETED_TTL_MS",
+        "asyncQueue.completedTtlMs",
+        Int,
+    ),
+    var(
+        "RAY_ASYNC_QUEUE_POLL_INTERVAL_MS",
+        "asyncQueue.pollIntervalMs",
+        Int,
+    ),
+    var(
+        "RAY_ASYNC_QUEUE_DISPATCH_CONCURRENCY",
+        "asyncQueue.dispatchConcurrency",
+        Int,
+    ),
+    var(
+        "RAY_ASYNC_QUEUE_MAX_ATTEMPTS",
+        "asyncQueue.maxAttempts",
+        Int,
+    ),
+    var(
+        "RAY_ASYNC_QUEUE_CALLBACK_TIMEOUT_MS",
+        "asyncQueue.callbackTimeoutMs",
+        Int,
+    ),
+    var(
+        "RAY_ASYNC_QUEUE_MAX_CALLBACK_ATTEMPTS",
+        "asyncQueue.maxCallbackAttempts",
+        Int,
+    ),
+    var(
+        "RAY_ASYNC_QUEUE_CALLBACK_ALLOW_PRIVATE_NETWORK",
+        "asyncQueue.callbackAllowPrivateNetwork",
+        Bool,
+    ),
+    var(
+        "RAY_ASYNC_QUEUE_CALLBACK_ALLOWED_HOSTS",
+        "asyncQueue.callbackAllowedHosts",
+        List,
+    ),
+    // cache
+    var("RAY_CACHE_ENABLED", "cache.enabled", Bool),
+    var("RAY_CACHE_MAX_ENTRIES", "cache.maxEntries", Int),
+    var("RAY_CACHE_MAX_BYTES", "cache.maxBytes", Int),
+    var("RAY_CACHE_TTL_MS", "cache.ttlMs", Int),
+    var("RAY_CACHE_KEY_STRATEGY", "cache.keyStrategy", Text),
+    // telemetry
+    var("RAY_TELEMETRY_SERVICE_NAME", "telemetry.serviceName", Text),
+    var("RAY_TELEMETRY_LOG_LEVEL", "telemetry.logLevel", Text),
+    var("RAY_LOG_LEVEL", "telemetry.logLevel", Text),
+    var(
+        "RAY_TELEMETRY_INCLUDE_DEBUG_METRICS",
+        "telemetry.includeDebugMetrics",
+        Bool,
+    ),
+    var(
+        "RAY_TELEMETRY_SLOW_REQUEST_THRESHOLD_MS",
+        "telemetry.slowRequestThresholdMs",
+        Int,
+    ),
+    // gracefulDegradation
+    var(
+        "RAY_DEGRADATION_ENABLED",
+        "gracefulDegradation.enabled",
+        Bool,
+    ),
+    var(
+        "RAY_GRACEFUL_DEGRADATION_ENABLED",
+        "gracefulDegradation.enabled",
+        Bool,
+    ),
+    var(
+        "RAY_DEGRADATION_QUEUE_DEPTH_THRESHOLD",
+        "gracefulDegradation.queueDepthThreshold",
+        Int,
+    ),
+    var(
+        "RAY_DEGRADATION_MAX_PROMPT_CHARS",
+        "gracefulDegradation.maxPromptChars",
+        Int,
+    ),
+    var(
+        "RAY_DEGRADATION_DEGRADE_TO_MAX_TOKENS",
+        "gracefulDegradation.degradeToMaxTokens",
+        Int,
+    ),
+    var(
+        "RAY_DEGRADATION_MAX_TOKENS",
+        "gracefulDegradation.degradeToMaxTokens",
+        Int,
+    ),
+    var(
+        "RAY_DEGRADATION_MEMORY_RSS_THRESHOLD_MIB",
+        "gracefulDegradation.memoryRssThresholdMiB",
+        Int,
+    ),
+    var(
+        "RAY_DEGRADATION_MEMORY_CGROUP_PRESSURE_RATIO_THRESHOLD",
+        "gracefulDegradation.memoryCgroupPressureRatioThreshold",
+        Number,
+    ),
+    var(
+        "RAY_DEGRADATION_CPU_THROTTLED_RATIO_THRESHOLD",
+        "gracefulDegradation.cpuThrottledRatioThreshold",
+        Number,
+    ),
+    var(
+        "RAY_DEGRADATION_MEMORY_PSI_SOME_AVG10_THRESHOLD",
+        "gracefulDegradation.memoryPsiSomeAvg10Threshold",
+        Number,
+    ),
+    var(
+        "RAY_DEGRADATION_MEMORY_PSI_FULL_AVG10_THRESHOLD",
+        "gracefulDegradation.memoryPsiFullAvg10Threshold",
+        Number,
+    ),
+    var(
+        "RAY_DEGRADATION_CPU_PSI_SOME_AVG10_THRESHOLD",
+        "gracefulDegradation.cpuPsiSomeAvg10Threshold",
+        Number,
+    ),
+    var(
+        "RAY_DEGRADATION_CPU_PSI_FULL_AVG10_THRESHOLD",
+        "gracefulDegradation.cpuPsiFullAvg10Threshold",
+        Number,
+    ),
+    // promptCompiler
+    var(
+        "RAY_PROMPT_COMPILER_ENABLED",
+        "promptCompiler.enabled",
+        Bool,
+    ),
+    var(
+        "RAY_PROMPT_COMPILER_COLLAPSE_WHITESPACE",
+        "promptCompiler.collapseWhitespace",
+        Bool,
+    ),
+    var(
+        "RAY_PROMPT_COMPILER_DEDUPE_REPEATED_LINES",
+        "promptCompiler.dedupeRepeatedLines",
+        Bool,
+    ),
+    var(
+        "RAY_PROMPT_COMPILER_FAMILY_METADATA_KEYS",
+        "promptCompiler.familyMetadataKeys",
+        List,
+    ),
+    // adaptiveTuning
+    var("RAY_ADAPTIVE_ENABLED", "adaptiveTuning.enabled", Bool),
+    var(
+        "RAY_ADAPTIVE_TUNING_ENABLED",
+        "adaptiveTuning.enabled",
+        Bool,
+    ),
+    var("RAY_ADAPTIVE_SAMPLE_SIZE", "adaptiveTuning.sampleSize", Int),
+    var(
+        "RAY_ADAPTIVE_QUEUE_LATENCY_THRESHOLD_MS",
+        "adaptiveTuning.queueLatencyThresholdMs",
+        Int,
+    ),
+    var(
+        "RAY_ADAPTIVE_MIN_COMPLETION_TOKENS_PER_SECOND",
+        "adaptiveTuning.minCompletionTokensPerSecond",
+        Number,
+    ),
+    var(
+        "RAY_ADAPTIVE_MAX_OUTPUT_REDUCTION_RATIO",
+        "adaptiveTuning.maxOutputReductionRatio",
+        Number,
+    ),
+    var(
+        "RAY_ADAPTIVE_MIN_OUTPUT_TOKENS",
+        "adaptiveTuning.minOutputTokens",
+        Int,
+    ),
+    var(
+        "RAY_ADAPTIVE_LEARNED_FAMILY_CAP_ENABLED",
+        "adaptiveTuning.learnedFamilyCapEnabled",
+        Bool,
+    ),
+    var(
+        "RAY_ADAPTIVE_FAMILY_HISTORY_SIZE",
+        "adaptiveTuning.familyHistorySize",
+        Int,
+    ),
+    var(
+        "RAY_ADAPTIVE_LEARNED_CAP_MIN_SAMPLES",
+        "adaptiveTuning.learnedCapMinSamples",
+        Int,
+    ),
+    var(
+        "RAY_ADAPTIVE_DRAFT_PERCENTILE",
+        "adaptiveTuning.draftPercentile",
+        Number,
+    ),
+    var(
+        "RAY_ADAPTIVE_SHORT_PERCENTILE",
+        "adaptiveTuning.shortPercentile",
+        Number,
+    ),
+    var(
+        "RAY_ADAPTIVE_LEARNED_CAP_HEADROOM_TOKENS",
+        "adaptiveTuning.learnedCapHeadroomTokens",
+        Int,
+    ),
+    // auth
+    var("RAY_AUTH_ENABLED", "auth.enabled", Bool),
+    var("RAY_AUTH_API_KEY_ENV", "auth.apiKeyEnv", Text),
+    // rateLimit
+    var("RAY_RATE_LIMIT_ENABLED", "rateLimit.enabled", Bool),
+    var("RAY_RATE_LIMIT_WINDOW_MS", "rateLimit.windowMs", Int),
+    var("RAY_RATE_LIMIT_MAX_REQUESTS", "rateLimit.maxRequests", Int),
+    var("RAY_RATE_LIMIT_MAX_KEYS", "rateLimit.maxKeys", Int),
+    var("RAY_RATE_LIMIT_KEY_STRATEGY", "rateLimit.keyStrategy", Text),
+    var(
+        "RAY_RATE_LIMIT_TRUST_PROXY_HEADERS",
+        "rateLimit.trustProxyHeaders",
+        Bool,
+    ),
+];
+
+/// `RAY_*` variables that are read elsewhere (not config fields), so they are not typos.
+pub const OTHER_RAY_VARS: &[&str] = &["RAY_PROFILE", "RAY_CONFIG", "RAY_API_KEYS"];
+
+/// Prefixes of variables that configure a section; an unknown variable with one of these
+/// prefixes is reported as a probable typo.
+const SECTION_PREFIXES: &[&str] = &[
+    "RAY_SCHEDULER_",
+    "RAY_ASYNC_QUEUE_",
+    "RAY_CACHE_",
+    "RAY_PROMPT_COMPILER_",
+    "RAY_RATE_LIMIT_",
+    "RAY_ADAPTIVE_",
+    "RAY_DEGRADATION_",
+    "RAY_TELEMETRY_",
+    "RAY_LLAMA_CPP_",
+    "RAY_MODEL_",
+    "RAY_AUTH_",
+];
+
+/// Parses a variable's text. Errors name the rule, not the variable (the caller adds it).
+pub fn parse_env_value(kind: EnvKind, raw: &str) -> Result<Value, String> {
+    let text = raw.trim();
+    match kind {
+        EnvKind::Bool => match text.to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => Ok(Value::Bool(true)),
+            "false" | "0" | "no" | "off" => Ok(Value::Bool(false)),
+            _ => Err(format!(
+                "expected true/false/1/0/yes/no/on/off, got {text:?}"
+            )),
+        },
+        EnvKind::Int => text
+            .parse::<i64>()
+            .map(Value::from)
+            .map_err(|_| format!("expected a whole number, got {text:?}")),
+        EnvKind::Number => text
+            .parse::<f64>()
+            .ok()
+            .filter(|n| n.is_finite())
+            .and_then(serde_json::Number::from_f64)
+            .map(Value::Number)
+            .ok_or_else(|| format!("expected a finite number, got {text:?}")),
+        EnvKind::Text => Ok(Value::String(text.to_string())),
+        EnvKind::List => Ok(Value::Array(
+            text.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| Value::String(s.to_string()))
+                .collect(),
+        )),
+    }
+}
+
+/// What applying the environment did.
+#[derive(Debug, Default)]
+pub(crate) struct EnvOutcome {
+    /// Paths set, with the variable that set them.
+    pub(crate) set: Vec<(String, String)>,
+    /// Unusable values: (path, variable, message).
+    pub(crate) errors: Vec<(String, String, String)>,
+    /// Notes for the operator: (path, message).
+    pub(crate) warnings: Vec<(String, String)>,
+}
+
+/// Applies the `RAY_*` variables in `env` to the merged config JSON.
+pub(crate) fn apply_env(root: &mut Value, env: &BTreeMap<String, String>) -> EnvOutcome {
+    let mut outcome = EnvOutcome::default();
+    let get = |name: &str| env.get(name).filter(|v| !v.trim().is_empty());
+    let adapter_kind = pointer(root, "model.adapter.kind")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let has_operational = pointer(root, "model.operational").is_some_and(Value::is_object);
+    let has_launch = pointer(root, "model.adapter.launchProfile").is_some_and(Value::is_object);
+
+    for entry in ENV_VARS {
+        let Some(raw) = get(entry.name) else {
+            continue;
+        };
+        let applies = match entry.scope {
+            EnvScope::Always => true,
+            EnvScope::Operational => has_operational,
+            EnvScope::HttpAdapter => adapter_kind != "mock",
+            EnvScope::LlamaAdapter => adapter_kind == "llama.cpp",
+            EnvScope::LaunchProfile => adapter_kind == "llama.cpp" && has_launch,
+        };
+        if !applies {
+            // RAY_LLAMA_CPP_CACHE_PROMPT has two entries; only warn once, from the adapter one.
+            if !(entry.scope == EnvScope::LaunchProfile
+                && entry.name == "RAY_LLAMA_CPP_CACHE_PROMPT")
+            {
+                let why = match entry.scope {
+                    EnvScope::Operational => "the config has no model.operational",
+                    EnvScope::HttpAdapter => "the adapter is mock",
+                    EnvScope::LlamaAdapter => "the adapter is not llama.cpp",
+                    EnvScope::LaunchProfile => "the llama.cpp adapter has no launchProfile",
+                    EnvScope::Always => "",
+                };
+                outcome.warnings.push((
+                    entry.path.to_string(),
+                    format!("{} is set but ignored because {why}", entry.name),
+                ));
+            }
+            continue;
+        }
+        match parse_env_value(entry.kind, raw) {
+            Ok(value) => {
+                set_pointer(root, entry.path, value);
+                outcome
+                    .set
+                    .push((entry.path.to_string(), entry.name.to_string()));
+            }
+            Err(message) => {
+                outcome
+                    .errors
+                    .push((entry.path.to_string(), entry.name.to_string(), message))
+            }
+        }
+    }
+
+    // RAY_MODEL_ID also names the backend model and the llama-server alias, unless those have
+    // variables of their own.
+    if let Some(model_id) = get("RAY_MODEL_ID") {
+        let model_id = Value::String(model_id.trim().to_string());
+        if adapter_kind != "mock"
+            && get("RAY_MODEL_REF").is_none()
+            && (adapter_kind != "llama.cpp" || get("RAY_LLAMA_CPP_MODEL_REF").is_none())
+        {
+            set_pointer(root, "model.adapter.modelRef", model_id.clone());
+            outcome
+                .set
+                .push(("model.adapter.modelRef".into(), "RAY_MODEL_ID".into()));
+        }
+        if has_launch && adapter_kind == "llama.cpp" && get("RAY_LLAMA_CPP_ALIAS").is_none() {
+            set_pointer(root, "model.adapter.launchProfile.alias", model_id);
+            outcome.set.push((
+                "model.adapter.launchProfile.alias".into(),
+                "RAY_MODEL_ID".into(),
+            ));
+        }
+    }
+    // RAY_LLAMA_CPP_CTX_SIZE also sets the preferred context size.
+    if has_operational
+        && has_launch
+        && adapter_kind == "llama.cpp"
+        && let Some(raw) = get("RAY_LLAMA_CPP_CTX_SIZE")
+        && let Ok(value) = parse_env_value(EnvKind::Int, raw)
+    {
+        set_pointer(root, "model.operational.preferredCtxSize", value);
+        outcome.set.push((
+            "model.operational.preferredCtxSize".into(),
+            "RAY_LLAMA_CPP_CTX_SIZE".into(),
+        ));
+    }
+    // Moving llama-server without naming a base URL moves the base URL with it.
+    if has_launch
+        && adapter_kind == "llama.cpp"
+        && (get("RAY_LLAMA_CPP_HOST").is_some() || get("RAY_LLAMA_CPP_PORT").is_some())
+        && get("RAY_MODEL_BASE_URL").is_none()
+        && get("RAY_LLAMA_CPP_BASE_URL").is_none()
+    {
+        let host = pointer(root, "model.adapter.launchProfile.host")
+            .and_then(Value::as_str)
+            .unwrap_or("127.0.0.1")
+            .to_string();
+        let port = pointer(root, "model.adapter.launchProfile.port")
+            .and_then(Value::as_i64)
+            .unwrap_or(8081);
+        let host = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host
+        };
+        set_pointer(
+            root,
+            "model.adapter.baseUrl",
+            Value::String(format!("http://{host}:{port}")),
+        );
+        outcome.set.push((
+            "model.adapter.baseUrl".into(),
+            "RAY_LLAMA_CPP_HOST/RAY_LLAMA_CPP_PORT".into(),
+        ));
+    }
+
+    for name in env.keys() {
+        let known =
+            ENV_VARS.iter().any(|v| v.name == name) || OTHER_RAY_VARS.contains(&name.as_str());
+        if !known && SECTION_PREFIXES.iter().any(|p| name.starts_with(p)) {
+            outcome.warnings.push((
+                String::new(),
+                format!("{name} is not a Ray setting (misspelled?); it is ignored"),
+            ));
+        }
+    }
+    outcome
+}
+
+/// Reads the value at a dotted path.
+pub(crate) fn pointer<'a>(root: &'a Value, path: &str) -> Option<&'a Value> {
+    let mut current = root;
+    for segment in path.split('.') {
+        current = current.as_object()?.get(segment)?;
+    }
+    Some(current)
+}
+
+/// Writes the value at a dotted path, creating objects on the way.
+pub(crate) fn set_pointer(root: &mut Value, path: &str, value: Value) {
+    let mut current = root;
+    let mut segments = path.split('.').peekable();
+    while let Some(segment) = segments.next() {
+        if !current.is_object() {
+            *current = Value::Object(Map::new());
+        }
+        let Value::Object(map) = current else {
+            return;
+        };
+        if segments.peek().is_none() {
+            map.insert(segment.to_string(), value);
+            return;
+        }
+        current = map
+            .entry(segment.to_string())
+            .or_insert_with(|| Value::Object(Map::new()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn booleans_accept_the_documented_spellings() {
+        for yes in ["true", "1", "YES", " on "] {
+            assert_eq!(parse_env_value(EnvKind::Bool, yes), Ok(Value::Bool(true)));
+        }
+        for no in ["false", "0", "No", "OFF"] {
+            assert_eq!(parse_env_value(EnvKind::Bool, no), Ok(Value::Bool(false)));
+        }
+        assert!(parse_env_value(EnvKind::Bool, "maybe").is_err());
+    }
+
+    #[test]
+    fn lists_are_trimmed_and_blanks_dropped() {
+        assert_eq!(
+            parse_env_value(EnvKind::List, " a.example, *.b.example ,,").unwrap(),
+            serde_json::json!(["a.example", "*.b.example"])
+        );
+    }
+
+    #[test]
+    fn numbers_must_be_finite() {
+        assert!(parse_env_value(EnvKind::Number, "NaN").is_err());
+        assert!(parse_env_value(EnvKind::Int, "1.5").is_err());
+        assert_eq!(
+            parse_env_value(EnvKind::Int, "-1").unwrap(),
+            Value::from(-1)
+        );
+    }
+
+    #[test]
+    fn variable_names_follow_the_section_rule() {
+        for entry in ENV_VARS {
+            assert!(entry.name.starts_with("RAY_"), "{}", entry.name);
+            assert!(
+                entry
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_'),
+                "{}",
+                entry.name
+            );
+        }
+    }
+}

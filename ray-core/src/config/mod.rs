@@ -1,0 +1,59 @@
+//! The configuration: the `RayConfig` tree, the seven profiles, layering (profile, file,
+//! `RAY_*` environment, explicit overrides), validation with JSON paths, and the JSON Schema.
+
+mod env;
+mod load;
+mod profiles;
+mod types;
+mod validate;
+
+pub use env::{ENV_VARS, EnvKind, EnvScope, EnvVar, OTHER_RAY_VARS, parse_env_value};
+pub use load::{
+    ConfigError, ConfigLoader, LoadedConfig, MAX_CONFIG_FILE_BYTES, ValidConfig, redacted_json,
+};
+pub use profiles::{
+    DEFAULT_BASE_URL, DEFAULT_LLAMA_BINARY, DEFAULT_MODEL_DIR, adapter_defaults, profile_defaults,
+};
+pub use types::*;
+pub use validate::{
+    Diagnostic, GENERATED_LLAMA_FLAGS, ParsedUrl, RESERVED_ADAPTER_HEADERS, Severity,
+    is_allowed_host_pattern, is_env_var_name, is_loopback_host, validate,
+};
+
+/// The JSON Schema of a config file (draft 2020-12).
+///
+/// Every field is optional in a file, because missing fields come from the profile, so the
+/// schema lists no required properties except an adapter's `kind`.
+pub fn json_schema() -> serde_json::Value {
+    let mut schema = schemars::schema_for!(RayConfig).to_value();
+    relax_required(&mut schema);
+    if let serde_json::Value::Object(map) = &mut schema {
+        map.insert(
+            "description".into(),
+            serde_json::Value::String(
+                "Configuration of a Ray inference gateway. Fields left out come from the \
+                 selected profile; see docs/configuration.md."
+                    .into(),
+            ),
+        );
+    }
+    schema
+}
+
+fn relax_required(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            if let Some(serde_json::Value::Array(required)) = map.get_mut("required") {
+                required.retain(|name| name == "kind");
+                if required.is_empty() {
+                    map.remove("required");
+                }
+            }
+            for child in map.values_mut() {
+                relax_required(child);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(relax_required),
+        _ => {}
+    }
+}

@@ -1,0 +1,762 @@
+//! The `RayConfig` tree: every field an operator can set, with the JSON names of the existing
+//! Ray. Doc comments here become the descriptions of the generated JSON Schema.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration of one Ray gateway.
+///
+/// A config file only needs the fields it changes: missing fields come from the selected
+/// [`Profile`]. Unknown fields are rejected.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(title = "Ray configuration")]
+pub struct RayConfig {
+    /// Optional JSON Schema reference for editors; ignored by Ray.
+    #[serde(rename = "$schema", default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<String>,
+    /// The profile whose defaults fill every field the file leaves out. When the file has no
+    /// `profile`, `RAY_PROFILE` decides, else `sub1b`.
+    pub profile: Profile,
+    /// The HTTP listener.
+    pub server: ServerConfig,
+    /// The model and the backend that serves it.
+    pub model: ModelConfig,
+    /// Admission control: the bounded queue, token budgets, concurrency and deadlines.
+    pub scheduler: SchedulerConfig,
+    /// The durable async job queue (`/v1/jobs`).
+    pub async_queue: AsyncQueueConfig,
+    /// The in-memory result cache.
+    pub cache: CacheConfig,
+    /// Logs and metrics.
+    pub telemetry: TelemetryConfig,
+    /// What the gateway does under queue, memory and CPU pressure.
+    pub graceful_degradation: GracefulDegradationConfig,
+    /// Prompt normalisation before caching and scheduling.
+    pub prompt_compiler: PromptCompilerConfig,
+    /// Output caps learned from recent traffic.
+    pub adaptive_tuning: AdaptiveTuningConfig,
+    /// Bearer API keys.
+    pub auth: AuthConfig,
+    /// Fixed-window rate limiting.
+    pub rate_limit: RateLimitConfig,
+    /// Free-form labels (at most 64; keys up to 128 chars, values up to 4096). `modelRole` is
+    /// read by the task-routing diagnostics.
+    pub tags: BTreeMap<String, String>,
+}
+
+/// A named set of defaults for one class of machine and model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum Profile {
+    /// Mock provider, boots instantly; for development and tests.
+    #[serde(rename = "tiny")]
+    Tiny,
+    /// A sub-1B quantized model on llama.cpp, 2 vCPU / 4 GB x86 (CX23 class).
+    #[serde(rename = "sub1b")]
+    Sub1b,
+    /// A sub-1B model on llama.cpp on an ARM CAX11-class box: one slot.
+    #[serde(rename = "sub1b-cax11")]
+    Sub1bCax11,
+    /// A 1B-class model on llama.cpp, 4 GB box, single slot.
+    #[serde(rename = "1b")]
+    OneB,
+    /// A 1B-class model on llama.cpp, 8 GB box, two slots.
+    #[serde(rename = "1b-8gb")]
+    OneB8gb,
+    /// A 3B-class model behind an OpenAI-compatible backend.
+    #[serde(rename = "vps")]
+    Vps,
+    /// A 7B-class model behind an OpenAI-compatible backend, roomier limits.
+    #[serde(rename = "balanced")]
+    Balanced,
+}
+
+impl Profile {
+    /// Every profile, in the order of the reference table.
+    pub const ALL: [Profile; 7] = [
+        Profile::Tiny,
+        Profile::Sub1b,
+        Profile::Sub1bCax11,
+        Profile::OneB,
+        Profile::OneB8gb,
+        Profile::Vps,
+        Profile::Balanced,
+    ];
+
+    /// The profile used when neither the file nor `RAY_PROFILE` names one.
+    pub const DEFAULT: Profile = Profile::Sub1b;
+
+    /// The wire name, e.g. `"sub1b-cax11"`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Profile::Tiny => "tiny",
+            Profile::Sub1b => "sub1b",
+            Profile::Sub1bCax11 => "sub1b-cax11",
+            Profile::OneB => "1b",
+            Profile::OneB8gb => "1b-8gb",
+            Profile::Vps => "vps",
+            Profile::Balanced => "balanced",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(name: &str) -> Option<Profile> {
+        Profile::ALL.into_iter().find(|p| p.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for Profile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The HTTP listener.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to bind (at most 253 chars). Keep `127.0.0.1` behind Caddy. Env: `RAY_HOST`.
+    pub host: String,
+    /// TCP port, 1 to 65535; `0` asks the OS for a free port (tests). Env: `RAY_PORT`.
+    pub port: u16,
+    /// Largest accepted request body in bytes, 1 to 1048576. Env: `RAY_REQUEST_BODY_LIMIT_BYTES`.
+    pub request_body_limit_bytes: u64,
+}
+
+/// The model and its backend adapter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ModelConfig {
+    /// The model id Ray reports in responses (at most 256 chars). Env: `RAY_MODEL_ID`.
+    pub id: String,
+    /// Model family, e.g. `qwen2.5` (at most 256 chars). Env: `RAY_MODEL_FAMILY`.
+    pub family: String,
+    /// Quantization of the weights. Env: `RAY_MODEL_QUANTIZATION`.
+    pub quantization: Quantization,
+    /// Context window in tokens, 1 to 32768. Env: `RAY_MODEL_CONTEXT_WINDOW`.
+    pub context_window: u32,
+    /// Warm the backend up in the background right after the listener is bound.
+    /// Env: `RAY_MODEL_WARM_ON_BOOT`.
+    pub warm_on_boot: bool,
+    /// Largest `maxTokens` a request may ask for, 1 to 2048 and at most `contextWindow`; also the
+    /// default. Env: `RAY_MODEL_MAX_OUTPUT_TOKENS`.
+    pub max_output_tokens: u32,
+    /// Operational hints about the model on this class of machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operational: Option<ModelOperational>,
+    /// The backend adapter.
+    pub adapter: AdapterConfig,
+}
+
+/// Quantization of the model weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Quantization {
+    /// 4-bit, legacy.
+    #[serde(rename = "q4_0")]
+    Q4_0,
+    /// 4-bit k-quant, medium.
+    #[serde(rename = "q4_k_m")]
+    Q4KM,
+    /// 5-bit k-quant, medium.
+    #[serde(rename = "q5_k_m")]
+    Q5KM,
+    /// 8-bit.
+    #[serde(rename = "q8_0")]
+    Q8_0,
+    /// Half precision.
+    Fp16,
+    /// Not known.
+    Unknown,
+}
+
+/// Operational hints about a model on this class of machine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ModelOperational {
+    /// The prompt format expected to work best with this model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recommended_prompt_format: Option<PromptFormatPreference>,
+    /// Whether the model follows JSON mode reliably.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supports_json_mode: Option<bool>,
+    /// Expected generation speed, 1 to 1000 tokens/s. Env: `RAY_MODEL_TOKENS_PER_SECOND_TARGET`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_second_target: Option<u32>,
+    /// Memory class of the machine in MiB, 1 to 65536; the deploy memory budget.
+    /// Env: `RAY_MODEL_MEMORY_CLASS_MIB`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "memoryClassMiB")]
+    pub memory_class_mib: Option<u32>,
+    /// Preferred llama.cpp context size in tokens. Env: `RAY_MODEL_PREFERRED_CTX_SIZE`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preferred_ctx_size: Option<u32>,
+    /// Whether the model ships a chat template llama.cpp knows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat_template_known: Option<bool>,
+}
+
+/// How a prompt is presented to llama.cpp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum PromptFormatPreference {
+    /// The model's own chat template, applied by llama.cpp.
+    NativeTemplate,
+    /// OpenAI-style chat messages.
+    OpenaiChat,
+    /// A plain completion prompt with no chat markup.
+    PlainCompletion,
+}
+
+/// The backend adapter, selected by `kind`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind")]
+pub enum AdapterConfig {
+    /// A built-in deterministic provider that needs no model.
+    #[serde(rename = "mock")]
+    Mock(MockAdapterConfig),
+    /// Any server speaking the OpenAI chat completions API.
+    #[serde(rename = "openai-compatible")]
+    OpenAiCompatible(OpenAiAdapterConfig),
+    /// llama.cpp's `llama-server`: the OpenAI-compatible API plus its native endpoints.
+    #[serde(rename = "llama.cpp")]
+    LlamaCpp(LlamaCppAdapterConfig),
+}
+
+impl AdapterConfig {
+    /// The `kind` as written in the config.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AdapterConfig::Mock(_) => "mock",
+            AdapterConfig::OpenAiCompatible(_) => "openai-compatible",
+            AdapterConfig::LlamaCpp(_) => "llama.cpp",
+        }
+    }
+
+    /// The HTTP settings shared by the OpenAI-compatible and llama.cpp adapters.
+    pub fn http(&self) -> Option<HttpAdapterView<'_>> {
+        match self {
+            AdapterConfig::Mock(_) => None,
+            AdapterConfig::OpenAiCompatible(a) => Some(HttpAdapterView {
+                base_url: &a.base_url,
+                model_ref: &a.model_ref,
+                api_key_env: a.api_key_env.as_deref(),
+                timeout_ms: a.timeout_ms,
+                headers: a.headers.as_ref(),
+                warmup_requests: a.warmup_requests.as_deref(),
+            }),
+            AdapterConfig::LlamaCpp(a) => Some(HttpAdapterView {
+                base_url: &a.base_url,
+                model_ref: &a.model_ref,
+                api_key_env: a.api_key_env.as_deref(),
+                timeout_ms: a.timeout_ms,
+                headers: a.headers.as_ref(),
+                warmup_requests: a.warmup_requests.as_deref(),
+            }),
+        }
+    }
+
+    /// The llama.cpp launch profile, if the adapter is llama.cpp and has one.
+    pub fn launch_profile(&self) -> Option<&LaunchProfile> {
+        match self {
+            AdapterConfig::LlamaCpp(a) => a.launch_profile.as_ref(),
+            AdapterConfig::Mock(_) | AdapterConfig::OpenAiCompatible(_) => None,
+        }
+    }
+}
+
+/// A borrowed view of the settings every HTTP adapter has.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpAdapterView<'a> {
+    /// Backend base URL.
+    pub base_url: &'a str,
+    /// Model name sent to the backend.
+    pub model_ref: &'a str,
+    /// Name of the env variable holding the backend's API key.
+    pub api_key_env: Option<&'a str>,
+    /// Per-call timeout.
+    pub timeout_ms: u64,
+    /// Extra headers.
+    pub headers: Option<&'a BTreeMap<String, String>>,
+    /// Warm-up requests.
+    pub warmup_requests: Option<&'a [WarmupRequest]>,
+}
+
+/// The built-in mock provider.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MockAdapterConfig {
+    /// Simulated generation time per request in milliseconds, 0 to 120000.
+    pub latency_ms: u64,
+    /// A string mixed into the output so different mocks are distinguishable (at most 512 chars).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<String>,
+}
+
+/// An OpenAI-compatible backend.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OpenAiAdapterConfig {
+    /// Backend base URL, e.g. `http://127.0.0.1:8081` (absolute http/https, no credentials,
+    /// query or fragment, at most 2048 chars). Env: `RAY_MODEL_BASE_URL`.
+    pub base_url: String,
+    /// Model name sent to the backend (at most 256 chars). Env: `RAY_MODEL_REF`.
+    pub model_ref: String,
+    /// Name of the env variable holding the backend's API key, sent as a Bearer token.
+    /// Env: `RAY_MODEL_API_KEY_ENV`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_env: Option<String>,
+    /// Timeout of one backend call in milliseconds, 1 to 120000. Env: `RAY_MODEL_TIMEOUT_MS`.
+    pub timeout_ms: u64,
+    /// Extra headers sent to the backend (at most 64; hop-by-hop names are refused). Values are
+    /// redacted in `/v1/config` and `print-config`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<BTreeMap<String, String>>,
+    /// Requests run at warm-up (at most 8); default a single `{"input":"ping"}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup_requests: Option<Vec<WarmupRequest>>,
+}
+
+/// llama.cpp's `llama-server`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LlamaCppAdapterConfig {
+    /// Backend base URL, e.g. `http://127.0.0.1:8081`. With a launch profile it must be plain
+    /// http on loopback at the launch profile's port. Env: `RAY_MODEL_BASE_URL` or
+    /// `RAY_LLAMA_CPP_BASE_URL`.
+    pub base_url: String,
+    /// Model name sent to the backend (at most 256 chars). Env: `RAY_MODEL_REF` or
+    /// `RAY_LLAMA_CPP_MODEL_REF`.
+    pub model_ref: String,
+    /// Name of the env variable holding the backend's API key (`llama-server --api-key`).
+    /// Env: `RAY_MODEL_API_KEY_ENV`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_env: Option<String>,
+    /// Timeout of one backend call in milliseconds, 1 to 120000. Env: `RAY_MODEL_TIMEOUT_MS`.
+    pub timeout_ms: u64,
+    /// Extra headers sent to the backend (at most 64; hop-by-hop names are refused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<BTreeMap<String, String>>,
+    /// Requests run at warm-up (at most 8); default a single `{"input":"ping"}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup_requests: Option<Vec<WarmupRequest>>,
+    /// Ask llama.cpp to reuse the slot's prompt cache (`cache_prompt`); default true.
+    /// Env: `RAY_LLAMA_CPP_CACHE_PROMPT`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_prompt: Option<bool>,
+    /// Pin every request to this slot id (0 or more) instead of routing by prompt family.
+    /// Env: `RAY_LLAMA_CPP_SLOT_ID`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot_id: Option<u32>,
+    /// How long a `/slots` snapshot is reused, 1 to 120000 ms.
+    /// Env: `RAY_LLAMA_CPP_SLOT_STATE_TTL_MS`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot_state_ttl_ms: Option<u64>,
+    /// Timeout of a `/slots` snapshot, 1 ms to `timeoutMs`.
+    /// Env: `RAY_LLAMA_CPP_SLOT_SNAPSHOT_TIMEOUT_MS`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot_snapshot_timeout_ms: Option<u64>,
+    /// Entries of the prompt scaffold cache, 1 to 4096.
+    /// Env: `RAY_LLAMA_CPP_PROMPT_SCAFFOLD_CACHE_ENTRIES`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_scaffold_cache_entries: Option<u32>,
+    /// How `llama-server` is launched on this box (systemd unit, doctor, supervised mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launch_profile: Option<LaunchProfile>,
+}
+
+/// A request run during warm-up. Text fields are limited to 8192 chars.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WarmupRequest {
+    /// Prompt text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<String>,
+    /// System prompt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<String>,
+    /// Output tokens, at most `model.maxOutputTokens`; default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    /// Sampling seed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<i64>,
+    /// Stop strings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop: Option<Vec<String>>,
+    /// Response format.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_format: Option<crate::wire::ResponseFormat>,
+    /// A built-in template id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_id: Option<String>,
+    /// Template variables.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_variables: Option<BTreeMap<String, crate::wire::TemplateValue>>,
+}
+
+/// How `llama-server` is launched. Every field maps to a `llama-server` flag.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LaunchProfile {
+    /// The named preset these values started from.
+    pub preset: LaunchPreset,
+    /// Path of the `llama-server` binary. Env: `RAY_LLAMA_CPP_BINARY_PATH`.
+    pub binary_path: String,
+    /// Path of the GGUF model. Env: `RAY_MODEL_PATH` or `RAY_LLAMA_CPP_MODEL_PATH`.
+    pub model_path: String,
+    /// Bind address of `llama-server`; must be loopback. Env: `RAY_LLAMA_CPP_HOST`.
+    pub host: String,
+    /// Port of `llama-server`. Env: `RAY_LLAMA_CPP_PORT`.
+    pub port: u16,
+    /// Model alias `llama-server` reports (`--alias`). Env: `RAY_LLAMA_CPP_ALIAS`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
+    /// Total context size across slots (`--ctx-size`), at most 32768 and `model.contextWindow`.
+    /// Env: `RAY_LLAMA_CPP_CTX_SIZE`.
+    pub ctx_size: u32,
+    /// Parallel slots (`--parallel`), 1 to 8. Env: `RAY_LLAMA_CPP_PARALLEL`.
+    pub parallel: u32,
+    /// Generation threads (`--threads`), 1 to 32. Env: `RAY_LLAMA_CPP_THREADS`.
+    pub threads: u32,
+    /// Prompt-processing threads (`--threads-batch`), 1 to 32. Env: `RAY_LLAMA_CPP_THREADS_BATCH`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threads_batch: Option<u32>,
+    /// HTTP threads (`--threads-http`), 1 to 16. Env: `RAY_LLAMA_CPP_THREADS_HTTP`.
+    pub threads_http: u32,
+    /// Logical batch size (`--batch-size`), 1 to 4096. Env: `RAY_LLAMA_CPP_BATCH_SIZE`.
+    pub batch_size: u32,
+    /// Physical batch size (`--ubatch-size`), 1 to `batchSize`. Env: `RAY_LLAMA_CPP_UBATCH_SIZE`.
+    pub ubatch_size: u32,
+    /// Prompt cache (`--cache-prompt`). Env: `RAY_LLAMA_CPP_CACHE_PROMPT`.
+    pub cache_prompt: bool,
+    /// KV-shift chunk reuse (`--cache-reuse`), 0 to 32768. Env: `RAY_LLAMA_CPP_CACHE_REUSE`.
+    pub cache_reuse: u32,
+    /// Host-memory prompt cache in MiB (`--cache-ram`), -1 (unbounded) to 8192.
+    /// Env: `RAY_LLAMA_CPP_CACHE_RAM_MIB`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "cacheRamMiB")]
+    pub cache_ram_mib: Option<i32>,
+    /// Continuous batching (`--cont-batching`). Env: `RAY_LLAMA_CPP_CONTINUOUS_BATCHING`.
+    pub continuous_batching: bool,
+    /// Prometheus endpoint (`--metrics`). Env: `RAY_LLAMA_CPP_ENABLE_METRICS`.
+    pub enable_metrics: bool,
+    /// `/slots` endpoint (`--slots`). Env: `RAY_LLAMA_CPP_EXPOSE_SLOTS`.
+    pub expose_slots: bool,
+    /// Warm-up run at load (`--warmup`). Env: `RAY_LLAMA_CPP_WARMUP`.
+    pub warmup: bool,
+    /// Unified KV cache (`--kv-unified`). Env: `RAY_LLAMA_CPP_ENABLE_UNIFIED_KV`.
+    pub enable_unified_kv: bool,
+    /// Keep idle slots' prompts in the host cache (`--cache-idle-slots`).
+    /// Env: `RAY_LLAMA_CPP_CACHE_IDLE_SLOTS`.
+    pub cache_idle_slots: bool,
+    /// Context shift when a slot fills (`--context-shift`). Env: `RAY_LLAMA_CPP_CONTEXT_SHIFT`.
+    pub context_shift: bool,
+    /// Extra `llama-server` flags (at most 64); flags Ray generates itself are refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra_args: Option<Vec<String>>,
+}
+
+/// Named llama.cpp launch presets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum LaunchPreset {
+    /// Generic sub-1B single VPS.
+    #[serde(rename = "single-vps-sub1b")]
+    SingleVpsSub1b,
+    /// Sub-1B on a CX23-class 2 vCPU / 4 GB x86 box.
+    #[serde(rename = "single-vps-sub1b-cx23")]
+    SingleVpsSub1bCx23,
+    /// Sub-1B on a CAX11-class 2 vCPU / 4 GB ARM box.
+    #[serde(rename = "single-vps-sub1b-cax11")]
+    SingleVpsSub1bCax11,
+    /// 1B-class on a CX23-class box.
+    #[serde(rename = "single-vps-1b-cx23")]
+    SingleVps1bCx23,
+    /// 1B-class on an 8 GB box.
+    #[serde(rename = "single-vps-1b-8gb")]
+    SingleVps1b8gb,
+    /// A roomier single node.
+    #[serde(rename = "single-vps-balanced")]
+    SingleVpsBalanced,
+}
+
+/// Admission control.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SchedulerConfig {
+    /// Requests executing at once (permits), 1 to 8. Env: `RAY_SCHEDULER_CONCURRENCY`.
+    pub concurrency: u32,
+    /// Requests waiting at most (both lanes), 1 to 512; more are refused with `queue_full`.
+    /// Env: `RAY_SCHEDULER_MAX_QUEUE`.
+    pub max_queue: u32,
+    /// Token budget of waiting requests, 1 to 262144. Env: `RAY_SCHEDULER_MAX_QUEUED_TOKENS`.
+    pub max_queued_tokens: u32,
+    /// Token budget of executing requests, 1 to 65536. Env: `RAY_SCHEDULER_MAX_INFLIGHT_TOKENS`.
+    pub max_inflight_tokens: u32,
+    /// Deadline of one request (queue wait plus execution) in ms, 1 to 120000.
+    /// Env: `RAY_SCHEDULER_REQUEST_TIMEOUT_MS`.
+    pub request_timeout_ms: u64,
+    /// Share one backend call between identical concurrent requests.
+    /// Env: `RAY_SCHEDULER_DEDUPE_INFLIGHT`.
+    pub dedupe_inflight: bool,
+    /// How long a freed permit may wait for a better-matching request when others are queued,
+    /// 0 to 1000 ms and less than `requestTimeoutMs`. Never delays a request when the queue is
+    /// empty. Env: `RAY_SCHEDULER_BATCH_WINDOW_MS`.
+    pub batch_window_ms: u64,
+    /// How many queued requests past the head are considered for slot affinity, 1 to `maxQueue`.
+    /// Env: `RAY_SCHEDULER_AFFINITY_LOOKAHEAD`.
+    pub affinity_lookahead: u32,
+    /// Requests with `maxTokens` at or below this go to the short lane, 1 to
+    /// `model.maxOutputTokens`. Env: `RAY_SCHEDULER_SHORT_JOB_MAX_TOKENS`.
+    pub short_job_max_tokens: u32,
+}
+
+/// The durable async job queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AsyncQueueConfig {
+    /// Serve `/v1/jobs`. Env: `RAY_ASYNC_QUEUE_ENABLED`.
+    pub enabled: bool,
+    /// Where job records live; relative paths resolve against the working directory.
+    /// Env: `RAY_ASYNC_QUEUE_STORAGE_DIR`.
+    pub storage_dir: String,
+    /// Jobs retained at most (queued, running and finished), 1 to 2000.
+    /// Env: `RAY_ASYNC_QUEUE_MAX_JOBS`.
+    pub max_jobs: u32,
+    /// Refuse new jobs when free space under `storageDir` drops below this, 1 to 1048576 MiB.
+    /// Env: `RAY_ASYNC_QUEUE_MIN_FREE_STORAGE_MIB`.
+    #[serde(rename = "minFreeStorageMiB")]
+    pub min_free_storage_mib: u64,
+    /// How long finished jobs are kept, 0 to 604800000 ms. Env: `RAY_ASYNC_QUEUE_COMPLETED_TTL_MS`.
+    pub completed_ttl_ms: u64,
+    /// Base delay of job and callback retries, 1 to 60000 ms. Env: `RAY_ASYNC_QUEUE_POLL_INTERVAL_MS`.
+    pub poll_interval_ms: u64,
+    /// Jobs executing at once, 1 to 8. Env: `RAY_ASYNC_QUEUE_DISPATCH_CONCURRENCY`.
+    pub dispatch_concurrency: u32,
+    /// Attempts per job, 1 to 100. Env: `RAY_ASYNC_QUEUE_MAX_ATTEMPTS`.
+    pub max_attempts: u32,
+    /// Timeout of one callback delivery, 1 to 30000 ms. Env: `RAY_ASYNC_QUEUE_CALLBACK_TIMEOUT_MS`.
+    pub callback_timeout_ms: u64,
+    /// Delivery attempts per callback, 1 to 100. Env: `RAY_ASYNC_QUEUE_MAX_CALLBACK_ATTEMPTS`.
+    pub max_callback_attempts: u32,
+    /// Allow callbacks to private, loopback and link-local addresses.
+    /// Env: `RAY_ASYNC_QUEUE_CALLBACK_ALLOW_PRIVATE_NETWORK`.
+    pub callback_allow_private_network: bool,
+    /// Hosts callbacks may go to without the address check: exact names or `*.suffix`
+    /// (at most 64). Env: `RAY_ASYNC_QUEUE_CALLBACK_ALLOWED_HOSTS` (comma list).
+    pub callback_allowed_hosts: Vec<String>,
+}
+
+/// The result cache.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Cache successful results. Env: `RAY_CACHE_ENABLED`.
+    pub enabled: bool,
+    /// Entries at most, 1 to 4096. Env: `RAY_CACHE_MAX_ENTRIES`.
+    pub max_entries: u32,
+    /// Bytes at most, 1 to 268435456; a single larger result is not stored.
+    /// Env: `RAY_CACHE_MAX_BYTES`.
+    pub max_bytes: u64,
+    /// Time to live in ms, 0 to 86400000; 0 means entries leave only by the size bounds.
+    /// Env: `RAY_CACHE_TTL_MS`.
+    pub ttl_ms: u64,
+    /// Which request fields make up the cache key. Env: `RAY_CACHE_KEY_STRATEGY`.
+    pub key_strategy: CacheKeyStrategy,
+}
+
+/// Which request fields make up the cache key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum CacheKeyStrategy {
+    /// Model, input, system, metadata, seed, stop and response format.
+    #[serde(rename = "input")]
+    Input,
+    /// Everything in `input` plus `maxTokens`, `temperature` and `topP`.
+    #[serde(rename = "input+params")]
+    InputParams,
+}
+
+/// Logs and metrics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// The `service` field of every log line (at most 128 chars).
+    /// Env: `RAY_TELEMETRY_SERVICE_NAME`.
+    pub service_name: String,
+    /// Lowest level logged. Env: `RAY_LOG_LEVEL` or `RAY_TELEMETRY_LOG_LEVEL`.
+    pub log_level: LogLevel,
+    /// Add the `recent` block to `/metrics?format=json`.
+    /// Env: `RAY_TELEMETRY_INCLUDE_DEBUG_METRICS`.
+    pub include_debug_metrics: bool,
+    /// Requests slower than this (ms, at most 120000) log a warning; 0 disables.
+    /// Env: `RAY_TELEMETRY_SLOW_REQUEST_THRESHOLD_MS`.
+    pub slow_request_threshold_ms: u64,
+}
+
+/// Log levels.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    /// Everything.
+    Debug,
+    /// Normal operation.
+    Info,
+    /// Rejections and anomalies.
+    Warn,
+    /// Failures only.
+    Error,
+}
+
+impl LogLevel {
+    /// The wire name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        }
+    }
+}
+
+/// Graceful degradation thresholds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GracefulDegradationConfig {
+    /// Apply the clamps below. Env: `RAY_GRACEFUL_DEGRADATION_ENABLED`.
+    pub enabled: bool,
+    /// Queue depth at which output is clamped to `degradeToMaxTokens`; below `scheduler.maxQueue`.
+    /// Env: `RAY_DEGRADATION_QUEUE_DEPTH_THRESHOLD`.
+    pub queue_depth_threshold: u32,
+    /// Prompts longer than this (input plus system, chars, at most 65536) are trimmed.
+    /// Env: `RAY_DEGRADATION_MAX_PROMPT_CHARS`.
+    pub max_prompt_chars: u32,
+    /// `maxTokens` under pressure, at most `model.maxOutputTokens`.
+    /// Env: `RAY_DEGRADATION_MAX_TOKENS`.
+    pub degrade_to_max_tokens: u32,
+    /// Gateway RSS in MiB (at most 65536) counted as memory pressure.
+    /// Env: `RAY_DEGRADATION_MEMORY_RSS_THRESHOLD_MIB`.
+    #[serde(rename = "memoryRssThresholdMiB")]
+    pub memory_rss_threshold_mib: u32,
+    /// cgroup memory use / limit ratio counted as pressure, in (0, 1].
+    /// Env: `RAY_DEGRADATION_MEMORY_CGROUP_PRESSURE_RATIO_THRESHOLD`.
+    pub memory_cgroup_pressure_ratio_threshold: f64,
+    /// Share of cgroup CPU periods throttled counted as pressure, in (0, 1].
+    /// Env: `RAY_DEGRADATION_CPU_THROTTLED_RATIO_THRESHOLD`.
+    pub cpu_throttled_ratio_threshold: f64,
+    /// Memory PSI `some avg10` counted as pressure, in (0, 100].
+    /// Env: `RAY_DEGRADATION_MEMORY_PSI_SOME_AVG10_THRESHOLD`.
+    pub memory_psi_some_avg10_threshold: f64,
+    /// Memory PSI `full avg10` counted as pressure, in (0, 100].
+    /// Env: `RAY_DEGRADATION_MEMORY_PSI_FULL_AVG10_THRESHOLD`.
+    pub memory_psi_full_avg10_threshold: f64,
+    /// CPU PSI `some avg10` counted as pressure, in (0, 100].
+    /// Env: `RAY_DEGRADATION_CPU_PSI_SOME_AVG10_THRESHOLD`.
+    pub cpu_psi_some_avg10_threshold: f64,
+    /// CPU PSI `full avg10` counted as pressure, in (0, 100].
+    /// Env: `RAY_DEGRADATION_CPU_PSI_FULL_AVG10_THRESHOLD`.
+    pub cpu_psi_full_avg10_threshold: f64,
+}
+
+/// Prompt normalisation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PromptCompilerConfig {
+    /// Normalise prompts. Env: `RAY_PROMPT_COMPILER_ENABLED`.
+    pub enabled: bool,
+    /// Trim lines, collapse runs of spaces and blank lines.
+    /// Env: `RAY_PROMPT_COMPILER_COLLAPSE_WHITESPACE`.
+    pub collapse_whitespace: bool,
+    /// Drop repeated lines (case-insensitive). Env: `RAY_PROMPT_COMPILER_DEDUPE_REPEATED_LINES`.
+    pub dedupe_repeated_lines: bool,
+    /// Metadata keys whose first non-empty value names the prompt family (at most 16, each at
+    /// most 128 chars). Env: `RAY_PROMPT_COMPILER_FAMILY_METADATA_KEYS` (comma list).
+    pub family_metadata_keys: Vec<String>,
+}
+
+/// Adaptive output caps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AdaptiveTuningConfig {
+    /// Lower `maxTokens` when queue time or throughput degrade. Env: `RAY_ADAPTIVE_TUNING_ENABLED`.
+    pub enabled: bool,
+    /// Recent samples considered, 1 to 512. Env: `RAY_ADAPTIVE_SAMPLE_SIZE`.
+    pub sample_size: u32,
+    /// Average queue time (ms, 1 to 120000) above which output is reduced.
+    /// Env: `RAY_ADAPTIVE_QUEUE_LATENCY_THRESHOLD_MS`.
+    pub queue_latency_threshold_ms: u64,
+    /// Average generation speed (tokens/s, at most 1000) below which output is reduced.
+    /// Env: `RAY_ADAPTIVE_MIN_COMPLETION_TOKENS_PER_SECOND`.
+    pub min_completion_tokens_per_second: f64,
+    /// Largest reduction of `maxTokens`, 0 to 1. Env: `RAY_ADAPTIVE_MAX_OUTPUT_REDUCTION_RATIO`.
+    pub max_output_reduction_ratio: f64,
+    /// Reductions never go below this many tokens (at most `model.maxOutputTokens`).
+    /// Env: `RAY_ADAPTIVE_MIN_OUTPUT_TOKENS`.
+    pub min_output_tokens: u32,
+    /// Learn per-family output caps from completed requests.
+    /// Env: `RAY_ADAPTIVE_LEARNED_FAMILY_CAP_ENABLED`.
+    pub learned_family_cap_enabled: bool,
+    /// Completions remembered per family, 1 to 1024. Env: `RAY_ADAPTIVE_FAMILY_HISTORY_SIZE`.
+    pub family_history_size: u32,
+    /// Samples a family needs before its cap applies, 1 to `familyHistorySize`.
+    /// Env: `RAY_ADAPTIVE_LEARNED_CAP_MIN_SAMPLES`.
+    pub learned_cap_min_samples: u32,
+    /// Percentile of completion length used for draft-lane caps, 0 to 1.
+    /// Env: `RAY_ADAPTIVE_DRAFT_PERCENTILE`.
+    pub draft_percentile: f64,
+    /// Percentile of completion length used for short-lane caps, 0 to 1.
+    /// Env: `RAY_ADAPTIVE_SHORT_PERCENTILE`.
+    pub short_percentile: f64,
+    /// Tokens added to a learned cap, at most `model.maxOutputTokens`.
+    /// Env: `RAY_ADAPTIVE_LEARNED_CAP_HEADROOM_TOKENS`.
+    pub learned_cap_headroom_tokens: u32,
+}
+
+/// Bearer API keys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Require `Authorization: Bearer <key>` on protected routes. Env: `RAY_AUTH_ENABLED`.
+    pub enabled: bool,
+    /// Name of the env variable holding the keys (comma or newline separated).
+    /// Env: `RAY_AUTH_API_KEY_ENV`.
+    pub api_key_env: String,
+}
+
+/// Fixed-window rate limiting.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Limit `/v1/infer` and `/v1/jobs`. Env: `RAY_RATE_LIMIT_ENABLED`.
+    pub enabled: bool,
+    /// Window length, 1 to 3600000 ms. Env: `RAY_RATE_LIMIT_WINDOW_MS`.
+    pub window_ms: u64,
+    /// Requests per key per window, 1 to 10000. Env: `RAY_RATE_LIMIT_MAX_REQUESTS`.
+    pub max_requests: u32,
+    /// Keys tracked at most, 1 to 16384. Env: `RAY_RATE_LIMIT_MAX_KEYS`.
+    pub max_keys: u32,
+    /// What identifies a client. Env: `RAY_RATE_LIMIT_KEY_STRATEGY`.
+    pub key_strategy: RateLimitKeyStrategy,
+    /// Believe `X-Forwarded-For` from private and loopback peers (a reverse proxy).
+    /// Env: `RAY_RATE_LIMIT_TRUST_PROXY_HEADERS`.
+    pub trust_proxy_headers: bool,
+}
+
+/// What identifies a client for rate limiting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum RateLimitKeyStrategy {
+    /// The client IP.
+    #[serde(rename = "ip")]
+    Ip,
+    /// The API key (falls back to the IP when no key is sent).
+    #[serde(rename = "api-key")]
+    ApiKey,
+    /// The API key and the IP together.
+    #[serde(rename = "ip+api-key")]
+    IpApiKey,
+}

@@ -1,0 +1,468 @@
+//! The error model: one list of stable error codes, their HTTP status and retry hint, and the
+//! error body every route returns.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Every error Ray reports on the wire, as a stable `snake_case` code.
+///
+/// The code decides the HTTP status ([`ErrorCode::status`]) and whether a `Retry-After` header
+/// is sent ([`ErrorCode::retry_after_secs`]). The mapping is exhaustive on purpose: adding a code
+/// forces a decision about its status and retry hint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// The request failed validation (a field is missing, malformed or out of range).
+    InvalidRequest,
+    /// The body is not valid JSON.
+    InvalidJson,
+    /// The HTTP request itself could not be parsed.
+    InvalidHttpRequest,
+    /// Authentication is enabled and the Bearer token is missing or wrong.
+    Unauthorized,
+    /// No route matches the method and path.
+    NotFound,
+    /// No job with that id exists (or it was pruned).
+    JobNotFound,
+    /// The job exists but is already finished, so it cannot be cancelled.
+    JobNotCancellable,
+    /// `Expect: 100-continue` was sent without a `Content-Length`.
+    LengthRequired,
+    /// The body is larger than `server.requestBodyLimitBytes`.
+    BodyTooLarge,
+    /// The request's token cost is larger than a scheduler token budget, so it could never run.
+    RequestTokenBudgetExceeded,
+    /// Prompt plus output tokens exceed the model's context window.
+    RequestContextWindowExceeded,
+    /// A job record would be larger than the record size cap.
+    AsyncJobRecordTooLarge,
+    /// The request target (URL) is too long.
+    RequestTargetTooLarge,
+    /// The `Content-Type` is not JSON.
+    UnsupportedMediaType,
+    /// The `Content-Encoding` is something other than `identity`.
+    UnsupportedContentEncoding,
+    /// An `Expect` header other than `100-continue`.
+    UnsupportedExpectation,
+    /// The client's rate-limit window is exhausted.
+    RateLimited,
+    /// The request headers are too large or too many.
+    RequestHeadersTooLarge,
+    /// An unexpected failure inside the gateway.
+    GatewayError,
+    /// The response could not be serialised.
+    ResponseSerializationFailed,
+    /// The backend answered with a non-2xx status.
+    ProviderUpstreamError,
+    /// The backend could not be reached (connection refused, reset, DNS, ...).
+    ProviderRequestFailed,
+    /// The backend answered 2xx with a body Ray cannot use.
+    ProviderInvalidResponse,
+    /// The backend's output breaks a limit (for example it is far longer than `maxTokens` allows).
+    ProviderResultInvalid,
+    /// Preparing the prompt for the backend failed.
+    ProviderPreparationInvalid,
+    /// The backend's response body is larger than the response cap.
+    ProviderResponseTooLarge,
+    /// The request to the backend would be larger than the request cap.
+    ProviderRequestTooLarge,
+    /// The backend is down; readiness says so too.
+    ProviderUnavailable,
+    /// The backend is still loading or warming up.
+    ProviderWarming,
+    /// The scheduler queue (or a token budget for queued work) is full.
+    QueueFull,
+    /// Memory pressure is critical and the last-resort guard refuses new work.
+    MemoryPressureCritical,
+    /// The gateway is shutting down and takes no new work.
+    ShuttingDown,
+    /// The durable job store holds `asyncQueue.maxJobs` jobs already.
+    AsyncQueueFull,
+    /// Free space under `asyncQueue.storageDir` is below `asyncQueue.minFreeStorageMiB`.
+    AsyncQueueStorageLow,
+    /// The async job queue is disabled in the config.
+    AsyncQueueDisabled,
+    /// Recovery found more job files than it is allowed to scan.
+    AsyncQueueRecoveryLimitExceeded,
+    /// The request did not finish within `scheduler.requestTimeoutMs` (queue wait plus execution).
+    RequestTimeout,
+    /// A single backend call took longer than the adapter's `timeoutMs`.
+    ProviderTimeout,
+    /// The request was aborted before it finished (the caller left).
+    RequestAborted,
+}
+
+impl ErrorCode {
+    /// All codes, in declaration order.
+    pub const ALL: &'static [ErrorCode] = &[
+        ErrorCode::InvalidRequest,
+        ErrorCode::InvalidJson,
+        ErrorCode::InvalidHttpRequest,
+        ErrorCode::Unauthorized,
+        ErrorCode::NotFound,
+        ErrorCode::JobNotFound,
+        ErrorCode::JobNotCancellable,
+        ErrorCode::LengthRequired,
+        ErrorCode::BodyTooLarge,
+        ErrorCode::RequestTokenBudgetExceeded,
+        ErrorCode::RequestContextWindowExceeded,
+        ErrorCode::AsyncJobRecordTooLarge,
+        ErrorCode::RequestTargetTooLarge,
+        ErrorCode::UnsupportedMediaType,
+        ErrorCode::UnsupportedContentEncoding,
+        ErrorCode::UnsupportedExpectation,
+        ErrorCode::RateLimited,
+        ErrorCode::RequestHeadersTooLarge,
+        ErrorCode::GatewayError,
+        ErrorCode::ResponseSerializationFailed,
+        ErrorCode::ProviderUpstreamError,
+        ErrorCode::ProviderRequestFailed,
+        ErrorCode::ProviderInvalidResponse,
+        ErrorCode::ProviderResultInvalid,
+        ErrorCode::ProviderPreparationInvalid,
+        ErrorCode::ProviderResponseTooLarge,
+        ErrorCode::ProviderRequestTooLarge,
+        ErrorCode::ProviderUnavailable,
+        ErrorCode::ProviderWarming,
+        ErrorCode::QueueFull,
+        ErrorCode::MemoryPressureCritical,
+        ErrorCode::ShuttingDown,
+        ErrorCode::AsyncQueueFull,
+        ErrorCode::AsyncQueueStorageLow,
+        ErrorCode::AsyncQueueDisabled,
+        ErrorCode::AsyncQueueRecoveryLimitExceeded,
+        ErrorCode::RequestTimeout,
+        ErrorCode::ProviderTimeout,
+        ErrorCode::RequestAborted,
+    ];
+
+    /// The wire name, e.g. `"queue_full"`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::InvalidJson => "invalid_json",
+            ErrorCode::InvalidHttpRequest => "invalid_http_request",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::JobNotFound => "job_not_found",
+            ErrorCode::JobNotCancellable => "job_not_cancellable",
+            ErrorCode::LengthRequired => "length_required",
+            ErrorCode::BodyTooLarge => "body_too_large",
+            ErrorCode::RequestTokenBudgetExceeded => "request_token_budget_exceeded",
+            ErrorCode::RequestContextWindowExceeded => "request_context_window_exceeded",
+            ErrorCode::AsyncJobRecordTooLarge => "async_job_record_too_large",
+            ErrorCode::RequestTargetTooLarge => "request_target_too_large",
+            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::UnsupportedContentEncoding => "unsupported_content_encoding",
+            ErrorCode::UnsupportedExpectation => "unsupported_expectation",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::RequestHeadersTooLarge => "request_headers_too_large",
+            ErrorCode::GatewayError => "gateway_error",
+            ErrorCode::ResponseSerializationFailed => "response_serialization_failed",
+            ErrorCode::ProviderUpstreamError => "provider_upstream_error",
+            ErrorCode::ProviderRequestFailed => "provider_request_failed",
+            ErrorCode::ProviderInvalidResponse => "provider_invalid_response",
+            ErrorCode::ProviderResultInvalid => "provider_result_invalid",
+            ErrorCode::ProviderPreparationInvalid => "provider_preparation_invalid",
+            ErrorCode::ProviderResponseTooLarge => "provider_response_too_large",
+            ErrorCode::ProviderRequestTooLarge => "provider_request_too_large",
+            ErrorCode::ProviderUnavailable => "provider_unavailable",
+            ErrorCode::ProviderWarming => "provider_warming",
+            ErrorCode::QueueFull => "queue_full",
+            ErrorCode::MemoryPressureCritical => "memory_pressure_critical",
+            ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::AsyncQueueFull => "async_queue_full",
+            ErrorCode::AsyncQueueStorageLow => "async_queue_storage_low",
+            ErrorCode::AsyncQueueDisabled => "async_queue_disabled",
+            ErrorCode::AsyncQueueRecoveryLimitExceeded => "async_queue_recovery_limit_exceeded",
+            ErrorCode::RequestTimeout => "request_timeout",
+            ErrorCode::ProviderTimeout => "provider_timeout",
+            ErrorCode::RequestAborted => "request_aborted",
+        }
+    }
+
+    /// The HTTP status this code is answered with.
+    pub const fn status(self) -> u16 {
+        match self {
+            ErrorCode::InvalidRequest | ErrorCode::InvalidJson | ErrorCode::InvalidHttpRequest => {
+                400
+            }
+            ErrorCode::Unauthorized => 401,
+            ErrorCode::NotFound | ErrorCode::JobNotFound => 404,
+            ErrorCode::JobNotCancellable => 409,
+            ErrorCode::LengthRequired => 411,
+            ErrorCode::BodyTooLarge
+            | ErrorCode::RequestTokenBudgetExceeded
+            | ErrorCode::RequestContextWindowExceeded
+            | ErrorCode::AsyncJobRecordTooLarge => 413,
+            ErrorCode::RequestTargetTooLarge => 414,
+            ErrorCode::UnsupportedMediaType | ErrorCode::UnsupportedContentEncoding => 415,
+            ErrorCode::UnsupportedExpectation => 417,
+            ErrorCode::RateLimited => 429,
+            ErrorCode::RequestHeadersTooLarge => 431,
+            ErrorCode::GatewayError | ErrorCode::ResponseSerializationFailed => 500,
+            ErrorCode::ProviderUpstreamError
+            | ErrorCode::ProviderRequestFailed
+            | ErrorCode::ProviderInvalidResponse
+            | ErrorCode::ProviderResultInvalid
+            | ErrorCode::ProviderPreparationInvalid
+            | ErrorCode::ProviderResponseTooLarge
+            | ErrorCode::ProviderRequestTooLarge => 502,
+            ErrorCode::ProviderUnavailable
+            | ErrorCode::ProviderWarming
+            | ErrorCode::QueueFull
+            | ErrorCode::MemoryPressureCritical
+            | ErrorCode::ShuttingDown
+            | ErrorCode::AsyncQueueFull
+            | ErrorCode::AsyncQueueStorageLow
+            | ErrorCode::AsyncQueueDisabled
+            | ErrorCode::AsyncQueueRecoveryLimitExceeded => 503,
+            ErrorCode::RequestTimeout | ErrorCode::ProviderTimeout | ErrorCode::RequestAborted => {
+                504
+            }
+        }
+    }
+
+    /// The default `Retry-After` in seconds, or `None` when retrying as-is will not help.
+    ///
+    /// `rate_limited` computes its own value from the client's window, see
+    /// [`RayError::with_retry_after`]; the `1` here is only its floor.
+    pub const fn retry_after_secs(self) -> Option<u32> {
+        match self {
+            ErrorCode::QueueFull | ErrorCode::AsyncQueueFull | ErrorCode::RateLimited => Some(1),
+            ErrorCode::ProviderWarming | ErrorCode::ShuttingDown => Some(2),
+            ErrorCode::RequestTimeout
+            | ErrorCode::ProviderTimeout
+            | ErrorCode::ProviderUnavailable
+            | ErrorCode::MemoryPressureCritical => Some(5),
+            ErrorCode::AsyncQueueStorageLow => Some(30),
+            ErrorCode::InvalidRequest
+            | ErrorCode::InvalidJson
+            | ErrorCode::InvalidHttpRequest
+            | ErrorCode::Unauthorized
+            | ErrorCode::NotFound
+            | ErrorCode::JobNotFound
+            | ErrorCode::JobNotCancellable
+            | ErrorCode::LengthRequired
+            | ErrorCode::BodyTooLarge
+            | ErrorCode::RequestTokenBudgetExceeded
+            | ErrorCode::RequestContextWindowExceeded
+            | ErrorCode::AsyncJobRecordTooLarge
+            | ErrorCode::RequestTargetTooLarge
+            | ErrorCode::UnsupportedMediaType
+            | ErrorCode::UnsupportedContentEncoding
+            | ErrorCode::UnsupportedExpectation
+            | ErrorCode::RequestHeadersTooLarge
+            | ErrorCode::GatewayError
+            | ErrorCode::ResponseSerializationFailed
+            | ErrorCode::ProviderUpstreamError
+            | ErrorCode::ProviderRequestFailed
+            | ErrorCode::ProviderInvalidResponse
+            | ErrorCode::ProviderResultInvalid
+            | ErrorCode::ProviderPreparationInvalid
+            | ErrorCode::ProviderResponseTooLarge
+            | ErrorCode::ProviderRequestTooLarge
+            | ErrorCode::AsyncQueueDisabled
+            | ErrorCode::AsyncQueueRecoveryLimitExceeded
+            | ErrorCode::RequestAborted => None,
+        }
+    }
+
+    /// Whether the rejection is expected backpressure or client error (logged at `warn`) rather
+    /// than a failure worth an `error` line.
+    pub const fn is_rejection(self) -> bool {
+        self.status() < 500
+            || matches!(
+                self,
+                ErrorCode::QueueFull
+                    | ErrorCode::RequestTimeout
+                    | ErrorCode::ProviderTimeout
+                    | ErrorCode::AsyncQueueFull
+                    | ErrorCode::AsyncQueueStorageLow
+                    | ErrorCode::AsyncQueueDisabled
+                    | ErrorCode::ProviderWarming
+                    | ErrorCode::ShuttingDown
+                    | ErrorCode::MemoryPressureCritical
+            )
+    }
+
+    /// Parses a wire name back into a code.
+    pub fn parse(name: &str) -> Option<ErrorCode> {
+        ErrorCode::ALL
+            .iter()
+            .copied()
+            .find(|code| code.as_str() == name)
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An error as Ray reports it: a code, a human message and optional structured details.
+///
+/// This is what crosses the runtime boundary: crate-level errors convert into it, the server
+/// renders it as [`ErrorBody`], and the SDK parses it back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RayError {
+    code: ErrorCode,
+    message: Cow<'static, str>,
+    details: Option<serde_json::Value>,
+    retry_after_secs: Option<u32>,
+}
+
+impl RayError {
+    /// A new error with the given code and message.
+    pub fn new(code: ErrorCode, message: impl Into<Cow<'static, str>>) -> RayError {
+        RayError {
+            code,
+            message: message.into(),
+            details: None,
+            retry_after_secs: code.retry_after_secs(),
+        }
+    }
+
+    /// Shorthand for an `invalid_request` error.
+    pub fn invalid_request(message: impl Into<Cow<'static, str>>) -> RayError {
+        RayError::new(ErrorCode::InvalidRequest, message)
+    }
+
+    /// Attaches structured details (serialised under `error.details`).
+    pub fn with_details(mut self, details: serde_json::Value) -> RayError {
+        self.details = Some(details);
+        self
+    }
+
+    /// Overrides the `Retry-After` value (seconds, at least 1).
+    pub fn with_retry_after(mut self, seconds: u32) -> RayError {
+        self.retry_after_secs = Some(seconds.max(1));
+        self
+    }
+
+    /// The error code.
+    pub fn code(&self) -> ErrorCode {
+        self.code
+    }
+
+    /// The HTTP status of the code.
+    pub fn status(&self) -> u16 {
+        self.code.status()
+    }
+
+    /// The human-readable message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The structured details, if any.
+    pub fn details(&self) -> Option<&serde_json::Value> {
+        self.details.as_ref()
+    }
+
+    /// The `Retry-After` value in seconds, if the client should retry later.
+    pub fn retry_after_secs(&self) -> Option<u32> {
+        self.retry_after_secs
+    }
+
+    /// The wire body for this error.
+    pub fn to_body(&self) -> ErrorBody {
+        ErrorBody {
+            error: ErrorObject {
+                code: self.code,
+                message: self.message.to_string(),
+                details: self.details.clone(),
+            },
+        }
+    }
+}
+
+impl fmt::Display for RayError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for RayError {}
+
+impl From<ErrorBody> for RayError {
+    fn from(body: ErrorBody) -> RayError {
+        let mut error = RayError::new(body.error.code, body.error.message);
+        error.details = body.error.details;
+        error
+    }
+}
+
+/// The JSON body of every error response: `{"error":{"code":...,"message":...,"details":...}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ErrorBody {
+    /// The error itself.
+    pub error: ErrorObject,
+}
+
+/// The inner object of [`ErrorBody`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ErrorObject {
+    /// Stable machine-readable code.
+    pub code: ErrorCode,
+    /// Human-readable explanation.
+    pub message: String,
+    /// Optional structured details (limits, the offending field, upstream status, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<serde_json::Value>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_round_trips_through_its_wire_name() {
+        for code in ErrorCode::ALL {
+            let json = serde_json::to_string(code).unwrap();
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+            assert_eq!(ErrorCode::parse(code.as_str()), Some(*code));
+        }
+    }
+
+    #[test]
+    fn retry_after_follows_the_reference_rules() {
+        assert_eq!(ErrorCode::QueueFull.retry_after_secs(), Some(1));
+        assert_eq!(ErrorCode::AsyncQueueFull.retry_after_secs(), Some(1));
+        assert_eq!(ErrorCode::RequestTimeout.retry_after_secs(), Some(5));
+        assert_eq!(ErrorCode::ProviderTimeout.retry_after_secs(), Some(5));
+        assert_eq!(ErrorCode::AsyncQueueStorageLow.retry_after_secs(), Some(30));
+        assert_eq!(ErrorCode::InvalidRequest.retry_after_secs(), None);
+        assert_eq!(ErrorCode::RequestAborted.retry_after_secs(), None);
+    }
+
+    #[test]
+    fn statuses_match_the_reference_table() {
+        assert_eq!(ErrorCode::InvalidJson.status(), 400);
+        assert_eq!(ErrorCode::Unauthorized.status(), 401);
+        assert_eq!(ErrorCode::LengthRequired.status(), 411);
+        assert_eq!(ErrorCode::RequestTokenBudgetExceeded.status(), 413);
+        assert_eq!(ErrorCode::RequestTargetTooLarge.status(), 414);
+        assert_eq!(ErrorCode::UnsupportedContentEncoding.status(), 415);
+        assert_eq!(ErrorCode::UnsupportedExpectation.status(), 417);
+        assert_eq!(ErrorCode::RateLimited.status(), 429);
+        assert_eq!(ErrorCode::RequestHeadersTooLarge.status(), 431);
+        assert_eq!(ErrorCode::ProviderUpstreamError.status(), 502);
+        assert_eq!(ErrorCode::QueueFull.status(), 503);
+        assert_eq!(ErrorCode::ProviderTimeout.status(), 504);
+    }
+
+    #[test]
+    fn error_body_serialises_without_empty_details() {
+        let error = RayError::new(ErrorCode::QueueFull, "The request queue is full");
+        let json = serde_json::to_string(&error.to_body()).unwrap();
+        assert_eq!(
+            json,
+            r#"{"error":{"code":"queue_full","message":"The request queue is full"}}"#
+        );
+    }
+}

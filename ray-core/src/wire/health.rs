@@ -1,0 +1,440 @@
+//! `/readyz` and `/health`: readiness and the full health snapshot.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::infer::{CpuSignals, MemorySignals};
+
+/// Overall health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthStatus {
+    /// Everything is within bounds.
+    Ok,
+    /// Serving, but some pressure or a warming backend changes behaviour.
+    Degraded,
+    /// Cannot serve (the backend is down).
+    Unavailable,
+}
+
+/// State of the backend as Ray sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderStatus {
+    /// Not checked yet.
+    Unknown,
+    /// Serving.
+    Ready,
+    /// Loading the model or running warm-up requests.
+    Warming,
+    /// Serving with reduced capacity (for example no free slot).
+    Degraded,
+    /// Down or failing.
+    Unavailable,
+}
+
+impl ProviderStatus {
+    /// The `/readyz` reason for this status, if it is not `ready`/`unknown`.
+    pub const fn reason(self) -> Option<&'static str> {
+        match self {
+            ProviderStatus::Unavailable => Some("provider_unavailable"),
+            ProviderStatus::Warming => Some("provider_warming"),
+            ProviderStatus::Degraded => Some("provider_degraded"),
+            ProviderStatus::Ready | ProviderStatus::Unknown => None,
+        }
+    }
+
+    /// The gauge value: 1 ready, 0.5 degraded or warming, 0 otherwise.
+    pub const fn gauge(self) -> f64 {
+        match self {
+            ProviderStatus::Ready => 1.0,
+            ProviderStatus::Degraded | ProviderStatus::Warming => 0.5,
+            ProviderStatus::Unknown | ProviderStatus::Unavailable => 0.0,
+        }
+    }
+}
+
+/// Which kinds of pressure are present (the `pressure` object of `/readyz`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PressureFlags {
+    /// Queue depth at or above `gracefulDegradation.queueDepthThreshold`.
+    pub queue: bool,
+    /// Requests waiting to prepare their prompt.
+    pub preparation: bool,
+    /// Memory pressure from any source.
+    pub memory: bool,
+    /// CPU pressure from any source.
+    pub cpu: bool,
+    /// The job store is nearly full or storage is low.
+    pub async_queue: bool,
+    /// The rate-limit key table is at least 90% full.
+    pub rate_limit: bool,
+    /// HTTP connections are at least 90% of the cap.
+    pub gateway_http: bool,
+}
+
+impl PressureFlags {
+    /// The `/readyz` reasons for the flags that are set, in the documented order.
+    pub fn reasons(&self) -> impl Iterator<Item = &'static str> + '_ {
+        [
+            (self.queue, "queue_pressure"),
+            (self.preparation, "preparation_pressure"),
+            (self.memory, "memory_pressure"),
+            (self.cpu, "cpu_pressure"),
+            (self.async_queue, "async_queue_pressure"),
+            (self.rate_limit, "rate_limit_pressure"),
+            (self.gateway_http, "gateway_http_pressure"),
+        ]
+        .into_iter()
+        .filter_map(|(set, reason)| set.then_some(reason))
+    }
+}
+
+/// The body of `GET /readyz`: public, minimal, no secrets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Readiness {
+    /// `ok`, `degraded` or `unavailable`.
+    pub status: HealthStatus,
+    /// `telemetry.serviceName`.
+    pub service: String,
+    /// The backend's state.
+    pub provider_status: ProviderStatus,
+    /// Requests waiting.
+    pub queue_depth: u32,
+    /// Requests executing.
+    pub in_flight: u32,
+    /// Pressure flags.
+    pub pressure: PressureFlags,
+    /// Reason codes, provider first, then pressures in a fixed order.
+    pub reasons: Vec<String>,
+}
+
+impl Readiness {
+    /// Whether `/readyz` answers 200: the provider is neither warming nor unavailable, and the
+    /// gateway as a whole is not unavailable.
+    pub fn is_ready(&self) -> bool {
+        self.status != HealthStatus::Unavailable
+            && !matches!(
+                self.provider_status,
+                ProviderStatus::Warming | ProviderStatus::Unavailable
+            )
+    }
+}
+
+/// The body of `GET /health`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Health {
+    /// Overall status; the route answers 503 only for `unavailable`.
+    pub status: HealthStatus,
+    /// Time since the runtime started.
+    pub uptime_ms: u64,
+    /// Requests waiting.
+    pub queue_depth: u32,
+    /// Requests executing.
+    pub in_flight: u32,
+    /// Result cache entries.
+    pub cache_entries: u32,
+    /// The active profile.
+    pub profile: String,
+    /// `model.id`.
+    pub model_id: String,
+    /// The backend.
+    pub provider: ProviderHealth,
+    /// Queue, cache, memory and CPU.
+    pub runtime: RuntimeHealth,
+    /// The durable job queue, when enabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub async_queue: Option<serde_json::Value>,
+    /// The rate limiter, when enabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimitHealth>,
+    /// The HTTP front door (filled in by the server).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<GatewayHealth>,
+}
+
+/// The backend's health.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProviderHealth {
+    /// Its state.
+    pub status: ProviderStatus,
+    /// When it was last checked (RFC 3339).
+    pub checked_at: String,
+    /// How long the last check took.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<u64>,
+    /// What the backend can do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detected_capabilities: Option<DetectedCapabilities>,
+    /// Probe results, slot state, warm-up state and errors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<serde_json::Value>,
+}
+
+/// Whether a backend feature is there.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Availability {
+    /// Present.
+    Available,
+    /// Absent.
+    Unavailable,
+    /// Not probed yet, or the probe failed.
+    #[default]
+    Unknown,
+}
+
+/// Capabilities detected on the backend.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DetectedCapabilities {
+    /// The model name Ray sends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_ref: Option<String>,
+    /// The model the backend reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_model: Option<String>,
+    /// The launch preset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launch_preset: Option<String>,
+    /// `/apply-template` works.
+    pub apply_template: Availability,
+    /// The backend has a chat template.
+    pub chat_template: Availability,
+    /// JSON mode produced a JSON object.
+    pub json_mode: Availability,
+    /// `/tokenize` works, so admission uses exact token counts.
+    pub tokenize: Availability,
+    /// `/slots` is exposed.
+    pub slots: Availability,
+    /// `/metrics` is exposed.
+    pub metrics: Availability,
+    /// Token streaming works.
+    pub streaming: Availability,
+    /// Context window per slot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_window: Option<u32>,
+    /// Slots of the backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_slots: Option<u32>,
+    /// The prompt format Ray will use, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_format_preference: Option<String>,
+    /// Probe errors.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+}
+
+/// Queue, preparation, cache, memory and CPU.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RuntimeHealth {
+    /// The scheduler.
+    pub queue: QueueHealth,
+    /// Prompt preparation (llama.cpp).
+    pub preparation: PreparationHealth,
+    /// The result cache.
+    pub cache: CacheHealth,
+    /// Memory pressure.
+    pub memory: MemoryHealth,
+    /// CPU pressure.
+    pub cpu: CpuHealth,
+}
+
+/// The scheduler's state.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueHealth {
+    /// Depth at or above the degradation threshold.
+    pub degraded: bool,
+    /// Requests waiting.
+    pub depth: u32,
+    /// depth / maxQueue.
+    pub depth_ratio: f64,
+    /// Short-lane depth.
+    pub short_depth: u32,
+    /// Draft-lane depth.
+    pub draft_depth: u32,
+    /// `gracefulDegradation.queueDepthThreshold`.
+    pub threshold: u32,
+    /// `scheduler.maxQueue`.
+    pub max_queue: u32,
+    /// Requests executing.
+    pub in_flight: u32,
+    /// inFlight / concurrency.
+    pub in_flight_ratio: f64,
+    /// `scheduler.concurrency`.
+    pub concurrency: u32,
+    /// Tokens reserved by waiting requests.
+    pub queued_tokens: u32,
+    /// queuedTokens / maxQueuedTokens.
+    pub queued_tokens_ratio: f64,
+    /// `scheduler.maxQueuedTokens`.
+    pub max_queued_tokens: u32,
+    /// Tokens reserved by executing requests.
+    pub in_flight_tokens: u32,
+    /// inFlightTokens / maxInflightTokens.
+    pub in_flight_tokens_ratio: f64,
+    /// `scheduler.maxInflightTokens`.
+    pub max_inflight_tokens: u32,
+    /// How long the oldest waiting request has waited.
+    pub oldest_wait_ms: u64,
+    /// Identical requests currently sharing an execution.
+    pub dedupe_followers: u32,
+    /// Rejections since start, by reason code.
+    pub rejections: std::collections::BTreeMap<String, u64>,
+}
+
+/// Prompt preparation.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PreparationHealth {
+    /// Requests are waiting to prepare.
+    pub degraded: bool,
+    /// Preparations running.
+    pub active: u32,
+    /// Preparations allowed at once.
+    pub concurrency: u32,
+    /// active / concurrency.
+    pub active_ratio: f64,
+    /// Waiting to prepare.
+    pub queued: u32,
+    /// Waiters allowed.
+    pub max_queue: u32,
+    /// queued / maxQueue.
+    pub queued_ratio: f64,
+}
+
+/// The result cache.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CacheHealth {
+    /// `cache.enabled`.
+    pub enabled: bool,
+    /// Entries held.
+    pub entries: u32,
+    /// `cache.maxEntries`.
+    pub max_entries: u32,
+    /// entries / maxEntries.
+    pub entries_ratio: f64,
+    /// Bytes held.
+    pub bytes: u64,
+    /// `cache.maxBytes`.
+    pub max_bytes: u64,
+    /// bytes / maxBytes.
+    pub bytes_ratio: f64,
+    /// `cache.ttlMs`.
+    pub ttl_ms: u64,
+    /// Lookups that found a live entry.
+    pub hits: u64,
+    /// Lookups that did not.
+    pub misses: u64,
+    /// Values stored.
+    pub insertions: u64,
+    /// Entries evicted to respect the bounds.
+    pub evictions: u64,
+    /// Entries dropped because their TTL passed.
+    pub expirations: u64,
+    /// Values refused because they alone exceed `cache.maxBytes`.
+    pub dropped_oversized_entries: u64,
+    /// Values that could not be measured (always 0; kept for compatibility).
+    pub dropped_unmeasurable_entries: u64,
+}
+
+/// Memory pressure.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemoryHealth {
+    /// Any source reports pressure.
+    pub degraded: bool,
+    /// The sources that do.
+    pub sources: Vec<String>,
+    /// The readings.
+    #[serde(flatten)]
+    pub signals: MemorySignals,
+}
+
+/// CPU pressure.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CpuHealth {
+    /// Any source reports pressure.
+    pub degraded: bool,
+    /// The readings.
+    #[serde(flatten)]
+    pub signals: CpuSignals,
+}
+
+/// The rate limiter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimitHealth {
+    /// `rateLimit.enabled`.
+    pub enabled: bool,
+    /// The key table is at least `pressureThreshold` full.
+    pub degraded: bool,
+    /// Keys tracked.
+    pub active_keys: u32,
+    /// `rateLimit.maxKeys`.
+    pub max_keys: u32,
+    /// activeKeys / maxKeys.
+    pub active_keys_ratio: f64,
+    /// 0.9.
+    pub pressure_threshold: f64,
+    /// `rateLimit.windowMs`.
+    pub window_ms: u64,
+    /// `rateLimit.maxRequests`.
+    pub max_requests: u32,
+    /// `rateLimit.keyStrategy`.
+    pub key_strategy: String,
+    /// `rateLimit.trustProxyHeaders`.
+    pub trust_proxy_headers: bool,
+}
+
+/// The HTTP front door.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayHealth {
+    /// Connections and limits.
+    pub http: GatewayHttpHealth,
+}
+
+/// Connections and HTTP limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayHttpHealth {
+    /// Connections are at least `pressureThreshold` of the cap.
+    pub degraded: bool,
+    /// Open connections.
+    pub sockets: u32,
+    /// Connections with a request in progress.
+    pub active_sockets: u32,
+    /// Idle keep-alive connections.
+    pub idle_sockets: u32,
+    /// Requests in progress.
+    pub active_requests: u32,
+    /// Connection cap.
+    pub max_connections: u32,
+    /// sockets / maxConnections.
+    pub connection_ratio: f64,
+    /// 0.9.
+    pub pressure_threshold: f64,
+    /// `server.requestBodyLimitBytes`.
+    pub request_body_limit_bytes: u64,
+    /// Header bytes cap.
+    pub max_header_bytes: u32,
+    /// Header count cap.
+    pub max_headers_count: u32,
+    /// Requests per connection before it is closed.
+    pub max_requests_per_socket: u32,
+    /// Time allowed to send the headers.
+    pub headers_timeout_ms: u64,
+    /// Time allowed to send the whole request.
+    pub request_timeout_ms: u64,
+    /// Idle keep-alive timeout.
+    pub keep_alive_timeout_ms: u64,
+}

@@ -1,0 +1,840 @@
+//! `POST /v1/infer`: the request, its limits, and the response.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::error::RayError;
+
+/// Limits on the fields of an [`InferRequest`], as documented in `docs/api.md`.
+pub mod limits {
+    /// Most entries in `stop`.
+    pub const STOP_MAX_ENTRIES: usize = 16;
+    /// Longest `stop` entry in chars.
+    pub const STOP_MAX_CHARS: usize = 256;
+    /// Longest `dedupeKey` in chars.
+    pub const DEDUPE_KEY_MAX_CHARS: usize = 512;
+    /// Most `metadata` entries.
+    pub const METADATA_MAX_ENTRIES: usize = 32;
+    /// Longest `metadata` key in chars.
+    pub const METADATA_KEY_MAX_CHARS: usize = 128;
+    /// Longest `metadata` value in chars.
+    pub const METADATA_VALUE_MAX_CHARS: usize = 1024;
+    /// Longest `templateId` in chars.
+    pub const TEMPLATE_ID_MAX_CHARS: usize = 128;
+    /// Most `templateVariables` entries.
+    pub const TEMPLATE_VARIABLES_MAX_ENTRIES: usize = 32;
+    /// Longest `templateVariables` key in chars.
+    pub const TEMPLATE_VARIABLE_KEY_MAX_CHARS: usize = 128;
+    /// Longest `templateVariables` value in chars (numbers and booleans as written).
+    pub const TEMPLATE_VARIABLE_VALUE_MAX_CHARS: usize = 16_384;
+    /// Largest integer a `seed` may be (JavaScript's safe integer range).
+    pub const SEED_MAX_ABS: i64 = 9_007_199_254_740_991;
+    /// Metadata keys refused because JavaScript clients treat them specially.
+    pub const RESERVED_METADATA_KEYS: [&str; 3] = ["__proto__", "constructor", "prototype"];
+}
+
+/// A request to `POST /v1/infer` (and the request part of `POST /v1/jobs`).
+///
+/// Every field is optional, but the request needs either `input` or `templateId`. Numeric fields
+/// are lenient the way the existing Ray is: `maxTokens` is floored and later clamped to
+/// `[1, model.maxOutputTokens]`, `temperature` is clamped to `[0, 2]` and `topP` to `[0.1, 1]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct InferRequest {
+    /// The prompt. Trimmed; must not be empty unless `templateId` is given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<String>,
+    /// The system prompt. Trimmed; dropped when blank.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<String>,
+    /// Output tokens at most; default `model.maxOutputTokens` (or the template's default).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_tokens"
+    )]
+    #[schemars(with = "Option<f64>")]
+    pub max_tokens: Option<u32>,
+    /// Sampling temperature, clamped to `[0, 2]`; default 0.2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    /// Nucleus sampling, clamped to `[0.1, 1]`; default 0.95.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f64>,
+    /// Sampling seed, a whole number within ±(2^53 − 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<i64>,
+    /// Stop strings: 1 to 16 entries, each 1 to 256 chars.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop: Option<Vec<String>>,
+    /// Ask for plain text or a JSON object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_format: Option<ResponseFormat>,
+    /// Read and write the result cache (and join identical in-flight requests); default true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<bool>,
+    /// Explicit in-flight dedupe key (at most 512 chars).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedupe_key: Option<String>,
+    /// String labels (at most 32). `promptFamily`, `promptLane` and `rayPromptFormat` have
+    /// meaning to Ray.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<BTreeMap<String, String>>,
+    /// A built-in template; cannot be combined with `input` or `system`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_id: Option<String>,
+    /// Values for the template's variables.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_variables: Option<BTreeMap<String, TemplateValue>>,
+    /// Answer with Server-Sent Events as tokens are generated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<bool>,
+}
+
+/// Accepts any finite JSON number for a token count, flooring it and clamping it into `u32`.
+fn lenient_tokens<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u32>, D::Error> {
+    let value: Option<f64> = Option::deserialize(deserializer)?;
+    match value {
+        None => Ok(None),
+        Some(v) if !v.is_finite() => Err(serde::de::Error::custom("must be a finite number")),
+        Some(v) => Ok(Some(v.floor().clamp(0.0, f64::from(u32::MAX)) as u32)),
+    }
+}
+
+/// The requested output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResponseFormat {
+    /// `text` or `json_object`.
+    #[serde(rename = "type")]
+    pub kind: ResponseFormatKind,
+}
+
+/// The kinds of [`ResponseFormat`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ResponseFormatKind {
+    /// Free text.
+    Text,
+    /// One JSON object.
+    JsonObject,
+}
+
+/// A template variable value: a string, number or boolean.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum TemplateValue {
+    /// A string.
+    String(String),
+    /// A number, rendered as written.
+    Number(serde_json::Number),
+    /// A boolean, rendered as `true` or `false`.
+    Bool(bool),
+}
+
+impl TemplateValue {
+    /// The value as it is substituted into a template.
+    pub fn render(&self) -> String {
+        match self {
+            TemplateValue::String(s) => s.clone(),
+            TemplateValue::Number(n) => n.to_string(),
+            TemplateValue::Bool(b) => b.to_string(),
+        }
+    }
+}
+
+impl InferRequest {
+    /// A request for `input` with every other field left to the defaults.
+    pub fn new(input: impl Into<String>) -> InferRequest {
+        InferRequest {
+            input: Some(input.into()),
+            ..InferRequest::default()
+        }
+    }
+
+    /// Checks the field limits that do not depend on the config, reporting every problem.
+    ///
+    /// The error's message names the first problem; `details.problems` lists all of them, each
+    /// as `field: message`.
+    pub fn validate(&self) -> Result<(), RayError> {
+        let problems = self.problems();
+        if problems.is_empty() {
+            return Ok(());
+        }
+        let message = problems[0].clone();
+        Err(RayError::invalid_request(message)
+            .with_details(serde_json::json!({ "problems": problems })))
+    }
+
+    /// Every limit this request breaks, as `field: message` strings.
+    pub fn problems(&self) -> Vec<String> {
+        use limits::*;
+        let mut problems = Vec::new();
+        let mut push = |field: &str, message: String| problems.push(format!("{field}: {message}"));
+
+        let has_input = self.input.as_deref().is_some_and(|s| !s.trim().is_empty());
+        if let Some(template_id) = &self.template_id {
+            if self.input.is_some() || self.system.is_some() {
+                push(
+                    "templateId",
+                    "cannot be combined with input or system".into(),
+                );
+            }
+            if template_id.trim().is_empty() {
+                push("templateId", "must not be empty".into());
+            }
+            if template_id.chars().count() > TEMPLATE_ID_MAX_CHARS {
+                push(
+                    "templateId",
+                    format!("must be at most {TEMPLATE_ID_MAX_CHARS} chars"),
+                );
+            }
+        } else if !has_input {
+            push("input", "input must be a non-empty string".into());
+        }
+        if self.template_variables.is_some() && self.template_id.is_none() {
+            push("templateVariables", "requires templateId".into());
+        }
+        if let Some(vars) = &self.template_variables {
+            if vars.len() > TEMPLATE_VARIABLES_MAX_ENTRIES {
+                push(
+                    "templateVariables",
+                    format!(
+                        "must have at most {TEMPLATE_VARIABLES_MAX_ENTRIES} entries, got {}",
+                        vars.len()
+                    ),
+                );
+            }
+            for (key, value) in vars {
+                if key.chars().count() > TEMPLATE_VARIABLE_KEY_MAX_CHARS {
+                    push(
+                        "templateVariables",
+                        format!(
+                            "key {key:?} is longer than {TEMPLATE_VARIABLE_KEY_MAX_CHARS} chars"
+                        ),
+                    );
+                }
+                if value.render().chars().count() > TEMPLATE_VARIABLE_VALUE_MAX_CHARS {
+                    push(
+                        &format!("templateVariables.{key}"),
+                        format!("must be at most {TEMPLATE_VARIABLE_VALUE_MAX_CHARS} chars"),
+                    );
+                }
+            }
+        }
+        for (field, value) in [("temperature", self.temperature), ("topP", self.top_p)] {
+            if value.is_some_and(|v| !v.is_finite()) {
+                push(field, "must be a finite number".into());
+            }
+        }
+        if let Some(seed) = self.seed
+            && !(-SEED_MAX_ABS..=SEED_MAX_ABS).contains(&seed)
+        {
+            push("seed", format!("must be a safe integer, got {seed}"));
+        }
+        if let Some(stop) = &self.stop {
+            if stop.is_empty() {
+                push("stop", "must have at least one entry".into());
+            }
+            if stop.len() > STOP_MAX_ENTRIES {
+                push(
+                    "stop",
+                    format!(
+                        "must have at most {STOP_MAX_ENTRIES} entries, got {}",
+                        stop.len()
+                    ),
+                );
+            }
+            for (i, entry) in stop.iter().enumerate() {
+                if entry.is_empty() {
+                    push(&format!("stop[{i}]"), "must not be empty".into());
+                } else if entry.chars().count() > STOP_MAX_CHARS {
+                    push(
+                        &format!("stop[{i}]"),
+                        format!("must be at most {STOP_MAX_CHARS} chars"),
+                    );
+                }
+            }
+        }
+        if let Some(key) = &self.dedupe_key {
+            if key.is_empty() {
+                push("dedupeKey", "must not be empty".into());
+            } else if key.chars().count() > DEDUPE_KEY_MAX_CHARS {
+                push(
+                    "dedupeKey",
+                    format!("must be at most {DEDUPE_KEY_MAX_CHARS} chars"),
+                );
+            }
+        }
+        if let Some(metadata) = &self.metadata {
+            if metadata.len() > METADATA_MAX_ENTRIES {
+                push(
+                    "metadata",
+                    format!(
+                        "must have at most {METADATA_MAX_ENTRIES} entries, got {}",
+                        metadata.len()
+                    ),
+                );
+            }
+            for (key, value) in metadata {
+                if RESERVED_METADATA_KEYS.contains(&key.as_str()) {
+                    push("metadata", format!("key {key:?} is reserved"));
+                }
+                if key.is_empty() || key.chars().count() > METADATA_KEY_MAX_CHARS {
+                    push(
+                        "metadata",
+                        format!("key {key:?} must be 1 to {METADATA_KEY_MAX_CHARS} chars"),
+                    );
+                }
+                if value.chars().count() > METADATA_VALUE_MAX_CHARS {
+                    push(
+                        &format!("metadata.{key}"),
+                        format!("must be at most {METADATA_VALUE_MAX_CHARS} chars"),
+                    );
+                }
+            }
+        }
+        problems
+    }
+}
+
+/// The response of `POST /v1/infer`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InferResponse {
+    /// `req_` followed by 16 hex chars.
+    pub id: String,
+    /// `model.id` from the config.
+    pub model: String,
+    /// The generated text.
+    pub output: String,
+    /// Size of the prompt and completion.
+    pub usage: Usage,
+    /// Served from the result cache.
+    pub cached: bool,
+    /// Shared with an identical request that was already in flight.
+    pub deduplicated: bool,
+    /// Time spent waiting for admission, in ms.
+    pub queue_time_ms: u64,
+    /// Time from arrival to answer, in ms.
+    pub latency_ms: u64,
+    /// A degradation clamp changed the request.
+    pub degraded: bool,
+    /// Why the request was shaped and routed the way it was.
+    pub diagnostics: Diagnostics,
+    /// Why generation stopped: `stop` (end of sequence or a stop string) or `length`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish_reason: Option<FinishReason>,
+    /// RFC 3339 time of the answer.
+    pub created_at: String,
+}
+
+/// Why generation stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// The model ended the sequence or hit a stop string.
+    Stop,
+    /// `maxTokens` was reached.
+    Length,
+}
+
+/// Size of the prompt and completion.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Usage {
+    /// Always present: character counts.
+    pub chars: CountTriple,
+    /// Token counts, when the backend reports them or the prompt was tokenized.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<CountTriple>,
+}
+
+/// `prompt`, `completion` and their sum.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct CountTriple {
+    /// Prompt size.
+    pub prompt: u64,
+    /// Completion size.
+    pub completion: u64,
+    /// `prompt + completion`.
+    pub total: u64,
+}
+
+impl CountTriple {
+    /// A triple whose total is the sum of the parts.
+    pub fn new(prompt: u64, completion: u64) -> CountTriple {
+        CountTriple {
+            prompt,
+            completion,
+            total: prompt + completion,
+        }
+    }
+}
+
+/// Why a request was shaped and routed the way it was.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Diagnostics {
+    /// Pressure clamps.
+    pub degradation: DegradationDiagnostics,
+    /// Prompt normalisation.
+    pub prompt_compiler: PromptCompilerDiagnostics,
+    /// The per-family learned output cap.
+    pub learned_output_cap: LearnedCapDiagnostics,
+    /// Adaptive output reduction.
+    pub adaptive_tuning: AdaptiveTuningDiagnostics,
+    /// Informational task classification.
+    pub task_routing: TaskRoutingDiagnostics,
+    /// Admission: lane, token cost and where the prompt token count came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduler: Option<SchedulerDiagnostics>,
+    /// What the backend adapter did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<ProviderDiagnostics>,
+}
+
+/// Pressure clamps applied to one request.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DegradationDiagnostics {
+    /// Any clamp applied.
+    pub applied: bool,
+    /// `prompt_length`, `queue_depth`, `memory_pressure`, `cpu_pressure`.
+    pub reasons: Vec<String>,
+    /// `maxTokens` before the clamps.
+    pub requested_max_tokens: u32,
+    /// `maxTokens` after the clamps.
+    pub applied_max_tokens: u32,
+    /// Queue depth when the request arrived.
+    pub queue_depth: u32,
+    /// `gracefulDegradation.queueDepthThreshold`.
+    pub queue_depth_threshold: u32,
+    /// Memory signals at the time.
+    #[serde(flatten)]
+    pub memory: MemorySignals,
+    /// CPU signals at the time.
+    #[serde(flatten)]
+    pub cpu: CpuSignals,
+}
+
+/// Memory pressure signals. Fields are absent when their source is unavailable.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemorySignals {
+    /// Which sources report pressure: `process_rss`, `cgroup`, `linux_psi`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub memory_pressure_sources: Vec<String>,
+    /// Gateway RSS in MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "processRssMiB")]
+    pub process_rss_mib: Option<f64>,
+    /// `gracefulDegradation.memoryRssThresholdMiB`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "memoryRssThresholdMiB")]
+    pub memory_rss_threshold_mib: Option<f64>,
+    /// RSS / threshold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process_rss_pressure_ratio: Option<f64>,
+    /// cgroup `memory.current` in MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "cgroupMemoryCurrentMiB")]
+    pub cgroup_memory_current_mib: Option<f64>,
+    /// cgroup `memory.high` in MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "cgroupMemoryHighMiB")]
+    pub cgroup_memory_high_mib: Option<f64>,
+    /// cgroup `memory.max` in MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "cgroupMemoryLimitMiB")]
+    pub cgroup_memory_limit_mib: Option<f64>,
+    /// current / (high, else max).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_memory_pressure_ratio: Option<f64>,
+    /// The threshold for the ratio above.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_memory_pressure_ratio_threshold: Option<f64>,
+    /// cgroup `memory.swap.current` in MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "cgroupMemorySwapCurrentMiB")]
+    pub cgroup_memory_swap_current_mib: Option<f64>,
+    /// cgroup `memory.swap.max` in MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "cgroupMemorySwapLimitMiB")]
+    pub cgroup_memory_swap_limit_mib: Option<f64>,
+    /// swap current / swap limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_memory_swap_pressure_ratio: Option<f64>,
+    /// The threshold for the ratio above.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_memory_swap_pressure_ratio_threshold: Option<f64>,
+    /// `memory.events` `high` counter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_memory_high_events: Option<u64>,
+    /// `memory.events` `max` counter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_memory_max_events: Option<u64>,
+    /// `memory.events` `oom` counter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_memory_oom_events: Option<u64>,
+    /// `memory.events` `oom_kill` counter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_memory_oom_kill_events: Option<u64>,
+    /// Growth of the `high` counter since the previous read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_memory_high_events_delta: Option<u64>,
+    /// Growth of the `max` counter since the previous read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_memory_max_events_delta: Option<u64>,
+    /// Growth of the `oom` counter since the previous read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_memory_oom_events_delta: Option<u64>,
+    /// Growth of the `oom_kill` counter since the previous read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_memory_oom_kill_events_delta: Option<u64>,
+    /// Memory PSI `some avg10`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub linux_memory_psi_some_avg10: Option<f64>,
+    /// Its threshold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub linux_memory_psi_some_avg10_threshold: Option<f64>,
+    /// Memory PSI `full avg10`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub linux_memory_psi_full_avg10: Option<f64>,
+    /// Its threshold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub linux_memory_psi_full_avg10_threshold: Option<f64>,
+}
+
+/// CPU pressure signals. Fields are absent when their source is unavailable.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CpuSignals {
+    /// cgroup `cpu.stat` `usage_usec`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_cpu_usage_usec: Option<u64>,
+    /// cgroup `cpu.stat` `user_usec`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_cpu_user_usec: Option<u64>,
+    /// cgroup `cpu.stat` `system_usec`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_cpu_system_usec: Option<u64>,
+    /// cgroup `cpu.max` quota.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_cpu_quota_usec: Option<u64>,
+    /// cgroup `cpu.max` period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_cpu_period_usec: Option<u64>,
+    /// quota / period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_cpu_quota_cores: Option<f64>,
+    /// `nr_periods`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_cpu_periods: Option<u64>,
+    /// `nr_throttled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_cpu_throttled_periods: Option<u64>,
+    /// `throttled_usec`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_cpu_throttled_usec: Option<u64>,
+    /// Throttled periods / periods since the previous read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_cpu_throttled_ratio: Option<f64>,
+    /// Its threshold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_cpu_throttled_ratio_threshold: Option<f64>,
+    /// CPU PSI `some avg10`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub linux_cpu_psi_some_avg10: Option<f64>,
+    /// Its threshold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub linux_cpu_psi_some_avg10_threshold: Option<f64>,
+    /// CPU PSI `full avg10`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub linux_cpu_psi_full_avg10: Option<f64>,
+    /// Its threshold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub linux_cpu_psi_full_avg10_threshold: Option<f64>,
+}
+
+/// What the prompt compiler did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PromptCompilerDiagnostics {
+    /// 16-hex prompt family key (scheduler affinity, slot affinity, learned caps).
+    pub family_key: String,
+    /// `short` or `draft`.
+    pub lane: Lane,
+    /// Chars of input plus system before normalisation.
+    pub chars_before: u64,
+    /// ... and after.
+    pub chars_after: u64,
+    /// The difference.
+    pub chars_saved: u64,
+}
+
+/// Scheduler lanes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Lane {
+    /// Short jobs: small `maxTokens`, JSON answers; served first.
+    Short,
+    /// Longer drafts.
+    #[default]
+    Draft,
+}
+
+impl Lane {
+    /// The wire name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Lane::Short => "short",
+            Lane::Draft => "draft",
+        }
+    }
+}
+
+/// The learned per-family output cap.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LearnedCapDiagnostics {
+    /// The cap lowered `maxTokens`.
+    pub applied: bool,
+    /// The family.
+    pub family_key: String,
+    /// The lane.
+    pub lane: Lane,
+    /// `maxTokens` before.
+    pub requested_max_tokens: u32,
+    /// `maxTokens` after.
+    pub applied_max_tokens: u32,
+    /// Completions remembered for the family.
+    pub sample_count: u32,
+    /// Percentile used.
+    pub percentile: OrderedF64,
+    /// The learned cap, when there are enough samples.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub learned_cap_tokens: Option<u32>,
+}
+
+/// An `f64` that is compared bitwise, so diagnostics can derive `Eq`.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct OrderedF64(pub f64);
+
+impl PartialEq for OrderedF64 {
+    fn eq(&self, other: &OrderedF64) -> bool {
+        self.0.to_bits() == other.0.to_bits()
+    }
+}
+
+impl Eq for OrderedF64 {}
+
+/// Adaptive output reduction.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AdaptiveTuningDiagnostics {
+    /// `maxTokens` was reduced.
+    pub reduced: bool,
+    /// `maxTokens` before.
+    pub requested_max_tokens: u32,
+    /// `maxTokens` after.
+    pub applied_max_tokens: u32,
+    /// The reduction, 0 to `maxOutputReductionRatio`.
+    pub reduction_ratio: OrderedF64,
+    /// `queue_latency`, `throughput` or `queue_latency+throughput`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Informational task classification (no routing happens yet).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskRoutingDiagnostics {
+    /// `classification`, `rewrite`, `draft` or `unknown`.
+    pub task_kind: String,
+    /// `classifier`, `drafter` or `general`.
+    pub recommended_model_role: String,
+    /// `tags.modelRole`, when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_model_role: Option<String>,
+    /// Whether the active role suits the task.
+    pub matched_active_role: bool,
+}
+
+/// Admission details.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SchedulerDiagnostics {
+    /// The lane the request waited in.
+    pub lane: Lane,
+    /// Prompt tokens counted for admission.
+    pub prompt_tokens: u32,
+    /// `tokenizer` (counted by the backend) or `estimate` (chars / 4).
+    pub prompt_tokens_source: String,
+    /// Prompt tokens plus `maxTokens`: what the request reserved from the token budgets.
+    pub cost_tokens: u32,
+}
+
+/// What the backend adapter did. Fields depend on the adapter.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProviderDiagnostics {
+    /// `mock`, `openai-chat` or `llama.cpp-completion`.
+    pub request_shape: String,
+    /// `llama.cpp-template`, `prompt-scaffold` or `ray-chat-fallback`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_format: Option<String>,
+    /// Why that prompt format was chosen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_format_reason: Option<String>,
+    /// The model name sent to the backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_ref: Option<String>,
+    /// The model the backend reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_model: Option<String>,
+    /// The launch preset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launch_preset: Option<String>,
+    /// Slots of the backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_slots: Option<u32>,
+    /// The slot that served the request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot_id: Option<i64>,
+    /// The slot Ray asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preferred_slot: Option<i64>,
+    /// Why that slot: `family_hot_idle`, `family_recent_idle`, `idle_slot`, ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot_route_reason: Option<String>,
+    /// Prompt tokens reused from the slot's cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_cached: Option<u64>,
+    /// Prompt tokens evaluated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_evaluated: Option<u64>,
+    /// The prompt was truncated by the backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truncated: Option<bool>,
+    /// Context window per slot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_window: Option<u32>,
+    /// A JSON repair call was made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json_repair_attempted: Option<bool>,
+    /// The repair produced a valid JSON object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json_repair_succeeded: Option<bool>,
+    /// Backend timings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timings: Option<ProviderTimings>,
+}
+
+/// Backend timings in ms and tokens per second.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProviderTimings {
+    /// Prompt processing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_ms: Option<f64>,
+    /// Generation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_ms: Option<f64>,
+    /// Both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_ms: Option<f64>,
+    /// Time to first token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttft_ms: Option<f64>,
+    /// Prompt tokens per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens_per_second: Option<f64>,
+    /// Generated tokens per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_tokens_per_second: Option<f64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> Result<InferRequest, serde_json::Error> {
+        serde_json::from_str(json)
+    }
+
+    #[test]
+    fn max_tokens_is_floored_and_negative_becomes_zero() {
+        assert_eq!(
+            parse(r#"{"maxTokens":120.9}"#).unwrap().max_tokens,
+            Some(120)
+        );
+        assert_eq!(parse(r#"{"maxTokens":-5}"#).unwrap().max_tokens, Some(0));
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let error = parse(r#"{"input":"x","maxTokenz":3}"#).unwrap_err();
+        assert!(error.to_string().contains("maxTokenz"), "{error}");
+    }
+
+    #[test]
+    fn response_format_rejects_other_types() {
+        assert!(parse(r#"{"responseFormat":{"type":"json_schema"}}"#).is_err());
+        let ok = parse(r#"{"responseFormat":{"type":"json_object"}}"#).unwrap();
+        assert_eq!(
+            ok.response_format.unwrap().kind,
+            ResponseFormatKind::JsonObject
+        );
+    }
+
+    #[test]
+    fn seed_must_be_an_integer() {
+        assert!(parse(r#"{"seed":1.5}"#).is_err());
+        let req = parse(r#"{"input":"x","seed":9007199254740992}"#).unwrap();
+        assert!(req.validate().is_err());
+    }
+
+    #[test]
+    fn empty_input_is_invalid() {
+        let error = parse(r#"{"input":"   "}"#).unwrap().validate().unwrap_err();
+        assert_eq!(error.message(), "input: input must be a non-empty string");
+        let error = InferRequest::default().validate().unwrap_err();
+        assert!(error.message().starts_with("input:"));
+    }
+
+    #[test]
+    fn template_cannot_be_combined_with_input() {
+        let req = parse(r#"{"templateId":"email.follow_up.v1","input":"x"}"#).unwrap();
+        let problems = req.problems();
+        assert!(problems[0].starts_with("templateId:"), "{problems:?}");
+    }
+
+    #[test]
+    fn every_problem_is_reported() {
+        let req = InferRequest {
+            input: Some("ok".into()),
+            stop: Some(vec![String::new(); 17]),
+            dedupe_key: Some("k".repeat(600)),
+            metadata: Some([("__proto__".to_string(), "x".to_string())].into()),
+            ..InferRequest::default()
+        };
+        let problems = req.problems();
+        assert!(problems.iter().any(|p| p.starts_with("stop:")));
+        assert!(problems.iter().any(|p| p.starts_with("stop[0]:")));
+        assert!(problems.iter().any(|p| p.starts_with("dedupeKey:")));
+        assert!(problems.iter().any(|p| p.contains("reserved")));
+    }
+
+    #[test]
+    fn template_values_render_as_written() {
+        let req =
+            parse(r#"{"templateId":"t","templateVariables":{"a":"s","b":2.5,"c":true}}"#).unwrap();
+        let vars = req.template_variables.unwrap();
+        assert_eq!(vars["a"].render(), "s");
+        assert_eq!(vars["b"].render(), "2.5");
+        assert_eq!(vars["c"].render(), "true");
+    }
+}

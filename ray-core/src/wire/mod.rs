@@ -1,0 +1,16 @@
+//! Wire types: what crosses HTTP between clients, the gateway and the SDK.
+
+pub mod health;
+pub mod infer;
+
+pub use health::{
+    Availability, CacheHealth, CpuHealth, DetectedCapabilities, GatewayHealth, GatewayHttpHealth,
+    Health, HealthStatus, MemoryHealth, PreparationHealth, PressureFlags, ProviderHealth,
+    ProviderStatus, QueueHealth, RateLimitHealth, Readiness, RuntimeHealth,
+};
+pub use infer::{
+    AdaptiveTuningDiagnostics, CountTriple, CpuSignals, DegradationDiagnostics, Diagnostics,
+    FinishReason, InferRequest, InferResponse, Lane, LearnedCapDiagnostics, MemorySignals,
+    OrderedF64, PromptCompilerDiagnostics, ProviderDiagnostics, ProviderTimings, ResponseFormat,
+    ResponseFormatKind, SchedulerDiagnostics, TaskRoutingDiagnostics, TemplateValue, Usage, limits,
+};
