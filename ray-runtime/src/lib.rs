@@ -1,1 +1,68 @@
-//! placeholder
+//! The Ray runtime: everything a small inference box needs in front of its model backend,
+//! as one object a Rust program can host in-process.
+//!
+//! [`Runtime`] wires the pieces together in the order a request meets them:
+//!
+//! 1. **Normalise**: defaults and limits from the config, built-in templates, the prompt
+//!    compiler (whitespace, repeated lines) and the prompt family.
+//! 2. **Degrade**: under queue, memory or CPU pressure, clamp the output and trim the prompt,
+//!    and say so in the response diagnostics.
+//! 3. **Cache**: a bounded result cache ([`ray_cache`]) answers repeated requests at once.
+//! 4. **Dedupe**: identical concurrent requests share one backend execution.
+//! 5. **Admit**: a bounded, token-aware queue ([`ray_scheduler`]) hands out permits.
+//! 6. **Execute**: the [`Provider`](ray_models::Provider) call, under the permit, cancelled
+//!    when the caller leaves or the deadline passes.
+//!
+//! Around that it keeps metrics ([`MetricsSnapshot`], renderable as Prometheus text), the
+//! backend's health and readiness (probes cached for one second, combined with warm-up state),
+//! and warm-up with retry in the background ([`Runtime::start`]).
+//!
+//! The `ray-server` binary is a thin HTTP front on this crate; an embedder gets the same
+//! behaviour without a socket.
+//!
+//! # Example
+//!
+//! ```
+//! use ray_core::config::{ConfigLoader, Profile};
+//! use ray_core::wire::InferRequest;
+//! use ray_runtime::Runtime;
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! // The tiny profile serves the built-in mock provider: no model needed.
+//! let config = ConfigLoader::new()
+//!     .with_json("inline", r#"{"profile":"tiny","model":{"adapter":{"kind":"mock","latencyMs":0}}}"#)
+//!     .load()?
+//!     .config;
+//! let runtime = Runtime::new(config)?;
+//! let _background = runtime.start();
+//!
+//! let response = runtime.infer(InferRequest::new("Why do small models need queues?")).await?;
+//! assert!(response.output.contains("small models"));
+//! assert!(runtime.readiness().await.is_ready());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! ```
+
+mod health;
+mod ids;
+pub mod metrics;
+mod plan;
+mod pressure;
+mod prompt;
+mod runtime;
+mod telemetry;
+pub mod templates;
+mod warmup;
+
+pub use health::{PROVIDER_HEALTH_TTL, WarmState};
+pub use ids::IdSource;
+pub use metrics::{MetricFamily, MetricKind, MetricsSnapshot, Sample};
+pub use plan::{DEFAULT_TEMPERATURE, DEFAULT_TOP_P};
+pub use pressure::{PressureSnapshot, SAMPLE_INTERVAL, parse_vm_rss, process_rss_bytes};
+pub use prompt::{Compiled, Family, collapse_whitespace, compile, family, input_shape};
+pub use runtime::{Runtime, RuntimeBuilder, RuntimeError};
+pub use warmup::{Background, warmup_retry_delay};
+
+/// Re-exported so embedders need not depend on the lower crates directly.
+pub use ray_core;
+pub use ray_models;

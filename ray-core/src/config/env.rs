@@ -344,6 +344,11 @@ pub const ENV_VARS: &[EnvVar] = &[
         "scheduler.shortJobMaxTokens",
         Int,
     ),
+    var(
+        "RAY_SCHEDULER_MAX_DEDUPE_WAITERS",
+        "scheduler.maxDedupeWaiters",
+        Int,
+    ),
     // asyncQueue
     var("RAY_ASYNC_QUEUE_ENABLED", "asyncQueue.enabled", Bool),
     var("RAY_ASYNC_QUEUE_STORAGE_DIR", "asyncQueue.storageDir", Text),

@@ -492,6 +492,7 @@ pub fn profile_defaults(profile: Profile) -> RayConfig {
             batch_window_ms: r.batch_window_ms,
             affinity_lookahead: r.affinity_lookahead,
             short_job_max_tokens: 96,
+            max_dedupe_waiters: 256,
         },
         async_queue: AsyncQueueConfig {
             enabled: false,

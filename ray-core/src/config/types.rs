@@ -211,6 +211,8 @@ pub enum PromptFormatPreference {
 }
 
 /// The backend adapter, selected by `kind`.
+// The config is built once per process; boxing the large variant would only add noise.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "kind")]
 pub enum AdapterConfig {
@@ -512,6 +514,15 @@ pub struct SchedulerConfig {
     /// Requests with `maxTokens` at or below this go to the short lane, 1 to
     /// `model.maxOutputTokens`. Env: `RAY_SCHEDULER_SHORT_JOB_MAX_TOKENS`.
     pub short_job_max_tokens: u32,
+    /// Identical requests that may wait on one in-flight execution, 1 to 4096. A follower takes
+    /// no queue place and no tokens, so this bounds memory rather than backend work; more
+    /// followers are refused with `queue_full`. Env: `RAY_SCHEDULER_MAX_DEDUPE_WAITERS`.
+    #[serde(default = "default_max_dedupe_waiters")]
+    pub max_dedupe_waiters: u32,
+}
+
+fn default_max_dedupe_waiters() -> u32 {
+    256
 }
 
 /// The durable async job queue.

@@ -315,6 +315,12 @@ pub fn validate(config: &RayConfig) -> Vec<Diagnostic> {
         s.max_queue.max(1).into(),
         "scheduler.maxQueue",
     );
+    c.range(
+        "scheduler.maxDedupeWaiters",
+        s.max_dedupe_waiters.into(),
+        1,
+        4_096,
+    );
     c.at_most_field(
         "scheduler.shortJobMaxTokens",
         s.short_job_max_tokens.into(),

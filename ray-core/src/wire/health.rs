@@ -112,6 +112,41 @@ pub struct Readiness {
 }
 
 impl Readiness {
+    /// Readiness from its parts: reasons are the provider's reason (if any) then the pressure
+    /// reasons in their fixed order; the status is `unavailable` when the provider is, else
+    /// `degraded` when there is any reason, else `ok`.
+    pub fn new(
+        service: impl Into<String>,
+        provider_status: ProviderStatus,
+        queue_depth: u32,
+        in_flight: u32,
+        pressure: PressureFlags,
+    ) -> Readiness {
+        let mut readiness = Readiness {
+            status: HealthStatus::Ok,
+            service: service.into(),
+            provider_status,
+            queue_depth,
+            in_flight,
+            pressure,
+            reasons: Vec::new(),
+        };
+        readiness.refresh();
+        readiness
+    }
+
+    /// Recomputes `reasons` and `status` after `pressure` or `provider_status` changed.
+    pub fn refresh(&mut self) {
+        self.reasons = self
+            .provider_status
+            .reason()
+            .into_iter()
+            .chain(self.pressure.reasons())
+            .map(String::from)
+            .collect();
+        self.status = overall_status(self.provider_status, !self.reasons.is_empty());
+    }
+
     /// Whether `/readyz` answers 200: the provider is neither warming nor unavailable, and the
     /// gateway as a whole is not unavailable.
     pub fn is_ready(&self) -> bool {
@@ -120,6 +155,16 @@ impl Readiness {
                 self.provider_status,
                 ProviderStatus::Warming | ProviderStatus::Unavailable
             )
+    }
+}
+
+/// The overall status: `unavailable` when the provider is, `degraded` when anything else is
+/// wrong (a warming or degraded provider, any pressure), else `ok`.
+pub fn overall_status(provider: ProviderStatus, any_reason: bool) -> HealthStatus {
+    match provider {
+        ProviderStatus::Unavailable => HealthStatus::Unavailable,
+        _ if any_reason => HealthStatus::Degraded,
+        _ => HealthStatus::Ok,
     }
 }
 
@@ -437,4 +482,40 @@ pub struct GatewayHttpHealth {
     pub request_timeout_ms: u64,
     /// Idle keep-alive timeout.
     pub keep_alive_timeout_ms: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_orders_reasons_and_picks_the_status() {
+        let pressure = PressureFlags {
+            queue: true,
+            gateway_http: true,
+            ..PressureFlags::default()
+        };
+        let r = Readiness::new("ray-gateway", ProviderStatus::Warming, 3, 1, pressure);
+        assert_eq!(
+            r.reasons,
+            vec![
+                "provider_warming",
+                "queue_pressure",
+                "gateway_http_pressure"
+            ]
+        );
+        assert_eq!(r.status, HealthStatus::Degraded);
+        assert!(!r.is_ready(), "warming is not ready");
+        let r = Readiness::new("s", ProviderStatus::Ready, 0, 0, PressureFlags::default());
+        assert_eq!((r.status, r.is_ready()), (HealthStatus::Ok, true));
+        let r = Readiness::new(
+            "s",
+            ProviderStatus::Unavailable,
+            0,
+            0,
+            PressureFlags::default(),
+        );
+        assert_eq!(r.status, HealthStatus::Unavailable);
+        assert!(!r.is_ready());
+    }
 }

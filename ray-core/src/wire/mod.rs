@@ -6,7 +6,7 @@ pub mod infer;
 pub use health::{
     Availability, CacheHealth, CpuHealth, DetectedCapabilities, GatewayHealth, GatewayHttpHealth,
     Health, HealthStatus, MemoryHealth, PreparationHealth, PressureFlags, ProviderHealth,
-    ProviderStatus, QueueHealth, RateLimitHealth, Readiness, RuntimeHealth,
+    ProviderStatus, QueueHealth, RateLimitHealth, Readiness, RuntimeHealth, overall_status,
 };
 pub use infer::{
     AdaptiveTuningDiagnostics, CountTriple, CpuSignals, DegradationDiagnostics, Diagnostics,

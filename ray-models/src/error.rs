@@ -1,0 +1,199 @@
+//! Backend errors and their mapping into Ray's error codes.
+
+use std::time::Duration;
+
+use ray_core::{ErrorCode, RayError};
+
+/// Largest upstream body kept in an error's details.
+pub const UPSTREAM_BODY_EXCERPT_BYTES: usize = 4_096;
+
+/// Why a backend call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProviderError {
+    /// The backend could not be reached: connection refused or reset, DNS, TLS.
+    #[error("backend request failed: {message}")]
+    RequestFailed {
+        /// What happened.
+        message: String,
+        /// The underlying error.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+    /// The backend answered with a non-2xx status.
+    #[error("backend answered HTTP {status}")]
+    Upstream {
+        /// The HTTP status.
+        status: u16,
+        /// The start of the body (at most 4 KiB).
+        body: String,
+    },
+    /// One backend call took longer than the adapter's `timeoutMs`.
+    #[error("backend call timed out after {after:?}")]
+    Timeout {
+        /// The timeout that passed.
+        after: Duration,
+    },
+    /// The backend answered 2xx with a body Ray cannot use.
+    #[error("backend response is invalid: {reason}")]
+    InvalidResponse {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The backend's output breaks a limit.
+    #[error("backend result rejected: {reason}")]
+    ResultInvalid {
+        /// Which limit.
+        reason: String,
+    },
+    /// The backend's response body exceeds the response cap.
+    #[error("backend response is larger than {limit} bytes")]
+    ResponseTooLarge {
+        /// The cap in bytes.
+        limit: usize,
+    },
+    /// The request to the backend would exceed the request cap.
+    #[error("backend request would be larger than {limit} bytes")]
+    RequestTooLarge {
+        /// The cap in bytes.
+        limit: usize,
+    },
+    /// Preparing the prompt failed.
+    #[error("prompt preparation failed: {reason}")]
+    PreparationInvalid {
+        /// Why.
+        reason: String,
+    },
+    /// The backend is known to be down or still loading.
+    #[error("backend unavailable: {reason}")]
+    Unavailable {
+        /// Why.
+        reason: String,
+        /// Whether it is loading (warming) rather than down.
+        warming: bool,
+    },
+    /// Prompt plus output exceed the backend's context window.
+    #[error(
+        "prompt ({prompt_tokens} tokens) plus maxTokens ({max_tokens}) exceed the context window of {context_window}"
+    )]
+    ContextWindowExceeded {
+        /// Prompt tokens.
+        prompt_tokens: u32,
+        /// Requested output tokens.
+        max_tokens: u32,
+        /// The window per slot.
+        context_window: u32,
+    },
+}
+
+impl ProviderError {
+    /// A network-level failure with its source.
+    pub fn request_failed(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> ProviderError {
+        ProviderError::RequestFailed {
+            message: message.into(),
+            source: Some(Box::new(source)),
+        }
+    }
+
+    /// An upstream error, keeping at most [`UPSTREAM_BODY_EXCERPT_BYTES`] of the body.
+    pub fn upstream(status: u16, body: &[u8]) -> ProviderError {
+        let mut end = body.len().min(UPSTREAM_BODY_EXCERPT_BYTES);
+        while end > 0 && std::str::from_utf8(&body[..end]).is_err() {
+            end -= 1;
+        }
+        ProviderError::Upstream {
+            status,
+            body: String::from_utf8_lossy(&body[..end]).into_owned(),
+        }
+    }
+
+    /// The wire error code.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ProviderError::RequestFailed { .. } => ErrorCode::ProviderRequestFailed,
+            ProviderError::Upstream { .. } => ErrorCode::ProviderUpstreamError,
+            ProviderError::Timeout { .. } => ErrorCode::ProviderTimeout,
+            ProviderError::InvalidResponse { .. } => ErrorCode::ProviderInvalidResponse,
+            ProviderError::ResultInvalid { .. } => ErrorCode::ProviderResultInvalid,
+            ProviderError::ResponseTooLarge { .. } => ErrorCode::ProviderResponseTooLarge,
+            ProviderError::RequestTooLarge { .. } => ErrorCode::ProviderRequestTooLarge,
+            ProviderError::PreparationInvalid { .. } => ErrorCode::ProviderPreparationInvalid,
+            ProviderError::Unavailable { warming: true, .. } => ErrorCode::ProviderWarming,
+            ProviderError::Unavailable { warming: false, .. } => ErrorCode::ProviderUnavailable,
+            ProviderError::ContextWindowExceeded { .. } => ErrorCode::RequestContextWindowExceeded,
+        }
+    }
+}
+
+impl From<ProviderError> for RayError {
+    fn from(error: ProviderError) -> RayError {
+        let details = match &error {
+            ProviderError::Upstream { status, body } => Some(serde_json::json!({
+                "upstreamStatus": status, "upstreamBody": body,
+            })),
+            ProviderError::Timeout { after } => Some(serde_json::json!({
+                "timeoutMs": after.as_millis() as u64,
+            })),
+            ProviderError::ResponseTooLarge { limit }
+            | ProviderError::RequestTooLarge { limit } => {
+                Some(serde_json::json!({ "limitBytes": limit }))
+            }
+            ProviderError::ContextWindowExceeded {
+                prompt_tokens,
+                max_tokens,
+                context_window,
+            } => Some(serde_json::json!({
+                "promptTokens": prompt_tokens,
+                "maxTokens": max_tokens,
+                "totalTokens": prompt_tokens + max_tokens,
+                "contextWindow": context_window,
+            })),
+            _ => None,
+        };
+        let code = error.code();
+        let mut message = error.to_string();
+        if let Some(first) = message.get_mut(0..1) {
+            first.make_ascii_uppercase();
+        }
+        let ray_error = RayError::new(code, message);
+        match details {
+            Some(details) => ray_error.with_details(details),
+            None => ray_error,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_errors_keep_a_bounded_excerpt() {
+        let body = "é".repeat(5_000);
+        let ProviderError::Upstream { body, .. } = ProviderError::upstream(500, body.as_bytes())
+        else {
+            unreachable!()
+        };
+        assert!(body.len() <= UPSTREAM_BODY_EXCERPT_BYTES);
+        assert!(
+            body.chars().all(|c| c == 'é'),
+            "never cuts a character in half"
+        );
+    }
+
+    #[test]
+    fn codes_follow_the_reference() {
+        let error = RayError::from(ProviderError::Timeout {
+            after: Duration::from_secs(2),
+        });
+        assert_eq!(error.code(), ErrorCode::ProviderTimeout);
+        assert_eq!(error.retry_after_secs(), Some(5));
+        assert_eq!(error.details().unwrap()["timeoutMs"], 2_000);
+        let error = RayError::from(ProviderError::upstream(503, b"busy"));
+        assert_eq!(error.status(), 502);
+        assert_eq!(error.details().unwrap()["upstreamStatus"], 503);
+    }
+}

@@ -1,0 +1,166 @@
+//! The built-in mock provider: deterministic output, no model, optional latency.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use ray_core::wire::{Availability, DetectedCapabilities, FinishReason, ProviderDiagnostics};
+
+use crate::error::ProviderError;
+use crate::provider::{Provider, ProviderOutput, ProviderRequest, StreamEvent, TokenStream};
+
+/// A provider that echoes its prompt after `latency`, the way the existing Ray's mock does:
+/// `[ray:mock model=<id> profile=<profile> seed=<seed>]`, then `system=` and the first 72 chars
+/// of the system prompt (if any), then the first 320 chars of the input.
+#[derive(Debug)]
+pub struct MockProvider {
+    model_id: String,
+    profile: String,
+    seed: Option<String>,
+    latency: Duration,
+    calls: AtomicU64,
+}
+
+impl MockProvider {
+    /// A mock for `model_id` under `profile`, answering after `latency`.
+    pub fn new(
+        model_id: impl Into<String>,
+        profile: impl Into<String>,
+        seed: Option<String>,
+        latency: Duration,
+    ) -> MockProvider {
+        MockProvider {
+            model_id: model_id.into(),
+            profile: profile.into(),
+            seed,
+            latency,
+            calls: AtomicU64::new(0),
+        }
+    }
+
+    /// Calls made so far (infer and stream).
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+
+    /// The text the mock answers `request` with.
+    pub fn render(&self, request: &ProviderRequest) -> String {
+        let mut text = format!(
+            "[ray:mock model={} profile={} seed={}]\n",
+            self.model_id,
+            self.profile,
+            self.seed.as_deref().unwrap_or("none")
+        );
+        if let Some(system) = &request.system {
+            text.push_str("system=");
+            text.extend(system.chars().take(72));
+            text.push('\n');
+        }
+        text.extend(request.input.chars().take(320));
+        text
+    }
+
+    fn output(&self, text: String) -> ProviderOutput {
+        ProviderOutput {
+            text,
+            finish_reason: Some(FinishReason::Stop),
+            prompt_tokens: None,
+            completion_tokens: None,
+            diagnostics: ProviderDiagnostics {
+                request_shape: "mock".into(),
+                model_ref: Some(self.model_id.clone()),
+                ..ProviderDiagnostics::default()
+            },
+        }
+    }
+}
+
+#[async_trait]
+impl Provider for MockProvider {
+    fn kind(&self) -> &'static str {
+        "mock"
+    }
+
+    async fn infer(&self, request: &ProviderRequest) -> Result<ProviderOutput, ProviderError> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        if !self.latency.is_zero() {
+            tokio::time::sleep(self.latency).await;
+        }
+        Ok(self.output(self.render(request)))
+    }
+
+    /// Streams the answer word by word, spreading `latency` over the words.
+    async fn stream(&self, request: &ProviderRequest) -> Result<TokenStream, ProviderError> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let text = self.render(request);
+        let words: Vec<String> = text.split_inclusive(' ').map(String::from).collect();
+        let pause = self
+            .latency
+            .checked_div(words.len().max(1) as u32)
+            .unwrap_or_default();
+        let done = self.output(text);
+        let deltas = futures_util::stream::iter(words).then(move |word| async move {
+            if !pause.is_zero() {
+                tokio::time::sleep(pause).await;
+            }
+            Ok(StreamEvent::Delta(word))
+        });
+        let end = futures_util::stream::once(async move { Ok(StreamEvent::Done(Box::new(done))) });
+        Ok(Box::pin(deltas.chain(end)))
+    }
+
+    fn capabilities(&self) -> Option<DetectedCapabilities> {
+        Some(DetectedCapabilities {
+            model_ref: Some(self.model_id.clone()),
+            streaming: Availability::Available,
+            json_mode: Availability::Unavailable,
+            ..DetectedCapabilities::default()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn answers_like_the_reference_mock() {
+        let mock = MockProvider::new(
+            "tiny-dev",
+            "tiny",
+            Some("ray-tiny".into()),
+            Duration::from_millis(35),
+        );
+        let mut request = ProviderRequest::new("req_1", "x".repeat(400), 16);
+        request.system = Some("s".repeat(100));
+        let started = tokio::time::Instant::now();
+        let output = mock.infer(&request).await.unwrap();
+        assert_eq!(started.elapsed(), Duration::from_millis(35));
+        let expected = format!(
+            "[ray:mock model=tiny-dev profile=tiny seed=ray-tiny]\nsystem={}\n{}",
+            "s".repeat(72),
+            "x".repeat(320)
+        );
+        assert_eq!(output.text, expected);
+        assert_eq!(mock.calls(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn streams_word_by_word() {
+        let mock = MockProvider::new("m", "tiny", None, Duration::from_millis(100));
+        let request = ProviderRequest::new("req_1", "one two three", 16);
+        let mut stream = mock.stream(&request).await.unwrap();
+        let mut deltas = Vec::new();
+        let mut done = None;
+        while let Some(event) = stream.next().await {
+            match event.unwrap() {
+                StreamEvent::Delta(text) => deltas.push(text),
+                StreamEvent::Done(output) => done = Some(*output),
+            }
+        }
+        let done = done.unwrap();
+        assert!(deltas.len() > 3);
+        assert_eq!(deltas.concat(), done.text);
+    }
+}

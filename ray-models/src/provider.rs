@@ -1,0 +1,217 @@
+//! The `Provider` trait: the public extension point for backends.
+
+use std::fmt;
+use std::pin::Pin;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::Stream;
+use ray_core::wire::{
+    DetectedCapabilities, FinishReason, ProviderDiagnostics, ProviderStatus, ResponseFormatKind,
+};
+
+use crate::error::ProviderError;
+
+/// One generation request, as the runtime hands it to a backend: normalised, clamped and with
+/// its prompt compiled.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProviderRequest {
+    /// The gateway's request id (`req_...`), sent as `user` to OpenAI-style backends.
+    pub request_id: String,
+    /// System prompt.
+    pub system: Option<String>,
+    /// User prompt.
+    pub input: String,
+    /// Output tokens at most.
+    pub max_tokens: u32,
+    /// Sampling temperature.
+    pub temperature: f64,
+    /// Nucleus sampling.
+    pub top_p: f64,
+    /// Sampling seed.
+    pub seed: Option<i64>,
+    /// Stop strings.
+    pub stop: Option<Vec<String>>,
+    /// Plain text or one JSON object.
+    pub response_format: ResponseFormatKind,
+    /// The prompt family (16 hex chars), for slot affinity.
+    pub family_key: Option<String>,
+    /// The scheduler permit index the request runs on; a backend with as many slots as permits
+    /// can use it as the slot id to keep the family's prompt cache warm.
+    pub slot_hint: Option<u32>,
+    /// A forced prompt format (`metadata.rayPromptFormat`).
+    pub prompt_format: Option<String>,
+    /// The built-in template the prompt came from, if any.
+    pub template: Option<TemplateRef>,
+}
+
+impl ProviderRequest {
+    /// A request for `input` with neutral sampling settings.
+    pub fn new(request_id: impl Into<String>, input: impl Into<String>, max_tokens: u32) -> Self {
+        ProviderRequest {
+            request_id: request_id.into(),
+            system: None,
+            input: input.into(),
+            max_tokens,
+            temperature: 0.2,
+            top_p: 0.95,
+            seed: None,
+            stop: None,
+            response_format: ResponseFormatKind::Text,
+            family_key: None,
+            slot_hint: None,
+            prompt_format: None,
+            template: None,
+        }
+    }
+}
+
+/// The template a prompt was rendered from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateRef {
+    /// Template id, e.g. `email.follow_up.v1`.
+    pub id: String,
+    /// Variables in the order the template names them, with their rendered values.
+    pub variables: Vec<(String, String)>,
+}
+
+/// What a backend produced.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProviderOutput {
+    /// The generated text.
+    pub text: String,
+    /// Why generation stopped, when the backend says.
+    pub finish_reason: Option<FinishReason>,
+    /// Prompt tokens, when the backend reports them.
+    pub prompt_tokens: Option<u64>,
+    /// Completion tokens, when the backend reports them.
+    pub completion_tokens: Option<u64>,
+    /// What the adapter did.
+    pub diagnostics: ProviderDiagnostics,
+}
+
+/// One event of a token stream.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamEvent {
+    /// Newly generated text.
+    Delta(String),
+    /// Generation ended; the complete output (text is the concatenation of the deltas).
+    Done(Box<ProviderOutput>),
+}
+
+/// A stream of generated text, ending with [`StreamEvent::Done`]. Dropping it cancels the
+/// generation.
+pub type TokenStream = Pin<Box<dyn Stream<Item = Result<StreamEvent, ProviderError>> + Send>>;
+
+/// A backend's health as the provider sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProviderHealthReport {
+    /// Its state.
+    pub status: ProviderStatus,
+    /// How long the probe took.
+    pub latency: Option<Duration>,
+    /// What the backend can do.
+    pub capabilities: Option<DetectedCapabilities>,
+    /// Probe details (slots, errors, ...).
+    pub details: Option<serde_json::Value>,
+}
+
+impl ProviderHealthReport {
+    /// A report with only a status.
+    pub fn status(status: ProviderStatus) -> ProviderHealthReport {
+        ProviderHealthReport {
+            status,
+            latency: None,
+            capabilities: None,
+            details: None,
+        }
+    }
+}
+
+/// A model backend.
+///
+/// The runtime calls [`Provider::infer`] (or [`Provider::stream`]) under a scheduler permit
+/// and drops the future when the caller leaves or the deadline passes, so an implementation
+/// must stop its backend work when dropped (an HTTP client does this by closing the
+/// connection). Queueing, caching, dedupe and retries are the runtime's business, not the
+/// provider's.
+///
+/// ```
+/// use async_trait::async_trait;
+/// use ray_models::{Provider, ProviderError, ProviderOutput, ProviderRequest};
+///
+/// /// Answers every prompt in capitals.
+/// #[derive(Debug)]
+/// struct Shouty;
+///
+/// #[async_trait]
+/// impl Provider for Shouty {
+///     fn kind(&self) -> &'static str {
+///         "shouty"
+///     }
+///
+///     async fn infer(&self, request: &ProviderRequest) -> Result<ProviderOutput, ProviderError> {
+///         Ok(ProviderOutput { text: request.input.to_uppercase(), ..Default::default() })
+///     }
+/// }
+/// # let output = futures_executor_block_on(Shouty.infer(&ProviderRequest::new("req_1", "hi", 8)));
+/// # fn futures_executor_block_on<F: std::future::Future>(f: F) -> F::Output {
+/// #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+/// # }
+/// # assert_eq!(output?.text, "HI");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[async_trait]
+pub trait Provider: Send + Sync + fmt::Debug {
+    /// A short name: `mock`, `openai-compatible`, `llama.cpp`, ...
+    fn kind(&self) -> &'static str;
+
+    /// Generates a complete answer.
+    async fn infer(&self, request: &ProviderRequest) -> Result<ProviderOutput, ProviderError>;
+
+    /// Generates an answer as a stream of text. The default runs [`Provider::infer`] and
+    /// yields its text as one delta.
+    async fn stream(&self, request: &ProviderRequest) -> Result<TokenStream, ProviderError> {
+        let output = self.infer(request).await?;
+        let events = vec![
+            Ok(StreamEvent::Delta(output.text.clone())),
+            Ok(StreamEvent::Done(Box::new(output))),
+        ];
+        Ok(Box::pin(futures_util::stream::iter(events)))
+    }
+
+    /// Probes the backend. The default reports `ready`: a provider without a probe is assumed
+    /// to be able to serve.
+    async fn health(&self) -> ProviderHealthReport {
+        ProviderHealthReport::status(ProviderStatus::Ready)
+    }
+
+    /// Whether [`Provider::health`] really probes a backend (the runtime caches probes and
+    /// follows them for readiness).
+    fn has_health_probe(&self) -> bool {
+        false
+    }
+
+    /// Prepares the backend after start: capability detection, probes. Warm-up requests from
+    /// the config are sent by the runtime through its normal path afterwards.
+    async fn warm_up(&self) -> Result<(), ProviderError> {
+        Ok(())
+    }
+
+    /// Counts the prompt tokens of a request with the backend's tokenizer, when it has one.
+    /// The runtime uses the count for token-aware admission, else estimates chars / 4.
+    async fn count_prompt_tokens(&self, request: &ProviderRequest) -> Option<u32> {
+        let _ = request;
+        None
+    }
+
+    /// What the backend can do, as last detected.
+    fn capabilities(&self) -> Option<DetectedCapabilities> {
+        None
+    }
+
+    /// The backend's context window per request, when known.
+    fn context_window(&self) -> Option<u32> {
+        None
+    }
+}

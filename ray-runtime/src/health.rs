@@ -1,0 +1,360 @@
+//! Health and readiness: the provider's state (probe results cached for one second, refreshes
+//! coalesced, overridden by warm-up state), queue, cache and pressure.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use ray_core::config::redacted_json;
+use ray_core::wire::{
+    CacheHealth, Health, PreparationHealth, PressureFlags, ProviderHealth, ProviderStatus,
+    QueueHealth, Readiness, RuntimeHealth, overall_status,
+};
+use ray_models::{Provider, ProviderHealthReport};
+
+use crate::runtime::Runtime;
+
+/// How long a provider probe is reused.
+pub const PROVIDER_HEALTH_TTL: Duration = Duration::from_secs(1);
+
+/// Where warm-up stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WarmState {
+    /// No warm-up is configured (`warmOnBoot` false) or it has not been asked for.
+    Idle,
+    /// `warmOnBoot` is set and warm-up has not started yet.
+    Pending,
+    /// A warm-up attempt is running.
+    Warming,
+    /// Warm-up succeeded.
+    Ready,
+    /// The last attempt failed (a retry is scheduled); the message says why.
+    Failed(String),
+}
+
+#[derive(Debug)]
+struct CachedReport {
+    at: std::time::Instant,
+    checked_at: String,
+    report: ProviderHealthReport,
+}
+
+#[derive(Debug)]
+pub(crate) struct HealthState {
+    warm: Mutex<WarmState>,
+    report: Mutex<Option<CachedReport>>,
+    refresh: tokio::sync::Mutex<()>,
+    last_status: AtomicU8,
+}
+
+fn status_to_u8(status: ProviderStatus) -> u8 {
+    match status {
+        ProviderStatus::Unknown => 0,
+        ProviderStatus::Ready => 1,
+        ProviderStatus::Warming => 2,
+        ProviderStatus::Degraded => 3,
+        ProviderStatus::Unavailable => 4,
+    }
+}
+
+fn status_from_u8(value: u8) -> ProviderStatus {
+    match value {
+        1 => ProviderStatus::Ready,
+        2 => ProviderStatus::Warming,
+        3 => ProviderStatus::Degraded,
+        4 => ProviderStatus::Unavailable,
+        _ => ProviderStatus::Unknown,
+    }
+}
+
+impl HealthState {
+    pub(crate) fn new(warm_on_boot: bool) -> HealthState {
+        HealthState {
+            warm: Mutex::new(if warm_on_boot {
+                WarmState::Pending
+            } else {
+                WarmState::Idle
+            }),
+            report: Mutex::new(None),
+            refresh: tokio::sync::Mutex::new(()),
+            last_status: AtomicU8::new(0),
+        }
+    }
+
+    pub(crate) fn warm(&self) -> WarmState {
+        self.warm.lock().clone()
+    }
+
+    pub(crate) fn set_warm(&self, state: WarmState) {
+        *self.warm.lock() = state;
+    }
+
+    pub(crate) fn last_status(&self) -> ProviderStatus {
+        status_from_u8(self.last_status.load(Ordering::Relaxed))
+    }
+
+    /// The provider's probe, reused for [`PROVIDER_HEALTH_TTL`]; concurrent refreshes wait for
+    /// one probe instead of each sending their own.
+    async fn probe(&self, provider: &dyn Provider) -> (ProviderHealthReport, String) {
+        if let Some(fresh) = self.fresh() {
+            return fresh;
+        }
+        let _refreshing = self.refresh.lock().await;
+        if let Some(fresh) = self.fresh() {
+            return fresh;
+        }
+        let report = provider.health().await;
+        let checked_at = ray_core::time::now_rfc3339();
+        *self.report.lock() = Some(CachedReport {
+            at: std::time::Instant::now(),
+            checked_at: checked_at.clone(),
+            report: report.clone(),
+        });
+        (report, checked_at)
+    }
+
+    fn fresh(&self) -> Option<(ProviderHealthReport, String)> {
+        let cached = self.report.lock();
+        cached
+            .as_ref()
+            .filter(|c| c.at.elapsed() < PROVIDER_HEALTH_TTL)
+            .map(|c| (c.report.clone(), c.checked_at.clone()))
+    }
+}
+
+/// Combines the warm-up state with what the backend says.
+fn combine(warm: &WarmState, probed: ProviderStatus) -> ProviderStatus {
+    match warm {
+        WarmState::Pending | WarmState::Warming => {
+            if probed == ProviderStatus::Unavailable {
+                ProviderStatus::Unavailable
+            } else {
+                ProviderStatus::Warming
+            }
+        }
+        WarmState::Failed(_) => ProviderStatus::Unavailable,
+        WarmState::Idle | WarmState::Ready => probed,
+    }
+}
+
+impl Runtime {
+    /// The backend's health: the probe (cached one second) combined with warm-up state.
+    pub async fn provider_health(&self) -> ProviderHealth {
+        let provider = self.provider();
+        let health = &self.inner.health;
+        let (report, checked_at) = if provider.has_health_probe() {
+            health.probe(provider.as_ref()).await
+        } else {
+            let mut report = ProviderHealthReport::status(ProviderStatus::Ready);
+            report.capabilities = provider.capabilities();
+            (report, ray_core::time::now_rfc3339())
+        };
+        let warm = health.warm();
+        let status = combine(&warm, report.status);
+        health
+            .last_status
+            .store(status_to_u8(status), Ordering::Relaxed);
+        let mut details = match report.details {
+            Some(serde_json::Value::Object(map)) => map,
+            _ => serde_json::Map::new(),
+        };
+        let (warm_status, warm_message) = match &warm {
+            WarmState::Idle => ("not_configured", None),
+            WarmState::Pending => ("pending", None),
+            WarmState::Warming => ("warming", None),
+            WarmState::Ready => ("ready", None),
+            WarmState::Failed(message) => ("failed", Some(message.clone())),
+        };
+        details.insert("rayWarmupStatus".into(), warm_status.into());
+        if let Some(message) = warm_message {
+            details.insert("rayWarmupMessage".into(), message.into());
+        }
+        ProviderHealth {
+            status,
+            checked_at,
+            latency_ms: report.latency.map(|d| d.as_millis() as u64),
+            detected_capabilities: report.capabilities.or_else(|| provider.capabilities()),
+            details: Some(serde_json::Value::Object(details)),
+        }
+    }
+
+    /// Pressure flags the runtime knows about (the server adds rate-limit and HTTP pressure).
+    fn pressure_flags(&self) -> PressureFlags {
+        let pressure = self.pressure_snapshot();
+        let threshold = self.inner.config.graceful_degradation.queue_depth_threshold;
+        PressureFlags {
+            queue: pressure.queue_depth >= threshold,
+            memory: pressure.memory.degraded,
+            cpu: pressure.cpu.degraded,
+            ..PressureFlags::default()
+        }
+    }
+
+    /// Readiness: 503 while the backend is warming or down, 200 otherwise.
+    pub async fn readiness(&self) -> Readiness {
+        let provider = self.provider_health().await;
+        let scheduler = self.model().scheduler.snapshot();
+        Readiness::new(
+            self.inner.config.telemetry.service_name.clone(),
+            provider.status,
+            scheduler.depth(),
+            scheduler.in_flight,
+            self.pressure_flags(),
+        )
+    }
+
+    /// The full health snapshot.
+    pub async fn health(&self) -> Health {
+        let config = &self.inner.config;
+        let provider = self.provider_health().await;
+        let scheduler = self.model().scheduler.snapshot();
+        let pressure = self.pressure_snapshot();
+        let flags = self.pressure_flags();
+        let ratio = |part: f64, whole: f64| if whole > 0.0 { part / whole } else { 0.0 };
+        let s = &config.scheduler;
+        let depth = scheduler.depth();
+        let queue = QueueHealth {
+            degraded: flags.queue,
+            depth,
+            depth_ratio: ratio(depth.into(), s.max_queue.into()),
+            short_depth: scheduler.short_depth,
+            draft_depth: scheduler.draft_depth,
+            threshold: config.graceful_degradation.queue_depth_threshold,
+            max_queue: s.max_queue,
+            in_flight: scheduler.in_flight,
+            in_flight_ratio: ratio(scheduler.in_flight.into(), s.concurrency.into()),
+            concurrency: s.concurrency,
+            queued_tokens: scheduler.queued_tokens,
+            queued_tokens_ratio: ratio(scheduler.queued_tokens.into(), s.max_queued_tokens.into()),
+            max_queued_tokens: s.max_queued_tokens,
+            in_flight_tokens: scheduler.in_flight_tokens,
+            in_flight_tokens_ratio: ratio(
+                scheduler.in_flight_tokens.into(),
+                s.max_inflight_tokens.into(),
+            ),
+            max_inflight_tokens: s.max_inflight_tokens,
+            oldest_wait_ms: scheduler.oldest_wait.as_millis() as u64,
+            dedupe_followers: self.model().dedupe.followers() as u32,
+            rejections: [
+                (
+                    "request_token_budget_exceeded",
+                    scheduler.counters.rejected_token_budget,
+                ),
+                (
+                    "queue_full",
+                    scheduler.counters.rejected_queue_depth
+                        + scheduler.counters.rejected_queued_tokens,
+                ),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+        };
+        let cache = match &self.inner.cache {
+            Some(cache) => {
+                let stats = cache.lock().stats();
+                let c = &config.cache;
+                CacheHealth {
+                    enabled: true,
+                    entries: stats.entries as u32,
+                    max_entries: c.max_entries,
+                    entries_ratio: ratio(stats.entries as f64, c.max_entries.into()),
+                    bytes: stats.bytes,
+                    max_bytes: c.max_bytes,
+                    bytes_ratio: ratio(stats.bytes as f64, c.max_bytes as f64),
+                    ttl_ms: c.ttl_ms,
+                    hits: stats.hits,
+                    misses: stats.misses,
+                    insertions: stats.insertions,
+                    evictions: stats.evictions(),
+                    expirations: stats.expirations,
+                    dropped_oversized_entries: stats.rejected_oversized,
+                    dropped_unmeasurable_entries: 0,
+                }
+            }
+            None => CacheHealth {
+                enabled: false,
+                max_entries: config.cache.max_entries,
+                max_bytes: config.cache.max_bytes,
+                ttl_ms: config.cache.ttl_ms,
+                ..CacheHealth::default()
+            },
+        };
+        let reasons = provider.status.reason().is_some() || flags.reasons().next().is_some();
+        Health {
+            status: overall_status(provider.status, reasons),
+            uptime_ms: self.uptime().as_millis() as u64,
+            queue_depth: depth,
+            in_flight: scheduler.in_flight,
+            cache_entries: cache.entries,
+            profile: config.profile.as_str().into(),
+            model_id: config.model.id.clone(),
+            provider,
+            runtime: RuntimeHealth {
+                queue,
+                preparation: PreparationHealth {
+                    concurrency: s.concurrency,
+                    max_queue: s.max_queue,
+                    ..PreparationHealth::default()
+                },
+                cache,
+                memory: pressure.memory,
+                cpu: pressure.cpu,
+            },
+            async_queue: None,
+            rate_limit: None,
+            gateway: None,
+        }
+    }
+
+    /// The effective config as `/v1/config` shows it: secrets redacted, plus capability hints.
+    pub fn config_view(&self) -> serde_json::Value {
+        let config = &self.inner.config;
+        let mut view = redacted_json(config);
+        let mut hints = serde_json::json!({
+            "profile": config.profile.as_str(),
+            "modelId": config.model.id,
+            "family": config.model.family,
+            "quantization": config.model.quantization,
+            "contextWindow": self.context_window(),
+            "maxOutputTokens": config.model.max_output_tokens,
+            "operational": config.model.operational,
+        });
+        if let (Some(launch), Some(http)) = (
+            config.model.adapter.launch_profile(),
+            config.model.adapter.http(),
+        ) {
+            hints["llamaCpp"] = serde_json::json!({
+                "modelRef": http.model_ref,
+                "launchPreset": launch.preset,
+                "ctxSize": launch.ctx_size,
+                "parallel": launch.parallel,
+                "cacheRamMiB": launch.cache_ram_mib,
+                "cachePrompt": launch.cache_prompt,
+            });
+        }
+        if let Some(capabilities) = self.provider().capabilities() {
+            hints["detectedCapabilities"] =
+                serde_json::to_value(capabilities).unwrap_or(serde_json::Value::Null);
+        }
+        if let serde_json::Value::Object(map) = &mut view {
+            map.insert("capabilityHints".into(), hints);
+        }
+        view
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warm_state_overrides_the_probe() {
+        use ProviderStatus::*;
+        assert_eq!(combine(&WarmState::Pending, Ready), Warming);
+        assert_eq!(combine(&WarmState::Warming, Unavailable), Unavailable);
+        assert_eq!(combine(&WarmState::Failed("x".into()), Ready), Unavailable);
+        assert_eq!(combine(&WarmState::Ready, Degraded), Degraded);
+        assert_eq!(combine(&WarmState::Idle, Ready), Ready);
+    }
+}

@@ -1,0 +1,441 @@
+//! Turning an `InferRequest` into a plan: defaults, templates, prompt compilation, lane,
+//! family, degradation clamps and the cache key. Pure functions of the request, the config
+//! and a pressure snapshot, so every rule is testable without a runtime.
+
+use std::collections::BTreeMap;
+
+use ray_core::RayError;
+use ray_core::config::{CacheKeyStrategy, RayConfig};
+use ray_core::wire::{
+    AdaptiveTuningDiagnostics, DegradationDiagnostics, InferRequest, Lane, LearnedCapDiagnostics,
+    OrderedF64, PromptCompilerDiagnostics, ResponseFormat, ResponseFormatKind,
+    TaskRoutingDiagnostics,
+};
+use ray_models::{ProviderRequest, TemplateRef};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::pressure::PressureSnapshot;
+use crate::prompt::{self, Family};
+use crate::templates;
+
+/// Default sampling temperature.
+pub const DEFAULT_TEMPERATURE: f64 = 0.2;
+/// Default nucleus sampling.
+pub const DEFAULT_TOP_P: f64 = 0.95;
+
+/// Everything the runtime decided about one request before it reaches the cache.
+#[derive(Debug, Clone)]
+pub(crate) struct Plan {
+    pub(crate) input: String,
+    pub(crate) system: Option<String>,
+    pub(crate) max_tokens: u32,
+    pub(crate) temperature: f64,
+    pub(crate) top_p: f64,
+    pub(crate) seed: Option<i64>,
+    pub(crate) stop: Option<Vec<String>>,
+    pub(crate) response_format: ResponseFormatKind,
+    pub(crate) use_cache: bool,
+    pub(crate) dedupe_key: Option<String>,
+    pub(crate) metadata: BTreeMap<String, String>,
+    pub(crate) template: Option<TemplateRef>,
+    pub(crate) lane: Lane,
+    pub(crate) family: Family,
+    pub(crate) degraded: bool,
+    pub(crate) degradation: DegradationDiagnostics,
+    pub(crate) prompt_compiler: PromptCompilerDiagnostics,
+    pub(crate) learned_output_cap: LearnedCapDiagnostics,
+    pub(crate) adaptive_tuning: AdaptiveTuningDiagnostics,
+    pub(crate) task_routing: TaskRoutingDiagnostics,
+}
+
+/// Extra knobs for internal callers.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct PlanOptions {
+    /// Use this temperature and top-p regardless of the request (warm-up).
+    pub(crate) greedy: bool,
+}
+
+pub(crate) fn plan(
+    config: &RayConfig,
+    request: InferRequest,
+    pressure: &PressureSnapshot,
+    options: PlanOptions,
+) -> Result<Plan, RayError> {
+    request.validate()?;
+    if request.stream == Some(true) {
+        return Err(RayError::invalid_request(
+            "stream: token streaming is not served by this version; leave stream out",
+        ));
+    }
+    let model_max = config.model.max_output_tokens;
+    let mut metadata = request.metadata.clone().unwrap_or_default();
+
+    // Templates: rendered now, their metadata overriding the caller's of the same names.
+    let (mut input, mut system, template, template_lane, default_max, default_format) =
+        match &request.template_id {
+            Some(id) => {
+                let template = templates::find(id).ok_or_else(|| {
+                    let known: Vec<&str> = templates::TEMPLATES.iter().map(|t| t.id).collect();
+                    RayError::invalid_request(format!(
+                        "templateId: unknown template {id:?}; known templates: {}",
+                        known.join(", ")
+                    ))
+                })?;
+                let rendered = template.render(request.template_variables.as_ref())?;
+                metadata.insert("promptFamily".into(), template.family.into());
+                metadata.insert("promptTemplateId".into(), template.id.into());
+                metadata.insert("promptTemplateVersion".into(), template.version.into());
+                metadata.insert("promptLane".into(), template.lane.as_str().into());
+                (
+                    rendered.input,
+                    Some(rendered.system),
+                    Some(TemplateRef {
+                        id: template.id.into(),
+                        variables: rendered.variables,
+                    }),
+                    Some(template.lane),
+                    template.max_tokens,
+                    template.response_format,
+                )
+            }
+            None => (
+                request.input.clone().unwrap_or_default(),
+                request.system.clone(),
+                None,
+                None,
+                model_max,
+                ResponseFormatKind::Text,
+            ),
+        };
+    input = input.trim().to_string();
+    system = system
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty());
+
+    let requested_max_tokens = request
+        .max_tokens
+        .unwrap_or(default_max)
+        .clamp(1, model_max);
+    let (temperature, top_p) = if options.greedy {
+        (0.0, 1.0)
+    } else {
+        (
+            request
+                .temperature
+                .unwrap_or(DEFAULT_TEMPERATURE)
+                .clamp(0.0, 2.0),
+            request.top_p.unwrap_or(DEFAULT_TOP_P).clamp(0.1, 1.0),
+        )
+    };
+    let response_format = request
+        .response_format
+        .map_or(default_format, |f: ResponseFormat| f.kind);
+
+    let lane = match template_lane {
+        Some(lane) => lane,
+        None => match metadata.get("promptLane").map(String::as_str) {
+            Some("short") => Lane::Short,
+            Some("draft") => Lane::Draft,
+            Some(other) => {
+                return Err(RayError::invalid_request(format!(
+                    "metadata.promptLane: must be short or draft, got {other:?}"
+                )));
+            }
+            None if response_format == ResponseFormatKind::JsonObject
+                || requested_max_tokens <= config.scheduler.short_job_max_tokens =>
+            {
+                Lane::Short
+            }
+            None => Lane::Draft,
+        },
+    };
+
+    // Degradation, step 1: prompt length (before compilation, as the reference does).
+    let degradation_config = &config.graceful_degradation;
+    let mut reasons: Vec<String> = Vec::new();
+    if degradation_config.enabled {
+        let budget = degradation_config.max_prompt_chars as usize;
+        if let Some((new_input, new_system)) = trim_prompt(&input, system.as_deref(), budget) {
+            input = new_input;
+            system = new_system;
+            reasons.push("prompt_length".into());
+        }
+    }
+
+    let compiled = prompt::compile(&config.prompt_compiler, &input, system.as_deref());
+    input = compiled.input;
+    system = compiled.system;
+    let family = prompt::family(
+        &config.prompt_compiler,
+        template
+            .as_ref()
+            .and(metadata.get("promptFamily").map(String::as_str)),
+        &metadata,
+        system.as_deref(),
+        &input,
+    );
+
+    // Degradation, step 2: output clamps under queue, memory and CPU pressure.
+    let mut max_tokens = requested_max_tokens;
+    if degradation_config.enabled {
+        let clamp_to = degradation_config.degrade_to_max_tokens;
+        let mut clamp = |reason: &str, max_tokens: &mut u32| {
+            if *max_tokens > clamp_to {
+                *max_tokens = clamp_to;
+            }
+            reasons.push(reason.into());
+        };
+        if pressure.queue_depth >= degradation_config.queue_depth_threshold {
+            clamp("queue_depth", &mut max_tokens);
+        }
+        if pressure.memory.degraded {
+            clamp("memory_pressure", &mut max_tokens);
+        }
+        if pressure.cpu.degraded {
+            clamp("cpu_pressure", &mut max_tokens);
+        }
+    }
+    let degraded = !reasons.is_empty();
+    let degradation = DegradationDiagnostics {
+        applied: degraded,
+        reasons,
+        requested_max_tokens,
+        applied_max_tokens: max_tokens,
+        queue_depth: pressure.queue_depth,
+        queue_depth_threshold: degradation_config.queue_depth_threshold,
+        memory: {
+            let mut memory = pressure.memory.signals.clone();
+            memory.memory_pressure_sources = pressure.memory.sources.clone();
+            memory
+        },
+        cpu: pressure.cpu.signals.clone(),
+    };
+    let prompt_compiler = PromptCompilerDiagnostics {
+        family_key: family.key.clone(),
+        lane,
+        chars_before: compiled.chars_before,
+        chars_after: compiled.chars_after,
+        chars_saved: compiled.chars_before.saturating_sub(compiled.chars_after),
+    };
+    let percentile = match lane {
+        Lane::Short => config.adaptive_tuning.short_percentile,
+        Lane::Draft => config.adaptive_tuning.draft_percentile,
+    };
+    let learned_output_cap = LearnedCapDiagnostics {
+        applied: false,
+        family_key: family.key.clone(),
+        lane,
+        requested_max_tokens: max_tokens,
+        applied_max_tokens: max_tokens,
+        sample_count: 0,
+        percentile: OrderedF64(percentile),
+        learned_cap_tokens: None,
+    };
+    let adaptive_tuning = AdaptiveTuningDiagnostics {
+        reduced: false,
+        requested_max_tokens: max_tokens,
+        applied_max_tokens: max_tokens,
+        reduction_ratio: OrderedF64(0.0),
+        reason: None,
+    };
+    let task_routing = task_routing(config, response_format, &family.label, &input);
+
+    Ok(Plan {
+        input,
+        system,
+        max_tokens,
+        temperature,
+        top_p,
+        seed: request.seed,
+        stop: request.stop,
+        response_format,
+        use_cache: request.cache.unwrap_or(true),
+        dedupe_key: request.dedupe_key,
+        metadata,
+        template,
+        lane,
+        family,
+        degraded,
+        degradation,
+        prompt_compiler,
+        learned_output_cap,
+        adaptive_tuning,
+        task_routing,
+    })
+}
+
+/// Trims a prompt longer than `budget` chars. Unlike the existing Ray, which kept the start of
+/// the input and gave the system prompt what was left, this keeps the system prompt (the
+/// instructions) up to half the budget and cuts the input at a line or word boundary.
+fn trim_prompt(
+    input: &str,
+    system: Option<&str>,
+    budget: usize,
+) -> Option<(String, Option<String>)> {
+    let input_chars = input.chars().count();
+    let system_chars = system.map_or(0, |s| s.chars().count());
+    if input_chars + system_chars <= budget {
+        return None;
+    }
+    let system_keep = system_chars.min(budget / 2);
+    let input_keep = budget - system_keep;
+    let system = system
+        .map(|s| cut_at_boundary(s, system_keep))
+        .filter(|s| !s.is_empty());
+    let input = cut_at_boundary(input, input_keep);
+    Some((input, system))
+}
+
+/// The first `limit` chars of `text`, shortened to the last line break or space in the final
+/// quarter when there is one, trimmed.
+fn cut_at_boundary(text: &str, limit: usize) -> String {
+    let end = text
+        .char_indices()
+        .nth(limit)
+        .map_or(text.len(), |(index, _)| index);
+    let head = &text[..end];
+    if end == text.len() {
+        return head.trim().to_string();
+    }
+    let floor = head.len() * 3 / 4;
+    let cut = head
+        .rfind('\n')
+        .filter(|i| *i >= floor)
+        .or_else(|| head.rfind(' ').filter(|i| *i >= floor))
+        .unwrap_or(head.len());
+    head[..cut].trim().to_string()
+}
+
+fn task_routing(
+    config: &RayConfig,
+    response_format: ResponseFormatKind,
+    family: &str,
+    input: &str,
+) -> TaskRoutingDiagnostics {
+    let family_lower = family.to_lowercase();
+    let task_kind = if response_format == ResponseFormatKind::JsonObject
+        || family_lower.contains("classification")
+    {
+        "classification"
+    } else if family_lower.contains("rewrite") {
+        "rewrite"
+    } else if family_lower.contains("email") || input.to_lowercase().contains("email") {
+        "draft"
+    } else {
+        "unknown"
+    };
+    let recommended = match task_kind {
+        "classification" => "classifier",
+        "rewrite" | "draft" => "drafter",
+        _ => "general",
+    };
+    let active = config.tags.get("modelRole").cloned();
+    let matched = active
+        .as_deref()
+        .is_none_or(|role| role == recommended || recommended == "general" || role == "general");
+    TaskRoutingDiagnostics {
+        task_kind: task_kind.into(),
+        recommended_model_role: recommended.into(),
+        active_model_role: active,
+        matched_active_role: matched,
+    }
+}
+
+impl Plan {
+    /// What the provider is asked to do.
+    pub(crate) fn provider_request(&self, request_id: &str) -> ProviderRequest {
+        ProviderRequest {
+            request_id: request_id.to_string(),
+            system: self.system.clone(),
+            input: self.input.clone(),
+            max_tokens: self.max_tokens,
+            temperature: self.temperature,
+            top_p: self.top_p,
+            seed: self.seed,
+            stop: self.stop.clone(),
+            response_format: self.response_format,
+            family_key: Some(self.family.key.clone()),
+            slot_hint: None,
+            prompt_format: self.metadata.get("rayPromptFormat").cloned(),
+            template: self.template.clone(),
+        }
+    }
+
+    /// Chars of the prompt as sent.
+    pub(crate) fn prompt_chars(&self) -> u64 {
+        (self.input.chars().count() + self.system.as_deref().map_or(0, |s| s.chars().count()))
+            as u64
+    }
+
+    /// Prompt tokens estimated at four chars a token (used when the backend has no tokenizer).
+    pub(crate) fn estimated_prompt_tokens(&self) -> u32 {
+        (self.prompt_chars().div_ceil(4)).max(1) as u32
+    }
+
+    /// The result-cache key: a SHA-256 of the request's identity under the key strategy,
+    /// computed after compilation and clamps.
+    pub(crate) fn cache_key(&self, model_id: &str, strategy: CacheKeyStrategy) -> u128 {
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Identity<'a> {
+            // Alphabetical order: the serialisation is the canonical form.
+            input: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            max_tokens: Option<u32>,
+            metadata: &'a BTreeMap<String, String>,
+            model: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            response_format: Option<ResponseFormatKind>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            seed: Option<i64>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            stop: Option<&'a [String]>,
+            system: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            temperature: Option<f64>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            top_p: Option<f64>,
+        }
+        let with_params = strategy == CacheKeyStrategy::InputParams;
+        let identity = Identity {
+            input: &self.input,
+            max_tokens: with_params.then_some(self.max_tokens),
+            metadata: &self.metadata,
+            model: model_id,
+            response_format: (self.response_format != ResponseFormatKind::Text)
+                .then_some(self.response_format),
+            seed: self.seed,
+            stop: self.stop.as_deref(),
+            system: self.system.as_deref().unwrap_or(""),
+            temperature: with_params.then_some(self.temperature),
+            top_p: with_params.then_some(self.top_p),
+        };
+        let bytes = serde_json::to_vec(&identity).unwrap_or_default();
+        digest_u128(b"cache", &bytes)
+    }
+
+    /// The in-flight dedupe key: the explicit `dedupeKey`, else the cache key when the request
+    /// allows caching.
+    pub(crate) fn dedupe_key(&self, cache_key: u128) -> Option<u128> {
+        match &self.dedupe_key {
+            Some(key) => Some(digest_u128(b"dedupe", key.as_bytes())),
+            None if self.use_cache => Some(cache_key),
+            None => None,
+        }
+    }
+}
+
+fn digest_u128(domain: &[u8], bytes: &[u8]) -> u128 {
+    let mut hasher = Sha256::new();
+    hasher.update(domain);
+    hasher.update([0]);
+    hasher.update(bytes);
+    let digest = hasher.finalize();
+    let mut first = [0u8; 16];
+    first.copy_from_slice(&digest[..16]);
+    u128::from_be_bytes(first)
+}
+
+#[cfg(test)]
+mod tests;

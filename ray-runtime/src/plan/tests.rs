@@ -1,0 +1,148 @@
+//! Tests of request planning.
+
+use ray_core::config::{CacheKeyStrategy, Profile, profile_defaults};
+use ray_core::wire::{InferRequest, Lane, ResponseFormatKind, TemplateValue};
+
+use super::*;
+use crate::pressure::PressureSnapshot;
+
+fn calm() -> PressureSnapshot {
+    PressureSnapshot::default()
+}
+
+fn plan_for(json: &str) -> Result<Plan, RayError> {
+    let config = profile_defaults(Profile::Sub1b);
+    let request: InferRequest = serde_json::from_str(json).unwrap();
+    plan(&config, request, &calm(), PlanOptions::default())
+}
+
+#[test]
+fn applies_the_documented_defaults_and_clamps() {
+    let p = plan_for(r#"{"input":"  hello  ","temperature":9,"topP":0}"#).unwrap();
+    assert_eq!(p.input, "hello");
+    assert_eq!(p.max_tokens, 256);
+    assert_eq!((p.temperature, p.top_p), (2.0, 0.1));
+    assert_eq!(p.lane, Lane::Draft);
+    let p = plan_for(r#"{"input":"x","maxTokens":0}"#).unwrap();
+    assert_eq!(p.max_tokens, 1);
+    assert_eq!(p.lane, Lane::Short);
+    let p = plan_for(r#"{"input":"x","maxTokens":100000}"#).unwrap();
+    assert_eq!(p.max_tokens, 256);
+}
+
+#[test]
+fn templates_render_and_set_their_metadata() {
+    let p = plan_for(
+        r#"{"templateId":"email.reply_classification.v1","templateVariables":{"replyText":"Send pricing."},
+            "metadata":{"promptFamily":"mine"}}"#,
+    )
+    .unwrap();
+    assert!(p.input.contains("Send pricing."));
+    assert_eq!(p.metadata["promptFamily"], "email.reply_classification");
+    assert_eq!(p.metadata["promptLane"], "short");
+    assert_eq!(p.response_format, ResponseFormatKind::JsonObject);
+    assert_eq!(p.max_tokens, 80);
+    assert_eq!(p.lane, Lane::Short);
+    assert_eq!(p.family.label, "email.reply_classification");
+    assert_eq!(p.task_routing.task_kind, "classification");
+}
+
+#[test]
+fn unknown_templates_and_lanes_are_refused() {
+    let error = plan_for(r#"{"templateId":"nope"}"#).unwrap_err();
+    assert!(error.message().starts_with("templateId: unknown template"));
+    let error = plan_for(r#"{"input":"x","metadata":{"promptLane":"fast"}}"#).unwrap_err();
+    assert!(error.message().contains("promptLane"));
+}
+
+#[test]
+fn queue_pressure_clamps_the_output() {
+    let config = profile_defaults(Profile::Sub1b);
+    let pressure = PressureSnapshot {
+        queue_depth: 16,
+        ..PressureSnapshot::default()
+    };
+    let p = plan(
+        &config,
+        InferRequest::new("x"),
+        &pressure,
+        PlanOptions::default(),
+    )
+    .unwrap();
+    assert!(p.degraded);
+    assert_eq!(p.max_tokens, 128);
+    assert_eq!(p.degradation.reasons, vec!["queue_depth"]);
+    assert_eq!(p.degradation.requested_max_tokens, 256);
+    assert_eq!(p.lane, Lane::Draft, "the lane follows the requested size");
+}
+
+#[test]
+fn long_prompts_keep_their_instructions() {
+    let mut config = profile_defaults(Profile::Sub1b);
+    config.graceful_degradation.max_prompt_chars = 100;
+    let request = InferRequest {
+        system: Some("Answer briefly.".into()),
+        ..InferRequest::new("word ".repeat(100))
+    };
+    let p = plan(&config, request, &calm(), PlanOptions::default()).unwrap();
+    assert_eq!(p.system.as_deref(), Some("Answer briefly."));
+    assert!(p.prompt_chars() <= 100);
+    assert!(
+        p.input.ends_with("word"),
+        "cut at a word boundary: {:?}",
+        p.input
+    );
+    assert_eq!(p.degradation.reasons, vec!["prompt_length"]);
+}
+
+#[test]
+fn cache_keys_follow_the_strategy() {
+    let a = plan_for(r#"{"input":"x","temperature":0.1}"#).unwrap();
+    let b = plan_for(r#"{"input":"x","temperature":0.7}"#).unwrap();
+    let c = plan_for(r#"{"input":"  x\n\n\n"}"#).unwrap();
+    assert_ne!(
+        a.cache_key("m", CacheKeyStrategy::InputParams),
+        b.cache_key("m", CacheKeyStrategy::InputParams)
+    );
+    assert_eq!(
+        a.cache_key("m", CacheKeyStrategy::Input),
+        b.cache_key("m", CacheKeyStrategy::Input)
+    );
+    assert_eq!(
+        c.cache_key("m", CacheKeyStrategy::Input),
+        a.cache_key("m", CacheKeyStrategy::Input),
+        "the key is taken after normalisation"
+    );
+    assert_ne!(
+        a.cache_key("m", CacheKeyStrategy::Input),
+        a.cache_key("other-model", CacheKeyStrategy::Input)
+    );
+}
+
+#[test]
+fn cache_false_disables_implicit_dedupe_only() {
+    let p = plan_for(r#"{"input":"x","cache":false}"#).unwrap();
+    assert_eq!(p.dedupe_key(1), None);
+    let p = plan_for(r#"{"input":"x","cache":false,"dedupeKey":"k"}"#).unwrap();
+    assert!(p.dedupe_key(1).is_some());
+    let p = plan_for(r#"{"input":"x"}"#).unwrap();
+    assert_eq!(p.dedupe_key(7), Some(7));
+}
+
+#[test]
+fn template_values_of_any_type_render() {
+    let config = profile_defaults(Profile::Sub1b);
+    let request = InferRequest {
+        template_id: Some("email.reply_rewrite.v1".into()),
+        template_variables: Some(
+            [
+                ("replyText".to_string(), TemplateValue::Bool(true)),
+                ("rewriteGoal".to_string(), TemplateValue::Number(7.into())),
+            ]
+            .into(),
+        ),
+        ..InferRequest::default()
+    };
+    let p = plan(&config, request, &calm(), PlanOptions::default()).unwrap();
+    assert!(p.input.contains("Goal: 7"));
+}

@@ -1,0 +1,336 @@
+//! The prompt compiler: whitespace and repeated-line normalisation, and the prompt family key
+//! that drives slot affinity, scheduler affinity and learned output caps.
+
+use std::collections::{BTreeMap, HashSet};
+
+use ray_core::config::PromptCompilerConfig;
+use sha2::{Digest, Sha256};
+
+/// The result of compiling one prompt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Compiled {
+    /// The normalised input.
+    pub input: String,
+    /// The normalised system prompt (dropped when it became empty).
+    pub system: Option<String>,
+    /// Chars of input plus system before.
+    pub chars_before: u64,
+    /// Chars after.
+    pub chars_after: u64,
+}
+
+/// Normalises input and system prompt as configured. Returns them unchanged when the compiler
+/// is disabled.
+pub fn compile(config: &PromptCompilerConfig, input: &str, system: Option<&str>) -> Compiled {
+    let chars_before = count(input) + system.map_or(0, count);
+    if !config.enabled {
+        return Compiled {
+            input: input.to_string(),
+            system: system.map(String::from),
+            chars_before,
+            chars_after: chars_before,
+        };
+    }
+    let mut input = input.to_string();
+    let mut system = system.map(String::from);
+    if config.collapse_whitespace {
+        input = collapse_whitespace(&input);
+        system = system.map(|s| collapse_whitespace(&s));
+    }
+    if config.dedupe_repeated_lines {
+        if let Some(system) = &system {
+            let system_lines: HashSet<String> =
+                system.lines().map(|l| l.trim().to_lowercase()).collect();
+            let kept: Vec<&str> = input
+                .lines()
+                .filter(|line| {
+                    let key = line.trim().to_lowercase();
+                    key.chars().count() < 20 || !system_lines.contains(&key)
+                })
+                .collect();
+            if kept.iter().any(|l| !l.trim().is_empty()) {
+                input = kept.join("\n");
+            }
+        }
+        input = tidy(&dedupe_lines(&input));
+        system = system.map(|s| tidy(&dedupe_lines(&s)));
+    }
+    let system = system.filter(|s| !s.is_empty());
+    let chars_after = count(&input) + system.as_deref().map_or(0, count);
+    Compiled {
+        input,
+        system,
+        chars_before,
+        chars_after,
+    }
+}
+
+fn count(text: &str) -> u64 {
+    text.chars().count() as u64
+}
+
+/// CRLF to LF; each line trimmed with runs of spaces and tabs collapsed; 3+ newlines to 2;
+/// the whole text trimmed.
+pub fn collapse_whitespace(text: &str) -> String {
+    let normalised = text.replace("\r\n", "\n").replace('\r', "\n");
+    let lines: Vec<String> = normalised
+        .split('\n')
+        .map(|line| {
+            line.split([' ', '\t'])
+                .filter(|w| !w.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    tidy(&lines.join("\n"))
+}
+
+/// Collapses 3+ newlines to 2 and trims.
+fn tidy(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut newlines = 0;
+    for ch in text.chars() {
+        if ch == '\n' {
+            newlines += 1;
+            if newlines <= 2 {
+                out.push(ch);
+            }
+        } else {
+            newlines = 0;
+            out.push(ch);
+        }
+    }
+    out.trim().to_string()
+}
+
+/// Drops later duplicates of non-blank lines (case-insensitive, trimmed compare).
+fn dedupe_lines(text: &str) -> String {
+    let mut seen = HashSet::new();
+    text.lines()
+        .filter(|line| {
+            let key = line.trim().to_lowercase();
+            key.is_empty() || seen.insert(key)
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The prompt family of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Family {
+    /// 16 hex chars.
+    pub key: String,
+    /// The same as a number (scheduler affinity).
+    pub affinity: u64,
+    /// The human-readable seed: the template family, a metadata value, or the input's shape.
+    pub label: String,
+}
+
+/// The family of a prompt: a hash of the system prompt and a seed, where the seed is the
+/// template family, else the first non-empty value among the configured metadata keys, else the
+/// input's shape (numbers, URLs, e-mail addresses, quoted strings and hex runs replaced by
+/// placeholders), so that prompts built from one template land in one family.
+pub fn family(
+    config: &PromptCompilerConfig,
+    template_family: Option<&str>,
+    metadata: &BTreeMap<String, String>,
+    system: Option<&str>,
+    input: &str,
+) -> Family {
+    let label = template_family
+        .map(String::from)
+        .or_else(|| {
+            config
+                .family_metadata_keys
+                .iter()
+                .filter_map(|key| metadata.get(key))
+                .find(|value| !value.trim().is_empty())
+                .cloned()
+        })
+        .unwrap_or_else(|| input_shape(input));
+    let mut hasher = Sha256::new();
+    hasher.update(system.unwrap_or("").as_bytes());
+    hasher.update([0]);
+    hasher.update(label.as_bytes());
+    let digest = hasher.finalize();
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&digest[..8]);
+    let affinity = u64::from_be_bytes(bytes);
+    Family {
+        key: format!("{affinity:016x}"),
+        affinity,
+        label,
+    }
+}
+
+/// The shape of an input: lower-cased, whitespace collapsed, variable parts replaced, at most
+/// 240 chars.
+pub fn input_shape(input: &str) -> String {
+    let lowered = input.to_lowercase();
+    let mut words: Vec<String> = Vec::new();
+    for word in lowered.split_whitespace() {
+        words.push(shape_word(word));
+    }
+    let joined = replace_quoted(&words.join(" "));
+    joined.chars().take(240).collect()
+}
+
+fn shape_word(word: &str) -> String {
+    if word.contains("://") {
+        return "<url>".into();
+    }
+    if let Some((local, domain)) = word.split_once('@')
+        && !local.is_empty()
+        && domain.contains('.')
+    {
+        return "<email>".into();
+    }
+    let mut out = String::with_capacity(word.len());
+    let chars: Vec<char> = word.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        let start = i;
+        if chars[i].is_ascii_hexdigit() {
+            while i < chars.len() && chars[i].is_ascii_hexdigit() {
+                i += 1;
+            }
+            let run = &chars[start..i];
+            if run.len() >= 8 && run.iter().any(char::is_ascii_digit) {
+                out.push_str("<hex>");
+                continue;
+            }
+            i = start;
+        }
+        if chars[i].is_ascii_digit() {
+            while i < chars.len() && chars[i].is_ascii_digit() {
+                i += 1;
+            }
+            out.push_str("<number>");
+            continue;
+        }
+        out.push(chars[i]);
+        i += 1;
+    }
+    out
+}
+
+/// Replaces `"..."` runs of at most 120 chars with `"<value>"`.
+fn replace_quoted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(open) = rest.find('"') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        match after.find('"') {
+            Some(close) if after[..close].chars().count() <= 120 => {
+                out.push_str("\"<value>\"");
+                rest = &after[close + 1..];
+            }
+            _ => {
+                out.push('"');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> PromptCompilerConfig {
+        PromptCompilerConfig {
+            enabled: true,
+            collapse_whitespace: true,
+            dedupe_repeated_lines: true,
+            family_metadata_keys: vec!["promptFamily".into(), "useCase".into()],
+        }
+    }
+
+    #[test]
+    fn collapses_whitespace() {
+        assert_eq!(
+            collapse_whitespace("  a \t  b  \r\n\r\n\r\n\n  c  "),
+            "a b\n\nc"
+        );
+    }
+
+    #[test]
+    fn drops_repeated_lines_and_lines_already_in_the_system_prompt() {
+        let compiled = compile(
+            &config(),
+            "Always answer in English please.\nhello\nHELLO\nworld",
+            Some("always answer in english please."),
+        );
+        assert_eq!(compiled.input, "hello\nworld");
+        assert!(compiled.chars_after < compiled.chars_before);
+    }
+
+    #[test]
+    fn does_not_empty_the_input() {
+        let compiled = compile(
+            &config(),
+            "Always answer in English please.",
+            Some("Always answer in English please."),
+        );
+        assert_eq!(compiled.input, "Always answer in English please.");
+    }
+
+    #[test]
+    fn disabled_compiler_changes_nothing() {
+        let mut config = config();
+        config.enabled = false;
+        let compiled = compile(&config, "  a  ", None);
+        assert_eq!(compiled.input, "  a  ");
+        assert_eq!(compiled.chars_before, compiled.chars_after);
+    }
+
+    #[test]
+    fn prompts_of_one_shape_share_a_family() {
+        let empty = BTreeMap::new();
+        let a = family(
+            &config(),
+            None,
+            &empty,
+            None,
+            "Order 12345 from bob@x.io at https://a.b/c",
+        );
+        let b = family(
+            &config(),
+            None,
+            &empty,
+            None,
+            "order 999 from amy@y.org at http://z",
+        );
+        let c = family(&config(), None, &empty, None, "something else entirely");
+        assert_eq!(a.key, b.key);
+        assert_ne!(a.key, c.key);
+        assert_eq!(a.key.len(), 16);
+        assert_eq!(a.label, "order <number> from <email> at <url>");
+    }
+
+    #[test]
+    fn metadata_and_templates_name_the_family() {
+        let metadata = BTreeMap::from([("useCase".to_string(), "support".to_string())]);
+        let f = family(&config(), None, &metadata, None, "anything");
+        assert_eq!(f.label, "support");
+        let t = family(
+            &config(),
+            Some("email.follow_up"),
+            &metadata,
+            None,
+            "anything",
+        );
+        assert_eq!(t.label, "email.follow_up");
+    }
+
+    #[test]
+    fn shapes_hex_and_quotes() {
+        assert_eq!(
+            input_shape(r#"commit deadbeef42 says "fix it""#),
+            r#"commit <hex> says "<value>""#
+        );
+    }
+}

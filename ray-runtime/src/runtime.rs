@@ -1,0 +1,637 @@
+//! `Runtime`: the one object an embedding program holds. It runs a request through
+//! normalise, degrade, cache, dedupe, admit and provider, in that order.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use parking_lot::Mutex;
+use ray_cache::{Cache, CacheBounds};
+use ray_core::config::{AdapterConfig, ValidConfig};
+use ray_core::wire::{
+    CountTriple, Diagnostics, FinishReason, InferRequest, InferResponse, ProviderDiagnostics,
+    SchedulerDiagnostics, Usage,
+};
+use ray_core::{ErrorCode, RayError};
+use ray_models::{MockProvider, Provider, ProviderOutput};
+use ray_scheduler::{InflightDedupe, JobSpec, Scheduler, SchedulerSettings};
+use tokio::time::Instant;
+
+use crate::health::HealthState;
+use crate::ids::IdSource;
+use crate::metrics::MetricsSnapshot;
+use crate::plan::{Plan, PlanOptions, plan};
+use crate::pressure::{PressureMonitor, PressureSnapshot, process_rss_bytes};
+use crate::telemetry::{Gauges, RuntimeMetrics, inc};
+
+/// Why a runtime could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RuntimeError {
+    /// The config names an adapter this build cannot construct.
+    #[error("model.adapter.kind {kind:?} is not available: {reason}")]
+    UnsupportedAdapter {
+        /// The adapter kind.
+        kind: String,
+        /// Why.
+        reason: String,
+    },
+    /// The provider could not be built from the config.
+    #[error("cannot build the {kind} provider: {message}")]
+    Provider {
+        /// The adapter kind.
+        kind: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// The result of one backend execution, shared by every request that joined it.
+#[derive(Debug)]
+pub(crate) struct Execution {
+    pub(crate) output: ProviderOutput,
+    pub(crate) queue_time: Duration,
+    pub(crate) prompt_tokens: u32,
+    pub(crate) prompt_tokens_source: &'static str,
+    pub(crate) cost: u32,
+}
+
+pub(crate) type ExecResult = Result<Arc<Execution>, RayError>;
+
+/// A stored successful result.
+#[derive(Debug)]
+pub(crate) struct CachedResult {
+    pub(crate) output: String,
+    pub(crate) finish_reason: Option<FinishReason>,
+    pub(crate) tokens: Option<CountTriple>,
+    pub(crate) degraded: bool,
+    pub(crate) provider: ProviderDiagnostics,
+    pub(crate) weight: u64,
+}
+
+/// One model and the machinery in front of it. The runtime holds these in a registry keyed by
+/// model id, so several models per node can arrive without reshaping `Runtime`.
+pub(crate) struct ModelEntry {
+    pub(crate) id: String,
+    pub(crate) provider: Arc<dyn Provider>,
+    pub(crate) scheduler: Scheduler,
+    pub(crate) dedupe: InflightDedupe<u128, ExecResult>,
+}
+
+impl fmt::Debug for ModelEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ModelEntry")
+            .field("id", &self.id)
+            .field("provider", &self.provider.kind())
+            .finish()
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) config: ValidConfig,
+    pub(crate) models: Vec<Arc<ModelEntry>>,
+    pub(crate) cache: Option<Mutex<Cache<u128, Arc<CachedResult>>>>,
+    pub(crate) metrics: RuntimeMetrics,
+    pub(crate) pressure: PressureMonitor,
+    pub(crate) ids: IdSource,
+    pub(crate) started: Instant,
+    pub(crate) health: HealthState,
+}
+
+/// The Ray runtime: admission, caching, dedupe, degradation, health and metrics in front of a
+/// model backend, with no HTTP of its own.
+///
+/// Cloning is cheap and shares everything. Build it with [`Runtime::new`] or
+/// [`Runtime::builder`], call [`Runtime::start`] once to run warm-up in the background, then
+/// call [`Runtime::infer`] from any task.
+#[derive(Clone)]
+pub struct Runtime {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Runtime")
+            .field("profile", &self.inner.config.profile)
+            .field("models", &self.inner.models)
+            .finish()
+    }
+}
+
+/// Builds a [`Runtime`], optionally with a provider of your own.
+pub struct RuntimeBuilder {
+    config: ValidConfig,
+    provider: Option<Arc<dyn Provider>>,
+}
+
+impl fmt::Debug for RuntimeBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RuntimeBuilder")
+            .field("profile", &self.config.profile)
+            .field("custom_provider", &self.provider.is_some())
+            .finish()
+    }
+}
+
+impl RuntimeBuilder {
+    /// Serves the model with this provider instead of the one the config's adapter names.
+    pub fn provider(mut self, provider: Arc<dyn Provider>) -> RuntimeBuilder {
+        self.provider = Some(provider);
+        self
+    }
+
+    /// Builds the runtime. Needs no async context; call [`Runtime::start`] from one.
+    pub fn build(self) -> Result<Runtime, RuntimeError> {
+        let config = self.config;
+        let provider = match self.provider {
+            Some(provider) => provider,
+            None => provider_from_config(&config)?,
+        };
+        let scheduler = Scheduler::new(SchedulerSettings::from_config(&config.scheduler));
+        let model = Arc::new(ModelEntry {
+            id: config.model.id.clone(),
+            provider,
+            scheduler,
+            dedupe: InflightDedupe::new(config.scheduler.max_dedupe_waiters as usize),
+        });
+        let cache = config.cache.enabled.then(|| {
+            let bounds = CacheBounds {
+                max_entries: config.cache.max_entries as usize,
+                max_bytes: config.cache.max_bytes,
+                ttl: (config.cache.ttl_ms > 0).then(|| Duration::from_millis(config.cache.ttl_ms)),
+            };
+            Mutex::new(Cache::<u128, Arc<CachedResult>>::new(
+                bounds,
+                |_key, value| 16 + value.weight,
+            ))
+        });
+        let warm_pending = config.model.warm_on_boot;
+        Ok(Runtime {
+            inner: Arc::new(Inner {
+                pressure: PressureMonitor::new(config.graceful_degradation.clone()),
+                health: HealthState::new(warm_pending),
+                config,
+                models: vec![model],
+                cache,
+                metrics: RuntimeMetrics::default(),
+                ids: IdSource::default(),
+                started: Instant::now(),
+            }),
+        })
+    }
+}
+
+fn provider_from_config(config: &ValidConfig) -> Result<Arc<dyn Provider>, RuntimeError> {
+    match &config.model.adapter {
+        AdapterConfig::Mock(mock) => Ok(Arc::new(MockProvider::new(
+            config.model.id.clone(),
+            config.profile.as_str(),
+            mock.seed.clone(),
+            Duration::from_millis(mock.latency_ms),
+        ))),
+        other => Err(RuntimeError::UnsupportedAdapter {
+            kind: other.kind().into(),
+            reason: "only the mock provider is built into this version".into(),
+        }),
+    }
+}
+
+impl Runtime {
+    /// A runtime for a validated config, with the provider its adapter names.
+    pub fn new(config: ValidConfig) -> Result<Runtime, RuntimeError> {
+        Runtime::builder(config).build()
+    }
+
+    /// A builder, to plug in a provider of your own.
+    pub fn builder(config: ValidConfig) -> RuntimeBuilder {
+        RuntimeBuilder {
+            config,
+            provider: None,
+        }
+    }
+
+    /// The effective config.
+    pub fn config(&self) -> &ValidConfig {
+        &self.inner.config
+    }
+
+    pub(crate) fn model(&self) -> &Arc<ModelEntry> {
+        &self.inner.models[0]
+    }
+
+    /// The provider serving the default model.
+    pub fn provider(&self) -> &Arc<dyn Provider> {
+        &self.model().provider
+    }
+
+    /// Time since the runtime was built.
+    pub fn uptime(&self) -> Duration {
+        self.inner.started.elapsed()
+    }
+
+    /// Runs one inference request: normalise, degrade, cache, dedupe, admit, provider.
+    ///
+    /// Dropping the returned future (the client left) cancels the request: its queue place,
+    /// permit and backend call are released, unless identical requests still wait on the same
+    /// execution.
+    pub async fn infer(&self, request: InferRequest) -> Result<InferResponse, RayError> {
+        self.infer_with(request, PlanOptions::default(), true).await
+    }
+
+    pub(crate) async fn infer_with(
+        &self,
+        request: InferRequest,
+        options: PlanOptions,
+        counted: bool,
+    ) -> Result<InferResponse, RayError> {
+        let started = Instant::now();
+        let metrics = &self.inner.metrics;
+        if counted {
+            inc(&metrics.requests);
+        }
+        let request_id = self.inner.ids.next("req_");
+        let result = self.run(&request_id, request, options, started).await;
+        let elapsed = started.elapsed();
+        if counted {
+            metrics.request_duration.observe(elapsed);
+            metrics.last_latency_ms.store(
+                elapsed.as_millis() as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            match &result {
+                Ok(response) => {
+                    inc(&metrics.succeeded);
+                    if response.degraded {
+                        inc(&metrics.degraded);
+                    }
+                    if response.deduplicated {
+                        inc(&metrics.deduplicated);
+                    }
+                    let threshold = self.inner.config.telemetry.slow_request_threshold_ms;
+                    if threshold > 0 && response.latency_ms >= threshold {
+                        tracing::warn!(
+                            request_id = %response.id,
+                            latency_ms = response.latency_ms,
+                            queue_time_ms = response.queue_time_ms,
+                            model_id = %response.model,
+                            "slow inference request"
+                        );
+                    }
+                }
+                Err(error) => {
+                    metrics.errors.add(error.code());
+                    if error.code().is_rejection() {
+                        tracing::warn!(request_id = %request_id, code = %error.code(), message = error.message(), "inference rejected");
+                    } else {
+                        tracing::error!(request_id = %request_id, code = %error.code(), message = error.message(), "inference failed");
+                    }
+                }
+            }
+        }
+        result
+    }
+
+    async fn run(
+        &self,
+        request_id: &str,
+        request: InferRequest,
+        options: PlanOptions,
+        started: Instant,
+    ) -> Result<InferResponse, RayError> {
+        let inner = &self.inner;
+        let config = &inner.config;
+        let model = self.model().clone();
+        let timeout = Duration::from_millis(config.scheduler.request_timeout_ms);
+        let deadline = started + timeout;
+        let pressure = self.pressure_snapshot();
+        let plan = plan(config, request, &pressure, options)?;
+        inner.metrics.chars_saved.fetch_add(
+            plan.prompt_compiler.chars_saved,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+
+        // Cache.
+        let cache_key = plan.cache_key(&model.id, config.cache.key_strategy);
+        let cacheable = plan.use_cache && inner.cache.is_some();
+        if cacheable && let Some(cache) = &inner.cache {
+            let hit = cache.lock().get(&cache_key, Instant::now().into_std());
+            match hit {
+                Some(hit) => {
+                    inc(&inner.metrics.cache_hits);
+                    return Ok(self.cached_response(request_id, plan, &hit, started));
+                }
+                None => inc(&inner.metrics.cache_misses),
+            }
+        }
+
+        // Admission cost: exact when the backend can tokenize, else estimated.
+        let provider_request = plan.provider_request(request_id);
+        let counted = tokio::time::timeout_at(
+            deadline,
+            model.provider.count_prompt_tokens(&provider_request),
+        )
+        .await
+        .ok()
+        .flatten();
+        let (prompt_tokens, prompt_tokens_source) = match counted {
+            Some(tokens) => (tokens, "tokenizer"),
+            None => (plan.estimated_prompt_tokens(), "estimate"),
+        };
+        let cost = prompt_tokens.saturating_add(plan.max_tokens);
+        let context_window = self.context_window();
+        if cost > context_window {
+            return Err(RayError::new(
+                ErrorCode::RequestContextWindowExceeded,
+                format!(
+                    "Prompt ({prompt_tokens} tokens) plus maxTokens ({}) exceed the context window of {context_window} tokens",
+                    plan.max_tokens
+                ),
+            )
+            .with_details(serde_json::json!({
+                "promptTokens": prompt_tokens,
+                "maxTokens": plan.max_tokens,
+                "totalTokens": cost,
+                "contextWindow": context_window,
+            })));
+        }
+        model.scheduler.check_budget(cost)?;
+        let spec = JobSpec {
+            cost,
+            lane: plan.lane,
+            affinity: Some(plan.family.affinity),
+        };
+
+        let execute = {
+            let inner = self.inner.clone();
+            let model = model.clone();
+            let degraded = plan.degraded;
+            let max_tokens = plan.max_tokens;
+            let store = cacheable.then_some(cache_key);
+            move || -> BoxFuture<'static, ExecResult> {
+                async move {
+                    let mut provider_request = provider_request;
+                    let permit = model.scheduler.admit(spec, deadline).await?;
+                    let queue_time = permit.waited();
+                    inner.metrics.queue_wait.observe(queue_time);
+                    provider_request.slot_hint = Some(permit.slot());
+                    inc(&inner.metrics.provider_calls);
+                    let call_started = Instant::now();
+                    let result = model.provider.infer(&provider_request).await;
+                    inner
+                        .metrics
+                        .provider_duration
+                        .observe(call_started.elapsed());
+                    drop(permit);
+                    let output = result.map_err(|error| {
+                        let error = RayError::from(error);
+                        inner.metrics.provider_errors.add(error.code());
+                        error
+                    })?;
+                    check_output_length(&output, max_tokens)?;
+                    let execution = Execution {
+                        output,
+                        queue_time,
+                        prompt_tokens,
+                        prompt_tokens_source,
+                        cost,
+                    };
+                    record_tokens(&inner.metrics, &execution);
+                    if let (Some(key), Some(cache)) = (store, &inner.cache) {
+                        let cached = Arc::new(cached_result(&execution, degraded));
+                        cache.lock().insert(key, cached, Instant::now().into_std());
+                    }
+                    Ok(Arc::new(execution))
+                }
+                .boxed()
+            }
+        };
+
+        let dedupe_key = config
+            .scheduler
+            .dedupe_inflight
+            .then(|| plan.dedupe_key(cache_key))
+            .flatten();
+        let shared = async {
+            match dedupe_key {
+                Some(key) => model.dedupe.run(key, execute).await.map_err(|full| {
+                    RayError::new(
+                        ErrorCode::QueueFull,
+                        format!("The request queue is full: {full}"),
+                    )
+                    .with_details(serde_json::json!({
+                        "phase": "dedupe",
+                        "maxDedupeWaiters": config.scheduler.max_dedupe_waiters,
+                    }))
+                }),
+                None => Ok((execute().await, false)),
+            }
+        };
+        let (result, deduplicated) = match tokio::time::timeout_at(deadline, shared).await {
+            Ok(outcome) => outcome?,
+            Err(_elapsed) => {
+                return Err(RayError::new(
+                    ErrorCode::RequestTimeout,
+                    format!(
+                        "The request did not finish within scheduler.requestTimeoutMs ({} ms)",
+                        timeout.as_millis()
+                    ),
+                )
+                .with_details(serde_json::json!({ "timeoutMs": timeout.as_millis() as u64 })));
+            }
+        };
+        let execution = result?;
+        Ok(self.response(request_id, plan, &execution, deduplicated, started))
+    }
+
+    /// The context window a request must fit: the backend's, else the launch profile's
+    /// `ctxSize`, else `operational.preferredCtxSize`, else `model.contextWindow`.
+    pub(crate) fn context_window(&self) -> u32 {
+        let config = &self.inner.config;
+        self.model()
+            .provider
+            .context_window()
+            .or_else(|| config.model.adapter.launch_profile().map(|l| l.ctx_size))
+            .or_else(|| {
+                config
+                    .model
+                    .operational
+                    .as_ref()
+                    .and_then(|o| o.preferred_ctx_size)
+            })
+            .unwrap_or(config.model.context_window)
+    }
+
+    pub(crate) fn pressure_snapshot(&self) -> PressureSnapshot {
+        let (memory, cpu) = self.inner.pressure.sample();
+        PressureSnapshot {
+            queue_depth: self.model().scheduler.snapshot().depth(),
+            memory,
+            cpu,
+        }
+    }
+
+    fn response(
+        &self,
+        request_id: &str,
+        plan: Plan,
+        execution: &Execution,
+        deduplicated: bool,
+        started: Instant,
+    ) -> InferResponse {
+        let output = &execution.output;
+        let completion_chars = output.text.chars().count() as u64;
+        let tokens = match (output.prompt_tokens, output.completion_tokens) {
+            (None, None) if execution.prompt_tokens_source == "estimate" => None,
+            (prompt, completion) => Some(CountTriple::new(
+                prompt.unwrap_or(u64::from(execution.prompt_tokens)),
+                completion.unwrap_or(0),
+            )),
+        };
+        let scheduler = SchedulerDiagnostics {
+            lane: plan.lane,
+            prompt_tokens: execution.prompt_tokens,
+            prompt_tokens_source: execution.prompt_tokens_source.into(),
+            cost_tokens: execution.cost,
+        };
+        let prompt_chars = plan.prompt_chars();
+        InferResponse {
+            id: request_id.to_string(),
+            model: self.model().id.clone(),
+            output: output.text.clone(),
+            usage: Usage {
+                chars: CountTriple::new(prompt_chars, completion_chars),
+                tokens,
+            },
+            cached: false,
+            deduplicated,
+            queue_time_ms: execution.queue_time.as_millis() as u64,
+            latency_ms: started.elapsed().as_millis() as u64,
+            degraded: plan.degraded,
+            diagnostics: Diagnostics {
+                degradation: plan.degradation,
+                prompt_compiler: plan.prompt_compiler,
+                learned_output_cap: plan.learned_output_cap,
+                adaptive_tuning: plan.adaptive_tuning,
+                task_routing: plan.task_routing,
+                scheduler: Some(scheduler),
+                provider: Some(output.diagnostics.clone()),
+            },
+            finish_reason: output.finish_reason,
+            created_at: ray_core::time::now_rfc3339(),
+        }
+    }
+
+    fn cached_response(
+        &self,
+        request_id: &str,
+        plan: Plan,
+        hit: &CachedResult,
+        started: Instant,
+    ) -> InferResponse {
+        let prompt_chars = plan.prompt_chars();
+        InferResponse {
+            id: request_id.to_string(),
+            model: self.model().id.clone(),
+            output: hit.output.clone(),
+            usage: Usage {
+                chars: CountTriple::new(prompt_chars, hit.output.chars().count() as u64),
+                tokens: hit.tokens,
+            },
+            cached: true,
+            deduplicated: false,
+            queue_time_ms: 0,
+            latency_ms: started.elapsed().as_millis() as u64,
+            degraded: hit.degraded,
+            diagnostics: Diagnostics {
+                degradation: plan.degradation,
+                prompt_compiler: plan.prompt_compiler,
+                learned_output_cap: plan.learned_output_cap,
+                adaptive_tuning: plan.adaptive_tuning,
+                task_routing: plan.task_routing,
+                scheduler: None,
+                provider: Some(hit.provider.clone()),
+            },
+            finish_reason: hit.finish_reason,
+            created_at: ray_core::time::now_rfc3339(),
+        }
+    }
+
+    /// Every runtime metric at this moment.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        let inner = &self.inner;
+        let config = &inner.config;
+        let model = self.model();
+        let scheduler = model.scheduler.snapshot();
+        let cache = inner.cache.as_ref().map(|cache| {
+            (
+                cache.lock().stats(),
+                config.cache.max_entries,
+                config.cache.max_bytes,
+            )
+        });
+        let provider_status = self.inner.health.last_status().gauge();
+        inner.metrics.snapshot(&Gauges {
+            scheduler: &scheduler,
+            max_queue: config.scheduler.max_queue,
+            concurrency: config.scheduler.concurrency,
+            max_queued_tokens: config.scheduler.max_queued_tokens,
+            max_inflight_tokens: config.scheduler.max_inflight_tokens,
+            cache,
+            dedupe_flights: model.dedupe.flights(),
+            dedupe_followers: model.dedupe.followers(),
+            dedupe_followers_total: model.dedupe.followers_total(),
+            provider_status,
+            process_rss_bytes: process_rss_bytes(),
+            uptime_seconds: self.uptime().as_secs_f64(),
+        })
+    }
+}
+
+/// Output far longer than `maxTokens` allows means a misbehaving backend.
+fn check_output_length(output: &ProviderOutput, max_tokens: u32) -> Result<(), RayError> {
+    let limit = (max_tokens as usize * 64).clamp(8_192, 262_144);
+    let chars = output.text.chars().count();
+    if chars > limit {
+        return Err(RayError::new(
+            ErrorCode::ProviderResultInvalid,
+            format!(
+                "The backend returned {chars} chars, more than the {limit} allowed for maxTokens {max_tokens}"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn record_tokens(metrics: &RuntimeMetrics, execution: &Execution) {
+    use std::sync::atomic::Ordering::Relaxed;
+    if let Some(prompt) = execution.output.prompt_tokens {
+        metrics.prompt_tokens.fetch_add(prompt, Relaxed);
+    }
+    if let Some(completion) = execution.output.completion_tokens {
+        metrics.completion_tokens.fetch_add(completion, Relaxed);
+    }
+}
+
+fn cached_result(execution: &Execution, degraded: bool) -> CachedResult {
+    let output = &execution.output;
+    let tokens = match (output.prompt_tokens, output.completion_tokens) {
+        (None, None) => None,
+        (prompt, completion) => Some(CountTriple::new(
+            prompt.unwrap_or(u64::from(execution.prompt_tokens)),
+            completion.unwrap_or(0),
+        )),
+    };
+    let diagnostics_bytes = serde_json::to_vec(&output.diagnostics)
+        .map(|v| v.len())
+        .unwrap_or(512) as u64;
+    CachedResult {
+        output: output.text.clone(),
+        finish_reason: output.finish_reason,
+        tokens,
+        degraded,
+        provider: output.diagnostics.clone(),
+        weight: output.text.len() as u64 + diagnostics_bytes + 64,
+    }
+}

@@ -1,0 +1,208 @@
+//! The built-in prompt templates (`templateId`), compiled into the binary.
+
+use std::collections::BTreeMap;
+
+use ray_core::RayError;
+use ray_core::wire::{Lane, ResponseFormatKind, TemplateValue};
+
+/// A built-in template.
+#[derive(Debug, Clone, Copy)]
+pub struct Template {
+    /// The id requests name, e.g. `email.follow_up.v1`.
+    pub id: &'static str,
+    /// Its prompt family (metadata `promptFamily`).
+    pub family: &'static str,
+    /// Its version (metadata `promptTemplateVersion`).
+    pub version: &'static str,
+    /// The lane it runs in.
+    pub lane: Lane,
+    /// Variables it needs, in order.
+    pub variables: &'static [&'static str],
+    /// Default `maxTokens`.
+    pub max_tokens: u32,
+    /// Default response format.
+    pub response_format: ResponseFormatKind,
+    /// The system prompt.
+    pub system: &'static str,
+    /// The user prompt with `{{variable}}` placeholders.
+    pub input: &'static str,
+}
+
+/// Every built-in template.
+pub const TEMPLATES: &[Template] = &[
+    Template {
+        id: "email.cold_outreach.v1",
+        family: "email.cold_outreach",
+        version: "v1",
+        lane: Lane::Draft,
+        variables: &["recipientRole", "topic", "valueProp", "companyContext"],
+        max_tokens: 140,
+        response_format: ResponseFormatKind::Text,
+        system: "You write short, specific B2B cold outreach emails. Write only the email body: \
+                 no subject line, no greeting placeholder, no signature. End with one clear call \
+                 to action.",
+        input: "Draft a short cold outreach email body.\nRecipient role: {{recipientRole}}\n\
+                Topic: {{topic}}\nValue proposition: {{valueProp}}\n\
+                Company context: {{companyContext}}",
+    },
+    Template {
+        id: "email.follow_up.v1",
+        family: "email.follow_up",
+        version: "v1",
+        lane: Lane::Draft,
+        variables: &["previousTopic", "recipientRole", "reasonToReply"],
+        max_tokens: 120,
+        response_format: ResponseFormatKind::Text,
+        system: "You write brief, friendly follow-up emails. Write only the email body: no subject \
+                 line, no signature. End with one clear call to action.",
+        input: "Draft a short follow-up email body.\nRecipient role: {{recipientRole}}\n\
+                Previous topic: {{previousTopic}}\nReason to reply: {{reasonToReply}}",
+    },
+    Template {
+        id: "email.reply_classification.v1",
+        family: "email.reply_classification",
+        version: "v1",
+        lane: Lane::Short,
+        variables: &["replyText"],
+        max_tokens: 80,
+        response_format: ResponseFormatKind::JsonObject,
+        system: "You classify replies to sales emails. Return only compact JSON with keys \
+                 sentiment, intent, and urgency.",
+        input: "Classify this email reply.\nReply: {{replyText}}",
+    },
+    Template {
+        id: "email.reply_rewrite.v1",
+        family: "email.reply_rewrite",
+        version: "v1",
+        lane: Lane::Short,
+        variables: &["replyText", "rewriteGoal"],
+        max_tokens: 120,
+        response_format: ResponseFormatKind::Text,
+        system: "You rewrite email replies. Write only the rewritten email body, with no \
+                 commentary.",
+        input: "Rewrite this email reply.\nGoal: {{rewriteGoal}}\nReply: {{replyText}}",
+    },
+];
+
+/// Looks a template up by id.
+pub fn find(id: &str) -> Option<&'static Template> {
+    TEMPLATES.iter().find(|t| t.id == id)
+}
+
+/// A template rendered with its variables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    /// The system prompt.
+    pub system: String,
+    /// The user prompt.
+    pub input: String,
+    /// The variables in the template's order, rendered.
+    pub variables: Vec<(String, String)>,
+}
+
+impl Template {
+    /// Renders the template, refusing unknown and missing variables.
+    pub fn render(
+        &self,
+        variables: Option<&BTreeMap<String, TemplateValue>>,
+    ) -> Result<Rendered, RayError> {
+        let empty = BTreeMap::new();
+        let variables = variables.unwrap_or(&empty);
+        let unknown: Vec<&str> = variables
+            .keys()
+            .map(String::as_str)
+            .filter(|key| !self.variables.contains(key))
+            .collect();
+        if !unknown.is_empty() {
+            return Err(RayError::invalid_request(format!(
+                "templateVariables: unknown variable(s) {} for template {}; it takes {}",
+                unknown.join(", "),
+                self.id,
+                self.variables.join(", ")
+            )));
+        }
+        let missing: Vec<&str> = self
+            .variables
+            .iter()
+            .copied()
+            .filter(|name| !variables.contains_key(*name))
+            .collect();
+        if !missing.is_empty() {
+            return Err(RayError::invalid_request(format!(
+                "templateVariables: missing variable(s) {} for template {}",
+                missing.join(", "),
+                self.id
+            )));
+        }
+        let rendered: Vec<(String, String)> = self
+            .variables
+            .iter()
+            .map(|name| {
+                let value = variables.get(*name).map(TemplateValue::render);
+                ((*name).to_string(), value.unwrap_or_default())
+            })
+            .collect();
+        let mut input = self.input.to_string();
+        for (name, value) in &rendered {
+            input = input.replace(&format!("{{{{{name}}}}}"), value);
+        }
+        Ok(Rendered {
+            system: self.system.to_string(),
+            input,
+            variables: rendered,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, TemplateValue> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), TemplateValue::String((*v).to_string())))
+            .collect()
+    }
+
+    #[test]
+    fn renders_every_variable() {
+        let template = find("email.cold_outreach.v1").unwrap();
+        let rendered = template
+            .render(Some(&vars(&[
+                ("recipientRole", "CTO"),
+                ("topic", "rollouts"),
+                ("valueProp", "fewer incidents"),
+                ("companyContext", "weekly releases"),
+            ])))
+            .unwrap();
+        assert!(rendered.input.starts_with(
+            "Draft a short cold outreach email body.\nRecipient role: CTO\nTopic: rollouts"
+        ));
+        assert!(!rendered.input.contains("{{"));
+    }
+
+    #[test]
+    fn unknown_and_missing_variables_are_refused() {
+        let template = find("email.reply_classification.v1").unwrap();
+        let error = template
+            .render(Some(&vars(&[("replyText", "x"), ("tone", "y")])))
+            .unwrap_err();
+        assert!(error.message().contains("unknown variable(s) tone"));
+        let error = template.render(None).unwrap_err();
+        assert!(error.message().contains("missing variable(s) replyText"));
+    }
+
+    #[test]
+    fn every_placeholder_names_a_declared_variable() {
+        for template in TEMPLATES {
+            let values: BTreeMap<String, TemplateValue> = template
+                .variables
+                .iter()
+                .map(|v| ((*v).to_string(), TemplateValue::Bool(true)))
+                .collect();
+            let rendered = template.render(Some(&values)).unwrap();
+            assert!(!rendered.input.contains("{{"), "{}", template.id);
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! Warm-up: the provider's own preparation, then the configured warm-up requests through the
+//! normal request path, retried with backoff in the background until it succeeds.
+
+use std::time::Duration;
+
+use ray_core::RayError;
+use ray_core::config::WarmupRequest;
+use ray_core::wire::InferRequest;
+use tokio::task::JoinHandle;
+
+use crate::health::WarmState;
+use crate::plan::PlanOptions;
+use crate::runtime::Runtime;
+use crate::telemetry::inc;
+
+/// The delay before warm-up attempt `attempt + 1`: 2 s doubling to at most 15 s.
+pub fn warmup_retry_delay(attempt: u32) -> Duration {
+    let exponent = attempt.saturating_sub(1).min(4);
+    Duration::from_secs(2 * (1 << exponent)).min(Duration::from_secs(15))
+}
+
+/// Background work owned by whoever called [`Runtime::start`]. Dropping it (or calling
+/// [`Background::shutdown`]) stops the work.
+#[derive(Debug, Default)]
+pub struct Background {
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Background {
+    /// Stops every task and waits for them to end.
+    pub async fn shutdown(mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        for task in self.tasks.drain(..) {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+fn warmup_inference(warmup: &WarmupRequest) -> InferRequest {
+    InferRequest {
+        input: warmup.input.clone(),
+        system: warmup.system.clone(),
+        max_tokens: Some(warmup.max_tokens.unwrap_or(1)),
+        seed: warmup.seed,
+        stop: warmup.stop.clone(),
+        response_format: warmup.response_format,
+        cache: Some(false),
+        template_id: warmup.template_id.clone(),
+        template_variables: warmup.template_variables.clone(),
+        ..InferRequest::default()
+    }
+}
+
+impl Runtime {
+    /// Runs one warm-up attempt: the provider's preparation (capability detection), then each
+    /// `warmupRequests` entry (default `{"input":"ping"}` for HTTP backends) with temperature
+    /// 0, top-p 1, `maxTokens` 1 unless given, and no cache.
+    pub async fn warm_up(&self) -> Result<(), RayError> {
+        let health = &self.inner.health;
+        inc(&self.inner.metrics.warmup_attempts);
+        health.set_warm(WarmState::Warming);
+        let result = self.warm_up_once().await;
+        match &result {
+            Ok(()) => health.set_warm(WarmState::Ready),
+            Err(error) => {
+                inc(&self.inner.metrics.warmup_failures);
+                health.set_warm(WarmState::Failed(error.to_string()));
+            }
+        }
+        result
+    }
+
+    async fn warm_up_once(&self) -> Result<(), RayError> {
+        self.provider().warm_up().await?;
+        let Some(http) = self.inner.config.model.adapter.http() else {
+            return Ok(());
+        };
+        let default = [WarmupRequest {
+            input: Some("ping".into()),
+            system: None,
+            max_tokens: None,
+            seed: None,
+            stop: None,
+            response_format: None,
+            template_id: None,
+            template_variables: None,
+        }];
+        let requests = http
+            .warmup_requests
+            .filter(|r| !r.is_empty())
+            .unwrap_or(&default);
+        for warmup in requests {
+            self.infer_with(
+                warmup_inference(warmup),
+                PlanOptions { greedy: true },
+                false,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Starts the runtime's background work: warm-up with retry when `model.warmOnBoot` is set.
+    /// Call it once, from inside a Tokio runtime, after the listener is bound; keep the
+    /// returned [`Background`] for as long as the runtime serves.
+    pub fn start(&self) -> Background {
+        let mut background = Background::default();
+        if self.inner.config.model.warm_on_boot {
+            let runtime = self.clone();
+            background.tasks.push(tokio::spawn(async move {
+                runtime.warm_loop().await;
+            }));
+        }
+        background
+    }
+
+    async fn warm_loop(&self) {
+        let mut attempt: u32 = 0;
+        loop {
+            attempt += 1;
+            match self.warm_up().await {
+                Ok(()) if attempt == 1 => {
+                    tracing::info!(provider = self.provider().kind(), "provider warmed");
+                    return;
+                }
+                Ok(()) => {
+                    tracing::info!(attempts = attempt, "provider warmup recovered");
+                    return;
+                }
+                Err(error) => {
+                    let delay = warmup_retry_delay(attempt);
+                    let message = if attempt == 1 {
+                        "provider warmup failed after gateway start"
+                    } else {
+                        "provider warmup retry failed"
+                    };
+                    tracing::warn!(
+                        code = %error.code(),
+                        error = error.message(),
+                        attempt,
+                        retry_in_ms = delay.as_millis() as u64,
+                        "{message}"
+                    );
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delay_doubles_to_fifteen_seconds() {
+        let delays: Vec<u64> = (1..=7).map(|a| warmup_retry_delay(a).as_secs()).collect();
+        assert_eq!(delays, vec![2, 4, 8, 15, 15, 15, 15]);
+    }
+}

@@ -1,0 +1,439 @@
+//! The async shell around [`SchedulerState`]: a mutex, one channel per waiting job, owned
+//! permits that release on drop, deadlines, and a small timer task for the batch window.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use ray_core::{ErrorCode, RayError};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::settings::SchedulerSettings;
+use crate::state::{Assignment, JobSpec, Reject, SchedulerState, StateSnapshot};
+
+/// Why a job was not admitted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AdmitError {
+    /// Refused at submission; see [`Reject`].
+    #[error("{}", describe_reject(.0))]
+    Rejected(Reject),
+    /// The deadline passed while the job waited.
+    #[error("request waited {waited:?} in the queue and reached its deadline")]
+    Timeout {
+        /// How long it waited.
+        waited: Duration,
+    },
+    /// The scheduler is closed (the gateway is shutting down).
+    #[error("the scheduler is closed")]
+    Closed,
+}
+
+fn describe_reject(reject: &Reject) -> String {
+    match reject {
+        Reject::TokenBudget {
+            cost,
+            budget,
+            which,
+        } => format!(
+            "request needs {cost} tokens (prompt plus maxTokens) but {} is {budget}",
+            which.field()
+        ),
+        Reject::QueueDepth { depth } => {
+            format!("the request queue is full ({depth} waiting)")
+        }
+        Reject::QueuedTokens {
+            queued_tokens,
+            cost,
+        } => format!(
+            "the request queue is full: waiting requests reserve {queued_tokens} tokens and this \
+             one needs {cost} more"
+        ),
+    }
+}
+
+impl AdmitError {
+    /// The wire error code.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            AdmitError::Rejected(Reject::TokenBudget { .. }) => {
+                ErrorCode::RequestTokenBudgetExceeded
+            }
+            AdmitError::Rejected(Reject::QueueDepth { .. } | Reject::QueuedTokens { .. }) => {
+                ErrorCode::QueueFull
+            }
+            AdmitError::Timeout { .. } => ErrorCode::RequestTimeout,
+            AdmitError::Closed => ErrorCode::ShuttingDown,
+        }
+    }
+}
+
+impl From<AdmitError> for RayError {
+    fn from(error: AdmitError) -> RayError {
+        let details = match &error {
+            AdmitError::Rejected(Reject::TokenBudget {
+                cost,
+                budget,
+                which,
+            }) => Some(serde_json::json!({
+                "costTokens": cost, "budget": budget, "field": which.field(),
+            })),
+            AdmitError::Rejected(Reject::QueueDepth { depth }) => {
+                Some(serde_json::json!({ "queueDepth": depth }))
+            }
+            AdmitError::Rejected(Reject::QueuedTokens {
+                queued_tokens,
+                cost,
+            }) => Some(serde_json::json!({ "queuedTokens": queued_tokens, "costTokens": cost })),
+            AdmitError::Timeout { waited } => Some(serde_json::json!({
+                "phase": "queue", "waitedMs": waited.as_millis() as u64,
+            })),
+            AdmitError::Closed => None,
+        };
+        let message = match &error {
+            AdmitError::Timeout { .. } => "The request timed out waiting in the queue".to_string(),
+            other => {
+                let mut text = other.to_string();
+                if let Some(first) = text.get_mut(0..1) {
+                    first.make_ascii_uppercase();
+                }
+                text
+            }
+        };
+        let ray_error = RayError::new(error.code(), message);
+        match details {
+            Some(details) => ray_error.with_details(details),
+            None => ray_error,
+        }
+    }
+}
+
+struct Shared {
+    state: Mutex<Inner>,
+    next_id: AtomicU64,
+    /// The batch-window timer, if one runs. It holds only a weak reference to this struct and
+    /// is aborted when the struct is dropped, so it never outlives the scheduler.
+    timer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        if let Some(handle) = self.timer.get_mut().take() {
+            handle.abort();
+        }
+    }
+}
+
+impl Shared {
+    /// Starts the batch-window timer if a permit is held and no timer runs.
+    fn arm_timer(self: &Arc<Shared>) {
+        if self.state.lock().state.next_wakeup().is_none() {
+            return;
+        }
+        let mut timer = self.timer.lock();
+        if timer.as_ref().is_some_and(|t| !t.is_finished()) {
+            return;
+        }
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            *timer = Some(handle.spawn(timer_task(Arc::downgrade(self))));
+        }
+    }
+}
+
+struct Inner {
+    state: SchedulerState<oneshot::Sender<Permit>>,
+    closed: bool,
+}
+
+/// Admission control for one backend: a bounded, two-lane queue with token budgets and
+/// concurrency permits.
+///
+/// Cloning is cheap and shares the queue. [`Scheduler::admit`] waits for a [`Permit`]; dropping
+/// the permit frees the capacity and starts the next job. Dropping an `admit` future while it
+/// waits returns its queue place and tokens at once.
+#[derive(Clone)]
+pub struct Scheduler {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for Scheduler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Scheduler")
+            .field("snapshot", &self.snapshot())
+            .finish()
+    }
+}
+
+impl Scheduler {
+    /// A scheduler with the given settings.
+    pub fn new(settings: SchedulerSettings) -> Scheduler {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(Inner {
+                state: SchedulerState::new(settings),
+                closed: false,
+            }),
+            next_id: AtomicU64::new(1),
+            timer: Mutex::new(None),
+        });
+        Scheduler { shared }
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> SchedulerSettings {
+        self.shared.state.lock().state.settings().clone()
+    }
+
+    /// Checks whether a job of `cost` tokens could ever run, without queueing it.
+    pub fn check_budget(&self, cost: u32) -> Result<(), AdmitError> {
+        self.shared
+            .state
+            .lock()
+            .state
+            .check_budget(cost)
+            .map_err(AdmitError::Rejected)
+    }
+
+    /// Waits for a permit to run `spec`, until `deadline`.
+    ///
+    /// Fails at once when the job cannot be admitted (token budget, full queue), or with
+    /// [`AdmitError::Timeout`] when the deadline passes first. Dropping the returned future
+    /// while it waits removes the job from the queue.
+    pub async fn admit(&self, spec: JobSpec, deadline: Instant) -> Result<Permit, AdmitError> {
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let enqueued = Instant::now();
+        let (mine, others, receiver) = {
+            let mut inner = self.shared.state.lock();
+            if inner.closed {
+                return Err(AdmitError::Closed);
+            }
+            let now = enqueued.into_std();
+            inner
+                .state
+                .submit(id, spec, now, None)
+                .map_err(AdmitError::Rejected)?;
+            let (mine, others) = drain(&mut inner.state, now, Some(id));
+            let receiver = if mine.is_none() {
+                let (sender, receiver) = oneshot::channel();
+                inner.state.set_payload(id, sender);
+                Some(receiver)
+            } else {
+                None
+            };
+            (mine, others, receiver)
+        };
+        self.deliver(others);
+        if let Some(assignment) = mine {
+            return Ok(Permit::new(&self.shared, &assignment));
+        }
+        let Some(receiver) = receiver else {
+            return Err(AdmitError::Closed);
+        };
+        self.shared.arm_timer();
+        let mut guard = WaitGuard {
+            scheduler: self,
+            id,
+            armed: true,
+        };
+        let outcome = tokio::time::timeout_at(deadline, receiver).await;
+        guard.armed = false;
+        match outcome {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_closed)) => Err(AdmitError::Closed),
+            Err(_elapsed) => {
+                self.cancel(id);
+                Err(AdmitError::Timeout {
+                    waited: enqueued.elapsed(),
+                })
+            }
+        }
+    }
+
+    /// A point-in-time view of the queue.
+    pub fn snapshot(&self) -> StateSnapshot {
+        self.shared
+            .state
+            .lock()
+            .state
+            .snapshot(Instant::now().into_std())
+    }
+
+    /// Refuses new jobs from now on; waiting and running jobs are not disturbed.
+    pub fn close(&self) {
+        self.shared.state.lock().closed = true;
+    }
+
+    /// Removes a waiting job; if it had started already, its permit (in the channel) is
+    /// dropped with the receiver and released.
+    fn cancel(&self, id: u64) {
+        let others = {
+            let mut inner = self.shared.state.lock();
+            if inner.state.cancel(id).is_none() {
+                return;
+            }
+            let now = Instant::now().into_std();
+            drain(&mut inner.state, now, None).1
+        };
+        self.deliver(others);
+    }
+
+    /// Hands permits to the jobs that were chosen. Runs outside the lock: a job whose caller
+    /// left returns its permit, which is released (and may start another job).
+    fn deliver(&self, mut assignments: Vec<Assignment<oneshot::Sender<Permit>>>) {
+        deliver_all(&self.shared, &mut assignments);
+        self.shared.arm_timer();
+    }
+}
+
+/// Sleeps until a held permit's window ends, then starts whatever can start. Exits when no
+/// permit is held; holds only a weak reference between wake-ups.
+async fn timer_task(shared: std::sync::Weak<Shared>) {
+    loop {
+        let wakeup = match shared.upgrade() {
+            Some(strong) => strong.state.lock().state.next_wakeup(),
+            None => return,
+        };
+        let Some(at) = wakeup else {
+            return;
+        };
+        tokio::time::sleep_until(Instant::from_std(at)).await;
+        let Some(strong) = shared.upgrade() else {
+            return;
+        };
+        let mut assignments = {
+            let mut inner = strong.state.lock();
+            drain(&mut inner.state, Instant::now().into_std(), None).1
+        };
+        deliver_all(&strong, &mut assignments);
+    }
+}
+
+/// Starts every job that can start. `mine` is the caller's own job, returned separately.
+#[allow(clippy::type_complexity)]
+fn drain(
+    state: &mut SchedulerState<oneshot::Sender<Permit>>,
+    now: std::time::Instant,
+    mine: Option<u64>,
+) -> (
+    Option<Assignment<oneshot::Sender<Permit>>>,
+    Vec<Assignment<oneshot::Sender<Permit>>>,
+) {
+    let mut own = None;
+    let mut others = Vec::new();
+    while let Some(assignment) = state.next(now) {
+        if Some(assignment.id) == mine {
+            own = Some(assignment);
+        } else {
+            others.push(assignment);
+        }
+    }
+    (own, others)
+}
+
+fn deliver_all(shared: &Arc<Shared>, assignments: &mut Vec<Assignment<oneshot::Sender<Permit>>>) {
+    // A worklist instead of recursion: a refused permit is released here, which may start more.
+    while let Some(mut assignment) = assignments.pop() {
+        let permit = Permit::new(shared, &assignment);
+        let refused = match assignment.payload.take() {
+            Some(sender) => sender.send(permit).err(),
+            None => Some(permit),
+        };
+        if let Some(mut permit) = refused {
+            let more = permit.release_inner();
+            assignments.extend(more);
+        }
+    }
+}
+
+/// Removes the job from the queue if the `admit` future is dropped while it waits.
+struct WaitGuard<'a> {
+    scheduler: &'a Scheduler,
+    id: u64,
+    armed: bool,
+}
+
+impl Drop for WaitGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.scheduler.cancel(self.id);
+        }
+    }
+}
+
+/// The right to run one job. Dropping it frees the permit and its tokens and starts the next
+/// waiting job; it can live as long as a stream.
+pub struct Permit {
+    shared: Arc<Shared>,
+    slot: u32,
+    cost: u32,
+    affinity: Option<u64>,
+    waited: Duration,
+    /// False once released, so a permit can never free capacity twice.
+    armed: bool,
+}
+
+impl fmt::Debug for Permit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Permit")
+            .field("slot", &self.slot)
+            .field("cost", &self.cost)
+            .field("waited", &self.waited)
+            .finish()
+    }
+}
+
+impl Permit {
+    fn new<T>(shared: &Arc<Shared>, assignment: &Assignment<T>) -> Permit {
+        Permit {
+            shared: shared.clone(),
+            slot: assignment.slot,
+            cost: assignment.cost,
+            affinity: assignment.affinity,
+            waited: assignment.waited,
+            armed: true,
+        }
+    }
+
+    /// The permit's index, `0..concurrency`. Jobs of one affinity tend to get the same index,
+    /// so a backend with as many slots as permits can map it to a slot and keep its prompt
+    /// cache warm.
+    pub fn slot(&self) -> u32 {
+        self.slot
+    }
+
+    /// The tokens this job reserved.
+    pub fn cost(&self) -> u32 {
+        self.cost
+    }
+
+    /// How long the job waited in the queue.
+    pub fn waited(&self) -> Duration {
+        self.waited
+    }
+
+    fn release_inner(&mut self) -> Vec<Assignment<oneshot::Sender<Permit>>> {
+        if !std::mem::replace(&mut self.armed, false) {
+            return Vec::new();
+        }
+        let mut inner = self.shared.state.lock();
+        let now = Instant::now().into_std();
+        inner
+            .state
+            .release(self.slot, self.cost, self.affinity, now);
+        drain(&mut inner.state, now, None).1
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let mut assignments = self.release_inner();
+        deliver_all(&self.shared, &mut assignments);
+        self.shared.arm_timer();
+    }
+}
+
+#[cfg(test)]
+mod tests;

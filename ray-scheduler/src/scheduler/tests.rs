@@ -1,0 +1,135 @@
+//! Tests of the async shell with paused time.
+
+use std::time::Duration;
+
+use ray_core::wire::Lane;
+use tokio::time::Instant;
+
+use super::*;
+
+fn scheduler(concurrency: u32, max_queue: u32) -> Scheduler {
+    Scheduler::new(SchedulerSettings {
+        concurrency,
+        max_queue,
+        max_queued_tokens: 10_000,
+        max_inflight_tokens: 10_000,
+        affinity_lookahead: 4,
+        batch_window: Duration::ZERO,
+        short_burst: 4,
+        max_dedupe_waiters: 16,
+    })
+}
+
+fn spec(cost: u32) -> JobSpec {
+    JobSpec {
+        cost,
+        lane: Lane::Draft,
+        affinity: None,
+    }
+}
+
+fn after(ms: u64) -> Instant {
+    Instant::now() + Duration::from_millis(ms)
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_a_permit_starts_the_next_job() {
+    let scheduler = scheduler(1, 4);
+    let first = scheduler.admit(spec(10), after(1_000)).await.unwrap();
+    let waiting = tokio::spawn({
+        let s = scheduler.clone();
+        async move { s.admit(spec(10), after(1_000)).await }
+    });
+    tokio::task::yield_now().await;
+    assert_eq!(scheduler.snapshot().depth(), 1);
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    drop(first);
+    let second = waiting.await.unwrap().unwrap();
+    assert_eq!(second.waited(), Duration::from_millis(30));
+    assert_eq!(scheduler.snapshot().depth(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_waiting_job_times_out_and_returns_its_place() {
+    let scheduler = scheduler(1, 4);
+    let _running = scheduler.admit(spec(10), after(10_000)).await.unwrap();
+    let error = scheduler.admit(spec(250), after(500)).await.unwrap_err();
+    assert!(matches!(error, AdmitError::Timeout { .. }));
+    assert_eq!(error.code(), ErrorCode::RequestTimeout);
+    let snapshot = scheduler.snapshot();
+    assert_eq!((snapshot.depth(), snapshot.queued_tokens), (0, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_admit_future_leaves_the_queue() {
+    let scheduler = scheduler(1, 4);
+    let running = scheduler.admit(spec(10), after(10_000)).await.unwrap();
+    let waiting = tokio::spawn({
+        let s = scheduler.clone();
+        async move { s.admit(spec(10), after(10_000)).await }
+    });
+    tokio::task::yield_now().await;
+    assert_eq!(scheduler.snapshot().depth(), 1);
+    waiting.abort();
+    let _ = waiting.await;
+    assert_eq!(scheduler.snapshot().depth(), 0);
+    drop(running);
+    let snapshot = scheduler.snapshot();
+    assert_eq!((snapshot.in_flight, snapshot.in_flight_tokens), (0, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_queue_refuses_with_queue_full() {
+    let scheduler = scheduler(1, 1);
+    let _running = scheduler.admit(spec(10), after(10_000)).await.unwrap();
+    let _waiting = tokio::spawn({
+        let s = scheduler.clone();
+        async move { s.admit(spec(10), after(10_000)).await }
+    });
+    tokio::task::yield_now().await;
+    let error = scheduler.admit(spec(10), after(10_000)).await.unwrap_err();
+    assert_eq!(error.code(), ErrorCode::QueueFull);
+    let ray_error = RayError::from(error);
+    assert_eq!(ray_error.retry_after_secs(), Some(1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_held_permit_is_handed_out_when_the_window_ends() {
+    let scheduler = Scheduler::new(SchedulerSettings {
+        concurrency: 1,
+        batch_window: Duration::from_millis(10),
+        ..SchedulerSettings::default()
+    });
+    let warm = JobSpec {
+        cost: 10,
+        lane: Lane::Draft,
+        affinity: Some(1),
+    };
+    let cold = JobSpec {
+        affinity: Some(2),
+        ..warm
+    };
+    let first = scheduler.admit(warm, after(10_000)).await.unwrap();
+    let waiting = tokio::spawn({
+        let s = scheduler.clone();
+        async move { s.admit(cold, after(10_000)).await }
+    });
+    tokio::task::yield_now().await;
+    drop(first);
+    let permit = waiting.await.unwrap().unwrap();
+    assert_eq!(
+        permit.waited(),
+        Duration::from_millis(10),
+        "held for the window"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_closed_scheduler_refuses_new_work() {
+    let scheduler = scheduler(1, 4);
+    scheduler.close();
+    assert_eq!(
+        scheduler.admit(spec(1), after(10)).await.unwrap_err(),
+        AdmitError::Closed
+    );
+}

@@ -1,0 +1,260 @@
+//! Unit tests of the decision core.
+
+use std::time::{Duration, Instant};
+
+use ray_core::wire::Lane;
+
+use super::*;
+
+fn settings() -> SchedulerSettings {
+    SchedulerSettings {
+        concurrency: 1,
+        max_queue: 8,
+        max_queued_tokens: 1_000,
+        max_inflight_tokens: 500,
+        affinity_lookahead: 4,
+        batch_window: Duration::ZERO,
+        short_burst: 4,
+        max_dedupe_waiters: 16,
+    }
+}
+
+fn job(cost: u32, lane: Lane, affinity: Option<u64>) -> JobSpec {
+    JobSpec {
+        cost,
+        lane,
+        affinity,
+    }
+}
+
+fn all_next(state: &mut SchedulerState<()>, now: Instant) -> Vec<u64> {
+    std::iter::from_fn(|| state.next(now))
+        .map(|a| a.id)
+        .collect()
+}
+
+#[test]
+fn a_job_runs_at_once_when_a_permit_is_free() {
+    let now = Instant::now();
+    let mut state = SchedulerState::<()>::new(settings());
+    state
+        .submit(1, job(100, Lane::Draft, None), now, None)
+        .unwrap();
+    let assignment = state.next(now).unwrap();
+    assert_eq!((assignment.id, assignment.slot), (1, 0));
+    assert_eq!(state.snapshot(now).in_flight_tokens, 100);
+    assert_eq!(state.snapshot(now).queued_tokens, 0);
+}
+
+#[test]
+fn a_job_larger_than_a_budget_is_refused_outright() {
+    let now = Instant::now();
+    let mut state = SchedulerState::<()>::new(settings());
+    let reject = state
+        .submit(1, job(501, Lane::Draft, None), now, None)
+        .unwrap_err();
+    assert_eq!(
+        reject,
+        Reject::TokenBudget {
+            cost: 501,
+            budget: 500,
+            which: BudgetKind::Inflight
+        }
+    );
+    assert_eq!(state.depth(), 0);
+}
+
+#[test]
+fn the_queue_is_bounded_by_depth_and_tokens() {
+    let now = Instant::now();
+    let mut state = SchedulerState::<()>::new(settings());
+    for id in 0..8 {
+        state
+            .submit(id, job(10, Lane::Draft, None), now, None)
+            .unwrap();
+    }
+    assert_eq!(
+        state.submit(8, job(10, Lane::Draft, None), now, None),
+        Err(Reject::QueueDepth { depth: 8 })
+    );
+    let mut state = SchedulerState::<()>::new(settings());
+    state
+        .submit(1, job(400, Lane::Draft, None), now, None)
+        .unwrap();
+    state
+        .submit(2, job(400, Lane::Draft, None), now, None)
+        .unwrap();
+    assert!(matches!(
+        state.submit(3, job(400, Lane::Draft, None), now, None),
+        Err(Reject::QueuedTokens { .. })
+    ));
+}
+
+#[test]
+fn short_jobs_go_first_but_drafts_get_a_turn() {
+    let now = Instant::now();
+    let mut state = SchedulerState::<()>::new(settings());
+    // Hold the permit so everything queues.
+    state
+        .submit(0, job(10, Lane::Draft, None), now, None)
+        .unwrap();
+    let running = state.next(now).unwrap();
+    state
+        .submit(100, job(10, Lane::Draft, None), now, None)
+        .unwrap();
+    for id in 1..=6 {
+        state
+            .submit(id, job(10, Lane::Short, None), now, None)
+            .unwrap();
+    }
+    state.release(running.slot, running.cost, None, now);
+    let mut order = Vec::new();
+    while let Some(a) = state.next(now) {
+        order.push(a.id);
+        state.release(a.slot, a.cost, None, now);
+    }
+    assert_eq!(order, vec![1, 2, 3, 4, 100, 5, 6]);
+}
+
+#[test]
+fn a_warm_family_overtakes_within_the_lookahead() {
+    let now = Instant::now();
+    let mut state = SchedulerState::<()>::new(settings());
+    state
+        .submit(0, job(10, Lane::Draft, Some(7)), now, None)
+        .unwrap();
+    let running = state.next(now).unwrap();
+    state
+        .submit(1, job(10, Lane::Draft, Some(1)), now, None)
+        .unwrap();
+    state
+        .submit(2, job(10, Lane::Draft, Some(2)), now, None)
+        .unwrap();
+    state
+        .submit(3, job(10, Lane::Draft, Some(7)), now, None)
+        .unwrap();
+    state.release(running.slot, running.cost, Some(7), now);
+    assert_eq!(state.next(now).unwrap().id, 3, "the warm family goes first");
+    assert_eq!(state.snapshot(now).counters.affinity_hits, 1);
+}
+
+#[test]
+fn no_job_is_overtaken_more_than_the_lookahead() {
+    let now = Instant::now();
+    let mut state = SchedulerState::<()>::new(SchedulerSettings {
+        affinity_lookahead: 2,
+        max_queue: 16,
+        ..settings()
+    });
+    state
+        .submit(0, job(10, Lane::Draft, Some(7)), now, None)
+        .unwrap();
+    let mut running = state.next(now).unwrap();
+    state
+        .submit(1, job(10, Lane::Draft, Some(1)), now, None)
+        .unwrap();
+    for id in 2..10 {
+        state
+            .submit(id, job(10, Lane::Draft, Some(7)), now, None)
+            .unwrap();
+    }
+    let mut order = Vec::new();
+    loop {
+        state.release(running.slot, running.cost, Some(7), now);
+        match state.next(now) {
+            Some(next) => {
+                order.push(next.id);
+                running = next;
+            }
+            None => break,
+        }
+    }
+    let position = order.iter().position(|&id| id == 1).unwrap();
+    assert_eq!(position, 2, "job 1 was overtaken exactly twice: {order:?}");
+}
+
+#[test]
+fn a_job_that_does_not_fit_the_token_budget_waits() {
+    let now = Instant::now();
+    let mut state = SchedulerState::<()>::new(SchedulerSettings {
+        concurrency: 2,
+        ..settings()
+    });
+    state
+        .submit(1, job(400, Lane::Draft, None), now, None)
+        .unwrap();
+    state
+        .submit(2, job(200, Lane::Draft, None), now, None)
+        .unwrap();
+    assert_eq!(all_next(&mut state, now), vec![1]);
+    assert_eq!(
+        state.in_flight(),
+        1,
+        "job 2 waits for tokens, not for a permit"
+    );
+    state.release(0, 400, None, now);
+    assert_eq!(all_next(&mut state, now), vec![2]);
+}
+
+#[test]
+fn cancel_returns_the_place_and_tokens() {
+    let now = Instant::now();
+    let mut state = SchedulerState::<()>::new(settings());
+    state
+        .submit(0, job(10, Lane::Draft, None), now, None)
+        .unwrap();
+    let _running = state.next(now).unwrap();
+    state
+        .submit(1, job(300, Lane::Draft, None), now, None)
+        .unwrap();
+    assert_eq!(state.snapshot(now).queued_tokens, 300);
+    assert!(state.cancel(1).is_some());
+    assert!(state.cancel(1).is_none());
+    let snapshot = state.snapshot(now);
+    assert_eq!((snapshot.queued_tokens, snapshot.depth()), (0, 0));
+}
+
+#[test]
+fn the_batch_window_holds_a_freed_permit_only_under_contention() {
+    let now = Instant::now();
+    let window = Duration::from_millis(10);
+    let mut state = SchedulerState::<()>::new(SchedulerSettings {
+        batch_window: window,
+        ..settings()
+    });
+    // No contention: nothing is held.
+    state
+        .submit(0, job(10, Lane::Draft, Some(7)), now, None)
+        .unwrap();
+    let a = state.next(now).unwrap();
+    state.release(a.slot, a.cost, Some(7), now);
+    assert_eq!(state.next_wakeup(), None);
+    state
+        .submit(1, job(10, Lane::Draft, Some(2)), now, None)
+        .unwrap();
+    assert_eq!(
+        state.next(now).unwrap().id,
+        1,
+        "an idle permit is never held"
+    );
+
+    // Contention with no warm match: the permit waits for family 2 until the window ends.
+    state
+        .submit(2, job(10, Lane::Draft, Some(3)), now, None)
+        .unwrap();
+    state.release(0, 10, Some(2), now);
+    assert!(state.next(now).is_none());
+    assert_eq!(state.next_wakeup(), Some(now + window));
+    let later = now + Duration::from_millis(4);
+    state
+        .submit(3, job(10, Lane::Draft, Some(2)), later, None)
+        .unwrap();
+    assert_eq!(
+        state.next(later).unwrap().id,
+        3,
+        "a warm arrival takes the held permit"
+    );
+    state.release(0, 10, Some(2), later);
+    let after = later + window;
+    assert_eq!(state.next(after).unwrap().id, 2, "the window ended");
+}
