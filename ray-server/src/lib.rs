@@ -1,1 +1,40 @@
-//! placeholder
+//! The Ray gateway: the HTTP front door and operator CLI over [`ray_runtime::Runtime`].
+//!
+//! The binary is a thin `main` over this library, so tests run the real server in-process:
+//! bind a listener on `127.0.0.1:0`, build an [`App`] over a runtime, and call [`run`].
+//!
+//! - [`run`] serves an already-bound listener until a shutdown future completes, with a
+//!   connection cap, hyper's header limits and timeouts, one JSON log line per request, and a
+//!   graceful drain.
+//! - [`App`] holds the runtime and the HTTP guards: Bearer API keys ([`auth`]), the fixed-window
+//!   rate limiter ([`rate_limit`]), the content rules and body limit ([`http`]).
+//! - [`cli`] is the operator CLI: `serve`, `check-config`, `schema`, `print-config`.
+//! - [`logging`] writes `tracing` events as JSON lines.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use ray_core::config::{ConfigLoader, Profile};
+//! use ray_runtime::Runtime;
+//! use ray_server::{App, run};
+//!
+//! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = ConfigLoader::new().with_override("profile", "tiny".into()).load()?.config;
+//! let app = Arc::new(App::new(Runtime::new(config)?)?);
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let _background = app.runtime().start();
+//! run(listener, app, async { let _ = tokio::signal::ctrl_c().await; }).await?;
+//! # Ok(()) }
+//! ```
+
+mod app;
+pub mod auth;
+pub mod cli;
+pub mod http;
+pub mod logging;
+pub mod rate_limit;
+mod server;
+
+pub use app::{App, AppError, HTTP_PRESSURE_THRESHOLD, HttpLimits};
+pub use server::run;

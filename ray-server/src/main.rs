@@ -1,1 +1,5 @@
-fn main() {}
+//! The `ray-server` binary: see `ray-server --help`.
+
+fn main() -> std::process::ExitCode {
+    ray_server::cli::main()
+}

@@ -1,0 +1,114 @@
+//! The committed JSON Schema matches the code, and every example config loads.
+
+use std::path::{Path, PathBuf};
+
+use ray_core::config::{ConfigLoader, ENV_VARS, json_schema};
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// Like rust-analyzer's `ensure_file_contents`: on drift, write the new contents and fail, so a
+/// second run passes and the diff shows up in review.
+fn ensure_file_contents(path: &Path, contents: &str) {
+    let current = std::fs::read_to_string(path).unwrap_or_default();
+    if current == contents {
+        return;
+    }
+    std::fs::write(path, contents).expect("write the regenerated file");
+    panic!(
+        "{} was out of date and has been regenerated; review and commit it",
+        path.display()
+    );
+}
+
+#[test]
+fn committed_schema_matches_the_code() {
+    let mut text = serde_json::to_string_pretty(&json_schema()).expect("schema serialises");
+    text.push('\n');
+    ensure_file_contents(&repo_root().join("docs/ray-config.schema.json"), &text);
+}
+
+#[test]
+fn schema_requires_nothing_but_the_adapter_kind() {
+    let schema = serde_json::to_string(&json_schema()).unwrap();
+    for required in schema.match_indices("\"required\":") {
+        let rest = &schema[required.0..];
+        assert!(
+            rest.starts_with("\"required\":[\"kind\"]"),
+            "{}",
+            &rest[..60]
+        );
+    }
+}
+
+fn example_configs() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(repo_root().join("examples/config"))
+        .expect("examples/config")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn every_example_opens_with_its_schema_and_loads() {
+    let files = example_configs();
+    assert_eq!(
+        files.len(),
+        19,
+        "one example per config of the reference list"
+    );
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let first_key = text.lines().nth(1).unwrap_or("").trim();
+        assert!(
+            first_key.starts_with("\"$schema\": \"../../docs/ray-config.schema.json\""),
+            "{} must open with its $schema line",
+            file.display()
+        );
+        let loaded = ConfigLoader::new()
+            .with_file(&file)
+            .load()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            loaded.warnings.is_empty(),
+            "{}: {:?}",
+            file.display(),
+            loaded.warnings
+        );
+    }
+}
+
+#[test]
+fn every_section_field_has_an_environment_variable() {
+    // The reference promises a RAY_<SECTION>_<FIELD> variable for every field of these sections.
+    let schema = json_schema();
+    let defs = schema["$defs"].as_object().expect("$defs");
+    for (section, definition) in [
+        ("scheduler", "SchedulerConfig"),
+        ("asyncQueue", "AsyncQueueConfig"),
+        ("cache", "CacheConfig"),
+        ("promptCompiler", "PromptCompilerConfig"),
+        ("rateLimit", "RateLimitConfig"),
+        ("adaptiveTuning", "AdaptiveTuningConfig"),
+        ("gracefulDegradation", "GracefulDegradationConfig"),
+        ("telemetry", "TelemetryConfig"),
+        ("auth", "AuthConfig"),
+    ] {
+        let properties = defs[definition]["properties"]
+            .as_object()
+            .expect(definition);
+        for field in properties.keys() {
+            let path = format!("{section}.{field}");
+            assert!(
+                ENV_VARS.iter().any(|v| v.path == path),
+                "{path} has no environment variable"
+            );
+        }
+    }
+}

@@ -1,0 +1,596 @@
+//! The application: routes, guards (auth, rate limit, content rules) and handlers over one
+//! `Runtime`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use parking_lot::Mutex;
+use ray_core::wire::{GatewayHealth, GatewayHttpHealth, HealthStatus, InferRequest};
+use ray_core::{ErrorCode, RayError};
+use ray_runtime::{MetricKind, MetricsSnapshot, Runtime, Sample};
+
+use crate::auth::{ApiKeys, AuthSetupError};
+use crate::http::{self, Body};
+use crate::rate_limit::{Decision, RateLimiter, client_ip};
+
+/// Fixed HTTP limits (the reference's constants).
+#[derive(Debug, Clone)]
+pub struct HttpLimits {
+    /// Open connections at most.
+    pub max_connections: u32,
+    /// Bytes of the request line and headers at most.
+    pub max_header_bytes: u32,
+    /// Headers at most.
+    pub max_headers: u32,
+    /// Time allowed to send the request line and headers (also the idle keep-alive time).
+    pub headers_timeout: Duration,
+    /// Time allowed to send the body.
+    pub body_timeout: Duration,
+    /// Requests per connection before it is closed.
+    pub max_requests_per_connection: u32,
+    /// How long shutdown waits for requests in progress.
+    pub shutdown_grace: Duration,
+    /// Longest request target (path and query).
+    pub max_target_bytes: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> HttpLimits {
+        HttpLimits {
+            max_connections: 256,
+            max_header_bytes: 12_288,
+            max_headers: 64,
+            headers_timeout: Duration::from_secs(15),
+            body_timeout: Duration::from_secs(30),
+            max_requests_per_connection: 1_000,
+            shutdown_grace: Duration::from_secs(30),
+            max_target_bytes: 8_192,
+        }
+    }
+}
+
+/// Share of the connection cap reported as pressure.
+pub const HTTP_PRESSURE_THRESHOLD: f64 = 0.9;
+
+/// Why the app could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AppError {
+    /// Auth is enabled but the keys are missing or invalid.
+    #[error(transparent)]
+    Auth(#[from] AuthSetupError),
+}
+
+/// Counters kept by the HTTP front.
+#[derive(Debug, Default)]
+pub(crate) struct ServerStats {
+    pub(crate) connections: AtomicU64,
+    pub(crate) connections_total: AtomicU64,
+    pub(crate) active_requests: AtomicU64,
+    pub(crate) auth_rejected: AtomicU64,
+    pub(crate) rate_limited: AtomicU64,
+    pub(crate) requests: Mutex<std::collections::BTreeMap<(&'static str, u16), u64>>,
+}
+
+/// Routes, by method and exact path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Route {
+    Root,
+    Livez,
+    Readyz,
+    Health,
+    Metrics,
+    Config,
+    Infer,
+    Jobs,
+    Job,
+    NotFound,
+}
+
+impl Route {
+    fn parse(method: &Method, path: &str) -> Route {
+        match (method, path) {
+            (&Method::GET, "/") => Route::Root,
+            (&Method::GET, "/livez") => Route::Livez,
+            (&Method::GET, "/readyz") => Route::Readyz,
+            (&Method::GET, "/health") => Route::Health,
+            (&Method::GET, "/metrics") => Route::Metrics,
+            (&Method::GET, "/v1/config") => Route::Config,
+            (&Method::POST, "/v1/infer") => Route::Infer,
+            (&Method::POST, "/v1/jobs") => Route::Jobs,
+            (&Method::GET, p) if p.starts_with("/v1/jobs/") => Route::Job,
+            _ => Route::NotFound,
+        }
+    }
+
+    /// The label used in metrics and logs.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Route::Root => "/",
+            Route::Livez => "/livez",
+            Route::Readyz => "/readyz",
+            Route::Health => "/health",
+            Route::Metrics => "/metrics",
+            Route::Config => "/v1/config",
+            Route::Infer => "/v1/infer",
+            Route::Jobs => "/v1/jobs",
+            Route::Job => "/v1/jobs/{id}",
+            Route::NotFound => "not_found",
+        }
+    }
+
+    fn protected(self) -> bool {
+        matches!(
+            self,
+            Route::Health
+                | Route::Metrics
+                | Route::Config
+                | Route::Infer
+                | Route::Jobs
+                | Route::Job
+        )
+    }
+
+    fn rate_limited(self) -> bool {
+        matches!(self, Route::Infer | Route::Jobs | Route::Job)
+    }
+}
+
+/// What one request did, for its log line.
+#[derive(Debug, Default)]
+pub(crate) struct RequestLog {
+    pub(crate) request_id: Option<String>,
+    pub(crate) error: Option<RayError>,
+    pub(crate) cached: Option<bool>,
+    pub(crate) deduplicated: Option<bool>,
+    pub(crate) degraded: Option<bool>,
+    pub(crate) queue_time_ms: Option<u64>,
+}
+
+/// The gateway application: one runtime behind the HTTP routes.
+#[derive(Debug)]
+pub struct App {
+    runtime: Runtime,
+    keys: Option<ApiKeys>,
+    limiter: Option<RateLimiter>,
+    limits: HttpLimits,
+    pub(crate) stats: ServerStats,
+}
+
+impl App {
+    /// An app over `runtime`, reading API keys (when auth is enabled) from the process
+    /// environment variable named by `auth.apiKeyEnv`.
+    pub fn new(runtime: Runtime) -> Result<App, AppError> {
+        let variable = runtime.config().auth.api_key_env.clone();
+        let value = std::env::var(&variable).ok();
+        App::with_keys(runtime, value.as_deref())
+    }
+
+    /// An app over `runtime` with the API keys given explicitly (as the variable's text).
+    pub fn with_keys(runtime: Runtime, keys: Option<&str>) -> Result<App, AppError> {
+        let config = runtime.config();
+        let keys = if config.auth.enabled {
+            Some(ApiKeys::parse(&config.auth.api_key_env, keys)?)
+        } else {
+            None
+        };
+        let limiter = config
+            .rate_limit
+            .enabled
+            .then(|| RateLimiter::new(config.rate_limit.clone()));
+        Ok(App {
+            runtime,
+            keys,
+            limiter,
+            limits: HttpLimits::default(),
+            stats: ServerStats::default(),
+        })
+    }
+
+    /// Replaces the HTTP limits.
+    pub fn with_limits(mut self, limits: HttpLimits) -> App {
+        self.limits = limits;
+        self
+    }
+
+    /// The runtime.
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    /// The HTTP limits.
+    pub fn limits(&self) -> &HttpLimits {
+        &self.limits
+    }
+
+    /// Handles one request.
+    pub(crate) async fn handle(
+        &self,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+        log: &mut RequestLog,
+    ) -> (Route, Response<Body>) {
+        let route = Route::parse(request.method(), request.uri().path());
+        if request
+            .uri()
+            .path_and_query()
+            .is_some_and(|pq| pq.as_str().len() > self.limits.max_target_bytes)
+        {
+            let error = RayError::new(
+                ErrorCode::RequestTargetTooLarge,
+                format!(
+                    "The request target is longer than {} bytes",
+                    self.limits.max_target_bytes
+                ),
+            );
+            return (route, self.reject(error, log, true));
+        }
+        let token = if route.protected()
+            && let Some(keys) = &self.keys
+        {
+            match keys.check(request.headers()) {
+                Ok(token) => Some(token.to_string()),
+                Err(error) => {
+                    self.stats.auth_rejected.fetch_add(1, Ordering::Relaxed);
+                    let close = request.method() == Method::POST;
+                    return (route, self.reject(error, log, close));
+                }
+            }
+        } else {
+            crate::auth::bearer_token(request.headers()).map(String::from)
+        };
+        let decision = match (&self.limiter, route.rate_limited()) {
+            (Some(limiter), true) => {
+                let ip = client_ip(
+                    peer.ip(),
+                    request.headers(),
+                    self.runtime.config().rate_limit.trust_proxy_headers,
+                );
+                let decision = limiter.check(&limiter.key(&ip_text(ip), token.as_deref()));
+                if !decision.allowed {
+                    self.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+                    let error = RayError::new(
+                        ErrorCode::RateLimited,
+                        format!(
+                            "Too many requests: at most {} per {} ms",
+                            decision.limit,
+                            self.runtime.config().rate_limit.window_ms
+                        ),
+                    )
+                    .with_retry_after(decision.retry_after_secs);
+                    let close = request.method() == Method::POST;
+                    let response = self.reject(error, log, close);
+                    return (route, with_rate_limit_headers(response, &decision));
+                }
+                Some(decision)
+            }
+            _ => None,
+        };
+        let response = match route {
+            Route::Root => self.root(),
+            Route::Livez => http::json(
+                StatusCode::OK,
+                &serde_json::json!({ "status": "ok", "service": self.service_name() }),
+            ),
+            Route::Readyz => self.readyz().await,
+            Route::Health => self.health().await,
+            Route::Metrics => self.metrics(request.uri().query()),
+            Route::Config => http::json(StatusCode::OK, &self.runtime.config_view()),
+            Route::Infer => self.infer(request, log).await,
+            Route::Jobs | Route::Job => {
+                let close = route == Route::Jobs;
+                self.reject(
+                    RayError::new(
+                        ErrorCode::AsyncQueueDisabled,
+                        "The async job queue is disabled (asyncQueue.enabled is false)",
+                    ),
+                    log,
+                    close,
+                )
+            }
+            Route::NotFound => self.reject(
+                RayError::new(ErrorCode::NotFound, "Route not found"),
+                log,
+                false,
+            ),
+        };
+        let response = match decision {
+            Some(decision) => with_rate_limit_headers(response, &decision),
+            None => response,
+        };
+        (route, response)
+    }
+
+    fn service_name(&self) -> &str {
+        &self.runtime.config().telemetry.service_name
+    }
+
+    fn reject(&self, error: RayError, log: &mut RequestLog, close: bool) -> Response<Body> {
+        let response = http::error_response(&error);
+        log.error = Some(error);
+        if close {
+            http::close_connection(response)
+        } else {
+            response
+        }
+    }
+
+    fn root(&self) -> Response<Body> {
+        let config = self.runtime.config();
+        http::json(
+            StatusCode::OK,
+            &serde_json::json!({
+                "name": "ray",
+                "version": env!("CARGO_PKG_VERSION"),
+                "description": "A small-model inference gateway for one cheap VPS: bounded queues, \
+                                token-aware admission, caching, dedupe and honest health in front \
+                                of llama.cpp.",
+                "thesis": "On a small machine, refusing, delaying, deduplicating or degrading work \
+                           is correct behaviour, as long as it is explicit.",
+                "profile": config.profile.as_str(),
+                "model": config.model.id,
+                "routes": ["/livez", "/readyz", "/health", "/metrics", "/v1/config",
+                           "/v1/infer", "/v1/jobs"],
+            }),
+        )
+    }
+
+    async fn readyz(&self) -> Response<Body> {
+        let mut readiness = self.runtime.readiness().await;
+        readiness.pressure.rate_limit = self.rate_limit_pressure();
+        readiness.pressure.gateway_http = self.http_health().degraded;
+        readiness.refresh();
+        let status = if readiness.is_ready() {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        http::json(status, &readiness)
+    }
+
+    fn rate_limit_pressure(&self) -> bool {
+        self.limiter
+            .as_ref()
+            .is_some_and(|limiter| limiter.health().degraded)
+    }
+
+    pub(crate) fn http_health(&self) -> GatewayHttpHealth {
+        let limits = &self.limits;
+        let sockets = self.stats.connections.load(Ordering::Relaxed) as u32;
+        let active = self.stats.active_requests.load(Ordering::Relaxed) as u32;
+        let ratio = f64::from(sockets) / f64::from(limits.max_connections.max(1));
+        GatewayHttpHealth {
+            degraded: ratio >= HTTP_PRESSURE_THRESHOLD,
+            sockets,
+            active_sockets: active.min(sockets),
+            idle_sockets: sockets.saturating_sub(active),
+            active_requests: active,
+            max_connections: limits.max_connections,
+            connection_ratio: ratio,
+            pressure_threshold: HTTP_PRESSURE_THRESHOLD,
+            request_body_limit_bytes: self.runtime.config().server.request_body_limit_bytes,
+            max_header_bytes: limits.max_header_bytes,
+            max_headers_count: limits.max_headers,
+            max_requests_per_socket: limits.max_requests_per_connection,
+            headers_timeout_ms: limits.headers_timeout.as_millis() as u64,
+            request_timeout_ms: limits.body_timeout.as_millis() as u64,
+            keep_alive_timeout_ms: limits.headers_timeout.as_millis() as u64,
+        }
+    }
+
+    async fn health(&self) -> Response<Body> {
+        let mut health = self.runtime.health().await;
+        let http_health = self.http_health();
+        let rate_limit = self.limiter.as_ref().map(RateLimiter::health);
+        let extra_pressure =
+            http_health.degraded || rate_limit.as_ref().is_some_and(|r| r.degraded);
+        if extra_pressure && health.status == HealthStatus::Ok {
+            health.status = HealthStatus::Degraded;
+        }
+        health.rate_limit = rate_limit;
+        health.gateway = Some(GatewayHealth { http: http_health });
+        let status = if health.status == HealthStatus::Unavailable {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::OK
+        };
+        http::json(status, &health)
+    }
+
+    fn metrics(&self, query: Option<&str>) -> Response<Body> {
+        let mut snapshot = self.runtime.metrics();
+        snapshot.extend(self.server_metrics());
+        let wants_json = query.is_some_and(|q| {
+            q.split('&')
+                .any(|pair| pair.eq_ignore_ascii_case("format=json"))
+        });
+        if wants_json {
+            http::json(StatusCode::OK, &snapshot.to_json())
+        } else {
+            http::text(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                snapshot.to_prometheus_text(),
+            )
+        }
+    }
+
+    /// The HTTP front's own metrics.
+    pub fn server_metrics(&self) -> MetricsSnapshot {
+        let stats = &self.stats;
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed) as f64;
+        let http = self.http_health();
+        let mut m = MetricsSnapshot::default();
+        m.gauge(
+            "ray_http_connections",
+            "Open client connections.",
+            Some("gateway.http.sockets"),
+            load(&stats.connections),
+        );
+        m.gauge(
+            "ray_http_max_connections",
+            "Connection cap.",
+            Some("gateway.http.max_connections"),
+            f64::from(http.max_connections),
+        );
+        m.gauge(
+            "ray_http_connection_ratio",
+            "Open connections / cap.",
+            Some("gateway.http.connection_ratio"),
+            http.connection_ratio,
+        );
+        m.counter(
+            "ray_http_connections_total",
+            "Client connections accepted.",
+            None,
+            load(&stats.connections_total),
+        );
+        m.gauge(
+            "ray_http_active_requests",
+            "Requests being handled.",
+            Some("gateway.http.active_requests"),
+            load(&stats.active_requests),
+        );
+        m.gauge(
+            "ray_http_request_body_limit_bytes",
+            "server.requestBodyLimitBytes.",
+            Some("gateway.http.request_body_limit_bytes"),
+            http.request_body_limit_bytes as f64,
+        );
+        let samples = stats
+            .requests
+            .lock()
+            .iter()
+            .map(|((route, status), count)| Sample {
+                suffix: "",
+                labels: vec![
+                    ("route", (*route).to_string()),
+                    ("status", status.to_string()),
+                ],
+                value: *count as f64,
+            })
+            .collect();
+        m.labelled(
+            "ray_http_requests_total",
+            "HTTP requests by route and status.",
+            MetricKind::Counter,
+            samples,
+        );
+        m.counter(
+            "ray_auth_rejected_total",
+            "Requests refused for a missing or wrong API key.",
+            Some("requests.auth_rejected"),
+            load(&stats.auth_rejected),
+        );
+        m.counter(
+            "ray_rate_limited_total",
+            "Requests refused by the rate limiter.",
+            Some("requests.rate_limited"),
+            load(&stats.rate_limited),
+        );
+        if let Some(limiter) = &self.limiter {
+            let health = limiter.health();
+            m.gauge(
+                "ray_rate_limit_active_keys",
+                "Clients with a live rate-limit window.",
+                Some("rate_limit.active_keys"),
+                f64::from(health.active_keys),
+            );
+            m.gauge(
+                "ray_rate_limit_max_keys",
+                "rateLimit.maxKeys.",
+                Some("rate_limit.max_keys"),
+                f64::from(health.max_keys),
+            );
+            m.gauge(
+                "ray_rate_limit_active_keys_ratio",
+                "Active keys / rateLimit.maxKeys.",
+                Some("rate_limit.active_keys_ratio"),
+                health.active_keys_ratio,
+            );
+            m.counter(
+                "ray_rate_limit_overflow_total",
+                "Requests counted against the shared overflow window because the key table was full.",
+                None,
+                limiter.overflowed() as f64,
+            );
+        }
+        m
+    }
+
+    async fn infer(&self, request: Request<Incoming>, log: &mut RequestLog) -> Response<Body> {
+        let limit = self.runtime.config().server.request_body_limit_bytes;
+        if let Err(error) = http::check_post_headers(request.headers(), limit) {
+            return self.reject(error, log, true);
+        }
+        let body =
+            match tokio::time::timeout(self.limits.body_timeout, http::read_body(request, limit))
+                .await
+            {
+                Ok(Ok(body)) => body,
+                Ok(Err(error)) => return self.reject(error, log, true),
+                Err(_elapsed) => {
+                    let error = RayError::new(
+                        ErrorCode::InvalidHttpRequest,
+                        format!(
+                            "The request body was not received within {} s",
+                            self.limits.body_timeout.as_secs()
+                        ),
+                    );
+                    return self.reject(error, log, true);
+                }
+            };
+        let parsed: InferRequest = match http::parse_json(&body) {
+            Ok(parsed) => parsed,
+            Err(error) => return self.reject(error, log, false),
+        };
+        match self.runtime.infer(parsed).await {
+            Ok(response) => {
+                log.request_id = Some(response.id.clone());
+                log.cached = Some(response.cached);
+                log.deduplicated = Some(response.deduplicated);
+                log.degraded = Some(response.degraded);
+                log.queue_time_ms = Some(response.queue_time_ms);
+                http::json(StatusCode::OK, &response)
+            }
+            Err(error) => self.reject(error, log, false),
+        }
+    }
+
+    pub(crate) fn count_request(&self, route: Route, status: u16) {
+        *self
+            .stats
+            .requests
+            .lock()
+            .entry((route.label(), status))
+            .or_insert(0) += 1;
+    }
+}
+
+fn ip_text(ip: IpAddr) -> String {
+    ip.to_string()
+}
+
+fn with_rate_limit_headers(mut response: Response<Body>, decision: &Decision) -> Response<Body> {
+    let headers = response.headers_mut();
+    headers.insert("x-ratelimit-limit", HeaderValue::from(decision.limit));
+    headers.insert(
+        "x-ratelimit-remaining",
+        HeaderValue::from(decision.remaining),
+    );
+    headers.insert(
+        "x-ratelimit-reset",
+        HeaderValue::from(decision.reset_epoch_secs),
+    );
+    if !decision.allowed {
+        headers.insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(decision.retry_after_secs),
+        );
+    }
+    response
+}

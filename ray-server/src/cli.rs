@@ -1,0 +1,314 @@
+//! The operator CLI: `serve` (the default), `check-config`, `schema` and `print-config`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+use ray_core::config::{
+    ConfigError, ConfigLoader, Diagnostic, LoadedConfig, json_schema, redacted_json,
+};
+use ray_runtime::Runtime;
+
+use crate::app::App;
+
+/// Ray: a small-model inference gateway for one cheap VPS.
+#[derive(Debug, Parser)]
+#[command(
+    name = "ray-server",
+    version,
+    about = "Ray: a small-model inference gateway for one cheap VPS",
+    long_about = "Ray sits in front of llama.cpp's llama-server (or any OpenAI-compatible backend) \
+                  and gives a small box bounded queues, token-aware admission, a result cache, \
+                  in-flight dedupe, honest health and readiness, auth, rate limits and metrics.\n\n\
+                  With no subcommand it serves, exactly like `ray-server serve`.",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    /// What to do; `serve` when left out.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Options of `serve`, accepted without the subcommand too.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the HTTP API (the default).
+    Serve(ServeArgs),
+    /// Validate config files: print `file: path: message` for each problem and exit non-zero
+    /// on any error.
+    CheckConfig(CheckConfigArgs),
+    /// Print the JSON Schema of the config file.
+    Schema,
+    /// Print the effective config after layering (profile, file, RAY_* variables), with
+    /// secrets redacted.
+    PrintConfig(ServeArgs),
+}
+
+/// Where the config comes from.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// The config file (JSON). Without one, the profile named by RAY_PROFILE (default sub1b)
+    /// is used with the RAY_* variables applied.
+    #[arg(long, value_name = "FILE", env = "RAY_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+/// Options of `check-config`.
+#[derive(Debug, Clone, Args)]
+pub struct CheckConfigArgs {
+    /// The files to check.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Check the files alone, ignoring RAY_* variables in the environment.
+    #[arg(long)]
+    pub no_env: bool,
+}
+
+/// Runs the CLI with the process arguments.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        None => serve(&cli.serve),
+        Some(Command::Serve(args)) => serve(&args),
+        Some(Command::CheckConfig(args)) => check_config(&args),
+        Some(Command::Schema) => {
+            print_json(&json_schema());
+            ExitCode::SUCCESS
+        }
+        Some(Command::PrintConfig(args)) => print_config(&args),
+    }
+}
+
+fn print_json(value: &serde_json::Value) {
+    match serde_json::to_string_pretty(value) {
+        Ok(text) => println!("{text}"),
+        Err(error) => eprintln!("cannot print JSON: {error}"),
+    }
+}
+
+fn loader(config: Option<&Path>, with_env: bool) -> ConfigLoader {
+    let mut loader = ConfigLoader::new();
+    if with_env {
+        loader = loader.with_process_env();
+    }
+    if let Some(path) = config {
+        loader = loader.with_file(path);
+    }
+    loader
+}
+
+/// Prints a load error as `name: path: message` lines on stderr.
+fn report_error(name: &str, error: &ConfigError) {
+    match error {
+        ConfigError::Invalid { diagnostics, .. } => {
+            for diagnostic in diagnostics {
+                eprintln!("{}", diagnostic_line(name, diagnostic));
+            }
+        }
+        other => eprintln!("{other}"),
+    }
+}
+
+fn diagnostic_line(name: &str, diagnostic: &Diagnostic) -> String {
+    if diagnostic.is_error() {
+        format!("{name}: {diagnostic}")
+    } else {
+        format!("{name}: warning: {diagnostic}")
+    }
+}
+
+fn check_config(args: &CheckConfigArgs) -> ExitCode {
+    let mut failed = false;
+    for file in &args.files {
+        let name = file.display().to_string();
+        match loader(Some(file), !args.no_env).load() {
+            Ok(loaded) => {
+                for warning in &loaded.warnings {
+                    println!("{}", diagnostic_line(&name, warning));
+                }
+                println!(
+                    "{name}: ok (profile {}, model {}, adapter {}, {} warning(s))",
+                    loaded.config.profile,
+                    loaded.config.model.id,
+                    loaded.config.model.adapter.kind(),
+                    loaded.warnings.len()
+                );
+            }
+            Err(error) => {
+                failed = true;
+                report_error(&name, &error);
+            }
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn print_config(args: &ServeArgs) -> ExitCode {
+    let name = args
+        .config
+        .as_ref()
+        .map_or_else(|| "config".to_string(), |p| p.display().to_string());
+    match loader(args.config.as_deref(), true).load() {
+        Ok(loaded) => {
+            for warning in &loaded.warnings {
+                eprintln!("{}", diagnostic_line(&name, warning));
+            }
+            print_json(&redacted_json(&loaded.config));
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            report_error(&name, &error);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Writes the `gateway boot failed` line to stderr.
+fn boot_failed(code: &str, message: &str, problems: &[String]) {
+    let mut error = serde_json::json!({ "code": code, "message": message });
+    if !problems.is_empty() {
+        error["details"] = serde_json::json!({ "problems": problems });
+    }
+    let line = serde_json::json!({
+        "ts": ray_core::time::now_rfc3339(),
+        "service": "ray-gateway",
+        "level": "error",
+        "message": "gateway boot failed",
+        "error": error,
+    });
+    eprintln!("{line}");
+}
+
+fn load_for_serving(args: &ServeArgs) -> Option<LoadedConfig> {
+    match loader(args.config.as_deref(), true).load() {
+        Ok(loaded) => Some(loaded),
+        Err(error) => {
+            let (code, problems) = match &error {
+                ConfigError::Invalid { diagnostics, .. } => (
+                    "config_validation_error",
+                    diagnostics
+                        .iter()
+                        .filter(|d| d.is_error())
+                        .map(ToString::to_string)
+                        .collect(),
+                ),
+                ConfigError::Parse { .. } => ("config_parse_error", Vec::new()),
+                _ => ("config_read_error", Vec::new()),
+            };
+            boot_failed(code, &error.to_string(), &problems);
+            None
+        }
+    }
+}
+
+fn serve(args: &ServeArgs) -> ExitCode {
+    let Some(loaded) = load_for_serving(args) else {
+        return ExitCode::FAILURE;
+    };
+    let config = loaded.config.clone();
+    crate::logging::init(&config.telemetry.service_name, config.telemetry.log_level);
+    for warning in &loaded.warnings {
+        tracing::warn!(path = %warning.path, "config warning: {}", warning);
+    }
+    let tokio_runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(8)
+        .thread_name("ray-worker")
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            boot_failed(
+                "gateway_error",
+                &format!("cannot start the async runtime: {error}"),
+                &[],
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let config_path = loaded.file.as_ref().map(|p| p.display().to_string());
+    tokio_runtime.block_on(async move {
+        let runtime = match Runtime::new(config.clone()) {
+            Ok(runtime) => runtime,
+            Err(error) => {
+                boot_failed("config_validation_error", &error.to_string(), &[]);
+                return ExitCode::FAILURE;
+            }
+        };
+        let app = match App::new(runtime) {
+            Ok(app) => Arc::new(app),
+            Err(error) => {
+                boot_failed("config_validation_error", &error.to_string(), &[]);
+                return ExitCode::FAILURE;
+            }
+        };
+        let address = format!("{}:{}", config.server.host, config.server.port);
+        let listener = match tokio::net::TcpListener::bind(&address).await {
+            Ok(listener) => listener,
+            Err(error) => {
+                boot_failed(
+                    "gateway_error",
+                    &format!("cannot listen on {address}: {error}"),
+                    &[],
+                );
+                return ExitCode::FAILURE;
+            }
+        };
+        let bound = listener
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or(config.server.port);
+        tracing::info!(
+            host = %config.server.host,
+            port = bound,
+            profile = config.profile.as_str(),
+            model = %config.model.id,
+            adapter = config.model.adapter.kind(),
+            config_path = config_path.as_deref(),
+            "gateway listening"
+        );
+        // Warm-up starts only now, after the listener is bound, so /livez answers at once.
+        let background = app.runtime().start();
+        let result = crate::server::run(listener, app, shutdown_signal()).await;
+        background.shutdown().await;
+        match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                tracing::error!(error = %error, "gateway shutdown failed");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let terminate = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut signal) => {
+                    signal.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            () = terminate => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

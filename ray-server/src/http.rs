@@ -1,0 +1,294 @@
+//! HTTP plumbing: response builders, the error body, and reading a JSON request body within the
+//! content rules and the size limit.
+
+use std::convert::Infallible;
+
+use bytes::{Bytes, BytesMut};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body as _, Incoming};
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use ray_core::{ErrorCode, RayError};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// The response body type of every route.
+pub type Body = BoxBody<Bytes, Infallible>;
+
+/// Media types accepted on POST routes.
+pub const SUPPORTED_MEDIA_TYPES: [&str; 2] = ["application/json", "application/*+json"];
+
+const JSON: &str = "application/json; charset=utf-8";
+
+/// A full body from bytes.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).boxed()
+}
+
+/// A JSON response with a trailing newline.
+pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
+    match serde_json::to_vec(value) {
+        Ok(mut bytes) => {
+            bytes.push(b'\n');
+            let mut response = Response::new(full(bytes));
+            *response.status_mut() = status;
+            response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON));
+            response
+        }
+        Err(error) => error_response(&RayError::new(
+            ErrorCode::ResponseSerializationFailed,
+            format!("The response could not be serialised: {error}"),
+        )),
+    }
+}
+
+/// A plain-text response.
+pub fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
+    let mut response = Response::new(full(body));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+/// The error body, with `Retry-After` when the code has one and `WWW-Authenticate` on 401.
+pub fn error_response(error: &RayError) -> Response<Body> {
+    let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = json(status, &error.to_body());
+    let headers = response.headers_mut();
+    if let Some(seconds) = error.retry_after_secs() {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    if error.code() == ErrorCode::Unauthorized {
+        headers.insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"ray\""),
+        );
+    }
+    response
+}
+
+/// Marks a response so the connection is closed after it (used when the request body was not
+/// read, so the connection cannot be reused safely).
+pub fn close_connection(mut response: Response<Body>) -> Response<Body> {
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+/// Checks the content rules of a POST: JSON media type, identity encoding, a satisfiable
+/// `Expect`, and a declared length within the limit. Runs before the body is read.
+pub fn check_post_headers(headers: &HeaderMap, limit: u64) -> Result<(), RayError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !is_json_media_type(content_type) {
+        let shown: String = content_type.chars().take(64).collect();
+        return Err(RayError::new(
+            ErrorCode::UnsupportedMediaType,
+            format!("Content-Type must be application/json, got {shown:?}"),
+        )
+        .with_details(serde_json::json!({ "supported": SUPPORTED_MEDIA_TYPES })));
+    }
+    if let Some(encoding) = headers.get(header::CONTENT_ENCODING) {
+        let value = encoding.to_str().unwrap_or("").trim();
+        if value.len() > 128 || !value.eq_ignore_ascii_case("identity") {
+            return Err(RayError::new(
+                ErrorCode::UnsupportedContentEncoding,
+                "Content-Encoding must be identity (compressed bodies are not accepted)",
+            )
+            .with_details(serde_json::json!({ "supported": ["identity"] })));
+        }
+    }
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if let Some(expect) = headers.get(header::EXPECT) {
+        if !expect
+            .to_str()
+            .is_ok_and(|v| v.trim().eq_ignore_ascii_case("100-continue"))
+        {
+            return Err(RayError::new(
+                ErrorCode::UnsupportedExpectation,
+                "Only Expect: 100-continue is supported",
+            ));
+        }
+        if declared.is_none() {
+            return Err(RayError::new(
+                ErrorCode::LengthRequired,
+                "Expect: 100-continue needs a Content-Length",
+            ));
+        }
+    }
+    if let Some(length) = declared
+        && length > limit
+    {
+        return Err(body_too_large(limit));
+    }
+    Ok(())
+}
+
+fn body_too_large(limit: u64) -> RayError {
+    RayError::new(
+        ErrorCode::BodyTooLarge,
+        format!("The request body is larger than server.requestBodyLimitBytes ({limit} bytes)"),
+    )
+    .with_details(serde_json::json!({ "limitBytes": limit }))
+}
+
+/// `application/json` or `application/<x>+json`, parameters allowed, at most 256 chars.
+pub fn is_json_media_type(value: &str) -> bool {
+    if value.len() > 256 {
+        return false;
+    }
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || essence
+            .strip_prefix("application/")
+            .is_some_and(|sub| sub.ends_with("+json") && sub.len() > "+json".len())
+}
+
+/// Reads the whole body, failing with `body_too_large` once it exceeds `limit`.
+pub async fn read_body(request: Request<Incoming>, limit: u64) -> Result<Bytes, RayError> {
+    let mut body = request.into_body();
+    if body.size_hint().lower() > limit {
+        return Err(body_too_large(limit));
+    }
+    let mut buffer = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|error| {
+            RayError::new(
+                ErrorCode::InvalidHttpRequest,
+                format!("The request body could not be read: {error}"),
+            )
+        })?;
+        if let Ok(data) = frame.into_data() {
+            if buffer.len() as u64 + data.len() as u64 > limit {
+                return Err(body_too_large(limit));
+            }
+            buffer.extend_from_slice(&data);
+        }
+    }
+    Ok(buffer.freeze())
+}
+
+/// Parses a JSON body into `T`. An empty body counts as `{}`. Malformed JSON is
+/// `invalid_json`; valid JSON of the wrong shape is `invalid_request` naming the field.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, RayError> {
+    let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        bytes
+    };
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|error| {
+        RayError::new(
+            ErrorCode::InvalidJson,
+            format!("The request body is not valid JSON: {error}"),
+        )
+    })?;
+    if !value.is_object() {
+        return Err(RayError::invalid_request(
+            "The request body must be a JSON object",
+        ));
+    }
+    serde_path_to_error::deserialize(&value).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner().to_string();
+        let message = if path == "." || inner.starts_with("unknown field") {
+            inner
+        } else {
+            format!("{path}: {inner}")
+        };
+        RayError::invalid_request(message)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_json_media_types_only() {
+        assert!(is_json_media_type("application/json"));
+        assert!(is_json_media_type("Application/JSON; charset=utf-8"));
+        assert!(is_json_media_type("application/vnd.ray+json"));
+        assert!(!is_json_media_type("application/+json"));
+        assert!(!is_json_media_type("text/plain"));
+        assert!(!is_json_media_type(""));
+        assert!(!is_json_media_type(&format!(
+            "application/json;{}",
+            "x".repeat(300)
+        )));
+    }
+
+    #[test]
+    fn post_header_rules() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        assert_eq!(
+            check_post_headers(&headers, 10).unwrap_err().code(),
+            ErrorCode::UnsupportedMediaType
+        );
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        assert_eq!(
+            check_post_headers(&headers, 10).unwrap_err().code(),
+            ErrorCode::UnsupportedContentEncoding
+        );
+        headers.remove(header::CONTENT_ENCODING);
+        headers.insert(header::EXPECT, HeaderValue::from_static("100-continue"));
+        assert_eq!(
+            check_post_headers(&headers, 10).unwrap_err().code(),
+            ErrorCode::LengthRequired
+        );
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("11"));
+        assert_eq!(
+            check_post_headers(&headers, 10).unwrap_err().code(),
+            ErrorCode::BodyTooLarge
+        );
+        headers.insert(header::EXPECT, HeaderValue::from_static("something"));
+        assert_eq!(
+            check_post_headers(&headers, 10).unwrap_err().code(),
+            ErrorCode::UnsupportedExpectation
+        );
+    }
+
+    #[test]
+    fn parses_json_bodies() {
+        use ray_core::wire::InferRequest;
+        let empty: InferRequest = parse_json(b"  ").unwrap();
+        assert_eq!(empty, InferRequest::default());
+        assert_eq!(
+            parse_json::<InferRequest>(b"{nope").unwrap_err().code(),
+            ErrorCode::InvalidJson
+        );
+        let error = parse_json::<InferRequest>(br#"{"temperature":"hot"}"#).unwrap_err();
+        assert_eq!(error.code(), ErrorCode::InvalidRequest);
+        assert!(
+            error.message().starts_with("temperature:"),
+            "{}",
+            error.message()
+        );
+        let error = parse_json::<InferRequest>(br#"{"bogus":1}"#).unwrap_err();
+        assert!(error.message().contains("bogus"));
+        assert_eq!(
+            parse_json::<InferRequest>(b"[1]").unwrap_err().code(),
+            ErrorCode::InvalidRequest
+        );
+    }
+}

@@ -1,0 +1,254 @@
+//! The operator CLI, run as the real binary.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn binary() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ray-server"));
+    // The tests must not depend on the developer's environment.
+    for (key, _) in std::env::vars() {
+        if key.starts_with("RAY_") {
+            command.env_remove(key);
+        }
+    }
+    command
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn write(dir: &tempfile::TempDir, name: &str, contents: &str) -> PathBuf {
+    let path = dir.path().join(name);
+    std::fs::write(&path, contents).unwrap();
+    path
+}
+
+#[test]
+fn check_config_accepts_every_example() {
+    let examples: Vec<PathBuf> = std::fs::read_dir(repo_root().join("examples/config"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let output = binary()
+        .arg("check-config")
+        .args(&examples)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(stdout.matches(": ok (").count(), 19, "{stdout}");
+}
+
+#[test]
+fn check_config_reports_every_problem_as_file_path_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = write(
+        &dir,
+        "bad.json",
+        r#"{"profile":"tiny","scheduler":{"maxQueue":0,"concurency":1},"cache":{"maxBytes":-5}}"#,
+    );
+    let output = binary().arg("check-config").arg(&bad).output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let name = bad.display().to_string();
+    assert!(
+        stderr.contains(&format!(
+            "{name}: scheduler.maxQueue: must be at least 1, got 0"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "{name}: scheduler.concurency: unknown field; did you mean \"concurrency\"?"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{name}: cache.maxBytes:")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_config_names_the_file_for_broken_json_and_unknown_profiles() {
+    let dir = tempfile::tempdir().unwrap();
+    let broken = write(&dir, "broken.json", "{ this is not json");
+    let output = binary().arg("check-config").arg(&broken).output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&broken.display().to_string()) && stderr.contains("not valid JSON"),
+        "{stderr}"
+    );
+
+    let unknown = write(&dir, "unknown.json", r#"{"profile":"gigantic"}"#);
+    let output = binary().arg("check-config").arg(&unknown).output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("profile: unknown profile \"gigantic\""),
+        "{stderr}"
+    );
+
+    let missing = dir.path().join("missing.json");
+    let output = binary().arg("check-config").arg(&missing).output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("cannot read config file"));
+}
+
+#[test]
+fn check_config_prints_warnings_without_failing() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = write(
+        &dir,
+        "open.json",
+        r#"{"profile":"tiny","server":{"host":"0.0.0.0"}}"#,
+    );
+    let output = binary().arg("check-config").arg(&open).output().unwrap();
+    assert!(output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains(": warning: auth.enabled: is false while server.host 0.0.0.0"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn schema_prints_the_committed_schema() {
+    let output = binary().arg("schema").output().unwrap();
+    assert!(output.status.success());
+    let printed: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let committed: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo_root().join("docs/ray-config.schema.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(printed, committed);
+}
+
+#[test]
+fn print_config_layers_env_and_redacts_headers() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        &dir,
+        "vps.json",
+        r#"{"profile":"vps","model":{"adapter":{"kind":"openai-compatible","headers":{"X-Token":"s3cret"}}}}"#,
+    );
+    let output = binary()
+        .arg("print-config")
+        .arg("--config")
+        .arg(&file)
+        .env("RAY_SCHEDULER_MAX_QUEUE", "33")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!stdout.contains("s3cret"));
+    let config: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        config["model"]["adapter"]["headers"]["X-Token"],
+        "[redacted]"
+    );
+    assert_eq!(config["scheduler"]["maxQueue"], 33);
+}
+
+#[test]
+fn every_subcommand_has_help() {
+    for args in [
+        vec!["--help"],
+        vec!["serve", "--help"],
+        vec!["check-config", "--help"],
+        vec!["schema", "--help"],
+        vec!["print-config", "--help"],
+    ] {
+        let output = binary().args(&args).output().unwrap();
+        assert!(output.status.success(), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&output.stdout).contains("Usage"),
+            "{args:?}"
+        );
+    }
+}
+
+#[test]
+fn a_bad_config_fails_boot_with_a_json_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = write(
+        &dir,
+        "bad.json",
+        r#"{"profile":"tiny","scheduler":{"concurrency":0}}"#,
+    );
+    let output = binary().arg("--config").arg(&bad).output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let line: serde_json::Value = serde_json::from_str(stderr.lines().next().unwrap()).unwrap();
+    assert_eq!(line["message"], "gateway boot failed");
+    assert_eq!(line["level"], "error");
+    assert_eq!(line["error"]["code"], "config_validation_error");
+    assert_eq!(
+        line["error"]["details"]["problems"][0],
+        "scheduler.concurrency: must be at least 1, got 0"
+    );
+}
+
+#[test]
+fn serves_then_drains_and_exits_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        &dir,
+        "ray.json",
+        r#"{"profile":"tiny","server":{"port":0}}"#,
+    );
+    let mut child = binary()
+        .arg("--config")
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let started = Instant::now();
+    let port = loop {
+        let line = lines.next().expect("a log line").unwrap();
+        let json: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if json["message"] == "gateway listening" {
+            break json["port"].as_u64().unwrap();
+        }
+        assert!(started.elapsed() < Duration::from_secs(10));
+    };
+    let response = std::process::Command::new("curl")
+        .args(["-s", &format!("http://127.0.0.1:{port}/livez")])
+        .output();
+    if let Ok(response) = response {
+        assert!(String::from_utf8_lossy(&response.stdout).contains("\"status\":\"ok\""));
+    }
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit 0 after SIGTERM, got {status:?}");
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(
+        rest.iter().any(|l| l.contains("gateway shutting down")),
+        "{rest:?}"
+    );
+}

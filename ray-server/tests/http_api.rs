@@ -1,0 +1,408 @@
+//! The HTTP API over real loopback connections: routes, shapes, and every kind of bad input.
+#![allow(clippy::unwrap_used)]
+
+mod util;
+
+use ray_core::ErrorCode;
+use ray_core::wire::InferRequest;
+use util::{TINY, TestServer, post};
+
+#[tokio::test]
+async fn liveness_readiness_and_the_service_descriptor() {
+    let server = TestServer::start(TINY).await;
+    let live = server
+        .raw(b"GET /livez HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await;
+    assert_eq!(live.status, 200);
+    assert_eq!(live.json()["status"], "ok");
+    assert_eq!(live.json()["service"], "ray-gateway");
+    assert_eq!(
+        live.header("content-type"),
+        Some("application/json; charset=utf-8")
+    );
+    assert!(live.body.ends_with('\n'));
+
+    let ready = server.client().ready().await.unwrap();
+    assert!(ready.is_ready());
+    assert_eq!(ready.reasons, Vec::<String>::new());
+
+    let root = server
+        .raw(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await;
+    assert_eq!(root.json()["name"], "ray");
+    assert_eq!(root.json()["profile"], "tiny");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn infer_returns_the_documented_shape() {
+    let server = TestServer::start(TINY).await;
+    let response = server
+        .client()
+        .infer(&InferRequest {
+            system: Some("Be terse.".into()),
+            max_tokens: Some(50),
+            ..InferRequest::new("Summarise this ticket.")
+        })
+        .await
+        .unwrap();
+    assert!(response.id.starts_with("req_") && response.id.len() == 20);
+    assert_eq!(response.model, "tiny-dev");
+    assert!(response.output.contains("system=Be terse."));
+    assert_eq!(response.usage.chars.prompt, 31);
+    assert!(!response.cached && !response.deduplicated && !response.degraded);
+    assert_eq!(response.diagnostics.degradation.applied_max_tokens, 50);
+    assert_eq!(response.diagnostics.prompt_compiler.family_key.len(), 16);
+    assert!(response.created_at.ends_with('Z'));
+
+    // The same request again is a cache hit.
+    let again = server
+        .client()
+        .infer(&InferRequest {
+            system: Some("Be terse.".into()),
+            max_tokens: Some(50),
+            ..InferRequest::new("Summarise this ticket.")
+        })
+        .await
+        .unwrap();
+    assert!(again.cached);
+    assert_eq!(again.queue_time_ms, 0);
+    assert_eq!(again.output, response.output);
+
+    // cache:false bypasses it.
+    let bypass = server
+        .client()
+        .infer(&InferRequest {
+            cache: Some(false),
+            system: Some("Be terse.".into()),
+            max_tokens: Some(50),
+            ..InferRequest::new("Summarise this ticket.")
+        })
+        .await
+        .unwrap();
+    assert!(!bypass.cached);
+    assert_eq!(server.metric("ray_cache_hits_total").await, 1.0);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_json_is_invalid_json() {
+    let server = TestServer::start(TINY).await;
+    let response = server.raw(&post("/v1/infer", "{\"input\": ")).await;
+    assert_eq!(response.status, 400);
+    assert_eq!(response.code(), "invalid_json");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn wrong_content_type_is_415_with_the_supported_types() {
+    let server = TestServer::start(TINY).await;
+    let body = r#"{"input":"x"}"#;
+    let request = format!(
+        "POST /v1/infer HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let response = server.raw(request.as_bytes()).await;
+    assert_eq!(response.status, 415);
+    assert_eq!(response.code(), "unsupported_media_type");
+    assert_eq!(
+        response.json()["error"]["details"]["supported"][0],
+        "application/json"
+    );
+    assert_eq!(response.header("connection"), Some("close"));
+
+    let missing = format!(
+        "POST /v1/infer HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    assert_eq!(server.raw(missing.as_bytes()).await.status, 415);
+
+    let gzip = format!(
+        "POST /v1/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let response = server.raw(gzip.as_bytes()).await;
+    assert_eq!(response.status, 415);
+    assert_eq!(response.code(), "unsupported_content_encoding");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_refused_declared_or_streamed() {
+    let server = TestServer::start(TINY).await;
+    // tiny's server.requestBodyLimitBytes is 32000.
+    let declared = b"POST /v1/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 40000\r\n\r\n";
+    let response = server.raw(declared).await;
+    assert_eq!(response.status, 413);
+    assert_eq!(response.code(), "body_too_large");
+    assert_eq!(response.json()["error"]["details"]["limitBytes"], 32000);
+
+    let mut chunked = b"POST /v1/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..5 {
+        chunked.extend_from_slice(format!("{:x}\r\n{}\r\n", 10_000, "a".repeat(10_000)).as_bytes());
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let response = server.raw(&chunked).await;
+    assert_eq!(response.status, 413);
+    assert_eq!(response.code(), "body_too_large");
+
+    // The server is still fine afterwards.
+    assert!(server.client().live().await.unwrap());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_and_out_of_range_fields_name_the_field() {
+    let server = TestServer::start(TINY).await;
+    for (body, needle) in [
+        (r#"{"input":"x","maxTokenz":5}"#, "maxTokenz"),
+        (r#"{"input":"x","temperature":"hot"}"#, "temperature"),
+        (r#"{"input":"x","seed":1.5}"#, "seed"),
+        (r#"{"input":"x","stop":[]}"#, "stop"),
+        (
+            r#"{"input":"x","responseFormat":{"type":"yaml"}}"#,
+            "responseFormat",
+        ),
+        (
+            r#"{"input":"x","metadata":{"promptLane":"fast"}}"#,
+            "promptLane",
+        ),
+        (r#"{"templateId":"email.nope.v1"}"#, "templateId"),
+        (
+            r#"{"templateId":"email.reply_classification.v1"}"#,
+            "replyText",
+        ),
+        (
+            r#"{"input":"x","templateId":"email.reply_classification.v1"}"#,
+            "templateId",
+        ),
+        (r#"[1,2,3]"#, "JSON object"),
+    ] {
+        let response = server.raw(&post("/v1/infer", body)).await;
+        assert_eq!(response.status, 400, "{body}: {}", response.body);
+        assert_eq!(response.code(), "invalid_request", "{body}");
+        let message = response.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(message.contains(needle), "{body}: {message}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn empty_input_and_empty_body_are_invalid_requests() {
+    let server = TestServer::start(TINY).await;
+    for body in [r#"{"input":"   "}"#, "", "{}"] {
+        let response = server.raw(&post("/v1/infer", body)).await;
+        assert_eq!(response.status, 400, "{body:?}");
+        assert_eq!(response.code(), "invalid_request");
+        assert!(
+            response.json()["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("input must be a non-empty string")
+        );
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn expectations_follow_the_reference() {
+    let server = TestServer::start(TINY).await;
+    let response = server
+        .raw(b"POST /v1/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+        .await;
+    assert_eq!(response.status, 411);
+    assert_eq!(response.code(), "length_required");
+    let response = server
+        .raw(b"POST /v1/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nExpect: magic\r\nContent-Length: 2\r\n\r\n{}")
+        .await;
+    assert_eq!(response.status, 417);
+    assert_eq!(response.code(), "unsupported_expectation");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_are_404() {
+    let server = TestServer::start(TINY).await;
+    for request in [
+        &b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"[..],
+        b"GET /v1/infer HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        b"DELETE /livez HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    ] {
+        let response = server.raw(request).await;
+        assert_eq!(response.status, 404);
+        assert_eq!(response.code(), "not_found");
+        assert_eq!(response.json()["error"]["message"], "Route not found");
+    }
+    let long = format!(
+        "GET /{} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        "a".repeat(9_000)
+    );
+    let response = server.raw(long.as_bytes()).await;
+    assert_eq!(response.status, 414);
+    assert_eq!(response.code(), "request_target_too_large");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn jobs_answer_disabled_without_retry_after() {
+    let server = TestServer::start(TINY).await;
+    let response = server.raw(&post("/v1/jobs", r#"{"input":"x"}"#)).await;
+    assert_eq!(response.status, 503);
+    assert_eq!(response.code(), "async_queue_disabled");
+    assert_eq!(response.header("retry-after"), None);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_full_queue_is_503_with_retry_after() {
+    let server = TestServer::start(
+        r#"{"profile":"tiny","model":{"adapter":{"kind":"mock","latencyMs":400}},
+            "scheduler":{"concurrency":1,"maxQueue":2,"affinityLookahead":1},
+            "gracefulDegradation":{"queueDepthThreshold":1},"cache":{"enabled":false}}"#,
+    )
+    .await;
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let client = server.client();
+        tasks.push(tokio::spawn(async move {
+            client
+                .infer(&InferRequest::new(format!("distinct {i}")))
+                .await
+        }));
+    }
+    let mut ok = 0;
+    let mut full = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(error) => {
+                assert_eq!(error.code(), Some(ErrorCode::QueueFull), "{error}");
+                assert_eq!(error.status(), Some(503));
+                assert_eq!(error.retry_after(), Some(std::time::Duration::from_secs(1)));
+                full += 1;
+            }
+        }
+    }
+    assert_eq!((ok, full), (3, 3), "one running, two queued, three refused");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_request_deadline_is_504_with_retry_after() {
+    let server = TestServer::start(
+        r#"{"profile":"tiny","model":{"adapter":{"kind":"mock","latencyMs":2000}},
+            "scheduler":{"requestTimeoutMs":300}}"#,
+    )
+    .await;
+    let error = server
+        .client()
+        .infer(&InferRequest::new("slow"))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Some(ErrorCode::RequestTimeout));
+    assert_eq!(error.status(), Some(504));
+    assert_eq!(error.retry_after(), Some(std::time::Duration::from_secs(5)));
+    // The permit came back.
+    assert_eq!(server.metric("ray_inflight_requests").await, 0.0);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_request_larger_than_the_token_budget_is_413() {
+    let server =
+        TestServer::start(r#"{"profile":"tiny","gracefulDegradation":{"maxPromptChars":20000}}"#)
+            .await;
+    // About 3000 estimated prompt tokens: inside the 4096 window, over maxInflightTokens 2500.
+    let request = InferRequest::new("word ".repeat(2_400));
+    let error = server.client().infer(&request).await.unwrap_err();
+    assert_eq!(error.code(), Some(ErrorCode::RequestTokenBudgetExceeded));
+    assert_eq!(error.status(), Some(413));
+    assert_eq!(
+        error.details().unwrap()["field"],
+        "scheduler.maxInflightTokens"
+    );
+    assert_eq!(error.retry_after(), None);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn identical_concurrent_requests_share_one_provider_call() {
+    let server = TestServer::start(
+        r#"{"profile":"tiny","model":{"adapter":{"kind":"mock","latencyMs":300}},
+            "scheduler":{"concurrency":1}}"#,
+    )
+    .await;
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let client = server.client();
+        tasks.push(tokio::spawn(async move {
+            client
+                .infer(&InferRequest::new("same prompt"))
+                .await
+                .unwrap()
+        }));
+    }
+    let mut shared = 0;
+    for task in tasks {
+        shared += usize::from(task.await.unwrap().deduplicated);
+    }
+    assert_eq!(shared, 19, "every request but the leader was deduplicated");
+    assert_eq!(server.metric("ray_provider_calls_total").await, 1.0);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn metrics_speak_prometheus_text_and_the_json_view() {
+    let server = TestServer::start(TINY).await;
+    server
+        .client()
+        .infer(&InferRequest::new("x"))
+        .await
+        .unwrap();
+    let text = server.client().metrics_text().await.unwrap();
+    for line in text.lines() {
+        if line.starts_with('#') {
+            assert!(
+                line.starts_with("# HELP ") || line.starts_with("# TYPE "),
+                "{line}"
+            );
+        } else {
+            let (name, value) = line.rsplit_once(' ').unwrap();
+            assert!(!name.is_empty(), "{line}");
+            assert!(
+                value.parse::<f64>().is_ok() || value == "+Inf" || value == "NaN",
+                "{line}"
+            );
+        }
+    }
+    assert_eq!(util::metric_value(&text, "ray_requests_total"), Some(1.0));
+    let json: serde_json::Value = reqwest::get(server.url("/metrics?format=json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(json["counters"]["requests.total"], 1.0);
+    assert!(json["gauges"]["queue.max_depth"].is_number());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn health_and_config_views() {
+    let server = TestServer::start(TINY).await;
+    let config = server.client().config().await.unwrap();
+    assert_eq!(config["profile"], "tiny");
+    assert_eq!(config["capabilityHints"]["modelId"], "tiny-dev");
+    assert_eq!(config["capabilityHints"]["contextWindow"], 4096);
+    let health = server.client().health().await.unwrap();
+    assert_eq!(health.profile, "tiny");
+    assert_eq!(health.runtime.queue.max_queue, 32);
+    assert!(health.runtime.cache.enabled);
+    let http = health.gateway.unwrap().http;
+    assert_eq!(http.max_connections, 256);
+    assert!(http.sockets >= 1, "this very connection is counted");
+    server.stop().await;
+}
