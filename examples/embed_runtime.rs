@@ -37,12 +37,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         runtime.infer(question.clone())
     );
     let (first, second) = (first?, second?);
-    println!("first:  deduplicated={} output={:?}", first.deduplicated, first.output);
+    println!(
+        "first:  deduplicated={} output={:?}",
+        first.deduplicated, first.output
+    );
     println!("second: deduplicated={}", second.deduplicated);
 
     // The same request again comes from the result cache.
     let cached = runtime.infer(question).await?;
-    println!("again:  cached={} queueTimeMs={}", cached.cached, cached.queue_time_ms);
+    println!(
+        "again:  cached={} queueTimeMs={}",
+        cached.cached, cached.queue_time_ms
+    );
 
     // A template, with its own lane and output budget.
     let classify: InferRequest = serde_json::from_value(serde_json::json!({
@@ -61,7 +67,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .infer(InferRequest::new("   "))
         .await
         .expect_err("blank input is refused");
-    println!("refused: {} ({}): {}", error.code(), error.status(), error.message());
+    println!(
+        "refused: {} ({}): {}",
+        error.code(),
+        error.status(),
+        error.message()
+    );
 
     let readiness = runtime.readiness().await;
     println!(

@@ -184,8 +184,8 @@ impl Runtime {
         let threshold = self.inner.config.graceful_degradation.queue_depth_threshold;
         PressureFlags {
             queue: pressure.queue_depth >= threshold,
-            memory: pressure.memory.degraded,
-            cpu: pressure.cpu.degraded,
+            memory: pressure.signals.memory.degraded,
+            cpu: pressure.signals.cpu.degraded,
             ..PressureFlags::default()
         }
     }
@@ -298,8 +298,8 @@ impl Runtime {
                     ..PreparationHealth::default()
                 },
                 cache,
-                memory: pressure.memory,
-                cpu: pressure.cpu,
+                memory: pressure.signals.memory.clone(),
+                cpu: pressure.signals.cpu.clone(),
             },
             async_queue: None,
             rate_limit: None,

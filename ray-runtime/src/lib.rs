@@ -58,7 +58,9 @@ pub use health::{PROVIDER_HEALTH_TTL, WarmState};
 pub use ids::IdSource;
 pub use metrics::{MetricFamily, MetricKind, MetricsSnapshot, Sample};
 pub use plan::{DEFAULT_TEMPERATURE, DEFAULT_TOP_P};
-pub use pressure::{PressureSnapshot, SAMPLE_INTERVAL, parse_vm_rss, process_rss_bytes};
+pub use pressure::{
+    PressureSignals, PressureSnapshot, SAMPLE_INTERVAL, parse_vm_rss, process_rss_bytes,
+};
 pub use prompt::{Compiled, Family, collapse_whitespace, compile, family, input_shape};
 pub use runtime::{Runtime, RuntimeBuilder, RuntimeError};
 pub use warmup::{Background, warmup_retry_delay};

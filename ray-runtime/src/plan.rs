@@ -189,10 +189,10 @@ pub(crate) fn plan(
         if pressure.queue_depth >= degradation_config.queue_depth_threshold {
             clamp("queue_depth", &mut max_tokens);
         }
-        if pressure.memory.degraded {
+        if pressure.signals.memory.degraded {
             clamp("memory_pressure", &mut max_tokens);
         }
-        if pressure.cpu.degraded {
+        if pressure.signals.cpu.degraded {
             clamp("cpu_pressure", &mut max_tokens);
         }
     }
@@ -205,11 +205,13 @@ pub(crate) fn plan(
         queue_depth: pressure.queue_depth,
         queue_depth_threshold: degradation_config.queue_depth_threshold,
         memory: {
-            let mut memory = pressure.memory.signals.clone();
-            memory.memory_pressure_sources = pressure.memory.sources.clone();
+            let mut memory = pressure.signals.memory.signals.clone();
+            memory
+                .memory_pressure_sources
+                .clone_from(&pressure.signals.memory.sources);
             memory
         },
-        cpu: pressure.cpu.signals.clone(),
+        cpu: pressure.signals.cpu.signals.clone(),
     };
     let prompt_compiler = PromptCompilerDiagnostics {
         family_key: family.key.clone(),
@@ -320,7 +322,7 @@ fn task_routing(
         "classification"
     } else if family_lower.contains("rewrite") {
         "rewrite"
-    } else if family_lower.contains("email") || input.to_lowercase().contains("email") {
+    } else if family_lower.contains("email") || contains_ignore_ascii_case(input, "email") {
         "draft"
     } else {
         "unknown"
@@ -340,6 +342,13 @@ fn task_routing(
         active_model_role: active,
         matched_active_role: matched,
     }
+}
+
+fn contains_ignore_ascii_case(haystack: &str, needle: &str) -> bool {
+    haystack
+        .as_bytes()
+        .windows(needle.len())
+        .any(|window| window.eq_ignore_ascii_case(needle.as_bytes()))
 }
 
 impl Plan {
@@ -411,8 +420,12 @@ impl Plan {
             temperature: with_params.then_some(self.temperature),
             top_p: with_params.then_some(self.top_p),
         };
-        let bytes = serde_json::to_vec(&identity).unwrap_or_default();
-        digest_u128(b"cache", &bytes)
+        // Stream the canonical JSON into the hasher instead of building it in memory.
+        let mut hasher = HashWriter(Sha256::new());
+        hasher.0.update(b"cache");
+        hasher.0.update([0]);
+        let _ = serde_json::to_writer(&mut hasher, &identity);
+        first_u128(&hasher.0.finalize())
     }
 
     /// The in-flight dedupe key: the explicit `dedupeKey`, else the cache key when the request
@@ -431,10 +444,27 @@ fn digest_u128(domain: &[u8], bytes: &[u8]) -> u128 {
     hasher.update(domain);
     hasher.update([0]);
     hasher.update(bytes);
-    let digest = hasher.finalize();
+    first_u128(&hasher.finalize())
+}
+
+fn first_u128(digest: &[u8]) -> u128 {
     let mut first = [0u8; 16];
     first.copy_from_slice(&digest[..16]);
     u128::from_be_bytes(first)
+}
+
+/// Feeds serialised bytes straight into a SHA-256.
+struct HashWriter(Sha256);
+
+impl std::io::Write for HashWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.update(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Pressure signals: read cheaply and at most every 250 ms, reported as unavailable (absent)
 //! rather than as errors when a source does not exist.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -15,6 +16,13 @@ pub const SAMPLE_INTERVAL: Duration = Duration::from_millis(250);
 pub struct PressureSnapshot {
     /// Requests waiting in the scheduler.
     pub queue_depth: u32,
+    /// The host and process signals, shared between the requests that read the same sample.
+    pub signals: Arc<PressureSignals>,
+}
+
+/// Memory and CPU signals read at one moment.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PressureSignals {
     /// Memory signals and whether any reports pressure.
     pub memory: MemoryHealth,
     /// CPU signals and whether any reports pressure.
@@ -25,7 +33,7 @@ pub struct PressureSnapshot {
 #[derive(Debug)]
 pub(crate) struct PressureMonitor {
     config: GracefulDegradationConfig,
-    cached: Mutex<Option<(Instant, MemoryHealth, CpuHealth)>>,
+    cached: Mutex<Option<(Instant, Arc<PressureSignals>)>>,
 }
 
 impl PressureMonitor {
@@ -37,18 +45,20 @@ impl PressureMonitor {
     }
 
     /// Memory and CPU signals, read again if the cached ones are older than 250 ms.
-    pub(crate) fn sample(&self) -> (MemoryHealth, CpuHealth) {
+    pub(crate) fn sample(&self) -> Arc<PressureSignals> {
         let now = Instant::now();
         let mut cached = self.cached.lock();
-        if let Some((at, memory, cpu)) = cached.as_ref()
+        if let Some((at, signals)) = cached.as_ref()
             && now.duration_since(*at) < SAMPLE_INTERVAL
         {
-            return (memory.clone(), cpu.clone());
+            return signals.clone();
         }
-        let memory = self.read_memory();
-        let cpu = CpuHealth::default();
-        *cached = Some((now, memory.clone(), cpu.clone()));
-        (memory, cpu)
+        let signals = Arc::new(PressureSignals {
+            memory: self.read_memory(),
+            cpu: CpuHealth::default(),
+        });
+        *cached = Some((now, signals.clone()));
+        signals
     }
 
     fn read_memory(&self) -> MemoryHealth {

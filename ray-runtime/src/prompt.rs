@@ -70,26 +70,47 @@ fn count(text: &str) -> u64 {
 }
 
 /// CRLF to LF; each line trimmed with runs of spaces and tabs collapsed; 3+ newlines to 2;
-/// the whole text trimmed.
+/// the whole text trimmed. One pass, one allocation.
 pub fn collapse_whitespace(text: &str) -> String {
-    let normalised = text.replace("\r\n", "\n").replace('\r', "\n");
-    let lines: Vec<String> = normalised
-        .split('\n')
-        .map(|line| {
-            line.split([' ', '\t'])
-                .filter(|w| !w.is_empty())
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .collect();
-    tidy(&lines.join("\n"))
+    let mut out = String::with_capacity(text.len());
+    // Pending separators, written only when more text follows on the line / in the text.
+    let mut pending_space = false;
+    let mut pending_newlines = 0usize;
+    let mut chars = text.chars().peekable();
+    while let Some(ch) = chars.next() {
+        match ch {
+            ' ' | '\t' => pending_space = true,
+            '\r' | '\n' => {
+                if ch == '\r' && chars.peek() == Some(&'\n') {
+                    chars.next();
+                }
+                pending_space = false;
+                if !out.is_empty() {
+                    pending_newlines += 1;
+                }
+            }
+            _ => {
+                if pending_newlines > 0 {
+                    for _ in 0..pending_newlines.min(2) {
+                        out.push('\n');
+                    }
+                    pending_newlines = 0;
+                } else if pending_space && !out.is_empty() {
+                    out.push(' ');
+                }
+                pending_space = false;
+                out.push(ch);
+            }
+        }
+    }
+    out
 }
 
 /// Collapses 3+ newlines to 2 and trims.
 fn tidy(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut newlines = 0;
-    for ch in text.chars() {
+    for ch in text.trim().chars() {
         if ch == '\n' {
             newlines += 1;
             if newlines <= 2 {
@@ -100,7 +121,7 @@ fn tidy(text: &str) -> String {
             out.push(ch);
         }
     }
-    out.trim().to_string()
+    out
 }
 
 /// Drops later duplicates of non-blank lines (case-insensitive, trimmed compare).
@@ -164,76 +185,87 @@ pub fn family(
 }
 
 /// The shape of an input: lower-cased, whitespace collapsed, variable parts replaced, at most
-/// 240 chars.
+/// 240 chars. URLs become `<url>`, e-mail addresses `<email>`, runs of 8+ hex digits with a
+/// digit among them `<hex>`, other digit runs `<number>`, and quoted strings of at most 120
+/// chars `"<value>"`. One pass over the words, one output string.
 pub fn input_shape(input: &str) -> String {
-    let lowered = input.to_lowercase();
-    let mut words: Vec<String> = Vec::new();
-    for word in lowered.split_whitespace() {
-        words.push(shape_word(word));
+    const LIMIT: usize = 240;
+    let mut out = String::with_capacity(input.len().min(LIMIT + 16));
+    let mut rest = input;
+    while out.len() < LIMIT {
+        rest = rest.trim_start();
+        if rest.is_empty() {
+            break;
+        }
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        // A quoted string of at most 120 chars, possibly spanning words.
+        if let Some(after) = rest.strip_prefix('"')
+            && let Some(close) = after.find('"')
+            && after[..close].chars().count() <= 120
+        {
+            out.push_str("\"<value>\"");
+            rest = &after[close + 1..];
+            continue;
+        }
+        let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+        shape_word(&rest[..end], &mut out);
+        rest = &rest[end..];
     }
-    let joined = replace_quoted(&words.join(" "));
-    joined.chars().take(240).collect()
+    if out.len() > LIMIT {
+        let mut cut = LIMIT;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+    }
+    out
 }
 
-fn shape_word(word: &str) -> String {
+fn shape_word(word: &str, out: &mut String) {
     if word.contains("://") {
-        return "<url>".into();
+        out.push_str("<url>");
+        return;
     }
     if let Some((local, domain)) = word.split_once('@')
         && !local.is_empty()
         && domain.contains('.')
     {
-        return "<email>".into();
+        out.push_str("<email>");
+        return;
     }
-    let mut out = String::with_capacity(word.len());
-    let chars: Vec<char> = word.chars().collect();
+    let bytes = word.as_bytes();
     let mut i = 0;
-    while i < chars.len() {
+    while i < bytes.len() {
         let start = i;
-        if chars[i].is_ascii_hexdigit() {
-            while i < chars.len() && chars[i].is_ascii_hexdigit() {
+        if bytes[i].is_ascii_hexdigit() {
+            while i < bytes.len() && bytes[i].is_ascii_hexdigit() {
                 i += 1;
             }
-            let run = &chars[start..i];
-            if run.len() >= 8 && run.iter().any(char::is_ascii_digit) {
+            if i - start >= 8 && bytes[start..i].iter().any(u8::is_ascii_digit) {
                 out.push_str("<hex>");
                 continue;
             }
             i = start;
         }
-        if chars[i].is_ascii_digit() {
-            while i < chars.len() && chars[i].is_ascii_digit() {
+        if bytes[i].is_ascii_digit() {
+            while i < bytes.len() && bytes[i].is_ascii_digit() {
                 i += 1;
             }
             out.push_str("<number>");
             continue;
         }
-        out.push(chars[i]);
-        i += 1;
-    }
-    out
-}
-
-/// Replaces `"..."` runs of at most 120 chars with `"<value>"`.
-fn replace_quoted(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(open) = rest.find('"') {
-        out.push_str(&rest[..open]);
-        let after = &rest[open + 1..];
-        match after.find('"') {
-            Some(close) if after[..close].chars().count() <= 120 => {
-                out.push_str("\"<value>\"");
-                rest = &after[close + 1..];
-            }
-            _ => {
-                out.push('"');
-                rest = after;
-            }
+        // Copy up to the next ASCII digit or hex start, lower-casing as we go.
+        let next = bytes[i + 1..]
+            .iter()
+            .position(u8::is_ascii_hexdigit)
+            .map_or(bytes.len(), |p| i + 1 + p);
+        for ch in word[i..next].chars() {
+            out.extend(ch.to_lowercase());
         }
+        i = next;
     }
-    out.push_str(rest);
-    out
 }
 
 #[cfg(test)]
@@ -255,6 +287,9 @@ mod tests {
             collapse_whitespace("  a \t  b  \r\n\r\n\r\n\n  c  "),
             "a b\n\nc"
         );
+        assert_eq!(collapse_whitespace("a\r\nb\rc\n d"), "a\nb\nc\nd");
+        assert_eq!(collapse_whitespace("\n\n  x\n\n"), "x");
+        assert_eq!(collapse_whitespace(""), "");
     }
 
     #[test]
@@ -324,6 +359,15 @@ mod tests {
             "anything",
         );
         assert_eq!(t.label, "email.follow_up");
+    }
+
+    #[test]
+    fn shapes_are_bounded_and_lower_cased() {
+        let shape = input_shape(&"Word ".repeat(200));
+        assert_eq!(shape.len(), 240);
+        assert!(shape.starts_with("word word"));
+        assert_eq!(input_shape("ÉTÉ 2024"), "été <number>");
+        assert_eq!(input_shape("abc12 cafe"), "abc<number> cafe");
     }
 
     #[test]

@@ -442,7 +442,7 @@ impl Runtime {
             }
         };
         let execution = result?;
-        Ok(self.response(request_id, plan, &execution, deduplicated, started))
+        Ok(self.response(request_id, plan, execution, deduplicated, started))
     }
 
     /// The context window a request must fit: the backend's, else the launch profile's
@@ -464,11 +464,9 @@ impl Runtime {
     }
 
     pub(crate) fn pressure_snapshot(&self) -> PressureSnapshot {
-        let (memory, cpu) = self.inner.pressure.sample();
         PressureSnapshot {
             queue_depth: self.model().scheduler.snapshot().depth(),
-            memory,
-            cpu,
+            signals: self.inner.pressure.sample(),
         }
     }
 
@@ -476,11 +474,18 @@ impl Runtime {
         &self,
         request_id: &str,
         plan: Plan,
-        execution: &Execution,
+        execution: Arc<Execution>,
         deduplicated: bool,
         started: Instant,
     ) -> InferResponse {
-        let output = &execution.output;
+        // Followers share the execution; the only holder can take the output without a copy.
+        let (output, execution) = match Arc::try_unwrap(execution) {
+            Ok(mut owned) => (
+                std::mem::take(&mut owned.output),
+                ExecutionFacts::of(&owned),
+            ),
+            Err(shared) => (shared.output.clone(), ExecutionFacts::of(&shared)),
+        };
         let completion_chars = output.text.chars().count() as u64;
         let tokens = match (output.prompt_tokens, output.completion_tokens) {
             (None, None) if execution.prompt_tokens_source == "estimate" => None,
@@ -499,7 +504,7 @@ impl Runtime {
         InferResponse {
             id: request_id.to_string(),
             model: self.model().id.clone(),
-            output: output.text.clone(),
+            output: output.text,
             usage: Usage {
                 chars: CountTriple::new(prompt_chars, completion_chars),
                 tokens,
@@ -509,15 +514,15 @@ impl Runtime {
             queue_time_ms: execution.queue_time.as_millis() as u64,
             latency_ms: started.elapsed().as_millis() as u64,
             degraded: plan.degraded,
-            diagnostics: Diagnostics {
+            diagnostics: Box::new(Diagnostics {
                 degradation: plan.degradation,
                 prompt_compiler: plan.prompt_compiler,
                 learned_output_cap: plan.learned_output_cap,
                 adaptive_tuning: plan.adaptive_tuning,
                 task_routing: plan.task_routing,
                 scheduler: Some(scheduler),
-                provider: Some(output.diagnostics.clone()),
-            },
+                provider: Some(output.diagnostics),
+            }),
             finish_reason: output.finish_reason,
             created_at: ray_core::time::now_rfc3339(),
         }
@@ -544,7 +549,7 @@ impl Runtime {
             queue_time_ms: 0,
             latency_ms: started.elapsed().as_millis() as u64,
             degraded: hit.degraded,
-            diagnostics: Diagnostics {
+            diagnostics: Box::new(Diagnostics {
                 degradation: plan.degradation,
                 prompt_compiler: plan.prompt_compiler,
                 learned_output_cap: plan.learned_output_cap,
@@ -552,7 +557,7 @@ impl Runtime {
                 task_routing: plan.task_routing,
                 scheduler: None,
                 provider: Some(hit.provider.clone()),
-            },
+            }),
             finish_reason: hit.finish_reason,
             created_at: ray_core::time::now_rfc3339(),
         }
@@ -586,6 +591,25 @@ impl Runtime {
             process_rss_bytes: process_rss_bytes(),
             uptime_seconds: self.uptime().as_secs_f64(),
         })
+    }
+}
+
+/// The scalar facts of an execution, copied out before its output is moved.
+struct ExecutionFacts {
+    queue_time: Duration,
+    prompt_tokens: u32,
+    prompt_tokens_source: &'static str,
+    cost: u32,
+}
+
+impl ExecutionFacts {
+    fn of(execution: &Execution) -> ExecutionFacts {
+        ExecutionFacts {
+            queue_time: execution.queue_time,
+            prompt_tokens: execution.prompt_tokens,
+            prompt_tokens_source: execution.prompt_tokens_source,
+            cost: execution.cost,
+        }
     }
 }
 

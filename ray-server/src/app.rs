@@ -8,7 +8,6 @@ use std::time::Duration;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use parking_lot::Mutex;
 use ray_core::wire::{GatewayHealth, GatewayHttpHealth, HealthStatus, InferRequest};
 use ray_core::{ErrorCode, RayError};
 use ray_runtime::{MetricKind, MetricsSnapshot, Runtime, Sample};
@@ -73,7 +72,70 @@ pub(crate) struct ServerStats {
     pub(crate) active_requests: AtomicU64,
     pub(crate) auth_rejected: AtomicU64,
     pub(crate) rate_limited: AtomicU64,
-    pub(crate) requests: Mutex<std::collections::BTreeMap<(&'static str, u16), u64>>,
+    pub(crate) requests: RequestCounters,
+}
+
+/// Statuses counted per route; anything else is counted as `other`.
+const COUNTED_STATUSES: [u16; 17] = [
+    200, 202, 400, 401, 404, 409, 411, 413, 414, 415, 417, 429, 431, 500, 502, 503, 504,
+];
+
+/// Requests by route and status, counted without a lock.
+#[derive(Debug)]
+pub(crate) struct RequestCounters {
+    counts: Vec<AtomicU64>,
+}
+
+impl Default for RequestCounters {
+    fn default() -> RequestCounters {
+        let cells = Route::ALL.len() * (COUNTED_STATUSES.len() + 1);
+        RequestCounters {
+            counts: (0..cells).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+}
+
+impl RequestCounters {
+    /// Where a route's row starts.
+    fn row(route: Route) -> usize {
+        let route = Route::ALL.iter().position(|r| *r == route).unwrap_or(0);
+        route * (COUNTED_STATUSES.len() + 1)
+    }
+
+    fn index(route: Route, status: u16) -> usize {
+        let column = COUNTED_STATUSES
+            .iter()
+            .position(|s| *s == status)
+            .unwrap_or(COUNTED_STATUSES.len());
+        RequestCounters::row(route) + column
+    }
+
+    pub(crate) fn add(&self, route: Route, status: u16) {
+        self.counts[RequestCounters::index(route, status)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn samples(&self) -> Vec<Sample> {
+        let mut samples = Vec::new();
+        for route in Route::ALL {
+            for (column, status) in COUNTED_STATUSES
+                .iter()
+                .map(|s| s.to_string())
+                .chain(std::iter::once("other".to_string()))
+                .enumerate()
+            {
+                let value =
+                    self.counts[RequestCounters::row(route) + column].load(Ordering::Relaxed);
+                if value > 0 {
+                    samples.push(Sample {
+                        suffix: "",
+                        labels: vec![("route", route.label().to_string()), ("status", status)],
+                        value: value as f64,
+                    });
+                }
+            }
+        }
+        samples
+    }
 }
 
 /// Routes, by method and exact path.
@@ -92,6 +154,19 @@ pub(crate) enum Route {
 }
 
 impl Route {
+    const ALL: [Route; 10] = [
+        Route::Root,
+        Route::Livez,
+        Route::Readyz,
+        Route::Health,
+        Route::Metrics,
+        Route::Config,
+        Route::Infer,
+        Route::Jobs,
+        Route::Job,
+        Route::NotFound,
+    ];
+
     fn parse(method: &Method, path: &str) -> Route {
         match (method, path) {
             (&Method::GET, "/") => Route::Root,
@@ -461,19 +536,7 @@ impl App {
             Some("gateway.http.request_body_limit_bytes"),
             http.request_body_limit_bytes as f64,
         );
-        let samples = stats
-            .requests
-            .lock()
-            .iter()
-            .map(|((route, status), count)| Sample {
-                suffix: "",
-                labels: vec![
-                    ("route", (*route).to_string()),
-                    ("status", status.to_string()),
-                ],
-                value: *count as f64,
-            })
-            .collect();
+        let samples = stats.requests.samples();
         m.labelled(
             "ray_http_requests_total",
             "HTTP requests by route and status.",
@@ -562,12 +625,7 @@ impl App {
     }
 
     pub(crate) fn count_request(&self, route: Route, status: u16) {
-        *self
-            .stats
-            .requests
-            .lock()
-            .entry((route.label(), status))
-            .or_insert(0) += 1;
+        self.stats.requests.add(route, status);
     }
 }
 

@@ -214,7 +214,8 @@ fn serve(args: &ServeArgs) -> ExitCode {
         return ExitCode::FAILURE;
     };
     let config = loaded.config.clone();
-    crate::logging::init(&config.telemetry.service_name, config.telemetry.log_level);
+    let log_writer =
+        crate::logging::init(&config.telemetry.service_name, config.telemetry.log_level);
     for warning in &loaded.warnings {
         tracing::warn!(path = %warning.path, "config warning: {}", warning);
     }
@@ -235,7 +236,7 @@ fn serve(args: &ServeArgs) -> ExitCode {
         }
     };
     let config_path = loaded.file.as_ref().map(|p| p.display().to_string());
-    tokio_runtime.block_on(async move {
+    let code = tokio_runtime.block_on(async move {
         let runtime = match Runtime::new(config.clone()) {
             Ok(runtime) => runtime,
             Err(error) => {
@@ -286,7 +287,11 @@ fn serve(args: &ServeArgs) -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-    })
+    });
+    if let Some(writer) = log_writer {
+        writer.flush();
+    }
+    code
 }
 
 /// Completes on SIGTERM or SIGINT.

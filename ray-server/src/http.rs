@@ -28,8 +28,9 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
 
 /// A JSON response with a trailing newline.
 pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
-    match serde_json::to_vec(value) {
-        Ok(mut bytes) => {
+    let mut bytes = Vec::with_capacity(2048);
+    match serde_json::to_writer(&mut bytes, value) {
+        Ok(()) => {
             bytes.push(b'\n');
             let mut response = Response::new(full(bytes));
             *response.status_mut() = status;
@@ -184,7 +185,7 @@ pub async fn read_body(request: Request<Incoming>, limit: u64) -> Result<Bytes, 
     Ok(buffer.freeze())
 }
 
-/// Parses a JSON body into `T`. An empty body counts as `{}`. Malformed JSON is
+/// Parses a JSON body into `T` in one pass. An empty body counts as `{}`. Malformed JSON is
 /// `invalid_json`; valid JSON of the wrong shape is `invalid_request` naming the field.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, RayError> {
     let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
@@ -192,27 +193,47 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, RayError> {
     } else {
         bytes
     };
-    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|error| {
-        RayError::new(
-            ErrorCode::InvalidJson,
-            format!("The request body is not valid JSON: {error}"),
-        )
-    })?;
-    if !value.is_object() {
-        return Err(RayError::invalid_request(
-            "The request body must be a JSON object",
-        ));
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let result = serde_path_to_error::deserialize(&mut deserializer)
+        .map_err(|error| (error.path().to_string(), error.into_inner()))
+        .and_then(|value| {
+            deserializer
+                .end()
+                .map(|()| value)
+                .map_err(|error| (".".to_string(), error))
+        });
+    match result {
+        Ok(value) => Ok(value),
+        Err((path, inner)) => {
+            if matches!(
+                inner.classify(),
+                serde_json::error::Category::Syntax | serde_json::error::Category::Eof
+            ) {
+                return Err(RayError::new(
+                    ErrorCode::InvalidJson,
+                    format!("The request body is not valid JSON: {inner}"),
+                ));
+            }
+            if first != Some(&b'{') {
+                return Err(RayError::invalid_request(
+                    "The request body must be a JSON object",
+                ));
+            }
+            let inner = inner.to_string();
+            // serde_json appends " at line 1 column 42"; the field path says more.
+            let inner = match inner.rfind(" at line ") {
+                Some(index) => inner[..index].to_string(),
+                None => inner,
+            };
+            let message = if path == "." || inner.starts_with("unknown field") {
+                inner
+            } else {
+                format!("{path}: {inner}")
+            };
+            Err(RayError::invalid_request(message))
+        }
     }
-    serde_path_to_error::deserialize(&value).map_err(|error| {
-        let path = error.path().to_string();
-        let inner = error.into_inner().to_string();
-        let message = if path == "." || inner.starts_with("unknown field") {
-            inner
-        } else {
-            format!("{path}: {inner}")
-        };
-        RayError::invalid_request(message)
-    })
 }
 
 #[cfg(test)]

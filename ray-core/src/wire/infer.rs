@@ -322,8 +322,9 @@ pub struct InferResponse {
     pub latency_ms: u64,
     /// A degradation clamp changed the request.
     pub degraded: bool,
-    /// Why the request was shaped and routed the way it was.
-    pub diagnostics: Diagnostics,
+    /// Why the request was shaped and routed the way it was. (Boxed: it is most of the
+    /// response's size, and responses move through several async layers.)
+    pub diagnostics: Box<Diagnostics>,
     /// Why generation stopped: `stop` (end of sequence or a stop string) or `length`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finish_reason: Option<FinishReason>,

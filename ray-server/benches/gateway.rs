@@ -1,0 +1,401 @@
+//! Gateway benchmark: start-up time, idle and loaded RSS, and `/v1/infer` throughput and
+//! latency through a release `ray-server` on the mock provider (latency 0, cache off),
+//! against a bare hyper server answering a fixed body of the same size, both driven by the
+//! same load generator in the same run.
+//!
+//! Run with `cargo bench -p ray-server --bench gateway`. Options through the environment:
+//! `RAY_BENCH_SECONDS` (per scenario, default 3), `RAY_BENCH_JSON` (write the report there).
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+
+const BARE_MODE: &str = "RAY_BENCH_BARE_SERVER_BODY";
+
+fn main() {
+    if let Ok(body_path) = std::env::var(BARE_MODE) {
+        bare_server(&body_path);
+        return;
+    }
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("gateway bench: run it with `cargo bench -p ray-server --bench gateway`");
+        return;
+    }
+    let seconds: u64 = std::env::var("RAY_BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let report = runtime.block_on(run(Duration::from_secs(seconds)));
+    println!("{}", serde_json::to_string_pretty(&report).expect("report"));
+    if let Ok(path) = std::env::var("RAY_BENCH_JSON") {
+        std::fs::write(path, serde_json::to_vec_pretty(&report).expect("report")).expect("write");
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn rss_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn_ray(config: &std::path::Path, port: u16) -> (Child, Instant) {
+    let started = Instant::now();
+    let child = Command::new(env!("CARGO_BIN_EXE_ray-server"))
+        .arg("--config")
+        .arg(config)
+        .env("RAY_PORT", port.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn ray-server");
+    (child, started)
+}
+
+/// Polls `/livez` until it answers 200; returns the time since `started`.
+async fn first_livez(addr: SocketAddr, started: Instant) -> Duration {
+    loop {
+        if let Ok(stream) = TcpStream::connect(addr).await
+            && let Ok((mut sender, connection)) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
+        {
+            tokio::spawn(connection);
+            let request = Request::get("/livez")
+                .header("host", "localhost")
+                .body(Full::new(Bytes::new()))
+                .expect("request");
+            if let Ok(response) = sender.send_request(request).await
+                && response.status() == 200
+            {
+                return started.elapsed();
+            }
+        }
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+}
+
+#[derive(serde::Serialize)]
+struct LoadResult {
+    clients: usize,
+    requests: u64,
+    errors: u64,
+    throughput_rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+/// `clients` connections, each sending requests back to back for `duration`.
+async fn load(addr: SocketAddr, clients: usize, duration: Duration, distinct: bool) -> LoadResult {
+    let stop = Arc::new(AtomicBool::new(false));
+    let counter = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let stop = stop.clone();
+        let counter = counter.clone();
+        let errors = errors.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(50_000);
+            'connection: while !stop.load(Ordering::Relaxed) {
+                let stream = TcpStream::connect(addr).await.expect("connect");
+                let _ = stream.set_nodelay(true);
+                let (mut sender, connection) =
+                    hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                        .await
+                        .expect("handshake");
+                tokio::spawn(connection);
+                while !stop.load(Ordering::Relaxed) {
+                    let n = counter.fetch_add(1, Ordering::Relaxed);
+                    let body = if distinct {
+                        format!("{{\"input\":\"benchmark prompt number {n}\",\"cache\":false}}")
+                    } else {
+                        "{\"input\":\"benchmark prompt\",\"cache\":false}".to_string()
+                    };
+                    let request = Request::post("/v1/infer")
+                        .header("host", "localhost")
+                        .header("content-type", "application/json")
+                        .body(Full::new(Bytes::from(body)))
+                        .expect("request");
+                    let sent = Instant::now();
+                    match sender.send_request(request).await {
+                        Ok(response) => {
+                            let ok = response.status() == 200;
+                            // The server may close a connection after its per-connection cap,
+                            // as the existing Ray does; a client then reconnects.
+                            let closing = response
+                                .headers()
+                                .get("connection")
+                                .is_some_and(|v| v == "close");
+                            let _ = response.into_body().collect().await;
+                            if ok {
+                                latencies.push(sent.elapsed());
+                            } else {
+                                errors.fetch_add(1, Ordering::Relaxed);
+                            }
+                            if closing {
+                                continue 'connection;
+                            }
+                        }
+                        Err(_) => {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                            continue 'connection;
+                        }
+                    }
+                }
+            }
+            latencies
+        }));
+    }
+    let started = Instant::now();
+    tokio::time::sleep(duration).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.expect("client"));
+    }
+    let elapsed = started.elapsed();
+    latencies.sort();
+    let percentile = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 - 1.0) * p).round() as usize)
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    LoadResult {
+        clients,
+        requests: latencies.len() as u64,
+        errors: errors.load(Ordering::Relaxed),
+        throughput_rps: latencies.len() as f64 / elapsed.as_secs_f64(),
+        p50_ms: percentile(0.5),
+        p99_ms: percentile(0.99),
+    }
+}
+
+async fn run(duration: Duration) -> serde_json::Value {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("ray.bench.json");
+    std::fs::write(
+        &config,
+        r#"{"profile":"tiny","model":{"adapter":{"kind":"mock","latencyMs":0}},
+            "cache":{"enabled":false},
+            "scheduler":{"concurrency":8,"maxQueue":512,"maxQueuedTokens":262144,
+                         "maxInflightTokens":65536,"requestTimeoutMs":30000,"affinityLookahead":8},
+            "gracefulDegradation":{"queueDepthThreshold":500},
+            "telemetry":{"logLevel":"LOGLEVEL"}}"#
+            .replace(
+                "LOGLEVEL",
+                &std::env::var("RAY_BENCH_LOG_LEVEL").unwrap_or_else(|_| "info".into()),
+            ),
+    )
+    .expect("config");
+
+    // Start-up: spawn to first 200 on /livez, median of 10.
+    let mut startups = Vec::new();
+    for _ in 0..10 {
+        let port = free_port();
+        let (child, started) = spawn_ray(&config, port);
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let elapsed = first_livez(addr, started).await;
+        startups.push(elapsed);
+        drop(Server { child, addr });
+    }
+    startups.sort();
+    let startup_median_ms = startups[startups.len() / 2].as_secs_f64() * 1000.0;
+    let startup_max_ms = startups[startups.len() - 1].as_secs_f64() * 1000.0;
+
+    // Ray under load.
+    let port = free_port();
+    let (child, started) = spawn_ray(&config, port);
+    let ray = Server {
+        addr: ([127, 0, 0, 1], port).into(),
+        child,
+    };
+    first_livez(ray.addr, started).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle_rss_kib = rss_kib(ray.child.id(), "VmRSS:");
+
+    // Capture one real response so the bare server answers with a body of the same size.
+    let sample = reqwest_like_post(ray.addr).await;
+    let body_path = dir.path().join("body.json");
+    std::fs::write(&body_path, &sample).expect("body");
+
+    let bare_port = free_port();
+    let bare = Server {
+        child: Command::new(std::env::current_exe().expect("exe"))
+            .env(BARE_MODE, &body_path)
+            .env("RAY_BENCH_BARE_PORT", bare_port.to_string())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn bare"),
+        addr: ([127, 0, 0, 1], bare_port).into(),
+    };
+    first_livez(bare.addr, Instant::now()).await;
+
+    // Ray and the bare server alternate, several rounds per level, and the medians are kept:
+    // this machine is shared and noisy, and a ratio from one run means little.
+    let rounds: usize = std::env::var("RAY_BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    let mut rows = Vec::new();
+    for clients in [1usize, 16, 64] {
+        let mut ray_runs = Vec::new();
+        let mut bare_runs = Vec::new();
+        let mut ratios = Vec::new();
+        for _ in 0..rounds {
+            let through_ray = load(ray.addr, clients, duration, true).await;
+            let bare_result = load(bare.addr, clients, duration, true).await;
+            ratios.push(through_ray.throughput_rps / bare_result.throughput_rps.max(1e-9));
+            ray_runs.push(through_ray);
+            bare_runs.push(bare_result);
+        }
+        let ratio = median(&mut ratios.clone());
+        let through_ray = median_run(ray_runs);
+        let bare_result = median_run(bare_runs);
+        let _ = writeln!(
+            std::io::stderr(),
+            "{clients:>3} clients: ray {:>8.0} rps p50 {:.3} ms p99 {:.3} ms | bare {:>8.0} rps p50 {:.3} ms p99 {:.3} ms | median ratio {:.2} (rounds {:?})",
+            through_ray.throughput_rps,
+            through_ray.p50_ms,
+            through_ray.p99_ms,
+            bare_result.throughput_rps,
+            bare_result.p50_ms,
+            bare_result.p99_ms,
+            ratio,
+            ratios
+                .iter()
+                .map(|r| (r * 100.0).round() / 100.0)
+                .collect::<Vec<_>>()
+        );
+        rows.push(serde_json::json!({
+            "clients": clients,
+            "ray": through_ray,
+            "bare": bare_result,
+            "throughputRatio": ratio,
+            "roundRatios": ratios,
+        }));
+    }
+    let loaded_rss_kib = rss_kib(ray.child.id(), "VmRSS:");
+    let peak_rss_kib = rss_kib(ray.child.id(), "VmHWM:");
+    serde_json::json!({
+        "startupToFirstLivezMs": { "median": startup_median_ms, "max": startup_max_ms, "runs": 10 },
+        "rssKiB": { "idle": idle_rss_kib, "afterLoad": loaded_rss_kib, "peak": peak_rss_kib },
+        "responseBytes": sample.len(),
+        "secondsPerScenario": duration.as_secs(),
+        "rounds": rounds,
+        "infer": rows,
+    })
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// The run with the median throughput.
+fn median_run(mut runs: Vec<LoadResult>) -> LoadResult {
+    runs.sort_by(|a, b| a.throughput_rps.total_cmp(&b.throughput_rps));
+    let middle = runs.len() / 2;
+    runs.swap_remove(middle)
+}
+
+async fn reqwest_like_post(addr: SocketAddr) -> Vec<u8> {
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(connection);
+    let request = Request::post("/v1/infer")
+        .header("host", "localhost")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from_static(
+            b"{\"input\":\"benchmark prompt number 0\",\"cache\":false}",
+        )))
+        .expect("request");
+    let response = sender.send_request(request).await.expect("response");
+    response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes()
+        .to_vec()
+}
+
+/// The baseline: hyper answering every request with the same bytes, after reading the body.
+fn bare_server(body_path: &str) {
+    let body = Bytes::from(std::fs::read(body_path).expect("body"));
+    let port: u16 = std::env::var("RAY_BENCH_BARE_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async move {
+        let listener = TcpListener::bind(("127.0.0.1", port)).await.expect("bind");
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let body = body.clone();
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+                        let body = body.clone();
+                        async move {
+                            let _ = request.into_body().collect().await;
+                            let mut response = Response::new(Full::new(body));
+                            response.headers_mut().insert(
+                                "content-type",
+                                hyper::header::HeaderValue::from_static(
+                                    "application/json; charset=utf-8",
+                                ),
+                            );
+                            Ok::<_, std::convert::Infallible>(response)
+                        }
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+}
