@@ -101,6 +101,23 @@ impl MetricsSnapshot {
         });
     }
 
+    /// Adds a labelled counter whose samples, summed, also appear in the JSON view.
+    pub fn labelled_counter(
+        &mut self,
+        name: &'static str,
+        help: &'static str,
+        json_name: &'static str,
+        samples: Vec<Sample>,
+    ) {
+        self.families.push(MetricFamily {
+            name,
+            help,
+            kind: MetricKind::Counter,
+            json_name: Some(json_name),
+            samples,
+        });
+    }
+
     fn push(
         &mut self,
         name: &'static str,
@@ -155,15 +172,21 @@ impl MetricsSnapshot {
     }
 
     /// The existing Ray's JSON view: `{"counters":{...},"gauges":{...}}` keyed by the dotted
-    /// names, for families that have one.
+    /// names, for families that have one (labelled families are summed).
     pub fn to_json(&self) -> serde_json::Value {
         let mut counters = serde_json::Map::new();
         let mut gauges = serde_json::Map::new();
         for family in &self.families {
-            let (Some(name), Some(sample)) = (family.json_name, family.samples.first()) else {
+            let Some(name) = family.json_name else {
                 continue;
             };
-            let value = serde_json::Number::from_f64(sample.value)
+            let total: f64 = family
+                .samples
+                .iter()
+                .filter(|s| s.suffix.is_empty())
+                .map(|s| s.value)
+                .sum();
+            let value = serde_json::Number::from_f64(total)
                 .map(serde_json::Value::Number)
                 .unwrap_or(serde_json::Value::Null);
             match family.kind {
@@ -352,6 +375,24 @@ mod tests {
         assert!(text.contains("ray_latency_seconds_bucket{le=\"+Inf\"} 2\n"));
         assert!(text.contains("ray_latency_seconds_sum 5.05\n"));
         assert_eq!(snapshot.to_json()["counters"]["x.total"], 3.0);
+        snapshot.labelled_counter(
+            "ray_by_cause_total",
+            "By cause.",
+            "by.cause",
+            vec![
+                Sample {
+                    suffix: "",
+                    labels: vec![("cause", "a".into())],
+                    value: 2.0,
+                },
+                Sample {
+                    suffix: "",
+                    labels: vec![("cause", "b".into())],
+                    value: 5.0,
+                },
+            ],
+        );
+        assert_eq!(snapshot.to_json()["counters"]["by.cause"], 7.0);
     }
 
     #[test]

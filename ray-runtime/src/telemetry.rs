@@ -365,10 +365,10 @@ impl RuntimeMetrics {
                 None,
                 stats.insertions as f64,
             );
-            m.labelled(
+            m.labelled_counter(
                 "ray_cache_evictions_total",
                 "Entries evicted to respect a bound, by bound.",
-                MetricKind::Counter,
+                "cache.evictions_total",
                 vec![
                     Sample {
                         suffix: "",
@@ -381,12 +381,6 @@ impl RuntimeMetrics {
                         value: stats.evictions_bytes as f64,
                     },
                 ],
-            );
-            m.gauge(
-                "ray_cache_evictions",
-                "Entries evicted (compatibility gauge).",
-                Some("cache.evictions_total"),
-                stats.evictions() as f64,
             );
             m.counter(
                 "ray_cache_expirations_total",
