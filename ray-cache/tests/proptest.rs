@@ -1,6 +1,8 @@
 //! Property tests: random operation sequences against random bounds, checked after every
 //! operation against a shadow model of what the cache reported storing.
 
+#![allow(clippy::unwrap_used)]
+
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 

@@ -1,6 +1,8 @@
 //! `docs/configuration.md` is generated from the JSON Schema, the profile defaults and the
 //! environment table; this test regenerates it and fails on drift.
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 
 use ray_core::config::{ENV_VARS, Profile, json_schema, profile_defaults};

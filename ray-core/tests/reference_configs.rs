@@ -4,6 +4,8 @@
 //! this test; when the shared reference data sits next to the repository (`../shared`), the
 //! vendored copies are also checked against it so they cannot drift.
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 
 use ray_core::config::{ConfigLoader, Profile};

@@ -1,5 +1,7 @@
 //! The committed JSON Schema matches the code, and every example config loads.
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 
 use ray_core::config::{ConfigLoader, ENV_VARS, json_schema};
