@@ -238,6 +238,8 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, RayError> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     #[test]
@@ -311,5 +313,44 @@ mod tests {
             parse_json::<InferRequest>(b"[1]").unwrap_err().code(),
             ErrorCode::InvalidRequest
         );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        #[test]
+        fn arbitrary_bodies_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            use ray_core::wire::InferRequest;
+            if let Err(error) = parse_json::<InferRequest>(&bytes) {
+                prop_assert!(matches!(
+                    error.code(),
+                    ErrorCode::InvalidJson | ErrorCode::InvalidRequest
+                ));
+            }
+        }
+
+        #[test]
+        fn arbitrary_json_objects_never_panic(
+            fields in proptest::collection::btree_map(
+                "(input|system|maxTokens|temperature|topP|seed|stop|responseFormat|cache|dedupeKey|metadata|templateId|templateVariables|stream|[a-z]{1,6})",
+                prop_oneof![
+                    Just(serde_json::Value::Null),
+                    any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(serde_json::Value::from),
+                    any::<i64>().prop_map(serde_json::Value::from),
+                    ".{0,8}".prop_map(serde_json::Value::from),
+                    Just(serde_json::json!({"type": "json_object"})),
+                    Just(serde_json::json!(["a", ""])),
+                    Just(serde_json::json!({"k": "v"})),
+                ],
+                0..6,
+            ),
+        ) {
+            use ray_core::wire::InferRequest;
+            let body = serde_json::to_vec(&fields).unwrap();
+            match parse_json::<InferRequest>(&body) {
+                Ok(request) => { let _ = request.validate(); }
+                Err(error) => prop_assert_eq!(error.code(), ErrorCode::InvalidRequest),
+            }
+        }
     }
 }
