@@ -370,6 +370,7 @@ pub struct Permit {
     slot: u32,
     cost: u32,
     affinity: Option<u64>,
+    warm: bool,
     waited: Duration,
     /// False once released, so a permit can never free capacity twice.
     armed: bool,
@@ -392,6 +393,7 @@ impl Permit {
             slot: assignment.slot,
             cost: assignment.cost,
             affinity: assignment.affinity,
+            warm: assignment.warm,
             waited: assignment.waited,
             armed: true,
         }
@@ -402,6 +404,12 @@ impl Permit {
     /// cache warm.
     pub fn slot(&self) -> u32 {
         self.slot
+    }
+
+    /// Whether the permit's previous job had this job's affinity, so a backend slot mapped to
+    /// this permit probably still holds the prompt family in its cache.
+    pub fn warm(&self) -> bool {
+        self.warm
     }
 
     /// The tokens this job reserved.

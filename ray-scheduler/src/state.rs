@@ -78,6 +78,8 @@ pub struct Assignment<T> {
     pub lane: Lane,
     /// Its affinity key.
     pub affinity: Option<u64>,
+    /// Whether the permit's last job had the same affinity (its backend slot is warm).
+    pub warm: bool,
     /// How long it waited.
     pub waited: Duration,
     /// Whatever the shell attached to the job (a channel to hand it its permit).
@@ -499,6 +501,7 @@ impl<T> SchedulerState<T> {
             cost,
             lane,
             affinity: waiting.spec.affinity,
+            warm: warm_match,
             waited: now.saturating_duration_since(waiting.enqueued_at),
             payload: waiting.payload,
         }
