@@ -39,10 +39,14 @@ pub struct ProviderRequest {
     /// The scheduler permit index the request runs on; a backend with as many slots as permits
     /// can use it as the slot id to keep the family's prompt cache warm.
     pub slot_hint: Option<u32>,
+    /// Whether the permit's last request had the same prompt family (its slot is warm).
+    pub slot_warm: bool,
     /// A forced prompt format (`metadata.rayPromptFormat`).
     pub prompt_format: Option<String>,
     /// The built-in template the prompt came from, if any.
     pub template: Option<TemplateRef>,
+    /// The prompt the backend will see, prepared before admission by [`Provider::prepare`].
+    pub prepared: Option<PreparedPrompt>,
 }
 
 impl ProviderRequest {
@@ -60,19 +64,85 @@ impl ProviderRequest {
             response_format: ResponseFormatKind::Text,
             family_key: None,
             slot_hint: None,
+            slot_warm: false,
             prompt_format: None,
             template: None,
+            prepared: None,
         }
     }
 }
 
-/// The template a prompt was rendered from.
+/// The template a prompt was rendered from, for backends that cache a prompt scaffold per
+/// template and splice the variables in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TemplateRef {
     /// Template id, e.g. `email.follow_up.v1`.
     pub id: String,
     /// Variables in the order the template names them, with their rendered values.
     pub variables: Vec<(String, String)>,
+    /// The system prompt with variable `i` written as [`sentinel`]`(i)`.
+    pub sentinel_system: String,
+    /// The input with variable `i` written as [`sentinel`]`(i)`.
+    pub sentinel_input: String,
+}
+
+/// The placeholder of template variable `index` in a scaffold.
+pub fn sentinel(index: usize) -> String {
+    format!("__RAY_PROMPT_VAR_{index}__")
+}
+
+/// How a prompt is presented to the backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PromptFormat {
+    /// The model's chat template, applied by the backend (`/apply-template`).
+    NativeTemplate,
+    /// A cached template scaffold with the variables spliced in.
+    PromptScaffold,
+    /// Chat messages sent to the backend's chat endpoint.
+    OpenAiChat,
+    /// Ray's own `System:`/`User:`/`Assistant:` framing.
+    RayChatFallback,
+    /// The system prompt and the input, one after the other, with no framing.
+    PlainCompletion,
+}
+
+impl PromptFormat {
+    /// The name in diagnostics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PromptFormat::NativeTemplate => "llama.cpp-template",
+            PromptFormat::PromptScaffold => "prompt-scaffold",
+            PromptFormat::OpenAiChat => "openai-chat",
+            PromptFormat::RayChatFallback => "ray-chat-fallback",
+            PromptFormat::PlainCompletion => "plain-completion",
+        }
+    }
+
+    /// Parses a name (`metadata.rayPromptFormat`).
+    pub fn parse(name: &str) -> Option<PromptFormat> {
+        [
+            PromptFormat::NativeTemplate,
+            PromptFormat::PromptScaffold,
+            PromptFormat::OpenAiChat,
+            PromptFormat::RayChatFallback,
+            PromptFormat::PlainCompletion,
+        ]
+        .into_iter()
+        .find(|f| f.as_str() == name)
+    }
+}
+
+/// The prompt a backend will see, and its size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreparedPrompt {
+    /// The format chosen.
+    pub format: PromptFormat,
+    /// Why that format, in a sentence.
+    pub reason: String,
+    /// The prompt text, for completion endpoints (none for chat endpoints).
+    pub text: Option<std::sync::Arc<str>>,
+    /// Exact prompt tokens, when the backend tokenized it.
+    pub tokens: Option<u32>,
 }
 
 /// What a backend produced.
@@ -198,11 +268,22 @@ pub trait Provider: Send + Sync + fmt::Debug {
         Ok(())
     }
 
-    /// Counts the prompt tokens of a request with the backend's tokenizer, when it has one.
-    /// The runtime uses the count for token-aware admission, else estimates chars / 4.
-    async fn count_prompt_tokens(&self, request: &ProviderRequest) -> Option<u32> {
+    /// Whether [`Provider::prepare`] talks to the backend; if so the runtime bounds how many
+    /// preparations run at once.
+    fn prepares_with_backend(&self) -> bool {
+        false
+    }
+
+    /// Prepares a request before admission: chooses the prompt format, renders the prompt the
+    /// backend will see and counts its tokens with the backend's tokenizer, so admission uses
+    /// exact costs. The runtime stores the result in [`ProviderRequest::prepared`]. The default
+    /// prepares nothing (the runtime then estimates chars / 4).
+    async fn prepare(
+        &self,
+        request: &ProviderRequest,
+    ) -> Result<Option<PreparedPrompt>, ProviderError> {
         let _ = request;
-        None
+        Ok(None)
     }
 
     /// What the backend can do, as last detected.

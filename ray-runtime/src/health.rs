@@ -7,15 +7,20 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use ray_core::config::redacted_json;
 use ray_core::wire::{
-    CacheHealth, Health, PreparationHealth, PressureFlags, ProviderHealth, ProviderStatus,
-    QueueHealth, Readiness, RuntimeHealth, overall_status,
+    CacheHealth, Health, PressureFlags, ProviderHealth, ProviderStatus, QueueHealth, Readiness,
+    RuntimeHealth, overall_status,
 };
+use ray_core::{ErrorCode, RayError};
 use ray_models::{Provider, ProviderHealthReport};
 
 use crate::runtime::Runtime;
 
 /// How long a provider probe is reused.
 pub const PROVIDER_HEALTH_TTL: Duration = Duration::from_secs(1);
+/// How often the background monitor probes a backend.
+pub const HEALTH_MONITOR_INTERVAL: Duration = Duration::from_secs(2);
+/// A probe older than this no longer gates requests.
+const GATE_MAX_AGE: Duration = Duration::from_secs(5);
 
 /// Where warm-up stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +50,10 @@ pub(crate) struct HealthState {
     report: Mutex<Option<CachedReport>>,
     refresh: tokio::sync::Mutex<()>,
     last_status: AtomicU8,
+    /// Wakes the monitor to probe at once (after a failed backend call).
+    pub(crate) probe_now: tokio::sync::Notify,
+    /// Wakes the warm-up loop to retry at once (the backend came up).
+    pub(crate) retry_warm: tokio::sync::Notify,
 }
 
 fn status_to_u8(status: ProviderStatus) -> u8 {
@@ -78,6 +87,58 @@ impl HealthState {
             report: Mutex::new(None),
             refresh: tokio::sync::Mutex::new(()),
             last_status: AtomicU8::new(0),
+            probe_now: tokio::sync::Notify::new(),
+            retry_warm: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Why a request should be refused now, if the backend is known to be down or loading:
+    /// from the warm-up state, or from a probe at most a few seconds old.
+    pub(crate) fn refusal(&self) -> Option<RayError> {
+        match &*self.warm.lock() {
+            WarmState::Pending | WarmState::Warming => {
+                return Some(RayError::new(
+                    ErrorCode::ProviderWarming,
+                    "The backend is warming up; retry shortly",
+                ));
+            }
+            WarmState::Failed(message) => {
+                return Some(
+                    RayError::new(
+                        ErrorCode::ProviderUnavailable,
+                        "The backend is unavailable: warm-up failed (it is retried)",
+                    )
+                    .with_details(serde_json::json!({ "warmupError": message })),
+                );
+            }
+            WarmState::Idle | WarmState::Ready => {}
+        }
+        let report = self.report.lock();
+        let recent = report.as_ref().filter(|c| c.at.elapsed() < GATE_MAX_AGE)?;
+        match recent.report.status {
+            ProviderStatus::Unavailable => Some(RayError::new(
+                ErrorCode::ProviderUnavailable,
+                "The backend is unavailable; /readyz says so too",
+            )),
+            ProviderStatus::Warming => Some(RayError::new(
+                ErrorCode::ProviderWarming,
+                "The backend is loading its model; retry shortly",
+            )),
+            ProviderStatus::Ready | ProviderStatus::Degraded | ProviderStatus::Unknown => None,
+        }
+    }
+
+    /// A backend call failed: forget the cached probe so the next look is a live one, and
+    /// wake the monitor to probe now.
+    pub(crate) fn note_failure(&self, code: ErrorCode) {
+        if matches!(
+            code,
+            ErrorCode::ProviderRequestFailed
+                | ErrorCode::ProviderTimeout
+                | ErrorCode::ProviderUpstreamError
+        ) {
+            *self.report.lock() = None;
+            self.probe_now.notify_one();
         }
     }
 
@@ -184,6 +245,7 @@ impl Runtime {
         let threshold = self.inner.config.graceful_degradation.queue_depth_threshold;
         PressureFlags {
             queue: pressure.queue_depth >= threshold,
+            preparation: self.model().prep.health().degraded,
             memory: pressure.signals.memory.degraded,
             cpu: pressure.signals.cpu.degraded,
             ..PressureFlags::default()
@@ -292,11 +354,7 @@ impl Runtime {
             provider,
             runtime: RuntimeHealth {
                 queue,
-                preparation: PreparationHealth {
-                    concurrency: s.concurrency,
-                    max_queue: s.max_queue,
-                    ..PreparationHealth::default()
-                },
+                preparation: self.model().prep.health(),
                 cache,
                 memory: pressure.signals.memory.clone(),
                 cpu: pressure.signals.cpu.clone(),

@@ -47,6 +47,7 @@ mod health;
 mod ids;
 pub mod metrics;
 mod plan;
+mod prepare;
 mod pressure;
 mod prompt;
 mod runtime;
@@ -54,7 +55,7 @@ mod telemetry;
 pub mod templates;
 mod warmup;
 
-pub use health::{PROVIDER_HEALTH_TTL, WarmState};
+pub use health::{HEALTH_MONITOR_INTERVAL, PROVIDER_HEALTH_TTL, WarmState};
 pub use ids::IdSource;
 pub use metrics::{MetricFamily, MetricKind, MetricsSnapshot, Sample};
 pub use plan::{DEFAULT_TEMPERATURE, DEFAULT_TOP_P};

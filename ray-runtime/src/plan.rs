@@ -54,6 +54,8 @@ pub(crate) struct Plan {
 pub(crate) struct PlanOptions {
     /// Use this temperature and top-p regardless of the request (warm-up).
     pub(crate) greedy: bool,
+    /// An internal request (warm-up): not refused while the backend warms up.
+    pub(crate) internal: bool,
 }
 
 pub(crate) fn plan(
@@ -83,6 +85,7 @@ pub(crate) fn plan(
                     ))
                 })?;
                 let rendered = template.render(request.template_variables.as_ref())?;
+                let sentinels = template.sentinels();
                 metadata.insert("promptFamily".into(), template.family.into());
                 metadata.insert("promptTemplateId".into(), template.id.into());
                 metadata.insert("promptTemplateVersion".into(), template.version.into());
@@ -93,6 +96,8 @@ pub(crate) fn plan(
                     Some(TemplateRef {
                         id: template.id.into(),
                         variables: rendered.variables,
+                        sentinel_system: sentinels.system,
+                        sentinel_input: sentinels.input,
                     }),
                     Some(template.lane),
                     template.max_tokens,
@@ -366,8 +371,10 @@ impl Plan {
             response_format: self.response_format,
             family_key: Some(self.family.key.clone()),
             slot_hint: None,
+            slot_warm: false,
             prompt_format: self.metadata.get("rayPromptFormat").cloned(),
             template: self.template.clone(),
+            prepared: None,
         }
     }
 

@@ -9,13 +9,13 @@ use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use parking_lot::Mutex;
 use ray_cache::{Cache, CacheBounds};
-use ray_core::config::{AdapterConfig, ValidConfig};
+use ray_core::config::ValidConfig;
 use ray_core::wire::{
     CountTriple, Diagnostics, FinishReason, InferRequest, InferResponse, ProviderDiagnostics,
     SchedulerDiagnostics, Usage,
 };
 use ray_core::{ErrorCode, RayError};
-use ray_models::{MockProvider, Provider, ProviderOutput};
+use ray_models::{Provider, ProviderOutput};
 use ray_scheduler::{InflightDedupe, JobSpec, Scheduler, SchedulerSettings};
 use tokio::time::Instant;
 
@@ -23,6 +23,7 @@ use crate::health::HealthState;
 use crate::ids::IdSource;
 use crate::metrics::MetricsSnapshot;
 use crate::plan::{Plan, PlanOptions, plan};
+use crate::prepare::PrepGate;
 use crate::pressure::{PressureMonitor, PressureSnapshot, process_rss_bytes};
 use crate::telemetry::{Gauges, RuntimeMetrics, inc};
 
@@ -30,14 +31,6 @@ use crate::telemetry::{Gauges, RuntimeMetrics, inc};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RuntimeError {
-    /// The config names an adapter this build cannot construct.
-    #[error("model.adapter.kind {kind:?} is not available: {reason}")]
-    UnsupportedAdapter {
-        /// The adapter kind.
-        kind: String,
-        /// Why.
-        reason: String,
-    },
     /// The provider could not be built from the config.
     #[error("cannot build the {kind} provider: {message}")]
     Provider {
@@ -78,6 +71,7 @@ pub(crate) struct ModelEntry {
     pub(crate) provider: Arc<dyn Provider>,
     pub(crate) scheduler: Scheduler,
     pub(crate) dedupe: InflightDedupe<u128, ExecResult>,
+    pub(crate) prep: PrepGate,
 }
 
 impl fmt::Debug for ModelEntry {
@@ -155,6 +149,7 @@ impl RuntimeBuilder {
             provider,
             scheduler,
             dedupe: InflightDedupe::new(config.scheduler.max_dedupe_waiters as usize),
+            prep: PrepGate::new(config.scheduler.concurrency, config.scheduler.max_queue),
         });
         let cache = config.cache.enabled.then(|| {
             let bounds = CacheBounds {
@@ -184,18 +179,10 @@ impl RuntimeBuilder {
 }
 
 fn provider_from_config(config: &ValidConfig) -> Result<Arc<dyn Provider>, RuntimeError> {
-    match &config.model.adapter {
-        AdapterConfig::Mock(mock) => Ok(Arc::new(MockProvider::new(
-            config.model.id.clone(),
-            config.profile.as_str(),
-            mock.seed.clone(),
-            Duration::from_millis(mock.latency_ms),
-        ))),
-        other => Err(RuntimeError::UnsupportedAdapter {
-            kind: other.kind().into(),
-            reason: "only the mock provider is built into this version".into(),
-        }),
-    }
+    ray_models::provider_from_config(config).map_err(|error| RuntimeError::Provider {
+        kind: config.model.adapter.kind().into(),
+        message: error.to_string(),
+    })
 }
 
 impl Runtime {
@@ -283,9 +270,9 @@ impl Runtime {
                 Err(error) => {
                     metrics.errors.add(error.code());
                     if error.code().is_rejection() {
-                        tracing::warn!(request_id = %request_id, code = %error.code(), message = error.message(), "inference rejected");
+                        tracing::warn!(request_id = %request_id, code = %error.code(), error = error.message(), "inference rejected");
                     } else {
-                        tracing::error!(request_id = %request_id, code = %error.code(), message = error.message(), "inference failed");
+                        tracing::error!(request_id = %request_id, code = %error.code(), error = error.message(), "inference failed");
                     }
                 }
             }
@@ -326,19 +313,35 @@ impl Runtime {
             }
         }
 
-        // Admission cost: exact when the backend can tokenize, else estimated.
-        let provider_request = plan.provider_request(request_id);
-        let counted = tokio::time::timeout_at(
-            deadline,
-            model.provider.count_prompt_tokens(&provider_request),
-        )
-        .await
-        .ok()
-        .flatten();
-        let (prompt_tokens, prompt_tokens_source) = match counted {
+        // A backend known to be down or loading is refused at once, with Retry-After; the
+        // cache above still answers meanwhile. Warm-up requests pass.
+        if !options.internal
+            && let Some(refusal) = inner.health.refusal()
+        {
+            return Err(refusal);
+        }
+
+        // Preparation (template, exact token count), bounded like admission.
+        let mut provider_request = plan.provider_request(request_id);
+        let preparation = if model.provider.prepares_with_backend() {
+            model
+                .prep
+                .run(deadline, model.provider.prepare(&provider_request))
+                .await?
+        } else {
+            model.provider.prepare(&provider_request).await
+        };
+        let prepared = preparation.map_err(|error| {
+            let error = RayError::from(error);
+            inner.metrics.provider_errors.add(error.code());
+            inner.health.note_failure(error.code());
+            error
+        })?;
+        let (prompt_tokens, prompt_tokens_source) = match prepared.as_ref().and_then(|p| p.tokens) {
             Some(tokens) => (tokens, "tokenizer"),
             None => (plan.estimated_prompt_tokens(), "estimate"),
         };
+        provider_request.prepared = prepared;
         let cost = prompt_tokens.saturating_add(plan.max_tokens);
         let context_window = self.context_window();
         if cost > context_window {
@@ -376,6 +379,7 @@ impl Runtime {
                     let queue_time = permit.waited();
                     inner.metrics.queue_wait.observe(queue_time);
                     provider_request.slot_hint = Some(permit.slot());
+                    provider_request.slot_warm = permit.warm();
                     inc(&inner.metrics.provider_calls);
                     let call_started = Instant::now();
                     let result = model.provider.infer(&provider_request).await;
@@ -387,6 +391,7 @@ impl Runtime {
                     let output = result.map_err(|error| {
                         let error = RayError::from(error);
                         inner.metrics.provider_errors.add(error.code());
+                        inner.health.note_failure(error.code());
                         error
                     })?;
                     check_output_length(&output, max_tokens)?;

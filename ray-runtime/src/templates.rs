@@ -89,6 +89,16 @@ pub fn find(id: &str) -> Option<&'static Template> {
     TEMPLATES.iter().find(|t| t.id == id)
 }
 
+/// The template with variable `i` written as `__RAY_PROMPT_VAR_<i>__` (for backends that cache
+/// a scaffold of the rendered chat template).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sentinels {
+    /// The system prompt with placeholders.
+    pub system: String,
+    /// The input with placeholders.
+    pub input: String,
+}
+
 /// A template rendered with its variables.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rendered {
@@ -101,6 +111,18 @@ pub struct Rendered {
 }
 
 impl Template {
+    /// The template with placeholders instead of values.
+    pub fn sentinels(&self) -> Sentinels {
+        let mut input = self.input.to_string();
+        for (index, name) in self.variables.iter().enumerate() {
+            input = input.replace(&format!("{{{{{name}}}}}"), &ray_models::sentinel(index));
+        }
+        Sentinels {
+            system: self.system.to_string(),
+            input,
+        }
+    }
+
     /// Renders the template, refusing unknown and missing variables.
     pub fn render(
         &self,

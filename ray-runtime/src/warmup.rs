@@ -102,7 +102,10 @@ impl Runtime {
         for warmup in requests {
             self.infer_with(
                 warmup_inference(warmup),
-                PlanOptions { greedy: true },
+                PlanOptions {
+                    greedy: true,
+                    internal: true,
+                },
                 false,
             )
             .await?;
@@ -121,7 +124,30 @@ impl Runtime {
                 runtime.warm_loop().await;
             }));
         }
+        if self.provider().has_health_probe() {
+            let runtime = self.clone();
+            background.tasks.push(tokio::spawn(async move {
+                runtime.monitor_loop().await;
+            }));
+        }
         background
+    }
+
+    /// Probes the backend every couple of seconds (at once after a failed call), so readiness
+    /// and the request gate follow it, and retries a failed warm-up as soon as it answers.
+    async fn monitor_loop(&self) {
+        let health = &self.inner.health;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(crate::health::HEALTH_MONITOR_INTERVAL) => {}
+                () = health.probe_now.notified() => {}
+            }
+            let status = self.provider_health().await.status;
+            let reachable = status != ray_core::wire::ProviderStatus::Unavailable;
+            if reachable && matches!(health.warm(), WarmState::Failed(_)) {
+                health.retry_warm.notify_one();
+            }
+        }
     }
 
     async fn warm_loop(&self) {
@@ -151,7 +177,10 @@ impl Runtime {
                         retry_in_ms = delay.as_millis() as u64,
                         "{message}"
                     );
-                    tokio::time::sleep(delay).await;
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = self.inner.health.retry_warm.notified() => {}
+                    }
                 }
             }
         }

@@ -1,0 +1,282 @@
+//! Choosing and rendering the prompt: the format and why, the model's template through
+//! `/apply-template`, template scaffolds, exact token counts from `/tokenize`, and the
+//! prepared-prompt cache that makes a repeated prompt cost no backend call.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ray_core::config::PromptFormatPreference;
+use ray_core::wire::{Availability, ResponseFormatKind};
+
+use super::caps::Caps;
+use super::native::{
+    ApplyTemplateRequest, ApplyTemplateResponse, TokenizeRequest, TokenizeResponse,
+};
+use super::prompt::{Scaffold, plain_completion, ray_chat_fallback, template_matches};
+use super::{LlamaCppProvider, Prepared};
+use crate::error::ProviderError;
+use crate::openai::ChatMessage;
+use crate::provider::{PreparedPrompt, PromptFormat, ProviderRequest};
+
+impl LlamaCppProvider {
+    pub(super) fn key(&self, parts: &[&str]) -> u128 {
+        let hash = |state: &RandomState| {
+            let mut hasher = state.build_hasher();
+            for part in parts {
+                part.hash(&mut hasher);
+            }
+            hasher.finish()
+        };
+        (u128::from(hash(&self.hash_keys.0)) << 64) | u128::from(hash(&self.hash_keys.1))
+    }
+
+    /// Chooses the prompt format and says why.
+    pub(super) fn choose_format(
+        &self,
+        request: &ProviderRequest,
+        caps: &Caps,
+    ) -> (PromptFormat, String) {
+        if let Some(forced) = request
+            .prompt_format
+            .as_deref()
+            .and_then(PromptFormat::parse)
+        {
+            return (
+                forced,
+                format!("forced by metadata.rayPromptFormat={}", forced.as_str()),
+            );
+        }
+        if request.response_format == ResponseFormatKind::JsonObject {
+            return (
+                PromptFormat::OpenAiChat,
+                "JSON mode uses the chat endpoint, whose response_format constrains the output"
+                    .into(),
+            );
+        }
+        match self.settings.recommended_format {
+            Some(PromptFormatPreference::PlainCompletion) => {
+                return (
+                    PromptFormat::PlainCompletion,
+                    "model.operational.recommendedPromptFormat is plain-completion".into(),
+                );
+            }
+            Some(PromptFormatPreference::OpenaiChat) => {
+                return (
+                    PromptFormat::OpenAiChat,
+                    "model.operational.recommendedPromptFormat is openai-chat".into(),
+                );
+            }
+            Some(PromptFormatPreference::NativeTemplate) | None => {}
+        }
+        if caps.apply_template != Availability::Available
+            || caps.chat_template == Availability::Unavailable
+        {
+            return (
+                PromptFormat::RayChatFallback,
+                "the backend has no usable chat template (/apply-template unavailable); Ray's \
+                 System/User/Assistant framing is used"
+                    .into(),
+            );
+        }
+        if let Some(template) = &request.template
+            && !template.variables.is_empty()
+            && template_matches(request, template)
+        {
+            return (
+                PromptFormat::PromptScaffold,
+                format!(
+                    "template {} uses a cached scaffold of the model's chat template",
+                    template.id
+                ),
+            );
+        }
+        (
+            PromptFormat::NativeTemplate,
+            "llama.cpp native template applied".into(),
+        )
+    }
+
+    pub(super) async fn apply_template(
+        &self,
+        system: Option<&str>,
+        input: &str,
+    ) -> Result<String, ProviderError> {
+        let mut messages = Vec::with_capacity(2);
+        if let Some(system) = system {
+            messages.push(ChatMessage {
+                role: "system",
+                content: system,
+            });
+        }
+        messages.push(ChatMessage {
+            role: "user",
+            content: input,
+        });
+        let response: ApplyTemplateResponse = self
+            .client
+            .post_json(
+                "/apply-template",
+                &ApplyTemplateRequest { messages },
+                self.client.timeout(),
+            )
+            .await?;
+        if response.prompt.is_empty() {
+            return Err(ProviderError::InvalidResponse {
+                reason: "/apply-template returned an empty prompt".into(),
+            });
+        }
+        Ok(response.prompt)
+    }
+
+    pub(super) async fn tokenize(&self, text: &str) -> Option<u32> {
+        let request = TokenizeRequest {
+            content: text,
+            add_special: true,
+        };
+        let timeout = self.short_timeout(Duration::from_secs(30));
+        self.client
+            .post_json::<_, TokenizeResponse>("/tokenize", &request, timeout)
+            .await
+            .ok()
+            .map(|r| r.tokens.len() as u32)
+    }
+
+    pub(super) async fn scaffold(
+        &self,
+        request: &ProviderRequest,
+    ) -> Result<Option<String>, ProviderError> {
+        let Some(template) = &request.template else {
+            return Ok(None);
+        };
+        let key = format!("{}\u{0}{:?}", template.id, request.response_format);
+        let cached = self.scaffolds.lock().get(&key, Instant::now());
+        let scaffold = match cached {
+            Some(scaffold) => scaffold,
+            None => {
+                let rendered = self
+                    .apply_template(Some(&template.sentinel_system), &template.sentinel_input)
+                    .await?;
+                let Some(scaffold) = Scaffold::parse(&rendered, template.variables.len()) else {
+                    return Ok(None);
+                };
+                let scaffold = Arc::new(scaffold);
+                self.scaffolds
+                    .lock()
+                    .insert(key, scaffold.clone(), Instant::now());
+                scaffold
+            }
+        };
+        Ok(Some(scaffold.render(template)))
+    }
+
+    /// Renders the prompt for `format` (or says it cannot), without caching.
+    pub(super) async fn render(
+        &self,
+        format: PromptFormat,
+        request: &ProviderRequest,
+    ) -> Result<Option<String>, ProviderError> {
+        match format {
+            PromptFormat::RayChatFallback => Ok(Some(ray_chat_fallback(request))),
+            PromptFormat::PlainCompletion => Ok(Some(plain_completion(request))),
+            PromptFormat::NativeTemplate | PromptFormat::OpenAiChat => self
+                .apply_template(request.system.as_deref(), &request.input)
+                .await
+                .map(Some),
+            PromptFormat::PromptScaffold => self.scaffold(request).await,
+        }
+    }
+
+    /// [`crate::Provider::prepare`] for llama.cpp.
+    pub(super) async fn prepare_prompt(
+        &self,
+        request: &ProviderRequest,
+    ) -> Result<Option<PreparedPrompt>, ProviderError> {
+        let caps = self.caps(false).await;
+        let (mut format, mut reason) = self.choose_format(request, &caps);
+        let key = self.key(&[
+            format.as_str(),
+            request.system.as_deref().unwrap_or("\u{0}"),
+            &request.input,
+        ]);
+        if let Some(hit) = self.prepared.lock().get(&key, Instant::now()) {
+            return Ok(Some(PreparedPrompt {
+                format,
+                reason,
+                text: (format != PromptFormat::OpenAiChat).then(|| hit.text.clone()),
+                tokens: hit.tokens,
+            }));
+        }
+        let forced = request.prompt_format.is_some();
+        let rendered = match self.render(format, request).await {
+            Ok(Some(text)) => Some(text),
+            Ok(None) => None,
+            // The backend is down: fail now, clearly, rather than after admission.
+            Err(error @ (ProviderError::RequestFailed { .. } | ProviderError::Timeout { .. })) => {
+                return Err(error);
+            }
+            Err(error) if forced => return Err(error),
+            Err(error) => {
+                reason = format!(
+                    "{} failed ({error}); Ray's System/User/Assistant framing is used",
+                    format.as_str()
+                );
+                None
+            }
+        };
+        let text = match rendered {
+            Some(text) => text,
+            // A chat request still works without the rendered prompt; only its count is lost.
+            None if format == PromptFormat::OpenAiChat => {
+                return Ok(Some(PreparedPrompt {
+                    format,
+                    reason,
+                    text: None,
+                    tokens: None,
+                }));
+            }
+            None => {
+                if format == PromptFormat::PromptScaffold {
+                    reason =
+                        "the template's scaffold could not be built; the native template is used"
+                            .into();
+                    format = PromptFormat::NativeTemplate;
+                    match self
+                        .apply_template(request.system.as_deref(), &request.input)
+                        .await
+                    {
+                        Ok(text) => text,
+                        Err(_) => {
+                            format = PromptFormat::RayChatFallback;
+                            ray_chat_fallback(request)
+                        }
+                    }
+                } else {
+                    format = PromptFormat::RayChatFallback;
+                    ray_chat_fallback(request)
+                }
+            }
+        };
+        let tokens = if caps.tokenize == Availability::Unavailable {
+            None
+        } else {
+            self.tokenize(&text).await
+        };
+        let text: Arc<str> = Arc::from(text);
+        self.prepared.lock().insert(
+            key,
+            Arc::new(Prepared {
+                text: text.clone(),
+                tokens,
+            }),
+            Instant::now(),
+        );
+        Ok(Some(PreparedPrompt {
+            format,
+            reason,
+            text: (format != PromptFormat::OpenAiChat).then_some(text),
+            tokens,
+        }))
+    }
+}

@@ -1,0 +1,601 @@
+//! The OpenAI-compatible backend: `/v1/chat/completions`, health from `/v1/models` (falling
+//! back to `/health`), and the chat wire types shared with the llama.cpp adapter.
+
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use ray_core::wire::{
+    Availability, DetectedCapabilities, FinishReason, ProviderDiagnostics, ProviderStatus,
+    ProviderTimings, ResponseFormatKind,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ProviderError;
+use crate::http::{BackendClient, BackendSettings};
+use crate::provider::{
+    Provider, ProviderHealthReport, ProviderOutput, ProviderRequest, TokenStream,
+};
+use crate::upstream::{self, Assembler, Opened, Step};
+
+/// Most content parts joined into one output.
+const MAX_CONTENT_PARTS: usize = 512;
+
+/// A chat completion request.
+#[derive(Debug, Serialize)]
+pub(crate) struct ChatRequest<'a> {
+    pub(crate) model: &'a str,
+    pub(crate) messages: Vec<ChatMessage<'a>>,
+    pub(crate) stream: bool,
+    pub(crate) temperature: f64,
+    pub(crate) top_p: f64,
+    pub(crate) max_tokens: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) seed: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) stop: Option<&'a [String]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) response_format: Option<serde_json::Value>,
+    pub(crate) user: &'a str,
+    /// llama.cpp extension: which slot runs the request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) id_slot: Option<i64>,
+    /// llama.cpp extension: reuse the slot's prompt cache.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) cache_prompt: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) stream_options: Option<serde_json::Value>,
+}
+
+/// One chat message.
+#[derive(Debug, Serialize)]
+pub(crate) struct ChatMessage<'a> {
+    pub(crate) role: &'static str,
+    pub(crate) content: &'a str,
+}
+
+/// The messages of a request: the system prompt, if any, then the input.
+pub(crate) fn messages(request: &ProviderRequest) -> Vec<ChatMessage<'_>> {
+    let mut messages = Vec::with_capacity(2);
+    if let Some(system) = &request.system {
+        messages.push(ChatMessage {
+            role: "system",
+            content: system,
+        });
+    }
+    messages.push(ChatMessage {
+        role: "user",
+        content: &request.input,
+    });
+    messages
+}
+
+pub(crate) fn chat_request<'a>(model: &'a str, request: &'a ProviderRequest) -> ChatRequest<'a> {
+    ChatRequest {
+        model,
+        messages: messages(request),
+        stream: true,
+        temperature: request.temperature,
+        top_p: request.top_p,
+        max_tokens: request.max_tokens,
+        seed: request.seed,
+        stop: request.stop.as_deref(),
+        response_format: (request.response_format == ResponseFormatKind::JsonObject)
+            .then(|| serde_json::json!({ "type": "json_object" })),
+        user: &request.request_id,
+        id_slot: None,
+        cache_prompt: None,
+        stream_options: Some(serde_json::json!({ "include_usage": true })),
+    }
+}
+
+/// A chat completion answer, as much of it as Ray reads.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ChatResponse {
+    #[serde(default)]
+    pub(crate) choices: Vec<Choice>,
+    #[serde(default)]
+    pub(crate) usage: Option<UsageBlock>,
+    #[serde(default)]
+    pub(crate) model: Option<String>,
+    /// llama.cpp adds its timings.
+    #[serde(default)]
+    pub(crate) timings: Option<LlamaTimings>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct Choice {
+    #[serde(default)]
+    pub(crate) message: Option<Message>,
+    #[serde(default)]
+    pub(crate) text: Option<String>,
+    #[serde(default)]
+    pub(crate) finish_reason: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct Message {
+    #[serde(default)]
+    pub(crate) content: Option<Content>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum Content {
+    Text(String),
+    Parts(Vec<Part>),
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct Part {
+    #[serde(default)]
+    pub(crate) text: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct UsageBlock {
+    #[serde(default)]
+    pub(crate) prompt_tokens: Option<u64>,
+    #[serde(default)]
+    pub(crate) completion_tokens: Option<u64>,
+    #[serde(default)]
+    pub(crate) prompt_tokens_details: Option<PromptTokensDetails>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct PromptTokensDetails {
+    #[serde(default)]
+    pub(crate) cached_tokens: Option<u64>,
+}
+
+/// llama.cpp's `timings` block (both the native and the OpenAI-style endpoints send it).
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+pub(crate) struct LlamaTimings {
+    #[serde(default)]
+    pub(crate) cache_n: Option<u64>,
+    #[serde(default)]
+    pub(crate) prompt_ms: Option<f64>,
+    #[serde(default)]
+    pub(crate) prompt_per_second: Option<f64>,
+    #[serde(default)]
+    pub(crate) predicted_ms: Option<f64>,
+    #[serde(default)]
+    pub(crate) predicted_per_token_ms: Option<f64>,
+    #[serde(default)]
+    pub(crate) predicted_per_second: Option<f64>,
+}
+
+impl LlamaTimings {
+    pub(crate) fn to_diagnostics(self) -> ProviderTimings {
+        let total = match (self.prompt_ms, self.predicted_ms) {
+            (Some(p), Some(c)) => Some(p + c),
+            _ => None,
+        };
+        ProviderTimings {
+            prompt_ms: self.prompt_ms,
+            completion_ms: self.predicted_ms,
+            total_ms: total,
+            ttft_ms: self
+                .prompt_ms
+                .map(|p| p + self.predicted_per_token_ms.unwrap_or(0.0)),
+            prompt_tokens_per_second: self.prompt_per_second,
+            completion_tokens_per_second: self.predicted_per_second,
+        }
+    }
+}
+
+/// Maps an OpenAI/llama.cpp finish reason.
+pub(crate) fn finish_reason(reason: Option<&str>) -> Option<FinishReason> {
+    match reason? {
+        "length" | "limit" => Some(FinishReason::Length),
+        "stop" | "eos" | "word" | "tool_calls" | "content_filter" => Some(FinishReason::Stop),
+        _ => None,
+    }
+}
+
+impl ChatResponse {
+    /// The assistant text: `choices[0].text`, else the message content string, else its text
+    /// parts joined. A missing choice or content is an invalid response; an empty string is a
+    /// valid (empty) answer.
+    pub(crate) fn text(&self) -> Result<String, ProviderError> {
+        let choice = self
+            .choices
+            .first()
+            .ok_or_else(|| ProviderError::InvalidResponse {
+                reason: "the answer has no choices".into(),
+            })?;
+        if let Some(text) = &choice.text {
+            return Ok(text.clone());
+        }
+        match choice.message.as_ref().and_then(|m| m.content.as_ref()) {
+            Some(Content::Text(text)) => Ok(text.clone()),
+            Some(Content::Parts(parts)) => Ok(parts
+                .iter()
+                .take(MAX_CONTENT_PARTS)
+                .filter_map(|p| p.text.as_deref())
+                .collect()),
+            None => Err(ProviderError::InvalidResponse {
+                reason: "the answer's first choice has no content".into(),
+            }),
+        }
+    }
+
+    /// The output with usage, finish reason and timings.
+    pub(crate) fn into_output(
+        self,
+        diagnostics: ProviderDiagnostics,
+    ) -> Result<ProviderOutput, ProviderError> {
+        let text = self.text()?;
+        let finish = finish_reason(
+            self.choices
+                .first()
+                .and_then(|c| c.finish_reason.as_deref()),
+        );
+        let mut diagnostics = diagnostics;
+        if let Some(model) = &self.model {
+            diagnostics
+                .backend_model
+                .get_or_insert_with(|| model.clone());
+        }
+        if let Some(timings) = self.timings {
+            diagnostics.timings = Some(timings.to_diagnostics());
+            diagnostics.tokens_cached = timings.cache_n;
+        }
+        if let Some(cached) = self
+            .usage
+            .as_ref()
+            .and_then(|u| u.prompt_tokens_details.as_ref())
+            .and_then(|d| d.cached_tokens)
+        {
+            diagnostics.tokens_cached = Some(cached);
+        }
+        Ok(ProviderOutput {
+            text,
+            finish_reason: finish,
+            prompt_tokens: self.usage.as_ref().and_then(|u| u.prompt_tokens),
+            completion_tokens: self.usage.as_ref().and_then(|u| u.completion_tokens),
+            diagnostics,
+        })
+    }
+}
+
+/// One event of a streamed chat completion.
+#[derive(Debug, Deserialize)]
+struct ChatChunk {
+    #[serde(default)]
+    choices: Vec<ChunkChoice>,
+    #[serde(default)]
+    usage: Option<UsageBlock>,
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    timings: Option<LlamaTimings>,
+    #[serde(default)]
+    error: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ChunkChoice {
+    #[serde(default)]
+    delta: Option<ChunkDelta>,
+    /// Legacy completions put the text here.
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    finish_reason: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ChunkDelta {
+    #[serde(default)]
+    content: Option<String>,
+}
+
+/// Reads a streamed chat completion: text from `choices[0].delta.content`, the finish reason,
+/// then usage and llama.cpp's timings from the last chunks, until `[DONE]`.
+#[derive(Debug)]
+pub(crate) struct ChatAssembler {
+    diagnostics: ProviderDiagnostics,
+    finish_reason: Option<String>,
+    usage: Option<UsageBlock>,
+    timings: Option<LlamaTimings>,
+}
+
+impl ChatAssembler {
+    pub(crate) fn new(diagnostics: ProviderDiagnostics) -> ChatAssembler {
+        ChatAssembler {
+            diagnostics,
+            finish_reason: None,
+            usage: None,
+            timings: None,
+        }
+    }
+}
+
+impl Assembler for ChatAssembler {
+    fn event(&mut self, data: &str) -> Result<Step, ProviderError> {
+        if data.trim() == "[DONE]" {
+            return Ok(Step {
+                text: None,
+                end: true,
+            });
+        }
+        let chunk: ChatChunk =
+            serde_json::from_str(data).map_err(|error| ProviderError::InvalidResponse {
+                reason: format!("an event of the backend's stream is not a chat chunk: {error}"),
+            })?;
+        if let Some(error) = &chunk.error {
+            return Err(upstream::error_event(data, error));
+        }
+        if let Some(model) = chunk.model {
+            self.diagnostics.backend_model.get_or_insert(model);
+        }
+        if chunk.usage.is_some() {
+            self.usage = chunk.usage;
+        }
+        if chunk.timings.is_some() {
+            self.timings = chunk.timings;
+        }
+        let Some(choice) = chunk.choices.into_iter().next() else {
+            return Ok(Step::default());
+        };
+        if choice.finish_reason.is_some() {
+            self.finish_reason = choice.finish_reason;
+        }
+        let text = choice.delta.and_then(|d| d.content).or(choice.text);
+        Ok(Step { text, end: false })
+    }
+
+    fn finish(self, text: String, complete: bool) -> Result<ProviderOutput, ProviderError> {
+        // `[DONE]` ends a stream; a server that just closes it after the finish reason is
+        // accepted too. Without either, the answer was cut off.
+        if !complete && self.finish_reason.is_none() {
+            return Err(ProviderError::InvalidResponse {
+                reason: "the backend's stream ended before the answer was complete".into(),
+            });
+        }
+        let mut diagnostics = self.diagnostics;
+        if let Some(timings) = self.timings {
+            diagnostics.timings = Some(timings.to_diagnostics());
+            diagnostics.tokens_cached = timings.cache_n;
+        }
+        if let Some(cached) = self
+            .usage
+            .as_ref()
+            .and_then(|u| u.prompt_tokens_details.as_ref())
+            .and_then(|d| d.cached_tokens)
+        {
+            diagnostics.tokens_cached = Some(cached);
+        }
+        Ok(ProviderOutput {
+            text,
+            finish_reason: finish_reason(self.finish_reason.as_deref()),
+            prompt_tokens: self.usage.as_ref().and_then(|u| u.prompt_tokens),
+            completion_tokens: self.usage.as_ref().and_then(|u| u.completion_tokens),
+            diagnostics,
+        })
+    }
+}
+
+/// Starts a chat completion, streamed from the backend; a backend that answers with one
+/// document instead is read whole.
+pub(crate) async fn open_chat(
+    client: &BackendClient,
+    body: &ChatRequest<'_>,
+    diagnostics: ProviderDiagnostics,
+    timeout: std::time::Duration,
+) -> Result<TokenStream, ProviderError> {
+    match upstream::open(client, "/v1/chat/completions", body, timeout).await? {
+        Opened::Events(reader) => Ok(upstream::token_stream(
+            reader,
+            ChatAssembler::new(diagnostics),
+        )),
+        Opened::Document(bytes) => {
+            let response: ChatResponse =
+                serde_json::from_slice(&bytes).map_err(|error| ProviderError::InvalidResponse {
+                    reason: format!("the backend's JSON does not match: {error}"),
+                })?;
+            Ok(upstream::document_stream(
+                response.into_output(diagnostics)?,
+            ))
+        }
+    }
+}
+
+/// Settings of an [`OpenAiProvider`].
+#[derive(Debug, Clone)]
+pub struct OpenAiSettings {
+    /// How to reach the backend.
+    pub backend: BackendSettings,
+    /// The model name sent in requests.
+    pub model_ref: String,
+}
+
+/// A backend speaking the OpenAI chat completions API.
+#[derive(Debug)]
+pub struct OpenAiProvider {
+    client: BackendClient,
+    model_ref: String,
+}
+
+impl OpenAiProvider {
+    /// A provider for one backend.
+    pub fn new(settings: OpenAiSettings) -> Result<OpenAiProvider, ProviderError> {
+        Ok(OpenAiProvider {
+            client: BackendClient::new(settings.backend)?,
+            model_ref: settings.model_ref,
+        })
+    }
+
+    fn diagnostics(&self) -> ProviderDiagnostics {
+        ProviderDiagnostics {
+            request_shape: "openai-chat".into(),
+            model_ref: Some(self.model_ref.clone()),
+            ..ProviderDiagnostics::default()
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct ModelList {
+    #[serde(default)]
+    data: Vec<ModelEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ModelEntry {
+    id: String,
+}
+
+/// Health from `GET /v1/models` (the model must be listed when there is a list), falling back
+/// to `GET /health`.
+pub(crate) async fn openai_health(client: &BackendClient, model_ref: &str) -> ProviderHealthReport {
+    let started = Instant::now();
+    let timeout = client.timeout().min(Duration::from_secs(5));
+    let mut details = serde_json::Map::new();
+    match client.get("/v1/models", timeout).await {
+        Ok(response) if (200..300).contains(&response.status) => {
+            if let Ok(list) = response.json::<ModelList>()
+                && !list.data.is_empty()
+            {
+                let ids: Vec<&str> = list.data.iter().map(|m| m.id.as_str()).collect();
+                let status = if ids.contains(&model_ref) {
+                    ProviderStatus::Ready
+                } else {
+                    details.insert(
+                        "error".into(),
+                        format!("the backend does not serve model {model_ref:?}").into(),
+                    );
+                    details.insert(
+                        "availableModels".into(),
+                        ids.iter().take(10).copied().collect::<Vec<_>>().into(),
+                    );
+                    ProviderStatus::Unavailable
+                };
+                return ProviderHealthReport {
+                    status,
+                    latency: Some(started.elapsed()),
+                    capabilities: None,
+                    details: Some(details.into()),
+                };
+            }
+        }
+        Ok(response) => {
+            details.insert("modelsStatus".into(), response.status.into());
+        }
+        Err(error) => {
+            details.insert("modelsError".into(), error.to_string().into());
+        }
+    }
+    let status = match client.get("/health", timeout).await {
+        Ok(response) if (200..300).contains(&response.status) => ProviderStatus::Ready,
+        Ok(response) => {
+            details.insert("healthStatus".into(), response.status.into());
+            ProviderStatus::Unavailable
+        }
+        Err(error) => {
+            details.insert("healthError".into(), error.to_string().into());
+            ProviderStatus::Unavailable
+        }
+    };
+    ProviderHealthReport {
+        status,
+        latency: Some(started.elapsed()),
+        capabilities: None,
+        details: Some(details.into()),
+    }
+}
+
+#[async_trait]
+impl Provider for OpenAiProvider {
+    fn kind(&self) -> &'static str {
+        "openai-compatible"
+    }
+
+    async fn infer(&self, request: &ProviderRequest) -> Result<ProviderOutput, ProviderError> {
+        upstream::collect(self.stream(request).await?).await
+    }
+
+    async fn stream(&self, request: &ProviderRequest) -> Result<TokenStream, ProviderError> {
+        let body = chat_request(&self.model_ref, request);
+        open_chat(
+            &self.client,
+            &body,
+            self.diagnostics(),
+            self.client.timeout(),
+        )
+        .await
+    }
+
+    async fn health(&self) -> ProviderHealthReport {
+        let mut report = openai_health(&self.client, &self.model_ref).await;
+        report.capabilities = self.capabilities();
+        report
+    }
+
+    fn has_health_probe(&self) -> bool {
+        true
+    }
+
+    fn capabilities(&self) -> Option<DetectedCapabilities> {
+        Some(DetectedCapabilities {
+            model_ref: Some(self.model_ref.clone()),
+            json_mode: Availability::Unknown,
+            streaming: Availability::Available,
+            ..DetectedCapabilities::default()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> ChatResponse {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn reads_llama_cpp_chat_answers() {
+        let sample = include_str!("../../tools/llama-fixture/samples/v1_chat_completions.txt");
+        let json = sample.split("\n--- HTTP").next().unwrap();
+        let output = parse(json)
+            .into_output(ProviderDiagnostics::default())
+            .unwrap();
+        assert!(output.text.starts_with(" on it"));
+        assert_eq!(output.finish_reason, Some(FinishReason::Length));
+        assert_eq!(
+            (output.prompt_tokens, output.completion_tokens),
+            (Some(43), Some(24))
+        );
+        let timings = output.diagnostics.timings.unwrap();
+        assert_eq!(timings.prompt_ms, Some(5.361));
+        assert_eq!(
+            output.diagnostics.backend_model.as_deref(),
+            Some("ray-tiny")
+        );
+    }
+
+    #[test]
+    fn joins_content_parts_and_accepts_text_choices() {
+        let parts = parse(
+            r#"{"choices":[{"message":{"content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]}}]}"#,
+        );
+        assert_eq!(parts.text().unwrap(), "ab");
+        let text = parse(r#"{"choices":[{"text":"plain","finish_reason":"stop"}]}"#);
+        assert_eq!(text.text().unwrap(), "plain");
+        let empty = parse(r#"{"choices":[{"message":{"content":""},"finish_reason":"stop"}]}"#);
+        assert_eq!(empty.text().unwrap(), "", "an empty answer is an answer");
+    }
+
+    #[test]
+    fn missing_content_is_invalid() {
+        assert!(matches!(
+            parse(r#"{"choices":[]}"#).text(),
+            Err(ProviderError::InvalidResponse { .. })
+        ));
+        assert!(matches!(
+            parse(r#"{"choices":[{"message":{}}]}"#).text(),
+            Err(ProviderError::InvalidResponse { .. })
+        ));
+    }
+}
