@@ -113,19 +113,27 @@ impl RayClient {
         self.post("/v1/infer", request).await
     }
 
-    /// `GET /health` (the full snapshot; needs a key when auth is on).
+    /// `GET /health` (the full snapshot; needs a key when auth is on). A gateway whose
+    /// provider is unavailable answers 503 with the same body, which is returned here as `Ok`
+    /// with that status in it.
     pub async fn health(&self) -> Result<Health, Error> {
-        self.get_json("/health").await
+        self.snapshot("/health").await
     }
 
     /// `GET /readyz`. A gateway that is not ready answers 503 with the same body, which is
     /// returned here as `Ok` with [`Readiness::is_ready`] false.
     pub async fn ready(&self) -> Result<Readiness, Error> {
-        let (status, body, retry_after) = self.send(self.http.get(self.url("/readyz"))).await?;
-        if status == 200 || status == 503 {
-            decode(&body)
-        } else {
-            Err(Error::api(status, &body, retry_after))
+        self.snapshot("/readyz").await
+    }
+
+    /// A state document that comes with 200, or with 503 when the state is bad. A 503 with an
+    /// error body instead (the gateway shutting down, say) is an error.
+    async fn snapshot<T: DeserializeOwned>(&self, path: &str) -> Result<T, Error> {
+        let (status, body, retry_after) = self.send(self.http.get(self.url(path))).await?;
+        match status {
+            200 => decode(&body),
+            503 => decode(&body).map_err(|_| Error::api(status, &body, retry_after)),
+            _ => Err(Error::api(status, &body, retry_after)),
         }
     }
 

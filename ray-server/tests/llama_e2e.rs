@@ -1,0 +1,545 @@
+//! End to end against a real `llama-server` (the fixture in `tools/llama-fixture`): readiness,
+//! inference with token usage and timings, JSON mode, slot affinity, exact token counts in
+//! admission, backend death and restart, client disconnects, slow backends.
+//!
+//! These tests are `#[ignore]`d: they need the fixture built (`tools/llama-fixture/setup.sh`).
+//! `.ci/run` builds it and runs them with `cargo test -p ray-server --test llama_e2e --
+//! --ignored`; when it cannot, it says why and they count as skipped.
+
+#![allow(clippy::unwrap_used)]
+
+mod fixture;
+mod util;
+
+use std::time::{Duration, Instant};
+
+use fixture::{Llama, free_port, ray_config};
+use ray_core::ErrorCode;
+use ray_core::wire::InferRequest;
+use util::TestServer;
+
+async fn wait_until<F, Fut>(limit: Duration, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    loop {
+        if check().await {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < limit,
+            "condition not met within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs the llama.cpp fixture (tools/llama-fixture/setup.sh)"]
+async fn readiness_follows_warm_up_and_the_backend() {
+    fixture::require();
+    let port = free_port();
+    // Ray starts first: the backend is not there yet.
+    let server = TestServer::start(&ray_config(port, "")).await;
+    let ready = server.client().ready().await.unwrap();
+    assert!(!ready.is_ready());
+    assert!(
+        ready.reasons[0] == "provider_unavailable" || ready.reasons[0] == "provider_warming",
+        "{:?}",
+        ready.reasons
+    );
+    // Requests are refused clearly meanwhile, with Retry-After.
+    let error = server
+        .client()
+        .infer(&InferRequest::new("hello"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error.code(),
+            Some(ErrorCode::ProviderUnavailable | ErrorCode::ProviderWarming)
+        ),
+        "{error}"
+    );
+    assert!(error.retry_after().is_some());
+    // The backend comes up; warm-up retries and Ray turns ready by itself.
+    let _llama = Llama::start_on(port, "tiny");
+    let took = wait_until(Duration::from_secs(20), || async {
+        server.client().ready().await.unwrap().is_ready()
+    })
+    .await;
+    eprintln!("ready {took:?} after the backend came up");
+    let health = server.client().health().await.unwrap();
+    let caps = health.provider.detected_capabilities.unwrap();
+    assert_eq!(caps.total_slots, Some(2));
+    assert_eq!(caps.context_window, Some(2048));
+    assert_eq!(
+        caps.tokenize,
+        ray_core::wire::Availability::Available,
+        "{caps:?}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+#[ignore = "needs the llama.cpp fixture (tools/llama-fixture/setup.sh)"]
+async fn inference_reports_tokens_timings_and_exact_prompt_counts() {
+    let llama = Llama::start("tiny");
+    let server = TestServer::start(&ray_config(llama.port, "")).await;
+    wait_until(Duration::from_secs(10), || async {
+        server.client().ready().await.unwrap().is_ready()
+    })
+    .await;
+    let request = InferRequest {
+        system: Some("Be brief.".into()),
+        max_tokens: Some(24),
+        temperature: Some(0.0),
+        ..InferRequest::new("Summarise why small models need queues.")
+    };
+    let response = server.client().infer(&request).await.unwrap();
+    let tokens = response.usage.tokens.expect("token usage");
+    assert_eq!(tokens.completion, 24);
+    let provider = response.diagnostics.provider.clone().unwrap();
+    assert_eq!(provider.request_shape, "llama.cpp-completion");
+    assert_eq!(
+        provider.prompt_format.as_deref(),
+        Some("llama.cpp-template")
+    );
+    assert!(
+        provider
+            .timings
+            .unwrap()
+            .completion_tokens_per_second
+            .is_some()
+    );
+    assert_eq!(provider.total_slots, Some(2));
+    // Admission used the backend's exact count of the prompt it really sees.
+    let prompt = llama
+        .apply_template(Some("Be brief."), "Summarise why small models need queues.")
+        .await;
+    let exact = llama.token_count(&prompt).await as u32;
+    let scheduler = response.diagnostics.scheduler.unwrap();
+    assert_eq!(scheduler.prompt_tokens_source, "tokenizer");
+    assert_eq!(scheduler.prompt_tokens, exact);
+    assert_eq!(scheduler.cost_tokens, exact + 24);
+    assert_eq!(tokens.prompt, u64::from(exact));
+    server.stop().await;
+}
+
+#[tokio::test]
+#[ignore = "needs the llama.cpp fixture (tools/llama-fixture/setup.sh)"]
+async fn exact_counts_refuse_what_an_estimate_would_admit() {
+    let llama = Llama::start("tiny");
+    // The tiny tokenizer spends about one token per two characters of this text, twice what a
+    // chars/4 estimate assumes: 1200 chars estimate to ~300 tokens but count ~600.
+    let server = TestServer::start(&ray_config(
+        llama.port,
+        r#","scheduler":{"maxInflightTokens":1100,"maxQueuedTokens":24000,"concurrency":2}"#,
+    ))
+    .await;
+    wait_until(Duration::from_secs(10), || async {
+        server.client().ready().await.unwrap().is_ready()
+    })
+    .await;
+    let input = "zq xv ".repeat(200);
+    let estimate = (input.len() as u32).div_ceil(4);
+    let request = InferRequest {
+        max_tokens: Some(600),
+        ..InferRequest::new(input.clone())
+    };
+    let error = server.client().infer(&request).await.unwrap_err();
+    assert_eq!(
+        error.code(),
+        Some(ErrorCode::RequestTokenBudgetExceeded),
+        "{error}"
+    );
+    let cost = error.details().unwrap()["costTokens"].as_u64().unwrap() as u32;
+    assert!(
+        estimate + 600 <= 1100 && cost > 1100,
+        "estimate {estimate}+600 would fit, the exact cost {cost} does not"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+#[ignore = "needs the llama.cpp fixture (tools/llama-fixture/setup.sh)"]
+async fn json_mode_uses_the_chat_endpoint_and_repairs_once() {
+    let llama = Llama::start("tiny");
+    let server = TestServer::start(&ray_config(llama.port, "")).await;
+    wait_until(Duration::from_secs(10), || async {
+        server.client().ready().await.unwrap().is_ready()
+    })
+    .await;
+    let request: InferRequest = serde_json::from_value(serde_json::json!({
+        "templateId": "email.reply_classification.v1",
+        "templateVariables": {"replyText": "Send pricing and implementation details."}
+    }))
+    .unwrap();
+    let response = server.client().infer(&request).await.unwrap();
+    let provider = response.diagnostics.provider.clone().unwrap();
+    assert_eq!(provider.request_shape, "openai-chat");
+    assert_eq!(provider.prompt_format.as_deref(), Some("openai-chat"));
+    let parsed = serde_json::from_str::<serde_json::Value>(&response.output);
+    // The random-weight model is constrained by llama.cpp's JSON grammar; when its output is
+    // cut by maxTokens, Ray repairs it once and says so.
+    match parsed {
+        Ok(value) => assert!(value.is_object(), "{}", response.output),
+        Err(_) => assert_eq!(provider.json_repair_attempted, Some(true)),
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+#[ignore = "needs the llama.cpp fixture (tools/llama-fixture/setup.sh)"]
+async fn a_prompt_family_keeps_its_slot_and_its_prompt_cache() {
+    let llama = Llama::start("tiny");
+    let server = TestServer::start(&ray_config(llama.port, "")).await;
+    wait_until(Duration::from_secs(10), || async {
+        server.client().ready().await.unwrap().is_ready()
+    })
+    .await;
+    let ask = |suffix: &str| InferRequest {
+        system: Some(
+            "You summarise support tickets in one sentence for the on-call engineer.".into(),
+        ),
+        max_tokens: Some(8),
+        cache: Some(false),
+        metadata: Some([("promptFamily".to_string(), "support.summary".to_string())].into()),
+        ..InferRequest::new(format!("Ticket: the nightly export failed again {suffix}"))
+    };
+    let first = server.client().infer(&ask("on Monday")).await.unwrap();
+    let second = server.client().infer(&ask("on Tuesday")).await.unwrap();
+    let first = first.diagnostics.provider.unwrap();
+    let second = second.diagnostics.provider.unwrap();
+    assert_eq!(
+        second.slot_route_reason.as_deref(),
+        Some("family_warm_permit")
+    );
+    assert_eq!(second.slot_id, first.slot_id, "same family, same slot");
+    assert!(
+        second.tokens_cached.unwrap_or(0) > 0,
+        "the shared prefix came from the slot's prompt cache: {second:?}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+#[ignore = "needs the llama.cpp fixture (tools/llama-fixture/setup.sh)"]
+async fn the_backend_dies_and_comes_back() {
+    let port = free_port();
+    let mut llama = Llama::start_on(port, "large");
+    let server = TestServer::start(&ray_config(port, "")).await;
+    wait_until(Duration::from_secs(10), || async {
+        server.client().ready().await.unwrap().is_ready()
+    })
+    .await;
+    // A long generation is in flight when the backend is killed.
+    let in_flight = {
+        let client = server.client();
+        tokio::spawn(async move {
+            client
+                .infer(&InferRequest {
+                    max_tokens: Some(1000),
+                    cache: Some(false),
+                    ..InferRequest::new("Write a long story about a lighthouse.")
+                })
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    llama.kill();
+    let error = in_flight.await.unwrap().unwrap_err();
+    assert!(
+        matches!(error.status(), Some(502 | 503)),
+        "a clear 502/503, got {error}"
+    );
+    let took = wait_until(Duration::from_secs(2), || async {
+        let ready = server.client().ready().await.unwrap();
+        !ready.is_ready()
+            && ready.reasons.first().map(String::as_str) == Some("provider_unavailable")
+    })
+    .await;
+    eprintln!("/readyz turned 503 provider_unavailable {took:?} after the kill");
+    // Back on the same port: Ray turns ready by itself and serves again.
+    let _llama = Llama::start_on(port, "large");
+    wait_until(Duration::from_secs(15), || async {
+        server.client().ready().await.unwrap().is_ready()
+    })
+    .await;
+    let response = server
+        .client()
+        .infer(&InferRequest {
+            max_tokens: Some(8),
+            ..InferRequest::new("Are you back?")
+        })
+        .await
+        .unwrap();
+    assert_eq!(response.usage.tokens.unwrap().completion, 8);
+    let health = server.client().health().await.unwrap();
+    assert_eq!(health.runtime.queue.in_flight, 0, "no leaked permit");
+    assert_eq!(health.runtime.queue.in_flight_tokens, 0);
+    server.stop().await;
+}
+
+/// A long generation on the slowest fixture model: 1000 tokens take it several seconds, so a
+/// generation that stops early was stopped, not finished.
+const LONG: &str =
+    r#"{"input":"Write a very long essay about queues.","maxTokens":1000,"cache":false}"#;
+
+/// Asserts that `llama-server` stopped generating soon after Ray let go of the request, and
+/// generated far fewer tokens than were asked for.
+async fn assert_generation_stopped(llama: &Llama, predicted_before: u64, what: &str) {
+    let took = llama.wait_idle(Duration::from_secs(2)).await;
+    let generated = llama.tokens_predicted().await - predicted_before;
+    eprintln!("{what}: llama-server stopped {took:?} later, after {generated} of 1000 tokens");
+    assert!(
+        generated < 600,
+        "{what}: the generation ran on ({generated} tokens)"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs the llama.cpp fixture (tools/llama-fixture/setup.sh)"]
+async fn a_client_that_leaves_stops_the_generation() {
+    let llama = Llama::start("xl");
+    let server = TestServer::start(&ray_config(llama.port, "")).await;
+    wait_until(Duration::from_secs(30), || async {
+        server.client().ready().await.unwrap().is_ready()
+    })
+    .await;
+    let before = llama.tokens_predicted().await;
+    let url = server.url("/v1/infer");
+    let leaving = tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(url)
+            .header("content-type", "application/json")
+            .body(LONG)
+            .send()
+            .await
+    });
+    wait_until(Duration::from_secs(5), || async {
+        llama.busy_slots().await > 0
+    })
+    .await;
+    leaving.abort();
+    assert_generation_stopped(&llama, before, "client left").await;
+    wait_until(Duration::from_secs(2), || async {
+        server
+            .client()
+            .health()
+            .await
+            .unwrap()
+            .runtime
+            .queue
+            .in_flight
+            == 0
+    })
+    .await;
+    server.stop().await;
+}
+
+#[tokio::test]
+#[ignore = "needs the llama.cpp fixture (tools/llama-fixture/setup.sh)"]
+async fn a_backend_slower_than_its_timeout_is_provider_timeout() {
+    let llama = Llama::start("xl");
+    // Warm-up would time out too (correctly): this test is about requests, so it skips it.
+    let config = ray_config(llama.port, "")
+        .replace(r#""timeoutMs":30000"#, r#""timeoutMs":500"#)
+        .replace(
+            r#""maxOutputTokens":1024"#,
+            r#""maxOutputTokens":1024,"warmOnBoot":false"#,
+        );
+    let server = TestServer::start(&config).await;
+    wait_until(Duration::from_secs(30), || async {
+        server.client().ready().await.unwrap().is_ready()
+    })
+    .await;
+    let before = llama.tokens_predicted().await;
+    let request: InferRequest = serde_json::from_str(LONG).unwrap();
+    let error = server.client().infer(&request).await.unwrap_err();
+    assert_eq!(error.code(), Some(ErrorCode::ProviderTimeout), "{error}");
+    assert_eq!(error.retry_after(), Some(Duration::from_secs(5)));
+    assert_generation_stopped(&llama, before, "adapter timeout").await;
+    assert_eq!(
+        server
+            .client()
+            .health()
+            .await
+            .unwrap()
+            .runtime
+            .queue
+            .in_flight,
+        0
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+#[ignore = "needs the llama.cpp fixture (tools/llama-fixture/setup.sh)"]
+async fn the_request_deadline_aborts_the_backend_call() {
+    let llama = Llama::start("xl");
+    let config = ray_config(llama.port, "").replace(
+        r#""requestTimeoutMs":60000"#,
+        r#""requestTimeoutMs":800,"batchWindowMs":0"#,
+    );
+    let server = TestServer::start(&config).await;
+    wait_until(Duration::from_secs(30), || async {
+        server.client().ready().await.unwrap().is_ready()
+    })
+    .await;
+    let before = llama.tokens_predicted().await;
+    let request: InferRequest = serde_json::from_str(LONG).unwrap();
+    let error = server.client().infer(&request).await.unwrap_err();
+    assert_eq!(error.code(), Some(ErrorCode::RequestTimeout), "{error}");
+    assert_generation_stopped(&llama, before, "request deadline").await;
+    assert_eq!(
+        server
+            .client()
+            .health()
+            .await
+            .unwrap()
+            .runtime
+            .queue
+            .in_flight,
+        0
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+#[ignore = "needs the llama.cpp fixture (tools/llama-fixture/setup.sh)"]
+async fn the_openai_compatible_adapter_serves_from_llama_server_too() {
+    let llama = Llama::start("tiny");
+    let config = format!(
+        r#"{{"profile":"vps","model":{{"id":"ray-test",
+             "adapter":{{"kind":"openai-compatible","baseUrl":"http://127.0.0.1:{}","modelRef":"ray-tiny","timeoutMs":10000}}}},
+             "rateLimit":{{"enabled":false}}}}"#,
+        llama.port
+    );
+    let server = TestServer::start(&config).await;
+    wait_until(Duration::from_secs(10), || async {
+        server.client().ready().await.unwrap().is_ready()
+    })
+    .await;
+    let response = server
+        .client()
+        .infer(&InferRequest {
+            max_tokens: Some(12),
+            ..InferRequest::new("hello")
+        })
+        .await
+        .unwrap();
+    assert_eq!(response.usage.tokens.unwrap().completion, 12);
+    assert_eq!(
+        response.diagnostics.provider.unwrap().request_shape,
+        "openai-chat"
+    );
+    // A model the backend does not serve makes the provider unavailable, and says which it has.
+    let wrong = config.replace(r#""modelRef":"ray-tiny""#, r#""modelRef":"nope""#);
+    let server_wrong = TestServer::start(&wrong).await;
+    // `/health` answers 503 while the provider is unavailable, with the same body.
+    let response = reqwest::get(server_wrong.url("/health")).await.unwrap();
+    assert_eq!(response.status(), 503);
+    let health: ray_core::wire::Health = response.json().await.unwrap();
+    assert_eq!(
+        health.provider.status,
+        ray_core::wire::ProviderStatus::Unavailable
+    );
+    assert_eq!(
+        health.provider.details.unwrap()["availableModels"][0],
+        "ray-tiny"
+    );
+    server.stop().await;
+    server_wrong.stop().await;
+}
+
+#[tokio::test]
+#[ignore = "needs the llama.cpp fixture (tools/llama-fixture/setup.sh)"]
+async fn a_backend_api_key_is_sent_and_a_wrong_one_is_a_clear_upstream_error() {
+    // `cargo test` sets CARGO_PKG_NAME in the test's environment: it names the key.
+    let key = std::env::var("CARGO_PKG_NAME").unwrap();
+    let llama = Llama::start_with(free_port(), "tiny", &["--api-key", &key]);
+    let openai = |adapter_extra: &str| {
+        format!(
+            r#"{{"profile":"sub1b","model":{{"id":"ray-test",
+                 "adapter":{{"kind":"openai-compatible","baseUrl":"http://127.0.0.1:{}",
+                             "modelRef":"ray-tiny","timeoutMs":10000{adapter_extra}}}}},
+                 "cache":{{"enabled":false}},"rateLimit":{{"enabled":false}}}}"#,
+            llama.port
+        )
+    };
+    let configs = [
+        ray_config(llama.port, "").replace(
+            r#""timeoutMs":30000"#,
+            r#""timeoutMs":30000,"apiKeyEnv":"CARGO_PKG_NAME""#,
+        ),
+        openai(r#","apiKeyEnv":"CARGO_PKG_NAME""#),
+    ];
+    for config in &configs {
+        let server = TestServer::start(config).await;
+        wait_until(Duration::from_secs(10), || async {
+            server.client().ready().await.unwrap().is_ready()
+        })
+        .await;
+        let response = server
+            .client()
+            .infer(&InferRequest {
+                max_tokens: Some(4),
+                ..InferRequest::new("hello")
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{config}: {e}"));
+        assert_eq!(response.usage.tokens.unwrap().completion, 4, "{config}");
+        server.stop().await;
+    }
+    // Without the key the backend refuses, and the client is told who refused and how: warm-up
+    // fails and says why, and with no warm-up the request itself carries the upstream status.
+    let server = TestServer::start(&openai("")).await;
+    let error = wait_for_error(&server, ErrorCode::ProviderUnavailable).await;
+    let warmup = error.details().unwrap()["warmupError"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(warmup.contains("401"), "{warmup}");
+    server.stop().await;
+    let config = openai("").replace(
+        r#""id":"ray-test","#,
+        r#""id":"ray-test","warmOnBoot":false,"#,
+    );
+    let server = TestServer::start(&config).await;
+    let error = server
+        .client()
+        .infer(&InferRequest::new("hello"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.code(),
+        Some(ErrorCode::ProviderUpstreamError),
+        "{error}"
+    );
+    assert_eq!(error.status(), Some(502));
+    assert_eq!(error.details().unwrap()["upstreamStatus"], 401, "{error}");
+    server.stop().await;
+}
+
+/// Sends requests until one fails with `code` (warm-up runs in the background).
+async fn wait_for_error(server: &TestServer, code: ErrorCode) -> ray_sdk::Error {
+    let started = Instant::now();
+    loop {
+        let error = server
+            .client()
+            .infer(&InferRequest::new("hello"))
+            .await
+            .unwrap_err();
+        if error.code() == Some(code) {
+            return error;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "last error: {error}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
