@@ -49,6 +49,7 @@ pub(crate) struct HealthState {
     warm: Mutex<WarmState>,
     report: Mutex<Option<CachedReport>>,
     refresh: tokio::sync::Mutex<()>,
+    /// What the last probe said (before warm-up state is applied).
     last_status: AtomicU8,
     /// Wakes the monitor to probe at once (after a failed backend call).
     pub(crate) probe_now: tokio::sync::Notify,
@@ -150,8 +151,16 @@ impl HealthState {
         *self.warm.lock() = state;
     }
 
-    pub(crate) fn last_status(&self) -> ProviderStatus {
-        status_from_u8(self.last_status.load(Ordering::Relaxed))
+    /// The backend's state now, without probing: the warm-up state combined with the last
+    /// probe (a provider without a probe counts as ready). Feeds `ray_provider_status`, which
+    /// must not wait for someone to look at `/health`.
+    pub(crate) fn status_now(&self, has_probe: bool) -> ProviderStatus {
+        let probed = if has_probe {
+            status_from_u8(self.last_status.load(Ordering::Relaxed))
+        } else {
+            ProviderStatus::Ready
+        };
+        combine(&self.warm(), probed)
     }
 
     /// The provider's probe, reused for [`PROVIDER_HEALTH_TTL`]; concurrent refreshes wait for
@@ -210,11 +219,11 @@ impl Runtime {
             report.capabilities = provider.capabilities();
             (report, ray_core::time::now_rfc3339())
         };
-        let warm = health.warm();
-        let status = combine(&warm, report.status);
         health
             .last_status
-            .store(status_to_u8(status), Ordering::Relaxed);
+            .store(status_to_u8(report.status), Ordering::Relaxed);
+        let warm = health.warm();
+        let status = combine(&warm, report.status);
         let mut details = match report.details {
             Some(serde_json::Value::Object(map)) => map,
             _ => serde_json::Map::new(),

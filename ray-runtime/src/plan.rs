@@ -435,12 +435,14 @@ impl Plan {
         first_u128(&hasher.0.finalize())
     }
 
-    /// The in-flight dedupe key: the explicit `dedupeKey`, else the cache key when the request
-    /// allows caching.
-    pub(crate) fn dedupe_key(&self, cache_key: u128) -> Option<u128> {
+    /// The in-flight dedupe key: the explicit `dedupeKey`, else the cache key when the result
+    /// is cacheable (`cacheable`: the request allows caching and `cache.enabled` is on). With
+    /// the cache off, identical requests run independently, so samples at `temperature > 0`
+    /// stay independent, as in the existing Ray.
+    pub(crate) fn dedupe_key(&self, cache_key: u128, cacheable: bool) -> Option<u128> {
         match &self.dedupe_key {
             Some(key) => Some(digest_u128(b"dedupe", key.as_bytes())),
-            None if self.use_cache => Some(cache_key),
+            None if cacheable => Some(cache_key),
             None => None,
         }
     }

@@ -416,7 +416,7 @@ impl Runtime {
         let dedupe_key = config
             .scheduler
             .dedupe_inflight
-            .then(|| plan.dedupe_key(cache_key))
+            .then(|| plan.dedupe_key(cache_key, cacheable))
             .flatten();
         let shared = async {
             match dedupe_key {
@@ -581,7 +581,11 @@ impl Runtime {
                 config.cache.max_bytes,
             )
         });
-        let provider_status = self.inner.health.last_status().gauge();
+        let provider_status = self
+            .inner
+            .health
+            .status_now(self.provider().has_health_probe())
+            .gauge();
         inner.metrics.snapshot(&Gauges {
             scheduler: &scheduler,
             max_queue: config.scheduler.max_queue,

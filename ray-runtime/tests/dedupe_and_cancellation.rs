@@ -189,3 +189,32 @@ async fn cache_false_runs_identical_requests_separately() {
     assert!(!a.unwrap().deduplicated && !b.unwrap().deduplicated);
     assert_eq!(probe.calls.load(Ordering::SeqCst), 2);
 }
+
+#[tokio::test(start_paused = true)]
+async fn with_the_cache_disabled_identical_requests_run_separately_unless_given_a_dedupe_key() {
+    let probe = Arc::new(Probe {
+        delay_ms: 100,
+        ..Probe::default()
+    });
+    let config = ConfigLoader::new()
+        .with_json(
+            "t",
+            r#"{"profile":"tiny","scheduler":{"concurrency":2},"cache":{"enabled":false}}"#,
+        )
+        .load()
+        .unwrap()
+        .config;
+    let runtime = Runtime::builder(config).provider(probe.clone()).build().unwrap();
+    let request = InferRequest::new("same");
+    let (a, b) = tokio::join!(runtime.infer(request.clone()), runtime.infer(request));
+    assert!(!a.unwrap().deduplicated && !b.unwrap().deduplicated);
+    assert_eq!(probe.calls.load(Ordering::SeqCst), 2);
+    // An explicit dedupeKey still shares.
+    let keyed = InferRequest {
+        dedupe_key: Some("k".into()),
+        ..InferRequest::new("same")
+    };
+    let (a, b) = tokio::join!(runtime.infer(keyed.clone()), runtime.infer(keyed));
+    assert!(a.unwrap().deduplicated != b.unwrap().deduplicated);
+    assert_eq!(probe.calls.load(Ordering::SeqCst), 3);
+}

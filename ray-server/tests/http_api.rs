@@ -406,3 +406,16 @@ async fn health_and_config_views() {
     assert!(http.sockets >= 1, "this very connection is counted");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn the_provider_status_gauge_is_right_without_anyone_reading_health() {
+    let server = TestServer::start(TINY).await;
+    // Only `/metrics` is scraped, as a Prometheus-only setup does.
+    let text = server.client().metrics_text().await.unwrap();
+    let status = text
+        .lines()
+        .find_map(|l| l.strip_prefix("ray_provider_status "))
+        .unwrap();
+    assert_eq!(status, "1", "a ready mock provider is 1 (ready)");
+    server.stop().await;
+}
