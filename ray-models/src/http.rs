@@ -89,7 +89,9 @@ impl BackendClient {
             .default_headers(headers)
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(settings.timeout.min(Duration::from_secs(5)))
-            .pool_idle_timeout(Duration::from_secs(30))
+            // Below llama-server's 5 s keep-alive, so Ray never reuses a connection the
+            // backend is about to close for idleness.
+            .pool_idle_timeout(Duration::from_secs(4))
             .pool_max_idle_per_host(16)
             .tcp_nodelay(true)
             .no_proxy()
@@ -173,7 +175,15 @@ impl BackendClient {
                 limit: MAX_REQUEST_BYTES,
             });
         }
-        let request = self.http.post(self.url(path)).body(bytes);
+        // `llama-server` closes the connection after every streamed answer while its headers
+        // say keep-alive, so a pooled connection would be reused just as it closes and the
+        // next call would fail with "connection closed before message completed". A streamed
+        // call therefore gets a connection of its own (a loopback connect costs ~0.1 ms).
+        let request = self
+            .http
+            .post(self.url(path))
+            .header(header::CONNECTION, "close")
+            .body(bytes);
         let response = tokio::time::timeout(first_byte_timeout, request.send())
             .await
             .map_err(|_| ProviderError::Timeout {
@@ -238,17 +248,28 @@ pub(crate) async fn read_capped(
     Ok(body.freeze())
 }
 
-/// Maps a reqwest failure: timeouts to `Timeout`, everything else to `RequestFailed`.
+/// Maps a reqwest failure: timeouts to `Timeout`, everything else to `RequestFailed`, whose
+/// message ends with the innermost cause (`connection refused`, `connection reset by peer`, ...)
+/// so an operator can tell them apart.
 pub fn transport_error(error: reqwest::Error, timeout: Duration) -> ProviderError {
     if error.is_timeout() {
         return ProviderError::Timeout { after: timeout };
     }
-    let message = if error.is_connect() {
-        "cannot connect to the backend".to_string()
+    let what = if error.is_connect() {
+        "cannot connect to the backend"
     } else if error.is_redirect() || error.status().is_some_and(|s| s.is_redirection()) {
-        "the backend answered with a redirect, which is not followed".to_string()
+        "the backend answered with a redirect, which is not followed"
     } else {
-        "the backend connection failed".to_string()
+        "the backend connection failed"
+    };
+    let mut cause: &dyn std::error::Error = &error;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    let message = if std::ptr::addr_eq(cause, &error) {
+        what.to_string()
+    } else {
+        format!("{what} ({cause})")
     };
     ProviderError::request_failed(message, error)
 }

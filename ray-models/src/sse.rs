@@ -198,20 +198,6 @@ impl SseReader {
             }
         }
     }
-
-    /// Reads what is left of the body for a moment, so the connection can go back to the pool
-    /// instead of being closed. Gives up quietly.
-    pub(crate) async fn finish(mut self) {
-        let limit = Instant::now() + Duration::from_millis(20);
-        let mut budget = 64 * 1024usize;
-        while !self.ended {
-            match tokio::time::timeout_at(limit.min(self.deadline), self.response.chunk()).await {
-                Ok(Ok(Some(bytes))) if bytes.len() <= budget => budget -= bytes.len(),
-                Ok(Ok(None)) => self.ended = true,
-                _ => return,
-            }
-        }
-    }
 }
 
 fn too_large(error: EventTooLarge) -> ProviderError {

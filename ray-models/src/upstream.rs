@@ -127,7 +127,6 @@ pub(crate) fn token_stream<A: Assembler>(reader: Box<SseReader>, assembler: A) -
                         return Some((Ok(StreamEvent::Delta(delta)), Some(state)));
                     }
                     (delta, true) => {
-                        reader.finish().await;
                         let output = done(assembler.finish(text, true));
                         return Some(match delta {
                             Some(delta) => {

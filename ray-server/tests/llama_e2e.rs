@@ -543,3 +543,41 @@ async fn wait_for_error(server: &TestServer, code: ErrorCode) -> ray_sdk::Error 
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+#[ignore = "needs the llama.cpp fixture (tools/llama-fixture/setup.sh)"]
+async fn back_to_back_generations_never_meet_a_closing_connection() {
+    // llama-server closes the connection after every streamed answer while advertising
+    // keep-alive; a pooled connection reused at that moment fails the next request.
+    let llama = Llama::start("tiny");
+    let server = TestServer::start(&ray_config(llama.port, "")).await;
+    wait_until(Duration::from_secs(10), || async {
+        server.client().ready().await.unwrap().is_ready()
+    })
+    .await;
+    // Two clients back to back, plus direct calls to the backend in between, as a busy box has.
+    let direct = reqwest::Client::new();
+    let mut clients = Vec::new();
+    for client in 0..2 {
+        let ray = server.client();
+        clients.push(async move {
+            for i in 0..40 {
+                let request = InferRequest {
+                    max_tokens: Some(4),
+                    cache: Some(false),
+                    ..InferRequest::new(format!("client {client} request {i}"))
+                };
+                ray.infer(&request)
+                    .await
+                    .unwrap_or_else(|e| panic!("client {client} request {i}: {e}"));
+            }
+        });
+    }
+    let poke = async {
+        for _ in 0..40 {
+            let _ = direct.get(llama.url("/health")).send().await;
+        }
+    };
+    tokio::join!(futures_util::future::join_all(clients), poke);
+    server.stop().await;
+}
