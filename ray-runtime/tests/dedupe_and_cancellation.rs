@@ -204,7 +204,10 @@ async fn with_the_cache_disabled_identical_requests_run_separately_unless_given_
         .load()
         .unwrap()
         .config;
-    let runtime = Runtime::builder(config).provider(probe.clone()).build().unwrap();
+    let runtime = Runtime::builder(config)
+        .provider(probe.clone())
+        .build()
+        .unwrap();
     let request = InferRequest::new("same");
     let (a, b) = tokio::join!(runtime.infer(request.clone()), runtime.infer(request));
     assert!(!a.unwrap().deduplicated && !b.unwrap().deduplicated);
