@@ -72,13 +72,12 @@ impl LlamaCppProvider {
         };
         let reachable = status != ProviderStatus::Unavailable;
         let was_reachable = self.reachable.swap(reachable, Ordering::Relaxed);
-        if reachable && !was_reachable {
-            // The backend came (back) up: what it can do may have changed with it.
-            *self.caps.lock() = None;
-        }
+        // The backend came (back) up: what it can do may have changed with it, so detect
+        // again (JSON mode, probed at warm-up, is kept until the next warm-up).
+        let came_up = reachable && !was_reachable;
         let latency = started.elapsed();
         if reachable {
-            let caps = self.caps(false).await;
+            let caps = self.caps(came_up).await;
             let (slots, metrics) = tokio::join!(self.slot_snapshot(), async {
                 if caps.metrics == Availability::Unavailable {
                     None
