@@ -13,6 +13,7 @@ use ray_core::{ErrorCode, RayError};
 use ray_runtime::{MetricKind, MetricsSnapshot, Runtime, Sample};
 
 use crate::auth::{ApiKeys, AuthSetupError};
+use crate::head;
 use crate::http::{self, Body};
 use crate::rate_limit::{Decision, RateLimiter, client_ip};
 
@@ -21,9 +22,9 @@ use crate::rate_limit::{Decision, RateLimiter, client_ip};
 pub struct HttpLimits {
     /// Open connections at most.
     pub max_connections: u32,
-    /// Bytes of the request line and headers at most.
+    /// Bytes of the request line and headers at most; more is refused with a JSON 431.
     pub max_header_bytes: u32,
-    /// Headers at most.
+    /// Header fields at most; more are refused with a JSON 431.
     pub max_headers: u32,
     /// Time allowed to send the request line and headers (also the idle keep-alive time).
     pub headers_timeout: Duration,
@@ -283,6 +284,10 @@ impl App {
     }
 
     /// Handles one request.
+    ///
+    /// The order of checks: the head (header limits and target length),
+    /// auth on protected routes, the rate limit, then the route. Unauthorised and rate-limited
+    /// requests are refused before any body is read.
     pub(crate) async fn handle(
         &self,
         request: Request<Incoming>,
@@ -290,18 +295,9 @@ impl App {
         log: &mut RequestLog,
     ) -> (Route, Response<Body>) {
         let route = Route::parse(request.method(), request.uri().path());
-        if request
-            .uri()
-            .path_and_query()
-            .is_some_and(|pq| pq.as_str().len() > self.limits.max_target_bytes)
-        {
-            let error = RayError::new(
-                ErrorCode::RequestTargetTooLarge,
-                format!(
-                    "The request target is longer than {} bytes",
-                    self.limits.max_target_bytes
-                ),
-            );
+        if let Err(error) = self.check_head(&request) {
+            // The connection may hold a body nobody will read, or a client that sends
+            // malformed requests: close it.
             return (route, self.reject(error, log, true));
         }
         let token = if route.protected()
@@ -378,6 +374,32 @@ impl App {
             None => response,
         };
         (route, response)
+    }
+
+    /// The head checks: header count and bytes, and target length.
+    fn check_head(&self, request: &Request<Incoming>) -> Result<(), RayError> {
+        let limits = &self.limits;
+        head::check_size(
+            request.method(),
+            request.uri(),
+            request.headers(),
+            limits.max_headers,
+            limits.max_header_bytes,
+        )?;
+        if request
+            .uri()
+            .path_and_query()
+            .is_some_and(|pq| pq.as_str().len() > limits.max_target_bytes)
+        {
+            return Err(RayError::new(
+                ErrorCode::RequestTargetTooLarge,
+                format!(
+                    "The request target is longer than {} bytes",
+                    limits.max_target_bytes
+                ),
+            ));
+        }
+        Ok(())
     }
 
     fn service_name(&self) -> &str {

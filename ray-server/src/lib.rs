@@ -31,6 +31,7 @@
 mod app;
 pub mod auth;
 pub mod cli;
+mod head;
 pub mod http;
 pub mod logging;
 pub mod rate_limit;

@@ -20,6 +20,15 @@ use tokio::time::Instant;
 use crate::app::{App, RequestLog};
 use crate::http::Body;
 
+/// Header fields hyper's parser accepts. The gateway's own limit (`HttpLimits::max_headers`,
+/// 64) is lower and enforced after parsing, so the client gets Ray's JSON 431; requests past
+/// this ceiling get hyper's bare 431.
+const PARSER_MAX_HEADERS: usize = 100;
+
+/// Bytes of request line and headers hyper's parser accepts; like [`PARSER_MAX_HEADERS`], a
+/// ceiling above the gateway's own limit (`HttpLimits::max_header_bytes`, 12,288).
+const PARSER_MAX_HEAD_BYTES: usize = 64 * 1024;
+
 /// Serves `app` on an already-bound `listener` until `shutdown` completes, then stops accepting,
 /// lets requests in progress finish for up to the shutdown grace period (30 s), and closes
 /// whatever is left.
@@ -36,8 +45,8 @@ pub async fn run(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.headers_timeout)
-        .max_headers(limits.max_headers as usize)
-        .max_header_size(limits.max_header_bytes as usize)
+        .max_headers(PARSER_MAX_HEADERS.max(limits.max_headers as usize + 1))
+        .max_header_size(PARSER_MAX_HEAD_BYTES.max(limits.max_header_bytes as usize + 1))
         .keep_alive(true);
     let builder = Arc::new(builder);
     tokio::pin!(shutdown);

@@ -1,0 +1,95 @@
+//! Connection-level behaviour over raw loopback sockets: the request-head limits, the request
+//! target and `Host`, and the keep-alive idle timeout.
+#![allow(clippy::unwrap_used)]
+
+mod util;
+
+use util::{TINY, TestServer};
+
+fn get_with_headers(path: &str, extra: &[String]) -> Vec<u8> {
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n");
+    for line in extra {
+        request.push_str(line);
+        request.push_str("\r\n");
+    }
+    request.push_str("Connection: close\r\n\r\n");
+    request.into_bytes()
+}
+
+async fn livez_431_count(server: &TestServer) -> f64 {
+    let text = reqwest::get(server.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    util::metric_value(
+        &text,
+        r#"ray_http_requests_total{route="/livez",status="431"}"#,
+    )
+    .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn too_many_header_fields_get_ray_s_json_431() {
+    let server = TestServer::start(TINY).await;
+    // Host, 62 more and Connection: 64 fields, the limit.
+    let fields: Vec<String> = (0..62).map(|i| format!("X-Field-{i}: {i}")).collect();
+    let ok = server.raw(&get_with_headers("/livez", &fields)).await;
+    assert_eq!(ok.status, 200);
+
+    let fields: Vec<String> = (0..63).map(|i| format!("X-Field-{i}: {i}")).collect();
+    let refused = server.raw(&get_with_headers("/livez", &fields)).await;
+    assert_eq!(refused.status, 431);
+    assert_eq!(refused.code(), "request_headers_too_large");
+    assert!(
+        refused.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("64")
+    );
+    assert_eq!(refused.header("connection"), Some("close"));
+    assert_eq!(
+        refused.header("content-type"),
+        Some("application/json; charset=utf-8")
+    );
+    // Counted per route like any other response.
+    assert_eq!(livez_431_count(&server).await, 1.0);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_head_over_12_kib_gets_ray_s_json_431() {
+    let server = TestServer::start(TINY).await;
+    let fits = vec![format!("X-Big: {}", "a".repeat(12_000))];
+    assert_eq!(
+        server.raw(&get_with_headers("/livez", &fits)).await.status,
+        200
+    );
+
+    let one_big = vec![format!("X-Big: {}", "a".repeat(12_300))];
+    let refused = server.raw(&get_with_headers("/livez", &one_big)).await;
+    assert_eq!(refused.status, 431);
+    assert_eq!(refused.code(), "request_headers_too_large");
+    assert_eq!(refused.header("connection"), Some("close"));
+
+    let many_small: Vec<String> = (0..10)
+        .map(|i| format!("X-Part-{i}: {}", "b".repeat(1_300)))
+        .collect();
+    let refused = server.raw(&get_with_headers("/livez", &many_small)).await;
+    assert_eq!(refused.status, 431);
+    assert_eq!(refused.code(), "request_headers_too_large");
+    assert_eq!(livez_431_count(&server).await, 2.0);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn past_the_parser_ceilings_the_431_has_no_body() {
+    // Documented in docs/api.md: hyper refuses these before Ray sees a request.
+    let server = TestServer::start(TINY).await;
+    let fields: Vec<String> = (0..120).map(|i| format!("X-Field-{i}: {i}")).collect();
+    let refused = server.raw(&get_with_headers("/livez", &fields)).await;
+    assert_eq!(refused.status, 431);
+    assert_eq!(refused.body, "");
+    server.stop().await;
+}
