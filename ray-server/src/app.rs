@@ -285,7 +285,7 @@ impl App {
 
     /// Handles one request.
     ///
-    /// The order of checks: the head (header limits and target length),
+    /// The order of checks: the head (header limits, target length, target form and `Host`),
     /// auth on protected routes, the rate limit, then the route. Unauthorised and rate-limited
     /// requests are refused before any body is read.
     pub(crate) async fn handle(
@@ -376,7 +376,7 @@ impl App {
         (route, response)
     }
 
-    /// The head checks: header count and bytes, and target length.
+    /// The head checks: header count and bytes, target length, target form and `Host`.
     fn check_head(&self, request: &Request<Incoming>) -> Result<(), RayError> {
         let limits = &self.limits;
         head::check_size(
@@ -399,7 +399,7 @@ impl App {
                 ),
             ));
         }
-        Ok(())
+        head::check_target_and_host(request.uri(), request.headers())
     }
 
     fn service_name(&self) -> &str {

@@ -93,3 +93,34 @@ async fn past_the_parser_ceilings_the_431_has_no_body() {
     assert_eq!(refused.body, "");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn bad_hosts_and_request_targets_are_invalid_requests() {
+    let server = TestServer::start(TINY).await;
+    for request in [
+        "GET /livez HTTP/1.1\r\nHost: ev@il/x\r\n\r\n",
+        "GET /livez HTTP/1.1\r\nHost: a b\r\n\r\n",
+        "GET /livez HTTP/1.1\r\nHost: localhost:99999\r\n\r\n",
+        "GET /livez HTTP/1.1\r\nHost: one\r\nHost: two\r\n\r\n",
+        "GET //evil.example/livez HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        "GET http://other.example/livez HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        "GET https://localhost/livez HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        "OPTIONS * HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    ] {
+        let response = server.raw(request.as_bytes()).await;
+        assert_eq!(response.status, 400, "{request:?}");
+        assert_eq!(response.code(), "invalid_request", "{request:?}");
+        assert_eq!(response.header("connection"), Some("close"), "{request:?}");
+    }
+    let host = format!("localhost:{}", server.addr.port());
+    for request in [
+        format!("GET /livez HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+        format!("GET http://{host}/livez HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+        "GET /livez HTTP/1.1\r\nHost: [::1]:3000\r\nConnection: close\r\n\r\n".to_string(),
+        "GET /livez HTTP/1.0\r\n\r\n".to_string(),
+    ] {
+        let response = server.raw(request.as_bytes()).await;
+        assert_eq!(response.status, 200, "{request:?}");
+    }
+    server.stop().await;
+}
