@@ -26,8 +26,12 @@ pub struct HttpLimits {
     pub max_header_bytes: u32,
     /// Header fields at most; more are refused with a JSON 431.
     pub max_headers: u32,
-    /// Time allowed to send the request line and headers (also the idle keep-alive time).
+    /// Time allowed to send the request line and headers, counted from the end of the previous
+    /// response on a kept-alive connection.
     pub headers_timeout: Duration,
+    /// How long a kept-alive connection may sit idle (no request in progress, no bytes of the
+    /// next one received) before the server closes it.
+    pub keep_alive_timeout: Duration,
     /// Time allowed to send the body.
     pub body_timeout: Duration,
     /// Requests per connection before it is closed.
@@ -45,6 +49,7 @@ impl Default for HttpLimits {
             max_header_bytes: 12_288,
             max_headers: 64,
             headers_timeout: Duration::from_secs(15),
+            keep_alive_timeout: Duration::from_secs(5),
             body_timeout: Duration::from_secs(30),
             max_requests_per_connection: 1_000,
             shutdown_grace: Duration::from_secs(30),
@@ -475,7 +480,7 @@ impl App {
             max_requests_per_socket: limits.max_requests_per_connection,
             headers_timeout_ms: limits.headers_timeout.as_millis() as u64,
             request_timeout_ms: limits.body_timeout.as_millis() as u64,
-            keep_alive_timeout_ms: limits.headers_timeout.as_millis() as u64,
+            keep_alive_timeout_ms: limits.keep_alive_timeout.as_millis() as u64,
         }
     }
 

@@ -33,6 +33,7 @@ pub mod auth;
 pub mod cli;
 mod head;
 pub mod http;
+mod idle;
 pub mod logging;
 pub mod rate_limit;
 mod server;

@@ -4,7 +4,10 @@
 
 mod util;
 
-use util::{TINY, TestServer};
+use std::time::Duration;
+
+use ray_server::HttpLimits;
+use util::{RawConnection, TINY, TestServer};
 
 fn get_with_headers(path: &str, extra: &[String]) -> Vec<u8> {
     let mut request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n");
@@ -122,5 +125,86 @@ async fn bad_hosts_and_request_targets_are_invalid_requests() {
         let response = server.raw(request.as_bytes()).await;
         assert_eq!(response.status, 200, "{request:?}");
     }
+    server.stop().await;
+}
+
+fn keep_alive_get(path: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").into_bytes()
+}
+
+#[tokio::test]
+async fn an_idle_kept_alive_connection_is_closed_after_the_keep_alive_timeout() {
+    let server = TestServer::start_with(
+        TINY,
+        None,
+        HttpLimits {
+            keep_alive_timeout: Duration::from_millis(300),
+            ..HttpLimits::default()
+        },
+    )
+    .await;
+    let mut connection = RawConnection::open(server.addr).await;
+    assert_eq!(
+        connection.exchange(&keep_alive_get("/livez")).await.status,
+        200
+    );
+    // Used again before the timeout, it is still there.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        connection.exchange(&keep_alive_get("/livez")).await.status,
+        200
+    );
+    // Then left idle, the server closes it (hyper's header timeout alone would take 15 s).
+    assert!(connection.closed_within(Duration::from_secs(5)).await);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_request_longer_than_the_keep_alive_timeout_is_not_cut_off() {
+    let server = TestServer::start_with(
+        r#"{"profile":"tiny","model":{"adapter":{"kind":"mock","latencyMs":700}}}"#,
+        None,
+        HttpLimits {
+            keep_alive_timeout: Duration::from_millis(200),
+            ..HttpLimits::default()
+        },
+    )
+    .await;
+    let mut connection = RawConnection::open(server.addr).await;
+    let body = r#"{"input":"take your time"}"#;
+    let request = format!(
+        "POST /v1/infer HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let response = connection.exchange(request.as_bytes()).await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    // The connection outlived the request and is reusable right after it.
+    assert_eq!(
+        connection.exchange(&keep_alive_get("/livez")).await.status,
+        200
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_default_keep_alive_timeout_is_5_s_and_health_says_so() {
+    let server = TestServer::start(TINY).await;
+    let health: serde_json::Value = reqwest::get(server.url("/health"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let http = &health["gateway"]["http"];
+    assert_eq!(http["keepAliveTimeoutMs"], 5_000);
+    assert_eq!(http["headersTimeoutMs"], 15_000);
+
+    let mut connection = RawConnection::open(server.addr).await;
+    assert_eq!(
+        connection.exchange(&keep_alive_get("/livez")).await.status,
+        200
+    );
+    // Closed well before hyper's 15 s header timeout would have closed it.
+    assert!(connection.closed_within(Duration::from_secs(12)).await);
     server.stop().await;
 }
