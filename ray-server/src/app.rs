@@ -305,7 +305,9 @@ impl App {
             // malformed requests: close it.
             return (route, self.reject(error, log, true));
         }
-        let token = if route.protected()
+        // Only a verified key identifies a client: with auth disabled a Bearer token is
+        // anything the client likes, so it plays no part in rate limiting.
+        let verified_key = if route.protected()
             && let Some(keys) = &self.keys
         {
             match keys.check(request.headers()) {
@@ -317,7 +319,7 @@ impl App {
                 }
             }
         } else {
-            crate::auth::bearer_token(request.headers()).map(String::from)
+            None
         };
         let decision = match (&self.limiter, route.rate_limited()) {
             (Some(limiter), true) => {
@@ -326,7 +328,7 @@ impl App {
                     request.headers(),
                     self.runtime.config().rate_limit.trust_proxy_headers,
                 );
-                let decision = limiter.check(&limiter.key(&ip_text(ip), token.as_deref()));
+                let decision = limiter.check(&limiter.key(&ip_text(ip), verified_key.as_deref()));
                 if !decision.allowed {
                     self.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
                     let error = RayError::new(

@@ -619,8 +619,8 @@ pub fn validate(config: &RayConfig) -> Vec<Diagnostic> {
     if r.enabled && r.key_strategy != RateLimitKeyStrategy::Ip && !config.auth.enabled {
         c.warn(
             "rateLimit.keyStrategy",
-            "uses the API key while auth is disabled, so unauthenticated clients fall back to \
-             their IP",
+            "names the API key while auth is disabled: unverified tokens are ignored and \
+             every client is limited by its IP",
         );
     }
     if r.enabled && r.trust_proxy_headers && public_bind {
@@ -1085,6 +1085,25 @@ mod tests {
         assert!(errors.contains(&"scheduler.maxQueue: must be at least 1, got 0".to_string()));
         assert!(errors.contains(&"cache.maxEntries: must be at most 4096, got 5000".to_string()));
         assert!(errors.contains(&"rateLimit.maxKeys: must be at least 1, got 0".to_string()));
+    }
+
+    #[test]
+    fn an_api_key_strategy_without_auth_warns_that_the_ip_decides() {
+        let mut config = profile_defaults(Profile::Sub1b);
+        config.rate_limit.key_strategy = RateLimitKeyStrategy::IpApiKey;
+        let warnings: Vec<String> = validate(&config)
+            .into_iter()
+            .filter(|d| !d.is_error() && d.path == "rateLimit.keyStrategy")
+            .map(|d| d.message)
+            .collect();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("limited by its IP"), "{warnings:?}");
+        config.auth.enabled = true;
+        assert!(
+            validate(&config)
+                .iter()
+                .all(|d| d.path != "rateLimit.keyStrategy")
+        );
     }
 
     #[test]

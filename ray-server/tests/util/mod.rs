@@ -98,6 +98,12 @@ impl TestServer {
         raw_request(self.addr, request).await
     }
 
+    /// Like [`TestServer::raw`], for requests built on the fly (the future owns everything).
+    pub fn raw_owned(&self, request: Vec<u8>) -> impl Future<Output = RawResponse> + use<> {
+        let addr = self.addr;
+        async move { raw_request(addr, &request).await }
+    }
+
     /// A metric's value from `/metrics` (the unlabelled sample).
     pub async fn metric(&self, name: &str) -> f64 {
         let text = reqwest::get(self.url("/metrics"))
