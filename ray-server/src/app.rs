@@ -291,8 +291,9 @@ impl App {
     /// Handles one request.
     ///
     /// The order of checks: the head (header limits, target length, target form and `Host`),
-    /// auth on protected routes, the rate limit, then the route. Unauthorised and rate-limited
-    /// requests are refused before any body is read.
+    /// auth on protected routes, then for `GET /v1/jobs/{id}` the async-queue check, then the
+    /// rate limit, then the route. Unauthorised, unavailable and rate-limited requests are
+    /// refused before any body is read.
     pub(crate) async fn handle(
         &self,
         request: Request<Incoming>,
@@ -321,6 +322,10 @@ impl App {
         } else {
             None
         };
+        if route == Route::Job {
+            // Probing a job while the queue is unavailable costs no rate-limit budget.
+            return (route, self.reject(async_queue_disabled(), log, false));
+        }
         let decision = match (&self.limiter, route.rate_limited()) {
             (Some(limiter), true) => {
                 let ip = client_ip(
@@ -359,17 +364,8 @@ impl App {
             Route::Metrics => self.metrics(request.uri().query()),
             Route::Config => http::json(StatusCode::OK, &self.runtime.config_view()),
             Route::Infer => self.infer(request, log).await,
-            Route::Jobs | Route::Job => {
-                let close = route == Route::Jobs;
-                self.reject(
-                    RayError::new(
-                        ErrorCode::AsyncQueueDisabled,
-                        "The async job queue is disabled (asyncQueue.enabled is false)",
-                    ),
-                    log,
-                    close,
-                )
-            }
+            // The body of a job submission is never read: close the connection.
+            Route::Jobs | Route::Job => self.reject(async_queue_disabled(), log, true),
             Route::NotFound => self.reject(
                 RayError::new(ErrorCode::NotFound, "Route not found"),
                 log,
@@ -656,6 +652,13 @@ impl App {
     pub(crate) fn count_request(&self, route: Route, status: u16) {
         self.stats.requests.add(route, status);
     }
+}
+
+fn async_queue_disabled() -> RayError {
+    RayError::new(
+        ErrorCode::AsyncQueueDisabled,
+        "The async job queue is disabled (asyncQueue.enabled is false)",
+    )
 }
 
 fn ip_text(ip: IpAddr) -> String {

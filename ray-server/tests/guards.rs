@@ -173,6 +173,54 @@ async fn with_auth_on_each_key_has_its_own_window() {
 }
 
 #[tokio::test]
+async fn job_lookups_check_the_queue_before_the_rate_limit() {
+    let server = TestServer::start_with_keys(
+        r#"{"profile":"tiny","model":{"adapter":{"kind":"mock","latencyMs":0}},
+            "auth":{"enabled":true},
+            "rateLimit":{"enabled":true,"maxRequests":1,"windowMs":60000}}"#,
+        Some("key-one"),
+    )
+    .await;
+    let lookup = |key: Option<&str>| {
+        let auth = key.map_or(String::new(), |k| format!("Authorization: Bearer {k}\r\n"));
+        format!(
+            "GET /v1/jobs/job_0123456789abcdef HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"
+        )
+        .into_bytes()
+    };
+    // Auth comes first.
+    assert_eq!(server.raw(&lookup(None)).await.status, 401);
+    // Then the queue check: probing a disabled queue costs no rate-limit budget.
+    for _ in 0..3 {
+        let response = server.raw(&lookup(Some("key-one"))).await;
+        assert_eq!(response.status, 503);
+        assert_eq!(response.code(), "async_queue_disabled");
+        assert_eq!(response.header("x-ratelimit-remaining"), None);
+    }
+    assert_eq!(server.raw(&infer_with_token("key-one")).await.status, 200);
+    // Submissions are rate limited before the queue check, as in the existing Ray.
+    let submit = {
+        let body = r#"{"input":"x"}"#;
+        format!(
+            "POST /v1/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer key-one\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let response = server.raw(submit.as_bytes()).await;
+    assert_eq!(response.status, 429);
+    let metrics = server
+        .client_with_key("key-one")
+        .metrics_text()
+        .await
+        .unwrap();
+    assert_eq!(
+        util::metric_value(&metrics, "ray_rate_limited_total"),
+        Some(1.0)
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn shutdown_lets_requests_in_progress_finish() {
     let mut server = TestServer::start(
         r#"{"profile":"tiny","model":{"adapter":{"kind":"mock","latencyMs":500}}}"#,
