@@ -433,6 +433,7 @@ impl App {
                            is correct behaviour, as long as it is explicit.",
                 "profile": config.profile.as_str(),
                 "model": config.model.id,
+                "docs": root_docs(),
                 "routes": ["/livez", "/readyz", "/health", "/metrics", "/v1/config",
                            "/v1/infer", "/v1/jobs"],
             }),
@@ -652,6 +653,21 @@ impl App {
     pub(crate) fn count_request(&self, route: Route, status: u16) {
         self.stats.requests.add(route, status);
     }
+}
+
+/// The `docs` object of `GET /`: the existing Ray's three keys, plus the operator guides.
+/// The gateway serves no documents, so these are links to the repository's.
+fn root_docs() -> serde_json::Value {
+    let doc = |path: &str| format!("{}/blob/main/{path}", env!("CARGO_PKG_REPOSITORY"));
+    serde_json::json!({
+        "architecture": doc("docs/architecture.md"),
+        "roadmap": doc("README.md#status"),
+        "principles": doc("docs/architecture.md#decisions"),
+        "api": doc("docs/api.md"),
+        "configuration": doc("docs/configuration.md"),
+        "operations": doc("docs/operations.md"),
+        "metrics": doc("docs/metrics.md"),
+    })
 }
 
 fn async_queue_disabled() -> RayError {
