@@ -1,6 +1,9 @@
 //! The runtime's own cost per request, with the mock provider at zero latency: everything
 //! Ray does around a backend call (plan, cache, dedupe, admission, response), without HTTP.
 //!
+//! Also the prompt shape on hostile input (one long word of hex letters), which must stay
+//! linear in the input.
+//!
 //! Run with `cargo bench -p ray-runtime --bench infer`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -58,6 +61,16 @@ fn benches() {
             .expect("ok");
         b.iter(|| serde_json::to_vec(&response).expect("json").len())
     });
+
+    for (name, input) in [
+        ("input_shape_200k_of_a", "a".repeat(200_000)),
+        ("input_shape_200k_of_abcdef", "abcdef".repeat(200_000 / 6)),
+        ("input_shape_200k_of_1ag", "1ag".repeat(200_000 / 3)),
+    ] {
+        c.bench_function(name, |b| {
+            b.iter(|| ray_runtime::input_shape(std::hint::black_box(&input)).len())
+        });
+    }
 }
 
 fn main() {

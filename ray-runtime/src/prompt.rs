@@ -184,15 +184,23 @@ pub fn family(
     }
 }
 
+/// Longest shape, in bytes.
+const SHAPE_LIMIT: usize = 240;
+
+/// Longest quoted string replaced by `"<value>"`, in chars.
+const QUOTED_LIMIT: usize = 120;
+
 /// The shape of an input: lower-cased, whitespace collapsed, variable parts replaced, at most
-/// 240 chars. URLs become `<url>`, e-mail addresses `<email>`, runs of 8+ hex digits with a
+/// 240 bytes. URLs become `<url>`, e-mail addresses `<email>`, runs of 8+ hex digits with a
 /// digit among them `<hex>`, other digit runs `<number>`, and quoted strings of at most 120
-/// chars `"<value>"`. One pass over the words, one output string.
+/// chars `"<value>"`.
+///
+/// The work is linear in the input and stops once the shape is full, so a hostile prompt (one
+/// long word of hex letters, say) costs no more than reading it once.
 pub fn input_shape(input: &str) -> String {
-    const LIMIT: usize = 240;
-    let mut out = String::with_capacity(input.len().min(LIMIT + 16));
+    let mut out = String::with_capacity(input.len().min(SHAPE_LIMIT + 16));
     let mut rest = input;
-    while out.len() < LIMIT {
+    while out.len() < SHAPE_LIMIT {
         rest = rest.trim_start();
         if rest.is_empty() {
             break;
@@ -200,10 +208,13 @@ pub fn input_shape(input: &str) -> String {
         if !out.is_empty() {
             out.push(' ');
         }
-        // A quoted string of at most 120 chars, possibly spanning words.
+        // A quoted string of at most 120 chars, possibly spanning words. Only the first 121
+        // chars after the quote are searched, so many quotes cannot make this quadratic.
         if let Some(after) = rest.strip_prefix('"')
-            && let Some(close) = after.find('"')
-            && after[..close].chars().count() <= 120
+            && let Some((close, _)) = after
+                .char_indices()
+                .take(QUOTED_LIMIT + 1)
+                .find(|&(_, ch)| ch == '"')
         {
             out.push_str("\"<value>\"");
             rest = &after[close + 1..];
@@ -213,16 +224,16 @@ pub fn input_shape(input: &str) -> String {
         shape_word(&rest[..end], &mut out);
         rest = &rest[end..];
     }
-    if out.len() > LIMIT {
-        let mut cut = LIMIT;
-        while !out.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        out.truncate(cut);
-    }
+    truncate_at_char(&mut out, SHAPE_LIMIT);
     out
 }
 
+/// Appends the shape of one word to `out`, stopping once `out` holds [`SHAPE_LIMIT`] bytes.
+///
+/// The word is read as alternating runs: a maximal run of ASCII hex digits, then a run of
+/// anything else. A hex run of 8+ with a digit is `<hex>`; any other hex run is copied with its
+/// digit runs as `<number>` (no part of a run can qualify as `<hex>` when the whole run does
+/// not). Every byte is looked at a bounded number of times.
 fn shape_word(word: &str, out: &mut String) {
     if word.contains("://") {
         out.push_str("<url>");
@@ -237,34 +248,60 @@ fn shape_word(word: &str, out: &mut String) {
     }
     let bytes = word.as_bytes();
     let mut i = 0;
-    while i < bytes.len() {
+    while i < bytes.len() && out.len() < SHAPE_LIMIT {
         let start = i;
         if bytes[i].is_ascii_hexdigit() {
             while i < bytes.len() && bytes[i].is_ascii_hexdigit() {
                 i += 1;
             }
-            if i - start >= 8 && bytes[start..i].iter().any(u8::is_ascii_digit) {
+            let run = &bytes[start..i];
+            if run.len() >= 8 && run.iter().any(u8::is_ascii_digit) {
                 out.push_str("<hex>");
-                continue;
+            } else {
+                push_short_hex_run(run, out);
             }
-            i = start;
-        }
-        if bytes[i].is_ascii_digit() {
-            while i < bytes.len() && bytes[i].is_ascii_digit() {
-                i += 1;
-            }
-            out.push_str("<number>");
             continue;
         }
-        // Copy up to the next ASCII digit or hex start, lower-casing as we go.
-        let next = bytes[i + 1..]
-            .iter()
-            .position(u8::is_ascii_hexdigit)
-            .map_or(bytes.len(), |p| i + 1 + p);
-        for ch in word[i..next].chars() {
+        // Up to the next hex digit (ASCII, so always a char boundary), lower-cased.
+        while i < bytes.len() && !bytes[i].is_ascii_hexdigit() {
+            i += 1;
+        }
+        for ch in word[start..i].chars() {
+            if out.len() >= SHAPE_LIMIT {
+                break;
+            }
             out.extend(ch.to_lowercase());
         }
-        i = next;
+    }
+}
+
+/// A hex run that is not a `<hex>` token: letters lower-cased, digit runs as `<number>`.
+fn push_short_hex_run(run: &[u8], out: &mut String) {
+    let mut in_number = false;
+    for &byte in run {
+        if out.len() >= SHAPE_LIMIT {
+            return;
+        }
+        if byte.is_ascii_digit() {
+            if !in_number {
+                out.push_str("<number>");
+                in_number = true;
+            }
+        } else {
+            out.push(char::from(byte.to_ascii_lowercase()));
+            in_number = false;
+        }
+    }
+}
+
+/// Cuts `text` to at most `limit` bytes, at a char boundary.
+fn truncate_at_char(text: &mut String, limit: usize) {
+    if text.len() > limit {
+        let mut cut = limit;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
     }
 }
 
@@ -371,10 +408,138 @@ mod tests {
     }
 
     #[test]
+    fn short_hex_runs_keep_their_letters_and_number_their_digits() {
+        assert_eq!(input_shape("1a2b3c"), "<number>a<number>b<number>c");
+        assert_eq!(input_shape("Cafe12 BEEF"), "cafe<number> beef");
+        assert_eq!(input_shape("x12345678y"), "x<hex>y");
+        assert_eq!(
+            input_shape("deadbeefcafe"),
+            "deadbeefcafe",
+            "no digit, no <hex>"
+        );
+    }
+
+    #[test]
+    fn hostile_long_inputs_are_shaped_in_one_pass_and_bounded() {
+        const MIB: usize = 1 << 20;
+        assert_eq!(input_shape(&"a".repeat(MIB)), "a".repeat(240));
+        assert_eq!(input_shape(&"abcdef".repeat(MIB / 6)), "abcdef".repeat(40));
+        assert_eq!(input_shape(&"a1".repeat(MIB / 2)), "<hex>");
+        for input in [
+            "1ag".repeat(MIB / 3),
+            "\"a ".repeat(MIB / 3),
+            format!("\"{}", "x".repeat(MIB)),
+            "ab ".repeat(MIB / 3),
+            format!("{} {}", "a".repeat(MIB), "b".repeat(MIB)),
+        ] {
+            let shape = input_shape(&input);
+            assert!(shape.len() <= 240, "{shape}");
+            assert_eq!(shape, reference_shape(&input));
+        }
+    }
+
+    #[test]
     fn shapes_hex_and_quotes() {
         assert_eq!(
             input_shape(r#"commit deadbeef42 says "fix it""#),
             r#"commit <hex> says "<value>""#
         );
+    }
+
+    /// A direct transcription of the rules over a `Vec<char>`, with no early exits: slow, but
+    /// easy to check by eye.
+    fn reference_shape(input: &str) -> String {
+        let chars: Vec<char> = input.chars().collect();
+        let mut out = String::new();
+        let mut i = 0;
+        loop {
+            while i < chars.len() && chars[i].is_whitespace() {
+                i += 1;
+            }
+            if i == chars.len() || out.len() >= 240 {
+                break;
+            }
+            if !out.is_empty() {
+                out.push(' ');
+            }
+            if chars[i] == '"'
+                && let Some(close) = chars[i + 1..].iter().position(|&ch| ch == '"')
+                && close <= 120
+            {
+                out.push_str("\"<value>\"");
+                i += close + 2;
+                continue;
+            }
+            let start = i;
+            while i < chars.len() && !chars[i].is_whitespace() {
+                i += 1;
+            }
+            out.push_str(&reference_word(&chars[start..i].iter().collect::<String>()));
+        }
+        let mut cut = out.len().min(240);
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+        out
+    }
+
+    fn reference_word(word: &str) -> String {
+        if word.contains("://") {
+            return "<url>".into();
+        }
+        if let Some((local, domain)) = word.split_once('@')
+            && !local.is_empty()
+            && domain.contains('.')
+        {
+            return "<email>".into();
+        }
+        let chars: Vec<char> = word.chars().collect();
+        let mut out = String::new();
+        let mut i = 0;
+        while i < chars.len() {
+            let start = i;
+            let hex = chars[i].is_ascii_hexdigit();
+            while i < chars.len() && chars[i].is_ascii_hexdigit() == hex {
+                i += 1;
+            }
+            let run = &chars[start..i];
+            if hex && run.len() >= 8 && run.iter().any(char::is_ascii_digit) {
+                out.push_str("<hex>");
+                continue;
+            }
+            for (k, ch) in run.iter().enumerate() {
+                if ch.is_ascii_digit() {
+                    if k == 0 || !run[k - 1].is_ascii_digit() {
+                        out.push_str("<number>");
+                    }
+                } else {
+                    out.extend(ch.to_lowercase());
+                }
+            }
+        }
+        out
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn shapes_match_the_reference_on_prompt_like_text(
+            input in "[a-fA-F0-9g-zG-Z \"@:/._\t\né€İ-]{0,400}"
+        ) {
+            proptest::prop_assert_eq!(input_shape(&input), reference_shape(&input));
+        }
+
+        #[test]
+        fn shapes_match_the_reference_on_any_text(input in proptest::arbitrary::any::<String>()) {
+            proptest::prop_assert_eq!(input_shape(&input), reference_shape(&input));
+        }
+
+        #[test]
+        fn shapes_match_the_reference_on_long_words(
+            word in "[a-f0-9g]{200,3000}", tail in "[ a-z0-9\"]{0,40}"
+        ) {
+            let input = format!("{word}{tail}");
+            proptest::prop_assert_eq!(input_shape(&input), reference_shape(&input));
+        }
     }
 }

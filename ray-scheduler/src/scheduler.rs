@@ -1,5 +1,5 @@
 //! The async shell around [`SchedulerState`]: a mutex, one channel per waiting job, owned
-//! permits that release on drop, deadlines, and a small timer task for the batch window.
+//! permits that release on drop, deadlines, and one timer task for the batch window.
 
 use std::fmt;
 use std::sync::Arc;
@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use ray_core::{ErrorCode, RayError};
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -115,8 +115,12 @@ impl From<AdmitError> for RayError {
 struct Shared {
     state: Mutex<Inner>,
     next_id: AtomicU64,
-    /// The batch-window timer, if one runs. It holds only a weak reference to this struct and
-    /// is aborted when the struct is dropped, so it never outlives the scheduler.
+    /// Wakes the batch-window timer task: a held permit may have a new deadline.
+    /// `notify_one` stores a wake-up when the task is not waiting, so none is lost, and it
+    /// works from any thread, inside a runtime or not.
+    timer_wake: Arc<Notify>,
+    /// The batch-window timer task, started on first need. It lives as long as the scheduler
+    /// (it holds only a weak reference to this struct and is aborted when the struct drops).
     timer: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -129,17 +133,25 @@ impl Drop for Shared {
 }
 
 impl Shared {
-    /// Starts the batch-window timer if a permit is held and no timer runs.
+    /// Tells the timer task that a permit is held, starting the task if it does not run yet.
     fn arm_timer(self: &Arc<Shared>) {
         if self.state.lock().state.next_wakeup().is_none() {
             return;
         }
+        self.ensure_timer_task();
+        self.timer_wake.notify_one();
+    }
+
+    /// Starts the timer task unless it runs (it only stops when aborted, or when the runtime
+    /// it ran on shut down). Outside a runtime nothing can be started; a task that runs
+    /// already is woken through the `Notify` all the same.
+    fn ensure_timer_task(self: &Arc<Shared>) {
         let mut timer = self.timer.lock();
         if timer.as_ref().is_some_and(|t| !t.is_finished()) {
             return;
         }
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            *timer = Some(handle.spawn(timer_task(Arc::downgrade(self))));
+            *timer = Some(handle.spawn(timer_task(Arc::downgrade(self), self.timer_wake.clone())));
         }
     }
 }
@@ -177,6 +189,7 @@ impl Scheduler {
                 closed: false,
             }),
             next_id: AtomicU64::new(1),
+            timer_wake: Arc::new(Notify::new()),
             timer: Mutex::new(None),
         });
         Scheduler { shared }
@@ -205,7 +218,7 @@ impl Scheduler {
     pub async fn admit(&self, spec: JobSpec, deadline: Instant) -> Result<Permit, AdmitError> {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let enqueued = Instant::now();
-        let (mine, others, receiver) = {
+        let (mine, others, receiver, windowed) = {
             let mut inner = self.shared.state.lock();
             if inner.closed {
                 return Err(AdmitError::Closed);
@@ -223,7 +236,8 @@ impl Scheduler {
             } else {
                 None
             };
-            (mine, others, receiver)
+            let windowed = !inner.state.settings().batch_window.is_zero();
+            (mine, others, receiver, windowed)
         };
         self.deliver(others);
         if let Some(assignment) = mine {
@@ -232,6 +246,12 @@ impl Scheduler {
         let Some(receiver) = receiver else {
             return Err(AdmitError::Closed);
         };
+        // A waiting job can only be held up by a batch window; make sure the timer task
+        // runs now, while on the runtime, so the permit that will be held can wake it from
+        // wherever it is released.
+        if windowed {
+            self.shared.ensure_timer_task();
+        }
         self.shared.arm_timer();
         let mut guard = WaitGuard {
             scheduler: self,
@@ -288,18 +308,29 @@ impl Scheduler {
     }
 }
 
-/// Sleeps until a held permit's window ends, then starts whatever can start. Exits when no
-/// permit is held; holds only a weak reference between wake-ups.
-async fn timer_task(shared: std::sync::Weak<Shared>) {
+/// Sleeps until the earliest held permit's window ends, then starts whatever can start; with
+/// nothing held, sleeps until woken. Holds only a weak reference between wake-ups.
+///
+/// A wake-up is registered before the state is read, so a hold set after the read always
+/// wakes the task again: the decision to sleep and the decision to arm can never miss each
+/// other.
+async fn timer_task(shared: std::sync::Weak<Shared>, wake: Arc<Notify>) {
     loop {
+        let notified = wake.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
         let wakeup = match shared.upgrade() {
             Some(strong) => strong.state.lock().state.next_wakeup(),
             None => return,
         };
         let Some(at) = wakeup else {
-            return;
+            notified.await;
+            continue;
         };
-        tokio::time::sleep_until(Instant::from_std(at)).await;
+        tokio::select! {
+            () = tokio::time::sleep_until(Instant::from_std(at)) => {}
+            () = &mut notified => continue,
+        }
         let Some(strong) = shared.upgrade() else {
             return;
         };

@@ -13,6 +13,7 @@ use ray_core::{ErrorCode, RayError};
 use ray_runtime::{MetricKind, MetricsSnapshot, Runtime, Sample};
 
 use crate::auth::{ApiKeys, AuthSetupError};
+use crate::head;
 use crate::http::{self, Body};
 use crate::rate_limit::{Decision, RateLimiter, client_ip};
 
@@ -21,12 +22,16 @@ use crate::rate_limit::{Decision, RateLimiter, client_ip};
 pub struct HttpLimits {
     /// Open connections at most.
     pub max_connections: u32,
-    /// Bytes of the request line and headers at most.
+    /// Bytes of the request line and headers at most; more is refused with a JSON 431.
     pub max_header_bytes: u32,
-    /// Headers at most.
+    /// Header fields at most; more are refused with a JSON 431.
     pub max_headers: u32,
-    /// Time allowed to send the request line and headers (also the idle keep-alive time).
+    /// Time allowed to send the request line and headers, counted from the end of the previous
+    /// response on a kept-alive connection.
     pub headers_timeout: Duration,
+    /// How long a kept-alive connection may sit idle (no request in progress, no bytes of the
+    /// next one received) before the server closes it.
+    pub keep_alive_timeout: Duration,
     /// Time allowed to send the body.
     pub body_timeout: Duration,
     /// Requests per connection before it is closed.
@@ -44,6 +49,7 @@ impl Default for HttpLimits {
             max_header_bytes: 12_288,
             max_headers: 64,
             headers_timeout: Duration::from_secs(15),
+            keep_alive_timeout: Duration::from_secs(5),
             body_timeout: Duration::from_secs(30),
             max_requests_per_connection: 1_000,
             shutdown_grace: Duration::from_secs(30),
@@ -283,6 +289,11 @@ impl App {
     }
 
     /// Handles one request.
+    ///
+    /// The order of checks: the head (header limits, target length, target form and `Host`),
+    /// auth on protected routes, then for `GET /v1/jobs/{id}` the async-queue check, then the
+    /// rate limit, then the route. Unauthorised, unavailable and rate-limited requests are
+    /// refused before any body is read.
     pub(crate) async fn handle(
         &self,
         request: Request<Incoming>,
@@ -290,21 +301,14 @@ impl App {
         log: &mut RequestLog,
     ) -> (Route, Response<Body>) {
         let route = Route::parse(request.method(), request.uri().path());
-        if request
-            .uri()
-            .path_and_query()
-            .is_some_and(|pq| pq.as_str().len() > self.limits.max_target_bytes)
-        {
-            let error = RayError::new(
-                ErrorCode::RequestTargetTooLarge,
-                format!(
-                    "The request target is longer than {} bytes",
-                    self.limits.max_target_bytes
-                ),
-            );
+        if let Err(error) = self.check_head(&request) {
+            // The connection may hold a body nobody will read, or a client that sends
+            // malformed requests: close it.
             return (route, self.reject(error, log, true));
         }
-        let token = if route.protected()
+        // Only a verified key identifies a client: with auth disabled a Bearer token is
+        // anything the client likes, so it plays no part in rate limiting.
+        let verified_key = if route.protected()
             && let Some(keys) = &self.keys
         {
             match keys.check(request.headers()) {
@@ -316,8 +320,12 @@ impl App {
                 }
             }
         } else {
-            crate::auth::bearer_token(request.headers()).map(String::from)
+            None
         };
+        if route == Route::Job {
+            // Probing a job while the queue is unavailable costs no rate-limit budget.
+            return (route, self.reject(async_queue_disabled(), log, false));
+        }
         let decision = match (&self.limiter, route.rate_limited()) {
             (Some(limiter), true) => {
                 let ip = client_ip(
@@ -325,7 +333,7 @@ impl App {
                     request.headers(),
                     self.runtime.config().rate_limit.trust_proxy_headers,
                 );
-                let decision = limiter.check(&limiter.key(&ip_text(ip), token.as_deref()));
+                let decision = limiter.check(&limiter.key(&ip_text(ip), verified_key.as_deref()));
                 if !decision.allowed {
                     self.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
                     let error = RayError::new(
@@ -356,17 +364,8 @@ impl App {
             Route::Metrics => self.metrics(request.uri().query()),
             Route::Config => http::json(StatusCode::OK, &self.runtime.config_view()),
             Route::Infer => self.infer(request, log).await,
-            Route::Jobs | Route::Job => {
-                let close = route == Route::Jobs;
-                self.reject(
-                    RayError::new(
-                        ErrorCode::AsyncQueueDisabled,
-                        "The async job queue is disabled (asyncQueue.enabled is false)",
-                    ),
-                    log,
-                    close,
-                )
-            }
+            // The body of a job submission is never read: close the connection.
+            Route::Jobs | Route::Job => self.reject(async_queue_disabled(), log, true),
             Route::NotFound => self.reject(
                 RayError::new(ErrorCode::NotFound, "Route not found"),
                 log,
@@ -378,6 +377,32 @@ impl App {
             None => response,
         };
         (route, response)
+    }
+
+    /// The head checks: header count and bytes, target length, target form and `Host`.
+    fn check_head(&self, request: &Request<Incoming>) -> Result<(), RayError> {
+        let limits = &self.limits;
+        head::check_size(
+            request.method(),
+            request.uri(),
+            request.headers(),
+            limits.max_headers,
+            limits.max_header_bytes,
+        )?;
+        if request
+            .uri()
+            .path_and_query()
+            .is_some_and(|pq| pq.as_str().len() > limits.max_target_bytes)
+        {
+            return Err(RayError::new(
+                ErrorCode::RequestTargetTooLarge,
+                format!(
+                    "The request target is longer than {} bytes",
+                    limits.max_target_bytes
+                ),
+            ));
+        }
+        head::check_target_and_host(request.uri(), request.headers())
     }
 
     fn service_name(&self) -> &str {
@@ -408,6 +433,7 @@ impl App {
                            is correct behaviour, as long as it is explicit.",
                 "profile": config.profile.as_str(),
                 "model": config.model.id,
+                "docs": root_docs(),
                 "routes": ["/livez", "/readyz", "/health", "/metrics", "/v1/config",
                            "/v1/infer", "/v1/jobs"],
             }),
@@ -453,7 +479,7 @@ impl App {
             max_requests_per_socket: limits.max_requests_per_connection,
             headers_timeout_ms: limits.headers_timeout.as_millis() as u64,
             request_timeout_ms: limits.body_timeout.as_millis() as u64,
-            keep_alive_timeout_ms: limits.headers_timeout.as_millis() as u64,
+            keep_alive_timeout_ms: limits.keep_alive_timeout.as_millis() as u64,
         }
     }
 
@@ -627,6 +653,28 @@ impl App {
     pub(crate) fn count_request(&self, route: Route, status: u16) {
         self.stats.requests.add(route, status);
     }
+}
+
+/// The `docs` object of `GET /`: the existing Ray's three keys, plus the operator guides.
+/// The gateway serves no documents, so these are links to the repository's.
+fn root_docs() -> serde_json::Value {
+    let doc = |path: &str| format!("{}/blob/main/{path}", env!("CARGO_PKG_REPOSITORY"));
+    serde_json::json!({
+        "architecture": doc("docs/architecture.md"),
+        "roadmap": doc("README.md#status"),
+        "principles": doc("docs/architecture.md#decisions"),
+        "api": doc("docs/api.md"),
+        "configuration": doc("docs/configuration.md"),
+        "operations": doc("docs/operations.md"),
+        "metrics": doc("docs/metrics.md"),
+    })
+}
+
+fn async_queue_disabled() -> RayError {
+    RayError::new(
+        ErrorCode::AsyncQueueDisabled,
+        "The async job queue is disabled (asyncQueue.enabled is false)",
+    )
 }
 
 fn ip_text(ip: IpAddr) -> String {

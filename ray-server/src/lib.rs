@@ -31,7 +31,9 @@
 mod app;
 pub mod auth;
 pub mod cli;
+mod head;
 pub mod http;
+mod idle;
 pub mod logging;
 pub mod rate_limit;
 mod server;

@@ -1,5 +1,5 @@
-//! The listener: a connection cap, hyper's HTTP/1 limits, one log line per request, and a
-//! graceful drain on shutdown.
+//! The listener: a connection cap, hyper's HTTP/1 parser limits and header-read timeout, the
+//! keep-alive idle timeout, one log line per request, and a graceful drain on shutdown.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -19,6 +19,16 @@ use tokio::time::Instant;
 
 use crate::app::{App, RequestLog};
 use crate::http::Body;
+use crate::idle::{Activity, Watched};
+
+/// Header fields hyper's parser accepts. The gateway's own limit (`HttpLimits::max_headers`,
+/// 64) is lower and enforced after parsing, so the client gets Ray's JSON 431; requests past
+/// this ceiling get hyper's bare 431.
+const PARSER_MAX_HEADERS: usize = 100;
+
+/// Bytes of request line and headers hyper's parser accepts; like [`PARSER_MAX_HEADERS`], a
+/// ceiling above the gateway's own limit (`HttpLimits::max_header_bytes`, 12,288).
+const PARSER_MAX_HEAD_BYTES: usize = 64 * 1024;
 
 /// Serves `app` on an already-bound `listener` until `shutdown` completes, then stops accepting,
 /// lets requests in progress finish for up to the shutdown grace period (30 s), and closes
@@ -36,8 +46,8 @@ pub async fn run(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.headers_timeout)
-        .max_headers(limits.max_headers as usize)
-        .max_header_size(limits.max_header_bytes as usize)
+        .max_headers(PARSER_MAX_HEADERS.max(limits.max_headers as usize + 1))
+        .max_header_size(PARSER_MAX_HEAD_BYTES.max(limits.max_header_bytes as usize + 1))
         .keep_alive(true);
     let builder = Arc::new(builder);
     tokio::pin!(shutdown);
@@ -68,25 +78,37 @@ pub async fn run(
         let app = app.clone();
         let builder = builder.clone();
         let mut drain = drain_rx.clone();
+        let keep_alive_timeout = limits.keep_alive_timeout;
         connections.spawn(async move {
             let _slot = slot;
             app.stats.connections.fetch_add(1, Ordering::Relaxed);
             app.stats.connections_total.fetch_add(1, Ordering::Relaxed);
+            let activity = Arc::new(Activity::new());
             let served = Arc::new(AtomicU32::new(0));
             let service = {
                 let app = app.clone();
+                let activity = activity.clone();
                 service_fn(move |request| {
                     let app = app.clone();
                     let served = served.clone();
-                    async move { Ok::<_, Infallible>(serve_one(&app, request, peer, &served).await) }
+                    let activity = activity.clone();
+                    async move {
+                        let _request = activity.request_started();
+                        Ok::<_, Infallible>(serve_one(&app, request, peer, &served).await)
+                    }
                 })
             };
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            let stream = TokioIo::new(Watched::new(stream, activity.clone()));
+            let connection = builder.serve_connection(stream, service);
             tokio::pin!(connection);
             let mut draining = *drain.borrow();
             if draining {
                 connection.as_mut().graceful_shutdown();
             }
+            // Checked every `keep_alive_timeout` at most; an idle connection is closed (a
+            // graceful shutdown closes at once when no request is in progress).
+            let idle_check = tokio::time::sleep(keep_alive_timeout);
+            tokio::pin!(idle_check);
             loop {
                 tokio::select! {
                     _ = connection.as_mut() => break,
@@ -94,6 +116,15 @@ pub async fn run(
                         draining = true;
                         if changed.is_ok() {
                             connection.as_mut().graceful_shutdown();
+                        }
+                    }
+                    () = &mut idle_check, if !draining => {
+                        match activity.idle_deadline(keep_alive_timeout) {
+                            Some(deadline) => idle_check.as_mut().reset(deadline),
+                            None => {
+                                draining = true;
+                                connection.as_mut().graceful_shutdown();
+                            }
                         }
                     }
                 }

@@ -1,7 +1,8 @@
 //! The operator CLI, run as the real binary.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -205,13 +206,42 @@ fn a_bad_config_fails_boot_with_a_json_line() {
     );
 }
 
+/// One request over a plain blocking socket (no external tools, so the test cannot skip):
+/// returns the status and the body.
+fn http(port: u64, request: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port as u16)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let text = String::from_utf8_lossy(&response).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, body.to_string())
+}
+
+fn get(port: u64, path: &str) -> (u16, String) {
+    http(
+        port,
+        &format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"),
+    )
+}
+
 #[test]
 fn serves_then_drains_and_exits_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
+    // A slow mock, so a request is still running when SIGTERM arrives.
     let config = write(
         &dir,
         "ray.json",
-        r#"{"profile":"tiny","server":{"port":0}}"#,
+        r#"{"profile":"tiny","server":{"port":0},
+            "model":{"adapter":{"kind":"mock","latencyMs":1500}}}"#,
     );
     let mut child = binary()
         .arg("--config")
@@ -230,12 +260,35 @@ fn serves_then_drains_and_exits_cleanly_on_sigterm() {
         }
         assert!(started.elapsed() < Duration::from_secs(10));
     };
-    let response = std::process::Command::new("curl")
-        .args(["-s", &format!("http://127.0.0.1:{port}/livez")])
-        .output();
-    if let Ok(response) = response {
-        assert!(String::from_utf8_lossy(&response.stdout).contains("\"status\":\"ok\""));
+    let (status, body) = get(port, "/livez");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"status\":\"ok\""), "{body}");
+
+    let in_flight = std::thread::spawn(move || {
+        let body = r#"{"input":"finish me before you go"}"#;
+        http(
+            port,
+            &format!(
+                "POST /v1/infer HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            ),
+        )
+    });
+    // Wait until the request is running in the backend before signalling.
+    let waiting = Instant::now();
+    loop {
+        let (_, health) = get(port, "/health");
+        let health: serde_json::Value = serde_json::from_str(&health).unwrap();
+        if health["inFlight"].as_u64() == Some(1) {
+            break;
+        }
+        assert!(
+            waiting.elapsed() < Duration::from_secs(10),
+            "the request never started: {health}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
+
     let pid = child.id().to_string();
     assert!(
         Command::new("kill")
@@ -244,6 +297,9 @@ fn serves_then_drains_and_exits_cleanly_on_sigterm() {
             .unwrap()
             .success()
     );
+    let (status, body) = in_flight.join().unwrap();
+    assert_eq!(status, 200, "the request in progress completes: {body}");
+    assert!(body.contains("finish me before you go"), "{body}");
     let status = child.wait().unwrap();
     assert!(status.success(), "exit 0 after SIGTERM, got {status:?}");
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
@@ -251,4 +307,6 @@ fn serves_then_drains_and_exits_cleanly_on_sigterm() {
         rest.iter().any(|l| l.contains("gateway shutting down")),
         "{rest:?}"
     );
+    // Stopped listening: new connections are refused.
+    assert!(TcpStream::connect(("127.0.0.1", port as u16)).is_err());
 }

@@ -114,6 +114,112 @@ async fn the_rate_limit_answers_429_with_reset_headers() {
     server.stop().await;
 }
 
+fn infer_with_token(token: &str) -> Vec<u8> {
+    let body = r#"{"input":"x"}"#;
+    format!(
+        "POST /v1/infer HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+#[tokio::test]
+async fn with_auth_off_made_up_tokens_do_not_escape_the_rate_limit() {
+    for strategy in ["api-key", "ip+api-key"] {
+        let server = TestServer::start(&format!(
+            r#"{{"profile":"tiny","model":{{"adapter":{{"kind":"mock","latencyMs":0}}}},
+                "rateLimit":{{"enabled":true,"maxRequests":2,"windowMs":60000,
+                              "keyStrategy":"{strategy}"}}}}"#
+        ))
+        .await;
+        // A client that sends a new made-up token with every request is still one client.
+        let statuses: Vec<u16> = futures_util::future::join_all(
+            (0..4).map(|n| server.raw_owned(infer_with_token(&format!("fake-{n}")))),
+        )
+        .await
+        .iter()
+        .map(|r| r.status)
+        .collect();
+        assert_eq!(
+            statuses.iter().filter(|s| **s == 200).count(),
+            2,
+            "{strategy}: {statuses:?}"
+        );
+        assert_eq!(
+            statuses.iter().filter(|s| **s == 429).count(),
+            2,
+            "{strategy}: {statuses:?}"
+        );
+        // And it fills one slot of the key table, not one per token.
+        assert_eq!(server.metric("ray_rate_limit_active_keys").await, 1.0);
+        server.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn with_auth_on_each_key_has_its_own_window() {
+    let server = TestServer::start_with_keys(
+        r#"{"profile":"tiny","model":{"adapter":{"kind":"mock","latencyMs":0}},
+            "auth":{"enabled":true},
+            "rateLimit":{"enabled":true,"maxRequests":1,"windowMs":60000,
+                         "keyStrategy":"api-key"}}"#,
+        Some("key-one,key-two"),
+    )
+    .await;
+    assert_eq!(server.raw(&infer_with_token("key-one")).await.status, 200);
+    assert_eq!(server.raw(&infer_with_token("key-one")).await.status, 429);
+    assert_eq!(server.raw(&infer_with_token("key-two")).await.status, 200);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn job_lookups_check_the_queue_before_the_rate_limit() {
+    let server = TestServer::start_with_keys(
+        r#"{"profile":"tiny","model":{"adapter":{"kind":"mock","latencyMs":0}},
+            "auth":{"enabled":true},
+            "rateLimit":{"enabled":true,"maxRequests":1,"windowMs":60000}}"#,
+        Some("key-one"),
+    )
+    .await;
+    let lookup = |key: Option<&str>| {
+        let auth = key.map_or(String::new(), |k| format!("Authorization: Bearer {k}\r\n"));
+        format!(
+            "GET /v1/jobs/job_0123456789abcdef HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"
+        )
+        .into_bytes()
+    };
+    // Auth comes first.
+    assert_eq!(server.raw(&lookup(None)).await.status, 401);
+    // Then the queue check: probing a disabled queue costs no rate-limit budget.
+    for _ in 0..3 {
+        let response = server.raw(&lookup(Some("key-one"))).await;
+        assert_eq!(response.status, 503);
+        assert_eq!(response.code(), "async_queue_disabled");
+        assert_eq!(response.header("x-ratelimit-remaining"), None);
+    }
+    assert_eq!(server.raw(&infer_with_token("key-one")).await.status, 200);
+    // Submissions are rate limited before the queue check, as in the existing Ray.
+    let submit = {
+        let body = r#"{"input":"x"}"#;
+        format!(
+            "POST /v1/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer key-one\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let response = server.raw(submit.as_bytes()).await;
+    assert_eq!(response.status, 429);
+    let metrics = server
+        .client_with_key("key-one")
+        .metrics_text()
+        .await
+        .unwrap();
+    assert_eq!(
+        util::metric_value(&metrics, "ray_rate_limited_total"),
+        Some(1.0)
+    );
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn shutdown_lets_requests_in_progress_finish() {
     let mut server = TestServer::start(

@@ -31,6 +31,14 @@ async fn liveness_readiness_and_the_service_descriptor() {
         .await;
     assert_eq!(root.json()["name"], "ray");
     assert_eq!(root.json()["profile"], "tiny");
+    assert_eq!(root.json()["model"], "tiny-dev");
+    assert!(root.json()["description"].is_string());
+    assert!(root.json()["thesis"].is_string());
+    // The existing Ray's `docs` object, with its three keys.
+    for key in ["architecture", "roadmap", "principles"] {
+        let link = root.json()["docs"][key].as_str().unwrap().to_string();
+        assert!(link.starts_with("https://"), "{key}: {link}");
+    }
     server.stop().await;
 }
 

@@ -984,7 +984,7 @@ mod tests {
     }
 
     #[test]
-    fn switching_adapter_kind_starts_from_that_kinds_defaults() {
+    fn switching_away_from_the_mock_starts_from_that_kinds_defaults() {
         let loaded = load(
             r#"{"profile":"tiny","model":{"adapter":{"kind":"openai-compatible","baseUrl":"http://127.0.0.1:8081"}}}"#,
         )
@@ -992,6 +992,68 @@ mod tests {
         let http = loaded.config.model.adapter.http().unwrap();
         assert_eq!(http.model_ref, "tiny-dev");
         assert_eq!(http.timeout_ms, 20_000);
+    }
+
+    #[test]
+    fn switching_between_http_adapters_inherits_the_profile_adapter_s_shared_fields() {
+        // As the existing Ray's merge over the profile's adapter object does: the fields both
+        // kinds have come from the profile's adapter, not from built-in constants.
+        for (profile, kind, model_ref, timeout_ms) in [
+            ("vps", "llama.cpp", "qwen2.5-3b-instruct-q4_k_m", 20_000),
+            (
+                "balanced",
+                "llama.cpp",
+                "mistral-7b-instruct-q4_k_m",
+                25_000,
+            ),
+            (
+                "sub1b",
+                "openai-compatible",
+                "qwen2.5-0.5b-instruct-q4_k_m",
+                18_000,
+            ),
+            (
+                "1b",
+                "openai-compatible",
+                "qwen2.5-1.5b-instruct-q4_k_m",
+                28_000,
+            ),
+            (
+                "1b-8gb",
+                "openai-compatible",
+                "qwen2.5-1.5b-instruct-q4_k_m",
+                24_000,
+            ),
+        ] {
+            let config = load(&format!(
+                r#"{{"profile":"{profile}","model":{{"adapter":{{"kind":"{kind}"}}}}}}"#
+            ))
+            .unwrap_or_else(|e| panic!("{profile}: {e}"))
+            .config;
+            assert_eq!(config.model.adapter.kind(), kind);
+            let http = config.model.adapter.http().unwrap();
+            assert_eq!(http.model_ref, model_ref, "{profile}");
+            assert_eq!(http.timeout_ms, timeout_ms, "{profile}");
+            assert_eq!(http.base_url, "http://127.0.0.1:8081", "{profile}");
+        }
+        // Fields only llama.cpp has are left unset, as in the existing Ray, and the file
+        // still wins over what is inherited.
+        let config =
+            load(r#"{"profile":"vps","model":{"adapter":{"kind":"llama.cpp","timeoutMs":9000}}}"#)
+                .unwrap()
+                .config;
+        let AdapterConfig::LlamaCpp(llama) = &config.model.adapter else {
+            panic!("llama.cpp adapter expected");
+        };
+        assert_eq!(llama.timeout_ms, 9_000);
+        assert_eq!(
+            (
+                llama.cache_prompt,
+                llama.slot_state_ttl_ms,
+                llama.launch_profile.is_some()
+            ),
+            (None, None, false)
+        );
     }
 
     #[test]

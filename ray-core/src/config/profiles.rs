@@ -306,10 +306,10 @@ fn row(profile: Profile) -> Row {
             min_tps: 14.0,
             max_requests: 150,
             max_keys: 8_192,
+            // The reference lists only these two for 1b-8gb (its cax11 cell, by contrast,
+            // marks inheritance with "…"), so the profile does not carry target or engine.
             tags: &[
-                ("target", "1b"),
                 ("hosting", "single-node-8gb"),
-                ("engine", "llama.cpp"),
                 ("hardware", "8gb-vps-class"),
             ],
             ..row(Profile::Sub1b)
@@ -576,41 +576,126 @@ pub fn profile_defaults(profile: Profile) -> RayConfig {
     }
 }
 
-/// The default adapter of a given kind, used when a file switches `model.adapter.kind` away
-/// from its profile's: the new adapter starts from these values rather than from the
-/// profile's adapter of another kind.
+/// The adapter a file's `model.adapter` is merged over when the file switches
+/// `model.adapter.kind` away from its profile's.
+///
+/// As in the existing Ray, whose merge starts from the profile's adapter object whatever the
+/// kind, the fields both HTTP adapters have (`baseUrl`, `modelRef`, `apiKeyEnv`, `timeoutMs`,
+/// `headers`, `warmupRequests`) come from the profile's adapter when it is an HTTP adapter.
+/// Fields the profile's adapter does not have are left unset, as they would be there. Unlike
+/// there, fields the new kind does not accept are dropped instead of being refused. Starting
+/// from the mock adapter, which shares nothing, an HTTP adapter gets the default base URL,
+/// `model_id` as its `modelRef`, and a timeout of 20 s (OpenAI-compatible) or 18 s (llama.cpp).
 pub fn adapter_defaults(kind: &str, model_id: &str, profile: Profile) -> Option<AdapterConfig> {
     let profile_adapter = profile_defaults(profile).model.adapter;
     if profile_adapter.kind() == kind {
         return Some(profile_adapter);
     }
+    let shared = match &profile_adapter {
+        AdapterConfig::Mock(_) => None,
+        AdapterConfig::OpenAiCompatible(a) => Some(OpenAiAdapterConfig {
+            base_url: a.base_url.clone(),
+            model_ref: a.model_ref.clone(),
+            api_key_env: a.api_key_env.clone(),
+            timeout_ms: a.timeout_ms,
+            headers: a.headers.clone(),
+            warmup_requests: a.warmup_requests.clone(),
+        }),
+        AdapterConfig::LlamaCpp(a) => Some(OpenAiAdapterConfig {
+            base_url: a.base_url.clone(),
+            model_ref: a.model_ref.clone(),
+            api_key_env: a.api_key_env.clone(),
+            timeout_ms: a.timeout_ms,
+            headers: a.headers.clone(),
+            warmup_requests: a.warmup_requests.clone(),
+        }),
+    };
+    let from_mock = |timeout_ms| OpenAiAdapterConfig {
+        base_url: DEFAULT_BASE_URL.into(),
+        model_ref: model_id.into(),
+        api_key_env: None,
+        timeout_ms,
+        headers: None,
+        warmup_requests: None,
+    };
     match kind {
         "mock" => Some(AdapterConfig::Mock(MockAdapterConfig {
             latency_ms: 35,
             seed: None,
         })),
-        "openai-compatible" => Some(AdapterConfig::OpenAiCompatible(OpenAiAdapterConfig {
-            base_url: DEFAULT_BASE_URL.into(),
-            model_ref: model_id.into(),
-            api_key_env: None,
-            timeout_ms: 20_000,
-            headers: None,
-            warmup_requests: None,
-        })),
-        "llama.cpp" => Some(AdapterConfig::LlamaCpp(LlamaCppAdapterConfig {
-            base_url: DEFAULT_BASE_URL.into(),
-            model_ref: model_id.into(),
-            api_key_env: None,
-            timeout_ms: 18_000,
-            headers: None,
-            warmup_requests: None,
-            cache_prompt: Some(true),
-            slot_id: None,
-            slot_state_ttl_ms: Some(200),
-            slot_snapshot_timeout_ms: Some(250),
-            prompt_scaffold_cache_entries: Some(256),
-            launch_profile: None,
-        })),
+        "openai-compatible" => Some(AdapterConfig::OpenAiCompatible(
+            shared.unwrap_or_else(|| from_mock(20_000)),
+        )),
+        "llama.cpp" => {
+            let http = shared.unwrap_or_else(|| from_mock(18_000));
+            Some(AdapterConfig::LlamaCpp(LlamaCppAdapterConfig {
+                base_url: http.base_url,
+                model_ref: http.model_ref,
+                api_key_env: http.api_key_env,
+                timeout_ms: http.timeout_ms,
+                headers: http.headers,
+                warmup_requests: http.warmup_requests,
+                cache_prompt: None,
+                slot_id: None,
+                slot_state_ttl_ms: None,
+                slot_snapshot_timeout_ms: None,
+                prompt_scaffold_cache_entries: None,
+                launch_profile: None,
+            }))
+        }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_match_the_reference_profile_table() {
+        let cx23 = [
+            ("engine", "llama.cpp"),
+            ("hardware", "hetzner-cx23-class"),
+            ("hosting", "cheap-vps"),
+        ];
+        let expected: [(Profile, Vec<(&str, &str)>); 7] = [
+            (
+                Profile::Tiny,
+                vec![("hosting", "cheap-vps"), ("target", "tiny")],
+            ),
+            (Profile::Sub1b, [&cx23[..], &[("target", "sub1b")]].concat()),
+            (
+                Profile::Sub1bCax11,
+                vec![
+                    ("engine", "llama.cpp"),
+                    ("hardware", "hetzner-cax11-class"),
+                    ("hosting", "cheap-vps"),
+                    ("target", "sub1b"),
+                ],
+            ),
+            (Profile::OneB, [&cx23[..], &[("target", "1b")]].concat()),
+            (
+                Profile::OneB8gb,
+                vec![
+                    ("hardware", "8gb-vps-class"),
+                    ("hosting", "single-node-8gb"),
+                ],
+            ),
+            (
+                Profile::Vps,
+                vec![("hosting", "single-node"), ("target", "vps")],
+            ),
+            (
+                Profile::Balanced,
+                vec![("hosting", "single-node"), ("target", "balanced")],
+            ),
+        ];
+        for (profile, tags) in expected {
+            let tags: BTreeMap<String, String> = tags
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            assert_eq!(profile_defaults(profile).tags, tags, "{profile}");
+        }
     }
 }

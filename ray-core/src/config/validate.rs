@@ -73,6 +73,12 @@ impl fmt::Display for Diagnostic {
     }
 }
 
+/// A field's value as the bound of another, or `None` when it is 0 and so invalid itself.
+fn positive(value: impl Into<u64>) -> Option<u64> {
+    let value = value.into();
+    (value > 0).then_some(value)
+}
+
 /// Collects diagnostics with small helpers for the common range rules.
 struct Checker {
     diagnostics: Vec<Diagnostic>,
@@ -97,10 +103,21 @@ impl Checker {
     }
 
     /// Like [`Checker::range`], but the upper bound is another field, named in the message.
-    fn at_most_field(&mut self, path: &str, value: u64, min: u64, max: u64, max_field: &str) {
+    /// `max` is `None` when that field is invalid itself: its own error says so, and a bound
+    /// made up from it would only mislead, so just the minimum is checked.
+    fn at_most_field(
+        &mut self,
+        path: &str,
+        value: u64,
+        min: u64,
+        max: Option<u64>,
+        max_field: &str,
+    ) {
         if value < min {
             self.error(path, format!("must be at least {min}, got {value}"));
-        } else if value > max {
+        } else if let Some(max) = max
+            && value > max
+        {
             self.error(
                 path,
                 format!("must be at most {max_field} ({max}), got {value}"),
@@ -312,7 +329,7 @@ pub fn validate(config: &RayConfig) -> Vec<Diagnostic> {
         "scheduler.affinityLookahead",
         s.affinity_lookahead.into(),
         1,
-        s.max_queue.max(1).into(),
+        positive(s.max_queue),
         "scheduler.maxQueue",
     );
     c.range(
@@ -325,7 +342,7 @@ pub fn validate(config: &RayConfig) -> Vec<Diagnostic> {
         "scheduler.shortJobMaxTokens",
         s.short_job_max_tokens.into(),
         1,
-        model_max.max(1).into(),
+        positive(model_max),
         "model.maxOutputTokens",
     );
     for (field, value) in [
@@ -448,7 +465,7 @@ pub fn validate(config: &RayConfig) -> Vec<Diagnostic> {
         "gracefulDegradation.queueDepthThreshold",
         g.queue_depth_threshold.into(),
         1,
-        u64::from(s.max_queue.max(2)) - 1,
+        positive(s.max_queue).map(|max_queue| max_queue - 1),
         "scheduler.maxQueue - 1",
     );
     c.range(
@@ -461,7 +478,7 @@ pub fn validate(config: &RayConfig) -> Vec<Diagnostic> {
         "gracefulDegradation.degradeToMaxTokens",
         g.degrade_to_max_tokens.into(),
         1,
-        model_max.max(1).into(),
+        positive(model_max),
         "model.maxOutputTokens",
     );
     c.range(
@@ -552,7 +569,7 @@ pub fn validate(config: &RayConfig) -> Vec<Diagnostic> {
         "adaptiveTuning.minOutputTokens",
         a.min_output_tokens.into(),
         1,
-        model_max.max(1).into(),
+        positive(model_max),
         "model.maxOutputTokens",
     );
     c.range(
@@ -565,7 +582,7 @@ pub fn validate(config: &RayConfig) -> Vec<Diagnostic> {
         "adaptiveTuning.learnedCapMinSamples",
         a.learned_cap_min_samples.into(),
         1,
-        a.family_history_size.max(1).into(),
+        positive(a.family_history_size),
         "adaptiveTuning.familyHistorySize",
     );
     c.range_f64(
@@ -586,7 +603,7 @@ pub fn validate(config: &RayConfig) -> Vec<Diagnostic> {
         "adaptiveTuning.learnedCapHeadroomTokens",
         a.learned_cap_headroom_tokens.into(),
         0,
-        model_max.into(),
+        positive(model_max),
         "model.maxOutputTokens",
     );
 
@@ -619,8 +636,8 @@ pub fn validate(config: &RayConfig) -> Vec<Diagnostic> {
     if r.enabled && r.key_strategy != RateLimitKeyStrategy::Ip && !config.auth.enabled {
         c.warn(
             "rateLimit.keyStrategy",
-            "uses the API key while auth is disabled, so unauthenticated clients fall back to \
-             their IP",
+            "names the API key while auth is disabled: unverified tokens are ignored and \
+             every client is limited by its IP",
         );
     }
     if r.enabled && r.trust_proxy_headers && public_bind {
@@ -726,7 +743,7 @@ fn validate_adapter(c: &mut Checker, config: &RayConfig) {
                     &format!("{path}.maxTokens"),
                     max_tokens.into(),
                     1,
-                    model_max.into(),
+                    positive(model_max),
                     "model.maxOutputTokens",
                 );
             }
@@ -744,7 +761,7 @@ fn validate_adapter(c: &mut Checker, config: &RayConfig) {
             "model.adapter.slotSnapshotTimeoutMs",
             v,
             1,
-            llama.timeout_ms.max(1),
+            positive(llama.timeout_ms),
             "model.adapter.timeoutMs",
         );
     }
@@ -816,7 +833,7 @@ fn validate_launch_profile(c: &mut Checker, config: &RayConfig, launch: &LaunchP
         &format!("{P}.ubatchSize"),
         launch.ubatch_size.into(),
         1,
-        launch.batch_size.max(1).into(),
+        positive(launch.batch_size),
         "launchProfile.batchSize",
     );
     c.range(
@@ -1085,6 +1102,62 @@ mod tests {
         assert!(errors.contains(&"scheduler.maxQueue: must be at least 1, got 0".to_string()));
         assert!(errors.contains(&"cache.maxEntries: must be at most 4096, got 5000".to_string()));
         assert!(errors.contains(&"rateLimit.maxKeys: must be at least 1, got 0".to_string()));
+    }
+
+    #[test]
+    fn an_invalid_bound_is_reported_once_not_as_a_made_up_bound_of_other_fields() {
+        let mut config = profile_defaults(Profile::Sub1b);
+        config.scheduler.max_queue = 0;
+        assert_eq!(
+            errors(&config),
+            vec!["scheduler.maxQueue: must be at least 1, got 0".to_string()]
+        );
+
+        let mut config = profile_defaults(Profile::Sub1b);
+        config.model.max_output_tokens = 0;
+        let errors = errors(&config);
+        assert!(
+            errors.contains(&"model.maxOutputTokens: must be at least 1, got 0".to_string()),
+            "{errors:?}"
+        );
+        assert!(
+            errors
+                .iter()
+                .all(|e| !e.contains("model.maxOutputTokens (")),
+            "{errors:?}"
+        );
+
+        // A bound the user gave, even out of its own range, is quoted as given.
+        let mut config = profile_defaults(Profile::Sub1b);
+        config.scheduler.max_queue = 1;
+        assert!(errors_contain(
+            &config,
+            "gracefulDegradation.queueDepthThreshold: must be at most scheduler.maxQueue - 1 (0), \
+             got 16"
+        ));
+    }
+
+    fn errors_contain(config: &RayConfig, message: &str) -> bool {
+        errors(config).iter().any(|e| e == message)
+    }
+
+    #[test]
+    fn an_api_key_strategy_without_auth_warns_that_the_ip_decides() {
+        let mut config = profile_defaults(Profile::Sub1b);
+        config.rate_limit.key_strategy = RateLimitKeyStrategy::IpApiKey;
+        let warnings: Vec<String> = validate(&config)
+            .into_iter()
+            .filter(|d| !d.is_error() && d.path == "rateLimit.keyStrategy")
+            .map(|d| d.message)
+            .collect();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("limited by its IP"), "{warnings:?}");
+        config.auth.enabled = true;
+        assert!(
+            validate(&config)
+                .iter()
+                .all(|d| d.path != "rateLimit.keyStrategy")
+        );
     }
 
     #[test]

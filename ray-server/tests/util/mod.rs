@@ -9,7 +9,7 @@ use std::time::Duration;
 use ray_core::config::ConfigLoader;
 use ray_runtime::Runtime;
 use ray_sdk::RayClient;
-use ray_server::App;
+use ray_server::{App, HttpLimits};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -30,6 +30,15 @@ impl TestServer {
     }
 
     pub async fn start_with_keys(config_json: &str, keys: Option<&str>) -> TestServer {
+        TestServer::start_with(config_json, keys, HttpLimits::default()).await
+    }
+
+    /// Starts a server with the given HTTP limits (shorter timeouts keep tests quick).
+    pub async fn start_with(
+        config_json: &str,
+        keys: Option<&str>,
+        limits: HttpLimits,
+    ) -> TestServer {
         let config = ConfigLoader::new()
             .with_json("test.json", config_json)
             .with_override("server.port", 0.into())
@@ -37,7 +46,7 @@ impl TestServer {
             .unwrap_or_else(|e| panic!("{e}"))
             .config;
         let runtime = Runtime::new(config).unwrap();
-        let app = Arc::new(App::with_keys(runtime, keys).unwrap());
+        let app = Arc::new(App::with_keys(runtime, keys).unwrap().with_limits(limits));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let background = app.runtime().start();
@@ -89,6 +98,12 @@ impl TestServer {
         raw_request(self.addr, request).await
     }
 
+    /// Like [`TestServer::raw`], for requests built on the fly (the future owns everything).
+    pub fn raw_owned(&self, request: Vec<u8>) -> impl Future<Output = RawResponse> + use<> {
+        let addr = self.addr;
+        async move { raw_request(addr, &request).await }
+    }
+
     /// A metric's value from `/metrics` (the unlabelled sample).
     pub async fn metric(&self, name: &str) -> f64 {
         let text = reqwest::get(self.url("/metrics"))
@@ -133,6 +148,49 @@ impl RawResponse {
             .as_str()
             .unwrap_or("")
             .to_string()
+    }
+}
+
+/// One kept-alive client connection, for tests of what happens between requests.
+pub struct RawConnection {
+    stream: tokio::net::TcpStream,
+    buffer: Vec<u8>,
+}
+
+impl RawConnection {
+    pub async fn open(addr: SocketAddr) -> RawConnection {
+        RawConnection {
+            stream: tokio::net::TcpStream::connect(addr).await.unwrap(),
+            buffer: Vec::new(),
+        }
+    }
+
+    /// Sends a request and reads one whole response, leaving the connection open.
+    pub async fn exchange(&mut self, request: &[u8]) -> RawResponse {
+        self.stream.write_all(request).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), async {
+            let mut chunk = [0u8; 8192];
+            while !response_complete(&self.buffer) {
+                let n = self.stream.read(&mut chunk).await.unwrap();
+                assert!(n > 0, "the server closed the connection mid-response");
+                self.buffer.extend_from_slice(&chunk[..n]);
+            }
+        })
+        .await
+        .expect("a response within 5 s");
+        let response = parse_response(&self.buffer);
+        self.buffer.clear();
+        response
+    }
+
+    /// Waits up to `limit` for the server to close the connection (a read returns end of
+    /// stream or a reset); returns whether it did.
+    pub async fn closed_within(&mut self, limit: Duration) -> bool {
+        let mut chunk = [0u8; 1024];
+        matches!(
+            tokio::time::timeout(limit, self.stream.read(&mut chunk)).await,
+            Ok(Ok(0) | Err(_))
+        )
     }
 }
 
