@@ -24,7 +24,9 @@ pub(super) struct Started {
 }
 
 impl LlamaCppProvider {
-    /// Which slot a request goes to, and why.
+    /// Which slot a request goes to, and why: the operator's fixed slot, else the slot of the
+    /// request's scheduler permit (so a family keeps landing where its prefix is cached, and
+    /// Ray's view of which slot is busy stays true).
     pub(super) fn slot_for(&self, request: &ProviderRequest, caps: &Caps) -> (i64, &'static str) {
         if let Some(slot) = self.settings.slot_id {
             return (i64::from(slot), "adapter_slot_id");
@@ -223,7 +225,10 @@ impl Assembler for CompletionAssembler {
         };
         let mut diagnostics = self.diagnostics;
         diagnostics.slot_id = last.id_slot;
-        diagnostics.tokens_cached = last.tokens_cached;
+        // Prompt tokens reused from the slot's cache: `timings.cache_n`. (The event's
+        // `tokens_cached` counts every token in the slot after the answer, generated ones
+        // included, so it is never 0 and says nothing about reuse.)
+        diagnostics.tokens_cached = last.timings.and_then(|t| t.cache_n).or(last.tokens_cached);
         diagnostics.tokens_evaluated = last.tokens_evaluated;
         diagnostics.truncated = last.truncated;
         if let Some(model) = last.model {
