@@ -11,6 +11,17 @@
 //! - [`OpenAiProvider`] talks to any server with the OpenAI chat completions API.
 //! - [`MockProvider`] answers deterministically with no model, for development and tests.
 //! - [`provider_from_config`] builds the one a config's adapter names.
+//! - [`http`] is the HTTP client the adapters share: one pooled connection set per backend,
+//!   no redirects, request and response bodies capped at 1 MiB, per-call timeouts.
+//!
+//! Both HTTP adapters ask the backend to stream every generation, also when the caller wants
+//! one output: `llama-server` notices a connection that closed only while it streams, so this
+//! is what makes dropping a call stop the generation. [`Provider::infer`] assembles the stream;
+//! [`Provider::stream`] hands it on.
+//!
+//! To host a backend of your own, implement [`Provider`] and pass it to
+//! `ray_runtime::Runtime::builder(config).provider(...)`; `examples/custom_provider.rs` in the
+//! repository is a runnable example.
 //!
 //! # Example
 //!
