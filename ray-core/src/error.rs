@@ -93,6 +93,17 @@ pub enum ErrorCode {
     ProviderTimeout,
     /// The request was aborted before it finished (the caller left).
     RequestAborted,
+    /// A request names a parameter Ray does not support (OpenAI-compatible routes), or a value
+    /// of one it supports only partly (`n` other than 1, say).
+    UnsupportedParameter,
+    /// A request names a model this gateway does not serve.
+    ModelNotFound,
+    /// A streamed request produced no token within `streaming.firstTokenTimeoutMs` of starting.
+    StreamFirstTokenTimeout,
+    /// A stream produced no token for `streaming.idleTimeoutMs`.
+    StreamIdleTimeout,
+    /// A stream ran longer than `streaming.totalTimeoutMs`.
+    StreamTotalTimeout,
 }
 
 impl ErrorCode {
@@ -137,6 +148,11 @@ impl ErrorCode {
         ErrorCode::RequestTimeout,
         ErrorCode::ProviderTimeout,
         ErrorCode::RequestAborted,
+        ErrorCode::UnsupportedParameter,
+        ErrorCode::ModelNotFound,
+        ErrorCode::StreamFirstTokenTimeout,
+        ErrorCode::StreamIdleTimeout,
+        ErrorCode::StreamTotalTimeout,
     ];
 
     /// The wire name, e.g. `"queue_full"`.
@@ -181,17 +197,23 @@ impl ErrorCode {
             ErrorCode::RequestTimeout => "request_timeout",
             ErrorCode::ProviderTimeout => "provider_timeout",
             ErrorCode::RequestAborted => "request_aborted",
+            ErrorCode::UnsupportedParameter => "unsupported_parameter",
+            ErrorCode::ModelNotFound => "model_not_found",
+            ErrorCode::StreamFirstTokenTimeout => "stream_first_token_timeout",
+            ErrorCode::StreamIdleTimeout => "stream_idle_timeout",
+            ErrorCode::StreamTotalTimeout => "stream_total_timeout",
         }
     }
 
     /// The HTTP status this code is answered with.
     pub const fn status(self) -> u16 {
         match self {
-            ErrorCode::InvalidRequest | ErrorCode::InvalidJson | ErrorCode::InvalidHttpRequest => {
-                400
-            }
+            ErrorCode::InvalidRequest
+            | ErrorCode::InvalidJson
+            | ErrorCode::InvalidHttpRequest
+            | ErrorCode::UnsupportedParameter => 400,
             ErrorCode::Unauthorized => 401,
-            ErrorCode::NotFound | ErrorCode::JobNotFound => 404,
+            ErrorCode::NotFound | ErrorCode::JobNotFound | ErrorCode::ModelNotFound => 404,
             ErrorCode::JobNotCancellable => 409,
             ErrorCode::LengthRequired => 411,
             ErrorCode::BodyTooLarge
@@ -220,9 +242,12 @@ impl ErrorCode {
             | ErrorCode::AsyncQueueStorageLow
             | ErrorCode::AsyncQueueDisabled
             | ErrorCode::AsyncQueueRecoveryLimitExceeded => 503,
-            ErrorCode::RequestTimeout | ErrorCode::ProviderTimeout | ErrorCode::RequestAborted => {
-                504
-            }
+            ErrorCode::RequestTimeout
+            | ErrorCode::ProviderTimeout
+            | ErrorCode::RequestAborted
+            | ErrorCode::StreamFirstTokenTimeout
+            | ErrorCode::StreamIdleTimeout
+            | ErrorCode::StreamTotalTimeout => 504,
         }
     }
 
@@ -237,7 +262,10 @@ impl ErrorCode {
             ErrorCode::RequestTimeout
             | ErrorCode::ProviderTimeout
             | ErrorCode::ProviderUnavailable
-            | ErrorCode::MemoryPressureCritical => Some(5),
+            | ErrorCode::MemoryPressureCritical
+            | ErrorCode::StreamFirstTokenTimeout
+            | ErrorCode::StreamIdleTimeout
+            | ErrorCode::StreamTotalTimeout => Some(5),
             ErrorCode::AsyncQueueStorageLow => Some(30),
             ErrorCode::InvalidRequest
             | ErrorCode::InvalidJson
@@ -267,7 +295,9 @@ impl ErrorCode {
             | ErrorCode::ProviderRequestTooLarge
             | ErrorCode::AsyncQueueDisabled
             | ErrorCode::AsyncQueueRecoveryLimitExceeded
-            | ErrorCode::RequestAborted => None,
+            | ErrorCode::RequestAborted
+            | ErrorCode::UnsupportedParameter
+            | ErrorCode::ModelNotFound => None,
         }
     }
 
@@ -280,6 +310,9 @@ impl ErrorCode {
                 ErrorCode::QueueFull
                     | ErrorCode::RequestTimeout
                     | ErrorCode::ProviderTimeout
+                    | ErrorCode::StreamFirstTokenTimeout
+                    | ErrorCode::StreamIdleTimeout
+                    | ErrorCode::StreamTotalTimeout
                     | ErrorCode::AsyncQueueFull
                     | ErrorCode::AsyncQueueStorageLow
                     | ErrorCode::AsyncQueueDisabled

@@ -37,6 +37,7 @@
 
 pub mod config;
 pub mod error;
+pub mod sse;
 pub mod time;
 pub mod wire;
 

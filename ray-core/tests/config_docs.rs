@@ -42,6 +42,7 @@ const SECTIONS: &[(&str, &str, &str)] = &[
         "WarmupRequest",
     ),
     ("scheduler", "scheduler", "SchedulerConfig"),
+    ("streaming", "streaming", "StreamingConfig"),
     ("asyncQueue", "asyncQueue", "AsyncQueueConfig"),
     ("cache", "cache", "CacheConfig"),
     ("telemetry", "telemetry", "TelemetryConfig"),

@@ -484,6 +484,18 @@ pub const ENV_VARS: &[EnvVar] = &[
         "gracefulDegradation.cpuPsiFullAvg10Threshold",
         Number,
     ),
+    // streaming
+    var(
+        "RAY_STREAM_FIRST_TOKEN_TIMEOUT_MS",
+        "streaming.firstTokenTimeoutMs",
+        Int,
+    ),
+    var("RAY_STREAM_IDLE_TIMEOUT_MS", "streaming.idleTimeoutMs", Int),
+    var(
+        "RAY_STREAM_TOTAL_TIMEOUT_MS",
+        "streaming.totalTimeoutMs",
+        Int,
+    ),
     // promptCompiler
     var(
         "RAY_PROMPT_COMPILER_ENABLED",
@@ -589,6 +601,7 @@ const SECTION_PREFIXES: &[&str] = &[
     "RAY_ASYNC_QUEUE_",
     "RAY_CACHE_",
     "RAY_PROMPT_COMPILER_",
+    "RAY_STREAM_",
     "RAY_RATE_LIMIT_",
     "RAY_ADAPTIVE_",
     "RAY_DEGRADATION_",

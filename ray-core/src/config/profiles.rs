@@ -534,6 +534,7 @@ pub fn profile_defaults(profile: Profile) -> RayConfig {
             cpu_psi_some_avg10_threshold: 50.0,
             cpu_psi_full_avg10_threshold: 5.0,
         },
+        streaming: StreamingConfig::default(),
         prompt_compiler: PromptCompilerConfig {
             enabled: true,
             collapse_whitespace: true,

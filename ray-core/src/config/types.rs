@@ -26,6 +26,10 @@ pub struct RayConfig {
     pub model: ModelConfig,
     /// Admission control: the bounded queue, token budgets, concurrency and deadlines.
     pub scheduler: SchedulerConfig,
+    /// Deadlines of streamed responses (`"stream": true` and the OpenAI-compatible routes).
+    /// New in this version; files written for the existing Ray leave it out.
+    #[serde(default)]
+    pub streaming: StreamingConfig,
     /// The durable async job queue (`/v1/jobs`).
     pub async_queue: AsyncQueueConfig,
     /// The in-memory result cache.
@@ -672,6 +676,34 @@ pub struct GracefulDegradationConfig {
     /// CPU PSI `full avg10` counted as pressure, in (0, 100].
     /// Env: `RAY_DEGRADATION_CPU_PSI_FULL_AVG10_THRESHOLD`.
     pub cpu_psi_full_avg10_threshold: f64,
+}
+
+/// Deadlines of streamed responses. Queue wait is bounded by `scheduler.requestTimeoutMs`
+/// like every request's; these bound what comes after admission.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct StreamingConfig {
+    /// Longest wait, from the moment the request starts running, for its first token (1 to
+    /// 600000 ms). Past it the request fails with `504 stream_first_token_timeout` before any
+    /// byte of the response is sent. Env: `RAY_STREAM_FIRST_TOKEN_TIMEOUT_MS`.
+    pub first_token_timeout_ms: u64,
+    /// Longest gap between two tokens (1 to 600000 ms). Past it the stream ends with a
+    /// `stream_idle_timeout` error event. Env: `RAY_STREAM_IDLE_TIMEOUT_MS`.
+    pub idle_timeout_ms: u64,
+    /// Longest stream, from the request's arrival to its last event (1000 to 3600000 ms). Past
+    /// it the stream ends with a `stream_total_timeout` error event (or the request fails with
+    /// that code if nothing was sent yet). Env: `RAY_STREAM_TOTAL_TIMEOUT_MS`.
+    pub total_timeout_ms: u64,
+}
+
+impl Default for StreamingConfig {
+    fn default() -> StreamingConfig {
+        StreamingConfig {
+            first_token_timeout_ms: 30_000,
+            idle_timeout_ms: 15_000,
+            total_timeout_ms: 300_000,
+        }
+    }
 }
 
 /// Prompt normalisation.

@@ -383,6 +383,31 @@ pub fn validate(config: &RayConfig) -> Vec<Diagnostic> {
         }
     }
 
+    // streaming
+    let st = &config.streaming;
+    c.range(
+        "streaming.firstTokenTimeoutMs",
+        st.first_token_timeout_ms,
+        1,
+        600_000,
+    );
+    c.range("streaming.idleTimeoutMs", st.idle_timeout_ms, 1, 600_000);
+    c.range(
+        "streaming.totalTimeoutMs",
+        st.total_timeout_ms,
+        1_000,
+        3_600_000,
+    );
+    if st.first_token_timeout_ms > st.total_timeout_ms {
+        c.warn(
+            "streaming.firstTokenTimeoutMs",
+            format!(
+                "is longer than streaming.totalTimeoutMs ({}), which fires first",
+                st.total_timeout_ms
+            ),
+        );
+    }
+
     // asyncQueue
     let q = &config.async_queue;
     c.text("asyncQueue.storageDir", &q.storage_dir, 4_096, false);

@@ -33,6 +33,8 @@ pub mod limits {
     pub const SEED_MAX_ABS: i64 = 9_007_199_254_740_991;
     /// Metadata keys refused because JavaScript clients treat them specially.
     pub const RESERVED_METADATA_KEYS: [&str; 3] = ["__proto__", "constructor", "prototype"];
+    /// Most earlier turns in `history`.
+    pub const HISTORY_MAX_TURNS: usize = 256;
 }
 
 /// A request to `POST /v1/infer` (and the request part of `POST /v1/jobs`).
@@ -91,6 +93,41 @@ pub struct InferRequest {
     /// Answer with Server-Sent Events as tokens are generated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream: Option<bool>,
+    /// Earlier turns of a conversation, oldest first, before `input` (the user's latest
+    /// message). New in this version; the OpenAI-compatible chat route fills it from
+    /// `messages`. Cannot be combined with `templateId`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<Vec<ChatTurn>>,
+}
+
+/// One earlier turn of a conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChatTurn {
+    /// Who said it.
+    pub role: TurnRole,
+    /// What was said.
+    pub content: String,
+}
+
+/// The speaker of a [`ChatTurn`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TurnRole {
+    /// The user.
+    User,
+    /// The model.
+    Assistant,
+}
+
+impl TurnRole {
+    /// `user` or `assistant`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            TurnRole::User => "user",
+            TurnRole::Assistant => "assistant",
+        }
+    }
 }
 
 /// Accepts any finite JSON number for a token count, flooring it and clamping it into `u32`.
@@ -193,6 +230,20 @@ impl InferRequest {
             }
         } else if !has_input {
             push("input", "input must be a non-empty string".into());
+        }
+        if let Some(history) = &self.history {
+            if self.template_id.is_some() {
+                push("history", "cannot be combined with templateId".into());
+            }
+            if history.len() > HISTORY_MAX_TURNS {
+                push(
+                    "history",
+                    format!(
+                        "must have at most {HISTORY_MAX_TURNS} turns, got {}",
+                        history.len()
+                    ),
+                );
+            }
         }
         if self.template_variables.is_some() && self.template_id.is_none() {
             push("templateVariables", "requires templateId".into());

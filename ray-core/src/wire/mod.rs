@@ -2,6 +2,8 @@
 
 pub mod health;
 pub mod infer;
+pub mod openai;
+pub mod stream;
 
 pub use health::{
     Availability, CacheHealth, CpuHealth, DetectedCapabilities, GatewayHealth, GatewayHttpHealth,
@@ -9,8 +11,10 @@ pub use health::{
     ProviderStatus, QueueHealth, RateLimitHealth, Readiness, RuntimeHealth, overall_status,
 };
 pub use infer::{
-    AdaptiveTuningDiagnostics, CountTriple, CpuSignals, DegradationDiagnostics, Diagnostics,
-    FinishReason, InferRequest, InferResponse, Lane, LearnedCapDiagnostics, MemorySignals,
-    OrderedF64, PromptCompilerDiagnostics, ProviderDiagnostics, ProviderTimings, ResponseFormat,
-    ResponseFormatKind, SchedulerDiagnostics, TaskRoutingDiagnostics, TemplateValue, Usage, limits,
+    AdaptiveTuningDiagnostics, ChatTurn, CountTriple, CpuSignals, DegradationDiagnostics,
+    Diagnostics, FinishReason, InferRequest, InferResponse, Lane, LearnedCapDiagnostics,
+    MemorySignals, OrderedF64, PromptCompilerDiagnostics, ProviderDiagnostics, ProviderTimings,
+    ResponseFormat, ResponseFormatKind, SchedulerDiagnostics, TaskRoutingDiagnostics,
+    TemplateValue, TurnRole, Usage, limits,
 };
+pub use stream::{InferEvent, StreamDelta};
