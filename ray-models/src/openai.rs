@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use ray_core::wire::{
-    Availability, DetectedCapabilities, FinishReason, ProviderDiagnostics, ProviderStatus,
-    ProviderTimings, ResponseFormatKind,
+    Availability, ChatTurn, DetectedCapabilities, FinishReason, ProviderDiagnostics,
+    ProviderStatus, ProviderTimings, ResponseFormatKind,
 };
 use serde::{Deserialize, Serialize};
 
@@ -15,7 +15,7 @@ use crate::http::{BackendClient, BackendSettings};
 use crate::provider::{
     Provider, ProviderHealthReport, ProviderOutput, ProviderRequest, TokenStream,
 };
-use crate::upstream::{self, Assembler, Opened, Step};
+use crate::upstream::{self, Assembler, CallTimeout, Opened, Step};
 
 /// Most content parts joined into one output.
 const MAX_CONTENT_PARTS: usize = 512;
@@ -53,18 +53,33 @@ pub(crate) struct ChatMessage<'a> {
     pub(crate) content: &'a str,
 }
 
-/// The messages of a request: the system prompt, if any, then the input.
+/// The messages of a request: the system prompt, if any, the earlier turns, then the input.
 pub(crate) fn messages(request: &ProviderRequest) -> Vec<ChatMessage<'_>> {
-    let mut messages = Vec::with_capacity(2);
-    if let Some(system) = &request.system {
+    messages_of(request.system.as_deref(), &request.history, &request.input)
+}
+
+/// The messages for a system prompt, earlier turns and the latest user message.
+pub(crate) fn messages_of<'a>(
+    system: Option<&'a str>,
+    history: &'a [ChatTurn],
+    input: &'a str,
+) -> Vec<ChatMessage<'a>> {
+    let mut messages = Vec::with_capacity(2 + history.len());
+    if let Some(system) = system {
         messages.push(ChatMessage {
             role: "system",
             content: system,
         });
     }
+    for turn in history {
+        messages.push(ChatMessage {
+            role: turn.role.as_str(),
+            content: &turn.content,
+        });
+    }
     messages.push(ChatMessage {
         role: "user",
-        content: &request.input,
+        content: input,
     });
     messages
 }
@@ -382,7 +397,7 @@ pub(crate) async fn open_chat(
     client: &BackendClient,
     body: &ChatRequest<'_>,
     diagnostics: ProviderDiagnostics,
-    timeout: std::time::Duration,
+    timeout: CallTimeout,
 ) -> Result<TokenStream, ProviderError> {
     match upstream::open(client, "/v1/chat/completions", body, timeout).await? {
         Opened::Events(reader) => Ok(upstream::token_stream(
@@ -512,18 +527,15 @@ impl Provider for OpenAiProvider {
     }
 
     async fn infer(&self, request: &ProviderRequest) -> Result<ProviderOutput, ProviderError> {
-        upstream::collect(self.stream(request).await?).await
+        let body = chat_request(&self.model_ref, request);
+        let timeout = CallTimeout::Whole(self.client.timeout());
+        upstream::collect(open_chat(&self.client, &body, self.diagnostics(), timeout).await?).await
     }
 
     async fn stream(&self, request: &ProviderRequest) -> Result<TokenStream, ProviderError> {
         let body = chat_request(&self.model_ref, request);
-        open_chat(
-            &self.client,
-            &body,
-            self.diagnostics(),
-            self.client.timeout(),
-        )
-        .await
+        let timeout = CallTimeout::EachWait(self.client.timeout());
+        open_chat(&self.client, &body, self.diagnostics(), timeout).await
     }
 
     async fn health(&self) -> ProviderHealthReport {

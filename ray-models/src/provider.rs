@@ -7,7 +7,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures_util::Stream;
 use ray_core::wire::{
-    DetectedCapabilities, FinishReason, ProviderDiagnostics, ProviderStatus, ResponseFormatKind,
+    ChatTurn, DetectedCapabilities, FinishReason, ProviderDiagnostics, ProviderStatus,
+    ResponseFormatKind,
 };
 
 use crate::error::ProviderError;
@@ -20,8 +21,11 @@ pub struct ProviderRequest {
     pub request_id: String,
     /// System prompt.
     pub system: Option<String>,
-    /// User prompt.
+    /// User prompt: the latest user message.
     pub input: String,
+    /// Earlier turns of the conversation, oldest first, between the system prompt and
+    /// `input`.
+    pub history: Vec<ChatTurn>,
     /// Output tokens at most.
     pub max_tokens: u32,
     /// Sampling temperature.
@@ -56,6 +60,7 @@ impl ProviderRequest {
             request_id: request_id.into(),
             system: None,
             input: input.into(),
+            history: Vec::new(),
             max_tokens,
             temperature: 0.2,
             top_p: 0.95,

@@ -43,13 +43,27 @@ pub(crate) enum Opened {
     Document(Bytes),
 }
 
-/// `POST path` expecting an event stream, within `timeout` for the whole call.
+/// How a call's timeout applies.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum CallTimeout {
+    /// To the whole call, first byte to last (a one-document answer, as the existing Ray did).
+    Whole(Duration),
+    /// To each wait: for the first byte, then for every next piece (a stream handed on to a
+    /// client, which may rightly run for minutes; the runtime bounds its total).
+    EachWait(Duration),
+}
+
+/// `POST path` expecting an event stream.
 pub(crate) async fn open<B: Serialize>(
     client: &BackendClient,
     path: &str,
     body: &B,
-    timeout: Duration,
+    timeout: CallTimeout,
 ) -> Result<Opened, ProviderError> {
+    let (timeout, each_wait) = match timeout {
+        CallTimeout::Whole(timeout) => (timeout, false),
+        CallTimeout::EachWait(timeout) => (timeout, true),
+    };
     let deadline = Instant::now() + timeout;
     let response = client.post_stream(path, body, timeout).await?;
     let is_stream = response
@@ -59,7 +73,7 @@ pub(crate) async fn open<B: Serialize>(
         .is_some_and(|v| v.starts_with("text/event-stream"));
     if is_stream {
         return Ok(Opened::Events(Box::new(SseReader::new(
-            response, deadline, timeout,
+            response, deadline, timeout, each_wait,
         ))));
     }
     let body = tokio::time::timeout_at(deadline, read_capped(response, timeout))

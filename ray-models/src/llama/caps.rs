@@ -12,7 +12,7 @@ use super::{CAPABILITY_TTL, LlamaCppProvider, is_json_object};
 use crate::http::upstream_error;
 use crate::openai::{ChatMessage, chat_request, open_chat};
 use crate::provider::ProviderRequest;
-use crate::upstream;
+use crate::upstream::{self, CallTimeout};
 
 /// What was detected about the backend.
 #[derive(Debug, Clone, Default)]
@@ -155,6 +155,7 @@ impl LlamaCppProvider {
         request.response_format = ResponseFormatKind::JsonObject;
         let body = chat_request(&self.settings.model_ref, &request);
         let timeout = self.short_timeout(Duration::from_secs(5));
+        let timeout = CallTimeout::Whole(timeout);
         let answer = match open_chat(&self.client, &body, Default::default(), timeout).await {
             Ok(stream) => upstream::collect(stream).await,
             Err(error) => Err(error),

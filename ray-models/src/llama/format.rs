@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ray_core::config::PromptFormatPreference;
-use ray_core::wire::{Availability, ResponseFormatKind};
+use ray_core::wire::{Availability, ChatTurn, ResponseFormatKind};
 
 use super::caps::Caps;
 use super::native::{
@@ -17,7 +17,7 @@ use super::native::{
 use super::prompt::{Scaffold, plain_completion, ray_chat_fallback, template_matches};
 use super::{LlamaCppProvider, Prepared};
 use crate::error::ProviderError;
-use crate::openai::ChatMessage;
+use crate::openai::messages_of;
 use crate::provider::{PreparedPrompt, PromptFormat, ProviderRequest};
 
 impl LlamaCppProvider {
@@ -101,19 +101,10 @@ impl LlamaCppProvider {
     pub(super) async fn apply_template(
         &self,
         system: Option<&str>,
+        history: &[ChatTurn],
         input: &str,
     ) -> Result<String, ProviderError> {
-        let mut messages = Vec::with_capacity(2);
-        if let Some(system) = system {
-            messages.push(ChatMessage {
-                role: "system",
-                content: system,
-            });
-        }
-        messages.push(ChatMessage {
-            role: "user",
-            content: input,
-        });
+        let messages = messages_of(system, history, input);
         let response: ApplyTemplateResponse = self
             .client
             .post_json(
@@ -156,7 +147,11 @@ impl LlamaCppProvider {
             Some(scaffold) => scaffold,
             None => {
                 let rendered = self
-                    .apply_template(Some(&template.sentinel_system), &template.sentinel_input)
+                    .apply_template(
+                        Some(&template.sentinel_system),
+                        &[],
+                        &template.sentinel_input,
+                    )
                     .await?;
                 let Some(scaffold) = Scaffold::parse(&rendered, template.variables.len()) else {
                     return Ok(None);
@@ -181,7 +176,7 @@ impl LlamaCppProvider {
             PromptFormat::RayChatFallback => Ok(Some(ray_chat_fallback(request))),
             PromptFormat::PlainCompletion => Ok(Some(plain_completion(request))),
             PromptFormat::NativeTemplate | PromptFormat::OpenAiChat => self
-                .apply_template(request.system.as_deref(), &request.input)
+                .apply_template(request.system.as_deref(), &request.history, &request.input)
                 .await
                 .map(Some),
             PromptFormat::PromptScaffold => self.scaffold(request).await,
@@ -195,11 +190,16 @@ impl LlamaCppProvider {
     ) -> Result<Option<PreparedPrompt>, ProviderError> {
         let caps = self.caps(false).await;
         let (mut format, mut reason) = self.choose_format(request, &caps);
-        let key = self.key(&[
-            format.as_str(),
-            request.system.as_deref().unwrap_or("\u{0}"),
-            &request.input,
-        ]);
+        let mut parts = Vec::with_capacity(3 + 2 * request.history.len());
+        parts.push(format.as_str());
+        parts.push(request.system.as_deref().unwrap_or("\u{0}"));
+        for turn in &request.history {
+            parts.push(turn.role.as_str());
+            parts.push(&turn.content);
+        }
+        parts.push("\u{0}input");
+        parts.push(&request.input);
+        let key = self.key(&parts);
         if let Some(hit) = self.prepared.lock().get(&key, Instant::now()) {
             return Ok(Some(PreparedPrompt {
                 format,
@@ -243,7 +243,7 @@ impl LlamaCppProvider {
                             .into();
                     format = PromptFormat::NativeTemplate;
                     match self
-                        .apply_template(request.system.as_deref(), &request.input)
+                        .apply_template(request.system.as_deref(), &request.history, &request.input)
                         .await
                     {
                         Ok(text) => text,

@@ -13,7 +13,7 @@ use super::native::{CompletionRequest, CompletionResponse};
 use crate::error::ProviderError;
 use crate::openai::{chat_request, finish_reason, open_chat};
 use crate::provider::{PreparedPrompt, PromptFormat, ProviderOutput, ProviderRequest, TokenStream};
-use crate::upstream::{self, Assembler, Opened, Step};
+use crate::upstream::{self, Assembler, CallTimeout, Opened, Step};
 
 /// A generation under way.
 pub(super) struct Started {
@@ -67,8 +67,12 @@ impl LlamaCppProvider {
     }
 
     /// Starts the generation: the prepared prompt (prepared now if the runtime did not), the
-    /// slot, then the streamed call.
-    pub(super) async fn start(&self, request: &ProviderRequest) -> Result<Started, ProviderError> {
+    /// slot, then the streamed call, `timeout` bounding it.
+    pub(super) async fn start(
+        &self,
+        request: &ProviderRequest,
+        timeout: CallTimeout,
+    ) -> Result<Started, ProviderError> {
         let prepared = match &request.prepared {
             Some(prepared) => prepared.clone(),
             None => self.prepare_prompt(request).await?.ok_or_else(|| {
@@ -82,7 +86,6 @@ impl LlamaCppProvider {
         let mut diagnostics = self.base_diagnostics(&caps, &prepared);
         diagnostics.preferred_slot = (slot >= 0).then_some(slot);
         diagnostics.slot_route_reason = Some(route.into());
-        let timeout = self.client.timeout();
         let (stream, chat) = match (&prepared.text, prepared.format) {
             (_, PromptFormat::OpenAiChat) | (None, _) => {
                 let mut body = chat_request(&self.settings.model_ref, request);
@@ -135,7 +138,8 @@ impl LlamaCppProvider {
         &self,
         request: &ProviderRequest,
     ) -> Result<ProviderOutput, ProviderError> {
-        let started = self.start(request).await?;
+        let timeout = CallTimeout::Whole(self.client.timeout());
+        let started = self.start(request, timeout).await?;
         let output = upstream::collect(started.stream).await?;
         if started.chat
             && request.response_format == ResponseFormatKind::JsonObject
@@ -170,7 +174,7 @@ impl LlamaCppProvider {
         body.id_slot = Some(slot);
         body.cache_prompt = Some(self.settings.cache_prompt);
         output.diagnostics.json_repair_attempted = Some(true);
-        let timeout = self.client.timeout();
+        let timeout = CallTimeout::Whole(self.client.timeout());
         let repaired =
             match open_chat(&self.client, &body, ProviderDiagnostics::default(), timeout).await {
                 Ok(stream) => upstream::collect(stream).await,

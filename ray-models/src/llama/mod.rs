@@ -29,6 +29,7 @@ use crate::http::{BackendClient, BackendSettings};
 use crate::provider::{
     PreparedPrompt, Provider, ProviderHealthReport, ProviderOutput, ProviderRequest, TokenStream,
 };
+use crate::upstream::CallTimeout;
 pub(crate) use generate::is_json_object;
 
 /// How long detected capabilities are reused.
@@ -151,8 +152,12 @@ impl Provider for LlamaCppProvider {
         self.generate(request).await
     }
 
+    /// Streams the answer. `adapter.timeoutMs` bounds each wait for the backend here (the
+    /// first byte, then each next piece), not the whole stream; JSON mode is not repaired,
+    /// since its text has already gone out.
     async fn stream(&self, request: &ProviderRequest) -> Result<TokenStream, ProviderError> {
-        Ok(self.start(request).await?.stream)
+        let timeout = CallTimeout::EachWait(self.client.timeout());
+        Ok(self.start(request, timeout).await?.stream)
     }
 
     async fn health(&self) -> ProviderHealthReport {

@@ -2,25 +2,39 @@
 //! rendered once through the model's chat template with placeholders, then reused with the
 //! values spliced in).
 
+use ray_core::wire::TurnRole;
+
 use crate::provider::{ProviderRequest, TemplateRef, sentinel};
 
 /// Ray's chat framing, for backends without a usable chat template.
 pub(crate) fn ray_chat_fallback(request: &ProviderRequest) -> String {
-    match &request.system {
-        Some(system) => format!(
-            "System:\n{system}\n\nUser:\n{}\n\nAssistant:",
-            request.input
-        ),
-        None => format!("User:\n{}\n\nAssistant:", request.input),
+    let mut prompt = String::new();
+    if let Some(system) = &request.system {
+        prompt.push_str("System:\n");
+        prompt.push_str(system);
+        prompt.push_str("\n\n");
     }
+    for turn in &request.history {
+        prompt.push_str(match turn.role {
+            TurnRole::User => "User:\n",
+            TurnRole::Assistant => "Assistant:\n",
+        });
+        prompt.push_str(&turn.content);
+        prompt.push_str("\n\n");
+    }
+    prompt.push_str("User:\n");
+    prompt.push_str(&request.input);
+    prompt.push_str("\n\nAssistant:");
+    prompt
 }
 
-/// The system prompt and the input, one after the other.
+/// The system prompt, the earlier turns and the input, one after the other.
 pub(crate) fn plain_completion(request: &ProviderRequest) -> String {
-    match &request.system {
-        Some(system) => format!("{system}\n\n{}", request.input),
-        None => request.input.clone(),
-    }
+    let mut parts: Vec<&str> = Vec::with_capacity(2 + request.history.len());
+    parts.extend(request.system.as_deref());
+    parts.extend(request.history.iter().map(|t| t.content.as_str()));
+    parts.push(&request.input);
+    parts.join("\n\n")
 }
 
 /// A rendered template split at its variables.
