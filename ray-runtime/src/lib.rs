@@ -51,6 +51,7 @@ mod prepare;
 mod pressure;
 mod prompt;
 mod runtime;
+mod stream;
 mod telemetry;
 pub mod templates;
 mod warmup;
@@ -64,6 +65,7 @@ pub use pressure::{
 };
 pub use prompt::{Compiled, Family, collapse_whitespace, compile, family, input_shape};
 pub use runtime::{Runtime, RuntimeBuilder, RuntimeError};
+pub use stream::InferStream;
 pub use warmup::{Background, warmup_retry_delay};
 
 /// Re-exported so embedders need not depend on the lower crates directly.

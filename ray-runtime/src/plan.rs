@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use ray_core::RayError;
 use ray_core::config::{CacheKeyStrategy, RayConfig};
 use ray_core::wire::{
-    AdaptiveTuningDiagnostics, DegradationDiagnostics, InferRequest, Lane, LearnedCapDiagnostics,
-    OrderedF64, PromptCompilerDiagnostics, ResponseFormat, ResponseFormatKind,
-    TaskRoutingDiagnostics,
+    AdaptiveTuningDiagnostics, ChatTurn, DegradationDiagnostics, InferRequest, Lane,
+    LearnedCapDiagnostics, OrderedF64, PromptCompilerDiagnostics, ResponseFormat,
+    ResponseFormatKind, TaskRoutingDiagnostics,
 };
 use ray_models::{ProviderRequest, TemplateRef};
 use serde::Serialize;
@@ -29,6 +29,8 @@ pub const DEFAULT_TOP_P: f64 = 0.95;
 pub(crate) struct Plan {
     pub(crate) input: String,
     pub(crate) system: Option<String>,
+    /// Earlier turns of a conversation, oldest first.
+    pub(crate) history: Vec<ChatTurn>,
     pub(crate) max_tokens: u32,
     pub(crate) temperature: f64,
     pub(crate) top_p: f64,
@@ -65,11 +67,6 @@ pub(crate) fn plan(
     options: PlanOptions,
 ) -> Result<Plan, RayError> {
     request.validate()?;
-    if request.stream == Some(true) {
-        return Err(RayError::invalid_request(
-            "stream: token streaming is not served by this version; leave stream out",
-        ));
-    }
     let model_max = config.model.max_output_tokens;
     let mut metadata = request.metadata.clone().unwrap_or_default();
 
@@ -117,6 +114,7 @@ pub(crate) fn plan(
     system = system
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty());
+    let mut history: Vec<ChatTurn> = request.history.clone().unwrap_or_default();
 
     let requested_max_tokens = request
         .max_tokens
@@ -161,9 +159,14 @@ pub(crate) fn plan(
     let mut reasons: Vec<String> = Vec::new();
     if degradation_config.enabled {
         let budget = degradation_config.max_prompt_chars as usize;
+        // The oldest turns of a conversation go first; then the input is cut.
+        let mut trimmed = drop_old_turns(&mut history, &input, system.as_deref(), budget);
         if let Some((new_input, new_system)) = trim_prompt(&input, system.as_deref(), budget) {
             input = new_input;
             system = new_system;
+            trimmed = true;
+        }
+        if trimmed {
             reasons.push("prompt_length".into());
         }
     }
@@ -251,6 +254,7 @@ pub(crate) fn plan(
     Ok(Plan {
         input,
         system,
+        history,
         max_tokens,
         temperature,
         top_p,
@@ -270,6 +274,29 @@ pub(crate) fn plan(
         adaptive_tuning,
         task_routing,
     })
+}
+
+/// Drops the oldest turns of a conversation while the whole prompt is longer than `budget`
+/// chars. Says whether it dropped any.
+fn drop_old_turns(
+    history: &mut Vec<ChatTurn>,
+    input: &str,
+    system: Option<&str>,
+    budget: usize,
+) -> bool {
+    let fixed = input.chars().count() + system.map_or(0, |s| s.chars().count());
+    let mut total: usize = fixed
+        + history
+            .iter()
+            .map(|t| t.content.chars().count())
+            .sum::<usize>();
+    let mut dropped = 0;
+    while total > budget && dropped < history.len() {
+        total -= history[dropped].content.chars().count();
+        dropped += 1;
+    }
+    history.drain(..dropped);
+    dropped > 0
 }
 
 /// Trims a prompt longer than `budget` chars. Unlike the existing Ray, which kept the start of
@@ -363,6 +390,7 @@ impl Plan {
             request_id: request_id.to_string(),
             system: self.system.clone(),
             input: self.input.clone(),
+            history: self.history.clone(),
             max_tokens: self.max_tokens,
             temperature: self.temperature,
             top_p: self.top_p,
@@ -380,8 +408,10 @@ impl Plan {
 
     /// Chars of the prompt as sent.
     pub(crate) fn prompt_chars(&self) -> u64 {
-        (self.input.chars().count() + self.system.as_deref().map_or(0, |s| s.chars().count()))
-            as u64
+        let history: usize = self.history.iter().map(|t| t.content.chars().count()).sum();
+        (self.input.chars().count()
+            + self.system.as_deref().map_or(0, |s| s.chars().count())
+            + history) as u64
     }
 
     /// Prompt tokens estimated at four chars a token (used when the backend has no tokenizer).
@@ -396,6 +426,8 @@ impl Plan {
         #[serde(rename_all = "camelCase")]
         struct Identity<'a> {
             // Alphabetical order: the serialisation is the canonical form.
+            #[serde(skip_serializing_if = "<[ChatTurn]>::is_empty")]
+            history: &'a [ChatTurn],
             input: &'a str,
             #[serde(skip_serializing_if = "Option::is_none")]
             max_tokens: Option<u32>,
@@ -415,6 +447,7 @@ impl Plan {
         }
         let with_params = strategy == CacheKeyStrategy::InputParams;
         let identity = Identity {
+            history: &self.history,
             input: &self.input,
             max_tokens: with_params.then_some(self.max_tokens),
             metadata: &self.metadata,

@@ -15,7 +15,7 @@ use ray_core::wire::{
     SchedulerDiagnostics, Usage,
 };
 use ray_core::{ErrorCode, RayError};
-use ray_models::{Provider, ProviderOutput};
+use ray_models::{Provider, ProviderOutput, ProviderRequest};
 use ray_scheduler::{InflightDedupe, JobSpec, Scheduler, SchedulerSettings};
 use tokio::time::Instant;
 
@@ -25,6 +25,7 @@ use crate::metrics::MetricsSnapshot;
 use crate::plan::{Plan, PlanOptions, plan};
 use crate::prepare::PrepGate;
 use crate::pressure::{PressureMonitor, PressureSnapshot, process_rss_bytes};
+use crate::stream::StreamFlights;
 use crate::telemetry::{Gauges, RuntimeMetrics, inc};
 
 /// Why a runtime could not be built.
@@ -71,6 +72,7 @@ pub(crate) struct ModelEntry {
     pub(crate) provider: Arc<dyn Provider>,
     pub(crate) scheduler: Scheduler,
     pub(crate) dedupe: InflightDedupe<u128, ExecResult>,
+    pub(crate) streams: StreamFlights,
     pub(crate) prep: PrepGate,
 }
 
@@ -149,6 +151,7 @@ impl RuntimeBuilder {
             provider,
             scheduler,
             dedupe: InflightDedupe::new(config.scheduler.max_dedupe_waiters as usize),
+            streams: StreamFlights::default(),
             prep: PrepGate::new(config.scheduler.concurrency, config.scheduler.max_queue),
         });
         let cache = config.cache.enabled.then(|| {
@@ -240,44 +243,56 @@ impl Runtime {
         }
         let request_id = self.inner.ids.next("req_");
         let result = self.run(&request_id, request, options, started).await;
-        let elapsed = started.elapsed();
         if counted {
-            metrics.request_duration.observe(elapsed);
-            metrics.last_latency_ms.store(
-                elapsed.as_millis() as u64,
-                std::sync::atomic::Ordering::Relaxed,
-            );
-            match &result {
-                Ok(response) => {
-                    inc(&metrics.succeeded);
-                    if response.degraded {
-                        inc(&metrics.degraded);
-                    }
-                    if response.deduplicated {
-                        inc(&metrics.deduplicated);
-                    }
-                    let threshold = self.inner.config.telemetry.slow_request_threshold_ms;
-                    if threshold > 0 && response.latency_ms >= threshold {
-                        tracing::warn!(
-                            request_id = %response.id,
-                            latency_ms = response.latency_ms,
-                            queue_time_ms = response.queue_time_ms,
-                            model_id = %response.model,
-                            "slow inference request"
-                        );
-                    }
+            self.record_outcome(&request_id, started, result.as_ref());
+        }
+        result
+    }
+
+    /// Records how a request ended: duration, success or error counts, the slow-request and
+    /// failure log lines.
+    pub(crate) fn record_outcome(
+        &self,
+        request_id: &str,
+        started: Instant,
+        outcome: Result<&InferResponse, &RayError>,
+    ) {
+        let metrics = &self.inner.metrics;
+        let elapsed = started.elapsed();
+        metrics.request_duration.observe(elapsed);
+        metrics.last_latency_ms.store(
+            elapsed.as_millis() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        match outcome {
+            Ok(response) => {
+                inc(&metrics.succeeded);
+                if response.degraded {
+                    inc(&metrics.degraded);
                 }
-                Err(error) => {
-                    metrics.errors.add(error.code());
-                    if error.code().is_rejection() {
-                        tracing::warn!(request_id = %request_id, code = %error.code(), error = error.message(), "inference rejected");
-                    } else {
-                        tracing::error!(request_id = %request_id, code = %error.code(), error = error.message(), "inference failed");
-                    }
+                if response.deduplicated {
+                    inc(&metrics.deduplicated);
+                }
+                let threshold = self.inner.config.telemetry.slow_request_threshold_ms;
+                if threshold > 0 && response.latency_ms >= threshold {
+                    tracing::warn!(
+                        request_id = %response.id,
+                        latency_ms = response.latency_ms,
+                        queue_time_ms = response.queue_time_ms,
+                        model_id = %response.model,
+                        "slow inference request"
+                    );
+                }
+            }
+            Err(error) => {
+                metrics.errors.add(error.code());
+                if error.code().is_rejection() {
+                    tracing::warn!(request_id = %request_id, code = %error.code(), error = error.message(), "inference rejected");
+                } else {
+                    tracing::error!(request_id = %request_id, code = %error.code(), error = error.message(), "inference failed");
                 }
             }
         }
-        result
     }
 
     async fn run(
@@ -287,6 +302,95 @@ impl Runtime {
         options: PlanOptions,
         started: Instant,
     ) -> Result<InferResponse, RayError> {
+        let ready = match self.front(request_id, request, options, started).await? {
+            Front::Cached(response) => return Ok(response),
+            Front::Ready(ready) => *ready,
+        };
+        let inner = &self.inner;
+        let config = &inner.config;
+        let Ready {
+            plan,
+            model,
+            provider_request,
+            spec,
+            facts,
+            store,
+            dedupe_key,
+            deadline,
+        } = ready;
+
+        let execute = {
+            let inner = self.inner.clone();
+            let model = model.clone();
+            let degraded = plan.degraded;
+            let max_tokens = plan.max_tokens;
+            move || -> BoxFuture<'static, ExecResult> {
+                async move {
+                    let mut provider_request = provider_request;
+                    let permit = model.scheduler.admit(spec, deadline).await?;
+                    let queue_time = permit.waited();
+                    inner.metrics.queue_wait.observe(queue_time);
+                    provider_request.slot_hint = Some(permit.slot());
+                    provider_request.slot_warm = permit.warm();
+                    inc(&inner.metrics.provider_calls);
+                    let call_started = Instant::now();
+                    let result = model.provider.infer(&provider_request).await;
+                    inner
+                        .metrics
+                        .provider_duration
+                        .observe(call_started.elapsed());
+                    drop(permit);
+                    let output = result.map_err(|error| provider_failure(&inner, error))?;
+                    finish_execution(
+                        &inner, output, queue_time, facts, max_tokens, store, degraded,
+                    )
+                }
+                .boxed()
+            }
+        };
+
+        let shared = async {
+            match dedupe_key {
+                Some(key) => model.dedupe.run(key, execute).await.map_err(|full| {
+                    RayError::new(
+                        ErrorCode::QueueFull,
+                        format!("The request queue is full: {full}"),
+                    )
+                    .with_details(serde_json::json!({
+                        "phase": "dedupe",
+                        "maxDedupeWaiters": config.scheduler.max_dedupe_waiters,
+                    }))
+                }),
+                None => Ok((execute().await, false)),
+            }
+        };
+        let (result, deduplicated) = match tokio::time::timeout_at(deadline, shared).await {
+            Ok(outcome) => outcome?,
+            Err(_elapsed) => return Err(self.request_timeout()),
+        };
+        let execution = result?;
+        Ok(self.response(request_id, plan, execution, deduplicated, started))
+    }
+
+    /// `request_timeout`, naming the configured limit.
+    pub(crate) fn request_timeout(&self) -> RayError {
+        let timeout = self.inner.config.scheduler.request_timeout_ms;
+        RayError::new(
+            ErrorCode::RequestTimeout,
+            format!("The request did not finish within scheduler.requestTimeoutMs ({timeout} ms)"),
+        )
+        .with_details(serde_json::json!({ "timeoutMs": timeout }))
+    }
+
+    /// Everything before admission: plan, cache, the backend gate, preparation, the budget
+    /// checks. Shared by whole answers and streams.
+    pub(crate) async fn front(
+        &self,
+        request_id: &str,
+        request: InferRequest,
+        options: PlanOptions,
+        started: Instant,
+    ) -> Result<Front, RayError> {
         let inner = &self.inner;
         let config = &inner.config;
         let model = self.model().clone();
@@ -307,7 +411,9 @@ impl Runtime {
             match hit {
                 Some(hit) => {
                     inc(&inner.metrics.cache_hits);
-                    return Ok(self.cached_response(request_id, plan, &hit, started));
+                    return Ok(Front::Cached(
+                        self.cached_response(request_id, plan, &hit, started),
+                    ));
                 }
                 None => inc(&inner.metrics.cache_misses),
             }
@@ -331,12 +437,7 @@ impl Runtime {
         } else {
             model.provider.prepare(&provider_request).await
         };
-        let prepared = preparation.map_err(|error| {
-            let error = RayError::from(error);
-            inner.metrics.provider_errors.add(error.code());
-            inner.health.note_failure(error.code());
-            error
-        })?;
+        let prepared = preparation.map_err(|error| provider_failure(inner, error))?;
         let (prompt_tokens, prompt_tokens_source) = match prepared.as_ref().and_then(|p| p.tokens) {
             Some(tokens) => (tokens, "tokenizer"),
             None => (plan.estimated_prompt_tokens(), "estimate"),
@@ -365,89 +466,25 @@ impl Runtime {
             lane: plan.lane,
             affinity: Some(plan.family.affinity),
         };
-
-        let execute = {
-            let inner = self.inner.clone();
-            let model = model.clone();
-            let degraded = plan.degraded;
-            let max_tokens = plan.max_tokens;
-            let store = cacheable.then_some(cache_key);
-            move || -> BoxFuture<'static, ExecResult> {
-                async move {
-                    let mut provider_request = provider_request;
-                    let permit = model.scheduler.admit(spec, deadline).await?;
-                    let queue_time = permit.waited();
-                    inner.metrics.queue_wait.observe(queue_time);
-                    provider_request.slot_hint = Some(permit.slot());
-                    provider_request.slot_warm = permit.warm();
-                    inc(&inner.metrics.provider_calls);
-                    let call_started = Instant::now();
-                    let result = model.provider.infer(&provider_request).await;
-                    inner
-                        .metrics
-                        .provider_duration
-                        .observe(call_started.elapsed());
-                    drop(permit);
-                    let output = result.map_err(|error| {
-                        let error = RayError::from(error);
-                        inner.metrics.provider_errors.add(error.code());
-                        inner.health.note_failure(error.code());
-                        error
-                    })?;
-                    check_output_length(&output, max_tokens)?;
-                    let execution = Execution {
-                        output,
-                        queue_time,
-                        prompt_tokens,
-                        prompt_tokens_source,
-                        cost,
-                    };
-                    record_tokens(&inner.metrics, &execution);
-                    if let (Some(key), Some(cache)) = (store, &inner.cache) {
-                        let cached = Arc::new(cached_result(&execution, degraded));
-                        cache.lock().insert(key, cached, Instant::now().into_std());
-                    }
-                    Ok(Arc::new(execution))
-                }
-                .boxed()
-            }
-        };
-
         let dedupe_key = config
             .scheduler
             .dedupe_inflight
             .then(|| plan.dedupe_key(cache_key, cacheable))
             .flatten();
-        let shared = async {
-            match dedupe_key {
-                Some(key) => model.dedupe.run(key, execute).await.map_err(|full| {
-                    RayError::new(
-                        ErrorCode::QueueFull,
-                        format!("The request queue is full: {full}"),
-                    )
-                    .with_details(serde_json::json!({
-                        "phase": "dedupe",
-                        "maxDedupeWaiters": config.scheduler.max_dedupe_waiters,
-                    }))
-                }),
-                None => Ok((execute().await, false)),
-            }
-        };
-        let (result, deduplicated) = match tokio::time::timeout_at(deadline, shared).await {
-            Ok(outcome) => outcome?,
-            Err(_elapsed) => {
-                return Err(RayError::new(
-                    ErrorCode::RequestTimeout,
-                    format!(
-                        "The request did not finish within scheduler.requestTimeoutMs ({} ms)",
-                        timeout.as_millis()
-                    ),
-                )
-                .with_details(serde_json::json!({ "timeoutMs": timeout.as_millis() as u64 })));
-            }
-        };
-        let execution = result?;
-        Ok(self.response(request_id, plan, execution, deduplicated, started))
+        Ok(Front::Ready(Box::new(Ready {
+            plan,
+            model,
+            provider_request,
+            spec,
+            facts: Facts {
+                prompt_tokens,
+                prompt_tokens_source,
+                cost,
+            },
+            store: cacheable.then_some(cache_key),
+            dedupe_key,
+            deadline,
+        })))
     }
 
     /// The context window a request must fit: the backend's, else the launch profile's
@@ -475,7 +512,7 @@ impl Runtime {
         }
     }
 
-    fn response(
+    pub(crate) fn response(
         &self,
         request_id: &str,
         plan: Plan,
@@ -533,7 +570,7 @@ impl Runtime {
         }
     }
 
-    fn cached_response(
+    pub(crate) fn cached_response(
         &self,
         request_id: &str,
         plan: Plan,
@@ -601,6 +638,70 @@ impl Runtime {
             uptime_seconds: self.uptime().as_secs_f64(),
         })
     }
+}
+
+/// What [`Runtime::front`] decided.
+pub(crate) enum Front {
+    /// The result cache answered.
+    Cached(InferResponse),
+    /// The request is ready for admission.
+    Ready(Box<Ready>),
+}
+
+/// A request that passed everything before admission.
+pub(crate) struct Ready {
+    pub(crate) plan: Plan,
+    pub(crate) model: Arc<ModelEntry>,
+    pub(crate) provider_request: ProviderRequest,
+    pub(crate) spec: JobSpec,
+    pub(crate) facts: Facts,
+    /// The cache key to store the result under, when it is cacheable.
+    pub(crate) store: Option<u128>,
+    pub(crate) dedupe_key: Option<u128>,
+    /// `scheduler.requestTimeoutMs` after arrival.
+    pub(crate) deadline: Instant,
+}
+
+/// What admission charged a request.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Facts {
+    pub(crate) prompt_tokens: u32,
+    pub(crate) prompt_tokens_source: &'static str,
+    pub(crate) cost: u32,
+}
+
+/// A provider error as a Ray error, counted, and telling health to look at the backend.
+pub(crate) fn provider_failure(inner: &Inner, error: ray_models::ProviderError) -> RayError {
+    let error = RayError::from(error);
+    inner.metrics.provider_errors.add(error.code());
+    inner.health.note_failure(error.code());
+    error
+}
+
+/// Checks a backend's output, records its tokens, stores it in the cache.
+pub(crate) fn finish_execution(
+    inner: &Inner,
+    output: ProviderOutput,
+    queue_time: Duration,
+    facts: Facts,
+    max_tokens: u32,
+    store: Option<u128>,
+    degraded: bool,
+) -> ExecResult {
+    check_output_length(&output, max_tokens)?;
+    let execution = Execution {
+        output,
+        queue_time,
+        prompt_tokens: facts.prompt_tokens,
+        prompt_tokens_source: facts.prompt_tokens_source,
+        cost: facts.cost,
+    };
+    record_tokens(&inner.metrics, &execution);
+    if let (Some(key), Some(cache)) = (store, &inner.cache) {
+        let cached = Arc::new(cached_result(&execution, degraded));
+        cache.lock().insert(key, cached, Instant::now().into_std());
+    }
+    Ok(Arc::new(execution))
 }
 
 /// The scalar facts of an execution, copied out before its output is moved.

@@ -30,6 +30,10 @@ pub(crate) struct RuntimeMetrics {
     pub(crate) queue_wait: Histogram,
     pub(crate) provider_duration: Histogram,
     pub(crate) last_latency_ms: AtomicU64,
+    pub(crate) streams: AtomicU64,
+    pub(crate) streams_active: AtomicU64,
+    pub(crate) streams_cancelled: AtomicU64,
+    pub(crate) stream_first_token: Histogram,
 }
 
 impl Default for RuntimeMetrics {
@@ -53,6 +57,10 @@ impl Default for RuntimeMetrics {
             queue_wait: Histogram::new(LATENCY_BUCKETS),
             provider_duration: Histogram::new(LATENCY_BUCKETS),
             last_latency_ms: AtomicU64::new(0),
+            streams: AtomicU64::new(0),
+            streams_active: AtomicU64::new(0),
+            streams_cancelled: AtomicU64::new(0),
+            stream_first_token: Histogram::new(LATENCY_BUCKETS),
         }
     }
 }
@@ -143,6 +151,33 @@ impl RuntimeMetrics {
             "Time requests waited for a permit.",
             MetricKind::Histogram,
             self.queue_wait.samples(),
+        );
+
+        // Streams.
+        m.counter(
+            "ray_streams_total",
+            "Streamed inference requests (also counted in ray_requests_total).",
+            None,
+            load(&self.streams),
+        );
+        m.gauge(
+            "ray_streams_active",
+            "Streams being sent to clients now.",
+            None,
+            load(&self.streams_active),
+        );
+        m.counter(
+            "ray_streams_cancelled_total",
+            "Streams whose client left before the last event.",
+            None,
+            load(&self.streams_cancelled),
+        );
+        m.labelled(
+            "ray_stream_first_token_seconds",
+            "Time from a streamed request's arrival to its first token (backend executions only, \
+             not cache replays or joined streams).",
+            MetricKind::Histogram,
+            self.stream_first_token.samples(),
         );
 
         // Scheduler.
