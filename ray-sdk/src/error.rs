@@ -52,18 +52,34 @@ impl Error {
                 retry_after,
                 source: None,
             }),
-            Err(_) => Error::from_inner(Inner {
-                kind: Kind::Api,
-                status: Some(status),
-                code: None,
-                message: format!(
-                    "HTTP {status}: {}",
-                    String::from_utf8_lossy(&body[..body.len().min(512)])
-                ),
-                details: None,
-                retry_after,
-                source: None,
-            }),
+            Err(_) => match serde_json::from_slice::<ray_core::wire::openai::OpenAiErrorBody>(body)
+            {
+                // The OpenAI-compatible routes answer in OpenAI's shape, Ray's code inside.
+                Ok(body) => Error::from_inner(Inner {
+                    kind: Kind::Api,
+                    status: Some(status),
+                    code: body.error.code.as_deref().and_then(ErrorCode::parse),
+                    message: body.error.message,
+                    details: body
+                        .error
+                        .param
+                        .map(|param| serde_json::json!({ "param": param })),
+                    retry_after,
+                    source: None,
+                }),
+                Err(_) => Error::from_inner(Inner {
+                    kind: Kind::Api,
+                    status: Some(status),
+                    code: None,
+                    message: format!(
+                        "HTTP {status}: {}",
+                        String::from_utf8_lossy(&body[..body.len().min(512)])
+                    ),
+                    details: None,
+                    retry_after,
+                    source: None,
+                }),
+            },
         }
     }
 

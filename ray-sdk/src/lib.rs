@@ -29,7 +29,12 @@
 mod client;
 mod error;
 
-pub use client::{DEFAULT_RESPONSE_LIMIT_BYTES, DEFAULT_TIMEOUT, RayClient, RayClientBuilder};
+pub use client::{
+    DEFAULT_RESPONSE_LIMIT_BYTES, DEFAULT_STREAM_TIMEOUT, DEFAULT_TIMEOUT, EventStream, RayClient,
+    RayClientBuilder,
+};
 pub use error::Error;
 pub use ray_core::ErrorCode;
-pub use ray_core::wire::{Health, InferRequest, InferResponse, Readiness};
+/// OpenAI-shaped request and response types, for [`RayClient::chat_completions`] and friends.
+pub use ray_core::wire::openai;
+pub use ray_core::wire::{Health, InferEvent, InferRequest, InferResponse, Readiness, StreamDelta};

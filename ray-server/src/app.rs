@@ -154,13 +154,16 @@ pub(crate) enum Route {
     Metrics,
     Config,
     Infer,
+    ChatCompletions,
+    Completions,
+    Models,
     Jobs,
     Job,
     NotFound,
 }
 
 impl Route {
-    const ALL: [Route; 10] = [
+    const ALL: [Route; 13] = [
         Route::Root,
         Route::Livez,
         Route::Readyz,
@@ -168,6 +171,9 @@ impl Route {
         Route::Metrics,
         Route::Config,
         Route::Infer,
+        Route::ChatCompletions,
+        Route::Completions,
+        Route::Models,
         Route::Jobs,
         Route::Job,
         Route::NotFound,
@@ -182,6 +188,9 @@ impl Route {
             (&Method::GET, "/metrics") => Route::Metrics,
             (&Method::GET, "/v1/config") => Route::Config,
             (&Method::POST, "/v1/infer") => Route::Infer,
+            (&Method::POST, "/v1/chat/completions") => Route::ChatCompletions,
+            (&Method::POST, "/v1/completions") => Route::Completions,
+            (&Method::GET, "/v1/models") => Route::Models,
             (&Method::POST, "/v1/jobs") => Route::Jobs,
             (&Method::GET, p) if p.starts_with("/v1/jobs/") => Route::Job,
             _ => Route::NotFound,
@@ -198,6 +207,9 @@ impl Route {
             Route::Metrics => "/metrics",
             Route::Config => "/v1/config",
             Route::Infer => "/v1/infer",
+            Route::ChatCompletions => "/v1/chat/completions",
+            Route::Completions => "/v1/completions",
+            Route::Models => "/v1/models",
             Route::Jobs => "/v1/jobs",
             Route::Job => "/v1/jobs/{id}",
             Route::NotFound => "not_found",
@@ -211,13 +223,27 @@ impl Route {
                 | Route::Metrics
                 | Route::Config
                 | Route::Infer
+                | Route::ChatCompletions
+                | Route::Completions
+                | Route::Models
                 | Route::Jobs
                 | Route::Job
         )
     }
 
     fn rate_limited(self) -> bool {
-        matches!(self, Route::Infer | Route::Jobs | Route::Job)
+        matches!(
+            self,
+            Route::Infer | Route::ChatCompletions | Route::Completions | Route::Jobs | Route::Job
+        )
+    }
+
+    /// Routes that answer errors in OpenAI's shape.
+    pub(crate) fn openai(self) -> bool {
+        matches!(
+            self,
+            Route::ChatCompletions | Route::Completions | Route::Models
+        )
     }
 }
 
@@ -304,7 +330,7 @@ impl App {
         if let Err(error) = self.check_head(&request) {
             // The connection may hold a body nobody will read, or a client that sends
             // malformed requests: close it.
-            return (route, self.reject(error, log, true));
+            return (route, self.reject(route, error, log, true));
         }
         // Only a verified key identifies a client: with auth disabled a Bearer token is
         // anything the client likes, so it plays no part in rate limiting.
@@ -316,7 +342,7 @@ impl App {
                 Err(error) => {
                     self.stats.auth_rejected.fetch_add(1, Ordering::Relaxed);
                     let close = request.method() == Method::POST;
-                    return (route, self.reject(error, log, close));
+                    return (route, self.reject(route, error, log, close));
                 }
             }
         } else {
@@ -324,7 +350,10 @@ impl App {
         };
         if route == Route::Job {
             // Probing a job while the queue is unavailable costs no rate-limit budget.
-            return (route, self.reject(async_queue_disabled(), log, false));
+            return (
+                route,
+                self.reject(route, async_queue_disabled(), log, false),
+            );
         }
         let decision = match (&self.limiter, route.rate_limited()) {
             (Some(limiter), true) => {
@@ -346,7 +375,7 @@ impl App {
                     )
                     .with_retry_after(decision.retry_after_secs);
                     let close = request.method() == Method::POST;
-                    let response = self.reject(error, log, close);
+                    let response = self.reject(route, error, log, close);
                     return (route, with_rate_limit_headers(response, &decision));
                 }
                 Some(decision)
@@ -364,9 +393,13 @@ impl App {
             Route::Metrics => self.metrics(request.uri().query()),
             Route::Config => http::json(StatusCode::OK, &self.runtime.config_view()),
             Route::Infer => self.infer(request, log).await,
+            Route::ChatCompletions => crate::openai::chat_completions(self, request, log).await,
+            Route::Completions => crate::openai::completions(self, request, log).await,
+            Route::Models => crate::openai::models(self),
             // The body of a job submission is never read: close the connection.
-            Route::Jobs | Route::Job => self.reject(async_queue_disabled(), log, true),
+            Route::Jobs | Route::Job => self.reject(route, async_queue_disabled(), log, true),
             Route::NotFound => self.reject(
+                route,
                 RayError::new(ErrorCode::NotFound, "Route not found"),
                 log,
                 false,
@@ -409,8 +442,18 @@ impl App {
         &self.runtime.config().telemetry.service_name
     }
 
-    fn reject(&self, error: RayError, log: &mut RequestLog, close: bool) -> Response<Body> {
-        let response = http::error_response(&error);
+    pub(crate) fn reject(
+        &self,
+        route: Route,
+        error: RayError,
+        log: &mut RequestLog,
+        close: bool,
+    ) -> Response<Body> {
+        let response = if route.openai() {
+            crate::openai::error_response(&error)
+        } else {
+            http::error_response(&error)
+        };
         log.error = Some(error);
         if close {
             http::close_connection(response)
@@ -435,7 +478,8 @@ impl App {
                 "model": config.model.id,
                 "docs": root_docs(),
                 "routes": ["/livez", "/readyz", "/health", "/metrics", "/v1/config",
-                           "/v1/infer", "/v1/jobs"],
+                           "/v1/infer", "/v1/chat/completions", "/v1/completions",
+                           "/v1/models", "/v1/jobs"],
             }),
         )
     }
@@ -611,17 +655,20 @@ impl App {
         m
     }
 
-    async fn infer(&self, request: Request<Incoming>, log: &mut RequestLog) -> Response<Body> {
+    /// Reads and parses a POST's JSON body within the content rules, the size limit and the
+    /// body timeout.
+    pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
+        &self,
+        request: Request<Incoming>,
+    ) -> Result<T, (RayError, bool)> {
         let limit = self.runtime.config().server.request_body_limit_bytes;
-        if let Err(error) = http::check_post_headers(request.headers(), limit) {
-            return self.reject(error, log, true);
-        }
+        http::check_post_headers(request.headers(), limit).map_err(|e| (e, true))?;
         let body =
             match tokio::time::timeout(self.limits.body_timeout, http::read_body(request, limit))
                 .await
             {
                 Ok(Ok(body)) => body,
-                Ok(Err(error)) => return self.reject(error, log, true),
+                Ok(Err(error)) => return Err((error, true)),
                 Err(_elapsed) => {
                     let error = RayError::new(
                         ErrorCode::InvalidHttpRequest,
@@ -630,29 +677,62 @@ impl App {
                             self.limits.body_timeout.as_secs()
                         ),
                     );
-                    return self.reject(error, log, true);
+                    return Err((error, true));
                 }
             };
-        let parsed: InferRequest = match http::parse_json(&body) {
+        http::parse_json(&body).map_err(|e| (e, false))
+    }
+
+    async fn infer(&self, request: Request<Incoming>, log: &mut RequestLog) -> Response<Body> {
+        let parsed: InferRequest = match self.read_json(request).await {
             Ok(parsed) => parsed,
-            Err(error) => return self.reject(error, log, false),
+            Err((error, close)) => return self.reject(Route::Infer, error, log, close),
         };
+        if parsed.stream == Some(true) {
+            return self
+                .stream(Route::Infer, parsed, crate::sse::RayEvents, log)
+                .await;
+        }
         match self.runtime.infer(parsed).await {
             Ok(response) => {
-                log.request_id = Some(response.id.clone());
-                log.cached = Some(response.cached);
-                log.deduplicated = Some(response.deduplicated);
-                log.degraded = Some(response.degraded);
-                log.queue_time_ms = Some(response.queue_time_ms);
+                log_response(log, &response);
                 http::json(StatusCode::OK, &response)
             }
-            Err(error) => self.reject(error, log, false),
+            Err(error) => self.reject(Route::Infer, error, log, false),
+        }
+    }
+
+    /// Answers with a stream of events, or with an error if it fails before its first event.
+    pub(crate) async fn stream<E: crate::sse::Encoder>(
+        &self,
+        route: Route,
+        request: InferRequest,
+        encoder: E,
+        log: &mut RequestLog,
+    ) -> Response<Body> {
+        let stream = match self.runtime.infer_stream(request).await {
+            Ok(stream) => stream,
+            Err(error) => return self.reject(route, error, log, false),
+        };
+        log.request_id = Some(stream.request_id().to_string());
+        match crate::sse::respond(stream, encoder).await {
+            crate::sse::Started::Streaming(response) => response,
+            crate::sse::Started::Failed(error) => self.reject(route, error, log, false),
         }
     }
 
     pub(crate) fn count_request(&self, route: Route, status: u16) {
         self.stats.requests.add(route, status);
     }
+}
+
+/// Fills the log line's fields from a response.
+pub(crate) fn log_response(log: &mut RequestLog, response: &ray_core::wire::InferResponse) {
+    log.request_id = Some(response.id.clone());
+    log.cached = Some(response.cached);
+    log.deduplicated = Some(response.deduplicated);
+    log.degraded = Some(response.degraded);
+    log.queue_time_ms = Some(response.queue_time_ms);
 }
 
 /// The `docs` object of `GET /`: the existing Ray's three keys, plus the operator guides.

@@ -4,7 +4,7 @@
 use std::convert::Infallible;
 
 use bytes::{Bytes, BytesMut};
-use http_body_util::combinators::BoxBody;
+use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body as _, Incoming};
 use hyper::header::{self, HeaderMap, HeaderValue};
@@ -14,7 +14,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// The response body type of every route.
-pub type Body = BoxBody<Bytes, Infallible>;
+pub type Body = UnsyncBoxBody<Bytes, Infallible>;
 
 /// Media types accepted on POST routes.
 pub const SUPPORTED_MEDIA_TYPES: [&str; 2] = ["application/json", "application/*+json"];
@@ -23,7 +23,7 @@ const JSON: &str = "application/json; charset=utf-8";
 
 /// A full body from bytes.
 pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into()).boxed()
+    Full::new(bytes.into()).boxed_unsync()
 }
 
 /// A JSON response with a trailing newline.

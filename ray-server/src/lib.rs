@@ -35,8 +35,10 @@ mod head;
 pub mod http;
 mod idle;
 pub mod logging;
+mod openai;
 pub mod rate_limit;
 mod server;
+pub mod sse;
 
 pub use app::{App, AppError, HTTP_PRESSURE_THRESHOLD, HttpLimits};
 pub use server::run;
