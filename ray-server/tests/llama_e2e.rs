@@ -125,6 +125,40 @@ async fn inference_reports_tokens_timings_and_exact_prompt_counts() {
     assert_eq!(scheduler.prompt_tokens, exact);
     assert_eq!(scheduler.cost_tokens, exact + 24);
     assert_eq!(tokens.prompt, u64::from(exact));
+    // After a couple of prompts Ray renders the template from a checked scaffold instead of
+    // asking the backend; the prompts it renders, and so their counts, stay exact.
+    for (i, system) in [
+        None,
+        Some("Answer in one line."),
+        None,
+        Some("Be kind."),
+        None,
+        Some("x"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let input = format!("Question number {i}: what  is a   queue?\n  ");
+        let request = InferRequest {
+            system: system.map(String::from),
+            max_tokens: Some(4),
+            cache: Some(false),
+            ..InferRequest::new(input.clone())
+        };
+        let response = server.client().infer(&request).await.unwrap();
+        let sent = response.diagnostics.scheduler.unwrap().prompt_tokens;
+        // The prompt compiler collapses whitespace and trims before the template sees it.
+        let compiled = format!("Question number {i}: what is a queue?");
+        let exact = llama
+            .token_count(&llama.apply_template(system, &compiled).await)
+            .await as u32;
+        assert_eq!(sent, exact, "prompt {i}");
+        assert_eq!(
+            response.usage.tokens.unwrap().prompt,
+            u64::from(exact),
+            "prompt {i}"
+        );
+    }
     server.stop().await;
 }
 
@@ -579,5 +613,212 @@ async fn back_to_back_generations_never_meet_a_closing_connection() {
         }
     };
     tokio::join!(futures_util::future::join_all(clients), poke);
+    server.stop().await;
+}
+
+/// Reads a stream to its end: the deltas with their arrival times, and the final event or error.
+async fn read_stream(
+    mut stream: ray_sdk::EventStream<ray_sdk::InferEvent>,
+) -> (
+    Vec<(Instant, String)>,
+    Result<Box<ray_core::wire::InferResponse>, ray_sdk::Error>,
+) {
+    use futures_util::StreamExt;
+    let mut deltas = Vec::new();
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(ray_sdk::InferEvent::Delta(delta)) => deltas.push((Instant::now(), delta.text)),
+            Ok(ray_sdk::InferEvent::Done(response)) => return (deltas, Ok(response)),
+            Ok(ray_sdk::InferEvent::Error(body)) => panic!("error events are Errs: {body:?}"),
+            Err(error) => return (deltas, Err(error)),
+        }
+    }
+    panic!("the stream ended without a final event");
+}
+
+#[tokio::test]
+#[ignore = "needs the llama.cpp fixture (tools/llama-fixture/setup.sh)"]
+async fn streamed_tokens_arrive_while_the_backend_generates() {
+    use futures_util::StreamExt;
+    let llama = Llama::start("large");
+    let server = TestServer::start(&ray_config(llama.port, "")).await;
+    wait_until(Duration::from_secs(10), || async {
+        server.client().ready().await.unwrap().is_ready()
+    })
+    .await;
+    let before = llama.tokens_predicted().await;
+    let request = InferRequest {
+        max_tokens: Some(300),
+        cache: Some(false),
+        ..InferRequest::new("Tell a long story about a lighthouse.")
+    };
+    let mut stream = server.client().infer_stream(&request).await.unwrap();
+    let first = stream.next().await.unwrap().unwrap();
+    assert!(matches!(first, ray_sdk::InferEvent::Delta(_)), "{first:?}");
+    // The first token is here while the backend is still generating the rest.
+    assert_eq!(
+        llama.busy_slots().await,
+        1,
+        "tokens arrive during generation"
+    );
+    let (deltas, done) = read_stream(stream).await;
+    let response = done.unwrap();
+    assert!(deltas.len() > 50, "{} deltas", deltas.len());
+    // Usage matches the backend's own count.
+    let generated = llama.tokens_predicted().await - before;
+    let usage = response.usage.tokens.unwrap();
+    assert_eq!(usage.completion, generated, "usage {usage:?}");
+    assert_eq!(usage.completion, 300);
+    let provider = response.diagnostics.provider.as_ref().unwrap();
+    assert!(provider.timings.is_some());
+    server.stop().await;
+}
+
+#[tokio::test]
+#[ignore = "needs the llama.cpp fixture (tools/llama-fixture/setup.sh)"]
+async fn a_stream_whose_client_leaves_frees_the_slot_and_the_permit() {
+    use futures_util::StreamExt;
+    let llama = Llama::start("xl");
+    let server = TestServer::start(&ray_config(llama.port, "")).await;
+    wait_until(Duration::from_secs(30), || async {
+        server.client().ready().await.unwrap().is_ready()
+    })
+    .await;
+    let before = llama.tokens_predicted().await;
+    let request: InferRequest = serde_json::from_str(LONG).unwrap();
+    let mut stream = server.client().infer_stream(&request).await.unwrap();
+    for _ in 0..3 {
+        assert!(matches!(
+            stream.next().await,
+            Some(Ok(ray_sdk::InferEvent::Delta(_)))
+        ));
+    }
+    assert_eq!(llama.busy_slots().await, 1);
+    drop(stream);
+    assert_generation_stopped(&llama, before, "stream client left").await;
+    let left = Instant::now();
+    wait_until(Duration::from_secs(1), || async {
+        server
+            .client()
+            .health()
+            .await
+            .unwrap()
+            .runtime
+            .queue
+            .in_flight
+            == 0
+    })
+    .await;
+    eprintln!("permit free {:?} after the slot went idle", left.elapsed());
+    server.stop().await;
+}
+
+#[tokio::test]
+#[ignore = "needs the llama.cpp fixture (tools/llama-fixture/setup.sh)"]
+async fn each_stream_deadline_fires_with_its_code_and_stops_the_backend() {
+    let llama = Llama::start("xl");
+    let request: InferRequest = serde_json::from_str(LONG).unwrap();
+    // First token: 1 ms is less than any prompt takes. Nothing was sent, so it is a 504.
+    let config = ray_config(llama.port, r#","streaming":{"firstTokenTimeoutMs":1}"#);
+    let server = TestServer::start(&config).await;
+    wait_until(Duration::from_secs(30), || async {
+        server.client().ready().await.unwrap().is_ready()
+    })
+    .await;
+    let error = server.client().infer_stream(&request).await.unwrap_err();
+    assert_eq!(
+        error.code(),
+        Some(ErrorCode::StreamFirstTokenTimeout),
+        "{error}"
+    );
+    assert_eq!(error.status(), Some(504));
+    llama.wait_idle(Duration::from_secs(2)).await;
+    server.stop().await;
+    // Total: 1 s of a generation that needs several; ends with an error event.
+    let config = ray_config(llama.port, r#","streaming":{"totalTimeoutMs":1000}"#);
+    let server = TestServer::start(&config).await;
+    wait_until(Duration::from_secs(30), || async {
+        server.client().ready().await.unwrap().is_ready()
+    })
+    .await;
+    let before = llama.tokens_predicted().await;
+    let stream = server.client().infer_stream(&request).await.unwrap();
+    let (deltas, done) = read_stream(stream).await;
+    assert!(!deltas.is_empty());
+    let error = done.unwrap_err();
+    assert_eq!(error.code(), Some(ErrorCode::StreamTotalTimeout), "{error}");
+    assert_generation_stopped(&llama, before, "stream total deadline").await;
+    server.stop().await;
+    // Idle: 1 ms between tokens is less than this model needs, so it fires after a token.
+    let config = ray_config(llama.port, r#","streaming":{"idleTimeoutMs":1}"#);
+    let server = TestServer::start(&config).await;
+    wait_until(Duration::from_secs(30), || async {
+        server.client().ready().await.unwrap().is_ready()
+    })
+    .await;
+    let before = llama.tokens_predicted().await;
+    let stream = server.client().infer_stream(&request).await.unwrap();
+    let (_deltas, done) = read_stream(stream).await;
+    let error = done.unwrap_err();
+    assert_eq!(error.code(), Some(ErrorCode::StreamIdleTimeout), "{error}");
+    assert_generation_stopped(&llama, before, "stream idle deadline").await;
+    assert_eq!(
+        server
+            .client()
+            .health()
+            .await
+            .unwrap()
+            .runtime
+            .queue
+            .in_flight,
+        0
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+#[ignore = "needs the llama.cpp fixture (tools/llama-fixture/setup.sh)"]
+async fn openai_chat_streams_from_llama_server_with_its_usage() {
+    use futures_util::StreamExt;
+    use ray_sdk::openai::{ChatCompletionRequest, ChatMessage, StreamOptions};
+    let llama = Llama::start("tiny");
+    let server = TestServer::start(&ray_config(llama.port, "")).await;
+    wait_until(Duration::from_secs(10), || async {
+        server.client().ready().await.unwrap().is_ready()
+    })
+    .await;
+    let request = ChatCompletionRequest {
+        messages: vec![
+            ChatMessage::new("system", "You are terse."),
+            ChatMessage::new("user", "Name a queue."),
+            ChatMessage::new("assistant", "FIFO."),
+            ChatMessage::new("user", "Another?"),
+        ],
+        max_tokens: Some(12),
+        stream_options: Some(StreamOptions {
+            include_usage: true,
+        }),
+        ..ChatCompletionRequest::default()
+    };
+    let before = llama.tokens_predicted().await;
+    let chunks: Vec<_> = server
+        .client()
+        .chat_completions_stream(&request)
+        .await
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+        .await;
+    let usage = chunks.last().unwrap().usage.unwrap();
+    assert_eq!(usage.completion_tokens, 12);
+    assert_eq!(
+        usage.completion_tokens,
+        llama.tokens_predicted().await - before
+    );
+    // The conversation reached the model's template: the prompt holds all four messages.
+    let rendered = llama
+        .apply_template(Some("You are terse."), "Another?")
+        .await;
+    assert!(usage.prompt_tokens > llama.token_count(&rendered).await as u64);
     server.stop().await;
 }

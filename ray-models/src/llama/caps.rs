@@ -46,6 +46,12 @@ impl LlamaCppProvider {
             .as_ref()
             .map_or(Availability::Unknown, |(_, c)| c.json_mode);
         let caps = self.detect(json_mode).await;
+        if force {
+            // The backend came (back) up, perhaps with another model or template: what was
+            // rendered and counted against the old one no longer holds.
+            self.forget_chat_scaffolds();
+            self.prepared.lock().clear();
+        }
         *self.caps.lock() = Some((Instant::now(), caps.clone()));
         caps
     }

@@ -18,9 +18,93 @@ use super::prompt::{Scaffold, plain_completion, ray_chat_fallback, template_matc
 use super::{LlamaCppProvider, Prepared};
 use crate::error::ProviderError;
 use crate::openai::messages_of;
-use crate::provider::{PreparedPrompt, PromptFormat, ProviderRequest};
+use crate::provider::{PreparedPrompt, PromptFormat, ProviderRequest, sentinel};
+
+/// How far a chat-template scaffold for plain requests is trusted: the model's template is
+/// rendered once with placeholders and split there, and the split is checked against real
+/// renderings before it replaces them.
+#[derive(Debug, Clone)]
+pub(crate) enum ChatShape {
+    /// Not built yet.
+    Unknown,
+    /// Built; it matched the real rendering this many times so far.
+    Checking(Arc<Scaffold>, u8),
+    /// It matched often enough: prompts of this shape are rendered from it.
+    Trusted(Arc<Scaffold>),
+    /// The template changes what it is given (or the placeholders did not survive): always
+    /// ask `/apply-template`.
+    Unusable,
+}
+
+/// Real renderings a scaffold must match before it is trusted.
+const SCAFFOLD_CHECKS: u8 = 2;
 
 impl LlamaCppProvider {
+    /// Renders a prompt without history through the model's chat template: from a trusted
+    /// scaffold without a backend call, else through `/apply-template` (checking the scaffold
+    /// against the result while it is not trusted yet).
+    async fn render_native(&self, request: &ProviderRequest) -> Result<String, ProviderError> {
+        let system = request.system.as_deref();
+        if !request.history.is_empty() {
+            return self
+                .apply_template(system, &request.history, &request.input)
+                .await;
+        }
+        let shape = usize::from(system.is_some());
+        let values: Vec<&str> = system.into_iter().chain([request.input.as_str()]).collect();
+        let state = self.chat_scaffolds.lock()[shape].clone();
+        let scaffold = match state {
+            ChatShape::Trusted(scaffold) => return Ok(scaffold.render_values(&values)),
+            ChatShape::Unusable => None,
+            ChatShape::Checking(scaffold, seen) => Some((scaffold, seen)),
+            ChatShape::Unknown => {
+                let placeholders: Vec<String> = (0..values.len()).map(sentinel).collect();
+                let (sys, input) = match placeholders.as_slice() {
+                    [sys, input] => (Some(sys.as_str()), input.as_str()),
+                    [input] => (None, input.as_str()),
+                    _ => unreachable!("one or two values"),
+                };
+                let rendered = self.apply_template(sys, &[], input).await?;
+                let built = Scaffold::parse(&rendered, values.len());
+                let next = match &built {
+                    Some(scaffold) => ChatShape::Checking(Arc::new(scaffold.clone()), 0),
+                    None => ChatShape::Unusable,
+                };
+                self.chat_scaffolds.lock()[shape] = next;
+                built.map(|s| (Arc::new(s), 0))
+            }
+        };
+        let text = self.apply_template(system, &[], &request.input).await?;
+        if let Some((scaffold, seen)) = scaffold {
+            let next = if scaffold.render_values(&values) == text {
+                if seen + 1 >= SCAFFOLD_CHECKS {
+                    tracing::debug!(
+                        system = system.is_some(),
+                        "the chat template scaffold matched the backend; prompts of this shape \
+                         are rendered without /apply-template"
+                    );
+                    ChatShape::Trusted(scaffold)
+                } else {
+                    ChatShape::Checking(scaffold, seen + 1)
+                }
+            } else {
+                tracing::debug!(
+                    system = system.is_some(),
+                    "the chat template changes its input; prompts of this shape always use \
+                     /apply-template"
+                );
+                ChatShape::Unusable
+            };
+            self.chat_scaffolds.lock()[shape] = next;
+        }
+        Ok(text)
+    }
+
+    /// Forgets the chat scaffolds (the backend, and its template, may have changed).
+    pub(super) fn forget_chat_scaffolds(&self) {
+        *self.chat_scaffolds.lock() = [ChatShape::Unknown, ChatShape::Unknown];
+    }
+
     pub(super) fn key(&self, parts: &[&str]) -> u128 {
         let hash = |state: &RandomState| {
             let mut hasher = state.build_hasher();
@@ -175,10 +259,9 @@ impl LlamaCppProvider {
         match format {
             PromptFormat::RayChatFallback => Ok(Some(ray_chat_fallback(request))),
             PromptFormat::PlainCompletion => Ok(Some(plain_completion(request))),
-            PromptFormat::NativeTemplate | PromptFormat::OpenAiChat => self
-                .apply_template(request.system.as_deref(), &request.history, &request.input)
-                .await
-                .map(Some),
+            PromptFormat::NativeTemplate | PromptFormat::OpenAiChat => {
+                self.render_native(request).await.map(Some)
+            }
             PromptFormat::PromptScaffold => self.scaffold(request).await,
         }
     }

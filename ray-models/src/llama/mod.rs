@@ -22,6 +22,7 @@ use ray_core::config::PromptFormatPreference;
 use ray_core::wire::DetectedCapabilities;
 
 use self::caps::Caps;
+use self::format::ChatShape;
 use self::native::{BackendMetrics, Slot};
 use self::prompt::Scaffold;
 use crate::error::ProviderError;
@@ -78,6 +79,9 @@ pub struct LlamaCppProvider {
     caps_refresh: tokio::sync::Mutex<()>,
     prepared: Mutex<Cache<u128, Arc<Prepared>>>,
     scaffolds: Mutex<Cache<String, Arc<Scaffold>>>,
+    /// Scaffolds of the model's chat template for plain requests, by whether the request has
+    /// a system prompt.
+    chat_scaffolds: Mutex<[ChatShape; 2]>,
     slots: Mutex<Option<(Instant, Vec<Slot>)>>,
     metrics: Mutex<BackendMetrics>,
     reachable: AtomicBool,
@@ -119,6 +123,7 @@ impl LlamaCppProvider {
             caps_refresh: tokio::sync::Mutex::new(()),
             prepared: Mutex::new(prepared),
             scaffolds: Mutex::new(scaffolds),
+            chat_scaffolds: Mutex::new([ChatShape::Unknown, ChatShape::Unknown]),
             slots: Mutex::new(None),
             metrics: Mutex::new(BackendMetrics::default()),
             reachable: AtomicBool::new(false),

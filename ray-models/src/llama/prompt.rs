@@ -82,12 +82,19 @@ impl Scaffold {
 
     /// The prompt with the template's values spliced in.
     pub(crate) fn render(&self, template: &TemplateRef) -> String {
-        let mut out = String::new();
+        let values: Vec<&str> = template.variables.iter().map(|(_, v)| v.as_str()).collect();
+        self.render_values(&values)
+    }
+
+    /// The prompt with `values[i]` in place of variable `i`.
+    pub(crate) fn render_values(&self, values: &[&str]) -> String {
+        let extra: usize = values.iter().map(|v| v.len()).sum();
+        let mut out = String::with_capacity(extra + 256);
         for segment in &self.segments {
             match segment {
                 Segment::Text(text) => out.push_str(text),
                 Segment::Variable(index) => {
-                    if let Some((_, value)) = template.variables.get(*index) {
+                    if let Some(value) = values.get(*index) {
                         out.push_str(value);
                     }
                 }
