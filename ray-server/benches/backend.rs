@@ -236,11 +236,119 @@ async fn run(model: &str, pairs: usize, max_tokens: usize) -> serde_json::Value 
         summary["rayCpuMsPerRequest"] = (cpu / pairs as f64).into();
         scenarios.push(summary);
     }
+    let streamed = streamed(&client, &direct_llama, &ray_url, pairs, max_tokens).await;
     serde_json::json!({
         "model": format!("ray-{model} (fixture, random weights)"),
         "maxTokens": max_tokens,
         "pairs": pairs,
         "scenarios": scenarios,
+        "streamed": streamed,
+    })
+}
+
+/// One streamed request: when its first token and each next one arrived.
+struct Streamed {
+    first: Duration,
+    gaps: Vec<Duration>,
+    tokens: usize,
+}
+
+/// Sends `body` to `url` and times the text-bearing events of the answer. `text` says whether
+/// an event carries generated text.
+async fn time_stream(
+    client: &reqwest::Client,
+    url: &str,
+    body: serde_json::Value,
+    text: fn(&ray_core::sse::SseEvent) -> bool,
+) -> Streamed {
+    use futures_util::StreamExt;
+    let started = Instant::now();
+    // llama-server closes the connection after a streamed answer while saying keep-alive, so
+    // both paths get a fresh connection each time (the same cost on both sides).
+    let response = client
+        .post(url)
+        .header("connection", "close")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut bytes = response.bytes_stream();
+    let mut decoder = ray_core::sse::SseDecoder::new(16 << 20);
+    let mut arrivals = Vec::new();
+    while let Some(chunk) = bytes.next().await {
+        decoder.feed(&chunk.unwrap()).unwrap();
+        while let Some(event) = decoder.next_event().unwrap() {
+            if text(&event) {
+                arrivals.push(started.elapsed());
+            }
+        }
+    }
+    let first = arrivals[0];
+    let gaps = arrivals.windows(2).map(|w| w[1] - w[0]).collect();
+    Streamed {
+        first,
+        gaps,
+        tokens: arrivals.len(),
+    }
+}
+
+/// Time to first token and the gaps between tokens, streamed directly and through Ray.
+async fn streamed(
+    client: &reqwest::Client,
+    direct_llama: &Llama,
+    ray_url: &str,
+    pairs: usize,
+    max_tokens: usize,
+) -> serde_json::Value {
+    let direct_url = direct_llama.url("/v1/chat/completions");
+    let ray_infer = format!("{ray_url}/v1/infer");
+    let direct_text: fn(&ray_core::sse::SseEvent) -> bool = |event| {
+        serde_json::from_str::<serde_json::Value>(&event.data).is_ok_and(|v| {
+            v["choices"][0]["delta"]["content"]
+                .as_str()
+                .is_some_and(|t| !t.is_empty())
+        })
+    };
+    let ray_text: fn(&ray_core::sse::SseEvent) -> bool =
+        |event| event.event.as_deref() == Some("delta");
+    let mut direct = Vec::with_capacity(pairs);
+    let mut through_ray = Vec::with_capacity(pairs);
+    for i in 0..pairs {
+        let input = prompt(20_000 + i);
+        let direct_body = serde_json::json!({
+            "model": "ray-bench",
+            "messages": [
+                { "role": "system", "content": SYSTEM },
+                { "role": "user", "content": input },
+            ],
+            "max_tokens": max_tokens, "temperature": 0.0, "seed": 7, "stream": true,
+        });
+        let ray_body = serde_json::json!({
+            "system": SYSTEM, "input": input, "maxTokens": max_tokens,
+            "temperature": 0.0, "seed": 7, "cache": false, "stream": true,
+        });
+        if i % 2 == 0 {
+            direct.push(time_stream(client, &direct_url, direct_body, direct_text).await);
+            through_ray.push(time_stream(client, &ray_infer, ray_body, ray_text).await);
+        } else {
+            through_ray.push(time_stream(client, &ray_infer, ray_body, ray_text).await);
+            direct.push(time_stream(client, &direct_url, direct_body, direct_text).await);
+        }
+    }
+    let first = |runs: &[Streamed]| sorted(runs.iter().map(|r| ms(r.first)));
+    let gaps = |runs: &[Streamed]| sorted(runs.iter().flat_map(|r| r.gaps.iter().map(|g| ms(*g))));
+    let tokens = |runs: &[Streamed]| runs.iter().map(|r| r.tokens).sum::<usize>();
+    let (d_first, r_first) = (first(&direct), first(&through_ray));
+    let (d_gaps, r_gaps) = (gaps(&direct), gaps(&through_ray));
+    serde_json::json!({
+        "scenario": "streamed (new prompts)",
+        "timeToFirstTokenP50Ms": { "direct": percentile(&d_first, 0.5), "ray": percentile(&r_first, 0.5) },
+        "timeToFirstTokenP99Ms": { "direct": percentile(&d_first, 0.99), "ray": percentile(&r_first, 0.99) },
+        "addedTimeToFirstTokenP50Ms": percentile(&r_first, 0.5) - percentile(&d_first, 0.5),
+        "interTokenP50Ms": { "direct": percentile(&d_gaps, 0.5), "ray": percentile(&r_gaps, 0.5) },
+        "interTokenP99Ms": { "direct": percentile(&d_gaps, 0.99), "ray": percentile(&r_gaps, 0.99) },
+        "textEvents": { "direct": tokens(&direct), "ray": tokens(&through_ray) },
     })
 }
 
