@@ -59,22 +59,22 @@ proptest! {
     /// wrong with a 4xx code.
     #[test]
     fn arbitrary_bodies_are_translated_or_refused(value in json_value()) {
-        if let Ok(chat) = serde_json::from_value::<ChatCompletionRequest>(value.clone()) {
-            if let Err(error) = chat.to_infer() {
-                prop_assert!(matches!(
-                    error.code(),
-                    ErrorCode::InvalidRequest | ErrorCode::UnsupportedParameter
-                ));
-                prop_assert!(!error.message().is_empty());
-            }
+        if let Ok(chat) = serde_json::from_value::<ChatCompletionRequest>(value.clone())
+            && let Err(error) = chat.to_infer()
+        {
+            prop_assert!(matches!(
+                error.code(),
+                ErrorCode::InvalidRequest | ErrorCode::UnsupportedParameter
+            ));
+            prop_assert!(!error.message().is_empty());
         }
-        if let Ok(completion) = serde_json::from_value::<CompletionRequest>(value) {
-            if let Err(error) = completion.to_infer() {
-                prop_assert!(matches!(
-                    error.code(),
-                    ErrorCode::InvalidRequest | ErrorCode::UnsupportedParameter
-                ));
-            }
+        if let Ok(completion) = serde_json::from_value::<CompletionRequest>(value)
+            && let Err(error) = completion.to_infer()
+        {
+            prop_assert!(matches!(
+                error.code(),
+                ErrorCode::InvalidRequest | ErrorCode::UnsupportedParameter
+            ));
         }
     }
 
