@@ -14,7 +14,8 @@
 //!
 //! Set `RAY_API_KEY` when the server has auth enabled.
 
-use ray_sdk::{ErrorCode, InferRequest, RayClient};
+use futures_util::StreamExt;
+use ray_sdk::{ErrorCode, InferEvent, InferRequest, RayClient};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -59,6 +60,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             println!("auth is enabled: set RAY_API_KEY");
         }
         Err(error) => return Err(error.into()),
+    }
+
+    // The same, streamed: text as it is generated, then the whole response.
+    let mut stream = client
+        .infer_stream(&InferRequest::new(
+            "Stream a short answer about bounded queues.",
+        ))
+        .await?;
+    while let Some(event) = stream.next().await {
+        match event? {
+            InferEvent::Delta(delta) => print!("{}", delta.text),
+            InferEvent::Done(response) => println!("\n(streamed {} chars)", response.output.len()),
+            InferEvent::Error(body) => println!("\nstream failed: {}", body.error.message),
+        }
     }
 
     let health = client.health().await?;

@@ -13,6 +13,9 @@
 //! 6. **Execute**: the [`Provider`](ray_models::Provider) call, under the permit, cancelled
 //!    when the caller leaves or the deadline passes.
 //!
+//! [`Runtime::infer`] answers whole; [`Runtime::infer_stream`] hands the tokens on as they are
+//! generated ([`InferStream`]), with identical concurrent streams sharing one generation.
+//!
 //! Around that it keeps metrics ([`MetricsSnapshot`], renderable as Prometheus text), the
 //! backend's health and readiness (probes cached for one second, combined with warm-up state),
 //! and warm-up with retry in the background ([`Runtime::start`]).

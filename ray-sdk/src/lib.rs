@@ -1,8 +1,11 @@
 //! A typed async client for the Ray inference gateway.
 //!
-//! [`RayClient`] has one method per route: [`RayClient::infer`], [`RayClient::health`],
-//! [`RayClient::ready`], [`RayClient::live`], [`RayClient::metrics_text`],
-//! [`RayClient::config`]. Request and response types come from [`ray_core::wire`], so they
+//! [`RayClient`] has one method per route: [`RayClient::infer`] and
+//! [`RayClient::infer_stream`] (a [`futures_util::Stream`] of [`InferEvent`]s),
+//! [`RayClient::health`], [`RayClient::ready`], [`RayClient::live`],
+//! [`RayClient::metrics_text`], [`RayClient::config`], and the OpenAI-compatible
+//! [`RayClient::chat_completions`], [`RayClient::chat_completions_stream`],
+//! [`RayClient::completions`] and [`RayClient::models`] with the types of [`openai`]. Request and response types come from [`ray_core::wire`], so they
 //! always match the server. Every failure is an [`Error`] that carries the server's error code
 //! ([`Error::code`]), HTTP status and `Retry-After`, with predicates such as
 //! [`Error::is_retryable`].
