@@ -240,36 +240,51 @@ impl ChatResponse {
         diagnostics: ProviderDiagnostics,
     ) -> Result<ProviderOutput, ProviderError> {
         let text = self.text()?;
-        let finish = finish_reason(
-            self.choices
-                .first()
-                .and_then(|c| c.finish_reason.as_deref()),
-        );
+        let finish = self
+            .choices
+            .first()
+            .and_then(|c| c.finish_reason.as_deref());
         let mut diagnostics = diagnostics;
         if let Some(model) = &self.model {
             diagnostics
                 .backend_model
                 .get_or_insert_with(|| model.clone());
         }
-        if let Some(timings) = self.timings {
-            diagnostics.timings = Some(timings.to_diagnostics());
-            diagnostics.tokens_cached = timings.cache_n;
-        }
-        if let Some(cached) = self
-            .usage
-            .as_ref()
-            .and_then(|u| u.prompt_tokens_details.as_ref())
-            .and_then(|d| d.cached_tokens)
-        {
-            diagnostics.tokens_cached = Some(cached);
-        }
-        Ok(ProviderOutput {
+        Ok(chat_output(
             text,
-            finish_reason: finish,
-            prompt_tokens: self.usage.as_ref().and_then(|u| u.prompt_tokens),
-            completion_tokens: self.usage.as_ref().and_then(|u| u.completion_tokens),
+            finish,
+            self.usage.as_ref(),
+            self.timings,
             diagnostics,
-        })
+        ))
+    }
+}
+
+/// A chat answer's output: usage, finish reason, and llama.cpp's timings and reused prompt
+/// tokens in the diagnostics.
+fn chat_output(
+    text: String,
+    finish: Option<&str>,
+    usage: Option<&UsageBlock>,
+    timings: Option<LlamaTimings>,
+    mut diagnostics: ProviderDiagnostics,
+) -> ProviderOutput {
+    if let Some(timings) = timings {
+        diagnostics.timings = Some(timings.to_diagnostics());
+        diagnostics.tokens_cached = timings.cache_n;
+    }
+    if let Some(cached) = usage
+        .and_then(|u| u.prompt_tokens_details.as_ref())
+        .and_then(|d| d.cached_tokens)
+    {
+        diagnostics.tokens_cached = Some(cached);
+    }
+    ProviderOutput {
+        text,
+        finish_reason: finish_reason(finish),
+        prompt_tokens: usage.and_then(|u| u.prompt_tokens),
+        completion_tokens: usage.and_then(|u| u.completion_tokens),
+        diagnostics,
     }
 }
 
@@ -368,26 +383,13 @@ impl Assembler for ChatAssembler {
                 reason: "the backend's stream ended before the answer was complete".into(),
             });
         }
-        let mut diagnostics = self.diagnostics;
-        if let Some(timings) = self.timings {
-            diagnostics.timings = Some(timings.to_diagnostics());
-            diagnostics.tokens_cached = timings.cache_n;
-        }
-        if let Some(cached) = self
-            .usage
-            .as_ref()
-            .and_then(|u| u.prompt_tokens_details.as_ref())
-            .and_then(|d| d.cached_tokens)
-        {
-            diagnostics.tokens_cached = Some(cached);
-        }
-        Ok(ProviderOutput {
+        Ok(chat_output(
             text,
-            finish_reason: finish_reason(self.finish_reason.as_deref()),
-            prompt_tokens: self.usage.as_ref().and_then(|u| u.prompt_tokens),
-            completion_tokens: self.usage.as_ref().and_then(|u| u.completion_tokens),
-            diagnostics,
-        })
+            self.finish_reason.as_deref(),
+            self.usage.as_ref(),
+            self.timings,
+            self.diagnostics,
+        ))
     }
 }
 

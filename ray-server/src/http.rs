@@ -58,8 +58,14 @@ pub fn text(status: StatusCode, content_type: &'static str, body: String) -> Res
 
 /// The error body, with `Retry-After` when the code has one and `WWW-Authenticate` on 401.
 pub fn error_response(error: &RayError) -> Response<Body> {
+    error_response_with(error, &error.to_body())
+}
+
+/// An error answer with `body` (Ray's shape or another route's), the error's status,
+/// `Retry-After` when its code has one and `WWW-Authenticate` on 401.
+pub fn error_response_with<T: Serialize>(error: &RayError, body: &T) -> Response<Body> {
     let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut response = json(status, &error.to_body());
+    let mut response = json(status, body);
     let headers = response.headers_mut();
     if let Some(seconds) = error.retry_after_secs() {
         headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));

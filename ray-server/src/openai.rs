@@ -6,7 +6,7 @@
 
 use bytes::Bytes;
 use hyper::body::Incoming;
-use hyper::header::{self, HeaderValue};
+use hyper::header::HeaderValue;
 use hyper::{Request, Response, StatusCode};
 use ray_core::wire::openai::{
     ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChunkChoice, ChunkDelta,
@@ -22,19 +22,7 @@ use crate::sse::{self, Encoder};
 
 /// An error in OpenAI's shape, with Ray's status, `Retry-After` and `WWW-Authenticate`.
 pub(crate) fn error_response(error: &RayError) -> Response<Body> {
-    let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut response = http::json(status, &OpenAiErrorBody::from_error(error));
-    let headers = response.headers_mut();
-    if let Some(seconds) = error.retry_after_secs() {
-        headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-    }
-    if error.code() == ErrorCode::Unauthorized {
-        headers.insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer realm=\"ray\""),
-        );
-    }
-    response
+    http::error_response_with(error, &OpenAiErrorBody::from_error(error))
 }
 
 fn unix_now() -> u64 {
@@ -78,41 +66,79 @@ pub(crate) fn models(app: &App) -> Response<Body> {
     http::json(StatusCode::OK, &list)
 }
 
+/// What differs between the two generation routes.
+trait Endpoint: serde::de::DeserializeOwned {
+    const ROUTE: Route;
+    type Events: Encoder;
+    fn model(&self) -> Option<&str>;
+    fn to_infer(&self) -> Result<InferRequest, RayError>;
+    fn events(&self, model: String, created: u64) -> Self::Events;
+    fn whole(response: &InferResponse, created: u64) -> Response<Body>;
+}
+
+impl Endpoint for ChatCompletionRequest {
+    const ROUTE: Route = Route::ChatCompletions;
+    type Events = ChatChunks;
+
+    fn model(&self) -> Option<&str> {
+        self.model.as_deref()
+    }
+
+    fn to_infer(&self) -> Result<InferRequest, RayError> {
+        ChatCompletionRequest::to_infer(self)
+    }
+
+    fn events(&self, model: String, created: u64) -> ChatChunks {
+        ChatChunks {
+            model,
+            created,
+            include_usage: self.include_usage(),
+            id: None,
+            started: false,
+        }
+    }
+
+    fn whole(response: &InferResponse, created: u64) -> Response<Body> {
+        http::json(
+            StatusCode::OK,
+            &ChatCompletion::from_infer(response, created),
+        )
+    }
+}
+
+impl Endpoint for CompletionRequest {
+    const ROUTE: Route = Route::Completions;
+    type Events = TextChunks;
+
+    fn model(&self) -> Option<&str> {
+        self.model.as_deref()
+    }
+
+    fn to_infer(&self) -> Result<InferRequest, RayError> {
+        CompletionRequest::to_infer(self)
+    }
+
+    fn events(&self, model: String, created: u64) -> TextChunks {
+        TextChunks {
+            model,
+            created,
+            include_usage: self.include_usage(),
+            id: None,
+        }
+    }
+
+    fn whole(response: &InferResponse, created: u64) -> Response<Body> {
+        http::json(StatusCode::OK, &Completion::from_infer(response, created))
+    }
+}
+
 /// `POST /v1/chat/completions`.
 pub(crate) async fn chat_completions(
     app: &App,
     request: Request<Incoming>,
     log: &mut RequestLog,
 ) -> Response<Body> {
-    let route = Route::ChatCompletions;
-    let parsed: ChatCompletionRequest = match app.read_json(request).await {
-        Ok(parsed) => parsed,
-        Err((error, close)) => return app.reject(route, error, log, close),
-    };
-    let infer = match check_model(app, parsed.model.as_deref()).and_then(|()| parsed.to_infer()) {
-        Ok(infer) => infer,
-        Err(error) => return app.reject(route, error, log, false),
-    };
-    if infer.stream == Some(true) {
-        let encoder = ChatChunks {
-            model: app.runtime().config().model.id.clone(),
-            created: unix_now(),
-            include_usage: parsed.include_usage(),
-            id: None,
-            started: false,
-        };
-        return app.stream(route, infer, encoder, log).await;
-    }
-    match whole(app, infer, log).await {
-        Ok(response) => with_ray_headers(
-            http::json(
-                StatusCode::OK,
-                &ChatCompletion::from_infer(&response, unix_now()),
-            ),
-            &response,
-        ),
-        Err(error) => app.reject(route, error, log, false),
-    }
+    serve::<ChatCompletionRequest>(app, request, log).await
 }
 
 /// `POST /v1/completions`.
@@ -121,33 +147,31 @@ pub(crate) async fn completions(
     request: Request<Incoming>,
     log: &mut RequestLog,
 ) -> Response<Body> {
-    let route = Route::Completions;
-    let parsed: CompletionRequest = match app.read_json(request).await {
+    serve::<CompletionRequest>(app, request, log).await
+}
+
+/// Parses, checks the model, translates, then answers whole or streamed.
+async fn serve<E: Endpoint>(
+    app: &App,
+    request: Request<Incoming>,
+    log: &mut RequestLog,
+) -> Response<Body> {
+    let parsed: E = match app.read_json(request).await {
         Ok(parsed) => parsed,
-        Err((error, close)) => return app.reject(route, error, log, close),
+        Err((error, close)) => return app.reject(E::ROUTE, error, log, close),
     };
-    let infer = match check_model(app, parsed.model.as_deref()).and_then(|()| parsed.to_infer()) {
+    let infer = match check_model(app, parsed.model()).and_then(|()| parsed.to_infer()) {
         Ok(infer) => infer,
-        Err(error) => return app.reject(route, error, log, false),
+        Err(error) => return app.reject(E::ROUTE, error, log, false),
     };
     if infer.stream == Some(true) {
-        let encoder = TextChunks {
-            model: app.runtime().config().model.id.clone(),
-            created: unix_now(),
-            include_usage: parsed.include_usage(),
-            id: None,
-        };
-        return app.stream(route, infer, encoder, log).await;
+        let model = app.runtime().config().model.id.clone();
+        let events = parsed.events(model, unix_now());
+        return app.stream(E::ROUTE, infer, events, log).await;
     }
     match whole(app, infer, log).await {
-        Ok(response) => with_ray_headers(
-            http::json(
-                StatusCode::OK,
-                &Completion::from_infer(&response, unix_now()),
-            ),
-            &response,
-        ),
-        Err(error) => app.reject(route, error, log, false),
+        Ok(response) => with_ray_headers(E::whole(&response, unix_now()), &response),
+        Err(error) => app.reject(E::ROUTE, error, log, false),
     }
 }
 
@@ -190,7 +214,7 @@ fn stream_error(error: &RayError) -> Vec<Bytes> {
 
 /// `chat.completion.chunk` events: the role first, then the text, then the finish reason, then
 /// (with `include_usage`) the usage, then `[DONE]`.
-struct ChatChunks {
+pub(crate) struct ChatChunks {
     model: String,
     created: u64,
     include_usage: bool,
@@ -275,7 +299,7 @@ impl Encoder for ChatChunks {
 }
 
 /// `text_completion` chunks of the legacy endpoint.
-struct TextChunks {
+pub(crate) struct TextChunks {
     model: String,
     created: u64,
     include_usage: bool,

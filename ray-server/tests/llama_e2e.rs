@@ -18,6 +18,16 @@ use ray_core::ErrorCode;
 use ray_core::wire::InferRequest;
 use util::TestServer;
 
+/// Starts a ray-server for `config` and waits (up to 30 s) until it is ready.
+async fn ready_server(config: &str) -> TestServer {
+    let server = TestServer::start(config).await;
+    wait_until(Duration::from_secs(30), || async {
+        server.client().ready().await.unwrap().is_ready()
+    })
+    .await;
+    server
+}
+
 async fn wait_until<F, Fut>(limit: Duration, mut check: F) -> Duration
 where
     F: FnMut() -> Fut,
@@ -87,11 +97,7 @@ async fn readiness_follows_warm_up_and_the_backend() {
 #[ignore = "needs the llama.cpp fixture (tools/llama-fixture/setup.sh)"]
 async fn inference_reports_tokens_timings_and_exact_prompt_counts() {
     let llama = Llama::start("tiny");
-    let server = TestServer::start(&ray_config(llama.port, "")).await;
-    wait_until(Duration::from_secs(10), || async {
-        server.client().ready().await.unwrap().is_ready()
-    })
-    .await;
+    let server = ready_server(&ray_config(llama.port, "")).await;
     let request = InferRequest {
         system: Some("Be brief.".into()),
         max_tokens: Some(24),
@@ -201,11 +207,7 @@ async fn exact_counts_refuse_what_an_estimate_would_admit() {
 #[ignore = "needs the llama.cpp fixture (tools/llama-fixture/setup.sh)"]
 async fn json_mode_uses_the_chat_endpoint_and_repairs_once() {
     let llama = Llama::start("tiny");
-    let server = TestServer::start(&ray_config(llama.port, "")).await;
-    wait_until(Duration::from_secs(10), || async {
-        server.client().ready().await.unwrap().is_ready()
-    })
-    .await;
+    let server = ready_server(&ray_config(llama.port, "")).await;
     let request: InferRequest = serde_json::from_value(serde_json::json!({
         "templateId": "email.reply_classification.v1",
         "templateVariables": {"replyText": "Send pricing and implementation details."}
@@ -229,11 +231,7 @@ async fn json_mode_uses_the_chat_endpoint_and_repairs_once() {
 #[ignore = "needs the llama.cpp fixture (tools/llama-fixture/setup.sh)"]
 async fn a_prompt_family_keeps_its_slot_and_its_prompt_cache() {
     let llama = Llama::start("tiny");
-    let server = TestServer::start(&ray_config(llama.port, "")).await;
-    wait_until(Duration::from_secs(10), || async {
-        server.client().ready().await.unwrap().is_ready()
-    })
-    .await;
+    let server = ready_server(&ray_config(llama.port, "")).await;
     let ask = |suffix: &str| InferRequest {
         system: Some(
             "You summarise support tickets in one sentence for the on-call engineer.".into(),
@@ -264,11 +262,7 @@ async fn a_prompt_family_keeps_its_slot_and_its_prompt_cache() {
 async fn the_backend_dies_and_comes_back() {
     let port = free_port();
     let mut llama = Llama::start_on(port, "large");
-    let server = TestServer::start(&ray_config(port, "")).await;
-    wait_until(Duration::from_secs(10), || async {
-        server.client().ready().await.unwrap().is_ready()
-    })
-    .await;
+    let server = ready_server(&ray_config(port, "")).await;
     // A long generation is in flight when the backend is killed.
     let in_flight = {
         let client = server.client();
@@ -338,11 +332,7 @@ async fn assert_generation_stopped(llama: &Llama, predicted_before: u64, what: &
 #[ignore = "needs the llama.cpp fixture (tools/llama-fixture/setup.sh)"]
 async fn a_client_that_leaves_stops_the_generation() {
     let llama = Llama::start("xl");
-    let server = TestServer::start(&ray_config(llama.port, "")).await;
-    wait_until(Duration::from_secs(30), || async {
-        server.client().ready().await.unwrap().is_ready()
-    })
-    .await;
+    let server = ready_server(&ray_config(llama.port, "")).await;
     let before = llama.tokens_predicted().await;
     let url = server.url("/v1/infer");
     let leaving = tokio::spawn(async move {
@@ -385,11 +375,7 @@ async fn a_backend_slower_than_its_timeout_is_provider_timeout() {
             r#""maxOutputTokens":1024"#,
             r#""maxOutputTokens":1024,"warmOnBoot":false"#,
         );
-    let server = TestServer::start(&config).await;
-    wait_until(Duration::from_secs(30), || async {
-        server.client().ready().await.unwrap().is_ready()
-    })
-    .await;
+    let server = ready_server(&config).await;
     let before = llama.tokens_predicted().await;
     let request: InferRequest = serde_json::from_str(LONG).unwrap();
     let error = server.client().infer(&request).await.unwrap_err();
@@ -418,11 +404,7 @@ async fn the_request_deadline_aborts_the_backend_call() {
         r#""requestTimeoutMs":60000"#,
         r#""requestTimeoutMs":800,"batchWindowMs":0"#,
     );
-    let server = TestServer::start(&config).await;
-    wait_until(Duration::from_secs(30), || async {
-        server.client().ready().await.unwrap().is_ready()
-    })
-    .await;
+    let server = ready_server(&config).await;
     let before = llama.tokens_predicted().await;
     let request: InferRequest = serde_json::from_str(LONG).unwrap();
     let error = server.client().infer(&request).await.unwrap_err();
@@ -452,11 +434,7 @@ async fn the_openai_compatible_adapter_serves_from_llama_server_too() {
              "rateLimit":{{"enabled":false}}}}"#,
         llama.port
     );
-    let server = TestServer::start(&config).await;
-    wait_until(Duration::from_secs(10), || async {
-        server.client().ready().await.unwrap().is_ready()
-    })
-    .await;
+    let server = ready_server(&config).await;
     let response = server
         .client()
         .infer(&InferRequest {
@@ -584,11 +562,7 @@ async fn back_to_back_generations_never_meet_a_closing_connection() {
     // llama-server closes the connection after every streamed answer while advertising
     // keep-alive; a pooled connection reused at that moment fails the next request.
     let llama = Llama::start("tiny");
-    let server = TestServer::start(&ray_config(llama.port, "")).await;
-    wait_until(Duration::from_secs(10), || async {
-        server.client().ready().await.unwrap().is_ready()
-    })
-    .await;
+    let server = ready_server(&ray_config(llama.port, "")).await;
     // Two clients back to back, plus direct calls to the backend in between, as a busy box has.
     let direct = reqwest::Client::new();
     let mut clients = Vec::new();
@@ -641,11 +615,7 @@ async fn read_stream(
 async fn streamed_tokens_arrive_while_the_backend_generates() {
     use futures_util::StreamExt;
     let llama = Llama::start("large");
-    let server = TestServer::start(&ray_config(llama.port, "")).await;
-    wait_until(Duration::from_secs(10), || async {
-        server.client().ready().await.unwrap().is_ready()
-    })
-    .await;
+    let server = ready_server(&ray_config(llama.port, "")).await;
     let before = llama.tokens_predicted().await;
     let request = InferRequest {
         max_tokens: Some(300),
@@ -679,11 +649,7 @@ async fn streamed_tokens_arrive_while_the_backend_generates() {
 async fn a_stream_whose_client_leaves_frees_the_slot_and_the_permit() {
     use futures_util::StreamExt;
     let llama = Llama::start("xl");
-    let server = TestServer::start(&ray_config(llama.port, "")).await;
-    wait_until(Duration::from_secs(30), || async {
-        server.client().ready().await.unwrap().is_ready()
-    })
-    .await;
+    let server = ready_server(&ray_config(llama.port, "")).await;
     let before = llama.tokens_predicted().await;
     let request: InferRequest = serde_json::from_str(LONG).unwrap();
     let mut stream = server.client().infer_stream(&request).await.unwrap();
@@ -720,11 +686,7 @@ async fn each_stream_deadline_fires_with_its_code_and_stops_the_backend() {
     let request: InferRequest = serde_json::from_str(LONG).unwrap();
     // First token: 1 ms is less than any prompt takes. Nothing was sent, so it is a 504.
     let config = ray_config(llama.port, r#","streaming":{"firstTokenTimeoutMs":1}"#);
-    let server = TestServer::start(&config).await;
-    wait_until(Duration::from_secs(30), || async {
-        server.client().ready().await.unwrap().is_ready()
-    })
-    .await;
+    let server = ready_server(&config).await;
     let error = server.client().infer_stream(&request).await.unwrap_err();
     assert_eq!(
         error.code(),
@@ -736,11 +698,7 @@ async fn each_stream_deadline_fires_with_its_code_and_stops_the_backend() {
     server.stop().await;
     // Total: 1 s of a generation that needs several; ends with an error event.
     let config = ray_config(llama.port, r#","streaming":{"totalTimeoutMs":1000}"#);
-    let server = TestServer::start(&config).await;
-    wait_until(Duration::from_secs(30), || async {
-        server.client().ready().await.unwrap().is_ready()
-    })
-    .await;
+    let server = ready_server(&config).await;
     let before = llama.tokens_predicted().await;
     let stream = server.client().infer_stream(&request).await.unwrap();
     let (deltas, done) = read_stream(stream).await;
@@ -751,11 +709,7 @@ async fn each_stream_deadline_fires_with_its_code_and_stops_the_backend() {
     server.stop().await;
     // Idle: 1 ms between tokens is less than this model needs, so it fires after a token.
     let config = ray_config(llama.port, r#","streaming":{"idleTimeoutMs":1}"#);
-    let server = TestServer::start(&config).await;
-    wait_until(Duration::from_secs(30), || async {
-        server.client().ready().await.unwrap().is_ready()
-    })
-    .await;
+    let server = ready_server(&config).await;
     let before = llama.tokens_predicted().await;
     let stream = server.client().infer_stream(&request).await.unwrap();
     let (_deltas, done) = read_stream(stream).await;
@@ -782,11 +736,7 @@ async fn openai_chat_streams_from_llama_server_with_its_usage() {
     use futures_util::StreamExt;
     use ray_sdk::openai::{ChatCompletionRequest, ChatMessage, StreamOptions};
     let llama = Llama::start("tiny");
-    let server = TestServer::start(&ray_config(llama.port, "")).await;
-    wait_until(Duration::from_secs(10), || async {
-        server.client().ready().await.unwrap().is_ready()
-    })
-    .await;
+    let server = ready_server(&ray_config(llama.port, "")).await;
     let request = ChatCompletionRequest {
         messages: vec![
             ChatMessage::new("system", "You are terse."),
