@@ -2,6 +2,7 @@
 
 pub mod health;
 pub mod infer;
+pub mod jobs;
 
 pub use health::{
     Availability, CacheHealth, CpuHealth, DetectedCapabilities, GatewayHealth, GatewayHttpHealth,
@@ -13,4 +14,8 @@ pub use infer::{
     FinishReason, InferRequest, InferResponse, Lane, LearnedCapDiagnostics, MemorySignals,
     OrderedF64, PromptCompilerDiagnostics, ProviderDiagnostics, ProviderTimings, ResponseFormat,
     ResponseFormatKind, SchedulerDiagnostics, TaskRoutingDiagnostics, TemplateValue, Usage, limits,
+};
+pub use jobs::{
+    AsyncQueueHealth, CallbackStatus, JobAccepted, JobCallback, JobError, JobList, JobListQuery,
+    JobRecord, JobStatus, JobSubmission, JobSummary, is_valid_job_id,
 };
