@@ -45,6 +45,7 @@
 
 mod health;
 mod ids;
+pub mod jobs;
 pub mod metrics;
 mod plan;
 mod prepare;
@@ -57,6 +58,7 @@ mod warmup;
 
 pub use health::{HEALTH_MONITOR_INTERVAL, PROVIDER_HEALTH_TTL, WarmState};
 pub use ids::IdSource;
+pub use jobs::{FileJobStore, JobQueue, JobStore};
 pub use metrics::{MetricFamily, MetricKind, MetricsSnapshot, Sample};
 pub use plan::{DEFAULT_TEMPERATURE, DEFAULT_TOP_P};
 pub use pressure::{
