@@ -2,7 +2,9 @@
 //!
 //! [`RayClient`] has one method per route: [`RayClient::infer`], [`RayClient::health`],
 //! [`RayClient::ready`], [`RayClient::live`], [`RayClient::metrics_text`],
-//! [`RayClient::config`]. Request and response types come from [`ray_core::wire`], so they
+//! [`RayClient::config`], and for async jobs [`RayClient::submit_job`], [`RayClient::job`],
+//! [`RayClient::list_jobs`], [`RayClient::cancel_job`] and [`RayClient::wait_for_job`] (polls
+//! until the job finishes or a deadline passes). Request and response types come from [`ray_core::wire`], so they
 //! always match the server. Every failure is an [`Error`] that carries the server's error code
 //! ([`Error::code`]), HTTP status and `Retry-After`, with predicates such as
 //! [`Error::is_retryable`].
@@ -29,7 +31,12 @@
 mod client;
 mod error;
 
-pub use client::{DEFAULT_RESPONSE_LIMIT_BYTES, DEFAULT_TIMEOUT, RayClient, RayClientBuilder};
+pub use client::{
+    DEFAULT_RESPONSE_LIMIT_BYTES, DEFAULT_TIMEOUT, RayClient, RayClientBuilder, WaitOptions,
+};
 pub use error::Error;
 pub use ray_core::ErrorCode;
-pub use ray_core::wire::{Health, InferRequest, InferResponse, Readiness};
+pub use ray_core::wire::{
+    Health, InferRequest, InferResponse, JobAccepted, JobList, JobListQuery, JobRecord, JobStatus,
+    JobSubmission, JobSummary, Readiness,
+};
