@@ -17,6 +17,8 @@ use crate::head;
 use crate::http::{self, Body};
 use crate::rate_limit::{Decision, RateLimiter, client_ip};
 
+mod jobs;
+
 /// Fixed HTTP limits (the reference's constants).
 #[derive(Debug, Clone)]
 pub struct HttpLimits {
@@ -155,12 +157,14 @@ pub(crate) enum Route {
     Config,
     Infer,
     Jobs,
+    JobList,
     Job,
+    JobCancel,
     NotFound,
 }
 
 impl Route {
-    const ALL: [Route; 10] = [
+    const ALL: [Route; 12] = [
         Route::Root,
         Route::Livez,
         Route::Readyz,
@@ -169,7 +173,9 @@ impl Route {
         Route::Config,
         Route::Infer,
         Route::Jobs,
+        Route::JobList,
         Route::Job,
+        Route::JobCancel,
         Route::NotFound,
     ];
 
@@ -183,7 +189,9 @@ impl Route {
             (&Method::GET, "/v1/config") => Route::Config,
             (&Method::POST, "/v1/infer") => Route::Infer,
             (&Method::POST, "/v1/jobs") => Route::Jobs,
+            (&Method::GET, "/v1/jobs") => Route::JobList,
             (&Method::GET, p) if p.starts_with("/v1/jobs/") => Route::Job,
+            (&Method::DELETE, p) if p.starts_with("/v1/jobs/") => Route::JobCancel,
             _ => Route::NotFound,
         }
     }
@@ -199,7 +207,9 @@ impl Route {
             Route::Config => "/v1/config",
             Route::Infer => "/v1/infer",
             Route::Jobs => "/v1/jobs",
+            Route::JobList => "/v1/jobs (list)",
             Route::Job => "/v1/jobs/{id}",
+            Route::JobCancel => "/v1/jobs/{id} (cancel)",
             Route::NotFound => "not_found",
         }
     }
@@ -212,12 +222,23 @@ impl Route {
                 | Route::Config
                 | Route::Infer
                 | Route::Jobs
+                | Route::JobList
                 | Route::Job
+                | Route::JobCancel
         )
     }
 
     fn rate_limited(self) -> bool {
-        matches!(self, Route::Infer | Route::Jobs | Route::Job)
+        matches!(
+            self,
+            Route::Infer | Route::Jobs | Route::JobList | Route::Job | Route::JobCancel
+        )
+    }
+
+    /// Job routes without a body (look-ups, listing, cancellation): the async-queue check
+    /// comes before the rate limit.
+    fn is_job_lookup(self) -> bool {
+        matches!(self, Route::JobList | Route::Job | Route::JobCancel)
     }
 }
 
@@ -291,9 +312,10 @@ impl App {
     /// Handles one request.
     ///
     /// The order of checks: the head (header limits, target length, target form and `Host`),
-    /// auth on protected routes, then for `GET /v1/jobs/{id}` the async-queue check, then the
-    /// rate limit, then the route. Unauthorised, unavailable and rate-limited requests are
-    /// refused before any body is read.
+    /// auth on protected routes, then for job look-ups (`GET /v1/jobs/{id}`, `GET /v1/jobs`,
+    /// `DELETE /v1/jobs/{id}`) the async-queue check, then the rate limit, then for
+    /// `POST /v1/jobs` the async-queue check, then the route. Unauthorised, unavailable and
+    /// rate-limited requests are refused before any body is read.
     pub(crate) async fn handle(
         &self,
         request: Request<Incoming>,
@@ -322,8 +344,8 @@ impl App {
         } else {
             None
         };
-        if route == Route::Job {
-            // Probing a job while the queue is unavailable costs no rate-limit budget.
+        if route.is_job_lookup() && self.runtime.jobs().is_none() {
+            // Probing jobs while the queue is unavailable costs no rate-limit budget.
             return (route, self.reject(async_queue_disabled(), log, false));
         }
         let decision = match (&self.limiter, route.rate_limited()) {
@@ -364,8 +386,13 @@ impl App {
             Route::Metrics => self.metrics(request.uri().query()),
             Route::Config => http::json(StatusCode::OK, &self.runtime.config_view()),
             Route::Infer => self.infer(request, log).await,
-            // The body of a job submission is never read: close the connection.
-            Route::Jobs | Route::Job => self.reject(async_queue_disabled(), log, true),
+            // The body of a refused submission is never read: close the connection.
+            Route::Jobs if self.runtime.jobs().is_none() => {
+                self.reject(async_queue_disabled(), log, true)
+            }
+            Route::Jobs => self.submit_job(request, log).await,
+            Route::JobList => self.list_jobs(request.uri().query(), log),
+            Route::Job | Route::JobCancel => self.job(route, request, log).await,
             Route::NotFound => self.reject(
                 RayError::new(ErrorCode::NotFound, "Route not found"),
                 log,
