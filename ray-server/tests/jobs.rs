@@ -400,19 +400,19 @@ async fn retryable_failures_are_retried_and_others_fail_at_once() {
     let client = server.client();
     let submit = |input: &str| JobSubmission::new(InferRequest::new(input));
 
-    let flaky = client.submit_job(&submit("fail-first once")).await.unwrap();
+    let flaky = client.submit_job(&submit("flaky once")).await.unwrap();
     let record = client.wait_for_job(&flaky.id, WAIT).await.unwrap();
     assert_eq!(record.status, JobStatus::Succeeded);
     assert_eq!(record.attempts, 2);
-    assert_eq!(backend.log.calls_for("fail-first once"), 2);
+    assert_eq!(backend.log.calls_for("flaky once"), 2);
 
-    let broken = client.submit_job(&submit("fail-always")).await.unwrap();
+    let broken = client.submit_job(&submit("broken")).await.unwrap();
     let record = client.wait_for_job(&broken.id, WAIT).await.unwrap();
     assert_eq!(record.status, JobStatus::Failed);
     assert_eq!(record.attempts, 3);
     assert_eq!(record.error.unwrap().code, "provider_upstream_error");
     assert_eq!(
-        backend.log.calls_for("fail-always"),
+        backend.log.calls_for("broken"),
         3,
         "never more than maxAttempts"
     );

@@ -83,8 +83,8 @@ impl Drop for Cancelled {
 }
 
 /// A fake OpenAI-compatible backend on loopback. Prompts containing `slow` take 30 s;
-/// prompts containing `fail-first` get a 503 on their first call; prompts containing
-/// `fail-always` always get a 503; prompts containing `big-output` get 8 KB back; every
+/// prompts containing `flaky` get a 503 on their first call; prompts containing `broken`
+/// always get a 503; prompts containing `big-output` get 8 KB back; every
 /// other call takes `latency`.
 pub struct FakeBackend {
     pub addr: SocketAddr,
@@ -129,7 +129,7 @@ impl FakeBackend {
                         };
                         tokio::time::sleep(delay).await;
                         guard.1 = true;
-                        if prompt.contains("fail-always") || (prompt.contains("fail-first") && calls == 1)
+                        if prompt.contains("broken") || (prompt.contains("flaky") && calls == 1)
                         {
                             return json_response(
                                 StatusCode::SERVICE_UNAVAILABLE,
