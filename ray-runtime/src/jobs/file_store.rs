@@ -30,6 +30,7 @@ pub struct FileJobStore {
     max_record_bytes: u64,
     directory: DirectorySync,
     temp_counter: AtomicU64,
+    process_id: u32,
 }
 
 impl FileJobStore {
@@ -50,6 +51,7 @@ impl FileJobStore {
             max_record_bytes,
             directory,
             temp_counter: AtomicU64::new(0),
+            process_id: std::process::id(),
         })
     }
 
@@ -73,7 +75,7 @@ impl FileJobStore {
         self.jobs.join(format!(
             "{TEMP_PREFIX}{id}-{}-{:x}{n:x}",
             base36(millis),
-            std::process::id()
+            self.process_id
         ))
     }
 
