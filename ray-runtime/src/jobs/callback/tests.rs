@@ -277,3 +277,93 @@ async fn a_failing_receiver_is_reported_with_its_status() {
         .unwrap_err();
     assert!(error.contains("503"), "{error}");
 }
+
+/// The receiver-side check documented in docs/jobs.md, kept here so the snippet stays right.
+fn documented_verify(
+    secret: &[u8],
+    timestamp: &str,
+    signature: &str,
+    body: &[u8],
+    now_secs: u64,
+) -> bool {
+    let Ok(sent) = timestamp.parse::<u64>() else {
+        return false;
+    };
+    let Some(hex) = signature.strip_prefix("v1=") else {
+        return false;
+    };
+    let Ok(expected) = (0..hex.len())
+        .step_by(2)
+        .map(|i| {
+            hex.get(i..i + 2)
+                .and_then(|b| u8::from_str_radix(b, 16).ok())
+                .ok_or(())
+        })
+        .collect::<Result<Vec<u8>, ()>>()
+    else {
+        return false;
+    };
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("any key length");
+    mac.update(timestamp.as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    // verify_slice compares in constant time.
+    now_secs.abs_diff(sent) <= 300 && mac.verify_slice(&expected).is_ok()
+}
+
+#[test]
+fn the_documented_receiver_check_accepts_real_signatures_only() {
+    let secret = b"receiver-side-secret-value";
+    let body = br#"{"job":{"id":"job_1","status":"succeeded"}}"#;
+    let signature = sign(secret, 1_795_363_800, body);
+    assert!(documented_verify(
+        secret,
+        "1795363800",
+        &signature,
+        body,
+        1_795_363_900
+    ));
+    // Another body, another secret, another time, a stale delivery, a mangled header.
+    assert!(!documented_verify(
+        secret,
+        "1795363800",
+        &signature,
+        b"{}",
+        1_795_363_900
+    ));
+    assert!(!documented_verify(
+        b"another-secret-value!",
+        "1795363800",
+        &signature,
+        body,
+        1_795_363_900
+    ));
+    assert!(!documented_verify(
+        secret,
+        "1795363801",
+        &signature,
+        body,
+        1_795_363_900
+    ));
+    assert!(!documented_verify(
+        secret,
+        "1795363800",
+        &signature,
+        body,
+        1_795_364_800
+    ));
+    assert!(!documented_verify(
+        secret,
+        "1795363800",
+        &signature[3..],
+        body,
+        1_795_363_900
+    ));
+    assert!(!documented_verify(
+        secret,
+        "1795363800",
+        "v1=zz",
+        body,
+        1_795_363_900
+    ));
+}
