@@ -39,12 +39,18 @@ impl Background {
     pub async fn shutdown(mut self) {
         if let Some(jobs) = self.jobs.take() {
             jobs.begin_stop();
+            let job_tasks = std::mem::take(&mut self.job_tasks);
+            let aborts: Vec<_> = job_tasks.iter().map(JoinHandle::abort_handle).collect();
             let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
-                for task in &mut self.job_tasks {
+                for task in job_tasks {
                     let _ = task.await;
                 }
             })
             .await;
+            // Cut off what did not finish in time (a no-op for the loops that ended).
+            for abort in aborts {
+                abort.abort();
+            }
             if drained.is_err() {
                 tracing::warn!(
                     timeout_ms = DRAIN_TIMEOUT.as_millis() as u64,
