@@ -343,5 +343,14 @@ async fn every_accepted_job_survives_repeated_kill_9() {
         backend.log.started.load(Ordering::SeqCst),
     );
     assert_eq!(succeeded + failed, JOBS);
-    gateway.kill();
+
+    // And a polite stop still drains and exits cleanly with the queue on.
+    let child = gateway.child.take().unwrap();
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let status = child.wait_with_output().unwrap().status;
+    assert!(status.success(), "SIGTERM exit: {status}");
 }
