@@ -323,12 +323,17 @@ pub struct JobListQuery {
 }
 
 impl JobListQuery {
-    /// Parses `status=queued,failed&limit=20&cursor=...`. Unknown parameters and bad values
-    /// are refused with a message naming them.
+    /// Parses `status=queued,failed&limit=20&cursor=...` (percent-encoded or not; `status`
+    /// may also repeat). Unknown parameters and bad values are refused with a message naming
+    /// them.
     pub fn parse(query: Option<&str>) -> Result<JobListQuery, RayError> {
         let mut parsed = JobListQuery::default();
         for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let decoded = percent_decode(value).ok_or_else(|| {
+                RayError::invalid_request(format!("{key}: {value:?} is not valid percent-encoding"))
+            })?;
+            let value = decoded.as_str();
             match key {
                 "status" => {
                     for name in value.split(',').filter(|s| !s.is_empty()) {
@@ -389,6 +394,32 @@ impl JobListQuery {
         }
         parts.join("&")
     }
+}
+
+/// Decodes `%XX` escapes and `+` (as a space, the form encoding); `None` for a bad escape or
+/// bytes that are not UTF-8.
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = text.get(i + 1..i + 3)?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            byte => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// The job queue in `/health` (`asyncQueue`), present when `asyncQueue.enabled` is true.
@@ -547,6 +578,14 @@ mod tests {
         assert!(error.message().starts_with("limit:"), "{error}");
         let error = JobListQuery::parse(Some("page=2")).unwrap_err();
         assert!(error.message().contains("page"), "{error}");
+        // Encoded commas (as most HTTP clients send them) and repeated parameters work too.
+        let q = JobListQuery::parse(Some("status=queued%2Cfailed&status=running")).unwrap();
+        assert_eq!(
+            q.statuses,
+            vec![JobStatus::Queued, JobStatus::Failed, JobStatus::Running]
+        );
+        let error = JobListQuery::parse(Some("status=%zz")).unwrap_err();
+        assert!(error.message().starts_with("status:"), "{error}");
     }
 
     #[test]

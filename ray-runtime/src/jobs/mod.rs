@@ -768,11 +768,13 @@ impl State {
     }
 }
 
-/// The tokio instant of a Unix time in ms, given the same moment on both clocks.
+/// The tokio instant of a Unix time in ms, given the same moment on both clocks. Times more
+/// than a day ahead (a record written by a badly set clock) count as a day ahead.
 fn instant_at(now: Instant, now_ms: i64, at_ms: i64) -> Instant {
-    let delta = at_ms - now_ms;
+    const MAX_AHEAD_MS: i64 = 86_400_000;
+    let delta = at_ms.saturating_sub(now_ms);
     if delta >= 0 {
-        now + Duration::from_millis(delta as u64)
+        now + Duration::from_millis(delta.min(MAX_AHEAD_MS) as u64)
     } else {
         now.checked_sub(Duration::from_millis(delta.unsigned_abs()))
             .unwrap_or(now)

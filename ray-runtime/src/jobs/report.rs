@@ -237,7 +237,7 @@ impl JobQueue {
         m.gauge(
             "ray_jobs_storage_low",
             "1 while free space is below asyncQueue.minFreeStorageMiB (submissions get async_queue_storage_low).",
-            Some("async_queue.storage_low"),
+            Some("async_queue.storage_admission_low"),
             if health.storage_admission_low == Some(true) { 1.0 } else { 0.0 },
         );
         m.gauge(
