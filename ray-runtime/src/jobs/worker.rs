@@ -336,10 +336,26 @@ impl JobQueue {
             }
             record = fallback;
         }
+        let error_code = record.error.as_ref().map(|e| e.code.as_str());
         match record.status {
-            JobStatus::Succeeded => bump(&self.stats.succeeded),
-            JobStatus::Failed => bump(&self.stats.failed),
-            JobStatus::Queued | JobStatus::Running | JobStatus::Cancelled => {}
+            JobStatus::Succeeded => {
+                bump(&self.stats.succeeded);
+                tracing::info!(job_id = %record.id, attempts = record.attempts, "job succeeded");
+            }
+            JobStatus::Failed => {
+                bump(&self.stats.failed);
+                tracing::warn!(job_id = %record.id, attempts = record.attempts, code = error_code, "job failed");
+            }
+            JobStatus::Queued => {
+                tracing::warn!(
+                    job_id = %record.id,
+                    attempts = record.attempts,
+                    code = error_code,
+                    next_attempt_at = record.next_attempt_at.as_deref(),
+                    "job attempt failed; retrying"
+                );
+            }
+            JobStatus::Running | JobStatus::Cancelled => {}
         }
         self.with_state(|s| {
             if let Some(entry) = s.jobs.get_mut(&record.id) {
