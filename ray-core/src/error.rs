@@ -85,7 +85,8 @@ pub enum ErrorCode {
     AsyncQueueStorageLow,
     /// The async job queue is disabled in the config.
     AsyncQueueDisabled,
-    /// Recovery found more job files than it is allowed to scan.
+    /// Recovery found more job files than it is allowed to scan. Kept for compatibility: this
+    /// version never sends it, because recovery never refuses to start.
     AsyncQueueRecoveryLimitExceeded,
     /// The request did not finish within `scheduler.requestTimeoutMs` (queue wait plus execution).
     RequestTimeout,

@@ -10,7 +10,8 @@
 //!   problem with its JSON path, and the JSON Schema ([`config::json_schema`]).
 //! - [`error`]: [`ErrorCode`], the one list of stable error codes with their HTTP status and
 //!   `Retry-After` hint, and [`RayError`], the error that crosses every boundary.
-//! - [`wire`]: the request and response types of `/v1/infer`, `/readyz` and `/health`.
+//! - [`wire`]: the request and response types of `/v1/infer`, `/v1/jobs`, `/readyz` and
+//!   `/health`.
 //! - [`time`]: RFC 3339 timestamps.
 //!
 //! # Example

@@ -38,6 +38,82 @@ pub fn format_unix_millis(millis: i64) -> String {
     )
 }
 
+/// Parses an RFC 3339 UTC timestamp of the form [`rfc3339_millis`] writes
+/// (`2025-01-01T12:00:00.000Z`; the fraction may have 0 to 9 digits) into milliseconds since
+/// the Unix epoch. Anything else, offsets other than `Z` included, is `None`.
+pub fn parse_rfc3339_millis(text: &str) -> Option<i64> {
+    let bytes = text.as_bytes();
+    if bytes.len() < 20 || !text.is_ascii() {
+        return None;
+    }
+    let number = |range: std::ops::Range<usize>| -> Option<i64> {
+        let part = &text[range];
+        part.bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| part.parse().ok())?
+    };
+    let separators = [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':')];
+    if separators.iter().any(|&(i, c)| bytes[i] != c) {
+        return None;
+    }
+    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
+    let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
+    if !(1..=12).contains(&month) || hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    let rest = &text[19..];
+    let (fraction, zone) = match rest.strip_prefix('.') {
+        Some(after) => {
+            let digits = after.bytes().take_while(u8::is_ascii_digit).count();
+            if digits == 0 || digits > 9 {
+                return None;
+            }
+            (&after[..digits], &after[digits..])
+        }
+        None => ("", rest),
+    };
+    if zone != "Z" {
+        return None;
+    }
+    let millis = fraction
+        .bytes()
+        .chain(std::iter::repeat(b'0'))
+        .take(3)
+        .fold(0i64, |acc, b| acc * 10 + i64::from(b - b'0'));
+    let days = days_from_civil(year, month as u32, day as u32)?;
+    Some(((days * 86_400 + hour * 3_600 + minute * 60 + second) * 1_000) + millis)
+}
+
+/// Howard Hinnant's `days_from_civil`: (year, month, day) to days since 1970-01-01, `None` for
+/// a day the month does not have.
+fn days_from_civil(year: i64, month: u32, day: u32) -> Option<i64> {
+    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    let month_days = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    if day == 0 || day > month_days[month as usize - 1] {
+        return None;
+    }
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let m = i64::from(month);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    Some(era * 146_097 + doe - 719_468)
+}
+
 /// Howard Hinnant's `civil_from_days`: days since 1970-01-01 to (year, month, day).
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
@@ -71,5 +147,42 @@ mod tests {
             format_unix_millis(4_102_444_799_999),
             "2099-12-31T23:59:59.999Z"
         );
+    }
+
+    #[test]
+    fn parses_what_it_formats() {
+        for millis in [
+            0,
+            1_735_732_800_000,
+            951_782_400_123,
+            4_102_444_799_999,
+            86_399_999,
+        ] {
+            assert_eq!(
+                parse_rfc3339_millis(&format_unix_millis(millis)),
+                Some(millis)
+            );
+        }
+        assert_eq!(
+            parse_rfc3339_millis("2025-01-01T12:00:00Z"),
+            Some(1_735_732_800_000)
+        );
+        assert_eq!(
+            parse_rfc3339_millis("2025-01-01T12:00:00.5Z"),
+            Some(1_735_732_800_500)
+        );
+        for bad in [
+            "",
+            "2025-01-01",
+            "2025-01-01T12:00:00.000+01:00",
+            "2025-02-30T00:00:00.000Z",
+            "2025-13-01T00:00:00.000Z",
+            "2025-01-01T24:00:00.000Z",
+            "2025-01-01T12:00:00.Z",
+            "2025-01-01 12:00:00.000Z",
+            "２０25-01-01T12:00:00.000Z",
+        ] {
+            assert_eq!(parse_rfc3339_millis(bad), None, "{bad}");
+        }
     }
 }

@@ -257,6 +257,7 @@ impl Runtime {
             preparation: self.model().prep.health().degraded,
             memory: pressure.signals.memory.degraded,
             cpu: pressure.signals.cpu.degraded,
+            async_queue: self.jobs().is_some_and(|jobs| jobs.is_degraded()),
             ..PressureFlags::default()
         }
     }
@@ -368,7 +369,7 @@ impl Runtime {
                 memory: pressure.signals.memory.clone(),
                 cpu: pressure.signals.cpu.clone(),
             },
-            async_queue: None,
+            async_queue: self.jobs().map(|jobs| jobs.health()),
             rate_limit: None,
             gateway: None,
         }

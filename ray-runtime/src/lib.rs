@@ -20,6 +20,12 @@
 //! backend's health and readiness (probes cached for one second, combined with warm-up state),
 //! and warm-up with retry in the background ([`Runtime::start`]).
 //!
+//! With `asyncQueue.enabled`, the runtime also holds a durable job queue ([`JobQueue`], see
+//! [`jobs`]): [`Runtime::submit_job`] stores a job before it returns, the background work runs
+//! it through [`Runtime::infer`] with retries and delivers its signed callback, and a restart
+//! picks up where a crash left off. Records live behind the [`JobStore`] trait; the default is
+//! [`FileJobStore`], one atomically written file per job.
+//!
 //! The `ray-server` binary is a thin HTTP front on this crate; an embedder gets the same
 //! behaviour without a socket.
 //!
@@ -48,6 +54,7 @@
 
 mod health;
 mod ids;
+pub mod jobs;
 pub mod metrics;
 mod plan;
 mod prepare;
@@ -61,6 +68,7 @@ mod warmup;
 
 pub use health::{HEALTH_MONITOR_INTERVAL, PROVIDER_HEALTH_TTL, WarmState};
 pub use ids::IdSource;
+pub use jobs::{FileJobStore, JobQueue, JobStore};
 pub use metrics::{MetricFamily, MetricKind, MetricsSnapshot, Sample};
 pub use plan::{DEFAULT_TEMPERATURE, DEFAULT_TOP_P};
 pub use pressure::{

@@ -21,6 +21,7 @@ use tokio::time::Instant;
 
 use crate::health::HealthState;
 use crate::ids::IdSource;
+use crate::jobs::{FileJobStore, JobQueue, JobStore};
 use crate::metrics::MetricsSnapshot;
 use crate::plan::{Plan, PlanOptions, plan};
 use crate::prepare::PrepGate;
@@ -40,6 +41,10 @@ pub enum RuntimeError {
         /// What went wrong.
         message: String,
     },
+    /// The async job queue could not be opened (its store cannot be created or listed, or the
+    /// callback signing secret is unusable). Bad records never cause this: they are set aside.
+    #[error("cannot open the async job queue: {0}")]
+    Jobs(String),
 }
 
 /// The result of one backend execution, shared by every request that joined it.
@@ -94,6 +99,7 @@ pub(crate) struct Inner {
     pub(crate) ids: IdSource,
     pub(crate) started: Instant,
     pub(crate) health: HealthState,
+    pub(crate) jobs: Option<Arc<JobQueue>>,
 }
 
 /// The Ray runtime: admission, caching, dedupe, degradation, health and metrics in front of a
@@ -116,10 +122,12 @@ impl fmt::Debug for Runtime {
     }
 }
 
-/// Builds a [`Runtime`], optionally with a provider of your own.
+/// Builds a [`Runtime`], optionally with a provider or a job store of your own.
 pub struct RuntimeBuilder {
     config: ValidConfig,
     provider: Option<Arc<dyn Provider>>,
+    job_store: Option<Arc<dyn JobStore>>,
+    callback_secret: Option<Option<Vec<u8>>>,
 }
 
 impl fmt::Debug for RuntimeBuilder {
@@ -127,6 +135,7 @@ impl fmt::Debug for RuntimeBuilder {
         f.debug_struct("RuntimeBuilder")
             .field("profile", &self.config.profile)
             .field("custom_provider", &self.provider.is_some())
+            .field("custom_job_store", &self.job_store.is_some())
             .finish()
     }
 }
@@ -138,9 +147,36 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Keeps job records in this store instead of the file store under
+    /// `asyncQueue.storageDir` (only used when `asyncQueue.enabled` is true).
+    pub fn job_store(mut self, store: Arc<dyn JobStore>) -> RuntimeBuilder {
+        self.job_store = Some(store);
+        self
+    }
+
+    /// Signs callbacks with this secret (`None`: unsigned) instead of the one in the variable
+    /// named by `asyncQueue.callbackSigningSecretEnv`.
+    pub fn callback_signing_secret(mut self, secret: Option<Vec<u8>>) -> RuntimeBuilder {
+        self.callback_secret = Some(secret);
+        self
+    }
+
     /// Builds the runtime. Needs no async context; call [`Runtime::start`] from one.
+    ///
+    /// With `asyncQueue.enabled`, this opens the job store and recovers it (records of
+    /// interrupted attempts are rewritten, unusable entries set aside with a warning), so the
+    /// queue is consistent before the first request arrives.
     pub fn build(self) -> Result<Runtime, RuntimeError> {
         let config = self.config;
+        let jobs = if config.async_queue.enabled {
+            Some(Arc::new(open_jobs(
+                &config,
+                self.job_store,
+                self.callback_secret,
+            )?))
+        } else {
+            None
+        };
         let provider = match self.provider {
             Some(provider) => provider,
             None => provider_from_config(&config)?,
@@ -176,8 +212,60 @@ impl RuntimeBuilder {
                 metrics: RuntimeMetrics::default(),
                 ids: IdSource::default(),
                 started: Instant::now(),
+                jobs,
             }),
         })
+    }
+}
+
+/// Opens the job queue: its store, the callback secret, recovery.
+fn open_jobs(
+    config: &ValidConfig,
+    store: Option<Arc<dyn JobStore>>,
+    secret: Option<Option<Vec<u8>>>,
+) -> Result<JobQueue, RuntimeError> {
+    let queue_config = &config.async_queue;
+    let store: Arc<dyn JobStore> = match store {
+        Some(store) => store,
+        None => Arc::new(
+            FileJobStore::open(&queue_config.storage_dir, queue_config.max_record_bytes)
+                .map_err(|e| RuntimeError::Jobs(e.to_string()))?,
+        ),
+    };
+    let secret = match secret {
+        Some(secret) => secret,
+        None => signing_secret_from_env(&queue_config.callback_signing_secret_env)?,
+    };
+    if let Some(secret) = &secret
+        && secret.len() < MIN_SIGNING_SECRET_BYTES
+    {
+        return Err(RuntimeError::Jobs(format!(
+            "the callback signing secret must be at least {MIN_SIGNING_SECRET_BYTES} bytes, got {}",
+            secret.len()
+        )));
+    }
+    let callbacks =
+        crate::jobs::CallbackClient::new(queue_config, secret, Arc::new(crate::jobs::SystemLookup))
+            .map_err(RuntimeError::Jobs)?;
+    JobQueue::open(queue_config, store, callbacks).map_err(|e| RuntimeError::Jobs(e.to_string()))
+}
+
+/// Shortest callback signing secret accepted.
+const MIN_SIGNING_SECRET_BYTES: usize = 16;
+
+/// The secret in the variable `name`: unset or empty is `None` (callbacks go unsigned).
+fn signing_secret_from_env(name: &str) -> Result<Option<Vec<u8>>, RuntimeError> {
+    match std::env::var_os(name) {
+        None => Ok(None),
+        Some(value) if value.is_empty() => Ok(None),
+        Some(value) => match value.into_string() {
+            Ok(text) if text.len() >= MIN_SIGNING_SECRET_BYTES => Ok(Some(text.into_bytes())),
+            Ok(text) => Err(RuntimeError::Jobs(format!(
+                "{name} must hold at least {MIN_SIGNING_SECRET_BYTES} bytes, got {}",
+                text.len()
+            ))),
+            Err(_) => Err(RuntimeError::Jobs(format!("{name} is not valid UTF-8"))),
+        },
     }
 }
 
@@ -199,6 +287,8 @@ impl Runtime {
         RuntimeBuilder {
             config,
             provider: None,
+            job_store: None,
+            callback_secret: None,
         }
     }
 
@@ -623,7 +713,7 @@ impl Runtime {
             .health
             .status_now(self.provider().has_health_probe())
             .gauge();
-        inner.metrics.snapshot(&Gauges {
+        let mut snapshot = inner.metrics.snapshot(&Gauges {
             scheduler: &scheduler,
             max_queue: config.scheduler.max_queue,
             concurrency: config.scheduler.concurrency,
@@ -636,7 +726,11 @@ impl Runtime {
             provider_status,
             process_rss_bytes: process_rss_bytes(),
             uptime_seconds: self.uptime().as_secs_f64(),
-        })
+        });
+        if let Some(jobs) = &inner.jobs {
+            snapshot.extend(jobs.metrics());
+        }
+        snapshot
     }
 }
 

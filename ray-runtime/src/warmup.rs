@@ -3,12 +3,15 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use ray_core::RayError;
 use ray_core::config::WarmupRequest;
 use ray_core::wire::InferRequest;
 use tokio::task::JoinHandle;
 
 use crate::health::WarmState;
+use crate::jobs::{DRAIN_TIMEOUT, JobQueue};
 use crate::plan::PlanOptions;
 use crate::runtime::Runtime;
 use crate::telemetry::inc;
@@ -24,15 +27,41 @@ pub fn warmup_retry_delay(attempt: u32) -> Duration {
 #[derive(Debug, Default)]
 pub struct Background {
     tasks: Vec<JoinHandle<()>>,
+    /// The job queue's loops, which get a grace period at shutdown.
+    job_tasks: Vec<JoinHandle<()>>,
+    jobs: Option<Arc<JobQueue>>,
 }
 
 impl Background {
-    /// Stops every task and waits for them to end.
+    /// Stops every task and waits for them to end. The job queue first stops starting jobs
+    /// and delivering callbacks and gets up to [`DRAIN_TIMEOUT`] to finish what is running;
+    /// whatever is cut off then is queued again at the next start.
     pub async fn shutdown(mut self) {
-        for task in &self.tasks {
+        if let Some(jobs) = self.jobs.take() {
+            jobs.begin_stop();
+            let job_tasks = std::mem::take(&mut self.job_tasks);
+            let aborts: Vec<_> = job_tasks.iter().map(JoinHandle::abort_handle).collect();
+            let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+                for task in job_tasks {
+                    let _ = task.await;
+                }
+            })
+            .await;
+            // Cut off what did not finish in time (a no-op for the loops that ended).
+            for abort in aborts {
+                abort.abort();
+            }
+            if drained.is_err() {
+                tracing::warn!(
+                    timeout_ms = DRAIN_TIMEOUT.as_millis() as u64,
+                    "async queue stop timeout reached; interrupted jobs run again at the next start"
+                );
+            }
+        }
+        for task in self.tasks.iter().chain(&self.job_tasks) {
             task.abort();
         }
-        for task in self.tasks.drain(..) {
+        for task in self.tasks.drain(..).chain(self.job_tasks.drain(..)) {
             let _ = task.await;
         }
     }
@@ -40,7 +69,7 @@ impl Background {
 
 impl Drop for Background {
     fn drop(&mut self) {
-        for task in &self.tasks {
+        for task in self.tasks.iter().chain(&self.job_tasks) {
             task.abort();
         }
     }
@@ -113,11 +142,26 @@ impl Runtime {
         Ok(())
     }
 
-    /// Starts the runtime's background work: warm-up with retry when `model.warmOnBoot` is set.
-    /// Call it once, from inside a Tokio runtime, after the listener is bound; keep the
-    /// returned [`Background`] for as long as the runtime serves.
+    /// Starts the runtime's background work: warm-up with retry when `model.warmOnBoot` is set,
+    /// the backend monitor, and the job queue's dispatcher, callback deliveries and pruning
+    /// when `asyncQueue.enabled` is set. Call it once, from inside a Tokio runtime, after the
+    /// listener is bound; keep the returned [`Background`] for as long as the runtime serves.
     pub fn start(&self) -> Background {
         let mut background = Background::default();
+        if let Some(jobs) = &self.inner.jobs {
+            if !jobs.callbacks.signs() {
+                tracing::warn!(
+                    variable = %self.inner.config.async_queue.callback_signing_secret_env,
+                    "job callbacks are sent unsigned: the signing secret variable is not set"
+                );
+            }
+            background.job_tasks = vec![
+                tokio::spawn(jobs.clone().dispatch_loop(self.clone())),
+                tokio::spawn(jobs.clone().callback_loop()),
+                tokio::spawn(jobs.clone().sweep_loop()),
+            ];
+            background.jobs = Some(jobs.clone());
+        }
         if self.inner.config.model.warm_on_boot {
             let runtime = self.clone();
             background.tasks.push(tokio::spawn(async move {

@@ -19,6 +19,10 @@ use serde::de::DeserializeOwned;
 
 use crate::error::Error;
 
+mod jobs;
+
+pub use jobs::WaitOptions;
+
 /// Default request timeout.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Largest response body accepted.

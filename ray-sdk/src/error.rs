@@ -118,6 +118,19 @@ impl Error {
         })
     }
 
+    /// A client-side deadline passed (for example while waiting for a job).
+    pub(crate) fn deadline(message: String) -> Error {
+        Error::from_inner(Inner {
+            kind: Kind::Timeout,
+            status: None,
+            code: None,
+            message,
+            details: None,
+            retry_after: None,
+            source: None,
+        })
+    }
+
     pub(crate) fn builder(message: String) -> Error {
         Error::from_inner(Inner {
             kind: Kind::Builder,

@@ -3,9 +3,12 @@
 //! [`RayClient`] has one method per route: [`RayClient::infer`] and
 //! [`RayClient::infer_stream`] (a [`futures_util::Stream`] of [`InferEvent`]s),
 //! [`RayClient::health`], [`RayClient::ready`], [`RayClient::live`],
-//! [`RayClient::metrics_text`], [`RayClient::config`], and the OpenAI-compatible
+//! [`RayClient::metrics_text`], [`RayClient::config`]; the OpenAI-compatible
 //! [`RayClient::chat_completions`], [`RayClient::chat_completions_stream`],
-//! [`RayClient::completions`] and [`RayClient::models`] with the types of [`openai`]. Request and response types come from [`ray_core::wire`], so they
+//! [`RayClient::completions`] and [`RayClient::models`] with the types of [`openai`]; and for
+//! async jobs [`RayClient::submit_job`], [`RayClient::job`], [`RayClient::list_jobs`],
+//! [`RayClient::cancel_job`] and [`RayClient::wait_for_job`] (polls until the job finishes or
+//! a deadline passes). Request and response types come from [`ray_core::wire`], so they
 //! always match the server. Every failure is an [`Error`] that carries the server's error code
 //! ([`Error::code`]), HTTP status and `Retry-After`, with predicates such as
 //! [`Error::is_retryable`].
@@ -34,10 +37,13 @@ mod error;
 
 pub use client::{
     DEFAULT_RESPONSE_LIMIT_BYTES, DEFAULT_STREAM_TIMEOUT, DEFAULT_TIMEOUT, EventStream, RayClient,
-    RayClientBuilder,
+    RayClientBuilder, WaitOptions,
 };
 pub use error::Error;
 pub use ray_core::ErrorCode;
 /// OpenAI-shaped request and response types, for [`RayClient::chat_completions`] and friends.
 pub use ray_core::wire::openai;
-pub use ray_core::wire::{Health, InferEvent, InferRequest, InferResponse, Readiness, StreamDelta};
+pub use ray_core::wire::{
+    Health, InferEvent, InferRequest, InferResponse, JobAccepted, JobList, JobListQuery, JobRecord,
+    JobStatus, JobSubmission, JobSummary, Readiness, StreamDelta,
+};

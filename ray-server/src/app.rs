@@ -17,6 +17,8 @@ use crate::head;
 use crate::http::{self, Body};
 use crate::rate_limit::{Decision, RateLimiter, client_ip};
 
+mod jobs;
+
 /// Fixed HTTP limits (the reference's constants).
 #[derive(Debug, Clone)]
 pub struct HttpLimits {
@@ -158,12 +160,14 @@ pub(crate) enum Route {
     Completions,
     Models,
     Jobs,
+    JobList,
     Job,
+    JobCancel,
     NotFound,
 }
 
 impl Route {
-    const ALL: [Route; 13] = [
+    const ALL: [Route; 15] = [
         Route::Root,
         Route::Livez,
         Route::Readyz,
@@ -175,7 +179,9 @@ impl Route {
         Route::Completions,
         Route::Models,
         Route::Jobs,
+        Route::JobList,
         Route::Job,
+        Route::JobCancel,
         Route::NotFound,
     ];
 
@@ -192,7 +198,9 @@ impl Route {
             (&Method::POST, "/v1/completions") => Route::Completions,
             (&Method::GET, "/v1/models") => Route::Models,
             (&Method::POST, "/v1/jobs") => Route::Jobs,
+            (&Method::GET, "/v1/jobs") => Route::JobList,
             (&Method::GET, p) if p.starts_with("/v1/jobs/") => Route::Job,
+            (&Method::DELETE, p) if p.starts_with("/v1/jobs/") => Route::JobCancel,
             _ => Route::NotFound,
         }
     }
@@ -211,7 +219,9 @@ impl Route {
             Route::Completions => "/v1/completions",
             Route::Models => "/v1/models",
             Route::Jobs => "/v1/jobs",
+            Route::JobList => "/v1/jobs (list)",
             Route::Job => "/v1/jobs/{id}",
+            Route::JobCancel => "/v1/jobs/{id} (cancel)",
             Route::NotFound => "not_found",
         }
     }
@@ -227,14 +237,22 @@ impl Route {
                 | Route::Completions
                 | Route::Models
                 | Route::Jobs
+                | Route::JobList
                 | Route::Job
+                | Route::JobCancel
         )
     }
 
     fn rate_limited(self) -> bool {
         matches!(
             self,
-            Route::Infer | Route::ChatCompletions | Route::Completions | Route::Jobs | Route::Job
+            Route::Infer
+                | Route::ChatCompletions
+                | Route::Completions
+                | Route::Jobs
+                | Route::JobList
+                | Route::Job
+                | Route::JobCancel
         )
     }
 
@@ -244,6 +262,12 @@ impl Route {
             self,
             Route::ChatCompletions | Route::Completions | Route::Models
         )
+    }
+
+    /// Job routes without a body (look-ups, listing, cancellation): the async-queue check
+    /// comes before the rate limit.
+    fn is_job_lookup(self) -> bool {
+        matches!(self, Route::JobList | Route::Job | Route::JobCancel)
     }
 }
 
@@ -317,9 +341,10 @@ impl App {
     /// Handles one request.
     ///
     /// The order of checks: the head (header limits, target length, target form and `Host`),
-    /// auth on protected routes, then for `GET /v1/jobs/{id}` the async-queue check, then the
-    /// rate limit, then the route. Unauthorised, unavailable and rate-limited requests are
-    /// refused before any body is read.
+    /// auth on protected routes, then for job look-ups (`GET /v1/jobs/{id}`, `GET /v1/jobs`,
+    /// `DELETE /v1/jobs/{id}`) the async-queue check, then the rate limit, then for
+    /// `POST /v1/jobs` the async-queue check, then the route. Unauthorised, unavailable and
+    /// rate-limited requests are refused before any body is read.
     pub(crate) async fn handle(
         &self,
         request: Request<Incoming>,
@@ -348,8 +373,8 @@ impl App {
         } else {
             None
         };
-        if route == Route::Job {
-            // Probing a job while the queue is unavailable costs no rate-limit budget.
+        if route.is_job_lookup() && self.runtime.jobs().is_none() {
+            // Probing jobs while the queue is unavailable costs no rate-limit budget.
             return (
                 route,
                 self.reject(route, async_queue_disabled(), log, false),
@@ -396,8 +421,13 @@ impl App {
             Route::ChatCompletions => crate::openai::chat_completions(self, request, log).await,
             Route::Completions => crate::openai::completions(self, request, log).await,
             Route::Models => crate::openai::models(self),
-            // The body of a job submission is never read: close the connection.
-            Route::Jobs | Route::Job => self.reject(route, async_queue_disabled(), log, true),
+            // The body of a refused submission is never read: close the connection.
+            Route::Jobs if self.runtime.jobs().is_none() => {
+                self.reject(route, async_queue_disabled(), log, true)
+            }
+            Route::Jobs => self.submit_job(request, log).await,
+            Route::JobList => self.list_jobs(request.uri().query(), log),
+            Route::Job | Route::JobCancel => self.job(route, request, log).await,
             Route::NotFound => self.reject(
                 route,
                 RayError::new(ErrorCode::NotFound, "Route not found"),

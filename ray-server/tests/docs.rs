@@ -32,10 +32,13 @@ fn table_names(markdown: &str) -> BTreeSet<String> {
 
 #[tokio::test]
 async fn every_metric_is_documented_and_every_documented_metric_exists() {
-    let server = TestServer::start(
-        r#"{"profile":"tiny","model":{"adapter":{"kind":"mock","latencyMs":0}},
-            "rateLimit":{"enabled":true}}"#,
-    )
+    let store = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&format!(
+        r#"{{"profile":"tiny","model":{{"adapter":{{"kind":"mock","latencyMs":0}}}},
+            "rateLimit":{{"enabled":true}},
+            "asyncQueue":{{"enabled":true,"storageDir":{:?},"minFreeStorageMiB":1}}}}"#,
+        store.path().display().to_string()
+    ))
     .await;
     server
         .client()

@@ -398,6 +398,16 @@ pub const ENV_VARS: &[EnvVar] = &[
         "asyncQueue.callbackAllowedHosts",
         List,
     ),
+    var(
+        "RAY_ASYNC_QUEUE_CALLBACK_SIGNING_SECRET_ENV",
+        "asyncQueue.callbackSigningSecretEnv",
+        Text,
+    ),
+    var(
+        "RAY_ASYNC_QUEUE_MAX_RECORD_BYTES",
+        "asyncQueue.maxRecordBytes",
+        Int,
+    ),
     // cache
     var("RAY_CACHE_ENABLED", "cache.enabled", Bool),
     var("RAY_CACHE_MAX_ENTRIES", "cache.maxEntries", Int),
@@ -592,7 +602,12 @@ pub const ENV_VARS: &[EnvVar] = &[
 ];
 
 /// `RAY_*` variables that are read elsewhere (not config fields), so they are not typos.
-pub const OTHER_RAY_VARS: &[&str] = &["RAY_PROFILE", "RAY_CONFIG", "RAY_API_KEYS"];
+pub const OTHER_RAY_VARS: &[&str] = &[
+    "RAY_PROFILE",
+    "RAY_CONFIG",
+    "RAY_API_KEYS",
+    "RAY_CALLBACK_SIGNING_SECRET",
+];
 
 /// Prefixes of variables that configure a section; an unknown variable with one of these
 /// prefixes is reported as a probable typo.

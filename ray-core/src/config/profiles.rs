@@ -507,6 +507,8 @@ pub fn profile_defaults(profile: Profile) -> RayConfig {
             max_callback_attempts: 5,
             callback_allow_private_network: false,
             callback_allowed_hosts: Vec::new(),
+            callback_signing_secret_env: "RAY_CALLBACK_SIGNING_SECRET".into(),
+            max_record_bytes: 2 * 1024 * 1024,
         },
         cache: CacheConfig {
             enabled: true,

@@ -563,6 +563,25 @@ pub struct AsyncQueueConfig {
     /// Hosts callbacks may go to without the address check: exact names or `*.suffix`
     /// (at most 64). Env: `RAY_ASYNC_QUEUE_CALLBACK_ALLOWED_HOSTS` (comma list).
     pub callback_allowed_hosts: Vec<String>,
+    /// The environment variable holding the secret that signs callbacks (HMAC-SHA256 in the
+    /// `x-ray-signature` header, at least 16 bytes). Unset variable: callbacks go unsigned and
+    /// the gateway warns at start. Env: `RAY_ASYNC_QUEUE_CALLBACK_SIGNING_SECRET_ENV`.
+    #[serde(default = "default_callback_signing_secret_env")]
+    pub callback_signing_secret_env: String,
+    /// Largest job record (request, result and bookkeeping) in bytes, 4096 to 16777216. A
+    /// submission whose record would be larger is refused with `async_job_record_too_large`; a
+    /// result that would make it larger fails the job with that code.
+    /// Env: `RAY_ASYNC_QUEUE_MAX_RECORD_BYTES`.
+    #[serde(default = "default_max_record_bytes")]
+    pub max_record_bytes: u64,
+}
+
+fn default_callback_signing_secret_env() -> String {
+    "RAY_CALLBACK_SIGNING_SECRET".into()
+}
+
+fn default_max_record_bytes() -> u64 {
+    2 * 1024 * 1024
 }
 
 /// The result cache.

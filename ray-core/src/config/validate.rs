@@ -461,6 +461,21 @@ pub fn validate(config: &RayConfig) -> Vec<Diagnostic> {
             );
         }
     }
+    if !is_env_var_name(&q.callback_signing_secret_env) {
+        c.error(
+            "asyncQueue.callbackSigningSecretEnv",
+            format!(
+                "must be an environment variable name ([A-Za-z_][A-Za-z0-9_]*), got {:?}",
+                q.callback_signing_secret_env
+            ),
+        );
+    }
+    c.range(
+        "asyncQueue.maxRecordBytes",
+        q.max_record_bytes,
+        4_096,
+        16_777_216,
+    );
 
     // cache
     let cache = &config.cache;

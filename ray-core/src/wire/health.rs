@@ -192,7 +192,7 @@ pub struct Health {
     pub runtime: RuntimeHealth,
     /// The durable job queue, when enabled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub async_queue: Option<serde_json::Value>,
+    pub async_queue: Option<super::jobs::AsyncQueueHealth>,
     /// The rate limiter, when enabled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimitHealth>,

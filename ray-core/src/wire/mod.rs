@@ -2,6 +2,7 @@
 
 pub mod health;
 pub mod infer;
+pub mod jobs;
 pub mod openai;
 pub mod stream;
 
@@ -16,5 +17,9 @@ pub use infer::{
     MemorySignals, OrderedF64, PromptCompilerDiagnostics, ProviderDiagnostics, ProviderTimings,
     ResponseFormat, ResponseFormatKind, SchedulerDiagnostics, TaskRoutingDiagnostics,
     TemplateValue, TurnRole, Usage, limits,
+};
+pub use jobs::{
+    AsyncQueueHealth, CallbackStatus, JobAccepted, JobCallback, JobError, JobList, JobListQuery,
+    JobRecord, JobStatus, JobSubmission, JobSummary, is_valid_job_id,
 };
 pub use stream::{InferEvent, StreamDelta};

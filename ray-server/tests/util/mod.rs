@@ -45,8 +45,21 @@ impl TestServer {
             .load()
             .unwrap_or_else(|e| panic!("{e}"))
             .config;
-        let runtime = Runtime::new(config).unwrap();
-        let app = Arc::new(App::with_keys(runtime, keys).unwrap().with_limits(limits));
+        TestServer::start_app(
+            App::with_keys(Runtime::new(config).unwrap(), keys)
+                .unwrap()
+                .with_limits(limits),
+        )
+        .await
+    }
+
+    /// Starts a server over a runtime built by the test (a custom provider, job store, ...).
+    pub async fn start_runtime(runtime: Runtime) -> TestServer {
+        TestServer::start_app(App::with_keys(runtime, None).unwrap()).await
+    }
+
+    async fn start_app(app: App) -> TestServer {
+        let app = Arc::new(app);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let background = app.runtime().start();

@@ -1,0 +1,92 @@
+//! The job store: durable bytes per job id, behind a small trait so an embedder can keep jobs
+//! elsewhere. The queue owns the record format, the rules and the index; a store only keeps
+//! bytes safe.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// Durable storage of job records, one opaque byte string per job id.
+///
+/// Methods block (the queue calls them from Tokio's blocking pool), so an implementation may
+/// use plain file or socket I/O. [`FileJobStore`](super::FileJobStore) is the default.
+pub trait JobStore: Send + Sync + fmt::Debug + 'static {
+    /// Visits every stored record once, at start, one at a time (so memory holds one record,
+    /// not all of them).
+    ///
+    /// `visit` gets the job id and the bytes and answers `Err(reason)` for a record the queue
+    /// cannot use; the store then sets the entry aside (it must not delete it). Entries the
+    /// store cannot use itself (stale temporary files, unreadable or oversized entries) are set
+    /// aside the same way. Every entry set aside is listed in the report. Only a store that
+    /// cannot be listed at all is an error: one bad record must never stop a start.
+    fn scan(&self, visit: &mut Visit<'_>) -> Result<ScanReport, StoreError>;
+
+    /// Stores `record` under `id`, replacing what was there. When this returns `Ok` the record
+    /// survives a crash or a power cut; a crash during the call leaves the old record or the
+    /// new one, never a mix.
+    fn write(&self, id: &str, record: &[u8]) -> Result<(), StoreError>;
+
+    /// The record stored under `id`, if any.
+    fn read(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Forgets `id`; forgetting an unknown id is not an error.
+    fn remove(&self, id: &str) -> Result<(), StoreError>;
+
+    /// Bytes available for new records, when the store can tell (it is checked against
+    /// `asyncQueue.minFreeStorageMiB` before each submission).
+    fn available_bytes(&self) -> Option<u64>;
+}
+
+/// The visitor of [`JobStore::scan`]: gets a job id and its record's bytes, answers
+/// `Err(reason)` to have the entry set aside.
+pub type Visit<'a> = dyn FnMut(&str, &[u8]) -> Result<(), String> + 'a;
+
+/// What a scan found besides the records it handed to the visitor.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScanReport {
+    /// Entries set aside, with the reason.
+    pub set_aside: Vec<SetAside>,
+    /// Entries left alone because they are not the store's (for a directory: files without
+    /// the `.json` extension).
+    pub ignored: Vec<String>,
+}
+
+/// One entry a scan set aside.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetAside {
+    /// The entry's name in the store (a file name for the file store).
+    pub name: String,
+    /// Why it was set aside.
+    pub reason: String,
+    /// Where it went, when it could be moved.
+    pub moved_to: Option<PathBuf>,
+}
+
+/// A store operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A file system operation failed.
+    #[error("cannot {action} {}: {source}", path.display())]
+    Io {
+        /// What was being done (`write`, `read`, ...).
+        action: &'static str,
+        /// The path it was done to.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A stored record is larger than the store accepts.
+    #[error("{} is {size} bytes, more than the {limit} allowed", path.display())]
+    TooLarge {
+        /// The record's path.
+        path: PathBuf,
+        /// Its size.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// Any other failure (a store of an embedder's own, a task that panicked).
+    #[error("{0}")]
+    Other(String),
+}

@@ -1,0 +1,497 @@
+//! The job loops: dispatch of queued jobs through the runtime (yielding to interactive
+//! traffic), retries with exponential backoff and jitter, and pruning of finished jobs.
+
+use std::hash::BuildHasher;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use ray_core::ErrorCode;
+use ray_core::RayError;
+use ray_core::time::{format_unix_millis, now_rfc3339, unix_millis_now};
+use ray_core::wire::{InferResponse, JobError, JobRecord, JobStatus};
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use super::{JobQueue, State, bump, record};
+use crate::runtime::Runtime;
+
+/// The longest delay between two attempts of a job or a callback.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(300);
+
+/// How often the dispatcher looks again while interactive requests keep the scheduler busy.
+const BUSY_RECHECK: Duration = Duration::from_millis(20);
+
+/// How long a job waits for idle capacity before it queues in the scheduler like any request.
+const YIELD_LIMIT: Duration = Duration::from_secs(5);
+
+/// The delay before the next attempt after `failures` failed ones: `base × 2^(failures − 1)`,
+/// at most [`MAX_RETRY_DELAY`], of which the second half is scaled by `jitter` (in `[0, 1)`),
+/// so retries of jobs that failed together spread out ("equal jitter").
+pub fn retry_delay(base: Duration, failures: u32, jitter: f64) -> Duration {
+    let exponent = failures.saturating_sub(1).min(24);
+    let full = base
+        .saturating_mul(1u32 << exponent)
+        .min(MAX_RETRY_DELAY)
+        .max(Duration::from_millis(1));
+    let half = full / 2;
+    half + half.mul_f64(jitter.clamp(0.0, 1.0))
+}
+
+/// A cheap source of jitter in `[0, 1)`, seeded from the OS.
+#[derive(Debug)]
+pub(crate) struct Jitter {
+    counter: AtomicU64,
+    key: u64,
+}
+
+impl Default for Jitter {
+    fn default() -> Jitter {
+        Jitter {
+            counter: AtomicU64::new(0),
+            key: std::collections::hash_map::RandomState::new().hash_one(unix_millis_now()),
+        }
+    }
+}
+
+impl Jitter {
+    pub(crate) fn next(&self) -> f64 {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        (crate::ids::splitmix64(n ^ self.key) >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// What the dispatcher should do next.
+enum Next {
+    /// This job may start now.
+    Now(String),
+    /// The earliest queued job may start then.
+    At(Instant),
+    /// Nothing is queued, or every dispatch place is taken.
+    Wait,
+}
+
+/// Counts an attempt as active in the index until dropped (also when the task is aborted).
+struct ActiveAttempt<'a>(&'a JobQueue);
+
+impl Drop for ActiveAttempt<'_> {
+    fn drop(&mut self) {
+        self.0
+            .with_state(|s| s.active_attempts = s.active_attempts.saturating_sub(1));
+    }
+}
+
+impl JobQueue {
+    /// Starts queued jobs, at most `dispatchConcurrency` at once, in the order they became
+    /// ready. Jobs yield to interactive traffic: one starts only while no request waits in the
+    /// scheduler and a permit is free (or after waiting [`YIELD_LIMIT`] for that), and never
+    /// while the backend is known to be down or warming, so no attempt is spent on a refusal.
+    pub(crate) async fn dispatch_loop(self: Arc<Self>, runtime: Runtime) {
+        let mut running: JoinSet<()> = JoinSet::new();
+        let mut blocked_since: Option<Instant> = None;
+        loop {
+            while let Some(done) = running.try_join_next() {
+                if let Err(error) = done
+                    && error.is_panic()
+                {
+                    tracing::error!("async queue task failed: a job attempt panicked");
+                }
+            }
+            if self.stopping.load(Ordering::SeqCst) {
+                if running.join_next().await.is_none() {
+                    return;
+                }
+                continue;
+            }
+            let next = if running.len() < self.settings.dispatch_concurrency as usize {
+                self.next_ready(Instant::now())
+            } else {
+                Next::Wait
+            };
+            match next {
+                Next::Now(id) => {
+                    let waited = blocked_since.map_or(Duration::ZERO, |since| since.elapsed());
+                    if waited < YIELD_LIMIT && !has_idle_capacity(&runtime) {
+                        blocked_since.get_or_insert_with(Instant::now);
+                        tokio::select! {
+                            () = tokio::time::sleep(BUSY_RECHECK) => {}
+                            Some(_) = running.join_next(), if !running.is_empty() => {}
+                        }
+                        continue;
+                    }
+                    blocked_since = None;
+                    if self.take_ready(&id) {
+                        running.spawn(self.clone().run_attempt(runtime.clone(), id));
+                    }
+                }
+                Next::At(at) => {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(at) => {}
+                        () = self.wake_dispatch.notified() => {}
+                        Some(_) = running.join_next(), if !running.is_empty() => {}
+                    }
+                }
+                Next::Wait => {
+                    tokio::select! {
+                        () = self.wake_dispatch.notified() => {}
+                        Some(_) = running.join_next(), if !running.is_empty() => {}
+                    }
+                }
+            }
+        }
+    }
+
+    fn next_ready(&self, now: Instant) -> Next {
+        self.with_state(|state| match state.ready.first_key_value() {
+            Some(((at, _), id)) if *at <= now => Next::Now(id.clone()),
+            Some(((at, _), _)) => Next::At(*at),
+            None => Next::Wait,
+        })
+    }
+
+    /// Takes a ready job out of the ready order; false if it is no longer there.
+    fn take_ready(&self, id: &str) -> bool {
+        self.with_state(|state| {
+            let Some(entry) = state.jobs.get_mut(id) else {
+                return false;
+            };
+            let Some(slot) = entry.ready.take() else {
+                return false;
+            };
+            entry.dispatched = true;
+            state.ready.remove(&slot);
+            true
+        })
+    }
+
+    /// Gives a taken job back to the ready order, `delay` from now.
+    fn give_back(&self, id: &str, delay: Duration) {
+        self.with_state(|state| {
+            let at = Instant::now() + delay;
+            let slot = state.slot(at);
+            if let Some(entry) = state.jobs.get_mut(id) {
+                entry.dispatched = false;
+                if entry.status == JobStatus::Queued && entry.ready.is_none() {
+                    entry.ready = Some(slot);
+                    state.ready.insert(slot, id.to_string());
+                }
+            }
+        });
+        self.wake_dispatch.notify_one();
+    }
+
+    pub(crate) fn entry_lock(&self, id: &str) -> Option<Arc<tokio::sync::Mutex<()>>> {
+        self.with_state(|state| state.jobs.get(id).map(|e| e.lock.clone()))
+    }
+
+    pub(crate) fn status_of(&self, id: &str) -> Option<JobStatus> {
+        self.with_state(|state| state.jobs.get(id).map(|e| e.status))
+    }
+
+    /// Runs one attempt: records it as running (durably, so it counts even if the process dies
+    /// during it), runs the request through the runtime, and records the outcome.
+    async fn run_attempt(self: Arc<Self>, runtime: Runtime, id: String) {
+        let Some(lock) = self.entry_lock(&id) else {
+            return;
+        };
+        let cancel = Arc::new(Notify::new());
+        let record = {
+            let _guard = lock.lock().await;
+            if self.status_of(&id) != Some(JobStatus::Queued) {
+                // Cancelled between being taken and starting.
+                self.with_state(|s| {
+                    if let Some(entry) = s.jobs.get_mut(&id) {
+                        entry.dispatched = false;
+                    }
+                });
+                return;
+            }
+            let mut record = match self.read(&id).await {
+                Ok(Some(record)) if record.status == JobStatus::Queued => record,
+                Ok(Some(record)) => {
+                    self.with_state(|s| {
+                        if let Some(entry) = s.jobs.get_mut(&id) {
+                            entry.dispatched = false;
+                        }
+                        s.apply(&record, Instant::now());
+                    });
+                    return;
+                }
+                Ok(None) => {
+                    tracing::warn!(job_id = %id, "a queued job's record is missing from the store; the job is dropped");
+                    self.with_state(|s| s.remove(&id));
+                    return;
+                }
+                Err(error) => {
+                    bump(&self.stats.store_errors);
+                    tracing::error!(job_id = %id, error = %error, "cannot read a queued job; it is retried later");
+                    self.give_back(&id, self.settings.poll_interval);
+                    return;
+                }
+            };
+            let now = now_rfc3339();
+            record.status = JobStatus::Running;
+            record.attempts += 1;
+            record.started_at.get_or_insert_with(|| now.clone());
+            record.updated_at = now;
+            record.next_attempt_at = None;
+            if let Err(error) = self.write(&record).await {
+                bump(&self.stats.store_errors);
+                tracing::error!(job_id = %id, error = %error, "cannot record a job attempt; it is retried later");
+                self.give_back(&id, self.settings.poll_interval);
+                return;
+            }
+            self.with_state(|s| {
+                if let Some(entry) = s.jobs.get_mut(&id) {
+                    entry.dispatched = false;
+                    entry.cancel = Some(cancel.clone());
+                }
+                s.active_attempts += 1;
+                s.apply(&record, Instant::now());
+            });
+            record
+        };
+        bump(&self.stats.attempts);
+        let outcome = {
+            let _active = ActiveAttempt(&self);
+            tokio::select! {
+                result = runtime.infer(record.request.clone()) => Some(result),
+                () = cancel.notified() => None,
+            }
+        };
+        // Cancelled: the cancellation wrote the record; dropping the call above stopped the
+        // backend's work.
+        let Some(result) = outcome else {
+            return;
+        };
+        let _guard = lock.lock().await;
+        if self.status_of(&id) != Some(JobStatus::Running) {
+            return;
+        }
+        self.finish_attempt(record, result).await;
+    }
+
+    async fn finish_attempt(&self, mut record: JobRecord, result: Result<InferResponse, RayError>) {
+        let now_ms = unix_millis_now() as i64;
+        let now = format_unix_millis(now_ms);
+        record.updated_at = now.clone();
+        match result {
+            Ok(response) => {
+                record.status = JobStatus::Succeeded;
+                record.result = Some(Box::new(response));
+                record.error = None;
+                record.completed_at = Some(now);
+                if let Err(too_large) = record::encode(&record, self.settings.max_record_bytes) {
+                    record.result = None;
+                    record.status = JobStatus::Failed;
+                    record.error = Some(JobError::from_ray(
+                        &RayError::new(
+                            ErrorCode::AsyncJobRecordTooLarge,
+                            format!(
+                                "The result makes the job record {} bytes, more than \
+                                 asyncQueue.maxRecordBytes ({}); it was not kept",
+                                too_large.bytes, too_large.limit
+                            ),
+                        )
+                        .with_details(serde_json::json!({
+                            "recordBytes": too_large.bytes,
+                            "maxRecordBytes": too_large.limit,
+                        })),
+                    ));
+                }
+            }
+            Err(error)
+                if record::is_retryable(error.code()) && record.attempts < record.max_attempts =>
+            {
+                let delay =
+                    retry_delay(self.settings.poll_interval, record.attempts, self.jitter());
+                record.status = JobStatus::Queued;
+                record.error = Some(JobError::from_ray(&error));
+                record.next_attempt_at =
+                    Some(format_unix_millis(now_ms + delay.as_millis() as i64));
+                bump(&self.stats.retries);
+            }
+            Err(error) => {
+                record.status = JobStatus::Failed;
+                record.error = Some(JobError::from_ray(&error));
+                record.completed_at = Some(now);
+            }
+        }
+        if self.write_patiently(&record).await.is_err() {
+            // The store still says `running` with this attempt counted, which a restart would
+            // turn into a retry (or a failure without attempts left). Do the same now.
+            let mut fallback = record.clone();
+            fallback.status = JobStatus::Running;
+            fallback.result = None;
+            record::recover(
+                &mut fallback,
+                self.settings.max_callback_attempts,
+                &format_unix_millis(now_ms),
+            );
+            if fallback.status == JobStatus::Queued {
+                fallback.next_attempt_at = Some(format_unix_millis(
+                    now_ms + self.settings.poll_interval.as_millis() as i64,
+                ));
+            }
+            record = fallback;
+        }
+        let error_code = record.error.as_ref().map(|e| e.code.as_str());
+        match record.status {
+            JobStatus::Succeeded => {
+                bump(&self.stats.succeeded);
+                tracing::info!(job_id = %record.id, attempts = record.attempts, "job succeeded");
+            }
+            JobStatus::Failed => {
+                bump(&self.stats.failed);
+                tracing::warn!(job_id = %record.id, attempts = record.attempts, code = error_code, "job failed");
+            }
+            JobStatus::Queued => {
+                tracing::warn!(
+                    job_id = %record.id,
+                    attempts = record.attempts,
+                    code = error_code,
+                    next_attempt_at = record.next_attempt_at.as_deref(),
+                    "job attempt failed; retrying"
+                );
+            }
+            JobStatus::Running | JobStatus::Cancelled => {}
+        }
+        self.with_state(|s| {
+            if let Some(entry) = s.jobs.get_mut(&record.id) {
+                entry.cancel = None;
+            }
+            s.apply(&record, Instant::now());
+        });
+        self.after_change(&record);
+    }
+
+    /// Writes a record, trying three times with short pauses before giving up.
+    pub(crate) async fn write_patiently(&self, record: &JobRecord) -> Result<(), ()> {
+        for pause_ms in [50, 250, 1_000, 0] {
+            match self.write(record).await {
+                Ok(()) => return Ok(()),
+                Err(error) => {
+                    bump(&self.stats.store_errors);
+                    tracing::error!(job_id = %record.id, error = %error, "cannot write a job record");
+                    if pause_ms == 0 {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+                }
+            }
+        }
+        Err(())
+    }
+
+    /// Removes finished jobs whose callback is settled once `completedTtlMs` has passed since,
+    /// waking exactly when the next one expires (or when a job finishes).
+    pub(crate) async fn sweep_loop(self: Arc<Self>) {
+        loop {
+            if self.stopping.load(Ordering::SeqCst) {
+                return;
+            }
+            let (expired, next) =
+                self.with_state(|s| s.take_expired(Instant::now(), self.settings.completed_ttl));
+            if !expired.is_empty() {
+                let count = expired.len() as u64;
+                self.stats.pruned.fetch_add(count, Ordering::Relaxed);
+                let removed = self
+                    .blocking(move |store| {
+                        for id in &expired {
+                            store.remove(id)?;
+                        }
+                        Ok(())
+                    })
+                    .await;
+                if let Err(error) = removed {
+                    bump(&self.stats.store_errors);
+                    tracing::warn!(error = %error, "cannot remove a pruned job; the next start prunes it again");
+                }
+            }
+            match next {
+                Some(at) => {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(at) => {}
+                        () = self.wake_sweep.notified() => {}
+                    }
+                }
+                None => self.wake_sweep.notified().await,
+            }
+        }
+    }
+
+    /// Stops dispatching and delivering; the loops end once their work in progress ends.
+    pub(crate) fn begin_stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.wake_dispatch.notify_one();
+        self.wake_callbacks.notify_one();
+        self.wake_sweep.notify_one();
+    }
+}
+
+impl State {
+    /// Removes every job whose retention has ended and returns their ids, with the time the
+    /// next one ends.
+    fn take_expired(&mut self, now: Instant, ttl: Duration) -> (Vec<String>, Option<Instant>) {
+        let mut expired = Vec::new();
+        let mut next: Option<Instant> = None;
+        for (id, entry) in &self.jobs {
+            if let Some(settled) = entry.settled {
+                let ends = settled + ttl;
+                if ends <= now {
+                    expired.push(id.clone());
+                } else {
+                    next = Some(next.map_or(ends, |n| n.min(ends)));
+                }
+            }
+        }
+        for id in &expired {
+            self.remove(id);
+        }
+        (expired, next)
+    }
+}
+
+/// Whether the scheduler has room a job can take without making an interactive request wait:
+/// nothing queued, a permit free, and the backend not refused by the health gate.
+fn has_idle_capacity(runtime: &Runtime) -> bool {
+    if runtime.inner.health.refusal().is_some() {
+        return false;
+    }
+    let snapshot = runtime.model().scheduler.snapshot();
+    snapshot.depth() == 0 && snapshot.in_flight < runtime.config().scheduler.concurrency
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delays_double_with_jitter_and_are_capped() {
+        let base = Duration::from_millis(1_000);
+        assert_eq!(retry_delay(base, 1, 0.0), Duration::from_millis(500));
+        assert_eq!(retry_delay(base, 1, 1.0), Duration::from_millis(1_000));
+        assert_eq!(retry_delay(base, 2, 0.0), Duration::from_millis(1_000));
+        assert_eq!(retry_delay(base, 3, 0.5), Duration::from_millis(3_000));
+        assert_eq!(retry_delay(base, 40, 1.0), MAX_RETRY_DELAY);
+        assert_eq!(retry_delay(base, 40, 0.0), MAX_RETRY_DELAY / 2);
+        for failures in 1..12 {
+            let low = retry_delay(base, failures, 0.0);
+            let high = retry_delay(base, failures, 0.999);
+            assert!(
+                low <= high && high <= low * 2,
+                "{failures}: {low:?} {high:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn jitter_is_spread_over_the_unit_interval() {
+        let jitter = Jitter::default();
+        let values: Vec<f64> = (0..1_000).map(|_| jitter.next()).collect();
+        assert!(values.iter().all(|v| (0.0..1.0).contains(v)));
+        let low = values.iter().filter(|v| **v < 0.5).count();
+        assert!((350..650).contains(&low), "{low} of 1000 below 0.5");
+    }
+}

@@ -1,0 +1,80 @@
+//! The job routes: `POST /v1/jobs`, `GET /v1/jobs`, `GET /v1/jobs/{id}` and
+//! `DELETE /v1/jobs/{id}`. The queue itself lives in the runtime.
+
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use ray_core::wire::{JobListQuery, JobSubmission};
+
+use super::{App, RequestLog, Route};
+use crate::http::{self, Body};
+
+impl App {
+    /// `POST /v1/jobs`: the same content rules and body limit as `/v1/infer`, then `202` with
+    /// `Location` once the job is durable.
+    pub(super) async fn submit_job(
+        &self,
+        request: Request<Incoming>,
+        log: &mut RequestLog,
+    ) -> Response<Body> {
+        let submission: JobSubmission = match self.read_json(request).await {
+            Ok(submission) => submission,
+            Err((error, close)) => return self.reject(Route::Jobs, error, log, close),
+        };
+        match self.runtime.submit_job(submission).await {
+            Ok(accepted) => {
+                log.request_id = Some(accepted.id.clone());
+                let mut response = http::json(StatusCode::ACCEPTED, &accepted);
+                if let Ok(location) = HeaderValue::from_str(&accepted.location) {
+                    response.headers_mut().insert(header::LOCATION, location);
+                }
+                response
+            }
+            Err(error) => self.reject(Route::Jobs, error, log, false),
+        }
+    }
+
+    /// `GET /v1/jobs?status=...&limit=...&cursor=...`.
+    pub(super) fn list_jobs(&self, query: Option<&str>, log: &mut RequestLog) -> Response<Body> {
+        let listed = JobListQuery::parse(query).and_then(|query| self.runtime.list_jobs(&query));
+        match listed {
+            Ok(list) => http::json(StatusCode::OK, &list),
+            Err(error) => self.reject(Route::JobList, error, log, false),
+        }
+    }
+
+    /// `GET /v1/jobs/{id}` and `DELETE /v1/jobs/{id}`.
+    pub(super) async fn job(
+        &self,
+        route: Route,
+        request: Request<Incoming>,
+        log: &mut RequestLog,
+    ) -> Response<Body> {
+        // A body on a DELETE is never read: close the connection rather than leave it there.
+        let has_body = request.headers().contains_key(header::TRANSFER_ENCODING)
+            || request
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .is_some_and(|v| v.as_bytes() != b"0");
+        let id = request
+            .uri()
+            .path()
+            .strip_prefix("/v1/jobs/")
+            .unwrap_or_default();
+        log.request_id = Some(id.chars().take(128).collect());
+        let result = if route == Route::JobCancel {
+            self.runtime.cancel_job(id).await
+        } else {
+            self.runtime.job(id).await
+        };
+        let response = match result {
+            Ok(record) => http::json(StatusCode::OK, &record),
+            Err(error) => self.reject(route, error, log, has_body),
+        };
+        if has_body {
+            http::close_connection(response)
+        } else {
+            response
+        }
+    }
+}
