@@ -1,4 +1,5 @@
-//! The operator CLI: `serve` (the default), `check-config`, `schema` and `print-config`.
+//! The operator CLI: `serve` (the default), `check-config`, `schema`, `print-config`, and the
+//! deploy subcommands (`render`, `doctor`, `stage-model`, `swap-plan`, `bench`).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -46,6 +47,8 @@ pub enum Command {
     /// Print the effective config after layering (profile, file, RAY_* variables), with
     /// secrets redacted.
     PrintConfig(ServeArgs),
+    /// Generate the systemd units, the Caddyfile and an example env file for one VPS.
+    Render(crate::render::RenderArgs),
 }
 
 /// Where the config comes from.
@@ -80,6 +83,7 @@ pub fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some(Command::PrintConfig(args)) => print_config(&args),
+        Some(Command::Render(args)) => crate::render::run(&args),
     }
 }
 
@@ -102,7 +106,7 @@ fn loader(config: Option<&Path>, with_env: bool) -> ConfigLoader {
 }
 
 /// Prints a load error as `name: path: message` lines on stderr.
-fn report_error(name: &str, error: &ConfigError) {
+pub(crate) fn report_error(name: &str, error: &ConfigError) {
     match error {
         ConfigError::Invalid { diagnostics, .. } => {
             for diagnostic in diagnostics {
