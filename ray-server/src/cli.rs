@@ -49,6 +49,8 @@ pub enum Command {
     PrintConfig(ServeArgs),
     /// Generate the systemd units, the Caddyfile and an example env file for one VPS.
     Render(crate::render::RenderArgs),
+    /// Check the host and the config before and after deploying; exits 1 on any error.
+    Doctor(crate::doctor::DoctorArgs),
 }
 
 /// Where the config comes from.
@@ -84,6 +86,7 @@ pub fn main() -> ExitCode {
         }
         Some(Command::PrintConfig(args)) => print_config(&args),
         Some(Command::Render(args)) => crate::render::run(&args),
+        Some(Command::Doctor(args)) => crate::doctor::run(&args),
     }
 }
 

@@ -553,6 +553,13 @@ impl GgufBuilder {
         }
     }
 
+    /// Sets a 32-bit metadata number, e.g. `llama.context_length`.
+    pub fn number(mut self, key: &str, value: u32) -> GgufBuilder {
+        self.numbers.retain(|(k, _)| k != key);
+        self.numbers.push((key.into(), value));
+        self
+    }
+
     /// Adds an F32 tensor of `elements` elements.
     pub fn tensor(mut self, name: &str, elements: u64) -> GgufBuilder {
         self.tensors.push((name.into(), elements));

@@ -37,6 +37,7 @@ mod app;
 pub mod auth;
 pub mod cli;
 pub mod deploy;
+pub mod doctor;
 pub mod gguf;
 mod head;
 pub mod http;

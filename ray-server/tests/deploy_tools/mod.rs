@@ -69,3 +69,190 @@ pub fn write_executable(path: &Path, text: &str) {
 pub fn chmod(path: &Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
+
+/// Deep-merges `patch` into `base` (objects key by key, everything else replaced).
+pub fn merge(base: &mut serde_json::Value, patch: &serde_json::Value) {
+    match (base, patch) {
+        (serde_json::Value::Object(base), serde_json::Value::Object(patch)) => {
+            for (key, value) in patch {
+                merge(
+                    base.entry(key.clone()).or_insert(serde_json::Value::Null),
+                    value,
+                );
+            }
+        }
+        (base, patch) => *base = patch.clone(),
+    }
+}
+
+/// A fabricated VPS below a temporary root: a healthy 2 vCPU / 4 GB Debian box with Ray
+/// installed the way docs/deploy.md says, for doctor to examine.
+pub struct FakeVps {
+    pub dir: tempfile::TempDir,
+    pub root: PathBuf,
+    /// The config doctor is given (the installed copy).
+    pub config: PathBuf,
+    pub config_json: serde_json::Value,
+}
+
+pub const GOOD_KEY: &str = "3f9a1c2b7d4e5f60a1b2c3d4e5f60718293a4b5c6d7e8f9011223344556677";
+
+impl FakeVps {
+    /// The public sub1b example with `patch` merged in, installed on a healthy host.
+    pub fn with_config(patch: serde_json::Value) -> FakeVps {
+        let mut config_json: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(repo_root().join("examples/config/ray.sub1b.public.json"))
+                .unwrap(),
+        )
+        .unwrap();
+        merge(&mut config_json, &patch);
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        let vps = FakeVps {
+            config: root.join("etc/ray/ray.json"),
+            root,
+            dir,
+            config_json,
+        };
+        vps.install();
+        vps
+    }
+
+    pub fn healthy() -> FakeVps {
+        FakeVps::with_config(serde_json::json!({}))
+    }
+
+    pub fn path(&self, abs: &str) -> PathBuf {
+        self.root.join(abs.trim_start_matches('/'))
+    }
+
+    pub fn write(&self, abs: &str, text: &str) {
+        let path = self.path(abs);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+
+    pub fn remove(&self, abs: &str) {
+        let path = self.path(abs);
+        if path.is_dir() {
+            std::fs::remove_dir_all(path).unwrap();
+        } else {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+
+    pub fn deploy_args(&self) -> ray_server::deploy::options::DeployArgs {
+        ray_server::deploy::options::DeployArgs {
+            config: self.config.clone(),
+            ray_env_file: None,
+            domain: "ray.example.com".into(),
+            user: "ray".into(),
+            memory_mib: None,
+            config_path: "/etc/ray/ray.json".into(),
+            systemd_env_file: "/etc/ray/ray.env".into(),
+            gateway_binary: "/usr/local/bin/ray-server".into(),
+        }
+    }
+
+    pub fn doctor_args(&self) -> ray_server::doctor::DoctorArgs {
+        ray_server::doctor::DoctorArgs {
+            deploy: self.deploy_args(),
+            json: false,
+            min_free_mib: 1,
+            root: self.root.clone(),
+        }
+    }
+
+    pub fn model_path(&self) -> String {
+        self.config_json["model"]["adapter"]["launchProfile"]["modelPath"]
+            .as_str()
+            .unwrap_or("/var/lib/ray/models/qwen2.5-0.5b-instruct-q4_k_m.gguf")
+            .to_string()
+    }
+
+    /// A `llama-server` stand-in whose `--help` lists `flags`.
+    pub fn llama_help(&self, flags: &[String]) {
+        let mut help = String::from(
+            "----- common params -----\n\n-h,    --help, --usage    print usage and exit\n",
+        );
+        for flag in flags {
+            help.push_str(&format!("{flag} N    a setting\n"));
+        }
+        write_executable(
+            &self.path("/usr/local/bin/llama-server"),
+            &format!("#!/bin/sh\ncat <<'HELP'\n{help}HELP\n"),
+        );
+    }
+
+    fn install(&self) {
+        let dirs = [
+            "/proc/sys/vm",
+            "/proc/pressure",
+            "/sys/fs/cgroup",
+            "/run/systemd/system",
+            "/etc/systemd/system/multi-user.target.wants",
+            "/etc/caddy",
+            "/var/lib/ray/models",
+            "/var/log",
+            "/tmp",
+        ];
+        for dir in dirs {
+            std::fs::create_dir_all(self.path(dir)).unwrap();
+        }
+        self.write(
+            "/proc/meminfo",
+            "MemTotal:        4001036 kB\nMemFree:         3000000 kB\nMemAvailable:    3500000 kB\n\
+             SwapTotal:       1048572 kB\nSwapFree:        1000000 kB\n",
+        );
+        self.write("/proc/sys/vm/swappiness", "10\n");
+        self.write(
+            "/proc/cpuinfo",
+            "processor\t: 0\nmodel name\t: vCPU\n\nprocessor\t: 1\nmodel name\t: vCPU\n",
+        );
+        self.write(
+            "/proc/pressure/memory",
+            "some avg10=0.00 avg60=0.00 avg300=0.00 total=0\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n",
+        );
+        self.write(
+            "/sys/fs/cgroup/cgroup.controllers",
+            "cpuset cpu io memory pids\n",
+        );
+        self.write(
+            "/etc/passwd",
+            "root:x:0:0:root:/root:/bin/bash\nray:x:999:999::/var/lib/ray:/usr/sbin/nologin\n",
+        );
+        self.write("/etc/group", "root:x:0:\nray:x:999:\n");
+        self.write(
+            "/etc/ray/ray.json",
+            &serde_json::to_string_pretty(&self.config_json).unwrap(),
+        );
+        chmod(&self.path("/etc/ray/ray.json"), 0o644);
+        self.write("/etc/ray/ray.env", &format!("RAY_API_KEYS={GOOD_KEY}\n"));
+        chmod(&self.path("/etc/ray/ray.env"), 0o600);
+        write_executable(
+            &self.path("/usr/local/bin/ray-server"),
+            "#!/bin/sh\nexit 0\n",
+        );
+        std::fs::create_dir_all(self.path(&self.model_path()).parent().unwrap()).unwrap();
+        ray_server::gguf::GgufBuilder::llama(24, 896, 14, 2)
+            .number("llama.context_length", 32768)
+            .tensor("token_embd.weight", 64 * 1024)
+            .write(&self.path(&self.model_path()))
+            .unwrap();
+        chmod(&self.path(&self.model_path()), 0o644);
+        let deploy = self.deploy_args();
+        let loaded = deploy.load(Some(&self.path("/etc/ray/ray.env")));
+        if let Ok(loaded) = loaded {
+            if let Some(launch) = loaded.config.model.adapter.launch_profile() {
+                let flags = ray_server::deploy::launch::llama_command(launch).long_flags();
+                self.llama_help(&flags);
+            }
+            let rendered = ray_server::render::render(&loaded.config, &deploy).unwrap();
+            for file in rendered.files {
+                if file.name != "ray.env.example" {
+                    self.write(&file.install_path, &file.contents);
+                }
+            }
+        }
+    }
+}
