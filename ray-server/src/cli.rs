@@ -51,6 +51,12 @@ pub enum Command {
     Render(crate::render::RenderArgs),
     /// Check the host and the config before and after deploying; exits 1 on any error.
     Doctor(crate::doctor::DoctorArgs),
+    /// Check and install a llama-server binary and a GGUF model where the launch profile says
+    /// (prints the plan; --apply performs it).
+    StageModel(crate::stage::StageArgs),
+    /// Print the commands that give the box a swap file and a low swappiness (--apply runs
+    /// them).
+    SwapPlan(crate::stage::SwapArgs),
 }
 
 /// Where the config comes from.
@@ -87,6 +93,8 @@ pub fn main() -> ExitCode {
         Some(Command::PrintConfig(args)) => print_config(&args),
         Some(Command::Render(args)) => crate::render::run(&args),
         Some(Command::Doctor(args)) => crate::doctor::run(&args),
+        Some(Command::StageModel(args)) => crate::stage::run_stage(&args),
+        Some(Command::SwapPlan(args)) => crate::stage::run_swap(&args),
     }
 }
 

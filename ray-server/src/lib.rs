@@ -46,6 +46,7 @@ pub mod logging;
 pub mod rate_limit;
 pub mod render;
 mod server;
+pub mod stage;
 
 pub use app::{App, AppError, HTTP_PRESSURE_THRESHOLD, HttpLimits};
 pub use server::run;

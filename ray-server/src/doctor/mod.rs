@@ -18,6 +18,8 @@ use serde::Serialize;
 
 pub use host::Host;
 
+pub(crate) use checks::help_flags;
+
 use crate::deploy::options::DeployArgs;
 
 /// How serious a finding is.
