@@ -43,6 +43,7 @@
 //! # }).unwrap();
 //! ```
 
+mod backend_process;
 mod health;
 mod ids;
 pub mod metrics;
@@ -55,6 +56,7 @@ mod telemetry;
 pub mod templates;
 mod warmup;
 
+pub use backend_process::BackendProcess;
 pub use health::{HEALTH_MONITOR_INTERVAL, PROVIDER_HEALTH_TTL, WarmState};
 pub use ids::IdSource;
 pub use metrics::{MetricFamily, MetricKind, MetricsSnapshot, Sample};

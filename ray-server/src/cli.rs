@@ -291,10 +291,28 @@ fn serve(args: &ServeArgs) -> ExitCode {
             config_path = config_path.as_deref(),
             "gateway listening"
         );
+        // With launchProfile.supervise the gateway runs llama-server itself.
+        let supervisor = config
+            .model
+            .adapter
+            .launch_profile()
+            .filter(|launch| launch.supervise)
+            .map(|launch| {
+                let api_key_env = config
+                    .model
+                    .adapter
+                    .http()
+                    .and_then(|h| h.api_key_env.map(String::from));
+                crate::supervise::spawn(app.runtime().clone(), launch.clone(), api_key_env)
+            });
         // Warm-up starts only now, after the listener is bound, so /livez answers at once.
         let background = app.runtime().start();
         let result = crate::server::run(listener, app, shutdown_signal()).await;
         background.shutdown().await;
+        // After the drain: requests in progress needed the backend until now.
+        if let Some(supervisor) = supervisor {
+            supervisor.shutdown().await;
+        }
         match result {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {

@@ -47,6 +47,7 @@ pub mod rate_limit;
 pub mod render;
 mod server;
 pub mod stage;
+pub mod supervise;
 
 pub use app::{App, AppError, HTTP_PRESSURE_THRESHOLD, HttpLimits};
 pub use server::run;

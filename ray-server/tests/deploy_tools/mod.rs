@@ -256,3 +256,164 @@ impl FakeVps {
         }
     }
 }
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `ray-server serve` process with its log lines collected.
+pub struct RayProcess {
+    pub child: std::process::Child,
+    pub port: u16,
+    pub lines: std::sync::Arc<parking_lot::Mutex<Vec<String>>>,
+}
+
+impl RayProcess {
+    /// Starts `ray-server serve --config <config_json>` (written into `dir`) on a free port.
+    pub fn start(dir: &Path, config_json: &serde_json::Value) -> RayProcess {
+        let port = free_port();
+        let mut config = config_json.clone();
+        merge(
+            &mut config,
+            &serde_json::json!({ "server": { "port": port } }),
+        );
+        let path = dir.join("ray.json");
+        std::fs::write(&path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
+        let mut child = binary()
+            .args(["serve", "--config"])
+            .arg(&path)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
+        for pipe in [
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let lines = lines.clone();
+            std::thread::spawn(move || {
+                use std::io::BufRead;
+                for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                    lines.lock().push(line);
+                }
+            });
+        }
+        RayProcess { child, port, lines }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub async fn get(&self, path: &str) -> Option<(u16, serde_json::Value)> {
+        let response = reqwest::get(self.url(path)).await.ok()?;
+        let status = response.status().as_u16();
+        Some((status, response.json().await.ok()?))
+    }
+
+    /// `provider.details.rayBackendProcess` from `/health`.
+    pub async fn backend_process(&self) -> Option<serde_json::Value> {
+        let (_, health) = self.get("/health").await?;
+        Some(health["provider"]["details"]["rayBackendProcess"].clone())
+    }
+
+    /// Log lines parsed as JSON.
+    pub fn log(&self) -> Vec<serde_json::Value> {
+        self.lines
+            .lock()
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Waits until `check` holds, at most `limit`.
+    pub async fn wait_for<F, Fut>(&self, what: &str, limit: std::time::Duration, mut check: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let started = std::time::Instant::now();
+        while !check().await {
+            assert!(
+                !exited(self.child.id()),
+                "ray-server exited while waiting for {what}; log:\n{}",
+                self.lines.lock().join("\n")
+            );
+            assert!(
+                started.elapsed() < limit,
+                "{what} did not happen within {limit:?}; log:\n{}",
+                self.lines.lock().join("\n")
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGTERM, then waits for the exit code.
+    pub fn terminate(mut self) -> (Option<i32>, Vec<serde_json::Value>) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let status = self.child.wait().unwrap();
+        // Let the reader threads drain the pipes.
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let log = self.log();
+        (status.code(), log)
+    }
+
+    /// Child processes of this gateway that are zombies (exited, not reaped).
+    pub fn zombie_children(&self) -> Vec<u32> {
+        let me = self.child.id();
+        let mut zombies = Vec::new();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            // pid (comm) state ppid ...: comm may hold spaces, so split after the last ')'.
+            let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+                continue;
+            };
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            if fields.len() > 1 && fields[1] == me.to_string() && fields[0] == "Z" {
+                zombies.push(entry.file_name().to_string_lossy().parse().unwrap_or(0));
+            }
+        }
+        zombies
+    }
+}
+
+impl Drop for RayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Whether a process exists (a zombie counts: it still has a /proc entry).
+pub fn process_exists(pid: u64) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Whether a process has exited but not been reaped (or is gone).
+pub fn exited(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => true,
+    }
+}
