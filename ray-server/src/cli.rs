@@ -57,6 +57,9 @@ pub enum Command {
     /// Print the commands that give the box a swap file and a low swappiness (--apply runs
     /// them).
     SwapPlan(crate::stage::SwapArgs),
+    /// Replay a workload against a running gateway (or the backend) and print a JSON report;
+    /// with --baseline, exit 1 on a regression.
+    Bench(crate::bench::BenchArgs),
 }
 
 /// Where the config comes from.
@@ -95,6 +98,7 @@ pub fn main() -> ExitCode {
         Some(Command::Doctor(args)) => crate::doctor::run(&args),
         Some(Command::StageModel(args)) => crate::stage::run_stage(&args),
         Some(Command::SwapPlan(args)) => crate::stage::run_swap(&args),
+        Some(Command::Bench(args)) => crate::bench::run(&args),
     }
 }
 

@@ -35,6 +35,7 @@
 
 mod app;
 pub mod auth;
+pub mod bench;
 pub mod cli;
 pub mod deploy;
 pub mod doctor;

@@ -788,3 +788,85 @@ fn the_gguf_reader_agrees_with_the_fixture_models() {
         Err(ray_server::gguf::GgufError::DataTruncated { .. })
     ));
 }
+
+#[tokio::test]
+#[ignore = "needs the llama.cpp fixture (tools/llama-fixture/setup.sh)"]
+async fn bench_measures_ray_and_the_backend_directly() {
+    let llama = Llama::start("tiny");
+    let server = TestServer::start(&ray_config(llama.port, "")).await;
+    wait_until(Duration::from_secs(10), || async {
+        server.client().ready().await.unwrap().is_ready()
+    })
+    .await;
+    let workload = deploy_tools::repo_root().join("examples/workloads/short-prompts.jsonl");
+    let run = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            let output = deploy_tools::binary()
+                .arg("bench")
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(
+                output.status.success(),
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+            serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap()
+        })
+    };
+    let common = |base: String| {
+        vec![
+            "--workload".to_string(),
+            workload.display().to_string(),
+            "--concurrency".into(),
+            "2".into(),
+            "--requests".into(),
+            "16".into(),
+            "--base-url".into(),
+            base,
+        ]
+    };
+    let through_ray = run(common(server.url(""))).await.unwrap();
+    let summary = &through_ray["summary"];
+    assert_eq!(summary["status"]["200"], 16, "{summary}");
+    assert!(
+        summary["serverLatencyMs"]["p95"].as_f64().is_some(),
+        "{summary}"
+    );
+    assert!(
+        summary["ttftMs"]["count"].as_u64().unwrap() > 0,
+        "{summary}"
+    );
+    assert!(summary["completionTokensPerSecondAvg"].as_f64().unwrap() > 0.0);
+    assert!(summary["outputTokensPerSecond"].as_f64().unwrap() > 0.0);
+    // The second pass is answered by Ray's cache (or joins the first pass in flight).
+    let reused =
+        summary["responseCacheHitRate"].as_f64().unwrap() + summary["dedupeRate"].as_f64().unwrap();
+    assert_eq!(reused, 50.0, "{summary}");
+    assert!(
+        summary["promptCacheHitRate"].as_f64().is_some(),
+        "{summary}"
+    );
+    assert!(through_ray["gateway"]["rssMiBMax"].as_f64().unwrap() > 0.0);
+
+    let mut direct_args = common(llama.url(""));
+    direct_args.extend(["--direct".into(), "--model".into(), "ray-tiny".into()]);
+    let direct = run(direct_args).await.unwrap();
+    let summary = &direct["summary"];
+    assert_eq!(direct["target"]["mode"], "direct");
+    assert_eq!(summary["status"]["200"], 16, "{summary}");
+    assert!(summary["serverLatencyMs"].is_null());
+    assert!(
+        summary["ttftMs"]["count"].as_u64().unwrap() == 16,
+        "{summary}"
+    );
+    assert!(summary["completionTokensPerSecondAvg"].as_f64().unwrap() > 0.0);
+    // Repeated prompts land on a slot that has them: llama.cpp reuses its prompt cache.
+    assert!(
+        summary["promptCacheHitRate"].as_f64().unwrap() > 0.0,
+        "{summary}"
+    );
+    assert!(direct["gateway"].is_null());
+    server.stop().await;
+}
