@@ -23,6 +23,9 @@ pub const GATEWAY_IDLE_KEEP_ALIVE_SECS: u64 = 5;
 /// Caddy's idle keep-alive to the gateway: below the gateway's own, so Caddy never reuses a
 /// connection the gateway has just closed.
 pub const CADDY_UPSTREAM_KEEP_ALIVE_SECS: u64 = 4;
+/// How much larger than `server.requestBodyLimitBytes` Caddy's own body limit is: the gateway
+/// refuses oversized bodies with its JSON 413 first (Caddy 2.6 answers its own limit with 502).
+pub const CADDY_BODY_MARGIN_BYTES: u64 = 64 * 1024;
 /// What the supervised child's `oom_score_adj` becomes (the separate unit's value).
 pub const LLAMA_OOM_SCORE_ADJUST: i32 = 250;
 
@@ -325,6 +328,8 @@ fn caddyfile(config: &RayConfig, deploy: &DeployArgs) -> String {
 			header Content-Type text/plain*
 		}}
 	}}
+	# A backstop above server.requestBodyLimitBytes ({limit}): the gateway answers an oversized
+	# body with its own JSON 413, while Caddy 2.6 turns a body over this limit into a 502.
 	request_body {{
 		max_size {body}
 	}}
@@ -350,7 +355,8 @@ fn caddyfile(config: &RayConfig, deploy: &DeployArgs) -> String {
 }}
 ",
         domain = deploy.domain,
-        body = config.server.request_body_limit_bytes,
+        limit = config.server.request_body_limit_bytes,
+        body = config.server.request_body_limit_bytes + CADDY_BODY_MARGIN_BYTES,
         port = config.server.port,
         request_ms = config.scheduler.request_timeout_ms,
         gateway_idle = GATEWAY_IDLE_KEEP_ALIVE_SECS,

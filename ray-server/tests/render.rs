@@ -122,7 +122,7 @@ fn every_example_renders_units_that_say_what_the_config_says() {
         assert!(
             caddy.contains(&format!(
                 "max_size {}\n",
-                config.server.request_body_limit_bytes
+                config.server.request_body_limit_bytes + 65536
             )),
             "{name}"
         );
@@ -445,4 +445,85 @@ fn rendered_caddyfiles_pass_caddy_validate() {
         .output()
         .unwrap();
     assert!(!output.status.success());
+}
+
+#[tokio::test]
+async fn caddy_serves_the_gateway_with_the_rendered_caddyfile() {
+    let Some(caddy) = tool("caddy") else {
+        skipped(
+            "Caddy in front of the gateway",
+            "caddy is not installed; .ci/run installs it with apt-get install caddy",
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let ray = deploy_tools::RayProcess::start(
+        dir.path(),
+        &serde_json::json!({ "profile": "tiny", "server": { "requestBodyLimitBytes": 2000 } }),
+    );
+    let config = dir.path().join("ray.json");
+    let (_, rendered) = render_example(&config);
+    // Plain HTTP on a free port instead of the domain (no certificate, no trust store), and no
+    // admin endpoint; everything else is the rendered file.
+    let port = deploy_tools::free_port();
+    let caddyfile = rendered
+        .file("Caddyfile")
+        .unwrap()
+        .contents
+        .replace("ray.example.com {", &format!("http://127.0.0.1:{port} {{"));
+    let path = dir.path().join("Caddyfile");
+    std::fs::write(&path, format!("{{\n\tadmin off\n}}\n{caddyfile}")).unwrap();
+    let mut proxy = std::process::Command::new(&caddy)
+        .args(["run", "--adapter", "caddyfile", "--config"])
+        .arg(&path)
+        .env("HOME", dir.path())
+        .env("XDG_DATA_HOME", dir.path().join("data"))
+        .env("XDG_CONFIG_HOME", dir.path().join("config"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let ready = loop {
+        match client.get(format!("{url}/readyz")).send().await {
+            Ok(response) => break response,
+            Err(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(error) => panic!("caddy did not answer: {error}"),
+        }
+    };
+    assert_eq!(ready.status().as_u16(), 200);
+    assert_eq!(ready.headers()["x-content-type-options"], "nosniff");
+    assert!(!ready.headers().contains_key("server"));
+    let infer = client
+        .post(format!("{url}/v1/infer"))
+        .header("accept-encoding", "gzip")
+        .header("content-type", "application/json")
+        .body(r#"{"input":"Why do small boxes need bounded queues?"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(infer.status().as_u16(), 200);
+    assert_eq!(
+        infer.headers()["content-encoding"],
+        "gzip",
+        "JSON is compressed"
+    );
+    let too_big = client
+        .post(format!("{url}/v1/infer"))
+        .header("content-type", "application/json")
+        .body(format!(r#"{{"input":"{}"}}"#, "x".repeat(4000)))
+        .send()
+        .await
+        .unwrap();
+    // The gateway's own JSON 413 reaches the client through Caddy.
+    assert_eq!(too_big.status().as_u16(), 413);
+    let body: serde_json::Value = too_big.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "body_too_large", "{body}");
+    let _ = proxy.kill();
+    let _ = proxy.wait();
+    drop(ray);
 }
