@@ -10,7 +10,7 @@
 //!   rate limiter ([`rate_limit`]), the content rules and body limit ([`http`]).
 //! - [`cli`] is the operator CLI: `serve`, `check-config`, `schema`, `print-config`, and the
 //!   deploy subcommands: [`render`] (systemd units, Caddyfile, env file), [`doctor`] (host and
-//!   config checks), [`stage`] (`stage-model`, `swap-plan`) and [`bench`].
+//!   config checks), [`stage`] (`stage-model`, `swap-plan`) and [`bench`](mod@bench).
 //! - [`supervise`] runs `llama-server` under the gateway when `launchProfile.supervise` is set.
 //! - [`deploy`] and [`gguf`] hold what those share: paths, the `llama-server` command line, the
 //!   memory split, and a GGUF header reader.
