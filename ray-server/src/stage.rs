@@ -36,7 +36,8 @@ pub struct StageArgs {
     /// The config whose launch profile names the targets (binaryPath, modelPath).
     #[arg(long, value_name = "FILE")]
     pub config: PathBuf,
-    /// An environment file whose RAY_* variables override the config, as the service sees it.
+    /// An environment file whose RAY_* variables override the config, as the service sees it
+    /// [default: /etc/ray/ray.env when it exists].
     #[arg(long, visible_alias = "env-file", value_name = "FILE")]
     pub ray_env_file: Option<PathBuf>,
     /// The GGUF model to install at launchProfile.modelPath.
@@ -394,10 +395,17 @@ pub fn run_stage(args: &StageArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let host = Host::new(&args.root);
     let mut loader = ConfigLoader::new()
         .with_file(&args.config)
         .with_base_dir(STATE_DIR);
-    if let Some(path) = &args.ray_env_file {
+    // The service's own environment file overrides the config's paths as the service sees
+    // them (RAY_MODEL_PATH, RAY_LLAMA_CPP_BINARY_PATH), so stage where it will look.
+    let env_file = args.ray_env_file.clone().or_else(|| {
+        let installed = host.path(crate::deploy::ENV_FILE_PATH);
+        installed.exists().then_some(installed)
+    });
+    if let Some(path) = &env_file {
         match EnvFile::read(path) {
             Ok(file) => loader = loader.with_env(file.config_overrides()),
             Err(error) => {
@@ -421,7 +429,6 @@ pub fn run_stage(args: &StageArgs) -> ExitCode {
         );
         return ExitCode::FAILURE;
     };
-    let host = Host::new(&args.root);
     let mut plans = Vec::new();
     if let Some(source) = &args.binary_source {
         let target = host

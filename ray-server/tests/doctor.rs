@@ -239,6 +239,19 @@ fn unit_stale_after_a_config_change() {
     std::fs::write(&vps.config, text).unwrap();
     let message = expect(&run(&vps), "unit_stale", Level::Warn);
     assert!(message.contains("ray-llama-cpp.service"), "{message}");
+    // A config variable in the environment file changes the units too, and the hint says to
+    // render with the file.
+    let vps = FakeVps::healthy();
+    vps.write(
+        "/etc/ray/ray.env",
+        &format!("RAY_API_KEYS={GOOD_KEY}\nRAY_LLAMA_CPP_CTX_SIZE=4096\n"),
+    );
+    chmod(&vps.path("/etc/ray/ray.env"), 0o600);
+    let message = expect(&run(&vps), "unit_stale", Level::Warn);
+    assert!(
+        message.contains("--ray-env-file /etc/ray/ray.env"),
+        "{message}"
+    );
     // Comments alone do not count.
     let vps = FakeVps::healthy();
     let unit = vps.path("/etc/systemd/system/ray-gateway.service");

@@ -251,6 +251,26 @@ fn the_binary_must_support_every_generated_flag() {
 }
 
 #[test]
+fn the_installed_env_file_moves_the_target_as_it_moves_the_service() {
+    let vps = FakeVps::healthy();
+    vps.write(
+        "/etc/ray/ray.env",
+        &format!(
+            "RAY_API_KEYS={}\nRAY_MODEL_PATH=/var/lib/ray/models/other.gguf\n",
+            deploy_tools::GOOD_KEY
+        ),
+    );
+    let source = model_source(vps.dir.path());
+    let output = stage(
+        &vps,
+        &["--model-source", source.to_str().unwrap(), "--apply"],
+    );
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(text(&output).contains("model: /var/lib/ray/models/other.gguf"));
+    assert!(vps.path("/var/lib/ray/models/other.gguf").exists());
+}
+
+#[test]
 fn a_target_the_units_cannot_see_is_refused() {
     let vps = FakeVps::with_config(serde_json::json!({
         "model": { "adapter": { "launchProfile": { "modelPath": "/home/me/m.gguf" } } }

@@ -474,8 +474,17 @@ fn units(ctx: &mut Ctx<'_>) {
     let Ok(rendered) = render(&config, &ctx.args.deploy) else {
         return;
     };
+    // Config variables in the environment file change what the units must say; render sees
+    // them only when given the file.
+    let env_flag = match &ctx.env_file {
+        Some(file) if !file.config_overrides().is_empty() => {
+            format!(" --ray-env-file {}", ctx.args.deploy.systemd_env_file)
+        }
+        _ => String::new(),
+    };
     let render_hint = format!(
-        "`ray-server render --config {} --domain {} --output-dir DIR` and install the units",
+        "`ray-server render --config {}{env_flag} --domain {} --output-dir DIR` and install the \
+         units",
         ctx.config_flag(),
         ctx.args.deploy.domain
     );
