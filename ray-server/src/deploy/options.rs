@@ -15,8 +15,9 @@ pub struct DeployArgs {
     /// The config file to deploy (JSON).
     #[arg(long, value_name = "FILE")]
     pub config: PathBuf,
-    /// An environment file whose RAY_* variables override the config, as the service will see
-    /// them (only config variables are read; keys and other secrets are ignored).
+    /// An environment file whose RAY_* config variables override the config, as the service
+    /// will see them. render reads nothing else from it (no keys); doctor also checks its keys
+    /// and permissions, and reads the installed --systemd-env-file when this is not given.
     #[arg(long, visible_alias = "env-file", value_name = "FILE")]
     pub ray_env_file: Option<PathBuf>,
     /// The public domain Caddy serves (and gets a certificate for).

@@ -155,7 +155,12 @@ pub struct DoctorArgs {
     #[arg(long)]
     pub json: bool,
     /// Free space each service directory needs, in MiB (0 skips the check).
-    #[arg(long, env = "RAY_DEPLOY_MIN_FREE_STORAGE_MIB", default_value_t = 1024)]
+    #[arg(
+        long,
+        env = "RAY_DEPLOY_MIN_FREE_STORAGE_MIB",
+        default_value_t = 1024,
+        value_name = "MIB"
+    )]
     pub min_free_mib: u64,
     /// Read the host below this directory instead of `/` (for tests).
     #[arg(long, hide = true, default_value = "/")]
