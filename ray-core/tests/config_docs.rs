@@ -57,6 +57,141 @@ const SECTIONS: &[(&str, &str, &str)] = &[
     ("rateLimit", "rateLimit", "RateLimitConfig"),
 ];
 
+/// What Ray does with each section, by section title: who reads the fields and what the
+/// operator sees. Every section must have an entry.
+const BEHAVIOUR: &[(&str, &str)] = &[
+    (
+        "Top level",
+        "`profile` picks the defaults of every field below. `tags` are labels: reported in \
+         `/v1/config`, and `tags.modelRole` feeds each response's `diagnostics.taskRouting` \
+         (nothing is routed on it).",
+    ),
+    (
+        "server",
+        "The gateway binds `host:port` once at start, before warm-up, so `/livez` answers at \
+         once. Bodies over `requestBodyLimitBytes` are refused with 413 before they are read \
+         whole. `ray-server render` points Caddy's `reverse_proxy` at `port` and gives Caddy a \
+         body limit just above this one.",
+    ),
+    (
+        "model",
+        "`id` is the `model` of every response. `contextWindow` and `maxOutputTokens` bound each \
+         request at admission (`maxTokens` defaults to and is clamped at `maxOutputTokens`; a \
+         prompt plus `maxTokens` over the context is refused with 413). With `warmOnBoot`, \
+         warm-up starts right after the listener is bound and `/readyz` answers 503 \
+         `provider_warming` until it succeeds (it is retried). `family` and `quantization` are \
+         reported in `/health` and `/v1/config`.",
+    ),
+    (
+        "model.operational",
+        "`recommendedPromptFormat` chooses the llama.cpp prompt format \
+         ([operations.md](operations.md#backends)). `preferredCtxSize` is the context Ray \
+         assumes when neither the backend nor a launch profile says. `memoryClassMiB` is the \
+         memory budget `render` and `doctor` split between the gateway and `llama-server`. \
+         `supportsJsonMode`, `tokensPerSecondTarget` and `chatTemplateKnown` are reported in \
+         `/v1/config`; nothing acts on them.",
+    ),
+    (
+        "model.adapter (kind: mock)",
+        "Answers every request itself after `latencyMs`, with text derived from the prompt and \
+         `seed`: for development and tests, no backend needed.",
+    ),
+    (
+        "model.adapter (kind: openai-compatible)",
+        "Each request becomes a streamed `POST {baseUrl}/v1/chat/completions` with `modelRef`, \
+         cancelled when the client leaves or `timeoutMs` passes; health is `GET /v1/models`. \
+         Warm-up sends `warmupRequests` through the normal request path.",
+    ),
+    (
+        "model.adapter (kind: llama.cpp)",
+        "As the OpenAI-compatible adapter, plus llama.cpp's own endpoints: prompts are rendered \
+         and counted with the backend's tokenizer before admission, generation goes to \
+         `/completion` with `cache_prompt` and the permit's slot (or `slotId`), `/slots` \
+         snapshots are reused for `slotStateTtlMs`, and the backend is probed every 2 s \
+         ([operations.md](operations.md#backends)).",
+    ),
+    (
+        "model.adapter.launchProfile",
+        "How `llama-server` runs on this box. The gateway does not start it unless `supervise` \
+         is set ([operations.md](operations.md#supervised-mode)); otherwise the fields become \
+         the flags of `ray-llama-cpp.service` (`ray-server render`). `doctor` checks them \
+         against `llama-server --help`, the model's GGUF header and the unit's memory limit; \
+         `stage-model` installs `binaryPath` and `modelPath`. At run time Ray uses `ctxSize` as \
+         the context until the backend reports its own, and refuses a config whose \
+         `scheduler.maxInflightTokens` exceeds `ctxSize × parallel`.",
+    ),
+    (
+        "model.adapter.warmupRequests[]",
+        "Each is sent through the normal request path at warm-up (greedy, no cache); `/readyz` \
+         turns 200 only after all of them succeed.",
+    ),
+    (
+        "scheduler",
+        "Admission: at most `concurrency` requests run at once, at most `maxQueue` wait (within \
+         the token budgets and `requestTimeoutMs`), and anything more is refused at once with \
+         503 `queue_full` and `Retry-After`. `/health` `runtime.queue` and the `ray_queue_*` \
+         metrics show how full each bound is.",
+    ),
+    (
+        "streaming",
+        "Deadlines for streamed answers (`\"stream\": true` on `/v1/infer`, and the OpenAI \
+         routes): the first token must come within `firstTokenTimeoutMs`, each next one within \
+         `idleTimeoutMs`, the whole stream within `totalTimeoutMs`. A stream that misses one ends \
+         with an error event (`stream_first_token_timeout`, `stream_idle_timeout`, \
+         `stream_total_timeout`; a 504 if nothing was sent yet) and its backend generation is \
+         stopped ([api.md](api.md#streaming)).",
+    ),
+    (
+        "asyncQueue",
+        "The job queue behind `/v1/jobs` ([api.md](api.md)). `render` gives the gateway \
+         `/var/lib/ray` as its writable state directory, where a relative `storageDir` \
+         resolves; `doctor` checks that `storageDir` is visible and writable under the units' \
+         protections and has free space.",
+    ),
+    (
+        "cache",
+        "Successful results are kept under these bounds and answer identical requests at once \
+         (`cached: true`); with the cache off, identical requests are not joined either unless \
+         they carry a `dedupeKey`. `/health` `runtime.cache` and `ray_cache_*` show its use.",
+    ),
+    (
+        "telemetry",
+        "Log lines are JSON on stdout (errors on stderr) with `service`, filtered by `logLevel`; \
+         requests slower than `slowRequestThresholdMs` also log `slow inference request`.",
+    ),
+    (
+        "gracefulDegradation",
+        "Before admission each request is checked against these thresholds; under pressure its \
+         output is clamped to `degradeToMaxTokens` and long prompts are trimmed, the response \
+         says `degraded: true` with the reasons, and `/readyz` lists the pressure.",
+    ),
+    (
+        "promptCompiler",
+        "Normalises each prompt before the cache key and the token count are taken, so \
+         requests that differ only in whitespace or repeated lines share a cache entry; the \
+         family names the prompt family used for slot affinity and learned output caps.",
+    ),
+    (
+        "adaptiveTuning",
+        "Lowers a request's `maxTokens` when recent queue time or generation speed degrade, \
+         and learns per-family output caps from completed requests; each response's \
+         `diagnostics.adaptiveTuning` and `learnedOutputCap` say what was applied.",
+    ),
+    (
+        "auth",
+        "Protected routes require `Authorization: Bearer <key>` with a key from the variable \
+         `apiKeyEnv` names (read once at start; restart to change keys), compared in constant \
+         time; `render` writes that variable into the example environment file and `doctor` \
+         checks it is set.",
+    ),
+    (
+        "rateLimit",
+        "`/v1/infer` and `/v1/jobs` are limited per key in fixed windows; over the limit, 429 \
+         `rate_limited` with `Retry-After`. When the key table is full, new clients share one \
+         overflow window; `/readyz` reports `rate_limit_pressure` from 90 %.",
+    ),
+];
+
 fn pointer<'a>(value: &'a Value, path: &str) -> Option<&'a Value> {
     path.split('.')
         .filter(|s| !s.is_empty())
@@ -141,6 +276,12 @@ fn generate() -> String {
             out.push_str(&meaning(description));
             out.push_str("\n\n");
         }
+        let behaviour = BEHAVIOUR
+            .iter()
+            .find(|(section, _)| section == title)
+            .map(|(_, text)| *text)
+            .unwrap_or_else(|| panic!("no BEHAVIOUR entry for section {title}"));
+        out.push_str(&format!("**What Ray does with it.** {behaviour}\n\n"));
         out.push_str("| Field | Meaning | Environment | Default by profile |\n");
         out.push_str("|---|---|---|---|\n");
         let properties = def["properties"].as_object().expect(definition);

@@ -13,6 +13,7 @@ use ray_core::wire::{
 use ray_core::{ErrorCode, RayError};
 use ray_models::{Provider, ProviderHealthReport};
 
+use crate::backend_process::BackendProcess;
 use crate::runtime::Runtime;
 
 /// How long a provider probe is reused.
@@ -55,6 +56,8 @@ pub(crate) struct HealthState {
     pub(crate) probe_now: tokio::sync::Notify,
     /// Wakes the warm-up loop to retry at once (the backend came up).
     pub(crate) retry_warm: tokio::sync::Notify,
+    /// The backend process, when a supervisor runs it.
+    process: Mutex<Option<BackendProcess>>,
 }
 
 fn status_to_u8(status: ProviderStatus) -> u8 {
@@ -90,12 +93,80 @@ impl HealthState {
             last_status: AtomicU8::new(0),
             probe_now: tokio::sync::Notify::new(),
             retry_warm: tokio::sync::Notify::new(),
+            process: Mutex::new(None),
+        }
+    }
+
+    /// Records what the supervisor did to the backend process, forgets the cached probe (it
+    /// described another process) and wakes the monitor.
+    pub(crate) fn set_process(&self, process: BackendProcess) {
+        *self.process.lock() = Some(process);
+        *self.report.lock() = None;
+        self.probe_now.notify_one();
+    }
+
+    pub(crate) fn process(&self) -> Option<BackendProcess> {
+        self.process.lock().clone()
+    }
+
+    /// What the last probe said, before warm-up and process state are applied.
+    pub(crate) fn probed_status(&self) -> ProviderStatus {
+        status_from_u8(self.last_status.load(Ordering::Relaxed))
+    }
+
+    /// A started process that answers its probe is running.
+    fn note_probe(&self, status: ProviderStatus) {
+        if status == ProviderStatus::Unavailable {
+            return;
+        }
+        let mut process = self.process.lock();
+        if let Some(BackendProcess::Starting { pid, restarts }) = *process {
+            *process = Some(BackendProcess::Running { pid, restarts });
+        }
+    }
+
+    /// `status` with the supervised process's state applied.
+    fn with_process(&self, status: ProviderStatus) -> ProviderStatus {
+        match &*self.process.lock() {
+            Some(process) => process.apply(status),
+            None => status,
         }
     }
 
     /// Why a request should be refused now, if the backend is known to be down or loading:
     /// from the warm-up state, or from a probe at most a few seconds old.
     pub(crate) fn refusal(&self) -> Option<RayError> {
+        match &*self.process.lock() {
+            Some(BackendProcess::Starting { .. }) => {
+                return Some(RayError::new(
+                    ErrorCode::ProviderWarming,
+                    "The backend process is starting; retry shortly",
+                ));
+            }
+            Some(BackendProcess::Exited {
+                exit,
+                restart_in_ms,
+                ..
+            }) => {
+                return Some(
+                    RayError::new(
+                        ErrorCode::ProviderUnavailable,
+                        "The backend process exited; it is being restarted",
+                    )
+                    .with_details(serde_json::json!({
+                        "backendExit": exit,
+                        "restartInMs": restart_in_ms,
+                    })),
+                );
+            }
+            Some(BackendProcess::Stopped { .. }) => {
+                return Some(RayError::new(
+                    ErrorCode::ProviderUnavailable,
+                    "The backend process was stopped: the gateway is shutting down",
+                ));
+            }
+            Some(BackendProcess::Running { .. }) | None => {}
+        }
         match &*self.warm.lock() {
             WarmState::Pending | WarmState::Warming => {
                 return Some(RayError::new(
@@ -160,7 +231,7 @@ impl HealthState {
         } else {
             ProviderStatus::Ready
         };
-        combine(&self.warm(), probed)
+        self.with_process(combine(&self.warm(), probed))
     }
 
     /// The provider's probe, reused for [`PROVIDER_HEALTH_TTL`]; concurrent refreshes wait for
@@ -222,8 +293,10 @@ impl Runtime {
         health
             .last_status
             .store(status_to_u8(report.status), Ordering::Relaxed);
+        health.note_probe(report.status);
         let warm = health.warm();
-        let status = combine(&warm, report.status);
+        let process = health.process();
+        let status = health.with_process(combine(&warm, report.status));
         let mut details = match report.details {
             Some(serde_json::Value::Object(map)) => map,
             _ => serde_json::Map::new(),
@@ -238,6 +311,12 @@ impl Runtime {
         details.insert("rayWarmupStatus".into(), warm_status.into());
         if let Some(message) = warm_message {
             details.insert("rayWarmupMessage".into(), message.into());
+        }
+        if let Some(process) = process {
+            details.insert(
+                "rayBackendProcess".into(),
+                serde_json::to_value(process).unwrap_or_default(),
+            );
         }
         ProviderHealth {
             status,

@@ -52,6 +52,7 @@
 //! # }).unwrap();
 //! ```
 
+mod backend_process;
 mod health;
 mod ids;
 pub mod jobs;
@@ -66,6 +67,7 @@ mod telemetry;
 pub mod templates;
 mod warmup;
 
+pub use backend_process::BackendProcess;
 pub use health::{HEALTH_MONITOR_INTERVAL, PROVIDER_HEALTH_TTL, WarmState};
 pub use ids::IdSource;
 pub use jobs::{FileJobStore, JobQueue, JobStore};

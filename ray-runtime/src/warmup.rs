@@ -186,8 +186,10 @@ impl Runtime {
                 () = tokio::time::sleep(crate::health::HEALTH_MONITOR_INTERVAL) => {}
                 () = health.probe_now.notified() => {}
             }
-            let status = self.provider_health().await.status;
-            let reachable = status != ray_core::wire::ProviderStatus::Unavailable;
+            self.provider_health().await;
+            // The backend's own answer, not the status readiness shows (a supervised process
+            // that is starting shows as warming before it answers anything).
+            let reachable = health.probed_status() != ray_core::wire::ProviderStatus::Unavailable;
             if reachable && matches!(health.warm(), WarmState::Failed(_)) {
                 health.retry_warm.notify_one();
             }

@@ -1,4 +1,5 @@
-//! The operator CLI: `serve` (the default), `check-config`, `schema` and `print-config`.
+//! The operator CLI: `serve` (the default), `check-config`, `schema`, `print-config`, and the
+//! deploy subcommands (`render`, `doctor`, `stage-model`, `swap-plan`, `bench`).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -46,6 +47,19 @@ pub enum Command {
     /// Print the effective config after layering (profile, file, RAY_* variables), with
     /// secrets redacted.
     PrintConfig(ServeArgs),
+    /// Generate the systemd units, the Caddyfile and an example env file for one VPS.
+    Render(crate::render::RenderArgs),
+    /// Check the host and the config before and after deploying; exits 1 on any error.
+    Doctor(crate::doctor::DoctorArgs),
+    /// Check and install a llama-server binary and a GGUF model where the launch profile says
+    /// (prints the plan; --apply performs it).
+    StageModel(crate::stage::StageArgs),
+    /// Print the commands that give the box a swap file and a low swappiness (--apply runs
+    /// them).
+    SwapPlan(crate::stage::SwapArgs),
+    /// Replay a workload against a running gateway (or the backend) and print a JSON report;
+    /// with --baseline, exit 1 on a regression.
+    Bench(crate::bench::BenchArgs),
 }
 
 /// Where the config comes from.
@@ -80,6 +94,11 @@ pub fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some(Command::PrintConfig(args)) => print_config(&args),
+        Some(Command::Render(args)) => crate::render::run(&args),
+        Some(Command::Doctor(args)) => crate::doctor::run(&args),
+        Some(Command::StageModel(args)) => crate::stage::run_stage(&args),
+        Some(Command::SwapPlan(args)) => crate::stage::run_swap(&args),
+        Some(Command::Bench(args)) => crate::bench::run(&args),
     }
 }
 
@@ -102,7 +121,7 @@ fn loader(config: Option<&Path>, with_env: bool) -> ConfigLoader {
 }
 
 /// Prints a load error as `name: path: message` lines on stderr.
-fn report_error(name: &str, error: &ConfigError) {
+pub(crate) fn report_error(name: &str, error: &ConfigError) {
     match error {
         ConfigError::Invalid { diagnostics, .. } => {
             for diagnostic in diagnostics {
@@ -276,10 +295,28 @@ fn serve(args: &ServeArgs) -> ExitCode {
             config_path = config_path.as_deref(),
             "gateway listening"
         );
+        // With launchProfile.supervise the gateway runs llama-server itself.
+        let supervisor = config
+            .model
+            .adapter
+            .launch_profile()
+            .filter(|launch| launch.supervise)
+            .map(|launch| {
+                let api_key_env = config
+                    .model
+                    .adapter
+                    .http()
+                    .and_then(|h| h.api_key_env.map(String::from));
+                crate::supervise::spawn(app.runtime().clone(), launch.clone(), api_key_env)
+            });
         // Warm-up starts only now, after the listener is bound, so /livez answers at once.
         let background = app.runtime().start();
         let result = crate::server::run(listener, app, shutdown_signal()).await;
         background.shutdown().await;
+        // After the drain: requests in progress needed the backend until now.
+        if let Some(supervisor) = supervisor {
+            supervisor.shutdown().await;
+        }
         match result {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {

@@ -8,7 +8,12 @@
 //!   graceful drain.
 //! - [`App`] holds the runtime and the HTTP guards: Bearer API keys ([`auth`]), the fixed-window
 //!   rate limiter ([`rate_limit`]), the content rules and body limit ([`http`]).
-//! - [`cli`] is the operator CLI: `serve`, `check-config`, `schema`, `print-config`.
+//! - [`cli`] is the operator CLI: `serve`, `check-config`, `schema`, `print-config`, and the
+//!   deploy subcommands: [`render`] (systemd units, Caddyfile, env file), [`doctor`] (host and
+//!   config checks), [`stage`] (`stage-model`, `swap-plan`) and [`bench`](mod@bench).
+//! - [`supervise`] runs `llama-server` under the gateway when `launchProfile.supervise` is set.
+//! - [`deploy`] and [`gguf`] hold what those share: paths, the `llama-server` command line, the
+//!   memory split, and a GGUF header reader.
 //! - [`logging`] writes `tracing` events as JSON lines.
 //!
 //! # Example
@@ -30,15 +35,22 @@
 
 mod app;
 pub mod auth;
+pub mod bench;
 pub mod cli;
+pub mod deploy;
+pub mod doctor;
+pub mod gguf;
 mod head;
 pub mod http;
 mod idle;
 pub mod logging;
 mod openai;
 pub mod rate_limit;
+pub mod render;
 mod server;
 pub mod sse;
+pub mod stage;
+pub mod supervise;
 
 pub use app::{App, AppError, HTTP_PRESSURE_THRESHOLD, HttpLimits};
 pub use server::run;

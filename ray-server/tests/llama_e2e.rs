@@ -1,6 +1,9 @@
 //! End to end against a real `llama-server` (the fixture in `tools/llama-fixture`): readiness,
 //! inference with token usage and timings, JSON mode, slot affinity, exact token counts in
-//! admission, backend death and restart, client disconnects, slow backends.
+//! admission, backend death and restart, client disconnects, slow backends, streams; and the
+//! deploy path against the real binary and models: supervised mode (kill the child, watch Ray
+//! restart it and become ready again), doctor's `--help` flag check, staging, and the GGUF
+//! reader.
 //!
 //! These tests are `#[ignore]`d: they need the fixture built (`tools/llama-fixture/setup.sh`).
 //! `.ci/run` builds it and runs them with `cargo test -p ray-server --test llama_e2e --
@@ -8,6 +11,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod deploy_tools;
 mod fixture;
 mod util;
 
@@ -770,5 +774,291 @@ async fn openai_chat_streams_from_llama_server_with_its_usage() {
         .apply_template(Some("You are terse."), "Another?")
         .await;
     assert!(usage.prompt_tokens > llama.token_count(&rendered).await as u64);
+    server.stop().await;
+}
+
+// === The deploy path against the real llama-server ===
+
+fn supervised_fixture_config(port: u16) -> serde_json::Value {
+    serde_json::json!({
+        "profile": "sub1b",
+        "model": {
+            "id": "ray-test", "contextWindow": 4096, "maxOutputTokens": 256,
+            "adapter": {
+                "kind": "llama.cpp",
+                "baseUrl": format!("http://127.0.0.1:{port}"),
+                "modelRef": "ray-tiny",
+                "timeoutMs": 30000,
+                "launchProfile": {
+                    "binaryPath": fixture::binary().display().to_string(),
+                    "modelPath": fixture::model("tiny").display().to_string(),
+                    "alias": "ray-tiny",
+                    "port": port, "ctxSize": 4096, "parallel": 2, "threads": 2,
+                    "extraArgs": ["--no-ui"],
+                    "supervise": true
+                }
+            }
+        },
+        "scheduler": { "concurrency": 2, "maxInflightTokens": 8192, "maxQueuedTokens": 24000,
+                       "requestTimeoutMs": 60000 },
+        "rateLimit": { "enabled": false }
+    })
+}
+
+#[tokio::test]
+#[ignore = "needs the llama.cpp fixture (tools/llama-fixture/setup.sh)"]
+async fn supervised_llama_server_is_restarted_after_a_crash_and_ray_recovers() {
+    fixture::require();
+    let dir = tempfile::tempdir().unwrap();
+    let ray = deploy_tools::RayProcess::start(dir.path(), &supervised_fixture_config(free_port()));
+    let limit = Duration::from_secs(60);
+    let ready = || async {
+        ray.get("/readyz")
+            .await
+            .is_some_and(|(status, _)| status == 200)
+    };
+    ray.wait_for("readiness", limit, ready).await;
+    let first = ray.backend_process().await.unwrap();
+    assert_eq!(first["state"], "running", "{first}");
+    assert_eq!(first["restarts"], 0);
+    let first_pid = first["pid"].as_u64().unwrap();
+    let infer = || async {
+        reqwest::Client::new()
+            .post(ray.url("/v1/infer"))
+            .json(
+                &serde_json::json!({ "input": "Why do queues matter?", "maxTokens": 8,
+                                       "cache": false }),
+            )
+            .send()
+            .await
+            .unwrap()
+    };
+    let response = infer().await;
+    assert_eq!(response.status().as_u16(), 200);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["usage"]["tokens"]["completion"], 8, "{body}");
+
+    // A crash: SIGKILL, as the OOM killer would.
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &first_pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    // Ray notices, says so on /readyz (the restart waits a second), restarts the child and
+    // becomes ready again by itself.
+    let saw_unavailable = std::cell::Cell::new(false);
+    ray.wait_for("a restarted, ready backend", limit, || {
+        let ray = &ray;
+        let saw = &saw_unavailable;
+        async move {
+            let Some((status, body)) = ray.get("/readyz").await else {
+                return false;
+            };
+            if status == 503 && body["reasons"][0] == "provider_unavailable" {
+                saw.set(true);
+            }
+            let process = ray.backend_process().await.unwrap_or_default();
+            status == 200 && process["state"] == "running" && process["restarts"] == 1
+        }
+    })
+    .await;
+    assert!(
+        saw_unavailable.get(),
+        "/readyz never said provider_unavailable while the child was down"
+    );
+    let second = ray.backend_process().await.unwrap();
+    let second_pid = second["pid"].as_u64().unwrap();
+    assert_ne!(second_pid, first_pid);
+    assert!(
+        !deploy_tools::process_exists(first_pid),
+        "the killed child was not reaped"
+    );
+    assert_eq!(infer().await.status().as_u16(), 200);
+    ray.wait_for("the exit in the log", limit, || async {
+        ray.log().iter().any(|l| {
+            l["message"] == "llama-server exited; restarting it"
+                && l["exit"] == "killed by signal 9"
+        })
+    })
+    .await;
+    assert!(
+        ray.log().iter().any(|l| l["source"] == "llama-server"),
+        "llama-server's own output reaches the log"
+    );
+    assert!(ray.zombie_children().is_empty());
+
+    // Shutdown stops the child too.
+    let (code, log) = ray.terminate();
+    assert_eq!(code, Some(0));
+    assert!(
+        !deploy_tools::process_exists(second_pid),
+        "llama-server outlived the gateway"
+    );
+    assert!(log.iter().any(|l| l["message"] == "llama-server stopped"));
+}
+
+#[test]
+#[ignore = "needs the llama.cpp fixture (tools/llama-fixture/setup.sh)"]
+fn the_real_llama_server_supports_every_flag_ray_generates() {
+    fixture::require();
+    // Doctor on a fabricated host whose llama-server is the real one.
+    let vps = deploy_tools::FakeVps::healthy();
+    deploy_tools::write_executable(
+        &vps.path("/usr/local/bin/llama-server"),
+        &format!("#!/bin/sh\nexec {} \"$@\"\n", fixture::binary().display()),
+    );
+    let report = ray_server::doctor::diagnose(
+        &ray_server::doctor::Host::new(&vps.root),
+        &vps.doctor_args(),
+    );
+    let finding = report.find("llama_binary_ok").unwrap_or_else(|| {
+        panic!("{}", report.to_text());
+    });
+    assert!(
+        finding.message.contains("supports all"),
+        "{}",
+        finding.message
+    );
+    // And stage-model accepts it as a binary to install.
+    let output = deploy_tools::binary()
+        .args(["stage-model", "--root"])
+        .arg(&vps.root)
+        .arg("--config")
+        .arg(&vps.config)
+        .arg("--binary-source")
+        .arg(fixture::binary())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(text.contains("lists all"), "{text}");
+}
+
+#[test]
+#[ignore = "needs the llama.cpp fixture (tools/llama-fixture/setup.sh)"]
+fn the_gguf_reader_agrees_with_the_fixture_models() {
+    fixture::require();
+    for name in ["tiny", "large", "xl"] {
+        let path = fixture::model(name);
+        let info = ray_server::gguf::read_header(&path).unwrap();
+        let meta: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(path.with_extension("gguf.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(info.architecture.as_deref(), Some("llama"), "{name}");
+        assert_eq!(info.block_count, meta["n_layer"].as_u64(), "{name}");
+        assert_eq!(info.embedding_length, meta["n_embd"].as_u64(), "{name}");
+        assert_eq!(info.head_count, meta["n_head"].as_u64(), "{name}");
+        assert_eq!(info.head_count_kv, meta["n_head_kv"].as_u64(), "{name}");
+        assert_eq!(info.vocab_size, meta["n_vocab"].as_u64(), "{name}");
+        assert_eq!(info.file_bytes, meta["bytes"].as_u64().unwrap(), "{name}");
+        assert!(info.data_offset + info.tensor_data_bytes.unwrap() <= info.file_bytes);
+        let head_dim = meta["n_embd"].as_u64().unwrap() / meta["n_head"].as_u64().unwrap();
+        assert_eq!(
+            info.kv_bytes_per_token(),
+            Some(
+                meta["n_layer"].as_u64().unwrap()
+                    * meta["n_head_kv"].as_u64().unwrap()
+                    * head_dim
+                    * 2
+                    * 2
+            ),
+            "{name}"
+        );
+    }
+    // A copy cut short is caught.
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(fixture::model("tiny")).unwrap();
+    let cut = dir.path().join("cut.gguf");
+    std::fs::write(&cut, &bytes[..bytes.len() * 3 / 4]).unwrap();
+    assert!(matches!(
+        ray_server::gguf::read_header(&cut),
+        Err(ray_server::gguf::GgufError::DataTruncated { .. })
+    ));
+}
+
+#[tokio::test]
+#[ignore = "needs the llama.cpp fixture (tools/llama-fixture/setup.sh)"]
+async fn bench_measures_ray_and_the_backend_directly() {
+    let llama = Llama::start("tiny");
+    let server = TestServer::start(&ray_config(llama.port, "")).await;
+    wait_until(Duration::from_secs(10), || async {
+        server.client().ready().await.unwrap().is_ready()
+    })
+    .await;
+    let workload = deploy_tools::repo_root().join("examples/workloads/short-prompts.jsonl");
+    let run = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            let output = deploy_tools::binary()
+                .arg("bench")
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(
+                output.status.success(),
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+            serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap()
+        })
+    };
+    let common = |base: String| {
+        vec![
+            "--workload".to_string(),
+            workload.display().to_string(),
+            "--concurrency".into(),
+            "2".into(),
+            "--requests".into(),
+            "16".into(),
+            "--base-url".into(),
+            base,
+        ]
+    };
+    let through_ray = run(common(server.url(""))).await.unwrap();
+    let summary = &through_ray["summary"];
+    assert_eq!(summary["status"]["200"], 16, "{summary}");
+    assert!(
+        summary["serverLatencyMs"]["p95"].as_f64().is_some(),
+        "{summary}"
+    );
+    assert!(
+        summary["ttftMs"]["count"].as_u64().unwrap() > 0,
+        "{summary}"
+    );
+    assert!(summary["completionTokensPerSecondAvg"].as_f64().unwrap() > 0.0);
+    assert!(summary["outputTokensPerSecond"].as_f64().unwrap() > 0.0);
+    // The second pass is answered by Ray's cache (or joins the first pass in flight).
+    let reused =
+        summary["responseCacheHitRate"].as_f64().unwrap() + summary["dedupeRate"].as_f64().unwrap();
+    assert_eq!(reused, 50.0, "{summary}");
+    assert!(
+        summary["promptCacheHitRate"].as_f64().is_some(),
+        "{summary}"
+    );
+    assert!(through_ray["gateway"]["rssMiBMax"].as_f64().unwrap() > 0.0);
+
+    let mut direct_args = common(llama.url(""));
+    direct_args.extend(["--direct".into(), "--model".into(), "ray-tiny".into()]);
+    let direct = run(direct_args).await.unwrap();
+    let summary = &direct["summary"];
+    assert_eq!(direct["target"]["mode"], "direct");
+    assert_eq!(summary["status"]["200"], 16, "{summary}");
+    assert!(summary["serverLatencyMs"].is_null());
+    assert!(
+        summary["ttftMs"]["count"].as_u64().unwrap() == 16,
+        "{summary}"
+    );
+    assert!(summary["completionTokensPerSecondAvg"].as_f64().unwrap() > 0.0);
+    // Repeated prompts land on a slot that has them: llama.cpp reuses its prompt cache.
+    assert!(
+        summary["promptCacheHitRate"].as_f64().unwrap() > 0.0,
+        "{summary}"
+    );
+    assert!(direct["gateway"].is_null());
     server.stop().await;
 }

@@ -306,6 +306,12 @@ pub const ENV_VARS: &[EnvVar] = &[
         Bool,
         LaunchProfile,
     ),
+    scoped(
+        "RAY_LLAMA_CPP_SUPERVISE",
+        "model.adapter.launchProfile.supervise",
+        Bool,
+        LaunchProfile,
+    ),
     // scheduler
     var("RAY_SCHEDULER_CONCURRENCY", "scheduler.concurrency", Int),
     var("RAY_SCHEDULER_MAX_QUEUE", "scheduler.maxQueue", Int),

@@ -444,6 +444,7 @@ pub fn profile_defaults(profile: Profile) -> RayConfig {
                 cache_idle_slots: true,
                 context_shift: true,
                 extra_args: None,
+                supervise: false,
             }),
         }),
     };

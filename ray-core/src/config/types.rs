@@ -463,6 +463,12 @@ pub struct LaunchProfile {
     /// Extra `llama-server` flags (at most 64); flags Ray generates itself are refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extra_args: Option<Vec<String>>,
+    /// Let `ray-server` start `llama-server` itself with these settings, restart it with
+    /// backoff when it dies, report `provider_warming` while it starts and stop it on shutdown,
+    /// instead of a separate systemd unit. `ray-server render` then writes one unit. Default
+    /// false. Env: `RAY_LLAMA_CPP_SUPERVISE`.
+    #[serde(default)]
+    pub supervise: bool,
 }
 
 /// Named llama.cpp launch presets.

@@ -1,0 +1,338 @@
+//! Supervised mode (`launchProfile.supervise`): the gateway starts `llama-server` itself with
+//! the command `render` would put in a unit, restarts it with backoff when it dies, tells the
+//! runtime so readiness follows (`provider_warming` while it starts, `provider_unavailable`
+//! while it is down), forwards its output into the gateway's JSON log, and stops it on
+//! shutdown (SIGTERM, then SIGKILL after [`STOP_GRACE`]).
+//!
+//! The child is always waited for, so it never lingers as a zombie; it is killed if the
+//! supervisor is dropped. Under systemd the unit's cgroup also ends it with the gateway; a
+//! gateway killed with SIGKILL outside systemd leaves it running (the next start then finds
+//! the port taken and says so).
+
+use std::os::unix::process::ExitStatusExt;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use ray_core::config::LaunchProfile;
+use ray_runtime::Runtime;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::deploy::launch::llama_command;
+use crate::render::LLAMA_OOM_SCORE_ADJUST;
+
+/// How long the child gets to exit after SIGTERM before SIGKILL. The gateway's drain (30 s)
+/// plus this stays inside systemd's `TimeoutStopSec=35`.
+pub const STOP_GRACE: Duration = Duration::from_secs(4);
+/// The first restart delay; it doubles per quick failure up to [`MAX_BACKOFF`].
+pub const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+/// The longest restart delay.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// A child that ran this long before dying restarts after [`FIRST_BACKOFF`] again.
+pub const STABLE_AFTER: Duration = Duration::from_secs(60);
+/// A child that does not accept connections within this long is restarted.
+pub const START_TIMEOUT: Duration = Duration::from_secs(300);
+/// How often a starting child's port is tried.
+const LISTEN_POLL: Duration = Duration::from_millis(100);
+/// Longest output line forwarded; the rest of a longer line is dropped.
+const MAX_LINE_BYTES: usize = 8 * 1024;
+
+/// The running supervisor. Call [`Supervisor::shutdown`] to stop the child; dropping the
+/// supervisor kills it.
+#[derive(Debug)]
+pub struct Supervisor {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+/// The delay before restart number `failures` (1-based count of quick failures in a row).
+pub fn restart_delay(failures: u32) -> Duration {
+    let exponent = failures.saturating_sub(1).min(16);
+    FIRST_BACKOFF.saturating_mul(1 << exponent).min(MAX_BACKOFF)
+}
+
+/// Starts supervising `llama-server` for `launch`, reporting to `runtime`. Call it from
+/// inside a Tokio runtime, after the gateway's listener is bound.
+pub fn spawn(runtime: Runtime, launch: LaunchProfile, api_key_env: Option<String>) -> Supervisor {
+    let (stop, stopped) = watch::channel(false);
+    let task = tokio::spawn(supervise(runtime, launch, api_key_env, stopped));
+    Supervisor { stop, task }
+}
+
+impl Supervisor {
+    /// Stops the child (SIGTERM, SIGKILL after [`STOP_GRACE`]) and waits until it is gone.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+fn describe(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit status {code}"),
+        (None, Some(signal)) => format!("killed by signal {signal}"),
+        (None, None) => "ended".to_string(),
+    }
+}
+
+fn command(launch: &LaunchProfile, api_key_env: Option<&str>) -> Command {
+    let spec = llama_command(launch);
+    let mut command = Command::new(&spec.program);
+    command
+        .args(&spec.args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    // The gateway's own settings and keys are none of the backend's business.
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("RAY_") {
+            command.env_remove(&name);
+        }
+    }
+    // llama-server reads its key from LLAMA_API_KEY; pass it there, not on the command line.
+    if let Some(name) = api_key_env
+        && let Ok(key) = std::env::var(name)
+    {
+        command.env("LLAMA_API_KEY", key);
+    }
+    command
+}
+
+/// Raises the child's `oom_score_adj` to the value the separate unit would give it, so the
+/// kernel picks it before the gateway when memory runs out. Raising is allowed unprivileged.
+fn raise_oom_score(pid: u32) {
+    let path = format!("/proc/{pid}/oom_score_adj");
+    let current: i32 = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(0);
+    if current < LLAMA_OOM_SCORE_ADJUST
+        && let Err(error) = std::fs::write(&path, LLAMA_OOM_SCORE_ADJUST.to_string())
+    {
+        tracing::debug!(pid, error = %error, "cannot raise the backend's oom_score_adj");
+    }
+}
+
+/// Forwards a child's output, line by line, as log lines naming their source.
+async fn forward(reader: impl AsyncRead + Unpin, stream: &'static str, pid: u32) {
+    let mut reader = BufReader::with_capacity(MAX_LINE_BYTES, reader);
+    let mut line: Vec<u8> = Vec::with_capacity(256);
+    loop {
+        let (done, used) = {
+            let available = match reader.fill_buf().await {
+                Ok(available) => available,
+                Err(_) => break,
+            };
+            if available.is_empty() {
+                break;
+            }
+            match available.iter().position(|b| *b == b'\n') {
+                Some(end) => {
+                    let room = MAX_LINE_BYTES.saturating_sub(line.len());
+                    line.extend_from_slice(&available[..end.min(room)]);
+                    (true, end + 1)
+                }
+                None => {
+                    let room = MAX_LINE_BYTES.saturating_sub(line.len());
+                    line.extend_from_slice(&available[..available.len().min(room)]);
+                    (false, available.len())
+                }
+            }
+        };
+        reader.consume(used);
+        if done {
+            emit(&line, stream, pid);
+            line.clear();
+        }
+    }
+    if !line.is_empty() {
+        emit(&line, stream, pid);
+    }
+}
+
+fn emit(line: &[u8], stream: &'static str, pid: u32) {
+    let text = String::from_utf8_lossy(line);
+    let text = text.trim_end();
+    if !text.is_empty() {
+        tracing::info!(source = "llama-server", stream, pid, "{text}");
+    }
+}
+
+/// Whether something accepts connections on the launch profile's address.
+async fn listening(launch: &LaunchProfile) -> bool {
+    let host = launch.host.trim_start_matches('[').trim_end_matches(']');
+    tokio::time::timeout(
+        Duration::from_millis(500),
+        tokio::net::TcpStream::connect((host, launch.port)),
+    )
+    .await
+    .is_ok_and(|r| r.is_ok())
+}
+
+/// SIGTERM, then SIGKILL after [`STOP_GRACE`]; always reaps the child.
+async fn terminate(child: &mut Child) -> Option<ExitStatus> {
+    if let Some(pid) = child
+        .id()
+        .and_then(|id| rustix::process::Pid::from_raw(id as i32))
+    {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        if let Ok(Ok(status)) = tokio::time::timeout(STOP_GRACE, child.wait()).await {
+            return Some(status);
+        }
+        tracing::warn!(
+            pid = pid.as_raw_pid(),
+            grace_ms = STOP_GRACE.as_millis() as u64,
+            "llama-server ignored SIGTERM; killing it"
+        );
+    }
+    let _ = child.kill().await;
+    child.wait().await.ok()
+}
+
+enum Ended {
+    Exited(String),
+    Stopping,
+}
+
+async fn supervise(
+    runtime: Runtime,
+    launch: LaunchProfile,
+    api_key_env: Option<String>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let program = llama_command(&launch).program;
+    let mut restarts: u32 = 0;
+    let mut failures: u32 = 0;
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        if listening(&launch).await {
+            tracing::error!(
+                host = %launch.host,
+                port = launch.port,
+                "something already listens on llama-server's port (another llama-server, or \
+                 one left by a gateway that was killed?); the new one will fail to bind"
+            );
+        }
+        let started = Instant::now();
+        let ended = match command(&launch, api_key_env.as_deref()).spawn() {
+            Err(error) => Ended::Exited(format!("cannot start {program}: {error}")),
+            Ok(mut child) => run_child(&runtime, &launch, &mut child, restarts, &mut stop).await,
+        };
+        let exit = match ended {
+            Ended::Stopping => break,
+            Ended::Exited(exit) => exit,
+        };
+        failures = if started.elapsed() >= STABLE_AFTER {
+            1
+        } else {
+            failures + 1
+        };
+        let delay = restart_delay(failures);
+        restarts += 1;
+        tracing::warn!(
+            exit = %exit,
+            ran_ms = started.elapsed().as_millis() as u64,
+            restarts,
+            restart_in_ms = delay.as_millis() as u64,
+            "llama-server exited; restarting it"
+        );
+        runtime.backend_process_exited(exit, restarts, delay);
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            _ = stop.changed() => break,
+        }
+    }
+    runtime.backend_process_stopped(restarts);
+}
+
+async fn run_child(
+    runtime: &Runtime,
+    launch: &LaunchProfile,
+    child: &mut Child,
+    restarts: u32,
+    stop: &mut watch::Receiver<bool>,
+) -> Ended {
+    let pid = child.id().unwrap_or(0);
+    raise_oom_score(pid);
+    runtime.backend_process_starting(pid, restarts);
+    tracing::info!(
+        pid,
+        restarts,
+        command = %llama_command(launch).args.join(" "),
+        "llama-server started"
+    );
+    let mut forwarders = tokio::task::JoinSet::new();
+    if let Some(stdout) = child.stdout.take() {
+        forwarders.spawn(forward(stdout, "stdout", pid));
+    }
+    if let Some(stderr) = child.stderr.take() {
+        forwarders.spawn(forward(stderr, "stderr", pid));
+    }
+    let start_deadline = tokio::time::sleep(START_TIMEOUT);
+    tokio::pin!(start_deadline);
+    let mut poll = tokio::time::interval(LISTEN_POLL);
+    let mut answered = false;
+    let ended = loop {
+        tokio::select! {
+            status = child.wait() => {
+                break Ended::Exited(match status {
+                    Ok(status) => describe(status),
+                    Err(error) => format!("wait failed: {error}"),
+                });
+            }
+            _ = stop.changed() => {
+                let status = terminate(child).await;
+                tracing::info!(
+                    pid,
+                    exit = %status.map_or_else(|| "unknown".to_string(), describe),
+                    "llama-server stopped"
+                );
+                break Ended::Stopping;
+            }
+            () = &mut start_deadline, if !answered => {
+                tracing::error!(
+                    pid,
+                    timeout_s = START_TIMEOUT.as_secs(),
+                    "llama-server did not accept connections in time; restarting it"
+                );
+                let status = terminate(child).await;
+                break Ended::Exited(format!(
+                    "no connection within {} s ({})",
+                    START_TIMEOUT.as_secs(),
+                    status.map_or_else(|| "unknown".to_string(), describe)
+                ));
+            }
+            _ = poll.tick(), if !answered => {
+                if listening(launch).await {
+                    answered = true;
+                    runtime.backend_process_listening();
+                }
+            }
+        }
+    };
+    // The pipes close with the process; let the forwarders write what is left (a grandchild
+    // holding a pipe open must not hold the supervisor up).
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        while forwarders.join_next().await.is_some() {}
+    })
+    .await;
+    ended
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restarts_back_off_to_thirty_seconds() {
+        let delays: Vec<u64> = (1..=8).map(|n| restart_delay(n).as_secs()).collect();
+        assert_eq!(delays, vec![1, 2, 4, 8, 16, 30, 30, 30]);
+        assert_eq!(restart_delay(u32::MAX), MAX_BACKOFF);
+    }
+}
