@@ -113,16 +113,7 @@ fn the_files_deploy_md_installs_are_the_ones_render_writes() {
     let doc = read("docs/deploy.md");
     let config = repo_root().join("examples/config/ray.sub1b.public.json");
     assert!(doc.contains("examples/config/ray.sub1b.public.json"));
-    let args = ray_server::deploy::options::DeployArgs {
-        config: config.clone(),
-        ray_env_file: None,
-        domain: "ray.example.com".into(),
-        user: "ray".into(),
-        memory_mib: None,
-        config_path: "/etc/ray/ray.json".into(),
-        systemd_env_file: "/etc/ray/ray.env".into(),
-        gateway_binary: "/usr/local/bin/ray-server".into(),
-    };
+    let args = deploy_tools::deploy_args(&config);
     let loaded = args.load(None).unwrap();
     let rendered = ray_server::render::render(&loaded.config, &args).unwrap();
     for file in &rendered.files {

@@ -15,16 +15,7 @@ use ray_server::deploy::options::DeployArgs;
 use ray_server::render::{Rendered, render};
 
 fn deploy(config: &Path) -> DeployArgs {
-    DeployArgs {
-        config: config.to_path_buf(),
-        ray_env_file: None,
-        domain: "ray.example.com".into(),
-        user: "ray".into(),
-        memory_mib: None,
-        config_path: "/etc/ray/ray.json".into(),
-        systemd_env_file: "/etc/ray/ray.env".into(),
-        gateway_binary: "/usr/local/bin/ray-server".into(),
-    }
+    deploy_tools::deploy_args(config)
 }
 
 fn render_example(path: &Path) -> (ray_core::config::ValidConfig, Rendered) {

@@ -142,16 +142,7 @@ impl FakeVps {
     }
 
     pub fn deploy_args(&self) -> ray_server::deploy::options::DeployArgs {
-        ray_server::deploy::options::DeployArgs {
-            config: self.config.clone(),
-            ray_env_file: None,
-            domain: "ray.example.com".into(),
-            user: "ray".into(),
-            memory_mib: None,
-            config_path: "/etc/ray/ray.json".into(),
-            systemd_env_file: "/etc/ray/ray.env".into(),
-            gateway_binary: "/usr/local/bin/ray-server".into(),
-        }
+        deploy_args(&self.config)
     }
 
     pub fn doctor_args(&self) -> ray_server::doctor::DoctorArgs {
@@ -415,5 +406,20 @@ pub fn exited(pid: u32) -> bool {
             .rsplit_once(')')
             .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
         Err(_) => true,
+    }
+}
+
+/// The deploy arguments the tests render with: `config`, `ray.example.com`, user `ray`, and the
+/// installed paths of docs/deploy.md.
+pub fn deploy_args(config: &Path) -> ray_server::deploy::options::DeployArgs {
+    ray_server::deploy::options::DeployArgs {
+        config: config.to_path_buf(),
+        ray_env_file: None,
+        domain: "ray.example.com".into(),
+        user: "ray".into(),
+        memory_mib: None,
+        config_path: "/etc/ray/ray.json".into(),
+        systemd_env_file: "/etc/ray/ray.env".into(),
+        gateway_binary: "/usr/local/bin/ray-server".into(),
     }
 }
