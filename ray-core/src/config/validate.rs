@@ -1194,14 +1194,18 @@ mod tests {
         config.graceful_degradation.critical_cgroup_memory_ratio = 1.5;
         config.graceful_degradation.critical_memory_psi_full_avg10 = 0.0;
         let errors = errors(&config);
-        assert!(errors.contains(
-            &"gracefulDegradation.criticalCgroupMemoryRatio: must be at most 1, got 1.5"
-                .to_string()
-        ));
-        assert!(errors.contains(
-            &"gracefulDegradation.criticalMemoryPsiFullAvg10: must be greater than 0, got 0"
-                .to_string()
-        ));
+        assert!(
+            errors.contains(
+                &"gracefulDegradation.criticalCgroupMemoryRatio: must be at most 1, got 1.5"
+                    .to_string()
+            )
+        );
+        assert!(
+            errors.contains(
+                &"gracefulDegradation.criticalMemoryPsiFullAvg10: must be greater than 0, got 0"
+                    .to_string()
+            )
+        );
 
         let mut config = profile_defaults(Profile::Sub1b);
         config.graceful_degradation.critical_memory_psi_full_avg10 = 0.5;
