@@ -187,7 +187,11 @@ fn disabled_tuning_learns_and_changes_nothing() {
         tuner.record(outcome(1, 10));
     }
     assert!(!tuner.learned_cap("k", 1, Lane::Draft, 256).applied);
-    assert_eq!(tuner.health().samples, 10, "samples are still kept for the reduction");
+    assert_eq!(
+        tuner.health().samples,
+        10,
+        "samples are still kept for the reduction"
+    );
 }
 
 proptest! {
