@@ -40,5 +40,5 @@ pub mod rate_limit;
 mod server;
 pub mod sse;
 
-pub use app::{App, AppError, HTTP_PRESSURE_THRESHOLD, HttpLimits};
+pub use app::{App, AppError, HTTP_PRESSURE_THRESHOLD, HttpLimits, PROTECTED_ROUTES};
 pub use server::run;
