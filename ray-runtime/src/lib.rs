@@ -87,7 +87,6 @@ pub(crate) fn fuzz_config(default_cases: u32) -> proptest::test_runner::Config {
         .unwrap_or(default_cases);
     proptest::test_runner::Config {
         cases,
-        failure_persistence: None,
         ..proptest::test_runner::Config::default()
     }
 }

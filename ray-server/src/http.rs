@@ -315,11 +315,38 @@ mod tests {
         );
     }
 
+    /// Any JSON value, nested, with the request's own field names among the keys.
+    fn json_value() -> impl Strategy<Value = serde_json::Value> {
+        use serde_json::Value;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            any::<String>().prop_map(Value::String),
+            "(short|draft|text|json_object|email.follow_up.v1|user|assistant)"
+                .prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 64, 8, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                proptest::collection::btree_map(
+                    "(input|system|maxTokens|temperature|topP|seed|stop|responseFormat|type|cache|dedupeKey|metadata|promptLane|promptFamily|templateId|templateVariables|stream|history|role|content|[a-zA-Z_]{1,8})",
+                    inner,
+                    0..8,
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(1024))]
+        #![proptest_config(crate::fuzz_config(1024))]
 
         #[test]
-        fn arbitrary_bodies_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+        fn arbitrary_bodies_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
             use ray_core::wire::InferRequest;
             if let Err(error) = parse_json::<InferRequest>(&bytes) {
                 prop_assert!(matches!(
@@ -350,6 +377,37 @@ mod tests {
             match parse_json::<InferRequest>(&body) {
                 Ok(request) => { let _ = request.validate(); }
                 Err(error) => prop_assert_eq!(error.code(), ErrorCode::InvalidRequest),
+            }
+        }
+
+        #[test]
+        fn nested_json_of_any_shape_is_parsed_or_refused_naming_a_field(value in json_value()) {
+            use ray_core::wire::InferRequest;
+            use ray_core::wire::openai::{ChatCompletionRequest, CompletionRequest};
+            let body = serde_json::to_vec(&value).unwrap();
+            match parse_json::<InferRequest>(&body) {
+                Ok(request) => {
+                    if let Err(error) = request.validate() {
+                        prop_assert_eq!(error.code(), ErrorCode::InvalidRequest);
+                        prop_assert!(!error.message().is_empty());
+                    }
+                }
+                Err(error) => {
+                    prop_assert_eq!(error.code(), ErrorCode::InvalidRequest);
+                    prop_assert!(!error.message().is_empty());
+                }
+            }
+            for result in [
+                parse_json::<ChatCompletionRequest>(&body).map(|r| r.to_infer()),
+                parse_json::<CompletionRequest>(&body).map(|r| r.to_infer()),
+            ] {
+                match result {
+                    Ok(Ok(request)) => { let _ = request.validate(); }
+                    Ok(Err(error)) | Err(error) => prop_assert!(matches!(
+                        error.code(),
+                        ErrorCode::InvalidRequest | ErrorCode::UnsupportedParameter
+                    )),
+                }
             }
         }
     }
