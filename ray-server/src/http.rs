@@ -206,10 +206,15 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, RayError> {
     match result {
         Ok(value) => Ok(value),
         Err((path, inner)) => {
-            if matches!(
+            // serde_json also reports some wrong shapes in valid JSON as syntax errors
+            // ("expected value" for an enum given null or an array, "trailing characters" for
+            // a struct given a longer array), so a syntax error is only believed when the
+            // body does not parse as JSON at all.
+            let syntax = matches!(
                 inner.classify(),
                 serde_json::error::Category::Syntax | serde_json::error::Category::Eof
-            ) {
+            );
+            if syntax && serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_err() {
                 return Err(RayError::new(
                     ErrorCode::InvalidJson,
                     format!("The request body is not valid JSON: {inner}"),
@@ -220,11 +225,15 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, RayError> {
                     "The request body must be a JSON object",
                 ));
             }
-            let inner = inner.to_string();
-            // serde_json appends " at line 1 column 42"; the field path says more.
-            let inner = match inner.rfind(" at line ") {
-                Some(index) => inner[..index].to_string(),
-                None => inner,
+            let inner = if syntax {
+                "invalid type or shape".to_string()
+            } else {
+                let inner = inner.to_string();
+                // serde_json appends " at line 1 column 42"; the field path says more.
+                match inner.rfind(" at line ") {
+                    Some(index) => inner[..index].to_string(),
+                    None => inner,
+                }
             };
             let message = if path == "." || inner.starts_with("unknown field") {
                 inner
@@ -313,6 +322,29 @@ mod tests {
             parse_json::<InferRequest>(b"[1]").unwrap_err().code(),
             ErrorCode::InvalidRequest
         );
+        // Valid JSON of the wrong shape, which serde_json reports as a syntax error, is an
+        // invalid request naming the field, not invalid JSON.
+        for (body, field) in [
+            (r#"{"responseFormat":[null]}"#, "responseFormat[0]:"),
+            (r#"{"responseFormat":[1]}"#, "responseFormat[0]:"),
+            (r#"{"responseFormat":["text",1]}"#, "responseFormat:"),
+            (
+                r#"{"responseFormat":{"type":null}}"#,
+                "responseFormat.type:",
+            ),
+        ] {
+            let error = parse_json::<InferRequest>(body.as_bytes()).unwrap_err();
+            assert_eq!(error.code(), ErrorCode::InvalidRequest, "{body}");
+            assert!(
+                error.message().starts_with(field),
+                "{body}: {}",
+                error.message()
+            );
+        }
+        for body in [r#"{"responseFormat":[null}"#, r#"{"input":"x"} 1"#, "{"] {
+            let error = parse_json::<InferRequest>(body.as_bytes()).unwrap_err();
+            assert_eq!(error.code(), ErrorCode::InvalidJson, "{body}");
+        }
     }
 
     /// Any JSON value, nested, with the request's own field names among the keys.
