@@ -274,9 +274,20 @@ impl Harness {
     }
 }
 
+/// `default`, or `PROPTEST_CASES` for a longer run (docs/testing.md).
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 proptest! {
     // A few thousand sequences of up to 200 operations: about four seconds in debug.
-    #![proptest_config(ProptestConfig::with_cases(2048))]
+    #![proptest_config(ProptestConfig {
+        cases: cases(2048),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn bounds_and_model_hold_after_every_operation(

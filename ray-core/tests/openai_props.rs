@@ -55,6 +55,17 @@ fn json_value() -> impl Strategy<Value = Value> {
 }
 
 proptest! {
+    /// Raw text, valid JSON or not, never panics the parsers.
+    #[test]
+    fn arbitrary_text_never_panics(text in any::<String>()) {
+        for request in [
+            serde_json::from_str::<ChatCompletionRequest>(&text).ok().map(|r| r.to_infer()),
+            serde_json::from_str::<CompletionRequest>(&text).ok().map(|r| r.to_infer()),
+        ].into_iter().flatten().flatten() {
+            let _ = request.validate();
+        }
+    }
+
     /// Whatever the body, parsing and translating never panics, and a refusal names what is
     /// wrong with a 4xx code.
     #[test]

@@ -72,12 +72,42 @@ fn check(result: Result<ray_core::config::LoadedConfig, ConfigError>) {
     }
 }
 
+/// `default_cases`, or `PROPTEST_CASES` for a long fuzzing run (docs/testing.md).
+fn fuzz_config(default_cases: u32) -> ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default_cases);
+    ProptestConfig {
+        cases,
+        ..ProptestConfig::default()
+    }
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    #![proptest_config(fuzz_config(512))]
 
     #[test]
     fn arbitrary_text_never_panics(text in ".{0,200}") {
         check(ConfigLoader::new().with_json("fuzz.json", text).load());
+    }
+
+    #[test]
+    fn arbitrary_bytes_in_a_config_file_never_panic(
+        bytes in prop::collection::vec(any::<u8>(), 0..512),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ray.json");
+        std::fs::write(&path, &bytes).unwrap();
+        let result = ConfigLoader::new().with_file(&path).load();
+        match result {
+            // Bytes that are not UTF-8 are refused as unreadable text, naming the file.
+            Err(ConfigError::Read { path: named, .. }) => {
+                prop_assert!(std::str::from_utf8(&bytes).is_err());
+                prop_assert_eq!(named, path);
+            }
+            other => check(other),
+        }
     }
 
     #[test]

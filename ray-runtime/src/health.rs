@@ -7,8 +7,8 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use ray_core::config::redacted_json;
 use ray_core::wire::{
-    CacheHealth, Health, PressureFlags, ProviderHealth, ProviderStatus, QueueHealth, Readiness,
-    RuntimeHealth, overall_status,
+    CacheHealth, DegradationHealth, Health, PressureFlags, ProviderHealth, ProviderStatus,
+    QueueHealth, Readiness, RuntimeHealth, overall_status,
 };
 use ray_core::{ErrorCode, RayError};
 use ray_models::{Provider, ProviderHealthReport};
@@ -335,6 +335,7 @@ impl Runtime {
             queue: pressure.queue_depth >= threshold,
             preparation: self.model().prep.health().degraded,
             memory: pressure.signals.memory.degraded,
+            memory_critical: self.inner.pressure.refuses(&pressure.signals),
             cpu: pressure.signals.cpu.degraded,
             async_queue: self.jobs().is_some_and(|jobs| jobs.is_degraded()),
             ..PressureFlags::default()
@@ -447,6 +448,19 @@ impl Runtime {
                 cache,
                 memory: pressure.signals.memory.clone(),
                 cpu: pressure.signals.cpu.clone(),
+                degradation: DegradationHealth {
+                    enabled: config.graceful_degradation.enabled,
+                    refuse_on_critical_memory: config
+                        .graceful_degradation
+                        .refuse_on_critical_memory,
+                    decisions: self.inner.metrics.degradation_counts(),
+                    memory_critical_refusals: self
+                        .inner
+                        .metrics
+                        .memory_critical_refusals
+                        .load(Ordering::Relaxed),
+                },
+                adaptive: self.inner.tuner.health(),
             },
             async_queue: self.jobs().map(|jobs| jobs.health()),
             rate_limit: None,

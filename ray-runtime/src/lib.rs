@@ -65,6 +65,7 @@ mod runtime;
 mod stream;
 mod telemetry;
 pub mod templates;
+mod tuning;
 mod warmup;
 
 pub use backend_process::BackendProcess;
@@ -74,7 +75,8 @@ pub use jobs::{FileJobStore, JobQueue, JobStore};
 pub use metrics::{MetricFamily, MetricKind, MetricsSnapshot, Sample};
 pub use plan::{DEFAULT_TEMPERATURE, DEFAULT_TOP_P};
 pub use pressure::{
-    PressureSignals, PressureSnapshot, SAMPLE_INTERVAL, parse_vm_rss, process_rss_bytes,
+    PressureSignals, PressureSnapshot, PressureSources, SAMPLE_INTERVAL, parse_vm_rss,
+    process_rss_bytes,
 };
 pub use prompt::{Compiled, Family, collapse_whitespace, compile, family, input_shape};
 pub use runtime::{Runtime, RuntimeBuilder, RuntimeError};
@@ -84,3 +86,17 @@ pub use warmup::{Background, warmup_retry_delay};
 /// Re-exported so embedders need not depend on the lower crates directly.
 pub use ray_core;
 pub use ray_models;
+
+/// Property-test settings: `default_cases` cases, or as many as `PROPTEST_CASES` says, so the
+/// same tests run briefly in `cargo test` and for hours as a fuzzing run.
+#[cfg(test)]
+pub(crate) fn fuzz_config(default_cases: u32) -> proptest::test_runner::Config {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default_cases);
+    proptest::test_runner::Config {
+        cases,
+        ..proptest::test_runner::Config::default()
+    }
+}

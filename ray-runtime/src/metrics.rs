@@ -84,6 +84,54 @@ impl MetricsSnapshot {
         self.push(name, help, MetricKind::Gauge, json_name, value);
     }
 
+    /// Adds a gauge that has a sample only when its source could be read. The family is
+    /// always listed (its `HELP` and `TYPE`), so the set of families does not depend on the
+    /// machine; an unavailable source has no sample, never a made-up zero.
+    pub fn optional_gauge(
+        &mut self,
+        name: &'static str,
+        help: &'static str,
+        json_name: Option<&'static str>,
+        value: Option<f64>,
+    ) {
+        self.optional(name, help, MetricKind::Gauge, json_name, value);
+    }
+
+    /// Like [`MetricsSnapshot::optional_gauge`], for a counter.
+    pub fn optional_counter(
+        &mut self,
+        name: &'static str,
+        help: &'static str,
+        json_name: Option<&'static str>,
+        value: Option<f64>,
+    ) {
+        self.optional(name, help, MetricKind::Counter, json_name, value);
+    }
+
+    fn optional(
+        &mut self,
+        name: &'static str,
+        help: &'static str,
+        kind: MetricKind,
+        json_name: Option<&'static str>,
+        value: Option<f64>,
+    ) {
+        self.families.push(MetricFamily {
+            name,
+            help,
+            kind,
+            json_name,
+            samples: value
+                .into_iter()
+                .map(|value| Sample {
+                    suffix: "",
+                    labels: Vec::new(),
+                    value,
+                })
+                .collect(),
+        });
+    }
+
     /// Adds a labelled family.
     pub fn labelled(
         &mut self,
@@ -180,6 +228,10 @@ impl MetricsSnapshot {
             let Some(name) = family.json_name else {
                 continue;
             };
+            if family.samples.is_empty() {
+                // An unavailable source: absent, as in the existing Ray's JSON.
+                continue;
+            }
             let total: f64 = family
                 .samples
                 .iter()
@@ -393,6 +445,22 @@ mod tests {
             ],
         );
         assert_eq!(snapshot.to_json()["counters"]["by.cause"], 7.0);
+    }
+
+    #[test]
+    fn unavailable_gauges_list_the_family_without_a_sample() {
+        let mut snapshot = MetricsSnapshot::default();
+        snapshot.optional_gauge("ray_absent", "Absent.", Some("absent"), None);
+        snapshot.optional_gauge("ray_present", "Present.", Some("present"), Some(2.5));
+        let text = snapshot.to_prometheus_text();
+        assert_eq!(
+            text,
+            "# HELP ray_absent Absent.\n# TYPE ray_absent gauge\n\
+             # HELP ray_present Present.\n# TYPE ray_present gauge\nray_present 2.5\n"
+        );
+        let json = snapshot.to_json();
+        assert!(json["gauges"].get("absent").is_none());
+        assert_eq!(json["gauges"]["present"], 2.5);
     }
 
     #[test]

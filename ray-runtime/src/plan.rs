@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 use crate::pressure::PressureSnapshot;
 use crate::prompt::{self, Family};
 use crate::templates;
+use crate::tuning::Tuner;
 
 /// Default sampling temperature.
 pub const DEFAULT_TEMPERATURE: f64 = 0.2;
@@ -64,6 +65,7 @@ pub(crate) fn plan(
     config: &RayConfig,
     request: InferRequest,
     pressure: &PressureSnapshot,
+    tuner: &Tuner,
     options: PlanOptions,
 ) -> Result<Plan, RayError> {
     request.validate()?;
@@ -184,8 +186,18 @@ pub(crate) fn plan(
         &input,
     );
 
+    // The learned family cap comes before the pressure clamps, adaptive reduction after them;
+    // each only lowers maxTokens, and each says what it saw and did. Internal requests
+    // (warm-up) are left alone.
+    let learned_output_cap = if options.internal {
+        untouched_cap(config, &family, lane, requested_max_tokens)
+    } else {
+        tuner.learned_cap(&family.key, family.affinity, lane, requested_max_tokens)
+    };
+    let before_clamps = learned_output_cap.applied_max_tokens;
+
     // Degradation, step 2: output clamps under queue, memory and CPU pressure.
-    let mut max_tokens = requested_max_tokens;
+    let mut max_tokens = before_clamps;
     if degradation_config.enabled {
         let clamp_to = degradation_config.degrade_to_max_tokens;
         let mut clamp = |reason: &str, max_tokens: &mut u32| {
@@ -205,11 +217,22 @@ pub(crate) fn plan(
         }
     }
     let degraded = !reasons.is_empty();
+    let adaptive_tuning = if options.internal {
+        AdaptiveTuningDiagnostics {
+            requested_max_tokens: max_tokens,
+            applied_max_tokens: max_tokens,
+            ..AdaptiveTuningDiagnostics::default()
+        }
+    } else {
+        tuner.adaptive(max_tokens)
+    };
+    let clamped_max_tokens = max_tokens;
+    max_tokens = adaptive_tuning.applied_max_tokens;
     let degradation = DegradationDiagnostics {
         applied: degraded,
         reasons,
-        requested_max_tokens,
-        applied_max_tokens: max_tokens,
+        requested_max_tokens: before_clamps,
+        applied_max_tokens: clamped_max_tokens,
         queue_depth: pressure.queue_depth,
         queue_depth_threshold: degradation_config.queue_depth_threshold,
         memory: {
@@ -227,27 +250,6 @@ pub(crate) fn plan(
         chars_before: compiled.chars_before,
         chars_after: compiled.chars_after,
         chars_saved: compiled.chars_before.saturating_sub(compiled.chars_after),
-    };
-    let percentile = match lane {
-        Lane::Short => config.adaptive_tuning.short_percentile,
-        Lane::Draft => config.adaptive_tuning.draft_percentile,
-    };
-    let learned_output_cap = LearnedCapDiagnostics {
-        applied: false,
-        family_key: family.key.clone(),
-        lane,
-        requested_max_tokens: max_tokens,
-        applied_max_tokens: max_tokens,
-        sample_count: 0,
-        percentile: OrderedF64(percentile),
-        learned_cap_tokens: None,
-    };
-    let adaptive_tuning = AdaptiveTuningDiagnostics {
-        reduced: false,
-        requested_max_tokens: max_tokens,
-        applied_max_tokens: max_tokens,
-        reduction_ratio: OrderedF64(0.0),
-        reason: None,
     };
     let task_routing = task_routing(config, response_format, &family.label, &input);
 
@@ -274,6 +276,29 @@ pub(crate) fn plan(
         adaptive_tuning,
         task_routing,
     })
+}
+
+/// Learned-cap diagnostics for a request the cap does not touch.
+fn untouched_cap(
+    config: &RayConfig,
+    family: &Family,
+    lane: Lane,
+    max_tokens: u32,
+) -> LearnedCapDiagnostics {
+    let percentile = match lane {
+        Lane::Short => config.adaptive_tuning.short_percentile,
+        Lane::Draft => config.adaptive_tuning.draft_percentile,
+    };
+    LearnedCapDiagnostics {
+        applied: false,
+        family_key: family.key.clone(),
+        lane,
+        requested_max_tokens: max_tokens,
+        applied_max_tokens: max_tokens,
+        sample_count: 0,
+        percentile: OrderedF64(percentile),
+        learned_cap_tokens: None,
+    }
 }
 
 /// Drops the oldest turns of a conversation while the whole prompt is longer than `budget`
@@ -422,6 +447,24 @@ impl Plan {
     /// The result-cache key: a SHA-256 of the request's identity under the key strategy,
     /// computed after compilation and clamps.
     pub(crate) fn cache_key(&self, model_id: &str, strategy: CacheKeyStrategy) -> u128 {
+        self.cache_key_for(model_id, strategy, self.max_tokens)
+    }
+
+    /// The key the request would have had without learned caps, pressure clamps and adaptive
+    /// reduction, when they changed it: a result cached under it answers the request too (it
+    /// is the fuller answer, and serving it costs nothing), so hit rates do not collapse
+    /// exactly when the box is under pressure.
+    pub(crate) fn unclamped_cache_key(
+        &self,
+        model_id: &str,
+        strategy: CacheKeyStrategy,
+    ) -> Option<u128> {
+        let requested = self.learned_output_cap.requested_max_tokens;
+        (strategy == CacheKeyStrategy::InputParams && requested != self.max_tokens)
+            .then(|| self.cache_key_for(model_id, strategy, requested))
+    }
+
+    fn cache_key_for(&self, model_id: &str, strategy: CacheKeyStrategy, max_tokens: u32) -> u128 {
         #[derive(Serialize)]
         #[serde(rename_all = "camelCase")]
         struct Identity<'a> {
@@ -449,7 +492,7 @@ impl Plan {
         let identity = Identity {
             history: &self.history,
             input: &self.input,
-            max_tokens: with_params.then_some(self.max_tokens),
+            max_tokens: with_params.then_some(max_tokens),
             metadata: &self.metadata,
             model: model_id,
             response_format: (self.response_format != ResponseFormatKind::Text)

@@ -1,15 +1,23 @@
-//! Pressure signals: read cheaply and at most every 250 ms, reported as unavailable (absent)
-//! rather than as errors when a source does not exist.
+//! Pressure signals: the gateway's RSS, its cgroup's memory and CPU (v2, or v1 controllers on
+//! older hosts), and Linux PSI for memory and CPU at host and cgroup level. Read cheaply (one
+//! small file each) and at most every [`SAMPLE_INTERVAL`]; a source that does not exist is
+//! reported as unavailable (its fields absent), never as an error.
+
+mod evaluate;
+pub(crate) mod metrics;
+mod parse;
+mod sources;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use parking_lot::Mutex;
 use ray_core::config::GracefulDegradationConfig;
 use ray_core::wire::{CpuHealth, MemoryHealth};
 
-/// How often a signal is read at most.
-pub const SAMPLE_INTERVAL: Duration = Duration::from_millis(250);
+pub use parse::parse_vm_rss;
+pub(crate) use sources::{Location, Reading};
+pub use sources::{PressureSources, SAMPLE_INTERVAL};
 
 /// Pressure at one moment, as the degradation policy sees it.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -23,68 +31,72 @@ pub struct PressureSnapshot {
 /// Memory and CPU signals read at one moment.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PressureSignals {
-    /// Memory signals and whether any reports pressure.
+    /// Memory signals, the sources that report pressure, and whether it is critical.
     pub memory: MemoryHealth,
-    /// CPU signals and whether any reports pressure.
+    /// CPU signals and the sources that report pressure.
     pub cpu: CpuHealth,
+    /// The raw reading (bytes, microseconds, every PSI average), for metrics.
+    pub(crate) reading: Reading,
 }
 
 /// Reads and caches the host and process signals.
 #[derive(Debug)]
 pub(crate) struct PressureMonitor {
     config: GracefulDegradationConfig,
-    cached: Mutex<Option<(Instant, Arc<PressureSignals>)>>,
+    sources: PressureSources,
+    state: Mutex<MonitorState>,
+}
+
+#[derive(Debug, Default)]
+struct MonitorState {
+    /// The cgroup directories, found on the first reading.
+    location: Option<Location>,
+    last: Option<(Instant, Arc<PressureSignals>)>,
 }
 
 impl PressureMonitor {
-    pub(crate) fn new(config: GracefulDegradationConfig) -> PressureMonitor {
+    pub(crate) fn new(
+        config: GracefulDegradationConfig,
+        sources: PressureSources,
+    ) -> PressureMonitor {
         PressureMonitor {
             config,
-            cached: Mutex::new(None),
+            sources,
+            state: Mutex::new(MonitorState::default()),
         }
     }
 
-    /// Memory and CPU signals, read again if the cached ones are older than 250 ms.
+    /// Memory and CPU signals, read again if the last reading is older than the sample
+    /// interval. Concurrent callers share one reading.
     pub(crate) fn sample(&self) -> Arc<PressureSignals> {
         let now = Instant::now();
-        let mut cached = self.cached.lock();
-        if let Some((at, signals)) = cached.as_ref()
-            && now.duration_since(*at) < SAMPLE_INTERVAL
+        let mut state = self.state.lock();
+        if let Some((at, signals)) = &state.last
+            && now.duration_since(*at) < self.sources.sample_interval()
         {
             return signals.clone();
         }
+        let location = state
+            .location
+            .get_or_insert_with(|| self.sources.locate())
+            .clone();
+        let reading = self.sources.read_all(&location);
+        let previous = state.last.as_ref().map(|(_, signals)| &signals.reading);
+        let (memory, cpu) = evaluate::evaluate(&self.config, &reading, previous);
         let signals = Arc::new(PressureSignals {
-            memory: self.read_memory(),
-            cpu: CpuHealth::default(),
+            memory,
+            cpu,
+            reading,
         });
-        *cached = Some((now, signals.clone()));
+        state.last = Some((now, signals.clone()));
         signals
     }
 
-    fn read_memory(&self) -> MemoryHealth {
-        let mut health = MemoryHealth::default();
-        let threshold = f64::from(self.config.memory_rss_threshold_mib);
-        health.signals.memory_rss_threshold_mib = Some(threshold);
-        if let Some(rss) = process_rss_bytes() {
-            let rss_mib = rss as f64 / (1024.0 * 1024.0);
-            let ratio = if threshold > 0.0 {
-                rss_mib / threshold
-            } else {
-                0.0
-            };
-            health.signals.process_rss_mib = Some(round2(rss_mib));
-            health.signals.process_rss_pressure_ratio = Some(round2(ratio));
-            if ratio >= 1.0 {
-                health.sources.push("process_rss".into());
-            }
-        }
-        health.degraded = !health.sources.is_empty();
-        health
+    /// Whether new work is refused now: memory pressure is critical and
+    /// `gracefulDegradation.refuseOnCriticalMemory` is on.
+    pub(crate) fn refuses(&self, signals: &PressureSignals) -> bool {
+        self.config.refuse_on_critical_memory && signals.memory.critical
     }
-}
-
-fn round2(value: f64) -> f64 {
-    (value * 100.0).round() / 100.0
 }
 
 /// The resident set size of this process, from `/proc/self/status` (`None` off Linux).
@@ -93,31 +105,9 @@ pub fn process_rss_bytes() -> Option<u64> {
     parse_vm_rss(&status)
 }
 
-/// Parses the `VmRSS:` line of `/proc/<pid>/status` into bytes.
-pub fn parse_vm_rss(status: &str) -> Option<u64> {
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let mut parts = line.split_whitespace().skip(1);
-    let value: u64 = parts.next()?.parse().ok()?;
-    let unit = parts.next().unwrap_or("kB");
-    let factor = match unit {
-        "kB" | "KB" | "kb" => 1024,
-        "mB" | "MB" => 1024 * 1024,
-        _ => 1,
-    };
-    Some(value * factor)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_vm_rss() {
-        let status = "Name:\tray-server\nVmPeak:\t  9000 kB\nVmRSS:\t    5120 kB\nThreads:\t3\n";
-        assert_eq!(parse_vm_rss(status), Some(5120 * 1024));
-        assert_eq!(parse_vm_rss("Name: x\n"), None);
-        assert_eq!(parse_vm_rss("VmRSS: lots kB\n"), None);
-    }
 
     #[test]
     fn reads_this_process() {

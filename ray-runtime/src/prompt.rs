@@ -351,6 +351,64 @@ mod tests {
     }
 
     #[test]
+    fn only_lines_of_twenty_chars_or_more_are_dropped_for_the_system_prompt() {
+        let compiled = compile(
+            &config(),
+            "Be brief.\nAnswer in English, always.\nWhat is Ray?",
+            Some("Be brief.\nAnswer in English, always."),
+        );
+        // "Be brief." is 9 chars: kept; the 26-char line is already in the system prompt.
+        assert_eq!(compiled.input, "Be brief.\nWhat is Ray?");
+    }
+
+    #[test]
+    fn the_system_prompt_is_deduplicated_and_newlines_collapse_after_dedupe() {
+        let compiled = compile(
+            &config(),
+            "a\n\nb\n\nA\n\nB\n\nc",
+            Some("Rule one.\nrule ONE.\nRule two."),
+        );
+        assert_eq!(compiled.system.as_deref(), Some("Rule one.\nRule two."));
+        // The dropped lines leave four newlines in a row, collapsed back to two.
+        assert_eq!(compiled.input, "a\n\nb\n\nc");
+        let only_whitespace = compile(&config(), "x", Some("   \n\t "));
+        assert_eq!(
+            only_whitespace.system, None,
+            "a blank system prompt is dropped"
+        );
+    }
+
+    #[test]
+    fn each_step_can_be_turned_off() {
+        let mut config = config();
+        config.collapse_whitespace = false;
+        let compiled = compile(&config, "a  b\na  b", None);
+        assert_eq!(compiled.input, "a  b", "deduped but not collapsed");
+        config.collapse_whitespace = true;
+        config.dedupe_repeated_lines = false;
+        let compiled = compile(&config, "a  b\na  b", None);
+        assert_eq!(compiled.input, "a b\na b", "collapsed but not deduped");
+    }
+
+    #[test]
+    fn the_family_is_computed_even_with_the_compiler_off_and_skips_blank_metadata() {
+        let mut config = config();
+        config.enabled = false;
+        let metadata = BTreeMap::from([
+            ("promptFamily".to_string(), "  ".to_string()),
+            ("useCase".to_string(), "billing".to_string()),
+        ]);
+        let f = family(&config, None, &metadata, None, "anything");
+        assert_eq!(f.label, "billing", "the blank first key is skipped");
+        let with_system = family(&config, None, &metadata, Some("Be terse."), "anything");
+        assert_ne!(
+            f.key, with_system.key,
+            "the system prompt is part of the family"
+        );
+        assert_eq!(f.key, format!("{:016x}", f.affinity));
+    }
+
+    #[test]
     fn disabled_compiler_changes_nothing() {
         let mut config = config();
         config.enabled = false;

@@ -25,9 +25,10 @@ use crate::jobs::{FileJobStore, JobQueue, JobStore};
 use crate::metrics::MetricsSnapshot;
 use crate::plan::{Plan, PlanOptions, plan};
 use crate::prepare::PrepGate;
-use crate::pressure::{PressureMonitor, PressureSnapshot, process_rss_bytes};
+use crate::pressure::{PressureMonitor, PressureSnapshot, PressureSources, process_rss_bytes};
 use crate::stream::StreamFlights;
 use crate::telemetry::{Gauges, RuntimeMetrics, inc};
+use crate::tuning::{Outcome, Tuner};
 
 /// Why a runtime could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +97,7 @@ pub(crate) struct Inner {
     pub(crate) cache: Option<Mutex<Cache<u128, Arc<CachedResult>>>>,
     pub(crate) metrics: RuntimeMetrics,
     pub(crate) pressure: PressureMonitor,
+    pub(crate) tuner: Tuner,
     pub(crate) ids: IdSource,
     pub(crate) started: Instant,
     pub(crate) health: HealthState,
@@ -128,6 +130,7 @@ pub struct RuntimeBuilder {
     provider: Option<Arc<dyn Provider>>,
     job_store: Option<Arc<dyn JobStore>>,
     callback_secret: Option<Option<Vec<u8>>>,
+    pressure_sources: PressureSources,
 }
 
 impl fmt::Debug for RuntimeBuilder {
@@ -136,6 +139,7 @@ impl fmt::Debug for RuntimeBuilder {
             .field("profile", &self.config.profile)
             .field("custom_provider", &self.provider.is_some())
             .field("custom_job_store", &self.job_store.is_some())
+            .field("pressure_sources", &self.pressure_sources)
             .finish()
     }
 }
@@ -158,6 +162,13 @@ impl RuntimeBuilder {
     /// named by `asyncQueue.callbackSigningSecretEnv`.
     pub fn callback_signing_secret(mut self, secret: Option<Vec<u8>>) -> RuntimeBuilder {
         self.callback_secret = Some(secret);
+        self
+    }
+
+    /// Reads the pressure signals from `sources` instead of this machine's `/proc` and
+    /// `/sys/fs/cgroup`: a fabricated directory in tests, or another view of the host.
+    pub fn pressure_sources(mut self, sources: PressureSources) -> RuntimeBuilder {
+        self.pressure_sources = sources;
         self
     }
 
@@ -204,7 +215,11 @@ impl RuntimeBuilder {
         let warm_pending = config.model.warm_on_boot;
         Ok(Runtime {
             inner: Arc::new(Inner {
-                pressure: PressureMonitor::new(config.graceful_degradation.clone()),
+                pressure: PressureMonitor::new(
+                    config.graceful_degradation.clone(),
+                    self.pressure_sources,
+                ),
+                tuner: Tuner::new(&config.adaptive_tuning),
                 health: HealthState::new(warm_pending),
                 config,
                 models: vec![model],
@@ -289,6 +304,7 @@ impl Runtime {
             provider: None,
             job_store: None,
             callback_secret: None,
+            pressure_sources: PressureSources::system(),
         }
     }
 
@@ -425,14 +441,21 @@ impl Runtime {
                     inc(&inner.metrics.provider_calls);
                     let call_started = Instant::now();
                     let result = model.provider.infer(&provider_request).await;
-                    inner
-                        .metrics
-                        .provider_duration
-                        .observe(call_started.elapsed());
+                    let call_time = call_started.elapsed();
+                    inner.metrics.provider_duration.observe(call_time);
                     drop(permit);
                     let output = result.map_err(|error| provider_failure(&inner, error))?;
                     finish_execution(
-                        &inner, output, queue_time, facts, max_tokens, store, degraded,
+                        &inner,
+                        output,
+                        Timing {
+                            queue_time,
+                            call_time,
+                        },
+                        facts,
+                        max_tokens,
+                        store,
+                        degraded,
                     )
                 }
                 .boxed()
@@ -487,17 +510,25 @@ impl Runtime {
         let timeout = Duration::from_millis(config.scheduler.request_timeout_ms);
         let deadline = started + timeout;
         let pressure = self.pressure_snapshot();
-        let plan = plan(config, request, &pressure, options)?;
+        let plan = plan(config, request, &pressure, &inner.tuner, options)?;
         inner.metrics.chars_saved.fetch_add(
             plan.prompt_compiler.chars_saved,
             std::sync::atomic::Ordering::Relaxed,
         );
+        inner.metrics.count_degradation(&plan.degradation.reasons);
 
         // Cache.
         let cache_key = plan.cache_key(&model.id, config.cache.key_strategy);
         let cacheable = plan.use_cache && inner.cache.is_some();
         if cacheable && let Some(cache) = &inner.cache {
-            let hit = cache.lock().get(&cache_key, Instant::now().into_std());
+            let unclamped = plan.unclamped_cache_key(&model.id, config.cache.key_strategy);
+            let hit = {
+                let mut cache = cache.lock();
+                let now = Instant::now().into_std();
+                cache
+                    .get(&cache_key, now)
+                    .or_else(|| unclamped.and_then(|key| cache.get(&key, now)))
+            };
             match hit {
                 Some(hit) => {
                     inc(&inner.metrics.cache_hits);
@@ -507,6 +538,14 @@ impl Runtime {
                 }
                 None => inc(&inner.metrics.cache_misses),
             }
+        }
+
+        // The last resort: while memory pressure is critical, new work is refused before it
+        // allocates anything, so the OOM killer never has to choose. The cache above still
+        // answers and requests in progress finish.
+        if !options.internal && inner.pressure.refuses(&pressure.signals) {
+            inc(&inner.metrics.memory_critical_refusals);
+            return Err(memory_critical(config, &pressure.signals.memory));
         }
 
         // A backend known to be down or loading is refused at once, with Retry-After; the
@@ -561,6 +600,7 @@ impl Runtime {
             .dedupe_inflight
             .then(|| plan.dedupe_key(cache_key, cacheable))
             .flatten();
+        let family = plan.family.affinity;
         Ok(Front::Ready(Box::new(Ready {
             plan,
             model,
@@ -570,6 +610,7 @@ impl Runtime {
                 prompt_tokens,
                 prompt_tokens_source,
                 cost,
+                family,
             },
             store: cacheable.then_some(cache_key),
             dedupe_key,
@@ -726,6 +767,9 @@ impl Runtime {
             provider_status,
             process_rss_bytes: process_rss_bytes(),
             uptime_seconds: self.uptime().as_secs_f64(),
+            pressure: &inner.pressure.sample(),
+            degradation: &config.graceful_degradation,
+            tuner: &inner.tuner,
         });
         if let Some(jobs) = &inner.jobs {
             snapshot.extend(jobs.metrics());
@@ -762,6 +806,44 @@ pub(crate) struct Facts {
     pub(crate) prompt_tokens: u32,
     pub(crate) prompt_tokens_source: &'static str,
     pub(crate) cost: u32,
+    /// The prompt family, for the learned output caps.
+    pub(crate) family: u64,
+}
+
+/// How long an execution waited for its permit and spent with the backend.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timing {
+    pub(crate) queue_time: Duration,
+    pub(crate) call_time: Duration,
+}
+
+/// `503 memory_pressure_critical`, naming the signals that crossed their critical threshold.
+fn memory_critical(config: &ValidConfig, memory: &ray_core::wire::MemoryHealth) -> RayError {
+    let g = &config.graceful_degradation;
+    RayError::new(
+        ErrorCode::MemoryPressureCritical,
+        format!(
+            "Memory pressure is critical ({}); new work is refused until it eases",
+            memory.critical_sources.join(", ")
+        ),
+    )
+    .with_details(serde_json::json!({
+        "criticalSources": memory.critical_sources,
+        "cgroupMemoryWorkingSetRatio": memory.signals.cgroup_memory_working_set_ratio,
+        "criticalCgroupMemoryRatio": g.critical_cgroup_memory_ratio,
+        "memoryPsiFullAvg10": higher(
+            memory.signals.linux_memory_psi_full_avg10,
+            memory.signals.cgroup_memory_psi_full_avg10,
+        ),
+        "criticalMemoryPsiFullAvg10": g.critical_memory_psi_full_avg10,
+    }))
+}
+
+fn higher(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 /// A provider error as a Ray error, counted, and telling health to look at the backend.
@@ -776,13 +858,15 @@ pub(crate) fn provider_failure(inner: &Inner, error: ray_models::ProviderError) 
 pub(crate) fn finish_execution(
     inner: &Inner,
     output: ProviderOutput,
-    queue_time: Duration,
+    timing: Timing,
     facts: Facts,
     max_tokens: u32,
     store: Option<u128>,
     degraded: bool,
 ) -> ExecResult {
     check_output_length(&output, max_tokens)?;
+    inner.tuner.record(outcome(&output, timing, facts.family));
+    let queue_time = timing.queue_time;
     let execution = Execution {
         output,
         queue_time,
@@ -796,6 +880,30 @@ pub(crate) fn finish_execution(
         cache.lock().insert(key, cached, Instant::now().into_std());
     }
     Ok(Arc::new(execution))
+}
+
+/// What an execution teaches the tuner: its completion length (the backend's count, else
+/// chars / 4), queue time and generation speed (the backend's timing, else its token count
+/// over the call's duration; unknown when the backend reports neither).
+fn outcome(output: &ProviderOutput, timing: Timing, family: u64) -> Outcome {
+    let completion_tokens = output
+        .completion_tokens
+        .unwrap_or_else(|| (output.text.chars().count() as u64).div_ceil(4));
+    let timed = output
+        .diagnostics
+        .timings
+        .as_ref()
+        .and_then(|t| t.completion_tokens_per_second);
+    let counted = output.completion_tokens.and_then(|tokens| {
+        let seconds = timing.call_time.as_secs_f64();
+        (tokens > 0 && seconds > 0.0).then(|| tokens as f64 / seconds)
+    });
+    Outcome {
+        family,
+        completion_tokens,
+        queue_time: timing.queue_time,
+        tokens_per_second: timed.or(counted),
+    }
 }
 
 /// The scalar facts of an execution, copied out before its output is moved.

@@ -27,7 +27,8 @@ use tokio::time::Instant;
 
 use crate::plan::{Plan, PlanOptions};
 use crate::runtime::{
-    ExecResult, Facts, Front, ModelEntry, Ready, Runtime, finish_execution, provider_failure,
+    ExecResult, Facts, Front, ModelEntry, Ready, Runtime, Timing, finish_execution,
+    provider_failure,
 };
 use crate::telemetry::inc;
 
@@ -506,13 +507,15 @@ impl Runtime {
                     shared.push(text);
                 }
                 Ok(Some(Ok(StreamEvent::Done(output)))) => {
-                    inner
-                        .metrics
-                        .provider_duration
-                        .observe(call_started.elapsed());
+                    let call_time = call_started.elapsed();
+                    inner.metrics.provider_duration.observe(call_time);
                     drop(permit);
+                    let timing = Timing {
+                        queue_time,
+                        call_time,
+                    };
                     return finish_execution(
-                        inner, *output, queue_time, facts, max_tokens, store, degraded,
+                        inner, *output, timing, facts, max_tokens, store, degraded,
                     );
                 }
             }

@@ -3,7 +3,11 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use ray_cache::CacheStats;
+use ray_core::config::GracefulDegradationConfig;
 use ray_scheduler::StateSnapshot;
+
+use crate::pressure::PressureSignals;
+use crate::tuning::Tuner;
 
 use crate::metrics::{
     CodeCounters, Histogram, LATENCY_BUCKETS, MetricKind, MetricsSnapshot, Sample,
@@ -34,7 +38,18 @@ pub(crate) struct RuntimeMetrics {
     pub(crate) streams_active: AtomicU64,
     pub(crate) streams_cancelled: AtomicU64,
     pub(crate) stream_first_token: Histogram,
+    /// Requests changed by a degradation clamp, by reason ([`DEGRADATION_REASONS`] order).
+    pub(crate) degradation_reasons: [AtomicU64; 4],
+    pub(crate) memory_critical_refusals: AtomicU64,
 }
+
+/// The degradation reasons, in the order of [`RuntimeMetrics::degradation_reasons`].
+pub(crate) const DEGRADATION_REASONS: [&str; 4] = [
+    "prompt_length",
+    "queue_depth",
+    "memory_pressure",
+    "cpu_pressure",
+];
 
 impl Default for RuntimeMetrics {
     fn default() -> RuntimeMetrics {
@@ -61,7 +76,29 @@ impl Default for RuntimeMetrics {
             streams_active: AtomicU64::new(0),
             streams_cancelled: AtomicU64::new(0),
             stream_first_token: Histogram::new(LATENCY_BUCKETS),
+            degradation_reasons: Default::default(),
+            memory_critical_refusals: AtomicU64::new(0),
         }
+    }
+}
+
+impl RuntimeMetrics {
+    /// Counts the reasons a request was degraded for.
+    pub(crate) fn count_degradation(&self, reasons: &[String]) {
+        for reason in reasons {
+            if let Some(index) = DEGRADATION_REASONS.iter().position(|r| r == reason) {
+                inc(&self.degradation_reasons[index]);
+            }
+        }
+    }
+
+    /// Requests degraded so far, by reason.
+    pub(crate) fn degradation_counts(&self) -> std::collections::BTreeMap<String, u64> {
+        DEGRADATION_REASONS
+            .iter()
+            .zip(&self.degradation_reasons)
+            .map(|(reason, count)| ((*reason).to_string(), count.load(Ordering::Relaxed)))
+            .collect()
     }
 }
 
@@ -91,6 +128,9 @@ pub(crate) struct Gauges<'a> {
     pub(crate) provider_status: f64,
     pub(crate) process_rss_bytes: Option<u64>,
     pub(crate) uptime_seconds: f64,
+    pub(crate) pressure: &'a PressureSignals,
+    pub(crate) degradation: &'a GracefulDegradationConfig,
+    pub(crate) tuner: &'a Tuner,
 }
 
 impl RuntimeMetrics {
@@ -502,6 +542,30 @@ impl RuntimeMetrics {
                 rss as f64 / 1_048_576.0,
             );
         }
+
+        // Pressure, degradation and adaptive tuning.
+        crate::pressure::metrics::render(&mut m, gauges.pressure, gauges.degradation);
+        m.labelled(
+            "ray_degradation_decisions_total",
+            "Requests changed by a degradation clamp, by reason (one request may have several).",
+            MetricKind::Counter,
+            DEGRADATION_REASONS
+                .iter()
+                .zip(&self.degradation_reasons)
+                .map(|(reason, count)| Sample {
+                    suffix: "",
+                    labels: vec![("reason", (*reason).into())],
+                    value: load(count),
+                })
+                .collect(),
+        );
+        m.counter(
+            "ray_memory_critical_refusals_total",
+            "Requests refused with memory_pressure_critical.",
+            None,
+            load(&self.memory_critical_refusals),
+        );
+        gauges.tuner.render(&mut m);
         m
     }
 }

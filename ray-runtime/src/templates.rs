@@ -164,16 +164,43 @@ impl Template {
                 ((*name).to_string(), value.unwrap_or_default())
             })
             .collect();
-        let mut input = self.input.to_string();
-        for (name, value) in &rendered {
-            input = input.replace(&format!("{{{{{name}}}}}"), value);
-        }
         Ok(Rendered {
             system: self.system.to_string(),
-            input,
+            input: substitute(self.input, &rendered),
             variables: rendered,
         })
     }
+}
+
+/// Writes `template` with each `{{name}}` replaced by its value, in one pass over the
+/// template: a value is never scanned again, so a value that itself reads `{{topic}}` stays
+/// literal text instead of pulling in another variable.
+fn substitute(template: &str, values: &[(String, String)]) -> String {
+    let extra: usize = values.iter().map(|(_, v)| v.len()).sum();
+    let mut out = String::with_capacity(template.len() + extra);
+    let mut rest = template;
+    while let Some(open) = rest.find("{{") {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 2..];
+        let replaced = after.find("}}").and_then(|close| {
+            let name = &after[..close];
+            let value = values.iter().find(|(n, _)| n == name)?;
+            Some((&value.1, close))
+        });
+        match replaced {
+            Some((value, close)) => {
+                out.push_str(value);
+                rest = &after[close + 2..];
+            }
+            None => {
+                // Not a placeholder here; one may still start at the next brace.
+                out.push('{');
+                rest = &rest[open + 1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 #[cfg(test)]
@@ -213,6 +240,54 @@ mod tests {
         assert!(error.message().contains("unknown variable(s) tone"));
         let error = template.render(None).unwrap_err();
         assert!(error.message().contains("missing variable(s) replyText"));
+    }
+
+    #[test]
+    fn values_are_inserted_literally_never_rendered_again() {
+        let template = find("email.cold_outreach.v1").unwrap();
+        let rendered = template
+            .render(Some(&vars(&[
+                ("recipientRole", "{{topic}}"),
+                ("topic", "rollouts {{companyContext}}"),
+                ("valueProp", "{{"),
+                ("companyContext", "secret context"),
+            ])))
+            .unwrap();
+        assert!(
+            rendered
+                .input
+                .contains("Recipient role: {{topic}}\nTopic: rollouts {{companyContext}}"),
+            "{}",
+            rendered.input
+        );
+        assert!(rendered.input.contains("Value proposition: {{\n"));
+        assert_eq!(rendered.input.matches("secret context").count(), 1);
+    }
+
+    #[test]
+    fn substitution_leaves_unknown_and_unclosed_braces_alone() {
+        let values = vec![("a".to_string(), "1".to_string())];
+        assert_eq!(substitute("{{a}} {{b}} {{a", &values), "1 {{b}} {{a");
+        assert_eq!(substitute("{{{a}}}", &values), "{1}");
+        assert_eq!(substitute("", &values), "");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(crate::fuzz_config(512))]
+
+        #[test]
+        fn rendering_any_values_keeps_them_whole(
+            values in proptest::collection::vec("(\\{\\{|\\}\\}|[a-zA-Z ]|replyText|rewriteGoal){0,12}", 2),
+        ) {
+            let template = find("email.reply_rewrite.v1").unwrap();
+            let variables = vars(&[("replyText", &values[0]), ("rewriteGoal", &values[1])]);
+            let rendered = template.render(Some(&variables)).unwrap();
+            let expected = format!(
+                "Rewrite this email reply.\nGoal: {}\nReply: {}",
+                values[1], values[0]
+            );
+            proptest::prop_assert_eq!(rendered.input, expected);
+        }
     }
 
     #[test]

@@ -60,7 +60,11 @@ fn runtime(probe: Arc<Probe>) -> Runtime {
         .load()
         .unwrap()
         .config;
-    Runtime::builder(config).provider(probe).build().unwrap()
+    Runtime::builder(config)
+        .provider(probe)
+        .pressure_sources(calm())
+        .build()
+        .unwrap()
 }
 
 #[tokio::test(start_paused = true)]
@@ -206,6 +210,7 @@ async fn with_the_cache_disabled_identical_requests_run_separately_unless_given_
         .config;
     let runtime = Runtime::builder(config)
         .provider(probe.clone())
+        .pressure_sources(calm())
         .build()
         .unwrap();
     let request = InferRequest::new("same");
@@ -220,4 +225,13 @@ async fn with_the_cache_disabled_identical_requests_run_separately_unless_given_
     let (a, b) = tokio::join!(runtime.infer(keyed.clone()), runtime.infer(keyed));
     assert!(a.unwrap().deduplicated != b.unwrap().deduplicated);
     assert_eq!(probe.calls.load(Ordering::SeqCst), 3);
+}
+
+/// No pressure signals at all, so the host's load cannot change a request's clamps (and its
+/// cache and dedupe keys) halfway through a test.
+fn calm() -> ray_runtime::PressureSources {
+    ray_runtime::PressureSources::under(concat!(
+        env!("CARGO_TARGET_TMPDIR"),
+        "/no-pressure-signals"
+    ))
 }

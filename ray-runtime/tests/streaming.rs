@@ -104,7 +104,11 @@ fn runtime(provider: Arc<Paced>, extra: &str) -> Runtime {
         .load()
         .unwrap()
         .config;
-    Runtime::builder(config).provider(provider).build().unwrap()
+    Runtime::builder(config)
+        .provider(provider)
+        .pressure_sources(calm())
+        .build()
+        .unwrap()
 }
 
 async fn collect(
@@ -290,4 +294,13 @@ async fn errors_before_admission_come_back_at_once() {
         .await
         .unwrap_err();
     assert_eq!(error.code(), ErrorCode::InvalidRequest);
+}
+
+/// No pressure signals at all, so the host's load cannot change a request's clamps (and its
+/// cache and dedupe keys) halfway through a test.
+fn calm() -> ray_runtime::PressureSources {
+    ray_runtime::PressureSources::under(concat!(
+        env!("CARGO_TARGET_TMPDIR"),
+        "/no-pressure-signals"
+    ))
 }

@@ -166,8 +166,19 @@ fn run_case(settings: SchedulerSettings, jobs: Vec<Job>) -> Result<(), TestCaseE
     })
 }
 
+/// `default`, or `PROPTEST_CASES` for a longer run (docs/testing.md).
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(300))]
+    #![proptest_config(ProptestConfig {
+        cases: cases(300),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn permits_and_tokens_are_never_leaked(

@@ -248,8 +248,19 @@ impl Model {
     }
 }
 
+/// `default`, or `PROPTEST_CASES` for a longer run (docs/testing.md).
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(2_000))]
+    #![proptest_config(ProptestConfig {
+        cases: cases(2_000),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn the_rules_hold_for_any_interleaving(

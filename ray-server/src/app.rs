@@ -63,6 +63,22 @@ impl Default for HttpLimits {
 /// Share of the connection cap reported as pressure.
 pub const HTTP_PRESSURE_THRESHOLD: f64 = 0.9;
 
+/// Every route that needs `Authorization: Bearer <key>` while `auth.enabled` is true, as
+/// (method, path); `{id}` stands for a job id. `/`, `/livez` and `/readyz` stay public.
+pub const PROTECTED_ROUTES: &[(&str, &str)] = &[
+    ("GET", "/health"),
+    ("GET", "/metrics"),
+    ("GET", "/v1/config"),
+    ("POST", "/v1/infer"),
+    ("POST", "/v1/chat/completions"),
+    ("POST", "/v1/completions"),
+    ("GET", "/v1/models"),
+    ("POST", "/v1/jobs"),
+    ("GET", "/v1/jobs"),
+    ("GET", "/v1/jobs/{id}"),
+    ("DELETE", "/v1/jobs/{id}"),
+];
+
 /// Why the app could not be set up.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -809,4 +825,25 @@ fn with_rate_limit_headers(mut response: Response<Body>, decision: &Decision) ->
         );
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_protected_route_list_matches_the_router() {
+        for route in Route::ALL {
+            let listed = PROTECTED_ROUTES.iter().any(|(method, path)| {
+                let path = path.replace("{id}", "job_0123456789abcdef");
+                Route::parse(&method.parse().unwrap_or(Method::GET), &path) == route
+            });
+            assert_eq!(listed, route.protected(), "{}", route.label());
+        }
+        for (method, path) in PROTECTED_ROUTES {
+            let path = path.replace("{id}", "job_0123456789abcdef");
+            let method: Method = method.parse().unwrap_or(Method::GET);
+            assert!(Route::parse(&method, &path).protected(), "{method} {path}");
+        }
+    }
 }

@@ -264,6 +264,91 @@ mod tests {
         }
     }
 
+    mod fuzz {
+        use hyper::header::{HeaderName, HeaderValue};
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn header_map(fields: &[(String, Vec<u8>)]) -> HeaderMap {
+            let mut headers = HeaderMap::new();
+            for (name, value) in fields {
+                if let (Ok(name), Ok(value)) = (
+                    HeaderName::from_bytes(name.as_bytes()),
+                    HeaderValue::from_bytes(value),
+                ) {
+                    headers.append(name, value);
+                }
+            }
+            headers
+        }
+
+        proptest! {
+            #![proptest_config(crate::fuzz_config(2_048))]
+
+            #[test]
+            fn any_host_value_is_judged_without_panicking(value in any::<String>()) {
+                if is_valid_host(&value) {
+                    prop_assert!(value.len() <= MAX_HOST_BYTES);
+                    let forbidden = value.chars().any(|c| {
+                        c.is_whitespace() || matches!(c, '@' | '/' | '?' | '#' | '\\')
+                    });
+                    prop_assert!(!forbidden, "{:?}", value);
+                }
+            }
+
+            #[test]
+            fn well_formed_hosts_are_accepted(
+                labels in prop::collection::vec("[a-z0-9_]([a-z0-9_-]{0,20}[a-z0-9])?", 1..5),
+                port in prop::option::of(1u32..=65_535),
+            ) {
+                let mut host = labels.join(".");
+                if let Some(port) = port {
+                    host.push_str(&format!(":{port}"));
+                }
+                prop_assert!(is_valid_host(&host), "{}", host);
+            }
+
+            #[test]
+            fn any_target_and_headers_get_ok_or_invalid_request(
+                target in any::<String>(),
+                fields in prop::collection::vec(
+                    ("(host|Host|x-[a-z]{1,4}|[!-~]{1,6})", prop::collection::vec(any::<u8>(), 0..40)),
+                    0..6,
+                ),
+            ) {
+                let Ok(uri) = target.parse::<Uri>() else { return Ok(()) };
+                let headers = header_map(&fields);
+                if let Err(error) = check_target_and_host(&uri, &headers) {
+                    prop_assert_eq!(error.code(), ErrorCode::InvalidRequest);
+                    prop_assert!(error.message().len() < 400, "messages stay short");
+                }
+            }
+
+            #[test]
+            fn the_head_size_is_the_size_on_the_wire(
+                path in "/[a-z0-9/_.-]{0,60}",
+                fields in prop::collection::vec(("x-[a-z]{1,10}", "[ -~]{0,80}"), 0..20),
+            ) {
+                let uri: Uri = path.parse().unwrap();
+                let fields: Vec<(String, Vec<u8>)> = fields
+                    .into_iter()
+                    .map(|(n, v)| (n, v.trim().as_bytes().to_vec()))
+                    .collect();
+                let headers = header_map(&fields);
+                let mut wire = format!("GET {path} HTTP/1.1\r\n");
+                for (name, value) in &headers {
+                    wire.push_str(&format!("{}: {}\r\n", name, value.to_str().unwrap()));
+                }
+                wire.push_str("\r\n");
+                let exact = wire.len() as u32;
+                prop_assert!(check_size(&Method::GET, &uri, &headers, 64, exact).is_ok());
+                let error = check_size(&Method::GET, &uri, &headers, 64, exact - 1).unwrap_err();
+                prop_assert_eq!(error.code(), ErrorCode::RequestHeadersTooLarge);
+            }
+        }
+    }
+
     #[test]
     fn head_size_counts_the_request_line_and_every_header_line() {
         let uri: Uri = "/livez".parse().unwrap();

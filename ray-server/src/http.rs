@@ -212,10 +212,15 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, RayError> {
     match result {
         Ok(value) => Ok(value),
         Err((path, inner)) => {
-            if matches!(
+            // serde_json also reports some wrong shapes in valid JSON as syntax errors
+            // ("expected value" for an enum given null or an array, "trailing characters" for
+            // a struct given a longer array), so a syntax error is only believed when the
+            // body does not parse as JSON at all.
+            let syntax = matches!(
                 inner.classify(),
                 serde_json::error::Category::Syntax | serde_json::error::Category::Eof
-            ) {
+            );
+            if syntax && serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_err() {
                 return Err(RayError::new(
                     ErrorCode::InvalidJson,
                     format!("The request body is not valid JSON: {inner}"),
@@ -226,11 +231,15 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, RayError> {
                     "The request body must be a JSON object",
                 ));
             }
-            let inner = inner.to_string();
-            // serde_json appends " at line 1 column 42"; the field path says more.
-            let inner = match inner.rfind(" at line ") {
-                Some(index) => inner[..index].to_string(),
-                None => inner,
+            let inner = if syntax {
+                "invalid type or shape".to_string()
+            } else {
+                let inner = inner.to_string();
+                // serde_json appends " at line 1 column 42"; the field path says more.
+                match inner.rfind(" at line ") {
+                    Some(index) => inner[..index].to_string(),
+                    None => inner,
+                }
             };
             let message = if path == "." || inner.starts_with("unknown field") {
                 inner
@@ -319,13 +328,63 @@ mod tests {
             parse_json::<InferRequest>(b"[1]").unwrap_err().code(),
             ErrorCode::InvalidRequest
         );
+        // Valid JSON of the wrong shape, which serde_json reports as a syntax error, is an
+        // invalid request naming the field, not invalid JSON.
+        for (body, field) in [
+            (r#"{"responseFormat":[null]}"#, "responseFormat[0]:"),
+            (r#"{"responseFormat":[1]}"#, "responseFormat[0]:"),
+            (r#"{"responseFormat":["text",1]}"#, "responseFormat:"),
+            (
+                r#"{"responseFormat":{"type":null}}"#,
+                "responseFormat.type:",
+            ),
+        ] {
+            let error = parse_json::<InferRequest>(body.as_bytes()).unwrap_err();
+            assert_eq!(error.code(), ErrorCode::InvalidRequest, "{body}");
+            assert!(
+                error.message().starts_with(field),
+                "{body}: {}",
+                error.message()
+            );
+        }
+        for body in [r#"{"responseFormat":[null}"#, r#"{"input":"x"} 1"#, "{"] {
+            let error = parse_json::<InferRequest>(body.as_bytes()).unwrap_err();
+            assert_eq!(error.code(), ErrorCode::InvalidJson, "{body}");
+        }
+    }
+
+    /// Any JSON value, nested, with the request's own field names among the keys.
+    fn json_value() -> impl Strategy<Value = serde_json::Value> {
+        use serde_json::Value;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            any::<String>().prop_map(Value::String),
+            "(short|draft|text|json_object|email.follow_up.v1|user|assistant)"
+                .prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 64, 8, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                proptest::collection::btree_map(
+                    "(input|system|maxTokens|temperature|topP|seed|stop|responseFormat|type|cache|dedupeKey|metadata|promptLane|promptFamily|templateId|templateVariables|stream|history|role|content|[a-zA-Z_]{1,8})",
+                    inner,
+                    0..8,
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(1024))]
+        #![proptest_config(crate::fuzz_config(1024))]
 
         #[test]
-        fn arbitrary_bodies_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+        fn arbitrary_bodies_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
             use ray_core::wire::InferRequest;
             if let Err(error) = parse_json::<InferRequest>(&bytes) {
                 prop_assert!(matches!(
@@ -356,6 +415,37 @@ mod tests {
             match parse_json::<InferRequest>(&body) {
                 Ok(request) => { let _ = request.validate(); }
                 Err(error) => prop_assert_eq!(error.code(), ErrorCode::InvalidRequest),
+            }
+        }
+
+        #[test]
+        fn nested_json_of_any_shape_is_parsed_or_refused_naming_a_field(value in json_value()) {
+            use ray_core::wire::InferRequest;
+            use ray_core::wire::openai::{ChatCompletionRequest, CompletionRequest};
+            let body = serde_json::to_vec(&value).unwrap();
+            match parse_json::<InferRequest>(&body) {
+                Ok(request) => {
+                    if let Err(error) = request.validate() {
+                        prop_assert_eq!(error.code(), ErrorCode::InvalidRequest);
+                        prop_assert!(!error.message().is_empty());
+                    }
+                }
+                Err(error) => {
+                    prop_assert_eq!(error.code(), ErrorCode::InvalidRequest);
+                    prop_assert!(!error.message().is_empty());
+                }
+            }
+            for result in [
+                parse_json::<ChatCompletionRequest>(&body).map(|r| r.to_infer()),
+                parse_json::<CompletionRequest>(&body).map(|r| r.to_infer()),
+            ] {
+                match result {
+                    Ok(Ok(request)) => { let _ = request.validate(); }
+                    Ok(Err(error)) | Err(error) => prop_assert!(matches!(
+                        error.code(),
+                        ErrorCode::InvalidRequest | ErrorCode::UnsupportedParameter
+                    )),
+                }
             }
         }
     }

@@ -52,5 +52,19 @@ pub mod sse;
 pub mod stage;
 pub mod supervise;
 
-pub use app::{App, AppError, HTTP_PRESSURE_THRESHOLD, HttpLimits};
+pub use app::{App, AppError, HTTP_PRESSURE_THRESHOLD, HttpLimits, PROTECTED_ROUTES};
 pub use server::run;
+
+/// Property-test settings: `default_cases` cases, or as many as `PROPTEST_CASES` says, so the
+/// same tests run briefly in `cargo test` and for hours as a fuzzing run (docs/testing.md).
+#[cfg(test)]
+pub(crate) fn fuzz_config(default_cases: u32) -> proptest::test_runner::Config {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default_cases);
+    proptest::test_runner::Config {
+        cases,
+        ..proptest::test_runner::Config::default()
+    }
+}

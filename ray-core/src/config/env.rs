@@ -500,6 +500,21 @@ pub const ENV_VARS: &[EnvVar] = &[
         "gracefulDegradation.cpuPsiFullAvg10Threshold",
         Number,
     ),
+    var(
+        "RAY_DEGRADATION_REFUSE_ON_CRITICAL_MEMORY",
+        "gracefulDegradation.refuseOnCriticalMemory",
+        Bool,
+    ),
+    var(
+        "RAY_DEGRADATION_CRITICAL_CGROUP_MEMORY_RATIO",
+        "gracefulDegradation.criticalCgroupMemoryRatio",
+        Number,
+    ),
+    var(
+        "RAY_DEGRADATION_CRITICAL_MEMORY_PSI_FULL_AVG10",
+        "gracefulDegradation.criticalMemoryPsiFullAvg10",
+        Number,
+    ),
     // streaming
     var(
         "RAY_STREAM_FIRST_TOKEN_TIMEOUT_MS",

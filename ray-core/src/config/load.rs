@@ -984,6 +984,32 @@ mod tests {
     }
 
     #[test]
+    fn the_critical_memory_guard_is_set_from_the_environment() {
+        let loaded = ConfigLoader::new()
+            .with_json("t", r#"{"profile":"tiny"}"#)
+            .with_env([
+                ("RAY_DEGRADATION_REFUSE_ON_CRITICAL_MEMORY", "off"),
+                ("RAY_DEGRADATION_CRITICAL_CGROUP_MEMORY_RATIO", "0.95"),
+                ("RAY_DEGRADATION_CRITICAL_MEMORY_PSI_FULL_AVG10", "40"),
+            ])
+            .load()
+            .unwrap();
+        let g = &loaded.config.graceful_degradation;
+        assert!(!g.refuse_on_critical_memory);
+        assert_eq!(g.critical_cgroup_memory_ratio, 0.95);
+        assert_eq!(g.critical_memory_psi_full_avg10, 40.0);
+        let error = ConfigLoader::new()
+            .with_env([("RAY_DEGRADATION_CRITICAL_CGROUP_MEMORY_RATIO", "2")])
+            .load()
+            .unwrap_err();
+        assert!(error_lines(&error).contains(
+            &"gracefulDegradation.criticalCgroupMemoryRatio: must be at most 1, got 2 (set by env \
+              RAY_DEGRADATION_CRITICAL_CGROUP_MEMORY_RATIO)"
+                .into()
+        ));
+    }
+
+    #[test]
     fn switching_away_from_the_mock_starts_from_that_kinds_defaults() {
         let loaded = load(
             r#"{"profile":"tiny","model":{"adapter":{"kind":"openai-compatible","baseUrl":"http://127.0.0.1:8081"}}}"#,

@@ -536,6 +536,9 @@ pub fn profile_defaults(profile: Profile) -> RayConfig {
             memory_psi_full_avg10_threshold: 1.0,
             cpu_psi_some_avg10_threshold: 50.0,
             cpu_psi_full_avg10_threshold: 5.0,
+            refuse_on_critical_memory: true,
+            critical_cgroup_memory_ratio: 0.97,
+            critical_memory_psi_full_avg10: 25.0,
         },
         streaming: StreamingConfig::default(),
         prompt_compiler: PromptCompilerConfig {

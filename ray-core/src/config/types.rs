@@ -701,6 +701,21 @@ pub struct GracefulDegradationConfig {
     /// CPU PSI `full avg10` counted as pressure, in (0, 100].
     /// Env: `RAY_DEGRADATION_CPU_PSI_FULL_AVG10_THRESHOLD`.
     pub cpu_psi_full_avg10_threshold: f64,
+    /// The last resort: while memory pressure is critical (either threshold below), refuse new
+    /// work with `503 memory_pressure_critical` and `Retry-After`, so the kernel's OOM killer
+    /// never has to choose. Requests in progress finish and cache hits are still answered.
+    /// Env: `RAY_DEGRADATION_REFUSE_ON_CRITICAL_MEMORY`.
+    pub refuse_on_critical_memory: bool,
+    /// The gateway cgroup's working set (`memory.current` minus reclaimable `inactive_file`;
+    /// cgroup v1: usage minus `total_inactive_file`) over its hard limit (`memory.max`; v1:
+    /// `memory.limit_in_bytes`) at which memory pressure is critical, in (0, 1]. Has no effect
+    /// without a cgroup memory limit. Env: `RAY_DEGRADATION_CRITICAL_CGROUP_MEMORY_RATIO`.
+    pub critical_cgroup_memory_ratio: f64,
+    /// Memory PSI `full avg10` (host or the gateway's cgroup, whichever is higher) at which
+    /// memory pressure is critical, in (0, 100]: the share of the last ten seconds in which
+    /// every runnable task waited for memory. Env:
+    /// `RAY_DEGRADATION_CRITICAL_MEMORY_PSI_FULL_AVG10`.
+    pub critical_memory_psi_full_avg10: f64,
 }
 
 /// Deadlines of streamed responses. Queue wait is bounded by `scheduler.requestTimeoutMs`

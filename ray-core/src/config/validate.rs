@@ -561,6 +561,32 @@ pub fn validate(config: &RayConfig) -> Vec<Diagnostic> {
     ] {
         c.range_f64(path, value, 0.0, false, 100.0);
     }
+    c.range_f64(
+        "gracefulDegradation.criticalCgroupMemoryRatio",
+        g.critical_cgroup_memory_ratio,
+        0.0,
+        false,
+        1.0,
+    );
+    c.range_f64(
+        "gracefulDegradation.criticalMemoryPsiFullAvg10",
+        g.critical_memory_psi_full_avg10,
+        0.0,
+        false,
+        100.0,
+    );
+    if g.refuse_on_critical_memory
+        && g.critical_memory_psi_full_avg10 < g.memory_psi_full_avg10_threshold
+    {
+        c.warn(
+            "gracefulDegradation.criticalMemoryPsiFullAvg10",
+            format!(
+                "is below gracefulDegradation.memoryPsiFullAvg10Threshold ({}): requests are refused \
+                 before their output is clamped",
+                g.memory_psi_full_avg10_threshold
+            ),
+        );
+    }
 
     // promptCompiler
     let p = &config.prompt_compiler;
@@ -1175,6 +1201,43 @@ mod tests {
             "gracefulDegradation.queueDepthThreshold: must be at most scheduler.maxQueue - 1 (0), \
              got 16"
         ));
+    }
+
+    #[test]
+    fn critical_memory_thresholds_are_checked_and_a_refusal_before_the_clamp_warns() {
+        let mut config = profile_defaults(Profile::Sub1b);
+        config.graceful_degradation.critical_cgroup_memory_ratio = 1.5;
+        config.graceful_degradation.critical_memory_psi_full_avg10 = 0.0;
+        let errors = errors(&config);
+        assert!(
+            errors.contains(
+                &"gracefulDegradation.criticalCgroupMemoryRatio: must be at most 1, got 1.5"
+                    .to_string()
+            )
+        );
+        assert!(
+            errors.contains(
+                &"gracefulDegradation.criticalMemoryPsiFullAvg10: must be greater than 0, got 0"
+                    .to_string()
+            )
+        );
+
+        let mut config = profile_defaults(Profile::Sub1b);
+        config.graceful_degradation.critical_memory_psi_full_avg10 = 0.5;
+        let warnings: Vec<String> = validate(&config)
+            .into_iter()
+            .filter(|d| !d.is_error())
+            .map(|d| d.to_string())
+            .collect();
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.starts_with("gracefulDegradation.criticalMemoryPsiFullAvg10: is below")),
+            "{warnings:?}"
+        );
+        // With the refusal off, the threshold does nothing and nothing is said.
+        config.graceful_degradation.refuse_on_critical_memory = false;
+        assert!(validate(&config).is_empty());
     }
 
     fn errors_contain(config: &RayConfig, message: &str) -> bool {

@@ -64,6 +64,10 @@ pub struct PressureFlags {
     pub preparation: bool,
     /// Memory pressure from any source.
     pub memory: bool,
+    /// Memory pressure is critical and new work is refused (`memory_pressure_critical`);
+    /// `/readyz` answers 503 meanwhile.
+    #[serde(default)]
+    pub memory_critical: bool,
     /// CPU pressure from any source.
     pub cpu: bool,
     /// The job store is nearly full or storage is low.
@@ -81,6 +85,7 @@ impl PressureFlags {
             (self.queue, "queue_pressure"),
             (self.preparation, "preparation_pressure"),
             (self.memory, "memory_pressure"),
+            (self.memory_critical, "memory_critical"),
             (self.cpu, "cpu_pressure"),
             (self.async_queue, "async_queue_pressure"),
             (self.rate_limit, "rate_limit_pressure"),
@@ -147,10 +152,12 @@ impl Readiness {
         self.status = overall_status(self.provider_status, !self.reasons.is_empty());
     }
 
-    /// Whether `/readyz` answers 200: the provider is neither warming nor unavailable, and the
-    /// gateway as a whole is not unavailable.
+    /// Whether `/readyz` answers 200: the provider is neither warming nor unavailable, the
+    /// gateway as a whole is not unavailable, and new work is not being refused for critical
+    /// memory pressure.
     pub fn is_ready(&self) -> bool {
         self.status != HealthStatus::Unavailable
+            && !self.pressure.memory_critical
             && !matches!(
                 self.provider_status,
                 ProviderStatus::Warming | ProviderStatus::Unavailable
@@ -288,6 +295,67 @@ pub struct RuntimeHealth {
     pub memory: MemoryHealth,
     /// CPU pressure.
     pub cpu: CpuHealth,
+    /// Degradation decisions so far.
+    #[serde(default)]
+    pub degradation: DegradationHealth,
+    /// Adaptive output reduction and learned per-family caps.
+    #[serde(default)]
+    pub adaptive: AdaptiveHealth,
+}
+
+/// What the degradation policy has done since start.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DegradationHealth {
+    /// `gracefulDegradation.enabled`.
+    pub enabled: bool,
+    /// `gracefulDegradation.refuseOnCriticalMemory`.
+    pub refuse_on_critical_memory: bool,
+    /// Requests changed, by reason (`prompt_length`, `queue_depth`, `memory_pressure`,
+    /// `cpu_pressure`); one request can count under several.
+    pub decisions: std::collections::BTreeMap<String, u64>,
+    /// Requests refused with `memory_pressure_critical`.
+    pub memory_critical_refusals: u64,
+}
+
+/// Adaptive output reduction (from recent queue time and generation speed) and learned
+/// per-family output caps.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AdaptiveHealth {
+    /// `adaptiveTuning.enabled`.
+    pub enabled: bool,
+    /// `adaptiveTuning.sampleSize`: completed executions remembered.
+    pub sample_size: u32,
+    /// Executions remembered now.
+    pub samples: u32,
+    /// Average queue time of those samples.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avg_queue_time_ms: Option<f64>,
+    /// `adaptiveTuning.queueLatencyThresholdMs`.
+    pub queue_latency_threshold_ms: u64,
+    /// Average generation speed of the samples the backend timed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avg_completion_tokens_per_second: Option<f64>,
+    /// `adaptiveTuning.minCompletionTokensPerSecond`.
+    pub min_completion_tokens_per_second: f64,
+    /// The reduction a request arriving now gets, 0 to `maxOutputReductionRatio`.
+    pub reduction_ratio: f64,
+    /// `adaptiveTuning.maxOutputReductionRatio`.
+    pub max_output_reduction_ratio: f64,
+    /// Why: `queue_latency`, `throughput` or `queue_latency+throughput`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Requests whose `maxTokens` was reduced so far.
+    pub reductions: u64,
+    /// `adaptiveTuning.learnedFamilyCapEnabled` (and `enabled`).
+    pub learned_family_cap_enabled: bool,
+    /// Prompt families with a completion history.
+    pub learned_families: u32,
+    /// The most families remembered; the least recently useful one is forgotten first.
+    pub max_learned_families: u32,
+    /// Requests whose `maxTokens` a learned cap lowered so far.
+    pub learned_caps_applied: u64,
 }
 
 /// The scheduler's state.
@@ -398,6 +466,19 @@ pub struct MemoryHealth {
     pub degraded: bool,
     /// The sources that do.
     pub sources: Vec<String>,
+    /// Memory pressure is critical: a critical threshold is crossed (see `criticalSources`).
+    /// New work is refused meanwhile when `gracefulDegradation.refuseOnCriticalMemory` is on.
+    #[serde(default)]
+    pub critical: bool,
+    /// The critical signals: `cgroup_working_set` and/or `linux_psi_full`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub critical_sources: Vec<String>,
+    /// The cgroup hierarchy the signals come from (1 or 2), when one was found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_version: Option<u8>,
+    /// The gateway's cgroup (from `/proc/self/cgroup`), when one was found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_path: Option<String>,
     /// The readings.
     #[serde(flatten)]
     pub signals: MemorySignals,
@@ -409,6 +490,9 @@ pub struct MemoryHealth {
 pub struct CpuHealth {
     /// Any source reports pressure.
     pub degraded: bool,
+    /// The sources that do: `cgroup_throttling`, `linux_psi`.
+    #[serde(default)]
+    pub sources: Vec<String>,
     /// The readings.
     #[serde(flatten)]
     pub signals: CpuSignals,
@@ -508,6 +592,15 @@ mod tests {
         assert!(!r.is_ready(), "warming is not ready");
         let r = Readiness::new("s", ProviderStatus::Ready, 0, 0, PressureFlags::default());
         assert_eq!((r.status, r.is_ready()), (HealthStatus::Ok, true));
+        let critical = PressureFlags {
+            memory: true,
+            memory_critical: true,
+            ..PressureFlags::default()
+        };
+        let r = Readiness::new("s", ProviderStatus::Ready, 0, 0, critical);
+        assert_eq!(r.reasons, vec!["memory_pressure", "memory_critical"]);
+        assert_eq!(r.status, HealthStatus::Degraded);
+        assert!(!r.is_ready(), "refusing new work is not ready");
         let r = Readiness::new(
             "s",
             ProviderStatus::Unavailable,

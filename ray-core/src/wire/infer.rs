@@ -557,12 +557,37 @@ pub struct MemorySignals {
     /// Its threshold.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub linux_memory_psi_full_avg10_threshold: Option<f64>,
+    /// The cgroup's working set in MiB: `memory.current` minus the reclaimable
+    /// `inactive_file` of `memory.stat` (cgroup v1: usage minus `total_inactive_file`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "cgroupMemoryWorkingSetMiB")]
+    pub cgroup_memory_working_set_mib: Option<f64>,
+    /// Working set / `memory.max`: how close the cgroup is to the OOM killer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_memory_working_set_ratio: Option<f64>,
+    /// `gracefulDegradation.criticalCgroupMemoryRatio`, the ratio above at which new work is
+    /// refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_memory_critical_ratio_threshold: Option<f64>,
+    /// Memory PSI `some avg10` of the gateway's cgroup (`memory.pressure`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_memory_psi_some_avg10: Option<f64>,
+    /// Memory PSI `full avg10` of the gateway's cgroup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_memory_psi_full_avg10: Option<f64>,
+    /// `gracefulDegradation.criticalMemoryPsiFullAvg10`: memory PSI `full avg10` (host or
+    /// cgroup) at which new work is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_psi_full_avg10_critical_threshold: Option<f64>,
 }
 
 /// CPU pressure signals. Fields are absent when their source is unavailable.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CpuSignals {
+    /// Which sources report CPU pressure: `cgroup_throttling`, `linux_psi`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cpu_pressure_sources: Vec<String>,
     /// cgroup `cpu.stat` `usage_usec`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cgroup_cpu_usage_usec: Option<u64>,
@@ -608,6 +633,13 @@ pub struct CpuSignals {
     /// Its threshold.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub linux_cpu_psi_full_avg10_threshold: Option<f64>,
+    /// CPU PSI `some avg10` of the gateway's cgroup (`cpu.pressure`), compared with the same
+    /// threshold as the host's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_cpu_psi_some_avg10: Option<f64>,
+    /// CPU PSI `full avg10` of the gateway's cgroup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_cpu_psi_full_avg10: Option<f64>,
 }
 
 /// What the prompt compiler did.

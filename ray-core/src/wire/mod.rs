@@ -7,9 +7,10 @@ pub mod openai;
 pub mod stream;
 
 pub use health::{
-    Availability, CacheHealth, CpuHealth, DetectedCapabilities, GatewayHealth, GatewayHttpHealth,
-    Health, HealthStatus, MemoryHealth, PreparationHealth, PressureFlags, ProviderHealth,
-    ProviderStatus, QueueHealth, RateLimitHealth, Readiness, RuntimeHealth, overall_status,
+    AdaptiveHealth, Availability, CacheHealth, CpuHealth, DegradationHealth, DetectedCapabilities,
+    GatewayHealth, GatewayHttpHealth, Health, HealthStatus, MemoryHealth, PreparationHealth,
+    PressureFlags, ProviderHealth, ProviderStatus, QueueHealth, RateLimitHealth, Readiness,
+    RuntimeHealth, overall_status,
 };
 pub use infer::{
     AdaptiveTuningDiagnostics, ChatTurn, CountTriple, CpuSignals, DegradationDiagnostics,

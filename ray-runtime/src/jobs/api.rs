@@ -32,6 +32,7 @@ impl Runtime {
             &self.inner.config,
             request.clone(),
             &PressureSnapshot::default(),
+            &self.inner.tuner,
             PlanOptions::default(),
         )
         .map(|_| ())

@@ -10,10 +10,20 @@ fn calm() -> PressureSnapshot {
     PressureSnapshot::default()
 }
 
+fn tuner(config: &ray_core::config::RayConfig) -> Tuner {
+    Tuner::new(&config.adaptive_tuning)
+}
+
 fn plan_for(json: &str) -> Result<Plan, RayError> {
     let config = profile_defaults(Profile::Sub1b);
     let request: InferRequest = serde_json::from_str(json).unwrap();
-    plan(&config, request, &calm(), PlanOptions::default())
+    plan(
+        &config,
+        request,
+        &calm(),
+        &tuner(&config),
+        PlanOptions::default(),
+    )
 }
 
 #[test]
@@ -66,6 +76,7 @@ fn queue_pressure_clamps_the_output() {
         &config,
         InferRequest::new("x"),
         &pressure,
+        &tuner(&config),
         PlanOptions::default(),
     )
     .unwrap();
@@ -84,7 +95,14 @@ fn long_prompts_keep_their_instructions() {
         system: Some("Answer briefly.".into()),
         ..InferRequest::new("word ".repeat(100))
     };
-    let p = plan(&config, request, &calm(), PlanOptions::default()).unwrap();
+    let p = plan(
+        &config,
+        request,
+        &calm(),
+        &tuner(&config),
+        PlanOptions::default(),
+    )
+    .unwrap();
     assert_eq!(p.system.as_deref(), Some("Answer briefly."));
     assert!(p.prompt_chars() <= 100);
     assert!(
@@ -145,6 +163,162 @@ fn template_values_of_any_type_render() {
         ),
         ..InferRequest::default()
     };
-    let p = plan(&config, request, &calm(), PlanOptions::default()).unwrap();
+    let p = plan(
+        &config,
+        request,
+        &calm(),
+        &tuner(&config),
+        PlanOptions::default(),
+    )
+    .unwrap();
     assert!(p.input.contains("Goal: 7"));
+}
+
+fn learned_tuner(config: &ray_core::config::RayConfig, family: u64, tokens: u64) -> Tuner {
+    let tuner = tuner(config);
+    for _ in 0..config.adaptive_tuning.learned_cap_min_samples {
+        tuner.record(crate::tuning::Outcome {
+            family,
+            completion_tokens: tokens,
+            queue_time: std::time::Duration::ZERO,
+            tokens_per_second: None,
+        });
+    }
+    tuner
+}
+
+#[test]
+fn a_learned_cap_comes_before_the_pressure_clamps() {
+    let config = profile_defaults(Profile::Sub1b);
+    let request = || -> InferRequest {
+        serde_json::from_str(r#"{"input":"x","metadata":{"promptFamily":"tickets"}}"#).unwrap()
+    };
+    let family = plan(
+        &config,
+        request(),
+        &calm(),
+        &tuner(&config),
+        PlanOptions::default(),
+    )
+    .unwrap()
+    .family
+    .affinity;
+    // This family's completions are 150 tokens: the cap is 150 + 24 headroom.
+    let tuner = learned_tuner(&config, family, 150);
+    let pressure = PressureSnapshot {
+        queue_depth: 16,
+        ..PressureSnapshot::default()
+    };
+    let p = plan(
+        &config,
+        request(),
+        &pressure,
+        &tuner,
+        PlanOptions::default(),
+    )
+    .unwrap();
+    let cap = &p.learned_output_cap;
+    assert!(cap.applied);
+    assert_eq!(cap.sample_count, 8);
+    assert_eq!(cap.learned_cap_tokens, Some(174));
+    assert_eq!(
+        (cap.requested_max_tokens, cap.applied_max_tokens),
+        (256, 174)
+    );
+    let clamp = &p.degradation;
+    assert_eq!(
+        (clamp.requested_max_tokens, clamp.applied_max_tokens),
+        (174, 128)
+    );
+    assert_eq!(p.adaptive_tuning.requested_max_tokens, 128);
+    assert_eq!(p.max_tokens, 128);
+
+    // Warm-up requests are never capped.
+    let internal = PlanOptions {
+        internal: true,
+        ..PlanOptions::default()
+    };
+    let p = plan(&config, request(), &calm(), &tuner, internal).unwrap();
+    assert!(!p.learned_output_cap.applied);
+    assert_eq!(p.max_tokens, 256);
+}
+
+#[test]
+fn adaptive_reduction_comes_after_the_clamps() {
+    let config = profile_defaults(Profile::Sub1b);
+    let tuner = tuner(&config);
+    // Executions waited three times the 350 ms threshold: 0.25 × (3 − 1) = 0.5.
+    for _ in 0..4 {
+        tuner.record(crate::tuning::Outcome {
+            family: 1,
+            completion_tokens: 10,
+            queue_time: std::time::Duration::from_millis(1_050),
+            tokens_per_second: None,
+        });
+    }
+    let p = plan(
+        &config,
+        InferRequest::new("x"),
+        &calm(),
+        &tuner,
+        PlanOptions::default(),
+    )
+    .unwrap();
+    let adaptive = &p.adaptive_tuning;
+    assert!(adaptive.reduced);
+    assert_eq!(adaptive.reason.as_deref(), Some("queue_latency"));
+    assert_eq!(adaptive.reduction_ratio.0, 0.5);
+    assert_eq!(
+        (adaptive.requested_max_tokens, adaptive.applied_max_tokens),
+        (256, 128)
+    );
+    assert!(!p.degraded, "adaptive tuning is not a pressure clamp");
+    assert_eq!(p.degradation.applied_max_tokens, 256);
+    assert_eq!(p.max_tokens, 128);
+    // A small request keeps at least its own size, never below minOutputTokens (64).
+    let p = plan(
+        &config,
+        serde_json::from_str(r#"{"input":"x","maxTokens":100}"#).unwrap(),
+        &calm(),
+        &tuner,
+        PlanOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(p.max_tokens, 64);
+}
+
+#[test]
+fn a_clamped_request_also_looks_under_its_unclamped_key() {
+    let config = profile_defaults(Profile::Sub1b);
+    let calm_plan = plan_for(r#"{"input":"same"}"#).unwrap();
+    assert_eq!(
+        calm_plan.unclamped_cache_key("m", CacheKeyStrategy::InputParams),
+        None
+    );
+    let pressure = PressureSnapshot {
+        queue_depth: 16,
+        ..PressureSnapshot::default()
+    };
+    let clamped = plan(
+        &config,
+        InferRequest::new("same"),
+        &pressure,
+        &tuner(&config),
+        PlanOptions::default(),
+    )
+    .unwrap();
+    let strategy = CacheKeyStrategy::InputParams;
+    assert_ne!(
+        clamped.cache_key("m", strategy),
+        calm_plan.cache_key("m", strategy)
+    );
+    assert_eq!(
+        clamped.unclamped_cache_key("m", strategy),
+        Some(calm_plan.cache_key("m", strategy))
+    );
+    assert_eq!(
+        clamped.unclamped_cache_key("m", CacheKeyStrategy::Input),
+        None,
+        "maxTokens is not part of the key"
+    );
 }

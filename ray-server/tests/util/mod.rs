@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ray_core::config::ConfigLoader;
-use ray_runtime::Runtime;
+use ray_runtime::{PressureSources, Runtime};
 use ray_sdk::RayClient;
 use ray_server::{App, HttpLimits};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -39,18 +39,28 @@ impl TestServer {
         keys: Option<&str>,
         limits: HttpLimits,
     ) -> TestServer {
+        TestServer::start_reading(config_json, keys, limits, no_pressure_signals()).await
+    }
+
+    /// Starts a server that reads its pressure signals from `sources`. The others read none,
+    /// so the load of the machine running the tests cannot clamp their requests.
+    pub async fn start_reading(
+        config_json: &str,
+        keys: Option<&str>,
+        limits: HttpLimits,
+        sources: PressureSources,
+    ) -> TestServer {
         let config = ConfigLoader::new()
             .with_json("test.json", config_json)
             .with_override("server.port", 0.into())
             .load()
             .unwrap_or_else(|e| panic!("{e}"))
             .config;
-        TestServer::start_app(
-            App::with_keys(Runtime::new(config).unwrap(), keys)
-                .unwrap()
-                .with_limits(limits),
-        )
-        .await
+        let runtime = Runtime::builder(config)
+            .pressure_sources(sources)
+            .build()
+            .unwrap();
+        TestServer::start_app(App::with_keys(runtime, keys).unwrap().with_limits(limits)).await
     }
 
     /// Starts a server over a runtime built by the test (a custom provider, job store, ...).
@@ -134,6 +144,11 @@ pub fn metric_value(text: &str, name: &str) -> Option<f64> {
         let (key, value) = l.rsplit_once(' ')?;
         (key == name).then(|| value.parse().ok())?
     })
+}
+
+/// A root with no `proc/` or `sys/`: every pressure signal is unavailable.
+pub fn no_pressure_signals() -> PressureSources {
+    PressureSources::under(concat!(env!("CARGO_TARGET_TMPDIR"), "/no-pressure-signals"))
 }
 
 /// A parsed raw response.
