@@ -339,8 +339,10 @@ fn caddyfile(config: &RayConfig, deploy: &DeployArgs) -> String {
 		-Server
 	}}
 	reverse_proxy {upstream_host}:{port} {{
-		health_uri /livez
-		health_interval 15s
+		# One upstream, so no active health check (it would keep answering 503 for up to its
+		# interval after a restart); while the gateway restarts, new connections are retried.
+		lb_try_duration 5s
+		lb_try_interval 250ms
 		transport http {{
 			dial_timeout 5s
 			# The gateway answers within scheduler.requestTimeoutMs ({request_ms} ms); wait 5 s more.
@@ -397,6 +399,16 @@ fn env_example(config: &RayConfig, deploy: &DeployArgs) -> String {
              # set auth.enabled in the config (or RAY_AUTH_ENABLED=true) and put the keys here:\n\
              # {}=",
             config.auth.api_key_env
+        );
+    }
+    if config.async_queue.enabled {
+        let _ = writeln!(
+            out,
+            "\n# Signs job callbacks (asyncQueue.callbackSigningSecretEnv): at least 16 bytes, shared with\n\
+             # the receivers, which verify each callback with it (docs/jobs.md). Empty: unsigned.\n\
+             #   od -An -tx1 -N32 /dev/urandom | tr -d ' \\n'\n\
+             {}=",
+            config.async_queue.callback_signing_secret_env
         );
     }
     if let Some(name) = config.model.adapter.http().and_then(|h| h.api_key_env) {

@@ -518,3 +518,21 @@ async fn caddy_serves_the_gateway_with_the_rendered_caddyfile() {
     let _ = proxy.wait();
     drop(ray);
 }
+
+#[test]
+fn the_env_file_asks_for_a_signing_secret_when_jobs_are_on_and_caddy_retries_a_restart() {
+    for path in example_configs() {
+        let name = path.display().to_string();
+        let (config, rendered) = render_example(&path);
+        let env = &rendered.file("ray.env.example").unwrap().contents;
+        let line = format!("\n{}=\n", config.async_queue.callback_signing_secret_env);
+        assert_eq!(
+            env.contains(&line),
+            config.async_queue.enabled,
+            "{name}: the signing secret line follows asyncQueue.enabled:\n{env}"
+        );
+        let caddy = &rendered.file("Caddyfile").unwrap().contents;
+        assert!(caddy.contains("lb_try_duration 5s"), "{name}:\n{caddy}");
+        assert!(!caddy.contains("health_uri"), "{name}:\n{caddy}");
+    }
+}
