@@ -770,6 +770,7 @@ impl Runtime {
             pressure: &inner.pressure.sample(),
             degradation: &config.graceful_degradation,
             tuner: &inner.tuner,
+            preparation: &model.prep.health(),
         });
         if let Some(jobs) = &inner.jobs {
             snapshot.extend(jobs.metrics());

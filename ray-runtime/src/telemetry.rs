@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use ray_cache::CacheStats;
 use ray_core::config::GracefulDegradationConfig;
+use ray_core::wire::PreparationHealth;
 use ray_scheduler::StateSnapshot;
 
 use crate::pressure::PressureSignals;
@@ -131,6 +132,8 @@ pub(crate) struct Gauges<'a> {
     pub(crate) pressure: &'a PressureSignals,
     pub(crate) degradation: &'a GracefulDegradationConfig,
     pub(crate) tuner: &'a Tuner,
+    /// The backend preparation stage (rendering and counting prompts before admission).
+    pub(crate) preparation: &'a PreparationHealth,
 }
 
 impl RuntimeMetrics {
@@ -220,6 +223,33 @@ impl RuntimeMetrics {
             self.stream_first_token.samples(),
         );
 
+        // Preparation: prompts rendered and counted by the backend before admission.
+        let prep = gauges.preparation;
+        m.gauge(
+            "ray_preparation_active",
+            "Prompts being prepared (rendered and counted by the backend) before admission.",
+            Some("preparation.active"),
+            prep.active.into(),
+        );
+        m.gauge(
+            "ray_preparation_concurrency",
+            "Preparations allowed at once (scheduler.concurrency).",
+            Some("preparation.concurrency"),
+            prep.concurrency.into(),
+        );
+        m.gauge(
+            "ray_preparation_queued",
+            "Requests waiting to be prepared.",
+            Some("preparation.queued"),
+            prep.queued.into(),
+        );
+        m.gauge(
+            "ray_preparation_max_queue",
+            "Requests allowed to wait for preparation (scheduler.maxQueue); more are refused.",
+            Some("preparation.max_queue"),
+            prep.max_queue.into(),
+        );
+
         // Scheduler.
         let depth = s.depth();
         m.labelled(
@@ -232,7 +262,7 @@ impl RuntimeMetrics {
             ],
         );
         m.gauge(
-            "ray_queue_depth_total",
+            "ray_queue_waiting",
             "Requests waiting, both lanes.",
             Some("queue.depth"),
             depth.into(),

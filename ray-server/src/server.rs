@@ -195,6 +195,8 @@ async fn serve_one(
             route = route.label(),
             status,
             latency_ms,
+            request_id = log.request_id.as_deref(),
+            queue_time_ms = log.queue_time_ms,
             code = %error.code(),
             error = error.message(),
             "request rejected"
@@ -204,6 +206,8 @@ async fn serve_one(
             route = route.label(),
             status,
             latency_ms,
+            request_id = log.request_id.as_deref(),
+            queue_time_ms = log.queue_time_ms,
             code = %error.code(),
             error = error.message(),
             "request failed"

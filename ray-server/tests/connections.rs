@@ -208,3 +208,77 @@ async fn the_default_keep_alive_timeout_is_5_s_and_health_says_so() {
     assert!(connection.closed_within(Duration::from_secs(12)).await);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_connection_is_closed_after_its_request_cap() {
+    let server = TestServer::start_with(
+        TINY,
+        None,
+        HttpLimits {
+            max_requests_per_connection: 3,
+            ..HttpLimits::default()
+        },
+    )
+    .await;
+    let mut connection = RawConnection::open(server.addr).await;
+    for n in 1..=3 {
+        let response = connection.exchange(&keep_alive_get("/livez")).await;
+        assert_eq!(response.status, 200, "request {n}");
+        assert_eq!(
+            response.header("connection"),
+            (n == 3).then_some("close"),
+            "request {n} of 3"
+        );
+    }
+    assert!(
+        connection.closed_within(Duration::from_secs(5)).await,
+        "the server closes the connection after the third answer"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_closes_requests_still_running_after_the_grace() {
+    let mut server = TestServer::start_with(
+        r#"{"profile":"tiny","model":{"adapter":{"kind":"mock","latencyMs":60000}},
+            "scheduler":{"requestTimeoutMs":120000}}"#,
+        None,
+        HttpLimits {
+            shutdown_grace: Duration::from_millis(300),
+            ..HttpLimits::default()
+        },
+    )
+    .await;
+    let url = server.url("/v1/infer");
+    let stuck = tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(url)
+            .json(&serde_json::json!({"input": "a minute of work"}))
+            .send()
+            .await
+    });
+    let mut running = false;
+    for _ in 0..500 {
+        let health = server.client().health().await.unwrap();
+        if health.runtime.queue.in_flight == 1 {
+            running = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(running, "the request never started");
+    let started = std::time::Instant::now();
+    let task = server.begin_shutdown();
+    task.await.unwrap().unwrap();
+    // Behaviour, not speed: the server stopped long before the 60 s request could end.
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "shutdown waited for the request: {:?}",
+        started.elapsed()
+    );
+    let outcome = stuck.await.unwrap();
+    assert!(
+        outcome.is_err(),
+        "the request was cut off, not answered: {outcome:?}"
+    );
+}

@@ -371,21 +371,8 @@ async fn metrics_speak_prometheus_text_and_the_json_view() {
         .await
         .unwrap();
     let text = server.client().metrics_text().await.unwrap();
-    for line in text.lines() {
-        if line.starts_with('#') {
-            assert!(
-                line.starts_with("# HELP ") || line.starts_with("# TYPE "),
-                "{line}"
-            );
-        } else {
-            let (name, value) = line.rsplit_once(' ').unwrap();
-            assert!(!name.is_empty(), "{line}");
-            assert!(
-                value.parse::<f64>().is_ok() || value == "+Inf" || value == "NaN",
-                "{line}"
-            );
-        }
-    }
+    let families = util::exposition::check(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert!(families > 40, "{families} families");
     assert_eq!(util::metric_value(&text, "ray_requests_total"), Some(1.0));
     let json: serde_json::Value = reqwest::get(server.url("/metrics?format=json"))
         .await
@@ -426,4 +413,27 @@ async fn the_provider_status_gauge_is_right_without_anyone_reading_health() {
         .unwrap();
     assert_eq!(status, "1", "a ready mock provider is 1 (ready)");
     server.stop().await;
+}
+
+#[test]
+fn the_checker_refuses_what_promtool_refuses() {
+    let good = "# HELP a_total A.\n# TYPE a_total counter\na_total{x=\"1\"} 2\n\
+                # HELP h H.\n# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_bucket{le=\"+Inf\"} 2\n\
+                h_sum 3\nh_count 2\n";
+    assert_eq!(util::exposition::check(good), Ok(2));
+    for bad in [
+        "# HELP a_total A.\n# TYPE a_total gauge\na_total 1\n",
+        "# HELP a A.\n# TYPE a counter\na 1\n",
+        "# HELP a A.\n# TYPE a gauge\na 1\na 2\n",
+        "# HELP a A.\n# TYPE a gauge\nb 1\n",
+        "# HELP a A.\n# TYPE a gauge\na{x=1} 1\n",
+        "# HELP a A.\n# TYPE a gauge\na one\n",
+        "# HELP a A.\n# TYPE a gauge\na 1",
+        "# TYPE a gauge\na 1\n",
+        "# HELP a A.\n# TYPE a gauge\na{x=\"1\"} 1\n# HELP b B.\n# TYPE b gauge\nb 1\na{x=\"2\"} 1\n",
+        "# HELP h H.\n# TYPE h histogram\nh_bucket{le=\"1\"} 2\nh_bucket{le=\"+Inf\"} 1\nh_sum 3\nh_count 1\n",
+        "# HELP h H.\n# TYPE h histogram\nh_bucket{le=\"1\"} 2\nh_sum 3\nh_count 2\n",
+    ] {
+        assert!(util::exposition::check(bad).is_err(), "accepted: {bad}");
+    }
 }

@@ -316,6 +316,7 @@ async fn low_storage_is_refused_with_retry_after_30_and_shows_in_health() {
     assert!(ready.reasons.contains(&"async_queue_pressure".to_string()));
     assert_eq!(server.metric("ray_jobs_storage_low").await, 1.0);
     let metrics = server.client().metrics_text().await.unwrap();
+    util::exposition::check(&metrics).unwrap_or_else(|e| panic!("{e}\n{metrics}"));
     assert_eq!(
         util::metric_value(&metrics, r#"ray_jobs_rejected_total{reason="storage_low"}"#),
         Some(1.0)

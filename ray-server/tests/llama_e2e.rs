@@ -985,7 +985,14 @@ fn the_gguf_reader_agrees_with_the_fixture_models() {
 #[ignore = "needs the llama.cpp fixture (tools/llama-fixture/setup.sh)"]
 async fn bench_measures_ray_and_the_backend_directly() {
     let llama = Llama::start("tiny");
-    let server = TestServer::start(&ray_config(llama.port, "")).await;
+    // This machine's signals: the report samples the gateway's RSS from /health.
+    let server = TestServer::start_reading(
+        &ray_config(llama.port, ""),
+        None,
+        ray_server::HttpLimits::default(),
+        ray_runtime::PressureSources::system(),
+    )
+    .await;
     wait_until(Duration::from_secs(10), || async {
         server.client().ready().await.unwrap().is_ready()
     })

@@ -238,6 +238,7 @@ async fn every_signal_is_in_health_and_metrics_and_pressure_in_the_response() {
     assert!(runtime["adaptive"]["maxLearnedFamilies"].is_number());
 
     let text = server.client().metrics_text().await.unwrap();
+    util::exposition::check(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
     for (name, value) in [
         ("ray_memory_pressure", 1.0),
         ("ray_cpu_pressure", 1.0),

@@ -198,6 +198,7 @@ async fn a_client_that_leaves_frees_the_permit() {
     }
     eprintln!("permit free {:?} after the client left", left.elapsed());
     let metrics = client.metrics_text().await.unwrap();
+    util::exposition::check(&metrics).unwrap_or_else(|e| panic!("{e}\n{metrics}"));
     assert!(
         metrics.contains("ray_streams_cancelled_total 1"),
         "{metrics}"

@@ -2,6 +2,8 @@
 //! a well-behaved client would never send.
 #![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
 
+pub mod exposition;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
