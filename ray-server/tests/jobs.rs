@@ -600,3 +600,88 @@ async fn job_routes_answer_disabled_and_follow_the_check_order() {
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn wait_for_job_gives_up_at_its_deadline_and_the_job_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&config(
+        dir.path(),
+        "",
+        r#""model":{"adapter":{"kind":"mock","latencyMs":1500}}"#,
+    ))
+    .await;
+    let client = server.client();
+    let accepted = client
+        .submit_job(&JobSubmission::new(InferRequest::new("take your time")))
+        .await
+        .unwrap();
+    let short = WaitOptions {
+        timeout: Duration::from_millis(200),
+        ..WAIT
+    };
+    let error = client.wait_for_job(&accepted.id, short).await.unwrap_err();
+    assert!(error.is_timeout(), "{error}");
+    let record = client.wait_for_job(&accepted.id, WAIT).await.unwrap();
+    assert_eq!(record.status, JobStatus::Succeeded, "{record:?}");
+    assert_eq!(record.attempts, 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_slow_or_failing_receiver_is_given_up_after_max_callback_attempts() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(None).await;
+    let server = TestServer::start(&config(
+        dir.path(),
+        r#""callbackTimeoutMs":300,"maxCallbackAttempts":2"#,
+        "",
+    ))
+    .await;
+    let client = server.client();
+    let mut ids = Vec::new();
+    for prompt in ["callback-slow", "callback-always-fail"] {
+        let accepted = client
+            .submit_job(
+                &JobSubmission::new(InferRequest::new(prompt)).with_callback(receiver.url()),
+            )
+            .await
+            .unwrap();
+        ids.push(accepted.id);
+    }
+    for (id, error) in ids.iter().zip(["timed out", "503"]) {
+        let settled = poll_until(Duration::from_secs(20), || {
+            let client = client.clone();
+            let id = id.clone();
+            async move {
+                let callback = client.job(&id).await.unwrap().callback.unwrap();
+                callback.status == CallbackStatus::Failed
+            }
+        })
+        .await;
+        assert!(settled, "{id}: the callback was given up");
+        let record = client.job(id).await.unwrap();
+        // The job itself succeeded; only its delivery failed, after exactly two attempts.
+        assert_eq!(record.status, JobStatus::Succeeded);
+        let callback = record.callback.unwrap();
+        assert_eq!(callback.attempts, 2, "{callback:?}");
+        assert!(callback.delivered_at.is_none());
+        let last_error = callback.last_error.unwrap();
+        assert!(last_error.contains(error), "{id}: {last_error}");
+        assert_eq!(
+            receiver.of(id).len(),
+            2,
+            "{id}: two deliveries reached the receiver"
+        );
+    }
+    let metrics = client.metrics_text().await.unwrap();
+    assert_eq!(
+        util::metric_value(&metrics, "ray_job_callbacks_failed_total"),
+        Some(2.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        util::metric_value(&metrics, "ray_job_callback_attempt_failures_total"),
+        Some(4.0)
+    );
+    server.stop().await;
+}

@@ -241,6 +241,12 @@ impl JobQueue {
             if health.storage_admission_low == Some(true) { 1.0 } else { 0.0 },
         );
         m.gauge(
+            "ray_jobs_completed_ttl_seconds",
+            "asyncQueue.completedTtlMs in seconds: finished jobs are pruned this long after they settle.",
+            None,
+            health.completed_ttl_ms as f64 / 1000.0,
+        );
+        m.gauge(
             "ray_jobs_max_record_bytes",
             "asyncQueue.maxRecordBytes.",
             Some("async_queue.max_record_bytes"),

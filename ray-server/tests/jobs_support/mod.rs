@@ -189,8 +189,8 @@ pub struct Receiver {
 }
 
 impl Receiver {
-    /// `fail_first`: answer 500 to the first delivery of every job whose prompt contains
-    /// `callback-fail-first`.
+    /// By the job's prompt: `callback-fail-first` gets 500 on its first delivery,
+    /// `callback-always-fail` 503 on every one, `callback-slow` an answer after 3 s.
     pub async fn start(secret: Option<&'static [u8]>) -> Receiver {
         let deliveries: Arc<Mutex<Vec<Delivery>>> = Arc::default();
         let fail_first = Arc::new(AtomicU64::new(0));
@@ -233,6 +233,12 @@ impl Receiver {
                     record,
                 };
                 log.lock().push(delivery);
+                if prompt.contains("callback-slow") {
+                    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+                }
+                if prompt.contains("callback-always-fail") {
+                    return json_response(StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({}));
+                }
                 if prompt.contains("callback-fail-first") && delivery_attempt == 1 {
                     failed.fetch_add(1, Ordering::SeqCst);
                     return json_response(StatusCode::INTERNAL_SERVER_ERROR, serde_json::json!({}));
