@@ -93,38 +93,22 @@ impl Logged {
 async fn traffic(base: &str) {
     let http = reqwest::Client::new();
     let infer = format!("{base}/v1/infer");
-    let ok = http
-        .post(&infer)
-        .bearer_auth(KEY)
-        .json(&serde_json::json!({"input": "log me", "maxTokens": 8}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ok.status(), 200);
-    let again = http
-        .post(&infer)
-        .bearer_auth(KEY)
-        .json(&serde_json::json!({"input": "log me", "maxTokens": 8}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(again.status(), 200);
-    let wrong = http
-        .post(&infer)
-        .bearer_auth(WRONG)
-        .json(&serde_json::json!({"input": "x"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(wrong.status(), 401);
-    let bad = http
-        .post(&infer)
-        .bearer_auth(KEY)
-        .json(&serde_json::json!({"input": "x", "maxTokens": "many"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(bad.status(), 400);
+    let post = |key: &'static str, body: serde_json::Value| {
+        http.post(&infer).bearer_auth(key).json(&body).send()
+    };
+    let same = serde_json::json!({"input": "log me", "maxTokens": 8});
+    for (key, body, status) in [
+        (KEY, same.clone(), 200),
+        (KEY, same, 200),
+        (WRONG, serde_json::json!({"input": "x"}), 401),
+        (
+            KEY,
+            serde_json::json!({"input": "x", "maxTokens": "many"}),
+            400,
+        ),
+    ] {
+        assert_eq!(post(key, body).await.unwrap().status(), status);
+    }
     // The key in a place it does not belong: a header, the URL, the body.
     let odd = http
         .get(format!("{base}/v1/config?key={WRONG}"))
