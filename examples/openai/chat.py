@@ -8,7 +8,7 @@ Only the base URL and the API key change; everything else is the SDK as document
 
 Environment: RAY_BASE_URL (default http://127.0.0.1:3000/v1), RAY_API_KEY (any text when
 auth is off). With RAY_EXPECT_RATE_LIMIT=1 it also sends requests until Ray's rate limit
-answers 429, and checks that the SDK raises its RateLimitError (tools/test runs it that way).
+answers 429, and checks that the SDK raises its RateLimitError (tools/e2e runs it that way).
 """
 
 import os
