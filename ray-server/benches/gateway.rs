@@ -6,6 +6,8 @@
 //! Run with `cargo bench -p ray-server --bench gateway`. Options through the environment:
 //! `RAY_BENCH_SECONDS` (per scenario, default 3), `RAY_BENCH_JSON` (write the report there).
 
+mod common;
+
 use std::io::Write;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -14,6 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::free_port;
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
@@ -44,13 +47,6 @@ fn main() {
     if let Ok(path) = std::env::var("RAY_BENCH_JSON") {
         std::fs::write(path, serde_json::to_vec_pretty(&report).expect("report")).expect("write");
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 fn rss_kib(pid: u32, field: &str) -> u64 {
@@ -131,55 +127,18 @@ async fn load(addr: SocketAddr, clients: usize, duration: Duration, distinct: bo
         let counter = counter.clone();
         let errors = errors.clone();
         tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::with_capacity(50_000);
-            'connection: while !stop.load(Ordering::Relaxed) {
-                let stream = TcpStream::connect(addr).await.expect("connect");
-                let _ = stream.set_nodelay(true);
-                let (mut sender, connection) =
-                    hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                        .await
-                        .expect("handshake");
-                tokio::spawn(connection);
-                while !stop.load(Ordering::Relaxed) {
-                    let n = counter.fetch_add(1, Ordering::Relaxed);
-                    let body = if distinct {
-                        format!("{{\"input\":\"benchmark prompt number {n}\",\"cache\":false}}")
-                    } else {
-                        "{\"input\":\"benchmark prompt\",\"cache\":false}".to_string()
-                    };
-                    let request = Request::post("/v1/infer")
-                        .header("host", "localhost")
-                        .header("content-type", "application/json")
-                        .body(Full::new(Bytes::from(body)))
-                        .expect("request");
-                    let sent = Instant::now();
-                    match sender.send_request(request).await {
-                        Ok(response) => {
-                            let ok = response.status() == 200;
-                            // The server may close a connection after its per-connection cap,
-                            // as the existing Ray does; a client then reconnects.
-                            let closing = response
-                                .headers()
-                                .get("connection")
-                                .is_some_and(|v| v == "close");
-                            let _ = response.into_body().collect().await;
-                            if ok {
-                                latencies.push(sent.elapsed());
-                            } else {
-                                errors.fetch_add(1, Ordering::Relaxed);
-                            }
-                            if closing {
-                                continue 'connection;
-                            }
-                        }
-                        Err(_) => {
-                            errors.fetch_add(1, Ordering::Relaxed);
-                            continue 'connection;
-                        }
-                    }
+            let next_body = || {
+                if stop.load(Ordering::Relaxed) {
+                    return None;
                 }
-            }
-            latencies
+                let n = counter.fetch_add(1, Ordering::Relaxed);
+                Some(if distinct {
+                    format!("{{\"input\":\"benchmark prompt number {n}\",\"cache\":false}}")
+                } else {
+                    "{\"input\":\"benchmark prompt\",\"cache\":false}".to_string()
+                })
+            };
+            common::post_until_done(addr, "/v1/infer", 200, next_body, &errors).await
         }));
     }
     let started = Instant::now();

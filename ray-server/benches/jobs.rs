@@ -9,6 +9,8 @@
 //! tmpfs makes `fsync` free), `RAY_BENCH_ROUNDS` (rounds per scenario, the median is kept;
 //! default 3), `RAY_BENCH_JSON` (write the report there).
 
+mod common;
+
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -17,10 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::Request;
-use hyper_util::rt::TokioIo;
+use common::free_port;
 use tokio::net::TcpStream;
 
 fn main() {
@@ -111,13 +110,6 @@ impl Drop for Server {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
 async fn start(dir: &Path, mock_latency_ms: u64, dispatch: u32) -> Server {
     let port = free_port();
     let config = dir.join("ray.json");
@@ -171,54 +163,15 @@ async fn submit(addr: SocketAddr, clients: usize, jobs: u64) -> (Vec<Duration>, 
     for _ in 0..clients {
         let (next, errors) = (next.clone(), errors.clone());
         tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            'connection: loop {
-                let stream = TcpStream::connect(addr).await.expect("connect");
-                let _ = stream.set_nodelay(true);
-                let (mut sender, connection) =
-                    hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                        .await
-                        .expect("handshake");
-                tokio::spawn(connection);
-                loop {
+            let next_body = || {
                 let n = next.fetch_add(1, Ordering::Relaxed);
-                if n >= jobs {
-                    return latencies;
-                }
-                let body = format!(
-                    "{{\"input\":\"Draft a short follow-up email about order {n}.\",\"maxTokens\":64}}"
-                );
-                let request = Request::post("/v1/jobs")
-                    .header("host", "localhost")
-                    .header("content-type", "application/json")
-                    .body(Full::new(Bytes::from(body)))
-                    .expect("request");
-                let sent = Instant::now();
-                match sender.send_request(request).await {
-                    Ok(response) => {
-                        let accepted = response.status() == 202;
-                        // The server closes a connection after 1000 requests; reconnect.
-                        let closing = response
-                            .headers()
-                            .get("connection")
-                            .is_some_and(|v| v == "close");
-                        let _ = response.into_body().collect().await;
-                        if accepted {
-                            latencies.push(sent.elapsed());
-                        } else {
-                            errors.fetch_add(1, Ordering::Relaxed);
-                        }
-                        if closing {
-                            continue 'connection;
-                        }
-                    }
-                    Err(_) => {
-                        errors.fetch_add(1, Ordering::Relaxed);
-                        continue 'connection;
-                    }
-                }
-                }
-            }
+                (n < jobs).then(|| {
+                    format!(
+                        "{{\"input\":\"Draft a short follow-up email about order {n}.\",\"maxTokens\":64}}"
+                    )
+                })
+            };
+            common::post_until_done(addr, "/v1/jobs", 202, next_body, &errors).await
         }));
     }
     let mut latencies = Vec::new();

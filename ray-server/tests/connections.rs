@@ -259,8 +259,7 @@ async fn shutdown_closes_requests_still_running_after_the_grace() {
     });
     let mut running = false;
     for _ in 0..500 {
-        let health = server.client().health().await.unwrap();
-        if health.runtime.queue.in_flight == 1 {
+        if server.in_flight().await == 1 {
             running = true;
             break;
         }

@@ -386,17 +386,7 @@ async fn a_backend_slower_than_its_timeout_is_provider_timeout() {
     assert_eq!(error.code(), Some(ErrorCode::ProviderTimeout), "{error}");
     assert_eq!(error.retry_after(), Some(Duration::from_secs(5)));
     assert_generation_stopped(&llama, before, "adapter timeout").await;
-    assert_eq!(
-        server
-            .client()
-            .health()
-            .await
-            .unwrap()
-            .runtime
-            .queue
-            .in_flight,
-        0
-    );
+    assert_eq!(server.in_flight().await, 0);
     server.stop().await;
 }
 
@@ -414,17 +404,7 @@ async fn the_request_deadline_aborts_the_backend_call() {
     let error = server.client().infer(&request).await.unwrap_err();
     assert_eq!(error.code(), Some(ErrorCode::RequestTimeout), "{error}");
     assert_generation_stopped(&llama, before, "request deadline").await;
-    assert_eq!(
-        server
-            .client()
-            .health()
-            .await
-            .unwrap()
-            .runtime
-            .queue
-            .in_flight,
-        0
-    );
+    assert_eq!(server.in_flight().await, 0);
     server.stop().await;
 }
 
@@ -720,17 +700,7 @@ async fn each_stream_deadline_fires_with_its_code_and_stops_the_backend() {
     let error = done.unwrap_err();
     assert_eq!(error.code(), Some(ErrorCode::StreamIdleTimeout), "{error}");
     assert_generation_stopped(&llama, before, "stream idle deadline").await;
-    assert_eq!(
-        server
-            .client()
-            .health()
-            .await
-            .unwrap()
-            .runtime
-            .queue
-            .in_flight,
-        0
-    );
+    assert_eq!(server.in_flight().await, 0);
     server.stop().await;
 }
 

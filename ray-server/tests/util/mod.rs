@@ -88,6 +88,17 @@ impl TestServer {
         }
     }
 
+    /// Requests holding a permit now (`/health` `runtime.queue.inFlight`).
+    pub async fn in_flight(&self) -> u32 {
+        self.client()
+            .health()
+            .await
+            .unwrap()
+            .runtime
+            .queue
+            .in_flight
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
