@@ -41,6 +41,13 @@ const SECTIONS: &[(&str, &str, &str)] = &[
         "model.adapter.warmupRequests[]",
         "WarmupRequest",
     ),
+    (
+        "model.scheduler and models[].scheduler",
+        "model.scheduler",
+        "ModelSchedulerLimits",
+    ),
+    ("routing", "routing", "RoutingConfig"),
+    ("routing.rules[]", "routing.rules[]", "RoutingRule"),
     ("scheduler", "scheduler", "SchedulerConfig"),
     ("streaming", "streaming", "StreamingConfig"),
     ("asyncQueue", "asyncQueue", "AsyncQueueConfig"),
@@ -63,8 +70,13 @@ const BEHAVIOUR: &[(&str, &str)] = &[
     (
         "Top level",
         "`profile` picks the defaults of every field below. `tags` are labels: reported in \
-         `/v1/config`, and `tags.modelRole` feeds each response's `diagnostics.taskRouting` \
-         (nothing is routed on it).",
+         `/v1/config`, and `tags.modelRole` feeds each response's `diagnostics.taskRouting`. \
+         `models` lists several models on one node; each entry has every field of `model` \
+         (below), and takes `family`, `quantization`, `contextWindow`, `warmOnBoot`, \
+         `maxOutputTokens` and `operational` from `model` when it leaves them out; its adapter \
+         starts from the profile's defaults for its `kind` (with `modelRef` = its `id`). \
+         `defaultModel` serves requests that name no model and match no rule \
+         ([operations.md](operations.md#several-models-on-one-box)).",
     ),
     (
         "server",
@@ -72,6 +84,29 @@ const BEHAVIOUR: &[(&str, &str)] = &[
          once. Bodies over `requestBodyLimitBytes` are refused with 413 before they are read \
          whole. `ray-server render` points Caddy's `reverse_proxy` at `port` and gives Caddy a \
          body limit just above this one.",
+    ),
+    (
+        "model.scheduler and models[].scheduler",
+        "Each model has its own queue and permits. A field left out takes the top-level \
+         `scheduler` value; lanes, batch window, affinity and deadlines are always the \
+         top-level ones.",
+    ),
+    (
+        "routing",
+        "Requests that name no model, or the virtual model `auto`, go to the model of the \
+         first rule in `rules` that matches, else to `defaultModel`; a request naming a model \
+         (id or alias) goes to it. A model whose backend fails `cooldownAfterFailures` times \
+         in a row (refused connections included) is in cooldown for `cooldownMs`: its requests \
+         go to its `fallback` models at once, or are refused with 503 `provider_unavailable` \
+         and `Retry-After`. `/health` and `/v1/models` show each model's state, reason, \
+         failure count and cooldown end.",
+    ),
+    (
+        "routing.rules[]",
+        "Every condition a rule sets must hold; unset conditions always hold. Prompt tokens \
+         are estimated at 4 chars a token, before any backend is asked. The response says \
+         which model served and which rule chose it (`diagnostics.routing` on `/v1/infer`, \
+         `X-Ray-Model` and `X-Ray-Route` headers on the OpenAI routes).",
     ),
     (
         "model",

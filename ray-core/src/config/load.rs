@@ -304,6 +304,10 @@ impl ConfigLoader {
             sources.insert(path.clone(), "override".into());
         }
 
+        // 5b. Each entry of `models` takes its unset model fields from `model`; its adapter
+        //     starts from the profile's defaults for its kind.
+        expand_models(&mut merged, profile, &mut diagnostics);
+
         // 6. Typed, repairing what it can so every problem is reported in one pass.
         let config = type_config(&mut merged, &defaults, &mut diagnostics);
 
@@ -621,6 +625,87 @@ fn type_config(
         serde_json::from_value(merged.clone()).ok()
     } else {
         None
+    }
+}
+
+/// Fields of `model` an entry of `models` inherits when it leaves them out.
+const INHERITED_MODEL_FIELDS: [&str; 6] = [
+    "family",
+    "quantization",
+    "contextWindow",
+    "warmOnBoot",
+    "maxOutputTokens",
+    "operational",
+];
+
+/// Fills each entry of `models` from `model` (see [`INHERITED_MODEL_FIELDS`]) and its adapter
+/// from the profile's defaults for the entry's adapter kind (default: the kind of
+/// `model.adapter`). Entries that are not objects are left for typing to report.
+fn expand_models(merged: &mut Value, profile: Profile, diagnostics: &mut Vec<Diagnostic>) {
+    let template = merged.get("model").cloned().unwrap_or(Value::Null);
+    let template_kind = pointer(&template, "adapter.kind")
+        .and_then(Value::as_str)
+        .unwrap_or("mock")
+        .to_string();
+    let Some(Value::Array(entries)) = merged.get_mut("models") else {
+        return;
+    };
+    for (index, entry) in entries.iter_mut().enumerate() {
+        let Value::Object(fields) = entry else {
+            continue;
+        };
+        for name in INHERITED_MODEL_FIELDS {
+            if !fields.contains_key(name)
+                && let Some(value) = template.get(name)
+            {
+                fields.insert(name.into(), value.clone());
+            }
+        }
+        let id = fields
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or("model")
+            .to_string();
+        let adapter = fields
+            .remove("adapter")
+            .unwrap_or_else(|| Value::Object(serde_json::Map::new()));
+        let kind = match adapter.get("kind") {
+            None => template_kind.clone(),
+            Some(Value::String(kind)) => kind.clone(),
+            Some(_) => {
+                diagnostics.push(Diagnostic::error(
+                    format!("models[{index}].adapter.kind"),
+                    "must be a string: mock, openai-compatible or llama.cpp",
+                ));
+                fields.insert("adapter".into(), adapter);
+                continue;
+            }
+        };
+        let Some(defaults) = adapter_defaults(&kind, &id, profile) else {
+            diagnostics.push(Diagnostic::error(
+                format!("models[{index}].adapter.kind"),
+                format!(
+                    "unknown adapter kind {kind:?}; expected mock, openai-compatible or llama.cpp"
+                ),
+            ));
+            fields.insert("adapter".into(), adapter);
+            continue;
+        };
+        let mut base = serde_json::to_value(defaults).unwrap_or(Value::Null);
+        // A launch profile describes one process; an entry never inherits the profile's.
+        if let Value::Object(map) = &mut base {
+            map.remove("launchProfile");
+            if kind != "mock" {
+                map.insert("modelRef".into(), Value::String(id.clone()));
+            }
+        }
+        merge(
+            &mut base,
+            adapter,
+            &format!("models[{index}].adapter"),
+            diagnostics,
+        );
+        fields.insert("adapter".into(), base);
     }
 }
 

@@ -6,6 +6,7 @@ mod load;
 mod profiles;
 mod types;
 mod validate;
+mod validate_models;
 
 pub use env::{ENV_VARS, EnvKind, EnvScope, EnvVar, OTHER_RAY_VARS, parse_env_value};
 pub use load::{
@@ -19,6 +20,7 @@ pub use validate::{
     Diagnostic, GENERATED_LLAMA_FLAGS, ParsedUrl, RESERVED_ADAPTER_HEADERS, Severity,
     is_allowed_host_pattern, is_env_var_name, is_loopback_host, validate,
 };
+pub use validate_models::AUTO_MODEL;
 
 /// The JSON Schema of a config file (draft 2020-12).
 ///

@@ -22,8 +22,23 @@ pub struct RayConfig {
     pub profile: Profile,
     /// The HTTP listener.
     pub server: ServerConfig,
-    /// The model and the backend that serves it.
+    /// The model and the backend that serves it. With `models`, it is the template every entry
+    /// of `models` takes its unset model fields from (family, quantization, context window,
+    /// warm-up, output cap, operational hints), and it serves no requests of its own.
     pub model: ModelConfig,
+    /// Several models on one node: each entry has the fields of `model` plus `aliases`, `role`,
+    /// `fallback` and per-model `scheduler` limits. Empty (the default): `model` is the only
+    /// model. New in this version.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<ModelConfig>,
+    /// The model (id or alias) for requests that name none and match no routing rule; default:
+    /// the first entry of `models`, else `model.id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_model: Option<String>,
+    /// Routing rules for requests that name no model or the virtual model `auto`, and the
+    /// cooldown of failing backends.
+    #[serde(default, skip_serializing_if = "RoutingConfig::is_default")]
+    pub routing: RoutingConfig,
     /// Admission control: the bounded queue, token budgets, concurrency and deadlines.
     pub scheduler: SchedulerConfig,
     /// Deadlines of streamed responses (`"stream": true` and the OpenAI-compatible routes).
@@ -152,6 +167,188 @@ pub struct ModelConfig {
     pub operational: Option<ModelOperational>,
     /// The backend adapter.
     pub adapter: AdapterConfig,
+    /// Other names requests may use for this model (at most 16, each 1 to 256 chars; unique
+    /// across every id and alias; `auto` is reserved).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+    /// What the model is for; `embedding` models serve `/v1/embeddings`. Default `general`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<ModelRole>,
+    /// Models (ids or aliases) that take this model's requests, in order, when its backend is
+    /// down, in cooldown or refuses the work (never when the request itself is bad). Each model
+    /// is tried at most once per request, within the request's deadline; cycles are refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fallback: Vec<String>,
+    /// Per-model scheduler limits; unset fields come from the top-level `scheduler`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduler: Option<ModelSchedulerLimits>,
+    /// Free-form labels of this model (at most 64).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+}
+
+impl ModelConfig {
+    /// The role, `general` when unset.
+    pub fn role(&self) -> ModelRole {
+        self.role.unwrap_or(ModelRole::General)
+    }
+}
+
+/// What a model is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelRole {
+    /// Any generation (the default).
+    General,
+    /// Short labelling answers.
+    Classifier,
+    /// Longer drafts and rewrites.
+    Drafter,
+    /// Embedding vectors (`/v1/embeddings`).
+    Embedding,
+}
+
+impl ModelRole {
+    /// The wire name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ModelRole::General => "general",
+            ModelRole::Classifier => "classifier",
+            ModelRole::Drafter => "drafter",
+            ModelRole::Embedding => "embedding",
+        }
+    }
+}
+
+/// Scheduler limits of one model; each unset field comes from the top-level `scheduler`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ModelSchedulerLimits {
+    /// Requests of this model executing at once, 1 to 8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u32>,
+    /// Requests of this model waiting at most, 1 to 512.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_queue: Option<u32>,
+    /// Token budget of this model's waiting requests, 1 to 262144.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_queued_tokens: Option<u32>,
+    /// Token budget of this model's executing requests, 1 to 65536.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_inflight_tokens: Option<u32>,
+}
+
+/// Routing between models: ordered rules (the first that matches picks the model) and the
+/// cooldown of a backend that keeps failing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RoutingConfig {
+    /// Ordered rules, at most 64, for requests that name no model or the model `auto`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<RoutingRule>,
+    /// Consecutive backend failures (refused connections included) that put a model in
+    /// cooldown, 1 to 100; default 3.
+    #[serde(default = "default_cooldown_after_failures")]
+    pub cooldown_after_failures: u32,
+    /// How long a model stays in cooldown, 100 to 600000 ms; default 10000. While in cooldown
+    /// its requests go to its fallback at once, or are refused with `provider_unavailable` and
+    /// `Retry-After`.
+    #[serde(default = "default_cooldown_ms")]
+    pub cooldown_ms: u64,
+}
+
+fn default_cooldown_after_failures() -> u32 {
+    3
+}
+
+fn default_cooldown_ms() -> u64 {
+    10_000
+}
+
+impl Default for RoutingConfig {
+    fn default() -> RoutingConfig {
+        RoutingConfig {
+            rules: Vec::new(),
+            cooldown_after_failures: default_cooldown_after_failures(),
+            cooldown_ms: default_cooldown_ms(),
+        }
+    }
+}
+
+impl RoutingConfig {
+    /// Whether this is the default (so it is left out of printed configs).
+    pub fn is_default(&self) -> bool {
+        *self == RoutingConfig::default()
+    }
+}
+
+/// One routing rule: every condition it sets must hold (an unset condition always holds).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RoutingRule {
+    /// A name for diagnostics and logs (at most 64 chars); default `rules[N]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The model (id or alias) this rule sends requests to.
+    pub model: String,
+    /// The routes it applies to: `infer`, `chat`, `completions`, `embeddings`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<RouteKind>,
+    /// Tasks it applies to: the `task` field of `/v1/infer` or the `X-Ray-Task` header
+    /// (compared case-insensitively).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tasks: Vec<String>,
+    /// The model role the request's prompt suggests (as in the task-routing diagnostics:
+    /// `classifier` for JSON or classification prompts, `drafter` for rewrites and drafts,
+    /// else `general`), or the request's `tags.modelRole` metadata when it sets one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_role: Option<ModelRole>,
+    /// Applies when the estimated prompt (4 chars a token) has at least this many tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_prompt_tokens: Option<u32>,
+    /// Applies when the estimated prompt has at most this many tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_prompt_tokens: Option<u32>,
+    /// `true`: applies only when the estimated prompt plus the requested output fits the
+    /// target model's context window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fits_context: Option<bool>,
+    /// `true`: applies only to requests that ask for tools; `false`: only to those that do not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<bool>,
+    /// `true`: applies only to requests that ask for JSON output (a JSON object or schema).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json: Option<bool>,
+    /// Applies only to requests authenticated with one of these API keys, named by the first 8
+    /// hex digits of the key's SHA-256 (`printf %s "$KEY" | sha256sum | cut -c1-8`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub api_keys: Vec<String>,
+}
+
+/// The kind of route a request arrived on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteKind {
+    /// `POST /v1/infer` and durable jobs.
+    Infer,
+    /// `POST /v1/chat/completions`.
+    Chat,
+    /// `POST /v1/completions`.
+    Completions,
+    /// `POST /v1/embeddings`.
+    Embeddings,
+}
+
+impl RouteKind {
+    /// The wire name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RouteKind::Infer => "infer",
+            RouteKind::Chat => "chat",
+            RouteKind::Completions => "completions",
+            RouteKind::Embeddings => "embeddings",
+        }
+    }
 }
 
 /// Quantization of the model weights.
@@ -842,4 +1039,31 @@ pub enum RateLimitKeyStrategy {
     /// The API key and the IP together.
     #[serde(rename = "ip+api-key")]
     IpApiKey,
+}
+
+impl RayConfig {
+    /// The models this gateway serves: `models`, or `model` alone when `models` is empty.
+    pub fn model_entries(&self) -> &[ModelConfig] {
+        if self.models.is_empty() {
+            std::slice::from_ref(&self.model)
+        } else {
+            &self.models
+        }
+    }
+
+    /// The id of the default model: `defaultModel` resolved through ids and aliases, else the
+    /// first model.
+    pub fn default_model_id(&self) -> &str {
+        let entries = self.model_entries();
+        self.default_model
+            .as_deref()
+            .and_then(|name| {
+                entries
+                    .iter()
+                    .find(|m| m.id == name || m.aliases.iter().any(|a| a == name))
+            })
+            .unwrap_or(&entries[0])
+            .id
+            .as_str()
+    }
 }

@@ -731,7 +731,9 @@ pub fn validate(config: &RayConfig) -> Vec<Diagnostic> {
         c.text(&format!("tags.{key}"), value, 4_096, true);
     }
 
-    c.diagnostics
+    let mut diagnostics = c.diagnostics;
+    diagnostics.extend(super::validate_models::validate_models(config));
+    diagnostics
 }
 
 fn validate_adapter(c: &mut Checker, config: &RayConfig) {
