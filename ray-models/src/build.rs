@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ray_core::config::{AdapterConfig, RayConfig};
+use ray_core::config::{AdapterConfig, ModelConfig, RayConfig};
 
 use crate::error::ProviderError;
 use crate::http::BackendSettings;
@@ -15,6 +15,16 @@ use crate::provider::Provider;
 /// The provider for `config.model.adapter`. The backend API key, when `apiKeyEnv` names a
 /// variable, is read from the process environment now.
 pub fn provider_from_config(config: &RayConfig) -> Result<Arc<dyn Provider>, ProviderError> {
+    provider_for_model(config, &config.model)
+}
+
+/// The provider for one model's adapter (`model` is `config.model` or an entry of
+/// `config.models`). The backend API key, when `apiKeyEnv` names a variable, is read from the
+/// process environment now.
+pub fn provider_for_model(
+    config: &RayConfig,
+    model: &ModelConfig,
+) -> Result<Arc<dyn Provider>, ProviderError> {
     let backend =
         |base_url: &str,
          timeout_ms: u64,
@@ -28,9 +38,9 @@ pub fn provider_from_config(config: &RayConfig) -> Result<Arc<dyn Provider>, Pro
                 .map(|key| key.trim().to_string())
                 .filter(|key| !key.is_empty()),
         };
-    match &config.model.adapter {
+    match &model.adapter {
         AdapterConfig::Mock(mock) => Ok(Arc::new(MockProvider::new(
-            config.model.id.clone(),
+            model.id.clone(),
             config.profile.as_str(),
             mock.seed.clone(),
             Duration::from_millis(mock.latency_ms),
@@ -55,7 +65,7 @@ pub fn provider_from_config(config: &RayConfig) -> Result<Arc<dyn Provider>, Pro
                     adapter.headers.as_ref(),
                 ),
                 model_ref: adapter.model_ref.clone(),
-                model_context_window: config.model.context_window,
+                model_context_window: model.context_window,
                 cache_prompt: adapter.cache_prompt.unwrap_or(true),
                 slot_id: adapter.slot_id,
                 slot_snapshot_timeout: Duration::from_millis(

@@ -47,7 +47,7 @@ mod provider;
 mod sse;
 mod upstream;
 
-pub use build::provider_from_config;
+pub use build::{provider_for_model, provider_from_config};
 pub use error::{ProviderError, UPSTREAM_BODY_EXCERPT_BYTES};
 pub use llama::{CAPABILITY_TTL, LlamaCppProvider, LlamaCppSettings};
 pub use mock::MockProvider;

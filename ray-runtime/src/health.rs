@@ -7,13 +7,15 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use ray_core::config::redacted_json;
 use ray_core::wire::{
-    CacheHealth, DegradationHealth, Health, PressureFlags, ProviderHealth, ProviderStatus,
-    QueueHealth, Readiness, RuntimeHealth, overall_status,
+    CacheHealth, DegradationHealth, Health, ModelHealth, PressureFlags, ProviderHealth,
+    ProviderStatus, QueueHealth, Readiness, RuntimeHealth, overall_status,
 };
 use ray_core::{ErrorCode, RayError};
 use ray_models::{Provider, ProviderHealthReport};
+use tokio::time::Instant;
 
-use crate::backend_process::BackendProcess;
+use crate::backend::BackendProcess;
+use crate::registry::ModelEntry;
 use crate::runtime::Runtime;
 
 /// How long a provider probe is reused.
@@ -279,10 +281,22 @@ fn combine(warm: &WarmState, probed: ProviderStatus) -> ProviderStatus {
 }
 
 impl Runtime {
-    /// The backend's health: the probe (cached one second) combined with warm-up state.
+    /// The default model's backend health: the probe (cached one second) combined with
+    /// warm-up state.
     pub async fn provider_health(&self) -> ProviderHealth {
-        let provider = self.provider();
-        let health = &self.inner.health;
+        let model = self.model().clone();
+        self.provider_health_of_entry(&model).await
+    }
+
+    /// The backend health of the model `name` (id or alias).
+    pub async fn provider_health_of(&self, name: &str) -> Option<ProviderHealth> {
+        let model = self.inner.registry.get(name)?.clone();
+        Some(self.provider_health_of_entry(&model).await)
+    }
+
+    pub(crate) async fn provider_health_of_entry(&self, model: &ModelEntry) -> ProviderHealth {
+        let provider = &model.provider;
+        let health = &model.health;
         let (report, checked_at) = if provider.has_health_probe() {
             health.probe(provider.as_ref()).await
         } else {
@@ -329,11 +343,15 @@ impl Runtime {
 
     /// Pressure flags the runtime knows about (the server adds rate-limit and HTTP pressure).
     fn pressure_flags(&self) -> PressureFlags {
-        let pressure = self.pressure_snapshot();
+        let model = self.model();
+        let pressure = self.pressure_snapshot(model);
         let threshold = self.inner.config.graceful_degradation.queue_depth_threshold;
+        let entries = self.inner.registry.entries();
         PressureFlags {
-            queue: pressure.queue_depth >= threshold,
-            preparation: self.model().prep.health().degraded,
+            queue: entries
+                .iter()
+                .any(|m| m.scheduler.snapshot().depth() >= threshold),
+            preparation: entries.iter().any(|m| m.scheduler.preparation().degraded),
             memory: pressure.signals.memory.degraded,
             memory_critical: self.inner.pressure.refuses(&pressure.signals),
             cpu: pressure.signals.cpu.degraded,
@@ -342,28 +360,94 @@ impl Runtime {
         }
     }
 
-    /// Readiness: 503 while the backend is warming or down, 200 otherwise.
+    /// Readiness: 503 while the default model's backend is warming or down, 200 otherwise.
     pub async fn readiness(&self) -> Readiness {
-        let provider = self.provider_health().await;
-        let scheduler = self.model().scheduler.snapshot();
+        let model = self.model().clone();
+        self.readiness_of_entry(&model).await
+    }
+
+    /// Readiness of the model `name` (id or alias); `None` for an unknown name.
+    pub async fn readiness_of(&self, name: &str) -> Option<Readiness> {
+        let model = self.inner.registry.get(name)?.clone();
+        Some(self.readiness_of_entry(&model).await)
+    }
+
+    async fn readiness_of_entry(&self, model: &ModelEntry) -> Readiness {
+        let provider = self.provider_health_of_entry(model).await;
+        let scheduler = model.scheduler.snapshot();
+        let status = if model.cooldown.lock().active_until(Instant::now()).is_some() {
+            ProviderStatus::Unavailable
+        } else {
+            provider.status
+        };
         Readiness::new(
             self.inner.config.telemetry.service_name.clone(),
-            provider.status,
+            status,
             scheduler.depth(),
             scheduler.in_flight,
             self.pressure_flags(),
         )
     }
 
-    /// The full health snapshot.
+    /// Each model's state, in config order (what `/v1/models` and `/health` list).
+    pub async fn models(&self) -> Vec<ModelHealth> {
+        let mut out = Vec::new();
+        let default = self.model().id.clone();
+        for model in self.inner.registry.entries() {
+            let provider = self.provider_health_of_entry(model).await;
+            out.push(self.model_health(model, &provider, model.id == default));
+        }
+        out
+    }
+
+    fn model_health(
+        &self,
+        model: &ModelEntry,
+        provider: &ProviderHealth,
+        default: bool,
+    ) -> ModelHealth {
+        let now = Instant::now();
+        let scheduler = model.scheduler.snapshot();
+        let cooldown = model.cooldown.lock().clone();
+        let state = model.state(provider.status, now);
+        let remaining = cooldown
+            .active_until(now)
+            .map(|until| until.saturating_duration_since(now).as_millis() as u64);
+        ModelHealth {
+            id: model.id.clone(),
+            aliases: model.config.aliases.clone(),
+            role: model.config.role().as_str().into(),
+            default,
+            state: state.into(),
+            reason: match state {
+                "cooldown" => Some("model_cooldown".into()),
+                _ => provider.status.reason().map(str::to_string),
+            },
+            backend: model.provider.kind().into(),
+            context_window: model.context_window(),
+            max_output_tokens: model.config.max_output_tokens,
+            queue_depth: scheduler.depth(),
+            in_flight: scheduler.in_flight,
+            concurrency: model.limits.concurrency,
+            max_queue: model.limits.max_queue,
+            failures: cooldown.failures,
+            cooldown_remaining_ms: remaining,
+            last_failure: cooldown.reason,
+            fallback: model.config.fallback.clone(),
+        }
+    }
+
+    /// The full health snapshot. The queue section is the default model's; every model's
+    /// own state is in `models`.
     pub async fn health(&self) -> Health {
         let config = &self.inner.config;
-        let provider = self.provider_health().await;
-        let scheduler = self.model().scheduler.snapshot();
-        let pressure = self.pressure_snapshot();
+        let model = self.model().clone();
+        let provider = self.provider_health_of_entry(&model).await;
+        let scheduler = model.scheduler.snapshot();
+        let pressure = self.pressure_snapshot(&model);
         let flags = self.pressure_flags();
         let ratio = |part: f64, whole: f64| if whole > 0.0 { part / whole } else { 0.0 };
-        let s = &config.scheduler;
+        let s = &model.limits;
         let depth = scheduler.depth();
         let queue = QueueHealth {
             degraded: flags.queue,
@@ -386,7 +470,7 @@ impl Runtime {
             ),
             max_inflight_tokens: s.max_inflight_tokens,
             oldest_wait_ms: scheduler.oldest_wait.as_millis() as u64,
-            dedupe_followers: self.model().dedupe.followers() as u32,
+            dedupe_followers: model.flights.followers() as u32,
             rejections: [
                 (
                     "request_token_budget_exceeded",
@@ -432,19 +516,32 @@ impl Runtime {
                 ..CacheHealth::default()
             },
         };
+        let mut models = Vec::new();
+        let (mut queue_depth, mut in_flight) = (0u32, 0u32);
+        for entry in self.inner.registry.entries() {
+            let health = if entry.id == model.id {
+                self.model_health(entry, &provider, true)
+            } else {
+                let provider = self.provider_health_of_entry(entry).await;
+                self.model_health(entry, &provider, false)
+            };
+            queue_depth += health.queue_depth;
+            in_flight += health.in_flight;
+            models.push(health);
+        }
         let reasons = provider.status.reason().is_some() || flags.reasons().next().is_some();
         Health {
             status: overall_status(provider.status, reasons),
             uptime_ms: self.uptime().as_millis() as u64,
-            queue_depth: depth,
-            in_flight: scheduler.in_flight,
+            queue_depth,
+            in_flight,
             cache_entries: cache.entries,
             profile: config.profile.as_str().into(),
-            model_id: config.model.id.clone(),
+            model_id: model.id.clone(),
             provider,
             runtime: RuntimeHealth {
                 queue,
-                preparation: self.model().prep.health(),
+                preparation: model.scheduler.preparation(),
                 cache,
                 memory: pressure.signals.memory.clone(),
                 cpu: pressure.signals.cpu.clone(),
@@ -460,30 +557,33 @@ impl Runtime {
                         .memory_critical_refusals
                         .load(Ordering::Relaxed),
                 },
-                adaptive: self.inner.tuner.health(),
+                adaptive: model.tuner.health(),
             },
             async_queue: self.jobs().map(|jobs| jobs.health()),
             rate_limit: None,
             gateway: None,
+            models,
         }
     }
 
-    /// The effective config as `/v1/config` shows it: secrets redacted, plus capability hints.
+    /// The effective config as `/v1/config` shows it: secrets redacted, plus capability hints
+    /// of the default model.
     pub fn config_view(&self) -> serde_json::Value {
         let config = &self.inner.config;
+        let model = self.model();
         let mut view = redacted_json(config);
         let mut hints = serde_json::json!({
             "profile": config.profile.as_str(),
-            "modelId": config.model.id,
-            "family": config.model.family,
-            "quantization": config.model.quantization,
-            "contextWindow": self.context_window(),
-            "maxOutputTokens": config.model.max_output_tokens,
-            "operational": config.model.operational,
+            "modelId": model.id,
+            "family": model.config.family,
+            "quantization": model.config.quantization,
+            "contextWindow": model.context_window(),
+            "maxOutputTokens": model.config.max_output_tokens,
+            "operational": model.config.operational,
         });
         if let (Some(launch), Some(http)) = (
-            config.model.adapter.launch_profile(),
-            config.model.adapter.http(),
+            model.config.adapter.launch_profile(),
+            model.config.adapter.http(),
         ) {
             hints["llamaCpp"] = serde_json::json!({
                 "modelRef": http.model_ref,
@@ -494,7 +594,7 @@ impl Runtime {
                 "cachePrompt": launch.cache_prompt,
             });
         }
-        if let Some(capabilities) = self.provider().capabilities() {
+        if let Some(capabilities) = model.provider.capabilities() {
             hints["detectedCapabilities"] =
                 serde_json::to_value(capabilities).unwrap_or(serde_json::Value::Null);
         }

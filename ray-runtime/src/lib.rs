@@ -52,15 +52,21 @@
 //! # }).unwrap();
 //! ```
 
-mod backend_process;
+pub mod backend;
+mod builder;
+mod degrade;
+mod execute;
+mod front;
 mod health;
 mod ids;
 pub mod jobs;
 pub mod metrics;
 mod plan;
-mod prepare;
 mod pressure;
 mod prompt;
+mod registry;
+mod respond;
+mod routing;
 mod runtime;
 mod stream;
 mod telemetry;
@@ -68,7 +74,9 @@ pub mod templates;
 mod tuning;
 mod warmup;
 
-pub use backend_process::BackendProcess;
+pub use backend::BackendProcess;
+pub use builder::RuntimeBuilder;
+pub use front::RequestContext;
 pub use health::{HEALTH_MONITOR_INTERVAL, PROVIDER_HEALTH_TTL, WarmState};
 pub use ids::IdSource;
 pub use jobs::{FileJobStore, JobQueue, JobStore};
@@ -79,7 +87,7 @@ pub use pressure::{
     process_rss_bytes,
 };
 pub use prompt::{Compiled, Family, collapse_whitespace, compile, family, input_shape};
-pub use runtime::{Runtime, RuntimeBuilder, RuntimeError};
+pub use runtime::{Runtime, RuntimeError};
 pub use stream::InferStream;
 pub use warmup::{Background, warmup_retry_delay};
 

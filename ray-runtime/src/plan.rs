@@ -5,17 +5,17 @@
 use std::collections::BTreeMap;
 
 use ray_core::RayError;
-use ray_core::config::{CacheKeyStrategy, RayConfig};
+use ray_core::config::{CacheKeyStrategy, ModelConfig, RayConfig};
 use ray_core::wire::{
     AdaptiveTuningDiagnostics, ChatTurn, DegradationDiagnostics, InferRequest, Lane,
     LearnedCapDiagnostics, OrderedF64, PromptCompilerDiagnostics, ResponseFormat,
-    ResponseFormatKind, TaskRoutingDiagnostics,
+    ResponseFormatKind, RoutingDiagnostics, TaskRoutingDiagnostics,
 };
 use ray_models::{ProviderRequest, TemplateRef};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::pressure::PressureSnapshot;
+use crate::degrade::Decision;
 use crate::prompt::{self, Family};
 use crate::templates;
 use crate::tuning::Tuner;
@@ -50,6 +50,8 @@ pub(crate) struct Plan {
     pub(crate) learned_output_cap: LearnedCapDiagnostics,
     pub(crate) adaptive_tuning: AdaptiveTuningDiagnostics,
     pub(crate) task_routing: TaskRoutingDiagnostics,
+    /// Which model serves the request and what chose it (set by the front once routed).
+    pub(crate) routing: RoutingDiagnostics,
 }
 
 /// Extra knobs for internal callers.
@@ -61,15 +63,18 @@ pub(crate) struct PlanOptions {
     pub(crate) internal: bool,
 }
 
+/// Plans `request` for `model` under the degradation `decision`.
 pub(crate) fn plan(
     config: &RayConfig,
+    model: &ModelConfig,
     request: InferRequest,
-    pressure: &PressureSnapshot,
+    decision: &Decision,
     tuner: &Tuner,
     options: PlanOptions,
 ) -> Result<Plan, RayError> {
     request.validate()?;
-    let model_max = config.model.max_output_tokens;
+    let pressure = &decision.pressure;
+    let model_max = model.max_output_tokens;
     let mut metadata = request.metadata.clone().unwrap_or_default();
 
     // Templates: rendered now, their metadata overriding the caller's of the same names.
@@ -159,8 +164,7 @@ pub(crate) fn plan(
     // Degradation, step 1: prompt length (before compilation, as the reference does).
     let degradation_config = &config.graceful_degradation;
     let mut reasons: Vec<String> = Vec::new();
-    if degradation_config.enabled {
-        let budget = degradation_config.max_prompt_chars as usize;
+    if let Some(budget) = decision.prompt_budget {
         // The oldest turns of a conversation go first; then the input is cut.
         let mut trimmed = drop_old_turns(&mut history, &input, system.as_deref(), budget);
         if let Some((new_input, new_system)) = trim_prompt(&input, system.as_deref(), budget) {
@@ -196,25 +200,11 @@ pub(crate) fn plan(
     };
     let before_clamps = learned_output_cap.applied_max_tokens;
 
-    // Degradation, step 2: output clamps under queue, memory and CPU pressure.
+    // Degradation, step 2: the decision's output clamp under queue, memory and CPU pressure.
     let mut max_tokens = before_clamps;
-    if degradation_config.enabled {
-        let clamp_to = degradation_config.degrade_to_max_tokens;
-        let mut clamp = |reason: &str, max_tokens: &mut u32| {
-            if *max_tokens > clamp_to {
-                *max_tokens = clamp_to;
-            }
-            reasons.push(reason.into());
-        };
-        if pressure.queue_depth >= degradation_config.queue_depth_threshold {
-            clamp("queue_depth", &mut max_tokens);
-        }
-        if pressure.signals.memory.degraded {
-            clamp("memory_pressure", &mut max_tokens);
-        }
-        if pressure.signals.cpu.degraded {
-            clamp("cpu_pressure", &mut max_tokens);
-        }
+    if let Some((clamp_to, clamp_reasons)) = &decision.clamp {
+        max_tokens = max_tokens.min(*clamp_to);
+        reasons.extend(clamp_reasons.iter().map(|r| (*r).to_string()));
     }
     let degraded = !reasons.is_empty();
     let adaptive_tuning = if options.internal {
@@ -251,7 +241,7 @@ pub(crate) fn plan(
         chars_after: compiled.chars_after,
         chars_saved: compiled.chars_before.saturating_sub(compiled.chars_after),
     };
-    let task_routing = task_routing(config, response_format, &family.label, &input);
+    let task_routing = task_routing(config, model, response_format, &family.label, &input);
 
     Ok(Plan {
         input,
@@ -275,6 +265,11 @@ pub(crate) fn plan(
         learned_output_cap,
         adaptive_tuning,
         task_routing,
+        routing: RoutingDiagnostics {
+            model: model.id.clone(),
+            chosen_by: "default".into(),
+            ..RoutingDiagnostics::default()
+        },
     })
 }
 
@@ -368,6 +363,7 @@ fn cut_at_boundary(text: &str, limit: usize) -> String {
 
 fn task_routing(
     config: &RayConfig,
+    model: &ModelConfig,
     response_format: ResponseFormatKind,
     family: &str,
     input: &str,
@@ -389,7 +385,12 @@ fn task_routing(
         "rewrite" | "draft" => "drafter",
         _ => "general",
     };
-    let active = config.tags.get("modelRole").cloned();
+    // The model's role: its `role`, else its `tags.modelRole`, else the config's.
+    let active = model
+        .role
+        .map(|r| r.as_str().to_string())
+        .or_else(|| model.tags.get("modelRole").cloned())
+        .or_else(|| config.tags.get("modelRole").cloned());
     let matched = active
         .as_deref()
         .is_none_or(|role| role == recommended || recommended == "general" || role == "general");

@@ -10,9 +10,11 @@ use ray_core::config::WarmupRequest;
 use ray_core::wire::InferRequest;
 use tokio::task::JoinHandle;
 
+use crate::front::RequestContext;
 use crate::health::WarmState;
 use crate::jobs::{DRAIN_TIMEOUT, JobQueue};
 use crate::plan::PlanOptions;
+use crate::registry::ModelEntry;
 use crate::runtime::Runtime;
 use crate::telemetry::inc;
 
@@ -91,14 +93,21 @@ fn warmup_inference(warmup: &WarmupRequest) -> InferRequest {
 }
 
 impl Runtime {
-    /// Runs one warm-up attempt: the provider's preparation (capability detection), then each
-    /// `warmupRequests` entry (default `{"input":"ping"}` for HTTP backends) with temperature
-    /// 0, top-p 1, `maxTokens` 1 unless given, and no cache.
+    /// Warms every model up once: the provider's own warm-up, then each model's
+    /// `adapter.warmupRequests` (default one `{"input":"ping"}`) through the normal request
+    /// path (greedy, uncached, not counted as client requests). Stops at the first failure.
     pub async fn warm_up(&self) -> Result<(), RayError> {
-        let health = &self.inner.health;
+        for model in self.inner.registry.entries().to_vec() {
+            self.warm_up_model(&model).await?;
+        }
+        Ok(())
+    }
+
+    async fn warm_up_model(&self, model: &Arc<ModelEntry>) -> Result<(), RayError> {
+        let health = &model.health;
         inc(&self.inner.metrics.warmup_attempts);
         health.set_warm(WarmState::Warming);
-        let result = self.warm_up_once().await;
+        let result = self.warm_up_once(model).await;
         match &result {
             Ok(()) => health.set_warm(WarmState::Ready),
             Err(error) => {
@@ -109,11 +118,15 @@ impl Runtime {
         result
     }
 
-    async fn warm_up_once(&self) -> Result<(), RayError> {
-        self.provider().warm_up().await?;
-        let Some(http) = self.inner.config.model.adapter.http() else {
+    async fn warm_up_once(&self, model: &Arc<ModelEntry>) -> Result<(), RayError> {
+        model.provider.warm_up().await?;
+        let Some(http) = model.config.adapter.http() else {
             return Ok(());
         };
+        if model.config.role() == ray_core::config::ModelRole::Embedding {
+            // Embedding models take no generation requests.
+            return Ok(());
+        }
         let default = [WarmupRequest {
             input: Some("ping".into()),
             system: None,
@@ -129,8 +142,11 @@ impl Runtime {
             .filter(|r| !r.is_empty())
             .unwrap_or(&default);
         for warmup in requests {
+            let mut request = warmup_inference(warmup);
+            request.model = Some(model.id.clone());
             self.infer_with(
-                warmup_inference(warmup),
+                request,
+                &RequestContext::default(),
                 PlanOptions {
                     greedy: true,
                     internal: true,
@@ -142,10 +158,10 @@ impl Runtime {
         Ok(())
     }
 
-    /// Starts the runtime's background work: warm-up with retry when `model.warmOnBoot` is set,
-    /// the backend monitor, and the job queue's dispatcher, callback deliveries and pruning
-    /// when `asyncQueue.enabled` is set. Call it once, from inside a Tokio runtime, after the
-    /// listener is bound; keep the returned [`Background`] for as long as the runtime serves.
+    /// Starts the background work: per model, warm-up (when `warmOnBoot`) with retries and
+    /// the backend health monitor; with `asyncQueue.enabled`, the job dispatcher, the callback
+    /// sender and the sweeper. Call it once, from inside a Tokio runtime; dropping the
+    /// returned handle stops it all.
     pub fn start(&self) -> Background {
         let mut background = Background::default();
         if let Some(jobs) = &self.inner.jobs {
@@ -162,51 +178,58 @@ impl Runtime {
             ];
             background.jobs = Some(jobs.clone());
         }
-        if self.inner.config.model.warm_on_boot {
-            let runtime = self.clone();
-            background.tasks.push(tokio::spawn(async move {
-                runtime.warm_loop().await;
-            }));
-        }
-        if self.provider().has_health_probe() {
-            let runtime = self.clone();
-            background.tasks.push(tokio::spawn(async move {
-                runtime.monitor_loop().await;
-            }));
+        for model in self.inner.registry.entries() {
+            if model.config.warm_on_boot {
+                let runtime = self.clone();
+                let model = model.clone();
+                background.tasks.push(tokio::spawn(async move {
+                    runtime.warm_loop(&model).await;
+                }));
+            }
+            if model.provider.has_health_probe() {
+                let runtime = self.clone();
+                let model = model.clone();
+                background.tasks.push(tokio::spawn(async move {
+                    runtime.monitor_loop(&model).await;
+                }));
+            }
         }
         background
     }
 
-    /// Probes the backend every couple of seconds (at once after a failed call), so readiness
-    /// and the request gate follow it, and retries a failed warm-up as soon as it answers.
-    async fn monitor_loop(&self) {
-        let health = &self.inner.health;
+    /// Probes one model's backend every [`crate::HEALTH_MONITOR_INTERVAL`] (or at once after a
+    /// failed call); a backend that answers again ends the model's cooldown and retries a
+    /// failed warm-up.
+    async fn monitor_loop(&self, model: &Arc<ModelEntry>) {
+        let health = &model.health;
         loop {
             tokio::select! {
                 () = tokio::time::sleep(crate::health::HEALTH_MONITOR_INTERVAL) => {}
                 () = health.probe_now.notified() => {}
             }
-            self.provider_health().await;
-            // The backend's own answer, not the status readiness shows (a supervised process
-            // that is starting shows as warming before it answers anything).
-            let reachable = health.probed_status() != ray_core::wire::ProviderStatus::Unavailable;
+            self.provider_health_of_entry(model).await;
+            let probed = health.probed_status();
+            let reachable = probed != ray_core::wire::ProviderStatus::Unavailable;
+            if probed == ray_core::wire::ProviderStatus::Ready {
+                model.note_success();
+            }
             if reachable && matches!(health.warm(), WarmState::Failed(_)) {
                 health.retry_warm.notify_one();
             }
         }
     }
 
-    async fn warm_loop(&self) {
+    async fn warm_loop(&self, model: &Arc<ModelEntry>) {
         let mut attempt: u32 = 0;
         loop {
             attempt += 1;
-            match self.warm_up().await {
+            match self.warm_up_model(model).await {
                 Ok(()) if attempt == 1 => {
-                    tracing::info!(provider = self.provider().kind(), "provider warmed");
+                    tracing::info!(model = %model.id, provider = model.provider.kind(), "provider warmed");
                     return;
                 }
                 Ok(()) => {
-                    tracing::info!(attempts = attempt, "provider warmup recovered");
+                    tracing::info!(model = %model.id, attempts = attempt, "provider warmup recovered");
                     return;
                 }
                 Err(error) => {
@@ -217,6 +240,7 @@ impl Runtime {
                         "provider warmup retry failed"
                     };
                     tracing::warn!(
+                        model = %model.id,
                         code = %error.code(),
                         error = error.message(),
                         attempt,
@@ -225,7 +249,7 @@ impl Runtime {
                     );
                     tokio::select! {
                         () = tokio::time::sleep(delay) => {}
-                        () = self.inner.health.retry_warm.notified() => {}
+                        () = model.health.retry_warm.notified() => {}
                     }
                 }
             }

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_main};
 use ray_core::wire::Lane;
-use ray_scheduler::{InflightDedupe, JobSpec, Scheduler, SchedulerSettings, SchedulerState};
+use std::sync::Arc;
+
+use ray_scheduler::{Flights, JobSpec, Scheduler, SchedulerSettings, SchedulerState};
 
 fn settings(concurrency: u32) -> SchedulerSettings {
     SchedulerSettings {
@@ -93,14 +95,15 @@ fn dedupe(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("runtime");
-    let dedupe = InflightDedupe::<u128, u64>::new(256);
+    let dedupe = Arc::new(Flights::<u128, (), u64>::new(256));
     c.bench_function("dedupe_leader_uncontended", |b| {
         b.iter(|| {
             runtime.block_on(async {
-                dedupe
-                    .run(42, || Box::pin(async { 1 }))
-                    .await
-                    .expect("joined")
+                let mut joined = dedupe.join(Some(42)).expect("joined");
+                if let Some(publisher) = joined.publisher.take() {
+                    publisher.finish(1);
+                }
+                joined.subscription.outcome().await.expect("finished")
             })
         })
     });

@@ -11,8 +11,10 @@
 //! - [`SchedulerState`] is the decision core as a plain synchronous struct: admission, turns
 //!   between lanes, bounded overtaking for slot affinity, token fit, the batch window. It takes
 //!   `now` as an argument, so its rules are unit- and property-tested without a runtime.
-//! - [`InflightDedupe`] lets identical concurrent requests share one execution; the last waiter
-//!   to leave cancels it.
+//! - [`Scheduler::prepare`] is the first phase of admission: prompt preparation that needs the
+//!   backend (template, tokenizer) runs through a bounded gate before the request is costed.
+//! - [`Flights`] lets identical concurrent requests share one execution, as a finished answer
+//!   or as a live stream of its progress; the last waiter to leave cancels it.
 //!
 //! The crate knows nothing of HTTP, providers or config files: it takes its own
 //! [`SchedulerSettings`].
@@ -37,12 +39,14 @@
 //! # }).unwrap();
 //! ```
 
-mod dedupe;
+mod flight;
+mod prepare;
 mod scheduler;
 mod settings;
 mod state;
 
-pub use dedupe::{DedupeFull, InflightDedupe};
+pub use flight::{DedupeFull, FlightEvent, Flights, Joined, Publisher, Subscription};
+pub use prepare::PrepGate;
 pub use scheduler::{AdmitError, Permit, Scheduler};
 pub use settings::{DEFAULT_SHORT_BURST, SchedulerSettings};
 pub use state::{Assignment, BudgetKind, Counters, JobSpec, Reject, SchedulerState, StateSnapshot};

@@ -113,6 +113,8 @@ impl From<AdmitError> for RayError {
 }
 
 struct Shared {
+    /// The preparation phase's gate.
+    prepare: crate::prepare::PrepGate,
     state: Mutex<Inner>,
     next_id: AtomicU64,
     /// Wakes the batch-window timer task: a held permit may have a new deadline.
@@ -183,7 +185,9 @@ impl fmt::Debug for Scheduler {
 impl Scheduler {
     /// A scheduler with the given settings.
     pub fn new(settings: SchedulerSettings) -> Scheduler {
+        let prepare = crate::prepare::PrepGate::new(settings.concurrency, settings.max_queue);
         let shared = Arc::new(Shared {
+            prepare,
             state: Mutex::new(Inner {
                 state: SchedulerState::new(settings),
                 closed: false,
@@ -193,6 +197,22 @@ impl Scheduler {
             timer: Mutex::new(None),
         });
         Scheduler { shared }
+    }
+
+    /// The preparation phase of admission: runs `work` (prompt preparation that needs the
+    /// backend) when one of `concurrency` preparation places is free, refuses it (`queue_full`)
+    /// when `max_queue` already wait, and gives up (`request_timeout`) at `deadline`.
+    pub async fn prepare<T>(
+        &self,
+        deadline: Instant,
+        work: impl std::future::Future<Output = T>,
+    ) -> Result<T, ray_core::RayError> {
+        self.shared.prepare.run(deadline, work).await
+    }
+
+    /// How busy the preparation phase is.
+    pub fn preparation(&self) -> ray_core::wire::PreparationHealth {
+        self.shared.prepare.health()
     }
 
     /// The settings.

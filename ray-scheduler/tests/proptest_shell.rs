@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use ray_core::wire::Lane;
-use ray_scheduler::{AdmitError, InflightDedupe, JobSpec, Scheduler, SchedulerSettings};
+use ray_scheduler::{AdmitError, Flights, JobSpec, Joined, Scheduler, SchedulerSettings};
 use tokio::time::Instant;
 
 #[derive(Debug, Clone)]
@@ -210,7 +210,7 @@ proptest! {
             .build()
             .unwrap();
         runtime.block_on(async move {
-            let dedupe = Arc::new(InflightDedupe::<u8, u32>::new(64));
+            let dedupe = Arc::new(Flights::<u8, (), u32>::new(64));
             let executions = Arc::new(AtomicU32::new(0));
             let completions = Arc::new(AtomicU32::new(0));
             let mut tasks = Vec::new();
@@ -220,20 +220,23 @@ proptest! {
                 let completions = completions.clone();
                 tasks.push(tokio::spawn(async move {
                     tokio::time::sleep(Duration::from_millis(join_after)).await;
-                    let run = dedupe.run(1, move || {
-                        Box::pin(async move {
+                    let Joined { mut subscription, publisher } = dedupe.join(Some(1)).unwrap();
+                    if let Some(publisher) = publisher {
+                        let driver = tokio::spawn(async move {
                             executions.fetch_add(1, Ordering::SeqCst);
                             tokio::time::sleep(Duration::from_millis(100)).await;
                             completions.fetch_add(1, Ordering::SeqCst);
-                            7
-                        })
-                    });
+                            publisher.finish(7);
+                        });
+                        subscription.set_task(driver.abort_handle());
+                    }
+                    let run = async move { subscription.outcome().await };
                     match leave_after {
                         Some(ms) => tokio::time::timeout(Duration::from_millis(ms), run)
                             .await
                             .ok()
-                            .map(|r| r.unwrap().0),
-                        None => Some(run.await.unwrap().0),
+                            .map(|r| r.unwrap()),
+                        None => Some(run.await.unwrap()),
                     }
                 }));
             }

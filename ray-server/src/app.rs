@@ -8,9 +8,10 @@ use std::time::Duration;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
+use ray_core::config::RouteKind;
 use ray_core::wire::{GatewayHealth, GatewayHttpHealth, HealthStatus, InferRequest};
 use ray_core::{ErrorCode, RayError};
-use ray_runtime::{MetricKind, MetricsSnapshot, Runtime, Sample};
+use ray_runtime::{MetricKind, MetricsSnapshot, RequestContext, Runtime, Sample};
 
 use crate::auth::{ApiKeys, AuthSetupError};
 use crate::head;
@@ -363,7 +364,7 @@ impl App {
     /// rate-limited requests are refused before any body is read.
     pub(crate) async fn handle(
         &self,
-        request: Request<Incoming>,
+        mut request: Request<Incoming>,
         peer: SocketAddr,
         log: &mut RequestLog,
     ) -> (Route, Response<Body>) {
@@ -389,6 +390,9 @@ impl App {
         } else {
             None
         };
+        if let Some(key) = &verified_key {
+            request.extensions_mut().insert(ApiKeyId::of(key));
+        }
         if route.is_job_lookup() && self.runtime.jobs().is_none() {
             // Probing jobs while the queue is unavailable costs no rate-limit budget.
             return (
@@ -429,14 +433,14 @@ impl App {
                 StatusCode::OK,
                 &serde_json::json!({ "status": "ok", "service": self.service_name() }),
             ),
-            Route::Readyz => self.readyz().await,
+            Route::Readyz => self.readyz(request.uri().query()).await,
             Route::Health => self.health().await,
             Route::Metrics => self.metrics(request.uri().query()),
             Route::Config => http::json(StatusCode::OK, &self.runtime.config_view()),
             Route::Infer => self.infer(request, log).await,
             Route::ChatCompletions => crate::openai::chat_completions(self, request, log).await,
             Route::Completions => crate::openai::completions(self, request, log).await,
-            Route::Models => crate::openai::models(self),
+            Route::Models => crate::openai::models(self).await,
             // The body of a refused submission is never read: close the connection.
             Route::Jobs if self.runtime.jobs().is_none() => {
                 self.reject(route, async_queue_disabled(), log, true)
@@ -521,7 +525,8 @@ impl App {
                 "thesis": "On a small machine, refusing, delaying, deduplicating or degrading work \
                            is correct behaviour, as long as it is explicit.",
                 "profile": config.profile.as_str(),
-                "model": config.model.id,
+                "model": self.runtime.default_model_id(),
+                "models": self.runtime.model_ids(),
                 "docs": root_docs(),
                 "routes": ["/livez", "/readyz", "/health", "/metrics", "/v1/config",
                            "/v1/infer", "/v1/chat/completions", "/v1/completions",
@@ -530,8 +535,29 @@ impl App {
         )
     }
 
-    async fn readyz(&self) -> Response<Body> {
-        let mut readiness = self.runtime.readiness().await;
+    /// `/readyz` (the default model) or `/readyz?model=ID` (one model, by id or alias).
+    async fn readyz(&self, query: Option<&str>) -> Response<Body> {
+        let model = query.and_then(|q| {
+            q.split('&')
+                .filter_map(|pair| pair.split_once('='))
+                .find(|(name, _)| *name == "model")
+                .map(|(_, value)| value.to_string())
+        });
+        let readiness = match &model {
+            None => Some(self.runtime.readiness().await),
+            Some(name) => self.runtime.readiness_of(name).await,
+        };
+        let Some(mut readiness) = readiness else {
+            let name = model.unwrap_or_default();
+            let known = self.runtime.model_ids().join(", ");
+            return http::error_response(
+                &RayError::new(
+                    ErrorCode::ModelNotFound,
+                    format!("The model {name:?} does not exist here; the models are {known}"),
+                )
+                .with_details(serde_json::json!({ "param": "model" })),
+            );
+        };
         readiness.pressure.rate_limit = self.rate_limit_pressure();
         readiness.pressure.gateway_http = self.http_health().degraded;
         readiness.refresh();
@@ -730,16 +756,23 @@ impl App {
     }
 
     async fn infer(&self, request: Request<Incoming>, log: &mut RequestLog) -> Response<Body> {
+        let context = request_context(&request, RouteKind::Infer, false);
         let parsed: InferRequest = match self.read_json(request).await {
             Ok(parsed) => parsed,
             Err((error, close)) => return self.reject(Route::Infer, error, log, close),
         };
         if parsed.stream == Some(true) {
             return self
-                .stream(Route::Infer, parsed, crate::sse::RayEvents, log)
+                .stream(
+                    Route::Infer,
+                    parsed,
+                    &context,
+                    |_| crate::sse::RayEvents,
+                    log,
+                )
                 .await;
         }
-        match self.runtime.infer(parsed).await {
+        match self.runtime.infer_in(parsed, &context).await {
             Ok(response) => {
                 log_response(log, &response);
                 http::json(StatusCode::OK, &response)
@@ -749,20 +782,25 @@ impl App {
     }
 
     /// Answers with a stream of events, or with an error if it fails before its first event.
+    /// The encoder is made once the serving model is known (`encoder(model id)`); the
+    /// response says which model serves it (`X-Ray-Model`) and what chose it (`X-Ray-Route`).
     pub(crate) async fn stream<E: crate::sse::Encoder>(
         &self,
         route: Route,
         request: InferRequest,
-        encoder: E,
+        context: &RequestContext,
+        encoder: impl FnOnce(&str) -> E,
         log: &mut RequestLog,
     ) -> Response<Body> {
-        let stream = match self.runtime.infer_stream(request).await {
+        let stream = match self.runtime.infer_stream_in(request, context).await {
             Ok(stream) => stream,
             Err(error) => return self.reject(route, error, log, false),
         };
         log.request_id = Some(stream.request_id().to_string());
+        let encoder = encoder(stream.model());
+        let routing = stream.routing().clone();
         match crate::sse::respond(stream, encoder).await {
-            crate::sse::Started::Streaming(response) => response,
+            crate::sse::Started::Streaming(response) => with_routing_headers(response, &routing),
             crate::sse::Started::Failed(error) => self.reject(route, error, log, false),
         }
     }
@@ -770,6 +808,58 @@ impl App {
     pub(crate) fn count_request(&self, route: Route, status: u16) {
         self.stats.requests.add(route, status);
     }
+}
+
+/// The first 8 hex digits of the SHA-256 of the API key a request authenticated with: what
+/// `routing.rules[].apiKeys` match.
+#[derive(Debug, Clone)]
+pub(crate) struct ApiKeyId(pub(crate) String);
+
+impl ApiKeyId {
+    fn of(key: &str) -> ApiKeyId {
+        let digest = crate::auth::digest(key);
+        ApiKeyId(digest[..4].iter().map(|b| format!("{b:02x}")).collect())
+    }
+}
+
+/// What the runtime's routing rules see of a request: its route, its `X-Ray-Task` header,
+/// the API key it authenticated with.
+pub(crate) fn request_context<B>(
+    request: &Request<B>,
+    route: RouteKind,
+    tools: bool,
+) -> RequestContext {
+    RequestContext {
+        route: Some(route),
+        task: request
+            .headers()
+            .get("x-ray-task")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty() && v.len() <= 64),
+        api_key_id: request.extensions().get::<ApiKeyId>().map(|k| k.0.clone()),
+        tools,
+    }
+}
+
+/// `X-Ray-Model` (the model that served) and `X-Ray-Route` (what chose it, and the model it
+/// fell back from).
+pub(crate) fn with_routing_headers(
+    mut response: Response<Body>,
+    routing: &ray_core::wire::RoutingDiagnostics,
+) -> Response<Body> {
+    let headers = response.headers_mut();
+    if let Ok(model) = HeaderValue::from_str(&routing.model) {
+        headers.insert("x-ray-model", model);
+    }
+    let route = match &routing.fallback_from {
+        Some(from) => format!("{}; fallback-from={from}", routing.chosen_by),
+        None => routing.chosen_by.clone(),
+    };
+    if let Ok(route) = HeaderValue::from_str(&route) {
+        headers.insert("x-ray-route", route);
+    }
+    response
 }
 
 /// Fills the log line's fields from a response.

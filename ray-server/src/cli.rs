@@ -149,13 +149,25 @@ fn check_config(args: &CheckConfigArgs) -> ExitCode {
                 for warning in &loaded.warnings {
                     println!("{}", diagnostic_line(&name, warning));
                 }
+                let default = loaded.config.default_model_id();
+                let adapter = loaded
+                    .config
+                    .model_entries()
+                    .iter()
+                    .find(|m| m.id == default)
+                    .map_or("?", |m| m.adapter.kind());
                 println!(
-                    "{name}: ok (profile {}, model {}, adapter {}, {} warning(s))",
+                    "{name}: ok (profile {}, model {default}, adapter {adapter}, {} warning(s))",
                     loaded.config.profile,
-                    loaded.config.model.id,
-                    loaded.config.model.adapter.kind(),
                     loaded.warnings.len()
                 );
+                if loaded.config.model_entries().len() > 1
+                    || !loaded.config.routing.rules.is_empty()
+                {
+                    for sentence in ray_core::config::explain_models(&loaded.config) {
+                        println!("  {sentence}");
+                    }
+                }
             }
             Err(error) => {
                 failed = true;
@@ -295,28 +307,14 @@ fn serve(args: &ServeArgs) -> ExitCode {
             config_path = config_path.as_deref(),
             "gateway listening"
         );
-        // With launchProfile.supervise the gateway runs llama-server itself.
-        let supervisor = config
-            .model
-            .adapter
-            .launch_profile()
-            .filter(|launch| launch.supervise)
-            .map(|launch| {
-                let api_key_env = config
-                    .model
-                    .adapter
-                    .http()
-                    .and_then(|h| h.api_key_env.map(String::from));
-                crate::supervise::spawn(app.runtime().clone(), launch.clone(), api_key_env)
-            });
+        // Models whose launch profile sets `supervise` get their llama-server from the runtime.
+        let backends = app.runtime().start_backends();
         // Warm-up starts only now, after the listener is bound, so /livez answers at once.
         let background = app.runtime().start();
         let result = crate::server::run(listener, app, shutdown_signal()).await;
         background.shutdown().await;
         // After the drain: requests in progress needed the backend until now.
-        if let Some(supervisor) = supervisor {
-            supervisor.shutdown().await;
-        }
+        backends.shutdown().await;
         match result {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {

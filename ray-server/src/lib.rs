@@ -11,7 +11,6 @@
 //! - [`cli`] is the operator CLI: `serve`, `check-config`, `schema`, `print-config`, and the
 //!   deploy subcommands: [`render`] (systemd units, Caddyfile, env file), [`doctor`] (host and
 //!   config checks), [`stage`] (`stage-model`, `swap-plan`) and [`bench`](mod@bench).
-//! - [`supervise`] runs `llama-server` under the gateway when `launchProfile.supervise` is set.
 //! - [`deploy`] and [`gguf`] hold what those share: paths, the `llama-server` command line, the
 //!   memory split, and a GGUF header reader.
 //! - [`logging`] writes `tracing` events as JSON lines.
@@ -50,7 +49,6 @@ pub mod render;
 mod server;
 pub mod sse;
 pub mod stage;
-pub mod supervise;
 
 pub use app::{App, AppError, HTTP_PRESSURE_THRESHOLD, HttpLimits, PROTECTED_ROUTES};
 pub use server::run;

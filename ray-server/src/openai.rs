@@ -8,15 +8,18 @@ use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::header::HeaderValue;
 use hyper::{Request, Response, StatusCode};
+use ray_core::RayError;
 use ray_core::wire::openai::{
     ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChunkChoice, ChunkDelta,
-    Completion, CompletionChoice, CompletionRequest, Model, ModelList, OpenAiErrorBody,
-    OpenAiUsage, finish_reason,
+    Completion, CompletionChoice, CompletionRequest, Model, OpenAiErrorBody, OpenAiUsage,
+    finish_reason,
 };
 use ray_core::wire::{InferEvent, InferRequest, InferResponse};
-use ray_core::{ErrorCode, RayError};
 
-use crate::app::{App, RequestLog, Route, log_response};
+use ray_core::config::RouteKind;
+use ray_runtime::RequestContext;
+
+use crate::app::{App, RequestLog, Route, log_response, request_context, with_routing_headers};
 use crate::http::{self, Body};
 use crate::sse::{self, Encoder};
 
@@ -29,45 +32,53 @@ fn unix_now() -> u64 {
     ray_core::time::unix_millis_now() / 1000
 }
 
-/// Refuses a `model` this gateway does not serve (the config's `model.id` and the adapter's
-/// `modelRef` are both accepted).
-fn check_model(app: &App, model: Option<&str>) -> Result<(), RayError> {
-    let Some(model) = model else {
-        return Ok(());
-    };
-    let config = app.runtime().config();
-    let model_ref = config.model.adapter.http().map(|h| h.model_ref);
-    if model == config.model.id || Some(model) == model_ref {
-        return Ok(());
-    }
-    Err(RayError::new(
-        ErrorCode::ModelNotFound,
-        format!(
-            "The model {model:?} does not exist here; this gateway serves {:?}",
-            config.model.id
-        ),
-    )
-    .with_details(serde_json::json!({ "param": "model", "available": [config.model.id] })))
-}
-
-/// `GET /v1/models`.
-pub(crate) fn models(app: &App) -> Response<Body> {
+/// `GET /v1/models`: every configured model, with its aliases, role, state and context size
+/// (Ray's fields beside OpenAI's).
+pub(crate) async fn models(app: &App) -> Response<Body> {
     let runtime = app.runtime();
     let created = unix_now().saturating_sub(runtime.uptime().as_secs());
-    let list = ModelList {
-        object: "list".into(),
-        data: vec![Model {
-            id: runtime.config().model.id.clone(),
-            object: "model".into(),
-            created,
-            owned_by: "ray".into(),
-        }],
-    };
-    http::json(StatusCode::OK, &list)
+    let data: Vec<serde_json::Value> = runtime
+        .models()
+        .await
+        .into_iter()
+        .map(|model| {
+            let mut value = serde_json::to_value(Model {
+                id: model.id.clone(),
+                object: "model".into(),
+                created,
+                owned_by: "ray".into(),
+            })
+            .unwrap_or_default();
+            if let serde_json::Value::Object(map) = &mut value {
+                map.insert("aliases".into(), model.aliases.into());
+                map.insert("role".into(), model.role.into());
+                map.insert("default".into(), model.default.into());
+                map.insert("state".into(), model.state.into());
+                if let Some(reason) = model.reason {
+                    map.insert("reason".into(), reason.into());
+                }
+                map.insert("contextWindow".into(), model.context_window.into());
+                map.insert("maxOutputTokens".into(), model.max_output_tokens.into());
+                if let Some(remaining) = model.cooldown_remaining_ms {
+                    map.insert("cooldownRemainingMs".into(), remaining.into());
+                }
+                if model.failures > 0 {
+                    map.insert("failures".into(), model.failures.into());
+                }
+            }
+            value
+        })
+        .collect();
+    http::json(
+        StatusCode::OK,
+        &serde_json::json!({ "object": "list", "data": data }),
+    )
 }
 
 /// What differs between the two generation routes.
 trait Endpoint: serde::de::DeserializeOwned {
+    /// The route, for the routing rules.
+    const ROUTE_KIND: RouteKind;
     const ROUTE: Route;
     type Events: Encoder;
     fn model(&self) -> Option<&str>;
@@ -78,6 +89,7 @@ trait Endpoint: serde::de::DeserializeOwned {
 
 impl Endpoint for ChatCompletionRequest {
     const ROUTE: Route = Route::ChatCompletions;
+    const ROUTE_KIND: RouteKind = RouteKind::Chat;
     type Events = ChatChunks;
 
     fn model(&self) -> Option<&str> {
@@ -108,6 +120,7 @@ impl Endpoint for ChatCompletionRequest {
 
 impl Endpoint for CompletionRequest {
     const ROUTE: Route = Route::Completions;
+    const ROUTE_KIND: RouteKind = RouteKind::Completions;
     type Events = TextChunks;
 
     fn model(&self) -> Option<&str> {
@@ -156,21 +169,28 @@ async fn serve<E: Endpoint>(
     request: Request<Incoming>,
     log: &mut RequestLog,
 ) -> Response<Body> {
+    let context = request_context(&request, E::ROUTE_KIND, false);
     let parsed: E = match app.read_json(request).await {
         Ok(parsed) => parsed,
         Err((error, close)) => return app.reject(E::ROUTE, error, log, close),
     };
-    let infer = match check_model(app, parsed.model()).and_then(|()| parsed.to_infer()) {
+    let mut infer = match parsed.to_infer() {
         Ok(infer) => infer,
         Err(error) => return app.reject(E::ROUTE, error, log, false),
     };
+    // The model by name (id, alias, the backend's modelRef, or `auto` for the rules).
+    infer.model = parsed.model().map(String::from);
     if infer.stream == Some(true) {
-        let model = app.runtime().config().model.id.clone();
-        let events = parsed.events(model, unix_now());
-        return app.stream(E::ROUTE, infer, events, log).await;
+        let created = unix_now();
+        let events = |model: &str| parsed.events(model.to_string(), created);
+        return app.stream(E::ROUTE, infer, &context, events, log).await;
     }
-    match whole(app, infer, log).await {
-        Ok(response) => with_ray_headers(E::whole(&response, unix_now()), &response),
+    match whole(app, infer, &context, log).await {
+        Ok(response) => {
+            let routed = response.diagnostics.routing.clone().unwrap_or_default();
+            let answer = with_ray_headers(E::whole(&response, unix_now()), &response);
+            with_routing_headers(answer, &routed)
+        }
         Err(error) => app.reject(E::ROUTE, error, log, false),
     }
 }
@@ -178,9 +198,10 @@ async fn serve<E: Endpoint>(
 async fn whole(
     app: &App,
     request: InferRequest,
+    context: &RequestContext,
     log: &mut RequestLog,
 ) -> Result<InferResponse, RayError> {
-    let response = app.runtime().infer(request).await?;
+    let response = app.runtime().infer_in(request, context).await?;
     log_response(log, &response);
     Ok(response)
 }

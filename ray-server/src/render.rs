@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use clap::Args;
 use ray_core::config::RayConfig;
 
-use crate::deploy::launch::{llama_command, systemd_quote};
+use crate::deploy::launch::{SystemdExec, llama_command, systemd_quote};
 use crate::deploy::memory::{MemorySplit, UnitMemory, memory_split};
 use crate::deploy::options::{DeployArgs, DeployError};
 use crate::deploy::{CADDYFILE_PATH, GATEWAY_UNIT, LLAMA_UNIT, UNIT_DIR};
@@ -26,8 +26,7 @@ pub const CADDY_UPSTREAM_KEEP_ALIVE_SECS: u64 = 4;
 /// How much larger than `server.requestBodyLimitBytes` Caddy's own body limit is: the gateway
 /// refuses oversized bodies with its JSON 413 first (Caddy 2.6 answers its own limit with 502).
 pub const CADDY_BODY_MARGIN_BYTES: u64 = 64 * 1024;
-/// What the supervised child's `oom_score_adj` becomes (the separate unit's value).
-pub const LLAMA_OOM_SCORE_ADJUST: i32 = 250;
+pub use ray_runtime::backend::LLAMA_OOM_SCORE_ADJUST;
 
 /// Options of `render`.
 #[derive(Debug, Clone, Args)]

@@ -2,6 +2,7 @@
 //! `RAY_*` environment, explicit overrides), validation with JSON paths, and the JSON Schema.
 
 mod env;
+mod explain_models;
 mod load;
 mod profiles;
 mod types;
@@ -9,6 +10,7 @@ mod validate;
 mod validate_models;
 
 pub use env::{ENV_VARS, EnvKind, EnvScope, EnvVar, OTHER_RAY_VARS, parse_env_value};
+pub use explain_models::explain_models;
 pub use load::{
     ConfigError, ConfigLoader, LoadedConfig, MAX_CONFIG_FILE_BYTES, ValidConfig, redacted_json,
 };

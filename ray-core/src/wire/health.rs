@@ -206,6 +206,53 @@ pub struct Health {
     /// The HTTP front door (filled in by the server).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<GatewayHealth>,
+    /// Every configured model, in config order (one entry for a one-model config). New in
+    /// this version.
+    #[serde(default)]
+    pub models: Vec<ModelHealth>,
+}
+
+/// One model's state, as `/health` and `/v1/models` show it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelHealth {
+    /// The model id.
+    pub id: String,
+    /// Its other names.
+    pub aliases: Vec<String>,
+    /// `general`, `classifier`, `drafter` or `embedding`.
+    pub role: String,
+    /// Whether it serves requests that name no model.
+    pub default: bool,
+    /// `ready`, `loading`, `degraded`, `unavailable`, `cooldown` or `unknown`.
+    pub state: String,
+    /// Why it is not ready, as a reason code, when it is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The backend adapter kind.
+    pub backend: String,
+    /// The context window requests must fit, in tokens.
+    pub context_window: u32,
+    /// Largest output a request may ask for.
+    pub max_output_tokens: u32,
+    /// Requests waiting for this model.
+    pub queue_depth: u32,
+    /// Requests of this model executing.
+    pub in_flight: u32,
+    /// Its permits (`scheduler.concurrency`, or its own).
+    pub concurrency: u32,
+    /// Its queue bound.
+    pub max_queue: u32,
+    /// Consecutive backend failures.
+    pub failures: u32,
+    /// When in cooldown: milliseconds until it ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cooldown_remaining_ms: Option<u64>,
+    /// The last failure that counted towards cooldown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<String>,
+    /// Its fallback models, in order.
+    pub fallback: Vec<String>,
 }
 
 /// The backend's health.

@@ -23,6 +23,10 @@ pub mod limits {
     pub const METADATA_VALUE_MAX_CHARS: usize = 1024;
     /// Longest `templateId` in chars.
     pub const TEMPLATE_ID_MAX_CHARS: usize = 128;
+    /// Longest `model` in chars.
+    pub const MODEL_MAX_CHARS: usize = 256;
+    /// Longest `task` in chars.
+    pub const TASK_MAX_CHARS: usize = 64;
     /// Most `templateVariables` entries.
     pub const TEMPLATE_VARIABLES_MAX_ENTRIES: usize = 32;
     /// Longest `templateVariables` key in chars.
@@ -98,6 +102,14 @@ pub struct InferRequest {
     /// `messages`. Cannot be combined with `templateId`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub history: Option<Vec<ChatTurn>>,
+    /// The model to run on: a configured id or alias, or `auto` for routing by the config's
+    /// `routing.rules`. Default: the routing rules, then `defaultModel`. New in this version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// What the request is for (at most 64 chars), matched by `routing.rules[].tasks`, e.g.
+    /// `classify`. The OpenAI routes take it from the `X-Ray-Task` header. New in this version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
 }
 
 /// One earlier turn of a conversation.
@@ -211,6 +223,16 @@ impl InferRequest {
         let mut problems = Vec::new();
         let mut push = |field: &str, message: String| problems.push(format!("{field}: {message}"));
 
+        if let Some(model) = &self.model
+            && (model.is_empty() || model.chars().count() > MODEL_MAX_CHARS)
+        {
+            push("model", format!("must be 1 to {MODEL_MAX_CHARS} chars"));
+        }
+        if let Some(task) = &self.task
+            && (task.is_empty() || task.chars().count() > TASK_MAX_CHARS)
+        {
+            push("task", format!("must be 1 to {TASK_MAX_CHARS} chars"));
+        }
         let has_input = self.input.as_deref().is_some_and(|s| !s.trim().is_empty());
         if let Some(template_id) = &self.template_id {
             if self.input.is_some() || self.system.is_some() {
@@ -445,6 +467,26 @@ pub struct Diagnostics {
     /// What the backend adapter did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider: Option<ProviderDiagnostics>,
+    /// Which model served the request and why. New in this version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing: Option<RoutingDiagnostics>,
+}
+
+/// How a request was routed to the model that served it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RoutingDiagnostics {
+    /// The model that served the request.
+    pub model: String,
+    /// What chose it: `request` (the request named it), `rule:NAME` (a routing rule), or
+    /// `default` (`defaultModel`).
+    pub chosen_by: String,
+    /// The model first chosen, when a fallback served the request instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_from: Option<String>,
+    /// Why each earlier model did not serve it, in order (`model: code`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<String>,
 }
 
 /// Pressure clamps applied to one request.

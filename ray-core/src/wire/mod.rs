@@ -8,16 +8,16 @@ pub mod stream;
 
 pub use health::{
     AdaptiveHealth, Availability, CacheHealth, CpuHealth, DegradationHealth, DetectedCapabilities,
-    GatewayHealth, GatewayHttpHealth, Health, HealthStatus, MemoryHealth, PreparationHealth,
-    PressureFlags, ProviderHealth, ProviderStatus, QueueHealth, RateLimitHealth, Readiness,
-    RuntimeHealth, overall_status,
+    GatewayHealth, GatewayHttpHealth, Health, HealthStatus, MemoryHealth, ModelHealth,
+    PreparationHealth, PressureFlags, ProviderHealth, ProviderStatus, QueueHealth, RateLimitHealth,
+    Readiness, RuntimeHealth, overall_status,
 };
 pub use infer::{
     AdaptiveTuningDiagnostics, ChatTurn, CountTriple, CpuSignals, DegradationDiagnostics,
     Diagnostics, FinishReason, InferRequest, InferResponse, Lane, LearnedCapDiagnostics,
     MemorySignals, OrderedF64, PromptCompilerDiagnostics, ProviderDiagnostics, ProviderTimings,
-    ResponseFormat, ResponseFormatKind, SchedulerDiagnostics, TaskRoutingDiagnostics,
-    TemplateValue, TurnRole, Usage, limits,
+    ResponseFormat, ResponseFormatKind, RoutingDiagnostics, SchedulerDiagnostics,
+    TaskRoutingDiagnostics, TemplateValue, TurnRole, Usage, limits,
 };
 pub use jobs::{
     AsyncQueueHealth, CallbackStatus, JobAccepted, JobCallback, JobError, JobList, JobListQuery,

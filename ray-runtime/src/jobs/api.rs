@@ -27,12 +27,19 @@ impl Runtime {
 
     /// Checks a request the way [`Runtime::infer`] would before running it (field limits,
     /// templates and their variables, lanes), without running it.
+    /// The model is resolved by name, rules and default, so a job naming an unknown model is
+    /// refused when it is submitted.
     pub fn check_request(&self, request: &InferRequest) -> Result<(), RayError> {
+        let route = self.route(request, &crate::front::RequestContext::default())?;
+        let model = self.inner.registry.at(route.choice.model);
+        let decision =
+            crate::degrade::decide(&self.inner.config, PressureSnapshot::default(), false);
         plan(
             &self.inner.config,
+            &model.config,
             request.clone(),
-            &PressureSnapshot::default(),
-            &self.inner.tuner,
+            &decision,
+            &model.tuner,
             PlanOptions::default(),
         )
         .map(|_| ())

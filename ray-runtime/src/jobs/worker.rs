@@ -456,11 +456,12 @@ impl State {
 /// Whether the scheduler has room a job can take without making an interactive request wait:
 /// nothing queued, a permit free, and the backend not refused by the health gate.
 fn has_idle_capacity(runtime: &Runtime) -> bool {
-    if runtime.inner.health.refusal().is_some() {
+    let model = runtime.model();
+    if model.refusal(tokio::time::Instant::now()).is_some() {
         return false;
     }
-    let snapshot = runtime.model().scheduler.snapshot();
-    snapshot.depth() == 0 && snapshot.in_flight < runtime.config().scheduler.concurrency
+    let snapshot = model.scheduler.snapshot();
+    snapshot.depth() == 0 && snapshot.in_flight < model.limits.concurrency
 }
 
 #[cfg(test)]

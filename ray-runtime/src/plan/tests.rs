@@ -6,6 +6,18 @@ use ray_core::wire::{InferRequest, Lane, ResponseFormatKind, TemplateValue};
 use super::*;
 use crate::pressure::PressureSnapshot;
 
+/// Plans `request` for the config's `model` under the decision `pressure` leads to.
+fn plan(
+    config: &RayConfig,
+    request: InferRequest,
+    pressure: &PressureSnapshot,
+    tuner: &Tuner,
+    options: PlanOptions,
+) -> Result<Plan, RayError> {
+    let decision = crate::degrade::decide(config, pressure.clone(), false);
+    super::plan(config, &config.model, request, &decision, tuner, options)
+}
+
 fn calm() -> PressureSnapshot {
     PressureSnapshot::default()
 }

@@ -66,39 +66,54 @@ impl BackendProcess {
 }
 
 impl Runtime {
-    /// The supervisor started the backend process `pid` (after `restarts` restarts): readiness
-    /// says `provider_warming` until the process answers.
-    pub fn backend_process_starting(&self, pid: u32, restarts: u32) {
-        self.inner
-            .health
-            .set_process(BackendProcess::Starting { pid, restarts });
+    /// The supervisor started the backend process `pid` of `model` (after `restarts`
+    /// restarts): its readiness says `provider_warming` until the process answers.
+    pub fn backend_process_starting(&self, model: &str, pid: u32, restarts: u32) {
+        if let Some(entry) = self.inner.registry.get(model) {
+            entry
+                .health
+                .set_process(BackendProcess::Starting { pid, restarts });
+        }
     }
 
-    /// The started process accepts connections: probe it now rather than at the next tick.
-    pub fn backend_process_listening(&self) {
-        self.inner.health.probe_now.notify_one();
+    /// The started process of `model` accepts connections: probe it now rather than at the
+    /// next tick.
+    pub fn backend_process_listening(&self, model: &str) {
+        if let Some(entry) = self.inner.registry.get(model) {
+            entry.health.probe_now.notify_one();
+        }
     }
 
-    /// The backend process ended (`exit` says how) and starts again in `restart_in`: readiness
-    /// says `provider_unavailable` meanwhile.
-    pub fn backend_process_exited(&self, exit: String, restarts: u32, restart_in: Duration) {
-        self.inner.health.set_process(BackendProcess::Exited {
-            exit,
-            restarts,
-            restart_in_ms: restart_in.as_millis() as u64,
-        });
+    /// The backend process of `model` ended (`exit` says how) and starts again in
+    /// `restart_in`: its readiness says `provider_unavailable` meanwhile.
+    pub fn backend_process_exited(
+        &self,
+        model: &str,
+        exit: String,
+        restarts: u32,
+        restart_in: Duration,
+    ) {
+        if let Some(entry) = self.inner.registry.get(model) {
+            entry.health.set_process(BackendProcess::Exited {
+                exit,
+                restarts,
+                restart_in_ms: restart_in.as_millis() as u64,
+            });
+        }
     }
 
-    /// The backend process was stopped for good (shutdown).
-    pub fn backend_process_stopped(&self, restarts: u32) {
-        self.inner
-            .health
-            .set_process(BackendProcess::Stopped { restarts });
+    /// The backend process of `model` was stopped for good (shutdown).
+    pub fn backend_process_stopped(&self, model: &str, restarts: u32) {
+        if let Some(entry) = self.inner.registry.get(model) {
+            entry
+                .health
+                .set_process(BackendProcess::Stopped { restarts });
+        }
     }
 
-    /// The supervised process's state, when there is a supervisor.
-    pub fn backend_process(&self) -> Option<BackendProcess> {
-        self.inner.health.process()
+    /// The supervised process's state of `model`, when a supervisor runs it.
+    pub fn backend_process(&self, model: &str) -> Option<BackendProcess> {
+        self.inner.registry.get(model)?.health.process()
     }
 }
 

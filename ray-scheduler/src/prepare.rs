@@ -1,6 +1,6 @@
-//! The preparation gate: llama.cpp prompt preparation (template, tokenize) talks to the backend
-//! before admission, so it is bounded like the queue: at most `scheduler.concurrency` at once,
-//! at most `scheduler.maxQueue` waiting, and within the request's deadline.
+//! The preparation phase of admission: llama.cpp prompt preparation (template, tokenize) talks
+//! to the backend before a request can be costed, so it is bounded like the queue: at most
+//! `concurrency` at once, at most `max_queue` waiting, and within the request's deadline.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -10,8 +10,9 @@ use ray_core::{ErrorCode, RayError};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
+/// The bounded gate of the preparation phase ([`crate::Scheduler::prepare`]).
 #[derive(Debug)]
-pub(crate) struct PrepGate {
+pub struct PrepGate {
     permits: Semaphore,
     concurrency: u32,
     max_waiting: u32,
@@ -28,7 +29,8 @@ impl Drop for Count<'_> {
 }
 
 impl PrepGate {
-    pub(crate) fn new(concurrency: u32, max_waiting: u32) -> PrepGate {
+    /// A gate letting `concurrency` preparations run and `max_waiting` wait.
+    pub fn new(concurrency: u32, max_waiting: u32) -> PrepGate {
         PrepGate {
             permits: Semaphore::new(concurrency.max(1) as usize),
             concurrency: concurrency.max(1),
@@ -40,7 +42,7 @@ impl PrepGate {
 
     /// Runs `work` when a preparation slot is free, or refuses (`queue_full`) when too many
     /// wait, or times out (`request_timeout`) at `deadline`.
-    pub(crate) async fn run<T>(
+    pub async fn run<T>(
         &self,
         deadline: Instant,
         work: impl Future<Output = T>,
@@ -88,7 +90,8 @@ impl PrepGate {
         })
     }
 
-    pub(crate) fn health(&self) -> PreparationHealth {
+    /// How busy the gate is, for health and metrics.
+    pub fn health(&self) -> PreparationHealth {
         let active = self.active.load(Ordering::Relaxed);
         let queued = self.waiting.load(Ordering::Relaxed);
         PreparationHealth {

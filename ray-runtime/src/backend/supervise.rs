@@ -1,5 +1,5 @@
-//! Supervised mode (`launchProfile.supervise`): the gateway starts `llama-server` itself with
-//! the command `render` would put in a unit, restarts it with backoff when it dies, tells the
+//! Supervised mode (`launchProfile.supervise`): the runtime starts a model's `llama-server`
+//! itself with the command `ray-server render` would put in a unit, restarts it with backoff when it dies, tells the
 //! runtime so readiness follows (`provider_warming` while it starts, `provider_unavailable`
 //! while it is down), forwards its output into the gateway's JSON log, and stops it on
 //! shutdown (SIGTERM, then SIGKILL after [`STOP_GRACE`]).
@@ -14,15 +14,14 @@ use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use ray_core::config::LaunchProfile;
-use ray_runtime::Runtime;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::deploy::launch::llama_command;
-use crate::render::LLAMA_OOM_SCORE_ADJUST;
+use super::launch::{LLAMA_OOM_SCORE_ADJUST, llama_command};
+use crate::runtime::Runtime;
 
 /// How long the child gets to exit after SIGTERM before SIGKILL. The gateway's drain (30 s)
 /// plus this stays inside systemd's `TimeoutStopSec=35`.
@@ -54,11 +53,17 @@ pub fn restart_delay(failures: u32) -> Duration {
     FIRST_BACKOFF.saturating_mul(1 << exponent).min(MAX_BACKOFF)
 }
 
-/// Starts supervising `llama-server` for `launch`, reporting to `runtime`. Call it from
-/// inside a Tokio runtime, after the gateway's listener is bound.
-pub fn spawn(runtime: Runtime, launch: LaunchProfile, api_key_env: Option<String>) -> Supervisor {
+/// Starts supervising `llama-server` for the model `model` with `launch`, reporting to
+/// `runtime` (the model's readiness follows the process). Call it from inside a Tokio runtime,
+/// after the gateway's listener is bound.
+pub fn spawn(
+    runtime: Runtime,
+    model: String,
+    launch: LaunchProfile,
+    api_key_env: Option<String>,
+) -> Supervisor {
     let (stop, stopped) = watch::channel(false);
-    let task = tokio::spawn(supervise(runtime, launch, api_key_env, stopped));
+    let task = tokio::spawn(supervise(runtime, model, launch, api_key_env, stopped));
     Supervisor { stop, task }
 }
 
@@ -200,6 +205,7 @@ enum Ended {
 
 async fn supervise(
     runtime: Runtime,
+    model: String,
     launch: LaunchProfile,
     api_key_env: Option<String>,
     mut stop: watch::Receiver<bool>,
@@ -222,7 +228,9 @@ async fn supervise(
         let started = Instant::now();
         let ended = match command(&launch, api_key_env.as_deref()).spawn() {
             Err(error) => Ended::Exited(format!("cannot start {program}: {error}")),
-            Ok(mut child) => run_child(&runtime, &launch, &mut child, restarts, &mut stop).await,
+            Ok(mut child) => {
+                run_child(&runtime, &model, &launch, &mut child, restarts, &mut stop).await
+            }
         };
         let exit = match ended {
             Ended::Stopping => break,
@@ -236,23 +244,25 @@ async fn supervise(
         let delay = restart_delay(failures);
         restarts += 1;
         tracing::warn!(
+            model = %model,
             exit = %exit,
             ran_ms = started.elapsed().as_millis() as u64,
             restarts,
             restart_in_ms = delay.as_millis() as u64,
             "llama-server exited; restarting it"
         );
-        runtime.backend_process_exited(exit, restarts, delay);
+        runtime.backend_process_exited(&model, exit, restarts, delay);
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
             _ = stop.changed() => break,
         }
     }
-    runtime.backend_process_stopped(restarts);
+    runtime.backend_process_stopped(&model, restarts);
 }
 
 async fn run_child(
     runtime: &Runtime,
+    model: &str,
     launch: &LaunchProfile,
     child: &mut Child,
     restarts: u32,
@@ -260,8 +270,9 @@ async fn run_child(
 ) -> Ended {
     let pid = child.id().unwrap_or(0);
     raise_oom_score(pid);
-    runtime.backend_process_starting(pid, restarts);
+    runtime.backend_process_starting(model, pid, restarts);
     tracing::info!(
+        model,
         pid,
         restarts,
         command = %llama_command(launch).args.join(" "),
@@ -311,7 +322,7 @@ async fn run_child(
             _ = poll.tick(), if !answered => {
                 if listening(launch).await {
                     answered = true;
-                    runtime.backend_process_listening();
+                    runtime.backend_process_listening(model);
                 }
             }
         }

@@ -1,0 +1,204 @@
+//! Building a [`Runtime`]: the registry of models with their providers, the result cache,
+//! the pressure monitor and the durable job queue.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use ray_cache::{Cache, CacheBounds};
+use ray_core::config::ValidConfig;
+use ray_models::Provider;
+use tokio::time::Instant;
+
+use crate::ids::IdSource;
+use crate::jobs::{FileJobStore, JobQueue, JobStore};
+use crate::pressure::{PressureMonitor, PressureSources};
+use crate::registry::{ModelEntry, Registry};
+use crate::respond::CachedResult;
+use crate::runtime::{Inner, Runtime, RuntimeError};
+use crate::telemetry::RuntimeMetrics;
+
+/// Builds a [`Runtime`], optionally with a provider or a job store of your own.
+pub struct RuntimeBuilder {
+    pub(crate) config: ValidConfig,
+    /// Providers of your own, by model id (`None`: the default model).
+    pub(crate) providers: Vec<(Option<String>, Arc<dyn Provider>)>,
+    pub(crate) job_store: Option<Arc<dyn JobStore>>,
+    pub(crate) callback_secret: Option<Option<Vec<u8>>>,
+    pub(crate) pressure_sources: PressureSources,
+}
+
+impl fmt::Debug for RuntimeBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RuntimeBuilder")
+            .field("profile", &self.config.profile)
+            .field("custom_providers", &self.providers.len())
+            .field("custom_job_store", &self.job_store.is_some())
+            .field("pressure_sources", &self.pressure_sources)
+            .finish()
+    }
+}
+
+impl RuntimeBuilder {
+    /// Serves the default model with this provider instead of the one its adapter names.
+    pub fn provider(mut self, provider: Arc<dyn Provider>) -> RuntimeBuilder {
+        self.providers.push((None, provider));
+        self
+    }
+
+    /// Serves the model `id` (an id of `models`, or `model.id`) with this provider instead of
+    /// the one its adapter names. [`RuntimeBuilder::build`] refuses an id that is not
+    /// configured.
+    pub fn provider_for(
+        mut self,
+        id: impl Into<String>,
+        provider: Arc<dyn Provider>,
+    ) -> RuntimeBuilder {
+        self.providers.push((Some(id.into()), provider));
+        self
+    }
+
+    /// Keeps job records in this store instead of the file store under
+    /// `asyncQueue.storageDir` (only used when `asyncQueue.enabled` is true).
+    pub fn job_store(mut self, store: Arc<dyn JobStore>) -> RuntimeBuilder {
+        self.job_store = Some(store);
+        self
+    }
+
+    /// Signs callbacks with this secret (`None`: unsigned) instead of the one in the variable
+    /// named by `asyncQueue.callbackSigningSecretEnv`.
+    pub fn callback_signing_secret(mut self, secret: Option<Vec<u8>>) -> RuntimeBuilder {
+        self.callback_secret = Some(secret);
+        self
+    }
+
+    /// Reads the pressure signals from `sources` instead of this machine's `/proc` and
+    /// `/sys/fs/cgroup`: a fabricated directory in tests, or another view of the host.
+    pub fn pressure_sources(mut self, sources: PressureSources) -> RuntimeBuilder {
+        self.pressure_sources = sources;
+        self
+    }
+
+    /// Builds the runtime. Needs no async context; call [`Runtime::start`] from one.
+    ///
+    /// With `asyncQueue.enabled`, this opens the job store and recovers it (records of
+    /// interrupted attempts are rewritten, unusable entries set aside with a warning), so the
+    /// queue is consistent before the first request arrives.
+    pub fn build(self) -> Result<Runtime, RuntimeError> {
+        let config = self.config;
+        let jobs = if config.async_queue.enabled {
+            Some(Arc::new(open_jobs(
+                &config,
+                self.job_store,
+                self.callback_secret,
+            )?))
+        } else {
+            None
+        };
+        let default_id = config.default_model_id().to_string();
+        let mut own: Vec<(String, Arc<dyn Provider>)> = Vec::new();
+        for (id, provider) in self.providers {
+            let id = id.unwrap_or_else(|| default_id.clone());
+            if !config.model_entries().iter().any(|m| m.id == id) {
+                return Err(RuntimeError::Provider {
+                    kind: provider.kind().into(),
+                    message: format!("no configured model has the id {id:?}"),
+                });
+            }
+            own.retain(|(other, _)| *other != id);
+            own.push((id, provider));
+        }
+        let mut entries = Vec::new();
+        for model in config.model_entries() {
+            let provider = match own.iter().find(|(id, _)| *id == model.id) {
+                Some((_, provider)) => provider.clone(),
+                None => ray_models::provider_for_model(&config, model).map_err(|error| {
+                    RuntimeError::Provider {
+                        kind: model.adapter.kind().into(),
+                        message: format!("model {:?}: {error}", model.id),
+                    }
+                })?,
+            };
+            entries.push(Arc::new(ModelEntry::new(&config, model, provider)));
+        }
+        let registry = Registry::new(entries, &default_id);
+        let cache = config.cache.enabled.then(|| {
+            let bounds = CacheBounds {
+                max_entries: config.cache.max_entries as usize,
+                max_bytes: config.cache.max_bytes,
+                ttl: (config.cache.ttl_ms > 0).then(|| Duration::from_millis(config.cache.ttl_ms)),
+            };
+            Mutex::new(Cache::<u128, Arc<CachedResult>>::new(
+                bounds,
+                |_key, value| 16 + value.weight,
+            ))
+        });
+        Ok(Runtime {
+            inner: Arc::new(Inner {
+                pressure: PressureMonitor::new(
+                    config.graceful_degradation.clone(),
+                    self.pressure_sources,
+                ),
+                config,
+                registry,
+                cache,
+                metrics: RuntimeMetrics::default(),
+                ids: IdSource::default(),
+                started: Instant::now(),
+                jobs,
+            }),
+        })
+    }
+}
+
+/// Opens the job queue: its store, the callback secret, recovery.
+fn open_jobs(
+    config: &ValidConfig,
+    store: Option<Arc<dyn JobStore>>,
+    secret: Option<Option<Vec<u8>>>,
+) -> Result<JobQueue, RuntimeError> {
+    let queue_config = &config.async_queue;
+    let store: Arc<dyn JobStore> = match store {
+        Some(store) => store,
+        None => Arc::new(
+            FileJobStore::open(&queue_config.storage_dir, queue_config.max_record_bytes)
+                .map_err(|e| RuntimeError::Jobs(e.to_string()))?,
+        ),
+    };
+    let secret = match secret {
+        Some(secret) => secret,
+        None => signing_secret_from_env(&queue_config.callback_signing_secret_env)?,
+    };
+    if let Some(secret) = &secret
+        && secret.len() < MIN_SIGNING_SECRET_BYTES
+    {
+        return Err(RuntimeError::Jobs(format!(
+            "the callback signing secret must be at least {MIN_SIGNING_SECRET_BYTES} bytes, got {}",
+            secret.len()
+        )));
+    }
+    let callbacks =
+        crate::jobs::CallbackClient::new(queue_config, secret, Arc::new(crate::jobs::SystemLookup))
+            .map_err(RuntimeError::Jobs)?;
+    JobQueue::open(queue_config, store, callbacks).map_err(|e| RuntimeError::Jobs(e.to_string()))
+}
+
+/// Shortest callback signing secret accepted.
+const MIN_SIGNING_SECRET_BYTES: usize = 16;
+
+/// The secret in the variable `name`: unset or empty is `None` (callbacks go unsigned).
+fn signing_secret_from_env(name: &str) -> Result<Option<Vec<u8>>, RuntimeError> {
+    match std::env::var_os(name) {
+        None => Ok(None),
+        Some(value) if value.is_empty() => Ok(None),
+        Some(value) => match value.into_string() {
+            Ok(text) if text.len() >= MIN_SIGNING_SECRET_BYTES => Ok(Some(text.into_bytes())),
+            Ok(text) => Err(RuntimeError::Jobs(format!(
+                "{name} must hold at least {MIN_SIGNING_SECRET_BYTES} bytes, got {}",
+                text.len()
+            ))),
+            Err(_) => Err(RuntimeError::Jobs(format!("{name} is not valid UTF-8"))),
+        },
+    }
+}

@@ -1,0 +1,397 @@
+//! The one execute path, steps 6 to 9 for whole answers and streams alike: join the execution
+//! already in flight for the request's dedupe key, or start one; the execution waits for its
+//! permit (admission), calls the backend under the permit with its deadlines (a whole answer,
+//! or a stream whose text is published as it arrives), and records the result.
+//!
+//! An execution is driven by a task of its own and shared through the model's
+//! [`ray_scheduler::Flights`]: a whole answer waits for the result, a stream reads the text as
+//! it comes, and either kind can join an execution the other started. When the last request
+//! sharing it leaves, the task is aborted, which drops the backend call and the permit.
+//!
+//! [`Runtime::run`] is the whole-answer pipeline with fallback: route, then for the chosen
+//! model and each model of its fallback chain, front then execute, within the original
+//! deadline.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use ray_core::wire::{InferRequest, InferResponse, RoutingDiagnostics};
+use ray_core::{ErrorCode, RayError};
+use ray_models::StreamEvent;
+use ray_scheduler::{Joined, Publisher, Subscription};
+use tokio::time::Instant;
+
+use crate::front::{Front, Ready, RequestContext};
+use crate::plan::PlanOptions;
+use crate::registry::{ModelEntry, backend_down};
+use crate::respond::{ExecResult, Timing, finish_execution, provider_failure};
+use crate::runtime::Runtime;
+use crate::telemetry::inc;
+
+/// How long past its deadline a request waits for its execution to report the timeout.
+pub(crate) const DEADLINE_GRACE: Duration = Duration::from_millis(250);
+
+/// A request's hold on its execution.
+pub(crate) type ExecSubscription = Subscription<Arc<str>, ExecResult>;
+
+impl Runtime {
+    /// The whole-answer pipeline: route, then front and execute on the chosen model, falling
+    /// back along its chain when its backend is down or refuses.
+    pub(crate) async fn run(
+        &self,
+        request_id: &str,
+        request: InferRequest,
+        context: &RequestContext,
+        options: PlanOptions,
+        started: Instant,
+    ) -> Result<InferResponse, RayError> {
+        let route = self.route(&request, context)?;
+        let mut attempts = Attempts::new(self, &route.choice.chosen_by, started);
+        for &index in &route.chain {
+            let model = self.inner.registry.at(index).clone();
+            let routing = attempts.routing(&model);
+            let result = self
+                .run_on(
+                    request_id,
+                    request.clone(),
+                    &model,
+                    routing,
+                    options,
+                    started,
+                )
+                .await;
+            match result {
+                Err(error) if attempts.falls_back(&model, &error, &route.chain, index) => {}
+                other => return other,
+            }
+        }
+        Err(attempts.into_error())
+    }
+
+    /// Front and execute on one model.
+    async fn run_on(
+        &self,
+        request_id: &str,
+        request: InferRequest,
+        model: &Arc<ModelEntry>,
+        routing: RoutingDiagnostics,
+        options: PlanOptions,
+        started: Instant,
+    ) -> Result<InferResponse, RayError> {
+        let ready = match self
+            .front(request_id, request, model, routing, options, started)
+            .await?
+        {
+            Front::Cached(response) => return Ok(response),
+            Front::Ready(ready) => *ready,
+        };
+        let deadline = ready.deadline;
+        let plan = ready.plan.clone();
+        let mut subscription = self.execute(ready, false)?;
+        let follower = subscription.is_follower();
+        // The execution enforces the deadline itself (and drops the backend call before it
+        // answers); the grace only guards against an execution that never answers.
+        let result = match tokio::time::timeout_at(
+            deadline + DEADLINE_GRACE,
+            subscription.outcome(),
+        )
+        .await
+        {
+            Ok(Some(result)) => result,
+            Ok(None) => return Err(lost()),
+            Err(_elapsed) => return Err(self.request_timeout()),
+        };
+        let execution = result?;
+        Ok(self.response(request_id, plan, execution, follower, started))
+    }
+
+    /// Joins the execution in flight for the request's dedupe key, or starts one driven by a
+    /// task of its own (`stream`: the backend's token stream, published as it comes; else a
+    /// whole answer).
+    pub(crate) fn execute(&self, ready: Ready, stream: bool) -> Result<ExecSubscription, RayError> {
+        let model = ready.model.clone();
+        let Joined {
+            subscription,
+            publisher,
+        } = model.flights.join(ready.dedupe_key).map_err(|full| {
+            RayError::new(
+                ErrorCode::QueueFull,
+                format!("The request queue is full: {full}"),
+            )
+            .with_details(serde_json::json!({
+                "phase": "dedupe",
+                "maxDedupeWaiters": model.limits.max_dedupe_waiters,
+            }))
+        })?;
+        if let Some(publisher) = publisher {
+            let task = tokio::spawn(self.clone().drive(publisher, ready, stream));
+            subscription.set_task(task.abort_handle());
+        }
+        Ok(subscription)
+    }
+
+    async fn drive(
+        self,
+        publisher: Publisher<u128, Arc<str>, ExecResult>,
+        ready: Ready,
+        stream: bool,
+    ) {
+        let result = self.drive_inner(&publisher, ready, stream).await;
+        publisher.finish(result);
+    }
+
+    /// Admission, the backend call under the permit with its deadlines, then the record.
+    async fn drive_inner(
+        &self,
+        publisher: &Publisher<u128, Arc<str>, ExecResult>,
+        ready: Ready,
+        stream: bool,
+    ) -> ExecResult {
+        let inner = &self.inner;
+        let streaming = &inner.config.streaming;
+        let Ready {
+            model,
+            mut provider_request,
+            spec,
+            facts,
+            exec,
+            deadline,
+            plan,
+            ..
+        } = ready;
+        let started = deadline - Duration::from_millis(inner.config.scheduler.request_timeout_ms);
+        drop(plan);
+        // A stream also has its total deadline.
+        let total_deadline = if stream {
+            started + Duration::from_millis(streaming.total_timeout_ms)
+        } else {
+            deadline
+        };
+
+        // Step 7: admission.
+        let admitted = tokio::time::timeout_at(
+            deadline.min(total_deadline),
+            model.scheduler.admit(spec, deadline),
+        )
+        .await;
+        let permit = match admitted {
+            Ok(permit) => permit?,
+            Err(_) if total_deadline < deadline => {
+                return Err(total_timeout(streaming.total_timeout_ms));
+            }
+            Err(_) => return Err(self.request_timeout()),
+        };
+        let queue_time = permit.waited();
+        inner.metrics.queue_wait.observe(queue_time);
+        provider_request.slot_hint = Some(permit.slot());
+        provider_request.slot_warm = permit.warm();
+        inc(&inner.metrics.provider_calls);
+        let call_started = Instant::now();
+
+        // Step 8: the backend, under the permit.
+        let output = if stream {
+            self.stream_call(
+                publisher,
+                &model,
+                &provider_request,
+                started,
+                total_deadline,
+            )
+            .await?
+        } else {
+            match tokio::time::timeout_at(deadline, model.provider.infer(&provider_request)).await {
+                Ok(result) => result.map_err(|error| provider_failure(inner, &model, error))?,
+                Err(_elapsed) => return Err(self.request_timeout()),
+            }
+        };
+        let call_time = call_started.elapsed();
+        inner.metrics.provider_duration.observe(call_time);
+        drop(permit);
+
+        // Step 9: record.
+        finish_execution(
+            inner,
+            &model,
+            output,
+            Timing {
+                queue_time,
+                call_time,
+            },
+            facts,
+            exec,
+        )
+    }
+
+    /// The backend's token stream with the `streaming` deadlines (first token, idle, total),
+    /// each token published as it comes.
+    async fn stream_call(
+        &self,
+        publisher: &Publisher<u128, Arc<str>, ExecResult>,
+        model: &ModelEntry,
+        provider_request: &ray_models::ProviderRequest,
+        started: Instant,
+        total_deadline: Instant,
+    ) -> Result<ray_models::ProviderOutput, RayError> {
+        let inner = &self.inner;
+        let streaming = &inner.config.streaming;
+        let call_started = Instant::now();
+        let first_deadline = call_started + Duration::from_millis(streaming.first_token_timeout_ms);
+        let idle = Duration::from_millis(streaming.idle_timeout_ms);
+        let timeout_error = |got_first: bool| {
+            if Instant::now() >= total_deadline {
+                total_timeout(streaming.total_timeout_ms)
+            } else if got_first {
+                RayError::new(
+                    ErrorCode::StreamIdleTimeout,
+                    format!(
+                        "No token for streaming.idleTimeoutMs ({} ms)",
+                        streaming.idle_timeout_ms
+                    ),
+                )
+                .with_details(serde_json::json!({ "timeoutMs": streaming.idle_timeout_ms }))
+            } else {
+                RayError::new(
+                    ErrorCode::StreamFirstTokenTimeout,
+                    format!(
+                        "No token within streaming.firstTokenTimeoutMs ({} ms) of starting",
+                        streaming.first_token_timeout_ms
+                    ),
+                )
+                .with_details(serde_json::json!({ "timeoutMs": streaming.first_token_timeout_ms }))
+            }
+        };
+        let opened = tokio::time::timeout_at(
+            first_deadline.min(total_deadline),
+            model.provider.stream(provider_request),
+        )
+        .await;
+        let mut events = match opened {
+            Ok(Ok(events)) => events,
+            Ok(Err(error)) => return Err(provider_failure(inner, model, error)),
+            Err(_) => return Err(timeout_error(false)),
+        };
+        let mut got_first = false;
+        loop {
+            let wait_until = if got_first {
+                (Instant::now() + idle).min(total_deadline)
+            } else {
+                first_deadline.min(total_deadline)
+            };
+            match tokio::time::timeout_at(wait_until, events.next()).await {
+                Err(_) => return Err(timeout_error(got_first)),
+                Ok(None) => {
+                    return Err(RayError::new(
+                        ErrorCode::ProviderInvalidResponse,
+                        "The backend's stream ended without a final result",
+                    ));
+                }
+                Ok(Some(Err(error))) => return Err(provider_failure(inner, model, error)),
+                Ok(Some(Ok(StreamEvent::Delta(text)))) => {
+                    if text.is_empty() {
+                        continue;
+                    }
+                    if !got_first {
+                        got_first = true;
+                        inner.metrics.stream_first_token.observe(started.elapsed());
+                    }
+                    publisher.publish(Arc::from(text));
+                }
+                Ok(Some(Ok(StreamEvent::Done(output)))) => return Ok(*output),
+            }
+        }
+    }
+}
+
+/// The models tried for one request, and why each did not serve it.
+pub(crate) struct Attempts<'a> {
+    runtime: &'a Runtime,
+    chosen_by: String,
+    first: Option<String>,
+    skipped: Vec<String>,
+    first_error: Option<RayError>,
+    started: Instant,
+}
+
+impl<'a> Attempts<'a> {
+    pub(crate) fn new(runtime: &'a Runtime, chosen_by: &str, started: Instant) -> Attempts<'a> {
+        Attempts {
+            runtime,
+            chosen_by: chosen_by.to_string(),
+            first: None,
+            skipped: Vec::new(),
+            first_error: None,
+            started,
+        }
+    }
+
+    /// The routing diagnostics of an attempt on `model`.
+    pub(crate) fn routing(&mut self, model: &ModelEntry) -> RoutingDiagnostics {
+        if self.first.is_none() {
+            self.first = Some(model.id.clone());
+        }
+        let fallback_from = self.first.clone().filter(|first| *first != model.id);
+        RoutingDiagnostics {
+            model: model.id.clone(),
+            chosen_by: self.chosen_by.clone(),
+            fallback_from,
+            skipped: self.skipped.clone(),
+        }
+    }
+
+    /// Whether the request moves on from `model` after `error`: the backend is down or
+    /// refused, another model is left in the chain, and the deadline has not passed. Counts
+    /// and logs the move.
+    pub(crate) fn falls_back(
+        &mut self,
+        model: &ModelEntry,
+        error: &RayError,
+        chain: &[usize],
+        index: usize,
+    ) -> bool {
+        let last = chain.last() == Some(&index);
+        let timeout = Duration::from_millis(self.runtime.inner.config.scheduler.request_timeout_ms);
+        let in_time = self.started.elapsed() < timeout;
+        if last || !in_time || !backend_down(error.code()) {
+            if self.first_error.is_some() && backend_down(error.code()) {
+                // Every model of the chain was down: answer with the first model's reason.
+                return false;
+            }
+            return false;
+        }
+        model.counters.fell_back.fetch_add(1, Ordering::Relaxed);
+        inc(&self.runtime.inner.metrics.fallbacks);
+        tracing::info!(
+            model = %model.id,
+            code = %error.code(),
+            "model cannot take the request; trying its fallback"
+        );
+        self.skipped.push(format!("{}: {}", model.id, error.code()));
+        if self.first_error.is_none() {
+            self.first_error = Some(error.clone());
+        }
+        true
+    }
+
+    /// The error when no model was left to try (never reached with a non-empty chain).
+    pub(crate) fn into_error(self) -> RayError {
+        self.first_error.unwrap_or_else(lost)
+    }
+}
+
+/// An execution that ended without a result (its task panicked): an internal error.
+pub(crate) fn lost() -> RayError {
+    RayError::new(
+        ErrorCode::GatewayError,
+        "The execution ended without a result",
+    )
+}
+
+pub(crate) fn total_timeout(total_ms: u64) -> RayError {
+    RayError::new(
+        ErrorCode::StreamTotalTimeout,
+        format!("The stream ran longer than streaming.totalTimeoutMs ({total_ms} ms)"),
+    )
+    .with_details(serde_json::json!({ "timeoutMs": total_ms }))
+}

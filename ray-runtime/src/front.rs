@@ -1,0 +1,299 @@
+//! The front of the pipeline, steps 3 to 7 up to admission, the same for whole answers and
+//! streams: route the request to one model, plan it (defaults, templates, prompt compiler),
+//! apply the degradation decision, look it up in the cache, refuse it when memory is critical
+//! or the model cannot take work, prepare its prompt (the first phase of admission) and check
+//! it fits the model's context and token budgets.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use ray_core::config::{ModelRole, RouteKind};
+use ray_core::wire::{InferRequest, ResponseFormatKind, RoutingDiagnostics};
+use ray_core::{ErrorCode, RayError};
+use ray_models::ProviderRequest;
+use ray_scheduler::JobSpec;
+use tokio::time::Instant;
+
+use crate::degrade::{decide, memory_critical};
+use crate::plan::{Plan, PlanOptions, plan};
+use crate::pressure::PressureSnapshot;
+use crate::registry::ModelEntry;
+use crate::respond::{ExecPlan, Facts, provider_failure};
+use crate::routing::{Choice, RouteFacts, choose};
+use crate::runtime::Runtime;
+use crate::telemetry::inc;
+
+/// Where a request came from, for routing: the route, the task header, the API key, and
+/// whether it asks for tools. [`Runtime::infer`] uses the default (the `infer` route).
+#[derive(Debug, Clone, Default)]
+pub struct RequestContext {
+    /// The route the request arrived on; `None` counts as `infer`.
+    pub route: Option<RouteKind>,
+    /// The `X-Ray-Task` header, used when the request has no `task` field.
+    pub task: Option<String>,
+    /// The first 8 hex digits of the SHA-256 of the API key the request authenticated with.
+    pub api_key_id: Option<String>,
+    /// Whether the request asks for tools.
+    pub tools: bool,
+}
+
+/// What [`Runtime::front`] decided.
+pub(crate) enum Front {
+    /// The result cache answered.
+    Cached(ray_core::wire::InferResponse),
+    /// The request is ready for admission.
+    Ready(Box<Ready>),
+}
+
+/// A request that passed everything before admission.
+pub(crate) struct Ready {
+    pub(crate) plan: Plan,
+    pub(crate) model: Arc<ModelEntry>,
+    pub(crate) provider_request: ProviderRequest,
+    pub(crate) spec: JobSpec,
+    pub(crate) facts: Facts,
+    pub(crate) exec: ExecPlan,
+    pub(crate) dedupe_key: Option<u128>,
+    /// `scheduler.requestTimeoutMs` after arrival.
+    pub(crate) deadline: Instant,
+}
+
+/// The models a request may be served by: the chosen one, then its fallback chain.
+#[derive(Debug, Clone)]
+pub(crate) struct Route {
+    pub(crate) choice: Choice,
+    pub(crate) chain: Vec<usize>,
+}
+
+impl Runtime {
+    /// Step 3a: routes `request` to a model (by name, by rule or by default) and lists its
+    /// fallback chain.
+    pub(crate) fn route(
+        &self,
+        request: &InferRequest,
+        context: &RequestContext,
+    ) -> Result<Route, RayError> {
+        let registry = &self.inner.registry;
+        let default_max = registry.default_entry().config.max_output_tokens;
+        let prompt_chars = request.input.as_deref().map_or(0, str::len)
+            + request.system.as_deref().map_or(0, str::len)
+            + request
+                .history
+                .as_deref()
+                .map_or(0, |h| h.iter().map(|t| t.content.len()).sum());
+        let json = request
+            .response_format
+            .is_some_and(|f| f.kind == ResponseFormatKind::JsonObject);
+        let facts = RouteFacts {
+            route: Some(context.route.unwrap_or(RouteKind::Infer)),
+            model: request.model.clone(),
+            task: request.task.clone().or_else(|| context.task.clone()),
+            suggested_role: Some(suggested_role(request, json)),
+            prompt_tokens: (prompt_chars as u64).div_ceil(4).min(u64::from(u32::MAX)) as u32,
+            max_tokens: request.max_tokens.unwrap_or(default_max),
+            tools: context.tools,
+            json,
+            api_key_id: context.api_key_id.clone(),
+        };
+        let choice = choose(&self.inner.config.routing.rules, registry, &facts)?;
+        let chosen = registry.at(choice.model);
+        if chosen.config.role() == ModelRole::Embedding {
+            return Err(RayError::new(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "The model {:?} is an embedding model; send its requests to /v1/embeddings",
+                    chosen.id
+                ),
+            )
+            .with_details(serde_json::json!({ "param": "model", "model": chosen.id })));
+        }
+        chosen.counters.routed.fetch_add(1, Ordering::Relaxed);
+        let chain = registry.fallback_chain(choice.model);
+        Ok(Route { choice, chain })
+    }
+
+    /// Steps 3b to 7 for one model: plan, degrade, cache, refusals, preparation and the
+    /// budget checks. Shared by whole answers and streams.
+    pub(crate) async fn front(
+        &self,
+        request_id: &str,
+        request: InferRequest,
+        model: &Arc<ModelEntry>,
+        routing: RoutingDiagnostics,
+        options: PlanOptions,
+        started: Instant,
+    ) -> Result<Front, RayError> {
+        let inner = &self.inner;
+        let config = &inner.config;
+        let timeout = Duration::from_millis(config.scheduler.request_timeout_ms);
+        let deadline = started + timeout;
+
+        // Normalise and degrade: one decision from the pressure now, applied by the plan.
+        let pressure = self.pressure_snapshot(model);
+        let critical = inner.pressure.refuses(&pressure.signals);
+        let decision = decide(config, pressure, critical);
+        let mut plan = plan(
+            config,
+            &model.config,
+            request,
+            &decision,
+            &model.tuner,
+            options,
+        )?;
+        plan.routing = routing;
+        inner.metrics.chars_saved.fetch_add(
+            plan.prompt_compiler.chars_saved,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        inner.metrics.count_degradation(&plan.degradation.reasons);
+
+        // Cache: the model is part of the key.
+        let cache_key = plan.cache_key(&model.id, config.cache.key_strategy);
+        let cacheable = plan.use_cache && inner.cache.is_some();
+        if cacheable && let Some(cache) = &inner.cache {
+            let unclamped = plan.unclamped_cache_key(&model.id, config.cache.key_strategy);
+            let hit = {
+                let mut cache = cache.lock();
+                let now = Instant::now().into_std();
+                cache
+                    .get(&cache_key, now)
+                    .or_else(|| unclamped.and_then(|key| cache.get(&key, now)))
+            };
+            match hit {
+                Some(hit) => {
+                    inc(&inner.metrics.cache_hits);
+                    return Ok(Front::Cached(
+                        self.cached_response(request_id, plan, &hit, started),
+                    ));
+                }
+                None => inc(&inner.metrics.cache_misses),
+            }
+        }
+
+        // The last resort: while memory pressure is critical, new work is refused before it
+        // allocates anything, so the OOM killer never has to choose. The cache above still
+        // answers and requests in progress finish.
+        if !options.internal && decision.refuse {
+            inc(&inner.metrics.memory_critical_refusals);
+            return Err(memory_critical(config, &decision.pressure.signals.memory));
+        }
+
+        // A model in cooldown, or whose backend is known to be down or loading, is refused at
+        // once, with Retry-After (its fallback may take the request). Warm-up requests pass.
+        if !options.internal
+            && let Some(refusal) = model.refusal(Instant::now())
+        {
+            return Err(refusal);
+        }
+
+        // Admission, phase 1: preparation (template, exact token count), bounded like the
+        // queue.
+        let mut provider_request = plan.provider_request(request_id);
+        let preparation = if model.provider.prepares_with_backend() {
+            model
+                .scheduler
+                .prepare(deadline, model.provider.prepare(&provider_request))
+                .await?
+        } else {
+            model.provider.prepare(&provider_request).await
+        };
+        let prepared = preparation.map_err(|error| provider_failure(inner, model, error))?;
+        let (prompt_tokens, prompt_tokens_source) = match prepared.as_ref().and_then(|p| p.tokens) {
+            Some(tokens) => (tokens, "tokenizer"),
+            None => (plan.estimated_prompt_tokens(), "estimate"),
+        };
+        provider_request.prepared = prepared;
+        let cost = prompt_tokens.saturating_add(plan.max_tokens);
+        let context_window = model.context_window();
+        if cost > context_window {
+            return Err(RayError::new(
+                ErrorCode::RequestContextWindowExceeded,
+                format!(
+                    "Prompt ({prompt_tokens} tokens) plus maxTokens ({}) exceed the context window of {context_window} tokens of the model {:?}",
+                    plan.max_tokens, model.id
+                ),
+            )
+            .with_details(serde_json::json!({
+                "promptTokens": prompt_tokens,
+                "maxTokens": plan.max_tokens,
+                "totalTokens": cost,
+                "contextWindow": context_window,
+                "model": model.id,
+            })));
+        }
+        model.scheduler.check_budget(cost)?;
+        let spec = JobSpec {
+            cost,
+            lane: plan.lane,
+            affinity: Some(plan.family.affinity),
+        };
+        let dedupe_key = config
+            .scheduler
+            .dedupe_inflight
+            .then(|| plan.dedupe_key(cache_key, cacheable))
+            .flatten();
+        let family = plan.family.affinity;
+        let exec = ExecPlan {
+            max_tokens: plan.max_tokens,
+            store: cacheable.then_some(cache_key),
+            degraded: plan.degraded,
+        };
+        Ok(Front::Ready(Box::new(Ready {
+            plan,
+            model: model.clone(),
+            provider_request,
+            spec,
+            facts: Facts {
+                prompt_tokens,
+                prompt_tokens_source,
+                cost,
+                family,
+            },
+            exec,
+            dedupe_key,
+            deadline,
+        })))
+    }
+
+    /// The pressure one model's request sees: its queue, and the host's signals.
+    pub(crate) fn pressure_snapshot(&self, model: &ModelEntry) -> PressureSnapshot {
+        PressureSnapshot {
+            queue_depth: model.scheduler.snapshot().depth(),
+            signals: self.inner.pressure.sample(),
+        }
+    }
+}
+
+/// The model role a request's prompt suggests, as the task-routing diagnostics see it: JSON
+/// output or a classification family suggests a classifier, rewrites and e-mail drafts a
+/// drafter, anything else a general model. `metadata.modelRole` overrides it.
+fn suggested_role(request: &InferRequest, json: bool) -> ModelRole {
+    let metadata = request.metadata.as_ref();
+    if let Some(role) = metadata.and_then(|m| m.get("modelRole")) {
+        match role.as_str() {
+            "classifier" => return ModelRole::Classifier,
+            "drafter" => return ModelRole::Drafter,
+            "general" => return ModelRole::General,
+            _ => {}
+        }
+    }
+    let family = metadata
+        .and_then(|m| m.get("promptFamily"))
+        .map(|f| f.to_lowercase())
+        .or_else(|| request.template_id.as_ref().map(|t| t.to_lowercase()))
+        .unwrap_or_default();
+    if json || family.contains("classif") {
+        ModelRole::Classifier
+    } else if family.contains("rewrite")
+        || family.contains("email")
+        || request
+            .input
+            .as_deref()
+            .is_some_and(|i| i.to_ascii_lowercase().contains("email"))
+    {
+        ModelRole::Drafter
+    } else {
+        ModelRole::General
+    }
+}

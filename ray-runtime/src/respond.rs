@@ -1,0 +1,366 @@
+//! Record and respond: what an execution produced, how it is checked, counted and cached
+//! (step 9), and how each request that shared it gets its own response (step 10's input).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use ray_core::ErrorCode;
+use ray_core::RayError;
+use ray_core::wire::{
+    CountTriple, Diagnostics, FinishReason, InferResponse, ProviderDiagnostics,
+    SchedulerDiagnostics, Usage,
+};
+use ray_models::ProviderOutput;
+use tokio::time::Instant;
+
+use crate::plan::Plan;
+use crate::registry::ModelEntry;
+use crate::runtime::{Inner, Runtime};
+use crate::telemetry::{RuntimeMetrics, inc};
+use crate::tuning::Outcome;
+
+/// The result of one backend execution, shared by every request that joined it.
+#[derive(Debug)]
+pub(crate) struct Execution {
+    pub(crate) output: ProviderOutput,
+    pub(crate) queue_time: Duration,
+    pub(crate) prompt_tokens: u32,
+    pub(crate) prompt_tokens_source: &'static str,
+    pub(crate) cost: u32,
+}
+
+/// What every request sharing an execution receives.
+pub(crate) type ExecResult = Result<Arc<Execution>, RayError>;
+
+/// A stored successful result.
+#[derive(Debug)]
+pub(crate) struct CachedResult {
+    pub(crate) output: String,
+    pub(crate) finish_reason: Option<FinishReason>,
+    pub(crate) tokens: Option<CountTriple>,
+    pub(crate) degraded: bool,
+    pub(crate) provider: ProviderDiagnostics,
+    pub(crate) weight: u64,
+}
+
+/// What admission charged a request.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Facts {
+    pub(crate) prompt_tokens: u32,
+    pub(crate) prompt_tokens_source: &'static str,
+    pub(crate) cost: u32,
+    /// The prompt family, for the learned output caps.
+    pub(crate) family: u64,
+}
+
+/// How long an execution waited for its permit and spent with the backend.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timing {
+    pub(crate) queue_time: Duration,
+    pub(crate) call_time: Duration,
+}
+
+/// A provider error as a Ray error, counted, and telling the model's health and cooldown.
+pub(crate) fn provider_failure(
+    inner: &Inner,
+    model: &ModelEntry,
+    error: ray_models::ProviderError,
+) -> RayError {
+    let error = RayError::from(error);
+    inner.metrics.provider_errors.add(error.code());
+    model.health.note_failure(error.code());
+    let routing = &inner.config.routing;
+    model.note_failure(
+        &error,
+        routing.cooldown_after_failures,
+        Duration::from_millis(routing.cooldown_ms),
+    );
+    error
+}
+
+/// Checks a backend's output, teaches the model's tuner, counts its tokens, stores it in the
+/// cache.
+pub(crate) fn finish_execution(
+    inner: &Inner,
+    model: &ModelEntry,
+    output: ProviderOutput,
+    timing: Timing,
+    facts: Facts,
+    plan: ExecPlan,
+) -> ExecResult {
+    check_output_length(&output, plan.max_tokens)?;
+    model.note_success();
+    model.tuner.record(outcome(&output, timing, facts.family));
+    let execution = Execution {
+        output,
+        queue_time: timing.queue_time,
+        prompt_tokens: facts.prompt_tokens,
+        prompt_tokens_source: facts.prompt_tokens_source,
+        cost: facts.cost,
+    };
+    record_tokens(&inner.metrics, &execution);
+    if let (Some(key), Some(cache)) = (plan.store, &inner.cache) {
+        let cached = Arc::new(cached_result(&execution, plan.degraded));
+        cache.lock().insert(key, cached, Instant::now().into_std());
+    }
+    Ok(Arc::new(execution))
+}
+
+/// The facts of the plan an execution needs after the backend answered.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ExecPlan {
+    pub(crate) max_tokens: u32,
+    /// The cache key to store the result under, when it is cacheable.
+    pub(crate) store: Option<u128>,
+    pub(crate) degraded: bool,
+}
+
+impl Runtime {
+    /// The response of one request that received `execution` (`deduplicated` when it joined
+    /// an execution another request started).
+    pub(crate) fn response(
+        &self,
+        request_id: &str,
+        plan: Plan,
+        execution: Arc<Execution>,
+        deduplicated: bool,
+        started: Instant,
+    ) -> InferResponse {
+        // Followers share the execution; the only holder can take the output without a copy.
+        let (output, execution) = match Arc::try_unwrap(execution) {
+            Ok(mut owned) => (
+                std::mem::take(&mut owned.output),
+                ExecutionFacts::of(&owned),
+            ),
+            Err(shared) => (shared.output.clone(), ExecutionFacts::of(&shared)),
+        };
+        let completion_chars = output.text.chars().count() as u64;
+        let tokens = match (output.prompt_tokens, output.completion_tokens) {
+            (None, None) if execution.prompt_tokens_source == "estimate" => None,
+            (prompt, completion) => Some(CountTriple::new(
+                prompt.unwrap_or(u64::from(execution.prompt_tokens)),
+                completion.unwrap_or(0),
+            )),
+        };
+        let scheduler = SchedulerDiagnostics {
+            lane: plan.lane,
+            prompt_tokens: execution.prompt_tokens,
+            prompt_tokens_source: execution.prompt_tokens_source.into(),
+            cost_tokens: execution.cost,
+        };
+        let prompt_chars = plan.prompt_chars();
+        InferResponse {
+            id: request_id.to_string(),
+            model: plan.routing.model.clone(),
+            output: output.text,
+            usage: Usage {
+                chars: CountTriple::new(prompt_chars, completion_chars),
+                tokens,
+            },
+            cached: false,
+            deduplicated,
+            queue_time_ms: execution.queue_time.as_millis() as u64,
+            latency_ms: started.elapsed().as_millis() as u64,
+            degraded: plan.degraded,
+            diagnostics: Box::new(Diagnostics {
+                degradation: plan.degradation,
+                prompt_compiler: plan.prompt_compiler,
+                learned_output_cap: plan.learned_output_cap,
+                adaptive_tuning: plan.adaptive_tuning,
+                task_routing: plan.task_routing,
+                scheduler: Some(scheduler),
+                provider: Some(output.diagnostics),
+                routing: Some(plan.routing),
+            }),
+            finish_reason: output.finish_reason,
+            created_at: ray_core::time::now_rfc3339(),
+        }
+    }
+
+    /// The response of a request the result cache answered.
+    pub(crate) fn cached_response(
+        &self,
+        request_id: &str,
+        plan: Plan,
+        hit: &CachedResult,
+        started: Instant,
+    ) -> InferResponse {
+        let prompt_chars = plan.prompt_chars();
+        InferResponse {
+            id: request_id.to_string(),
+            model: plan.routing.model.clone(),
+            output: hit.output.clone(),
+            usage: Usage {
+                chars: CountTriple::new(prompt_chars, hit.output.chars().count() as u64),
+                tokens: hit.tokens,
+            },
+            cached: true,
+            deduplicated: false,
+            queue_time_ms: 0,
+            latency_ms: started.elapsed().as_millis() as u64,
+            degraded: hit.degraded,
+            diagnostics: Box::new(Diagnostics {
+                degradation: plan.degradation,
+                prompt_compiler: plan.prompt_compiler,
+                learned_output_cap: plan.learned_output_cap,
+                adaptive_tuning: plan.adaptive_tuning,
+                task_routing: plan.task_routing,
+                scheduler: None,
+                provider: Some(hit.provider.clone()),
+                routing: Some(plan.routing),
+            }),
+            finish_reason: hit.finish_reason,
+            created_at: ray_core::time::now_rfc3339(),
+        }
+    }
+
+    /// Records how a request ended: duration, success or error counts, the slow-request and
+    /// failure log lines.
+    pub(crate) fn record_outcome(
+        &self,
+        request_id: &str,
+        started: Instant,
+        outcome: Result<&InferResponse, &RayError>,
+    ) {
+        let metrics = &self.inner.metrics;
+        let elapsed = started.elapsed();
+        metrics.request_duration.observe(elapsed);
+        metrics
+            .last_latency_ms
+            .store(elapsed.as_millis() as u64, Ordering::Relaxed);
+        match outcome {
+            Ok(response) => {
+                inc(&metrics.succeeded);
+                if response.degraded {
+                    inc(&metrics.degraded);
+                }
+                if response.deduplicated {
+                    inc(&metrics.deduplicated);
+                }
+                if let Some(model) = self.inner.registry.get(&response.model) {
+                    model.counters.served.fetch_add(1, Ordering::Relaxed);
+                }
+                let threshold = self.inner.config.telemetry.slow_request_threshold_ms;
+                if threshold > 0 && response.latency_ms >= threshold {
+                    tracing::warn!(
+                        request_id = %response.id,
+                        latency_ms = response.latency_ms,
+                        queue_time_ms = response.queue_time_ms,
+                        model_id = %response.model,
+                        "slow inference request"
+                    );
+                }
+            }
+            Err(error) => {
+                metrics.errors.add(error.code());
+                if error.code().is_rejection() {
+                    tracing::warn!(request_id = %request_id, code = %error.code(), error = error.message(), "inference rejected");
+                } else {
+                    tracing::error!(request_id = %request_id, code = %error.code(), error = error.message(), "inference failed");
+                }
+            }
+        }
+    }
+
+    /// `request_timeout`, naming the configured limit.
+    pub(crate) fn request_timeout(&self) -> RayError {
+        let timeout = self.inner.config.scheduler.request_timeout_ms;
+        RayError::new(
+            ErrorCode::RequestTimeout,
+            format!("The request did not finish within scheduler.requestTimeoutMs ({timeout} ms)"),
+        )
+        .with_details(serde_json::json!({ "timeoutMs": timeout }))
+    }
+}
+
+/// What an execution teaches the tuner: its completion length (the backend's count, else
+/// chars / 4), queue time and generation speed (the backend's timing, else its token count
+/// over the call's duration; unknown when the backend reports neither).
+fn outcome(output: &ProviderOutput, timing: Timing, family: u64) -> Outcome {
+    let completion_tokens = output
+        .completion_tokens
+        .unwrap_or_else(|| (output.text.chars().count() as u64).div_ceil(4));
+    let timed = output
+        .diagnostics
+        .timings
+        .as_ref()
+        .and_then(|t| t.completion_tokens_per_second);
+    let counted = output.completion_tokens.and_then(|tokens| {
+        let seconds = timing.call_time.as_secs_f64();
+        (tokens > 0 && seconds > 0.0).then(|| tokens as f64 / seconds)
+    });
+    Outcome {
+        family,
+        completion_tokens,
+        queue_time: timing.queue_time,
+        tokens_per_second: timed.or(counted),
+    }
+}
+
+/// The scalar facts of an execution, copied out before its output is moved.
+struct ExecutionFacts {
+    queue_time: Duration,
+    prompt_tokens: u32,
+    prompt_tokens_source: &'static str,
+    cost: u32,
+}
+
+impl ExecutionFacts {
+    fn of(execution: &Execution) -> ExecutionFacts {
+        ExecutionFacts {
+            queue_time: execution.queue_time,
+            prompt_tokens: execution.prompt_tokens,
+            prompt_tokens_source: execution.prompt_tokens_source,
+            cost: execution.cost,
+        }
+    }
+}
+
+/// Output far longer than `maxTokens` allows means a misbehaving backend.
+fn check_output_length(output: &ProviderOutput, max_tokens: u32) -> Result<(), RayError> {
+    let limit = (max_tokens as usize * 64).clamp(8_192, 262_144);
+    let chars = output.text.chars().count();
+    if chars > limit {
+        return Err(RayError::new(
+            ErrorCode::ProviderResultInvalid,
+            format!(
+                "The backend returned {chars} chars, more than the {limit} allowed for maxTokens {max_tokens}"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn record_tokens(metrics: &RuntimeMetrics, execution: &Execution) {
+    if let Some(prompt) = execution.output.prompt_tokens {
+        metrics.prompt_tokens.fetch_add(prompt, Ordering::Relaxed);
+    }
+    if let Some(completion) = execution.output.completion_tokens {
+        metrics
+            .completion_tokens
+            .fetch_add(completion, Ordering::Relaxed);
+    }
+}
+
+fn cached_result(execution: &Execution, degraded: bool) -> CachedResult {
+    let output = &execution.output;
+    let tokens = match (output.prompt_tokens, output.completion_tokens) {
+        (None, None) => None,
+        (prompt, completion) => Some(CountTriple::new(
+            prompt.unwrap_or(u64::from(execution.prompt_tokens)),
+            completion.unwrap_or(0),
+        )),
+    };
+    let diagnostics_bytes = serde_json::to_vec(&output.diagnostics)
+        .map(|v| v.len())
+        .unwrap_or(512) as u64;
+    CachedResult {
+        output: output.text.clone(),
+        finish_reason: output.finish_reason,
+        tokens,
+        degraded,
+        provider: output.diagnostics.clone(),
+        weight: output.text.len() as u64 + diagnostics_bytes + 64,
+    }
+}
