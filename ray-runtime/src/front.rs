@@ -184,6 +184,14 @@ impl Runtime {
         if !options.internal
             && let Some(refusal) = model.refusal(Instant::now())
         {
+            // A backend the probe found down counts towards cooldown like a failed call, so a
+            // dead backend is seen as failing (state, count, until when), not only as down.
+            let routing = &config.routing;
+            model.note_failure(
+                &refusal,
+                routing.cooldown_after_failures,
+                Duration::from_millis(routing.cooldown_ms),
+            );
             return Err(refusal);
         }
 

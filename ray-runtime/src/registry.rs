@@ -105,8 +105,8 @@ impl ModelEntry {
     /// Why a request should not be sent to this model now: in cooldown, or its backend known
     /// to be down or loading.
     pub(crate) fn refusal(&self, now: Instant) -> Option<RayError> {
-        if let Some(until) = self.cooldown.lock().active_until(now) {
-            let cooldown = self.cooldown.lock().clone();
+        let cooldown = self.cooldown.lock().clone();
+        if let Some(until) = cooldown.active_until(now) {
             let retry = until.saturating_duration_since(now);
             return Some(
                 RayError::new(
@@ -133,7 +133,8 @@ impl ModelEntry {
 
     /// A backend failure: counts towards cooldown when it says the backend is down.
     pub(crate) fn note_failure(&self, error: &RayError, threshold: u32, cooldown: Duration) {
-        if !backend_down(error.code()) {
+        // A backend that is loading is not failing: warming never counts.
+        if !backend_down(error.code()) || error.code() == ErrorCode::ProviderWarming {
             return;
         }
         let entered = self.cooldown.lock().fail(
