@@ -447,8 +447,11 @@ impl JobQueue {
             return Err(RayError::new(
                 ErrorCode::AsyncQueueStorageLow,
                 format!(
-                    "Free space for jobs is {} MiB, below asyncQueue.minFreeStorageMiB ({} MiB)",
-                    effective / (1024 * 1024),
+                    "Free space for jobs is {:.2} MiB ({:.2} MiB free, less {:.2} MiB reserved for \
+                     submissions being written), below asyncQueue.minFreeStorageMiB ({} MiB)",
+                    mib(effective),
+                    mib(available),
+                    mib(reserved),
                     self.settings.min_free_storage_mib
                 ),
             )
