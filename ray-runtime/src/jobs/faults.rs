@@ -155,7 +155,8 @@ impl StoreHealth {
             return false;
         };
         self.failing.store(false, Ordering::SeqCst);
-        tracing::info!(
+        // At warn, like the lines before it, so a log filtered to warnings shows the end too.
+        tracing::warn!(
             failed_for_ms = fault.since.elapsed().as_millis() as u64,
             failed_writes = fault.failed_writes,
             "the job store accepts writes again; jobs resume"
