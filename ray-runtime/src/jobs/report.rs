@@ -223,6 +223,12 @@ impl JobQueue {
             f64::from(health.job_retry_scheduled),
         );
         m.gauge(
+            "ray_jobs_store_failing",
+            "1 while the job store refuses writes (submissions get 503, no job starts).",
+            Some("async_queue.store_failing"),
+            if health.store_failing { 1.0 } else { 0.0 },
+        );
+        m.gauge(
             "ray_jobs_oldest_queued_seconds",
             "Age of the oldest queued job.",
             None,
