@@ -69,7 +69,11 @@ impl FlakyStore {
 }
 
 impl JobStore for FlakyStore {
-    fn scan(&self, _visit: &mut Visit<'_>) -> Result<ScanReport, StoreError> {
+    fn scan(&self, visit: &mut Visit<'_>) -> Result<ScanReport, StoreError> {
+        let records = self.records.lock().clone();
+        for (id, bytes) in &records {
+            visit(id, bytes).unwrap();
+        }
         Ok(ScanReport::default())
     }
 
@@ -215,6 +219,48 @@ async fn run_case(seed: u64, fail_percent: u64, steps: Vec<Step>) -> Result<(), 
     }
     background.shutdown().await;
     Ok(())
+}
+
+/// A job cut off by a crash whose recovered record cannot be written at start (the store
+/// fails every write then) is neither lost nor left `running`: it runs once the store works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recovered_job_whose_write_fails_at_start_runs_once_the_store_works() {
+    let store = Arc::new(FlakyStore::new(7, 100));
+    let record = serde_json::json!({
+        "id": "job_0123456789abcdef", "status": "running",
+        "request": {"input": "cut off by a crash"},
+        "createdAt": "2026-01-01T00:00:00.000Z", "updatedAt": "2026-01-01T00:00:01.000Z",
+        "startedAt": "2026-01-01T00:00:01.000Z", "attempts": 1, "maxAttempts": 3
+    });
+    store.records.lock().insert(
+        "job_0123456789abcdef".into(),
+        record.to_string().into_bytes(),
+    );
+    store.faulty.store(true, Ordering::SeqCst);
+    let runtime = runtime(store.clone());
+    let background = runtime.start();
+    let health = runtime.jobs().unwrap().health();
+    assert!(health.store_failing, "the failed recovery write shows");
+    assert_eq!(health.running, 0);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        store.record("job_0123456789abcdef").unwrap().status,
+        JobStatus::Running
+    );
+    store.faulty.store(false, Ordering::SeqCst);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let record = runtime.job("job_0123456789abcdef").await.unwrap();
+        if record.status == JobStatus::Succeeded {
+            assert_eq!(record.attempts, 2, "the cut-off attempt counted");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{record:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stored = store.record("job_0123456789abcdef").unwrap();
+    assert_eq!(stored.status, JobStatus::Succeeded);
+    background.shutdown().await;
 }
 
 proptest! {
