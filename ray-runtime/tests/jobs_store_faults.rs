@@ -280,3 +280,37 @@ proptest! {
         tokio.block_on(run_case(seed, fail_percent, steps))?;
     }
 }
+
+/// A damaged record that cannot be moved to `quarantine/` (here a file is in its way) is named
+/// in one error, left where it is, and still answered `job_record_damaged`.
+#[tokio::test]
+async fn a_damaged_record_that_cannot_be_moved_is_left_in_place_and_answered_damaged() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("jobs")).unwrap();
+    std::fs::write(dir.path().join("quarantine"), b"in the way").unwrap();
+    let damaged = dir.path().join("jobs/job_0123456789abcdef.json");
+    std::fs::write(&damaged, br#"{"id":"job_0123456789abcdef","sta"#).unwrap();
+    let config = ConfigLoader::new()
+        .with_json(
+            "test.json",
+            format!(
+                r#"{{"profile":"tiny","asyncQueue":{{"enabled":true,"storageDir":{:?}}}}}"#,
+                dir.path().display().to_string()
+            ),
+        )
+        .load()
+        .unwrap()
+        .config;
+    let runtime = Runtime::new(config).unwrap();
+    assert!(damaged.exists(), "left in place");
+    let error = runtime.job("job_0123456789abcdef").await.unwrap_err();
+    assert_eq!(error.code(), ErrorCode::JobRecordDamaged);
+    assert_eq!(error.status(), 410);
+    let error = runtime
+        .cancel_job("job_0123456789abcdef")
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), ErrorCode::JobRecordDamaged);
+    let error = runtime.job("job_fedcba9876543210").await.unwrap_err();
+    assert_eq!(error.code(), ErrorCode::JobNotFound);
+}

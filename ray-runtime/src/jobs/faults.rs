@@ -42,8 +42,8 @@ impl FaultKind {
             return FaultKind::Io;
         };
         match source.raw_os_error() {
-            Some(code) if code == libc_enospc() || code == libc_edquot() => FaultKind::Space,
-            Some(code) if code == 1 || code == 13 || code == 30 => FaultKind::Permission,
+            Some(ENOSPC | EDQUOT) => FaultKind::Space,
+            Some(EPERM | EACCES | EROFS) => FaultKind::Permission,
             _ if source.kind() == std::io::ErrorKind::PermissionDenied => FaultKind::Permission,
             _ => FaultKind::Io,
         }
@@ -58,15 +58,12 @@ impl FaultKind {
     }
 }
 
-/// `ENOSPC` on Linux.
-const fn libc_enospc() -> i32 {
-    28
-}
-
-/// `EDQUOT` on Linux.
-const fn libc_edquot() -> i32 {
-    122
-}
+// Linux error numbers.
+const EPERM: i32 = 1;
+const EACCES: i32 = 13;
+const ENOSPC: i32 = 28;
+const EROFS: i32 = 30;
+const EDQUOT: i32 = 122;
 
 /// A fault in progress.
 #[derive(Debug, Clone)]
