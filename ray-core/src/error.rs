@@ -85,6 +85,12 @@ pub enum ErrorCode {
     AsyncQueueStorageLow,
     /// The async job queue is disabled in the config.
     AsyncQueueDisabled,
+    /// The job store refuses writes (permission, read-only file system, I/O error); the queue
+    /// takes jobs again by itself once a write succeeds.
+    AsyncQueueUnavailable,
+    /// The job's stored record is damaged (it cannot be read or parsed) and was moved to
+    /// `quarantine/`; its request and result are not served.
+    JobRecordDamaged,
     /// Recovery found more job files than it is allowed to scan. Kept for compatibility: this
     /// version never sends it, because recovery never refuses to start.
     AsyncQueueRecoveryLimitExceeded,
@@ -145,6 +151,8 @@ impl ErrorCode {
         ErrorCode::AsyncQueueFull,
         ErrorCode::AsyncQueueStorageLow,
         ErrorCode::AsyncQueueDisabled,
+        ErrorCode::AsyncQueueUnavailable,
+        ErrorCode::JobRecordDamaged,
         ErrorCode::AsyncQueueRecoveryLimitExceeded,
         ErrorCode::RequestTimeout,
         ErrorCode::ProviderTimeout,
@@ -194,6 +202,8 @@ impl ErrorCode {
             ErrorCode::AsyncQueueFull => "async_queue_full",
             ErrorCode::AsyncQueueStorageLow => "async_queue_storage_low",
             ErrorCode::AsyncQueueDisabled => "async_queue_disabled",
+            ErrorCode::AsyncQueueUnavailable => "async_queue_unavailable",
+            ErrorCode::JobRecordDamaged => "job_record_damaged",
             ErrorCode::AsyncQueueRecoveryLimitExceeded => "async_queue_recovery_limit_exceeded",
             ErrorCode::RequestTimeout => "request_timeout",
             ErrorCode::ProviderTimeout => "provider_timeout",
@@ -216,6 +226,7 @@ impl ErrorCode {
             ErrorCode::Unauthorized => 401,
             ErrorCode::NotFound | ErrorCode::JobNotFound | ErrorCode::ModelNotFound => 404,
             ErrorCode::JobNotCancellable => 409,
+            ErrorCode::JobRecordDamaged => 410,
             ErrorCode::LengthRequired => 411,
             ErrorCode::BodyTooLarge
             | ErrorCode::RequestTokenBudgetExceeded
@@ -242,6 +253,7 @@ impl ErrorCode {
             | ErrorCode::AsyncQueueFull
             | ErrorCode::AsyncQueueStorageLow
             | ErrorCode::AsyncQueueDisabled
+            | ErrorCode::AsyncQueueUnavailable
             | ErrorCode::AsyncQueueRecoveryLimitExceeded => 503,
             ErrorCode::RequestTimeout
             | ErrorCode::ProviderTimeout
@@ -266,7 +278,8 @@ impl ErrorCode {
             | ErrorCode::MemoryPressureCritical
             | ErrorCode::StreamFirstTokenTimeout
             | ErrorCode::StreamIdleTimeout
-            | ErrorCode::StreamTotalTimeout => Some(5),
+            | ErrorCode::StreamTotalTimeout
+            | ErrorCode::AsyncQueueUnavailable => Some(5),
             ErrorCode::AsyncQueueStorageLow => Some(30),
             ErrorCode::InvalidRequest
             | ErrorCode::InvalidJson
@@ -275,6 +288,7 @@ impl ErrorCode {
             | ErrorCode::NotFound
             | ErrorCode::JobNotFound
             | ErrorCode::JobNotCancellable
+            | ErrorCode::JobRecordDamaged
             | ErrorCode::LengthRequired
             | ErrorCode::BodyTooLarge
             | ErrorCode::RequestTokenBudgetExceeded
@@ -317,6 +331,7 @@ impl ErrorCode {
                     | ErrorCode::AsyncQueueFull
                     | ErrorCode::AsyncQueueStorageLow
                     | ErrorCode::AsyncQueueDisabled
+                    | ErrorCode::AsyncQueueUnavailable
                     | ErrorCode::ProviderWarming
                     | ErrorCode::ShuttingDown
                     | ErrorCode::MemoryPressureCritical

@@ -175,6 +175,7 @@ impl Runtime {
                 tokio::spawn(jobs.clone().dispatch_loop(self.clone())),
                 tokio::spawn(jobs.clone().callback_loop()),
                 tokio::spawn(jobs.clone().sweep_loop()),
+                tokio::spawn(jobs.clone().store_probe_loop()),
             ];
             background.jobs = Some(jobs.clone());
         }

@@ -613,6 +613,31 @@ fn service_path_read_only() {
     );
 }
 
+// === job_store ===
+
+#[test]
+fn job_records_quarantined_are_listed_by_name() {
+    let vps = FakeVps::with_config(json!({
+        "asyncQueue": { "enabled": true, "storageDir": "/var/lib/ray/async-queue" }
+    }));
+    expect(&run(&vps), "job_store_ok", Level::Ok);
+    vps.write(
+        "/var/lib/ray/async-queue/quarantine/job_abc.json.1764800000000",
+        "{\"id\":",
+    );
+    vps.write(
+        "/var/lib/ray/async-queue/quarantine/.tmp-job_def-x.1764800000001",
+        "",
+    );
+    let message = expect(&run(&vps), "job_records_quarantined", Level::Warn);
+    assert!(message.starts_with("2 job store entries"), "{message}");
+    assert!(message.contains("job_abc.json.1764800000000"), "{message}");
+    assert!(
+        message.contains("/var/lib/ray/async-queue/quarantine"),
+        "{message}"
+    );
+}
+
 // === cgroup, systemd, psi ===
 
 #[test]

@@ -19,24 +19,27 @@ const WAIT: WaitOptions = WaitOptions {
     max_interval: Duration::from_millis(200),
 };
 
-/// The tiny profile with the queue on, records under `dir`, and `extra` merged in.
+/// The tiny profile with the queue on, records under `dir`, and `extra` merged in: each key
+/// of `queue` (asyncQueue fields) and `extra` (top-level sections) replaces the default one,
+/// since a config file may not give a key twice.
 fn config(dir: &std::path::Path, queue: &str, extra: &str) -> String {
-    let queue_extra = if queue.is_empty() {
-        String::new()
-    } else {
-        format!(",{queue}")
+    let mut config = serde_json::json!({
+        "profile": "tiny",
+        "model": {"adapter": {"kind": "mock", "latencyMs": 5}},
+        "asyncQueue": {"enabled": true, "storageDir": dir.display().to_string(),
+                       "minFreeStorageMiB": 1, "pollIntervalMs": 20,
+                       "callbackAllowPrivateNetwork": true},
+    });
+    let fields = |text: &str| -> serde_json::Map<String, serde_json::Value> {
+        serde_json::from_str(&format!("{{{text}}}")).unwrap()
     };
-    let extra = if extra.is_empty() {
-        String::new()
-    } else {
-        format!(",{extra}")
-    };
-    format!(
-        r#"{{"profile":"tiny","model":{{"adapter":{{"kind":"mock","latencyMs":5}}}},
-            "asyncQueue":{{"enabled":true,"storageDir":{dir:?},"minFreeStorageMiB":1,
-                           "pollIntervalMs":20,"callbackAllowPrivateNetwork":true{queue_extra}}}{extra}}}"#,
-        dir = dir.display().to_string()
-    )
+    for (key, value) in fields(queue) {
+        config["asyncQueue"][key] = value;
+    }
+    for (key, value) in fields(extra) {
+        config[key] = value;
+    }
+    config.to_string()
 }
 
 fn job_files(dir: &std::path::Path) -> Vec<String> {

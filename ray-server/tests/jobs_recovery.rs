@@ -182,8 +182,11 @@ async fn a_damaged_store_never_stops_the_start_and_the_work_resumes() {
         "done before the crash"
     );
 
-    // Damaged records do not exist as jobs.
-    let missing = client.job("job_eeeeeeeeeeeeeeee").await.unwrap_err();
+    // A damaged record is not a job, and says so rather than "not found".
+    let damaged = client.job("job_eeeeeeeeeeeeeeee").await.unwrap_err();
+    assert_eq!(damaged.status(), Some(410));
+    assert_eq!(damaged.code(), Some(ray_core::ErrorCode::JobRecordDamaged));
+    let missing = client.job("job_9999999999999999").await.unwrap_err();
     assert_eq!(missing.status(), Some(404));
     server.stop().await;
 }

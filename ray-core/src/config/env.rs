@@ -658,9 +658,12 @@ pub fn parse_env_value(kind: EnvKind, raw: &str) -> Result<Value, String> {
                 "expected true/false/1/0/yes/no/on/off, got {text:?}"
             )),
         },
+        // Up to 2^64 − 1 parses here; the setting's own type and range are checked later,
+        // with a message naming the range.
         EnvKind::Int => text
             .parse::<i64>()
             .map(Value::from)
+            .or_else(|_| text.parse::<u64>().map(Value::from))
             .map_err(|_| format!("expected a whole number, got {text:?}")),
         EnvKind::Number => text
             .parse::<f64>()

@@ -346,10 +346,31 @@ impl ConfigLoader {
         } else {
             return Ok((None, None));
         };
-        let value: Value = serde_json::from_str(&text).map_err(|source| ConfigError::Parse {
+        // A byte-order mark (some Windows editors write one) is not JSON; it is accepted.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+        let value: Value = serde_json::from_str(text).map_err(|source| ConfigError::Parse {
             name: name.clone(),
             source,
         })?;
+        let duplicates = super::duplicates::duplicate_keys(text);
+        if !duplicates.is_empty() {
+            return Err(ConfigError::Invalid {
+                name: Some(name),
+                diagnostics: duplicates
+                    .into_iter()
+                    .map(|d| {
+                        Diagnostic::error(
+                            d.path,
+                            format!(
+                                "the key appears twice in one object, at line {} column {} and \
+                                 line {} column {}; keep one",
+                                d.first.0, d.first.1, d.second.0, d.second.1
+                            ),
+                        )
+                    })
+                    .collect(),
+            });
+        }
         if !value.is_object() {
             return Err(ConfigError::Invalid {
                 name: Some(name),
@@ -874,10 +895,13 @@ fn unknown_field_message(field: &str, serde_message: &str) -> String {
 fn clean_message(message: &str) -> String {
     let message = message
         .replace("u16", "a port number (0 to 65535)")
-        .replace("u32", "a whole number (0 or more)")
-        .replace("u64", "a whole number (0 or more)")
-        .replace("i32", "a whole number")
-        .replace("i64", "a whole number")
+        .replace("u32", "a whole number from 0 to 4294967295")
+        .replace("u64", "a whole number from 0 to 18446744073709551615")
+        .replace("i32", "a whole number from -2147483648 to 2147483647")
+        .replace(
+            "i64",
+            "a whole number from -9223372036854775808 to 9223372036854775807",
+        )
         .replace("f64", "a number");
     message.replace("invalid type: ", "wrong type: ")
 }
@@ -1189,6 +1213,58 @@ mod tests {
         );
         let error = load("{nope").unwrap_err();
         assert!(matches!(error, ConfigError::Parse { .. }));
+    }
+
+    #[test]
+    fn duplicate_keys_are_an_error_naming_the_key_and_both_places() {
+        let error = load("{\"profile\":\"tiny\",\n\"scheduler\":{\"maxQueue\":8,\"maxQueue\":9},\n\"profile\":\"sub1b\"}")
+            .unwrap_err();
+        let lines = error_lines(&error);
+        assert_eq!(
+            lines,
+            vec![
+                "scheduler.maxQueue: the key appears twice in one object, at line 2 column 14 and \
+                 line 2 column 27; keep one"
+                    .to_string(),
+                "profile: the key appears twice in one object, at line 1 column 2 and line 3 \
+                 column 1; keep one"
+                    .to_string(),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_accepted() {
+        let loaded = load("\u{feff}{\"profile\":\"tiny\"}").unwrap();
+        assert_eq!(loaded.config.profile.as_str(), "tiny");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ray.json");
+        std::fs::write(&path, b"\xef\xbb\xbf{\"profile\":\"tiny\"}").unwrap();
+        let loaded = ConfigLoader::new().with_file(&path).load().unwrap();
+        assert_eq!(loaded.config.profile.as_str(), "tiny");
+    }
+
+    #[test]
+    fn out_of_range_integers_name_the_range() {
+        let error = load(r#"{"scheduler":{"maxQueue":18446744073709551615}}"#).unwrap_err();
+        let lines = error_lines(&error);
+        assert!(
+            lines.iter().any(|l| l.starts_with("scheduler.maxQueue:")
+                && l.contains("18446744073709551615")
+                && l.contains("a whole number from 0 to 4294967295")),
+            "{lines:?}"
+        );
+        let error = ConfigLoader::new()
+            .with_env([("RAY_SCHEDULER_MAX_QUEUE", "18446744073709551615")])
+            .load()
+            .unwrap_err();
+        let lines = error_lines(&error);
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("a whole number from 0 to 4294967295")),
+            "{lines:?}"
+        );
     }
 
     #[test]

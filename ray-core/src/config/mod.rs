@@ -1,6 +1,7 @@
 //! The configuration: the `RayConfig` tree, the seven profiles, layering (profile, file,
 //! `RAY_*` environment, explicit overrides), validation with JSON paths, and the JSON Schema.
 
+mod duplicates;
 mod env;
 mod explain_models;
 mod load;

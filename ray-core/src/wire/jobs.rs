@@ -428,8 +428,26 @@ fn percent_decode(text: &str) -> Option<String> {
 pub struct AsyncQueueHealth {
     /// `asyncQueue.enabled`.
     pub enabled: bool,
-    /// The store is at least `pressureThreshold` full, or free space is below the minimum.
+    /// The store is at least `pressureThreshold` full, free space is below the minimum, or
+    /// the store refuses writes (`storeFailing`).
     pub degraded: bool,
+    /// The job store refuses writes: from the first failed write until a write (or the probe
+    /// made every second meanwhile) succeeds. Submissions are refused meanwhile.
+    #[serde(default)]
+    pub store_failing: bool,
+    /// Why the store refuses writes, while it does (the last failure's message).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_error: Option<String>,
+    /// The kind of that failure: `space`, `permission` (including a read-only file system)
+    /// or `io`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_error_kind: Option<String>,
+    /// When the store started refusing writes (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_failing_since: Option<String>,
+    /// Writes that failed since then.
+    #[serde(default)]
+    pub store_failed_writes: u64,
     /// Jobs waiting to run.
     pub queued: u32,
     /// Jobs with an attempt in progress.

@@ -181,6 +181,10 @@ impl JobQueue {
 
     /// Takes the earliest due callback out of the due order.
     fn next_due(&self, now: Instant) -> Due {
+        if self.store_health.is_failing() {
+            // A delivery could not be recorded; the probe wakes this loop on recovery.
+            return Due::Wait;
+        }
         self.with_state(|state| {
             let Some((&slot, id)) = state.due.first_key_value() else {
                 return Due::Wait;
@@ -205,9 +209,12 @@ impl JobQueue {
             Ok(Some(record)) => record,
             Ok(None) => return,
             Err(error) => {
-                bump(&self.stats.store_errors);
-                tracing::error!(job_id = %id, error = %error, "cannot read a job to deliver its callback; retried later");
-                self.retry_later(&id, self.settings.poll_interval);
+                if !matches!(error, super::StoreError::Damaged(_)) {
+                    self.store_failed("read a job to deliver its callback", &error);
+                } else {
+                    tracing::error!(job_id = %id, error = %error, "cannot deliver a callback: the job's record is damaged");
+                }
+                self.retry_later(&id, self.store_retry_delay(1));
                 return;
             }
         };
@@ -259,8 +266,13 @@ impl JobQueue {
             }
         }
         record.updated_at = now;
-        // A lost write only means the callback is sent again after a restart (at least once).
-        let _ = self.write_patiently(&record).await;
+        if self.write_patiently(&record).await.is_err() {
+            // The store still says pending with the attempts before this one, and the index
+            // must not claim more: the callback stays pending and is sent again once the
+            // store takes writes (callbacks are delivered at least once).
+            self.retry_later(&id, self.store_retry_delay(1));
+            return;
+        }
         self.with_state(|s| {
             if let Some(callback) = s.jobs.get_mut(&id).and_then(|e| e.callback.as_mut()) {
                 callback.delivering = false;

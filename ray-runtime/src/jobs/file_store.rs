@@ -34,8 +34,10 @@ pub struct FileJobStore {
 }
 
 impl FileJobStore {
-    /// Opens (creating with mode 0700 when missing) `<root>/jobs`. Records larger than
-    /// `max_record_bytes` are refused on read and set aside at scan.
+    /// Opens (creating with mode 0700 when missing) `<root>/jobs` and checks that a file can
+    /// be written in it: a directory that exists but cannot be written (permissions, a
+    /// read-only mount) is an error naming it, as one that cannot be created. Records larger
+    /// than `max_record_bytes` are refused on read and set aside at scan.
     pub fn open(
         root: impl Into<PathBuf>,
         max_record_bytes: u64,
@@ -44,7 +46,7 @@ impl FileJobStore {
         let jobs = root.join("jobs");
         create_private_dir(&jobs)?;
         let directory = DirectorySync::open(&jobs)?;
-        Ok(FileJobStore {
+        let store = FileJobStore {
             quarantine: root.join("quarantine"),
             root,
             jobs,
@@ -52,7 +54,22 @@ impl FileJobStore {
             directory,
             temp_counter: AtomicU64::new(0),
             process_id: std::process::id(),
-        })
+        };
+        match store.probe() {
+            // A full disk is not a reason to refuse to start: submissions are refused with
+            // `async_queue_storage_low` until space is freed.
+            Err(error)
+                if super::faults::FaultKind::of(&error) != super::faults::FaultKind::Space =>
+            {
+                Err(error)
+            }
+            _ => Ok(store),
+        }
+    }
+
+    /// The directory records are kept in (`<storageDir>/jobs`).
+    pub fn jobs_dir(&self) -> &Path {
+        &self.jobs
     }
 
     /// The storage directory (`asyncQueue.storageDir`).
@@ -270,6 +287,41 @@ impl JobStore for FileJobStore {
     fn available_bytes(&self) -> Option<u64> {
         let stats = rustix::fs::statvfs(&self.root).ok()?;
         Some(stats.f_bavail.saturating_mul(stats.f_frsize))
+    }
+
+    fn quarantined(&self) -> Vec<String> {
+        let Ok(entries) = fs::read_dir(&self.quarantine) else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Creates, fills with one block, flushes and removes a temporary file in `jobs/`: this
+    /// fails on a full disk, a read-only mount or a directory the gateway may not write.
+    fn probe(&self) -> Result<(), StoreError> {
+        let temp = self.temp_path("probe");
+        let io = |source| StoreError::Io {
+            action: "write to",
+            path: self.jobs.clone(),
+            source,
+        };
+        let mut options = OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(&temp).map_err(io)?;
+        let written = file
+            .write_all(&[b'\n'; 4096])
+            .and_then(|()| file.sync_data())
+            .map_err(io);
+        drop(file);
+        let removed = fs::remove_file(&temp).map_err(io);
+        written.and(removed)
     }
 }
 

@@ -2,7 +2,7 @@
 //! (ready jobs by start time, callbacks by due time, all jobs by creation for listings). It
 //! follows the records: [`State::apply`] brings an entry in line with a record just written.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,6 +42,8 @@ pub(super) struct Entry {
     pub(super) cancel: Option<Arc<Notify>>,
     /// The dispatcher took the job and its attempt is starting.
     pub(super) dispatched: bool,
+    /// Writes of this job that failed in a row (the backoff of its next try).
+    pub(super) store_failures: u32,
 }
 
 /// The index: every job, and the orders the loops need.
@@ -58,6 +60,9 @@ pub(super) struct State {
     pub(super) pending_admissions: u32,
     pub(super) active_attempts: u32,
     pub(super) active_deliveries: u32,
+    /// Ids of jobs whose records were found damaged and set aside (answered
+    /// `job_record_damaged`).
+    pub(super) damaged: HashSet<String>,
 }
 
 impl Entry {
@@ -75,6 +80,7 @@ impl Entry {
             lock: Arc::new(tokio::sync::Mutex::new(())),
             cancel: None,
             dispatched: false,
+            store_failures: 0,
         }
     }
 

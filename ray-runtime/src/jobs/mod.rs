@@ -11,6 +11,7 @@
 mod address;
 mod api;
 mod callback;
+mod faults;
 mod file_store;
 mod index;
 mod record;
@@ -155,6 +156,8 @@ pub struct JobQueue {
     pub(crate) wake_dispatch: Notify,
     pub(crate) wake_callbacks: Notify,
     pub(crate) wake_sweep: Notify,
+    pub(crate) wake_probe: Notify,
+    pub(crate) store_health: faults::StoreHealth,
     pub(crate) stopping: AtomicBool,
     pub(crate) stats: Stats,
     pub(crate) callbacks: CallbackClient,
@@ -201,6 +204,8 @@ impl JobQueue {
             wake_dispatch: Notify::new(),
             wake_callbacks: Notify::new(),
             wake_sweep: Notify::new(),
+            wake_probe: Notify::new(),
+            store_health: faults::StoreHealth::default(),
             stopping: AtomicBool::new(false),
             stats: Stats::new(),
             callbacks,
@@ -227,12 +232,35 @@ impl JobQueue {
         })?;
         for entry in &report.set_aside {
             bump(&self.stats.quarantined);
-            tracing::warn!(
-                file = %entry.name,
-                reason = %entry.reason,
-                moved_to = entry.moved_to.as_ref().map(|p| p.display().to_string()),
-                "job store entry set aside"
-            );
+            match &entry.moved_to {
+                Some(moved_to) => tracing::warn!(
+                    file = %entry.name,
+                    reason = %entry.reason,
+                    moved_to = %moved_to.display(),
+                    "job store entry damaged; moved to quarantine"
+                ),
+                None => tracing::error!(
+                    file = %entry.name,
+                    reason = %entry.reason,
+                    "job store entry damaged and could not be moved to quarantine; it is left \
+                     in place and skipped (move or remove it by hand)"
+                ),
+            }
+        }
+        {
+            let mut state = self.state.lock();
+            let names = self
+                .store
+                .quarantined()
+                .into_iter()
+                .chain(report.set_aside.iter().map(|e| e.name.clone()));
+            for name in names {
+                if let Some(id) = damaged_id(&name)
+                    && state.damaged.len() < MAX_DAMAGED_IDS
+                {
+                    state.damaged.insert(id.to_string());
+                }
+            }
         }
         for name in &report.ignored {
             tracing::warn!(file = %name, "job store entry ignored: not a job record");
@@ -240,13 +268,13 @@ impl JobQueue {
         for record in &changed {
             // A failed write here only means the same recovery happens again at the next
             // start; the in-memory state below is what this run uses.
+            // The loops apply the same rules to what they read, so a job whose recovered record
+            // could not be written is recovered again when it is next read.
             match record::encode(record, self.settings.max_record_bytes) {
-                Ok(bytes) => {
-                    if let Err(error) = self.store.write(&record.id, &bytes) {
-                        bump(&self.stats.store_errors);
-                        tracing::error!(job_id = %record.id, error = %error, "cannot write a recovered job");
-                    }
-                }
+                Ok(bytes) => match self.store.write(&record.id, &bytes) {
+                    Ok(()) => self.store_succeeded(),
+                    Err(error) => self.store_failed("write a recovered job", &error),
+                },
                 Err(too_large) => {
                     tracing::error!(job_id = %record.id, bytes = too_large.bytes, "a recovered job is larger than maxRecordBytes");
                 }
@@ -307,6 +335,10 @@ impl JobQueue {
             ));
         }
         validate(&submission.request)?;
+        if let Some(refusal) = self.store_health.refusal() {
+            bump(&self.stats.rejected_storage);
+            return Err(refusal);
+        }
         let admission = self.admit()?;
         self.check_storage()?;
         let callback_url = match &submission.callback_url {
@@ -355,7 +387,7 @@ impl JobQueue {
         })?;
         self.write_bytes(id.clone(), bytes)
             .await
-            .map_err(|e| self.store_failure("store the job", &e))?;
+            .map_err(|e| self.store_failure("store a new job", &e))?;
         {
             let mut state = self.state.lock();
             let entry = Entry::new(&record);
@@ -415,8 +447,11 @@ impl JobQueue {
             return Err(RayError::new(
                 ErrorCode::AsyncQueueStorageLow,
                 format!(
-                    "Free space for jobs is {} MiB, below asyncQueue.minFreeStorageMiB ({} MiB)",
-                    effective / (1024 * 1024),
+                    "Free space for jobs is {:.2} MiB ({:.2} MiB free, less {:.2} MiB reserved for \
+                     submissions being written), below asyncQueue.minFreeStorageMiB ({} MiB)",
+                    mib(effective),
+                    mib(available),
+                    mib(reserved),
                     self.settings.min_free_storage_mib
                 ),
             )
@@ -432,14 +467,30 @@ impl JobQueue {
     /// The record of job `id`.
     pub(crate) async fn get(&self, id: &str) -> Result<JobRecord, RayError> {
         check_id(id)?;
-        if !self.state.lock().jobs.contains_key(id) {
-            return Err(not_found(id));
-        }
+        let status = {
+            let state = self.state.lock();
+            match state.jobs.get(id) {
+                Some(entry) => entry.status,
+                None if state.damaged.contains(id) => return Err(damaged(id)),
+                None => return Err(not_found(id)),
+            }
+        };
         match self.read(id).await {
-            Ok(Some(record)) => Ok(record),
+            Ok(Some(mut record)) => {
+                if record.status == JobStatus::Running && status != JobStatus::Running {
+                    // The write that ended the attempt failed: the store still says running
+                    // but no attempt is in flight. Show what the queue will make of it.
+                    record::recover(
+                        &mut record,
+                        self.settings.max_callback_attempts,
+                        &ray_core::time::now_rfc3339(),
+                    );
+                }
+                Ok(record)
+            }
             // Pruned between the look-up and the read.
             Ok(None) => Err(not_found(id)),
-            Err(error) => Err(self.store_failure("read the job", &error)),
+            Err(error) => Err(self.store_failure("read a job", &error)),
         }
     }
 
@@ -481,9 +532,13 @@ impl JobQueue {
     /// `job_not_cancellable`.
     pub(crate) async fn cancel(&self, id: &str) -> Result<JobRecord, RayError> {
         check_id(id)?;
-        let lock = match self.state.lock().jobs.get(id) {
-            Some(entry) => entry.lock.clone(),
-            None => return Err(not_found(id)),
+        let lock = {
+            let state = self.state.lock();
+            match state.jobs.get(id) {
+                Some(entry) => entry.lock.clone(),
+                None if state.damaged.contains(id) => return Err(damaged(id)),
+                None => return Err(not_found(id)),
+            }
         };
         let _guard = lock.lock().await;
         let status = match self.state.lock().jobs.get(id) {
@@ -567,7 +622,7 @@ impl JobQueue {
             None => Ok(None),
             Some(bytes) => record::parse(id, &bytes)
                 .map(Some)
-                .map_err(StoreError::Other),
+                .map_err(StoreError::Damaged),
         }
     }
 
@@ -583,8 +638,14 @@ impl JobQueue {
         self.write_bytes(record.id.clone(), bytes).await
     }
 
+    /// Writes and keeps the store's health: a success ends a fault, a failure is counted
+    /// (and logged, within bounds) by the caller through [`JobQueue::store_failed`].
     async fn write_bytes(&self, id: String, bytes: Vec<u8>) -> Result<(), StoreError> {
-        self.blocking(move |store| store.write(&id, &bytes)).await
+        let written = self.blocking(move |store| store.write(&id, &bytes)).await;
+        if written.is_ok() {
+            self.store_succeeded();
+        }
+        written
     }
 
     pub(crate) async fn blocking<T: Send + 'static>(
@@ -597,13 +658,31 @@ impl JobQueue {
             .map_err(|e| StoreError::Other(format!("the store task failed: {e}")))?
     }
 
+    /// The answer to a request whose store operation failed: `job_record_damaged` for a
+    /// record that cannot be parsed, else `503` (`async_queue_unavailable`, or
+    /// `async_queue_storage_low` on a full disk) with `Retry-After`, never a 500: every store
+    /// failure is something an operator can fix, and the queue recovers by itself.
     fn store_failure(&self, action: &str, error: &StoreError) -> RayError {
-        bump(&self.stats.store_errors);
-        tracing::error!(error = %error, "cannot {action}");
-        RayError::new(
-            ErrorCode::GatewayError,
-            format!("The job store failed: cannot {action}: {error}"),
-        )
+        if let StoreError::Damaged(_) | StoreError::TooLarge { .. } = error {
+            let reason = match error {
+                StoreError::Damaged(reason) => reason.clone(),
+                other => other.to_string(),
+            };
+            tracing::error!(error = %reason, "cannot {action}: its record is damaged");
+            return RayError::new(
+                ErrorCode::JobRecordDamaged,
+                format!("The job's stored record is damaged: {reason}"),
+            );
+        }
+        self.store_failed(action, error);
+        match self.store_health.fault() {
+            Some(fault) => faults::refusal(&fault),
+            None => RayError::new(
+                ErrorCode::AsyncQueueUnavailable,
+                format!("The job store failed: cannot {action}: {error}"),
+            )
+            .with_details(serde_json::json!({ "reason": error.to_string() })),
+        }
     }
 
     // === index access for the loops ===
@@ -629,6 +708,26 @@ fn check_id(id: &str) -> Result<(), RayError> {
             "job id: must be 1 to 128 characters of A-Z, a-z, 0-9, _ and -",
         ))
     }
+}
+
+/// Job ids remembered as damaged at most (each a few dozen bytes).
+const MAX_DAMAGED_IDS: usize = 10_000;
+
+/// The job id in the name of a set-aside record (`<id>.json`, maybe followed by `.<suffix>`).
+fn damaged_id(name: &str) -> Option<&str> {
+    let (id, _) = name.split_once(".json")?;
+    is_valid_job_id(id).then_some(id)
+}
+
+fn damaged(id: &str) -> RayError {
+    RayError::new(
+        ErrorCode::JobRecordDamaged,
+        format!(
+            "Job {id}'s stored record is damaged (it cannot be read as a job record) and was set \
+             aside in quarantine/; its request and result cannot be served"
+        ),
+    )
+    .with_details(serde_json::json!({ "id": id }))
 }
 
 fn not_found(id: &str) -> RayError {

@@ -90,7 +90,8 @@ pub(crate) fn recover(record: &mut JobRecord, max_callback_attempts: u32, now: &
             record.error = Some(JobError::new(
                 JOB_RECOVERY_ATTEMPTS_EXHAUSTED,
                 format!(
-                    "the gateway stopped while attempt {} of {} ran, and no attempt is left",
+                    "attempt {} of {} was cut off (the gateway stopped while it ran, or its \
+                     outcome could not be stored), and no attempt is left",
                     record.attempts, record.max_attempts
                 ),
             ));
@@ -99,7 +100,8 @@ pub(crate) fn recover(record: &mut JobRecord, max_callback_attempts: u32, now: &
             record.error = Some(JobError::new(
                 JOB_RECOVERED,
                 format!(
-                    "the gateway stopped while attempt {} of {} ran; the job was queued again",
+                    "attempt {} of {} was cut off (the gateway stopped while it ran, or its \
+                     outcome could not be stored); the job was queued again",
                     record.attempts, record.max_attempts
                 ),
             ));

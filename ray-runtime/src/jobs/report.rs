@@ -92,9 +92,17 @@ impl JobQueue {
         };
         let storage_low = available_mib.map(|a| a < min_free);
         let jobs_pressure = jobs_ratio >= JOBS_PRESSURE_THRESHOLD;
+        let fault = self.store_health.fault();
         AsyncQueueHealth {
             enabled: true,
-            degraded: jobs_pressure || storage_low == Some(true),
+            degraded: jobs_pressure || storage_low == Some(true) || fault.is_some(),
+            store_failing: fault.is_some(),
+            store_error: fault.as_ref().map(|f| f.reason.clone()),
+            store_error_kind: fault.as_ref().map(|f| f.kind.as_str().to_string()),
+            store_failing_since: fault
+                .as_ref()
+                .map(|f| ray_core::time::format_unix_millis(f.since_ms)),
+            store_failed_writes: fault.as_ref().map_or(0, |f| f.failed_writes),
             queued: counts.by_status[status_index(JobStatus::Queued)],
             running: counts.by_status[status_index(JobStatus::Running)],
             active_inference_jobs: counts.active_attempts,
@@ -213,6 +221,12 @@ impl JobQueue {
             "Queued jobs waiting for a retry.",
             Some("async_queue.job_retry_scheduled"),
             f64::from(health.job_retry_scheduled),
+        );
+        m.gauge(
+            "ray_jobs_store_failing",
+            "1 while the job store refuses writes (submissions get 503, no job starts).",
+            Some("async_queue.store_failing"),
+            if health.store_failing { 1.0 } else { 0.0 },
         );
         m.gauge(
             "ray_jobs_oldest_queued_seconds",

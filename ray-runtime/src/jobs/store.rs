@@ -34,6 +34,22 @@ pub trait JobStore: Send + Sync + fmt::Debug + 'static {
     /// Bytes available for new records, when the store can tell (it is checked against
     /// `asyncQueue.minFreeStorageMiB` before each submission).
     fn available_bytes(&self) -> Option<u64>;
+
+    /// Checks that the store takes writes now, without touching any record. The queue calls
+    /// it about once a second while writes fail, and the first `Ok` ends the fault (submissions
+    /// are taken again, waiting jobs resume). The default answers `Ok`, so a store that cannot
+    /// check learns of a lasting fault from the next real write instead.
+    fn probe(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// The names of the entries set aside so far (at this start or earlier ones), as
+    /// [`SetAside::name`] gave them, possibly followed by `.` and a suffix the store added to
+    /// keep them apart. The queue answers `job_record_damaged` for the job ids among them.
+    /// The default knows of none.
+    fn quarantined(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// The visitor of [`JobStore::scan`]: gets a job id and its record's bytes, answers
@@ -86,6 +102,9 @@ pub enum StoreError {
         /// The limit.
         limit: u64,
     },
+    /// A stored record is damaged: it cannot be parsed as a job record.
+    #[error("the stored record is damaged: {0}")]
+    Damaged(String),
     /// Any other failure (a store of an embedder's own, a task that panicked).
     #[error("{0}")]
     Other(String),

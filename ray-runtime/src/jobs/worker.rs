@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::{JobQueue, State, bump, record};
+use super::{JobQueue, State, StoreError, bump, record};
 use crate::runtime::Runtime;
 
 /// The longest delay between two attempts of a job or a callback.
@@ -143,6 +143,10 @@ impl JobQueue {
     }
 
     fn next_ready(&self, now: Instant) -> Next {
+        if self.store_health.is_failing() {
+            // An attempt could not be recorded; the probe wakes the dispatcher on recovery.
+            return Next::Wait;
+        }
         self.with_state(|state| match state.ready.first_key_value() {
             Some(((at, _), id)) if *at <= now => Next::Now(id.clone()),
             Some(((at, _), _)) => Next::At(*at),
@@ -181,6 +185,40 @@ impl JobQueue {
         self.wake_dispatch.notify_one();
     }
 
+    /// Gives a taken job back after a failed store operation, later each time it fails in a
+    /// row (at most [`MAX_STORE_RETRY_DELAY`](super::faults::MAX_STORE_RETRY_DELAY)).
+    fn give_back_after_failure(&self, id: &str) {
+        let failures = self.with_state(|s| {
+            s.jobs.get_mut(id).map_or(1, |entry| {
+                entry.store_failures = entry.store_failures.saturating_add(1);
+                entry.store_failures
+            })
+        });
+        self.give_back(id, self.store_retry_delay(failures));
+    }
+
+    /// Writes a job the recovery rules finished (its interrupted attempt was its last) and
+    /// brings the index in line; gives it back for a later try if the write fails.
+    async fn settle_recovered(&self, id: &str, record: JobRecord) {
+        if let Err(error) = self.write(&record).await {
+            self.store_failed("write a recovered job", &error);
+            self.give_back_after_failure(id);
+            return;
+        }
+        if record.status == JobStatus::Failed {
+            bump(&self.stats.failed);
+            tracing::warn!(job_id = %record.id, attempts = record.attempts, code = record.error.as_ref().map(|e| e.code.as_str()), "job failed");
+        }
+        self.with_state(|s| {
+            if let Some(entry) = s.jobs.get_mut(id) {
+                entry.dispatched = false;
+                entry.store_failures = 0;
+            }
+            s.apply(&record, Instant::now());
+        });
+        self.after_change(&record);
+    }
+
     pub(crate) fn entry_lock(&self, id: &str) -> Option<Arc<tokio::sync::Mutex<()>>> {
         self.with_state(|state| state.jobs.get(id).map(|e| e.lock.clone()))
     }
@@ -209,6 +247,21 @@ impl JobQueue {
             }
             let mut record = match self.read(&id).await {
                 Ok(Some(record)) if record.status == JobStatus::Queued => record,
+                Ok(Some(mut record)) if record.status == JobStatus::Running => {
+                    // The write that ended the last attempt (or the recovery at start) failed,
+                    // so the store still says running although nothing runs: apply the
+                    // recovery rules a restart would, then go on from there.
+                    record::recover(
+                        &mut record,
+                        self.settings.max_callback_attempts,
+                        &now_rfc3339(),
+                    );
+                    if record.status != JobStatus::Queued {
+                        self.settle_recovered(&id, record).await;
+                        return;
+                    }
+                    record
+                }
                 Ok(Some(record)) => {
                     self.with_state(|s| {
                         if let Some(entry) = s.jobs.get_mut(&id) {
@@ -223,10 +276,17 @@ impl JobQueue {
                     self.with_state(|s| s.remove(&id));
                     return;
                 }
+                Err(StoreError::Damaged(reason)) => {
+                    tracing::error!(job_id = %id, error = %reason, "a queued job's record is damaged; the job is dropped and answered job_record_damaged");
+                    self.with_state(|s| {
+                        s.remove(&id);
+                        s.damaged.insert(id.clone());
+                    });
+                    return;
+                }
                 Err(error) => {
-                    bump(&self.stats.store_errors);
-                    tracing::error!(job_id = %id, error = %error, "cannot read a queued job; it is retried later");
-                    self.give_back(&id, self.settings.poll_interval);
+                    self.store_failed("read a queued job", &error);
+                    self.give_back_after_failure(&id);
                     return;
                 }
             };
@@ -237,15 +297,15 @@ impl JobQueue {
             record.updated_at = now;
             record.next_attempt_at = None;
             if let Err(error) = self.write(&record).await {
-                bump(&self.stats.store_errors);
-                tracing::error!(job_id = %id, error = %error, "cannot record a job attempt; it is retried later");
-                self.give_back(&id, self.settings.poll_interval);
+                self.store_failed("record a job attempt", &error);
+                self.give_back_after_failure(&id);
                 return;
             }
             self.with_state(|s| {
                 if let Some(entry) = s.jobs.get_mut(&id) {
                     entry.dispatched = false;
                     entry.cancel = Some(cancel.clone());
+                    entry.store_failures = 0;
                 }
                 s.active_attempts += 1;
                 s.apply(&record, Instant::now());
@@ -319,22 +379,37 @@ impl JobQueue {
             }
         }
         if self.write_patiently(&record).await.is_err() {
-            // The store still says `running` with this attempt counted, which a restart would
-            // turn into a retry (or a failure without attempts left). Do the same now.
-            let mut fallback = record.clone();
-            fallback.status = JobStatus::Running;
-            fallback.result = None;
-            record::recover(
-                &mut fallback,
-                self.settings.max_callback_attempts,
-                &format_unix_millis(now_ms),
+            // The store still says `running` with this attempt counted. The index must not
+            // claim more than that: the job goes back to the dispatcher, which reads the
+            // record once the store takes writes again and applies the recovery rules a
+            // restart would (a retry, or a failure when no attempt is left).
+            let failures = self.with_state(|s| {
+                s.jobs.get_mut(&record.id).map_or(1, |entry| {
+                    entry.store_failures = entry.store_failures.saturating_add(1);
+                    entry.store_failures
+                })
+            });
+            let delay = self.store_retry_delay(failures);
+            tracing::warn!(
+                job_id = %record.id,
+                attempts = record.attempts,
+                retry_in_ms = delay.as_millis() as u64,
+                "the outcome of a job attempt could not be stored; the job runs again once the \
+                 store takes writes"
             );
-            if fallback.status == JobStatus::Queued {
-                fallback.next_attempt_at = Some(format_unix_millis(
-                    now_ms + self.settings.poll_interval.as_millis() as i64,
-                ));
-            }
-            record = fallback;
+            let mut fallback = record.clone();
+            fallback.status = JobStatus::Queued;
+            fallback.result = None;
+            fallback.completed_at = None;
+            fallback.next_attempt_at = Some(format_unix_millis(now_ms + delay.as_millis() as i64));
+            self.with_state(|s| {
+                if let Some(entry) = s.jobs.get_mut(&fallback.id) {
+                    entry.cancel = None;
+                }
+                s.apply(&fallback, Instant::now());
+            });
+            self.wake_dispatch.notify_one();
+            return;
         }
         let error_code = record.error.as_ref().map(|e| e.code.as_str());
         match record.status {
@@ -360,20 +435,21 @@ impl JobQueue {
         self.with_state(|s| {
             if let Some(entry) = s.jobs.get_mut(&record.id) {
                 entry.cancel = None;
+                entry.store_failures = 0;
             }
             s.apply(&record, Instant::now());
         });
         self.after_change(&record);
     }
 
-    /// Writes a record, trying three times with short pauses before giving up.
+    /// Writes a record, trying again twice with short pauses before giving up (failures are
+    /// counted in the store's health, which keeps the log bounded).
     pub(crate) async fn write_patiently(&self, record: &JobRecord) -> Result<(), ()> {
-        for pause_ms in [50, 250, 1_000, 0] {
+        for pause_ms in [50, 250, 0] {
             match self.write(record).await {
                 Ok(()) => return Ok(()),
                 Err(error) => {
-                    bump(&self.stats.store_errors);
-                    tracing::error!(job_id = %record.id, error = %error, "cannot write a job record");
+                    self.store_failed("write a job record", &error);
                     if pause_ms == 0 {
                         break;
                     }
@@ -405,8 +481,8 @@ impl JobQueue {
                     })
                     .await;
                 if let Err(error) = removed {
-                    bump(&self.stats.store_errors);
-                    tracing::warn!(error = %error, "cannot remove a pruned job; the next start prunes it again");
+                    // The next start prunes it again.
+                    self.store_failed("remove a pruned job", &error);
                 }
             }
             match next {

@@ -107,6 +107,7 @@ pub(super) fn run(host: &Host, args: &DoctorArgs) -> super::Report {
     tuning(&mut ctx);
     disk_space(&mut ctx);
     service_paths(&mut ctx);
+    job_store(&mut ctx);
     cgroup(&mut ctx);
     systemd(&mut ctx);
     psi(&mut ctx);
@@ -1264,6 +1265,68 @@ fn service_paths(ctx: &mut Ctx<'_>) {
         C,
         "service_paths_ok",
         "every service path is visible and writable where it must be",
+    );
+}
+
+/// Job records listed at most by name in one finding.
+const MAX_LISTED_RECORDS: usize = 20;
+
+/// Records the gateway set aside in `<storageDir>/quarantine/` (damaged, unreadable, left by
+/// an interrupted write): each is answered `job_record_damaged` and waits for the operator.
+fn job_store(ctx: &mut Ctx<'_>) {
+    const C: &str = "job_store";
+    let Some(config) = ctx.config().cloned() else {
+        return;
+    };
+    if !config.async_queue.enabled {
+        return;
+    }
+    let quarantine = format!(
+        "{}/quarantine",
+        config.async_queue.storage_dir.trim_end_matches('/')
+    );
+    let mut names: Vec<String> = match std::fs::read_dir(ctx.host.path(&quarantine)) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(error) => {
+            ctx.push(
+                C,
+                Level::Warn,
+                "job_quarantine_unreadable",
+                format!("{quarantine} cannot be listed: {error}"),
+            );
+            return;
+        }
+    };
+    if names.is_empty() {
+        ctx.ok(C, "job_store_ok", "no job record is quarantined");
+        return;
+    }
+    names.sort();
+    let count = names.len();
+    let mut listed = names
+        .iter()
+        .take(MAX_LISTED_RECORDS)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if count > MAX_LISTED_RECORDS {
+        listed.push_str(&format!(" and {} more", count - MAX_LISTED_RECORDS));
+    }
+    ctx.push(
+        C,
+        Level::Warn,
+        "job_records_quarantined",
+        format!(
+            "{count} job store entr{} set aside in {quarantine}: {listed}. The gateway answers \
+             job_record_damaged for these jobs; its log at the start that moved them says why. \
+             Inspect them, then delete them (or restore a repaired <id>.json into jobs/ while \
+             the gateway is stopped).",
+            if count == 1 { "y is" } else { "ies are" }
+        ),
     );
 }
 

@@ -84,6 +84,7 @@ pub const CHECKS: &[&str] = &[
     "tuning",
     "disk_space",
     "service_paths",
+    "job_store",
     "cgroup",
     "systemd",
     "psi",
