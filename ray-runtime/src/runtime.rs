@@ -379,26 +379,10 @@ impl Runtime {
                 if response.deduplicated {
                     inc(&metrics.deduplicated);
                 }
-                let threshold = self.inner.config.telemetry.slow_request_threshold_ms;
-                if threshold > 0 && response.latency_ms >= threshold {
-                    tracing::warn!(
-                        request_id = %response.id,
-                        latency_ms = response.latency_ms,
-                        queue_time_ms = response.queue_time_ms,
-                        model_id = %response.model,
-                        "slow inference request"
-                    );
-                }
             }
-            Err(error) => {
-                metrics.errors.add(error.code());
-                if error.code().is_rejection() {
-                    tracing::warn!(request_id = %request_id, code = %error.code(), error = error.message(), "inference rejected");
-                } else {
-                    tracing::error!(request_id = %request_id, code = %error.code(), error = error.message(), "inference failed");
-                }
-            }
+            Err(error) => metrics.errors.add(error.code()),
         }
+        self.log_outcome(request_id, outcome);
     }
 
     async fn run(

@@ -30,6 +30,8 @@ pub struct Background {
     /// The job queue's loops, which get a grace period at shutdown.
     job_tasks: Vec<JoinHandle<()>>,
     jobs: Option<Arc<JobQueue>>,
+    /// The log summaries, written out at shutdown.
+    logs: Option<Arc<crate::log_policy::LogBook>>,
 }
 
 impl Background {
@@ -63,6 +65,10 @@ impl Background {
         }
         for task in self.tasks.drain(..).chain(self.job_tasks.drain(..)) {
             let _ = task.await;
+        }
+        // The counts folded since the last summary lines.
+        if let Some(logs) = self.logs.take() {
+            logs.flush(true);
         }
     }
 }
@@ -143,8 +149,8 @@ impl Runtime {
     }
 
     /// Starts the runtime's background work: warm-up with retry when `model.warmOnBoot` is set,
-    /// the backend monitor, and the job queue's dispatcher, callback deliveries and pruning
-    /// when `asyncQueue.enabled` is set. Call it once, from inside a Tokio runtime, after the
+    /// the tick that writes the log summaries, the backend monitor, and the job queue's
+    /// dispatcher, callback deliveries and pruning when `asyncQueue.enabled` is set. Call it once, from inside a Tokio runtime, after the
     /// listener is bound; keep the returned [`Background`] for as long as the runtime serves.
     pub fn start(&self) -> Background {
         let mut background = Background::default();
@@ -168,6 +174,11 @@ impl Runtime {
                 runtime.warm_loop().await;
             }));
         }
+        let runtime = self.clone();
+        background.tasks.push(tokio::spawn(async move {
+            runtime.log_flush_loop().await;
+        }));
+        background.logs = Some(self.inner.metrics.logs.clone());
         if self.provider().has_health_probe() {
             let runtime = self.clone();
             background.tasks.push(tokio::spawn(async move {

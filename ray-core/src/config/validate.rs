@@ -498,6 +498,12 @@ pub fn validate(config: &RayConfig) -> Vec<Diagnostic> {
         0,
         120_000,
     );
+    c.range(
+        "telemetry.accessLogSampleEvery",
+        t.access_log_sample_every.into(),
+        1,
+        1_000_000,
+    );
 
     // gracefulDegradation
     let g = &config.graceful_degradation;
