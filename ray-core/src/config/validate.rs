@@ -30,6 +30,48 @@ pub struct Diagnostic {
     /// the file or the profile.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// For a rule between two fields: what the loader needs to say which one to change when
+    /// a value came from the profile.
+    #[serde(skip)]
+    pub(crate) cross: Option<Box<CrossField>>,
+}
+
+/// A failed rule between two fields, for the loader to explain when a value came from the
+/// profile rather than the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CrossField {
+    /// The offending field's value, as the message shows it.
+    pub(crate) value: String,
+    /// What the offending field must be, e.g. `at most 32`.
+    pub(crate) requirement: String,
+    /// The other way to satisfy the rule, e.g. `raise model.maxOutputTokens`.
+    pub(crate) alternative: String,
+    /// The full path of the other field of the rule.
+    pub(crate) other: String,
+    /// The other field's value.
+    pub(crate) other_value: String,
+    /// How to change the other field, e.g. `set it to at least 300`.
+    pub(crate) other_fix: String,
+}
+
+impl CrossField {
+    fn new(
+        value: impl fmt::Display,
+        requirement: impl Into<String>,
+        alternative: impl Into<String>,
+        other: impl Into<String>,
+        other_value: impl fmt::Display,
+        other_fix: impl Into<String>,
+    ) -> CrossField {
+        CrossField {
+            value: value.to_string(),
+            requirement: requirement.into(),
+            alternative: alternative.into(),
+            other: other.into(),
+            other_value: other_value.to_string(),
+            other_fix: other_fix.into(),
+        }
+    }
 }
 
 impl Diagnostic {
@@ -40,6 +82,7 @@ impl Diagnostic {
             path: path.into(),
             message: message.into(),
             source: None,
+            cross: None,
         }
     }
 
@@ -50,6 +93,7 @@ impl Diagnostic {
             path: path.into(),
             message: message.into(),
             source: None,
+            cross: None,
         }
     }
 
@@ -89,6 +133,13 @@ impl Checker {
         self.diagnostics.push(Diagnostic::error(path, message));
     }
 
+    /// An error of a rule between two fields.
+    fn cross_error(&mut self, path: &str, message: impl Into<String>, cross: CrossField) {
+        let mut diagnostic = Diagnostic::error(path, message);
+        diagnostic.cross = Some(Box::new(cross));
+        self.diagnostics.push(diagnostic);
+    }
+
     fn warn(&mut self, path: &str, message: impl Into<String>) {
         self.diagnostics.push(Diagnostic::warning(path, message));
     }
@@ -118,9 +169,26 @@ impl Checker {
         } else if let Some(max) = max
             && value > max
         {
-            self.error(
+            // `max_field` is a path, a launch-profile path without its prefix, or `... - 1`.
+            let (other, other_value, needed) = match max_field.strip_suffix(" - 1") {
+                Some(other) => (other, max + 1, value + 1),
+                None => (max_field, max, value),
+            };
+            let other = match other.strip_prefix("launchProfile.") {
+                Some(field) => format!("model.adapter.launchProfile.{field}"),
+                None => other.to_string(),
+            };
+            self.cross_error(
                 path,
                 format!("must be at most {max_field} ({max}), got {value}"),
+                CrossField::new(
+                    value,
+                    format!("at most {max}"),
+                    format!("raise {other}"),
+                    other.clone(),
+                    other_value,
+                    format!("set it to at least {needed}, or lower {path}"),
+                ),
             );
         }
     }
@@ -267,11 +335,22 @@ pub fn validate(config: &RayConfig) -> Vec<Diagnostic> {
         2_048,
     );
     if model.max_output_tokens > model.context_window {
-        c.error(
+        c.cross_error(
             "model.maxOutputTokens",
             format!(
                 "must be at most model.contextWindow ({}), got {}",
                 model.context_window, model.max_output_tokens
+            ),
+            CrossField::new(
+                model.max_output_tokens,
+                format!("at most {}", model.context_window),
+                "raise model.contextWindow",
+                "model.contextWindow",
+                model.context_window,
+                format!(
+                    "set it to at least {}, or lower model.maxOutputTokens",
+                    model.max_output_tokens
+                ),
             ),
         );
     }
@@ -317,11 +396,22 @@ pub fn validate(config: &RayConfig) -> Vec<Diagnostic> {
     );
     c.range("scheduler.batchWindowMs", s.batch_window_ms, 0, 1_000);
     if s.batch_window_ms >= s.request_timeout_ms && s.request_timeout_ms > 0 {
-        c.error(
+        c.cross_error(
             "scheduler.batchWindowMs",
             format!(
                 "must be less than scheduler.requestTimeoutMs ({}), got {}",
                 s.request_timeout_ms, s.batch_window_ms
+            ),
+            CrossField::new(
+                s.batch_window_ms,
+                format!("less than {}", s.request_timeout_ms),
+                "raise scheduler.requestTimeoutMs",
+                "scheduler.requestTimeoutMs",
+                s.request_timeout_ms,
+                format!(
+                    "set it above {}, or lower scheduler.batchWindowMs",
+                    s.batch_window_ms
+                ),
             ),
         );
     }
@@ -350,12 +440,23 @@ pub fn validate(config: &RayConfig) -> Vec<Diagnostic> {
         ("scheduler.maxQueuedTokens", s.max_queued_tokens),
     ] {
         if value <= model_max {
-            c.error(
+            c.cross_error(
                 field,
                 format!(
                     "must be at least model.maxOutputTokens + 1 ({}) so a request of the largest \
                      output fits, got {value}",
                     u64::from(model_max) + 1
+                ),
+                CrossField::new(
+                    value,
+                    format!("at least {}", u64::from(model_max) + 1),
+                    "lower model.maxOutputTokens",
+                    "model.maxOutputTokens",
+                    model_max,
+                    format!(
+                        "set it to at most {}, or raise {field}",
+                        value.saturating_sub(1)
+                    ),
                 ),
             );
         }
@@ -363,11 +464,23 @@ pub fn validate(config: &RayConfig) -> Vec<Diagnostic> {
     if let Some(launch) = config.model.adapter.launch_profile() {
         let capacity = u64::from(launch.ctx_size) * u64::from(launch.parallel);
         if u64::from(s.max_inflight_tokens) > capacity {
-            c.error(
+            c.cross_error(
                 "scheduler.maxInflightTokens",
                 format!(
                     "must be at most launchProfile.ctxSize × parallel ({capacity}), got {}",
                     s.max_inflight_tokens
+                ),
+                CrossField::new(
+                    s.max_inflight_tokens,
+                    format!("at most {capacity}"),
+                    "raise model.adapter.launchProfile.ctxSize or parallel",
+                    "model.adapter.launchProfile.ctxSize",
+                    launch.ctx_size,
+                    format!(
+                        "raise it or parallel so ctxSize × parallel is at least {}, or lower \
+                         scheduler.maxInflightTokens",
+                        s.max_inflight_tokens
+                    ),
                 ),
             );
         }
@@ -876,11 +989,22 @@ fn validate_launch_profile(c: &mut Checker, config: &RayConfig, launch: &LaunchP
     }
     c.range(&format!("{P}.ctxSize"), launch.ctx_size.into(), 1, 32_768);
     if launch.ctx_size > config.model.context_window {
-        c.error(
+        c.cross_error(
             &format!("{P}.ctxSize"),
             format!(
                 "must be at most model.contextWindow ({}), got {}",
                 config.model.context_window, launch.ctx_size
+            ),
+            CrossField::new(
+                launch.ctx_size,
+                format!("at most {}", config.model.context_window),
+                "raise model.contextWindow",
+                "model.contextWindow",
+                config.model.context_window,
+                format!(
+                    "set it to at least {}, or lower {P}.ctxSize",
+                    launch.ctx_size
+                ),
             ),
         );
     }
@@ -937,12 +1061,23 @@ fn validate_launch_profile(c: &mut Checker, config: &RayConfig, launch: &LaunchP
     // The gateway and llama-server must not fight over one port.
     let server = &config.server;
     if launch.port == server.port && binds_overlap(&launch.host, &server.host) {
-        c.error(
+        c.cross_error(
             &format!("{P}.port"),
             format!(
                 "{} is also server.port on an overlapping address; the gateway and llama-server \
                  need different ports",
                 launch.port
+            ),
+            CrossField::new(
+                launch.port,
+                format!(
+                    "a port other than {} (and model.adapter.baseUrl to match)",
+                    server.port
+                ),
+                "change server.port",
+                "server.port",
+                server.port,
+                format!("set it to a port other than {}", launch.port),
             ),
         );
     }
@@ -959,46 +1094,102 @@ fn validate_base_url(c: &mut Checker, config: &RayConfig, base_url: &str) {
     };
     // Recursion guard: the backend must not be the gateway itself.
     if url.port == config.server.port && binds_overlap(&url.host, &config.server.host) {
-        c.error(
+        c.cross_error(
             P,
             format!(
                 "points at the gateway itself ({}:{}); it must name the backend",
                 config.server.host, config.server.port
             ),
+            CrossField::new(
+                base_url,
+                "the backend's address",
+                "change server.port",
+                "server.port",
+                config.server.port,
+                format!("set it to a port other than {}", url.port),
+            ),
         );
     }
     if let Some(launch) = config.model.adapter.launch_profile() {
+        // Each of these names the launch profile too: when it came from the profile, the
+        // loader says so and how to change both.
+        let launch_cross = |requirement: String| {
+            CrossField::new(
+                base_url,
+                requirement,
+                "change model.adapter.launchProfile to match",
+                "model.adapter.launchProfile",
+                format!("on {}:{}", launch.host, launch.port),
+                format!(
+                    "it says llama-server listens on http://{}:{} (render, doctor and supervise \
+                     read it): set model.adapter.launchProfile.host and .port to where baseUrl \
+                     points, or point baseUrl there",
+                    launch.host, launch.port
+                ),
+            )
+        };
+        let launch_url = format!("http://{}:{}", launch.host, launch.port);
         if url.scheme != "http" {
-            c.error(
+            c.cross_error(
                 P,
                 "must be plain http when a launchProfile is set (llama-server listens on loopback)",
+                launch_cross(format!("plain http, e.g. {launch_url}")),
             );
         }
         if !is_loopback_host(&url.host) {
-            c.error(P, "must be a loopback address when a launchProfile is set");
+            c.cross_error(
+                P,
+                "must be a loopback address when a launchProfile is set",
+                launch_cross(format!("a loopback address, e.g. {launch_url}")),
+            );
         }
         if url.port != launch.port {
-            c.error(
+            c.cross_error(
                 P,
                 format!(
                     "port {} differs from launchProfile.port {}",
                     url.port, launch.port
                 ),
+                CrossField::new(
+                    base_url,
+                    format!("a URL on port {}, e.g. {launch_url}", launch.port),
+                    format!("set model.adapter.launchProfile.port to {}", url.port),
+                    "model.adapter.launchProfile.port",
+                    launch.port,
+                    format!(
+                        "set it to {} as well, so the launch profile (render, doctor, supervise) \
+                         runs llama-server where baseUrl points; or point baseUrl at port {}",
+                        url.port, launch.port
+                    ),
+                ),
             );
         }
         if launch.host.parse::<IpAddr>().is_ok() && url.host != launch.host {
-            c.error(
+            c.cross_error(
                 P,
                 format!(
                     "host {} differs from launchProfile.host {}",
                     url.host, launch.host
                 ),
+                CrossField::new(
+                    base_url,
+                    format!("a URL on host {}, e.g. {launch_url}", launch.host),
+                    format!("set model.adapter.launchProfile.host to {}", url.host),
+                    "model.adapter.launchProfile.host",
+                    &launch.host,
+                    format!(
+                        "set it to {} as well, so llama-server listens where baseUrl points; or \
+                         point baseUrl at {}",
+                        url.host, launch.host
+                    ),
+                ),
             );
         }
         if url.path != "/" && !url.path.is_empty() {
-            c.error(
+            c.cross_error(
                 P,
                 "must have no path when a launchProfile is set (llama-server serves at /)",
+                launch_cross(format!("a URL with no path, e.g. {launch_url}")),
             );
         }
     }
