@@ -440,7 +440,8 @@ impl ConfigLoader {
         };
         let absolutise = |path: &str| -> String {
             let p = Path::new(path);
-            if p.is_absolute() || path.is_empty() {
+            // A blank path stays blank, so validation refuses it rather than the directory.
+            if p.is_absolute() || path.trim().is_empty() {
                 path.to_string()
             } else {
                 base.join(p).display().to_string()

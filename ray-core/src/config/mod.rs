@@ -2,12 +2,14 @@
 //! `RAY_*` environment, explicit overrides), validation with JSON paths, and the JSON Schema.
 
 mod env;
+mod limits;
 mod load;
 mod profiles;
 mod types;
 mod validate;
 
 pub use env::{ENV_VARS, EnvKind, EnvScope, EnvVar, OTHER_RAY_VARS, parse_env_value};
+pub use limits::{FIELD_LIMITS, FieldLimit, Limit, limits_of, rule_path, schema_keywords};
 pub use load::{
     ConfigError, ConfigLoader, LoadedConfig, MAX_CONFIG_FILE_BYTES, ValidConfig, redacted_json,
 };
@@ -27,6 +29,7 @@ pub use validate::{
 pub fn json_schema() -> serde_json::Value {
     let mut schema = schemars::schema_for!(RayConfig).to_value();
     relax_required(&mut schema);
+    limits::apply_to_schema(&mut schema);
     if let serde_json::Value::Object(map) = &mut schema {
         map.insert(
             "description".into(),
