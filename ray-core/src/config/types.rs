@@ -294,7 +294,8 @@ pub struct HttpAdapterView<'a> {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MockAdapterConfig {
-    /// Simulated generation time per request in milliseconds, 0 to 120000.
+    /// Simulated generation time per request in milliseconds, 0 to 120000; the mock answers
+    /// within a fraction of a millisecond of it (a stream spreads it over the words).
     pub latency_ms: u64,
     /// A string mixed into the output so different mocks are distinguishable (at most 512 chars).
     #[serde(default, skip_serializing_if = "Option::is_none")]
