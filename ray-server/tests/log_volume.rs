@@ -1,6 +1,7 @@
 //! The log of a real `ray-server` process under a 10x overload stays small with the default
 //! `telemetry.accessLog`: refusals are summarised at most once a second per code, and the
-//! counts on the summary lines add up to the refusals `/metrics` counted.
+//! counts on the summary lines add up to the refusals `/metrics` counted. A dead backend under
+//! load writes one failure line a second per code, whose counts add up to the failures.
 
 #![allow(clippy::unwrap_used)]
 
@@ -212,4 +213,128 @@ async fn ten_seconds_of_ten_times_overload_write_under_a_megabyte_of_summaries()
         "{queue_full_lines} queue_full lines in {seconds} s"
     );
     assert!(queue_full_lines >= 2, "{queue_full_lines} queue_full lines");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_backend_under_load_writes_one_failure_line_a_second_with_its_count() {
+    // A backend address nobody listens on.
+    let dead_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ray.json");
+    std::fs::write(
+        &config,
+        format!(
+            r#"{{"profile":"tiny","server":{{"port":0}},
+                "model":{{"warmOnBoot":false,"adapter":{{"kind":"openai-compatible",
+                    "baseUrl":"http://127.0.0.1:{dead_port}","timeoutMs":1000}}}},
+                "cache":{{"enabled":false}}}}"#
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ray-server"))
+        .arg("--config")
+        .arg(&config)
+        .env_remove("RAY_PROFILE")
+        .env_remove("RAY_LOG_LEVEL")
+        .env_remove("RAY_ACCESS_LOG")
+        .env_remove("RAY_TELEMETRY_ACCESS_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let stderr_reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        stderr.read_to_string(&mut text).unwrap();
+        text
+    });
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let port = loop {
+        let line = lines.next().unwrap().unwrap();
+        let json: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if json["message"] == "gateway listening" {
+            break json["port"].as_u64().unwrap();
+        }
+    };
+    let stdout_reader = std::thread::spawn(move || lines.map(Result::unwrap).collect::<Vec<_>>());
+    let url = format!("http://127.0.0.1:{port}/v1/infer");
+
+    // 40 clients, 10 requests each, as fast as the gateway answers.
+    let mut clients = Vec::new();
+    for client in 0..40 {
+        let http = reqwest::Client::new();
+        let url = url.clone();
+        clients.push(tokio::spawn(async move {
+            let mut codes: BTreeMap<String, u64> = BTreeMap::new();
+            for n in 0..10 {
+                let response = http
+                    .post(&url)
+                    .json(&serde_json::json!({"input": format!("client {client} request {n}")}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(response.status().as_u16() >= 500, "{}", response.status());
+                let body: serde_json::Value = response.json().await.unwrap();
+                *codes
+                    .entry(body["error"]["code"].as_str().unwrap().to_string())
+                    .or_default() += 1;
+            }
+            codes
+        }));
+    }
+    let mut seen: BTreeMap<String, u64> = BTreeMap::new();
+    for client in clients {
+        for (code, count) in client.await.unwrap() {
+            *seen.entry(code).or_default() += count;
+        }
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert!(child.wait().unwrap().success());
+    let mut all: Vec<serde_json::Value> = stdout_reader
+        .join()
+        .unwrap()
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    all.extend(
+        stderr_reader
+            .join()
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()),
+    );
+
+    // Every failure is in exactly one access line's count, per code; the same for the
+    // runtime's own line when the failure is not a refusal.
+    let sum = |message: &str, code: &str| -> (u64, u64) {
+        all.iter()
+            .filter(|l| l["message"] == message && l["code"] == code)
+            .fold((0, 0), |(lines, total), l| {
+                (lines + 1, total + l["count"].as_u64().unwrap())
+            })
+    };
+    eprintln!("dead backend: clients saw {seen:?}");
+    assert_eq!(seen.values().sum::<u64>(), 400);
+    for (code, count) in &seen {
+        let failed = sum("request failed", code);
+        let rejected = sum("request rejected", code);
+        let (lines, logged) = (failed.0 + rejected.0, failed.1 + rejected.1);
+        eprintln!("{code}: {count} answers, {lines} access lines carrying {logged}");
+        assert_eq!(logged, *count, "{code}");
+        assert!(
+            lines <= 8,
+            "{lines} access lines for {count} {code} answers"
+        );
+        let inference = sum("inference failed", code);
+        if failed.0 > 0 {
+            assert_eq!(inference.1, *count, "{code}: {inference:?}");
+            assert!(inference.0 <= 8, "{inference:?}");
+        }
+    }
 }
