@@ -192,7 +192,11 @@ const BEHAVIOUR: &[(&str, &str)] = &[
     (
         "telemetry",
         "Log lines are JSON on stdout (errors on stderr) with `service`, filtered by `logLevel`; \
-         requests slower than `slowRequestThresholdMs` also log `slow inference request`.",
+         requests slower than `slowRequestThresholdMs` also log `slow inference request`. \
+         `accessLog` decides which requests write an access line; refusals never write one \
+         each: the first of a code logs at once and the rest are folded into one line a second \
+         per code with their `count`, as are repeated failures and slow-request warnings \
+         ([operations.md](operations.md#logs)).",
     ),
     (
         "gracefulDegradation",

@@ -85,7 +85,7 @@ impl Provider for MockProvider {
     async fn infer(&self, request: &ProviderRequest) -> Result<ProviderOutput, ProviderError> {
         self.calls.fetch_add(1, Ordering::Relaxed);
         if !self.latency.is_zero() {
-            tokio::time::sleep(self.latency).await;
+            sleep_until_precisely(tokio::time::Instant::now() + self.latency).await;
         }
         Ok(self.output(self.render(request)))
     }
@@ -100,12 +100,17 @@ impl Provider for MockProvider {
             .checked_div(words.len().max(1) as u32)
             .unwrap_or_default();
         let done = self.output(text);
-        let deltas = futures_util::stream::iter(words).then(move |word| async move {
-            if !pause.is_zero() {
-                tokio::time::sleep(pause).await;
-            }
-            Ok(StreamEvent::Delta(word))
-        });
+        // Each word is due at its own deadline from the start, so the timer's lateness does not
+        // add up over the words and the last one arrives `latency` after the start.
+        let started = tokio::time::Instant::now();
+        let deltas = futures_util::stream::iter(words.into_iter().zip(1u32..)).then(
+            move |(word, index)| async move {
+                if !pause.is_zero() {
+                    sleep_until_precisely(started + pause * index).await;
+                }
+                Ok(StreamEvent::Delta(word))
+            },
+        );
         let end = futures_util::stream::once(async move { Ok(StreamEvent::Done(Box::new(done))) });
         Ok(Box::pin(deltas.chain(end)))
     }
@@ -118,6 +123,38 @@ impl Provider for MockProvider {
             ..DetectedCapabilities::default()
         })
     }
+}
+
+/// How long before a deadline the mock stops sleeping on the timer and yields until the
+/// deadline instead. Tokio's timer counts whole milliseconds and rounds up, so a plain sleep
+/// wakes up to about a millisecond late (a 1 ms sleep took about 2.2 ms); the last stretch is
+/// spent yielding to other tasks and reading the clock.
+pub(crate) const SPIN_MARGIN: Duration = Duration::from_micros(1_500);
+
+/// Waits until `deadline` to well under a millisecond: a timer sleep to [`SPIN_MARGIN`] before
+/// it, then `yield_now` until it passes. Other tasks run during the yields; the thread stays
+/// busy for at most the margin.
+pub(crate) async fn sleep_until_precisely(deadline: tokio::time::Instant) {
+    if let Some(early) = deadline.checked_sub(SPIN_MARGIN)
+        && early > tokio::time::Instant::now()
+    {
+        tokio::time::sleep_until(early).await;
+    }
+    // The same wait on the real clock bounds the loop when Tokio's clock is paused (tests):
+    // a paused clock does not move while a task keeps yielding.
+    let real_deadline =
+        std::time::Instant::now() + deadline.saturating_duration_since(tokio::time::Instant::now());
+    loop {
+        if tokio::time::Instant::now() >= deadline {
+            return;
+        }
+        if std::time::Instant::now() >= real_deadline {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    // Only a paused clock gets here; its timer is exact.
+    tokio::time::sleep_until(deadline).await;
 }
 
 #[cfg(test)]

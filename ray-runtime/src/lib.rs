@@ -60,6 +60,7 @@ mod front;
 mod health;
 mod ids;
 pub mod jobs;
+mod log_policy;
 pub mod metrics;
 mod plan;
 mod pressure;
@@ -80,6 +81,7 @@ pub use front::RequestContext;
 pub use health::{HEALTH_MONITOR_INTERVAL, PROVIDER_HEALTH_TTL, WarmState};
 pub use ids::IdSource;
 pub use jobs::{FileJobStore, JobQueue, JobStore};
+pub use log_policy::{LogPolicy, SUMMARY_INTERVAL, access_scope};
 pub use metrics::{MetricFamily, MetricKind, MetricsSnapshot, Sample};
 pub use plan::{DEFAULT_TEMPERATURE, DEFAULT_TOP_P};
 pub use pressure::{

@@ -215,8 +215,8 @@ impl Runtime {
         }
     }
 
-    /// Records how a request ended: duration, success or error counts, the slow-request and
-    /// failure log lines.
+    /// Records how a request ended: duration, success or error counts, and the log line the
+    /// log policy allows (see `log_policy.rs`).
     pub(crate) fn record_outcome(
         &self,
         request_id: &str,
@@ -241,26 +241,10 @@ impl Runtime {
                 if let Some(model) = self.inner.registry.get(&response.model) {
                     model.counters.served.fetch_add(1, Ordering::Relaxed);
                 }
-                let threshold = self.inner.config.telemetry.slow_request_threshold_ms;
-                if threshold > 0 && response.latency_ms >= threshold {
-                    tracing::warn!(
-                        request_id = %response.id,
-                        latency_ms = response.latency_ms,
-                        queue_time_ms = response.queue_time_ms,
-                        model_id = %response.model,
-                        "slow inference request"
-                    );
-                }
             }
-            Err(error) => {
-                metrics.errors.add(error.code());
-                if error.code().is_rejection() {
-                    tracing::warn!(request_id = %request_id, code = %error.code(), error = error.message(), "inference rejected");
-                } else {
-                    tracing::error!(request_id = %request_id, code = %error.code(), error = error.message(), "inference failed");
-                }
-            }
+            Err(error) => metrics.errors.add(error.code()),
         }
+        self.log_outcome(request_id, outcome);
     }
 
     /// `request_timeout`, naming the configured limit.

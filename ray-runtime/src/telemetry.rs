@@ -46,6 +46,8 @@ pub(crate) struct RuntimeMetrics {
     /// Requests changed by a degradation clamp, by reason ([`DEGRADATION_REASONS`] order).
     pub(crate) degradation_reasons: [AtomicU64; 4],
     pub(crate) memory_critical_refusals: AtomicU64,
+    /// The counts behind the log summaries (shared with the background flush).
+    pub(crate) logs: std::sync::Arc<crate::log_policy::LogBook>,
 }
 
 /// The degradation reasons, in the order of [`RuntimeMetrics::degradation_reasons`].
@@ -84,6 +86,7 @@ impl Default for RuntimeMetrics {
             stream_first_token: Histogram::new(LATENCY_BUCKETS),
             degradation_reasons: Default::default(),
             memory_critical_refusals: AtomicU64::new(0),
+            logs: Default::default(),
         }
     }
 }

@@ -32,6 +32,8 @@ pub struct Background {
     /// The job queue's loops, which get a grace period at shutdown.
     job_tasks: Vec<JoinHandle<()>>,
     jobs: Option<Arc<JobQueue>>,
+    /// The log summaries, written out at shutdown.
+    logs: Option<Arc<crate::log_policy::LogBook>>,
 }
 
 impl Background {
@@ -65,6 +67,10 @@ impl Background {
         }
         for task in self.tasks.drain(..).chain(self.job_tasks.drain(..)) {
             let _ = task.await;
+        }
+        // The counts folded since the last summary lines.
+        if let Some(logs) = self.logs.take() {
+            logs.flush(true);
         }
     }
 }
@@ -158,10 +164,11 @@ impl Runtime {
         Ok(())
     }
 
-    /// Starts the background work: per model, warm-up (when `warmOnBoot`) with retries and
-    /// the backend health monitor; with `asyncQueue.enabled`, the job dispatcher, the callback
-    /// sender and the sweeper. Call it once, from inside a Tokio runtime; dropping the
-    /// returned handle stops it all.
+    /// Starts the runtime's background work: per model, warm-up with retry (when its
+    /// `warmOnBoot` is set) and the backend monitor; the tick that writes the log summaries;
+    /// and the job queue's dispatcher, callback deliveries and pruning when
+    /// `asyncQueue.enabled` is set. Call it once, from inside a Tokio runtime, after the
+    /// listener is bound; keep the returned [`Background`] for as long as the runtime serves.
     pub fn start(&self) -> Background {
         let mut background = Background::default();
         if let Some(jobs) = &self.inner.jobs {
@@ -179,6 +186,11 @@ impl Runtime {
             ];
             background.jobs = Some(jobs.clone());
         }
+        let runtime = self.clone();
+        background.tasks.push(tokio::spawn(async move {
+            runtime.log_flush_loop().await;
+        }));
+        background.logs = Some(self.inner.metrics.logs.clone());
         for model in self.inner.registry.entries() {
             if model.config.warm_on_boot {
                 let runtime = self.clone();

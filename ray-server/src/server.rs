@@ -167,7 +167,8 @@ async fn serve_one(
     let mut log = RequestLog::default();
     // Decrement even if the client leaves and this future is dropped mid-request.
     let _active = ActiveGuard(app);
-    let (route, mut response) = app.handle(request, peer, &mut log).await;
+    let (route, mut response) =
+        ray_runtime::access_scope(app.handle(request, peer, &mut log)).await;
     let count = served.fetch_add(1, Ordering::Relaxed) + 1;
     if count >= app.limits().max_requests_per_connection {
         response
@@ -177,8 +178,11 @@ async fn serve_one(
     let status = response.status().as_u16();
     app.count_request(route, status);
     let latency_ms = started.elapsed().as_millis() as u64;
+    // `telemetry.accessLog` decides which successes write a line; refusals and repeated
+    // failures are folded into at most one line a second per code, with the count.
+    let policy = app.runtime().log_policy();
     match &log.error {
-        None => tracing::info!(
+        None if policy.log_success() => tracing::info!(
             method = %method,
             route = route.label(),
             status,
@@ -190,28 +194,39 @@ async fn serve_one(
             degraded = log.degraded,
             "request completed"
         ),
-        Some(error) if error.code().is_rejection() => tracing::warn!(
-            method = %method,
-            route = route.label(),
-            status,
-            latency_ms,
-            request_id = log.request_id.as_deref(),
-            queue_time_ms = log.queue_time_ms,
-            code = %error.code(),
-            error = error.message(),
-            "request rejected"
-        ),
-        Some(error) => tracing::error!(
-            method = %method,
-            route = route.label(),
-            status,
-            latency_ms,
-            request_id = log.request_id.as_deref(),
-            queue_time_ms = log.queue_time_ms,
-            code = %error.code(),
-            error = error.message(),
-            "request failed"
-        ),
+        None => {}
+        Some(error) if error.code().is_rejection() => {
+            if let Some(count) = policy.log_refusal(error.code()) {
+                tracing::warn!(
+                    method = %method,
+                    route = route.label(),
+                    status,
+                    latency_ms,
+                    request_id = log.request_id.as_deref(),
+                    queue_time_ms = log.queue_time_ms,
+                    code = %error.code(),
+                    error = error.message(),
+                    count,
+                    "request rejected"
+                );
+            }
+        }
+        Some(error) => {
+            if let Some(count) = policy.log_failure(error.code()) {
+                tracing::error!(
+                    method = %method,
+                    route = route.label(),
+                    status,
+                    latency_ms,
+                    request_id = log.request_id.as_deref(),
+                    queue_time_ms = log.queue_time_ms,
+                    code = %error.code(),
+                    error = error.message(),
+                    count,
+                    "request failed"
+                );
+            }
+        }
     }
     response
 }

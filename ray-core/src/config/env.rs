@@ -434,6 +434,13 @@ pub const ENV_VARS: &[EnvVar] = &[
         "telemetry.slowRequestThresholdMs",
         Int,
     ),
+    var("RAY_TELEMETRY_ACCESS_LOG", "telemetry.accessLog", Text),
+    var("RAY_ACCESS_LOG", "telemetry.accessLog", Text),
+    var(
+        "RAY_TELEMETRY_ACCESS_LOG_SAMPLE_EVERY",
+        "telemetry.accessLogSampleEvery",
+        Int,
+    ),
     // gracefulDegradation
     var(
         "RAY_DEGRADATION_ENABLED",

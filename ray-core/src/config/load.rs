@@ -275,6 +275,7 @@ impl ConfigLoader {
 
         // 3. The file over the defaults.
         let mut merged = defaults.clone();
+        let file_json = file_value.clone();
         if let Some(file_value) = file_value {
             merge(&mut merged, file_value, "", &mut diagnostics);
         }
@@ -321,6 +322,10 @@ impl ConfigLoader {
             if diagnostic.source.is_none() {
                 diagnostic.source = sources.get(&diagnostic.path).cloned();
             }
+            explain_profile_value(diagnostic, profile, |path| {
+                !sources.contains_key(path)
+                    && file_json.as_ref().is_none_or(|file| !has_path(file, path))
+            });
         }
         match config {
             Some(config) if !diagnostics.iter().any(Diagnostic::is_error) => Ok(LoadedConfig {
@@ -460,7 +465,8 @@ impl ConfigLoader {
         };
         let absolutise = |path: &str| -> String {
             let p = Path::new(path);
-            if p.is_absolute() || path.is_empty() {
+            // A blank path stays blank, so validation refuses it rather than the directory.
+            if p.is_absolute() || path.trim().is_empty() {
                 path.to_string()
             } else {
                 base.join(p).display().to_string()
@@ -526,6 +532,58 @@ fn join(prefix: &str, key: &str) -> String {
         key.to_string()
     } else {
         format!("{prefix}.{key}")
+    }
+}
+
+/// Whether `value` holds the dotted `path`, whose segments may end in `[index]`
+/// (`model.adapter.warmupRequests[0].maxTokens`).
+fn has_path(value: &Value, path: &str) -> bool {
+    let mut current = value;
+    for segment in path.split('.') {
+        let (key, indices) = match segment.find('[') {
+            Some(at) => segment.split_at(at),
+            None => (segment, ""),
+        };
+        let Some(next) = current.get(key) else {
+            return false;
+        };
+        current = next;
+        for index in indices.split('[').filter(|i| !i.is_empty()) {
+            let Some(next) = index
+                .trim_end_matches(']')
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| current.get(i))
+            else {
+                return false;
+            };
+            current = next;
+        }
+    }
+    true
+}
+
+/// Rewrites the message of a failed rule between two fields when one of its values came from
+/// the profile (`from_profile(path)`), so it names the profile and the field to set:
+/// `is 96 from the sub1b profile; set it to at most 32, or raise model.maxOutputTokens`.
+fn explain_profile_value(
+    diagnostic: &mut Diagnostic,
+    profile: Profile,
+    from_profile: impl Fn(&str) -> bool,
+) {
+    let Some(cross) = diagnostic.cross.as_deref() else {
+        return;
+    };
+    if from_profile(&diagnostic.path) {
+        diagnostic.message = format!(
+            "is {} from the {profile} profile; set it to {}, or {}",
+            cross.value, cross.requirement, cross.alternative
+        );
+    } else if from_profile(&cross.other) {
+        diagnostic.message = format!(
+            "{}; {} ({}) comes from the {profile} profile: {}",
+            diagnostic.message, cross.other, cross.other_value, cross.other_fix
+        );
     }
 }
 

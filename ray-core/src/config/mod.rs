@@ -4,6 +4,7 @@
 mod duplicates;
 mod env;
 mod explain_models;
+mod limits;
 mod load;
 mod profiles;
 mod types;
@@ -12,6 +13,7 @@ mod validate_models;
 
 pub use env::{ENV_VARS, EnvKind, EnvScope, EnvVar, OTHER_RAY_VARS, parse_env_value};
 pub use explain_models::explain_models;
+pub use limits::{FIELD_LIMITS, FieldLimit, Limit, limits_of, rule_path, schema_keywords};
 pub use load::{
     ConfigError, ConfigLoader, LoadedConfig, MAX_CONFIG_FILE_BYTES, ValidConfig, redacted_json,
 };
@@ -32,6 +34,7 @@ pub use validate_models::AUTO_MODEL;
 pub fn json_schema() -> serde_json::Value {
     let mut schema = schemars::schema_for!(RayConfig).to_value();
     relax_required(&mut schema);
+    limits::apply_to_schema(&mut schema);
     if let serde_json::Value::Object(map) = &mut schema {
         map.insert(
             "description".into(),

@@ -531,6 +531,13 @@ pub fn profile_defaults(profile: Profile) -> RayConfig {
             log_level: LogLevel::Info,
             include_debug_metrics: r.include_debug_metrics,
             slow_request_threshold_ms: r.slow_request_threshold_ms,
+            // The development profile shows every request; the VPS profiles keep the log to
+            // what needs a reader, so an overload cannot fill the disk.
+            access_log: match profile {
+                Profile::Tiny => AccessLog::All,
+                _ => AccessLog::Errors,
+            },
+            access_log_sample_every: DEFAULT_ACCESS_LOG_SAMPLE_EVERY,
         },
         graceful_degradation: GracefulDegradationConfig {
             enabled: true,

@@ -491,7 +491,8 @@ pub struct HttpAdapterView<'a> {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MockAdapterConfig {
-    /// Simulated generation time per request in milliseconds, 0 to 120000.
+    /// Simulated generation time per request in milliseconds, 0 to 120000; the mock answers
+    /// within a fraction of a millisecond of it (a stream spreads it over the words).
     pub latency_ms: u64,
     /// A string mixed into the output so different mocks are distinguishable (at most 512 chars).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -831,6 +832,50 @@ pub struct TelemetryConfig {
     /// Requests slower than this (ms, at most 120000) log a warning; 0 disables.
     /// Env: `RAY_TELEMETRY_SLOW_REQUEST_THRESHOLD_MS`.
     pub slow_request_threshold_ms: u64,
+    /// Which requests write an access line: `all`, `errors` (failures only), `sampled` (one
+    /// successful request in `accessLogSampleEvery`, and failures) or `off`. Refusals never
+    /// write one line each: they are counted in metrics and summarised at most once a second
+    /// per code. Env: `RAY_ACCESS_LOG` or `RAY_TELEMETRY_ACCESS_LOG`.
+    #[serde(default)]
+    pub access_log: AccessLog,
+    /// With `accessLog: sampled`, one successful request in this many writes its line, 1 to
+    /// 1000000. Env: `RAY_TELEMETRY_ACCESS_LOG_SAMPLE_EVERY`.
+    #[serde(default = "default_access_log_sample_every")]
+    pub access_log_sample_every: u32,
+}
+
+/// The default of `telemetry.accessLogSampleEvery`.
+pub const DEFAULT_ACCESS_LOG_SAMPLE_EVERY: u32 = 100;
+
+fn default_access_log_sample_every() -> u32 {
+    DEFAULT_ACCESS_LOG_SAMPLE_EVERY
+}
+
+/// Which requests write an access log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessLog {
+    /// One line per successful or failed request.
+    All,
+    /// Failed requests only; successful ones are in metrics.
+    #[default]
+    Errors,
+    /// Failed requests, and one successful request in `accessLogSampleEvery`.
+    Sampled,
+    /// No access lines; failures still log the runtime's `inference failed` line.
+    Off,
+}
+
+impl AccessLog {
+    /// The wire name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            AccessLog::All => "all",
+            AccessLog::Errors => "errors",
+            AccessLog::Sampled => "sampled",
+            AccessLog::Off => "off",
+        }
+    }
 }
 
 /// Log levels.

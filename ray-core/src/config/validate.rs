@@ -5,6 +5,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+use super::limits::{Limit, limits_of};
 use super::types::*;
 
 /// How serious a [`Diagnostic`] is.
@@ -30,6 +31,48 @@ pub struct Diagnostic {
     /// the file or the profile.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// For a rule between two fields: what the loader needs to say which one to change when
+    /// a value came from the profile.
+    #[serde(skip)]
+    pub(crate) cross: Option<Box<CrossField>>,
+}
+
+/// A failed rule between two fields, for the loader to explain when a value came from the
+/// profile rather than the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CrossField {
+    /// The offending field's value, as the message shows it.
+    pub(crate) value: String,
+    /// What the offending field must be, e.g. `at most 32`.
+    pub(crate) requirement: String,
+    /// The other way to satisfy the rule, e.g. `raise model.maxOutputTokens`.
+    pub(crate) alternative: String,
+    /// The full path of the other field of the rule.
+    pub(crate) other: String,
+    /// The other field's value.
+    pub(crate) other_value: String,
+    /// How to change the other field, e.g. `set it to at least 300`.
+    pub(crate) other_fix: String,
+}
+
+impl CrossField {
+    fn new(
+        value: impl fmt::Display,
+        requirement: impl Into<String>,
+        alternative: impl Into<String>,
+        other: impl Into<String>,
+        other_value: impl fmt::Display,
+        other_fix: impl Into<String>,
+    ) -> CrossField {
+        CrossField {
+            value: value.to_string(),
+            requirement: requirement.into(),
+            alternative: alternative.into(),
+            other: other.into(),
+            other_value: other_value.to_string(),
+            other_fix: other_fix.into(),
+        }
+    }
 }
 
 impl Diagnostic {
@@ -40,6 +83,7 @@ impl Diagnostic {
             path: path.into(),
             message: message.into(),
             source: None,
+            cross: None,
         }
     }
 
@@ -50,6 +94,7 @@ impl Diagnostic {
             path: path.into(),
             message: message.into(),
             source: None,
+            cross: None,
         }
     }
 
@@ -89,52 +134,90 @@ impl Checker {
         self.diagnostics.push(Diagnostic::error(path, message));
     }
 
+    /// An error of a rule between two fields.
+    fn cross_error(&mut self, path: &str, message: impl Into<String>, cross: CrossField) {
+        let mut diagnostic = Diagnostic::error(path, message);
+        diagnostic.cross = Some(Box::new(cross));
+        self.diagnostics.push(diagnostic);
+    }
+
     fn warn(&mut self, path: &str, message: impl Into<String>) {
         self.diagnostics.push(Diagnostic::warning(path, message));
     }
 
-    /// `min <= value <= max`, reported as "must be at least/at most".
-    fn range(&mut self, path: &str, value: u64, min: u64, max: u64) {
-        if value < min {
+    /// The rule of `path` that `kind` accepts; an internal error when the table has none, so a
+    /// check the schema would not carry cannot go unnoticed.
+    fn limit(&mut self, path: &str, kind: impl Fn(&Limit) -> bool) -> Option<&'static Limit> {
+        let found = limits_of(path).find(|limit| kind(limit));
+        if found.is_none() {
+            self.error(path, "internal: no rule for this field in FIELD_LIMITS");
+        }
+        found
+    }
+
+    /// A whole number within its [`Limit::Int`], reported as "must be at least/at most".
+    fn int(&mut self, path: &str, value: i128) {
+        let Some(&Limit::Int { min, max }) = self.limit(path, |l| matches!(l, Limit::Int { .. }))
+        else {
+            return;
+        };
+        if value < i128::from(min) {
             self.error(path, format!("must be at least {min}, got {value}"));
-        } else if value > max {
+        } else if value > i128::from(max) {
             self.error(path, format!("must be at most {max}, got {value}"));
         }
     }
 
-    /// Like [`Checker::range`], but the upper bound is another field, named in the message.
+    /// A whole number whose lower bound is in [`FIELD_LIMITS`] and whose upper bound is another
+    /// field, named in the message.
     /// `max` is `None` when that field is invalid itself: its own error says so, and a bound
     /// made up from it would only mislead, so just the minimum is checked.
-    fn at_most_field(
-        &mut self,
-        path: &str,
-        value: u64,
-        min: u64,
-        max: Option<u64>,
-        max_field: &str,
-    ) {
+    fn at_most_field(&mut self, path: &str, value: u64, max: Option<u64>, max_field: &str) {
+        let Some(&Limit::AtLeast { min }) =
+            self.limit(path, |l| matches!(l, Limit::AtLeast { .. }))
+        else {
+            return;
+        };
+        let min = u64::try_from(min).unwrap_or(0);
         if value < min {
             self.error(path, format!("must be at least {min}, got {value}"));
         } else if let Some(max) = max
             && value > max
         {
-            self.error(
+            // `max_field` is a path, a launch-profile path without its prefix, or `... - 1`.
+            let (other, other_value, needed) = match max_field.strip_suffix(" - 1") {
+                Some(other) => (other, max + 1, value + 1),
+                None => (max_field, max, value),
+            };
+            let other = match other.strip_prefix("launchProfile.") {
+                Some(field) => format!("model.adapter.launchProfile.{field}"),
+                None => other.to_string(),
+            };
+            self.cross_error(
                 path,
                 format!("must be at most {max_field} ({max}), got {value}"),
+                CrossField::new(
+                    value,
+                    format!("at most {max}"),
+                    format!("raise {other}"),
+                    other.clone(),
+                    other_value,
+                    format!("set it to at least {needed}, or lower {path}"),
+                ),
             );
         }
     }
 
-    fn range_i64(&mut self, path: &str, value: i64, min: i64, max: i64) {
-        if value < min {
-            self.error(path, format!("must be at least {min}, got {value}"));
-        } else if value > max {
-            self.error(path, format!("must be at most {max}, got {value}"));
-        }
-    }
-
-    /// `min < value <= max` (or `min <= value` when `min_inclusive`) for ratios and PSI values.
-    fn range_f64(&mut self, path: &str, value: f64, min: f64, min_inclusive: bool, max: f64) {
+    /// A number within its [`Limit::Number`], for ratios and PSI values.
+    fn number(&mut self, path: &str, value: f64) {
+        let Some(&Limit::Number {
+            min,
+            min_inclusive,
+            max,
+        }) = self.limit(path, |l| matches!(l, Limit::Number { .. }))
+        else {
+            return;
+        };
         let low_ok = if min_inclusive {
             value >= min
         } else {
@@ -154,12 +237,20 @@ impl Checker {
         }
     }
 
-    fn text(&mut self, path: &str, value: &str, max_chars: usize, allow_empty: bool) {
+    /// Text within its [`Limit::Text`].
+    fn text(&mut self, path: &str, value: &str) {
+        let Some(&Limit::Text {
+            max_chars,
+            allow_empty,
+        }) = self.limit(path, |l| matches!(l, Limit::Text { .. }))
+        else {
+            return;
+        };
         if !allow_empty && value.trim().is_empty() {
             self.error(path, "must not be empty");
         }
         let chars = value.chars().count();
-        if chars > max_chars {
+        if chars > max_chars as usize {
             self.error(
                 path,
                 format!("must be at most {max_chars} chars, got {chars}"),
@@ -168,6 +259,26 @@ impl Checker {
         if value.chars().any(char::is_control) {
             self.error(path, "must not contain control characters");
         }
+    }
+
+    /// A list or object within its [`Limit::Entries`].
+    fn entries(&mut self, path: &str, count: usize) {
+        let Some(&Limit::Entries { max }) =
+            self.limit(path, |l| matches!(l, Limit::Entries { .. }))
+        else {
+            return;
+        };
+        if count > max as usize {
+            self.error(
+                path,
+                format!("must have at most {max} entries, got {count}"),
+            );
+        }
+    }
+
+    /// Whether `path` has the rule `limit` (which the caller then checks itself).
+    fn has(&mut self, path: &str, limit: Limit) -> bool {
+        self.limit(path, |l| *l == limit).is_some()
     }
 }
 
@@ -241,107 +352,99 @@ pub fn validate(config: &RayConfig) -> Vec<Diagnostic> {
 
     // server
     let server = &config.server;
-    c.text("server.host", &server.host, 253, false);
-    c.range(
+    c.text("server.host", &server.host);
+    c.int(
         "server.requestBodyLimitBytes",
-        server.request_body_limit_bytes,
-        1,
-        1_048_576,
+        i128::from(server.request_body_limit_bytes),
     );
     let public_bind = !is_loopback_host(&server.host);
 
     // model
     let model = &config.model;
-    c.text("model.id", &model.id, 256, false);
-    c.text("model.family", &model.family, 256, false);
-    c.range(
-        "model.contextWindow",
-        model.context_window.into(),
-        1,
-        32_768,
-    );
-    c.range(
-        "model.maxOutputTokens",
-        model.max_output_tokens.into(),
-        1,
-        2_048,
-    );
+    c.text("model.id", &model.id);
+    c.text("model.family", &model.family);
+    c.int("model.contextWindow", i128::from(model.context_window));
+    c.int("model.maxOutputTokens", i128::from(model.max_output_tokens));
     if model.max_output_tokens > model.context_window {
-        c.error(
+        c.cross_error(
             "model.maxOutputTokens",
             format!(
                 "must be at most model.contextWindow ({}), got {}",
                 model.context_window, model.max_output_tokens
             ),
+            CrossField::new(
+                model.max_output_tokens,
+                format!("at most {}", model.context_window),
+                "raise model.contextWindow",
+                "model.contextWindow",
+                model.context_window,
+                format!(
+                    "set it to at least {}, or lower model.maxOutputTokens",
+                    model.max_output_tokens
+                ),
+            ),
         );
     }
     if let Some(op) = &model.operational {
         if let Some(v) = op.tokens_per_second_target {
-            c.range(
-                "model.operational.tokensPerSecondTarget",
-                v.into(),
-                1,
-                1_000,
-            );
+            c.int("model.operational.tokensPerSecondTarget", i128::from(v));
         }
         if let Some(v) = op.memory_class_mib {
-            c.range("model.operational.memoryClassMiB", v.into(), 1, 65_536);
+            c.int("model.operational.memoryClassMiB", i128::from(v));
         }
         if let Some(v) = op.preferred_ctx_size {
-            c.range("model.operational.preferredCtxSize", v.into(), 1, 32_768);
+            c.int("model.operational.preferredCtxSize", i128::from(v));
         }
     }
     validate_adapter(&mut c, config);
 
     // scheduler
     let s = &config.scheduler;
-    c.range("scheduler.concurrency", s.concurrency.into(), 1, 8);
-    c.range("scheduler.maxQueue", s.max_queue.into(), 1, 512);
-    c.range(
-        "scheduler.maxQueuedTokens",
-        s.max_queued_tokens.into(),
-        1,
-        262_144,
-    );
-    c.range(
+    c.int("scheduler.concurrency", i128::from(s.concurrency));
+    c.int("scheduler.maxQueue", i128::from(s.max_queue));
+    c.int("scheduler.maxQueuedTokens", i128::from(s.max_queued_tokens));
+    c.int(
         "scheduler.maxInflightTokens",
-        s.max_inflight_tokens.into(),
-        1,
-        65_536,
+        i128::from(s.max_inflight_tokens),
     );
-    c.range(
+    c.int(
         "scheduler.requestTimeoutMs",
-        s.request_timeout_ms,
-        1,
-        120_000,
+        i128::from(s.request_timeout_ms),
     );
-    c.range("scheduler.batchWindowMs", s.batch_window_ms, 0, 1_000);
+    c.int("scheduler.batchWindowMs", i128::from(s.batch_window_ms));
     if s.batch_window_ms >= s.request_timeout_ms && s.request_timeout_ms > 0 {
-        c.error(
+        c.cross_error(
             "scheduler.batchWindowMs",
             format!(
                 "must be less than scheduler.requestTimeoutMs ({}), got {}",
                 s.request_timeout_ms, s.batch_window_ms
+            ),
+            CrossField::new(
+                s.batch_window_ms,
+                format!("less than {}", s.request_timeout_ms),
+                "raise scheduler.requestTimeoutMs",
+                "scheduler.requestTimeoutMs",
+                s.request_timeout_ms,
+                format!(
+                    "set it above {}, or lower scheduler.batchWindowMs",
+                    s.batch_window_ms
+                ),
             ),
         );
     }
     c.at_most_field(
         "scheduler.affinityLookahead",
         s.affinity_lookahead.into(),
-        1,
         positive(s.max_queue),
         "scheduler.maxQueue",
     );
-    c.range(
+    c.int(
         "scheduler.maxDedupeWaiters",
-        s.max_dedupe_waiters.into(),
-        1,
-        4_096,
+        i128::from(s.max_dedupe_waiters),
     );
     c.at_most_field(
         "scheduler.shortJobMaxTokens",
         s.short_job_max_tokens.into(),
-        1,
         positive(model_max),
         "model.maxOutputTokens",
     );
@@ -350,12 +453,23 @@ pub fn validate(config: &RayConfig) -> Vec<Diagnostic> {
         ("scheduler.maxQueuedTokens", s.max_queued_tokens),
     ] {
         if value <= model_max {
-            c.error(
+            c.cross_error(
                 field,
                 format!(
                     "must be at least model.maxOutputTokens + 1 ({}) so a request of the largest \
                      output fits, got {value}",
                     u64::from(model_max) + 1
+                ),
+                CrossField::new(
+                    value,
+                    format!("at least {}", u64::from(model_max) + 1),
+                    "lower model.maxOutputTokens",
+                    "model.maxOutputTokens",
+                    model_max,
+                    format!(
+                        "set it to at most {}, or raise {field}",
+                        value.saturating_sub(1)
+                    ),
                 ),
             );
         }
@@ -363,11 +477,23 @@ pub fn validate(config: &RayConfig) -> Vec<Diagnostic> {
     if let Some(launch) = config.model.adapter.launch_profile() {
         let capacity = u64::from(launch.ctx_size) * u64::from(launch.parallel);
         if u64::from(s.max_inflight_tokens) > capacity {
-            c.error(
+            c.cross_error(
                 "scheduler.maxInflightTokens",
                 format!(
                     "must be at most launchProfile.ctxSize × parallel ({capacity}), got {}",
                     s.max_inflight_tokens
+                ),
+                CrossField::new(
+                    s.max_inflight_tokens,
+                    format!("at most {capacity}"),
+                    "raise model.adapter.launchProfile.ctxSize or parallel",
+                    "model.adapter.launchProfile.ctxSize",
+                    launch.ctx_size,
+                    format!(
+                        "raise it or parallel so ctxSize × parallel is at least {}, or lower \
+                         scheduler.maxInflightTokens",
+                        s.max_inflight_tokens
+                    ),
                 ),
             );
         }
@@ -385,19 +511,12 @@ pub fn validate(config: &RayConfig) -> Vec<Diagnostic> {
 
     // streaming
     let st = &config.streaming;
-    c.range(
+    c.int(
         "streaming.firstTokenTimeoutMs",
-        st.first_token_timeout_ms,
-        1,
-        600_000,
+        i128::from(st.first_token_timeout_ms),
     );
-    c.range("streaming.idleTimeoutMs", st.idle_timeout_ms, 1, 600_000);
-    c.range(
-        "streaming.totalTimeoutMs",
-        st.total_timeout_ms,
-        1_000,
-        3_600_000,
-    );
+    c.int("streaming.idleTimeoutMs", i128::from(st.idle_timeout_ms));
+    c.int("streaming.totalTimeoutMs", i128::from(st.total_timeout_ms));
     if st.first_token_timeout_ms > st.total_timeout_ms {
         c.warn(
             "streaming.firstTokenTimeoutMs",
@@ -410,58 +529,43 @@ pub fn validate(config: &RayConfig) -> Vec<Diagnostic> {
 
     // asyncQueue
     let q = &config.async_queue;
-    c.text("asyncQueue.storageDir", &q.storage_dir, 4_096, false);
-    c.range("asyncQueue.maxJobs", q.max_jobs.into(), 1, 2_000);
-    c.range(
+    c.text("asyncQueue.storageDir", &q.storage_dir);
+    c.int("asyncQueue.maxJobs", i128::from(q.max_jobs));
+    c.int(
         "asyncQueue.minFreeStorageMiB",
-        q.min_free_storage_mib,
-        1,
-        1_048_576,
+        i128::from(q.min_free_storage_mib),
     );
-    c.range(
-        "asyncQueue.completedTtlMs",
-        q.completed_ttl_ms,
-        0,
-        604_800_000,
-    );
-    c.range("asyncQueue.pollIntervalMs", q.poll_interval_ms, 1, 60_000);
-    c.range(
+    c.int("asyncQueue.completedTtlMs", i128::from(q.completed_ttl_ms));
+    c.int("asyncQueue.pollIntervalMs", i128::from(q.poll_interval_ms));
+    c.int(
         "asyncQueue.dispatchConcurrency",
-        q.dispatch_concurrency.into(),
-        1,
-        8,
+        i128::from(q.dispatch_concurrency),
     );
-    c.range("asyncQueue.maxAttempts", q.max_attempts.into(), 1, 100);
-    c.range(
+    c.int("asyncQueue.maxAttempts", i128::from(q.max_attempts));
+    c.int(
         "asyncQueue.callbackTimeoutMs",
-        q.callback_timeout_ms,
-        1,
-        30_000,
+        i128::from(q.callback_timeout_ms),
     );
-    c.range(
+    c.int(
         "asyncQueue.maxCallbackAttempts",
-        q.max_callback_attempts.into(),
-        1,
-        100,
+        i128::from(q.max_callback_attempts),
     );
-    if q.callback_allowed_hosts.len() > 64 {
-        c.error(
-            "asyncQueue.callbackAllowedHosts",
-            format!(
-                "must have at most 64 entries, got {}",
-                q.callback_allowed_hosts.len()
-            ),
-        );
-    }
+    c.entries(
+        "asyncQueue.callbackAllowedHosts",
+        q.callback_allowed_hosts.len(),
+    );
     for (i, host) in q.callback_allowed_hosts.iter().enumerate() {
-        if !is_allowed_host_pattern(host) {
+        let path = format!("asyncQueue.callbackAllowedHosts[{i}]");
+        if c.has(&path, Limit::HostPattern) && !is_allowed_host_pattern(host) {
             c.error(
-                &format!("asyncQueue.callbackAllowedHosts[{i}]"),
+                &path,
                 format!("must be a host name or *.suffix, got {host:?}"),
             );
         }
     }
-    if !is_env_var_name(&q.callback_signing_secret_env) {
+    if c.has("asyncQueue.callbackSigningSecretEnv", Limit::EnvVarName)
+        && !is_env_var_name(&q.callback_signing_secret_env)
+    {
         c.error(
             "asyncQueue.callbackSigningSecretEnv",
             format!(
@@ -470,18 +574,13 @@ pub fn validate(config: &RayConfig) -> Vec<Diagnostic> {
             ),
         );
     }
-    c.range(
-        "asyncQueue.maxRecordBytes",
-        q.max_record_bytes,
-        4_096,
-        16_777_216,
-    );
+    c.int("asyncQueue.maxRecordBytes", i128::from(q.max_record_bytes));
 
     // cache
     let cache = &config.cache;
-    c.range("cache.maxEntries", cache.max_entries.into(), 1, 4_096);
-    c.range("cache.maxBytes", cache.max_bytes, 1, 268_435_456);
-    c.range("cache.ttlMs", cache.ttl_ms, 0, 86_400_000);
+    c.int("cache.maxEntries", i128::from(cache.max_entries));
+    c.int("cache.maxBytes", i128::from(cache.max_bytes));
+    c.int("cache.ttlMs", i128::from(cache.ttl_ms));
     if cache.enabled && cache.ttl_ms == 0 {
         c.warn(
             "cache.ttlMs",
@@ -491,12 +590,14 @@ pub fn validate(config: &RayConfig) -> Vec<Diagnostic> {
 
     // telemetry
     let t = &config.telemetry;
-    c.text("telemetry.serviceName", &t.service_name, 128, false);
-    c.range(
+    c.text("telemetry.serviceName", &t.service_name);
+    c.int(
         "telemetry.slowRequestThresholdMs",
-        t.slow_request_threshold_ms,
-        0,
-        120_000,
+        i128::from(t.slow_request_threshold_ms),
+    );
+    c.int(
+        "telemetry.accessLogSampleEvery",
+        i128::from(t.access_log_sample_every),
     );
 
     // gracefulDegradation
@@ -504,42 +605,30 @@ pub fn validate(config: &RayConfig) -> Vec<Diagnostic> {
     c.at_most_field(
         "gracefulDegradation.queueDepthThreshold",
         g.queue_depth_threshold.into(),
-        1,
         positive(s.max_queue).map(|max_queue| max_queue - 1),
         "scheduler.maxQueue - 1",
     );
-    c.range(
+    c.int(
         "gracefulDegradation.maxPromptChars",
-        g.max_prompt_chars.into(),
-        1,
-        65_536,
+        i128::from(g.max_prompt_chars),
     );
     c.at_most_field(
         "gracefulDegradation.degradeToMaxTokens",
         g.degrade_to_max_tokens.into(),
-        1,
         positive(model_max),
         "model.maxOutputTokens",
     );
-    c.range(
+    c.int(
         "gracefulDegradation.memoryRssThresholdMiB",
-        g.memory_rss_threshold_mib.into(),
-        1,
-        65_536,
+        i128::from(g.memory_rss_threshold_mib),
     );
-    c.range_f64(
+    c.number(
         "gracefulDegradation.memoryCgroupPressureRatioThreshold",
         g.memory_cgroup_pressure_ratio_threshold,
-        0.0,
-        false,
-        1.0,
     );
-    c.range_f64(
+    c.number(
         "gracefulDegradation.cpuThrottledRatioThreshold",
         g.cpu_throttled_ratio_threshold,
-        0.0,
-        false,
-        1.0,
     );
     for (path, value) in [
         (
@@ -559,21 +648,15 @@ pub fn validate(config: &RayConfig) -> Vec<Diagnostic> {
             g.cpu_psi_full_avg10_threshold,
         ),
     ] {
-        c.range_f64(path, value, 0.0, false, 100.0);
+        c.number(path, value);
     }
-    c.range_f64(
+    c.number(
         "gracefulDegradation.criticalCgroupMemoryRatio",
         g.critical_cgroup_memory_ratio,
-        0.0,
-        false,
-        1.0,
     );
-    c.range_f64(
+    c.number(
         "gracefulDegradation.criticalMemoryPsiFullAvg10",
         g.critical_memory_psi_full_avg10,
-        0.0,
-        false,
-        100.0,
     );
     if g.refuse_on_critical_memory
         && g.critical_memory_psi_full_avg10 < g.memory_psi_full_avg10_threshold
@@ -590,91 +673,56 @@ pub fn validate(config: &RayConfig) -> Vec<Diagnostic> {
 
     // promptCompiler
     let p = &config.prompt_compiler;
-    if p.family_metadata_keys.len() > 16 {
-        c.error(
-            "promptCompiler.familyMetadataKeys",
-            format!(
-                "must have at most 16 entries, got {}",
-                p.family_metadata_keys.len()
-            ),
-        );
-    }
+    c.entries(
+        "promptCompiler.familyMetadataKeys",
+        p.family_metadata_keys.len(),
+    );
     for (i, key) in p.family_metadata_keys.iter().enumerate() {
-        c.text(
-            &format!("promptCompiler.familyMetadataKeys[{i}]"),
-            key,
-            128,
-            false,
-        );
+        c.text(&format!("promptCompiler.familyMetadataKeys[{i}]"), key);
     }
 
     // adaptiveTuning
     let a = &config.adaptive_tuning;
-    c.range("adaptiveTuning.sampleSize", a.sample_size.into(), 1, 512);
-    c.range(
+    c.int("adaptiveTuning.sampleSize", i128::from(a.sample_size));
+    c.int(
         "adaptiveTuning.queueLatencyThresholdMs",
-        a.queue_latency_threshold_ms,
-        1,
-        120_000,
+        i128::from(a.queue_latency_threshold_ms),
     );
-    c.range_f64(
+    c.number(
         "adaptiveTuning.minCompletionTokensPerSecond",
         a.min_completion_tokens_per_second,
-        0.0,
-        false,
-        1_000.0,
     );
-    c.range_f64(
+    c.number(
         "adaptiveTuning.maxOutputReductionRatio",
         a.max_output_reduction_ratio,
-        0.0,
-        true,
-        1.0,
     );
     c.at_most_field(
         "adaptiveTuning.minOutputTokens",
         a.min_output_tokens.into(),
-        1,
         positive(model_max),
         "model.maxOutputTokens",
     );
-    c.range(
+    c.int(
         "adaptiveTuning.familyHistorySize",
-        a.family_history_size.into(),
-        1,
-        1_024,
+        i128::from(a.family_history_size),
     );
     c.at_most_field(
         "adaptiveTuning.learnedCapMinSamples",
         a.learned_cap_min_samples.into(),
-        1,
         positive(a.family_history_size),
         "adaptiveTuning.familyHistorySize",
     );
-    c.range_f64(
-        "adaptiveTuning.draftPercentile",
-        a.draft_percentile,
-        0.0,
-        true,
-        1.0,
-    );
-    c.range_f64(
-        "adaptiveTuning.shortPercentile",
-        a.short_percentile,
-        0.0,
-        true,
-        1.0,
-    );
+    c.number("adaptiveTuning.draftPercentile", a.draft_percentile);
+    c.number("adaptiveTuning.shortPercentile", a.short_percentile);
     c.at_most_field(
         "adaptiveTuning.learnedCapHeadroomTokens",
         a.learned_cap_headroom_tokens.into(),
-        0,
         positive(model_max),
         "model.maxOutputTokens",
     );
 
     // auth
-    if !is_env_var_name(&config.auth.api_key_env) {
+    if c.has("auth.apiKeyEnv", Limit::EnvVarName) && !is_env_var_name(&config.auth.api_key_env) {
         c.error(
             "auth.apiKeyEnv",
             format!(
@@ -696,9 +744,9 @@ pub fn validate(config: &RayConfig) -> Vec<Diagnostic> {
 
     // rateLimit
     let r = &config.rate_limit;
-    c.range("rateLimit.windowMs", r.window_ms, 1, 3_600_000);
-    c.range("rateLimit.maxRequests", r.max_requests.into(), 1, 10_000);
-    c.range("rateLimit.maxKeys", r.max_keys.into(), 1, 16_384);
+    c.int("rateLimit.windowMs", i128::from(r.window_ms));
+    c.int("rateLimit.maxRequests", i128::from(r.max_requests));
+    c.int("rateLimit.maxKeys", i128::from(r.max_keys));
     if r.enabled && r.key_strategy != RateLimitKeyStrategy::Ip && !config.auth.enabled {
         c.warn(
             "rateLimit.keyStrategy",
@@ -718,17 +766,18 @@ pub fn validate(config: &RayConfig) -> Vec<Diagnostic> {
     }
 
     // tags
-    if config.tags.len() > 64 {
-        c.error(
-            "tags",
-            format!("must have at most 64 entries, got {}", config.tags.len()),
-        );
-    }
+    c.entries("tags", config.tags.len());
     for (key, value) in &config.tags {
-        if key.is_empty() || key.chars().count() > 128 {
-            c.error("tags", format!("key {key:?} must be 1 to 128 chars"));
+        if let Some(&Limit::KeyLength { max_chars }) =
+            c.limit("tags", |l| matches!(l, Limit::KeyLength { .. }))
+            && (key.is_empty() || key.chars().count() > max_chars as usize)
+        {
+            c.error(
+                "tags",
+                format!("key {key:?} must be 1 to {max_chars} chars"),
+            );
         }
-        c.text(&format!("tags.{key}"), value, 4_096, true);
+        c.text(&format!("tags.{key}"), value);
     }
 
     let mut diagnostics = c.diagnostics;
@@ -740,9 +789,9 @@ fn validate_adapter(c: &mut Checker, config: &RayConfig) {
     let model_max = config.model.max_output_tokens;
     match &config.model.adapter {
         AdapterConfig::Mock(mock) => {
-            c.range("model.adapter.latencyMs", mock.latency_ms, 0, 120_000);
+            c.int("model.adapter.latencyMs", i128::from(mock.latency_ms));
             if let Some(seed) = &mock.seed {
-                c.text("model.adapter.seed", seed, 512, true);
+                c.text("model.adapter.seed", seed);
             }
         }
         AdapterConfig::OpenAiCompatible(_) | AdapterConfig::LlamaCpp(_) => {}
@@ -751,8 +800,9 @@ fn validate_adapter(c: &mut Checker, config: &RayConfig) {
         return;
     };
     validate_base_url(c, config, http.base_url);
-    c.text("model.adapter.modelRef", http.model_ref, 256, false);
+    c.text("model.adapter.modelRef", http.model_ref);
     if let Some(env) = http.api_key_env
+        && c.has("model.adapter.apiKeyEnv", Limit::EnvVarName)
         && !is_env_var_name(env)
     {
         c.error(
@@ -760,17 +810,15 @@ fn validate_adapter(c: &mut Checker, config: &RayConfig) {
             format!("must be an environment variable name, got {env:?}"),
         );
     }
-    c.range("model.adapter.timeoutMs", http.timeout_ms, 1, 120_000);
+    c.int("model.adapter.timeoutMs", i128::from(http.timeout_ms));
     if let Some(headers) = http.headers {
-        if headers.len() > 64 {
-            c.error(
-                "model.adapter.headers",
-                format!("must have at most 64 entries, got {}", headers.len()),
-            );
-        }
+        c.entries("model.adapter.headers", headers.len());
+        let check_names = c.has("model.adapter.headers", Limit::HeaderNames);
         for (name, value) in headers {
             let lower = name.to_ascii_lowercase();
-            if RESERVED_ADAPTER_HEADERS.contains(&lower.as_str()) {
+            if !check_names {
+                // The missing rule was reported; the value is still checked.
+            } else if RESERVED_ADAPTER_HEADERS.contains(&lower.as_str()) {
                 c.error(
                     "model.adapter.headers",
                     format!("{name:?} is a hop-by-hop or computed header and cannot be set"),
@@ -781,26 +829,24 @@ fn validate_adapter(c: &mut Checker, config: &RayConfig) {
                     format!("{name:?} is not a valid header name"),
                 );
             }
-            if value.chars().any(|ch| ch.is_control() && ch != '\t') || value.len() > 8_192 {
+            let path = format!("model.adapter.headers.{name}");
+            if c.has(&path, Limit::HeaderValue)
+                && (value.chars().any(|ch| ch.is_control() && ch != '\t') || value.len() > 8_192)
+            {
                 c.error(
-                    &format!("model.adapter.headers.{name}"),
+                    &path,
                     "must be at most 8192 bytes with no control characters",
                 );
             }
         }
     }
     if let Some(warmups) = http.warmup_requests {
-        if warmups.len() > 8 {
-            c.error(
-                "model.adapter.warmupRequests",
-                format!("must have at most 8 entries, got {}", warmups.len()),
-            );
-        }
+        c.entries("model.adapter.warmupRequests", warmups.len());
         for (i, warmup) in warmups.iter().enumerate() {
             let path = format!("model.adapter.warmupRequests[{i}]");
             for (field, text) in [("input", &warmup.input), ("system", &warmup.system)] {
                 if let Some(text) = text {
-                    c.text(&format!("{path}.{field}"), text, 8_192, true);
+                    c.text(&format!("{path}.{field}"), text);
                 }
             }
             if warmup.input.is_none() && warmup.template_id.is_none() {
@@ -810,7 +856,6 @@ fn validate_adapter(c: &mut Checker, config: &RayConfig) {
                 c.at_most_field(
                     &format!("{path}.maxTokens"),
                     max_tokens.into(),
-                    1,
                     positive(model_max),
                     "model.maxOutputTokens",
                 );
@@ -822,24 +867,18 @@ fn validate_adapter(c: &mut Checker, config: &RayConfig) {
         return;
     };
     if let Some(v) = llama.slot_state_ttl_ms {
-        c.range("model.adapter.slotStateTtlMs", v, 1, 120_000);
+        c.int("model.adapter.slotStateTtlMs", i128::from(v));
     }
     if let Some(v) = llama.slot_snapshot_timeout_ms {
         c.at_most_field(
             "model.adapter.slotSnapshotTimeoutMs",
             v,
-            1,
             positive(llama.timeout_ms),
             "model.adapter.timeoutMs",
         );
     }
     if let Some(v) = llama.prompt_scaffold_cache_entries {
-        c.range(
-            "model.adapter.promptScaffoldCacheEntries",
-            v.into(),
-            1,
-            4_096,
-        );
+        c.int("model.adapter.promptScaffoldCacheEntries", i128::from(v));
     }
     if let Some(launch) = &llama.launch_profile {
         validate_launch_profile(c, config, launch);
@@ -849,13 +888,11 @@ fn validate_adapter(c: &mut Checker, config: &RayConfig) {
 fn validate_launch_profile(c: &mut Checker, config: &RayConfig, launch: &LaunchProfile) {
     const P: &str = "model.adapter.launchProfile";
     c.text(
-        &format!("{P}.binaryPath"),
+        "model.adapter.launchProfile.binaryPath",
         &launch.binary_path,
-        4_096,
-        false,
     );
-    c.text(&format!("{P}.modelPath"), &launch.model_path, 4_096, false);
-    if !is_loopback_host(&launch.host) {
+    c.text("model.adapter.launchProfile.modelPath", &launch.model_path);
+    if c.has(&format!("{P}.host"), Limit::LoopbackHost) && !is_loopback_host(&launch.host) {
         c.error(
             &format!("{P}.host"),
             format!(
@@ -864,65 +901,73 @@ fn validate_launch_profile(c: &mut Checker, config: &RayConfig, launch: &LaunchP
             ),
         );
     }
-    if launch.port == 0 {
-        c.error(&format!("{P}.port"), "must be at least 1, got 0");
-    }
+    c.int(&format!("{P}.port"), i128::from(launch.port));
     if let Some(alias) = &launch.alias {
-        c.text(&format!("{P}.alias"), alias, 256, false);
+        c.text("model.adapter.launchProfile.alias", alias);
     }
-    c.range(&format!("{P}.ctxSize"), launch.ctx_size.into(), 1, 32_768);
+    c.int(
+        "model.adapter.launchProfile.ctxSize",
+        i128::from(launch.ctx_size),
+    );
     if launch.ctx_size > config.model.context_window {
-        c.error(
+        c.cross_error(
             &format!("{P}.ctxSize"),
             format!(
                 "must be at most model.contextWindow ({}), got {}",
                 config.model.context_window, launch.ctx_size
             ),
+            CrossField::new(
+                launch.ctx_size,
+                format!("at most {}", config.model.context_window),
+                "raise model.contextWindow",
+                "model.contextWindow",
+                config.model.context_window,
+                format!(
+                    "set it to at least {}, or lower {P}.ctxSize",
+                    launch.ctx_size
+                ),
+            ),
         );
     }
-    c.range(&format!("{P}.parallel"), launch.parallel.into(), 1, 8);
-    c.range(&format!("{P}.threads"), launch.threads.into(), 1, 32);
-    if let Some(v) = launch.threads_batch {
-        c.range(&format!("{P}.threadsBatch"), v.into(), 1, 32);
-    }
-    c.range(
-        &format!("{P}.threadsHttp"),
-        launch.threads_http.into(),
-        1,
-        16,
+    c.int(
+        "model.adapter.launchProfile.parallel",
+        i128::from(launch.parallel),
     );
-    c.range(
-        &format!("{P}.batchSize"),
-        launch.batch_size.into(),
-        1,
-        4_096,
+    c.int(
+        "model.adapter.launchProfile.threads",
+        i128::from(launch.threads),
+    );
+    if let Some(v) = launch.threads_batch {
+        c.int("model.adapter.launchProfile.threadsBatch", i128::from(v));
+    }
+    c.int(
+        "model.adapter.launchProfile.threadsHttp",
+        i128::from(launch.threads_http),
+    );
+    c.int(
+        "model.adapter.launchProfile.batchSize",
+        i128::from(launch.batch_size),
     );
     c.at_most_field(
         &format!("{P}.ubatchSize"),
         launch.ubatch_size.into(),
-        1,
         positive(launch.batch_size),
         "launchProfile.batchSize",
     );
-    c.range(
-        &format!("{P}.cacheReuse"),
-        launch.cache_reuse.into(),
-        0,
-        32_768,
+    c.int(
+        "model.adapter.launchProfile.cacheReuse",
+        i128::from(launch.cache_reuse),
     );
     if let Some(v) = launch.cache_ram_mib {
-        c.range_i64(&format!("{P}.cacheRamMiB"), v.into(), -1, 8_192);
+        c.int("model.adapter.launchProfile.cacheRamMiB", i128::from(v));
     }
     if let Some(args) = &launch.extra_args {
-        if args.len() > 64 {
-            c.error(
-                &format!("{P}.extraArgs"),
-                format!("must have at most 64 entries, got {}", args.len()),
-            );
-        }
+        c.entries("model.adapter.launchProfile.extraArgs", args.len());
         for (i, arg) in args.iter().enumerate() {
             let flag = arg.split('=').next().unwrap_or(arg);
-            if GENERATED_LLAMA_FLAGS.contains(&flag) {
+            if c.has(&format!("{P}.extraArgs[{i}]"), Limit::NotGeneratedFlag)
+                && GENERATED_LLAMA_FLAGS.contains(&flag)
+            {
                 c.error(
                     &format!("{P}.extraArgs[{i}]"),
                     format!("{flag} is generated from the launch profile; set the field instead"),
@@ -933,12 +978,23 @@ fn validate_launch_profile(c: &mut Checker, config: &RayConfig, launch: &LaunchP
     // The gateway and llama-server must not fight over one port.
     let server = &config.server;
     if launch.port == server.port && binds_overlap(&launch.host, &server.host) {
-        c.error(
+        c.cross_error(
             &format!("{P}.port"),
             format!(
                 "{} is also server.port on an overlapping address; the gateway and llama-server \
                  need different ports",
                 launch.port
+            ),
+            CrossField::new(
+                launch.port,
+                format!(
+                    "a port other than {} (and model.adapter.baseUrl to match)",
+                    server.port
+                ),
+                "change server.port",
+                "server.port",
+                server.port,
+                format!("set it to a port other than {}", launch.port),
             ),
         );
     }
@@ -946,6 +1002,9 @@ fn validate_launch_profile(c: &mut Checker, config: &RayConfig, launch: &LaunchP
 
 fn validate_base_url(c: &mut Checker, config: &RayConfig, base_url: &str) {
     const P: &str = "model.adapter.baseUrl";
+    if !c.has(P, Limit::HttpUrl) {
+        return;
+    }
     let url = match ParsedUrl::parse(base_url) {
         Ok(url) => url,
         Err(problem) => {
@@ -955,46 +1014,102 @@ fn validate_base_url(c: &mut Checker, config: &RayConfig, base_url: &str) {
     };
     // Recursion guard: the backend must not be the gateway itself.
     if url.port == config.server.port && binds_overlap(&url.host, &config.server.host) {
-        c.error(
+        c.cross_error(
             P,
             format!(
                 "points at the gateway itself ({}:{}); it must name the backend",
                 config.server.host, config.server.port
             ),
+            CrossField::new(
+                base_url,
+                "the backend's address",
+                "change server.port",
+                "server.port",
+                config.server.port,
+                format!("set it to a port other than {}", url.port),
+            ),
         );
     }
     if let Some(launch) = config.model.adapter.launch_profile() {
+        // Each of these names the launch profile too: when it came from the profile, the
+        // loader says so and how to change both.
+        let launch_cross = |requirement: String| {
+            CrossField::new(
+                base_url,
+                requirement,
+                "change model.adapter.launchProfile to match",
+                "model.adapter.launchProfile",
+                format!("on {}:{}", launch.host, launch.port),
+                format!(
+                    "it says llama-server listens on http://{}:{} (render, doctor and supervise \
+                     read it): set model.adapter.launchProfile.host and .port to where baseUrl \
+                     points, or point baseUrl there",
+                    launch.host, launch.port
+                ),
+            )
+        };
+        let launch_url = format!("http://{}:{}", launch.host, launch.port);
         if url.scheme != "http" {
-            c.error(
+            c.cross_error(
                 P,
                 "must be plain http when a launchProfile is set (llama-server listens on loopback)",
+                launch_cross(format!("plain http, e.g. {launch_url}")),
             );
         }
         if !is_loopback_host(&url.host) {
-            c.error(P, "must be a loopback address when a launchProfile is set");
+            c.cross_error(
+                P,
+                "must be a loopback address when a launchProfile is set",
+                launch_cross(format!("a loopback address, e.g. {launch_url}")),
+            );
         }
         if url.port != launch.port {
-            c.error(
+            c.cross_error(
                 P,
                 format!(
                     "port {} differs from launchProfile.port {}",
                     url.port, launch.port
                 ),
+                CrossField::new(
+                    base_url,
+                    format!("a URL on port {}, e.g. {launch_url}", launch.port),
+                    format!("set model.adapter.launchProfile.port to {}", url.port),
+                    "model.adapter.launchProfile.port",
+                    launch.port,
+                    format!(
+                        "set it to {} as well, so the launch profile (render, doctor, supervise) \
+                         runs llama-server where baseUrl points; or point baseUrl at port {}",
+                        url.port, launch.port
+                    ),
+                ),
             );
         }
         if launch.host.parse::<IpAddr>().is_ok() && url.host != launch.host {
-            c.error(
+            c.cross_error(
                 P,
                 format!(
                     "host {} differs from launchProfile.host {}",
                     url.host, launch.host
                 ),
+                CrossField::new(
+                    base_url,
+                    format!("a URL on host {}, e.g. {launch_url}", launch.host),
+                    format!("set model.adapter.launchProfile.host to {}", url.host),
+                    "model.adapter.launchProfile.host",
+                    &launch.host,
+                    format!(
+                        "set it to {} as well, so llama-server listens where baseUrl points; or \
+                         point baseUrl at {}",
+                        url.host, launch.host
+                    ),
+                ),
             );
         }
         if url.path != "/" && !url.path.is_empty() {
-            c.error(
+            c.cross_error(
                 P,
                 "must have no path when a launchProfile is set (llama-server serves at /)",
+                launch_cross(format!("a URL with no path, e.g. {launch_url}")),
             );
         }
     }

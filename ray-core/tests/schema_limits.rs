@@ -1,0 +1,210 @@
+//! The JSON Schema carries every single-field rule of the validator: an independent validator
+//! (the `jsonschema` crate) rejects a config that breaks any rule of `FIELD_LIMITS`, as
+//! `check-config` does, and accepts every example and reference config.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+
+use ray_core::config::{ConfigLoader, FIELD_LIMITS, Limit, json_schema, rule_path};
+use serde_json::{Value, json};
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn schema_validator() -> jsonschema::Validator {
+    jsonschema::draft202012::new(&json_schema()).unwrap()
+}
+
+/// A valid entry of each list or map whose size is limited.
+fn sample_entry(path: &str, index: usize) -> (String, Value) {
+    let value = match path {
+        "asyncQueue.callbackAllowedHosts" => json!(format!("h{index}.example")),
+        "promptCompiler.familyMetadataKeys" => json!(format!("key{index}")),
+        "model.adapter.warmupRequests" => json!({ "input": "x" }),
+        "model.adapter.launchProfile.extraArgs" => json!(format!("--flag-{index}")),
+        _ => json!("v"),
+    };
+    (format!("K{index}"), value)
+}
+
+/// Values that break `limit` (each alone).
+fn breaking_values(path: &str, limit: &Limit) -> Vec<Value> {
+    match *limit {
+        Limit::Int { min, max } => vec![json!(max + 1), json!(min - 1)],
+        // Below 0 the value does not fit its unsigned type: refused all the same.
+        Limit::AtLeast { min } => vec![json!(min - 1)],
+        Limit::Number {
+            min,
+            min_inclusive,
+            max,
+        } => {
+            let low = if min_inclusive { min - 0.5 } else { min };
+            vec![json!(low), json!(max + 1.0)]
+        }
+        Limit::Text {
+            max_chars,
+            allow_empty,
+        } => {
+            let mut values = vec![json!("x".repeat(max_chars as usize + 1)), json!("a\u{1}b")];
+            if !allow_empty {
+                values.push(json!("   "));
+            }
+            values
+        }
+        Limit::Entries { max } => {
+            let count = max as usize + 1;
+            if path == "model.adapter.headers" || path == "tags" {
+                let map: serde_json::Map<String, Value> =
+                    (0..count).map(|i| sample_entry(path, i)).collect();
+                vec![Value::Object(map)]
+            } else {
+                vec![Value::Array(
+                    (0..count).map(|i| sample_entry(path, i).1).collect(),
+                )]
+            }
+        }
+        Limit::KeyLength { max_chars } => vec![
+            json!({ "": "v" }),
+            json!({ "k".repeat(max_chars as usize + 1): "v" }),
+        ],
+        Limit::EnvVarName => vec![json!("1BAD"), json!("HAS-DASH"), json!("")],
+        Limit::HttpUrl => vec![
+            json!("htp//not a url"),
+            json!("ftp://127.0.0.1:8081"),
+            json!("http://user@127.0.0.1:8081"),
+            json!("http://127.0.0.1:8081/?q=1"),
+            json!("http://127.0.0.1:8081/#top"),
+            json!("http://127.0.0.1:8081/a b"),
+        ],
+        Limit::LoopbackHost => vec![json!("10.0.0.1"), json!("0.0.0.0"), json!("example.com")],
+        Limit::HostPattern => vec![json!("bad host"), json!("*."), json!("-a.example")],
+        Limit::HeaderNames => vec![
+            json!({ "Host": "x" }),
+            json!({ "transfer-encoding": "x" }),
+            json!({ "bad name": "x" }),
+        ],
+        Limit::HeaderValue => vec![json!("a\u{1}b")],
+        Limit::NotGeneratedFlag => vec![json!("--ctx-size=4096"), json!("-c"), json!("--port")],
+        _ => panic!("no breaking value for the rule of {path}: {limit:?}"),
+    }
+}
+
+/// A config of the `sub1b` profile whose field at `path` (a table path) is `value`, with the
+/// adapter kind the field belongs to.
+fn config_with(path: &str, value: Value) -> Value {
+    let mut config = json!({ "profile": "sub1b" });
+    if matches!(path, "model.adapter.latencyMs" | "model.adapter.seed") {
+        config["model"] = json!({ "adapter": { "kind": "mock" } });
+    }
+    let segments: Vec<&str> = path.split('.').collect();
+    let mut node = &mut config;
+    for (i, segment) in segments.iter().enumerate() {
+        let last = i + 1 == segments.len();
+        let (name, list) = match segment.strip_suffix("[]") {
+            Some(name) => (name, true),
+            None => (*segment, false),
+        };
+        let key = if name == "*" { "X-Key" } else { name };
+        if !node.is_object() {
+            *node = json!({});
+        }
+        let map = node.as_object_mut().unwrap();
+        if list {
+            let item = map.entry(key).or_insert_with(|| json!([{}]));
+            if name == "warmupRequests" && !last {
+                item[0] = json!({ "input": "x" });
+            }
+            node = &mut item[0];
+            if last {
+                *node = value.clone();
+                break;
+            }
+        } else if last {
+            map.insert(key.to_string(), value.clone());
+            break;
+        } else {
+            node = map.entry(key).or_insert_with(|| json!({}));
+        }
+    }
+    config
+}
+
+#[test]
+fn the_schema_rejects_every_broken_single_field_rule_as_check_config_does() {
+    let validator = schema_validator();
+    let mut checked = 0;
+    for field in FIELD_LIMITS {
+        for value in breaking_values(field.path, &field.limit) {
+            let config = config_with(field.path, value);
+            assert!(
+                !validator.is_valid(&config),
+                "the schema accepts {config} which breaks {} ({:?})",
+                field.path,
+                field.limit
+            );
+            let error = ConfigLoader::new()
+                .with_json("broken.json", config.to_string())
+                .load()
+                .expect_err(&format!("check-config accepts {config}"));
+            let expected = field.path.trim_end_matches(".*");
+            assert!(
+                error.diagnostics().iter().any(|d| d.is_error()
+                    && (rule_path(&d.path) == field.path
+                        || rule_path(&d.path).starts_with(expected))),
+                "check-config refuses {config} but not at {}: {error}",
+                field.path
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 200, "{checked} broken configs");
+}
+
+#[test]
+fn every_example_and_reference_config_passes_the_schema() {
+    let validator = schema_validator();
+    let mut files = Vec::new();
+    for dir in [
+        "examples/config",
+        "ray-core/tests/fixtures/reference-configs",
+    ] {
+        for entry in std::fs::read_dir(repo_root().join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "json") {
+                files.push(path);
+            }
+        }
+    }
+    assert!(files.len() >= 38, "{files:?}");
+    for file in files {
+        let mut config: Value =
+            serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+        // The schema reference is relative to the file; it is not part of the config.
+        if let Some(map) = config.as_object_mut() {
+            map.remove("$schema");
+        }
+        let errors: Vec<String> = validator
+            .iter_errors(&config)
+            .map(|e| format!("{} at {}", e, e.instance_path()))
+            .collect();
+        assert!(errors.is_empty(), "{}: {errors:#?}", file.display());
+    }
+}
+
+#[test]
+fn the_schema_accepts_every_profile_default() {
+    let validator = schema_validator();
+    for profile in ray_core::config::Profile::ALL {
+        let config = serde_json::to_value(ray_core::config::profile_defaults(profile)).unwrap();
+        let errors: Vec<String> = validator
+            .iter_errors(&config)
+            .map(|e| format!("{} at {}", e, e.instance_path()))
+            .collect();
+        assert!(errors.is_empty(), "{profile}: {errors:#?}");
+    }
+}
