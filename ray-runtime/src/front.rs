@@ -182,7 +182,12 @@ impl Runtime {
         // A model in cooldown, or whose backend is known to be down or loading, is refused at
         // once, with Retry-After (its fallback may take the request). Warm-up requests pass.
         if !options.internal
-            && let Some(refusal) = model.refusal(Instant::now())
+            && let Some(refusal) = model.cooldown_refusal(Instant::now())
+        {
+            return Err(refusal);
+        }
+        if !options.internal
+            && let Some(refusal) = model.health.refusal()
         {
             // A backend the probe found down counts towards cooldown like a failed call, so a
             // dead backend is seen as failing (state, count, until when), not only as down.

@@ -105,6 +105,11 @@ impl ModelEntry {
     /// Why a request should not be sent to this model now: in cooldown, or its backend known
     /// to be down or loading.
     pub(crate) fn refusal(&self, now: Instant) -> Option<RayError> {
+        self.cooldown_refusal(now).or_else(|| self.health.refusal())
+    }
+
+    /// `503 provider_unavailable` while the model is in cooldown.
+    pub(crate) fn cooldown_refusal(&self, now: Instant) -> Option<RayError> {
         let cooldown = self.cooldown.lock().clone();
         if let Some(until) = cooldown.active_until(now) {
             let retry = until.saturating_duration_since(now);
@@ -128,7 +133,7 @@ impl ModelEntry {
                 })),
             );
         }
-        self.health.refusal()
+        None
     }
 
     /// A backend failure: counts towards cooldown when it says the backend is down.

@@ -302,8 +302,9 @@ fn serve(args: &ServeArgs) -> ExitCode {
             host = %config.server.host,
             port = bound,
             profile = config.profile.as_str(),
-            model = %config.model.id,
-            adapter = config.model.adapter.kind(),
+            model = %app.runtime().default_model_id(),
+            models = app.runtime().model_ids().len(),
+            adapter = app.runtime().provider().kind(),
             config_path = config_path.as_deref(),
             "gateway listening"
         );
