@@ -118,6 +118,18 @@ struct LoadResult {
 
 /// `clients` connections, each sending requests back to back for `duration`.
 async fn load(addr: SocketAddr, clients: usize, duration: Duration, distinct: bool) -> LoadResult {
+    load_bodies(addr, clients, duration, distinct, false).await
+}
+
+/// `with_tasks`: every third request carries `"task":"classify"` (a routing rule sends it to
+/// another model when the config has rules; a one-model config ignores it).
+async fn load_bodies(
+    addr: SocketAddr,
+    clients: usize,
+    duration: Duration,
+    distinct: bool,
+    with_tasks: bool,
+) -> LoadResult {
     let stop = Arc::new(AtomicBool::new(false));
     let counter = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
@@ -132,7 +144,11 @@ async fn load(addr: SocketAddr, clients: usize, duration: Duration, distinct: bo
                     return None;
                 }
                 let n = counter.fetch_add(1, Ordering::Relaxed);
-                Some(if distinct {
+                Some(if with_tasks && n % 3 == 0 {
+                    format!(
+                        "{{\"input\":\"benchmark prompt number {n}\",\"cache\":false,\"task\":\"classify\"}}"
+                    )
+                } else if distinct {
                     format!("{{\"input\":\"benchmark prompt number {n}\",\"cache\":false}}")
                 } else {
                     "{\"input\":\"benchmark prompt\",\"cache\":false}".to_string()
@@ -271,7 +287,70 @@ async fn run(duration: Duration) -> serde_json::Value {
     }
     let loaded_rss_kib = rss_kib(ray.child.id(), "VmRSS:");
     let peak_rss_kib = rss_kib(ray.child.id(), "VmHWM:");
+    drop(bare);
+
+    // Several models: the same load through three mock models routed by rules (a task rule,
+    // a prompt-length rule that never matches, the default) against the one-model gateway,
+    // alternating, at 64 clients.
+    let multi_config = dir.path().join("ray.bench.models.json");
+    std::fs::write(
+        &multi_config,
+        r#"{"profile":"tiny","model":{"adapter":{"kind":"mock","latencyMs":0}},
+            "models":[{"id":"drafter"},{"id":"classifier"},{"id":"long"}],
+            "routing":{"rules":[{"name":"classify","tasks":["classify"],"model":"classifier"},
+                                {"name":"long","minPromptTokens":4000,"model":"long"}]},
+            "cache":{"enabled":false},
+            "scheduler":{"concurrency":8,"maxQueue":512,"maxQueuedTokens":262144,
+                         "maxInflightTokens":65536,"requestTimeoutMs":30000,"affinityLookahead":8},
+            "gracefulDegradation":{"queueDepthThreshold":500},
+            "telemetry":{"logLevel":"LOGLEVEL"}}"#
+            .replace(
+                "LOGLEVEL",
+                &std::env::var("RAY_BENCH_LOG_LEVEL").unwrap_or_else(|_| "info".into()),
+            ),
+    )
+    .expect("config");
+    let port = free_port();
+    let (child, started) = spawn_ray(&multi_config, port);
+    let multi = Server {
+        addr: ([127, 0, 0, 1], port).into(),
+        child,
+    };
+    first_livez(multi.addr, started).await;
+    let mut one_runs = Vec::new();
+    let mut multi_runs = Vec::new();
+    let mut model_ratios = Vec::new();
+    for _ in 0..rounds {
+        let one = load_bodies(ray.addr, 64, duration, true, true).await;
+        let three = load_bodies(multi.addr, 64, duration, true, true).await;
+        model_ratios.push(three.throughput_rps / one.throughput_rps.max(1e-9));
+        one_runs.push(one);
+        multi_runs.push(three);
+    }
+    let models_ratio = median(&mut model_ratios.clone());
+    let one = median_run(one_runs);
+    let three = median_run(multi_runs);
+    let _ = writeln!(
+        std::io::stderr(),
+        " 64 clients: one model {:>8.0} rps p50 {:.3} ms | three models by rules {:>8.0} rps p50 {:.3} ms | median ratio {:.3} (rounds {:?})",
+        one.throughput_rps,
+        one.p50_ms,
+        three.throughput_rps,
+        three.p50_ms,
+        models_ratio,
+        model_ratios
+            .iter()
+            .map(|r| (r * 1000.0).round() / 1000.0)
+            .collect::<Vec<_>>()
+    );
     serde_json::json!({
+        "severalModels": {
+            "clients": 64,
+            "oneModel": one,
+            "threeModelsByRules": three,
+            "throughputRatio": models_ratio,
+            "roundRatios": model_ratios,
+        },
         "startupToFirstLivezMs": { "median": startup_median_ms, "max": startup_max_ms, "runs": 10 },
         "rssKiB": { "idle": idle_rss_kib, "afterLoad": loaded_rss_kib, "peak": peak_rss_kib },
         "responseBytes": sample.len(),

@@ -11,8 +11,8 @@ use hyper::{Request, Response, StatusCode};
 use ray_core::RayError;
 use ray_core::wire::openai::{
     ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChunkChoice, ChunkDelta,
-    Completion, CompletionChoice, CompletionRequest, Model, OpenAiErrorBody, OpenAiUsage,
-    finish_reason,
+    Completion, CompletionChoice, CompletionRequest, Model, ModelList, OpenAiErrorBody,
+    OpenAiUsage, finish_reason,
 };
 use ray_core::wire::{InferEvent, InferRequest, InferResponse};
 
@@ -37,42 +37,28 @@ fn unix_now() -> u64 {
 pub(crate) async fn models(app: &App) -> Response<Body> {
     let runtime = app.runtime();
     let created = unix_now().saturating_sub(runtime.uptime().as_secs());
-    let data: Vec<serde_json::Value> = runtime
+    let data: Vec<Model> = runtime
         .models()
         .await
         .into_iter()
-        .map(|model| {
-            let mut value = serde_json::to_value(Model {
-                id: model.id.clone(),
-                object: "model".into(),
-                created,
-                owned_by: "ray".into(),
-            })
-            .unwrap_or_default();
-            if let serde_json::Value::Object(map) = &mut value {
-                map.insert("aliases".into(), model.aliases.into());
-                map.insert("role".into(), model.role.into());
-                map.insert("default".into(), model.default.into());
-                map.insert("state".into(), model.state.into());
-                if let Some(reason) = model.reason {
-                    map.insert("reason".into(), reason.into());
-                }
-                map.insert("contextWindow".into(), model.context_window.into());
-                map.insert("maxOutputTokens".into(), model.max_output_tokens.into());
-                if let Some(remaining) = model.cooldown_remaining_ms {
-                    map.insert("cooldownRemainingMs".into(), remaining.into());
-                }
-                if model.failures > 0 {
-                    map.insert("failures".into(), model.failures.into());
-                }
-            }
-            value
+        .map(|model| Model {
+            aliases: model.aliases,
+            role: Some(model.role),
+            default: Some(model.default),
+            state: Some(model.state),
+            reason: model.reason,
+            context_window: Some(model.context_window),
+            max_output_tokens: Some(model.max_output_tokens),
+            failures: (model.failures > 0).then_some(model.failures),
+            cooldown_remaining_ms: model.cooldown_remaining_ms,
+            ..Model::new(model.id, created)
         })
         .collect();
-    http::json(
-        StatusCode::OK,
-        &serde_json::json!({ "object": "list", "data": data }),
-    )
+    let list = ModelList {
+        object: "list".into(),
+        data,
+    };
+    http::json(StatusCode::OK, &list)
 }
 
 /// What differs between the two generation routes.

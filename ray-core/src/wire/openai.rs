@@ -634,6 +634,66 @@ pub struct Model {
     pub created: u64,
     /// `ray`.
     pub owned_by: String,
+    /// Ray: the model's other names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+    /// Ray: `general`, `classifier`, `drafter` or `embedding`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// Ray: whether requests that name no model go to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<bool>,
+    /// Ray: `ready`, `loading`, `degraded`, `unavailable`, `cooldown` or `unknown`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// Ray: why it is not ready, as a reason code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Ray: the context window requests must fit, in tokens.
+    #[serde(
+        default,
+        rename = "contextWindow",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub context_window: Option<u32>,
+    /// Ray: the largest output a request may ask for.
+    #[serde(
+        default,
+        rename = "maxOutputTokens",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_output_tokens: Option<u32>,
+    /// Ray: consecutive backend failures, when there are any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failures: Option<u32>,
+    /// Ray: while in cooldown, milliseconds until it ends.
+    #[serde(
+        default,
+        rename = "cooldownRemainingMs",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub cooldown_remaining_ms: Option<u64>,
+}
+
+impl Model {
+    /// An entry with OpenAI's fields only.
+    pub fn new(id: impl Into<String>, created: u64) -> Model {
+        Model {
+            id: id.into(),
+            object: "model".into(),
+            created,
+            owned_by: "ray".into(),
+            aliases: Vec::new(),
+            role: None,
+            default: None,
+            state: None,
+            reason: None,
+            context_window: None,
+            max_output_tokens: None,
+            failures: None,
+            cooldown_remaining_ms: None,
+        }
+    }
 }
 
 /// `GET /v1/models`.
