@@ -50,20 +50,81 @@ fn check_model(app: &App, model: Option<&str>) -> Result<(), RayError> {
     .with_details(serde_json::json!({ "param": "model", "available": [config.model.id] })))
 }
 
-/// `GET /v1/models`.
-pub(crate) fn models(app: &App) -> Response<Body> {
+/// The models this gateway serves, as `GET /v1/models` lists them.
+fn served_models(app: &App) -> Vec<Model> {
     let runtime = app.runtime();
     let created = unix_now().saturating_sub(runtime.uptime().as_secs());
+    vec![Model {
+        id: runtime.config().model.id.clone(),
+        object: "model".into(),
+        created,
+        owned_by: "ray".into(),
+    }]
+}
+
+/// `GET /v1/models`.
+pub(crate) fn models(app: &App) -> Response<Body> {
     let list = ModelList {
         object: "list".into(),
-        data: vec![Model {
-            id: runtime.config().model.id.clone(),
-            object: "model".into(),
-            created,
-            owned_by: "ray".into(),
-        }],
+        data: served_models(app),
     };
     http::json(StatusCode::OK, &list)
+}
+
+/// `GET /v1/models/{id}`: the model when this gateway serves it (by `model.id` or the
+/// adapter's `modelRef`), else `404 model_not_found` in OpenAI's shape.
+pub(crate) fn model(app: &App, path: &str, log: &mut RequestLog) -> Response<Body> {
+    let raw = path.strip_prefix("/v1/models/").unwrap_or_default();
+    let id = percent_decode(raw);
+    if let Err(error) = check_model(app, Some(&id)) {
+        return app.reject(Route::Model, error, log, false);
+    }
+    let mut models = served_models(app);
+    let mut model = models.remove(0);
+    // Answer with the id that was asked for, as OpenAI does; `modelRef` names the same model.
+    model.id = id;
+    http::json(StatusCode::OK, &model)
+}
+
+/// Any other `/v1/*` path: `404 not_found` in OpenAI's shape, naming the method and path.
+pub(crate) fn not_found(
+    app: &App,
+    request: &Request<Incoming>,
+    log: &mut RequestLog,
+) -> Response<Body> {
+    let error = RayError::new(
+        ErrorCode::NotFound,
+        format!(
+            "Invalid URL ({} {}): this gateway serves POST /v1/chat/completions, \
+             POST /v1/completions, GET /v1/models and GET /v1/models/{{id}}",
+            request.method(),
+            request.uri().path()
+        ),
+    );
+    app.reject(Route::OpenAiNotFound, error, log, false)
+}
+
+/// `%XX` escapes decoded (model ids such as `org/name` arrive as `org%2Fname`); invalid
+/// escapes and invalid UTF-8 are kept as they came.
+fn percent_decode(raw: &str) -> String {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Some(byte) = std::str::from_utf8(&bytes[i + 1..i + 3])
+                .ok()
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+        {
+            out.push(byte);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap_or_else(|_| raw.to_string())
 }
 
 /// What differs between the two generation routes.
