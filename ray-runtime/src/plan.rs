@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use ray_core::RayError;
 use ray_core::config::{CacheKeyStrategy, RayConfig};
 use ray_core::wire::{
-    AdaptiveTuningDiagnostics, ChatTurn, DegradationDiagnostics, InferRequest, Lane,
-    LearnedCapDiagnostics, OrderedF64, PromptCompilerDiagnostics, ResponseFormat,
-    ResponseFormatKind, TaskRoutingDiagnostics,
+    AdaptiveTuningDiagnostics, ChatTurn, DegradationDiagnostics, GenerationExtensions,
+    InferRequest, Lane, LearnedCapDiagnostics, OrderedF64, ParameterClamp,
+    PromptCompilerDiagnostics, ResponseFormat, ResponseFormatKind, TaskRoutingDiagnostics,
 };
 use ray_models::{ProviderRequest, TemplateRef};
 use serde::Serialize;
@@ -50,6 +50,11 @@ pub(crate) struct Plan {
     pub(crate) learned_output_cap: LearnedCapDiagnostics,
     pub(crate) adaptive_tuning: AdaptiveTuningDiagnostics,
     pub(crate) task_routing: TaskRoutingDiagnostics,
+    /// Parameters passed through to the backend; a request with any is neither cached nor
+    /// joined with identical ones.
+    pub(crate) extensions: GenerationExtensions,
+    /// Request values brought into range (`diagnostics.clamped`).
+    pub(crate) clamped: Vec<ParameterClamp>,
 }
 
 /// Extra knobs for internal callers.
@@ -70,6 +75,8 @@ pub(crate) fn plan(
 ) -> Result<Plan, RayError> {
     request.validate()?;
     let model_max = config.model.max_output_tokens;
+    let extensions = request.extensions();
+    let clamped = request.clamps(model_max);
     let mut metadata = request.metadata.clone().unwrap_or_default();
 
     // Templates: rendered now, their metadata overriding the caller's of the same names.
@@ -263,7 +270,7 @@ pub(crate) fn plan(
         seed: request.seed,
         stop: request.stop,
         response_format,
-        use_cache: request.cache.unwrap_or(true),
+        use_cache: request.cache.unwrap_or(true) && extensions.is_empty(),
         dedupe_key: request.dedupe_key,
         metadata,
         template,
@@ -275,6 +282,8 @@ pub(crate) fn plan(
         learned_output_cap,
         adaptive_tuning,
         task_routing,
+        extensions,
+        clamped,
     })
 }
 
@@ -428,6 +437,7 @@ impl Plan {
             prompt_format: self.metadata.get("rayPromptFormat").cloned(),
             template: self.template.clone(),
             prepared: None,
+            extensions: self.extensions.clone(),
         }
     }
 

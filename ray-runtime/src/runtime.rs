@@ -409,7 +409,7 @@ impl Runtime {
         started: Instant,
     ) -> Result<InferResponse, RayError> {
         let ready = match self.front(request_id, request, options, started).await? {
-            Front::Cached(response) => return Ok(response),
+            Front::Cached(response) => return Ok(*response),
             Front::Ready(ready) => *ready,
         };
         let inner = &self.inner;
@@ -532,9 +532,9 @@ impl Runtime {
             match hit {
                 Some(hit) => {
                     inc(&inner.metrics.cache_hits);
-                    return Ok(Front::Cached(
+                    return Ok(Front::Cached(Box::new(
                         self.cached_response(request_id, plan, &hit, started),
-                    ));
+                    )));
                 }
                 None => inc(&inner.metrics.cache_misses),
             }
@@ -695,9 +695,12 @@ impl Runtime {
                 task_routing: plan.task_routing,
                 scheduler: Some(scheduler),
                 provider: Some(output.diagnostics),
+                clamped: plan.clamped,
             }),
             finish_reason: output.finish_reason,
             created_at: ray_core::time::now_rfc3339(),
+            tool_calls: output.tool_calls,
+            logprobs: output.logprobs,
         }
     }
 
@@ -730,9 +733,13 @@ impl Runtime {
                 task_routing: plan.task_routing,
                 scheduler: None,
                 provider: Some(hit.provider.clone()),
+                clamped: plan.clamped,
             }),
             finish_reason: hit.finish_reason,
             created_at: ray_core::time::now_rfc3339(),
+            // Requests with tools or log probabilities are never cached.
+            tool_calls: None,
+            logprobs: None,
         }
     }
 
@@ -781,8 +788,8 @@ impl Runtime {
 
 /// What [`Runtime::front`] decided.
 pub(crate) enum Front {
-    /// The result cache answered.
-    Cached(InferResponse),
+    /// The result cache answered (boxed: a response is large next to `Ready`'s box).
+    Cached(Box<InferResponse>),
     /// The request is ready for admission.
     Ready(Box<Ready>),
 }

@@ -311,7 +311,7 @@ impl Runtime {
                         text: response.output.clone(),
                     })));
                 }
-                events.push(Ok(InferEvent::Done(Box::new(response))));
+                events.push(Ok(InferEvent::Done(response)));
                 return Ok(InferStream {
                     events: Box::pin(futures_util::stream::iter(events)),
                     tracker: Tracker::new(self, request_id, started),

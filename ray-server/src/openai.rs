@@ -10,8 +10,8 @@ use hyper::header::HeaderValue;
 use hyper::{Request, Response, StatusCode};
 use ray_core::wire::openai::{
     ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChunkChoice, ChunkDelta,
-    Completion, CompletionChoice, CompletionRequest, Model, ModelList, OpenAiErrorBody,
-    OpenAiUsage, finish_reason,
+    Completion, CompletionChoice, CompletionRequest, DoorLimits, Model, ModelList, OpenAiErrorBody,
+    OpenAiUsage, finish_reason, logprobs_of,
 };
 use ray_core::wire::{InferEvent, InferRequest, InferResponse};
 use ray_core::{ErrorCode, RayError};
@@ -133,8 +133,13 @@ trait Endpoint: serde::de::DeserializeOwned {
     type Events: Encoder;
     fn model(&self) -> Option<&str>;
     fn to_infer(&self) -> Result<InferRequest, RayError>;
+    /// Checks the values that have a range (`max_tokens`, `temperature`, `top_p`, `n`).
+    fn check_limits(&self, limits: DoorLimits) -> Result<(), RayError>;
+    /// `n`.
+    fn choices(&self) -> u32;
     fn events(&self, model: String, created: u64) -> Self::Events;
-    fn whole(response: &InferResponse, created: u64) -> Response<Body>;
+    /// The answer to one or (with `n`) several generations.
+    fn whole(responses: &[InferResponse], created: u64) -> Response<Body>;
 }
 
 impl Endpoint for ChatCompletionRequest {
@@ -149,6 +154,14 @@ impl Endpoint for ChatCompletionRequest {
         ChatCompletionRequest::to_infer(self)
     }
 
+    fn check_limits(&self, limits: DoorLimits) -> Result<(), RayError> {
+        ChatCompletionRequest::check_limits(self, limits)
+    }
+
+    fn choices(&self) -> u32 {
+        ChatCompletionRequest::choices(self)
+    }
+
     fn events(&self, model: String, created: u64) -> ChatChunks {
         ChatChunks {
             model,
@@ -159,10 +172,10 @@ impl Endpoint for ChatCompletionRequest {
         }
     }
 
-    fn whole(response: &InferResponse, created: u64) -> Response<Body> {
+    fn whole(responses: &[InferResponse], created: u64) -> Response<Body> {
         http::json(
             StatusCode::OK,
-            &ChatCompletion::from_infer(response, created),
+            &ChatCompletion::from_choices(responses, created),
         )
     }
 }
@@ -179,6 +192,14 @@ impl Endpoint for CompletionRequest {
         CompletionRequest::to_infer(self)
     }
 
+    fn check_limits(&self, limits: DoorLimits) -> Result<(), RayError> {
+        CompletionRequest::check_limits(self, limits)
+    }
+
+    fn choices(&self) -> u32 {
+        CompletionRequest::choices(self)
+    }
+
     fn events(&self, model: String, created: u64) -> TextChunks {
         TextChunks {
             model,
@@ -188,8 +209,11 @@ impl Endpoint for CompletionRequest {
         }
     }
 
-    fn whole(response: &InferResponse, created: u64) -> Response<Body> {
-        http::json(StatusCode::OK, &Completion::from_infer(response, created))
+    fn whole(responses: &[InferResponse], created: u64) -> Response<Body> {
+        http::json(
+            StatusCode::OK,
+            &Completion::from_choices(responses, created),
+        )
     }
 }
 
@@ -211,7 +235,17 @@ pub(crate) async fn completions(
     serve::<CompletionRequest>(app, request, log).await
 }
 
-/// Parses, checks the model, translates, then answers whole or streamed.
+/// The ranges an OpenAI-compatible request is held to.
+fn door_limits(app: &App) -> DoorLimits {
+    let config = app.runtime().config();
+    DoorLimits {
+        max_output_tokens: config.model.max_output_tokens,
+        max_n: config.scheduler.max_choices,
+    }
+}
+
+/// Parses, checks the model and the ranges, translates, then answers whole or streamed; with
+/// `n` above 1, runs the `n` generations side by side, each admitted on its own.
 async fn serve<E: Endpoint>(
     app: &App,
     request: Request<Incoming>,
@@ -221,17 +255,34 @@ async fn serve<E: Endpoint>(
         Ok(parsed) => parsed,
         Err((error, close)) => return app.reject(E::ROUTE, error, log, close),
     };
-    let infer = match check_model(app, parsed.model()).and_then(|()| parsed.to_infer()) {
+    let infer = match check_model(app, parsed.model())
+        .and_then(|()| parsed.check_limits(door_limits(app)))
+        .and_then(|()| parsed.to_infer())
+    {
         Ok(infer) => infer,
         Err(error) => return app.reject(E::ROUTE, error, log, false),
     };
+    let n = parsed.choices();
     if infer.stream == Some(true) {
+        if n > 1 {
+            let error = RayError::new(
+                ErrorCode::UnsupportedParameter,
+                "n: above 1 is not supported with stream: true; send stream: false for several choices",
+            )
+            .with_details(serde_json::json!({ "param": "n" }));
+            return app.reject(E::ROUTE, error, log, false);
+        }
         let model = app.runtime().config().model.id.clone();
         let events = parsed.events(model, unix_now());
         return app.stream(E::ROUTE, infer, events, log).await;
     }
-    match whole(app, infer, log).await {
-        Ok(response) => with_ray_headers(E::whole(&response, unix_now()), &response),
+    let answers = if n > 1 {
+        choices(app, infer, n, log).await
+    } else {
+        whole(app, infer, log).await.map(|r| vec![r])
+    };
+    match answers {
+        Ok(responses) => with_ray_headers(E::whole(&responses, unix_now()), &responses[0]),
         Err(error) => app.reject(E::ROUTE, error, log, false),
     }
 }
@@ -244,6 +295,29 @@ async fn whole(
     let response = app.runtime().infer(request).await?;
     log_response(log, &response);
     Ok(response)
+}
+
+/// `n` generations of one request, side by side: each is a request of its own to the
+/// runtime (admitted, queued and counted like any other), none is served from the cache or
+/// joined with another (they are meant to differ), and a given `seed` becomes `seed + i`. The
+/// first failure fails the whole request; the others are dropped, which cancels them.
+async fn choices(
+    app: &App,
+    request: InferRequest,
+    n: u32,
+    log: &mut RequestLog,
+) -> Result<Vec<InferResponse>, RayError> {
+    let runs = (0..n).map(|i| {
+        let mut one = request.clone();
+        one.cache = Some(false);
+        one.seed = request.seed.map(|seed| seed.saturating_add(i64::from(i)));
+        app.runtime().infer(one)
+    });
+    let responses = futures_util::future::try_join_all(runs).await?;
+    if let Some(first) = responses.first() {
+        log_response(log, first);
+    }
+    Ok(responses)
 }
 
 /// Ray's request id and cache and dedupe outcome, for clients that care.
@@ -259,6 +333,11 @@ fn with_ray_headers(mut response: Response<Body>, ray: &InferResponse) -> Respon
     headers.insert(
         "x-ray-deduplicated",
         HeaderValue::from_static(if ray.deduplicated { "true" } else { "false" }),
+    );
+    // A pressure clamp lowered max_tokens (the documented degradation): say so.
+    headers.insert(
+        "x-ray-degraded",
+        HeaderValue::from_static(if ray.degraded { "true" } else { "false" }),
     );
     response
 }
@@ -306,6 +385,7 @@ impl ChatChunks {
             let delta = ChunkDelta {
                 role: Some("assistant".into()),
                 content: Some(String::new()),
+                tool_calls: None,
             };
             frames.push(sse::encode_json(None, &self.chunk(delta, None)));
         }
@@ -325,16 +405,37 @@ impl Encoder for ChatChunks {
                 let delta = ChunkDelta {
                     role: None,
                     content: Some(delta.text.clone()),
+                    tool_calls: None,
                 };
                 frames.push(sse::encode_json(None, &self.chunk(delta, None)));
             }
             InferEvent::Done(response) => {
                 self.role(&mut frames);
+                // Tool calls go out whole, one delta carrying every call with its index, as
+                // OpenAI's SDKs accumulate them.
+                if let Some(calls) = &response.tool_calls {
+                    let calls = calls
+                        .iter()
+                        .enumerate()
+                        .map(|(i, call)| {
+                            serde_json::json!({
+                                "index": i, "id": call.id, "type": call.kind,
+                                "function": {"name": call.function.name,
+                                             "arguments": call.function.arguments},
+                            })
+                        })
+                        .collect();
+                    let delta = ChunkDelta {
+                        tool_calls: Some(calls),
+                        ..ChunkDelta::default()
+                    };
+                    frames.push(sse::encode_json(None, &self.chunk(delta, None)));
+                }
                 let finish = finish_reason(response.finish_reason);
-                frames.push(sse::encode_json(
-                    None,
-                    &self.chunk(ChunkDelta::default(), Some(finish)),
-                ));
+                let mut last = self.chunk(ChunkDelta::default(), Some(finish));
+                // Log probabilities of a streamed answer come in its last chunk with choices.
+                last.choices[0].logprobs = logprobs_of(response);
+                frames.push(sse::encode_json(None, &last));
                 if self.include_usage {
                     let mut chunk = self.chunk(ChunkDelta::default(), None);
                     chunk.choices.clear();

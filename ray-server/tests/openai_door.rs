@@ -75,3 +75,173 @@ async fn unknown_openai_paths_are_404_in_openai_shape_and_native_paths_keep_rays
     }
     server.stop().await;
 }
+
+async fn post_json(server: &TestServer, path: &str, body: &str) -> util::RawResponse {
+    server.raw(&util::post(path, body)).await
+}
+
+#[tokio::test]
+async fn values_out_of_range_are_refused_on_openai_routes_and_reported_on_infer() {
+    let server = TestServer::start(TINY).await;
+    let max = 192; // the tiny profile's model.maxOutputTokens
+    for (path, body, param, limit) in [
+        (
+            "/v1/chat/completions",
+            r#"{"messages":[{"role":"user","content":"x"}],"max_tokens":100000}"#,
+            "max_tokens",
+            format!("between 1 and {max}"),
+        ),
+        (
+            "/v1/chat/completions",
+            r#"{"messages":[{"role":"user","content":"x"}],"max_tokens":0}"#,
+            "max_tokens",
+            format!("between 1 and {max}"),
+        ),
+        (
+            "/v1/chat/completions",
+            r#"{"messages":[{"role":"user","content":"x"}],"temperature":5}"#,
+            "temperature",
+            "between 0 and 2".to_string(),
+        ),
+        (
+            "/v1/completions",
+            r#"{"prompt":"x","top_p":0}"#,
+            "top_p",
+            "between 0.1 and 1".to_string(),
+        ),
+        (
+            "/v1/completions",
+            r#"{"prompt":"x","n":9}"#,
+            "n",
+            "between 1 and 4".to_string(),
+        ),
+        (
+            "/v1/chat/completions",
+            r#"{"messages":[{"role":"user","content":"x"}],"frequency_penalty":-3}"#,
+            "frequency_penalty",
+            "between -2 and 2".to_string(),
+        ),
+    ] {
+        let response = post_json(&server, path, body).await;
+        assert_eq!(response.status, 400, "{body}: {}", response.body);
+        let json = response.json();
+        assert_openai_error(&json, "invalid_request_error", "invalid_request");
+        assert_eq!(json["error"]["param"], param, "{body}");
+        assert!(
+            json["error"]["message"].as_str().unwrap().contains(&limit),
+            "{body}: {json}"
+        );
+    }
+    // /v1/infer keeps its documented clamps, and says so.
+    let response = post_json(
+        &server,
+        "/v1/infer",
+        r#"{"input":"x","maxTokens":100000,"temperature":5,"cache":false}"#,
+    )
+    .await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    let clamped = response.json()["diagnostics"]["clamped"].clone();
+    assert_eq!(clamped[0]["param"], "maxTokens", "{clamped}");
+    assert_eq!(clamped[0]["requested"], 100000.0);
+    assert_eq!(clamped[0]["applied"], f64::from(max));
+    assert!(
+        clamped[0]["limit"]
+            .as_str()
+            .unwrap()
+            .contains("maxOutputTokens")
+    );
+    assert_eq!(clamped[1]["param"], "temperature");
+    assert_eq!(clamped[1]["applied"], 2.0);
+    // Nothing clamped: no field.
+    let plain = post_json(&server, "/v1/infer", r#"{"input":"x","maxTokens":8}"#).await;
+    assert!(plain.json()["diagnostics"].get("clamped").is_none());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn n_choices_run_as_separate_generations() {
+    let server = TestServer::start(TINY).await;
+    let response = post_json(
+        &server,
+        "/v1/chat/completions",
+        r#"{"messages":[{"role":"user","content":"two please"}],"n":2,"max_tokens":8,"seed":1}"#,
+    )
+    .await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    let body = response.json();
+    let choices = body["choices"].as_array().unwrap();
+    assert_eq!(choices.len(), 2);
+    for (i, choice) in choices.iter().enumerate() {
+        assert_eq!(choice["index"], i);
+        assert!(
+            choice["message"]["content"]
+                .as_str()
+                .unwrap()
+                .contains("two please")
+        );
+    }
+    // Each choice was a request of its own through the scheduler.
+    assert_eq!(server.metric("ray_requests_total").await, 2.0);
+    let legacy = post_json(
+        &server,
+        "/v1/completions",
+        r#"{"prompt":"p","n":3,"max_tokens":4}"#,
+    )
+    .await;
+    assert_eq!(legacy.status, 200, "{}", legacy.body);
+    assert_eq!(legacy.json()["choices"].as_array().unwrap().len(), 3);
+
+    let streamed = post_json(
+        &server,
+        "/v1/chat/completions",
+        r#"{"messages":[{"role":"user","content":"x"}],"n":2,"stream":true}"#,
+    )
+    .await;
+    assert_eq!(streamed.status, 400);
+    assert_openai_error(
+        &streamed.json(),
+        "invalid_request_error",
+        "unsupported_parameter",
+    );
+    assert_eq!(streamed.json()["error"]["param"], "n");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_backend_without_tools_logprobs_or_schemas_says_so_naming_the_model() {
+    let server = TestServer::start(TINY).await;
+    for (extra, param) in [
+        (
+            r#""tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object"}}}]"#,
+            "tools",
+        ),
+        (r#""logprobs":true,"top_logprobs":2"#, "logprobs"),
+        (
+            r#""response_format":{"type":"json_schema","json_schema":{"name":"s","schema":{"type":"object"}}}"#,
+            "response_format",
+        ),
+    ] {
+        let body = format!(r#"{{"messages":[{{"role":"user","content":"x"}}],{extra}}}"#);
+        let response = post_json(&server, "/v1/chat/completions", &body).await;
+        assert_eq!(response.status, 400, "{body}: {}", response.body);
+        let json = response.json();
+        assert_openai_error(&json, "invalid_request_error", "unsupported_parameter");
+        assert_eq!(json["error"]["param"], param);
+        assert!(
+            json["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("tiny-dev"),
+            "{json}"
+        );
+    }
+    // Penalties and logit bias are accepted (an echo does not change with them).
+    let response = post_json(
+        &server,
+        "/v1/chat/completions",
+        r#"{"messages":[{"role":"user","content":"x"}],"presence_penalty":0.5,"logit_bias":{"15":-100}}"#,
+    )
+    .await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    server.stop().await;
+}

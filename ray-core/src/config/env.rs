@@ -350,6 +350,7 @@ pub const ENV_VARS: &[EnvVar] = &[
         "scheduler.shortJobMaxTokens",
         Int,
     ),
+    var("RAY_SCHEDULER_MAX_CHOICES", "scheduler.maxChoices", Int),
     var(
         "RAY_SCHEDULER_MAX_DEDUPE_WAITERS",
         "scheduler.maxDedupeWaiters",

@@ -494,6 +494,7 @@ pub fn profile_defaults(profile: Profile) -> RayConfig {
             affinity_lookahead: r.affinity_lookahead,
             short_job_max_tokens: 96,
             max_dedupe_waiters: 256,
+            max_choices: 4,
         },
         async_queue: AsyncQueueConfig {
             enabled: false,

@@ -529,6 +529,16 @@ pub struct SchedulerConfig {
     /// followers are refused with `queue_full`. Env: `RAY_SCHEDULER_MAX_DEDUPE_WAITERS`.
     #[serde(default = "default_max_dedupe_waiters")]
     pub max_dedupe_waiters: u32,
+    /// The most choices one OpenAI-compatible request may ask for (`n`), 1 to 16. Each choice
+    /// is a generation of its own, admitted through the scheduler like any request, so a
+    /// request costs `n` times its tokens; `n` above this is refused with 400.
+    /// Env: `RAY_SCHEDULER_MAX_CHOICES`.
+    #[serde(default = "default_max_choices")]
+    pub max_choices: u32,
+}
+
+fn default_max_choices() -> u32 {
+    4
 }
 
 fn default_max_dedupe_waiters() -> u32 {

@@ -338,6 +338,7 @@ pub fn validate(config: &RayConfig) -> Vec<Diagnostic> {
         1,
         4_096,
     );
+    c.range("scheduler.maxChoices", s.max_choices.into(), 1, 16);
     c.at_most_field(
         "scheduler.shortJobMaxTokens",
         s.short_job_max_tokens.into(),

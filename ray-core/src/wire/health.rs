@@ -267,6 +267,10 @@ pub struct DetectedCapabilities {
     pub metrics: Availability,
     /// Token streaming works.
     pub streaming: Availability,
+    /// The chat template can present tools and the backend parses tool calls
+    /// (`llama-server` `/props` `chat_template_caps.supports_tools`, which needs `--jinja`).
+    #[serde(default)]
+    pub tools: Availability,
     /// Context window per slot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context_window: Option<u32>,

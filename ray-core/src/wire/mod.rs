@@ -1,11 +1,15 @@
 //! Wire types: what crosses HTTP between clients, the gateway and the SDK.
 
+pub mod generation;
 pub mod health;
 pub mod infer;
 pub mod jobs;
 pub mod openai;
 pub mod stream;
 
+pub use generation::{
+    FunctionCall, GenerationExtensions, JsonSchemaFormat, ParameterClamp, ToolCall,
+};
 pub use health::{
     AdaptiveHealth, Availability, CacheHealth, CpuHealth, DegradationHealth, DetectedCapabilities,
     GatewayHealth, GatewayHttpHealth, Health, HealthStatus, MemoryHealth, PreparationHealth,
