@@ -7,8 +7,8 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use ray_core::config::redacted_json;
 use ray_core::wire::{
-    CacheHealth, DegradationHealth, Health, PressureFlags, ProviderHealth, ProviderStatus,
-    QueueHealth, Readiness, RuntimeHealth, overall_status,
+    CacheHealth, DegradationHealth, DetectedCapabilities, Health, ModelIdentity, PressureFlags,
+    ProviderHealth, ProviderStatus, QueueHealth, Readiness, RuntimeHealth, overall_status,
 };
 use ray_core::{ErrorCode, RayError};
 use ray_models::{Provider, ProviderHealthReport};
@@ -278,6 +278,14 @@ fn combine(warm: &WarmState, probed: ProviderStatus) -> ProviderStatus {
     }
 }
 
+/// Whether the backend reports serving another model than the configured one.
+fn mismatched(provider: &ProviderHealth) -> bool {
+    provider
+        .model_identity
+        .as_ref()
+        .is_some_and(|identity| !identity.matches)
+}
+
 impl Runtime {
     /// The backend's health: the probe (cached one second) combined with warm-up state.
     pub async fn provider_health(&self) -> ProviderHealth {
@@ -318,13 +326,43 @@ impl Runtime {
                 serde_json::to_value(process).unwrap_or_default(),
             );
         }
+        let capabilities = report.capabilities.or_else(|| provider.capabilities());
+        let model_identity = self.model_identity(capabilities.as_ref());
+        // A backend serving another model is not ready when the config says it must match.
+        let status = match &model_identity {
+            Some(identity) if !identity.matches && identity.required => {
+                details.insert(
+                    "error".into(),
+                    format!(
+                        "the backend serves {:?}, not the configured modelRef {:?} \
+                         (model.adapter.requireBackendModelMatch)",
+                        identity.reported, identity.configured
+                    )
+                    .into(),
+                );
+                ProviderStatus::Unavailable
+            }
+            _ => status,
+        };
         ProviderHealth {
             status,
             checked_at,
             latency_ms: report.latency.map(|d| d.as_millis() as u64),
-            detected_capabilities: report.capabilities.or_else(|| provider.capabilities()),
+            detected_capabilities: capabilities,
             details: Some(serde_json::Value::Object(details)),
+            model_identity,
         }
+    }
+
+    /// The configured `modelRef` against the model the backend reports, once it has.
+    fn model_identity(&self, capabilities: Option<&DetectedCapabilities>) -> Option<ModelIdentity> {
+        let http = self.inner.config.model.adapter.http()?;
+        let reported = capabilities?.backend_model.as_deref()?;
+        Some(ModelIdentity::check(
+            http.model_ref,
+            reported,
+            http.require_backend_model_match,
+        ))
     }
 
     /// Pressure flags the runtime knows about (the server adds rate-limit and HTTP pressure).
@@ -346,13 +384,16 @@ impl Runtime {
     pub async fn readiness(&self) -> Readiness {
         let provider = self.provider_health().await;
         let scheduler = self.model().scheduler.snapshot();
-        Readiness::new(
+        let mut readiness = Readiness::new(
             self.inner.config.telemetry.service_name.clone(),
             provider.status,
             scheduler.depth(),
             scheduler.in_flight,
             self.pressure_flags(),
-        )
+        );
+        readiness.backend_model_mismatch = mismatched(&provider);
+        readiness.refresh();
+        readiness
     }
 
     /// The full health snapshot.
@@ -432,7 +473,9 @@ impl Runtime {
                 ..CacheHealth::default()
             },
         };
-        let reasons = provider.status.reason().is_some() || flags.reasons().next().is_some();
+        let reasons = provider.status.reason().is_some()
+            || flags.reasons().next().is_some()
+            || mismatched(&provider);
         Health {
             status: overall_status(provider.status, reasons),
             uptime_ms: self.uptime().as_millis() as u64,

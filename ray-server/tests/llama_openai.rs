@@ -328,3 +328,80 @@ async fn logprobs_n_models_and_limits_against_llama_server() {
     assert!(body["error"]["message"].as_str().unwrap().contains("1024"));
     server.stop().await;
 }
+
+#[tokio::test]
+#[ignore = "needs the llama.cpp fixture (tools/llama-fixture/setup.sh)"]
+async fn a_backend_serving_another_model_is_reported_and_can_block_readiness() {
+    let llama = Llama::start("tiny");
+    // modelRef names another model than the backend's alias (ray-tiny).
+    let config = ray_config(llama.port, "").replace(
+        r#""modelRef":"ray-tiny""#,
+        r#""modelRef":"qwen2.5-0.5b-instruct""#,
+    );
+    let server = ready_server(&config).await;
+    let health: Value = reqwest::get(server.url("/health"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let identity = &health["provider"]["modelIdentity"];
+    assert_eq!(identity["configured"], "qwen2.5-0.5b-instruct", "{health}");
+    assert_eq!(identity["reported"], "ray-tiny");
+    assert_eq!(identity["matches"], false);
+    assert_eq!(identity["reason"], "backend_model_mismatch");
+    assert_eq!(health["status"], "degraded");
+    let ready = server.client().ready().await.unwrap();
+    assert!(ready.is_ready(), "not required: still ready");
+    assert!(
+        ready
+            .reasons
+            .contains(&"backend_model_mismatch".to_string())
+    );
+
+    // doctor asks the running backend too.
+    let dir = std::env::temp_dir().join(format!("ray-identity-{}", llama.port));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("ray.json");
+    std::fs::write(&file, &config).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_ray-server"))
+        .args(["doctor", "--json", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let finding = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["check"] == "backend_model")
+        .unwrap()
+        .clone();
+    assert_eq!(finding["code"], "backend_model_mismatch", "{finding}");
+    assert_eq!(finding["level"], "warn");
+    assert!(finding["message"].as_str().unwrap().contains("ray-tiny"));
+    server.stop().await;
+
+    // Required: the backend counts as unavailable and /readyz says so.
+    let required = config.replace(
+        r#""modelRef":"qwen2.5-0.5b-instruct","#,
+        r#""modelRef":"qwen2.5-0.5b-instruct","requireBackendModelMatch":true,"#,
+    );
+    let server = TestServer::start(&required).await;
+    let started = Instant::now();
+    loop {
+        let ready = server.client().ready().await.unwrap();
+        if ready
+            .reasons
+            .contains(&"backend_model_mismatch".to_string())
+        {
+            assert!(!ready.is_ready());
+            assert!(ready.reasons.contains(&"provider_unavailable".to_string()));
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{ready:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server.stop().await;
+    let _ = std::fs::remove_dir_all(dir);
+}

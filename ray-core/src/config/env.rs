@@ -125,6 +125,12 @@ pub const ENV_VARS: &[EnvVar] = &[
     ),
     scoped("RAY_MODEL_REF", "model.adapter.modelRef", Text, HttpAdapter),
     scoped(
+        "RAY_MODEL_REQUIRE_BACKEND_MODEL_MATCH",
+        "model.adapter.requireBackendModelMatch",
+        Bool,
+        HttpAdapter,
+    ),
+    scoped(
         "RAY_MODEL_API_KEY_ENV",
         "model.adapter.apiKeyEnv",
         Text,

@@ -12,9 +12,9 @@ pub use generation::{
 };
 pub use health::{
     AdaptiveHealth, Availability, CacheHealth, CpuHealth, DegradationHealth, DetectedCapabilities,
-    GatewayHealth, GatewayHttpHealth, Health, HealthStatus, MemoryHealth, PreparationHealth,
-    PressureFlags, ProviderHealth, ProviderStatus, QueueHealth, RateLimitHealth, Readiness,
-    RuntimeHealth, overall_status,
+    GatewayHealth, GatewayHttpHealth, Health, HealthStatus, MemoryHealth, ModelIdentity,
+    PreparationHealth, PressureFlags, ProviderHealth, ProviderStatus, QueueHealth, RateLimitHealth,
+    Readiness, RuntimeHealth, model_names_match, overall_status,
 };
 pub use infer::{
     AdaptiveTuningDiagnostics, ChatTurn, CountTriple, CpuSignals, DegradationDiagnostics,
