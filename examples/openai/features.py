@@ -84,6 +84,15 @@ def tools():
     assert call.function.name == "get_weather", call
     assert json.loads(call.function.arguments)["city"] in ("Paris", "Rome"), call
     print(f"tool call: {call.function.name}({call.function.arguments})")
+    # Answer the call with its result; the model replies to it in text (tool_choice none: a
+    # random-weight model left to choose may start a call that max_tokens cuts short).
+    reply = client.chat.completions.create(
+        model=model, tools=[weather], tool_choice="none", max_tokens=16,
+        messages=messages + [answer.choices[0].message.model_dump(exclude_none=True),
+                             {"role": "tool", "tool_call_id": call.id,
+                              "content": json.dumps({"celsius": 21})}])
+    assert reply.choices[0].finish_reason in ("stop", "length"), reply
+    print(f"after the tool result: finish_reason {reply.choices[0].finish_reason}")
     calls, finish = {}, None
     for chunk in client.chat.completions.create(stream=True, **tool_args):
         if not chunk.choices:

@@ -70,6 +70,24 @@ pub(crate) struct ChatRequest<'a> {
 pub(crate) struct ChatMessage<'a> {
     pub(crate) role: &'static str,
     pub(crate) content: &'a str,
+    /// An assistant turn's tool calls.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) tool_calls: Option<&'a [ToolCall]>,
+    /// The call a tool turn answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) tool_call_id: Option<&'a str>,
+}
+
+impl<'a> ChatMessage<'a> {
+    /// A plain message.
+    pub(crate) fn text(role: &'static str, content: &'a str) -> ChatMessage<'a> {
+        ChatMessage {
+            role,
+            content,
+            tool_calls: None,
+            tool_call_id: None,
+        }
+    }
 }
 
 /// The messages of a request: the system prompt, if any, the earlier turns, then the input.
@@ -85,21 +103,23 @@ pub(crate) fn messages_of<'a>(
 ) -> Vec<ChatMessage<'a>> {
     let mut messages = Vec::with_capacity(2 + history.len());
     if let Some(system) = system {
-        messages.push(ChatMessage {
-            role: "system",
-            content: system,
-        });
+        messages.push(ChatMessage::text("system", system));
     }
     for turn in history {
         messages.push(ChatMessage {
             role: turn.role.as_str(),
             content: &turn.content,
+            tool_calls: turn.tool_calls.as_deref(),
+            tool_call_id: turn.tool_call_id.as_deref(),
         });
     }
-    messages.push(ChatMessage {
-        role: "user",
-        content: input,
-    });
+    // A conversation that ends with tool results has no new user message.
+    let answers_tools = history
+        .last()
+        .is_some_and(|turn| turn.role == ray_core::wire::TurnRole::Tool);
+    if !(answers_tools && input.is_empty()) {
+        messages.push(ChatMessage::text("user", input));
+    }
     messages
 }
 

@@ -154,6 +154,35 @@ async fn tool_calls_come_back_whole_and_streamed_in_openai_shape() {
         .collect();
     assert_eq!(finish, [&json!("tool_calls")], "{chunks:?}");
 
+    // The tool's result goes back: the conversation ends with a tool message and the model
+    // answers it in text (`tool_choice: none`: with random weights an `auto` answer may start
+    // a call that max_tokens cuts short, which llama-server fails to parse).
+    let call = choice["message"]["tool_calls"][0].clone();
+    let answer = json!({
+        "messages": [
+            {"role": "user", "content": "Weather in Paris?"},
+            {"role": "assistant", "content": null, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": call["id"], "content": "{\"celsius\": 21}"},
+        ],
+        "tools": [weather_tool()], "tool_choice": "none", "max_tokens": 16,
+    });
+    let (status, body) = post(&server, "/v1/chat/completions", &answer).await;
+    assert_eq!(status, 200, "{body}");
+    let finish = body["choices"][0]["finish_reason"].as_str().unwrap();
+    assert!(["stop", "length"].contains(&finish), "{body}");
+    assert!(
+        body["usage"]["prompt_tokens"].as_u64().unwrap() > 20,
+        "{body}"
+    );
+    let mut missing_id = answer.clone();
+    missing_id["messages"][2]
+        .as_object_mut()
+        .unwrap()
+        .remove("tool_call_id");
+    let (status, body) = post(&server, "/v1/chat/completions", &missing_id).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["param"], "messages[2].tool_call_id");
+
     // Log probabilities with tools: llama-server cannot stream both, and Ray says so.
     let mut both = tool_request(brace, false);
     both["logprobs"] = json!(true);

@@ -222,7 +222,7 @@ fn valid_name(name: &str) -> bool {
 }
 
 /// A tool call the model made, in OpenAI's shape.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub struct ToolCall {
     /// The call's id, to answer with a `tool` message.
     pub id: String,
@@ -234,7 +234,7 @@ pub struct ToolCall {
 }
 
 /// The function of a [`ToolCall`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub struct FunctionCall {
     /// The tool's name.
     pub name: String,

@@ -129,12 +129,30 @@ pub struct InferRequest {
 
 /// One earlier turn of a conversation.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ChatTurn {
     /// Who said it.
     pub role: TurnRole,
     /// What was said.
     pub content: String,
+    /// The tools an assistant turn called (new).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCall>>,
+    /// The call a `tool` turn answers (new; required on `tool` turns).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+}
+
+impl ChatTurn {
+    /// A plain turn of `role` saying `content`.
+    pub fn new(role: TurnRole, content: impl Into<String>) -> ChatTurn {
+        ChatTurn {
+            role,
+            content: content.into(),
+            tool_calls: None,
+            tool_call_id: None,
+        }
+    }
 }
 
 /// The speaker of a [`ChatTurn`].
@@ -145,14 +163,17 @@ pub enum TurnRole {
     User,
     /// The model.
     Assistant,
+    /// A tool's result, answering an assistant turn's call (new).
+    Tool,
 }
 
 impl TurnRole {
-    /// `user` or `assistant`.
+    /// `user`, `assistant` or `tool`.
     pub const fn as_str(self) -> &'static str {
         match self {
             TurnRole::User => "user",
             TurnRole::Assistant => "assistant",
+            TurnRole::Tool => "tool",
         }
     }
 }
@@ -232,6 +253,15 @@ impl InferRequest {
             input: Some(input.into()),
             ..InferRequest::default()
         }
+    }
+
+    /// Whether the conversation ends with tool results for the model to answer (then
+    /// `input` may be left out: there is no new user message).
+    pub fn answers_tool_calls(&self) -> bool {
+        self.history
+            .as_ref()
+            .and_then(|h| h.last())
+            .is_some_and(|turn| turn.role == TurnRole::Tool)
     }
 
     /// The generation parameters beyond Ray's own, for the backend.
@@ -330,10 +360,24 @@ impl InferRequest {
                     format!("must be at most {TEMPLATE_ID_MAX_CHARS} chars"),
                 );
             }
-        } else if !has_input {
+        } else if !has_input && !self.answers_tool_calls() {
             push("input", "input must be a non-empty string".into());
         }
         if let Some(history) = &self.history {
+            for (i, turn) in history.iter().enumerate() {
+                if turn.role == TurnRole::Tool && turn.tool_call_id.is_none() {
+                    push(
+                        &format!("history[{i}].toolCallId"),
+                        "is required on tool turns".into(),
+                    );
+                }
+                if turn.tool_calls.is_some() && turn.role != TurnRole::Assistant {
+                    push(
+                        &format!("history[{i}].toolCalls"),
+                        "is only allowed on assistant turns".into(),
+                    );
+                }
+            }
             if self.template_id.is_some() {
                 push("history", "cannot be combined with templateId".into());
             }

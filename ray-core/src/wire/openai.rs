@@ -550,7 +550,13 @@ impl ChatCompletionRequest {
         for (i, message) in self.messages.iter().enumerate() {
             let param = format!("messages[{i}]");
             for key in message.other.keys() {
-                if key != "name" {
+                let allowed = match key.as_str() {
+                    "name" => true,
+                    "tool_calls" => message.role == "assistant",
+                    "tool_call_id" => message.role == "tool",
+                    _ => false,
+                };
+                if !allowed {
                     return Err(unsupported(
                         &format!("{param}.{key}"),
                         "this message field is not supported",
@@ -558,6 +564,14 @@ impl ChatCompletionRequest {
                 }
             }
             let text = text_of(&message.content, &format!("{param}.content"))?;
+            let tool_calls = match message.other.get("tool_calls").filter(|v| !v.is_null()) {
+                Some(calls) => Some(
+                    serde_json::from_value::<Vec<ToolCall>>(calls.clone()).map_err(|error| {
+                        invalid(&format!("{param}.tool_calls"), error.to_string())
+                    })?,
+                ),
+                None => None,
+            };
             match message.role.as_str() {
                 "system" | "developer" => {
                     if !turns.is_empty() {
@@ -570,18 +584,28 @@ impl ChatCompletionRequest {
                         system.push(text);
                     }
                 }
-                "user" => turns.push(ChatTurn {
-                    role: TurnRole::User,
-                    content: text,
-                }),
+                "user" => turns.push(ChatTurn::new(TurnRole::User, text)),
                 "assistant" => turns.push(ChatTurn {
-                    role: TurnRole::Assistant,
-                    content: text,
+                    tool_calls,
+                    ..ChatTurn::new(TurnRole::Assistant, text)
                 }),
-                "tool" | "function" => {
+                "tool" => {
+                    let id = message.other.get("tool_call_id").and_then(Value::as_str);
+                    let Some(id) = id else {
+                        return Err(invalid(
+                            &format!("{param}.tool_call_id"),
+                            "is required on tool messages".into(),
+                        ));
+                    };
+                    turns.push(ChatTurn {
+                        tool_call_id: Some(id.to_string()),
+                        ..ChatTurn::new(TurnRole::Tool, text)
+                    });
+                }
+                "function" => {
                     return Err(unsupported(
                         &format!("{param}.role"),
-                        "tool calling is not supported",
+                        "the deprecated function role is not supported; use tool messages",
                     ));
                 }
                 other => {
@@ -592,18 +616,15 @@ impl ChatCompletionRequest {
                 }
             }
         }
-        let input = match turns.pop() {
-            Some(ChatTurn {
-                role: TurnRole::User,
-                content,
-            }) => content,
-            Some(ChatTurn {
-                role: TurnRole::Assistant,
-                ..
-            }) => {
+        let input = match turns.last().map(|t| t.role) {
+            Some(TurnRole::User) => turns.pop().map(|t| t.content),
+            // Tool results for the model to answer: no new user message.
+            Some(TurnRole::Tool) => None,
+            Some(TurnRole::Assistant) => {
                 return Err(unsupported(
                     "messages",
-                    "the last message must be from the user (assistant prefill is not supported)",
+                    "the last message must be from the user or a tool (assistant prefill is not \
+                     supported)",
                 ));
             }
             None => {
@@ -623,7 +644,7 @@ impl ChatCompletionRequest {
             (a, b) => a.or(b),
         };
         let mut request = InferRequest {
-            input: Some(input),
+            input,
             system: (!system.is_empty()).then(|| system.join("\n\n")),
             max_tokens,
             temperature: self.temperature,
@@ -1110,7 +1131,7 @@ mod tests {
                 "messages[0].content[0].type",
             ),
             (
-                r#"{"messages":[{"role":"tool","content":"x"}]}"#,
+                r#"{"messages":[{"role":"function","content":"x"}]}"#,
                 "messages[0].role",
             ),
         ] {
@@ -1148,6 +1169,34 @@ mod tests {
         assert_eq!(extensions.tool_choice.unwrap(), "required");
         assert_eq!(extensions.parallel_tool_calls, Some(false));
         assert_eq!(extensions.json_schema.unwrap().strict, Some(true));
+    }
+
+    #[test]
+    fn tool_results_go_back_as_history_and_end_the_conversation() {
+        let request = chat(
+            r#"{"messages":[{"role":"user","content":"Weather?"},
+                {"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function",
+                  "function":{"name":"get_weather","arguments":"{\"city\":\"Paris\"}"}}]},
+                {"role":"tool","tool_call_id":"c1","content":"21 C"}],
+                "tools":[{"type":"function","function":{"name":"get_weather"}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(request.input, None);
+        assert!(request.answers_tool_calls());
+        assert!(request.validate().is_ok());
+        let history = request.history.unwrap();
+        assert_eq!(history.len(), 3);
+        assert_eq!(
+            history[1].tool_calls.as_ref().unwrap()[0].function.name,
+            "get_weather"
+        );
+        assert_eq!(history[2].role, TurnRole::Tool);
+        assert_eq!(history[2].tool_call_id.as_deref(), Some("c1"));
+        let error = chat(r#"{"messages":[{"role":"tool","content":"x"}]}"#).unwrap_err();
+        assert_eq!(
+            error.details().unwrap()["param"],
+            "messages[0].tool_call_id"
+        );
     }
 
     #[test]

@@ -80,14 +80,8 @@ impl LlamaCppProvider {
         let probe_timeout = self.short_timeout(Duration::from_millis(2_500));
         let probe = ApplyTemplateRequest {
             messages: vec![
-                ChatMessage {
-                    role: "system",
-                    content: "You are a liveness probe.",
-                },
-                ChatMessage {
-                    role: "user",
-                    content: "ping",
-                },
+                ChatMessage::text("system", "You are a liveness probe."),
+                ChatMessage::text("user", "ping"),
             ],
         };
         let tokenize = TokenizeRequest {
