@@ -111,6 +111,9 @@ pub enum ErrorCode {
     StreamIdleTimeout,
     /// A stream ran longer than `streaming.totalTimeoutMs`.
     StreamTotalTimeout,
+    /// The backend's answer to a `json_schema` request is not JSON following the schema (the
+    /// grammar was cut short by `max_tokens`, or the backend ignored it).
+    StructuredOutputInvalid,
 }
 
 impl ErrorCode {
@@ -162,6 +165,7 @@ impl ErrorCode {
         ErrorCode::StreamFirstTokenTimeout,
         ErrorCode::StreamIdleTimeout,
         ErrorCode::StreamTotalTimeout,
+        ErrorCode::StructuredOutputInvalid,
     ];
 
     /// The wire name, e.g. `"queue_full"`.
@@ -213,6 +217,7 @@ impl ErrorCode {
             ErrorCode::StreamFirstTokenTimeout => "stream_first_token_timeout",
             ErrorCode::StreamIdleTimeout => "stream_idle_timeout",
             ErrorCode::StreamTotalTimeout => "stream_total_timeout",
+            ErrorCode::StructuredOutputInvalid => "structured_output_invalid",
         }
     }
 
@@ -244,7 +249,8 @@ impl ErrorCode {
             | ErrorCode::ProviderResultInvalid
             | ErrorCode::ProviderPreparationInvalid
             | ErrorCode::ProviderResponseTooLarge
-            | ErrorCode::ProviderRequestTooLarge => 502,
+            | ErrorCode::ProviderRequestTooLarge
+            | ErrorCode::StructuredOutputInvalid => 502,
             ErrorCode::ProviderUnavailable
             | ErrorCode::ProviderWarming
             | ErrorCode::QueueFull
@@ -308,6 +314,7 @@ impl ErrorCode {
             | ErrorCode::ProviderPreparationInvalid
             | ErrorCode::ProviderResponseTooLarge
             | ErrorCode::ProviderRequestTooLarge
+            | ErrorCode::StructuredOutputInvalid
             | ErrorCode::AsyncQueueDisabled
             | ErrorCode::AsyncQueueRecoveryLimitExceeded
             | ErrorCode::RequestAborted

@@ -72,6 +72,34 @@ impl MockProvider {
                 model_ref: Some(self.model_id.clone()),
                 ..ProviderDiagnostics::default()
             },
+            tool_calls: None,
+            logprobs: None,
+        }
+    }
+
+    /// The mock echoes its prompt: it cannot call tools, report log probabilities or follow a
+    /// JSON schema, and says so (penalties and logit bias change nothing in an echo and are
+    /// accepted).
+    fn refuse_unsupported(&self, request: &ProviderRequest) -> Result<(), ProviderError> {
+        let extensions = &request.extensions;
+        let refused = if extensions.uses_tools() {
+            Some(("tools", "tool calling"))
+        } else if extensions.logprobs == Some(true) {
+            Some(("logprobs", "log probabilities"))
+        } else if extensions.json_schema.is_some() {
+            Some(("response_format", "JSON-schema output"))
+        } else {
+            None
+        };
+        match refused {
+            Some((param, what)) => Err(ProviderError::Unsupported {
+                param: param.into(),
+                reason: format!(
+                    "The model {:?} is served by the mock adapter, which does not support {what}",
+                    self.model_id
+                ),
+            }),
+            None => Ok(()),
         }
     }
 }
@@ -82,7 +110,16 @@ impl Provider for MockProvider {
         "mock"
     }
 
+    async fn prepare(
+        &self,
+        request: &ProviderRequest,
+    ) -> Result<Option<crate::provider::PreparedPrompt>, ProviderError> {
+        self.refuse_unsupported(request)?;
+        Ok(None)
+    }
+
     async fn infer(&self, request: &ProviderRequest) -> Result<ProviderOutput, ProviderError> {
+        self.refuse_unsupported(request)?;
         self.calls.fetch_add(1, Ordering::Relaxed);
         if !self.latency.is_zero() {
             sleep_until_precisely(tokio::time::Instant::now() + self.latency).await;
@@ -92,6 +129,7 @@ impl Provider for MockProvider {
 
     /// Streams the answer word by word, spreading `latency` over the words.
     async fn stream(&self, request: &ProviderRequest) -> Result<TokenStream, ProviderError> {
+        self.refuse_unsupported(request)?;
         self.calls.fetch_add(1, Ordering::Relaxed);
         let text = self.render(request);
         let words: Vec<String> = text.split_inclusive(' ').map(String::from).collect();

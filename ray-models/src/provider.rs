@@ -7,8 +7,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures_util::Stream;
 use ray_core::wire::{
-    ChatTurn, DetectedCapabilities, FinishReason, ProviderDiagnostics, ProviderStatus,
-    ResponseFormatKind,
+    ChatTurn, DetectedCapabilities, FinishReason, GenerationExtensions, ProviderDiagnostics,
+    ProviderStatus, ResponseFormatKind, ToolCall,
 };
 
 use crate::error::ProviderError;
@@ -51,6 +51,10 @@ pub struct ProviderRequest {
     pub template: Option<TemplateRef>,
     /// The prompt the backend will see, prepared before admission by [`Provider::prepare`].
     pub prepared: Option<PreparedPrompt>,
+    /// Penalties, logit bias, log probabilities, tools and the JSON schema, for backends that
+    /// support them (empty for a plain request). A request with any of them goes to the
+    /// backend's chat endpoint.
+    pub extensions: GenerationExtensions,
 }
 
 impl ProviderRequest {
@@ -73,6 +77,7 @@ impl ProviderRequest {
             prompt_format: None,
             template: None,
             prepared: None,
+            extensions: GenerationExtensions::default(),
         }
     }
 }
@@ -163,6 +168,10 @@ pub struct ProviderOutput {
     pub completion_tokens: Option<u64>,
     /// What the adapter did.
     pub diagnostics: ProviderDiagnostics,
+    /// The tools the model called.
+    pub tool_calls: Option<Vec<ToolCall>>,
+    /// Each output token's log probability (OpenAI's `logprobs.content` entries).
+    pub logprobs: Option<Vec<serde_json::Value>>,
 }
 
 /// One event of a token stream.

@@ -84,7 +84,7 @@ impl Runtime {
             .front(request_id, request, model, routing, options, started)
             .await?
         {
-            Front::Cached(response) => return Ok(response),
+            Front::Cached(response) => return Ok(*response),
             Front::Ready(ready) => *ready,
         };
         let deadline = ready.deadline;

@@ -172,8 +172,11 @@ impl Runtime {
                 scheduler: Some(scheduler),
                 provider: Some(output.diagnostics),
                 routing: Some(plan.routing),
+                clamped: plan.clamped,
             }),
             finish_reason: output.finish_reason,
+            tool_calls: output.tool_calls,
+            logprobs: output.logprobs,
             created_at: ray_core::time::now_rfc3339(),
         }
     }
@@ -209,8 +212,12 @@ impl Runtime {
                 scheduler: None,
                 provider: Some(hit.provider.clone()),
                 routing: Some(plan.routing),
+                clamped: plan.clamped,
             }),
             finish_reason: hit.finish_reason,
+            // Requests with tools or logprobs are never cached.
+            tool_calls: None,
+            logprobs: None,
             created_at: ray_core::time::now_rfc3339(),
         }
     }

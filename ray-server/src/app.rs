@@ -74,6 +74,7 @@ pub const PROTECTED_ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/chat/completions"),
     ("POST", "/v1/completions"),
     ("GET", "/v1/models"),
+    ("GET", "/v1/models/{id}"),
     ("POST", "/v1/jobs"),
     ("GET", "/v1/jobs"),
     ("GET", "/v1/jobs/{id}"),
@@ -181,10 +182,15 @@ pub(crate) enum Route {
     Job,
     JobCancel,
     NotFound,
+    /// `GET /v1/models/{id}`.
+    Model,
+    /// Any other `/v1/*` path outside Ray's native routes: a 404 in OpenAI's shape, so the
+    /// OpenAI SDKs raise their `NotFoundError`.
+    OpenAiNotFound,
 }
 
 impl Route {
-    const ALL: [Route; 15] = [
+    const ALL: [Route; 17] = [
         Route::Root,
         Route::Livez,
         Route::Readyz,
@@ -200,6 +206,8 @@ impl Route {
         Route::Job,
         Route::JobCancel,
         Route::NotFound,
+        Route::Model,
+        Route::OpenAiNotFound,
     ];
 
     fn parse(method: &Method, path: &str) -> Route {
@@ -218,6 +226,10 @@ impl Route {
             (&Method::GET, "/v1/jobs") => Route::JobList,
             (&Method::GET, p) if p.starts_with("/v1/jobs/") => Route::Job,
             (&Method::DELETE, p) if p.starts_with("/v1/jobs/") => Route::JobCancel,
+            (&Method::GET, p) if p.starts_with("/v1/models/") && p.len() > "/v1/models/".len() => {
+                Route::Model
+            }
+            (_, p) if p.starts_with("/v1/") && !Route::native_path(p) => Route::OpenAiNotFound,
             _ => Route::NotFound,
         }
     }
@@ -240,7 +252,14 @@ impl Route {
             Route::Job => "/v1/jobs/{id}",
             Route::JobCancel => "/v1/jobs/{id} (cancel)",
             Route::NotFound => "not_found",
+            Route::Model => "/v1/models/{id}",
+            Route::OpenAiNotFound => "not_found (openai)",
         }
+    }
+
+    /// Ray's own `/v1` routes, whose unknown methods keep Ray's error shape.
+    fn native_path(path: &str) -> bool {
+        matches!(path, "/v1/infer" | "/v1/config" | "/v1/jobs") || path.starts_with("/v1/jobs/")
     }
 
     fn protected(self) -> bool {
@@ -253,6 +272,7 @@ impl Route {
                 | Route::ChatCompletions
                 | Route::Completions
                 | Route::Models
+                | Route::Model
                 | Route::Jobs
                 | Route::JobList
                 | Route::Job
@@ -277,7 +297,11 @@ impl Route {
     pub(crate) fn openai(self) -> bool {
         matches!(
             self,
-            Route::ChatCompletions | Route::Completions | Route::Models
+            Route::ChatCompletions
+                | Route::Completions
+                | Route::Models
+                | Route::Model
+                | Route::OpenAiNotFound
         )
     }
 
@@ -441,6 +465,8 @@ impl App {
             Route::ChatCompletions => crate::openai::chat_completions(self, request, log).await,
             Route::Completions => crate::openai::completions(self, request, log).await,
             Route::Models => crate::openai::models(self).await,
+            Route::Model => crate::openai::model(self, request.uri().path(), log).await,
+            Route::OpenAiNotFound => crate::openai::not_found(self, &request, log),
             // The body of a refused submission is never read: close the connection.
             Route::Jobs if self.runtime.jobs().is_none() => {
                 self.reject(route, async_queue_disabled(), log, true)

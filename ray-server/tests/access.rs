@@ -39,6 +39,8 @@ fn request(method: &str, path: &str, authorization: Option<&str>, extra: &[&str]
 fn expected_with_a_key(path: &str) -> (u16, Option<&'static str>) {
     match path {
         "/v1/jobs" | "/v1/jobs/{id}" => (503, Some("async_queue_disabled")),
+        // A job id is no model id.
+        "/v1/models/{id}" => (404, Some("model_not_found")),
         _ => (200, None),
     }
 }
