@@ -74,7 +74,8 @@ const BEHAVIOUR: &[(&str, &str)] = &[
          `models` lists several models on one node; each entry has every field of `model` \
          (below), and takes `family`, `quantization`, `contextWindow`, `warmOnBoot`, \
          `maxOutputTokens` and `operational` from `model` when it leaves them out; its adapter \
-         starts from the profile's defaults for its `kind` (with `modelRef` = its `id`). \
+         starts from `model.adapter` when the kinds match (else from the profile's defaults \
+         for its `kind`), never with a `launchProfile`, and with `modelRef` = its `id`. \
          `defaultModel` serves requests that name no model and match no rule \
          ([operations.md](operations.md#several-models-on-one-box)).",
     ),
