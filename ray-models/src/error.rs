@@ -72,6 +72,14 @@ pub enum ProviderError {
         /// Whether it is loading (warming) rather than down.
         warming: bool,
     },
+    /// The backend cannot do what was asked (embeddings from a chat-only server, say).
+    #[error("the backend does not support {capability}: {reason}")]
+    Unsupported {
+        /// The capability, e.g. `embeddings`.
+        capability: &'static str,
+        /// Why, or what the operator should change.
+        reason: String,
+    },
     /// Prompt plus output exceed the backend's context window.
     #[error(
         "prompt ({prompt_tokens} tokens) plus maxTokens ({max_tokens}) exceed the context window of {context_window}"
@@ -124,6 +132,7 @@ impl ProviderError {
             ProviderError::Unavailable { warming: true, .. } => ErrorCode::ProviderWarming,
             ProviderError::Unavailable { warming: false, .. } => ErrorCode::ProviderUnavailable,
             ProviderError::ContextWindowExceeded { .. } => ErrorCode::RequestContextWindowExceeded,
+            ProviderError::Unsupported { .. } => ErrorCode::ModelCapabilityUnsupported,
         }
     }
 }
@@ -151,6 +160,9 @@ impl From<ProviderError> for RayError {
                 "totalTokens": prompt_tokens + max_tokens,
                 "contextWindow": context_window,
             })),
+            ProviderError::Unsupported { capability, .. } => {
+                Some(serde_json::json!({ "capability": capability }))
+            }
             _ => None,
         };
         let code = error.code();
