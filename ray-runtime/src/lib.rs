@@ -53,6 +53,7 @@
 //! ```
 
 mod backend_process;
+mod embed;
 mod health;
 mod ids;
 pub mod jobs;

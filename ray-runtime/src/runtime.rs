@@ -69,6 +69,8 @@ pub(crate) struct CachedResult {
     pub(crate) degraded: bool,
     pub(crate) provider: ProviderDiagnostics,
     pub(crate) weight: u64,
+    /// An embedding vector (the embeddings path, under its own keys); `None` for text.
+    pub(crate) embedding: Option<Arc<[f32]>>,
 }
 
 /// One model and the machinery in front of it. The runtime holds these in a registry keyed by
@@ -102,6 +104,7 @@ pub(crate) struct Inner {
     pub(crate) started: Instant,
     pub(crate) health: HealthState,
     pub(crate) jobs: Option<Arc<JobQueue>>,
+    pub(crate) embeddings: crate::embed::EmbedMetrics,
 }
 
 /// The Ray runtime: admission, caching, dedupe, degradation, health and metrics in front of a
@@ -228,6 +231,7 @@ impl RuntimeBuilder {
                 ids: IdSource::default(),
                 started: Instant::now(),
                 jobs,
+                embeddings: Default::default(),
             }),
         })
     }
@@ -775,6 +779,7 @@ impl Runtime {
         if let Some(jobs) = &inner.jobs {
             snapshot.extend(jobs.metrics());
         }
+        snapshot.extend(inner.embeddings.snapshot());
         snapshot
     }
 }
@@ -819,7 +824,10 @@ pub(crate) struct Timing {
 }
 
 /// `503 memory_pressure_critical`, naming the signals that crossed their critical threshold.
-fn memory_critical(config: &ValidConfig, memory: &ray_core::wire::MemoryHealth) -> RayError {
+pub(crate) fn memory_critical(
+    config: &ValidConfig,
+    memory: &ray_core::wire::MemoryHealth,
+) -> RayError {
     let g = &config.graceful_degradation;
     RayError::new(
         ErrorCode::MemoryPressureCritical,
@@ -970,5 +978,6 @@ fn cached_result(execution: &Execution, degraded: bool) -> CachedResult {
         degraded,
         provider: output.diagnostics.clone(),
         weight: output.text.len() as u64 + diagnostics_bytes + 64,
+        embedding: None,
     }
 }
