@@ -73,6 +73,7 @@ pub const PROTECTED_ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/chat/completions"),
     ("POST", "/v1/completions"),
     ("GET", "/v1/models"),
+    ("POST", "/v1/embeddings"),
     ("POST", "/v1/jobs"),
     ("GET", "/v1/jobs"),
     ("GET", "/v1/jobs/{id}"),
@@ -175,6 +176,7 @@ pub(crate) enum Route {
     ChatCompletions,
     Completions,
     Models,
+    Embeddings,
     Jobs,
     JobList,
     Job,
@@ -183,7 +185,7 @@ pub(crate) enum Route {
 }
 
 impl Route {
-    const ALL: [Route; 15] = [
+    const ALL: [Route; 16] = [
         Route::Root,
         Route::Livez,
         Route::Readyz,
@@ -194,6 +196,7 @@ impl Route {
         Route::ChatCompletions,
         Route::Completions,
         Route::Models,
+        Route::Embeddings,
         Route::Jobs,
         Route::JobList,
         Route::Job,
@@ -213,6 +216,7 @@ impl Route {
             (&Method::POST, "/v1/chat/completions") => Route::ChatCompletions,
             (&Method::POST, "/v1/completions") => Route::Completions,
             (&Method::GET, "/v1/models") => Route::Models,
+            (&Method::POST, "/v1/embeddings") => Route::Embeddings,
             (&Method::POST, "/v1/jobs") => Route::Jobs,
             (&Method::GET, "/v1/jobs") => Route::JobList,
             (&Method::GET, p) if p.starts_with("/v1/jobs/") => Route::Job,
@@ -234,6 +238,7 @@ impl Route {
             Route::ChatCompletions => "/v1/chat/completions",
             Route::Completions => "/v1/completions",
             Route::Models => "/v1/models",
+            Route::Embeddings => "/v1/embeddings",
             Route::Jobs => "/v1/jobs",
             Route::JobList => "/v1/jobs (list)",
             Route::Job => "/v1/jobs/{id}",
@@ -252,6 +257,7 @@ impl Route {
                 | Route::ChatCompletions
                 | Route::Completions
                 | Route::Models
+                | Route::Embeddings
                 | Route::Jobs
                 | Route::JobList
                 | Route::Job
@@ -265,6 +271,7 @@ impl Route {
             Route::Infer
                 | Route::ChatCompletions
                 | Route::Completions
+                | Route::Embeddings
                 | Route::Jobs
                 | Route::JobList
                 | Route::Job
@@ -276,7 +283,7 @@ impl Route {
     pub(crate) fn openai(self) -> bool {
         matches!(
             self,
-            Route::ChatCompletions | Route::Completions | Route::Models
+            Route::ChatCompletions | Route::Completions | Route::Models | Route::Embeddings
         )
     }
 
@@ -437,6 +444,7 @@ impl App {
             Route::ChatCompletions => crate::openai::chat_completions(self, request, log).await,
             Route::Completions => crate::openai::completions(self, request, log).await,
             Route::Models => crate::openai::models(self),
+            Route::Embeddings => crate::embeddings::embeddings(self, request, log).await,
             // The body of a refused submission is never read: close the connection.
             Route::Jobs if self.runtime.jobs().is_none() => {
                 self.reject(route, async_queue_disabled(), log, true)
@@ -525,7 +533,7 @@ impl App {
                 "docs": root_docs(),
                 "routes": ["/livez", "/readyz", "/health", "/metrics", "/v1/config",
                            "/v1/infer", "/v1/chat/completions", "/v1/completions",
-                           "/v1/models", "/v1/jobs"],
+                           "/v1/models", "/v1/embeddings", "/v1/jobs"],
             }),
         )
     }

@@ -39,6 +39,7 @@ pub mod bench;
 pub mod cli;
 pub mod deploy;
 pub mod doctor;
+mod embeddings;
 pub mod gguf;
 mod head;
 pub mod http;

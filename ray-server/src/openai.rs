@@ -31,7 +31,7 @@ fn unix_now() -> u64 {
 
 /// Refuses a `model` this gateway does not serve (the config's `model.id` and the adapter's
 /// `modelRef` are both accepted).
-fn check_model(app: &App, model: Option<&str>) -> Result<(), RayError> {
+pub(crate) fn check_model(app: &App, model: Option<&str>) -> Result<(), RayError> {
     let Some(model) = model else {
         return Ok(());
     };
