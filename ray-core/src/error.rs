@@ -105,6 +105,9 @@ pub enum ErrorCode {
     UnsupportedParameter,
     /// A request names a model this gateway does not serve.
     ModelNotFound,
+    /// The model cannot do what the request asks (embeddings from a model without the
+    /// capability, for example); the message names the model and the capability.
+    ModelCapabilityUnsupported,
     /// A streamed request produced no token within `streaming.firstTokenTimeoutMs` of starting.
     StreamFirstTokenTimeout,
     /// A stream produced no token for `streaming.idleTimeoutMs`.
@@ -162,6 +165,7 @@ impl ErrorCode {
         ErrorCode::RequestAborted,
         ErrorCode::UnsupportedParameter,
         ErrorCode::ModelNotFound,
+        ErrorCode::ModelCapabilityUnsupported,
         ErrorCode::StreamFirstTokenTimeout,
         ErrorCode::StreamIdleTimeout,
         ErrorCode::StreamTotalTimeout,
@@ -214,6 +218,7 @@ impl ErrorCode {
             ErrorCode::RequestAborted => "request_aborted",
             ErrorCode::UnsupportedParameter => "unsupported_parameter",
             ErrorCode::ModelNotFound => "model_not_found",
+            ErrorCode::ModelCapabilityUnsupported => "model_capability_unsupported",
             ErrorCode::StreamFirstTokenTimeout => "stream_first_token_timeout",
             ErrorCode::StreamIdleTimeout => "stream_idle_timeout",
             ErrorCode::StreamTotalTimeout => "stream_total_timeout",
@@ -227,7 +232,8 @@ impl ErrorCode {
             ErrorCode::InvalidRequest
             | ErrorCode::InvalidJson
             | ErrorCode::InvalidHttpRequest
-            | ErrorCode::UnsupportedParameter => 400,
+            | ErrorCode::UnsupportedParameter
+            | ErrorCode::ModelCapabilityUnsupported => 400,
             ErrorCode::Unauthorized => 401,
             ErrorCode::NotFound | ErrorCode::JobNotFound | ErrorCode::ModelNotFound => 404,
             ErrorCode::JobNotCancellable => 409,
@@ -319,7 +325,8 @@ impl ErrorCode {
             | ErrorCode::AsyncQueueRecoveryLimitExceeded
             | ErrorCode::RequestAborted
             | ErrorCode::UnsupportedParameter
-            | ErrorCode::ModelNotFound => None,
+            | ErrorCode::ModelNotFound
+            | ErrorCode::ModelCapabilityUnsupported => None,
         }
     }
 

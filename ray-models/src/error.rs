@@ -86,6 +86,14 @@ pub enum ProviderError {
         /// Why, naming the model.
         reason: String,
     },
+    /// The backend cannot do what was asked (embeddings from a chat-only server, say).
+    #[error("the backend does not support {capability}: {reason}")]
+    CapabilityMissing {
+        /// The capability, e.g. `embeddings`.
+        capability: &'static str,
+        /// Why, or what the operator should change.
+        reason: String,
+    },
     /// Prompt plus output exceed the backend's context window.
     #[error(
         "prompt ({prompt_tokens} tokens) plus maxTokens ({max_tokens}) exceed the context window of {context_window}"
@@ -140,6 +148,7 @@ impl ProviderError {
             ProviderError::ContextWindowExceeded { .. } => ErrorCode::RequestContextWindowExceeded,
             ProviderError::SchemaMismatch { .. } => ErrorCode::StructuredOutputInvalid,
             ProviderError::Unsupported { .. } => ErrorCode::UnsupportedParameter,
+            ProviderError::CapabilityMissing { .. } => ErrorCode::ModelCapabilityUnsupported,
         }
     }
 }
@@ -170,6 +179,9 @@ impl From<ProviderError> for RayError {
             ProviderError::Unsupported { param, .. } => Some(serde_json::json!({ "param": param })),
             ProviderError::SchemaMismatch { .. } => {
                 Some(serde_json::json!({ "param": "response_format" }))
+            }
+            ProviderError::CapabilityMissing { capability, .. } => {
+                Some(serde_json::json!({ "capability": capability }))
             }
             _ => None,
         };

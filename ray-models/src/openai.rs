@@ -16,7 +16,8 @@ use serde_json::Value;
 use crate::error::ProviderError;
 use crate::http::{BackendClient, BackendSettings};
 use crate::provider::{
-    Provider, ProviderHealthReport, ProviderOutput, ProviderRequest, TokenStream,
+    EmbeddingOutput, EmbeddingRequest, Provider, ProviderHealthReport, ProviderOutput,
+    ProviderRequest, TokenStream,
 };
 use crate::upstream::{self, Assembler, CallTimeout, Opened, Step};
 
@@ -803,6 +804,16 @@ impl Provider for OpenAiProvider {
 
     fn has_health_probe(&self) -> bool {
         true
+    }
+
+    fn supports_embeddings(&self) -> bool {
+        true
+    }
+
+    /// `POST /v1/embeddings` with `modelRef`; a backend that does not serve it answers
+    /// `model_capability_unsupported` (501) or its own error.
+    async fn embed(&self, request: &EmbeddingRequest) -> Result<EmbeddingOutput, ProviderError> {
+        crate::embed::http_embed(&self.client, &self.model_ref, request).await
     }
 
     fn capabilities(&self) -> Option<DetectedCapabilities> {

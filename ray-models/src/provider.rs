@@ -187,6 +187,24 @@ pub enum StreamEvent {
 /// generation.
 pub type TokenStream = Pin<Box<dyn Stream<Item = Result<StreamEvent, ProviderError>> + Send>>;
 
+/// A batch of texts to embed, as the runtime hands it to a backend: validated, not cached yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmbeddingRequest {
+    /// The gateway's request id (`req_...`).
+    pub request_id: String,
+    /// The texts, each non-empty.
+    pub inputs: Vec<String>,
+}
+
+/// What a backend computed for an [`EmbeddingRequest`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EmbeddingOutput {
+    /// One vector per input, in input order, all of one dimension.
+    pub vectors: Vec<Vec<f32>>,
+    /// Tokens read, when the backend reports them.
+    pub prompt_tokens: Option<u64>,
+}
+
 /// A backend's health as the provider sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProviderHealthReport {
@@ -308,5 +326,22 @@ pub trait Provider: Send + Sync + fmt::Debug {
     /// The backend's context window per request, when known.
     fn context_window(&self) -> Option<u32> {
         None
+    }
+
+    /// Whether [`Provider::embed`] is implemented. The default is `false`: the runtime then
+    /// answers embeddings requests with `model_capability_unsupported` without calling it.
+    fn supports_embeddings(&self) -> bool {
+        false
+    }
+
+    /// Computes one vector per input. The default refuses with
+    /// [`ProviderError::CapabilityMissing`]. A backend that turns out not to serve embeddings (a
+    /// `llama-server` started without `--embeddings`) answers the same way.
+    async fn embed(&self, request: &EmbeddingRequest) -> Result<EmbeddingOutput, ProviderError> {
+        let _ = request;
+        Err(ProviderError::CapabilityMissing {
+            capability: "embeddings",
+            reason: format!("the {} provider does not compute embeddings", self.kind()),
+        })
     }
 }

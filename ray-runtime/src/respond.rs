@@ -42,6 +42,8 @@ pub(crate) struct CachedResult {
     pub(crate) degraded: bool,
     pub(crate) provider: ProviderDiagnostics,
     pub(crate) weight: u64,
+    /// An embedding vector (the embeddings path, under its own keys); `None` for text.
+    pub(crate) embedding: Option<Arc<[f32]>>,
 }
 
 /// What admission charged a request.
@@ -353,5 +355,6 @@ fn cached_result(execution: &Execution, degraded: bool) -> CachedResult {
         degraded,
         provider: output.diagnostics.clone(),
         weight: output.text.len() as u64 + diagnostics_bytes + 64,
+        embedding: None,
     }
 }

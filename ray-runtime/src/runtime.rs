@@ -63,6 +63,7 @@ pub(crate) struct Inner {
     pub(crate) ids: IdSource,
     pub(crate) started: Instant,
     pub(crate) jobs: Option<Arc<JobQueue>>,
+    pub(crate) embeddings: crate::embed::EmbedMetrics,
 }
 
 /// The Ray runtime: routing, admission, caching, dedupe, degradation, health and metrics in

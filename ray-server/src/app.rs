@@ -75,6 +75,7 @@ pub const PROTECTED_ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/completions"),
     ("GET", "/v1/models"),
     ("GET", "/v1/models/{id}"),
+    ("POST", "/v1/embeddings"),
     ("POST", "/v1/jobs"),
     ("GET", "/v1/jobs"),
     ("GET", "/v1/jobs/{id}"),
@@ -177,6 +178,7 @@ pub(crate) enum Route {
     ChatCompletions,
     Completions,
     Models,
+    Embeddings,
     Jobs,
     JobList,
     Job,
@@ -190,7 +192,7 @@ pub(crate) enum Route {
 }
 
 impl Route {
-    const ALL: [Route; 17] = [
+    const ALL: [Route; 18] = [
         Route::Root,
         Route::Livez,
         Route::Readyz,
@@ -201,6 +203,7 @@ impl Route {
         Route::ChatCompletions,
         Route::Completions,
         Route::Models,
+        Route::Embeddings,
         Route::Jobs,
         Route::JobList,
         Route::Job,
@@ -222,6 +225,7 @@ impl Route {
             (&Method::POST, "/v1/chat/completions") => Route::ChatCompletions,
             (&Method::POST, "/v1/completions") => Route::Completions,
             (&Method::GET, "/v1/models") => Route::Models,
+            (&Method::POST, "/v1/embeddings") => Route::Embeddings,
             (&Method::POST, "/v1/jobs") => Route::Jobs,
             (&Method::GET, "/v1/jobs") => Route::JobList,
             (&Method::GET, p) if p.starts_with("/v1/jobs/") => Route::Job,
@@ -247,6 +251,7 @@ impl Route {
             Route::ChatCompletions => "/v1/chat/completions",
             Route::Completions => "/v1/completions",
             Route::Models => "/v1/models",
+            Route::Embeddings => "/v1/embeddings",
             Route::Jobs => "/v1/jobs",
             Route::JobList => "/v1/jobs (list)",
             Route::Job => "/v1/jobs/{id}",
@@ -273,6 +278,7 @@ impl Route {
                 | Route::Completions
                 | Route::Models
                 | Route::Model
+                | Route::Embeddings
                 | Route::Jobs
                 | Route::JobList
                 | Route::Job
@@ -286,6 +292,7 @@ impl Route {
             Route::Infer
                 | Route::ChatCompletions
                 | Route::Completions
+                | Route::Embeddings
                 | Route::Jobs
                 | Route::JobList
                 | Route::Job
@@ -302,6 +309,7 @@ impl Route {
                 | Route::Models
                 | Route::Model
                 | Route::OpenAiNotFound
+                | Route::Embeddings
         )
     }
 
@@ -467,6 +475,7 @@ impl App {
             Route::Models => crate::openai::models(self).await,
             Route::Model => crate::openai::model(self, request.uri().path(), log).await,
             Route::OpenAiNotFound => crate::openai::not_found(self, &request, log),
+            Route::Embeddings => crate::embeddings::embeddings(self, request, log).await,
             // The body of a refused submission is never read: close the connection.
             Route::Jobs if self.runtime.jobs().is_none() => {
                 self.reject(route, async_queue_disabled(), log, true)
@@ -556,7 +565,7 @@ impl App {
                 "docs": root_docs(),
                 "routes": ["/livez", "/readyz", "/health", "/metrics", "/v1/config",
                            "/v1/infer", "/v1/chat/completions", "/v1/completions",
-                           "/v1/models", "/v1/jobs"],
+                           "/v1/models", "/v1/embeddings", "/v1/jobs"],
             }),
         )
     }

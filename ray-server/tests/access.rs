@@ -21,6 +21,7 @@ fn request(method: &str, path: &str, authorization: Option<&str>, extra: &[&str]
     let body = match path.as_str() {
         "/v1/chat/completions" => r#"{"messages":[{"role":"user","content":"hi"}],"max_tokens":8}"#,
         "/v1/completions" => r#"{"prompt":"hi","max_tokens":8}"#,
+        "/v1/embeddings" => r#"{"input":"hi"}"#,
         _ if method == "POST" => r#"{"input":"hi","maxTokens":8}"#,
         _ => "",
     };

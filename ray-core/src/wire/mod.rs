@@ -1,5 +1,6 @@
 //! Wire types: what crosses HTTP between clients, the gateway and the SDK.
 
+pub mod embeddings;
 pub mod generation;
 pub mod health;
 pub mod infer;
