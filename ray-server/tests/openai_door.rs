@@ -47,7 +47,6 @@ async fn unknown_openai_paths_are_404_in_openai_shape_and_native_paths_keep_rays
     for request in [
         get("/v1/embeddings"),
         get("/v1/files"),
-        util::post("/v1/embeddings", r#"{"input":"x","model":"tiny-dev"}"#),
         util::post("/v1/responses", r#"{"input":"x"}"#),
         get("/v1/chat/completions"),
         get("/v1/models/"),
