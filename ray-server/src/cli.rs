@@ -222,6 +222,10 @@ fn print_config(args: &PrintConfigArgs) -> ExitCode {
                     env.iter().map(|(k, v)| (k.as_str(), v.as_str())),
                 );
                 print!("{}", crate::explain::explain(&view, &provenance));
+                println!("\nmodels and routing");
+                for sentence in ray_core::config::explain_models(&loaded.config) {
+                    println!("  {sentence}");
+                }
             } else {
                 print_json(&view);
             }

@@ -220,6 +220,34 @@ fn print_config_explain_mentions_every_section_and_where_values_came_from() {
 }
 
 #[test]
+fn print_config_and_check_config_say_where_requests_go_in_plain_words() {
+    let config = repo_root().join("examples/config/ray.4gb.three-models.json");
+    let output = binary()
+        .args(["print-config", "--explain", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let text = String::from_utf8(output.stdout).unwrap();
+    for sentence in [
+        "3 models: qwen2.5-1.5b-instruct-q4_k_m (drafter, llama.cpp backend, also called drafter)",
+        "Requests with task classify or label (rule classify) go to qwen2.5-0.5b-instruct-q4_k_m.",
+        "The rest go to qwen2.5-1.5b-instruct-q4_k_m.",
+        "If qwen2.5-1.5b-instruct-q4_k_m is down, its requests fall back to \
+         qwen2.5-0.5b-instruct-q4_k_m",
+        "/v1/embeddings is served by bge-small-en-v1.5-q8_0",
+    ] {
+        assert!(text.contains(sentence), "missing {sentence:?} in:\n{text}");
+    }
+    let output = binary().arg("check-config").arg(&config).output().unwrap();
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        text.contains("The rest go to qwen2.5-1.5b-instruct-q4_k_m."),
+        "{text}"
+    );
+}
+
+#[test]
 fn every_subcommand_has_help() {
     for args in [
         vec!["--help"],
