@@ -73,7 +73,10 @@ impl Drop for Server {
 
 fn spawn_ray(config: &std::path::Path, port: u16) -> (Child, Instant) {
     let started = Instant::now();
-    let child = Command::new(env!("CARGO_BIN_EXE_ray-server"))
+    // RAY_BENCH_SERVER_BIN runs another build of ray-server (an older commit, to compare).
+    let binary = std::env::var("RAY_BENCH_SERVER_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_ray-server").to_string());
+    let child = Command::new(binary)
         .arg("--config")
         .arg(config)
         .env("RAY_PORT", port.to_string())
