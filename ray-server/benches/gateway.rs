@@ -144,7 +144,7 @@ async fn load_bodies(
                     return None;
                 }
                 let n = counter.fetch_add(1, Ordering::Relaxed);
-                Some(if with_tasks && n % 3 == 0 {
+                Some(if with_tasks && n.is_multiple_of(3) {
                     format!(
                         "{{\"input\":\"benchmark prompt number {n}\",\"cache\":false,\"task\":\"classify\"}}"
                     )
