@@ -710,10 +710,12 @@ fn chart_svg(lines: &[Vec<Option<f64>>], unit: &str) -> String {
         .flatten()
         .fold(0.0f64, |a, b| a.max(*b));
     let scale = if max > 0.0 { max } else { 1.0 };
-    let width = (history::SLOTS - 1) as f64;
+    // The x axis spans the history there is (up to 15 minutes), newest on the right.
+    let points = lines.iter().map(Vec::len).max().unwrap_or(0).max(2);
+    let width = (points - 1) as f64;
     let mut out = String::new();
     for (index, line) in lines.iter().enumerate() {
-        let offset = history::SLOTS.saturating_sub(line.len());
+        let offset = points.saturating_sub(line.len());
         let mut points = String::new();
         for (i, value) in line.iter().enumerate() {
             if let Some(v) = value {
