@@ -2,8 +2,8 @@
 //! then refreshed by a little plain JavaScript) and `GET /status.json` (every figure it shows).
 //!
 //! The history behind the charts is sampled once a second by [`sample`] from the counters the
-//! runtime and the HTTP front already keep (see [`history`]); serving the page reads it under
-//! a short lock and adds nothing to the request path.
+//! runtime and the HTTP front already keep (fixed rings, [`history_bytes`] once full); serving
+//! the page reads it under a short lock and adds nothing to the request path.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -720,7 +720,8 @@ fn chart_svg(lines: &[Vec<Option<f64>>], unit: &str) -> String {
         for (i, value) in line.iter().enumerate() {
             if let Some(v) = value {
                 let x = (offset + i) as f64 / width * 300.0;
-                let y = 76.0 - v / scale * 70.0;
+                // The top 16 units are left to the label.
+                let y = 77.0 - v / scale * 61.0;
                 let _ = write!(points, "{x:.1},{y:.1} ");
             }
         }
