@@ -317,3 +317,38 @@ async fn the_page_in_headless_chromium_matches_status_json() {
     }
     server.stop().await;
 }
+
+/// With auth on, the page a browser gets without the key shows no figure and its script asks
+/// for the key (kept in session storage, sent as a Bearer header).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_auth_on_the_page_asks_for_the_key_in_headless_chromium() {
+    let Some(chromium) = chromium() else {
+        skipped("chromium is not installed and could not be installed (apt-get failed)");
+        return;
+    };
+    let server = TestServer::start_with_keys(
+        r#"{"profile":"tiny","model":{"adapter":{"kind":"mock","latencyMs":0}},
+            "auth":{"enabled":true}}"#,
+        Some("key-one"),
+    )
+    .await;
+    let profile = tempfile::tempdir().unwrap();
+    let dom = run_chromium(
+        &chromium,
+        profile.path(),
+        &server.url("/status"),
+        &["--dump-dom"],
+    )
+    .await;
+    let markup = dom.split("<script>").next().unwrap();
+    assert!(
+        markup.contains("<form id=\"key\" style=\"display: block;\">"),
+        "the key form is not shown:\n{markup}"
+    );
+    assert!(!markup.contains("data-field"), "{markup}");
+    assert!(
+        !dom.contains("data-live=\"1\""),
+        "no figures without the key"
+    );
+    server.stop().await;
+}

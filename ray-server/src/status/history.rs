@@ -415,6 +415,109 @@ mod tests {
         assert_eq!(quantile_ms(&buckets, 1.0), Some(120_000.0));
     }
 
+    /// A snapshot as the runtime reports it: request and queue-wait histograms, completion
+    /// tokens and errors by code.
+    fn snapshot(latencies_ms: &[u64], tokens: f64, errors: &[(&str, f64)]) -> MetricsSnapshot {
+        // Cumulative `_bucket` samples, as `/metrics` has them.
+        let histogram = |values: &[u64]| -> Vec<ray_runtime::Sample> {
+            let mut samples: Vec<ray_runtime::Sample> = LATENCY_BUCKETS
+                .iter()
+                .map(|bound| ray_runtime::Sample {
+                    suffix: "_bucket",
+                    labels: vec![("le", bound.to_string())],
+                    value: values
+                        .iter()
+                        .filter(|v| (**v as f64) / 1000.0 <= *bound)
+                        .count() as f64,
+                })
+                .collect();
+            samples.push(ray_runtime::Sample {
+                suffix: "_bucket",
+                labels: vec![("le", "+Inf".into())],
+                value: values.len() as f64,
+            });
+            samples
+        };
+        let mut m = MetricsSnapshot::default();
+        let kind = ray_runtime::MetricKind::Histogram;
+        m.labelled(
+            "ray_request_duration_seconds",
+            "",
+            kind,
+            histogram(latencies_ms),
+        );
+        m.labelled(
+            "ray_queue_wait_seconds",
+            "",
+            kind,
+            histogram(&vec![1; latencies_ms.len()]),
+        );
+        m.counter("ray_requests_total", "", None, latencies_ms.len() as f64);
+        m.counter("ray_completion_tokens_total", "", None, tokens);
+        m.labelled(
+            "ray_request_errors_total",
+            "",
+            ray_runtime::MetricKind::Counter,
+            errors
+                .iter()
+                .map(|(code, n)| ray_runtime::Sample {
+                    suffix: "",
+                    labels: vec![("code", (*code).to_string())],
+                    value: *n,
+                })
+                .collect(),
+        );
+        m
+    }
+
+    #[test]
+    fn samples_turn_counters_into_windows() {
+        let mut history = History::default();
+        // Cumulative counters: 10 fast requests, then 10 slow ones a second later.
+        history.record(1_000, &snapshot(&[20; 10], 100.0, &[("queue_full", 2.0)]));
+        let mut both = vec![20u64; 10];
+        both.extend([3_000u64; 10]);
+        history.record(
+            1_001,
+            &snapshot(
+                &both,
+                300.0,
+                &[("queue_full", 2.0), ("invalid_request", 1.0)],
+            ),
+        );
+        let (wait, latency) = history.window(300);
+        assert_eq!(wait.iter().sum::<u64>(), 20);
+        assert_eq!(latency.iter().sum::<u64>(), 20);
+        let p50 = quantile_ms(&latency, 0.5).unwrap_or_default();
+        let p99 = quantile_ms(&latency, 0.99).unwrap_or_default();
+        assert!((10.0..=25.0).contains(&p50), "{p50}");
+        assert!((2_500.0..=5_000.0).contains(&p99), "{p99}");
+        // 100 tokens in the first second (from zero), 200 in the second.
+        assert_eq!(history.tokens_per_second(60), 150.0);
+        assert_eq!(
+            history.refusals(),
+            vec![(ErrorCode::QueueFull, 2), (ErrorCode::InvalidRequest, 1)]
+        );
+        let recent: Vec<(u32, ErrorCode, u32)> = history
+            .errors
+            .iter()
+            .map(|e| (e.at, e.code, e.count))
+            .collect();
+        assert_eq!(
+            recent,
+            vec![
+                (1_000, ErrorCode::QueueFull, 2),
+                (1_001, ErrorCode::InvalidRequest, 1)
+            ]
+        );
+        // A full slot of ten seconds is pushed, the next one starts empty.
+        for second in 1_002..1_010 {
+            history.record(second, &snapshot(&both, 300.0, &[]));
+        }
+        assert_eq!(history.slots.len(), 1);
+        assert_eq!(history.seconds.len(), 10);
+    }
+
     #[test]
     fn the_history_is_small() {
         assert!(
