@@ -51,6 +51,18 @@ console.log("streamed:", text);
 assert.ok(text.length > 0, "the stream carried text");
 assert.ok(usage && usage.completion_tokens > 0);
 
+// Embeddings. The SDK asks for base64 unless told otherwise and decodes it to floats; Ray
+// answers both encodings from the same vectors.
+const texts = ["a bounded queue", "a permit"];
+const decoded = await client.embeddings.create({ model, input: texts });
+const floats = await client.embeddings.create({ model, input: texts, encoding_format: "float" });
+console.log(`embeddings: ${decoded.data.length} vectors of ${decoded.data[0].embedding.length} dimensions`);
+assert.deepEqual(decoded.data.map((d) => d.index), [0, 1]);
+// JSON numbers are the shortest text of each f32, so read them back as f32 to compare exactly.
+const asF32 = (data) => data.map((d) => d.embedding.map(Math.fround));
+assert.deepEqual(asF32(decoded.data), asF32(floats.data), "base64 and float carry the same vector");
+assert.ok(decoded.usage.prompt_tokens > 0);
+
 if (process.env.RAY_EXPECT_RATE_LIMIT === "1") {
   const strict = client.withOptions({ maxRetries: 0 });
   let limited = false;

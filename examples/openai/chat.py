@@ -12,6 +12,7 @@ answers 429, and checks that the SDK raises its RateLimitError (tools/e2e runs i
 """
 
 import os
+import struct
 import sys
 
 from openai import OpenAI, RateLimitError
@@ -56,6 +57,22 @@ assert usage is not None and usage.completion_tokens > 0, usage
 # The legacy completions endpoint.
 completion = client.completions.create(model=model, prompt="Queues are", max_tokens=16)
 assert completion.choices[0].text
+
+# Embeddings. The SDK asks for base64 unless told otherwise and decodes it to floats; Ray
+# answers both encodings from the same vectors.
+texts = ["a bounded queue", "a permit"]
+decoded = client.embeddings.create(model=model, input=texts)
+floats = client.embeddings.create(model=model, input=texts, encoding_format="float")
+print(f"embeddings: {len(decoded.data)} vectors of {len(decoded.data[0].embedding)} dimensions, "
+      f"usage {decoded.usage}")
+assert [d.index for d in decoded.data] == [0, 1]
+assert len(decoded.data[0].embedding) > 0
+# JSON numbers are the shortest text of each f32, so read them back as f32 to compare exactly.
+as_f32 = lambda xs: list(struct.unpack(f"<{len(xs)}f", struct.pack(f"<{len(xs)}f", *xs)))
+for a, b in zip(decoded.data, floats.data):
+    assert as_f32(a.embedding) == as_f32(b.embedding), "base64 and float carry the same vector"
+assert decoded.data[0].embedding != decoded.data[1].embedding
+assert decoded.usage.prompt_tokens > 0
 
 if os.environ.get("RAY_EXPECT_RATE_LIMIT") == "1":
     strict = client.with_options(max_retries=0)

@@ -105,12 +105,18 @@ pub enum ErrorCode {
     UnsupportedParameter,
     /// A request names a model this gateway does not serve.
     ModelNotFound,
+    /// The model cannot do what the request asks (embeddings from a model without the
+    /// capability, for example); the message names the model and the capability.
+    ModelCapabilityUnsupported,
     /// A streamed request produced no token within `streaming.firstTokenTimeoutMs` of starting.
     StreamFirstTokenTimeout,
     /// A stream produced no token for `streaming.idleTimeoutMs`.
     StreamIdleTimeout,
     /// A stream ran longer than `streaming.totalTimeoutMs`.
     StreamTotalTimeout,
+    /// The backend's answer to a `json_schema` request is not JSON following the schema (the
+    /// grammar was cut short by `max_tokens`, or the backend ignored it).
+    StructuredOutputInvalid,
 }
 
 impl ErrorCode {
@@ -159,9 +165,11 @@ impl ErrorCode {
         ErrorCode::RequestAborted,
         ErrorCode::UnsupportedParameter,
         ErrorCode::ModelNotFound,
+        ErrorCode::ModelCapabilityUnsupported,
         ErrorCode::StreamFirstTokenTimeout,
         ErrorCode::StreamIdleTimeout,
         ErrorCode::StreamTotalTimeout,
+        ErrorCode::StructuredOutputInvalid,
     ];
 
     /// The wire name, e.g. `"queue_full"`.
@@ -210,9 +218,11 @@ impl ErrorCode {
             ErrorCode::RequestAborted => "request_aborted",
             ErrorCode::UnsupportedParameter => "unsupported_parameter",
             ErrorCode::ModelNotFound => "model_not_found",
+            ErrorCode::ModelCapabilityUnsupported => "model_capability_unsupported",
             ErrorCode::StreamFirstTokenTimeout => "stream_first_token_timeout",
             ErrorCode::StreamIdleTimeout => "stream_idle_timeout",
             ErrorCode::StreamTotalTimeout => "stream_total_timeout",
+            ErrorCode::StructuredOutputInvalid => "structured_output_invalid",
         }
     }
 
@@ -222,7 +232,8 @@ impl ErrorCode {
             ErrorCode::InvalidRequest
             | ErrorCode::InvalidJson
             | ErrorCode::InvalidHttpRequest
-            | ErrorCode::UnsupportedParameter => 400,
+            | ErrorCode::UnsupportedParameter
+            | ErrorCode::ModelCapabilityUnsupported => 400,
             ErrorCode::Unauthorized => 401,
             ErrorCode::NotFound | ErrorCode::JobNotFound | ErrorCode::ModelNotFound => 404,
             ErrorCode::JobNotCancellable => 409,
@@ -244,7 +255,8 @@ impl ErrorCode {
             | ErrorCode::ProviderResultInvalid
             | ErrorCode::ProviderPreparationInvalid
             | ErrorCode::ProviderResponseTooLarge
-            | ErrorCode::ProviderRequestTooLarge => 502,
+            | ErrorCode::ProviderRequestTooLarge
+            | ErrorCode::StructuredOutputInvalid => 502,
             ErrorCode::ProviderUnavailable
             | ErrorCode::ProviderWarming
             | ErrorCode::QueueFull
@@ -308,11 +320,13 @@ impl ErrorCode {
             | ErrorCode::ProviderPreparationInvalid
             | ErrorCode::ProviderResponseTooLarge
             | ErrorCode::ProviderRequestTooLarge
+            | ErrorCode::StructuredOutputInvalid
             | ErrorCode::AsyncQueueDisabled
             | ErrorCode::AsyncQueueRecoveryLimitExceeded
             | ErrorCode::RequestAborted
             | ErrorCode::UnsupportedParameter
-            | ErrorCode::ModelNotFound => None,
+            | ErrorCode::ModelNotFound
+            | ErrorCode::ModelCapabilityUnsupported => None,
         }
     }
 

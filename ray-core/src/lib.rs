@@ -38,6 +38,7 @@
 
 pub mod config;
 pub mod error;
+pub mod json_schema;
 pub mod sse;
 pub mod time;
 pub mod wire;

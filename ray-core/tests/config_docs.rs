@@ -74,7 +74,8 @@ const BEHAVIOUR: &[(&str, &str)] = &[
          `models` lists several models on one node; each entry has every field of `model` \
          (below), and takes `family`, `quantization`, `contextWindow`, `warmOnBoot`, \
          `maxOutputTokens` and `operational` from `model` when it leaves them out; its adapter \
-         starts from the profile's defaults for its `kind` (with `modelRef` = its `id`). \
+         starts from `model.adapter` when the kinds match (else from the profile's defaults \
+         for its `kind`), never with a `launchProfile`, and with `modelRef` = its `id`. \
          `defaultModel` serves requests that name no model and match no rule \
          ([operations.md](operations.md#several-models-on-one-box)).",
     ),
@@ -129,13 +130,15 @@ const BEHAVIOUR: &[(&str, &str)] = &[
     (
         "model.adapter (kind: mock)",
         "Answers every request itself after `latencyMs`, with text derived from the prompt and \
-         `seed`: for development and tests, no backend needed.",
+         `seed`: for development and tests, no backend needed. `POST /v1/embeddings` gets \
+         32-dimension unit vectors derived from a hash of each text.",
     ),
     (
         "model.adapter (kind: openai-compatible)",
         "Each request becomes a streamed `POST {baseUrl}/v1/chat/completions` with `modelRef`, \
          cancelled when the client leaves or `timeoutMs` passes; health is `GET /v1/models`. \
-         Warm-up sends `warmupRequests` through the normal request path.",
+         Warm-up sends `warmupRequests` through the normal request path. `POST /v1/embeddings` \
+         goes to `POST {baseUrl}/v1/embeddings` (at most 8 texts per call).",
     ),
     (
         "model.adapter (kind: llama.cpp)",
@@ -187,7 +190,8 @@ const BEHAVIOUR: &[(&str, &str)] = &[
         "cache",
         "Successful results are kept under these bounds and answer identical requests at once \
          (`cached: true`); with the cache off, identical requests are not joined either unless \
-         they carry a `dedupeKey`. `/health` `runtime.cache` and `ray_cache_*` show its use.",
+         they carry a `dedupeKey`. Embedding vectors are kept here too, one entry per text, under \
+         the same bounds. `/health` `runtime.cache` and `ray_cache_*` show its use.",
     ),
     (
         "telemetry",

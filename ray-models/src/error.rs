@@ -72,6 +72,28 @@ pub enum ProviderError {
         /// Whether it is loading (warming) rather than down.
         warming: bool,
     },
+    /// The answer to a `json_schema` request does not parse or does not follow the schema.
+    #[error("the answer does not follow the requested JSON schema: {reason}")]
+    SchemaMismatch {
+        /// Where and how it breaks the schema.
+        reason: String,
+    },
+    /// The backend cannot do what the request asks (tools on a backend without them).
+    #[error("{reason}")]
+    Unsupported {
+        /// The request parameter (`tools`).
+        param: String,
+        /// Why, naming the model.
+        reason: String,
+    },
+    /// The backend cannot do what was asked (embeddings from a chat-only server, say).
+    #[error("the backend does not support {capability}: {reason}")]
+    CapabilityMissing {
+        /// The capability, e.g. `embeddings`.
+        capability: &'static str,
+        /// Why, or what the operator should change.
+        reason: String,
+    },
     /// Prompt plus output exceed the backend's context window.
     #[error(
         "prompt ({prompt_tokens} tokens) plus maxTokens ({max_tokens}) exceed the context window of {context_window}"
@@ -124,6 +146,9 @@ impl ProviderError {
             ProviderError::Unavailable { warming: true, .. } => ErrorCode::ProviderWarming,
             ProviderError::Unavailable { warming: false, .. } => ErrorCode::ProviderUnavailable,
             ProviderError::ContextWindowExceeded { .. } => ErrorCode::RequestContextWindowExceeded,
+            ProviderError::SchemaMismatch { .. } => ErrorCode::StructuredOutputInvalid,
+            ProviderError::Unsupported { .. } => ErrorCode::UnsupportedParameter,
+            ProviderError::CapabilityMissing { .. } => ErrorCode::ModelCapabilityUnsupported,
         }
     }
 }
@@ -151,6 +176,13 @@ impl From<ProviderError> for RayError {
                 "totalTokens": prompt_tokens + max_tokens,
                 "contextWindow": context_window,
             })),
+            ProviderError::Unsupported { param, .. } => Some(serde_json::json!({ "param": param })),
+            ProviderError::SchemaMismatch { .. } => {
+                Some(serde_json::json!({ "param": "response_format" }))
+            }
+            ProviderError::CapabilityMissing { capability, .. } => {
+                Some(serde_json::json!({ "capability": capability }))
+            }
             _ => None,
         };
         let code = error.code();

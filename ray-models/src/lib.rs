@@ -10,6 +10,9 @@
 //!   `/completion` with `cache_prompt` and `id_slot`, `/slots`, `/metrics`).
 //! - [`OpenAiProvider`] talks to any server with the OpenAI chat completions API.
 //! - [`MockProvider`] answers deterministically with no model, for development and tests.
+//! - Embeddings: [`Provider::embed`] (with [`Provider::supports_embeddings`]) computes one
+//!   vector per text; the HTTP adapters call the backend's `POST /v1/embeddings`
+//!   (`llama-server --embeddings`), the mock derives normalised vectors from a hash of the text.
 //! - [`provider_from_config`] builds the one a config's adapter names.
 //! - [`http`] is the HTTP client the adapters share: one pooled connection set per backend,
 //!   no redirects, request and response bodies capped at 1 MiB, per-call timeouts.
@@ -38,6 +41,7 @@
 //! ```
 
 mod build;
+mod embed;
 mod error;
 pub mod http;
 mod llama;
@@ -53,6 +57,7 @@ pub use llama::{CAPABILITY_TTL, LlamaCppProvider, LlamaCppSettings};
 pub use mock::MockProvider;
 pub use openai::{OpenAiProvider, OpenAiSettings};
 pub use provider::{
-    PreparedPrompt, PromptFormat, Provider, ProviderHealthReport, ProviderOutput, ProviderRequest,
-    StreamEvent, TemplateRef, TokenStream, sentinel,
+    EmbeddingOutput, EmbeddingRequest, PreparedPrompt, PromptFormat, Provider,
+    ProviderHealthReport, ProviderOutput, ProviderRequest, StreamEvent, TemplateRef, TokenStream,
+    sentinel,
 };

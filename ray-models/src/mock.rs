@@ -8,7 +8,10 @@ use futures_util::StreamExt;
 use ray_core::wire::{Availability, DetectedCapabilities, FinishReason, ProviderDiagnostics};
 
 use crate::error::ProviderError;
-use crate::provider::{Provider, ProviderOutput, ProviderRequest, StreamEvent, TokenStream};
+use crate::provider::{
+    EmbeddingOutput, EmbeddingRequest, Provider, ProviderOutput, ProviderRequest, StreamEvent,
+    TokenStream,
+};
 
 /// A provider that echoes its prompt after `latency`, the way the existing Ray's mock does:
 /// `[ray:mock model=<id> profile=<profile> seed=<seed>]`, then `system=` and the first 72 chars
@@ -72,6 +75,34 @@ impl MockProvider {
                 model_ref: Some(self.model_id.clone()),
                 ..ProviderDiagnostics::default()
             },
+            tool_calls: None,
+            logprobs: None,
+        }
+    }
+
+    /// The mock echoes its prompt: it cannot call tools, report log probabilities or follow a
+    /// JSON schema, and says so (penalties and logit bias change nothing in an echo and are
+    /// accepted).
+    fn refuse_unsupported(&self, request: &ProviderRequest) -> Result<(), ProviderError> {
+        let extensions = &request.extensions;
+        let refused = if extensions.uses_tools() {
+            Some(("tools", "tool calling"))
+        } else if extensions.logprobs == Some(true) {
+            Some(("logprobs", "log probabilities"))
+        } else if extensions.json_schema.is_some() {
+            Some(("response_format", "JSON-schema output"))
+        } else {
+            None
+        };
+        match refused {
+            Some((param, what)) => Err(ProviderError::Unsupported {
+                param: param.into(),
+                reason: format!(
+                    "The model {:?} is served by the mock adapter, which does not support {what}",
+                    self.model_id
+                ),
+            }),
+            None => Ok(()),
         }
     }
 }
@@ -82,7 +113,16 @@ impl Provider for MockProvider {
         "mock"
     }
 
+    async fn prepare(
+        &self,
+        request: &ProviderRequest,
+    ) -> Result<Option<crate::provider::PreparedPrompt>, ProviderError> {
+        self.refuse_unsupported(request)?;
+        Ok(None)
+    }
+
     async fn infer(&self, request: &ProviderRequest) -> Result<ProviderOutput, ProviderError> {
+        self.refuse_unsupported(request)?;
         self.calls.fetch_add(1, Ordering::Relaxed);
         if !self.latency.is_zero() {
             sleep_until_precisely(tokio::time::Instant::now() + self.latency).await;
@@ -92,6 +132,7 @@ impl Provider for MockProvider {
 
     /// Streams the answer word by word, spreading `latency` over the words.
     async fn stream(&self, request: &ProviderRequest) -> Result<TokenStream, ProviderError> {
+        self.refuse_unsupported(request)?;
         self.calls.fetch_add(1, Ordering::Relaxed);
         let text = self.render(request);
         let words: Vec<String> = text.split_inclusive(' ').map(String::from).collect();
@@ -113,6 +154,33 @@ impl Provider for MockProvider {
         );
         let end = futures_util::stream::once(async move { Ok(StreamEvent::Done(Box::new(done))) });
         Ok(Box::pin(deltas.chain(end)))
+    }
+
+    fn supports_embeddings(&self) -> bool {
+        true
+    }
+
+    /// Unit vectors of 32 dimensions derived from a hash of each text, after `latency`; the
+    /// prompt tokens are estimated as chars / 4 per input.
+    async fn embed(&self, request: &EmbeddingRequest) -> Result<EmbeddingOutput, ProviderError> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        if !self.latency.is_zero() {
+            tokio::time::sleep(self.latency).await;
+        }
+        Ok(EmbeddingOutput {
+            vectors: request
+                .inputs
+                .iter()
+                .map(|text| crate::embed::mock_vector(text))
+                .collect(),
+            prompt_tokens: Some(
+                request
+                    .inputs
+                    .iter()
+                    .map(|text| (text.chars().count() as u64).div_ceil(4))
+                    .sum(),
+            ),
+        })
     }
 
     fn capabilities(&self) -> Option<DetectedCapabilities> {
@@ -181,6 +249,22 @@ mod tests {
         );
         assert_eq!(output.text, expected);
         assert_eq!(mock.calls(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn embeds_after_its_latency() {
+        let mock = MockProvider::new("m", "tiny", None, Duration::from_millis(20));
+        let request = EmbeddingRequest {
+            request_id: "req_1".into(),
+            inputs: vec!["a queue".into(), "a permit".into()],
+        };
+        let started = tokio::time::Instant::now();
+        let output = mock.embed(&request).await.unwrap();
+        assert_eq!(started.elapsed(), Duration::from_millis(20));
+        assert_eq!(output.vectors.len(), 2);
+        assert_eq!(output.vectors[0], crate::embed::mock_vector("a queue"));
+        assert_eq!(output.prompt_tokens, Some(4));
+        assert!(mock.supports_embeddings());
     }
 
     #[tokio::test(start_paused = true)]

@@ -4,16 +4,20 @@
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use std::collections::BTreeMap;
+
 use ray_core::wire::{
-    Availability, ChatTurn, DetectedCapabilities, FinishReason, ProviderDiagnostics,
-    ProviderStatus, ProviderTimings, ResponseFormatKind,
+    Availability, ChatTurn, DetectedCapabilities, FinishReason, FunctionCall, ProviderDiagnostics,
+    ProviderStatus, ProviderTimings, ResponseFormatKind, ToolCall,
 };
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::error::ProviderError;
 use crate::http::{BackendClient, BackendSettings};
 use crate::provider::{
-    Provider, ProviderHealthReport, ProviderOutput, ProviderRequest, TokenStream,
+    EmbeddingOutput, EmbeddingRequest, Provider, ProviderHealthReport, ProviderOutput,
+    ProviderRequest, TokenStream,
 };
 use crate::upstream::{self, Assembler, CallTimeout, Opened, Step};
 
@@ -44,6 +48,22 @@ pub(crate) struct ChatRequest<'a> {
     pub(crate) cache_prompt: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) stream_options: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) presence_penalty: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) frequency_penalty: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) logit_bias: Option<&'a BTreeMap<String, f64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) logprobs: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) top_logprobs: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) tools: Option<&'a [Value]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) tool_choice: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) parallel_tool_calls: Option<bool>,
 }
 
 /// One chat message.
@@ -51,6 +71,24 @@ pub(crate) struct ChatRequest<'a> {
 pub(crate) struct ChatMessage<'a> {
     pub(crate) role: &'static str,
     pub(crate) content: &'a str,
+    /// An assistant turn's tool calls.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) tool_calls: Option<&'a [ToolCall]>,
+    /// The call a tool turn answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) tool_call_id: Option<&'a str>,
+}
+
+impl<'a> ChatMessage<'a> {
+    /// A plain message.
+    pub(crate) fn text(role: &'static str, content: &'a str) -> ChatMessage<'a> {
+        ChatMessage {
+            role,
+            content,
+            tool_calls: None,
+            tool_call_id: None,
+        }
+    }
 }
 
 /// The messages of a request: the system prompt, if any, the earlier turns, then the input.
@@ -66,25 +104,41 @@ pub(crate) fn messages_of<'a>(
 ) -> Vec<ChatMessage<'a>> {
     let mut messages = Vec::with_capacity(2 + history.len());
     if let Some(system) = system {
-        messages.push(ChatMessage {
-            role: "system",
-            content: system,
-        });
+        messages.push(ChatMessage::text("system", system));
     }
     for turn in history {
         messages.push(ChatMessage {
             role: turn.role.as_str(),
             content: &turn.content,
+            tool_calls: turn.tool_calls.as_deref(),
+            tool_call_id: turn.tool_call_id.as_deref(),
         });
     }
-    messages.push(ChatMessage {
-        role: "user",
-        content: input,
-    });
+    // A conversation that ends with tool results has no new user message.
+    let answers_tools = history
+        .last()
+        .is_some_and(|turn| turn.role == ray_core::wire::TurnRole::Tool);
+    if !(answers_tools && input.is_empty()) {
+        messages.push(ChatMessage::text("user", input));
+    }
     messages
 }
 
+/// The `response_format` sent to the backend.
+fn response_format(request: &ProviderRequest) -> Option<Value> {
+    match request.response_format {
+        ResponseFormatKind::Text => None,
+        ResponseFormatKind::JsonObject => Some(serde_json::json!({ "type": "json_object" })),
+        ResponseFormatKind::JsonSchema => request
+            .extensions
+            .json_schema
+            .as_ref()
+            .map(|spec| serde_json::json!({ "type": "json_schema", "json_schema": spec })),
+    }
+}
+
 pub(crate) fn chat_request<'a>(model: &'a str, request: &'a ProviderRequest) -> ChatRequest<'a> {
+    let extensions = &request.extensions;
     ChatRequest {
         model,
         messages: messages(request),
@@ -94,12 +148,19 @@ pub(crate) fn chat_request<'a>(model: &'a str, request: &'a ProviderRequest) -> 
         max_tokens: request.max_tokens,
         seed: request.seed,
         stop: request.stop.as_deref(),
-        response_format: (request.response_format == ResponseFormatKind::JsonObject)
-            .then(|| serde_json::json!({ "type": "json_object" })),
+        response_format: response_format(request),
         user: &request.request_id,
         id_slot: None,
         cache_prompt: None,
         stream_options: Some(serde_json::json!({ "include_usage": true })),
+        presence_penalty: extensions.presence_penalty,
+        frequency_penalty: extensions.frequency_penalty,
+        logit_bias: extensions.logit_bias.as_ref(),
+        logprobs: extensions.logprobs,
+        top_logprobs: extensions.top_logprobs,
+        tools: extensions.tools.as_deref(),
+        tool_choice: extensions.tool_choice.as_ref(),
+        parallel_tool_calls: extensions.parallel_tool_calls,
     }
 }
 
@@ -125,12 +186,119 @@ pub(crate) struct Choice {
     pub(crate) text: Option<String>,
     #[serde(default)]
     pub(crate) finish_reason: Option<String>,
+    #[serde(default)]
+    pub(crate) logprobs: Option<Logprobs>,
 }
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct Message {
     #[serde(default)]
     pub(crate) content: Option<Content>,
+    #[serde(default)]
+    pub(crate) tool_calls: Option<Vec<ToolCallDelta>>,
+}
+
+/// A choice's `logprobs`: `{"content": [...]}`.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct Logprobs {
+    #[serde(default)]
+    pub(crate) content: Option<Vec<Value>>,
+}
+
+/// A tool call, whole (in a message) or a piece of one (in a chunk's delta).
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct ToolCallDelta {
+    #[serde(default)]
+    pub(crate) index: Option<usize>,
+    #[serde(default)]
+    pub(crate) id: Option<String>,
+    #[serde(default)]
+    pub(crate) function: Option<FunctionDelta>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct FunctionDelta {
+    #[serde(default)]
+    pub(crate) name: Option<String>,
+    /// JSON text; some servers send an object instead.
+    #[serde(default)]
+    pub(crate) arguments: Option<Value>,
+}
+
+/// Tool calls put together from whole calls or streamed pieces, by index.
+#[derive(Debug, Default)]
+pub(crate) struct ToolCalls {
+    calls: Vec<(String, String, String)>,
+}
+
+/// Most tool calls kept from one answer.
+const MAX_TOOL_CALLS: usize = 64;
+
+impl ToolCalls {
+    pub(crate) fn add(&mut self, pieces: Vec<ToolCallDelta>) {
+        for (position, piece) in pieces.into_iter().enumerate() {
+            let index = piece.index.unwrap_or(position);
+            if index >= MAX_TOOL_CALLS {
+                continue;
+            }
+            while self.calls.len() <= index {
+                self.calls.push(Default::default());
+            }
+            let call = &mut self.calls[index];
+            if let Some(id) = piece.id {
+                call.0 = id;
+            }
+            if let Some(function) = piece.function {
+                if let Some(name) = function.name {
+                    call.1.push_str(&name);
+                }
+                match function.arguments {
+                    Some(Value::String(text)) => call.2.push_str(&text),
+                    Some(Value::Null) | None => {}
+                    Some(other) => call.2.push_str(&other.to_string()),
+                }
+            }
+        }
+    }
+
+    /// The calls, each with an id (`call_<n>` when the backend gave none).
+    pub(crate) fn finish(self) -> Option<Vec<ToolCall>> {
+        let calls: Vec<ToolCall> = self
+            .calls
+            .into_iter()
+            .enumerate()
+            .filter(|(_, (_, name, _))| !name.is_empty())
+            .map(|(i, (id, name, arguments))| ToolCall {
+                id: if id.is_empty() {
+                    format!("call_{i}")
+                } else {
+                    id
+                },
+                kind: "function".into(),
+                function: FunctionCall { name, arguments },
+            })
+            .collect();
+        (!calls.is_empty()).then_some(calls)
+    }
+}
+
+/// `tool_calls` when the model called tools whose arguments are complete JSON (llama-server
+/// can report `length` after a grammar-constrained call), else the backend's reason.
+fn finish_with_tools(
+    reason: Option<&str>,
+    tool_calls: Option<&[ToolCall]>,
+) -> Option<FinishReason> {
+    match tool_calls {
+        Some(calls)
+            if calls.iter().all(|c| {
+                c.function.arguments.trim().is_empty()
+                    || serde_json::from_str::<Value>(&c.function.arguments).is_ok()
+            }) =>
+        {
+            Some(FinishReason::ToolCalls)
+        }
+        _ => finish_reason(reason),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -202,7 +370,8 @@ impl LlamaTimings {
 pub(crate) fn finish_reason(reason: Option<&str>) -> Option<FinishReason> {
     match reason? {
         "length" | "limit" => Some(FinishReason::Length),
-        "stop" | "eos" | "word" | "tool_calls" | "content_filter" => Some(FinishReason::Stop),
+        "tool_calls" => Some(FinishReason::ToolCalls),
+        "stop" | "eos" | "word" | "content_filter" => Some(FinishReason::Stop),
         _ => None,
     }
 }
@@ -228,6 +397,13 @@ impl ChatResponse {
                 .take(MAX_CONTENT_PARTS)
                 .filter_map(|p| p.text.as_deref())
                 .collect()),
+            None if choice
+                .message
+                .as_ref()
+                .is_some_and(|m| m.tool_calls.as_ref().is_some_and(|t| !t.is_empty())) =>
+            {
+                Ok(String::new())
+            }
             None => Err(ProviderError::InvalidResponse {
                 reason: "the answer's first choice has no content".into(),
             }),
@@ -240,23 +416,39 @@ impl ChatResponse {
         diagnostics: ProviderDiagnostics,
     ) -> Result<ProviderOutput, ProviderError> {
         let text = self.text()?;
-        let finish = self
-            .choices
-            .first()
-            .and_then(|c| c.finish_reason.as_deref());
         let mut diagnostics = diagnostics;
         if let Some(model) = &self.model {
             diagnostics
                 .backend_model
                 .get_or_insert_with(|| model.clone());
         }
-        Ok(chat_output(
+        let mut choices = self.choices.into_iter();
+        let first = choices.next();
+        let finish = first.as_ref().and_then(|c| c.finish_reason.clone());
+        let (tool_calls, logprobs) = match first {
+            Some(choice) => {
+                let mut calls = ToolCalls::default();
+                calls.add(
+                    choice
+                        .message
+                        .and_then(|m| m.tool_calls)
+                        .unwrap_or_default(),
+                );
+                (calls.finish(), choice.logprobs.and_then(|l| l.content))
+            }
+            None => (None, None),
+        };
+        let mut output = chat_output(
             text,
-            finish,
+            finish.as_deref(),
             self.usage.as_ref(),
             self.timings,
             diagnostics,
-        ))
+        );
+        output.finish_reason = finish_with_tools(finish.as_deref(), tool_calls.as_deref());
+        output.tool_calls = tool_calls;
+        output.logprobs = logprobs;
+        Ok(output)
     }
 }
 
@@ -285,6 +477,8 @@ fn chat_output(
         prompt_tokens: usage.and_then(|u| u.prompt_tokens),
         completion_tokens: usage.and_then(|u| u.completion_tokens),
         diagnostics,
+        tool_calls: None,
+        logprobs: None,
     }
 }
 
@@ -312,13 +506,20 @@ struct ChunkChoice {
     text: Option<String>,
     #[serde(default)]
     finish_reason: Option<String>,
+    #[serde(default)]
+    logprobs: Option<Logprobs>,
 }
 
 #[derive(Debug, Deserialize)]
 struct ChunkDelta {
     #[serde(default)]
     content: Option<String>,
+    #[serde(default)]
+    tool_calls: Option<Vec<ToolCallDelta>>,
 }
+
+/// Most log-probability entries kept from one answer.
+const MAX_LOGPROB_ENTRIES: usize = 65_536;
 
 /// Reads a streamed chat completion: text from `choices[0].delta.content`, the finish reason,
 /// then usage and llama.cpp's timings from the last chunks, until `[DONE]`.
@@ -328,6 +529,8 @@ pub(crate) struct ChatAssembler {
     finish_reason: Option<String>,
     usage: Option<UsageBlock>,
     timings: Option<LlamaTimings>,
+    tool_calls: ToolCalls,
+    logprobs: Option<Vec<Value>>,
 }
 
 impl ChatAssembler {
@@ -337,6 +540,8 @@ impl ChatAssembler {
             finish_reason: None,
             usage: None,
             timings: None,
+            tool_calls: ToolCalls::default(),
+            logprobs: None,
         }
     }
 }
@@ -371,7 +576,19 @@ impl Assembler for ChatAssembler {
         if choice.finish_reason.is_some() {
             self.finish_reason = choice.finish_reason;
         }
-        let text = choice.delta.and_then(|d| d.content).or(choice.text);
+        if let Some(content) = choice.logprobs.and_then(|l| l.content) {
+            let kept = self.logprobs.get_or_insert_with(Vec::new);
+            let room = MAX_LOGPROB_ENTRIES.saturating_sub(kept.len());
+            kept.extend(content.into_iter().take(room));
+        }
+        let (content, calls) = match choice.delta {
+            Some(delta) => (delta.content, delta.tool_calls),
+            None => (None, None),
+        };
+        if let Some(calls) = calls {
+            self.tool_calls.add(calls);
+        }
+        let text = content.or(choice.text);
         Ok(Step { text, end: false })
     }
 
@@ -383,13 +600,50 @@ impl Assembler for ChatAssembler {
                 reason: "the backend's stream ended before the answer was complete".into(),
             });
         }
-        Ok(chat_output(
+        let tool_calls = self.tool_calls.finish();
+        let mut output = chat_output(
             text,
             self.finish_reason.as_deref(),
             self.usage.as_ref(),
             self.timings,
             self.diagnostics,
-        ))
+        );
+        output.finish_reason =
+            finish_with_tools(self.finish_reason.as_deref(), tool_calls.as_deref());
+        output.tool_calls = tool_calls;
+        output.logprobs = self.logprobs;
+        Ok(output)
+    }
+}
+
+/// Checks a `json_schema` answer once it is complete: its text must parse and follow the
+/// schema, else the stream ends with [`ProviderError::SchemaMismatch`] instead of the output.
+pub(crate) fn check_schema(stream: TokenStream, request: &ProviderRequest) -> TokenStream {
+    use futures_util::StreamExt;
+    let Some(spec) = request
+        .extensions
+        .json_schema
+        .clone()
+        .filter(|_| request.response_format == ResponseFormatKind::JsonSchema)
+    else {
+        return stream;
+    };
+    Box::pin(stream.map(move |event| match event {
+        Ok(crate::provider::StreamEvent::Done(output)) => {
+            match schema_problem(&spec.schema, &output.text) {
+                None => Ok(crate::provider::StreamEvent::Done(output)),
+                Some(reason) => Err(ProviderError::SchemaMismatch { reason }),
+            }
+        }
+        other => other,
+    }))
+}
+
+/// Why `text` does not follow `schema`, if it does not.
+pub(crate) fn schema_problem(schema: &Value, text: &str) -> Option<String> {
+    match serde_json::from_str::<Value>(text.trim()) {
+        Err(error) => Some(format!("the answer is not JSON ({error})")),
+        Ok(value) => ray_core::json_schema::validate(schema, &value).err(),
     }
 }
 
@@ -531,13 +785,15 @@ impl Provider for OpenAiProvider {
     async fn infer(&self, request: &ProviderRequest) -> Result<ProviderOutput, ProviderError> {
         let body = chat_request(&self.model_ref, request);
         let timeout = CallTimeout::Whole(self.client.timeout());
-        upstream::collect(open_chat(&self.client, &body, self.diagnostics(), timeout).await?).await
+        let stream = open_chat(&self.client, &body, self.diagnostics(), timeout).await?;
+        upstream::collect(check_schema(stream, request)).await
     }
 
     async fn stream(&self, request: &ProviderRequest) -> Result<TokenStream, ProviderError> {
         let body = chat_request(&self.model_ref, request);
         let timeout = CallTimeout::EachWait(self.client.timeout());
-        open_chat(&self.client, &body, self.diagnostics(), timeout).await
+        let stream = open_chat(&self.client, &body, self.diagnostics(), timeout).await?;
+        Ok(check_schema(stream, request))
     }
 
     async fn health(&self) -> ProviderHealthReport {
@@ -548,6 +804,16 @@ impl Provider for OpenAiProvider {
 
     fn has_health_probe(&self) -> bool {
         true
+    }
+
+    fn supports_embeddings(&self) -> bool {
+        true
+    }
+
+    /// `POST /v1/embeddings` with `modelRef`; a backend that does not serve it answers
+    /// `model_capability_unsupported` (501) or its own error.
+    async fn embed(&self, request: &EmbeddingRequest) -> Result<EmbeddingOutput, ProviderError> {
+        crate::embed::http_embed(&self.client, &self.model_ref, request).await
     }
 
     fn capabilities(&self) -> Option<DetectedCapabilities> {

@@ -7,8 +7,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures_util::Stream;
 use ray_core::wire::{
-    ChatTurn, DetectedCapabilities, FinishReason, ProviderDiagnostics, ProviderStatus,
-    ResponseFormatKind,
+    ChatTurn, DetectedCapabilities, FinishReason, GenerationExtensions, ProviderDiagnostics,
+    ProviderStatus, ResponseFormatKind, ToolCall,
 };
 
 use crate::error::ProviderError;
@@ -51,6 +51,10 @@ pub struct ProviderRequest {
     pub template: Option<TemplateRef>,
     /// The prompt the backend will see, prepared before admission by [`Provider::prepare`].
     pub prepared: Option<PreparedPrompt>,
+    /// Penalties, logit bias, log probabilities, tools and the JSON schema, for backends that
+    /// support them (empty for a plain request). A request with any of them goes to the
+    /// backend's chat endpoint.
+    pub extensions: GenerationExtensions,
 }
 
 impl ProviderRequest {
@@ -73,6 +77,7 @@ impl ProviderRequest {
             prompt_format: None,
             template: None,
             prepared: None,
+            extensions: GenerationExtensions::default(),
         }
     }
 }
@@ -163,6 +168,10 @@ pub struct ProviderOutput {
     pub completion_tokens: Option<u64>,
     /// What the adapter did.
     pub diagnostics: ProviderDiagnostics,
+    /// The tools the model called.
+    pub tool_calls: Option<Vec<ToolCall>>,
+    /// Each output token's log probability (OpenAI's `logprobs.content` entries).
+    pub logprobs: Option<Vec<serde_json::Value>>,
 }
 
 /// One event of a token stream.
@@ -177,6 +186,24 @@ pub enum StreamEvent {
 /// A stream of generated text, ending with [`StreamEvent::Done`]. Dropping it cancels the
 /// generation.
 pub type TokenStream = Pin<Box<dyn Stream<Item = Result<StreamEvent, ProviderError>> + Send>>;
+
+/// A batch of texts to embed, as the runtime hands it to a backend: validated, not cached yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmbeddingRequest {
+    /// The gateway's request id (`req_...`).
+    pub request_id: String,
+    /// The texts, each non-empty.
+    pub inputs: Vec<String>,
+}
+
+/// What a backend computed for an [`EmbeddingRequest`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EmbeddingOutput {
+    /// One vector per input, in input order, all of one dimension.
+    pub vectors: Vec<Vec<f32>>,
+    /// Tokens read, when the backend reports them.
+    pub prompt_tokens: Option<u64>,
+}
 
 /// A backend's health as the provider sees it.
 #[derive(Debug, Clone, PartialEq)]
@@ -299,5 +326,22 @@ pub trait Provider: Send + Sync + fmt::Debug {
     /// The backend's context window per request, when known.
     fn context_window(&self) -> Option<u32> {
         None
+    }
+
+    /// Whether [`Provider::embed`] is implemented. The default is `false`: the runtime then
+    /// answers embeddings requests with `model_capability_unsupported` without calling it.
+    fn supports_embeddings(&self) -> bool {
+        false
+    }
+
+    /// Computes one vector per input. The default refuses with
+    /// [`ProviderError::CapabilityMissing`]. A backend that turns out not to serve embeddings (a
+    /// `llama-server` started without `--embeddings`) answers the same way.
+    async fn embed(&self, request: &EmbeddingRequest) -> Result<EmbeddingOutput, ProviderError> {
+        let _ = request;
+        Err(ProviderError::CapabilityMissing {
+            capability: "embeddings",
+            reason: format!("the {} provider does not compute embeddings", self.kind()),
+        })
     }
 }

@@ -147,6 +147,7 @@ impl RuntimeBuilder {
                 ids: IdSource::default(),
                 started: Instant::now(),
                 jobs,
+                embeddings: crate::embed::EmbedMetrics::default(),
             }),
         })
     }

@@ -30,6 +30,40 @@ use crate::respond::{ExecResult, Timing, finish_execution, provider_failure};
 use crate::runtime::Runtime;
 use crate::telemetry::inc;
 
+/// The future that drives one execution to its result.
+type Driver = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'static>>;
+
+/// An execution driven inline by its leader. Dropped before the end (the leader left or
+/// timed out), it hands the rest of the execution to a task when other requests still wait
+/// on it, and otherwise drops it, which cancels the backend call and frees the permit.
+struct Inline<'a> {
+    driver: Option<Driver>,
+    subscription: &'a ExecSubscription,
+}
+
+impl Inline<'_> {
+    async fn run(&mut self) {
+        if let Some(driver) = self.driver.as_mut() {
+            driver.await;
+            self.driver = None;
+        }
+    }
+}
+
+impl Drop for Inline<'_> {
+    fn drop(&mut self) {
+        let Some(driver) = self.driver.take() else {
+            return;
+        };
+        if self.subscription.subscribers() > 1
+            && let Ok(handle) = tokio::runtime::Handle::try_current()
+        {
+            let task = handle.spawn(driver);
+            self.subscription.set_task(task.abort_handle());
+        }
+    }
+}
+
 /// How long past its deadline a request waits for its execution to report the timeout.
 pub(crate) const DEADLINE_GRACE: Duration = Duration::from_millis(250);
 
@@ -84,21 +118,29 @@ impl Runtime {
             .front(request_id, request, model, routing, options, started)
             .await?
         {
-            Front::Cached(response) => return Ok(response),
+            Front::Cached(response) => return Ok(*response),
             Front::Ready(ready) => *ready,
         };
         let deadline = ready.deadline;
         let plan = ready.plan.clone();
-        let mut subscription = self.execute(ready, false)?;
+        // A whole answer's leader drives its execution inline (no task, no cross-thread
+        // wake-up); if it leaves while followers still wait, the rest of the execution is
+        // handed to a task (see `Inline`).
+        let (mut subscription, driver) = self.join(ready, false)?;
         let follower = subscription.is_follower();
+        let outcome = async {
+            if let Some(driver) = driver {
+                let mut inline = Inline {
+                    driver: Some(driver),
+                    subscription: &subscription,
+                };
+                inline.run().await;
+            }
+            subscription.outcome().await
+        };
         // The execution enforces the deadline itself (and drops the backend call before it
         // answers); the grace only guards against an execution that never answers.
-        let result = match tokio::time::timeout_at(
-            deadline + DEADLINE_GRACE,
-            subscription.outcome(),
-        )
-        .await
-        {
+        let result = match tokio::time::timeout_at(deadline + DEADLINE_GRACE, outcome).await {
             Ok(Some(result)) => result,
             Ok(None) => return Err(lost()),
             Err(_elapsed) => return Err(self.request_timeout()),
@@ -111,6 +153,21 @@ impl Runtime {
     /// task of its own (`stream`: the backend's token stream, published as it comes; else a
     /// whole answer).
     pub(crate) fn execute(&self, ready: Ready, stream: bool) -> Result<ExecSubscription, RayError> {
+        let (subscription, driver) = self.join(ready, stream)?;
+        if let Some(driver) = driver {
+            let task = tokio::spawn(driver);
+            subscription.set_task(task.abort_handle());
+        }
+        Ok(subscription)
+    }
+
+    /// Joins the execution in flight for the request's dedupe key, or starts one and returns
+    /// its driver for the caller to run (inline, or as a task).
+    fn join(
+        &self,
+        ready: Ready,
+        stream: bool,
+    ) -> Result<(ExecSubscription, Option<Driver>), RayError> {
         let model = ready.model.clone();
         let Joined {
             subscription,
@@ -125,11 +182,9 @@ impl Runtime {
                 "maxDedupeWaiters": model.limits.max_dedupe_waiters,
             }))
         })?;
-        if let Some(publisher) = publisher {
-            let task = tokio::spawn(self.clone().drive(publisher, ready, stream));
-            subscription.set_task(task.abort_handle());
-        }
-        Ok(subscription)
+        let driver = publisher
+            .map(|publisher| -> Driver { Box::pin(self.clone().drive(publisher, ready, stream)) });
+        Ok((subscription, driver))
     }
 
     async fn drive(

@@ -41,7 +41,7 @@ pub struct RequestContext {
 /// What [`Runtime::front`] decided.
 pub(crate) enum Front {
     /// The result cache answered.
-    Cached(ray_core::wire::InferResponse),
+    Cached(Box<ray_core::wire::InferResponse>),
     /// The request is ready for admission.
     Ready(Box<Ready>),
 }
@@ -82,9 +82,12 @@ impl Runtime {
                 .history
                 .as_deref()
                 .map_or(0, |h| h.iter().map(|t| t.content.len()).sum());
-        let json = request
-            .response_format
-            .is_some_and(|f| f.kind == ResponseFormatKind::JsonObject);
+        let json = request.response_format.as_ref().is_some_and(|f| {
+            matches!(
+                f.kind,
+                ResponseFormatKind::JsonObject | ResponseFormatKind::JsonSchema
+            )
+        });
         let facts = RouteFacts {
             route: Some(context.route.unwrap_or(RouteKind::Infer)),
             model: request.model.clone(),
@@ -92,7 +95,7 @@ impl Runtime {
             suggested_role: Some(suggested_role(request, json)),
             prompt_tokens: (prompt_chars as u64).div_ceil(4).min(u64::from(u32::MAX)) as u32,
             max_tokens: request.max_tokens.unwrap_or(default_max),
-            tools: context.tools,
+            tools: context.tools || request.tools.as_ref().is_some_and(|t| !t.is_empty()),
             json,
             api_key_id: context.api_key_id.clone(),
         };
@@ -163,9 +166,9 @@ impl Runtime {
             match hit {
                 Some(hit) => {
                     inc(&inner.metrics.cache_hits);
-                    return Ok(Front::Cached(
+                    return Ok(Front::Cached(Box::new(
                         self.cached_response(request_id, plan, &hit, started),
-                    ));
+                    )));
                 }
                 None => inc(&inner.metrics.cache_misses),
             }

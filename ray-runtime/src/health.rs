@@ -7,8 +7,9 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use ray_core::config::redacted_json;
 use ray_core::wire::{
-    CacheHealth, DegradationHealth, Health, ModelHealth, PressureFlags, ProviderHealth,
-    ProviderStatus, QueueHealth, Readiness, RuntimeHealth, overall_status,
+    CacheHealth, DegradationHealth, DetectedCapabilities, Health, ModelHealth, ModelIdentity,
+    PressureFlags, ProviderHealth, ProviderStatus, QueueHealth, Readiness, RuntimeHealth,
+    overall_status,
 };
 use ray_core::{ErrorCode, RayError};
 use ray_models::{Provider, ProviderHealthReport};
@@ -280,6 +281,14 @@ fn combine(warm: &WarmState, probed: ProviderStatus) -> ProviderStatus {
     }
 }
 
+/// Whether the backend reports serving another model than the configured one.
+fn mismatched(provider: &ProviderHealth) -> bool {
+    provider
+        .model_identity
+        .as_ref()
+        .is_some_and(|identity| !identity.matches)
+}
+
 impl Runtime {
     /// The default model's backend health: the probe (cached one second) combined with
     /// warm-up state.
@@ -332,15 +341,50 @@ impl Runtime {
                 serde_json::to_value(process).unwrap_or_default(),
             );
         }
+        let capabilities = report.capabilities.or_else(|| provider.capabilities());
+        let model_identity = model_identity(model, capabilities.as_ref());
+        // A backend serving another model is not ready when the config says it must match.
+        let status = match &model_identity {
+            Some(identity) if !identity.matches && identity.required => {
+                details.insert(
+                    "error".into(),
+                    format!(
+                        "the backend serves {:?}, not the configured modelRef {:?} \
+                         (model.adapter.requireBackendModelMatch)",
+                        identity.reported, identity.configured
+                    )
+                    .into(),
+                );
+                ProviderStatus::Unavailable
+            }
+            _ => status,
+        };
         ProviderHealth {
             status,
             checked_at,
             latency_ms: report.latency.map(|d| d.as_millis() as u64),
-            detected_capabilities: report.capabilities.or_else(|| provider.capabilities()),
+            detected_capabilities: capabilities,
             details: Some(serde_json::Value::Object(details)),
+            model_identity,
         }
     }
+}
 
+/// A model's configured `modelRef` against the model its backend reports, once it has.
+fn model_identity(
+    model: &ModelEntry,
+    capabilities: Option<&DetectedCapabilities>,
+) -> Option<ModelIdentity> {
+    let http = model.config.adapter.http()?;
+    let reported = capabilities?.backend_model.as_deref()?;
+    Some(ModelIdentity::check(
+        http.model_ref,
+        reported,
+        http.require_backend_model_match,
+    ))
+}
+
+impl Runtime {
     /// Pressure flags the runtime knows about (the server adds rate-limit and HTTP pressure).
     fn pressure_flags(&self) -> PressureFlags {
         let model = self.model();
@@ -380,13 +424,16 @@ impl Runtime {
         } else {
             provider.status
         };
-        Readiness::new(
+        let mut readiness = Readiness::new(
             self.inner.config.telemetry.service_name.clone(),
             status,
             scheduler.depth(),
             scheduler.in_flight,
             self.pressure_flags(),
-        )
+        );
+        readiness.backend_model_mismatch = mismatched(&provider);
+        readiness.refresh();
+        readiness
     }
 
     /// Each model's state, in config order (what `/v1/models` and `/health` list).
@@ -529,7 +576,9 @@ impl Runtime {
             in_flight += health.in_flight;
             models.push(health);
         }
-        let reasons = provider.status.reason().is_some() || flags.reasons().next().is_some();
+        let reasons = provider.status.reason().is_some()
+            || flags.reasons().next().is_some()
+            || mismatched(&provider);
         Health {
             status: overall_status(provider.status, reasons),
             uptime_ms: self.uptime().as_millis() as u64,

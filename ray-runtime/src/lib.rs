@@ -15,6 +15,8 @@
 //!
 //! [`Runtime::infer`] answers whole; [`Runtime::infer_stream`] hands the tokens on as they are
 //! generated ([`InferStream`]), with identical concurrent streams sharing one generation.
+//! [`Runtime::embed`] computes embedding vectors (OpenAI's shape) through the same cache and
+//! scheduler, for a provider that implements [`Provider::embed`](ray_models::Provider::embed).
 //!
 //! Around that it keeps metrics ([`MetricsSnapshot`], renderable as Prometheus text), the
 //! backend's health and readiness (probes cached for one second, combined with warm-up state),
@@ -57,6 +59,8 @@ mod builder;
 mod degrade;
 mod execute;
 mod front;
+
+mod embed;
 mod health;
 mod ids;
 pub mod jobs;

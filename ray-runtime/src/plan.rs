@@ -7,9 +7,10 @@ use std::collections::BTreeMap;
 use ray_core::RayError;
 use ray_core::config::{CacheKeyStrategy, ModelConfig, RayConfig};
 use ray_core::wire::{
-    AdaptiveTuningDiagnostics, ChatTurn, DegradationDiagnostics, InferRequest, Lane,
-    LearnedCapDiagnostics, OrderedF64, PromptCompilerDiagnostics, ResponseFormat,
-    ResponseFormatKind, RoutingDiagnostics, TaskRoutingDiagnostics,
+    AdaptiveTuningDiagnostics, ChatTurn, DegradationDiagnostics, GenerationExtensions,
+    InferRequest, Lane, LearnedCapDiagnostics, OrderedF64, ParameterClamp,
+    PromptCompilerDiagnostics, ResponseFormat, ResponseFormatKind, RoutingDiagnostics,
+    TaskRoutingDiagnostics,
 };
 use ray_models::{ProviderRequest, TemplateRef};
 use serde::Serialize;
@@ -52,6 +53,11 @@ pub(crate) struct Plan {
     pub(crate) task_routing: TaskRoutingDiagnostics,
     /// Which model serves the request and what chose it (set by the front once routed).
     pub(crate) routing: RoutingDiagnostics,
+    /// Parameters passed through to the backend; a request with any is neither cached nor
+    /// joined with identical ones.
+    pub(crate) extensions: GenerationExtensions,
+    /// Request values brought into range (`diagnostics.clamped`).
+    pub(crate) clamped: Vec<ParameterClamp>,
 }
 
 /// Extra knobs for internal callers.
@@ -75,6 +81,8 @@ pub(crate) fn plan(
     request.validate()?;
     let pressure = &decision.pressure;
     let model_max = model.max_output_tokens;
+    let extensions = request.extensions();
+    let clamped = request.clamps(model_max);
     let mut metadata = request.metadata.clone().unwrap_or_default();
 
     // Templates: rendered now, their metadata overriding the caller's of the same names.
@@ -253,7 +261,7 @@ pub(crate) fn plan(
         seed: request.seed,
         stop: request.stop,
         response_format,
-        use_cache: request.cache.unwrap_or(true),
+        use_cache: request.cache.unwrap_or(true) && extensions.is_empty(),
         dedupe_key: request.dedupe_key,
         metadata,
         template,
@@ -270,6 +278,8 @@ pub(crate) fn plan(
             chosen_by: "default".into(),
             ..RoutingDiagnostics::default()
         },
+        extensions,
+        clamped,
     })
 }
 
@@ -429,6 +439,7 @@ impl Plan {
             prompt_format: self.metadata.get("rayPromptFormat").cloned(),
             template: self.template.clone(),
             prepared: None,
+            extensions: self.extensions.clone(),
         }
     }
 

@@ -42,6 +42,8 @@ pub(crate) struct CachedResult {
     pub(crate) degraded: bool,
     pub(crate) provider: ProviderDiagnostics,
     pub(crate) weight: u64,
+    /// An embedding vector (the embeddings path, under its own keys); `None` for text.
+    pub(crate) embedding: Option<Arc<[f32]>>,
 }
 
 /// What admission charged a request.
@@ -172,8 +174,11 @@ impl Runtime {
                 scheduler: Some(scheduler),
                 provider: Some(output.diagnostics),
                 routing: Some(plan.routing),
+                clamped: plan.clamped,
             }),
             finish_reason: output.finish_reason,
+            tool_calls: output.tool_calls,
+            logprobs: output.logprobs,
             created_at: ray_core::time::now_rfc3339(),
         }
     }
@@ -209,8 +214,12 @@ impl Runtime {
                 scheduler: None,
                 provider: Some(hit.provider.clone()),
                 routing: Some(plan.routing),
+                clamped: plan.clamped,
             }),
             finish_reason: hit.finish_reason,
+            // Requests with tools or logprobs are never cached.
+            tool_calls: None,
+            logprobs: None,
             created_at: ray_core::time::now_rfc3339(),
         }
     }
@@ -346,5 +355,6 @@ fn cached_result(execution: &Execution, degraded: bool) -> CachedResult {
         degraded,
         provider: output.diagnostics.clone(),
         weight: output.text.len() as u64 + diagnostics_bytes + 64,
+        embedding: None,
     }
 }

@@ -63,6 +63,7 @@ pub(crate) struct Inner {
     pub(crate) ids: IdSource,
     pub(crate) started: Instant,
     pub(crate) jobs: Option<Arc<JobQueue>>,
+    pub(crate) embeddings: crate::embed::EmbedMetrics,
 }
 
 /// The Ray runtime: routing, admission, caching, dedupe, degradation, health and metrics in
@@ -135,6 +136,21 @@ impl Runtime {
     /// The id of the default model.
     pub fn default_model_id(&self) -> &str {
         &self.model().id
+    }
+
+    /// The id of the model `name` stands for (an id, an alias or a backend's `modelRef`).
+    pub fn resolve_model(&self, name: &str) -> Option<&str> {
+        self.inner.registry.get(name).map(|m| m.id.as_str())
+    }
+
+    /// The largest `maxTokens` a request naming `name` may ask for: that model's
+    /// `maxOutputTokens`, or the default model's when `name` is `None`, `auto` or unknown
+    /// (routing decides later; the chosen model's own limit then applies).
+    pub fn max_output_tokens(&self, name: Option<&str>) -> u32 {
+        name.and_then(|n| self.inner.registry.get(n))
+            .unwrap_or_else(|| self.model())
+            .config
+            .max_output_tokens
     }
 
     /// Time since the runtime was built.

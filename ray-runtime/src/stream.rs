@@ -267,7 +267,7 @@ impl Runtime {
                             text: response.output.clone(),
                         })));
                     }
-                    events.push(Ok(InferEvent::Done(Box::new(response))));
+                    events.push(Ok(InferEvent::Done(response)));
                     return Ok((Box::pin(futures_util::stream::iter(events)), routing));
                 }
                 Err(error) if attempts.falls_back(&model, &error, &route.chain, index) => continue,

@@ -90,7 +90,7 @@ fn warmup_inference(warmup: &WarmupRequest) -> InferRequest {
         max_tokens: Some(warmup.max_tokens.unwrap_or(1)),
         seed: warmup.seed,
         stop: warmup.stop.clone(),
-        response_format: warmup.response_format,
+        response_format: warmup.response_format.clone(),
         cache: Some(false),
         template_id: warmup.template_id.clone(),
         template_variables: warmup.template_variables.clone(),

@@ -284,6 +284,11 @@ impl<D, T> fmt::Debug for Subscription<D, T> {
 }
 
 impl<D: Clone, T: Clone> Subscription<D, T> {
+    /// How many requests hold this execution, this one included.
+    pub fn subscribers(&self) -> usize {
+        self.flight.state.lock().subscribers
+    }
+
     /// Whether this request joined an execution another one started.
     pub fn is_follower(&self) -> bool {
         self.follower.is_some()

@@ -19,6 +19,7 @@ use serde::de::DeserializeOwned;
 
 use crate::error::Error;
 
+mod embeddings;
 mod jobs;
 
 pub use jobs::WaitOptions;

@@ -5,7 +5,8 @@
 //! [`RayClient::health`], [`RayClient::ready`], [`RayClient::live`],
 //! [`RayClient::metrics_text`], [`RayClient::config`]; the OpenAI-compatible
 //! [`RayClient::chat_completions`], [`RayClient::chat_completions_stream`],
-//! [`RayClient::completions`] and [`RayClient::models`] with the types of [`openai`]; and for
+//! [`RayClient::completions`] and [`RayClient::models`] with the types of [`openai`], and
+//! [`RayClient::embeddings`] with the types of [`embeddings`]; and for
 //! async jobs [`RayClient::submit_job`], [`RayClient::job`], [`RayClient::list_jobs`],
 //! [`RayClient::cancel_job`] and [`RayClient::wait_for_job`] (polls until the job finishes or
 //! a deadline passes). Request and response types come from [`ray_core::wire`], so they
@@ -41,6 +42,8 @@ pub use client::{
 };
 pub use error::Error;
 pub use ray_core::ErrorCode;
+/// OpenAI-shaped embeddings request and response, for [`RayClient::embeddings`].
+pub use ray_core::wire::embeddings;
 /// OpenAI-shaped request and response types, for [`RayClient::chat_completions`] and friends.
 pub use ray_core::wire::openai;
 pub use ray_core::wire::{

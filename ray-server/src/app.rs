@@ -76,6 +76,8 @@ pub const PROTECTED_ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/chat/completions"),
     ("POST", "/v1/completions"),
     ("GET", "/v1/models"),
+    ("GET", "/v1/models/{id}"),
+    ("POST", "/v1/embeddings"),
     ("POST", "/v1/jobs"),
     ("GET", "/v1/jobs"),
     ("GET", "/v1/jobs/{id}"),
@@ -180,15 +182,21 @@ pub(crate) enum Route {
     ChatCompletions,
     Completions,
     Models,
+    Embeddings,
     Jobs,
     JobList,
     Job,
     JobCancel,
     NotFound,
+    /// `GET /v1/models/{id}`.
+    Model,
+    /// Any other `/v1/*` path outside Ray's native routes: a 404 in OpenAI's shape, so the
+    /// OpenAI SDKs raise their `NotFoundError`.
+    OpenAiNotFound,
 }
 
 impl Route {
-    const ALL: [Route; 17] = [
+    const ALL: [Route; 20] = [
         Route::Root,
         Route::Livez,
         Route::Readyz,
@@ -201,11 +209,14 @@ impl Route {
         Route::ChatCompletions,
         Route::Completions,
         Route::Models,
+        Route::Embeddings,
         Route::Jobs,
         Route::JobList,
         Route::Job,
         Route::JobCancel,
         Route::NotFound,
+        Route::Model,
+        Route::OpenAiNotFound,
     ];
 
     fn parse(method: &Method, path: &str) -> Route {
@@ -222,10 +233,15 @@ impl Route {
             (&Method::POST, "/v1/chat/completions") => Route::ChatCompletions,
             (&Method::POST, "/v1/completions") => Route::Completions,
             (&Method::GET, "/v1/models") => Route::Models,
+            (&Method::POST, "/v1/embeddings") => Route::Embeddings,
             (&Method::POST, "/v1/jobs") => Route::Jobs,
             (&Method::GET, "/v1/jobs") => Route::JobList,
             (&Method::GET, p) if p.starts_with("/v1/jobs/") => Route::Job,
             (&Method::DELETE, p) if p.starts_with("/v1/jobs/") => Route::JobCancel,
+            (&Method::GET, p) if p.starts_with("/v1/models/") && p.len() > "/v1/models/".len() => {
+                Route::Model
+            }
+            (_, p) if p.starts_with("/v1/") && !Route::native_path(p) => Route::OpenAiNotFound,
             _ => Route::NotFound,
         }
     }
@@ -245,12 +261,20 @@ impl Route {
             Route::ChatCompletions => "/v1/chat/completions",
             Route::Completions => "/v1/completions",
             Route::Models => "/v1/models",
+            Route::Embeddings => "/v1/embeddings",
             Route::Jobs => "/v1/jobs",
             Route::JobList => "/v1/jobs (list)",
             Route::Job => "/v1/jobs/{id}",
             Route::JobCancel => "/v1/jobs/{id} (cancel)",
             Route::NotFound => "not_found",
+            Route::Model => "/v1/models/{id}",
+            Route::OpenAiNotFound => "not_found (openai)",
         }
+    }
+
+    /// Ray's own `/v1` routes, whose unknown methods keep Ray's error shape.
+    fn native_path(path: &str) -> bool {
+        matches!(path, "/v1/infer" | "/v1/config" | "/v1/jobs") || path.starts_with("/v1/jobs/")
     }
 
     fn protected(self) -> bool {
@@ -265,6 +289,8 @@ impl Route {
                 | Route::ChatCompletions
                 | Route::Completions
                 | Route::Models
+                | Route::Model
+                | Route::Embeddings
                 | Route::Jobs
                 | Route::JobList
                 | Route::Job
@@ -278,6 +304,7 @@ impl Route {
             Route::Infer
                 | Route::ChatCompletions
                 | Route::Completions
+                | Route::Embeddings
                 | Route::Jobs
                 | Route::JobList
                 | Route::Job
@@ -289,7 +316,12 @@ impl Route {
     pub(crate) fn openai(self) -> bool {
         matches!(
             self,
-            Route::ChatCompletions | Route::Completions | Route::Models
+            Route::ChatCompletions
+                | Route::Completions
+                | Route::Models
+                | Route::Model
+                | Route::OpenAiNotFound
+                | Route::Embeddings
         )
     }
 
@@ -462,6 +494,9 @@ impl App {
             Route::ChatCompletions => crate::openai::chat_completions(self, request, log).await,
             Route::Completions => crate::openai::completions(self, request, log).await,
             Route::Models => crate::openai::models(self).await,
+            Route::Model => crate::openai::model(self, request.uri().path(), log).await,
+            Route::OpenAiNotFound => crate::openai::not_found(self, &request, log),
+            Route::Embeddings => crate::embeddings::embeddings(self, request, log).await,
             // The body of a refused submission is never read: close the connection.
             Route::Jobs if self.runtime.jobs().is_none() => {
                 self.reject(route, async_queue_disabled(), log, true)
@@ -552,7 +587,7 @@ impl App {
                 "routes": ["/livez", "/readyz", "/health", "/status", "/status.json",
                            "/metrics", "/v1/config",
                            "/v1/infer", "/v1/chat/completions", "/v1/completions",
-                           "/v1/models", "/v1/jobs"],
+                           "/v1/models", "/v1/embeddings", "/v1/jobs"],
             }),
         )
     }

@@ -45,8 +45,9 @@ pub enum Command {
     /// Print the JSON Schema of the config file.
     Schema,
     /// Print the effective config after layering (profile, file, RAY_* variables), with
-    /// secrets redacted.
-    PrintConfig(ServeArgs),
+    /// secrets redacted: in plain sentences with where each value came from on a terminal
+    /// (or with --explain), as JSON otherwise (or with --json).
+    PrintConfig(PrintConfigArgs),
     /// Generate the systemd units, the Caddyfile and an example env file for one VPS.
     Render(crate::render::RenderArgs),
     /// Check the host and the config before and after deploying; exits 1 on any error.
@@ -69,6 +70,22 @@ pub struct ServeArgs {
     /// is used with the RAY_* variables applied.
     #[arg(long, value_name = "FILE", env = "RAY_CONFIG")]
     pub config: Option<PathBuf>,
+}
+
+/// Options of `print-config`.
+#[derive(Debug, Clone, Args)]
+pub struct PrintConfigArgs {
+    /// Where the config comes from.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    /// Explain the config in plain sentences, section by section, with where each value came
+    /// from (the default when stdout is a terminal).
+    #[arg(long, conflicts_with = "json")]
+    pub explain: bool,
+    /// Print the effective config as JSON (the default when stdout is not a terminal, so
+    /// scripts keep working).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Options of `check-config`.
@@ -182,17 +199,36 @@ fn check_config(args: &CheckConfigArgs) -> ExitCode {
     }
 }
 
-fn print_config(args: &ServeArgs) -> ExitCode {
-    let name = args
-        .config
-        .as_ref()
-        .map_or_else(|| "config".to_string(), |p| p.display().to_string());
-    match loader(args.config.as_deref(), true).load() {
+fn print_config(args: &PrintConfigArgs) -> ExitCode {
+    use std::io::IsTerminal;
+    let config = args.serve.config.as_deref();
+    let name = config.map_or_else(|| "config".to_string(), |p| p.display().to_string());
+    let explain = args.explain || (!args.json && std::io::stdout().is_terminal());
+    match loader(config, true).load() {
         Ok(loaded) => {
             for warning in &loaded.warnings {
                 eprintln!("{}", diagnostic_line(&name, warning));
             }
-            print_json(&redacted_json(&loaded.config));
+            let view = redacted_json(&loaded.config);
+            if explain {
+                let file = config.and_then(|path| {
+                    let text = std::fs::read_to_string(path).ok()?;
+                    Some((name.clone(), serde_json::from_str(&text).ok()?))
+                });
+                let env: Vec<(String, String)> = std::env::vars().collect();
+                let provenance = crate::explain::Provenance::new(
+                    loaded.config.profile.as_str(),
+                    file,
+                    env.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                );
+                print!("{}", crate::explain::explain(&view, &provenance));
+                println!("\nmodels and routing");
+                for sentence in ray_core::config::explain_models(&loaded.config) {
+                    println!("  {sentence}");
+                }
+            } else {
+                print_json(&view);
+            }
             ExitCode::SUCCESS
         }
         Err(error) => {

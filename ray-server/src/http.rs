@@ -333,7 +333,8 @@ mod tests {
         for (body, field) in [
             (r#"{"responseFormat":[null]}"#, "responseFormat[0]:"),
             (r#"{"responseFormat":[1]}"#, "responseFormat[0]:"),
-            (r#"{"responseFormat":["text",1]}"#, "responseFormat:"),
+            (r#"{"responseFormat":["text",null,1]}"#, "responseFormat:"),
+            (r#"{"responseFormat":["text",1]}"#, "responseFormat[1]:"),
             (
                 r#"{"responseFormat":{"type":null}}"#,
                 "responseFormat.type:",

@@ -38,6 +38,8 @@ pub mod bench;
 pub mod cli;
 pub mod deploy;
 pub mod doctor;
+mod embeddings;
+pub mod explain;
 pub mod gguf;
 mod head;
 pub mod http;

@@ -8,13 +8,13 @@ use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::header::HeaderValue;
 use hyper::{Request, Response, StatusCode};
-use ray_core::RayError;
 use ray_core::wire::openai::{
     ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChunkChoice, ChunkDelta,
-    Completion, CompletionChoice, CompletionRequest, Model, ModelList, OpenAiErrorBody,
-    OpenAiUsage, finish_reason,
+    Completion, CompletionChoice, CompletionRequest, DoorLimits, Model, ModelList, OpenAiErrorBody,
+    OpenAiUsage, finish_reason, logprobs_of,
 };
 use ray_core::wire::{InferEvent, InferRequest, InferResponse};
+use ray_core::{ErrorCode, RayError};
 
 use ray_core::config::RouteKind;
 use ray_runtime::RequestContext;
@@ -35,9 +35,18 @@ fn unix_now() -> u64 {
 /// `GET /v1/models`: every configured model, with its aliases, role, state and context size
 /// (Ray's fields beside OpenAI's).
 pub(crate) async fn models(app: &App) -> Response<Body> {
+    let list = ModelList {
+        object: "list".into(),
+        data: listed_models(app).await,
+    };
+    http::json(StatusCode::OK, &list)
+}
+
+/// Every configured model with Ray's fields beside OpenAI's.
+async fn listed_models(app: &App) -> Vec<Model> {
     let runtime = app.runtime();
     let created = unix_now().saturating_sub(runtime.uptime().as_secs());
-    let data: Vec<Model> = runtime
+    runtime
         .models()
         .await
         .into_iter()
@@ -53,12 +62,72 @@ pub(crate) async fn models(app: &App) -> Response<Body> {
             cooldown_remaining_ms: model.cooldown_remaining_ms,
             ..Model::new(model.id, created)
         })
-        .collect();
-    let list = ModelList {
-        object: "list".into(),
-        data,
+        .collect()
+}
+
+/// `GET /v1/models/{id}`: the model `id` names (an id, an alias or a backend's `modelRef`),
+/// as `GET /v1/models` lists it, else `404 model_not_found` in OpenAI's shape.
+pub(crate) async fn model(app: &App, path: &str, log: &mut RequestLog) -> Response<Body> {
+    let raw = path.strip_prefix("/v1/models/").unwrap_or_default();
+    let asked = percent_decode(raw);
+    let Some(id) = app.runtime().resolve_model(&asked).map(String::from) else {
+        let known = app.runtime().model_ids().join(", ");
+        let error = RayError::new(
+            ErrorCode::ModelNotFound,
+            format!("The model {asked:?} does not exist here; the models are {known}"),
+        )
+        .with_details(serde_json::json!({ "param": "model" }));
+        return app.reject(Route::Model, error, log, false);
     };
-    http::json(StatusCode::OK, &list)
+    let mut model = listed_models(app)
+        .await
+        .into_iter()
+        .find(|m| m.id == id)
+        .unwrap_or_else(|| Model::new(id, unix_now()));
+    // Answer with the id that was asked for, as OpenAI does; the alias names the same model.
+    model.id = asked;
+    http::json(StatusCode::OK, &model)
+}
+
+/// Any other `/v1/*` path: `404 not_found` in OpenAI's shape, naming the method and path.
+pub(crate) fn not_found(
+    app: &App,
+    request: &Request<Incoming>,
+    log: &mut RequestLog,
+) -> Response<Body> {
+    let error = RayError::new(
+        ErrorCode::NotFound,
+        format!(
+            "Invalid URL ({} {}): this gateway serves POST /v1/chat/completions, \
+             POST /v1/completions, GET /v1/models and GET /v1/models/{{id}}",
+            request.method(),
+            request.uri().path()
+        ),
+    );
+    app.reject(Route::OpenAiNotFound, error, log, false)
+}
+
+/// `%XX` escapes decoded (model ids such as `org/name` arrive as `org%2Fname`); invalid
+/// escapes and invalid UTF-8 are kept as they came.
+fn percent_decode(raw: &str) -> String {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Some(byte) = std::str::from_utf8(&bytes[i + 1..i + 3])
+                .ok()
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+        {
+            out.push(byte);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap_or_else(|_| raw.to_string())
 }
 
 /// What differs between the two generation routes.
@@ -69,8 +138,13 @@ trait Endpoint: serde::de::DeserializeOwned {
     type Events: Encoder;
     fn model(&self) -> Option<&str>;
     fn to_infer(&self) -> Result<InferRequest, RayError>;
+    /// Checks the values that have a range (`max_tokens`, `temperature`, `top_p`, `n`).
+    fn check_limits(&self, limits: DoorLimits) -> Result<(), RayError>;
+    /// `n`.
+    fn choices(&self) -> u32;
     fn events(&self, model: String, created: u64) -> Self::Events;
-    fn whole(response: &InferResponse, created: u64) -> Response<Body>;
+    /// The answer to one or (with `n`) several generations.
+    fn whole(responses: &[InferResponse], created: u64) -> Response<Body>;
 }
 
 impl Endpoint for ChatCompletionRequest {
@@ -86,6 +160,14 @@ impl Endpoint for ChatCompletionRequest {
         ChatCompletionRequest::to_infer(self)
     }
 
+    fn check_limits(&self, limits: DoorLimits) -> Result<(), RayError> {
+        ChatCompletionRequest::check_limits(self, limits)
+    }
+
+    fn choices(&self) -> u32 {
+        ChatCompletionRequest::choices(self)
+    }
+
     fn events(&self, model: String, created: u64) -> ChatChunks {
         ChatChunks {
             model,
@@ -96,10 +178,10 @@ impl Endpoint for ChatCompletionRequest {
         }
     }
 
-    fn whole(response: &InferResponse, created: u64) -> Response<Body> {
+    fn whole(responses: &[InferResponse], created: u64) -> Response<Body> {
         http::json(
             StatusCode::OK,
-            &ChatCompletion::from_infer(response, created),
+            &ChatCompletion::from_choices(responses, created),
         )
     }
 }
@@ -117,6 +199,14 @@ impl Endpoint for CompletionRequest {
         CompletionRequest::to_infer(self)
     }
 
+    fn check_limits(&self, limits: DoorLimits) -> Result<(), RayError> {
+        CompletionRequest::check_limits(self, limits)
+    }
+
+    fn choices(&self) -> u32 {
+        CompletionRequest::choices(self)
+    }
+
     fn events(&self, model: String, created: u64) -> TextChunks {
         TextChunks {
             model,
@@ -126,8 +216,11 @@ impl Endpoint for CompletionRequest {
         }
     }
 
-    fn whole(response: &InferResponse, created: u64) -> Response<Body> {
-        http::json(StatusCode::OK, &Completion::from_infer(response, created))
+    fn whole(responses: &[InferResponse], created: u64) -> Response<Body> {
+        http::json(
+            StatusCode::OK,
+            &Completion::from_choices(responses, created),
+        )
     }
 }
 
@@ -149,7 +242,17 @@ pub(crate) async fn completions(
     serve::<CompletionRequest>(app, request, log).await
 }
 
-/// Parses, checks the model, translates, then answers whole or streamed.
+/// The ranges an OpenAI-compatible request is held to.
+fn door_limits(app: &App, model: Option<&str>) -> DoorLimits {
+    let runtime = app.runtime();
+    DoorLimits {
+        max_output_tokens: runtime.max_output_tokens(model),
+        max_n: runtime.config().scheduler.max_choices,
+    }
+}
+
+/// Parses, checks the model and the ranges, translates, then answers whole or streamed; with
+/// `n` above 1, runs the `n` generations side by side, each admitted on its own.
 async fn serve<E: Endpoint>(
     app: &App,
     request: Request<Incoming>,
@@ -160,21 +263,36 @@ async fn serve<E: Endpoint>(
         Ok(parsed) => parsed,
         Err((error, close)) => return app.reject(E::ROUTE, error, log, close),
     };
-    let mut infer = match parsed.to_infer() {
+    let limits = door_limits(app, parsed.model());
+    let mut infer = match parsed.check_limits(limits).and_then(|()| parsed.to_infer()) {
         Ok(infer) => infer,
         Err(error) => return app.reject(E::ROUTE, error, log, false),
     };
     // The model by name (id, alias, the backend's modelRef, or `auto` for the rules).
     infer.model = parsed.model().map(String::from);
+    let n = parsed.choices();
     if infer.stream == Some(true) {
+        if n > 1 {
+            let error = RayError::new(
+                ErrorCode::UnsupportedParameter,
+                "n: above 1 is not supported with stream: true; send stream: false for several choices",
+            )
+            .with_details(serde_json::json!({ "param": "n" }));
+            return app.reject(E::ROUTE, error, log, false);
+        }
         let created = unix_now();
         let events = |model: &str| parsed.events(model.to_string(), created);
         return app.stream(E::ROUTE, infer, &context, events, log).await;
     }
-    match whole(app, infer, &context, log).await {
-        Ok(response) => {
-            let routed = response.diagnostics.routing.clone().unwrap_or_default();
-            let answer = with_ray_headers(E::whole(&response, unix_now()), &response);
+    let answers = if n > 1 {
+        choices(app, infer, &context, n, log).await
+    } else {
+        whole(app, infer, &context, log).await.map(|r| vec![r])
+    };
+    match answers {
+        Ok(responses) => {
+            let routed = responses[0].diagnostics.routing.clone().unwrap_or_default();
+            let answer = with_ray_headers(E::whole(&responses, unix_now()), &responses[0]);
             with_routing_headers(answer, &routed)
         }
         Err(error) => app.reject(E::ROUTE, error, log, false),
@@ -192,6 +310,30 @@ async fn whole(
     Ok(response)
 }
 
+/// `n` generations of one request, side by side: each is a request of its own to the
+/// runtime (admitted, queued and counted like any other), none is served from the cache or
+/// joined with another (they are meant to differ), and a given `seed` becomes `seed + i`. The
+/// first failure fails the whole request; the others are dropped, which cancels them.
+async fn choices(
+    app: &App,
+    request: InferRequest,
+    context: &RequestContext,
+    n: u32,
+    log: &mut RequestLog,
+) -> Result<Vec<InferResponse>, RayError> {
+    let runs = (0..n).map(|i| {
+        let mut one = request.clone();
+        one.cache = Some(false);
+        one.seed = request.seed.map(|seed| seed.saturating_add(i64::from(i)));
+        app.runtime().infer_in(one, context)
+    });
+    let responses = futures_util::future::try_join_all(runs).await?;
+    if let Some(first) = responses.first() {
+        log_response(log, first);
+    }
+    Ok(responses)
+}
+
 /// Ray's request id and cache and dedupe outcome, for clients that care.
 fn with_ray_headers(mut response: Response<Body>, ray: &InferResponse) -> Response<Body> {
     let headers = response.headers_mut();
@@ -205,6 +347,11 @@ fn with_ray_headers(mut response: Response<Body>, ray: &InferResponse) -> Respon
     headers.insert(
         "x-ray-deduplicated",
         HeaderValue::from_static(if ray.deduplicated { "true" } else { "false" }),
+    );
+    // A pressure clamp lowered max_tokens (the documented degradation): say so.
+    headers.insert(
+        "x-ray-degraded",
+        HeaderValue::from_static(if ray.degraded { "true" } else { "false" }),
     );
     response
 }
@@ -252,6 +399,7 @@ impl ChatChunks {
             let delta = ChunkDelta {
                 role: Some("assistant".into()),
                 content: Some(String::new()),
+                tool_calls: None,
             };
             frames.push(sse::encode_json(None, &self.chunk(delta, None)));
         }
@@ -271,16 +419,37 @@ impl Encoder for ChatChunks {
                 let delta = ChunkDelta {
                     role: None,
                     content: Some(delta.text.clone()),
+                    tool_calls: None,
                 };
                 frames.push(sse::encode_json(None, &self.chunk(delta, None)));
             }
             InferEvent::Done(response) => {
                 self.role(&mut frames);
+                // Tool calls go out whole, one delta carrying every call with its index, as
+                // OpenAI's SDKs accumulate them.
+                if let Some(calls) = &response.tool_calls {
+                    let calls = calls
+                        .iter()
+                        .enumerate()
+                        .map(|(i, call)| {
+                            serde_json::json!({
+                                "index": i, "id": call.id, "type": call.kind,
+                                "function": {"name": call.function.name,
+                                             "arguments": call.function.arguments},
+                            })
+                        })
+                        .collect();
+                    let delta = ChunkDelta {
+                        tool_calls: Some(calls),
+                        ..ChunkDelta::default()
+                    };
+                    frames.push(sse::encode_json(None, &self.chunk(delta, None)));
+                }
                 let finish = finish_reason(response.finish_reason);
-                frames.push(sse::encode_json(
-                    None,
-                    &self.chunk(ChunkDelta::default(), Some(finish)),
-                ));
+                let mut last = self.chunk(ChunkDelta::default(), Some(finish));
+                // Log probabilities of a streamed answer come in its last chunk with choices.
+                last.choices[0].logprobs = logprobs_of(response);
+                frames.push(sse::encode_json(None, &last));
                 if self.include_usage {
                     let mut chunk = self.chunk(ChunkDelta::default(), None);
                     chunk.choices.clear();

@@ -21,6 +21,7 @@ fn request(method: &str, path: &str, authorization: Option<&str>, extra: &[&str]
     let body = match path.as_str() {
         "/v1/chat/completions" => r#"{"messages":[{"role":"user","content":"hi"}],"max_tokens":8}"#,
         "/v1/completions" => r#"{"prompt":"hi","max_tokens":8}"#,
+        "/v1/embeddings" => r#"{"input":"hi"}"#,
         _ if method == "POST" => r#"{"input":"hi","maxTokens":8}"#,
         _ => "",
     };
@@ -39,6 +40,8 @@ fn request(method: &str, path: &str, authorization: Option<&str>, extra: &[&str]
 fn expected_with_a_key(path: &str) -> (u16, Option<&'static str>) {
     match path {
         "/v1/jobs" | "/v1/jobs/{id}" => (503, Some("async_queue_disabled")),
+        // A job id is no model id.
+        "/v1/models/{id}" => (404, Some("model_not_found")),
         _ => (200, None),
     }
 }

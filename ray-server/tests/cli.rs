@@ -168,6 +168,86 @@ fn print_config_layers_env_and_redacts_headers() {
 }
 
 #[test]
+fn print_config_explain_mentions_every_section_and_where_values_came_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        &dir,
+        "vps.json",
+        r#"{"profile":"vps","scheduler":{"maxQueue":40},
+            "model":{"adapter":{"kind":"openai-compatible","headers":{"X-Token":"s3cret"}}}}"#,
+    );
+    let run = |extra: &[&str]| {
+        let output = binary()
+            .arg("print-config")
+            .arg("--config")
+            .arg(&file)
+            .args(extra)
+            .env("RAY_SCHEDULER_CONCURRENCY", "3")
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let text = run(&["--explain"]);
+    assert!(!text.contains("s3cret"), "{text}");
+    let json: serde_json::Value = serde_json::from_str(&run(&["--json"])).unwrap();
+    for section in json.as_object().unwrap().keys() {
+        if section != "profile" {
+            assert!(
+                text.contains(&format!("\n{section}\n")),
+                "no {section}:\n{text}"
+            );
+        }
+    }
+    assert!(text.contains("Profile vps (chosen by the file)"), "{text}");
+    assert!(
+        text.contains("Up to 3 requests run at once; up to 40 wait"),
+        "{text}"
+    );
+    assert!(
+        text.contains("concurrency = 3 (env RAY_SCHEDULER_CONCURRENCY)"),
+        "{text}"
+    );
+    assert!(text.contains("maxQueue = 40 (file)"), "{text}");
+    assert!(text.contains("(profile vps)"), "{text}");
+    // Not a terminal and no flag: JSON, as scripts expect.
+    let piped: serde_json::Value = serde_json::from_str(&run(&[])).unwrap();
+    assert_eq!(piped["scheduler"]["concurrency"], 3);
+}
+
+#[test]
+fn print_config_and_check_config_say_where_requests_go_in_plain_words() {
+    let config = repo_root().join("examples/config/ray.4gb.three-models.json");
+    let output = binary()
+        .args(["print-config", "--explain", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let text = String::from_utf8(output.stdout).unwrap();
+    for sentence in [
+        "3 models: qwen2.5-1.5b-instruct-q4_k_m (drafter, llama.cpp backend, also called drafter)",
+        "Requests with task classify or label (rule classify) go to qwen2.5-0.5b-instruct-q4_k_m.",
+        "The rest go to qwen2.5-1.5b-instruct-q4_k_m.",
+        "If qwen2.5-1.5b-instruct-q4_k_m is down, its requests fall back to \
+         qwen2.5-0.5b-instruct-q4_k_m",
+        "/v1/embeddings is served by bge-small-en-v1.5-q8_0",
+    ] {
+        assert!(text.contains(sentence), "missing {sentence:?} in:\n{text}");
+    }
+    let output = binary().arg("check-config").arg(&config).output().unwrap();
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        text.contains("The rest go to qwen2.5-1.5b-instruct-q4_k_m."),
+        "{text}"
+    );
+}
+
+#[test]
 fn every_subcommand_has_help() {
     for args in [
         vec!["--help"],

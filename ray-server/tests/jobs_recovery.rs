@@ -73,6 +73,8 @@ async fn a_damaged_store_never_stops_the_start_and_the_work_resumes() {
         diagnostics: Box::new(Diagnostics::default()),
         finish_reason: None,
         created_at: "2026-01-01T00:00:01.000Z".into(),
+        tool_calls: None,
+        logprobs: None,
     }));
     finished.completed_at = Some("2026-01-01T00:00:01.000Z".into());
     finished.callback = Some(JobCallback {

@@ -312,12 +312,12 @@ async fn openai_routes_answer_errors_in_openai_shape_with_ray_statuses() {
         }
     };
     let unsupported =
-        post(r#"{"messages":[{"role":"user","content":"x"}],"tools":[{"type":"function"}]}"#).await;
+        post(r#"{"messages":[{"role":"user","content":"x"}],"functions":[{"name":"f"}]}"#).await;
     assert_eq!(unsupported.status(), 400);
     let body: serde_json::Value = unsupported.json().await.unwrap();
     assert_eq!(body["error"]["type"], "invalid_request_error");
     assert_eq!(body["error"]["code"], "unsupported_parameter");
-    assert_eq!(body["error"]["param"], "tools");
+    assert_eq!(body["error"]["param"], "functions");
     let unknown = post(r#"{"model":"gpt-4o","messages":[{"role":"user","content":"x"}]}"#).await;
     assert_eq!(unknown.status(), 404);
     let body: serde_json::Value = unknown.json().await.unwrap();

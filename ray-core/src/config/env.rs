@@ -125,6 +125,12 @@ pub const ENV_VARS: &[EnvVar] = &[
     ),
     scoped("RAY_MODEL_REF", "model.adapter.modelRef", Text, HttpAdapter),
     scoped(
+        "RAY_MODEL_REQUIRE_BACKEND_MODEL_MATCH",
+        "model.adapter.requireBackendModelMatch",
+        Bool,
+        HttpAdapter,
+    ),
+    scoped(
         "RAY_MODEL_API_KEY_ENV",
         "model.adapter.apiKeyEnv",
         Text,
@@ -350,6 +356,7 @@ pub const ENV_VARS: &[EnvVar] = &[
         "scheduler.shortJobMaxTokens",
         Int,
     ),
+    var("RAY_SCHEDULER_MAX_CHOICES", "scheduler.maxChoices", Int),
     var(
         "RAY_SCHEDULER_MAX_DEDUPE_WAITERS",
         "scheduler.maxDedupeWaiters",

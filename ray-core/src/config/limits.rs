@@ -182,6 +182,7 @@ pub const FIELD_LIMITS: &[FieldLimit] = &[
     int("scheduler.batchWindowMs", 0, 1_000),
     at_least("scheduler.affinityLookahead", 1),
     int("scheduler.maxDedupeWaiters", 1, 4_096),
+    int("scheduler.maxChoices", 1, 16),
     at_least("scheduler.shortJobMaxTokens", 1),
     // streaming
     int("streaming.firstTokenTimeoutMs", 1, 600_000),

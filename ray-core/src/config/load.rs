@@ -717,9 +717,10 @@ const INHERITED_MODEL_FIELDS: [&str; 6] = [
     "operational",
 ];
 
-/// Fills each entry of `models` from `model` (see [`INHERITED_MODEL_FIELDS`]) and its adapter
-/// from the profile's defaults for the entry's adapter kind (default: the kind of
-/// `model.adapter`). Entries that are not objects are left for typing to report.
+/// Fills each entry of `models` from `model` (see [`INHERITED_MODEL_FIELDS`]); its adapter
+/// starts from `model.adapter` when the kinds match (the entry's kind defaults to that of
+/// `model.adapter`), else from the profile's defaults for its kind, never with a
+/// `launchProfile` and with `modelRef` defaulting to the entry's id. Entries that are not objects are left for typing to report.
 fn expand_models(merged: &mut Value, profile: Profile, diagnostics: &mut Vec<Diagnostic>) {
     let template = merged.get("model").cloned().unwrap_or(Value::Null);
     let template_kind = pointer(&template, "adapter.kind")
@@ -760,18 +761,31 @@ fn expand_models(merged: &mut Value, profile: Profile, diagnostics: &mut Vec<Dia
                 continue;
             }
         };
-        let Some(defaults) = adapter_defaults(&kind, &id, profile) else {
-            diagnostics.push(Diagnostic::error(
-                format!("models[{index}].adapter.kind"),
-                format!(
-                    "unknown adapter kind {kind:?}; expected mock, openai-compatible or llama.cpp"
-                ),
-            ));
-            fields.insert("adapter".into(), adapter);
-            continue;
+        // The same kind as `model.adapter`: start from it; another kind: from the profile's
+        // defaults for that kind.
+        let inherited = template
+            .get("adapter")
+            .filter(|_| kind == template_kind)
+            .cloned();
+        let mut base = match inherited {
+            Some(adapter) => adapter,
+            None => match adapter_defaults(&kind, &id, profile) {
+                Some(defaults) => serde_json::to_value(defaults).unwrap_or(Value::Null),
+                None => {
+                    diagnostics.push(Diagnostic::error(
+                        format!("models[{index}].adapter.kind"),
+                        format!(
+                            "unknown adapter kind {kind:?}; expected mock, openai-compatible or \
+                             llama.cpp"
+                        ),
+                    ));
+                    fields.insert("adapter".into(), adapter);
+                    continue;
+                }
+            },
         };
-        let mut base = serde_json::to_value(defaults).unwrap_or(Value::Null);
-        // A launch profile describes one process; an entry never inherits the profile's.
+        // A launch profile describes one process and `modelRef` names one model: an entry
+        // never inherits them (its `modelRef` defaults to its id).
         if let Value::Object(map) = &mut base {
             map.remove("launchProfile");
             if kind != "mock" {

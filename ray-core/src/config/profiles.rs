@@ -399,6 +399,7 @@ pub fn profile_defaults(profile: Profile) -> RayConfig {
             timeout_ms,
             headers: None,
             warmup_requests: None,
+            require_backend_model_match: None,
         }),
         AdapterRow::Llama {
             model_ref,
@@ -414,6 +415,7 @@ pub fn profile_defaults(profile: Profile) -> RayConfig {
             timeout_ms,
             headers: None,
             warmup_requests: None,
+            require_backend_model_match: None,
             cache_prompt: Some(true),
             slot_id: None,
             slot_state_ttl_ms: Some(slot_state_ttl_ms),
@@ -502,6 +504,7 @@ pub fn profile_defaults(profile: Profile) -> RayConfig {
             affinity_lookahead: r.affinity_lookahead,
             short_job_max_tokens: 96,
             max_dedupe_waiters: 256,
+            max_choices: 4,
         },
         async_queue: AsyncQueueConfig {
             enabled: false,
@@ -622,6 +625,7 @@ pub fn adapter_defaults(kind: &str, model_id: &str, profile: Profile) -> Option<
             timeout_ms: a.timeout_ms,
             headers: a.headers.clone(),
             warmup_requests: a.warmup_requests.clone(),
+            require_backend_model_match: a.require_backend_model_match,
         }),
         AdapterConfig::LlamaCpp(a) => Some(OpenAiAdapterConfig {
             base_url: a.base_url.clone(),
@@ -630,6 +634,7 @@ pub fn adapter_defaults(kind: &str, model_id: &str, profile: Profile) -> Option<
             timeout_ms: a.timeout_ms,
             headers: a.headers.clone(),
             warmup_requests: a.warmup_requests.clone(),
+            require_backend_model_match: a.require_backend_model_match,
         }),
     };
     let from_mock = |timeout_ms| OpenAiAdapterConfig {
@@ -639,6 +644,7 @@ pub fn adapter_defaults(kind: &str, model_id: &str, profile: Profile) -> Option<
         timeout_ms,
         headers: None,
         warmup_requests: None,
+        require_backend_model_match: None,
     };
     match kind {
         "mock" => Some(AdapterConfig::Mock(MockAdapterConfig {
@@ -657,6 +663,7 @@ pub fn adapter_defaults(kind: &str, model_id: &str, profile: Profile) -> Option<
                 timeout_ms: http.timeout_ms,
                 headers: http.headers,
                 warmup_requests: http.warmup_requests,
+                require_backend_model_match: http.require_backend_model_match,
                 cache_prompt: None,
                 slot_id: None,
                 slot_state_ttl_ms: None,

@@ -449,6 +449,7 @@ impl AdapterConfig {
                 timeout_ms: a.timeout_ms,
                 headers: a.headers.as_ref(),
                 warmup_requests: a.warmup_requests.as_deref(),
+                require_backend_model_match: a.require_backend_model_match.unwrap_or(false),
             }),
             AdapterConfig::LlamaCpp(a) => Some(HttpAdapterView {
                 base_url: &a.base_url,
@@ -457,6 +458,7 @@ impl AdapterConfig {
                 timeout_ms: a.timeout_ms,
                 headers: a.headers.as_ref(),
                 warmup_requests: a.warmup_requests.as_deref(),
+                require_backend_model_match: a.require_backend_model_match.unwrap_or(false),
             }),
         }
     }
@@ -485,6 +487,8 @@ pub struct HttpAdapterView<'a> {
     pub headers: Option<&'a BTreeMap<String, String>>,
     /// Warm-up requests.
     pub warmup_requests: Option<&'a [WarmupRequest]>,
+    /// Readiness depends on the backend serving `model_ref`.
+    pub require_backend_model_match: bool,
 }
 
 /// The built-in mock provider.
@@ -521,6 +525,13 @@ pub struct OpenAiAdapterConfig {
     /// Requests run at warm-up (at most 8); default a single `{"input":"ping"}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warmup_requests: Option<Vec<WarmupRequest>>,
+    /// Make readiness depend on the backend serving `modelRef`: when the backend reports
+    /// another model (`llama-server` `/props`: its alias, else its model file), the provider
+    /// counts as unavailable and `/readyz` answers 503 with `backend_model_mismatch`. Default
+    /// false: `/health` and `/readyz` only report the mismatch (status `degraded`).
+    /// Env: `RAY_MODEL_REQUIRE_BACKEND_MODEL_MATCH`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_backend_model_match: Option<bool>,
 }
 
 /// llama.cpp's `llama-server`.
@@ -546,6 +557,13 @@ pub struct LlamaCppAdapterConfig {
     /// Requests run at warm-up (at most 8); default a single `{"input":"ping"}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warmup_requests: Option<Vec<WarmupRequest>>,
+    /// Make readiness depend on the backend serving `modelRef`: when the backend reports
+    /// another model (`llama-server` `/props`: its alias, else its model file), the provider
+    /// counts as unavailable and `/readyz` answers 503 with `backend_model_mismatch`. Default
+    /// false: `/health` and `/readyz` only report the mismatch (status `degraded`).
+    /// Env: `RAY_MODEL_REQUIRE_BACKEND_MODEL_MATCH`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_backend_model_match: Option<bool>,
     /// Ask llama.cpp to reuse the slot's prompt cache (`cache_prompt`); default true.
     /// Env: `RAY_LLAMA_CPP_CACHE_PROMPT`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -727,6 +745,16 @@ pub struct SchedulerConfig {
     /// followers are refused with `queue_full`. Env: `RAY_SCHEDULER_MAX_DEDUPE_WAITERS`.
     #[serde(default = "default_max_dedupe_waiters")]
     pub max_dedupe_waiters: u32,
+    /// The most choices one OpenAI-compatible request may ask for (`n`), 1 to 16. Each choice
+    /// is a generation of its own, admitted through the scheduler like any request, so a
+    /// request costs `n` times its tokens; `n` above this is refused with 400.
+    /// Env: `RAY_SCHEDULER_MAX_CHOICES`.
+    #[serde(default = "default_max_choices")]
+    pub max_choices: u32,
+}
+
+fn default_max_choices() -> u32 {
+    4
 }
 
 fn default_max_dedupe_waiters() -> u32 {

@@ -442,6 +442,7 @@ pub fn validate(config: &RayConfig) -> Vec<Diagnostic> {
         "scheduler.maxDedupeWaiters",
         i128::from(s.max_dedupe_waiters),
     );
+    c.int("scheduler.maxChoices", i128::from(s.max_choices));
     c.at_most_field(
         "scheduler.shortJobMaxTokens",
         s.short_job_max_tokens.into(),

@@ -114,6 +114,10 @@ pub struct Readiness {
     pub pressure: PressureFlags,
     /// Reason codes, provider first, then pressures in a fixed order.
     pub reasons: Vec<String>,
+    /// The backend reports serving another model than `modelRef` (`backend_model_mismatch`
+    /// follows the provider's reason).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub backend_model_mismatch: bool,
 }
 
 impl Readiness {
@@ -135,6 +139,7 @@ impl Readiness {
             in_flight,
             pressure,
             reasons: Vec::new(),
+            backend_model_mismatch: false,
         };
         readiness.refresh();
         readiness
@@ -146,6 +151,10 @@ impl Readiness {
             .provider_status
             .reason()
             .into_iter()
+            .chain(
+                self.backend_model_mismatch
+                    .then_some(ModelIdentity::MISMATCH),
+            )
             .chain(self.pressure.reasons())
             .map(String::from)
             .collect();
@@ -272,6 +281,53 @@ pub struct ProviderHealth {
     /// Probe results, slot state, warm-up state and errors.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub details: Option<serde_json::Value>,
+    /// Whether the backend serves the configured model, once it has said which it serves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_identity: Option<ModelIdentity>,
+}
+
+/// The configured model against the one the backend reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelIdentity {
+    /// The adapter's `modelRef`.
+    pub configured: String,
+    /// What the backend reports (`llama-server` `/props`: its alias or model path).
+    pub reported: String,
+    /// Whether they name the same model (equal, or one is the other's file name or stem).
+    pub matches: bool,
+    /// `backend_model_mismatch` when they differ.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Whether readiness depends on the match (`model.adapter.requireBackendModelMatch`).
+    pub required: bool,
+}
+
+impl ModelIdentity {
+    /// The reason code of a mismatch.
+    pub const MISMATCH: &'static str = "backend_model_mismatch";
+
+    /// Compares the configured and the reported model.
+    pub fn check(configured: &str, reported: &str, required: bool) -> ModelIdentity {
+        let matches = model_names_match(configured, reported);
+        ModelIdentity {
+            configured: configured.to_string(),
+            reported: reported.to_string(),
+            matches,
+            reason: (!matches).then(|| ModelIdentity::MISMATCH.to_string()),
+            required,
+        }
+    }
+}
+
+/// Whether two model names name the same model: equal, or equal once each is reduced to its
+/// file name and then to its stem without `.gguf` (`/models/qwen.gguf` names `qwen`).
+pub fn model_names_match(a: &str, b: &str) -> bool {
+    fn stem(name: &str) -> &str {
+        let file = name.rsplit(['/', '\\']).next().unwrap_or(name);
+        file.strip_suffix(".gguf").unwrap_or(file)
+    }
+    a == b || stem(a) == stem(b)
 }
 
 /// Whether a backend feature is there.
@@ -314,6 +370,10 @@ pub struct DetectedCapabilities {
     pub metrics: Availability,
     /// Token streaming works.
     pub streaming: Availability,
+    /// The chat template can present tools and the backend parses tool calls
+    /// (`llama-server` `/props` `chat_template_caps.supports_tools`, which needs `--jinja`).
+    #[serde(default)]
+    pub tools: Availability,
     /// Context window per slot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context_window: Option<u32>,
@@ -613,6 +673,43 @@ pub struct GatewayHttpHealth {
     pub request_timeout_ms: u64,
     /// Idle keep-alive timeout.
     pub keep_alive_timeout_ms: u64,
+}
+
+#[cfg(test)]
+mod identity_tests {
+    use super::*;
+
+    #[test]
+    fn model_names_match_by_name_file_or_stem() {
+        assert!(model_names_match("qwen", "qwen"));
+        assert!(model_names_match("qwen", "/models/qwen.gguf"));
+        assert!(model_names_match("/srv/qwen.gguf", "qwen.gguf"));
+        assert!(!model_names_match("qwen", "llama"));
+        let identity = ModelIdentity::check("ray-tiny", "ray-large", false);
+        assert_eq!(identity.reason.as_deref(), Some("backend_model_mismatch"));
+    }
+
+    #[test]
+    fn a_mismatch_is_a_readiness_reason_after_the_providers() {
+        let mut readiness = Readiness::new(
+            "ray",
+            ProviderStatus::Ready,
+            0,
+            0,
+            PressureFlags {
+                queue: true,
+                ..PressureFlags::default()
+            },
+        );
+        readiness.backend_model_mismatch = true;
+        readiness.refresh();
+        assert_eq!(
+            readiness.reasons,
+            ["backend_model_mismatch", "queue_pressure"]
+        );
+        assert_eq!(readiness.status, HealthStatus::Degraded);
+        assert!(readiness.is_ready());
+    }
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::error::RayError;
+use crate::wire::generation::{GenerationExtensions, JsonSchemaFormat, ParameterClamp, ToolCall};
 
 /// Limits on the fields of an [`InferRequest`], as documented in `docs/api.md`.
 pub mod limits {
@@ -110,16 +111,60 @@ pub struct InferRequest {
     /// `classify`. The OpenAI routes take it from the `X-Ray-Task` header. New in this version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task: Option<String>,
+    /// Penalty on tokens already present, in `[-2, 2]` (new; passed to the backend).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub presence_penalty: Option<f64>,
+    /// Penalty by how often a token appeared, in `[-2, 2]` (new; passed to the backend).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frequency_penalty: Option<f64>,
+    /// Token id (a decimal string) to a bias in `[-100, 100]`, at most 300 entries (new).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logit_bias: Option<BTreeMap<String, f64>>,
+    /// Return each output token's log probability in `logprobs` (new; chat backends).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<bool>,
+    /// With `logprobs`, the 0 to 20 most likely alternatives at each position (new).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_logprobs: Option<u32>,
+    /// Tools the model may call, in OpenAI's shape (new; backends that support tools).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<Vec<serde_json::Value>>")]
+    pub tools: Option<Vec<serde_json::Value>>,
+    /// `none`, `auto`, `required` or `{"type":"function","function":{"name":...}}` (new).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<serde_json::Value>")]
+    pub tool_choice: Option<serde_json::Value>,
+    /// Whether the model may call several tools at once (new).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallel_tool_calls: Option<bool>,
 }
 
 /// One earlier turn of a conversation.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ChatTurn {
     /// Who said it.
     pub role: TurnRole,
     /// What was said.
     pub content: String,
+    /// The tools an assistant turn called (new).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCall>>,
+    /// The call a `tool` turn answers (new; required on `tool` turns).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+}
+
+impl ChatTurn {
+    /// A plain turn of `role` saying `content`.
+    pub fn new(role: TurnRole, content: impl Into<String>) -> ChatTurn {
+        ChatTurn {
+            role,
+            content: content.into(),
+            tool_calls: None,
+            tool_call_id: None,
+        }
+    }
 }
 
 /// The speaker of a [`ChatTurn`].
@@ -130,14 +175,17 @@ pub enum TurnRole {
     User,
     /// The model.
     Assistant,
+    /// A tool's result, answering an assistant turn's call (new).
+    Tool,
 }
 
 impl TurnRole {
-    /// `user` or `assistant`.
+    /// `user`, `assistant` or `tool`.
     pub const fn as_str(self) -> &'static str {
         match self {
             TurnRole::User => "user",
             TurnRole::Assistant => "assistant",
+            TurnRole::Tool => "tool",
         }
     }
 }
@@ -153,12 +201,25 @@ fn lenient_tokens<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u
 }
 
 /// The requested output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResponseFormat {
-    /// `text` or `json_object`.
+    /// `text`, `json_object` or `json_schema`.
     #[serde(rename = "type")]
     pub kind: ResponseFormatKind,
+    /// With `json_schema`: the schema the answer must follow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json_schema: Option<JsonSchemaFormat>,
+}
+
+impl ResponseFormat {
+    /// A format of `kind` without a schema.
+    pub fn of(kind: ResponseFormatKind) -> ResponseFormat {
+        ResponseFormat {
+            kind,
+            json_schema: None,
+        }
+    }
 }
 
 /// The kinds of [`ResponseFormat`].
@@ -169,6 +230,9 @@ pub enum ResponseFormatKind {
     Text,
     /// One JSON object.
     JsonObject,
+    /// One JSON value following a schema (`json_schema`), enforced by the backend's grammar
+    /// and checked by Ray.
+    JsonSchema,
 }
 
 /// A template variable value: a string, number or boolean.
@@ -201,6 +265,74 @@ impl InferRequest {
             input: Some(input.into()),
             ..InferRequest::default()
         }
+    }
+
+    /// Whether the conversation ends with tool results for the model to answer (then
+    /// `input` may be left out: there is no new user message).
+    pub fn answers_tool_calls(&self) -> bool {
+        self.history
+            .as_ref()
+            .and_then(|h| h.last())
+            .is_some_and(|turn| turn.role == TurnRole::Tool)
+    }
+
+    /// The generation parameters beyond Ray's own, for the backend.
+    pub fn extensions(&self) -> GenerationExtensions {
+        GenerationExtensions {
+            presence_penalty: self.presence_penalty,
+            frequency_penalty: self.frequency_penalty,
+            logit_bias: self.logit_bias.clone(),
+            logprobs: self.logprobs.filter(|l| *l),
+            top_logprobs: self.top_logprobs,
+            tools: self.tools.clone(),
+            tool_choice: self.tool_choice.clone(),
+            parallel_tool_calls: self.parallel_tool_calls,
+            json_schema: self
+                .response_format
+                .as_ref()
+                .and_then(|f| f.json_schema.clone()),
+        }
+    }
+
+    /// The values `/v1/infer` brings into range rather than refusing (its documented
+    /// behaviour): `maxTokens` to `[1, max_output_tokens]`, `temperature` to `[0, 2]`, `topP`
+    /// to `[0.1, 1]`. Each clamp is reported in `diagnostics.clamped`.
+    pub fn clamps(&self, max_output_tokens: u32) -> Vec<ParameterClamp> {
+        use crate::wire::generation::ranges::*;
+        let mut clamps = Vec::new();
+        if let Some(max) = self.max_tokens {
+            let applied = max.clamp(1, max_output_tokens.max(1));
+            if applied != max {
+                clamps.push(ParameterClamp {
+                    param: "maxTokens".into(),
+                    requested: f64::from(max),
+                    applied: f64::from(applied),
+                    limit: format!("between 1 and model.maxOutputTokens ({max_output_tokens})"),
+                });
+            }
+        }
+        for (param, value, min, max) in [
+            (
+                "temperature",
+                self.temperature,
+                TEMPERATURE_MIN,
+                TEMPERATURE_MAX,
+            ),
+            ("topP", self.top_p, TOP_P_MIN, TOP_P_MAX),
+        ] {
+            if let Some(value) = value.filter(|v| v.is_finite()) {
+                let applied = value.clamp(min, max);
+                if applied != value {
+                    clamps.push(ParameterClamp {
+                        param: param.into(),
+                        requested: value,
+                        applied,
+                        limit: format!("between {min} and {max}"),
+                    });
+                }
+            }
+        }
+        clamps
     }
 
     /// Checks the field limits that do not depend on the config, reporting every problem.
@@ -250,10 +382,24 @@ impl InferRequest {
                     format!("must be at most {TEMPLATE_ID_MAX_CHARS} chars"),
                 );
             }
-        } else if !has_input {
+        } else if !has_input && !self.answers_tool_calls() {
             push("input", "input must be a non-empty string".into());
         }
         if let Some(history) = &self.history {
+            for (i, turn) in history.iter().enumerate() {
+                if turn.role == TurnRole::Tool && turn.tool_call_id.is_none() {
+                    push(
+                        &format!("history[{i}].toolCallId"),
+                        "is required on tool turns".into(),
+                    );
+                }
+                if turn.tool_calls.is_some() && turn.role != TurnRole::Assistant {
+                    push(
+                        &format!("history[{i}].toolCalls"),
+                        "is only allowed on assistant turns".into(),
+                    );
+                }
+            }
             if self.template_id.is_some() {
                 push("history", "cannot be combined with templateId".into());
             }
@@ -369,6 +515,18 @@ impl InferRequest {
                 }
             }
         }
+        problems.extend(self.extensions().problems());
+        if let Some(format) = &self.response_format {
+            match (format.kind, &format.json_schema) {
+                (ResponseFormatKind::JsonSchema, None) => problems
+                    .push("responseFormat.json_schema: is required with type json_schema".into()),
+                (ResponseFormatKind::Text | ResponseFormatKind::JsonObject, Some(_)) => problems
+                    .push(
+                        "responseFormat.json_schema: is only allowed with type json_schema".into(),
+                    ),
+                _ => {}
+            }
+        }
         problems
     }
 }
@@ -398,11 +556,20 @@ pub struct InferResponse {
     /// Why the request was shaped and routed the way it was. (Boxed: it is most of the
     /// response's size, and responses move through several async layers.)
     pub diagnostics: Box<Diagnostics>,
-    /// Why generation stopped: `stop` (end of sequence or a stop string) or `length`.
+    /// Why generation stopped: `stop` (end of sequence or a stop string), `length`, or
+    /// `tool_calls`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finish_reason: Option<FinishReason>,
     /// RFC 3339 time of the answer.
     pub created_at: String,
+    /// The tools the model called (a request with `tools` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCall>>,
+    /// Each output token's log probability, in OpenAI's `logprobs.content` shape (a request
+    /// with `logprobs` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<Vec<serde_json::Value>>")]
+    pub logprobs: Option<Vec<serde_json::Value>>,
 }
 
 /// Why generation stopped.
@@ -413,6 +580,8 @@ pub enum FinishReason {
     Stop,
     /// `maxTokens` was reached.
     Length,
+    /// The model called one or more tools (`toolCalls`).
+    ToolCalls,
 }
 
 /// Size of the prompt and completion.
@@ -470,6 +639,10 @@ pub struct Diagnostics {
     /// Which model served the request and why. New in this version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub routing: Option<RoutingDiagnostics>,
+    /// Request values brought into range rather than refused (`/v1/infer`'s documented
+    /// clamps of `maxTokens`, `temperature` and `topP`); absent when none was.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clamped: Vec<ParameterClamp>,
 }
 
 /// How a request was routed to the model that served it.
@@ -908,7 +1081,23 @@ mod tests {
 
     #[test]
     fn response_format_rejects_other_types() {
-        assert!(parse(r#"{"responseFormat":{"type":"json_schema"}}"#).is_err());
+        assert!(parse(r#"{"responseFormat":{"type":"xml"}}"#).is_err());
+        let no_schema = parse(r#"{"input":"x","responseFormat":{"type":"json_schema"}}"#).unwrap();
+        assert!(
+            no_schema
+                .validate()
+                .unwrap_err()
+                .message()
+                .contains("json_schema"),
+            "json_schema needs its schema"
+        );
+        let with_schema = parse(
+            r#"{"input":"x","responseFormat":{"type":"json_schema",
+                "json_schema":{"name":"s","schema":{"type":"object"}}}}"#,
+        )
+        .unwrap();
+        assert!(with_schema.validate().is_ok());
+        assert!(with_schema.extensions().json_schema.is_some());
         let ok = parse(r#"{"responseFormat":{"type":"json_object"}}"#).unwrap();
         assert_eq!(
             ok.response_format.unwrap().kind,

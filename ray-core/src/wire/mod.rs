@@ -1,16 +1,21 @@
 //! Wire types: what crosses HTTP between clients, the gateway and the SDK.
 
+pub mod embeddings;
+pub mod generation;
 pub mod health;
 pub mod infer;
 pub mod jobs;
 pub mod openai;
 pub mod stream;
 
+pub use generation::{
+    FunctionCall, GenerationExtensions, JsonSchemaFormat, ParameterClamp, ToolCall,
+};
 pub use health::{
     AdaptiveHealth, Availability, CacheHealth, CpuHealth, DegradationHealth, DetectedCapabilities,
     GatewayHealth, GatewayHttpHealth, Health, HealthStatus, MemoryHealth, ModelHealth,
-    PreparationHealth, PressureFlags, ProviderHealth, ProviderStatus, QueueHealth, RateLimitHealth,
-    Readiness, RuntimeHealth, overall_status,
+    ModelIdentity, PreparationHealth, PressureFlags, ProviderHealth, ProviderStatus, QueueHealth,
+    RateLimitHealth, Readiness, RuntimeHealth, model_names_match, overall_status,
 };
 pub use infer::{
     AdaptiveTuningDiagnostics, ChatTurn, CountTriple, CpuSignals, DegradationDiagnostics,

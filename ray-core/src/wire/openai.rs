@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::{ErrorCode, RayError};
+use crate::wire::generation::{JsonSchemaFormat, ToolCall, out_of_range};
 use crate::wire::{
     ChatTurn, FinishReason, InferRequest, InferResponse, ResponseFormat, ResponseFormatKind,
     TurnRole,
@@ -174,33 +175,282 @@ fn invalid(param: &str, message: String) -> RayError {
         .with_details(serde_json::json!({ "param": param }))
 }
 
-/// Refuses the fields Ray does not support, accepting neutral values of common ones.
-fn check_other(other: &BTreeMap<String, Value>) -> Result<(), RayError> {
+/// Which route a request came in on: the chat route takes more parameters than the legacy
+/// one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Door {
+    Chat,
+    Legacy,
+}
+
+/// Refuses the fields Ray does not support, accepting neutral values of common ones. The
+/// parameters Ray passes on (penalties, `logit_bias`, `n`, and on the chat route `logprobs`,
+/// `top_logprobs` and the tools) are read by [`extensions_of`].
+fn check_other(other: &BTreeMap<String, Value>, door: Door) -> Result<(), RayError> {
     for (name, value) in other {
-        let neutral = match name.as_str() {
-            "n" | "best_of" => value.as_u64() == Some(1),
-            "presence_penalty" | "frequency_penalty" => value.as_f64() == Some(0.0),
-            "logprobs" | "echo" | "store" | "parallel_tool_calls" => {
-                value.is_null() || value == &Value::Bool(false)
+        let passed_on = match name.as_str() {
+            "n" | "presence_penalty" | "frequency_penalty" | "logit_bias" => true,
+            "logprobs" | "top_logprobs" | "tools" | "tool_choice" | "parallel_tool_calls" => {
+                door == Door::Chat
             }
+            _ => false,
+        };
+        if passed_on {
+            continue;
+        }
+        let neutral = match name.as_str() {
+            "best_of" => value.as_u64() == Some(1),
+            "logprobs" | "echo" | "store" => value.is_null() || value == &Value::Bool(false),
             "user" => value.is_string(),
             "service_tier" => matches!(value.as_str(), Some("auto" | "default")),
-            "suffix" | "top_logprobs" | "logit_bias" | "tools" | "tool_choice" | "functions"
-            | "function_call" => value.is_null(),
+            "suffix" | "top_logprobs" | "functions" | "function_call" => value.is_null(),
             _ => false,
         };
         if !neutral {
             let why = match name.as_str() {
-                "n" | "best_of" => "only 1 is supported",
-                "presence_penalty" | "frequency_penalty" => "only 0 is supported",
-                "logprobs" | "top_logprobs" | "echo" => "log probabilities are not supported",
-                "tools" | "tool_choice" | "functions" | "function_call" | "parallel_tool_calls" => {
-                    "tool calling is not supported"
+                "best_of" => "only 1 is supported",
+                "logprobs" | "top_logprobs" | "echo" => {
+                    "log probabilities are supported on /v1/chat/completions only"
+                }
+                "functions" | "function_call" => {
+                    "the deprecated function calling is not supported; use tools and tool_choice"
                 }
                 _ => "this parameter is not supported by this gateway",
             };
             return Err(unsupported(name, why));
         }
+    }
+    Ok(())
+}
+
+/// The generation parameters passed on to the backend, with OpenAI's names and ranges: each
+/// present value is checked here, so a bad one is a 400 naming it.
+#[derive(Debug, Default)]
+struct Extensions {
+    n: Option<u32>,
+    presence_penalty: Option<f64>,
+    frequency_penalty: Option<f64>,
+    logit_bias: Option<BTreeMap<String, f64>>,
+    logprobs: Option<bool>,
+    top_logprobs: Option<u32>,
+    tools: Option<Vec<Value>>,
+    tool_choice: Option<Value>,
+    parallel_tool_calls: Option<bool>,
+}
+
+fn extensions_of(other: &BTreeMap<String, Value>) -> Result<Extensions, RayError> {
+    use crate::wire::generation::ranges::*;
+    let present = |name: &str| other.get(name).filter(|v| !v.is_null());
+    let mut out = Extensions::default();
+    if let Some(n) = present("n") {
+        out.n = Some(
+            n.as_u64()
+                .filter(|n| *n >= 1)
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| out_of_range("n", "a whole number of at least 1", n))?,
+        );
+    }
+    for name in ["presence_penalty", "frequency_penalty"] {
+        if let Some(value) = present(name) {
+            let limit = format!("between -{PENALTY_MAX_ABS} and {PENALTY_MAX_ABS}");
+            let v = value
+                .as_f64()
+                .filter(|v| v.abs() <= PENALTY_MAX_ABS)
+                .ok_or_else(|| out_of_range(name, &limit, value))?;
+            if name == "presence_penalty" {
+                out.presence_penalty = Some(v);
+            } else {
+                out.frequency_penalty = Some(v);
+            }
+        }
+    }
+    if let Some(value) = present("logit_bias") {
+        let map = value.as_object().ok_or_else(|| {
+            invalid(
+                "logit_bias",
+                "must be an object of token ids to biases".into(),
+            )
+        })?;
+        if map.len() > LOGIT_BIAS_MAX_ENTRIES {
+            return Err(out_of_range(
+                "logit_bias",
+                &format!("at most {LOGIT_BIAS_MAX_ENTRIES} entries"),
+                map.len(),
+            ));
+        }
+        let mut bias = BTreeMap::new();
+        for (token, v) in map {
+            if token.parse::<u32>().is_err() {
+                return Err(invalid(
+                    "logit_bias",
+                    format!("key {token:?} must be a token id (a whole number)"),
+                ));
+            }
+            let limit = format!("between -{LOGIT_BIAS_MAX_ABS} and {LOGIT_BIAS_MAX_ABS}");
+            let v = v
+                .as_f64()
+                .filter(|v| v.abs() <= LOGIT_BIAS_MAX_ABS)
+                .ok_or_else(|| out_of_range(&format!("logit_bias.{token}"), &limit, v))?;
+            bias.insert(token.clone(), v);
+        }
+        out.logit_bias = Some(bias);
+    }
+    if let Some(value) = present("logprobs") {
+        out.logprobs = Some(
+            value
+                .as_bool()
+                .ok_or_else(|| invalid("logprobs", "must be a boolean".into()))?,
+        );
+    }
+    if let Some(value) = present("top_logprobs") {
+        let limit = format!("between 0 and {TOP_LOGPROBS_MAX}");
+        let top = value
+            .as_u64()
+            .filter(|t| *t <= u64::from(TOP_LOGPROBS_MAX))
+            .ok_or_else(|| out_of_range("top_logprobs", &limit, value))?;
+        if out.logprobs != Some(true) {
+            return Err(invalid("top_logprobs", "requires logprobs: true".into()));
+        }
+        out.top_logprobs = Some(top as u32);
+    }
+    if let Some(value) = present("tools") {
+        let tools = value
+            .as_array()
+            .ok_or_else(|| invalid("tools", "must be an array of tools".into()))?;
+        if tools.len() > TOOLS_MAX {
+            return Err(out_of_range(
+                "tools",
+                &format!("at most {TOOLS_MAX} entries"),
+                tools.len(),
+            ));
+        }
+        for (i, tool) in tools.iter().enumerate() {
+            if tool["type"] != "function" {
+                return Err(unsupported(
+                    &format!("tools[{i}].type"),
+                    "only function tools are supported",
+                ));
+            }
+            if !tool["function"]["name"].is_string() {
+                return Err(invalid(
+                    &format!("tools[{i}].function.name"),
+                    "must be a string".into(),
+                ));
+            }
+        }
+        out.tools = (!tools.is_empty()).then(|| tools.clone());
+    }
+    if let Some(value) = present("tool_choice") {
+        out.tool_choice = Some(value.clone());
+    }
+    if let Some(value) = present("parallel_tool_calls") {
+        out.parallel_tool_calls = Some(
+            value
+                .as_bool()
+                .ok_or_else(|| invalid("parallel_tool_calls", "must be a boolean".into()))?,
+        );
+    }
+    Ok(out)
+}
+
+impl Extensions {
+    /// Copies the parameters into Ray's request (`n` stays with the door).
+    fn apply(self, request: &mut InferRequest) {
+        request.presence_penalty = self.presence_penalty;
+        request.frequency_penalty = self.frequency_penalty;
+        request.logit_bias = self.logit_bias;
+        request.logprobs = self.logprobs.filter(|l| *l);
+        request.top_logprobs = self.top_logprobs;
+        request.tools = self.tools;
+        request.tool_choice = self.tool_choice;
+        request.parallel_tool_calls = self.parallel_tool_calls;
+    }
+}
+
+/// Checks the native problems of the translated request (tool choice, schema, ...) and
+/// names the OpenAI parameter of the first.
+fn check_translated(request: &InferRequest) -> Result<(), RayError> {
+    let problems = request.extensions().problems();
+    let Some(first) = problems.first() else {
+        return Ok(());
+    };
+    let (field, message) = first.split_once(": ").unwrap_or(("request", first));
+    let param = openai_name(field);
+    Err(invalid(&param, message.to_string()))
+}
+
+/// `topLogprobs` → `top_logprobs`, `responseFormat.json_schema` → `response_format.json_schema`.
+fn openai_name(native: &str) -> String {
+    let mut out = String::with_capacity(native.len() + 4);
+    for c in native.chars() {
+        if c.is_ascii_uppercase() {
+            out.push('_');
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The ranges an OpenAI-compatible request must keep: a value outside them is refused with
+/// 400 naming the parameter and the limit, never clamped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DoorLimits {
+    /// `model.maxOutputTokens`: the most output tokens one choice may ask for.
+    pub max_output_tokens: u32,
+    /// The most choices (`n`) one request may ask for.
+    pub max_n: u32,
+}
+
+/// Checks `max_tokens` (named `param`), `temperature`, `top_p` and `n` against `limits`.
+fn check_ranges(
+    param: &str,
+    max_tokens: Option<u32>,
+    temperature: Option<f64>,
+    top_p: Option<f64>,
+    n: Option<u32>,
+    limits: DoorLimits,
+) -> Result<(), RayError> {
+    use crate::wire::generation::ranges::*;
+    if let Some(max) = max_tokens
+        && !(1..=limits.max_output_tokens).contains(&max)
+    {
+        return Err(out_of_range(
+            param,
+            &format!(
+                "between 1 and {} (this model's maxOutputTokens)",
+                limits.max_output_tokens
+            ),
+            max,
+        ));
+    }
+    if let Some(t) = temperature
+        && !(TEMPERATURE_MIN..=TEMPERATURE_MAX).contains(&t)
+    {
+        return Err(out_of_range(
+            "temperature",
+            &format!("between {TEMPERATURE_MIN} and {TEMPERATURE_MAX}"),
+            t,
+        ));
+    }
+    if let Some(p) = top_p
+        && !(TOP_P_MIN..=TOP_P_MAX).contains(&p)
+    {
+        return Err(out_of_range(
+            "top_p",
+            &format!("between {TOP_P_MIN} and {TOP_P_MAX} on this gateway"),
+            p,
+        ));
+    }
+    if let Some(n) = n
+        && n > limits.max_n
+    {
+        return Err(out_of_range(
+            "n",
+            &format!("between 1 and {} (this gateway's maxN)", limits.max_n),
+            n,
+        ));
     }
     Ok(())
 }
@@ -245,15 +495,28 @@ fn text_of(content: &Value, param: &str) -> Result<String, RayError> {
 
 fn response_format(value: &Value) -> Result<Option<ResponseFormat>, RayError> {
     match value["type"].as_str() {
-        Some("text") => Ok(Some(ResponseFormat {
-            kind: ResponseFormatKind::Text,
-        })),
-        Some("json_object") => Ok(Some(ResponseFormat {
-            kind: ResponseFormatKind::JsonObject,
-        })),
+        Some("text") => Ok(Some(ResponseFormat::of(ResponseFormatKind::Text))),
+        Some("json_object") => Ok(Some(ResponseFormat::of(ResponseFormatKind::JsonObject))),
+        Some("json_schema") => {
+            let spec = value
+                .get("json_schema")
+                .filter(|v| !v.is_null())
+                .ok_or_else(|| {
+                    invalid(
+                        "response_format.json_schema",
+                        "is required with type json_schema".into(),
+                    )
+                })?;
+            let spec: JsonSchemaFormat = serde_json::from_value(spec.clone())
+                .map_err(|error| invalid("response_format.json_schema", error.to_string()))?;
+            Ok(Some(ResponseFormat {
+                kind: ResponseFormatKind::JsonSchema,
+                json_schema: Some(spec),
+            }))
+        }
         Some(other) => Err(unsupported(
             "response_format.type",
-            &format!("only text and json_object are supported, got {other:?}"),
+            &format!("only text, json_object and json_schema are supported, got {other:?}"),
         )),
         None => Err(invalid(
             "response_format",
@@ -279,14 +542,21 @@ impl ChatCompletionRequest {
     /// The request as Ray's own: system and developer messages become `system`, the last
     /// `user` message `input`, the turns before it `history`.
     pub fn to_infer(&self) -> Result<InferRequest, RayError> {
-        check_other(&self.other)?;
+        check_other(&self.other, Door::Chat)?;
         check_stream_options(self.stream, self.stream_options.as_ref())?;
+        let extensions = extensions_of(&self.other)?;
         let mut system: Vec<String> = Vec::new();
         let mut turns: Vec<ChatTurn> = Vec::new();
         for (i, message) in self.messages.iter().enumerate() {
             let param = format!("messages[{i}]");
             for key in message.other.keys() {
-                if key != "name" {
+                let allowed = match key.as_str() {
+                    "name" => true,
+                    "tool_calls" => message.role == "assistant",
+                    "tool_call_id" => message.role == "tool",
+                    _ => false,
+                };
+                if !allowed {
                     return Err(unsupported(
                         &format!("{param}.{key}"),
                         "this message field is not supported",
@@ -294,6 +564,14 @@ impl ChatCompletionRequest {
                 }
             }
             let text = text_of(&message.content, &format!("{param}.content"))?;
+            let tool_calls = match message.other.get("tool_calls").filter(|v| !v.is_null()) {
+                Some(calls) => Some(
+                    serde_json::from_value::<Vec<ToolCall>>(calls.clone()).map_err(|error| {
+                        invalid(&format!("{param}.tool_calls"), error.to_string())
+                    })?,
+                ),
+                None => None,
+            };
             match message.role.as_str() {
                 "system" | "developer" => {
                     if !turns.is_empty() {
@@ -306,18 +584,28 @@ impl ChatCompletionRequest {
                         system.push(text);
                     }
                 }
-                "user" => turns.push(ChatTurn {
-                    role: TurnRole::User,
-                    content: text,
-                }),
+                "user" => turns.push(ChatTurn::new(TurnRole::User, text)),
                 "assistant" => turns.push(ChatTurn {
-                    role: TurnRole::Assistant,
-                    content: text,
+                    tool_calls,
+                    ..ChatTurn::new(TurnRole::Assistant, text)
                 }),
-                "tool" | "function" => {
+                "tool" => {
+                    let id = message.other.get("tool_call_id").and_then(Value::as_str);
+                    let Some(id) = id else {
+                        return Err(invalid(
+                            &format!("{param}.tool_call_id"),
+                            "is required on tool messages".into(),
+                        ));
+                    };
+                    turns.push(ChatTurn {
+                        tool_call_id: Some(id.to_string()),
+                        ..ChatTurn::new(TurnRole::Tool, text)
+                    });
+                }
+                "function" => {
                     return Err(unsupported(
                         &format!("{param}.role"),
-                        "tool calling is not supported",
+                        "the deprecated function role is not supported; use tool messages",
                     ));
                 }
                 other => {
@@ -328,18 +616,15 @@ impl ChatCompletionRequest {
                 }
             }
         }
-        let input = match turns.pop() {
-            Some(ChatTurn {
-                role: TurnRole::User,
-                content,
-            }) => content,
-            Some(ChatTurn {
-                role: TurnRole::Assistant,
-                ..
-            }) => {
+        let input = match turns.last().map(|t| t.role) {
+            Some(TurnRole::User) => turns.pop().map(|t| t.content),
+            // Tool results for the model to answer: no new user message.
+            Some(TurnRole::Tool) => None,
+            Some(TurnRole::Assistant) => {
                 return Err(unsupported(
                     "messages",
-                    "the last message must be from the user (assistant prefill is not supported)",
+                    "the last message must be from the user or a tool (assistant prefill is not \
+                     supported)",
                 ));
             }
             None => {
@@ -358,8 +643,8 @@ impl ChatCompletionRequest {
             }
             (a, b) => a.or(b),
         };
-        Ok(InferRequest {
-            input: Some(input),
+        let mut request = InferRequest {
+            input,
             system: (!system.is_empty()).then(|| system.join("\n\n")),
             max_tokens,
             temperature: self.temperature,
@@ -376,7 +661,29 @@ impl ChatCompletionRequest {
             stream: self.stream,
             history: (!turns.is_empty()).then_some(turns),
             ..InferRequest::default()
-        })
+        };
+        extensions.apply(&mut request);
+        check_translated(&request)?;
+        Ok(request)
+    }
+
+    /// How many choices the caller asked for (`n`, default 1).
+    pub fn choices(&self) -> u32 {
+        extensions_of(&self.other)
+            .ok()
+            .and_then(|e| e.n)
+            .unwrap_or(1)
+    }
+
+    /// Checks `max_tokens`/`max_completion_tokens`, `temperature`, `top_p` and `n` against
+    /// the gateway's limits: out of range is a 400 naming the parameter and the limit.
+    pub fn check_limits(&self, limits: DoorLimits) -> Result<(), RayError> {
+        let (param, max) = match (self.max_completion_tokens, self.max_tokens) {
+            (Some(max), _) => ("max_completion_tokens", Some(max)),
+            (None, max) => ("max_tokens", max),
+        };
+        let n = extensions_of(&self.other)?.n;
+        check_ranges(param, max, self.temperature, self.top_p, n, limits)
     }
 
     /// Whether the caller asked for a last chunk with the usage.
@@ -390,8 +697,9 @@ impl ChatCompletionRequest {
 impl CompletionRequest {
     /// The request as Ray's own: the prompt becomes `input`.
     pub fn to_infer(&self) -> Result<InferRequest, RayError> {
-        check_other(&self.other)?;
+        check_other(&self.other, Door::Legacy)?;
         check_stream_options(self.stream, self.stream_options.as_ref())?;
+        let extensions = extensions_of(&self.other)?;
         let prompt = match &self.prompt {
             Value::String(text) => text.clone(),
             Value::Array(items) if items.len() == 1 => match &items[0] {
@@ -408,7 +716,7 @@ impl CompletionRequest {
             }
             _ => return Err(invalid("prompt", "must be a string".into())),
         };
-        Ok(InferRequest {
+        let mut request = InferRequest {
             input: Some(prompt),
             max_tokens: self.max_tokens,
             temperature: self.temperature,
@@ -417,7 +725,31 @@ impl CompletionRequest {
             stop: self.stop.clone().map(Stop::into_vec),
             stream: self.stream,
             ..InferRequest::default()
-        })
+        };
+        extensions.apply(&mut request);
+        check_translated(&request)?;
+        Ok(request)
+    }
+
+    /// How many choices the caller asked for (`n`, default 1).
+    pub fn choices(&self) -> u32 {
+        extensions_of(&self.other)
+            .ok()
+            .and_then(|e| e.n)
+            .unwrap_or(1)
+    }
+
+    /// Checks `max_tokens`, `temperature`, `top_p` and `n` against the gateway's limits.
+    pub fn check_limits(&self, limits: DoorLimits) -> Result<(), RayError> {
+        let n = extensions_of(&self.other)?.n;
+        check_ranges(
+            "max_tokens",
+            self.max_tokens,
+            self.temperature,
+            self.top_p,
+            n,
+            limits,
+        )
     }
 
     /// Whether the caller asked for a last chunk with the usage.
@@ -464,10 +796,23 @@ impl OpenAiUsage {
     }
 }
 
-/// `stop` or `length`, as OpenAI names them.
+impl OpenAiUsage {
+    /// The usage of `n` generations of one prompt: the prompt once, the completions summed.
+    pub fn sum(responses: &[InferResponse]) -> OpenAiUsage {
+        let mut usage = responses.first().map(OpenAiUsage::of).unwrap_or_default();
+        for response in responses.iter().skip(1) {
+            usage.completion_tokens += OpenAiUsage::of(response).completion_tokens;
+        }
+        usage.total_tokens = usage.prompt_tokens + usage.completion_tokens;
+        usage
+    }
+}
+
+/// `stop`, `length` or `tool_calls`, as OpenAI names them.
 pub fn finish_reason(reason: Option<FinishReason>) -> &'static str {
     match reason {
         Some(FinishReason::Length) => "length",
+        Some(FinishReason::ToolCalls) => "tool_calls",
         Some(FinishReason::Stop) | None => "stop",
     }
 }
@@ -477,21 +822,32 @@ pub fn finish_reason(reason: Option<FinishReason>) -> &'static str {
 pub struct AssistantMessage {
     /// Always `assistant`.
     pub role: String,
-    /// The text.
+    /// The text (empty when the model only called tools).
     pub content: String,
+    /// The tools the model called.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCall>>,
 }
 
 /// One choice of a chat completion.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatChoice {
-    /// Always 0 (`n` is 1).
+    /// 0 to `n` − 1.
     pub index: u32,
     /// The answer.
     pub message: AssistantMessage,
-    /// `stop` or `length`.
+    /// `stop`, `length` or `tool_calls`.
     pub finish_reason: Option<String>,
-    /// Always null.
+    /// `{"content": [...]}` with `logprobs: true`, else null.
     pub logprobs: Option<Value>,
+}
+
+/// OpenAI's `logprobs` object of a choice: `{"content": [...]}`.
+pub fn logprobs_of(response: &InferResponse) -> Option<Value> {
+    response
+        .logprobs
+        .as_ref()
+        .map(|content| serde_json::json!({ "content": content }))
 }
 
 /// The answer of `POST /v1/chat/completions`.
@@ -514,21 +870,33 @@ pub struct ChatCompletion {
 impl ChatCompletion {
     /// Ray's response in OpenAI's shape.
     pub fn from_infer(response: &InferResponse, created: u64) -> ChatCompletion {
+        ChatCompletion::from_choices(std::slice::from_ref(response), created)
+    }
+
+    /// Ray's responses to the `n` generations of one request, as its choices: the id is the
+    /// first's, the prompt is counted once and the completions are summed.
+    pub fn from_choices(responses: &[InferResponse], created: u64) -> ChatCompletion {
+        let first = &responses[0];
         ChatCompletion {
-            id: format!("chatcmpl-{}", response.id),
+            id: format!("chatcmpl-{}", first.id),
             object: "chat.completion".into(),
             created,
-            model: response.model.clone(),
-            choices: vec![ChatChoice {
-                index: 0,
-                message: AssistantMessage {
-                    role: "assistant".into(),
-                    content: response.output.clone(),
-                },
-                finish_reason: Some(finish_reason(response.finish_reason).into()),
-                logprobs: None,
-            }],
-            usage: OpenAiUsage::of(response),
+            model: first.model.clone(),
+            choices: responses
+                .iter()
+                .enumerate()
+                .map(|(i, response)| ChatChoice {
+                    index: i as u32,
+                    message: AssistantMessage {
+                        role: "assistant".into(),
+                        content: response.output.clone(),
+                        tool_calls: response.tool_calls.clone(),
+                    },
+                    finish_reason: Some(finish_reason(response.finish_reason).into()),
+                    logprobs: logprobs_of(response),
+                })
+                .collect(),
+            usage: OpenAiUsage::sum(responses),
         }
     }
 }
@@ -542,6 +910,9 @@ pub struct ChunkDelta {
     /// New text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
+    /// Tool calls, each with its `index` (Ray sends each call whole, in one delta).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<Value>>,
 }
 
 /// One choice of a chat completion chunk.
@@ -607,18 +978,28 @@ pub struct Completion {
 impl Completion {
     /// Ray's response in OpenAI's shape.
     pub fn from_infer(response: &InferResponse, created: u64) -> Completion {
+        Completion::from_choices(std::slice::from_ref(response), created)
+    }
+
+    /// Ray's responses to the `n` generations of one prompt, as its choices.
+    pub fn from_choices(responses: &[InferResponse], created: u64) -> Completion {
+        let first = &responses[0];
         Completion {
-            id: format!("cmpl-{}", response.id),
+            id: format!("cmpl-{}", first.id),
             object: "text_completion".into(),
             created,
-            model: response.model.clone(),
-            choices: vec![CompletionChoice {
-                index: 0,
-                text: response.output.clone(),
-                finish_reason: Some(finish_reason(response.finish_reason).into()),
-                logprobs: None,
-            }],
-            usage: Some(OpenAiUsage::of(response)),
+            model: first.model.clone(),
+            choices: responses
+                .iter()
+                .enumerate()
+                .map(|(i, response)| CompletionChoice {
+                    index: i as u32,
+                    text: response.output.clone(),
+                    finish_reason: Some(finish_reason(response.finish_reason).into()),
+                    logprobs: None,
+                })
+                .collect(),
+            usage: Some(OpenAiUsage::sum(responses)),
         }
     }
 }
@@ -789,21 +1170,20 @@ mod tests {
     #[test]
     fn unsupported_parameters_are_named() {
         for (json, param) in [
-            (r#"{"messages":[{"role":"user","content":"x"}],"n":2}"#, "n"),
             (
                 r#"{"messages":[{"role":"user","content":"x"}],"tools":[{}]}"#,
-                "tools",
+                "tools[0].type",
             ),
             (
-                r#"{"messages":[{"role":"user","content":"x"}],"logprobs":true}"#,
-                "logprobs",
+                r#"{"messages":[{"role":"user","content":"x"}],"functions":[{}]}"#,
+                "functions",
             ),
             (
                 r#"{"messages":[{"role":"user","content":"x"}],"frobnicate":1}"#,
                 "frobnicate",
             ),
             (
-                r#"{"messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_schema"}}"#,
+                r#"{"messages":[{"role":"user","content":"x"}],"response_format":{"type":"xml"}}"#,
                 "response_format.type",
             ),
             (
@@ -811,7 +1191,7 @@ mod tests {
                 "messages[0].content[0].type",
             ),
             (
-                r#"{"messages":[{"role":"tool","content":"x"}]}"#,
+                r#"{"messages":[{"role":"function","content":"x"}]}"#,
                 "messages[0].role",
             ),
         ] {
@@ -819,6 +1199,124 @@ mod tests {
             assert_eq!(error.code(), ErrorCode::UnsupportedParameter, "{json}");
             assert_eq!(error.details().unwrap()["param"], param, "{json}");
         }
+        let legacy = serde_json::from_str::<CompletionRequest>(r#"{"prompt":"x","logprobs":2}"#)
+            .unwrap()
+            .to_infer()
+            .unwrap_err();
+        assert_eq!(legacy.details().unwrap()["param"], "logprobs");
+    }
+
+    #[test]
+    fn passed_on_parameters_reach_rays_request() {
+        let request = chat(
+            r#"{"messages":[{"role":"user","content":"x"}],"n":2,"presence_penalty":0.5,
+                "frequency_penalty":-1,"logit_bias":{"15":-100},"logprobs":true,"top_logprobs":3,
+                "tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object"}}}],
+                "tool_choice":"required","parallel_tool_calls":false,
+                "response_format":{"type":"json_schema","json_schema":{"name":"s","strict":true,
+                  "schema":{"type":"object"}}}}"#,
+        )
+        .unwrap();
+        let extensions = request.extensions();
+        assert_eq!(extensions.presence_penalty, Some(0.5));
+        assert_eq!(extensions.frequency_penalty, Some(-1.0));
+        assert_eq!(extensions.logit_bias.unwrap()["15"], -100.0);
+        assert_eq!(
+            (extensions.logprobs, extensions.top_logprobs),
+            (Some(true), Some(3))
+        );
+        assert_eq!(extensions.tools.unwrap().len(), 1);
+        assert_eq!(extensions.tool_choice.unwrap(), "required");
+        assert_eq!(extensions.parallel_tool_calls, Some(false));
+        assert_eq!(extensions.json_schema.unwrap().strict, Some(true));
+    }
+
+    #[test]
+    fn tool_results_go_back_as_history_and_end_the_conversation() {
+        let request = chat(
+            r#"{"messages":[{"role":"user","content":"Weather?"},
+                {"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function",
+                  "function":{"name":"get_weather","arguments":"{\"city\":\"Paris\"}"}}]},
+                {"role":"tool","tool_call_id":"c1","content":"21 C"}],
+                "tools":[{"type":"function","function":{"name":"get_weather"}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(request.input, None);
+        assert!(request.answers_tool_calls());
+        assert!(request.validate().is_ok());
+        let history = request.history.unwrap();
+        assert_eq!(history.len(), 3);
+        assert_eq!(
+            history[1].tool_calls.as_ref().unwrap()[0].function.name,
+            "get_weather"
+        );
+        assert_eq!(history[2].role, TurnRole::Tool);
+        assert_eq!(history[2].tool_call_id.as_deref(), Some("c1"));
+        let error = chat(r#"{"messages":[{"role":"tool","content":"x"}]}"#).unwrap_err();
+        assert_eq!(
+            error.details().unwrap()["param"],
+            "messages[0].tool_call_id"
+        );
+    }
+
+    #[test]
+    fn values_out_of_range_name_the_parameter_and_the_limit() {
+        let limits = DoorLimits {
+            max_output_tokens: 128,
+            max_n: 4,
+        };
+        let check = |json: &str| {
+            let request: ChatCompletionRequest = serde_json::from_str(json).unwrap();
+            request
+                .check_limits(limits)
+                .and_then(|()| request.to_infer().map(|_| ()))
+        };
+        for (extra, param, limit) in [
+            (r#""max_tokens":100000"#, "max_tokens", "between 1 and 128"),
+            (r#""max_tokens":0"#, "max_tokens", "between 1 and 128"),
+            (
+                r#""max_completion_tokens":129"#,
+                "max_completion_tokens",
+                "between 1 and 128",
+            ),
+            (r#""temperature":5"#, "temperature", "between 0 and 2"),
+            (r#""top_p":1.5"#, "top_p", "between 0.1 and 1"),
+            (r#""n":5"#, "n", "between 1 and 4"),
+            (r#""n":0"#, "n", "at least 1"),
+            (
+                r#""presence_penalty":3"#,
+                "presence_penalty",
+                "between -2 and 2",
+            ),
+            (
+                r#""logit_bias":{"1":200}"#,
+                "logit_bias.1",
+                "between -100 and 100",
+            ),
+            (
+                r#""logprobs":true,"top_logprobs":25"#,
+                "top_logprobs",
+                "between 0 and 20",
+            ),
+        ] {
+            let json = format!(r#"{{"messages":[{{"role":"user","content":"x"}}],{extra}}}"#);
+            let error = check(&json).unwrap_err();
+            assert_eq!(error.code(), ErrorCode::InvalidRequest, "{json}");
+            let details = error.details().unwrap();
+            assert_eq!(details["param"], param, "{json}");
+            assert!(
+                details["limit"].as_str().unwrap().contains(limit),
+                "{json}: {details}"
+            );
+            assert!(
+                error.message().contains(limit),
+                "{json}: {}",
+                error.message()
+            );
+        }
+        let error = check(r#"{"messages":[{"role":"user","content":"x"}],"tool_choice":"auto"}"#)
+            .unwrap_err();
+        assert_eq!(error.details().unwrap()["param"], "tool_choice");
     }
 
     #[test]

@@ -26,6 +26,8 @@ pub(super) struct Caps {
     pub(super) slots: Availability,
     pub(super) metrics: Availability,
     pub(super) json_mode: Availability,
+    /// Tools: from `/props` `chat_template_caps` (unknown on servers that do not say).
+    pub(super) tools: Availability,
     pub(super) backend_model: Option<String>,
     pub(super) errors: Vec<String>,
 }
@@ -78,14 +80,8 @@ impl LlamaCppProvider {
         let probe_timeout = self.short_timeout(Duration::from_millis(2_500));
         let probe = ApplyTemplateRequest {
             messages: vec![
-                ChatMessage {
-                    role: "system",
-                    content: "You are a liveness probe.",
-                },
-                ChatMessage {
-                    role: "user",
-                    content: "ping",
-                },
+                ChatMessage::text("system", "You are a liveness probe."),
+                ChatMessage::text("user", "ping"),
             ],
         };
         let tokenize = TokenizeRequest {
@@ -125,6 +121,13 @@ impl LlamaCppProvider {
                 };
                 caps.backend_model = props.model_alias.or(settings.model).or(props.model_path);
                 caps.slots = availability(props.endpoint_slots);
+                caps.tools = match props.chat_template_caps {
+                    Some(template) => availability(Some(
+                        template.supports_tools.unwrap_or(false)
+                            && template.supports_tool_calls.unwrap_or(false),
+                    )),
+                    None => Availability::Unknown,
+                };
                 caps.metrics = availability(props.endpoint_metrics);
             }
             Err(error) => caps.errors.push(format!("props: {error}")),
@@ -190,6 +193,7 @@ impl LlamaCppProvider {
             slots: caps.slots,
             metrics: caps.metrics,
             streaming: Availability::Available,
+            tools: caps.tools,
             context_window: self.window(caps),
             total_slots: caps.total_slots,
             prompt_format_preference: caps.detected.then(|| format.as_str().to_string()),

@@ -139,6 +139,16 @@ impl LlamaCppProvider {
                     .into(),
             );
         }
+        if request.response_format == ResponseFormatKind::JsonSchema
+            || !request.extensions.is_empty()
+        {
+            return (
+                PromptFormat::OpenAiChat,
+                "tools, log probabilities, penalties, logit bias and JSON schemas use the chat \
+                 endpoint, which takes them"
+                    .into(),
+            );
+        }
         match self.settings.recommended_format {
             Some(PromptFormatPreference::PlainCompletion) => {
                 return (
@@ -180,6 +190,41 @@ impl LlamaCppProvider {
             PromptFormat::NativeTemplate,
             "llama.cpp native template applied".into(),
         )
+    }
+
+    /// Refuses, before admission, what this backend cannot do: tools when its chat template
+    /// has none (or `--jinja` is off), and log probabilities together with tools (which
+    /// `llama-server` does not stream, and Ray always streams from it).
+    pub(super) fn check_supported(
+        &self,
+        request: &ProviderRequest,
+        caps: &Caps,
+    ) -> Result<(), ProviderError> {
+        let extensions = &request.extensions;
+        let tools_on =
+            extensions.uses_tools() && extensions.tool_choice.as_ref().is_none_or(|c| c != "none");
+        if tools_on && caps.tools == Availability::Unavailable {
+            return Err(ProviderError::Unsupported {
+                param: "tools".into(),
+                reason: format!(
+                    "The model {:?} does not support tools: its llama-server reports no tool \
+                     support in its chat template (/props chat_template_caps); start it with \
+                     --jinja and a tool-capable template (--chat-template-file)",
+                    self.settings.model_ref
+                ),
+            });
+        }
+        if tools_on && extensions.logprobs == Some(true) {
+            return Err(ProviderError::Unsupported {
+                param: "logprobs".into(),
+                reason: format!(
+                    "The model {:?} (llama-server) cannot return log probabilities together \
+                     with tools; send one or the other",
+                    self.settings.model_ref
+                ),
+            });
+        }
+        Ok(())
     }
 
     pub(super) async fn apply_template(
@@ -272,6 +317,7 @@ impl LlamaCppProvider {
         request: &ProviderRequest,
     ) -> Result<Option<PreparedPrompt>, ProviderError> {
         let caps = self.caps(false).await;
+        self.check_supported(request, &caps)?;
         let (mut format, mut reason) = self.choose_format(request, &caps);
         let mut parts = Vec::with_capacity(3 + 2 * request.history.len());
         parts.push(format.as_str());

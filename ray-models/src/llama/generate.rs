@@ -11,7 +11,7 @@ use super::LlamaCppProvider;
 use super::caps::Caps;
 use super::native::{CompletionRequest, CompletionResponse};
 use crate::error::ProviderError;
-use crate::openai::{chat_request, finish_reason, open_chat};
+use crate::openai::{chat_request, check_schema, finish_reason, open_chat};
 use crate::provider::{PreparedPrompt, PromptFormat, ProviderOutput, ProviderRequest, TokenStream};
 use crate::upstream::{self, Assembler, CallTimeout, Opened, Step};
 
@@ -91,10 +91,8 @@ impl LlamaCppProvider {
                 let mut body = chat_request(&self.settings.model_ref, request);
                 body.id_slot = Some(slot);
                 body.cache_prompt = Some(self.settings.cache_prompt);
-                (
-                    open_chat(&self.client, &body, diagnostics, timeout).await?,
-                    true,
-                )
+                let stream = open_chat(&self.client, &body, diagnostics, timeout).await?;
+                (check_schema(stream, request), true)
             }
             (Some(prompt), _) => {
                 let body = CompletionRequest {
@@ -245,6 +243,8 @@ impl Assembler for CompletionAssembler {
             prompt_tokens: last.tokens_evaluated,
             completion_tokens: last.tokens_predicted,
             diagnostics,
+            tool_calls: None,
+            logprobs: None,
         })
     }
 }

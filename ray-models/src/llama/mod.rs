@@ -28,7 +28,8 @@ use self::prompt::Scaffold;
 use crate::error::ProviderError;
 use crate::http::{BackendClient, BackendSettings};
 use crate::provider::{
-    PreparedPrompt, Provider, ProviderHealthReport, ProviderOutput, ProviderRequest, TokenStream,
+    EmbeddingOutput, EmbeddingRequest, PreparedPrompt, Provider, ProviderHealthReport,
+    ProviderOutput, ProviderRequest, TokenStream,
 };
 use crate::upstream::CallTimeout;
 pub(crate) use generate::is_json_object;
@@ -183,5 +184,16 @@ impl Provider for LlamaCppProvider {
 
     fn context_window(&self) -> Option<u32> {
         self.window(&self.known_caps())
+    }
+
+    fn supports_embeddings(&self) -> bool {
+        true
+    }
+
+    /// `POST /v1/embeddings`, served by `llama-server --embeddings --pooling mean|cls|last`;
+    /// without those flags the backend's refusal becomes `model_capability_unsupported`
+    /// naming the flag to add.
+    async fn embed(&self, request: &EmbeddingRequest) -> Result<EmbeddingOutput, ProviderError> {
+        crate::embed::http_embed(&self.client, &self.settings.model_ref, request).await
     }
 }

@@ -67,6 +67,18 @@ pub(crate) struct Props {
     pub(crate) endpoint_slots: Option<bool>,
     #[serde(default)]
     pub(crate) endpoint_metrics: Option<bool>,
+    /// What the chat template can do (newer `llama-server`s).
+    #[serde(default)]
+    pub(crate) chat_template_caps: Option<TemplateCaps>,
+}
+
+/// `/props` `chat_template_caps`.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct TemplateCaps {
+    #[serde(default)]
+    pub(crate) supports_tools: Option<bool>,
+    #[serde(default)]
+    pub(crate) supports_tool_calls: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

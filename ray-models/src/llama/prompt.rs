@@ -18,13 +18,23 @@ pub(crate) fn ray_chat_fallback(request: &ProviderRequest) -> String {
         prompt.push_str(match turn.role {
             TurnRole::User => "User:\n",
             TurnRole::Assistant => "Assistant:\n",
+            TurnRole::Tool => "Tool:\n",
         });
         prompt.push_str(&turn.content);
+        for call in turn.tool_calls.iter().flatten() {
+            prompt.push_str(&format!(
+                "\n{{\"name\": \"{}\", \"arguments\": {}}}",
+                call.function.name, call.function.arguments
+            ));
+        }
         prompt.push_str("\n\n");
     }
-    prompt.push_str("User:\n");
-    prompt.push_str(&request.input);
-    prompt.push_str("\n\nAssistant:");
+    if !request.input.is_empty() {
+        prompt.push_str("User:\n");
+        prompt.push_str(&request.input);
+        prompt.push_str("\n\n");
+    }
+    prompt.push_str("Assistant:");
     prompt
 }
 

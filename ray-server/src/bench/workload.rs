@@ -185,7 +185,11 @@ pub fn chat_request(item: &Item, model: &str, default_max_tokens: u32) -> Result
     if let Some(stop) = &request.stop {
         body["stop"] = serde_json::json!(stop);
     }
-    let format = request.response_format.map(|f| f.kind).or(template_format);
+    let format = request
+        .response_format
+        .as_ref()
+        .map(|f| f.kind)
+        .or(template_format);
     if format == Some(ResponseFormatKind::JsonObject) {
         body["response_format"] = serde_json::json!({ "type": "json_object" });
     }
@@ -216,6 +220,7 @@ pub fn wants_json(item: &Item) -> bool {
         || item
             .typed
             .response_format
+            .as_ref()
             .is_some_and(|f| f.kind == ResponseFormatKind::JsonObject)
 }
 

@@ -88,6 +88,7 @@ pub const CHECKS: &[&str] = &[
     "cgroup",
     "systemd",
     "psi",
+    "backend_model",
 ];
 
 /// Every finding of one run.

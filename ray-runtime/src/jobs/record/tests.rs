@@ -21,6 +21,8 @@ fn response() -> InferResponse {
         diagnostics: Box::new(Diagnostics::default()),
         finish_reason: None,
         created_at: "2026-01-01T00:00:00.000Z".into(),
+        tool_calls: None,
+        logprobs: None,
     }
 }
 
