@@ -86,7 +86,7 @@ pub use health::{HEALTH_MONITOR_INTERVAL, PROVIDER_HEALTH_TTL, WarmState};
 pub use ids::IdSource;
 pub use jobs::{FileJobStore, JobQueue, JobStore};
 pub use log_policy::{LogPolicy, SUMMARY_INTERVAL, access_scope};
-pub use metrics::{MetricFamily, MetricKind, MetricsSnapshot, Sample};
+pub use metrics::{LATENCY_BUCKETS, MetricFamily, MetricKind, MetricsSnapshot, Sample};
 pub use plan::{DEFAULT_TEMPERATURE, DEFAULT_TOP_P};
 pub use pressure::{
     PressureSignals, PressureSnapshot, PressureSources, SAMPLE_INTERVAL, parse_vm_rss,

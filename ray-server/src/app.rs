@@ -68,6 +68,8 @@ pub const HTTP_PRESSURE_THRESHOLD: f64 = 0.9;
 /// (method, path); `{id}` stands for a job id. `/`, `/livez` and `/readyz` stay public.
 pub const PROTECTED_ROUTES: &[(&str, &str)] = &[
     ("GET", "/health"),
+    ("GET", "/status"),
+    ("GET", "/status.json"),
     ("GET", "/metrics"),
     ("GET", "/v1/config"),
     ("POST", "/v1/infer"),
@@ -172,6 +174,8 @@ pub(crate) enum Route {
     Livez,
     Readyz,
     Health,
+    Status,
+    StatusJson,
     Metrics,
     Config,
     Infer,
@@ -192,11 +196,13 @@ pub(crate) enum Route {
 }
 
 impl Route {
-    const ALL: [Route; 18] = [
+    const ALL: [Route; 20] = [
         Route::Root,
         Route::Livez,
         Route::Readyz,
         Route::Health,
+        Route::Status,
+        Route::StatusJson,
         Route::Metrics,
         Route::Config,
         Route::Infer,
@@ -219,6 +225,8 @@ impl Route {
             (&Method::GET, "/livez") => Route::Livez,
             (&Method::GET, "/readyz") => Route::Readyz,
             (&Method::GET, "/health") => Route::Health,
+            (&Method::GET, "/status") => Route::Status,
+            (&Method::GET, "/status.json") => Route::StatusJson,
             (&Method::GET, "/metrics") => Route::Metrics,
             (&Method::GET, "/v1/config") => Route::Config,
             (&Method::POST, "/v1/infer") => Route::Infer,
@@ -245,6 +253,8 @@ impl Route {
             Route::Livez => "/livez",
             Route::Readyz => "/readyz",
             Route::Health => "/health",
+            Route::Status => "/status",
+            Route::StatusJson => "/status.json",
             Route::Metrics => "/metrics",
             Route::Config => "/v1/config",
             Route::Infer => "/v1/infer",
@@ -271,6 +281,8 @@ impl Route {
         matches!(
             self,
             Route::Health
+                | Route::Status
+                | Route::StatusJson
                 | Route::Metrics
                 | Route::Config
                 | Route::Infer
@@ -339,6 +351,7 @@ pub struct App {
     limiter: Option<RateLimiter>,
     limits: HttpLimits,
     pub(crate) stats: ServerStats,
+    pub(crate) status: crate::status::StatusHistory,
 }
 
 impl App {
@@ -368,6 +381,7 @@ impl App {
             limiter,
             limits: HttpLimits::default(),
             stats: ServerStats::default(),
+            status: crate::status::StatusHistory::default(),
         })
     }
 
@@ -415,6 +429,11 @@ impl App {
                 Ok(token) => Some(token.to_string()),
                 Err(error) => {
                     self.stats.auth_rejected.fetch_add(1, Ordering::Relaxed);
+                    if route == Route::Status {
+                        // A browser cannot send the key with a page load: the page asks for it.
+                        log.error = Some(error);
+                        return (route, crate::status::locked_response());
+                    }
                     let close = request.method() == Method::POST;
                     return (route, self.reject(route, error, log, close));
                 }
@@ -467,6 +486,8 @@ impl App {
             ),
             Route::Readyz => self.readyz(request.uri().query()).await,
             Route::Health => self.health().await,
+            Route::Status => crate::status::page_response(self).await,
+            Route::StatusJson => crate::status::json_response(self).await,
             Route::Metrics => self.metrics(request.uri().query()),
             Route::Config => http::json(StatusCode::OK, &self.runtime.config_view()),
             Route::Infer => self.infer(request, log).await,
@@ -563,7 +584,8 @@ impl App {
                 "model": self.runtime.default_model_id(),
                 "models": self.runtime.model_ids(),
                 "docs": root_docs(),
-                "routes": ["/livez", "/readyz", "/health", "/metrics", "/v1/config",
+                "routes": ["/livez", "/readyz", "/health", "/status", "/status.json",
+                           "/metrics", "/v1/config",
                            "/v1/infer", "/v1/chat/completions", "/v1/completions",
                            "/v1/models", "/v1/embeddings", "/v1/jobs"],
             }),
@@ -635,6 +657,17 @@ impl App {
     }
 
     async fn health(&self) -> Response<Body> {
+        let health = self.full_health().await;
+        let status = if health.status == HealthStatus::Unavailable {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::OK
+        };
+        http::json(status, &health)
+    }
+
+    /// The runtime's health with the HTTP front's (connections, rate limiter) folded in.
+    pub(crate) async fn full_health(&self) -> ray_core::wire::Health {
         let mut health = self.runtime.health().await;
         let http_health = self.http_health();
         let rate_limit = self.limiter.as_ref().map(RateLimiter::health);
@@ -645,12 +678,7 @@ impl App {
         }
         health.rate_limit = rate_limit;
         health.gateway = Some(GatewayHealth { http: http_health });
-        let status = if health.status == HealthStatus::Unavailable {
-            StatusCode::SERVICE_UNAVAILABLE
-        } else {
-            StatusCode::OK
-        };
-        http::json(status, &health)
+        health
     }
 
     fn metrics(&self, query: Option<&str>) -> Response<Body> {

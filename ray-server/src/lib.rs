@@ -51,6 +51,7 @@ pub mod render;
 mod server;
 pub mod sse;
 pub mod stage;
+pub mod status;
 
 pub use app::{App, AppError, HTTP_PRESSURE_THRESHOLD, HttpLimits, PROTECTED_ROUTES};
 pub use server::run;

@@ -50,6 +50,8 @@ pub async fn run(
         .max_header_size(PARSER_MAX_HEAD_BYTES.max(limits.max_header_bytes as usize + 1))
         .keep_alive(true);
     let builder = Arc::new(builder);
+    // The status page's history: one sample of the counters a second, stopped with the server.
+    let sampler = tokio::spawn(crate::status::sample(app.clone()));
     tokio::pin!(shutdown);
 
     loop {
@@ -135,6 +137,7 @@ pub async fn run(
     }
 
     drop(listener);
+    sampler.abort();
     tracing::info!(
         open_connections = connections.len(),
         "gateway shutting down"
