@@ -42,11 +42,14 @@ fn config(dir: &std::path::Path, queue: &str, extra: &str) -> String {
     config.to_string()
 }
 
+/// The job records in the store (not the `.tmp-` file the store's health probe writes and
+/// removes every second).
 fn job_files(dir: &std::path::Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir.join("jobs"))
         .map(|entries| {
             entries
                 .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|name| !name.starts_with(".tmp-"))
                 .collect()
         })
         .unwrap_or_default();
