@@ -101,7 +101,8 @@ impl Runtime {
                 other => return other,
             }
         }
-        Err(attempts.into_error())
+        // Unreachable: the chain is never empty and its last model always answers.
+        Err(lost())
     }
 
     /// Front and execute on one model.
@@ -212,12 +213,10 @@ impl Runtime {
             spec,
             facts,
             exec,
+            started,
             deadline,
-            plan,
             ..
         } = ready;
-        let started = deadline - Duration::from_millis(inner.config.scheduler.request_timeout_ms);
-        drop(plan);
         // A stream also has its total deadline.
         let total_deadline = if stream {
             started + Duration::from_millis(streaming.total_timeout_ms)
@@ -365,7 +364,6 @@ pub(crate) struct Attempts<'a> {
     chosen_by: String,
     first: Option<String>,
     skipped: Vec<String>,
-    first_error: Option<RayError>,
     started: Instant,
 }
 
@@ -376,7 +374,6 @@ impl<'a> Attempts<'a> {
             chosen_by: chosen_by.to_string(),
             first: None,
             skipped: Vec::new(),
-            first_error: None,
             started,
         }
     }
@@ -408,11 +405,8 @@ impl<'a> Attempts<'a> {
         let last = chain.last() == Some(&index);
         let timeout = Duration::from_millis(self.runtime.inner.config.scheduler.request_timeout_ms);
         let in_time = self.started.elapsed() < timeout;
+        // The last model's error is the answer (its fallbacks were tried and `skipped` says why).
         if last || !in_time || !backend_down(error.code()) {
-            if self.first_error.is_some() && backend_down(error.code()) {
-                // Every model of the chain was down: answer with the first model's reason.
-                return false;
-            }
             return false;
         }
         model.counters.fell_back.fetch_add(1, Ordering::Relaxed);
@@ -423,15 +417,7 @@ impl<'a> Attempts<'a> {
             "model cannot take the request; trying its fallback"
         );
         self.skipped.push(format!("{}: {}", model.id, error.code()));
-        if self.first_error.is_none() {
-            self.first_error = Some(error.clone());
-        }
         true
-    }
-
-    /// The error when no model was left to try (never reached with a non-empty chain).
-    pub(crate) fn into_error(self) -> RayError {
-        self.first_error.unwrap_or_else(lost)
     }
 }
 

@@ -55,6 +55,8 @@ pub(crate) struct Ready {
     pub(crate) facts: Facts,
     pub(crate) exec: ExecPlan,
     pub(crate) dedupe_key: Option<u128>,
+    /// When the request arrived.
+    pub(crate) started: Instant,
     /// `scheduler.requestTimeoutMs` after arrival.
     pub(crate) deadline: Instant,
 }
@@ -268,6 +270,7 @@ impl Runtime {
             },
             exec,
             dedupe_key,
+            started,
             deadline,
         })))
     }

@@ -139,8 +139,8 @@ struct Reader {
 
 impl Reader {
     async fn next(&mut self) -> Option<Result<InferEvent, RayError>> {
-        let plan = self.plan.as_ref()?;
-        let _ = plan;
+        // No plan left: the final event (or an error) was sent.
+        self.plan.as_ref()?;
         let event =
             match tokio::time::timeout_at(self.deadline + DEADLINE_GRACE, self.subscription.next())
                 .await
@@ -303,6 +303,7 @@ impl Runtime {
                 routing,
             ));
         }
-        Err(attempts.into_error())
+        // Unreachable: the chain is never empty and its last model always answers.
+        Err(lost())
     }
 }

@@ -184,23 +184,29 @@ async fn load_bodies(
     }
 }
 
-async fn run(duration: Duration) -> serde_json::Value {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("ray.bench.json");
+/// Writes the bench's gateway config (the mock at latency 0, cache off, roomy limits) with
+/// `extra` top-level fields (each followed by a comma) to `dir/name`.
+fn write_config(dir: &std::path::Path, name: &str, extra: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    let log_level = std::env::var("RAY_BENCH_LOG_LEVEL").unwrap_or_else(|_| "info".into());
     std::fs::write(
-        &config,
-        r#"{"profile":"tiny","model":{"adapter":{"kind":"mock","latencyMs":0}},
-            "cache":{"enabled":false},
-            "scheduler":{"concurrency":8,"maxQueue":512,"maxQueuedTokens":262144,
-                         "maxInflightTokens":65536,"requestTimeoutMs":30000,"affinityLookahead":8},
-            "gracefulDegradation":{"queueDepthThreshold":500},
-            "telemetry":{"logLevel":"LOGLEVEL"}}"#
-            .replace(
-                "LOGLEVEL",
-                &std::env::var("RAY_BENCH_LOG_LEVEL").unwrap_or_else(|_| "info".into()),
-            ),
+        &path,
+        format!(
+            r#"{{"profile":"tiny","model":{{"adapter":{{"kind":"mock","latencyMs":0}}}},{extra}
+            "cache":{{"enabled":false}},
+            "scheduler":{{"concurrency":8,"maxQueue":512,"maxQueuedTokens":262144,
+                         "maxInflightTokens":65536,"requestTimeoutMs":30000,"affinityLookahead":8}},
+            "gracefulDegradation":{{"queueDepthThreshold":500}},
+            "telemetry":{{"logLevel":"{log_level}"}}}}"#
+        ),
     )
     .expect("config");
+    path
+}
+
+async fn run(duration: Duration) -> serde_json::Value {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), "ray.bench.json", "");
 
     // Start-up: spawn to first 200 on /livez, median of 10.
     let mut startups = Vec::new();
@@ -295,24 +301,13 @@ async fn run(duration: Duration) -> serde_json::Value {
     // Several models: the same load through three mock models routed by rules (a task rule,
     // a prompt-length rule that never matches, the default) against the one-model gateway,
     // alternating, at 64 clients.
-    let multi_config = dir.path().join("ray.bench.models.json");
-    std::fs::write(
-        &multi_config,
-        r#"{"profile":"tiny","model":{"adapter":{"kind":"mock","latencyMs":0}},
-            "models":[{"id":"drafter"},{"id":"classifier"},{"id":"long"}],
+    let multi_config = write_config(
+        dir.path(),
+        "ray.bench.models.json",
+        r#""models":[{"id":"drafter"},{"id":"classifier"},{"id":"long"}],
             "routing":{"rules":[{"name":"classify","tasks":["classify"],"model":"classifier"},
-                                {"name":"long","minPromptTokens":4000,"model":"long"}]},
-            "cache":{"enabled":false},
-            "scheduler":{"concurrency":8,"maxQueue":512,"maxQueuedTokens":262144,
-                         "maxInflightTokens":65536,"requestTimeoutMs":30000,"affinityLookahead":8},
-            "gracefulDegradation":{"queueDepthThreshold":500},
-            "telemetry":{"logLevel":"LOGLEVEL"}}"#
-            .replace(
-                "LOGLEVEL",
-                &std::env::var("RAY_BENCH_LOG_LEVEL").unwrap_or_else(|_| "info".into()),
-            ),
-    )
-    .expect("config");
+                                {"name":"long","minPromptTokens":4000,"model":"long"}]},"#,
+    );
     let port = free_port();
     let (child, started) = spawn_ray(&multi_config, port);
     let multi = Server {

@@ -104,11 +104,7 @@ fn aliases(aliases: &[String]) -> String {
 
 /// The id a name (id or alias) stands for, or the name itself.
 fn target<'a>(config: &'a RayConfig, name: &'a str) -> &'a str {
-    config
-        .model_entries()
-        .iter()
-        .find(|m| m.id == name || m.aliases.iter().any(|a| a == name))
-        .map_or(name, |m| m.id.as_str())
+    config.find_model(name).map_or(name, |m| m.id.as_str())
 }
 
 fn conditions(rule: &RoutingRule) -> String {

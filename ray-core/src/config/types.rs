@@ -1124,18 +1124,21 @@ impl RayConfig {
         }
     }
 
+    /// The model `name` stands for (its id or one of its aliases), among
+    /// [`RayConfig::model_entries`].
+    pub fn find_model(&self, name: &str) -> Option<&ModelConfig> {
+        self.model_entries()
+            .iter()
+            .find(|m| m.id == name || m.aliases.iter().any(|a| a == name))
+    }
+
     /// The id of the default model: `defaultModel` resolved through ids and aliases, else the
     /// first model.
     pub fn default_model_id(&self) -> &str {
-        let entries = self.model_entries();
         self.default_model
             .as_deref()
-            .and_then(|name| {
-                entries
-                    .iter()
-                    .find(|m| m.id == name || m.aliases.iter().any(|a| a == name))
-            })
-            .unwrap_or(&entries[0])
+            .and_then(|name| self.find_model(name))
+            .unwrap_or(&self.model_entries()[0])
             .id
             .as_str()
     }
