@@ -24,9 +24,10 @@ use ray_scheduler::{Joined, Publisher, Subscription};
 use tokio::time::Instant;
 
 use crate::front::{Front, Ready, RequestContext};
+use crate::outcome::{ExecResult, Timing};
 use crate::plan::PlanOptions;
 use crate::registry::{ModelEntry, backend_down};
-use crate::respond::{ExecResult, Timing, finish_execution, provider_failure};
+use crate::respond::{finish_execution, provider_failure};
 use crate::runtime::Runtime;
 use crate::telemetry::inc;
 

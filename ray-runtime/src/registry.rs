@@ -18,8 +18,8 @@ use ray_models::Provider;
 use ray_scheduler::{Flights, Scheduler, SchedulerSettings};
 use tokio::time::Instant;
 
-use crate::health::HealthState;
-use crate::respond::ExecResult;
+use crate::model_health::HealthState;
+use crate::outcome::ExecResult;
 use crate::tuning::Tuner;
 
 /// Identical requests in flight for one model: keyed by the dedupe key, with the stream's text

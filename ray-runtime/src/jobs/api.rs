@@ -2,10 +2,13 @@
 
 use std::sync::Arc;
 
-use ray_core::wire::{InferRequest, JobAccepted, JobList, JobListQuery, JobRecord, JobSubmission};
+use ray_core::wire::{
+    InferRequest, InferResponse, JobAccepted, JobList, JobListQuery, JobRecord, JobSubmission,
+};
 use ray_core::{ErrorCode, RayError};
 
 use super::JobQueue;
+use super::worker::JobRunner;
 use crate::plan::{PlanOptions, plan};
 use crate::pressure::PressureSnapshot;
 use crate::runtime::Runtime;
@@ -69,5 +72,23 @@ impl Runtime {
     /// finished job is `job_not_cancellable`; a cancelled one is answered again.
     pub async fn cancel_job(&self, id: &str) -> Result<JobRecord, RayError> {
         self.queue()?.cancel(id).await
+    }
+}
+
+impl JobRunner for Runtime {
+    fn infer(
+        &self,
+        request: InferRequest,
+    ) -> impl Future<Output = Result<InferResponse, RayError>> + Send {
+        Runtime::infer(self, request)
+    }
+
+    fn has_idle_capacity(&self) -> bool {
+        let model = self.model();
+        if model.refusal(tokio::time::Instant::now()).is_some() {
+            return false;
+        }
+        let snapshot = model.scheduler.snapshot();
+        snapshot.depth() == 0 && snapshot.in_flight < model.limits.concurrency
     }
 }
