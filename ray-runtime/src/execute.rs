@@ -99,7 +99,11 @@ impl Runtime {
                 .await;
             match result {
                 Err(error) if attempts.falls_back(&model, &error, &route.chain, index) => {}
-                other => return other,
+                Err(error) => {
+                    model.counters.errors.add(error.code());
+                    return Err(error);
+                }
+                ok => return ok,
             }
         }
         // Unreachable: the chain is never empty and its last model always answers.

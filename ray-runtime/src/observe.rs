@@ -127,5 +127,63 @@ impl Runtime {
             MetricKind::Counter,
             per_model(&|e| counter(&e.counters.cooldowns)),
         );
+        m.labelled(
+            "ray_model_queued_tokens",
+            "Tokens reserved by the model's waiting requests.",
+            MetricKind::Gauge,
+            per_model(&|e| f64::from(e.scheduler.snapshot().queued_tokens)),
+        );
+        m.labelled(
+            "ray_model_in_flight_tokens",
+            "Tokens reserved by the model's executing requests.",
+            MetricKind::Gauge,
+            per_model(&|e| f64::from(e.scheduler.snapshot().in_flight_tokens)),
+        );
+        m.labelled(
+            "ray_model_oldest_wait_seconds",
+            "How long the model's oldest waiting request has waited.",
+            MetricKind::Gauge,
+            per_model(&|e| e.scheduler.snapshot().oldest_wait.as_secs_f64()),
+        );
+        m.labelled(
+            "ray_model_queue_rejected_total",
+            "Requests the model's scheduler refused (queue depth, queued tokens, token budget).",
+            MetricKind::Counter,
+            per_model(&|e| {
+                let c = e.scheduler.snapshot().counters;
+                (c.rejected_queue_depth + c.rejected_queued_tokens + c.rejected_token_budget) as f64
+            }),
+        );
+        m.labelled(
+            "ray_model_dedupe_flights",
+            "Executions of the model that other requests may join now.",
+            MetricKind::Gauge,
+            per_model(&|e| e.flights.flights() as f64),
+        );
+        m.labelled(
+            "ray_model_dedupe_followers_total",
+            "Requests that joined an execution of the model already in flight.",
+            MetricKind::Counter,
+            per_model(&|e| e.flights.followers_total() as f64),
+        );
+        m.labelled(
+            "ray_model_errors_total",
+            "Requests that ended with an error on the model they last tried, by error code.",
+            MetricKind::Counter,
+            entries
+                .iter()
+                .flat_map(|entry| {
+                    entry
+                        .counters
+                        .errors
+                        .samples()
+                        .into_iter()
+                        .map(|mut sample| {
+                            sample.labels.insert(0, ("model", entry.id.clone()));
+                            sample
+                        })
+                })
+                .collect(),
+        );
     }
 }

@@ -18,6 +18,7 @@ use ray_models::Provider;
 use ray_scheduler::{Flights, Scheduler, SchedulerSettings};
 use tokio::time::Instant;
 
+use crate::metrics::CodeCounters;
 use crate::model_health::HealthState;
 use crate::outcome::ExecResult;
 use crate::tuning::Tuner;
@@ -62,6 +63,8 @@ pub(crate) struct ModelCounters {
     pub(crate) fell_back: AtomicU64,
     /// Times the model went into cooldown.
     pub(crate) cooldowns: AtomicU64,
+    /// Requests this model last tried that ended with an error, by code.
+    pub(crate) errors: CodeCounters,
 }
 
 impl ModelEntry {
