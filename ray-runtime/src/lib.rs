@@ -56,6 +56,7 @@
 
 pub mod backend;
 mod builder;
+mod condition;
 mod degrade;
 mod execute;
 mod front;
@@ -85,6 +86,7 @@ mod warmup;
 
 pub use backend::BackendProcess;
 pub use builder::RuntimeBuilder;
+pub use condition::ModelCondition;
 pub use front::RequestContext;
 pub use ids::IdSource;
 pub use jobs::{FileJobStore, JobQueue, JobStore};

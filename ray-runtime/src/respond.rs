@@ -49,6 +49,7 @@ pub(crate) fn finish_execution(
 ) -> ExecResult {
     check_output_length(&output, plan.max_tokens)?;
     model.note_success();
+    model.counters.note_service(timing.call_time);
     model.tuner.record(outcome(&output, timing, facts.family));
     let execution = Execution {
         output,
