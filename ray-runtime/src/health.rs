@@ -338,6 +338,7 @@ impl Runtime {
             async_queue: self.jobs().map(|jobs| jobs.health()),
             rate_limit: None,
             gateway: None,
+            cluster: None,
             models,
         }
     }

@@ -1,7 +1,7 @@
 //! The job routes: `POST /v1/jobs`, `GET /v1/jobs`, `GET /v1/jobs/{id}` and
 //! `DELETE /v1/jobs/{id}`. The queue itself lives in the runtime.
 
-use hyper::body::Incoming;
+use crate::http::RequestBody;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use ray_core::wire::{JobListQuery, JobSubmission};
@@ -14,7 +14,7 @@ impl App {
     /// `Location` once the job is durable.
     pub(super) async fn submit_job(
         &self,
-        request: Request<Incoming>,
+        request: Request<RequestBody>,
         log: &mut RequestLog,
     ) -> Response<Body> {
         let submission: JobSubmission = match self.read_json(request).await {
@@ -47,7 +47,7 @@ impl App {
     pub(super) async fn job(
         &self,
         route: Route,
-        request: Request<Incoming>,
+        request: Request<RequestBody>,
         log: &mut RequestLog,
     ) -> Response<Body> {
         // A body on a DELETE is never read: close the connection rather than leave it there.
