@@ -58,11 +58,13 @@
 
 pub mod auth;
 mod breaker;
+pub mod jobs;
 mod node;
 pub mod placement;
 mod record;
 
 pub use breaker::{Breaker, BreakerState};
+pub use jobs::{ClusterJobs, JobHost, JobsOptions};
 pub use node::{
     BREAKER_OPEN_FOR, BREAKER_THRESHOLD, Cluster, ClusterError, ClusterOptions, ClusterStatus,
     Credentials, NODES_BUCKET, RecordSource,

@@ -311,7 +311,7 @@ impl Cluster {
         if let Ok(store) = context.get_key_value(&options.bucket).await {
             return Ok(store);
         }
-        create_bucket(
+        create_bucket_with(
             &context,
             &options.bucket,
             "Ray node registry: one record per live node",
@@ -389,7 +389,7 @@ async fn run(weak: std::sync::Weak<Shared>) {
 /// The stream is created directly, with the settings a key-value bucket has, because the
 /// client's own `create_key_value` first reads account fields that NATS 2.9 (Debian 12's) does
 /// not send.
-pub(crate) async fn create_bucket(
+pub(crate) async fn create_bucket_with(
     context: &jetstream::Context,
     bucket: &str,
     description: &str,

@@ -977,6 +977,11 @@ impl App {
         }
     }
 
+    /// The cluster link, when this node is in a cluster.
+    pub(crate) fn cluster(&self) -> Option<&crate::cluster::ClusterLink> {
+        self.cluster.as_ref()
+    }
+
     /// Leaves the cluster (removes this node's registry record), when in one.
     pub async fn leave_cluster(&self) {
         if let Some(cluster) = &self.cluster {

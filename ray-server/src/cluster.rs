@@ -20,9 +20,15 @@ use hyper::body::Frame;
 use hyper::header::{HeaderName, HeaderValue};
 use hyper::{HeaderMap, Method, Request, Response, StatusCode};
 use ray_cluster::auth::{AUTH_HEADER, HOP_HEADER, NODE_HEADER};
-use ray_cluster::{Cluster, ClusterOptions, Credentials, ModelRecord, NODES_BUCKET, NodeRecord};
+use ray_cluster::jobs::HostFuture;
+use ray_cluster::{
+    Cluster, ClusterJobs, ClusterOptions, Credentials, JobHost, JobsOptions, ModelRecord,
+    NODES_BUCKET, NodeRecord,
+};
 use ray_core::config::{ClusterConfig, MIN_CLUSTER_KEY_BYTES};
-use ray_core::wire::ClusterHealth;
+use ray_core::wire::{
+    ClusterHealth, InferRequest, InferResponse, JobAccepted, JobRecord, JobSubmission,
+};
 use ray_core::{ErrorCode, RayError};
 use ray_runtime::Runtime;
 use ray_runtime::metrics::{MetricKind, MetricsSnapshot, Sample};
@@ -70,6 +76,10 @@ pub enum ClusterSetupError {
 /// This gateway's membership and forwarding state.
 pub(crate) struct ClusterLink {
     cluster: Cluster,
+    /// The shared job queue, once NATS has been reached (with `asyncQueue.enabled`).
+    jobs: Arc<std::sync::OnceLock<ClusterJobs>>,
+    jobs_enabled: bool,
+    ids: ray_runtime::IdSource,
     key: Vec<u8>,
     client: reqwest::Client,
     overflow_after_ms: u64,
@@ -122,8 +132,16 @@ impl ClusterLink {
             .pool_idle_timeout(Duration::from_secs(30))
             .build()
             .unwrap_or_default();
+        let cluster = Cluster::start(options, source);
+        let jobs = Arc::new(std::sync::OnceLock::new());
+        if runtime.config().async_queue.enabled {
+            tokio::spawn(open_jobs(runtime.clone(), cluster.clone(), jobs.clone()));
+        }
         Ok(ClusterLink {
-            cluster: Cluster::start(options, source),
+            cluster,
+            jobs,
+            jobs_enabled: runtime.config().async_queue.enabled,
+            ids: ray_runtime::IdSource::default(),
             key,
             client,
             overflow_after_ms: config.overflow_after_ms,
@@ -131,6 +149,60 @@ impl ClusterLink {
             forwarded_in: AtomicU64::new(0),
             forward_failures: AtomicU64::new(0),
         })
+    }
+
+    /// The shared job queue, when this node runs jobs through the cluster (`asyncQueue`
+    /// enabled); `cluster_unavailable` until NATS has been reached.
+    pub(crate) fn jobs(&self) -> Option<Result<&ClusterJobs, RayError>> {
+        if self.jobs.get().is_none() && !self.cluster_jobs_enabled() {
+            return None;
+        }
+        Some(self.jobs.get().ok_or_else(|| {
+            RayError::new(
+                ErrorCode::ClusterUnavailable,
+                "The cluster job queue is not reachable yet (NATS has not answered); nothing was accepted",
+            )
+        }))
+    }
+
+    fn cluster_jobs_enabled(&self) -> bool {
+        self.jobs_enabled
+    }
+
+    /// Accepts a job into the shared queue: checked like a local submission (request, model,
+    /// callback URL), then answered once JetStream holds it.
+    pub(crate) async fn submit_job(
+        &self,
+        runtime: &Runtime,
+        submission: JobSubmission,
+    ) -> Result<JobAccepted, RayError> {
+        let jobs = self.jobs().unwrap_or_else(|| Err(disabled()))?;
+        runtime.check_request(&submission.request)?;
+        let model = runtime.route_model(&submission.request)?;
+        let callback = match &submission.callback_url {
+            Some(url) => Some(runtime.check_callback_url(url).await?),
+            None => None,
+        };
+        let id = self.ids.next(&format!("job_{}_", self.node_id()));
+        let record = jobs.submit(id, model, submission.request, callback).await?;
+        Ok(JobAccepted {
+            location: format!("/v1/jobs/{}", record.id),
+            id: record.id,
+            status: record.status,
+            created_at: record.created_at,
+        })
+    }
+
+    /// A job's record from the shared queue.
+    pub(crate) async fn job(&self, id: &str) -> Result<JobRecord, RayError> {
+        let jobs = self.jobs().unwrap_or_else(|| Err(disabled()))?;
+        jobs.get(id).await?.ok_or_else(|| job_not_found(id))
+    }
+
+    /// Cancels a job of the shared queue.
+    pub(crate) async fn cancel_job(&self, id: &str) -> Result<JobRecord, RayError> {
+        let jobs = self.jobs().unwrap_or_else(|| Err(disabled()))?;
+        jobs.cancel(id).await?.ok_or_else(|| job_not_found(id))
     }
 
     /// This node's id.
@@ -389,6 +461,53 @@ impl ClusterLink {
     }
 }
 
+/// Waits for the NATS client, then starts the shared job queue's workers for the local models.
+async fn open_jobs(
+    runtime: Runtime,
+    cluster: Cluster,
+    slot: Arc<std::sync::OnceLock<ClusterJobs>>,
+) {
+    let client = loop {
+        if let Some(client) = cluster.client() {
+            break client;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let queue = &runtime.config().async_queue;
+    let heartbeat = cluster.options().heartbeat;
+    let options = JobsOptions {
+        models: runtime.model_ids().into_iter().map(String::from).collect(),
+        concurrency: queue.dispatch_concurrency,
+        max_attempts: queue.max_attempts,
+        max_callback_attempts: queue.max_callback_attempts,
+        retry_base: Duration::from_millis(queue.poll_interval_ms.max(1)),
+        // A job whose node stopped acknowledging goes to another node after four heartbeats.
+        ack_wait: heartbeat * 4,
+        retention: Duration::from_millis(queue.completed_ttl_ms.max(60_000)),
+    };
+    let jobs = ClusterJobs::new(client, options, Arc::new(RuntimeHost(runtime)));
+    jobs.start();
+    let _ = slot.set(jobs);
+}
+
+/// The runtime, as the shared job queue runs jobs on it.
+struct RuntimeHost(Runtime);
+
+impl JobHost for RuntimeHost {
+    fn run(&self, request: InferRequest) -> HostFuture<'_, Result<InferResponse, RayError>> {
+        Box::pin(self.0.infer(request))
+    }
+
+    fn deliver<'a>(
+        &'a self,
+        url: &'a str,
+        record: &'a JobRecord,
+        attempt: u32,
+    ) -> HostFuture<'a, Result<(), String>> {
+        Box::pin(self.0.send_callback(url, record, attempt))
+    }
+}
+
 /// The model a forwardable request names, read from its JSON body (`model`); `None` when it
 /// names none or `auto` (the default model is checked then).
 pub(crate) fn requested_model(body: &[u8]) -> Option<String> {
@@ -442,6 +561,20 @@ fn record_source(runtime: Runtime, options: &ClusterOptions) -> ray_cluster::Rec
             heartbeat_at_ms: 0,
         }
     })
+}
+
+fn job_not_found(id: &str) -> RayError {
+    RayError::new(
+        ErrorCode::JobNotFound,
+        format!("No job {id:?} in the cluster"),
+    )
+}
+
+fn disabled() -> RayError {
+    RayError::new(
+        ErrorCode::AsyncQueueDisabled,
+        "The async job queue is disabled (asyncQueue.enabled is false)",
+    )
 }
 
 fn unix_millis() -> u64 {

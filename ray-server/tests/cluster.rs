@@ -72,7 +72,11 @@ struct Node {
 impl Node {
     /// A gateway whose one model `m` is the mock (`up`) or a backend on a refused port.
     fn start(dir: &Path, nats: u16, id: &str, up: bool) -> Node {
-        let port = free_port();
+        Node::start_with(dir, nats, id, up, free_port(), "")
+    }
+
+    /// The same, on `port`, with `extra` top-level config fields (`,"asyncQueue":{...}`).
+    fn start_with(dir: &Path, nats: u16, id: &str, up: bool, port: u16, extra: &str) -> Node {
         let adapter = if up {
             r#"{"kind":"mock","latencyMs":5}"#.to_string()
         } else {
@@ -86,12 +90,16 @@ impl Node {
                 "models":[{{"id":"m","aliases":["m-alias"],"warmOnBoot":false,"adapter":{adapter}}}],
                 "cluster":{{"natsUrls":["nats://127.0.0.1:{nats}"],"nodeId":"{id}",
                   "advertiseUrl":"http://127.0.0.1:{port}","region":"test",
-                  "heartbeatMs":{HEARTBEAT_MS},"clusterKeyEnv":"RAY_TEST_CLUSTER_KEY"}}}}"#
+                  "heartbeatMs":{HEARTBEAT_MS},"clusterKeyEnv":"RAY_TEST_CLUSTER_KEY"}}{extra}}}"#
         );
         let path = dir.join(format!("{id}.json"));
         std::fs::write(&path, config).unwrap();
         let log = dir.join(format!("{id}.log"));
-        let out = std::fs::File::create(&log).unwrap();
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_ray-server"))
             .arg("--config")
             .arg(&path)
@@ -353,4 +361,216 @@ async fn three_nodes_share_a_registry_and_forward_to_a_peer() {
         node_ids(&http, &b).await
     );
     assert_eq!(b.id, "b");
+}
+
+/// Receives callbacks on loopback and counts deliveries per idempotency key.
+async fn callback_receiver() -> (
+    u16,
+    std::sync::Arc<parking_lot::Mutex<std::collections::HashMap<String, u32>>>,
+) {
+    use http_body_util::BodyExt;
+    let seen = std::sync::Arc::new(parking_lot::Mutex::new(std::collections::HashMap::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let counts = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let counts = counts.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    move |request: hyper::Request<hyper::body::Incoming>| {
+                        let counts = counts.clone();
+                        async move {
+                            let key = request
+                                .headers()
+                                .get("idempotency-key")
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or_default()
+                                .to_string();
+                            let body = request
+                                .into_body()
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
+                            let job: serde_json::Value =
+                                serde_json::from_slice(&body).unwrap_or_default();
+                            assert_eq!(
+                                job["job"]["id"],
+                                key.as_str(),
+                                "the idempotency key is the job id"
+                            );
+                            *counts.lock().entry(key).or_insert(0) += 1;
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                                http_body_util::Full::new(bytes::Bytes::from_static(b"ok")),
+                            ))
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (port, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_jobs_survive_a_killed_node_and_a_nats_restart() {
+    const JOBS: usize = 300;
+    let dir = tempfile::tempdir().unwrap();
+    let nats_port = free_port();
+    let Some(mut nats) = Nats::start(&dir.path().join("nats"), nats_port) else {
+        return;
+    };
+    let (callback_port, callbacks) = callback_receiver().await;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let queue = |id: &str| {
+        format!(
+            r#","asyncQueue":{{"enabled":true,"storageDir":"{}","dispatchConcurrency":2,
+               "maxAttempts":5,"pollIntervalMs":50,"callbackAllowPrivateNetwork":true}}"#,
+            dir.path().join(format!("jobs-{id}")).display()
+        )
+    };
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let ids = ["a", "b", "c"];
+    let mut nodes: Vec<Node> = ids
+        .iter()
+        .zip(&ports)
+        .map(|(id, port)| Node::start_with(dir.path(), nats_port, id, true, *port, &queue(id)))
+        .collect();
+    let all = within(Duration::from_secs(20), async || {
+        node_ids(&http, &nodes[0]).await == ["a", "b", "c"]
+    })
+    .await;
+    assert!(all.is_some(), "{}", nodes[0].log());
+
+    let mut accepted: Vec<String> = Vec::new();
+    let mut refused = 0u32;
+    let mut next = 0usize;
+    let mut restarted_nats = false;
+    while accepted.len() < JOBS {
+        let n = accepted.len();
+        if n == 100 && nodes[2].child.is_some() {
+            nodes[2].kill(); // kill -9 in the middle of the run
+        }
+        if n == 200 && nodes[2].child.is_none() {
+            nodes[2] = Node::start_with(dir.path(), nats_port, "c", true, ports[2], &queue("c"));
+        }
+        if n == 250 && !restarted_nats {
+            restarted_nats = true;
+            nats.stop();
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            nats = Nats::start(&dir.path().join("nats"), nats_port).unwrap();
+        }
+        let node = &nodes[next % 3];
+        next += 1;
+        let body = serde_json::json!({
+            "input": format!("job number {n}"),
+            "model": "m",
+            "callbackUrl": format!("http://127.0.0.1:{callback_port}/hook"),
+        });
+        match http.post(node.url("/v1/jobs")).json(&body).send().await {
+            Ok(answer) if answer.status() == 202 => {
+                let accepted_job: serde_json::Value = answer.json().await.unwrap();
+                accepted.push(accepted_job["id"].as_str().unwrap().to_string());
+            }
+            Ok(answer) => {
+                // Refused (NATS away: 503 cluster_unavailable): not accepted, so not counted.
+                assert_eq!(
+                    answer.status(),
+                    503,
+                    "{}",
+                    answer.text().await.unwrap_or_default()
+                );
+                refused += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(_) => {
+                // The killed node: nothing was accepted.
+                refused += 1;
+            }
+        }
+    }
+    eprintln!(
+        "cluster jobs: {JOBS} accepted, {refused} submissions refused while a node or NATS was down"
+    );
+
+    // Every accepted job completes, seen the same from every live node, exactly once.
+    let started = Instant::now();
+    let mut pending: Vec<String> = accepted.clone();
+    while !pending.is_empty() && started.elapsed() < Duration::from_secs(120) {
+        let mut still = Vec::new();
+        for (i, id) in pending.iter().enumerate() {
+            let node = &nodes[i % 3];
+            let record: serde_json::Value =
+                match http.get(node.url(&format!("/v1/jobs/{id}"))).send().await {
+                    Ok(answer) if answer.status() == 200 => answer.json().await.unwrap(),
+                    _ => {
+                        still.push(id.clone());
+                        continue;
+                    }
+                };
+            match record["status"].as_str() {
+                Some("succeeded") => {
+                    assert!(record["attempts"].as_u64().unwrap() >= 1);
+                    assert!(record["attempts"].as_u64().unwrap() <= 5, "{record}");
+                    assert!(record["result"]["output"].is_string());
+                }
+                Some("queued" | "running") => still.push(id.clone()),
+                other => panic!("job {id} ended {other:?}: {record}"),
+            }
+        }
+        pending = still;
+        if !pending.is_empty() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    assert!(
+        pending.is_empty(),
+        "{} jobs never completed: {:?}\n{}",
+        pending.len(),
+        &pending[..pending.len().min(5)],
+        nodes[0].log()
+    );
+    eprintln!(
+        "cluster jobs: all {JOBS} completed {:?} after the last submission",
+        started.elapsed()
+    );
+
+    // Every callback arrived (a redelivery may repeat one, under the same key).
+    let delivered = within(Duration::from_secs(60), async || {
+        let seen = callbacks.lock();
+        accepted.iter().all(|id| seen.contains_key(id))
+    })
+    .await;
+    let seen = callbacks.lock().clone();
+    assert!(
+        delivered.is_some(),
+        "{} of {} callbacks arrived",
+        accepted.iter().filter(|id| seen.contains_key(*id)).count(),
+        accepted.len()
+    );
+    let duplicates: u32 = seen.values().map(|n| n - 1).sum();
+    eprintln!(
+        "cluster jobs: every callback arrived; {duplicates} duplicate deliveries, each under its job's idempotency key"
+    );
+    for id in &accepted {
+        let record: serde_json::Value = http
+            .get(nodes[1].url(&format!("/v1/jobs/{id}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(record["callback"]["status"], "delivered", "{record}");
+    }
 }

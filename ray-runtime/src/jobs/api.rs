@@ -48,6 +48,32 @@ impl Runtime {
         .map(|_| ())
     }
 
+    /// The id of the model `request` would be served by (by name, rules and default).
+    pub fn route_model(&self, request: &InferRequest) -> Result<String, RayError> {
+        let route = self.route(request, &crate::front::RequestContext::default())?;
+        Ok(self.inner.registry.at(route.choice.model).id.clone())
+    }
+
+    /// Checks a callback URL by `asyncQueue`'s rules (scheme, allowed hosts, public
+    /// addresses) and answers it normalised.
+    pub async fn check_callback_url(&self, url: &str) -> Result<String, RayError> {
+        Ok(self.queue()?.callbacks.policy.check(url).await?.to_string())
+    }
+
+    /// One delivery attempt of `record` to its callback `url`: signed like every callback, with
+    /// the job id as its idempotency key. `Err` says why it failed.
+    pub async fn send_callback(
+        &self,
+        url: &str,
+        record: &JobRecord,
+        attempt: u32,
+    ) -> Result<(), String> {
+        let queue = self.queue().map_err(|e| e.to_string())?;
+        let body =
+            serde_json::to_vec(&serde_json::json!({ "job": record })).map_err(|e| e.to_string())?;
+        queue.callbacks.send(url, &record.id, attempt, body).await
+    }
+
     /// Accepts a job: the request is checked like `/v1/infer` checks it, then the queue's
     /// limits (`maxJobs`, free space, the callback URL rules, the record size cap) apply, and
     /// the job is written durably before this returns. It runs later through

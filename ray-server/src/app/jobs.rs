@@ -21,7 +21,11 @@ impl App {
             Ok(submission) => submission,
             Err((error, close)) => return self.reject(Route::Jobs, error, log, close),
         };
-        match self.runtime.submit_job(submission).await {
+        let accepted = match self.cluster() {
+            Some(cluster) => cluster.submit_job(&self.runtime, submission).await,
+            None => self.runtime.submit_job(submission).await,
+        };
+        match accepted {
             Ok(accepted) => {
                 log.request_id = Some(accepted.id.clone());
                 let mut response = http::json(StatusCode::ACCEPTED, &accepted);
@@ -62,10 +66,11 @@ impl App {
             .strip_prefix("/v1/jobs/")
             .unwrap_or_default();
         log.request_id = Some(id.chars().take(128).collect());
-        let result = if route == Route::JobCancel {
-            self.runtime.cancel_job(id).await
-        } else {
-            self.runtime.job(id).await
+        let result = match (self.cluster(), route == Route::JobCancel) {
+            (Some(cluster), true) => cluster.cancel_job(id).await,
+            (Some(cluster), false) => cluster.job(id).await,
+            (None, true) => self.runtime.cancel_job(id).await,
+            (None, false) => self.runtime.job(id).await,
         };
         let response = match result {
             Ok(record) => http::json(StatusCode::OK, &record),
