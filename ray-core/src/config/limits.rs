@@ -5,7 +5,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::validate::{GENERATED_LLAMA_FLAGS, RESERVED_ADAPTER_HEADERS};
+use super::reserved::{GENERATED_LLAMA_FLAGS, RESERVED_ADAPTER_HEADERS};
 
 /// One single-field rule.
 #[derive(Debug, Clone, Copy, PartialEq)]
