@@ -42,7 +42,11 @@ async fn every_metric_is_documented_and_every_documented_metric_exists() {
         store.path().display().to_string(),
         // No NATS listens there: the cluster families are emitted all the same. (Tests cannot
         // set a variable, so one cargo sets stands in for the cluster key.)
-        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
     ))
     .await;
     server

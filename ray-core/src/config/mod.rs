@@ -8,6 +8,7 @@ mod explain_models;
 mod hooks;
 mod limits;
 mod load;
+mod policy;
 mod profiles;
 mod reserved;
 mod types;
@@ -23,6 +24,7 @@ pub use limits::{FIELD_LIMITS, FieldLimit, Limit, limits_of, rule_path, schema_k
 pub use load::{
     ConfigError, ConfigLoader, LoadedConfig, MAX_CONFIG_FILE_BYTES, ValidConfig, redacted_json,
 };
+pub use policy::{HostPolicy, POLICY_FILE_ENV};
 pub use profiles::{
     DEFAULT_BASE_URL, DEFAULT_LLAMA_BINARY, DEFAULT_MODEL_DIR, adapter_defaults, profile_defaults,
 };

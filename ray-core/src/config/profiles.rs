@@ -600,6 +600,7 @@ pub fn profile_defaults(profile: Profile) -> RayConfig {
             .collect::<BTreeMap<_, _>>(),
         cluster: None,
         hooks: Vec::new(),
+        policy: None,
     }
 }
 

@@ -79,6 +79,11 @@ pub struct RayConfig {
     /// this version.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hooks: Vec<super::hooks::HookConfig>,
+    /// The host policy the config was clamped to (`RAY_POLICY_FILE`); never read from or
+    /// written to a config file.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub policy: Option<super::policy::HostPolicy>,
 }
 
 /// A named set of defaults for one class of machine and model.

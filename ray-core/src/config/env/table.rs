@@ -638,4 +638,5 @@ pub const OTHER_RAY_VARS: &[&str] = &[
     "RAY_CONFIG",
     "RAY_API_KEYS",
     "RAY_CALLBACK_SIGNING_SECRET",
+    "RAY_POLICY_FILE",
 ];
