@@ -1,5 +1,19 @@
 //! The configuration: the `RayConfig` tree, the seven profiles, layering (profile, file,
 //! `RAY_*` environment, explicit overrides), validation with JSON paths, and the JSON Schema.
+//! Behind the default cargo feature `config`.
+//!
+//! Load a config the way `ray-server` does:
+//!
+//! ```
+//! use ray_core::config::ConfigLoader;
+//!
+//! let loaded = ConfigLoader::new()
+//!     .with_json("ray.json", r#"{"profile":"tiny","scheduler":{"maxQueue":16}}"#)
+//!     .with_env([("RAY_SCHEDULER_CONCURRENCY", "1")])
+//!     .load()?;
+//! assert_eq!(loaded.config.scheduler.max_queue, 16);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 mod cluster;
 mod duplicates;
