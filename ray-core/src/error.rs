@@ -75,6 +75,10 @@ pub enum ErrorCode {
     ProviderWarming,
     /// The scheduler queue (or a token budget for queued work) is full.
     QueueFull,
+    /// The scheduler's estimate of when the request would start lies beyond its deadline (or
+    /// its priority class's `maxWaitMs`), so it is refused at once instead of timing out in
+    /// the queue; `Retry-After` comes from the estimate.
+    QueueWaitExceedsDeadline,
     /// Memory pressure is critical and the last-resort guard refuses new work.
     MemoryPressureCritical,
     /// The gateway is shutting down and takes no new work.
@@ -152,6 +156,7 @@ impl ErrorCode {
         ErrorCode::ProviderUnavailable,
         ErrorCode::ProviderWarming,
         ErrorCode::QueueFull,
+        ErrorCode::QueueWaitExceedsDeadline,
         ErrorCode::MemoryPressureCritical,
         ErrorCode::ShuttingDown,
         ErrorCode::AsyncQueueFull,
@@ -205,6 +210,7 @@ impl ErrorCode {
             ErrorCode::ProviderUnavailable => "provider_unavailable",
             ErrorCode::ProviderWarming => "provider_warming",
             ErrorCode::QueueFull => "queue_full",
+            ErrorCode::QueueWaitExceedsDeadline => "queue_wait_exceeds_deadline",
             ErrorCode::MemoryPressureCritical => "memory_pressure_critical",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::AsyncQueueFull => "async_queue_full",
@@ -260,6 +266,7 @@ impl ErrorCode {
             ErrorCode::ProviderUnavailable
             | ErrorCode::ProviderWarming
             | ErrorCode::QueueFull
+            | ErrorCode::QueueWaitExceedsDeadline
             | ErrorCode::MemoryPressureCritical
             | ErrorCode::ShuttingDown
             | ErrorCode::AsyncQueueFull
@@ -282,7 +289,10 @@ impl ErrorCode {
     /// [`RayError::with_retry_after`]; the `1` here is only its floor.
     pub const fn retry_after_secs(self) -> Option<u32> {
         match self {
-            ErrorCode::QueueFull | ErrorCode::AsyncQueueFull | ErrorCode::RateLimited => Some(1),
+            ErrorCode::QueueFull
+            | ErrorCode::QueueWaitExceedsDeadline
+            | ErrorCode::AsyncQueueFull
+            | ErrorCode::RateLimited => Some(1),
             ErrorCode::ProviderWarming | ErrorCode::ShuttingDown => Some(2),
             ErrorCode::RequestTimeout
             | ErrorCode::ProviderTimeout
@@ -337,6 +347,7 @@ impl ErrorCode {
             || matches!(
                 self,
                 ErrorCode::QueueFull
+                    | ErrorCode::QueueWaitExceedsDeadline
                     | ErrorCode::RequestTimeout
                     | ErrorCode::ProviderTimeout
                     | ErrorCode::StreamFirstTokenTimeout

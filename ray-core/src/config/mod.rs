@@ -6,6 +6,7 @@ mod env;
 mod explain_models;
 mod limits;
 mod load;
+mod priority;
 mod profiles;
 mod types;
 mod validate;
@@ -16,6 +17,10 @@ pub use explain_models::explain_models;
 pub use limits::{FIELD_LIMITS, FieldLimit, Limit, limits_of, rule_path, schema_keywords};
 pub use load::{
     ConfigError, ConfigLoader, LoadedConfig, MAX_CONFIG_FILE_BYTES, ValidConfig, redacted_json,
+};
+pub use priority::{
+    ApiKeyPriority, ClassConfig, MAX_CLASS_WAIT_MS, MAX_PRIORITY_KEYS, MAX_PRIORITY_WEIGHT,
+    PriorityClasses, PriorityConfig, explain_priority,
 };
 pub use profiles::{
     DEFAULT_BASE_URL, DEFAULT_LLAMA_BINARY, DEFAULT_MODEL_DIR, adapter_defaults, profile_defaults,

@@ -783,6 +783,7 @@ pub fn validate(config: &RayConfig) -> Vec<Diagnostic> {
 
     let mut diagnostics = c.diagnostics;
     diagnostics.extend(super::validate_models::validate_models(config));
+    diagnostics.extend(super::priority::validate_priority(config));
     diagnostics
 }
 

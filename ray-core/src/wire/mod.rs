@@ -6,6 +6,7 @@ pub mod health;
 pub mod infer;
 pub mod jobs;
 pub mod openai;
+pub mod priority;
 pub mod stream;
 
 pub use generation::{
@@ -28,4 +29,5 @@ pub use jobs::{
     AsyncQueueHealth, CallbackStatus, JobAccepted, JobCallback, JobError, JobList, JobListQuery,
     JobRecord, JobStatus, JobSubmission, JobSummary, is_valid_job_id,
 };
+pub use priority::{MAX_PRIORITY_LEVEL, Priority, PriorityClass, PriorityDiagnostics};
 pub use stream::{InferEvent, StreamDelta};
