@@ -68,6 +68,7 @@ mod log_policy;
 pub mod metrics;
 mod plan;
 mod pressure;
+mod priority;
 mod prompt;
 mod registry;
 mod respond;

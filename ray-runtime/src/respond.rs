@@ -28,6 +28,8 @@ pub(crate) struct Execution {
     pub(crate) prompt_tokens: u32,
     pub(crate) prompt_tokens_source: &'static str,
     pub(crate) cost: u32,
+    /// The priority the execution ran with.
+    pub(crate) priority: ray_core::wire::Priority,
 }
 
 /// What every request sharing an execution receives.
@@ -61,6 +63,8 @@ pub(crate) struct Facts {
 pub(crate) struct Timing {
     pub(crate) queue_time: Duration,
     pub(crate) call_time: Duration,
+    /// The priority it was admitted with.
+    pub(crate) priority: ray_core::wire::Priority,
 }
 
 /// A provider error as a Ray error, counted, and telling the model's health and cooldown.
@@ -100,6 +104,7 @@ pub(crate) fn finish_execution(
         prompt_tokens: facts.prompt_tokens,
         prompt_tokens_source: facts.prompt_tokens_source,
         cost: facts.cost,
+        priority: timing.priority,
     };
     record_tokens(&inner.metrics, &execution);
     if let (Some(key), Some(cache)) = (plan.store, &inner.cache) {
@@ -150,6 +155,9 @@ impl Runtime {
             prompt_tokens: execution.prompt_tokens,
             prompt_tokens_source: execution.prompt_tokens_source.into(),
             cost_tokens: execution.cost,
+            priority: plan
+                .admission
+                .diagnostics(execution.priority, execution.queue_time.as_millis() as u64),
         };
         let prompt_chars = plan.prompt_chars();
         InferResponse {
@@ -297,6 +305,7 @@ struct ExecutionFacts {
     prompt_tokens: u32,
     prompt_tokens_source: &'static str,
     cost: u32,
+    priority: ray_core::wire::Priority,
 }
 
 impl ExecutionFacts {
@@ -306,6 +315,7 @@ impl ExecutionFacts {
             prompt_tokens: execution.prompt_tokens,
             prompt_tokens_source: execution.prompt_tokens_source,
             cost: execution.cost,
+            priority: execution.priority,
         }
     }
 }

@@ -661,6 +661,7 @@ impl Runtime {
             preparation: &model.scheduler.preparation(),
         });
         self.model_metrics(&mut snapshot);
+        self.priority_metrics(&mut snapshot);
         snapshot.extend(inner.embeddings.snapshot());
         if let Some(jobs) = &inner.jobs {
             snapshot.extend(jobs.metrics());

@@ -20,7 +20,7 @@ pub use load::{
 };
 pub use priority::{
     ApiKeyPriority, ClassConfig, MAX_CLASS_WAIT_MS, MAX_PRIORITY_KEYS, MAX_PRIORITY_WEIGHT,
-    PriorityClasses, PriorityConfig, explain_priority,
+    PriorityClasses, PriorityConfig,
 };
 pub use profiles::{
     DEFAULT_BASE_URL, DEFAULT_LLAMA_BINARY, DEFAULT_MODEL_DIR, adapter_defaults, profile_defaults,

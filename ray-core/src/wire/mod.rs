@@ -29,5 +29,7 @@ pub use jobs::{
     AsyncQueueHealth, CallbackStatus, JobAccepted, JobCallback, JobError, JobList, JobListQuery,
     JobRecord, JobStatus, JobSubmission, JobSummary, is_valid_job_id,
 };
-pub use priority::{MAX_PRIORITY_LEVEL, Priority, PriorityClass, PriorityDiagnostics};
+pub use priority::{
+    MAX_PRIORITY_LEVEL, Priority, PriorityClass, PriorityDiagnostics, PriorityHealth,
+};
 pub use stream::{InferEvent, StreamDelta};

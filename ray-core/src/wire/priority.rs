@@ -158,6 +158,34 @@ pub struct PriorityDiagnostics {
     pub queue_wait_ms: u64,
 }
 
+/// The priority side of a model's queue, in `/health` (`runtime.queue.priority`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PriorityHealth {
+    /// Permits `batch` and `background` work may never take.
+    pub reserved_interactive: u32,
+    /// `batch` and `background` requests executing now.
+    pub lower_class_in_flight: u32,
+    /// The running estimate of one request's service time (permit held), in ms; absent
+    /// until a request finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_time_estimate_ms: Option<u64>,
+    /// By class: how long a new request would wait for a permit, by the estimate (absent
+    /// until a request finished).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub estimated_wait_ms: std::collections::BTreeMap<String, u64>,
+    /// By class: each class's `maxWaitMs`.
+    pub max_wait_ms: std::collections::BTreeMap<String, u64>,
+    /// By class: requests waiting.
+    pub waiting: std::collections::BTreeMap<String, u32>,
+    /// By class: requests started since start.
+    pub started: std::collections::BTreeMap<String, u64>,
+    /// By class: requests refused with `queue_wait_exceeds_deadline` since start.
+    pub refused_wait: std::collections::BTreeMap<String, u64>,
+    /// Requests started ahead of the preferred order because their wait bound required it.
+    pub aged_starts: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -50,6 +50,25 @@ impl Runtime {
     /// the job is written durably before this returns. It runs later through
     /// [`Runtime::infer`], once [`Runtime::start`] has been called.
     pub async fn submit_job(&self, submission: JobSubmission) -> Result<JobAccepted, RayError> {
+        self.submit_job_in(submission, &crate::front::RequestContext::default())
+            .await
+    }
+
+    /// [`Runtime::submit_job`] for a submission that arrived on `context` (its API key): the
+    /// job's priority (`batch` unless it asks for another class) is lowered to what the key
+    /// may use and stored with the job.
+    pub async fn submit_job_in(
+        &self,
+        mut submission: JobSubmission,
+        context: &crate::front::RequestContext,
+    ) -> Result<JobAccepted, RayError> {
+        let admission = crate::priority::decide(
+            &self.inner.config.priority,
+            &submission.request,
+            context,
+            ray_core::wire::PriorityClass::Batch,
+        )?;
+        submission.request.priority = Some(admission.priority.to_string());
         self.queue()?
             .submit(submission, |request| self.check_request(request))
             .await

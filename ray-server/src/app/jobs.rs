@@ -17,11 +17,12 @@ impl App {
         request: Request<Incoming>,
         log: &mut RequestLog,
     ) -> Response<Body> {
+        let context = super::request_context(&request, ray_core::config::RouteKind::Infer, false);
         let submission: JobSubmission = match self.read_json(request).await {
             Ok(submission) => submission,
             Err((error, close)) => return self.reject(Route::Jobs, error, log, close),
         };
-        match self.runtime.submit_job(submission).await {
+        match self.runtime.submit_job_in(submission, &context).await {
             Ok(accepted) => {
                 log.request_id = Some(accepted.id.clone());
                 let mut response = http::json(StatusCode::ACCEPTED, &accepted);
