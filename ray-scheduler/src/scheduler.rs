@@ -60,7 +60,7 @@ fn describe_reject(reject: &Reject) -> String {
             ..
         } => format!(
             "the request would wait about {} ms for a permit (estimated from the work ahead of \
-             it) but may wait at most {} ms (its deadline or the {class} class's maxWaitMs)",
+             it) but may wait at most {} ms (to finish by its deadline, or the {class} class's maxWaitMs)",
             estimated_wait.as_millis(),
             allowed.as_millis()
         ),

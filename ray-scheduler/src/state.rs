@@ -135,7 +135,7 @@ struct Waiting<T> {
     id: u64,
     spec: JobSpec,
     enqueued_at: Instant,
-    /// The latest start its class bound allows.
+    /// The latest start its class bound and its deadline allow.
     start_by: Instant,
     /// How many later jobs of its lane started before it.
     overtaken: u32,
@@ -241,7 +241,8 @@ impl StateSnapshot {
 ///    start lies beyond its deadline or its class's `maxWaitMs`, or whose admission would push
 ///    a waiting job past its own bound, is refused at once ([`Reject::WaitExceedsDeadline`]).
 /// 2. **Bound first (aging).** Every waiting job has a latest start: its arrival plus its
-///    class's `maxWaitMs` (shortened by a tenth per level). When a permit frees, the preferred
+///    class's `maxWaitMs` (shortened by a tenth per level), or, if sooner, its deadline less one
+///    estimated service time. When a permit frees, the preferred
 ///    job (rules 3 to 6) starts only if, by the service-time estimate, every other waiting job
 ///    can still start by its latest start in earliest-deadline order afterwards; otherwise the
 ///    waiting job with the earliest latest start goes. Waiting therefore raises a job to the
@@ -356,7 +357,17 @@ impl<T> SchedulerState<T> {
         deadline: Option<Instant>,
         payload: Option<T>,
     ) -> Result<(), Reject> {
-        let start_by = now + self.bound(spec.priority);
+        // The latest start: the class bound, or the last moment from which the job can still
+        // finish by its deadline (by the estimate) when that comes first, so an admitted job
+        // is not left to time out either.
+        let bound = now + self.bound(spec.priority);
+        let start_by = deadline.map_or(bound, |d| {
+            let finish_by = d
+                .checked_sub(self.estimate.unwrap_or_default())
+                .unwrap_or(now)
+                .max(now);
+            finish_by.min(bound)
+        });
         let rejection = self.check_budget(spec.cost).err().or_else(|| {
             let depth = self.depth();
             if depth >= self.settings.max_queue {
@@ -611,7 +622,7 @@ impl<T> SchedulerState<T> {
         if self.depth() == 0 && free && lower_ok {
             return None;
         }
-        let allowed_until = deadline.map_or(start_by, |d| d.min(start_by));
+        let allowed_until = start_by;
         let extra = Extra {
             class: spec.priority.class,
             start_by,

@@ -116,11 +116,7 @@ async fn interactive_requests_go_before_another_keys_flood_of_batch_requests() {
     }
     // A still completes all of its work, none of it timing out in the queue.
     assert_eq!(ok, 64);
-    let metrics = server
-        .client_with_key(KEY_B)
-        .metrics_text()
-        .await
-        .unwrap();
+    let metrics = server.client_with_key(KEY_B).metrics_text().await.unwrap();
     let batch_started = metrics
         .lines()
         .find(|l| l.starts_with("ray_scheduler_started_total{") && l.contains(r#"class="batch""#))
@@ -238,12 +234,14 @@ async fn an_overload_is_refused_at_once_and_nothing_admitted_times_out_in_the_qu
     assert!(priority.service_time_estimate_ms.is_some());
     assert_eq!(priority.estimated_wait_ms.len(), 3);
     assert!(priority.refused_wait.values().sum::<u64>() > 0);
-    let metrics = server
-        .client_with_key(KEY_B)
-        .metrics_text()
-        .await
-        .unwrap();
-    assert!(metrics.contains("ray_scheduler_estimated_wait_seconds{"), "{metrics}");
-    assert!(metrics.contains("ray_scheduler_refused_wait_total{"), "{metrics}");
+    let metrics = server.client_with_key(KEY_B).metrics_text().await.unwrap();
+    assert!(
+        metrics.contains("ray_scheduler_estimated_wait_seconds{"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("ray_scheduler_refused_wait_total{"),
+        "{metrics}"
+    );
     server.stop().await;
 }
