@@ -380,7 +380,7 @@ impl<T> SchedulerState<T> {
                     cost: spec.cost,
                 })
             } else {
-                self.check_wait(spec, now, start_by, deadline)
+                self.check_wait(spec, now, start_by)
             }
         });
         if let Some(reject) = rejection {
@@ -606,15 +606,10 @@ impl<T> SchedulerState<T> {
         base * (10 - level) / 10
     }
 
-    /// Refuses a job whose estimated start lies past its deadline or bound, or whose admission
+    /// Refuses a job whose estimated start lies past its latest start (its bound, or too late to
+    /// finish by its deadline), or whose admission
     /// would push a waiting job past its own bound.
-    fn check_wait(
-        &self,
-        spec: JobSpec,
-        now: Instant,
-        start_by: Instant,
-        deadline: Option<Instant>,
-    ) -> Option<Reject> {
+    fn check_wait(&self, spec: JobSpec, now: Instant, start_by: Instant) -> Option<Reject> {
         let estimate = self.estimate?;
         let lower_ok = spec.priority.class == PriorityClass::Interactive
             || self.lower_in_flight < self.settings.lower_class_permits();

@@ -10,6 +10,7 @@
 //!
 //! Run with `cargo bench -p ray-server --bench priority`; `RAY_BENCH_JSON` writes the report.
 
+#[allow(dead_code)] // the shared client loop is not used here
 mod common;
 
 use std::process::{Child, Command, Stdio};

@@ -1,6 +1,7 @@
 //! The configuration: the `RayConfig` tree, the seven profiles, layering (profile, file,
 //! `RAY_*` environment, explicit overrides), validation with JSON paths, and the JSON Schema.
 
+mod cluster;
 mod duplicates;
 mod env;
 mod explain_models;
@@ -8,10 +9,13 @@ mod limits;
 mod load;
 mod priority;
 mod profiles;
+mod reserved;
 mod types;
 mod validate;
-mod validate_models;
 
+pub use cluster::{
+    ClusterConfig, DEFAULT_HEARTBEAT_MS, DEFAULT_OVERFLOW_AFTER_MS, MIN_CLUSTER_KEY_BYTES,
+};
 pub use env::{ENV_VARS, EnvKind, EnvScope, EnvVar, OTHER_RAY_VARS, parse_env_value};
 pub use explain_models::explain_models;
 pub use limits::{FIELD_LIMITS, FieldLimit, Limit, limits_of, rule_path, schema_keywords};
@@ -25,12 +29,12 @@ pub use priority::{
 pub use profiles::{
     DEFAULT_BASE_URL, DEFAULT_LLAMA_BINARY, DEFAULT_MODEL_DIR, adapter_defaults, profile_defaults,
 };
+pub use reserved::{GENERATED_LLAMA_FLAGS, RESERVED_ADAPTER_HEADERS};
 pub use types::*;
 pub use validate::{
-    Diagnostic, GENERATED_LLAMA_FLAGS, ParsedUrl, RESERVED_ADAPTER_HEADERS, Severity,
-    is_allowed_host_pattern, is_env_var_name, is_loopback_host, validate,
+    AUTO_MODEL, Diagnostic, ParsedUrl, Severity, is_allowed_host_pattern, is_env_var_name,
+    is_loopback_host, validate,
 };
-pub use validate_models::AUTO_MODEL;
 
 /// The JSON Schema of a config file (draft 2020-12).
 ///

@@ -215,6 +215,9 @@ pub struct Health {
     /// The HTTP front door (filled in by the server).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<GatewayHealth>,
+    /// The cluster connection (`cluster` in the config); absent on a node that runs alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterHealth>,
     /// Every configured model, in config order (one entry for a one-model config). New in
     /// this version.
     #[serde(default)]
@@ -716,47 +719,36 @@ mod identity_tests {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn readiness_orders_reasons_and_picks_the_status() {
-        let pressure = PressureFlags {
-            queue: true,
-            gateway_http: true,
-            ..PressureFlags::default()
-        };
-        let r = Readiness::new("ray-gateway", ProviderStatus::Warming, 3, 1, pressure);
-        assert_eq!(
-            r.reasons,
-            vec![
-                "provider_warming",
-                "queue_pressure",
-                "gateway_http_pressure"
-            ]
-        );
-        assert_eq!(r.status, HealthStatus::Degraded);
-        assert!(!r.is_ready(), "warming is not ready");
-        let r = Readiness::new("s", ProviderStatus::Ready, 0, 0, PressureFlags::default());
-        assert_eq!((r.status, r.is_ready()), (HealthStatus::Ok, true));
-        let critical = PressureFlags {
-            memory: true,
-            memory_critical: true,
-            ..PressureFlags::default()
-        };
-        let r = Readiness::new("s", ProviderStatus::Ready, 0, 0, critical);
-        assert_eq!(r.reasons, vec!["memory_pressure", "memory_critical"]);
-        assert_eq!(r.status, HealthStatus::Degraded);
-        assert!(!r.is_ready(), "refusing new work is not ready");
-        let r = Readiness::new(
-            "s",
-            ProviderStatus::Unavailable,
-            0,
-            0,
-            PressureFlags::default(),
-        );
-        assert_eq!(r.status, HealthStatus::Unavailable);
-        assert!(!r.is_ready());
-    }
+/// A node's view of its cluster: the NATS connection, the registry and its peers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterHealth {
+    /// `ok` while NATS is reachable and this node's record is current, else `degraded` (the
+    /// node keeps serving its own models).
+    pub status: String,
+    /// This node's id.
+    pub node_id: String,
+    /// `connecting`, `connected` or `disconnected`.
+    pub connection: String,
+    /// `ok` while heartbeats are written, `unavailable` while they fail.
+    pub registry: String,
+    /// Live peers seen at the last heartbeat.
+    pub peers: u32,
+    /// Peers skipped now because their circuit breaker is open.
+    pub open_breakers: u32,
+    /// Milliseconds since this node's record was last written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_heartbeat_ago_ms: Option<u64>,
+    /// Heartbeats that failed since start.
+    pub heartbeat_failures: u64,
+    /// Requests this node forwarded to a peer.
+    pub forwarded_out: u64,
+    /// Requests peers forwarded to this node.
+    pub forwarded_in: u64,
+    /// Why the registry is unavailable, while it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
+
+#[cfg(test)]
+mod tests;

@@ -10,13 +10,27 @@ use std::time::Duration;
 use ray_core::ErrorCode;
 use ray_core::RayError;
 use ray_core::time::{format_unix_millis, now_rfc3339, unix_millis_now};
-use ray_core::wire::{InferResponse, JobError, JobRecord, JobStatus};
+use ray_core::wire::{InferRequest, InferResponse, JobError, JobRecord, JobStatus};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::{JobQueue, State, StoreError, bump, record};
-use crate::runtime::Runtime;
+
+/// What runs a job's request: the runtime, as the queue sees it. Its one implementation is
+/// [`Runtime`](crate::Runtime)'s (in `jobs/api.rs`); the queue names nothing above it.
+pub(crate) trait JobRunner: Clone + Send + Sync + 'static {
+    /// Runs one request to its end, like [`Runtime::infer`](crate::Runtime::infer).
+    fn infer(
+        &self,
+        request: InferRequest,
+    ) -> impl Future<Output = Result<InferResponse, RayError>> + Send;
+
+    /// Whether the health gate would refuse a job now (the backend is down, warming or in
+    /// cooldown), so no attempt is spent on a refusal. Interactive traffic needs no check
+    /// here: jobs run in the scheduler's `batch` class.
+    fn backend_refuses(&self) -> bool;
+}
 
 /// The longest delay between two attempts of a job or a callback.
 pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(300);
@@ -85,7 +99,7 @@ impl JobQueue {
     /// ready. A job enters the scheduler in the `batch` class (or the class it asked for), so
     /// interactive requests go before it and the reserved permits stay theirs; no job starts
     /// while the backend is known to be down or warming, so no attempt is spent on a refusal.
-    pub(crate) async fn dispatch_loop(self: Arc<Self>, runtime: Runtime) {
+    pub(crate) async fn dispatch_loop<R: JobRunner>(self: Arc<Self>, runtime: R) {
         let mut running: JoinSet<()> = JoinSet::new();
         loop {
             while let Some(done) = running.try_join_next() {
@@ -108,7 +122,7 @@ impl JobQueue {
             };
             match next {
                 Next::Now(id) => {
-                    if backend_refuses(&runtime) {
+                    if runtime.backend_refuses() {
                         tokio::select! {
                             () = tokio::time::sleep(REFUSED_RECHECK) => {}
                             Some(_) = running.join_next(), if !running.is_empty() => {}
@@ -223,7 +237,7 @@ impl JobQueue {
 
     /// Runs one attempt: records it as running (durably, so it counts even if the process dies
     /// during it), runs the request through the runtime, and records the outcome.
-    async fn run_attempt(self: Arc<Self>, runtime: Runtime, id: String) {
+    async fn run_attempt<R: JobRunner>(self: Arc<Self>, runtime: R, id: String) {
         let Some(lock) = self.entry_lock(&id) else {
             return;
         };
@@ -521,15 +535,6 @@ impl State {
         }
         (expired, next)
     }
-}
-
-/// Whether the health gate would refuse a job now (the backend is down, warming or in
-/// cooldown).
-fn backend_refuses(runtime: &Runtime) -> bool {
-    runtime
-        .model()
-        .refusal(tokio::time::Instant::now())
-        .is_some()
 }
 
 /// A job's request as it runs: in the `batch` class unless it asked for a class (which the
