@@ -308,15 +308,16 @@ fn interactive_work_goes_before_a_flood_of_batch_work_and_keeps_its_permit() {
 #[test]
 fn a_job_that_cannot_start_in_time_is_refused_at_once_with_the_estimate() {
     let (mut state, now) = measured();
-    // One batch permit, 100 ms a job: the 2 s interactive bound is not the limit here, the
-    // deadline is.
+    // One batch permit, 100 ms a job, the first one running: a batch job due in 150 ms would
+    // have to start within 50 ms to finish in time, and the permit frees in 100 ms at best (it
+    // would go first, its latest start being the earliest).
     for id in 1..=5 {
         state
             .submit(id, prioritised(PriorityClass::Batch, 1), now, None)
             .unwrap();
     }
     all_next(&mut state, now);
-    let deadline = now + Duration::from_millis(250);
+    let deadline = now + Duration::from_millis(150);
     let reject = state
         .submit_until(
             9,
@@ -336,10 +337,10 @@ fn a_job_that_cannot_start_in_time_is_refused_at_once_with_the_estimate() {
         panic!("{reject:?}");
     };
     assert_eq!(class, PriorityClass::Batch);
-    assert_eq!(estimated_wait, Duration::from_millis(500));
-    // 250 ms to the deadline less one 100 ms service time.
-    assert_eq!(allowed, Duration::from_millis(150));
-    assert_eq!(retry_after, Duration::from_millis(500));
+    assert_eq!(estimated_wait, Duration::from_millis(100));
+    // 150 ms to the deadline less one 100 ms service time.
+    assert_eq!(allowed, Duration::from_millis(50));
+    assert_eq!(retry_after, Duration::from_millis(100));
     assert_eq!(state.depth(), 4, "the refused job took no place");
     assert_eq!(
         state.snapshot(now).counters.rejected_wait_by_class,
