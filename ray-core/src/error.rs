@@ -75,6 +75,10 @@ pub enum ErrorCode {
     ProviderWarming,
     /// The scheduler queue (or a token budget for queued work) is full.
     QueueFull,
+    /// The scheduler's estimate of when the request would start lies beyond its deadline (or
+    /// its priority class's `maxWaitMs`), so it is refused at once instead of timing out in
+    /// the queue; `Retry-After` comes from the estimate.
+    QueueWaitExceedsDeadline,
     /// Memory pressure is critical and the last-resort guard refuses new work.
     MemoryPressureCritical,
     /// The gateway is shutting down and takes no new work.
@@ -155,6 +159,7 @@ impl ErrorCode {
         ErrorCode::ProviderUnavailable,
         ErrorCode::ProviderWarming,
         ErrorCode::QueueFull,
+        ErrorCode::QueueWaitExceedsDeadline,
         ErrorCode::MemoryPressureCritical,
         ErrorCode::ShuttingDown,
         ErrorCode::AsyncQueueFull,
@@ -209,6 +214,7 @@ impl ErrorCode {
             ErrorCode::ProviderUnavailable => "provider_unavailable",
             ErrorCode::ProviderWarming => "provider_warming",
             ErrorCode::QueueFull => "queue_full",
+            ErrorCode::QueueWaitExceedsDeadline => "queue_wait_exceeds_deadline",
             ErrorCode::MemoryPressureCritical => "memory_pressure_critical",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::AsyncQueueFull => "async_queue_full",
@@ -265,6 +271,7 @@ impl ErrorCode {
             ErrorCode::ProviderUnavailable
             | ErrorCode::ProviderWarming
             | ErrorCode::QueueFull
+            | ErrorCode::QueueWaitExceedsDeadline
             | ErrorCode::MemoryPressureCritical
             | ErrorCode::ShuttingDown
             | ErrorCode::AsyncQueueFull
@@ -289,6 +296,7 @@ impl ErrorCode {
     pub const fn retry_after_secs(self) -> Option<u32> {
         match self {
             ErrorCode::QueueFull
+            | ErrorCode::QueueWaitExceedsDeadline
             | ErrorCode::AsyncQueueFull
             | ErrorCode::RateLimited
             | ErrorCode::ClusterUnavailable => Some(1),
@@ -346,6 +354,7 @@ impl ErrorCode {
             || matches!(
                 self,
                 ErrorCode::QueueFull
+                    | ErrorCode::QueueWaitExceedsDeadline
                     | ErrorCode::RequestTimeout
                     | ErrorCode::ProviderTimeout
                     | ErrorCode::StreamFirstTokenTimeout

@@ -50,6 +50,13 @@ const SECTIONS: &[(&str, &str, &str)] = &[
     ("routing", "routing", "RoutingConfig"),
     ("routing.rules[]", "routing.rules[]", "RoutingRule"),
     ("scheduler", "scheduler", "SchedulerConfig"),
+    ("priority", "priority", "PriorityConfig"),
+    (
+        "priority.classes.interactive (and batch, background)",
+        "priority.classes.interactive",
+        "ClassConfig",
+    ),
+    ("priority.apiKeys[]", "priority.apiKeys[]", "ApiKeyPriority"),
     ("streaming", "streaming", "StreamingConfig"),
     ("asyncQueue", "asyncQueue", "AsyncQueueConfig"),
     ("cache", "cache", "CacheConfig"),
@@ -182,6 +189,30 @@ const BEHAVIOUR: &[(&str, &str)] = &[
          (beyond it they are counted as dropped), at most two runs go at once, each within \
          `timeoutMs` (a command that outlives it is killed), a URL is tried three times \
          ([operations.md](operations.md#event-hooks)).",
+    ),
+    (
+        "priority",
+        "Each request runs in a class: `interactive` (HTTP requests by default), `batch` (jobs \
+         by default) or `background`, asked for with `priority` on `/v1/infer` and jobs or \
+         `X-Ray-Priority` on the OpenAI routes, never above its key's `maxClass` (a request \
+         asking for more runs in the highest class it may use). Within a model's queue the \
+         higher class goes first, but waiting raises a request, so an admitted request starts \
+         within its class's `maxWaitMs` while permits turn over as estimated; \
+         `reservedInteractive` permits are never taken by `batch` or `background` work; keys at \
+         the same priority share permits by `weight`. A request that by the service-time \
+         estimate cannot start within its deadline or class bound is refused at once with 503 \
+         `queue_wait_exceeds_deadline` and `Retry-After` ([operations.md](operations.md#priority-and-fair-admission)).",
+    ),
+    (
+        "priority.classes.interactive (and batch, background)",
+        "The same field for each of the three classes; defaults 2 s, 30 s and 120 s. A lower \
+         class may not have a shorter bound than a higher one.",
+    ),
+    (
+        "priority.apiKeys[]",
+        "Keys are named like in routing rules: the first 8 hex digits of the key's SHA-256. A key \
+         not listed gets `defaultMaxClass` and weight 1; with auth off, clients are told apart \
+         by address, each with weight 1.",
     ),
     (
         "cluster",

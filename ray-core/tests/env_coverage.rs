@@ -34,6 +34,15 @@ const NO_VARIABLE: &[(&str, &str)] = &[
     ),
     ("model.role", "what a model is for in the models layout"),
     (
+        "cluster.*",
+        "a node's identity in a cluster (its id, address, labels, NATS URLs): one file per node",
+    ),
+    ("hooks", "a list of hook objects (commands and URLs)"),
+    (
+        "priority.*",
+        "classes and per-key ceilings and weights that belong together, written in the file",
+    ),
+    (
         "model.scheduler.*",
         "per-model limits under the top-level scheduler, whose variables set the whole box",
     ),

@@ -120,6 +120,9 @@ fn config_with(path: &str, value: Value) -> Value {
             if name == "warmupRequests" && !last {
                 item[0] = json!({ "input": "x" });
             }
+            if name == "apiKeys" && !last {
+                item[0] = json!({ "id": "0123abcd" });
+            }
             node = &mut item[0];
             if last {
                 *node = value.clone();

@@ -227,11 +227,7 @@ impl Runtime {
             .collect();
         let cost = u32::try_from(estimates.iter().sum::<u64>()).unwrap_or(u32::MAX);
         model.scheduler.check_budget(cost)?;
-        let spec = JobSpec {
-            cost,
-            lane: Lane::Short,
-            affinity: None,
-        };
+        let spec = JobSpec::new(cost, Lane::Short, None);
         let deadline = started + Duration::from_millis(inner.config.scheduler.request_timeout_ms);
         let provider_request = EmbeddingRequest {
             request_id: request_id.to_string(),

@@ -79,9 +79,15 @@ impl Runtime {
         request_id: &str,
         request: InferRequest,
         context: &RequestContext,
-        options: PlanOptions,
+        mut options: PlanOptions,
         started: Instant,
     ) -> Result<InferResponse, RayError> {
+        options.admission = crate::priority::decide(
+            &self.inner.config.priority,
+            &request,
+            context,
+            ray_core::wire::PriorityClass::Interactive,
+        )?;
         let route = self.route(&request, context)?;
         let mut attempts = Attempts::new(self, &route.choice.chosen_by, started);
         for &index in &route.chain {
@@ -243,6 +249,7 @@ impl Runtime {
             Err(_) => return Err(self.request_timeout()),
         };
         let queue_time = permit.waited();
+        let priority = permit.priority();
         inner.metrics.queue_wait.observe(queue_time);
         provider_request.slot_hint = Some(permit.slot());
         provider_request.slot_warm = permit.warm();
@@ -277,6 +284,7 @@ impl Runtime {
             Timing {
                 queue_time,
                 call_time,
+                priority,
             },
             facts,
             exec,

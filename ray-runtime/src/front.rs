@@ -37,6 +37,11 @@ pub struct RequestContext {
     pub api_key_id: Option<String>,
     /// Whether the request asks for tools.
     pub tools: bool,
+    /// The `X-Ray-Priority` header, parsed; the body's `priority` field wins over it.
+    pub priority: Option<ray_core::wire::Priority>,
+    /// The client's address, which tells clients apart for fair share when there is no API
+    /// key.
+    pub client: Option<String>,
 }
 
 /// What [`Runtime::front`] decided.
@@ -242,10 +247,12 @@ impl Runtime {
             })));
         }
         model.scheduler.check_budget(cost)?;
+        let admission = plan.admission;
         let spec = JobSpec {
-            cost,
-            lane: plan.lane,
-            affinity: Some(plan.family.affinity),
+            priority: admission.priority,
+            sender: admission.sender,
+            weight: admission.weight,
+            ..JobSpec::new(cost, plan.lane, Some(plan.family.affinity))
         };
         let dedupe_key = config
             .scheduler

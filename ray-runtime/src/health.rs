@@ -255,10 +255,15 @@ impl Runtime {
                     scheduler.counters.rejected_queue_depth
                         + scheduler.counters.rejected_queued_tokens,
                 ),
+                (
+                    "queue_wait_exceeds_deadline",
+                    scheduler.counters.rejected_wait_by_class.iter().sum(),
+                ),
             ]
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
             .collect(),
+            priority: crate::priority::health(&model.scheduler, &scheduler),
         };
         let cache = match &self.inner.cache {
             Some(cache) => {

@@ -73,6 +73,7 @@ mod observe;
 mod outcome;
 mod plan;
 mod pressure;
+mod priority;
 mod prompt;
 mod registry;
 mod respond;

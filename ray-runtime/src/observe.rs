@@ -48,6 +48,7 @@ impl Runtime {
             preparation: &model.scheduler.preparation(),
         });
         self.model_metrics(&mut snapshot);
+        self.priority_metrics(&mut snapshot);
         snapshot.extend(inner.embeddings.snapshot());
         snapshot.extend(inner.hooks.metrics());
         if let Some(jobs) = &inner.jobs {

@@ -16,6 +16,8 @@ pub(crate) struct Execution {
     pub(crate) prompt_tokens: u32,
     pub(crate) prompt_tokens_source: &'static str,
     pub(crate) cost: u32,
+    /// The priority the execution ran with.
+    pub(crate) priority: ray_core::wire::Priority,
 }
 
 /// What every request sharing an execution receives.
@@ -49,6 +51,8 @@ pub(crate) struct Facts {
 pub(crate) struct Timing {
     pub(crate) queue_time: Duration,
     pub(crate) call_time: Duration,
+    /// The priority it was admitted with.
+    pub(crate) priority: ray_core::wire::Priority,
 }
 
 /// The facts of the plan an execution needs after the backend answered.

@@ -58,6 +58,8 @@ pub(crate) struct Plan {
     pub(crate) extensions: GenerationExtensions,
     /// Request values brought into range (`diagnostics.clamped`).
     pub(crate) clamped: Vec<ParameterClamp>,
+    /// The priority decision.
+    pub(crate) admission: crate::priority::Admission,
 }
 
 /// Extra knobs for internal callers.
@@ -67,6 +69,8 @@ pub(crate) struct PlanOptions {
     pub(crate) greedy: bool,
     /// An internal request (warm-up): not refused while the backend warms up.
     pub(crate) internal: bool,
+    /// The priority decision ([`crate::priority::decide`]).
+    pub(crate) admission: crate::priority::Admission,
 }
 
 /// Plans `request` for `model` under the degradation `decision`.
@@ -79,6 +83,9 @@ pub(crate) fn plan(
     options: PlanOptions,
 ) -> Result<Plan, RayError> {
     request.validate()?;
+    if let Some(priority) = &request.priority {
+        crate::priority::parse_field(priority)?;
+    }
     let pressure = &decision.pressure;
     let model_max = model.max_output_tokens;
     let extensions = request.extensions();
@@ -280,6 +287,7 @@ pub(crate) fn plan(
         },
         extensions,
         clamped,
+        admission: options.admission,
     })
 }
 

@@ -96,7 +96,9 @@ impl ModelEntry {
         ModelEntry {
             id: model.id.clone(),
             config: model.clone(),
-            scheduler: Scheduler::new(SchedulerSettings::from_config(&limits)),
+            scheduler: Scheduler::new(
+                SchedulerSettings::from_config(&limits).with_priority(&config.priority),
+            ),
             flights: Arc::new(Flights::new(limits.max_dedupe_waiters as usize)),
             limits,
             provider,

@@ -57,6 +57,7 @@ pub(crate) fn finish_execution(
         prompt_tokens: facts.prompt_tokens,
         prompt_tokens_source: facts.prompt_tokens_source,
         cost: facts.cost,
+        priority: timing.priority,
     };
     record_tokens(&inner.metrics, &execution);
     if let (Some(key), Some(cache)) = (plan.store, &inner.cache) {
@@ -98,6 +99,9 @@ impl Runtime {
             prompt_tokens: execution.prompt_tokens,
             prompt_tokens_source: execution.prompt_tokens_source.into(),
             cost_tokens: execution.cost,
+            priority: plan
+                .admission
+                .diagnostics(execution.priority, execution.queue_time.as_millis() as u64),
         };
         let prompt_chars = plan.prompt_chars();
         InferResponse {
@@ -248,6 +252,7 @@ struct ExecutionFacts {
     prompt_tokens: u32,
     prompt_tokens_source: &'static str,
     cost: u32,
+    priority: ray_core::wire::Priority,
 }
 
 impl ExecutionFacts {
@@ -257,6 +262,7 @@ impl ExecutionFacts {
             prompt_tokens: execution.prompt_tokens,
             prompt_tokens_source: execution.prompt_tokens_source,
             cost: execution.cost,
+            priority: execution.priority,
         }
     }
 }

@@ -249,6 +249,15 @@ impl Runtime {
         context: &RequestContext,
         started: Instant,
     ) -> Result<(Events, RoutingDiagnostics), RayError> {
+        let options = PlanOptions {
+            admission: crate::priority::decide(
+                &self.inner.config.priority,
+                &request,
+                context,
+                ray_core::wire::PriorityClass::Interactive,
+            )?,
+            ..PlanOptions::default()
+        };
         let route = self.route(&request, context)?;
         let mut attempts = Attempts::new(self, &route.choice.chosen_by, started);
         for &index in &route.chain {
@@ -260,7 +269,7 @@ impl Runtime {
                     request.clone(),
                     &model,
                     routing,
-                    PlanOptions::default(),
+                    options,
                     started,
                 )
                 .await;

@@ -156,6 +156,7 @@ impl Runtime {
                 PlanOptions {
                     greedy: true,
                     internal: true,
+                    ..PlanOptions::default()
                 },
                 false,
             )

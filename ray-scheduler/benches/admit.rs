@@ -23,11 +23,7 @@ fn settings(concurrency: u32) -> SchedulerSettings {
     }
 }
 
-const SPEC: JobSpec = JobSpec {
-    cost: 300,
-    lane: Lane::Draft,
-    affinity: Some(7),
-};
+const SPEC: JobSpec = JobSpec::new(300, Lane::Draft, Some(7));
 
 fn uncontended(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -3,9 +3,12 @@
 //! On a 2-vCPU machine the backend can run one or two generations at a time; everything else
 //! must wait, be shared or be refused, explicitly. This crate decides which.
 //!
-//! - [`Scheduler`] is the async front: [`Scheduler::admit`] waits in a bounded two-lane queue
-//!   (short jobs before drafts, without starving drafts) until a concurrency permit and enough
-//!   of the in-flight token budget are free, or until the request's deadline. It returns a
+//! - [`Scheduler`] is the async front: [`Scheduler::admit`] waits in a bounded queue ordered by
+//!   priority class with aging (every admitted job starts within its class's bound while
+//!   permits turn over as estimated), fair share between senders by weight, two lanes (short
+//!   jobs before drafts, without starving drafts) and slot affinity, until a concurrency permit
+//!   and enough of the in-flight token budget are free, or until the request's deadline. A job
+//!   that by the service-time estimate could not start in time is refused at once. It returns a
 //!   [`Permit`]; dropping the permit releases the capacity and starts the next job, so an early
 //!   return, a timeout or a client that hangs up can never leak a slot.
 //! - [`SchedulerState`] is the decision core as a plain synchronous struct: admission, turns
@@ -28,7 +31,7 @@
 //!
 //! # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
 //! let scheduler = Scheduler::new(SchedulerSettings { concurrency: 1, ..Default::default() });
-//! let spec = JobSpec { cost: 300, lane: Lane::Short, affinity: None };
+//! let spec = JobSpec::new(300, Lane::Short, None);
 //! let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
 //!
 //! let permit = scheduler.admit(spec, deadline).await?;
@@ -48,5 +51,7 @@ mod state;
 pub use flight::{DedupeFull, FlightEvent, Flights, Joined, Publisher, Subscription};
 pub use prepare::PrepGate;
 pub use scheduler::{AdmitError, Permit, Scheduler};
-pub use settings::{DEFAULT_SHORT_BURST, SchedulerSettings};
+pub use settings::{
+    DEFAULT_CLASS_MAX_WAIT, DEFAULT_SHORT_BURST, SchedulerSettings, default_reserved_interactive,
+};
 pub use state::{Assignment, BudgetKind, Counters, JobSpec, Reject, SchedulerState, StateSnapshot};

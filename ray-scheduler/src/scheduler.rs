@@ -53,6 +53,17 @@ fn describe_reject(reject: &Reject) -> String {
             "the request queue is full: waiting requests reserve {queued_tokens} tokens and this \
              one needs {cost} more"
         ),
+        Reject::WaitExceedsDeadline {
+            class,
+            estimated_wait,
+            allowed,
+            ..
+        } => format!(
+            "the request would wait about {} ms for a permit (estimated from the work ahead of \
+             it) but may wait at most {} ms (to finish by its deadline, or the {class} class's maxWaitMs)",
+            estimated_wait.as_millis(),
+            allowed.as_millis()
+        ),
     }
 }
 
@@ -65,6 +76,9 @@ impl AdmitError {
             }
             AdmitError::Rejected(Reject::QueueDepth { .. } | Reject::QueuedTokens { .. }) => {
                 ErrorCode::QueueFull
+            }
+            AdmitError::Rejected(Reject::WaitExceedsDeadline { .. }) => {
+                ErrorCode::QueueWaitExceedsDeadline
             }
             AdmitError::Timeout { .. } => ErrorCode::RequestTimeout,
             AdmitError::Closed => ErrorCode::ShuttingDown,
@@ -89,6 +103,17 @@ impl From<AdmitError> for RayError {
                 queued_tokens,
                 cost,
             }) => Some(serde_json::json!({ "queuedTokens": queued_tokens, "costTokens": cost })),
+            AdmitError::Rejected(Reject::WaitExceedsDeadline {
+                class,
+                estimated_wait,
+                allowed,
+                retry_after,
+            }) => Some(serde_json::json!({
+                "class": class.as_str(),
+                "estimatedWaitMs": estimated_wait.as_millis() as u64,
+                "allowedWaitMs": allowed.as_millis() as u64,
+                "retryAfterMs": retry_after.as_millis() as u64,
+            })),
             AdmitError::Timeout { waited } => Some(serde_json::json!({
                 "phase": "queue", "waitedMs": waited.as_millis() as u64,
             })),
@@ -104,7 +129,11 @@ impl From<AdmitError> for RayError {
                 text
             }
         };
-        let ray_error = RayError::new(error.code(), message);
+        let mut ray_error = RayError::new(error.code(), message);
+        if let AdmitError::Rejected(Reject::WaitExceedsDeadline { retry_after, .. }) = &error {
+            let seconds = retry_after.as_millis().div_ceil(1000).min(3_600) as u32;
+            ray_error = ray_error.with_retry_after(seconds);
+        }
         match details {
             Some(details) => ray_error.with_details(details),
             None => ray_error,
@@ -246,7 +275,7 @@ impl Scheduler {
             let now = enqueued.into_std();
             inner
                 .state
-                .submit(id, spec, now, None)
+                .submit_until(id, spec, now, Some(deadline.into_std()), None)
                 .map_err(AdmitError::Rejected)?;
             let (mine, others) = drain(&mut inner.state, now, Some(id));
             let receiver = if mine.is_none() {
@@ -290,6 +319,16 @@ impl Scheduler {
                 })
             }
         }
+    }
+
+    /// The estimated wait of a new request of each class arriving now (indexed by
+    /// [`ray_core::wire::PriorityClass::index`]), or `None` before any request finished.
+    pub fn estimated_waits(&self) -> Option<[Duration; 3]> {
+        self.shared
+            .state
+            .lock()
+            .state
+            .estimated_waits(Instant::now().into_std())
     }
 
     /// A point-in-time view of the queue.
@@ -423,6 +462,8 @@ pub struct Permit {
     affinity: Option<u64>,
     warm: bool,
     waited: Duration,
+    priority: ray_core::wire::Priority,
+    aged: bool,
     /// False once released, so a permit can never free capacity twice.
     armed: bool,
 }
@@ -446,6 +487,8 @@ impl Permit {
             affinity: assignment.affinity,
             warm: assignment.warm,
             waited: assignment.waited,
+            priority: assignment.priority,
+            aged: assignment.forced,
             armed: true,
         }
     }
@@ -455,6 +498,16 @@ impl Permit {
     /// cache warm.
     pub fn slot(&self) -> u32 {
         self.slot
+    }
+
+    /// The priority the job ran with.
+    pub fn priority(&self) -> ray_core::wire::Priority {
+        self.priority
+    }
+
+    /// Whether the job started ahead of the preferred order because its wait bound required it.
+    pub fn aged(&self) -> bool {
+        self.aged
     }
 
     /// Whether the permit's previous job had this job's affinity, so a backend slot mapped to

@@ -31,6 +31,7 @@ fn spec(family: u64) -> JobSpec {
         cost: 10,
         lane: Lane::Draft,
         affinity: Some(family),
+        ..JobSpec::default()
     }
 }
 

@@ -86,6 +86,7 @@ fn run_case(settings: SchedulerSettings, jobs: Vec<Job>) -> Result<(), TestCaseE
                     cost: job.cost,
                     lane: if job.short { Lane::Short } else { Lane::Draft },
                     affinity: Some(u64::from(job.family)),
+                    ..JobSpec::default()
                 };
                 let deadline = Instant::now() + Duration::from_millis(job.deadline_ms);
                 let admit = scheduler.admit(spec, deadline);
@@ -157,6 +158,7 @@ fn run_case(settings: SchedulerSettings, jobs: Vec<Job>) -> Result<(), TestCaseE
                     cost: 1,
                     lane: Lane::Draft,
                     affinity: None,
+                    ..JobSpec::default()
                 },
                 Instant::now() + Duration::from_millis(1),
             )
@@ -196,6 +198,7 @@ proptest! {
             batch_window: Duration::from_millis(window),
             short_burst: 2,
             max_dedupe_waiters: 8,
+            ..SchedulerSettings::default()
         };
         run_case(settings, jobs)?;
     }

@@ -49,6 +49,7 @@ fn settings() -> impl Strategy<Value = SchedulerSettings> {
                     batch_window: Duration::from_millis(window),
                     short_burst: burst,
                     max_dedupe_waiters: 8,
+                    ..SchedulerSettings::default()
                 }
             },
         )
@@ -108,8 +109,9 @@ impl Model {
                 "slot {} handed out twice",
                 assignment.slot
             );
-            // Everyone of its lane submitted earlier and still waiting was overtaken.
-            for (id, other) in self.waiting.iter_mut() {
+            // Everyone of its lane submitted earlier and still waiting was overtaken. A start
+            // forced by a wait bound (aging) is outside the lane and affinity rules.
+            for (id, other) in self.waiting.iter_mut().filter(|_| !assignment.forced) {
                 if *id < assignment.id && other.lane == job.lane {
                     other.overtaken += 1;
                 }
@@ -185,6 +187,7 @@ impl Model {
                     cost,
                     lane,
                     affinity: Some(u64::from(family)),
+                    ..JobSpec::default()
                 };
                 let depth = self.waiting.len() as u32;
                 let queued: u32 = self.waiting.values().map(|w| w.cost).sum();
@@ -211,6 +214,8 @@ impl Model {
                     Err(Reject::QueuedTokens { .. }) => {
                         assert!(queued + cost > self.settings.max_queued_tokens)
                     }
+                    // Admission by estimate; its rules are checked in proptest_priority.rs.
+                    Err(Reject::WaitExceedsDeadline { .. }) => {}
                 }
             }
             Op::Complete { pick } => {

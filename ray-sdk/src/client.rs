@@ -82,6 +82,16 @@ impl RayClientBuilder {
         self
     }
 
+    /// Sends `X-Ray-Priority` with every request, so the OpenAI-compatible routes run in this
+    /// class (never above what the API key may use). On `/v1/infer` and jobs, set the
+    /// request's own `priority` instead ([`InferRequest::with_priority`]).
+    pub fn priority(mut self, priority: ray_core::wire::Priority) -> RayClientBuilder {
+        if let Ok(value) = HeaderValue::from_str(&priority.to_string()) {
+            self.headers.insert("x-ray-priority", value);
+        }
+        self
+    }
+
     /// An extra header sent with every request (`Authorization` and `Content-Type` are the
     /// client's own).
     pub fn header(mut self, name: &'static str, value: &str) -> Result<RayClientBuilder, Error> {

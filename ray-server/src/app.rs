@@ -509,6 +509,15 @@ impl App {
         if let Some(key) = &verified_key {
             request.extensions_mut().insert(ApiKeyId::of(key));
         }
+        // Without a key, fair share tells clients apart by address.
+        let client = client_ip(
+            peer.ip(),
+            request.headers(),
+            self.runtime.config().rate_limit.trust_proxy_headers,
+        );
+        request
+            .extensions_mut()
+            .insert(ClientAddr(ip_text(client).to_string()));
         if route.is_job_lookup() && self.runtime.jobs().is_none() {
             // Probing jobs while the queue is unavailable costs no rate-limit budget.
             return (
@@ -1050,8 +1059,12 @@ impl ApiKeyId {
     }
 }
 
+/// The client's address (after `trustProxyHeaders`), for fair share between clients.
+#[derive(Debug, Clone)]
+pub(crate) struct ClientAddr(pub(crate) String);
+
 /// What the runtime's routing rules see of a request: its route, its `X-Ray-Task` header,
-/// the API key it authenticated with.
+/// the API key it authenticated with, and its client address.
 pub(crate) fn request_context<B>(
     request: &Request<B>,
     route: RouteKind,
@@ -1067,6 +1080,11 @@ pub(crate) fn request_context<B>(
             .filter(|v| !v.is_empty() && v.len() <= 64),
         api_key_id: request.extensions().get::<ApiKeyId>().map(|k| k.0.clone()),
         tools,
+        priority: None,
+        client: request
+            .extensions()
+            .get::<ClientAddr>()
+            .map(|c| c.0.clone()),
     }
 }
 

@@ -310,6 +310,40 @@ fn sentences(section: &str, config: &Value) -> Vec<String> {
         } else {
             "Requests are not rate limited.".into()
         }),
+        "priority" => {
+            let concurrency = config["scheduler"]["concurrency"].as_u64().unwrap_or(1);
+            let reserved = s["reservedInteractive"]
+                .as_u64()
+                .unwrap_or(if concurrency >= 2 { 1 } else { 0 })
+                .min(concurrency.saturating_sub(1));
+            let kept = match reserved {
+                0 => "no permit is kept for them".to_string(),
+                1 => "one permit is kept for them".to_string(),
+                n => format!("{n} permits are kept for them"),
+            };
+            let classes = &s["classes"];
+            out.push(format!(
+                "interactive requests start within {}; {kept}; jobs run in the batch class \
+                 (start within {}); background requests start within {}.",
+                duration(&classes["interactive"]["maxWaitMs"]),
+                duration(&classes["batch"]["maxWaitMs"]),
+                duration(&classes["background"]["maxWaitMs"])
+            ));
+            out.push(
+                "Waiting raises a request's place, so an admitted request starts within its \
+                 class's bound while permits turn over as estimated; a request that by the \
+                 estimate cannot start within its bound or deadline is refused at once with 503 \
+                 queue_wait_exceeds_deadline and Retry-After."
+                    .into(),
+            );
+            let keys = s["apiKeys"].as_array().map(Vec::len).unwrap_or(0);
+            out.push(format!(
+                "Requests ask for a class with priority (or X-Ray-Priority); without a listed \
+                 key they may use at most {}; {keys} API keys have their own ceiling and \
+                 fairness weight, and keys at the same priority share the permits by weight.",
+                plain(&s["defaultMaxClass"])
+            ));
+        }
         "tags" => {
             let tags = s.as_object().map(|m| m.len()).unwrap_or(0);
             out.push(format!(
@@ -416,6 +450,13 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("12,000 queued tokens is refused with 503 queue_full"));
+        assert!(
+            text.contains(
+                "interactive requests start within 2 s; one permit is kept for them; jobs run \
+                 in the batch class"
+            ),
+            "{text}"
+        );
     }
 
     #[test]

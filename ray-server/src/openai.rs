@@ -259,6 +259,11 @@ async fn serve<E: Endpoint>(
     log: &mut RequestLog,
 ) -> Response<Body> {
     let context = request_context(&request, E::ROUTE_KIND, false);
+    // `X-Ray-Priority: batch` (or `batch:3`): checked like `/v1/infer`'s `priority` field.
+    let priority = request
+        .headers()
+        .get("x-ray-priority")
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     let parsed: E = match app.read_json(request).await {
         Ok(parsed) => parsed,
         Err((error, close)) => return app.reject(E::ROUTE, error, log, close),
@@ -270,6 +275,7 @@ async fn serve<E: Endpoint>(
     };
     // The model by name (id, alias, the backend's modelRef, or `auto` for the rules).
     infer.model = parsed.model().map(String::from);
+    infer.priority = priority;
     let n = parsed.choices();
     if infer.stream == Some(true) {
         if n > 1 {

@@ -130,6 +130,11 @@ async fn a_flood_gets_only_200_503_or_504_and_memory_stays_flat() {
             *statuses.entry(status).or_insert(0) += 1;
             match status {
                 200 => assert!(body["output"].is_string()),
+                503 if body["error"]["code"] == "queue_wait_exceeds_deadline" => {
+                    // Refused at once by the wait estimate, Retry-After from the estimate.
+                    let seconds: u64 = retry_after.as_deref().unwrap().parse().unwrap();
+                    assert!(seconds >= 1);
+                }
                 503 => {
                     assert_eq!(body["error"]["code"], "queue_full");
                     assert_eq!(retry_after.as_deref(), Some("1"));
@@ -301,7 +306,7 @@ async fn ten_times_the_queue_for_thirty_seconds_gets_only_documented_answers() {
                         let json: serde_json::Value = serde_json::from_str(&text).unwrap();
                         let code = json["error"]["code"].as_str().unwrap().to_string();
                         let expected = match code.as_str() {
-                            "rate_limited" => None,
+                            "rate_limited" | "queue_wait_exceeds_deadline" => None,
                             "queue_full" => Some(1),
                             "request_timeout" | "memory_pressure_critical" => Some(5),
                             other => panic!("undocumented {status} {other}: {text}"),
@@ -310,6 +315,8 @@ async fn ten_times_the_queue_for_thirty_seconds_gets_only_documented_answers() {
                             .unwrap_or_else(|| panic!("{status} {code} without Retry-After"));
                         match expected {
                             Some(seconds) => assert_eq!(retry, seconds, "{code}"),
+                            // The rest of the window, or the wait estimate (at most the
+                            // request's deadline).
                             None => assert!((1..=5).contains(&retry), "{code}: {retry}"),
                         }
                         code

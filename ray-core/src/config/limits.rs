@@ -184,6 +184,13 @@ pub const FIELD_LIMITS: &[FieldLimit] = &[
     int("scheduler.maxDedupeWaiters", 1, 4_096),
     int("scheduler.maxChoices", 1, 16),
     at_least("scheduler.shortJobMaxTokens", 1),
+    // priority
+    int("priority.classes.interactive.maxWaitMs", 1, 3_600_000),
+    int("priority.classes.batch.maxWaitMs", 1, 3_600_000),
+    int("priority.classes.background.maxWaitMs", 1, 3_600_000),
+    int("priority.reservedInteractive", 0, 7),
+    entries("priority.apiKeys", 128),
+    int("priority.apiKeys[].weight", 1, 100),
     // streaming
     int("streaming.firstTokenTimeoutMs", 1, 600_000),
     int("streaming.idleTimeoutMs", 1, 600_000),

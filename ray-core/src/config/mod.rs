@@ -23,6 +23,7 @@ mod hooks;
 mod limits;
 mod load;
 mod policy;
+mod priority;
 mod profiles;
 mod reserved;
 mod types;
@@ -39,6 +40,10 @@ pub use load::{
     ConfigError, ConfigLoader, LoadedConfig, MAX_CONFIG_FILE_BYTES, ValidConfig, redacted_json,
 };
 pub use policy::{HostPolicy, POLICY_FILE_ENV};
+pub use priority::{
+    ApiKeyPriority, ClassConfig, MAX_CLASS_WAIT_MS, MAX_PRIORITY_KEYS, MAX_PRIORITY_WEIGHT,
+    PriorityClasses, PriorityConfig,
+};
 pub use profiles::{
     DEFAULT_BASE_URL, DEFAULT_LLAMA_BINARY, DEFAULT_MODEL_DIR, adapter_defaults, profile_defaults,
 };

@@ -493,6 +493,7 @@ pub fn profile_defaults(profile: Profile) -> RayConfig {
         models: Vec::new(),
         default_model: None,
         routing: RoutingConfig::default(),
+        priority: super::PriorityConfig::default(),
         scheduler: SchedulerConfig {
             concurrency: r.concurrency,
             max_queue: r.max_queue,

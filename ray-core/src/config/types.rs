@@ -47,6 +47,11 @@ pub struct RayConfig {
     pub routing: RoutingConfig,
     /// Admission control: the bounded queue, token budgets, concurrency and deadlines.
     pub scheduler: SchedulerConfig,
+    /// Request priority: classes with a bounded wait, permits kept for interactive requests,
+    /// per-API-key ceilings and fairness weights. New in this version; files written for the
+    /// existing Ray leave it out.
+    #[serde(default)]
+    pub priority: super::PriorityConfig,
     /// Deadlines of streamed responses (`"stream": true` and the OpenAI-compatible routes).
     /// New in this version; files written for the existing Ray leave it out.
     #[serde(default)]

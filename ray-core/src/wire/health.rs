@@ -510,6 +510,10 @@ pub struct QueueHealth {
     pub dedupe_followers: u32,
     /// Rejections since start, by reason code.
     pub rejections: std::collections::BTreeMap<String, u64>,
+    /// Priority classes: reserved permits, the service-time and wait estimates, and counts by
+    /// class.
+    #[serde(default)]
+    pub priority: super::PriorityHealth,
 }
 
 /// Prompt preparation.

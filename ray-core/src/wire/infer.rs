@@ -141,6 +141,12 @@ pub struct InferRequest {
     /// Whether the model may call several tools at once (new).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parallel_tool_calls: Option<bool>,
+    /// The priority class to run in, optionally with a level: `"interactive"` (the default of
+    /// HTTP requests), `"batch"` (the default of jobs), `"background"`, or `"batch:3"` (levels
+    /// 0 to 9, higher first). Never above the API key's `priority.apiKeys[].maxClass`: a
+    /// request asking for more runs in the highest class it may use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<String>,
 }
 
 /// One earlier turn of a conversation.
@@ -269,6 +275,12 @@ impl InferRequest {
             input: Some(input.into()),
             ..InferRequest::default()
         }
+    }
+
+    /// The same request asking for `priority` (its `priority` field).
+    pub fn with_priority(mut self, priority: super::Priority) -> InferRequest {
+        self.priority = Some(priority.to_string());
+        self
     }
 
     /// Whether the conversation ends with tool results for the model to answer (then

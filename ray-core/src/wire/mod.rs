@@ -6,6 +6,7 @@ pub mod health;
 pub mod infer;
 pub mod jobs;
 pub mod openai;
+pub mod priority;
 pub mod stream;
 
 pub use generation::{
@@ -27,5 +28,8 @@ pub use infer::{
 pub use jobs::{
     AsyncQueueHealth, CallbackStatus, JobAccepted, JobCallback, JobError, JobList, JobListQuery,
     JobRecord, JobStatus, JobSubmission, JobSummary, is_valid_job_id,
+};
+pub use priority::{
+    MAX_PRIORITY_LEVEL, Priority, PriorityClass, PriorityDiagnostics, PriorityHealth,
 };
 pub use stream::{InferEvent, StreamDelta};

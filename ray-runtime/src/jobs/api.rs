@@ -101,12 +101,41 @@ impl Runtime {
     /// the job is written durably before this returns. It runs later through
     /// [`Runtime::infer`], once [`Runtime::start`] has been called.
     pub async fn submit_job(&self, submission: JobSubmission) -> Result<JobAccepted, RayError> {
+        self.submit_job_in(submission, &crate::front::RequestContext::default())
+            .await
+    }
+
+    /// [`Runtime::submit_job`] for a submission that arrived on `context` (its API key), with
+    /// its priority decided by [`Runtime::prioritise_job`].
+    pub async fn submit_job_in(
+        &self,
+        mut submission: JobSubmission,
+        context: &crate::front::RequestContext,
+    ) -> Result<JobAccepted, RayError> {
+        self.prioritise_job(&mut submission, context)?;
         if let Some(url) = &submission.callback_url {
             self.host_policy_allows(url)?;
         }
         self.queue()?
             .submit(submission, |request| self.check_request(request))
             .await
+    }
+
+    /// Sets a job's priority as it will run: `batch` unless it asks for another class, lowered
+    /// to what the submitting key (`context`) may use. Refuses a `priority` that is not one.
+    pub fn prioritise_job(
+        &self,
+        submission: &mut JobSubmission,
+        context: &crate::front::RequestContext,
+    ) -> Result<(), RayError> {
+        let admission = crate::priority::decide(
+            &self.inner.config.priority,
+            &submission.request,
+            context,
+            ray_core::wire::PriorityClass::Batch,
+        )?;
+        submission.request.priority = Some(admission.priority.to_string());
+        Ok(())
     }
 
     /// The record of a job: `job_not_found` when unknown or pruned.
@@ -134,12 +163,7 @@ impl JobRunner for Runtime {
         Runtime::infer(self, request)
     }
 
-    fn has_idle_capacity(&self) -> bool {
-        let model = self.model();
-        if model.refusal(tokio::time::Instant::now()).is_some() {
-            return false;
-        }
-        let snapshot = model.scheduler.snapshot();
-        snapshot.depth() == 0 && snapshot.in_flight < model.limits.concurrency
+    fn backend_refuses(&self) -> bool {
+        self.model().refusal(tokio::time::Instant::now()).is_some()
     }
 }

@@ -1,5 +1,6 @@
-//! The job loops: dispatch of queued jobs through the runtime (yielding to interactive
-//! traffic), retries with exponential backoff and jitter, and pruning of finished jobs.
+//! The job loops: dispatch of queued jobs through the runtime (in the scheduler's `batch`
+//! class unless the job asked for another, so interactive requests go first), retries with
+//! exponential backoff and jitter, and pruning of finished jobs.
 
 use std::hash::BuildHasher;
 use std::sync::Arc;
@@ -25,19 +26,17 @@ pub(crate) trait JobRunner: Clone + Send + Sync + 'static {
         request: InferRequest,
     ) -> impl Future<Output = Result<InferResponse, RayError>> + Send;
 
-    /// Whether the scheduler has room a job can take without making an interactive request
-    /// wait: nothing queued, a permit free, and the backend not refused by the health gate.
-    fn has_idle_capacity(&self) -> bool;
+    /// Whether the health gate would refuse a job now (the backend is down, warming or in
+    /// cooldown), so no attempt is spent on a refusal. Interactive traffic needs no check
+    /// here: jobs run in the scheduler's `batch` class.
+    fn backend_refuses(&self) -> bool;
 }
 
 /// The longest delay between two attempts of a job or a callback.
 pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(300);
 
-/// How often the dispatcher looks again while interactive requests keep the scheduler busy.
-const BUSY_RECHECK: Duration = Duration::from_millis(20);
-
-/// How long a job waits for idle capacity before it queues in the scheduler like any request.
-const YIELD_LIMIT: Duration = Duration::from_secs(5);
+/// How often the dispatcher looks again while the backend is known to be down or warming.
+const REFUSED_RECHECK: Duration = Duration::from_millis(200);
 
 /// The delay before the next attempt after `failures` failed ones: `base × 2^(failures − 1)`,
 /// at most [`MAX_RETRY_DELAY`], of which the second half is scaled by `jitter` (in `[0, 1)`),
@@ -97,12 +96,11 @@ impl Drop for ActiveAttempt<'_> {
 
 impl JobQueue {
     /// Starts queued jobs, at most `dispatchConcurrency` at once, in the order they became
-    /// ready. Jobs yield to interactive traffic: one starts only while no request waits in the
-    /// scheduler and a permit is free (or after waiting [`YIELD_LIMIT`] for that), and never
+    /// ready. A job enters the scheduler in the `batch` class (or the class it asked for), so
+    /// interactive requests go before it and the reserved permits stay theirs; no job starts
     /// while the backend is known to be down or warming, so no attempt is spent on a refusal.
     pub(crate) async fn dispatch_loop<R: JobRunner>(self: Arc<Self>, runtime: R) {
         let mut running: JoinSet<()> = JoinSet::new();
-        let mut blocked_since: Option<Instant> = None;
         loop {
             while let Some(done) = running.try_join_next() {
                 if let Err(error) = done
@@ -124,16 +122,13 @@ impl JobQueue {
             };
             match next {
                 Next::Now(id) => {
-                    let waited = blocked_since.map_or(Duration::ZERO, |since| since.elapsed());
-                    if waited < YIELD_LIMIT && !runtime.has_idle_capacity() {
-                        blocked_since.get_or_insert_with(Instant::now);
+                    if runtime.backend_refuses() {
                         tokio::select! {
-                            () = tokio::time::sleep(BUSY_RECHECK) => {}
+                            () = tokio::time::sleep(REFUSED_RECHECK) => {}
                             Some(_) = running.join_next(), if !running.is_empty() => {}
                         }
                         continue;
                     }
-                    blocked_since = None;
                     if self.take_ready(&id) {
                         running.spawn(self.clone().run_attempt(runtime.clone(), id));
                     }
@@ -329,7 +324,7 @@ impl JobQueue {
         let outcome = {
             let _active = ActiveAttempt(&self);
             tokio::select! {
-                result = runtime.infer(record.request.clone()) => Some(result),
+                result = runtime.infer(batch_request(&record.request)) => Some(result),
                 () = cancel.notified() => None,
             }
         };
@@ -547,6 +542,16 @@ impl State {
         }
         (expired, next)
     }
+}
+
+/// A job's request as it runs: in the `batch` class unless it asked for a class (which the
+/// submission already lowered to the key's ceiling).
+fn batch_request(request: &ray_core::wire::InferRequest) -> ray_core::wire::InferRequest {
+    let mut request = request.clone();
+    request
+        .priority
+        .get_or_insert_with(|| ray_core::wire::PriorityClass::Batch.as_str().to_string());
+    request
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ fn scheduler(concurrency: u32, max_queue: u32) -> Scheduler {
         batch_window: Duration::ZERO,
         short_burst: 4,
         max_dedupe_waiters: 16,
+        ..SchedulerSettings::default()
     })
 }
 
@@ -25,6 +26,7 @@ fn spec(cost: u32) -> JobSpec {
         cost,
         lane: Lane::Draft,
         affinity: None,
+        ..JobSpec::default()
     }
 }
 
@@ -104,6 +106,7 @@ async fn a_held_permit_is_handed_out_when_the_window_ends() {
         cost: 10,
         lane: Lane::Draft,
         affinity: Some(1),
+        ..JobSpec::default()
     };
     let cold = JobSpec {
         affinity: Some(2),

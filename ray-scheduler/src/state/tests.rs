@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use ray_core::wire::Lane;
+use ray_core::wire::{Lane, Priority, PriorityClass};
 
 use super::*;
 
@@ -16,6 +16,7 @@ fn settings() -> SchedulerSettings {
         batch_window: Duration::ZERO,
         short_burst: 4,
         max_dedupe_waiters: 16,
+        ..SchedulerSettings::default()
     }
 }
 
@@ -24,6 +25,7 @@ fn job(cost: u32, lane: Lane, affinity: Option<u64>) -> JobSpec {
         cost,
         lane,
         affinity,
+        ..JobSpec::default()
     }
 }
 
@@ -257,4 +259,152 @@ fn the_batch_window_holds_a_freed_permit_only_under_contention() {
     state.release(0, 10, Some(2), later);
     let after = later + window;
     assert_eq!(state.next(after).unwrap().id, 2, "the window ended");
+}
+
+fn prioritised(class: PriorityClass, sender: u64) -> JobSpec {
+    JobSpec {
+        priority: Priority::of(class),
+        sender,
+        ..JobSpec::new(10, Lane::Short, None)
+    }
+}
+
+/// Two permits, one reserved, and a measured service time of 100 ms.
+fn measured() -> (SchedulerState<()>, Instant) {
+    let mut state = SchedulerState::<()>::new(SchedulerSettings {
+        concurrency: 2,
+        reserved_interactive: 1,
+        ..settings()
+    });
+    let now = Instant::now();
+    state
+        .submit(0, job(10, Lane::Short, None), now, None)
+        .unwrap();
+    let first = state.next(now).unwrap();
+    let now = now + Duration::from_millis(100);
+    state.release(first.slot, first.cost, None, now);
+    (state, now)
+}
+
+#[test]
+fn interactive_work_goes_before_a_flood_of_batch_work_and_keeps_its_permit() {
+    let (mut state, now) = measured();
+    for id in 1..=6 {
+        state
+            .submit(id, prioritised(PriorityClass::Batch, 1), now, None)
+            .unwrap();
+    }
+    // Only one batch job runs: the other permit is reserved.
+    assert_eq!(all_next(&mut state, now), vec![1]);
+    assert_eq!(state.snapshot(now).lower_in_flight, 1);
+    state
+        .submit(7, prioritised(PriorityClass::Interactive, 2), now, None)
+        .unwrap();
+    assert_eq!(all_next(&mut state, now), vec![7]);
+    let counters = state.snapshot(now).counters;
+    assert_eq!(counters.started_by_class, [2, 1, 0]);
+}
+
+#[test]
+fn a_job_that_cannot_start_in_time_is_refused_at_once_with_the_estimate() {
+    let (mut state, now) = measured();
+    // One batch permit, 100 ms a job, the first one running: a batch job due in 150 ms would
+    // have to start within 50 ms to finish in time, and the permit frees in 100 ms at best (it
+    // would go first, its latest start being the earliest).
+    for id in 1..=5 {
+        state
+            .submit(id, prioritised(PriorityClass::Batch, 1), now, None)
+            .unwrap();
+    }
+    all_next(&mut state, now);
+    let deadline = now + Duration::from_millis(150);
+    let reject = state
+        .submit_until(
+            9,
+            prioritised(PriorityClass::Batch, 2),
+            now,
+            Some(deadline),
+            None,
+        )
+        .unwrap_err();
+    let Reject::WaitExceedsDeadline {
+        class,
+        estimated_wait,
+        allowed,
+        retry_after,
+    } = reject
+    else {
+        panic!("{reject:?}");
+    };
+    assert_eq!(class, PriorityClass::Batch);
+    assert_eq!(estimated_wait, Duration::from_millis(100));
+    // 150 ms to the deadline less one 100 ms service time.
+    assert_eq!(allowed, Duration::from_millis(50));
+    assert_eq!(retry_after, Duration::from_millis(100));
+    assert_eq!(state.depth(), 4, "the refused job took no place");
+    assert_eq!(
+        state.snapshot(now).counters.rejected_wait_by_class,
+        [0, 1, 0]
+    );
+    // An interactive request still fits: it has the reserved permit.
+    state
+        .submit_until(
+            10,
+            prioritised(PriorityClass::Interactive, 3),
+            now,
+            Some(deadline),
+            None,
+        )
+        .unwrap();
+    let waits = state.estimated_waits(now).unwrap();
+    assert!(waits[PriorityClass::Batch.index()] >= Duration::from_millis(400));
+}
+
+#[test]
+fn a_waiting_job_near_its_bound_goes_before_the_preferred_class() {
+    let mut state = SchedulerState::<()>::new(SchedulerSettings {
+        class_max_wait: [
+            Duration::from_millis(1_000),
+            Duration::from_millis(300),
+            Duration::from_millis(300),
+        ],
+        ..settings()
+    });
+    let mut now = Instant::now();
+    let step = Duration::from_millis(100);
+    state
+        .submit(0, job(10, Lane::Short, None), now, None)
+        .unwrap();
+    let first = state.next(now).unwrap();
+    now += step;
+    state.release(first.slot, first.cost, None, now);
+
+    // Job 1 runs; batch job 2 may wait 300 ms; interactive jobs 3 to 5 are preferred.
+    state
+        .submit(1, prioritised(PriorityClass::Interactive, 1), now, None)
+        .unwrap();
+    state
+        .submit(2, prioritised(PriorityClass::Batch, 2), now, None)
+        .unwrap();
+    for id in 3..=5 {
+        state
+            .submit(id, prioritised(PriorityClass::Interactive, 1), now, None)
+            .unwrap();
+    }
+    let mut order = all_next(&mut state, now);
+    let mut forced = Vec::new();
+    while state.in_flight() > 0 {
+        now += step;
+        state.release(0, 10, None, now);
+        while let Some(a) = state.next(now) {
+            order.push(a.id);
+            if a.forced {
+                forced.push(a.id);
+            }
+        }
+    }
+    // Jobs 3 and 4 go first; then job 5 would push job 2 past its bound, so job 2 goes.
+    assert_eq!(order, vec![1, 3, 4, 2, 5]);
+    assert_eq!(forced, vec![2]);
+    assert_eq!(state.snapshot(now).counters.aged_starts, 1);
 }

@@ -17,10 +17,15 @@ impl App {
         request: Request<RequestBody>,
         log: &mut RequestLog,
     ) -> Response<Body> {
-        let submission: JobSubmission = match self.read_json(request).await {
+        let context = super::request_context(&request, ray_core::config::RouteKind::Infer, false);
+        let mut submission: JobSubmission = match self.read_json(request).await {
             Ok(submission) => submission,
             Err((error, close)) => return self.reject(Route::Jobs, error, log, close),
         };
+        // The job's class (batch unless it asks for another), lowered to the key's ceiling.
+        if let Err(error) = self.runtime.prioritise_job(&mut submission, &context) {
+            return self.reject(Route::Jobs, error, log, false);
+        }
         let accepted = match self.cluster() {
             Some(cluster) => cluster.submit_job(&self.runtime, submission).await,
             None => self.runtime.submit_job(submission).await,

@@ -47,6 +47,7 @@ pub fn validate(config: &RayConfig) -> Vec<Diagnostic> {
         let names = config.model_names();
         diagnostics.extend(super::cluster::validate_cluster(cluster, &names));
     }
+    diagnostics.extend(super::priority::validate_priority(config));
     diagnostics
 }
 

@@ -365,6 +365,9 @@ pub struct SchedulerDiagnostics {
     pub prompt_tokens_source: String,
     /// Prompt tokens plus `maxTokens`: what the request reserved from the token budgets.
     pub cost_tokens: u32,
+    /// The priority it ran with and how long it waited for a permit.
+    #[serde(default)]
+    pub priority: crate::wire::PriorityDiagnostics,
 }
 
 /// What the backend adapter did. Fields depend on the adapter.
