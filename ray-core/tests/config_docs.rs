@@ -1,6 +1,7 @@
 //! `docs/configuration.md` is generated from the JSON Schema, the profile defaults and the
 //! environment table; this test regenerates it and fails on drift.
 
+#![cfg(feature = "config")]
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
@@ -70,6 +71,7 @@ const SECTIONS: &[(&str, &str, &str)] = &[
     ("auth", "auth", "AuthConfig"),
     ("rateLimit", "rateLimit", "RateLimitConfig"),
     ("cluster", "cluster", "ClusterConfig"),
+    ("hooks[]", "hooks[]", "HookConfig"),
 ];
 
 /// What Ray does with each section, by section title: who reads the fields and what the
@@ -201,6 +203,16 @@ const BEHAVIOUR: &[(&str, &str)] = &[
         "Keys are named like in routing rules: the first 8 hex digits of the key's SHA-256. A key \
          not listed gets `defaultMaxClass` and weight 1; with auth off, clients are told apart \
          by address, each with weight 1.",
+    ),
+    (
+        "hooks[]",
+        "Each hook receives the events it names (all when `events` is absent) as one JSON \
+         object (`type`, `id`, `time`, and the event's fields): a `command` (an argument \
+         vector, no shell) on its standard input, or a `url` as a signed POST under the job \
+         callbacks' address rules. Hooks never delay a request: events wait in a queue of 256 \
+         (beyond it they are counted as dropped), at most two runs go at once, each within \
+         `timeoutMs` (a command that outlives it is killed), a URL is tried three times \
+         ([operations.md](operations.md#event-hooks)).",
     ),
     (
         "cluster",
