@@ -181,16 +181,6 @@ const BEHAVIOUR: &[(&str, &str)] = &[
          metrics show how full each bound is.",
     ),
     (
-        "hooks[]",
-        "Each hook receives the events it names (all when `events` is absent) as one JSON \
-         object (`type`, `id`, `time`, and the event's fields): a `command` (an argument \
-         vector, no shell) on its standard input, or a `url` as a signed POST under the job \
-         callbacks' address rules. Hooks never delay a request: events wait in a queue of 256 \
-         (beyond it they are counted as dropped), at most two runs go at once, each within \
-         `timeoutMs` (a command that outlives it is killed), a URL is tried three times \
-         ([operations.md](operations.md#event-hooks)).",
-    ),
-    (
         "priority",
         "Each request runs in a class: `interactive` (HTTP requests by default), `batch` (jobs \
          by default) or `background`, asked for with `priority` on `/v1/infer` and jobs or \
@@ -213,6 +203,16 @@ const BEHAVIOUR: &[(&str, &str)] = &[
         "Keys are named like in routing rules: the first 8 hex digits of the key's SHA-256. A key \
          not listed gets `defaultMaxClass` and weight 1; with auth off, clients are told apart \
          by address, each with weight 1.",
+    ),
+    (
+        "hooks[]",
+        "Each hook receives the events it names (all when `events` is absent) as one JSON \
+         object (`type`, `id`, `time`, and the event's fields): a `command` (an argument \
+         vector, no shell) on its standard input, or a `url` as a signed POST under the job \
+         callbacks' address rules. Hooks never delay a request: events wait in a queue of 256 \
+         (beyond it they are counted as dropped), at most two runs go at once, each within \
+         `timeoutMs` (a command that outlives it is killed), a URL is tried three times \
+         ([operations.md](operations.md#event-hooks)).",
     ),
     (
         "cluster",
