@@ -448,6 +448,11 @@ pub const ENV_VARS: &[EnvVar] = &[
         "telemetry.accessLogSampleEvery",
         Int,
     ),
+    var(
+        "RAY_TELEMETRY_RESPONSE_DIAGNOSTICS",
+        "telemetry.responseDiagnostics",
+        Text,
+    ),
     // gracefulDegradation
     var(
         "RAY_DEGRADATION_ENABLED",
