@@ -13,7 +13,9 @@ mod validate_models;
 
 pub use env::{ENV_VARS, EnvKind, EnvScope, EnvVar, OTHER_RAY_VARS, parse_env_value};
 pub use explain_models::explain_models;
-pub use limits::{FIELD_LIMITS, FieldLimit, Limit, limits_of, rule_path, schema_keywords};
+pub use limits::{
+    FIELD_LIMITS, FieldLimit, HEADER_VALUE_MAX_CHARS, Limit, limits_of, rule_path, schema_keywords,
+};
 pub use load::{
     ConfigError, ConfigLoader, LoadedConfig, MAX_CONFIG_FILE_BYTES, ValidConfig, redacted_json,
 };

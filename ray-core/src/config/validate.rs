@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use super::limits::{Limit, limits_of};
+use super::limits::{HEADER_VALUE_MAX_CHARS, Limit, limits_of};
 use super::types::*;
 
 /// How serious a [`Diagnostic`] is.
@@ -831,12 +831,16 @@ fn validate_adapter(c: &mut Checker, config: &RayConfig) {
                 );
             }
             let path = format!("model.adapter.headers.{name}");
+            // Counted in chars, as the schema's `maxLength` counts them.
             if c.has(&path, Limit::HeaderValue)
-                && (value.chars().any(|ch| ch.is_control() && ch != '\t') || value.len() > 8_192)
+                && (value.chars().any(|ch| ch.is_control() && ch != '\t')
+                    || value.chars().count() > HEADER_VALUE_MAX_CHARS)
             {
                 c.error(
                     &path,
-                    "must be at most 8192 bytes with no control characters",
+                    format!(
+                        "must be at most {HEADER_VALUE_MAX_CHARS} chars with no control characters"
+                    ),
                 );
             }
         }
@@ -1040,16 +1044,17 @@ fn validate_base_url(c: &mut Checker, config: &RayConfig, base_url: &str) {
                 requirement,
                 "change model.adapter.launchProfile to match",
                 "model.adapter.launchProfile",
-                format!("on {}:{}", launch.host, launch.port),
+                format!("on {}:{}", url_host(&launch.host), launch.port),
                 format!(
                     "it says llama-server listens on http://{}:{} (render, doctor and supervise \
                      read it): set model.adapter.launchProfile.host and .port to where baseUrl \
                      points, or point baseUrl there",
-                    launch.host, launch.port
+                    url_host(&launch.host),
+                    launch.port
                 ),
             )
         };
-        let launch_url = format!("http://{}:{}", launch.host, launch.port);
+        let launch_url = format!("http://{}:{}", url_host(&launch.host), launch.port);
         if url.scheme != "http" {
             c.cross_error(
                 P,
@@ -1085,7 +1090,8 @@ fn validate_base_url(c: &mut Checker, config: &RayConfig, base_url: &str) {
                 ),
             );
         }
-        if launch.host.parse::<IpAddr>().is_ok() && url.host != launch.host {
+        if unbracket(&launch.host).parse::<IpAddr>().is_ok() && !same_host(&url.host, &launch.host)
+        {
             c.cross_error(
                 P,
                 format!(
@@ -1164,6 +1170,9 @@ impl ParsedUrl {
             let (host, tail) = after
                 .split_once(']')
                 .ok_or("has an unclosed IPv6 bracket")?;
+            if host.parse::<std::net::Ipv6Addr>().is_err() {
+                return Err("has something other than an IPv6 address in brackets");
+            }
             let port = match tail.strip_prefix(':') {
                 Some(p) => Some(p),
                 None if tail.is_empty() => None,
@@ -1171,20 +1180,25 @@ impl ParsedUrl {
             };
             (host.to_string(), port)
         } else {
-            match authority.rsplit_once(':') {
-                Some((host, port)) => (host.to_string(), Some(port)),
-                None => (authority.to_string(), None),
+            let (host, port) = match authority.rsplit_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (authority, None),
+            };
+            if host.contains([':', '[', ']']) {
+                return Err("must put an IPv6 address in brackets");
             }
+            (host.to_string(), port)
         };
         if host.is_empty() {
             return Err("must have a host");
         }
+        // Digits only (no sign), 1 to 65535, as the schema's pattern says.
         let port = match port {
-            Some(p) => p
-                .parse::<u16>()
-                .ok()
+            Some(p) => Some(p)
+                .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|p| p.parse::<u16>().ok())
                 .filter(|p| *p > 0)
-                .ok_or("has an invalid port")?,
+                .ok_or("has an invalid port (1 to 65535)")?,
             None => default_port,
         };
         Ok(ParsedUrl {
@@ -1197,16 +1211,51 @@ impl ParsedUrl {
 }
 
 /// Whether a host name or address is loopback (`localhost`, `127.0.0.0/8`, `::1`).
+///
+/// IPv6 loopback may be written in any hex form (`::1`, `0:0:0:0:0:0:0:1`, with or without
+/// one pair of brackets), as the schema's pattern accepts it.
 pub fn is_loopback_host(host: &str) -> bool {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let host = unbracket(host);
     if host.eq_ignore_ascii_case("localhost") {
         return true;
     }
-    host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    match host.parse::<IpAddr>() {
+        Ok(IpAddr::V4(ip)) => ip.is_loopback(),
+        // The dotted tail (`::0.0.0.1`) is left out, as the schema leaves it out.
+        Ok(IpAddr::V6(ip)) => ip.is_loopback() && !host.contains('.'),
+        Err(_) => false,
+    }
+}
+
+/// `host` without one enclosing pair of brackets (`[::1]` is `::1`).
+fn unbracket(host: &str) -> &str {
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
+}
+
+/// Whether two hosts name the same address: IP addresses compared as addresses (`::1` and
+/// `0:0:0:0:0:0:0:1` are one), names case-insensitively.
+fn same_host(a: &str, b: &str) -> bool {
+    let (a, b) = (unbracket(a), unbracket(b));
+    match (a.parse::<IpAddr>(), b.parse::<IpAddr>()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a.eq_ignore_ascii_case(b),
+    }
+}
+
+/// `host` as written in a URL: an IPv6 address in brackets.
+fn url_host(host: &str) -> String {
+    let host = unbracket(host);
+    if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    }
 }
 
 fn is_wildcard(host: &str) -> bool {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let host = unbracket(host);
     host.parse::<IpAddr>().is_ok_and(|ip| ip.is_unspecified())
 }
 
@@ -1439,6 +1488,78 @@ mod tests {
         assert!(ParsedUrl::parse("http://host?x=1").is_err());
         assert!(ParsedUrl::parse("http://host:0").is_err());
         assert_eq!(ParsedUrl::parse("https://h").unwrap().port, 443);
+        // The port is 1 to 65535 in digits, as the schema's pattern says.
+        for bad in [
+            "http://host:65536",
+            "http://host:+80",
+            "http://host:",
+            "http://host:8o",
+            "http://a:b:80",
+            "http://::1:80",
+            "http://[zz]:80",
+            "http://[::1]x",
+        ] {
+            assert!(ParsedUrl::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(ParsedUrl::parse("http://host:65535").unwrap().port, 65535);
+        assert_eq!(ParsedUrl::parse("http://host:0080").unwrap().port, 80);
+    }
+
+    #[test]
+    fn every_spelling_of_the_ipv6_loopback_is_loopback() {
+        for host in [
+            "::1",
+            "[::1]",
+            "0:0:0:0:0:0:0:1",
+            "[0:0:0:0:0:0:0:1]",
+            "0000:0000:0000:0000:0000:0000:0000:0001",
+            "0::0:1",
+            "localhost",
+            "127.1.2.3",
+        ] {
+            assert!(is_loopback_host(host), "{host}");
+        }
+        for host in [
+            "[::1",
+            "::1]",
+            "[[::1]]",
+            "::2",
+            "::0.0.0.1",
+            "0.0.0.0",
+            "::",
+        ] {
+            assert!(!is_loopback_host(host), "{host}");
+        }
+        assert!(same_host("[0:0:0:0:0:0:0:1]", "::1"));
+        assert!(!same_host("::1", "127.0.0.1"));
+        assert_eq!(url_host("0:0:0:0:0:0:0:1"), "[0:0:0:0:0:0:0:1]");
+        assert_eq!(url_host("[::1]"), "[::1]");
+        assert_eq!(url_host("127.0.0.1"), "127.0.0.1");
+    }
+
+    #[test]
+    fn a_launch_host_in_the_long_ipv6_form_matches_a_base_url_on_the_short_one() {
+        let mut config = profile_defaults(Profile::Sub1b);
+        if let AdapterConfig::LlamaCpp(a) = &mut config.model.adapter {
+            let launch = a.launch_profile.as_mut().unwrap();
+            launch.host = "[0:0:0:0:0:0:0:1]".into();
+            a.base_url = format!("http://[::1]:{}", launch.port);
+        }
+        assert_eq!(errors(&config), Vec::<String>::new());
+        // Another address is still refused.
+        if let AdapterConfig::LlamaCpp(a) = &mut config.model.adapter {
+            a.base_url = format!(
+                "http://127.0.0.1:{}",
+                a.launch_profile.as_ref().unwrap().port
+            );
+        }
+        let errors = errors(&config);
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("differs from launchProfile.host")),
+            "{errors:?}"
+        );
     }
 
     #[test]
