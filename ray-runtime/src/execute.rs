@@ -387,7 +387,11 @@ impl<'a> Attempts<'a> {
         if self.first.is_none() {
             self.first = Some(model.id.clone());
         }
-        let fallback_from = self.first.clone().filter(|first| *first != model.id);
+        let fallback_from = self
+            .first
+            .as_ref()
+            .filter(|first| **first != model.id)
+            .cloned();
         RoutingDiagnostics {
             model: model.id.clone(),
             chosen_by: self.chosen_by.clone(),
