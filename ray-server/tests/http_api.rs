@@ -515,6 +515,17 @@ async fn diagnostics_are_a_summary_unless_asked_for_in_full() {
         .raw(&infer_with_header(no, Some("X-Ray-Diagnostics: full")))
         .await;
     assert_eq!(response.json()["diagnostics"]["detail"], "summary");
+    // A stream's `done` event follows the same rule.
+    let stream = r#"{"input":"Summarise this ticket.","cache":false,"stream":true}"#;
+    let summary = server.raw(&infer_with_header(stream, None)).await;
+    assert_eq!(summary.status, 200, "{}", summary.body);
+    assert!(summary.body.contains("event: done"), "{}", summary.body);
+    assert!(summary.body.contains(r#""detail":"summary""#), "{}", summary.body);
+    let full = server
+        .raw(&infer_with_header(stream, Some("X-Ray-Diagnostics: full")))
+        .await;
+    assert!(full.body.contains(r#""detail":"full""#), "{}", full.body);
+    assert!(full.body.contains(r#""taskRouting""#), "{}", full.body);
     // A header value that means nothing is refused, naming the header.
     let response = server
         .raw(&infer_with_header(
