@@ -520,7 +520,11 @@ async fn diagnostics_are_a_summary_unless_asked_for_in_full() {
     let summary = server.raw(&infer_with_header(stream, None)).await;
     assert_eq!(summary.status, 200, "{}", summary.body);
     assert!(summary.body.contains("event: done"), "{}", summary.body);
-    assert!(summary.body.contains(r#""detail":"summary""#), "{}", summary.body);
+    assert!(
+        summary.body.contains(r#""detail":"summary""#),
+        "{}",
+        summary.body
+    );
     let full = server
         .raw(&infer_with_header(stream, Some("X-Ray-Diagnostics: full")))
         .await;
