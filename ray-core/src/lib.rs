@@ -4,10 +4,11 @@
 //! OpenAI-compatible backend). This crate holds what every other part agrees on, and nothing
 //! that needs an async runtime or a network stack, so the SDK can depend on it cheaply.
 //!
-//! - [`config`]: the [`RayConfig`](config::RayConfig) tree with the JSON names of the existing
-//!   Ray, the seven profiles' defaults, layering (profile, file, `RAY_*` variables, explicit
-//!   overrides) through [`ConfigLoader`](config::ConfigLoader), validation that reports every
-//!   problem with its JSON path, and the JSON Schema ([`config::json_schema`]).
+//! - `config` (the default cargo feature `config`): the `RayConfig` tree with the JSON names
+//!   of the existing Ray, the seven profiles' defaults, layering (profile, file, `RAY_*`
+//!   variables, explicit overrides) through `ConfigLoader`, validation that reports every
+//!   problem with its JSON path, and the JSON Schema of a config file. A client that only speaks the wire turns it off
+//!   (`default-features = false`), as `ray-sdk` does.
 //! - [`error`]: [`ErrorCode`], the one list of stable error codes with their HTTP status and
 //!   `Retry-After` hint, and [`RayError`], the error that crosses every boundary.
 //! - [`wire`]: the request and response types of `/v1/infer`, `/v1/jobs`, `/readyz` and
@@ -16,18 +17,11 @@
 //!
 //! # Example
 //!
-//! Load a config the way `ray-server` does, then check a request against the wire limits:
+//! Check a request against the wire limits:
 //!
 //! ```
-//! use ray_core::config::ConfigLoader;
 //! use ray_core::wire::InferRequest;
 //! use ray_core::ErrorCode;
-//!
-//! let loaded = ConfigLoader::new()
-//!     .with_json("ray.json", r#"{"profile":"tiny","scheduler":{"maxQueue":16}}"#)
-//!     .with_env([("RAY_SCHEDULER_CONCURRENCY", "1")])
-//!     .load()?;
-//! assert_eq!(loaded.config.scheduler.max_queue, 16);
 //!
 //! let bad = InferRequest::new("   ");
 //! let error = bad.validate().unwrap_err();
@@ -36,6 +30,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+#[cfg(feature = "config")]
 pub mod config;
 pub mod error;
 pub mod json_schema;

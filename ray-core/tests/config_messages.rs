@@ -1,6 +1,7 @@
 //! The message of every rule between two fields: when a value came from the profile, it says
 //! so and names the field to set; when the file set both, it states the rule.
 
+#![cfg(feature = "config")]
 #![allow(clippy::unwrap_used)]
 
 use ray_core::config::ConfigLoader;

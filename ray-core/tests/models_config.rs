@@ -1,5 +1,6 @@
 //! The several-models sections: entries filled from `model`, names, fallback chains, rules.
 
+#![cfg(feature = "config")]
 #![allow(clippy::unwrap_used)]
 
 use ray_core::config::{AdapterConfig, ConfigError, ConfigLoader, ModelRole};

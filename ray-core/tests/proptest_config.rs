@@ -1,6 +1,7 @@
 //! Property tests of the config loader: whatever a file or the environment holds, loading never
 //! panics, and every refusal names a path and a rule.
 
+#![cfg(feature = "config")]
 #![allow(clippy::unwrap_used)]
 
 use proptest::prelude::*;

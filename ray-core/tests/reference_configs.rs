@@ -4,6 +4,7 @@
 //! this test; when the shared reference data sits next to the repository (`../shared`), the
 //! vendored copies are also checked against it so they cannot drift.
 
+#![cfg(feature = "config")]
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};

@@ -1,5 +1,6 @@
 //! The committed JSON Schema matches the code, and every example config loads.
 
+#![cfg(feature = "config")]
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};

@@ -2,6 +2,7 @@
 //! (the `jsonschema` crate) rejects a config that breaks any rule of `FIELD_LIMITS`, as
 //! `check-config` does, and accepts every example and reference config.
 
+#![cfg(feature = "config")]
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};

@@ -6,12 +6,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
-use ray_core::config::{
-    ConfigError, ConfigLoader, Diagnostic, LoadedConfig, json_schema, redacted_json,
-};
+use ray_core::config::{ConfigError, ConfigLoader, LoadedConfig, json_schema, redacted_json};
 use ray_runtime::Runtime;
 
 use crate::app::App;
+use crate::ops::fs::{diagnostic_line, report_error};
 
 /// Ray: a small-model inference gateway for one cheap VPS.
 #[derive(Debug, Parser)]
@@ -49,18 +48,18 @@ pub enum Command {
     /// (or with --explain), as JSON otherwise (or with --json).
     PrintConfig(PrintConfigArgs),
     /// Generate the systemd units, the Caddyfile and an example env file for one VPS.
-    Render(crate::render::RenderArgs),
+    Render(crate::ops::render::RenderArgs),
     /// Check the host and the config before and after deploying; exits 1 on any error.
-    Doctor(crate::doctor::DoctorArgs),
+    Doctor(crate::ops::doctor::DoctorArgs),
     /// Check and install a llama-server binary and a GGUF model where the launch profile says
     /// (prints the plan; --apply performs it).
-    StageModel(crate::stage::StageArgs),
+    StageModel(crate::ops::stage::StageArgs),
     /// Print the commands that give the box a swap file and a low swappiness (--apply runs
     /// them).
-    SwapPlan(crate::stage::SwapArgs),
+    SwapPlan(crate::ops::swap::SwapArgs),
     /// Replay a workload against a running gateway (or the backend) and print a JSON report;
     /// with --baseline, exit 1 on a regression.
-    Bench(crate::bench::BenchArgs),
+    Bench(crate::ops::bench::BenchArgs),
 }
 
 /// Where the config comes from.
@@ -111,11 +110,11 @@ pub fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some(Command::PrintConfig(args)) => print_config(&args),
-        Some(Command::Render(args)) => crate::render::run(&args),
-        Some(Command::Doctor(args)) => crate::doctor::run(&args),
-        Some(Command::StageModel(args)) => crate::stage::run_stage(&args),
-        Some(Command::SwapPlan(args)) => crate::stage::run_swap(&args),
-        Some(Command::Bench(args)) => crate::bench::run(&args),
+        Some(Command::Render(args)) => crate::ops::render::run(&args),
+        Some(Command::Doctor(args)) => crate::ops::doctor::run(&args),
+        Some(Command::StageModel(args)) => crate::ops::stage::run_stage(&args),
+        Some(Command::SwapPlan(args)) => crate::ops::swap::run_swap(&args),
+        Some(Command::Bench(args)) => crate::ops::bench::run(&args),
     }
 }
 
@@ -135,26 +134,6 @@ fn loader(config: Option<&Path>, with_env: bool) -> ConfigLoader {
         loader = loader.with_file(path);
     }
     loader
-}
-
-/// Prints a load error as `name: path: message` lines on stderr.
-pub(crate) fn report_error(name: &str, error: &ConfigError) {
-    match error {
-        ConfigError::Invalid { diagnostics, .. } => {
-            for diagnostic in diagnostics {
-                eprintln!("{}", diagnostic_line(name, diagnostic));
-            }
-        }
-        other => eprintln!("{other}"),
-    }
-}
-
-fn diagnostic_line(name: &str, diagnostic: &Diagnostic) -> String {
-    if diagnostic.is_error() {
-        format!("{name}: {diagnostic}")
-    } else {
-        format!("{name}: warning: {diagnostic}")
-    }
 }
 
 fn check_config(args: &CheckConfigArgs) -> ExitCode {

@@ -8,11 +8,10 @@
 //!   graceful drain.
 //! - [`App`] holds the runtime and the HTTP guards: Bearer API keys ([`auth`]), the fixed-window
 //!   rate limiter ([`rate_limit`]), the content rules and body limit ([`http`]).
-//! - [`cli`] is the operator CLI: `serve`, `check-config`, `schema`, `print-config`, and the
-//!   deploy subcommands: [`render`] (systemd units, Caddyfile, env file), [`doctor`] (host and
-//!   config checks), [`stage`] (`stage-model`, `swap-plan`) and [`bench`](mod@bench).
-//! - [`deploy`] and [`gguf`] hold what those share: paths, the `llama-server` command line, the
-//!   memory split, and a GGUF header reader.
+//! - [`cli`] is the command line: `serve`, `check-config`, `schema`, `print-config`, and the
+//!   operator tools in [`ops`]: `render` (systemd units, Caddyfile, env file), `doctor` (host
+//!   and config checks), `stage-model`, `swap-plan` and `bench`, which share `ops::deploy`,
+//!   `ops::gguf` and `ops::fs`. The tools never import the gateway, nor the gateway the tools.
 //! - [`logging`] writes `tracing` events as JSON lines.
 //!
 //! # Example
@@ -34,24 +33,19 @@
 
 mod app;
 pub mod auth;
-pub mod bench;
 pub mod cli;
 pub mod cluster;
-pub mod deploy;
-pub mod doctor;
 mod embeddings;
 pub mod explain;
-pub mod gguf;
 mod head;
 pub mod http;
 mod idle;
 pub mod logging;
 mod openai;
+pub mod ops;
 pub mod rate_limit;
-pub mod render;
 mod server;
 pub mod sse;
-pub mod stage;
 pub mod status;
 
 pub use app::{App, AppError, HTTP_PRESSURE_THRESHOLD, HttpLimits, PROTECTED_ROUTES};

@@ -9,8 +9,8 @@ use std::path::Path;
 use std::process::Output;
 
 use deploy_tools::{RayProcess, binary, repo_root};
-use ray_server::bench::report::Baseline;
-use ray_server::bench::workload::Workload;
+use ray_server::ops::bench::report::Baseline;
+use ray_server::ops::bench::workload::Workload;
 use serde_json::{Value, json};
 
 fn mock_gateway(dir: &Path, extra: Value) -> RayProcess {

@@ -115,7 +115,7 @@ fn the_files_deploy_md_installs_are_the_ones_render_writes() {
     assert!(doc.contains("examples/config/ray.sub1b.public.json"));
     let args = deploy_tools::deploy_args(&config);
     let loaded = args.load(None).unwrap();
-    let rendered = ray_server::render::render(&loaded.config, &args).unwrap();
+    let rendered = ray_server::ops::render::render(&loaded.config, &args).unwrap();
     for file in &rendered.files {
         assert!(
             doc.contains(&format!("/tmp/ray-render/{}", file.name)),
@@ -139,17 +139,26 @@ fn the_files_deploy_md_installs_are_the_ones_render_writes() {
     );
 }
 
-/// Codes the doctor source emits: `"snake_case"` literals in the checks' files that are not
+/// The files of the checks themselves (the doctor module without its `mod.rs`).
+const DOCTOR_CHECK_FILES: &[&str] = &[
+    "checks.rs",
+    "files.rs",
+    "machine.rs",
+    "backend.rs",
+    "cluster.rs",
+];
+
+/// Codes the doctor source emits: `"snake_case"` literals in the check files that are not
 /// check names.
 fn doctor_codes() -> BTreeSet<String> {
-    let whole = ["checks.rs", "cluster.rs"]
+    let source: String = DOCTOR_CHECK_FILES
         .iter()
-        .map(|file| read(&format!("ray-server/src/doctor/{file}")))
-        .map(|source| source.split("#[cfg(test)]").next().unwrap().to_string())
-        .collect::<Vec<_>>()
-        .join("\n");
-    let source = whole.as_str();
-    let checks: BTreeSet<&str> = ray_server::doctor::CHECKS.iter().copied().collect();
+        .map(|file| {
+            let text = read(&format!("ray-server/src/ops/doctor/{file}"));
+            text.split("#[cfg(test)]").next().unwrap().to_string()
+        })
+        .collect();
+    let checks: BTreeSet<&str> = ray_server::ops::doctor::CHECKS.iter().copied().collect();
     source
         .split('"')
         .skip(1)
@@ -178,7 +187,7 @@ fn every_doctor_code_is_documented_and_every_documented_code_exists() {
         .cloned()
         .collect();
     // Each check has exactly its `<check>_ok`.
-    let expected_ok: BTreeSet<String> = ray_server::doctor::CHECKS
+    let expected_ok: BTreeSet<String> = ray_server::ops::doctor::CHECKS
         .iter()
         .map(|c| format!("{c}_ok"))
         .collect();
@@ -217,7 +226,7 @@ fn every_doctor_code_is_documented_and_every_documented_code_exists() {
 #[test]
 fn every_bench_assertion_is_documented() {
     let doc = read("docs/operations.md");
-    for (name, _, _) in ray_server::bench::report::ASSERTIONS {
+    for (name, _, _) in ray_server::ops::bench::report::ASSERTIONS {
         assert!(
             doc.contains(&format!("`{name}`")),
             "{name} is not in operations.md"

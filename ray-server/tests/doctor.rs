@@ -5,9 +5,9 @@
 mod deploy_tools;
 
 use deploy_tools::{FakeVps, GOOD_KEY, binary, chmod, skipped, write_executable};
-use ray_server::deploy::memory::LlamaEstimate;
-use ray_server::doctor::host::Host;
-use ray_server::doctor::{CHECKS, Level, Report, diagnose};
+use ray_server::ops::deploy::memory::LlamaEstimate;
+use ray_server::ops::doctor::{CHECKS, Level, Report, diagnose};
+use ray_server::ops::host::Host;
 use serde_json::json;
 
 fn run(vps: &FakeVps) -> Report {
@@ -361,7 +361,7 @@ fn model_unreadable_by_the_service_user() {
 #[test]
 fn model_context_short() {
     let vps = FakeVps::healthy();
-    ray_server::gguf::GgufBuilder::llama(24, 896, 14, 2)
+    ray_server::ops::gguf::GgufBuilder::llama(24, 896, 14, 2)
         .number("llama.context_length", 1024)
         .write(&vps.path(&vps.model_path()))
         .unwrap();
@@ -410,7 +410,7 @@ fn memory_fit_tight() {
     let size = std::fs::metadata(vps.path(&vps.model_path()))
         .unwrap()
         .len();
-    let header = ray_server::gguf::read_header(&vps.path(&vps.model_path())).unwrap();
+    let header = ray_server::ops::gguf::read_header(&vps.path(&vps.model_path())).unwrap();
     let base = LlamaEstimate::new(&launch, size, Some(&header))
         .total_mib()
         .unwrap();

@@ -877,8 +877,8 @@ fn the_real_llama_server_supports_every_flag_ray_generates() {
         &vps.path("/usr/local/bin/llama-server"),
         &format!("#!/bin/sh\nexec {} \"$@\"\n", fixture::binary().display()),
     );
-    let report = ray_server::doctor::diagnose(
-        &ray_server::doctor::Host::new(&vps.root),
+    let report = ray_server::ops::doctor::diagnose(
+        &ray_server::ops::host::Host::new(&vps.root),
         &vps.doctor_args(),
     );
     let finding = report.find("llama_binary_ok").unwrap_or_else(|| {
@@ -914,7 +914,7 @@ fn the_gguf_reader_agrees_with_the_fixture_models() {
     fixture::require();
     for name in ["tiny", "large", "xl"] {
         let path = fixture::model(name);
-        let info = ray_server::gguf::read_header(&path).unwrap();
+        let info = ray_server::ops::gguf::read_header(&path).unwrap();
         let meta: serde_json::Value = serde_json::from_str(
             &std::fs::read_to_string(path.with_extension("gguf.json")).unwrap(),
         )
@@ -946,8 +946,8 @@ fn the_gguf_reader_agrees_with_the_fixture_models() {
     let cut = dir.path().join("cut.gguf");
     std::fs::write(&cut, &bytes[..bytes.len() * 3 / 4]).unwrap();
     assert!(matches!(
-        ray_server::gguf::read_header(&cut),
-        Err(ray_server::gguf::GgufError::DataTruncated { .. })
+        ray_server::ops::gguf::read_header(&cut),
+        Err(ray_server::ops::gguf::GgufError::DataTruncated { .. })
     ));
 }
 

@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 
 use deploy_tools::{binary, example_configs, repo_root, skipped, tool, write_executable};
 use ray_core::config::ConfigLoader;
-use ray_server::deploy::launch::{SystemdExec, llama_command};
-use ray_server::deploy::memory::memory_split;
-use ray_server::deploy::options::DeployArgs;
-use ray_server::render::{Rendered, render};
+use ray_server::ops::deploy::launch::{SystemdExec, llama_command};
+use ray_server::ops::deploy::memory::memory_split;
+use ray_server::ops::deploy::options::DeployArgs;
+use ray_server::ops::render::{Rendered, render};
 
 fn deploy(config: &Path) -> DeployArgs {
     deploy_tools::deploy_args(config)

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use deploy_tools::{FakeVps, binary, skipped, tool, write_executable};
-use ray_server::gguf::GgufBuilder;
-use ray_server::stage::sha256_file;
+use ray_server::ops::gguf::GgufBuilder;
+use ray_server::ops::stage::sha256_file;
 
 const MODEL: &str = "/var/lib/ray/models/qwen2.5-0.5b-instruct-q4_k_m.gguf";
 

@@ -311,9 +311,28 @@ impl ConfigLoader {
         // 6. Typed, repairing what it can so every problem is reported in one pass.
         let config = type_config(&mut merged, &defaults, &mut diagnostics);
 
-        // 7. Paths and validation.
+        // 7. Paths, the host policy (`RAY_POLICY_FILE`), and validation.
+        let policy = self.env.get(super::policy::POLICY_FILE_ENV).map(|path| {
+            (
+                path.clone(),
+                super::policy::HostPolicy::read(std::path::Path::new(path)),
+            )
+        });
         let config = config.map(|mut config| {
             self.resolve_paths(&mut config);
+            match &policy {
+                Some((path, Ok(policy))) => {
+                    diagnostics.extend(super::policy::apply_policy(&mut config, policy, path));
+                }
+                Some((_, Err(why))) => diagnostics.push(Diagnostic::error(
+                    "",
+                    format!(
+                        "the host policy ({}) cannot be read: {why}",
+                        super::policy::POLICY_FILE_ENV
+                    ),
+                )),
+                None => {}
+            }
             diagnostics.extend(validate(&config));
             config
         });

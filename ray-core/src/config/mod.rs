@@ -1,12 +1,28 @@
 //! The configuration: the `RayConfig` tree, the seven profiles, layering (profile, file,
 //! `RAY_*` environment, explicit overrides), validation with JSON paths, and the JSON Schema.
+//! Behind the default cargo feature `config`.
+//!
+//! Load a config the way `ray-server` does:
+//!
+//! ```
+//! use ray_core::config::ConfigLoader;
+//!
+//! let loaded = ConfigLoader::new()
+//!     .with_json("ray.json", r#"{"profile":"tiny","scheduler":{"maxQueue":16}}"#)
+//!     .with_env([("RAY_SCHEDULER_CONCURRENCY", "1")])
+//!     .load()?;
+//! assert_eq!(loaded.config.scheduler.max_queue, 16);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 mod cluster;
 mod duplicates;
 mod env;
 mod explain_models;
+mod hooks;
 mod limits;
 mod load;
+mod policy;
 mod profiles;
 mod reserved;
 mod types;
@@ -17,12 +33,14 @@ pub use cluster::{
 };
 pub use env::{ENV_VARS, EnvKind, EnvScope, EnvVar, OTHER_RAY_VARS, parse_env_value};
 pub use explain_models::explain_models;
+pub use hooks::{DEFAULT_HOOK_TIMEOUT_MS, HOOK_EVENTS, HookConfig, MAX_HOOKS};
 pub use limits::{
     FIELD_LIMITS, FieldLimit, HEADER_VALUE_MAX_CHARS, Limit, limits_of, rule_path, schema_keywords,
 };
 pub use load::{
     ConfigError, ConfigLoader, LoadedConfig, MAX_CONFIG_FILE_BYTES, ValidConfig, redacted_json,
 };
+pub use policy::{HostPolicy, POLICY_FILE_ENV};
 pub use profiles::{
     DEFAULT_BASE_URL, DEFAULT_LLAMA_BINARY, DEFAULT_MODEL_DIR, adapter_defaults, profile_defaults,
 };

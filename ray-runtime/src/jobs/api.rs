@@ -57,7 +57,29 @@ impl Runtime {
     /// Checks a callback URL by `asyncQueue`'s rules (scheme, allowed hosts, public
     /// addresses) and answers it normalised.
     pub async fn check_callback_url(&self, url: &str) -> Result<String, RayError> {
+        self.host_policy_allows(url)?;
         Ok(self.queue()?.callbacks.policy.check(url).await?.to_string())
+    }
+
+    /// The host policy's `allowedHosts` (`RAY_POLICY_FILE`), when it has some.
+    fn host_policy_allows(&self, url: &str) -> Result<(), RayError> {
+        let Some(policy) = &self.inner.config.policy else {
+            return Ok(());
+        };
+        let host = ray_core::config::ParsedUrl::parse(url)
+            .map(|u| u.host)
+            .unwrap_or_default();
+        if policy.allows_host(&host) {
+            Ok(())
+        } else {
+            Err(RayError::new(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "callbackUrl: the host {host:?} is not among the host policy's allowedHosts"
+                ),
+            )
+            .with_details(serde_json::json!({ "param": "callbackUrl" })))
+        }
     }
 
     /// One delivery attempt of `record` to its callback `url`: signed like every callback, with
@@ -79,6 +101,9 @@ impl Runtime {
     /// the job is written durably before this returns. It runs later through
     /// [`Runtime::infer`], once [`Runtime::start`] has been called.
     pub async fn submit_job(&self, submission: JobSubmission) -> Result<JobAccepted, RayError> {
+        if let Some(url) = &submission.callback_url {
+            self.host_policy_allows(url)?;
+        }
         self.queue()?
             .submit(submission, |request| self.check_request(request))
             .await

@@ -141,12 +141,12 @@ impl FakeVps {
         }
     }
 
-    pub fn deploy_args(&self) -> ray_server::deploy::options::DeployArgs {
+    pub fn deploy_args(&self) -> ray_server::ops::deploy::options::DeployArgs {
         deploy_args(&self.config)
     }
 
-    pub fn doctor_args(&self) -> ray_server::doctor::DoctorArgs {
-        ray_server::doctor::DoctorArgs {
+    pub fn doctor_args(&self) -> ray_server::ops::doctor::DoctorArgs {
+        ray_server::ops::doctor::DoctorArgs {
             deploy: self.deploy_args(),
             json: false,
             min_free_mib: 1,
@@ -225,7 +225,7 @@ impl FakeVps {
             "#!/bin/sh\nexit 0\n",
         );
         std::fs::create_dir_all(self.path(&self.model_path()).parent().unwrap()).unwrap();
-        ray_server::gguf::GgufBuilder::llama(24, 896, 14, 2)
+        ray_server::ops::gguf::GgufBuilder::llama(24, 896, 14, 2)
             .number("llama.context_length", 32768)
             .tensor("token_embd.weight", 64 * 1024)
             .write(&self.path(&self.model_path()))
@@ -235,10 +235,10 @@ impl FakeVps {
         let loaded = deploy.load(Some(&self.path("/etc/ray/ray.env")));
         if let Ok(loaded) = loaded {
             if let Some(launch) = loaded.config.model.adapter.launch_profile() {
-                let flags = ray_server::deploy::launch::llama_command(launch).long_flags();
+                let flags = ray_server::ops::deploy::launch::llama_command(launch).long_flags();
                 self.llama_help(&flags);
             }
-            let rendered = ray_server::render::render(&loaded.config, &deploy).unwrap();
+            let rendered = ray_server::ops::render::render(&loaded.config, &deploy).unwrap();
             for file in rendered.files {
                 if file.name != "ray.env.example" {
                     self.write(&file.install_path, &file.contents);
@@ -411,8 +411,8 @@ pub fn exited(pid: u32) -> bool {
 
 /// The deploy arguments the tests render with: `config`, `ray.example.com`, user `ray`, and the
 /// installed paths of docs/deploy.md.
-pub fn deploy_args(config: &Path) -> ray_server::deploy::options::DeployArgs {
-    ray_server::deploy::options::DeployArgs {
+pub fn deploy_args(config: &Path) -> ray_server::ops::deploy::options::DeployArgs {
+    ray_server::ops::deploy::options::DeployArgs {
         config: config.to_path_buf(),
         ray_env_file: None,
         domain: "ray.example.com".into(),

@@ -1,5 +1,8 @@
 //! The table of `RAY_*` variables: each names the config field it sets, how its text is parsed
-//! and when it applies. The names are those of the existing Ray, so they are kept, not derived.
+//! and when it applies. The names are those of the existing Ray (`RAY_HOST`, `RAY_STREAM_*`,
+//! `RAY_DEGRADATION_*`), not a function of the serde names, so the table is kept by hand; the
+//! test `ray-core/tests/env_coverage.rs` fails when a config field has no variable here and no
+//! reason listed there.
 
 /// How the text of a variable becomes JSON.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -643,4 +646,5 @@ pub const OTHER_RAY_VARS: &[&str] = &[
     "RAY_CONFIG",
     "RAY_API_KEYS",
     "RAY_CALLBACK_SIGNING_SECRET",
+    "RAY_POLICY_FILE",
 ];

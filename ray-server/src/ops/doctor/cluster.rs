@@ -8,16 +8,21 @@ use std::time::Duration;
 use ray_core::config::{ClusterConfig, MIN_CLUSTER_KEY_BYTES};
 
 use super::{Finding, Level};
-use crate::deploy::envfile::EnvFile;
+use crate::ops::deploy::envfile::EnvFile;
 
 const C: &str = "cluster";
 /// How long one NATS server may take to greet.
 const NATS_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// The findings of the `cluster` check (none without a `cluster` section).
+/// The findings of the `cluster` check.
 pub(super) fn check(cluster: Option<&ClusterConfig>, env: Option<&EnvFile>) -> Vec<Finding> {
     let Some(cluster) = cluster else {
-        return Vec::new();
+        return vec![Finding {
+            check: C,
+            level: Level::Ok,
+            code: "cluster_ok",
+            message: "no cluster section: this node runs alone and needs no NATS".into(),
+        }];
     };
     let mut out = Vec::new();
     let mut push = |level, code, message: String| {
@@ -159,7 +164,7 @@ mod tests {
             codes(&check(Some(&cluster(&url)), Some(&none)))[0],
             "cluster_key_missing"
         );
-        assert!(check(None, Some(&env)).is_empty());
+        assert_eq!(codes(&check(None, Some(&env))), ["cluster_ok"]);
         let dir = tempfile::tempdir().unwrap();
         let Ok(mut nats) = std::process::Command::new("nats-server")
             .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])

@@ -8,7 +8,7 @@
 
 use ray_core::config::{LaunchPreset, LaunchProfile, RayConfig};
 
-use crate::gguf::GgufInfo;
+use crate::ops::gguf::GgufInfo;
 
 const MIB: u64 = 1024 * 1024;
 

@@ -1,4 +1,4 @@
-//! The host as doctor sees it: every file is read below a root directory (`/` on a real box,
+//! The host as the operator tools see it (doctor, stage-model, swap-plan): every file is read below a root directory (`/` on a real box,
 //! a fabricated tree in tests), so each check can be tried against host states this machine
 //! does not have.
 

@@ -7,9 +7,12 @@
 //! tests run them against fabricated hosts. [`CHECKS`] lists them; `docs/operations.md`
 //! documents every code.
 
+mod backend;
 mod checks;
 mod cluster;
-pub mod host;
+mod ctx;
+mod files;
+mod machine;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -17,11 +20,9 @@ use std::process::ExitCode;
 use clap::Args;
 use serde::Serialize;
 
-pub use host::Host;
+use crate::ops::host::Host;
 
-pub(crate) use checks::help_flags;
-
-use crate::deploy::options::DeployArgs;
+use crate::ops::deploy::options::DeployArgs;
 
 /// How serious a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]

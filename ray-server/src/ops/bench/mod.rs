@@ -125,7 +125,7 @@ pub fn run(args: &BenchArgs) -> ExitCode {
         {
             Ok(loaded) => Some(loaded.config),
             Err(error) => {
-                crate::cli::report_error(&path.display().to_string(), &error);
+                crate::ops::fs::report_error(&path.display().to_string(), &error);
                 return ExitCode::from(2);
             }
         },
@@ -282,7 +282,7 @@ pub fn run(args: &BenchArgs) -> ExitCode {
     println!("{text}");
     if let Some(path) = &args.output
         && let Err(error) =
-            crate::render::write_atomically(path, format!("{text}\n").as_bytes(), 0o644)
+            crate::ops::fs::write_atomically(path, format!("{text}\n").as_bytes(), 0o644)
     {
         eprintln!("ray-server bench: cannot write {}: {error}", path.display());
         return ExitCode::FAILURE;

@@ -9,10 +9,10 @@ use std::process::ExitCode;
 use clap::Args;
 use ray_core::config::RayConfig;
 
-use crate::deploy::launch::{SystemdExec, llama_command, systemd_quote};
-use crate::deploy::memory::{MemorySplit, UnitMemory, memory_split};
-use crate::deploy::options::{DeployArgs, DeployError};
-use crate::deploy::{CADDYFILE_PATH, GATEWAY_UNIT, LLAMA_UNIT, UNIT_DIR};
+use crate::ops::deploy::launch::{SystemdExec, llama_command, systemd_quote};
+use crate::ops::deploy::memory::{MemorySplit, UnitMemory, memory_split};
+use crate::ops::deploy::options::{DeployArgs, DeployError};
+use crate::ops::deploy::{CADDYFILE_PATH, GATEWAY_UNIT, LLAMA_UNIT, UNIT_DIR};
 
 /// How long the gateway drains requests in progress after SIGTERM.
 const GATEWAY_DRAIN_SECS: u64 = 30;
@@ -90,17 +90,17 @@ pub fn render(config: &RayConfig, deploy: &DeployArgs) -> Result<Rendered, Deplo
     if let Some(port) = config
         .cluster
         .as_ref()
-        .and_then(crate::deploy::nats::hosted_port)
+        .and_then(crate::ops::deploy::nats::hosted_port)
     {
         files.push(RenderedFile {
-            name: crate::deploy::nats::NATS_UNIT,
-            install_path: crate::deploy::nats::unit_path(),
-            contents: crate::deploy::nats::nats_unit(&header(deploy, config, "#")),
+            name: crate::ops::deploy::nats::NATS_UNIT,
+            install_path: crate::ops::deploy::nats::unit_path(),
+            contents: crate::ops::deploy::nats::nats_unit(&header(deploy, config, "#")),
         });
         files.push(RenderedFile {
             name: "nats.conf",
-            install_path: crate::deploy::nats::NATS_CONFIG_PATH.into(),
-            contents: crate::deploy::nats::nats_config(&header(deploy, config, "#"), port),
+            install_path: crate::ops::deploy::nats::NATS_CONFIG_PATH.into(),
+            contents: crate::ops::deploy::nats::nats_config(&header(deploy, config, "#"), port),
         });
     }
     files.push(RenderedFile {
@@ -188,12 +188,12 @@ fn gateway_unit(
     if config
         .cluster
         .as_ref()
-        .and_then(crate::deploy::nats::hosted_port)
+        .and_then(crate::ops::deploy::nats::hosted_port)
         .is_some()
     {
         // NATS on this node: started first; the gateway serves its own models while it is
         // away, so Wants, not Requires.
-        let nats = crate::deploy::nats::NATS_UNIT;
+        let nats = crate::ops::deploy::nats::NATS_UNIT;
         let _ = writeln!(out, "Wants={nats}\nAfter={nats}");
     }
     out.push_str("StartLimitIntervalSec=60\nStartLimitBurst=10\n\n[Service]\nType=simple\n");
@@ -520,33 +520,6 @@ pub fn summary(rendered: &Rendered, config: &RayConfig, output_dir: Option<&Path
     out
 }
 
-/// Writes `contents` to `path` through a temporary file in the same directory and a rename,
-/// so a reader never sees half a file.
-pub fn write_atomically(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let temp = dir.join(format!(".{name}.ray-{}.tmp", std::process::id()));
-    let result = (|| {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&temp)?;
-        file.write_all(contents)?;
-        file.sync_all()?;
-        std::fs::rename(&temp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&temp);
-    }
-    result
-}
-
 /// Runs `render`.
 pub fn run(args: &RenderArgs) -> ExitCode {
     let name = args.deploy.config.display().to_string();
@@ -557,7 +530,7 @@ pub fn run(args: &RenderArgs) -> ExitCode {
     let loaded = match args.deploy.load(args.deploy.ray_env_file.as_deref()) {
         Ok(loaded) => loaded,
         Err(DeployError::Config(error)) => {
-            crate::cli::report_error(&name, &error);
+            crate::ops::fs::report_error(&name, &error);
             return ExitCode::FAILURE;
         }
         Err(error) => {
@@ -595,7 +568,8 @@ pub fn run(args: &RenderArgs) -> ExitCode {
         } else {
             0o644
         };
-        if let Err(error) = write_atomically(&path, file.contents.as_bytes(), mode) {
+        if let Err(error) = crate::ops::fs::write_atomically(&path, file.contents.as_bytes(), mode)
+        {
             eprintln!(
                 "ray-server render: cannot write {}: {error}",
                 path.display()

@@ -48,6 +48,18 @@ pub fn systemd_quote(word: &str) -> Result<String, String> {
     Ok(quoted)
 }
 
+/// Every `--flag` a help text (`llama-server --help`) mentions, to check the generated
+/// command line against the installed binary.
+pub fn help_flags(help: &str) -> std::collections::BTreeSet<String> {
+    help.split(|c: char| c.is_whitespace() || c == ',' || c == '[' || c == ']' || c == '=')
+        .filter(|word| word.starts_with("--") && word.len() > 2)
+        .map(|word| {
+            word.trim_end_matches(|c: char| !c.is_ascii_alphanumeric())
+                .to_string()
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
