@@ -81,15 +81,33 @@ fn breaking_values(path: &str, limit: &Limit) -> Vec<Value> {
             json!("http://127.0.0.1:8081/?q=1"),
             json!("http://127.0.0.1:8081/#top"),
             json!("http://127.0.0.1:8081/a b"),
+            json!("http://127.0.0.1:0"),
+            json!("http://127.0.0.1:65536"),
+            json!("http://127.0.0.1:99999/"),
+            json!("http://127.0.0.1:+80"),
+            json!("http://127.0.0.1:"),
+            json!("http://::1:8081"),
+            json!("http://[localhost]:8081"),
         ],
-        Limit::LoopbackHost => vec![json!("10.0.0.1"), json!("0.0.0.0"), json!("example.com")],
+        Limit::LoopbackHost => vec![
+            json!("10.0.0.1"),
+            json!("0.0.0.0"),
+            json!("example.com"),
+            json!("[::1"),
+            json!("0:0:0:0:0:0:0:2"),
+            json!("::0.0.0.1"),
+            json!("0:0:0:0:0:0:0::1"),
+        ],
         Limit::HostPattern => vec![json!("bad host"), json!("*."), json!("-a.example")],
         Limit::HeaderNames => vec![
             json!({ "Host": "x" }),
             json!({ "transfer-encoding": "x" }),
             json!({ "bad name": "x" }),
         ],
-        Limit::HeaderValue => vec![json!("a\u{1}b")],
+        Limit::HeaderValue => vec![
+            json!("a\u{1}b"),
+            json!("x".repeat(ray_core::config::HEADER_VALUE_MAX_CHARS + 1)),
+        ],
         Limit::NotGeneratedFlag => vec![json!("--ctx-size=4096"), json!("-c"), json!("--port")],
         _ => panic!("no breaking value for the rule of {path}: {limit:?}"),
     }
@@ -210,5 +228,89 @@ fn the_schema_accepts_every_profile_default() {
             .map(|e| format!("{} at {}", e, e.instance_path()))
             .collect();
         assert!(errors.is_empty(), "{profile}: {errors:#?}");
+    }
+}
+
+/// Values at the edge of a rule that both the schema and `check-config` accept: the two count
+/// and spell things the same way.
+#[test]
+fn the_schema_and_check_config_accept_the_same_edge_values() {
+    let validator = schema_validator();
+    let long_value = "é".repeat(ray_core::config::HEADER_VALUE_MAX_CHARS);
+    let mut cases = vec![("model.adapter.headers.*", json!(long_value), json!({}))];
+    for url in [
+        "http://127.0.0.1:1",
+        "http://127.0.0.1:65535/v1",
+        "https://backend.example:08443",
+        "http://[::1]:8081",
+        "http://[0:0:0:0:0:0:0:1]:8081/",
+    ] {
+        cases.push(("model.adapter.baseUrl", json!(url), json!({})));
+    }
+    for host in [
+        "::1",
+        "[::1]",
+        "0:0:0:0:0:0:0:1",
+        "[0:0:0:0:0:0:0:1]",
+        "0000:0000:0000:0000:0000:0000:0000:0001",
+        "0::1",
+        "::0:0:0:0:0:0:1",
+        "0:0:0::0:0:1",
+        "127.0.0.1",
+        "LocalHost",
+    ] {
+        // Ray reaches llama-server at the same address.
+        let base = format!(
+            "http://{}:8081",
+            if host.contains(':') && !host.starts_with('[') {
+                format!("[{host}]")
+            } else if host.eq_ignore_ascii_case("localhost") {
+                "127.0.0.1".to_string()
+            } else {
+                host.to_string()
+            }
+        );
+        cases.push((
+            "model.adapter.launchProfile.host",
+            json!(host),
+            json!({ "baseUrl": base, "launchProfile": { "port": 8081 } }),
+        ));
+    }
+    for (path, value, adapter) in cases {
+        let mut config = config_with(path, value.clone());
+        // The launch profile belongs to llama.cpp; URLs and headers are checked on an adapter
+        // without one, so no rule between fields is involved.
+        config["model"]["adapter"]["kind"] = if path.contains("launchProfile") {
+            json!("llama.cpp")
+        } else {
+            json!("openai-compatible")
+        };
+        if let Some(extra) = adapter.as_object() {
+            for (key, extra) in extra {
+                let slot = &mut config["model"]["adapter"][key];
+                if slot.is_object() && extra.is_object() {
+                    for (k, v) in extra.as_object().unwrap() {
+                        slot[k] = v.clone();
+                    }
+                } else {
+                    *slot = extra.clone();
+                }
+            }
+        }
+        let errors: Vec<String> = validator
+            .iter_errors(&config)
+            .map(|e| format!("{} at {}", e, e.instance_path()))
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "the schema refuses {value} at {path}: {errors:#?}"
+        );
+        if let Err(error) = ConfigLoader::new()
+            .with_json("edge.json", config.to_string())
+            .load()
+        {
+            let shown: String = value.to_string().chars().take(60).collect();
+            panic!("check-config refuses {shown} at {path}: {error}");
+        }
     }
 }

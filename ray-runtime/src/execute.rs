@@ -90,18 +90,19 @@ impl Runtime {
         )?;
         let route = self.route(&request, context)?;
         let mut attempts = Attempts::new(self, &route.choice.chosen_by, started);
-        for &index in &route.chain {
+        // Each attempt but the last plans a copy; the last takes the request itself.
+        let mut request = Some(request);
+        for (position, &index) in route.chain.iter().enumerate() {
+            let attempt = if position + 1 == route.chain.len() {
+                request.take()
+            } else {
+                request.clone()
+            };
+            let Some(attempt) = attempt else { break };
             let model = self.inner.registry.at(index).clone();
             let routing = attempts.routing(&model);
             let result = self
-                .run_on(
-                    request_id,
-                    request.clone(),
-                    &model,
-                    routing,
-                    options,
-                    started,
-                )
+                .run_on(request_id, attempt, &model, routing, options, started)
                 .await;
             match result {
                 Err(error) if attempts.falls_back(&model, &error, &route.chain, index) => {}
@@ -126,15 +127,14 @@ impl Runtime {
         options: PlanOptions,
         started: Instant,
     ) -> Result<InferResponse, RayError> {
-        let ready = match self
+        let (plan, ready) = match self
             .front(request_id, request, model, routing, options, started)
             .await?
         {
             Front::Cached(response) => return Ok(*response),
-            Front::Ready(ready) => *ready,
+            Front::Ready(plan, ready) => (plan, ready),
         };
         let deadline = ready.deadline;
-        let plan = ready.plan.clone();
         // A whole answer's leader drives its execution inline (no task, no cross-thread
         // wake-up); if it leaves while followers still wait, the rest of the execution is
         // handed to a task (see `Inline`).
@@ -158,13 +158,17 @@ impl Runtime {
             Err(_elapsed) => return Err(self.request_timeout()),
         };
         let execution = result?;
-        Ok(self.response(request_id, plan, execution, follower, started))
+        Ok(self.response(request_id, *plan, execution, follower, started))
     }
 
     /// Joins the execution in flight for the request's dedupe key, or starts one driven by a
     /// task of its own (`stream`: the backend's token stream, published as it comes; else a
     /// whole answer).
-    pub(crate) fn execute(&self, ready: Ready, stream: bool) -> Result<ExecSubscription, RayError> {
+    pub(crate) fn execute(
+        &self,
+        ready: Box<Ready>,
+        stream: bool,
+    ) -> Result<ExecSubscription, RayError> {
         let (subscription, driver) = self.join(ready, stream)?;
         if let Some(driver) = driver {
             let task = tokio::spawn(driver);
@@ -177,7 +181,7 @@ impl Runtime {
     /// its driver for the caller to run (inline, or as a task).
     fn join(
         &self,
-        ready: Ready,
+        ready: Box<Ready>,
         stream: bool,
     ) -> Result<(ExecSubscription, Option<Driver>), RayError> {
         let model = ready.model.clone();
@@ -202,7 +206,7 @@ impl Runtime {
     async fn drive(
         self,
         publisher: Publisher<u128, Arc<str>, ExecResult>,
-        ready: Ready,
+        ready: Box<Ready>,
         stream: bool,
     ) {
         let result = self.drive_inner(&publisher, ready, stream).await;
@@ -213,7 +217,7 @@ impl Runtime {
     async fn drive_inner(
         &self,
         publisher: &Publisher<u128, Arc<str>, ExecResult>,
-        ready: Ready,
+        ready: Box<Ready>,
         stream: bool,
     ) -> ExecResult {
         let inner = &self.inner;
@@ -227,7 +231,7 @@ impl Runtime {
             started,
             deadline,
             ..
-        } = ready;
+        } = *ready;
         // A stream also has its total deadline.
         let total_deadline = if stream {
             started + Duration::from_millis(streaming.total_timeout_ms)
@@ -396,7 +400,11 @@ impl<'a> Attempts<'a> {
         if self.first.is_none() {
             self.first = Some(model.id.clone());
         }
-        let fallback_from = self.first.clone().filter(|first| *first != model.id);
+        let fallback_from = self
+            .first
+            .as_ref()
+            .filter(|first| **first != model.id)
+            .cloned();
         RoutingDiagnostics {
             model: model.id.clone(),
             chosen_by: self.chosen_by.clone(),

@@ -48,13 +48,20 @@ pub struct RequestContext {
 pub(crate) enum Front {
     /// The result cache answered.
     Cached(Box<ray_core::wire::InferResponse>),
-    /// The request is ready for admission.
-    Ready(Box<Ready>),
+    /// The request is ready for admission: its plan (for the response) and what the execution
+    /// needs. (Both boxed: they are large and move through several async layers.)
+    Ready(Box<Plan>, Box<Ready>),
+}
+
+/// What the synchronous part of the front found: a cached answer, or the plan and its cache
+/// key (when the result may be cached).
+enum Looked {
+    Cached(Box<ray_core::wire::InferResponse>),
+    Miss(Box<Plan>, Option<u128>),
 }
 
 /// A request that passed everything before admission.
 pub(crate) struct Ready {
-    pub(crate) plan: Plan,
     pub(crate) model: Arc<ModelEntry>,
     pub(crate) provider_request: ProviderRequest,
     pub(crate) spec: JobSpec,
@@ -139,77 +146,11 @@ impl Runtime {
         let config = &inner.config;
         let timeout = Duration::from_millis(config.scheduler.request_timeout_ms);
         let deadline = started + timeout;
-
-        // Normalise and degrade: one decision from the pressure now, applied by the plan.
-        let pressure = self.pressure_snapshot(model);
-        let critical = inner.pressure.refuses(&pressure.signals);
-        let decision = decide(config, pressure, critical);
-        let mut plan = plan(
-            config,
-            &model.config,
-            request,
-            &decision,
-            &model.tuner,
-            options,
-        )?;
-        plan.routing = routing;
-        inner.metrics.chars_saved.fetch_add(
-            plan.prompt_compiler.chars_saved,
-            std::sync::atomic::Ordering::Relaxed,
-        );
-        inner.metrics.count_degradation(&plan.degradation.reasons);
-
-        // Cache: the model is part of the key.
-        let cache_key = plan.cache_key(&model.id, config.cache.key_strategy);
-        let cacheable = plan.use_cache && inner.cache.is_some();
-        if cacheable && let Some(cache) = &inner.cache {
-            let unclamped = plan.unclamped_cache_key(&model.id, config.cache.key_strategy);
-            let hit = {
-                let mut cache = cache.lock();
-                let now = Instant::now().into_std();
-                cache
-                    .get(&cache_key, now)
-                    .or_else(|| unclamped.and_then(|key| cache.get(&key, now)))
+        let (plan, cache_key) =
+            match self.plan_and_look_up(request_id, request, model, routing, options, started)? {
+                Looked::Cached(response) => return Ok(Front::Cached(response)),
+                Looked::Miss(plan, cache_key) => (plan, cache_key),
             };
-            match hit {
-                Some(hit) => {
-                    inc(&inner.metrics.cache_hits);
-                    return Ok(Front::Cached(Box::new(
-                        self.cached_response(request_id, plan, &hit, started),
-                    )));
-                }
-                None => inc(&inner.metrics.cache_misses),
-            }
-        }
-
-        // The last resort: while memory pressure is critical, new work is refused before it
-        // allocates anything, so the OOM killer never has to choose. The cache above still
-        // answers and requests in progress finish.
-        if !options.internal && decision.refuse {
-            inc(&inner.metrics.memory_critical_refusals);
-            return Err(memory_critical(config, &decision.pressure.signals.memory));
-        }
-
-        // A model in cooldown, or whose backend is known to be down or loading, is refused at
-        // once, with Retry-After (its fallback may take the request). Warm-up requests pass.
-        if !options.internal
-            && let Some(refusal) = model.cooldown_refusal(Instant::now())
-        {
-            return Err(refusal);
-        }
-        if !options.internal
-            && let Some(refusal) = model.health.refusal()
-        {
-            // A backend the probe found down counts towards cooldown like a failed call, so a
-            // dead backend is seen as failing (state, count, until when), not only as down.
-            let routing = &config.routing;
-            model.note_failure(
-                &refusal,
-                routing.cooldown_after_failures,
-                Duration::from_millis(routing.cooldown_ms),
-            );
-            return Err(refusal);
-        }
 
         // Admission, phase 1: preparation (template, exact token count), bounded like the
         // queue.
@@ -257,30 +198,124 @@ impl Runtime {
         let dedupe_key = config
             .scheduler
             .dedupe_inflight
-            .then(|| plan.dedupe_key(cache_key, cacheable))
+            .then(|| plan.dedupe_key(cache_key))
             .flatten();
         let family = plan.family.affinity;
         let exec = ExecPlan {
             max_tokens: plan.max_tokens,
-            store: cacheable.then_some(cache_key),
+            store: cache_key,
             degraded: plan.degraded,
         };
-        Ok(Front::Ready(Box::new(Ready {
+        Ok(Front::Ready(
             plan,
-            model: model.clone(),
-            provider_request,
-            spec,
-            facts: Facts {
-                prompt_tokens,
-                prompt_tokens_source,
-                cost,
-                family,
-            },
-            exec,
-            dedupe_key,
-            started,
-            deadline,
-        })))
+            Box::new(Ready {
+                model: model.clone(),
+                provider_request,
+                spec,
+                facts: Facts {
+                    prompt_tokens,
+                    prompt_tokens_source,
+                    cost,
+                    family,
+                },
+                exec,
+                dedupe_key,
+                started,
+                deadline,
+            }),
+        ))
+    }
+
+    /// Steps 3b to 6 up to preparation, without waiting: plan, degrade, the cache lookup and
+    /// the refusals. (Kept out of [`Runtime::front`] so its locals do not live in that
+    /// future.)
+    fn plan_and_look_up(
+        &self,
+        request_id: &str,
+        request: InferRequest,
+        model: &Arc<ModelEntry>,
+        routing: RoutingDiagnostics,
+        options: PlanOptions,
+        started: Instant,
+    ) -> Result<Looked, RayError> {
+        let inner = &self.inner;
+        let config = &inner.config;
+        // Normalise and degrade: one decision from the pressure now, applied by the plan.
+        let pressure = self.pressure_snapshot(model);
+        let critical = inner.pressure.refuses(&pressure.signals);
+        let decision = decide(config, pressure, critical);
+        let mut plan = plan(
+            config,
+            &model.config,
+            request,
+            &decision,
+            &model.tuner,
+            options,
+        )?;
+        plan.routing = routing;
+        inner.metrics.chars_saved.fetch_add(
+            plan.prompt_compiler.chars_saved,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        inner.metrics.count_degradation(&plan.degradation.reasons);
+
+        // Cache: the model is part of the key.
+        // Computed only when the result may be cached: with the cache off there is no key to
+        // look up, store or dedupe on.
+        let cacheable = plan.use_cache && inner.cache.is_some();
+        let cache_key = cacheable.then(|| plan.cache_key(&model.id, config.cache.key_strategy));
+        if let Some(cache_key) = cache_key
+            && let Some(cache) = &inner.cache
+        {
+            let unclamped = plan.unclamped_cache_key(&model.id, config.cache.key_strategy);
+            let hit = {
+                let mut cache = cache.lock();
+                let now = Instant::now().into_std();
+                cache
+                    .get(&cache_key, now)
+                    .or_else(|| unclamped.and_then(|key| cache.get(&key, now)))
+            };
+            match hit {
+                Some(hit) => {
+                    inc(&inner.metrics.cache_hits);
+                    return Ok(Looked::Cached(Box::new(
+                        self.cached_response(request_id, plan, &hit, started),
+                    )));
+                }
+                None => inc(&inner.metrics.cache_misses),
+            }
+        }
+
+        // The last resort: while memory pressure is critical, new work is refused before it
+        // allocates anything, so the OOM killer never has to choose. The cache above still
+        // answers and requests in progress finish.
+        if !options.internal && decision.refuse {
+            inc(&inner.metrics.memory_critical_refusals);
+            return Err(memory_critical(config, &decision.pressure.signals.memory));
+        }
+
+        // A model in cooldown, or whose backend is known to be down or loading, is refused at
+        // once, with Retry-After (its fallback may take the request). Warm-up requests pass.
+        if !options.internal
+            && let Some(refusal) = model.cooldown_refusal(Instant::now())
+        {
+            return Err(refusal);
+        }
+        if !options.internal
+            && let Some(refusal) = model.health.refusal()
+        {
+            // A backend the probe found down counts towards cooldown like a failed call, so a
+            // dead backend is seen as failing (state, count, until when), not only as down.
+            let routing = &config.routing;
+            model.note_failure(
+                &refusal,
+                routing.cooldown_after_failures,
+                Duration::from_millis(routing.cooldown_ms),
+            );
+            return Err(refusal);
+        }
+
+        Ok(Looked::Miss(Box::new(plan), cache_key))
     }
 
     /// The pressure one model's request sees: its queue, and the host's signals.

@@ -29,7 +29,19 @@ impl IdSource {
     /// The next id with `prefix` (`req_` or `job_`).
     pub fn next(&self, prefix: &str) -> String {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        format!("{prefix}{:016x}", splitmix64(n ^ self.key))
+        let mut id = String::with_capacity(prefix.len() + 16);
+        id.push_str(prefix);
+        push_hex16(&mut id, splitmix64(n ^ self.key));
+        id
+    }
+}
+
+/// Appends `value` as 16 lower-case hex digits (what `{:016x}` writes, without the
+/// formatter: this runs for every request).
+pub(crate) fn push_hex16(out: &mut String, value: u64) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for shift in (0..16).rev() {
+        out.push(char::from(DIGITS[((value >> (shift * 4)) & 0xf) as usize]));
     }
 }
 
@@ -44,6 +56,15 @@ pub(crate) fn splitmix64(mut x: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_digits_match_the_formatter() {
+        for value in [0, 1, 0xabc, u64::MAX, 0x0123_4567_89ab_cdef, splitmix64(7)] {
+            let mut out = String::new();
+            push_hex16(&mut out, value);
+            assert_eq!(out, format!("{value:016x}"));
+        }
+    }
 
     #[test]
     fn ids_are_unique_and_well_formed() {

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use ray_core::RayError;
 use ray_core::config::{CacheKeyStrategy, ModelConfig, RayConfig};
 use ray_core::wire::{
-    AdaptiveTuningDiagnostics, ChatTurn, DegradationDiagnostics, GenerationExtensions,
-    InferRequest, Lane, LearnedCapDiagnostics, OrderedF64, ParameterClamp,
+    AdaptiveTuningDiagnostics, ChatTurn, DegradationDiagnostics, DiagnosticsDetail,
+    GenerationExtensions, InferRequest, Lane, LearnedCapDiagnostics, OrderedF64, ParameterClamp,
     PromptCompilerDiagnostics, ResponseFormat, ResponseFormatKind, RoutingDiagnostics,
     TaskRoutingDiagnostics,
 };
@@ -60,6 +60,9 @@ pub(crate) struct Plan {
     pub(crate) clamped: Vec<ParameterClamp>,
     /// The priority decision.
     pub(crate) admission: crate::priority::Admission,
+    /// How much of the diagnostics the response carries: the request's `diagnostics`, else
+    /// `telemetry.responseDiagnostics`.
+    pub(crate) detail: DiagnosticsDetail,
 }
 
 /// Extra knobs for internal callers.
@@ -288,6 +291,11 @@ pub(crate) fn plan(
         extensions,
         clamped,
         admission: options.admission,
+        detail: match request.diagnostics {
+            Some(true) => DiagnosticsDetail::Full,
+            Some(false) => DiagnosticsDetail::Summary,
+            None => config.telemetry.response_diagnostics,
+        },
     })
 }
 
@@ -532,14 +540,13 @@ impl Plan {
     }
 
     /// The in-flight dedupe key: the explicit `dedupeKey`, else the cache key when the result
-    /// is cacheable (`cacheable`: the request allows caching and `cache.enabled` is on). With
-    /// the cache off, identical requests run independently, so samples at `temperature > 0`
-    /// stay independent, as in the existing Ray.
-    pub(crate) fn dedupe_key(&self, cache_key: u128, cacheable: bool) -> Option<u128> {
+    /// is cacheable (`cache_key` is given only then: the request allows caching and
+    /// `cache.enabled` is on). With the cache off, identical requests run independently, so
+    /// samples at `temperature > 0` stay independent, as in the existing Ray.
+    pub(crate) fn dedupe_key(&self, cache_key: Option<u128>) -> Option<u128> {
         match &self.dedupe_key {
             Some(key) => Some(digest_u128(b"dedupe", key.as_bytes())),
-            None if cacheable => Some(cache_key),
-            None => None,
+            None => cache_key,
         }
     }
 }

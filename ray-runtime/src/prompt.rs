@@ -31,12 +31,11 @@ pub fn compile(config: &PromptCompilerConfig, input: &str, system: Option<&str>)
             chars_after: chars_before,
         };
     }
-    let mut input = input.to_string();
-    let mut system = system.map(String::from);
-    if config.collapse_whitespace {
-        input = collapse_whitespace(&input);
-        system = system.map(|s| collapse_whitespace(&s));
-    }
+    let (mut input, mut system) = if config.collapse_whitespace {
+        (collapse_whitespace(input), system.map(collapse_whitespace))
+    } else {
+        (input.to_string(), system.map(String::from))
+    };
     if config.dedupe_repeated_lines {
         if let Some(system) = &system {
             let system_lines: HashSet<String> =
@@ -52,8 +51,8 @@ pub fn compile(config: &PromptCompilerConfig, input: &str, system: Option<&str>)
                 input = kept.join("\n");
             }
         }
-        input = tidy(&dedupe_lines(&input));
-        system = system.map(|s| tidy(&dedupe_lines(&s)));
+        input = dedupe_and_tidy(input);
+        system = system.map(dedupe_and_tidy);
     }
     let system = system.filter(|s| !s.is_empty());
     let chars_after = count(&input) + system.as_deref().map_or(0, count);
@@ -124,6 +123,20 @@ fn tidy(text: &str) -> String {
     out
 }
 
+/// [`dedupe_lines`] then [`tidy`]. One line has nothing to dedupe and no newlines to tidy:
+/// it is only trimmed (no copy when there is nothing to trim).
+fn dedupe_and_tidy(text: String) -> String {
+    if !text.contains('\n') {
+        let trimmed = text.trim();
+        return if trimmed.len() == text.len() {
+            text
+        } else {
+            trimmed.to_string()
+        };
+    }
+    tidy(&dedupe_lines(&text))
+}
+
 /// Drops later duplicates of non-blank lines (case-insensitive, trimmed compare).
 fn dedupe_lines(text: &str) -> String {
     let mut seen = HashSet::new();
@@ -177,8 +190,10 @@ pub fn family(
     let mut bytes = [0u8; 8];
     bytes.copy_from_slice(&digest[..8]);
     let affinity = u64::from_be_bytes(bytes);
+    let mut key = String::with_capacity(16);
+    crate::ids::push_hex16(&mut key, affinity);
     Family {
-        key: format!("{affinity:016x}"),
+        key,
         affinity,
         label,
     }
@@ -308,6 +323,14 @@ fn truncate_at_char(text: &mut String, limit: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// The one-line shortcut gives what the two passes give.
+        #[test]
+        fn dedupe_and_tidy_is_the_two_passes(text in "[a-c \t\r\n\u{3000}A]{0,24}") {
+            proptest::prop_assert_eq!(dedupe_and_tidy(text.clone()), tidy(&dedupe_lines(&text)));
+        }
+    }
 
     fn config() -> PromptCompilerConfig {
         PromptCompilerConfig {

@@ -127,6 +127,7 @@ impl Runtime {
                 provider: Some(output.diagnostics),
                 routing: Some(plan.routing),
                 clamped: plan.clamped,
+                detail: plan.detail,
             }),
             finish_reason: output.finish_reason,
             tool_calls: output.tool_calls,
@@ -167,6 +168,7 @@ impl Runtime {
                 provider: Some(hit.provider.clone()),
                 routing: Some(plan.routing),
                 clamped: plan.clamped,
+                detail: plan.detail,
             }),
             finish_reason: hit.finish_reason,
             // Requests with tools or logprobs are never cached.

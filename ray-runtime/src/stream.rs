@@ -273,8 +273,8 @@ impl Runtime {
                     started,
                 )
                 .await;
-            let ready = match front {
-                Ok(Front::Ready(ready)) => *ready,
+            let (plan, ready) = match front {
+                Ok(Front::Ready(plan, ready)) => (plan, ready),
                 Ok(Front::Cached(response)) => {
                     let routing = response.diagnostics.routing.clone().unwrap_or_default();
                     let mut events = Vec::with_capacity(2);
@@ -296,14 +296,13 @@ impl Runtime {
             let total =
                 std::time::Duration::from_millis(self.inner.config.streaming.total_timeout_ms);
             let deadline = ready.deadline.max(started + total);
-            let plan = ready.plan.clone();
             let routing = plan.routing.clone();
             let subscription = self.execute(ready, true)?;
             let mut reader = Reader {
                 runtime: self.clone(),
                 subscription,
                 request_id: request_id.to_string(),
-                plan: Some(plan),
+                plan: Some(*plan),
                 started,
                 deadline,
                 owes_text: true,

@@ -6,10 +6,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::http::RequestBody;
-use hyper::header::{self, HeaderValue};
+use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use ray_core::config::RouteKind;
-use ray_core::wire::{GatewayHealth, GatewayHttpHealth, HealthStatus, InferRequest};
+use ray_core::wire::{
+    DiagnosticsDetail, GatewayHealth, GatewayHttpHealth, HealthStatus, InferRequest,
+};
 use ray_core::{ErrorCode, RayError};
 use ray_runtime::{MetricKind, MetricsSnapshot, RequestContext, Runtime, Sample};
 
@@ -558,7 +560,8 @@ impl App {
             && !forwarded
             && route.forwardable()
         {
-            let (buffered, body) = match self.buffer(request).await {
+            // Boxed, as the routes below are (see there).
+            let (buffered, body) = match Box::pin(self.buffer(request)).await {
                 Ok(read) => read,
                 Err((error, close)) => return (route, self.reject(route, error, log, close)),
             };
@@ -570,41 +573,51 @@ impl App {
                     .path_and_query()
                     .map_or("/", |pq| pq.as_str())
                     .to_string();
-                if let Some(response) = cluster
-                    .forward(&model, request.method(), &path, request.headers(), &body)
-                    .await
+                if let Some(response) = Box::pin(cluster.forward(
+                    &model,
+                    request.method(),
+                    &path,
+                    request.headers(),
+                    &body,
+                ))
+                .await
                 {
                     return (route, response);
                 }
             }
         }
+        // Every route but `/v1/infer` (the hot path, kept small itself) runs as a boxed future,
+        // so this future, which every request moves through the connection's layers, stays
+        // the size of the infer route's rather than of the largest route's.
         let response = match route {
             Route::Root => self.root(),
-            Route::ClusterNodes => self.cluster_nodes(route, log).await,
+            Route::ClusterNodes => Box::pin(self.cluster_nodes(route, log)).await,
             Route::Livez => http::json(
                 StatusCode::OK,
                 &serde_json::json!({ "status": "ok", "service": self.service_name() }),
             ),
-            Route::Readyz => self.readyz(request.uri().query()).await,
-            Route::Health => self.health().await,
-            Route::Status => crate::status::page_response(self).await,
-            Route::StatusJson => crate::status::json_response(self).await,
+            Route::Readyz => Box::pin(self.readyz(request.uri().query())).await,
+            Route::Health => Box::pin(self.health()).await,
+            Route::Status => Box::pin(crate::status::page_response(self)).await,
+            Route::StatusJson => Box::pin(crate::status::json_response(self)).await,
             Route::Metrics => self.metrics(request.uri().query()),
             Route::Config => http::json(StatusCode::OK, &self.runtime.config_view()),
             Route::Infer => self.infer(request, log).await,
-            Route::ChatCompletions => crate::openai::chat_completions(self, request, log).await,
-            Route::Completions => crate::openai::completions(self, request, log).await,
-            Route::Models => crate::openai::models(self).await,
-            Route::Model => crate::openai::model(self, request.uri().path(), log).await,
+            Route::ChatCompletions => {
+                Box::pin(crate::openai::chat_completions(self, request, log)).await
+            }
+            Route::Completions => Box::pin(crate::openai::completions(self, request, log)).await,
+            Route::Models => Box::pin(crate::openai::models(self)).await,
+            Route::Model => Box::pin(crate::openai::model(self, request.uri().path(), log)).await,
             Route::OpenAiNotFound => crate::openai::not_found(self, &request, log),
-            Route::Embeddings => crate::embeddings::embeddings(self, request, log).await,
+            Route::Embeddings => Box::pin(crate::embeddings::embeddings(self, request, log)).await,
             // The body of a refused submission is never read: close the connection.
             Route::Jobs if self.runtime.jobs().is_none() => {
                 self.reject(route, async_queue_disabled(), log, true)
             }
-            Route::Jobs => self.submit_job(request, log).await,
+            Route::Jobs => Box::pin(self.submit_job(request, log)).await,
             Route::JobList => self.list_jobs(request.uri().query(), log),
-            Route::Job | Route::JobCancel => self.job(route, request, log).await,
+            Route::Job | Route::JobCancel => Box::pin(self.job(route, request, log)).await,
             Route::NotFound => self.reject(
                 route,
                 RayError::new(ErrorCode::NotFound, "Route not found"),
@@ -994,22 +1007,31 @@ impl App {
 
     async fn infer(&self, request: Request<RequestBody>, log: &mut RequestLog) -> Response<Body> {
         let context = request_context(&request, RouteKind::Infer, false);
-        let parsed: InferRequest = match self.read_json(request).await {
+        let asked = match diagnostics_header(request.headers()) {
+            Ok(asked) => asked,
+            Err(error) => return self.reject(Route::Infer, error, log, true),
+        };
+        let mut parsed: InferRequest = match self.read_json(request).await {
             Ok(parsed) => parsed,
             Err((error, close)) => return self.reject(Route::Infer, error, log, close),
         };
-        if parsed.stream == Some(true) {
-            return self
-                .stream(
-                    Route::Infer,
-                    parsed,
-                    &context,
-                    |_| crate::sse::RayEvents,
-                    log,
-                )
-                .await;
+        // The body's `diagnostics` wins over the header; neither: the config's default.
+        if parsed.diagnostics.is_none() {
+            parsed.diagnostics = asked.map(|detail| detail == DiagnosticsDetail::Full);
         }
-        match self.runtime.infer_in(parsed, &context).await {
+        if parsed.stream == Some(true) {
+            return Box::pin(self.stream(
+                Route::Infer,
+                parsed,
+                &context,
+                |_| crate::sse::RayEvents,
+                log,
+            ))
+            .await;
+        }
+        // Boxed: the runtime's future is large, and this one moves through every layer of
+        // the connection.
+        match Box::pin(self.runtime.infer_in(parsed, &context)).await {
             Ok(response) => {
                 log_response(log, &response);
                 http::json(StatusCode::OK, &response)
@@ -1086,6 +1108,25 @@ pub(crate) fn request_context<B>(
             .get::<ClientAddr>()
             .map(|c| c.0.clone()),
     }
+}
+
+/// The `X-Ray-Diagnostics` header: `full` or `summary` (how much of `diagnostics` the
+/// response carries), or none.
+pub(crate) fn diagnostics_header(
+    headers: &HeaderMap,
+) -> Result<Option<DiagnosticsDetail>, RayError> {
+    let Some(value) = headers.get("x-ray-diagnostics") else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(DiagnosticsDetail::parse)
+        .map(Some)
+        .ok_or_else(|| {
+            RayError::invalid_request("X-Ray-Diagnostics must be full or summary")
+                .with_details(serde_json::json!({ "header": "X-Ray-Diagnostics", "allowed": ["full", "summary"] }))
+        })
 }
 
 /// `X-Ray-Model` (the model that served) and `X-Ray-Route` (what chose it, and the model it

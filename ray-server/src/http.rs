@@ -159,16 +159,18 @@ pub fn is_json_media_type(value: &str) -> bool {
     if value.len() > 256 {
         return false;
     }
-    let essence = value
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    essence == "application/json"
-        || essence
-            .strip_prefix("application/")
-            .is_some_and(|sub| sub.ends_with("+json") && sub.len() > "+json".len())
+    let essence = value.split(';').next().unwrap_or("").trim();
+    if essence.eq_ignore_ascii_case("application/json") {
+        return true;
+    }
+    // `application/<x>+json`, compared without a lower-cased copy.
+    let prefix = "application/";
+    let suffix = "+json";
+    essence.len() > prefix.len() + suffix.len()
+        && essence.is_char_boundary(prefix.len())
+        && essence.is_char_boundary(essence.len() - suffix.len())
+        && essence[..prefix.len()].eq_ignore_ascii_case(prefix)
+        && essence[essence.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
 }
 
 /// Reads the whole body, failing with `body_too_large` once it exceeds `limit`.

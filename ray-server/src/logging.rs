@@ -122,7 +122,7 @@ impl JsonLayer {
         event.record(&mut visitor);
         let mut line = String::with_capacity(96 + visitor.fields.len());
         line.push_str("{\"ts\":\"");
-        line.push_str(&ray_core::time::now_rfc3339());
+        ray_core::time::push_now_rfc3339(&mut line);
         line.push_str("\",\"service\":");
         push_json_string(&mut line, &self.service);
         line.push_str(",\"level\":\"");
@@ -162,24 +162,50 @@ impl<S: Subscriber> Layer<S> for JsonLayer {
     }
 }
 
-/// Appends `text` as a JSON string literal.
+/// Appends `text` as a JSON string literal: runs that need no escape are copied whole.
 fn push_json_string(out: &mut String, text: &str) {
     out.reserve(text.len() + 2);
     out.push('"');
-    for ch in text.chars() {
-        match ch {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
+    let bytes = text.as_bytes();
+    let mut start = 0;
+    for (i, &byte) in bytes.iter().enumerate() {
+        // Only ASCII bytes are escaped, so `i` is always at a char boundary here.
+        let escaped = match byte {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0..0x20 => "",
+            _ => continue,
+        };
+        out.push_str(&text[start..i]);
+        if escaped.is_empty() {
+            let _ = write!(out, "\\u{:04x}", byte);
+        } else {
+            out.push_str(escaped);
+        }
+        start = i + 1;
+    }
+    out.push_str(&text[start..]);
+    out.push('"');
+}
+
+/// Appends `value` in decimal.
+fn push_u64(out: &mut String, mut value: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            break;
         }
     }
-    out.push('"');
+    for &digit in &digits[at..] {
+        out.push(char::from(digit));
+    }
 }
 
 struct FieldVisitor {
@@ -221,19 +247,32 @@ impl Visit for FieldVisitor {
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        let text = format!("{value:?}");
-        self.record_str(field, &text);
+        if field.name() == "message" {
+            // The message: written once into its own string.
+            let mut message = String::with_capacity(32);
+            let _ = write!(message, "{value:?}");
+            if message.len() > MAX_FIELD_CHARS {
+                message = bounded(&message).into_owned();
+            }
+            self.message = Some(message);
+        } else {
+            let text = format!("{value:?}");
+            self.record_str(field, &text);
+        }
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
         if self.key(field) {
-            let _ = write!(self.fields, "{value}");
+            if value < 0 {
+                self.fields.push('-');
+            }
+            push_u64(&mut self.fields, value.unsigned_abs());
         }
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
         if self.key(field) {
-            let _ = write!(self.fields, "{value}");
+            push_u64(&mut self.fields, value);
         }
     }
 
@@ -345,6 +384,15 @@ mod tests {
             let mut out = String::new();
             push_json_string(&mut out, text);
             assert_eq!(serde_json::from_str::<String>(&out).unwrap(), text);
+        }
+    }
+
+    #[test]
+    fn writes_integers_like_display() {
+        for value in [0, 7, 10, 99, 1_000_001, u64::MAX] {
+            let mut out = String::new();
+            push_u64(&mut out, value);
+            assert_eq!(out, value.to_string());
         }
     }
 }

@@ -187,7 +187,7 @@ async fn serve_one(
     let policy = app.runtime().log_policy();
     match &log.error {
         None if policy.log_success() => tracing::info!(
-            method = %method,
+            method = method.as_str(),
             route = route.label(),
             status,
             latency_ms,
@@ -202,7 +202,7 @@ async fn serve_one(
         Some(error) if error.code().is_rejection() => {
             if let Some(count) = policy.log_refusal(error.code()) {
                 tracing::warn!(
-                    method = %method,
+                    method = method.as_str(),
                     route = route.label(),
                     status,
                     latency_ms,
@@ -218,7 +218,7 @@ async fn serve_one(
         Some(error) => {
             if let Some(count) = policy.log_failure(error.code()) {
                 tracing::error!(
-                    method = %method,
+                    method = method.as_str(),
                     route = route.label(),
                     status,
                     latency_ms,

@@ -437,3 +437,144 @@ fn the_checker_refuses_what_promtool_refuses() {
         assert!(util::exposition::check(bad).is_err(), "accepted: {bad}");
     }
 }
+
+/// A POST to `/v1/infer` with `body` and an extra header line (`Name: value`) when given.
+fn infer_with_header(body: &str, header: Option<&str>) -> Vec<u8> {
+    let header = header.map_or(String::new(), |h| format!("{h}\r\n"));
+    format!(
+        "POST /v1/infer HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n{header}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+#[tokio::test]
+async fn diagnostics_are_a_summary_unless_asked_for_in_full() {
+    let server = TestServer::start(TINY).await;
+    let body = r#"{"input":"Summarise this ticket.","maxTokens":50,"temperature":9,"cache":false}"#;
+
+    // By default: the summary, with the fields clients read.
+    let summary = server.raw(&infer_with_header(body, None)).await;
+    assert_eq!(summary.status, 200, "{}", summary.body);
+    let json = summary.json();
+    let d = &json["diagnostics"];
+    assert_eq!(d["detail"], "summary");
+    assert_eq!(d["degradation"]["applied"], false);
+    assert_eq!(d["degradation"]["reasons"], serde_json::json!([]));
+    assert_eq!(d["degradation"]["requestedMaxTokens"], 50);
+    assert_eq!(d["degradation"]["appliedMaxTokens"], 50);
+    assert!(d["degradation"].get("queueDepthThreshold").is_none());
+    assert!(d["degradation"].get("queueDepth").is_none());
+    assert_eq!(d["promptCompiler"]["familyKey"].as_str().unwrap().len(), 16);
+    assert_eq!(d["promptCompiler"]["lane"], "short");
+    assert_eq!(d["learnedOutputCap"]["appliedMaxTokens"], 50);
+    assert!(d["learnedOutputCap"].get("percentile").is_none());
+    assert_eq!(d["adaptiveTuning"]["reduced"], false);
+    assert!(d.get("taskRouting").is_none());
+    assert_eq!(d["scheduler"]["lane"], "short");
+    assert_eq!(d["scheduler"]["promptTokensSource"], "estimate");
+    assert_eq!(d["provider"], serde_json::json!({ "requestShape": "mock" }));
+    assert_eq!(d["routing"]["model"], "tiny-dev");
+    assert_eq!(d["routing"]["chosenBy"], "default");
+    assert_eq!(d["clamped"][0]["param"], "temperature");
+    // The SDK's types read a summary, with what it leaves out at the defaults.
+    let typed: ray_core::wire::InferResponse = serde_json::from_str(&summary.body).unwrap();
+    assert_eq!(
+        typed.diagnostics.detail,
+        ray_core::wire::DiagnosticsDetail::Summary
+    );
+    assert_eq!(typed.diagnostics.degradation.applied_max_tokens, 50);
+    assert_eq!(typed.diagnostics.task_routing.task_kind, "");
+
+    // Asked for in the body, or by the header: the full block.
+    let with_body = r#"{"input":"Summarise this ticket.","maxTokens":50,"temperature":9,"cache":false,"diagnostics":true}"#;
+    let by_body = server.raw(&infer_with_header(with_body, None)).await;
+    let by_header = server
+        .raw(&infer_with_header(body, Some("X-Ray-Diagnostics: full")))
+        .await;
+    for full in [&by_body, &by_header] {
+        assert_eq!(full.status, 200, "{}", full.body);
+        let json = full.json();
+        let d = &json["diagnostics"];
+        assert_eq!(d["detail"], "full");
+        assert!(d["degradation"]["queueDepthThreshold"].is_u64());
+        assert!(d["learnedOutputCap"]["percentile"].is_f64());
+        assert_eq!(d["taskRouting"]["taskKind"], "unknown");
+        assert!(d["provider"]["modelRef"].is_string());
+        assert_eq!(d["routing"]["chosenBy"], "default");
+        assert!(
+            full.body.len() > summary.body.len(),
+            "full {} bytes, summary {} bytes",
+            full.body.len(),
+            summary.body.len()
+        );
+    }
+    // The body's field wins over the header.
+    let no = r#"{"input":"Summarise this ticket.","cache":false,"diagnostics":false}"#;
+    let response = server
+        .raw(&infer_with_header(no, Some("X-Ray-Diagnostics: full")))
+        .await;
+    assert_eq!(response.json()["diagnostics"]["detail"], "summary");
+    // A stream's `done` event follows the same rule.
+    let stream = r#"{"input":"Summarise this ticket.","cache":false,"stream":true}"#;
+    let summary = server.raw(&infer_with_header(stream, None)).await;
+    assert_eq!(summary.status, 200, "{}", summary.body);
+    assert!(summary.body.contains("event: done"), "{}", summary.body);
+    assert!(
+        summary.body.contains(r#""detail":"summary""#),
+        "{}",
+        summary.body
+    );
+    let full = server
+        .raw(&infer_with_header(stream, Some("X-Ray-Diagnostics: full")))
+        .await;
+    assert!(full.body.contains(r#""detail":"full""#), "{}", full.body);
+    assert!(full.body.contains(r#""taskRouting""#), "{}", full.body);
+    // A header value that means nothing is refused, naming the header.
+    let response = server
+        .raw(&infer_with_header(
+            body,
+            Some("X-Ray-Diagnostics: everything"),
+        ))
+        .await;
+    assert_eq!(response.status, 400, "{}", response.body);
+    assert_eq!(response.json()["error"]["code"], "invalid_request");
+    assert!(
+        response.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("X-Ray-Diagnostics")
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_config_can_make_full_diagnostics_the_default() {
+    let config = TINY.replacen('{', r#"{"telemetry":{"responseDiagnostics":"full"},"#, 1);
+    let server = TestServer::start(&config).await;
+    let body = r#"{"input":"hello","cache":false}"#;
+    let full = server.raw(&infer_with_header(body, None)).await;
+    assert_eq!(full.status, 200, "{}", full.body);
+    assert_eq!(full.json()["diagnostics"]["detail"], "full");
+    assert!(full.json()["diagnostics"]["taskRouting"].is_object());
+    // A request can still ask for the summary.
+    let summary = server
+        .raw(&infer_with_header(body, Some("X-Ray-Diagnostics: summary")))
+        .await;
+    assert_eq!(summary.json()["diagnostics"]["detail"], "summary");
+    // Cached answers follow the same rule.
+    let cached = r#"{"input":"cache me"}"#;
+    server.raw(&infer_with_header(cached, None)).await;
+    let hit = server.raw(&infer_with_header(cached, None)).await;
+    assert_eq!(hit.json()["cached"], true);
+    assert_eq!(hit.json()["diagnostics"]["detail"], "full");
+    let hit = server
+        .raw(&infer_with_header(
+            cached,
+            Some("X-Ray-Diagnostics: summary"),
+        ))
+        .await;
+    assert_eq!(hit.json()["cached"], true);
+    assert_eq!(hit.json()["diagnostics"]["detail"], "summary");
+    server.stop().await;
+}

@@ -155,7 +155,10 @@ async fn every_signal_is_in_health_and_metrics_and_pressure_in_the_response() {
         "proc/pressure/cpu",
         "some avg10=62.50 avg60=40.00 avg300=10.00 total=123456789\nfull avg10=1.00 avg60=0.50 avg300=0.10 total=4567\n",
     );
-    let response = server.raw(&post("/v1/infer", r#"{"input":"x"}"#)).await;
+    // The readings are in the full diagnostics, which the request asks for.
+    let response = server
+        .raw(&post("/v1/infer", r#"{"input":"x","diagnostics":true}"#))
+        .await;
     let json = response.json();
     assert_eq!(json["degraded"], true);
     let degradation = &json["diagnostics"]["degradation"];

@@ -77,7 +77,7 @@ async fn a_template_renders_with_its_defaults_and_metadata() {
         &server,
         r#"{"templateId":"email.reply_classification.v1",
             "templateVariables":{"replyText":"Send pricing. {{replyText}}"},
-            "metadata":{"promptFamily":"mine","promptLane":"draft"}}"#,
+            "metadata":{"promptFamily":"mine","promptLane":"draft"},"diagnostics":true}"#,
     )
     .await;
     assert_eq!(response.status, 200, "{}", response.body);

@@ -52,15 +52,18 @@ pub enum Limit {
     },
     /// An environment variable name: `[A-Za-z_][A-Za-z0-9_]*`, at most 256 chars.
     EnvVarName,
-    /// An absolute http(s) URL with no credentials, query or fragment, at most 2048 chars.
+    /// An absolute http(s) URL with no credentials, query or fragment, at most 2048 chars; a
+    /// port, when given, is 1 to 65535, and an IPv6 host is in brackets.
     HttpUrl,
-    /// `localhost`, an IPv4 address in 127.0.0.0/8 or `::1`.
+    /// `localhost`, an IPv4 address in 127.0.0.0/8 or the IPv6 loopback in any hex form
+    /// (`::1`, `0:0:0:0:0:0:0:1`), with or without brackets.
     LoopbackHost,
     /// A host name or `*.suffix`: dot-separated labels of letters, digits and inner hyphens.
     HostPattern,
     /// HTTP header names (object keys): tokens, none of [`RESERVED_ADAPTER_HEADERS`].
     HeaderNames,
-    /// An HTTP header value: at most 8192 bytes, no control characters but tab.
+    /// An HTTP header value: at most [`HEADER_VALUE_MAX_CHARS`] chars, no control characters
+    /// but tab.
     HeaderValue,
     /// A `llama-server` argument that is none of the [`GENERATED_LLAMA_FLAGS`].
     NotGeneratedFlag,
@@ -339,7 +342,29 @@ const NO_CONTROL: &str = "^[^\\x00-\\x1F\\x7F-\\x9F]*$";
 const NOT_BLANK_NO_CONTROL: &str =
     "^[^\\x00-\\x1F\\x7F-\\x9F]*[^\\x00-\\x1F\\x7F-\\x9F\\s][^\\x00-\\x1F\\x7F-\\x9F]*$";
 const ENV_VAR_NAME: &str = "^[A-Za-z_][A-Za-z0-9_]*$";
-const HTTP_URL: &str = "^[Hh][Tt][Tt][Pp][Ss]?://[^\\s\\x00-\\x1F@/?#]+(/[^\\s\\x00-\\x1F?#]*)?$";
+const HTTP_URL: &str = concat!(
+    "^[Hh][Tt][Tt][Pp][Ss]?://",
+    // A host: an IPv6 address in brackets, or anything without separators.
+    "(\\[[0-9A-Fa-f:.]+\\]|[^\\s\\x00-\\x1F@/?#:\\[\\]]+)",
+    // A port of 1 to 65535.
+    "(:0*([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?",
+    "(/[^\\s\\x00-\\x1F?#]*)?$"
+);
+/// The IPv6 loopback address in any hex form: all groups zero but the last, which is 1, with
+/// or without one `::` (standing for at least one group).
+const IPV6_LOOPBACK: &str = concat!(
+    "((0{1,4}:){7}",
+    "|::(0{1,4}:){0,6}",
+    "|(0{1,4}:){1}:(0{1,4}:){0,5}",
+    "|(0{1,4}:){2}:(0{1,4}:){0,4}",
+    "|(0{1,4}:){3}:(0{1,4}:){0,3}",
+    "|(0{1,4}:){4}:(0{1,4}:){0,2}",
+    "|(0{1,4}:){5}:(0{1,4}:){0,1}",
+    "|(0{1,4}:){6}:",
+    ")0{0,3}1"
+);
+/// The most chars of an HTTP header value in the config (`model.adapter.headers.*`).
+pub const HEADER_VALUE_MAX_CHARS: usize = 8_192;
 const OCTET: &str = "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])";
 const HOST_LABEL: &str = "[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?";
 const HEADER_TOKEN: &str = "^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,256}$";
@@ -391,7 +416,7 @@ pub fn schema_keywords(limit: &Limit) -> Map<String, Value> {
         Limit::HttpUrl => json!({ "pattern": HTTP_URL, "maxLength": 2_048 }),
         Limit::LoopbackHost => json!({
             "pattern": format!(
-                "^(\\[?::1\\]?|{}|127\\.{OCTET}\\.{OCTET}\\.{OCTET})$",
+                "^({IPV6_LOOPBACK}|\\[{IPV6_LOOPBACK}\\]|{}|127\\.{OCTET}\\.{OCTET}\\.{OCTET})$",
                 any_case("localhost")
             ),
         }),
@@ -411,7 +436,9 @@ pub fn schema_keywords(limit: &Limit) -> Map<String, Value> {
                 },
             })
         }
-        Limit::HeaderValue => json!({ "pattern": HEADER_VALUE, "maxLength": 8_192 }),
+        Limit::HeaderValue => {
+            json!({ "pattern": HEADER_VALUE, "maxLength": HEADER_VALUE_MAX_CHARS })
+        }
         Limit::NotGeneratedFlag => {
             let flags: Vec<String> = GENERATED_LLAMA_FLAGS
                 .iter()

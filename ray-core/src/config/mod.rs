@@ -35,7 +35,9 @@ pub use cluster::{
 pub use env::{ENV_VARS, EnvKind, EnvScope, EnvVar, OTHER_RAY_VARS, parse_env_value};
 pub use explain_models::explain_models;
 pub use hooks::{DEFAULT_HOOK_TIMEOUT_MS, HOOK_EVENTS, HookConfig, MAX_HOOKS};
-pub use limits::{FIELD_LIMITS, FieldLimit, Limit, limits_of, rule_path, schema_keywords};
+pub use limits::{
+    FIELD_LIMITS, FieldLimit, HEADER_VALUE_MAX_CHARS, Limit, limits_of, rule_path, schema_keywords,
+};
 pub use load::{
     ConfigError, ConfigLoader, LoadedConfig, MAX_CONFIG_FILE_BYTES, ValidConfig, redacted_json,
 };

@@ -542,6 +542,7 @@ pub fn profile_defaults(profile: Profile) -> RayConfig {
                 _ => AccessLog::Errors,
             },
             access_log_sample_every: DEFAULT_ACCESS_LOG_SAMPLE_EVERY,
+            response_diagnostics: DiagnosticsDetail::Summary,
         },
         graceful_degradation: GracefulDegradationConfig {
             enabled: true,

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use crate::wire::DiagnosticsDetail;
+
 mod adapter;
 mod routing;
 
@@ -456,6 +458,16 @@ pub struct TelemetryConfig {
     /// 1000000. Env: `RAY_TELEMETRY_ACCESS_LOG_SAMPLE_EVERY`.
     #[serde(default = "default_access_log_sample_every")]
     pub access_log_sample_every: u32,
+    /// How much of `diagnostics` a `/v1/infer` response carries when the request does not
+    /// say (`"diagnostics": true` or `false`, or the `X-Ray-Diagnostics` header): `summary`
+    /// (what Ray decided: clamps, lane, admission, routing) or `full` (every reading behind
+    /// it). Env: `RAY_TELEMETRY_RESPONSE_DIAGNOSTICS`.
+    #[serde(default = "default_response_diagnostics")]
+    pub response_diagnostics: DiagnosticsDetail,
+}
+
+fn default_response_diagnostics() -> DiagnosticsDetail {
+    DiagnosticsDetail::Summary
 }
 
 /// The default of `telemetry.accessLogSampleEvery`.

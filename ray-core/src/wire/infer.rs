@@ -7,6 +7,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 mod diagnostics;
 
+use diagnostics::serialize_diagnostics;
 pub use diagnostics::*;
 
 use crate::error::RayError;
@@ -102,6 +103,10 @@ pub struct InferRequest {
     /// Answer with Server-Sent Events as tokens are generated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream: Option<bool>,
+    /// `true`: the response carries the full `diagnostics` block; `false`: its summary.
+    /// Absent: the `X-Ray-Diagnostics` header decides, else `telemetry.responseDiagnostics`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diagnostics: Option<bool>,
     /// Earlier turns of a conversation, oldest first, before `input` (the user's latest
     /// message). New in this version; the OpenAI-compatible chat route fills it from
     /// `messages`. Cannot be combined with `templateId`.
@@ -569,8 +574,10 @@ pub struct InferResponse {
     pub latency_ms: u64,
     /// A degradation clamp changed the request.
     pub degraded: bool,
-    /// Why the request was shaped and routed the way it was. (Boxed: it is most of the
-    /// response's size, and responses move through several async layers.)
+    /// Why the request was shaped and routed the way it was, in full or as a summary as
+    /// `diagnostics.detail` says. (Boxed: it is most of the response's size, and responses
+    /// move through several async layers.)
+    #[serde(serialize_with = "serialize_diagnostics")]
     pub diagnostics: Box<Diagnostics>,
     /// Why generation stopped: `stop` (end of sequence or a stop string), `length`, or
     /// `tool_calls`.

@@ -20,10 +20,10 @@ pub use health::{
 };
 pub use infer::{
     AdaptiveTuningDiagnostics, ChatTurn, CountTriple, CpuSignals, DegradationDiagnostics,
-    Diagnostics, FinishReason, InferRequest, InferResponse, Lane, LearnedCapDiagnostics,
-    MemorySignals, OrderedF64, PromptCompilerDiagnostics, ProviderDiagnostics, ProviderTimings,
-    ResponseFormat, ResponseFormatKind, RoutingDiagnostics, SchedulerDiagnostics,
-    TaskRoutingDiagnostics, TemplateValue, TurnRole, Usage, limits,
+    Diagnostics, DiagnosticsDetail, FinishReason, InferRequest, InferResponse, Lane,
+    LearnedCapDiagnostics, MemorySignals, OrderedF64, PromptCompilerDiagnostics,
+    ProviderDiagnostics, ProviderTimings, ResponseFormat, ResponseFormatKind, RoutingDiagnostics,
+    SchedulerDiagnostics, TaskRoutingDiagnostics, TemplateValue, TurnRole, Usage, limits,
 };
 pub use jobs::{
     AsyncQueueHealth, CallbackStatus, JobAccepted, JobCallback, JobError, JobList, JobListQuery,

@@ -152,13 +152,13 @@ fn cache_keys_follow_the_strategy() {
 #[test]
 fn cache_false_disables_implicit_dedupe_only() {
     let p = plan_for(r#"{"input":"x","cache":false}"#).unwrap();
-    assert_eq!(p.dedupe_key(1, p.use_cache), None);
+    assert_eq!(p.dedupe_key(p.use_cache.then_some(1)), None);
     let p = plan_for(r#"{"input":"x","cache":false,"dedupeKey":"k"}"#).unwrap();
-    assert!(p.dedupe_key(1, p.use_cache).is_some());
+    assert!(p.dedupe_key(p.use_cache.then_some(1)).is_some());
     let p = plan_for(r#"{"input":"x"}"#).unwrap();
-    assert_eq!(p.dedupe_key(7, p.use_cache), Some(7));
+    assert_eq!(p.dedupe_key(p.use_cache.then_some(7)), Some(7));
     // The cache disabled in the config: no implicit dedupe either.
-    assert_eq!(p.dedupe_key(7, false), None);
+    assert_eq!(p.dedupe_key(None), None);
 }
 
 #[test]

@@ -447,6 +447,11 @@ pub const ENV_VARS: &[EnvVar] = &[
         "telemetry.accessLogSampleEvery",
         Int,
     ),
+    var(
+        "RAY_TELEMETRY_RESPONSE_DIAGNOSTICS",
+        "telemetry.responseDiagnostics",
+        Text,
+    ),
     // gracefulDegradation
     var(
         "RAY_DEGRADATION_ENABLED",

@@ -51,6 +51,9 @@ impl ParsedUrl {
             let (host, tail) = after
                 .split_once(']')
                 .ok_or("has an unclosed IPv6 bracket")?;
+            if host.parse::<std::net::Ipv6Addr>().is_err() {
+                return Err("has something other than an IPv6 address in brackets");
+            }
             let port = match tail.strip_prefix(':') {
                 Some(p) => Some(p),
                 None if tail.is_empty() => None,
@@ -58,20 +61,25 @@ impl ParsedUrl {
             };
             (host.to_string(), port)
         } else {
-            match authority.rsplit_once(':') {
-                Some((host, port)) => (host.to_string(), Some(port)),
-                None => (authority.to_string(), None),
+            let (host, port) = match authority.rsplit_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (authority, None),
+            };
+            if host.contains([':', '[', ']']) {
+                return Err("must put an IPv6 address in brackets");
             }
+            (host.to_string(), port)
         };
         if host.is_empty() {
             return Err("must have a host");
         }
+        // Digits only (no sign), 1 to 65535, as the schema's pattern says.
         let port = match port {
-            Some(p) => p
-                .parse::<u16>()
-                .ok()
+            Some(p) => Some(p)
+                .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|p| p.parse::<u16>().ok())
                 .filter(|p| *p > 0)
-                .ok_or("has an invalid port")?,
+                .ok_or("has an invalid port (1 to 65535)")?,
             None => default_port,
         };
         Ok(ParsedUrl {
@@ -84,16 +92,51 @@ impl ParsedUrl {
 }
 
 /// Whether a host name or address is loopback (`localhost`, `127.0.0.0/8`, `::1`).
+///
+/// IPv6 loopback may be written in any hex form (`::1`, `0:0:0:0:0:0:0:1`, with or without
+/// one pair of brackets), as the schema's pattern accepts it.
 pub fn is_loopback_host(host: &str) -> bool {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let host = unbracket(host);
     if host.eq_ignore_ascii_case("localhost") {
         return true;
     }
-    host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    match host.parse::<IpAddr>() {
+        Ok(IpAddr::V4(ip)) => ip.is_loopback(),
+        // The dotted tail (`::0.0.0.1`) is left out, as the schema leaves it out.
+        Ok(IpAddr::V6(ip)) => ip.is_loopback() && !host.contains('.'),
+        Err(_) => false,
+    }
+}
+
+/// `host` without one enclosing pair of brackets (`[::1]` is `::1`).
+pub(super) fn unbracket(host: &str) -> &str {
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
+}
+
+/// Whether two hosts name the same address: IP addresses compared as addresses (`::1` and
+/// `0:0:0:0:0:0:0:1` are one), names case-insensitively.
+pub(super) fn same_host(a: &str, b: &str) -> bool {
+    let (a, b) = (unbracket(a), unbracket(b));
+    match (a.parse::<IpAddr>(), b.parse::<IpAddr>()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a.eq_ignore_ascii_case(b),
+    }
+}
+
+/// `host` as written in a URL: an IPv6 address in brackets.
+pub(super) fn url_host(host: &str) -> String {
+    let host = unbracket(host);
+    if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    }
 }
 
 fn is_wildcard(host: &str) -> bool {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let host = unbracket(host);
     host.parse::<IpAddr>().is_ok_and(|ip| ip.is_unspecified())
 }
 

@@ -6,7 +6,7 @@
 
 use std::net::IpAddr;
 
-use super::address::{ParsedUrl, binds_overlap, is_loopback_host};
+use super::address::{ParsedUrl, binds_overlap, is_loopback_host, same_host, unbracket, url_host};
 use super::checker::{Checker, positive};
 use super::diagnostic::CrossField;
 use crate::config::types::*;
@@ -166,16 +166,17 @@ fn base_url(
                 requirement,
                 "change model.adapter.launchProfile to match",
                 "model.adapter.launchProfile",
-                format!("on {}:{}", launch.host, launch.port),
+                format!("on {}:{}", url_host(&launch.host), launch.port),
                 format!(
                     "it says llama-server listens on http://{}:{} (render, doctor and supervise \
                      read it): set model.adapter.launchProfile.host and .port to where baseUrl \
                      points, or point baseUrl there",
-                    launch.host, launch.port
+                    url_host(&launch.host),
+                    launch.port
                 ),
             )
         };
-        let launch_url = format!("http://{}:{}", launch.host, launch.port);
+        let launch_url = format!("http://{}:{}", url_host(&launch.host), launch.port);
         if url.scheme != "http" {
             c.cross_error(
                 P,
@@ -211,7 +212,8 @@ fn base_url(
                 ),
             );
         }
-        if launch.host.parse::<IpAddr>().is_ok() && url.host != launch.host {
+        if unbracket(&launch.host).parse::<IpAddr>().is_ok() && !same_host(&url.host, &launch.host)
+        {
             c.cross_error(
                 P,
                 format!(

@@ -5,7 +5,7 @@
 use super::address::{ParsedUrl, is_env_var_name, is_header_name, is_loopback_host};
 use super::checker::Checker;
 use super::cross;
-use crate::config::limits::Limit;
+use crate::config::limits::{HEADER_VALUE_MAX_CHARS, Limit};
 use crate::config::reserved::{GENERATED_LLAMA_FLAGS, RESERVED_ADAPTER_HEADERS};
 use crate::config::types::*;
 
@@ -82,12 +82,16 @@ fn adapter(c: &mut Checker, adapter: &AdapterConfig) {
                 );
             }
             let path = format!("model.adapter.headers.{name}");
+            // Counted in chars, as the schema's `maxLength` counts them.
             if c.has(&path, Limit::HeaderValue)
-                && (value.chars().any(|ch| ch.is_control() && ch != '\t') || value.len() > 8_192)
+                && (value.chars().any(|ch| ch.is_control() && ch != '\t')
+                    || value.chars().count() > HEADER_VALUE_MAX_CHARS)
             {
                 c.error(
                     &path,
-                    "must be at most 8192 bytes with no control characters",
+                    format!(
+                        "must be at most {HEADER_VALUE_MAX_CHARS} chars with no control characters"
+                    ),
                 );
             }
         }

@@ -178,6 +178,79 @@ fn parses_urls() {
     assert!(ParsedUrl::parse("http://host?x=1").is_err());
     assert!(ParsedUrl::parse("http://host:0").is_err());
     assert_eq!(ParsedUrl::parse("https://h").unwrap().port, 443);
+    // The port is 1 to 65535 in digits, as the schema's pattern says.
+    for bad in [
+        "http://host:65536",
+        "http://host:+80",
+        "http://host:",
+        "http://host:8o",
+        "http://a:b:80",
+        "http://::1:80",
+        "http://[zz]:80",
+        "http://[::1]x",
+    ] {
+        assert!(ParsedUrl::parse(bad).is_err(), "{bad}");
+    }
+    assert_eq!(ParsedUrl::parse("http://host:65535").unwrap().port, 65535);
+    assert_eq!(ParsedUrl::parse("http://host:0080").unwrap().port, 80);
+}
+
+#[test]
+fn every_spelling_of_the_ipv6_loopback_is_loopback() {
+    use super::address::{same_host, url_host};
+    for host in [
+        "::1",
+        "[::1]",
+        "0:0:0:0:0:0:0:1",
+        "[0:0:0:0:0:0:0:1]",
+        "0000:0000:0000:0000:0000:0000:0000:0001",
+        "0::0:1",
+        "localhost",
+        "127.1.2.3",
+    ] {
+        assert!(is_loopback_host(host), "{host}");
+    }
+    for host in [
+        "[::1",
+        "::1]",
+        "[[::1]]",
+        "::2",
+        "::0.0.0.1",
+        "0.0.0.0",
+        "::",
+    ] {
+        assert!(!is_loopback_host(host), "{host}");
+    }
+    assert!(same_host("[0:0:0:0:0:0:0:1]", "::1"));
+    assert!(!same_host("::1", "127.0.0.1"));
+    assert_eq!(url_host("0:0:0:0:0:0:0:1"), "[0:0:0:0:0:0:0:1]");
+    assert_eq!(url_host("[::1]"), "[::1]");
+    assert_eq!(url_host("127.0.0.1"), "127.0.0.1");
+}
+
+#[test]
+fn a_launch_host_in_the_long_ipv6_form_matches_a_base_url_on_the_short_one() {
+    let mut config = profile_defaults(Profile::Sub1b);
+    if let AdapterConfig::LlamaCpp(a) = &mut config.model.adapter {
+        let launch = a.launch_profile.as_mut().unwrap();
+        launch.host = "[0:0:0:0:0:0:0:1]".into();
+        a.base_url = format!("http://[::1]:{}", launch.port);
+    }
+    assert_eq!(errors(&config), Vec::<String>::new());
+    // Another address is still refused.
+    if let AdapterConfig::LlamaCpp(a) = &mut config.model.adapter {
+        a.base_url = format!(
+            "http://127.0.0.1:{}",
+            a.launch_profile.as_ref().unwrap().port
+        );
+    }
+    let errors = errors(&config);
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("differs from launchProfile.host")),
+        "{errors:?}"
+    );
 }
 
 #[test]

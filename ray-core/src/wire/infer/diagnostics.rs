@@ -7,9 +7,48 @@ use serde::{Deserialize, Serialize};
 
 use crate::wire::generation::ParameterClamp;
 
+/// How much of [`Diagnostics`] a response carries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DiagnosticsDetail {
+    /// Every block and reading.
+    #[default]
+    Full,
+    /// What Ray decided, without the readings behind it: `degradation` (`applied`,
+    /// `reasons`, `requestedMaxTokens`, `appliedMaxTokens`), `promptCompiler`,
+    /// `learnedOutputCap` (`applied`, `appliedMaxTokens`), `adaptiveTuning` (`reduced`,
+    /// `appliedMaxTokens`), `scheduler`, `provider.requestShape`, `routing` and `clamped`.
+    Summary,
+}
+
+impl DiagnosticsDetail {
+    /// `full` or `summary`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            DiagnosticsDetail::Full => "full",
+            DiagnosticsDetail::Summary => "summary",
+        }
+    }
+
+    /// Parses `full` or `summary` (any case, surrounding spaces ignored).
+    pub fn parse(value: &str) -> Option<DiagnosticsDetail> {
+        let value = value.trim();
+        if value.eq_ignore_ascii_case("full") {
+            Some(DiagnosticsDetail::Full)
+        } else if value.eq_ignore_ascii_case("summary") {
+            Some(DiagnosticsDetail::Summary)
+        } else {
+            None
+        }
+    }
+}
+
 /// Why a request was shaped and routed the way it was.
+///
+/// Serialised in full or as a summary as `detail` says; a summary deserialises with the
+/// fields it leaves out at their defaults.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", default)]
 pub struct Diagnostics {
     /// Pressure clamps.
     pub degradation: DegradationDiagnostics,
@@ -34,6 +73,98 @@ pub struct Diagnostics {
     /// clamps of `maxTokens`, `temperature` and `topP`); absent when none was.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub clamped: Vec<ParameterClamp>,
+    /// `full`, or `summary` when the response carries only the summary (absent from older
+    /// servers' responses, which were always full).
+    pub detail: DiagnosticsDetail,
+}
+
+/// Writes `diagnostics` in full or as its summary, as its `detail` says.
+#[allow(clippy::borrowed_box)] // serde's `serialize_with` hands over the field as it is.
+pub(super) fn serialize_diagnostics<S: serde::Serializer>(
+    diagnostics: &Box<Diagnostics>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match diagnostics.detail {
+        DiagnosticsDetail::Full => diagnostics.serialize(serializer),
+        DiagnosticsDetail::Summary => DiagnosticsSummary::of(diagnostics).serialize(serializer),
+    }
+}
+
+/// The summary form of [`Diagnostics`] (see [`DiagnosticsDetail::Summary`]), borrowed.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DiagnosticsSummary<'a> {
+    degradation: DegradationSummary<'a>,
+    prompt_compiler: &'a PromptCompilerDiagnostics,
+    learned_output_cap: CapSummary,
+    adaptive_tuning: TuningSummary,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scheduler: Option<&'a SchedulerDiagnostics>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    provider: Option<ProviderSummary<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    routing: Option<&'a RoutingDiagnostics>,
+    #[serde(skip_serializing_if = "<[ParameterClamp]>::is_empty")]
+    clamped: &'a [ParameterClamp],
+    detail: DiagnosticsDetail,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DegradationSummary<'a> {
+    applied: bool,
+    reasons: &'a [String],
+    requested_max_tokens: u32,
+    applied_max_tokens: u32,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CapSummary {
+    applied: bool,
+    applied_max_tokens: u32,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TuningSummary {
+    reduced: bool,
+    applied_max_tokens: u32,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ProviderSummary<'a> {
+    request_shape: &'a str,
+}
+
+impl<'a> DiagnosticsSummary<'a> {
+    fn of(full: &'a Diagnostics) -> DiagnosticsSummary<'a> {
+        DiagnosticsSummary {
+            degradation: DegradationSummary {
+                applied: full.degradation.applied,
+                reasons: &full.degradation.reasons,
+                requested_max_tokens: full.degradation.requested_max_tokens,
+                applied_max_tokens: full.degradation.applied_max_tokens,
+            },
+            prompt_compiler: &full.prompt_compiler,
+            learned_output_cap: CapSummary {
+                applied: full.learned_output_cap.applied,
+                applied_max_tokens: full.learned_output_cap.applied_max_tokens,
+            },
+            adaptive_tuning: TuningSummary {
+                reduced: full.adaptive_tuning.reduced,
+                applied_max_tokens: full.adaptive_tuning.applied_max_tokens,
+            },
+            scheduler: full.scheduler.as_ref(),
+            provider: full.provider.as_ref().map(|provider| ProviderSummary {
+                request_shape: &provider.request_shape,
+            }),
+            routing: full.routing.as_ref(),
+            clamped: &full.clamped,
+            detail: DiagnosticsDetail::Summary,
+        }
+    }
 }
 
 /// How a request was routed to the model that served it.
@@ -55,7 +186,7 @@ pub struct RoutingDiagnostics {
 
 /// Pressure clamps applied to one request.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", default)]
 pub struct DegradationDiagnostics {
     /// Any clamp applied.
     pub applied: bool,
@@ -287,7 +418,7 @@ impl Lane {
 
 /// The learned per-family output cap.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", default)]
 pub struct LearnedCapDiagnostics {
     /// The cap lowered `maxTokens`.
     pub applied: bool,
@@ -323,7 +454,7 @@ impl Eq for OrderedF64 {}
 
 /// Adaptive output reduction.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", default)]
 pub struct AdaptiveTuningDiagnostics {
     /// `maxTokens` was reduced.
     pub reduced: bool,
@@ -340,7 +471,7 @@ pub struct AdaptiveTuningDiagnostics {
 
 /// Informational task classification (no routing happens yet).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", default)]
 pub struct TaskRoutingDiagnostics {
     /// `classification`, `rewrite`, `draft` or `unknown`.
     pub task_kind: String,
@@ -372,7 +503,7 @@ pub struct SchedulerDiagnostics {
 
 /// What the backend adapter did. Fields depend on the adapter.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", default)]
 pub struct ProviderDiagnostics {
     /// `mock`, `openai-chat` or `llama.cpp-completion`.
     pub request_shape: String,
