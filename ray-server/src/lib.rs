@@ -34,6 +34,7 @@
 mod app;
 pub mod auth;
 pub mod cli;
+pub mod cluster;
 mod embeddings;
 pub mod explain;
 mod head;

@@ -140,7 +140,13 @@ fn the_files_deploy_md_installs_are_the_ones_render_writes() {
 }
 
 /// The files of the checks themselves (the doctor module without its `mod.rs`).
-const DOCTOR_CHECK_FILES: &[&str] = &["checks.rs", "files.rs", "machine.rs", "backend.rs"];
+const DOCTOR_CHECK_FILES: &[&str] = &[
+    "checks.rs",
+    "files.rs",
+    "machine.rs",
+    "backend.rs",
+    "cluster.rs",
+];
 
 /// Codes the doctor source emits: `"snake_case"` literals in the check files that are not
 /// check names.

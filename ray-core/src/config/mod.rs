@@ -15,6 +15,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod cluster;
 mod duplicates;
 mod env;
 mod explain_models;
@@ -25,6 +26,9 @@ mod reserved;
 mod types;
 mod validate;
 
+pub use cluster::{
+    ClusterConfig, DEFAULT_HEARTBEAT_MS, DEFAULT_OVERFLOW_AFTER_MS, MIN_CLUSTER_KEY_BYTES,
+};
 pub use env::{ENV_VARS, EnvKind, EnvScope, EnvVar, OTHER_RAY_VARS, parse_env_value};
 pub use explain_models::explain_models;
 pub use limits::{FIELD_LIMITS, FieldLimit, Limit, limits_of, rule_path, schema_keywords};

@@ -194,6 +194,42 @@ pub struct JobRecord {
     pub callback: Option<JobCallback>,
 }
 
+impl JobRecord {
+    /// A job just accepted: `queued`, no attempt yet, its callback (when `callback_url` is set)
+    /// pending; `now` is its creation time.
+    pub fn queued(
+        id: String,
+        request: InferRequest,
+        max_attempts: u32,
+        callback_url: Option<String>,
+        now: String,
+    ) -> JobRecord {
+        JobRecord {
+            id,
+            status: JobStatus::Queued,
+            request,
+            created_at: now.clone(),
+            updated_at: now,
+            started_at: None,
+            completed_at: None,
+            attempts: 0,
+            max_attempts,
+            next_attempt_at: None,
+            result: None,
+            error: None,
+            callback: callback_url.map(|url| JobCallback {
+                url,
+                status: CallbackStatus::Pending,
+                attempts: 0,
+                last_attempt_at: None,
+                delivered_at: None,
+                last_error: None,
+                next_attempt_at: None,
+            }),
+        }
+    }
+}
+
 /// Why a job attempt failed.
 ///
 /// `code` is one of Ray's error codes (`provider_timeout`, `queue_full`, ...) or a job code:

@@ -514,7 +514,7 @@ fn tensor_block(tensor_type: u32) -> Option<(u64, u64)> {
 /// sizes (zeros), for tests and demonstrations.
 ///
 /// ```
-/// use ray_server::gguf::{GgufBuilder, read_header};
+/// use ray_server::ops::gguf::{GgufBuilder, read_header};
 ///
 /// let dir = tempfile::tempdir()?;
 /// let path = dir.path().join("model.gguf");

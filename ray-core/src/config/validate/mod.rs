@@ -41,7 +41,12 @@ pub fn validate(config: &RayConfig) -> Vec<Diagnostic> {
     sections::tags(&mut c, &config.tags);
     cross::config(&mut c, config);
     models::validate_models(&mut c, config);
-    c.diagnostics
+    let mut diagnostics = c.diagnostics;
+    if let Some(cluster) = &config.cluster {
+        let names = config.model_names();
+        diagnostics.extend(super::cluster::validate_cluster(cluster, &names));
+    }
+    diagnostics
 }
 
 #[cfg(test)]

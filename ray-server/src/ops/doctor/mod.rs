@@ -9,9 +9,9 @@
 
 mod backend;
 mod checks;
+mod cluster;
 mod ctx;
 mod files;
-
 mod machine;
 
 use std::path::PathBuf;
@@ -91,6 +91,7 @@ pub const CHECKS: &[&str] = &[
     "systemd",
     "psi",
     "backend_model",
+    "cluster",
 ];
 
 /// Every finding of one run.
