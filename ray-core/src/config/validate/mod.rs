@@ -7,6 +7,7 @@
 
 mod address;
 mod checker;
+mod cluster;
 mod cross;
 mod diagnostic;
 mod model;
@@ -44,7 +45,7 @@ pub fn validate(config: &RayConfig) -> Vec<Diagnostic> {
     let mut diagnostics = c.diagnostics;
     if let Some(cluster) = &config.cluster {
         let names = config.model_names();
-        diagnostics.extend(super::cluster::validate_cluster(cluster, &names));
+        diagnostics.extend(cluster::validate_cluster(cluster, &names));
     }
     diagnostics
 }
