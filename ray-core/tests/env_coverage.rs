@@ -47,6 +47,11 @@ const NO_VARIABLE: &[(&str, &str)] = &[
         "per-model limits under the top-level scheduler, whose variables set the whole box",
     ),
     ("model.tags", "a free-form map"),
+    (
+        "cluster.*",
+        "a node's place in a cluster (NATS URLs, identity, labels) is written in its file, which \
+         render and doctor read too; the existing Ray has no cluster and so no variables for it",
+    ),
     ("tags", "a free-form map"),
     (
         "model.adapter.kind",

@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use ray_core::config::{ConfigError, ConfigLoader, LoadedConfig, json_schema, redacted_json};
 use ray_runtime::Runtime;
 
-use crate::app::App;
+use crate::gateway::app::App;
 use crate::ops::fs::{diagnostic_line, report_error};
 
 /// Ray: a small-model inference gateway for one cheap VPS.
@@ -327,7 +327,7 @@ fn serve(args: &ServeArgs) -> ExitCode {
         let backends = app.runtime().start_backends();
         // Warm-up starts only now, after the listener is bound, so /livez answers at once.
         let background = app.runtime().start();
-        let result = crate::server::run(listener, app.clone(), shutdown_signal()).await;
+        let result = crate::gateway::server::run(listener, app.clone(), shutdown_signal()).await;
         // Peers stop sending this node requests at once rather than when its record expires.
         app.leave_cluster().await;
         background.shutdown().await;

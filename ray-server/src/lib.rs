@@ -6,8 +6,10 @@
 //! - [`run`] serves an already-bound listener until a shutdown future completes, with a
 //!   connection cap, hyper's header limits and timeouts, one JSON log line per request, and a
 //!   graceful drain.
-//! - [`App`] holds the runtime and the HTTP guards: Bearer API keys ([`auth`]), the fixed-window
-//!   rate limiter ([`rate_limit`]), the content rules and body limit ([`http`]).
+//! - [`App`] holds the runtime and the HTTP guards: Bearer API keys ([`gateway::auth`]), the
+//!   fixed-window
+//!   rate limiter ([`gateway::rate_limit`]), the content rules and body limit
+//!   ([`gateway::http`]); [`gateway`] is the whole HTTP side.
 //! - [`cli`] is the command line: `serve`, `check-config`, `schema`, `print-config`, and the
 //!   operator tools in [`ops`]: `render` (systemd units, Caddyfile, env file), `doctor` (host
 //!   and config checks), `stage-model`, `swap-plan` and `bench`, which share `ops::deploy`,
@@ -31,25 +33,14 @@
 //! # Ok(()) }
 //! ```
 
-mod app;
-pub mod auth;
 pub mod cli;
-pub mod cluster;
-mod embeddings;
 pub mod explain;
-mod head;
-pub mod http;
-mod idle;
+pub mod gateway;
 pub mod logging;
-mod openai;
 pub mod ops;
-pub mod rate_limit;
-mod server;
-pub mod sse;
-pub mod status;
 
-pub use app::{App, AppError, HTTP_PRESSURE_THRESHOLD, HttpLimits, PROTECTED_ROUTES};
-pub use server::run;
+pub use gateway::app::{App, AppError, HTTP_PRESSURE_THRESHOLD, HttpLimits, PROTECTED_ROUTES};
+pub use gateway::server::run;
 
 /// Property-test settings: `default_cases` cases, or as many as `PROPTEST_CASES` says, so the
 /// same tests run briefly in `cargo test` and for hours as a fuzzing run (docs/testing.md).

@@ -42,7 +42,7 @@ fn expected_with_a_key(path: &str) -> (u16, Option<&'static str>) {
         "/v1/jobs" | "/v1/jobs/{id}" => (503, Some("async_queue_disabled")),
         // A job id is no model id.
         "/v1/models/{id}" => (404, Some("model_not_found")),
-        // A node without a cluster section has no cluster to list.
+        // These configs have no cluster section.
         "/v1/cluster/nodes" => (404, Some("not_found")),
         _ => (200, None),
     }

@@ -212,7 +212,7 @@ async fn the_cost_of_one_status_json() {
     }
     println!(
         "history: {} bytes once full",
-        ray_server::status::history_bytes()
+        ray_server::gateway::status::history_bytes()
     );
     server.stop().await;
 }

@@ -7,6 +7,7 @@
 
 mod address;
 mod checker;
+mod cluster;
 mod cross;
 mod diagnostic;
 mod model;
@@ -45,7 +46,7 @@ pub fn validate(config: &RayConfig) -> Vec<Diagnostic> {
     diagnostics.extend(super::hooks::validate_hooks(&config.hooks));
     if let Some(cluster) = &config.cluster {
         let names = config.model_names();
-        diagnostics.extend(super::cluster::validate_cluster(cluster, &names));
+        diagnostics.extend(cluster::validate_cluster(cluster, &names));
     }
     diagnostics.extend(super::priority::validate_priority(config));
     diagnostics

@@ -261,6 +261,14 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, RayError> {
     }
 }
 
+/// An error in OpenAI's shape, with Ray's status, `Retry-After` and `WWW-Authenticate`.
+pub(crate) fn openai_error_response(error: &RayError) -> Response<Body> {
+    error_response_with(
+        error,
+        &ray_core::wire::openai::OpenAiErrorBody::from_error(error),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;

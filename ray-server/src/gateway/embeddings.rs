@@ -3,13 +3,13 @@
 //! the list of vectors. Errors keep Ray's status codes and `Retry-After`, in OpenAI's body
 //! shape (`error.message`, `type`, `param`, `code`).
 
-use crate::http::RequestBody;
+use crate::gateway::http::RequestBody;
 use hyper::{Request, Response, StatusCode};
 use ray_core::config::RouteKind;
 use ray_core::wire::embeddings::EmbeddingsRequest;
 
-use crate::app::{App, RequestLog, Route};
-use crate::http::{self, Body};
+use crate::gateway::app::{App, RequestLog, Route};
+use crate::gateway::http::{self, Body};
 
 /// `POST /v1/embeddings`.
 pub(crate) async fn embeddings(
@@ -17,7 +17,7 @@ pub(crate) async fn embeddings(
     request: Request<RequestBody>,
     log: &mut RequestLog,
 ) -> Response<Body> {
-    let context = crate::app::request_context(&request, RouteKind::Embeddings, false);
+    let context = crate::gateway::app::request_context(&request, RouteKind::Embeddings, false);
     let parsed: EmbeddingsRequest = match app.read_json(request).await {
         Ok(parsed) => parsed,
         Err((error, close)) => return app.reject(Route::Embeddings, error, log, close),

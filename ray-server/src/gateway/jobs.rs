@@ -1,13 +1,13 @@
 //! The job routes: `POST /v1/jobs`, `GET /v1/jobs`, `GET /v1/jobs/{id}` and
 //! `DELETE /v1/jobs/{id}`. The queue itself lives in the runtime.
 
-use crate::http::RequestBody;
+use crate::gateway::http::RequestBody;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use ray_core::wire::{JobListQuery, JobSubmission};
 
-use super::{App, RequestLog, Route};
-use crate::http::{self, Body};
+use super::app::{App, RequestLog, Route};
+use crate::gateway::http::{self, Body};
 
 impl App {
     /// `POST /v1/jobs`: the same content rules and body limit as `/v1/infer`, then `202` with
@@ -17,7 +17,8 @@ impl App {
         request: Request<RequestBody>,
         log: &mut RequestLog,
     ) -> Response<Body> {
-        let context = super::request_context(&request, ray_core::config::RouteKind::Infer, false);
+        let context =
+            super::app::request_context(&request, ray_core::config::RouteKind::Infer, false);
         let mut submission: JobSubmission = match self.read_json(request).await {
             Ok(submission) => submission,
             Err((error, close)) => return self.reject(Route::Jobs, error, log, close),

@@ -17,7 +17,7 @@ use ray_core::RayError;
 use ray_core::wire::InferEvent;
 use ray_runtime::InferStream;
 
-use crate::http::Body;
+use crate::gateway::http::Body;
 
 /// One event: an optional `event:` line, one `data:` line per line of `data`, a blank line.
 /// Lines of `data` may end with LF, CRLF or CR; each becomes its own `data:` line, so any text

@@ -4,7 +4,7 @@
 //! cache, dedupe, admission, degradation and metrics all apply. Errors keep Ray's status codes
 //! and `Retry-After`, in OpenAI's body shape.
 
-use crate::http::RequestBody;
+use crate::gateway::http::RequestBody;
 use bytes::Bytes;
 use hyper::header::HeaderValue;
 use hyper::{Request, Response, StatusCode};
@@ -19,14 +19,11 @@ use ray_core::{ErrorCode, RayError};
 use ray_core::config::RouteKind;
 use ray_runtime::RequestContext;
 
-use crate::app::{App, RequestLog, Route, log_response, request_context, with_routing_headers};
-use crate::http::{self, Body};
-use crate::sse::{self, Encoder};
-
-/// An error in OpenAI's shape, with Ray's status, `Retry-After` and `WWW-Authenticate`.
-pub(crate) fn error_response(error: &RayError) -> Response<Body> {
-    http::error_response_with(error, &OpenAiErrorBody::from_error(error))
-}
+use crate::gateway::app::{
+    App, RequestLog, Route, log_response, request_context, with_routing_headers,
+};
+use crate::gateway::http::{self, Body};
+use crate::gateway::sse::{self, Encoder};
 
 fn unix_now() -> u64 {
     ray_core::time::unix_millis_now() / 1000

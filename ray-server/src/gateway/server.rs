@@ -17,9 +17,9 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::app::{App, RequestLog};
-use crate::http::Body;
-use crate::idle::{Activity, Watched};
+use crate::gateway::app::{App, RequestLog};
+use crate::gateway::http::Body;
+use crate::gateway::idle::{Activity, Watched};
 
 /// Header fields hyper's parser accepts. The gateway's own limit (`HttpLimits::max_headers`,
 /// 64) is lower and enforced after parsing, so the client gets Ray's JSON 431; requests past
@@ -51,7 +51,7 @@ pub async fn run(
         .keep_alive(true);
     let builder = Arc::new(builder);
     // The status page's history: one sample of the counters a second, stopped with the server.
-    let sampler = tokio::spawn(crate::status::sample(app.clone()));
+    let sampler = tokio::spawn(crate::gateway::status::sample(app.clone()));
     tokio::pin!(shutdown);
 
     loop {

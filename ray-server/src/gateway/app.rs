@@ -1,26 +1,25 @@
 //! The application: routes, guards (auth, rate limit, content rules) and handlers over one
 //! `Runtime`.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::http::RequestBody;
+use crate::gateway::http::RequestBody;
 use hyper::header::{self, HeaderMap, HeaderValue};
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Method, Request, Response};
 use ray_core::config::RouteKind;
 use ray_core::wire::{
     DiagnosticsDetail, GatewayHealth, GatewayHttpHealth, HealthStatus, InferRequest,
 };
 use ray_core::{ErrorCode, RayError};
-use ray_runtime::{MetricKind, MetricsSnapshot, RequestContext, Runtime, Sample};
+use ray_runtime::{MetricKind, MetricsSnapshot, RequestContext, Runtime};
 
-use crate::auth::{ApiKeys, AuthSetupError};
-use crate::head;
-use crate::http::{self, Body};
-use crate::rate_limit::{Decision, RateLimiter, client_ip};
-
-mod jobs;
+pub(crate) use super::counters::ServerStats;
+use crate::gateway::auth::{ApiKeys, AuthSetupError};
+use crate::gateway::head;
+use crate::gateway::http::{self, Body};
+use crate::gateway::rate_limit::{Decision, RateLimiter};
 
 /// Fixed HTTP limits (the reference's constants).
 #[derive(Debug, Clone)]
@@ -96,81 +95,7 @@ pub enum AppError {
     Auth(#[from] AuthSetupError),
     /// The `cluster` section cannot be used (its key or credentials are missing).
     #[error(transparent)]
-    Cluster(#[from] crate::cluster::ClusterSetupError),
-}
-
-/// Counters kept by the HTTP front.
-#[derive(Debug, Default)]
-pub(crate) struct ServerStats {
-    pub(crate) connections: AtomicU64,
-    pub(crate) connections_total: AtomicU64,
-    pub(crate) active_requests: AtomicU64,
-    pub(crate) auth_rejected: AtomicU64,
-    pub(crate) rate_limited: AtomicU64,
-    pub(crate) requests: RequestCounters,
-}
-
-/// Statuses counted per route; anything else is counted as `other`.
-const COUNTED_STATUSES: [u16; 17] = [
-    200, 202, 400, 401, 404, 409, 411, 413, 414, 415, 417, 429, 431, 500, 502, 503, 504,
-];
-
-/// Requests by route and status, counted without a lock.
-#[derive(Debug)]
-pub(crate) struct RequestCounters {
-    counts: Vec<AtomicU64>,
-}
-
-impl Default for RequestCounters {
-    fn default() -> RequestCounters {
-        let cells = Route::ALL.len() * (COUNTED_STATUSES.len() + 1);
-        RequestCounters {
-            counts: (0..cells).map(|_| AtomicU64::new(0)).collect(),
-        }
-    }
-}
-
-impl RequestCounters {
-    /// Where a route's row starts.
-    fn row(route: Route) -> usize {
-        let route = Route::ALL.iter().position(|r| *r == route).unwrap_or(0);
-        route * (COUNTED_STATUSES.len() + 1)
-    }
-
-    fn index(route: Route, status: u16) -> usize {
-        let column = COUNTED_STATUSES
-            .iter()
-            .position(|s| *s == status)
-            .unwrap_or(COUNTED_STATUSES.len());
-        RequestCounters::row(route) + column
-    }
-
-    pub(crate) fn add(&self, route: Route, status: u16) {
-        self.counts[RequestCounters::index(route, status)].fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn samples(&self) -> Vec<Sample> {
-        let mut samples = Vec::new();
-        for route in Route::ALL {
-            for (column, status) in COUNTED_STATUSES
-                .iter()
-                .map(|s| s.to_string())
-                .chain(std::iter::once("other".to_string()))
-                .enumerate()
-            {
-                let value =
-                    self.counts[RequestCounters::row(route) + column].load(Ordering::Relaxed);
-                if value > 0 {
-                    samples.push(Sample {
-                        suffix: "",
-                        labels: vec![("route", route.label().to_string()), ("status", status)],
-                        value: value as f64,
-                    });
-                }
-            }
-        }
-        samples
-    }
+    Cluster(#[from] crate::gateway::cluster::ClusterSetupError),
 }
 
 /// Routes, by method and exact path.
@@ -204,7 +129,7 @@ pub(crate) enum Route {
 }
 
 impl Route {
-    const ALL: [Route; 21] = [
+    pub(crate) const ALL: [Route; 21] = [
         Route::Root,
         Route::Livez,
         Route::Readyz,
@@ -228,7 +153,7 @@ impl Route {
         Route::ClusterNodes,
     ];
 
-    fn parse(method: &Method, path: &str) -> Route {
+    pub(crate) fn parse(method: &Method, path: &str) -> Route {
         match (method, path) {
             (&Method::GET, "/") => Route::Root,
             (&Method::GET, "/livez") => Route::Livez,
@@ -284,14 +209,14 @@ impl Route {
     }
 
     /// Ray's own `/v1` routes, whose unknown methods keep Ray's error shape.
-    fn native_path(path: &str) -> bool {
+    pub(crate) fn native_path(path: &str) -> bool {
         matches!(
             path,
             "/v1/infer" | "/v1/config" | "/v1/jobs" | "/v1/cluster/nodes"
         ) || path.starts_with("/v1/jobs/")
     }
 
-    fn protected(self) -> bool {
+    pub(crate) fn protected(self) -> bool {
         matches!(
             self,
             Route::Health
@@ -313,7 +238,7 @@ impl Route {
         )
     }
 
-    fn rate_limited(self) -> bool {
+    pub(crate) fn rate_limited(self) -> bool {
         matches!(
             self,
             Route::Infer
@@ -341,7 +266,7 @@ impl Route {
     }
 
     /// Routes a node may forward to a peer that has the model ready.
-    fn forwardable(self) -> bool {
+    pub(crate) fn forwardable(self) -> bool {
         matches!(
             self,
             Route::Infer | Route::ChatCompletions | Route::Completions | Route::Embeddings
@@ -350,7 +275,7 @@ impl Route {
 
     /// Job routes without a body (look-ups, listing, cancellation): the async-queue check
     /// comes before the rate limit.
-    fn is_job_lookup(self) -> bool {
+    pub(crate) fn is_job_lookup(self) -> bool {
         matches!(self, Route::JobList | Route::Job | Route::JobCancel)
     }
 }
@@ -369,13 +294,13 @@ pub(crate) struct RequestLog {
 /// The gateway application: one runtime behind the HTTP routes.
 #[derive(Debug)]
 pub struct App {
-    runtime: Runtime,
-    keys: Option<ApiKeys>,
-    limiter: Option<RateLimiter>,
-    limits: HttpLimits,
+    pub(crate) runtime: Runtime,
+    pub(crate) keys: Option<ApiKeys>,
+    pub(crate) limiter: Option<RateLimiter>,
+    pub(crate) limits: HttpLimits,
     pub(crate) stats: ServerStats,
-    pub(crate) status: crate::status::StatusHistory,
-    cluster: Option<crate::cluster::ClusterLink>,
+    pub(crate) status: crate::gateway::status::history::StatusHistory,
+    pub(crate) cluster: Option<crate::gateway::cluster::ClusterLink>,
 }
 
 impl App {
@@ -402,7 +327,7 @@ impl App {
         // With a `cluster` section the node joins the registry in the background (this needs
         // a Tokio runtime); without it no connection is opened.
         let cluster = match &config.cluster {
-            Some(cluster) => Some(crate::cluster::ClusterLink::start(
+            Some(cluster) => Some(crate::gateway::cluster::ClusterLink::start(
                 &runtime,
                 cluster,
                 |name| std::env::var(name).ok(),
@@ -415,7 +340,7 @@ impl App {
             limiter,
             limits: HttpLimits::default(),
             stats: ServerStats::default(),
-            status: crate::status::StatusHistory::default(),
+            status: crate::gateway::status::history::StatusHistory::default(),
             cluster,
         })
     }
@@ -436,209 +361,8 @@ impl App {
         &self.limits
     }
 
-    /// Handles one request.
-    ///
-    /// The order of checks: the head (header limits, target length, target form and `Host`),
-    /// auth on protected routes, then for job look-ups (`GET /v1/jobs/{id}`, `GET /v1/jobs`,
-    /// `DELETE /v1/jobs/{id}`) the async-queue check, then the rate limit, then for
-    /// `POST /v1/jobs` the async-queue check, then the route. Unauthorised, unavailable and
-    /// rate-limited requests are refused before any body is read.
-    pub(crate) async fn handle(
-        &self,
-        mut request: Request<RequestBody>,
-        peer: SocketAddr,
-        log: &mut RequestLog,
-    ) -> (Route, Response<Body>) {
-        let route = Route::parse(request.method(), request.uri().path());
-        if let Err(error) = self.check_head(&request) {
-            // The connection may hold a body nobody will read, or a client that sends
-            // malformed requests: close it.
-            return (route, self.reject(route, error, log, true));
-        }
-        // A request a peer forwarded carries the cluster's signature instead of a client key;
-        // it was admitted by the rate limit of the node that took it, and is never forwarded
-        // again.
-        let mut forwarded = false;
-        if let Some(cluster) = &self.cluster
-            && crate::cluster::is_forwarded(&request)
-        {
-            let (buffered, body) = match self.buffer(request).await {
-                Ok(read) => read,
-                Err((error, close)) => return (route, self.reject(route, error, log, close)),
-            };
-            request = buffered;
-            match cluster.verify(
-                request.method(),
-                request.uri().path(),
-                request.headers(),
-                &body,
-            ) {
-                Ok(node) => {
-                    request
-                        .extensions_mut()
-                        .insert(ApiKeyId(format!("node:{node}")));
-                    forwarded = true;
-                }
-                Err(error) => {
-                    self.stats.auth_rejected.fetch_add(1, Ordering::Relaxed);
-                    return (route, self.reject(route, error, log, false));
-                }
-            }
-        }
-        // Only a verified key identifies a client: with auth disabled a Bearer token is
-        // anything the client likes, so it plays no part in rate limiting.
-        let verified_key = if forwarded {
-            None
-        } else if route.protected()
-            && let Some(keys) = &self.keys
-        {
-            match keys.check(request.headers()) {
-                Ok(token) => Some(token.to_string()),
-                Err(error) => {
-                    self.stats.auth_rejected.fetch_add(1, Ordering::Relaxed);
-                    if route == Route::Status {
-                        // A browser cannot send the key with a page load: the page asks for it.
-                        log.error = Some(error);
-                        return (route, crate::status::locked_response());
-                    }
-                    let close = request.method() == Method::POST;
-                    return (route, self.reject(route, error, log, close));
-                }
-            }
-        } else {
-            None
-        };
-        if let Some(key) = &verified_key {
-            request.extensions_mut().insert(ApiKeyId::of(key));
-        }
-        // Without a key, fair share tells clients apart by address.
-        let client = client_ip(
-            peer.ip(),
-            request.headers(),
-            self.runtime.config().rate_limit.trust_proxy_headers,
-        );
-        request
-            .extensions_mut()
-            .insert(ClientAddr(ip_text(client).to_string()));
-        if route.is_job_lookup() && self.runtime.jobs().is_none() {
-            // Probing jobs while the queue is unavailable costs no rate-limit budget.
-            return (
-                route,
-                self.reject(route, async_queue_disabled(), log, false),
-            );
-        }
-        let decision = match (&self.limiter, route.rate_limited() && !forwarded) {
-            (Some(limiter), true) => {
-                let ip = client_ip(
-                    peer.ip(),
-                    request.headers(),
-                    self.runtime.config().rate_limit.trust_proxy_headers,
-                );
-                let decision = limiter.check(&limiter.key(&ip_text(ip), verified_key.as_deref()));
-                if !decision.allowed {
-                    self.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
-                    let error = RayError::new(
-                        ErrorCode::RateLimited,
-                        format!(
-                            "Too many requests: at most {} per {} ms",
-                            decision.limit,
-                            self.runtime.config().rate_limit.window_ms
-                        ),
-                    )
-                    .with_retry_after(decision.retry_after_secs);
-                    let close = request.method() == Method::POST;
-                    let response = self.reject(route, error, log, close);
-                    return (route, with_rate_limit_headers(response, &decision));
-                }
-                Some(decision)
-            }
-            _ => None,
-        };
-        // A request whose model is not ready here (or would wait too long) goes to a peer that
-        // has it ready, when there is one; otherwise it is served here.
-        if let Some(cluster) = &self.cluster
-            && !forwarded
-            && route.forwardable()
-        {
-            // Boxed, as the routes below are (see there).
-            let (buffered, body) = match Box::pin(self.buffer(request)).await {
-                Ok(read) => read,
-                Err((error, close)) => return (route, self.reject(route, error, log, close)),
-            };
-            request = buffered;
-            let named = crate::cluster::requested_model(&body);
-            if let Some(model) = cluster.wants_peer(&self.runtime, named.as_deref()) {
-                let path = request
-                    .uri()
-                    .path_and_query()
-                    .map_or("/", |pq| pq.as_str())
-                    .to_string();
-                if let Some(response) = Box::pin(cluster.forward(
-                    &model,
-                    request.method(),
-                    &path,
-                    request.headers(),
-                    &body,
-                ))
-                .await
-                {
-                    return (route, response);
-                }
-            }
-        }
-        // Every route but `/v1/infer` (the hot path, kept small itself) runs as a boxed future,
-        // so this future, which every request moves through the connection's layers, stays
-        // the size of the infer route's rather than of the largest route's.
-        let response = match route {
-            Route::Root => self.root(),
-            Route::ClusterNodes => Box::pin(self.cluster_nodes(route, log)).await,
-            Route::Livez => http::json(
-                StatusCode::OK,
-                &serde_json::json!({ "status": "ok", "service": self.service_name() }),
-            ),
-            Route::Readyz => Box::pin(self.readyz(request.uri().query())).await,
-            Route::Health => Box::pin(self.health()).await,
-            Route::Status => Box::pin(crate::status::page_response(self)).await,
-            Route::StatusJson => Box::pin(crate::status::json_response(self)).await,
-            Route::Metrics => self.metrics(request.uri().query()),
-            Route::Config => http::json(StatusCode::OK, &self.runtime.config_view()),
-            Route::Infer => self.infer(request, log).await,
-            Route::ChatCompletions => {
-                Box::pin(crate::openai::chat_completions(self, request, log)).await
-            }
-            Route::Completions => Box::pin(crate::openai::completions(self, request, log)).await,
-            Route::Models => Box::pin(crate::openai::models(self)).await,
-            Route::Model => Box::pin(crate::openai::model(self, request.uri().path(), log)).await,
-            Route::OpenAiNotFound => crate::openai::not_found(self, &request, log),
-            Route::Embeddings => Box::pin(crate::embeddings::embeddings(self, request, log)).await,
-            // The body of a refused submission is never read: close the connection.
-            Route::Jobs if self.runtime.jobs().is_none() => {
-                self.reject(route, async_queue_disabled(), log, true)
-            }
-            Route::Jobs => Box::pin(self.submit_job(request, log)).await,
-            Route::JobList => self.list_jobs(request.uri().query(), log),
-            Route::Job | Route::JobCancel => Box::pin(self.job(route, request, log)).await,
-            Route::NotFound => self.reject(
-                route,
-                RayError::new(ErrorCode::NotFound, "Route not found"),
-                log,
-                false,
-            ),
-        };
-        let mut response = match decision {
-            Some(decision) => with_rate_limit_headers(response, &decision),
-            None => response,
-        };
-        if let Some(node) = self.cluster.as_ref().and_then(|c| c.node_header()) {
-            response
-                .headers_mut()
-                .insert(ray_cluster::auth::NODE_HEADER, node);
-        }
-        (route, response)
-    }
-
     /// The head checks: header count and bytes, target length, target form and `Host`.
-    fn check_head(&self, request: &Request<RequestBody>) -> Result<(), RayError> {
+    pub(crate) fn check_head(&self, request: &Request<RequestBody>) -> Result<(), RayError> {
         let limits = &self.limits;
         head::check_size(
             request.method(),
@@ -663,7 +387,7 @@ impl App {
         head::check_target_and_host(request.uri(), request.headers())
     }
 
-    fn service_name(&self) -> &str {
+    pub(crate) fn service_name(&self) -> &str {
         &self.runtime.config().telemetry.service_name
     }
 
@@ -675,7 +399,7 @@ impl App {
         close: bool,
     ) -> Response<Body> {
         let response = if route.openai() {
-            crate::openai::error_response(&error)
+            http::openai_error_response(&error)
         } else {
             http::error_response(&error)
         };
@@ -687,65 +411,7 @@ impl App {
         }
     }
 
-    fn root(&self) -> Response<Body> {
-        let config = self.runtime.config();
-        http::json(
-            StatusCode::OK,
-            &serde_json::json!({
-                "name": "ray",
-                "version": env!("CARGO_PKG_VERSION"),
-                "description": "A small-model inference gateway for one cheap VPS: bounded queues, \
-                                token-aware admission, caching, dedupe and honest health in front \
-                                of llama.cpp.",
-                "thesis": "On a small machine, refusing, delaying, deduplicating or degrading work \
-                           is correct behaviour, as long as it is explicit.",
-                "profile": config.profile.as_str(),
-                "model": self.runtime.default_model_id(),
-                "models": self.runtime.model_ids(),
-                "docs": root_docs(),
-                "routes": ["/livez", "/readyz", "/health", "/status", "/status.json",
-                           "/metrics", "/v1/config",
-                           "/v1/infer", "/v1/chat/completions", "/v1/completions",
-                           "/v1/models", "/v1/embeddings", "/v1/jobs"],
-            }),
-        )
-    }
-
-    /// `/readyz` (the default model) or `/readyz?model=ID` (one model, by id or alias).
-    async fn readyz(&self, query: Option<&str>) -> Response<Body> {
-        let model = query.and_then(|q| {
-            q.split('&')
-                .filter_map(|pair| pair.split_once('='))
-                .find(|(name, _)| *name == "model")
-                .map(|(_, value)| value.to_string())
-        });
-        let readiness = match &model {
-            None => Some(self.runtime.readiness().await),
-            Some(name) => self.runtime.readiness_of(name).await,
-        };
-        let Some(mut readiness) = readiness else {
-            let name = model.unwrap_or_default();
-            let known = self.runtime.model_ids().join(", ");
-            return http::error_response(
-                &RayError::new(
-                    ErrorCode::ModelNotFound,
-                    format!("The model {name:?} does not exist here; the models are {known}"),
-                )
-                .with_details(serde_json::json!({ "param": "model" })),
-            );
-        };
-        readiness.pressure.rate_limit = self.rate_limit_pressure();
-        readiness.pressure.gateway_http = self.http_health().degraded;
-        readiness.refresh();
-        let status = if readiness.is_ready() {
-            StatusCode::OK
-        } else {
-            StatusCode::SERVICE_UNAVAILABLE
-        };
-        http::json(status, &readiness)
-    }
-
-    fn rate_limit_pressure(&self) -> bool {
+    pub(crate) fn rate_limit_pressure(&self) -> bool {
         self.limiter
             .as_ref()
             .is_some_and(|limiter| limiter.health().degraded)
@@ -775,16 +441,6 @@ impl App {
         }
     }
 
-    async fn health(&self) -> Response<Body> {
-        let health = self.full_health().await;
-        let status = if health.status == HealthStatus::Unavailable {
-            StatusCode::SERVICE_UNAVAILABLE
-        } else {
-            StatusCode::OK
-        };
-        http::json(status, &health)
-    }
-
     /// The runtime's health with the HTTP front's (connections, rate limiter) folded in.
     pub(crate) async fn full_health(&self) -> ray_core::wire::Health {
         let mut health = self.runtime.health().await;
@@ -805,27 +461,6 @@ impl App {
             health.cluster = Some(cluster);
         }
         health
-    }
-
-    fn metrics(&self, query: Option<&str>) -> Response<Body> {
-        let mut snapshot = self.runtime.metrics();
-        snapshot.extend(self.server_metrics());
-        if let Some(cluster) = &self.cluster {
-            snapshot.extend(cluster.metrics());
-        }
-        let wants_json = query.is_some_and(|q| {
-            q.split('&')
-                .any(|pair| pair.eq_ignore_ascii_case("format=json"))
-        });
-        if wants_json {
-            http::json(StatusCode::OK, &snapshot.to_json())
-        } else {
-            http::text(
-                StatusCode::OK,
-                "text/plain; version=0.0.4; charset=utf-8",
-                snapshot.to_prometheus_text(),
-            )
-        }
     }
 
     /// The HTTP front's own metrics.
@@ -930,7 +565,10 @@ impl App {
     }
 
     /// A POST's body, within the body limit (declared and read) and the body timeout.
-    async fn read_body<B>(&self, request: Request<B>) -> Result<bytes::Bytes, (RayError, bool)>
+    pub(crate) async fn read_body<B>(
+        &self,
+        request: Request<B>,
+    ) -> Result<bytes::Bytes, (RayError, bool)>
     where
         B: hyper::body::Body<Data = bytes::Bytes> + Unpin,
         B::Error: std::fmt::Display,
@@ -958,7 +596,7 @@ impl App {
 
     /// Reads a request's body (within the body limit and timeout) and gives the request back
     /// with the body in memory, so it can be checked, then forwarded or served here.
-    async fn buffer(
+    pub(crate) async fn buffer(
         &self,
         request: Request<RequestBody>,
     ) -> Result<(Request<RequestBody>, bytes::Bytes), (RayError, bool)> {
@@ -971,30 +609,8 @@ impl App {
         Ok((Request::from_parts(parts, body), bytes))
     }
 
-    /// `GET /v1/cluster/nodes`: the live nodes from the registry.
-    async fn cluster_nodes(&self, route: Route, log: &mut RequestLog) -> Response<Body> {
-        let Some(cluster) = &self.cluster else {
-            return self.reject(
-                route,
-                RayError::new(
-                    ErrorCode::NotFound,
-                    "This node is not in a cluster (the config has no cluster section)",
-                ),
-                log,
-                false,
-            );
-        };
-        match cluster.nodes().await {
-            Ok(nodes) => http::json(
-                StatusCode::OK,
-                &serde_json::json!({ "node": cluster.node_id(), "nodes": nodes }),
-            ),
-            Err(error) => self.reject(route, error, log, false),
-        }
-    }
-
     /// The cluster link, when this node is in a cluster.
-    pub(crate) fn cluster(&self) -> Option<&crate::cluster::ClusterLink> {
+    pub(crate) fn cluster(&self) -> Option<&crate::gateway::cluster::ClusterLink> {
         self.cluster.as_ref()
     }
 
@@ -1005,45 +621,10 @@ impl App {
         }
     }
 
-    async fn infer(&self, request: Request<RequestBody>, log: &mut RequestLog) -> Response<Body> {
-        let context = request_context(&request, RouteKind::Infer, false);
-        let asked = match diagnostics_header(request.headers()) {
-            Ok(asked) => asked,
-            Err(error) => return self.reject(Route::Infer, error, log, true),
-        };
-        let mut parsed: InferRequest = match self.read_json(request).await {
-            Ok(parsed) => parsed,
-            Err((error, close)) => return self.reject(Route::Infer, error, log, close),
-        };
-        // The body's `diagnostics` wins over the header; neither: the config's default.
-        if parsed.diagnostics.is_none() {
-            parsed.diagnostics = asked.map(|detail| detail == DiagnosticsDetail::Full);
-        }
-        if parsed.stream == Some(true) {
-            return Box::pin(self.stream(
-                Route::Infer,
-                parsed,
-                &context,
-                |_| crate::sse::RayEvents,
-                log,
-            ))
-            .await;
-        }
-        // Boxed: the runtime's future is large, and this one moves through every layer of
-        // the connection.
-        match Box::pin(self.runtime.infer_in(parsed, &context)).await {
-            Ok(response) => {
-                log_response(log, &response);
-                http::json(StatusCode::OK, &response)
-            }
-            Err(error) => self.reject(Route::Infer, error, log, false),
-        }
-    }
-
     /// Answers with a stream of events, or with an error if it fails before its first event.
     /// The encoder is made once the serving model is known (`encoder(model id)`); the
     /// response says which model serves it (`X-Ray-Model`) and what chose it (`X-Ray-Route`).
-    pub(crate) async fn stream<E: crate::sse::Encoder>(
+    pub(crate) async fn stream<E: crate::gateway::sse::Encoder>(
         &self,
         route: Route,
         request: InferRequest,
@@ -1058,9 +639,11 @@ impl App {
         log.request_id = Some(stream.request_id().to_string());
         let encoder = encoder(stream.model());
         let routing = stream.routing().clone();
-        match crate::sse::respond(stream, encoder).await {
-            crate::sse::Started::Streaming(response) => with_routing_headers(response, &routing),
-            crate::sse::Started::Failed(error) => self.reject(route, error, log, false),
+        match crate::gateway::sse::respond(stream, encoder).await {
+            crate::gateway::sse::Started::Streaming(response) => {
+                with_routing_headers(response, &routing)
+            }
+            crate::gateway::sse::Started::Failed(error) => self.reject(route, error, log, false),
         }
     }
 
@@ -1075,8 +658,8 @@ impl App {
 pub(crate) struct ApiKeyId(pub(crate) String);
 
 impl ApiKeyId {
-    fn of(key: &str) -> ApiKeyId {
-        let digest = crate::auth::digest(key);
+    pub(crate) fn of(key: &str) -> ApiKeyId {
+        let digest = crate::gateway::auth::digest(key);
         ApiKeyId(digest[..4].iter().map(|b| format!("{b:02x}")).collect())
     }
 }
@@ -1158,33 +741,21 @@ pub(crate) fn log_response(log: &mut RequestLog, response: &ray_core::wire::Infe
     log.queue_time_ms = Some(response.queue_time_ms);
 }
 
-/// The `docs` object of `GET /`: the existing Ray's three keys, plus the operator guides.
-/// The gateway serves no documents, so these are links to the repository's.
-fn root_docs() -> serde_json::Value {
-    let doc = |path: &str| format!("{}/blob/main/{path}", env!("CARGO_PKG_REPOSITORY"));
-    serde_json::json!({
-        "architecture": doc("docs/architecture.md"),
-        "roadmap": doc("README.md#status"),
-        "principles": doc("docs/architecture.md#decisions"),
-        "api": doc("docs/api.md"),
-        "configuration": doc("docs/configuration.md"),
-        "operations": doc("docs/operations.md"),
-        "metrics": doc("docs/metrics.md"),
-    })
-}
-
-fn async_queue_disabled() -> RayError {
+pub(crate) fn async_queue_disabled() -> RayError {
     RayError::new(
         ErrorCode::AsyncQueueDisabled,
         "The async job queue is disabled (asyncQueue.enabled is false)",
     )
 }
 
-fn ip_text(ip: IpAddr) -> String {
+pub(crate) fn ip_text(ip: IpAddr) -> String {
     ip.to_string()
 }
 
-fn with_rate_limit_headers(mut response: Response<Body>, decision: &Decision) -> Response<Body> {
+pub(crate) fn with_rate_limit_headers(
+    mut response: Response<Body>,
+    decision: &Decision,
+) -> Response<Body> {
     let headers = response.headers_mut();
     headers.insert("x-ratelimit-limit", HeaderValue::from(decision.limit));
     headers.insert(
@@ -1205,22 +776,4 @@ fn with_rate_limit_headers(mut response: Response<Body>, decision: &Decision) ->
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_protected_route_list_matches_the_router() {
-        for route in Route::ALL {
-            let listed = PROTECTED_ROUTES.iter().any(|(method, path)| {
-                let path = path.replace("{id}", "job_0123456789abcdef");
-                Route::parse(&method.parse().unwrap_or(Method::GET), &path) == route
-            });
-            assert_eq!(listed, route.protected(), "{}", route.label());
-        }
-        for (method, path) in PROTECTED_ROUTES {
-            let path = path.replace("{id}", "job_0123456789abcdef");
-            let method: Method = method.parse().unwrap_or(Method::GET);
-            assert!(Route::parse(&method, &path).protected(), "{method} {path}");
-        }
-    }
-}
+mod tests;

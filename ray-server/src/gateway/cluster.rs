@@ -33,7 +33,7 @@ use ray_core::{ErrorCode, RayError};
 use ray_runtime::Runtime;
 use ray_runtime::metrics::{MetricKind, MetricsSnapshot, Sample};
 
-use crate::http::Body;
+use crate::gateway::http::Body;
 
 /// Peers tried for one request before the local answer stands.
 const MAX_PEERS_TRIED: usize = 2;

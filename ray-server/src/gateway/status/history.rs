@@ -388,6 +388,18 @@ fn read_counters(metrics: &MetricsSnapshot) -> Counters {
     }
 }
 
+/// The status page's history, shared by the sampler and the handlers.
+#[derive(Debug, Default)]
+pub(crate) struct StatusHistory {
+    pub(super) inner: parking_lot::Mutex<History>,
+}
+
+impl StatusHistory {
+    pub(super) fn record(&self, now: u32, metrics: &ray_runtime::MetricsSnapshot) {
+        self.inner.lock().record(now, metrics);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
