@@ -64,6 +64,7 @@ mod embed;
 mod health;
 mod ids;
 pub mod jobs;
+pub mod lifecycle;
 mod log_policy;
 pub mod metrics;
 mod plan;
