@@ -55,6 +55,7 @@
 //! ```
 
 pub mod backend;
+pub mod footprint;
 mod builder;
 mod degrade;
 mod execute;
