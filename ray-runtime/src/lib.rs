@@ -55,10 +55,10 @@
 //! ```
 
 pub mod backend;
-pub mod footprint;
 mod builder;
 mod degrade;
 mod execute;
+pub mod footprint;
 mod front;
 
 mod embed;
