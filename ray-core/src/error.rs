@@ -88,6 +88,9 @@ pub enum ErrorCode {
     /// The job store refuses writes (permission, read-only file system, I/O error); the queue
     /// takes jobs again by itself once a write succeeds.
     AsyncQueueUnavailable,
+    /// The cluster's shared state (NATS JetStream) cannot be reached now; the node keeps
+    /// serving its own models.
+    ClusterUnavailable,
     /// The job's stored record is damaged (it cannot be read or parsed) and was moved to
     /// `quarantine/`; its request and result are not served.
     JobRecordDamaged,
@@ -158,6 +161,7 @@ impl ErrorCode {
         ErrorCode::AsyncQueueStorageLow,
         ErrorCode::AsyncQueueDisabled,
         ErrorCode::AsyncQueueUnavailable,
+        ErrorCode::ClusterUnavailable,
         ErrorCode::JobRecordDamaged,
         ErrorCode::AsyncQueueRecoveryLimitExceeded,
         ErrorCode::RequestTimeout,
@@ -211,6 +215,7 @@ impl ErrorCode {
             ErrorCode::AsyncQueueStorageLow => "async_queue_storage_low",
             ErrorCode::AsyncQueueDisabled => "async_queue_disabled",
             ErrorCode::AsyncQueueUnavailable => "async_queue_unavailable",
+            ErrorCode::ClusterUnavailable => "cluster_unavailable",
             ErrorCode::JobRecordDamaged => "job_record_damaged",
             ErrorCode::AsyncQueueRecoveryLimitExceeded => "async_queue_recovery_limit_exceeded",
             ErrorCode::RequestTimeout => "request_timeout",
@@ -266,6 +271,7 @@ impl ErrorCode {
             | ErrorCode::AsyncQueueStorageLow
             | ErrorCode::AsyncQueueDisabled
             | ErrorCode::AsyncQueueUnavailable
+            | ErrorCode::ClusterUnavailable
             | ErrorCode::AsyncQueueRecoveryLimitExceeded => 503,
             ErrorCode::RequestTimeout
             | ErrorCode::ProviderTimeout
@@ -282,7 +288,10 @@ impl ErrorCode {
     /// [`RayError::with_retry_after`]; the `1` here is only its floor.
     pub const fn retry_after_secs(self) -> Option<u32> {
         match self {
-            ErrorCode::QueueFull | ErrorCode::AsyncQueueFull | ErrorCode::RateLimited => Some(1),
+            ErrorCode::QueueFull
+            | ErrorCode::AsyncQueueFull
+            | ErrorCode::RateLimited
+            | ErrorCode::ClusterUnavailable => Some(1),
             ErrorCode::ProviderWarming | ErrorCode::ShuttingDown => Some(2),
             ErrorCode::RequestTimeout
             | ErrorCode::ProviderTimeout
@@ -346,6 +355,7 @@ impl ErrorCode {
                     | ErrorCode::AsyncQueueStorageLow
                     | ErrorCode::AsyncQueueDisabled
                     | ErrorCode::AsyncQueueUnavailable
+                    | ErrorCode::ClusterUnavailable
                     | ErrorCode::ProviderWarming
                     | ErrorCode::ShuttingDown
                     | ErrorCode::MemoryPressureCritical

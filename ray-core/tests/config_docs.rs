@@ -62,6 +62,7 @@ const SECTIONS: &[(&str, &str, &str)] = &[
     ("adaptiveTuning", "adaptiveTuning", "AdaptiveTuningConfig"),
     ("auth", "auth", "AuthConfig"),
     ("rateLimit", "rateLimit", "RateLimitConfig"),
+    ("cluster", "cluster", "ClusterConfig"),
 ];
 
 /// What Ray does with each section, by section title: who reads the fields and what the
@@ -169,6 +170,18 @@ const BEHAVIOUR: &[(&str, &str)] = &[
          the token budgets and `requestTimeoutMs`), and anything more is refused at once with \
          503 `queue_full` and `Retry-After`. `/health` `runtime.queue` and the `ray_queue_*` \
          metrics show how full each bound is.",
+    ),
+    (
+        "cluster",
+        "Optional. With it, the node joins a NATS JetStream registry: it writes its record \
+         (models and their state, queue depth, estimated wait, region, labels) every \
+         `heartbeatMs`, and a record expires after three missed heartbeats. A request whose \
+         model is not ready here, is in cooldown, or would wait longer than `overflowAfterMs` \
+         is forwarded to a peer that has it ready (one hop, signed with the key in \
+         `clusterKeyEnv`), and the answer says which node served it (`X-Ray-Node`). When NATS \
+         is unreachable the node keeps serving its own models and `/health` says so \
+         ([operations.md](operations.md#several-nodes)). Without the section no connection \
+         is opened.",
     ),
     (
         "streaming",

@@ -13,11 +13,12 @@ use tokio::time::Instant;
 
 use crate::ids::IdSource;
 use crate::jobs::{FileJobStore, JobQueue, JobStore};
+use crate::outcome::CachedResult;
 use crate::pressure::{PressureMonitor, PressureSources};
 use crate::registry::{ModelEntry, Registry};
-use crate::respond::CachedResult;
-use crate::runtime::{Inner, Runtime, RuntimeError};
-use crate::telemetry::RuntimeMetrics;
+use crate::runtime::{Runtime, RuntimeError};
+use crate::state::Inner;
+use crate::telemetry::{EmbedMetrics, RuntimeMetrics};
 
 /// Builds a [`Runtime`], optionally with a provider or a job store of your own.
 pub struct RuntimeBuilder {
@@ -147,7 +148,7 @@ impl RuntimeBuilder {
                 ids: IdSource::default(),
                 started: Instant::now(),
                 jobs,
-                embeddings: crate::embed::EmbedMetrics::default(),
+                embeddings: EmbedMetrics::default(),
             }),
         })
     }
@@ -201,5 +202,23 @@ fn signing_secret_from_env(name: &str) -> Result<Option<Vec<u8>>, RuntimeError> 
             ))),
             Err(_) => Err(RuntimeError::Jobs(format!("{name} is not valid UTF-8"))),
         },
+    }
+}
+
+impl Runtime {
+    /// A runtime for a validated config, with the providers its adapters name.
+    pub fn new(config: ValidConfig) -> Result<Runtime, RuntimeError> {
+        Runtime::builder(config).build()
+    }
+
+    /// A builder, to plug in providers of your own.
+    pub fn builder(config: ValidConfig) -> RuntimeBuilder {
+        RuntimeBuilder {
+            config,
+            providers: Vec::new(),
+            job_store: None,
+            callback_secret: None,
+            pressure_sources: PressureSources::system(),
+        }
     }
 }

@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use ray_core::wire::embeddings::{
@@ -24,117 +24,11 @@ use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
 use crate::degrade::memory_critical;
-use crate::metrics::{CodeCounters, Histogram, LATENCY_BUCKETS, MetricKind, MetricsSnapshot};
+use crate::outcome::CachedResult;
 use crate::registry::ModelEntry;
-use crate::respond::{CachedResult, provider_failure};
+use crate::respond::provider_failure;
 use crate::runtime::Runtime;
-use crate::telemetry::{inc, load};
-
-/// Counters and histograms of the embeddings path.
-#[derive(Debug)]
-pub(crate) struct EmbedMetrics {
-    requests: AtomicU64,
-    succeeded: AtomicU64,
-    errors: CodeCounters,
-    inputs: AtomicU64,
-    cache_hits: AtomicU64,
-    cache_misses: AtomicU64,
-    provider_calls: AtomicU64,
-    prompt_tokens: AtomicU64,
-    duration: Histogram,
-    queue_wait: Histogram,
-}
-
-impl Default for EmbedMetrics {
-    fn default() -> EmbedMetrics {
-        EmbedMetrics {
-            requests: AtomicU64::new(0),
-            succeeded: AtomicU64::new(0),
-            errors: CodeCounters::default(),
-            inputs: AtomicU64::new(0),
-            cache_hits: AtomicU64::new(0),
-            cache_misses: AtomicU64::new(0),
-            provider_calls: AtomicU64::new(0),
-            prompt_tokens: AtomicU64::new(0),
-            duration: Histogram::new(LATENCY_BUCKETS),
-            queue_wait: Histogram::new(LATENCY_BUCKETS),
-        }
-    }
-}
-
-impl EmbedMetrics {
-    /// The `ray_embeddings_*` families.
-    pub(crate) fn snapshot(&self) -> MetricsSnapshot {
-        let mut m = MetricsSnapshot::default();
-        m.counter(
-            "ray_embeddings_requests_total",
-            "Embeddings requests that reached the runtime (cache hits and rejections included).",
-            None,
-            load(&self.requests),
-        );
-        m.counter(
-            "ray_embeddings_requests_succeeded_total",
-            "Embeddings requests answered successfully.",
-            None,
-            load(&self.succeeded),
-        );
-        m.counter(
-            "ray_embeddings_requests_failed_total",
-            "Embeddings requests that ended with an error.",
-            None,
-            self.errors.total() as f64,
-        );
-        m.labelled(
-            "ray_embeddings_errors_total",
-            "Embeddings errors by error code.",
-            MetricKind::Counter,
-            self.errors.samples(),
-        );
-        m.counter(
-            "ray_embeddings_inputs_total",
-            "Texts embedded (answered from the cache or by the backend).",
-            None,
-            load(&self.inputs),
-        );
-        m.counter(
-            "ray_embeddings_cache_hits_total",
-            "Texts whose vector came from the result cache.",
-            None,
-            load(&self.cache_hits),
-        );
-        m.counter(
-            "ray_embeddings_cache_misses_total",
-            "Texts looked up in the result cache and not found.",
-            None,
-            load(&self.cache_misses),
-        );
-        m.counter(
-            "ray_embeddings_provider_calls_total",
-            "Embeddings executions on the backend (one per request with cache misses).",
-            None,
-            load(&self.provider_calls),
-        );
-        m.counter(
-            "ray_embeddings_prompt_tokens_total",
-            "Tokens the backend read for embeddings (its count, else chars / 4).",
-            None,
-            load(&self.prompt_tokens),
-        );
-        m.labelled(
-            "ray_embeddings_duration_seconds",
-            "Time from arrival to answer of embeddings requests.",
-            MetricKind::Histogram,
-            self.duration.samples(),
-        );
-        m.labelled(
-            "ray_embeddings_queue_wait_seconds",
-            "Time embeddings requests waited for a permit.",
-            MetricKind::Histogram,
-            self.queue_wait.samples(),
-        );
-        m
-    }
-}
+use crate::telemetry::inc;
 
 impl Runtime {
     /// Computes one vector per input, in OpenAI's embeddings shape, with the model the request

@@ -24,9 +24,10 @@ use ray_scheduler::{Joined, Publisher, Subscription};
 use tokio::time::Instant;
 
 use crate::front::{Front, Ready, RequestContext};
+use crate::outcome::{ExecResult, Timing};
 use crate::plan::PlanOptions;
 use crate::registry::{ModelEntry, backend_down};
-use crate::respond::{ExecResult, Timing, finish_execution, provider_failure};
+use crate::respond::{finish_execution, provider_failure};
 use crate::runtime::Runtime;
 use crate::telemetry::inc;
 
@@ -98,7 +99,11 @@ impl Runtime {
                 .await;
             match result {
                 Err(error) if attempts.falls_back(&model, &error, &route.chain, index) => {}
-                other => return other,
+                Err(error) => {
+                    model.counters.errors.add(error.code());
+                    return Err(error);
+                }
+                ok => return ok,
             }
         }
         // Unreachable: the chain is never empty and its last model always answers.

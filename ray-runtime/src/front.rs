@@ -9,17 +9,18 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use ray_core::config::{ModelRole, RouteKind};
-use ray_core::wire::{InferRequest, ResponseFormatKind, RoutingDiagnostics};
+use ray_core::wire::{InferRequest, InferResponse, ResponseFormatKind, RoutingDiagnostics};
 use ray_core::{ErrorCode, RayError};
 use ray_models::ProviderRequest;
 use ray_scheduler::JobSpec;
 use tokio::time::Instant;
 
 use crate::degrade::{decide, memory_critical};
+use crate::outcome::{ExecPlan, Facts};
 use crate::plan::{Plan, PlanOptions, plan};
 use crate::pressure::PressureSnapshot;
 use crate::registry::ModelEntry;
-use crate::respond::{ExecPlan, Facts, provider_failure};
+use crate::respond::provider_failure;
 use crate::routing::{Choice, RouteFacts, choose};
 use crate::runtime::Runtime;
 use crate::telemetry::inc;
@@ -314,5 +315,49 @@ fn suggested_role(request: &InferRequest, json: bool) -> ModelRole {
         ModelRole::Drafter
     } else {
         ModelRole::General
+    }
+}
+
+impl Runtime {
+    /// Runs one inference request: route, normalise, degrade, cache, dedupe, admit, provider.
+    ///
+    /// Dropping the returned future (the client left) cancels the request: its queue place,
+    /// permit and backend call are released, unless identical requests still wait on the same
+    /// execution.
+    pub async fn infer(&self, request: InferRequest) -> Result<InferResponse, RayError> {
+        self.infer_in(request, &RequestContext::default()).await
+    }
+
+    /// [`Runtime::infer`] for a request that arrived on `context`'s route (for the routing
+    /// rules: route, task header, API key, tools).
+    pub async fn infer_in(
+        &self,
+        request: InferRequest,
+        context: &RequestContext,
+    ) -> Result<InferResponse, RayError> {
+        self.infer_with(request, context, PlanOptions::default(), true)
+            .await
+    }
+
+    pub(crate) async fn infer_with(
+        &self,
+        request: InferRequest,
+        context: &RequestContext,
+        options: PlanOptions,
+        counted: bool,
+    ) -> Result<InferResponse, RayError> {
+        let started = Instant::now();
+        let metrics = &self.inner.metrics;
+        if counted {
+            inc(&metrics.requests);
+        }
+        let request_id = self.inner.ids.next("req_");
+        let result = self
+            .run(&request_id, request, context, options, started)
+            .await;
+        if counted {
+            self.record_outcome(&request_id, started, result.as_ref());
+        }
+        result
     }
 }

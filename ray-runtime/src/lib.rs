@@ -56,6 +56,7 @@
 
 pub mod backend;
 mod builder;
+mod condition;
 mod degrade;
 mod execute;
 pub mod footprint;
@@ -68,6 +69,9 @@ pub mod jobs;
 pub mod lifecycle;
 mod log_policy;
 pub mod metrics;
+mod model_health;
+mod observe;
+mod outcome;
 mod plan;
 mod pressure;
 mod prompt;
@@ -75,6 +79,7 @@ mod registry;
 mod respond;
 mod routing;
 mod runtime;
+mod state;
 mod stream;
 mod telemetry;
 pub mod templates;
@@ -83,12 +88,13 @@ mod warmup;
 
 pub use backend::BackendProcess;
 pub use builder::RuntimeBuilder;
+pub use condition::ModelCondition;
 pub use front::RequestContext;
-pub use health::{HEALTH_MONITOR_INTERVAL, PROVIDER_HEALTH_TTL, WarmState};
 pub use ids::IdSource;
 pub use jobs::{FileJobStore, JobQueue, JobStore};
 pub use log_policy::{LogPolicy, SUMMARY_INTERVAL, access_scope};
 pub use metrics::{LATENCY_BUCKETS, MetricFamily, MetricKind, MetricsSnapshot, Sample};
+pub use model_health::{HEALTH_MONITOR_INTERVAL, PROVIDER_HEALTH_TTL, WarmState};
 pub use plan::{DEFAULT_TEMPERATURE, DEFAULT_TOP_P};
 pub use pressure::{
     PressureSignals, PressureSnapshot, PressureSources, SAMPLE_INTERVAL, parse_vm_rss,

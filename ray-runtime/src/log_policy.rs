@@ -6,7 +6,7 @@
 //! count (`count` is always "requests since the last line of this kind and code"). Failures
 //! (errors that need a human) also write at once, and repeats of the same code within the
 //! second are folded the same way, so a dead backend under load writes one line a second, not
-//! one per request. A background tick ([`Runtime::start`]) writes pending counts once their
+//! one per request. A background tick ([`Runtime::start`](crate::Runtime::start)) writes pending counts once their
 //! second is over, and [`crate::Background::shutdown`] writes what is left.
 
 use std::future::Future;
@@ -16,8 +16,6 @@ use std::time::Duration;
 use ray_core::config::{AccessLog, TelemetryConfig};
 use ray_core::wire::InferResponse;
 use ray_core::{ErrorCode, RayError};
-
-use crate::runtime::Runtime;
 
 /// How often the background tick writes counts whose second is over.
 pub(crate) const FLUSH_TICK: Duration = Duration::from_millis(250);
@@ -32,7 +30,12 @@ pub struct LogPolicy<'a> {
     config: &'a TelemetryConfig,
 }
 
-impl LogPolicy<'_> {
+impl<'a> LogPolicy<'a> {
+    /// The policy of `config` over the counts in `book`.
+    pub(crate) fn new(book: &'a LogBook, config: &'a TelemetryConfig) -> LogPolicy<'a> {
+        LogPolicy { book, config }
+    }
+
     /// Whether a successful request writes its access line: always with `all`, one in
     /// `accessLogSampleEvery` with `sampled`, never with `errors` or `off`.
     pub fn log_success(&self) -> bool {
@@ -81,65 +84,6 @@ tokio::task_local! {
 
 fn in_access_scope() -> bool {
     ACCESS_SCOPE.try_with(|()| ()).is_ok()
-}
-
-impl Runtime {
-    /// The access-log policy of this runtime (`telemetry.accessLog`), with the counts behind
-    /// its summaries.
-    pub fn log_policy(&self) -> LogPolicy<'_> {
-        LogPolicy {
-            book: &self.inner.metrics.logs,
-            config: &self.inner.config.telemetry,
-        }
-    }
-
-    /// The log lines of a finished inference: a slow-request warning, an `inference failed`
-    /// error, or (outside an [`access_scope`]) an `inference rejected` warning, each folded
-    /// into one line a second per code when it repeats.
-    pub(crate) fn log_outcome(&self, request_id: &str, outcome: Result<&InferResponse, &RayError>) {
-        let book = &self.inner.metrics.logs;
-        match outcome {
-            Ok(response) => {
-                let threshold = self.inner.config.telemetry.slow_request_threshold_ms;
-                if threshold > 0
-                    && response.latency_ms >= threshold
-                    && let Some(count) = book.note(Kind::SlowRequest, ErrorCode::GatewayError)
-                {
-                    tracing::warn!(
-                        request_id = %response.id,
-                        latency_ms = response.latency_ms,
-                        queue_time_ms = response.queue_time_ms,
-                        model_id = %response.model,
-                        count,
-                        "slow inference request"
-                    );
-                }
-            }
-            Err(error) if error.code().is_rejection() => {
-                if in_access_scope() {
-                    return;
-                }
-                if let Some(count) = book.note(Kind::InferenceRejected, error.code()) {
-                    tracing::warn!(request_id = %request_id, code = %error.code(), error = error.message(), count, "inference rejected");
-                }
-            }
-            Err(error) => {
-                if let Some(count) = book.note(Kind::InferenceFailed, error.code()) {
-                    tracing::error!(request_id = %request_id, code = %error.code(), error = error.message(), count, "inference failed");
-                }
-            }
-        }
-    }
-
-    /// Writes the summary lines whose second is over; every [`FLUSH_TICK`] until dropped.
-    pub(crate) async fn log_flush_loop(&self) {
-        let mut tick = tokio::time::interval(FLUSH_TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            self.inner.metrics.logs.flush(false);
-        }
-    }
 }
 
 /// What a line says; each kind has its own windows per code.
@@ -222,6 +166,59 @@ impl Default for LogBook {
 }
 
 impl LogBook {
+    /// The log lines of a finished inference: a slow-request warning, an `inference failed`
+    /// error, or (outside an [`access_scope`]) an `inference rejected` warning, each folded
+    /// into one line a second per code when it repeats.
+    pub(crate) fn log_outcome(
+        &self,
+        telemetry: &TelemetryConfig,
+        request_id: &str,
+        outcome: Result<&InferResponse, &RayError>,
+    ) {
+        let book = self;
+        match outcome {
+            Ok(response) => {
+                let threshold = telemetry.slow_request_threshold_ms;
+                if threshold > 0
+                    && response.latency_ms >= threshold
+                    && let Some(count) = book.note(Kind::SlowRequest, ErrorCode::GatewayError)
+                {
+                    tracing::warn!(
+                        request_id = %response.id,
+                        latency_ms = response.latency_ms,
+                        queue_time_ms = response.queue_time_ms,
+                        model_id = %response.model,
+                        count,
+                        "slow inference request"
+                    );
+                }
+            }
+            Err(error) if error.code().is_rejection() => {
+                if in_access_scope() {
+                    return;
+                }
+                if let Some(count) = book.note(Kind::InferenceRejected, error.code()) {
+                    tracing::warn!(request_id = %request_id, code = %error.code(), error = error.message(), count, "inference rejected");
+                }
+            }
+            Err(error) => {
+                if let Some(count) = book.note(Kind::InferenceFailed, error.code()) {
+                    tracing::error!(request_id = %request_id, code = %error.code(), error = error.message(), count, "inference failed");
+                }
+            }
+        }
+    }
+
+    /// Writes the summary lines whose second is over; every [`FLUSH_TICK`] until dropped.
+    pub(crate) async fn flush_loop(&self) {
+        let mut tick = tokio::time::interval(FLUSH_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            self.flush(false);
+        }
+    }
+
     fn now_ms(&self) -> u64 {
         self.clock.elapsed().as_millis() as u64
     }

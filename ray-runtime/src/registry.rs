@@ -18,8 +18,9 @@ use ray_models::Provider;
 use ray_scheduler::{Flights, Scheduler, SchedulerSettings};
 use tokio::time::Instant;
 
-use crate::health::HealthState;
-use crate::respond::ExecResult;
+use crate::metrics::CodeCounters;
+use crate::model_health::HealthState;
+use crate::outcome::ExecResult;
 use crate::tuning::Tuner;
 
 /// Identical requests in flight for one model: keyed by the dedupe key, with the stream's text
@@ -62,6 +63,26 @@ pub(crate) struct ModelCounters {
     pub(crate) fell_back: AtomicU64,
     /// Times the model went into cooldown.
     pub(crate) cooldowns: AtomicU64,
+    /// Requests this model last tried that ended with an error, by code.
+    pub(crate) errors: CodeCounters,
+    /// A moving average of the backend's time per execution, in microseconds (0: none yet).
+    pub(crate) service_us: AtomicU64,
+}
+
+impl ModelCounters {
+    /// Folds one execution's backend time into the moving average (weight 1/8).
+    pub(crate) fn note_service(&self, took: Duration) {
+        let sample = took.as_micros().min(u128::from(u64::MAX)) as u64;
+        let _ = self
+            .service_us
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+                Some(if old == 0 {
+                    sample
+                } else {
+                    old - old / 8 + sample / 8
+                })
+            });
+    }
 }
 
 impl ModelEntry {

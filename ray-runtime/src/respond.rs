@@ -7,61 +7,17 @@ use std::time::Duration;
 
 use ray_core::ErrorCode;
 use ray_core::RayError;
-use ray_core::wire::{
-    CountTriple, Diagnostics, FinishReason, InferResponse, ProviderDiagnostics,
-    SchedulerDiagnostics, Usage,
-};
+use ray_core::wire::{CountTriple, Diagnostics, InferResponse, SchedulerDiagnostics, Usage};
 use ray_models::ProviderOutput;
 use tokio::time::Instant;
 
+use crate::outcome::{CachedResult, ExecPlan, ExecResult, Execution, Facts, Timing};
 use crate::plan::Plan;
 use crate::registry::ModelEntry;
-use crate::runtime::{Inner, Runtime};
+use crate::runtime::Runtime;
+use crate::state::Inner;
 use crate::telemetry::{RuntimeMetrics, inc};
 use crate::tuning::Outcome;
-
-/// The result of one backend execution, shared by every request that joined it.
-#[derive(Debug)]
-pub(crate) struct Execution {
-    pub(crate) output: ProviderOutput,
-    pub(crate) queue_time: Duration,
-    pub(crate) prompt_tokens: u32,
-    pub(crate) prompt_tokens_source: &'static str,
-    pub(crate) cost: u32,
-}
-
-/// What every request sharing an execution receives.
-pub(crate) type ExecResult = Result<Arc<Execution>, RayError>;
-
-/// A stored successful result.
-#[derive(Debug)]
-pub(crate) struct CachedResult {
-    pub(crate) output: String,
-    pub(crate) finish_reason: Option<FinishReason>,
-    pub(crate) tokens: Option<CountTriple>,
-    pub(crate) degraded: bool,
-    pub(crate) provider: ProviderDiagnostics,
-    pub(crate) weight: u64,
-    /// An embedding vector (the embeddings path, under its own keys); `None` for text.
-    pub(crate) embedding: Option<Arc<[f32]>>,
-}
-
-/// What admission charged a request.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Facts {
-    pub(crate) prompt_tokens: u32,
-    pub(crate) prompt_tokens_source: &'static str,
-    pub(crate) cost: u32,
-    /// The prompt family, for the learned output caps.
-    pub(crate) family: u64,
-}
-
-/// How long an execution waited for its permit and spent with the backend.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Timing {
-    pub(crate) queue_time: Duration,
-    pub(crate) call_time: Duration,
-}
 
 /// A provider error as a Ray error, counted, and telling the model's health and cooldown.
 pub(crate) fn provider_failure(
@@ -93,6 +49,7 @@ pub(crate) fn finish_execution(
 ) -> ExecResult {
     check_output_length(&output, plan.max_tokens)?;
     model.note_success();
+    model.counters.note_service(timing.call_time);
     model.tuner.record(outcome(&output, timing, facts.family));
     let execution = Execution {
         output,
@@ -107,15 +64,6 @@ pub(crate) fn finish_execution(
         cache.lock().insert(key, cached, Instant::now().into_std());
     }
     Ok(Arc::new(execution))
-}
-
-/// The facts of the plan an execution needs after the backend answered.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ExecPlan {
-    pub(crate) max_tokens: u32,
-    /// The cache key to store the result under, when it is cacheable.
-    pub(crate) store: Option<u128>,
-    pub(crate) degraded: bool,
 }
 
 impl Runtime {
@@ -253,7 +201,10 @@ impl Runtime {
             }
             Err(error) => metrics.errors.add(error.code()),
         }
-        self.log_outcome(request_id, outcome);
+        self.inner
+            .metrics
+            .logs
+            .log_outcome(&self.inner.config.telemetry, request_id, outcome);
     }
 
     /// `request_timeout`, naming the configured limit.

@@ -12,28 +12,21 @@
 //! | record, respond | [`crate::respond`], [`crate::stream`] |
 //!
 //! Models live in the [`crate::registry`]; a request carries its entry from the route on.
+//!
+//! This file holds only the handle and its accessors: what the clones share is in
+//! [`crate::state`], and each step adds its methods to `Runtime` from its own file, so no
+//! module below imports a step.
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::Mutex;
-use ray_cache::Cache;
-use ray_core::RayError;
 use ray_core::config::ValidConfig;
-use ray_core::wire::{InferRequest, InferResponse};
 use ray_models::Provider;
-use tokio::time::Instant;
 
-use crate::builder::RuntimeBuilder;
-use crate::front::RequestContext;
-use crate::ids::IdSource;
-use crate::jobs::JobQueue;
-use crate::plan::PlanOptions;
-use crate::pressure::{PressureMonitor, PressureSources};
-use crate::registry::{ModelEntry, Registry};
-use crate::respond::CachedResult;
-use crate::telemetry::{RuntimeMetrics, inc};
+use crate::log_policy::LogPolicy;
+use crate::registry::ModelEntry;
+use crate::state::Inner;
 
 /// Why a runtime could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -52,18 +45,6 @@ pub enum RuntimeError {
     /// callback signing secret is unusable). Bad records never cause this: they are set aside.
     #[error("cannot open the async job queue: {0}")]
     Jobs(String),
-}
-
-pub(crate) struct Inner {
-    pub(crate) config: ValidConfig,
-    pub(crate) registry: Registry,
-    pub(crate) cache: Option<Mutex<Cache<u128, Arc<CachedResult>>>>,
-    pub(crate) metrics: RuntimeMetrics,
-    pub(crate) pressure: PressureMonitor,
-    pub(crate) ids: IdSource,
-    pub(crate) started: Instant,
-    pub(crate) jobs: Option<Arc<JobQueue>>,
-    pub(crate) embeddings: crate::embed::EmbedMetrics,
 }
 
 /// The Ray runtime: routing, admission, caching, dedupe, degradation, health and metrics in
@@ -87,22 +68,6 @@ impl fmt::Debug for Runtime {
 }
 
 impl Runtime {
-    /// A runtime for a validated config, with the providers its adapters name.
-    pub fn new(config: ValidConfig) -> Result<Runtime, RuntimeError> {
-        Runtime::builder(config).build()
-    }
-
-    /// A builder, to plug in providers of your own.
-    pub fn builder(config: ValidConfig) -> RuntimeBuilder {
-        RuntimeBuilder {
-            config,
-            providers: Vec::new(),
-            job_store: None,
-            callback_secret: None,
-            pressure_sources: PressureSources::system(),
-        }
-    }
-
     /// The effective config.
     pub fn config(&self) -> &ValidConfig {
         &self.inner.config
@@ -158,45 +123,9 @@ impl Runtime {
         self.inner.started.elapsed()
     }
 
-    /// Runs one inference request: route, normalise, degrade, cache, dedupe, admit, provider.
-    ///
-    /// Dropping the returned future (the client left) cancels the request: its queue place,
-    /// permit and backend call are released, unless identical requests still wait on the same
-    /// execution.
-    pub async fn infer(&self, request: InferRequest) -> Result<InferResponse, RayError> {
-        self.infer_in(request, &RequestContext::default()).await
-    }
-
-    /// [`Runtime::infer`] for a request that arrived on `context`'s route (for the routing
-    /// rules: route, task header, API key, tools).
-    pub async fn infer_in(
-        &self,
-        request: InferRequest,
-        context: &RequestContext,
-    ) -> Result<InferResponse, RayError> {
-        self.infer_with(request, context, PlanOptions::default(), true)
-            .await
-    }
-
-    pub(crate) async fn infer_with(
-        &self,
-        request: InferRequest,
-        context: &RequestContext,
-        options: PlanOptions,
-        counted: bool,
-    ) -> Result<InferResponse, RayError> {
-        let started = Instant::now();
-        let metrics = &self.inner.metrics;
-        if counted {
-            inc(&metrics.requests);
-        }
-        let request_id = self.inner.ids.next("req_");
-        let result = self
-            .run(&request_id, request, context, options, started)
-            .await;
-        if counted {
-            self.record_outcome(&request_id, started, result.as_ref());
-        }
-        result
+    /// The access-log policy of this runtime (`telemetry.accessLog`), with the counts behind
+    /// its summaries.
+    pub fn log_policy(&self) -> LogPolicy<'_> {
+        LogPolicy::new(&self.inner.metrics.logs, &self.inner.config.telemetry)
     }
 }

@@ -76,7 +76,14 @@ impl Stream for InferStream {
                     let response = response.clone();
                     self.tracker.finish(Ok(&response));
                 }
-                Err(error) => self.tracker.finish(Err(error)),
+                Err(error) => {
+                    if let Some(model) =
+                        self.tracker.runtime.inner.registry.get(&self.routing.model)
+                    {
+                        model.counters.errors.add(error.code());
+                    }
+                    self.tracker.finish(Err(error));
+                }
                 Ok(_) => {}
             }
         }
@@ -271,7 +278,10 @@ impl Runtime {
                     return Ok((Box::pin(futures_util::stream::iter(events)), routing));
                 }
                 Err(error) if attempts.falls_back(&model, &error, &route.chain, index) => continue,
-                Err(error) => return Err(error),
+                Err(error) => {
+                    model.counters.errors.add(error.code());
+                    return Err(error);
+                }
             };
             // A stream's own limit is streaming.totalTimeoutMs (the execution enforces it).
             let total =

@@ -1,4 +1,5 @@
-//! The runtime's own metrics: counters on the hot path and the snapshot that renders them.
+//! The runtime's own metrics: counters on the hot path (requests, embeddings) and the snapshot
+//! that renders them. A leaf: it names no step of the path.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -7,9 +8,7 @@ use ray_core::config::GracefulDegradationConfig;
 use ray_core::wire::PreparationHealth;
 use ray_scheduler::StateSnapshot;
 
-use crate::pressure::{PressureSignals, process_rss_bytes};
-use crate::registry::ModelEntry;
-use crate::runtime::Runtime;
+use crate::pressure::PressureSignals;
 use crate::tuning::Tuner;
 
 use crate::metrics::{
@@ -622,123 +621,108 @@ fn lane_sample(lane: &'static str, value: u32) -> Sample {
     }
 }
 
-impl Runtime {
-    /// Every runtime metric at this moment. The queue, dedupe, preparation and adaptive
-    /// families are the default model's; the `ray_model_*` families carry a `model` label, one
-    /// value per configured model.
-    pub fn metrics(&self) -> MetricsSnapshot {
-        let inner = &self.inner;
-        let config = &inner.config;
-        let model = self.model();
-        let scheduler = model.scheduler.snapshot();
-        let cache = inner.cache.as_ref().map(|cache| {
-            (
-                cache.lock().stats(),
-                config.cache.max_entries,
-                config.cache.max_bytes,
-            )
-        });
-        let provider_status = model
-            .health
-            .status_now(model.provider.has_health_probe())
-            .gauge();
-        let mut snapshot = inner.metrics.snapshot(&Gauges {
-            scheduler: &scheduler,
-            max_queue: model.limits.max_queue,
-            concurrency: model.limits.concurrency,
-            max_queued_tokens: model.limits.max_queued_tokens,
-            max_inflight_tokens: model.limits.max_inflight_tokens,
-            cache,
-            dedupe_flights: model.flights.flights(),
-            dedupe_followers: model.flights.followers(),
-            dedupe_followers_total: model.flights.followers_total(),
-            provider_status,
-            process_rss_bytes: process_rss_bytes(),
-            uptime_seconds: self.uptime().as_secs_f64(),
-            pressure: &inner.pressure.sample(),
-            degradation: &config.graceful_degradation,
-            tuner: &model.tuner,
-            preparation: &model.scheduler.preparation(),
-        });
-        self.model_metrics(&mut snapshot);
-        snapshot.extend(inner.embeddings.snapshot());
-        if let Some(jobs) = &inner.jobs {
-            snapshot.extend(jobs.metrics());
-        }
-        snapshot
-    }
+/// Counters and histograms of the embeddings path.
+#[derive(Debug)]
+pub(crate) struct EmbedMetrics {
+    pub(crate) requests: AtomicU64,
+    pub(crate) succeeded: AtomicU64,
+    pub(crate) errors: CodeCounters,
+    pub(crate) inputs: AtomicU64,
+    pub(crate) cache_hits: AtomicU64,
+    pub(crate) cache_misses: AtomicU64,
+    pub(crate) provider_calls: AtomicU64,
+    pub(crate) prompt_tokens: AtomicU64,
+    pub(crate) duration: Histogram,
+    pub(crate) queue_wait: Histogram,
+}
 
-    /// The `ray_model_*` families: one sample per configured model.
-    fn model_metrics(&self, m: &mut MetricsSnapshot) {
-        let now = tokio::time::Instant::now();
-        let entries = self.inner.registry.entries();
-        let per_model = |value: &dyn Fn(&ModelEntry) -> f64| -> Vec<Sample> {
-            entries
-                .iter()
-                .map(|entry| Sample {
-                    suffix: "",
-                    labels: vec![("model", entry.id.clone())],
-                    value: value(entry),
-                })
-                .collect()
-        };
-        let counter = |value: &AtomicU64| value.load(Ordering::Relaxed) as f64;
-        m.labelled(
-            "ray_model_ready",
-            "1 while the model's backend is ready (0 while loading, down or in cooldown).",
-            MetricKind::Gauge,
-            per_model(&|e| {
-                let status = e.health.status_now(e.provider.has_health_probe());
-                f64::from(u8::from(e.state(status, now) == "ready"))
-            }),
+impl Default for EmbedMetrics {
+    fn default() -> EmbedMetrics {
+        EmbedMetrics {
+            requests: AtomicU64::new(0),
+            succeeded: AtomicU64::new(0),
+            errors: CodeCounters::default(),
+            inputs: AtomicU64::new(0),
+            cache_hits: AtomicU64::new(0),
+            cache_misses: AtomicU64::new(0),
+            provider_calls: AtomicU64::new(0),
+            prompt_tokens: AtomicU64::new(0),
+            duration: Histogram::new(LATENCY_BUCKETS),
+            queue_wait: Histogram::new(LATENCY_BUCKETS),
+        }
+    }
+}
+
+impl EmbedMetrics {
+    /// The `ray_embeddings_*` families.
+    pub(crate) fn snapshot(&self) -> MetricsSnapshot {
+        let mut m = MetricsSnapshot::default();
+        m.counter(
+            "ray_embeddings_requests_total",
+            "Embeddings requests that reached the runtime (cache hits and rejections included).",
+            None,
+            load(&self.requests),
+        );
+        m.counter(
+            "ray_embeddings_requests_succeeded_total",
+            "Embeddings requests answered successfully.",
+            None,
+            load(&self.succeeded),
+        );
+        m.counter(
+            "ray_embeddings_requests_failed_total",
+            "Embeddings requests that ended with an error.",
+            None,
+            self.errors.total() as f64,
         );
         m.labelled(
-            "ray_model_cooldown",
-            "1 while the model is in cooldown after repeated backend failures.",
-            MetricKind::Gauge,
-            per_model(&|e| f64::from(u8::from(e.cooldown.lock().active_until(now).is_some()))),
-        );
-        m.labelled(
-            "ray_model_queue_waiting",
-            "Requests waiting for the model's permits.",
-            MetricKind::Gauge,
-            per_model(&|e| f64::from(e.scheduler.snapshot().depth())),
-        );
-        m.labelled(
-            "ray_model_in_flight",
-            "Requests of the model executing now.",
-            MetricKind::Gauge,
-            per_model(&|e| f64::from(e.scheduler.snapshot().in_flight)),
-        );
-        m.labelled(
-            "ray_model_concurrency",
-            "The model's permits.",
-            MetricKind::Gauge,
-            per_model(&|e| f64::from(e.limits.concurrency)),
-        );
-        m.labelled(
-            "ray_model_routed_total",
-            "Requests routed to the model (before any fallback).",
+            "ray_embeddings_errors_total",
+            "Embeddings errors by error code.",
             MetricKind::Counter,
-            per_model(&|e| counter(&e.counters.routed)),
+            self.errors.samples(),
+        );
+        m.counter(
+            "ray_embeddings_inputs_total",
+            "Texts embedded (answered from the cache or by the backend).",
+            None,
+            load(&self.inputs),
+        );
+        m.counter(
+            "ray_embeddings_cache_hits_total",
+            "Texts whose vector came from the result cache.",
+            None,
+            load(&self.cache_hits),
+        );
+        m.counter(
+            "ray_embeddings_cache_misses_total",
+            "Texts looked up in the result cache and not found.",
+            None,
+            load(&self.cache_misses),
+        );
+        m.counter(
+            "ray_embeddings_provider_calls_total",
+            "Embeddings executions on the backend (one per request with cache misses).",
+            None,
+            load(&self.provider_calls),
+        );
+        m.counter(
+            "ray_embeddings_prompt_tokens_total",
+            "Tokens the backend read for embeddings (its count, else chars / 4).",
+            None,
+            load(&self.prompt_tokens),
         );
         m.labelled(
-            "ray_model_served_total",
-            "Requests the model answered (cache hits included).",
-            MetricKind::Counter,
-            per_model(&|e| counter(&e.counters.served)),
+            "ray_embeddings_duration_seconds",
+            "Time from arrival to answer of embeddings requests.",
+            MetricKind::Histogram,
+            self.duration.samples(),
         );
         m.labelled(
-            "ray_model_fallbacks_total",
-            "Requests that moved from the model to its fallback.",
-            MetricKind::Counter,
-            per_model(&|e| counter(&e.counters.fell_back)),
+            "ray_embeddings_queue_wait_seconds",
+            "Time embeddings requests waited for a permit.",
+            MetricKind::Histogram,
+            self.queue_wait.samples(),
         );
-        m.labelled(
-            "ray_model_cooldowns_total",
-            "Times the model went into cooldown.",
-            MetricKind::Counter,
-            per_model(&|e| counter(&e.counters.cooldowns)),
-        );
+        m
     }
 }

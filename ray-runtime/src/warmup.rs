@@ -11,8 +11,8 @@ use ray_core::wire::InferRequest;
 use tokio::task::JoinHandle;
 
 use crate::front::RequestContext;
-use crate::health::WarmState;
 use crate::jobs::{DRAIN_TIMEOUT, JobQueue};
+use crate::model_health::WarmState;
 use crate::plan::PlanOptions;
 use crate::registry::ModelEntry;
 use crate::runtime::Runtime;
@@ -188,7 +188,7 @@ impl Runtime {
         }
         let runtime = self.clone();
         background.tasks.push(tokio::spawn(async move {
-            runtime.log_flush_loop().await;
+            runtime.inner.metrics.logs.flush_loop().await;
         }));
         background.logs = Some(self.inner.metrics.logs.clone());
         for model in self.inner.registry.entries() {
@@ -217,7 +217,7 @@ impl Runtime {
         let health = &model.health;
         loop {
             tokio::select! {
-                () = tokio::time::sleep(crate::health::HEALTH_MONITOR_INTERVAL) => {}
+                () = tokio::time::sleep(crate::model_health::HEALTH_MONITOR_INTERVAL) => {}
                 () = health.probe_now.notified() => {}
             }
             self.provider_health_of_entry(model).await;

@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use hyper::body::Incoming;
+use crate::http::RequestBody;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use ray_core::config::RouteKind;
@@ -82,6 +82,7 @@ pub const PROTECTED_ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/jobs"),
     ("GET", "/v1/jobs/{id}"),
     ("DELETE", "/v1/jobs/{id}"),
+    ("GET", "/v1/cluster/nodes"),
 ];
 
 /// Why the app could not be set up.
@@ -91,6 +92,9 @@ pub enum AppError {
     /// Auth is enabled but the keys are missing or invalid.
     #[error(transparent)]
     Auth(#[from] AuthSetupError),
+    /// The `cluster` section cannot be used (its key or credentials are missing).
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterSetupError),
 }
 
 /// Counters kept by the HTTP front.
@@ -193,10 +197,12 @@ pub(crate) enum Route {
     /// Any other `/v1/*` path outside Ray's native routes: a 404 in OpenAI's shape, so the
     /// OpenAI SDKs raise their `NotFoundError`.
     OpenAiNotFound,
+    /// `GET /v1/cluster/nodes`.
+    ClusterNodes,
 }
 
 impl Route {
-    const ALL: [Route; 20] = [
+    const ALL: [Route; 21] = [
         Route::Root,
         Route::Livez,
         Route::Readyz,
@@ -217,6 +223,7 @@ impl Route {
         Route::NotFound,
         Route::Model,
         Route::OpenAiNotFound,
+        Route::ClusterNodes,
     ];
 
     fn parse(method: &Method, path: &str) -> Route {
@@ -238,6 +245,7 @@ impl Route {
             (&Method::GET, "/v1/jobs") => Route::JobList,
             (&Method::GET, p) if p.starts_with("/v1/jobs/") => Route::Job,
             (&Method::DELETE, p) if p.starts_with("/v1/jobs/") => Route::JobCancel,
+            (&Method::GET, "/v1/cluster/nodes") => Route::ClusterNodes,
             (&Method::GET, p) if p.starts_with("/v1/models/") && p.len() > "/v1/models/".len() => {
                 Route::Model
             }
@@ -269,18 +277,23 @@ impl Route {
             Route::NotFound => "not_found",
             Route::Model => "/v1/models/{id}",
             Route::OpenAiNotFound => "not_found (openai)",
+            Route::ClusterNodes => "/v1/cluster/nodes",
         }
     }
 
     /// Ray's own `/v1` routes, whose unknown methods keep Ray's error shape.
     fn native_path(path: &str) -> bool {
-        matches!(path, "/v1/infer" | "/v1/config" | "/v1/jobs") || path.starts_with("/v1/jobs/")
+        matches!(
+            path,
+            "/v1/infer" | "/v1/config" | "/v1/jobs" | "/v1/cluster/nodes"
+        ) || path.starts_with("/v1/jobs/")
     }
 
     fn protected(self) -> bool {
         matches!(
             self,
             Route::Health
+                | Route::ClusterNodes
                 | Route::Status
                 | Route::StatusJson
                 | Route::Metrics
@@ -325,6 +338,14 @@ impl Route {
         )
     }
 
+    /// Routes a node may forward to a peer that has the model ready.
+    fn forwardable(self) -> bool {
+        matches!(
+            self,
+            Route::Infer | Route::ChatCompletions | Route::Completions | Route::Embeddings
+        )
+    }
+
     /// Job routes without a body (look-ups, listing, cancellation): the async-queue check
     /// comes before the rate limit.
     fn is_job_lookup(self) -> bool {
@@ -352,6 +373,7 @@ pub struct App {
     limits: HttpLimits,
     pub(crate) stats: ServerStats,
     pub(crate) status: crate::status::StatusHistory,
+    cluster: Option<crate::cluster::ClusterLink>,
 }
 
 impl App {
@@ -375,6 +397,16 @@ impl App {
             .rate_limit
             .enabled
             .then(|| RateLimiter::new(config.rate_limit.clone()));
+        // With a `cluster` section the node joins the registry in the background (this needs
+        // a Tokio runtime); without it no connection is opened.
+        let cluster = match &config.cluster {
+            Some(cluster) => Some(crate::cluster::ClusterLink::start(
+                &runtime,
+                cluster,
+                |name| std::env::var(name).ok(),
+            )?),
+            None => None,
+        };
         Ok(App {
             runtime,
             keys,
@@ -382,6 +414,7 @@ impl App {
             limits: HttpLimits::default(),
             stats: ServerStats::default(),
             status: crate::status::StatusHistory::default(),
+            cluster,
         })
     }
 
@@ -410,7 +443,7 @@ impl App {
     /// rate-limited requests are refused before any body is read.
     pub(crate) async fn handle(
         &self,
-        mut request: Request<Incoming>,
+        mut request: Request<RequestBody>,
         peer: SocketAddr,
         log: &mut RequestLog,
     ) -> (Route, Response<Body>) {
@@ -420,9 +453,41 @@ impl App {
             // malformed requests: close it.
             return (route, self.reject(route, error, log, true));
         }
+        // A request a peer forwarded carries the cluster's signature instead of a client key;
+        // it was admitted by the rate limit of the node that took it, and is never forwarded
+        // again.
+        let mut forwarded = false;
+        if let Some(cluster) = &self.cluster
+            && crate::cluster::is_forwarded(&request)
+        {
+            let (buffered, body) = match self.buffer(request).await {
+                Ok(read) => read,
+                Err((error, close)) => return (route, self.reject(route, error, log, close)),
+            };
+            request = buffered;
+            match cluster.verify(
+                request.method(),
+                request.uri().path(),
+                request.headers(),
+                &body,
+            ) {
+                Ok(node) => {
+                    request
+                        .extensions_mut()
+                        .insert(ApiKeyId(format!("node:{node}")));
+                    forwarded = true;
+                }
+                Err(error) => {
+                    self.stats.auth_rejected.fetch_add(1, Ordering::Relaxed);
+                    return (route, self.reject(route, error, log, false));
+                }
+            }
+        }
         // Only a verified key identifies a client: with auth disabled a Bearer token is
         // anything the client likes, so it plays no part in rate limiting.
-        let verified_key = if route.protected()
+        let verified_key = if forwarded {
+            None
+        } else if route.protected()
             && let Some(keys) = &self.keys
         {
             match keys.check(request.headers()) {
@@ -451,7 +516,7 @@ impl App {
                 self.reject(route, async_queue_disabled(), log, false),
             );
         }
-        let decision = match (&self.limiter, route.rate_limited()) {
+        let decision = match (&self.limiter, route.rate_limited() && !forwarded) {
             (Some(limiter), true) => {
                 let ip = client_ip(
                     peer.ip(),
@@ -478,8 +543,35 @@ impl App {
             }
             _ => None,
         };
+        // A request whose model is not ready here (or would wait too long) goes to a peer that
+        // has it ready, when there is one; otherwise it is served here.
+        if let Some(cluster) = &self.cluster
+            && !forwarded
+            && route.forwardable()
+        {
+            let (buffered, body) = match self.buffer(request).await {
+                Ok(read) => read,
+                Err((error, close)) => return (route, self.reject(route, error, log, close)),
+            };
+            request = buffered;
+            let named = crate::cluster::requested_model(&body);
+            if let Some(model) = cluster.wants_peer(&self.runtime, named.as_deref()) {
+                let path = request
+                    .uri()
+                    .path_and_query()
+                    .map_or("/", |pq| pq.as_str())
+                    .to_string();
+                if let Some(response) = cluster
+                    .forward(&model, request.method(), &path, request.headers(), &body)
+                    .await
+                {
+                    return (route, response);
+                }
+            }
+        }
         let response = match route {
             Route::Root => self.root(),
+            Route::ClusterNodes => self.cluster_nodes(route, log).await,
             Route::Livez => http::json(
                 StatusCode::OK,
                 &serde_json::json!({ "status": "ok", "service": self.service_name() }),
@@ -511,15 +603,20 @@ impl App {
                 false,
             ),
         };
-        let response = match decision {
+        let mut response = match decision {
             Some(decision) => with_rate_limit_headers(response, &decision),
             None => response,
         };
+        if let Some(node) = self.cluster.as_ref().and_then(|c| c.node_header()) {
+            response
+                .headers_mut()
+                .insert(ray_cluster::auth::NODE_HEADER, node);
+        }
         (route, response)
     }
 
     /// The head checks: header count and bytes, target length, target form and `Host`.
-    fn check_head(&self, request: &Request<Incoming>) -> Result<(), RayError> {
+    fn check_head(&self, request: &Request<RequestBody>) -> Result<(), RayError> {
         let limits = &self.limits;
         head::check_size(
             request.method(),
@@ -678,12 +775,22 @@ impl App {
         }
         health.rate_limit = rate_limit;
         health.gateway = Some(GatewayHealth { http: http_health });
+        if let Some(cluster) = &self.cluster {
+            let cluster = cluster.health();
+            if cluster.status != "ok" && health.status == HealthStatus::Ok {
+                health.status = HealthStatus::Degraded;
+            }
+            health.cluster = Some(cluster);
+        }
         health
     }
 
     fn metrics(&self, query: Option<&str>) -> Response<Body> {
         let mut snapshot = self.runtime.metrics();
         snapshot.extend(self.server_metrics());
+        if let Some(cluster) = &self.cluster {
+            snapshot.extend(cluster.metrics());
+        }
         let wants_json = query.is_some_and(|q| {
             q.split('&')
                 .any(|pair| pair.eq_ignore_ascii_case("format=json"))
@@ -794,7 +901,7 @@ impl App {
     /// body timeout.
     pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
         &self,
-        request: Request<Incoming>,
+        request: Request<RequestBody>,
     ) -> Result<T, (RayError, bool)> {
         let limit = self.runtime.config().server.request_body_limit_bytes;
         http::check_post_headers(request.headers(), limit).map_err(|e| (e, true))?;
@@ -818,7 +925,71 @@ impl App {
         http::parse_json(&body).map_err(|e| (e, false))
     }
 
-    async fn infer(&self, request: Request<Incoming>, log: &mut RequestLog) -> Response<Body> {
+    /// Reads a request's body (within the body limit and timeout) and gives the request back
+    /// with the body in memory, so it can be checked, then forwarded or served here.
+    async fn buffer(
+        &self,
+        request: Request<RequestBody>,
+    ) -> Result<(Request<RequestBody>, bytes::Bytes), (RayError, bool)> {
+        let limit = self.runtime.config().server.request_body_limit_bytes;
+        if request.method() == Method::POST {
+            http::check_post_headers(request.headers(), limit).map_err(|e| (e, true))?;
+        }
+        let (parts, body) = request.into_parts();
+        let read = http::read_body(Request::new(body), limit);
+        let bytes = match tokio::time::timeout(self.limits.body_timeout, read).await {
+            Ok(Ok(bytes)) => bytes,
+            Ok(Err(error)) => return Err((error, true)),
+            Err(_elapsed) => {
+                let error = RayError::new(
+                    ErrorCode::InvalidHttpRequest,
+                    format!(
+                        "The request body was not received within {} s",
+                        self.limits.body_timeout.as_secs()
+                    ),
+                );
+                return Err((error, true));
+            }
+        };
+        let body = http_body_util::Either::Right(http_body_util::Full::new(bytes.clone()));
+        Ok((Request::from_parts(parts, body), bytes))
+    }
+
+    /// `GET /v1/cluster/nodes`: the live nodes from the registry.
+    async fn cluster_nodes(&self, route: Route, log: &mut RequestLog) -> Response<Body> {
+        let Some(cluster) = &self.cluster else {
+            return self.reject(
+                route,
+                RayError::new(
+                    ErrorCode::NotFound,
+                    "This node is not in a cluster (the config has no cluster section)",
+                ),
+                log,
+                false,
+            );
+        };
+        match cluster.nodes().await {
+            Ok(nodes) => http::json(
+                StatusCode::OK,
+                &serde_json::json!({ "node": cluster.node_id(), "nodes": nodes }),
+            ),
+            Err(error) => self.reject(route, error, log, false),
+        }
+    }
+
+    /// The cluster link, when this node is in a cluster.
+    pub(crate) fn cluster(&self) -> Option<&crate::cluster::ClusterLink> {
+        self.cluster.as_ref()
+    }
+
+    /// Leaves the cluster (removes this node's registry record), when in one.
+    pub async fn leave_cluster(&self) {
+        if let Some(cluster) = &self.cluster {
+            cluster.leave().await;
+        }
+    }
+
+    async fn infer(&self, request: Request<RequestBody>, log: &mut RequestLog) -> Response<Body> {
         let context = request_context(&request, RouteKind::Infer, false);
         let parsed: InferRequest = match self.read_json(request).await {
             Ok(parsed) => parsed,

@@ -348,7 +348,9 @@ fn serve(args: &ServeArgs) -> ExitCode {
         let backends = app.runtime().start_backends();
         // Warm-up starts only now, after the listener is bound, so /livez answers at once.
         let background = app.runtime().start();
-        let result = crate::server::run(listener, app, shutdown_signal()).await;
+        let result = crate::server::run(listener, app.clone(), shutdown_signal()).await;
+        // Peers stop sending this node requests at once rather than when its record expires.
+        app.leave_cluster().await;
         background.shutdown().await;
         // After the drain: requests in progress needed the backend until now.
         backends.shutdown().await;

@@ -3,7 +3,7 @@
 //! the list of vectors. Errors keep Ray's status codes and `Retry-After`, in OpenAI's body
 //! shape (`error.message`, `type`, `param`, `code`).
 
-use hyper::body::Incoming;
+use crate::http::RequestBody;
 use hyper::{Request, Response, StatusCode};
 use ray_core::config::RouteKind;
 use ray_core::wire::embeddings::EmbeddingsRequest;
@@ -14,7 +14,7 @@ use crate::http::{self, Body};
 /// `POST /v1/embeddings`.
 pub(crate) async fn embeddings(
     app: &App,
-    request: Request<Incoming>,
+    request: Request<RequestBody>,
     log: &mut RequestLog,
 ) -> Response<Body> {
     let context = crate::app::request_context(&request, RouteKind::Embeddings, false);

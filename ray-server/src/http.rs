@@ -6,7 +6,7 @@ use std::convert::Infallible;
 use bytes::{Bytes, BytesMut};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
-use hyper::body::{Body as _, Incoming};
+use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use ray_core::{ErrorCode, RayError};
@@ -15,6 +15,10 @@ use serde::de::DeserializeOwned;
 
 /// The response body type of every route.
 pub type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// A request's body: as it arrives, or already read (a request that was checked for
+/// forwarding to a peer before it was served here).
+pub type RequestBody = http_body_util::Either<Incoming, http_body_util::Full<Bytes>>;
 
 /// Media types accepted on POST routes.
 pub const SUPPORTED_MEDIA_TYPES: [&str; 2] = ["application/json", "application/*+json"];
@@ -168,7 +172,11 @@ pub fn is_json_media_type(value: &str) -> bool {
 }
 
 /// Reads the whole body, failing with `body_too_large` once it exceeds `limit`.
-pub async fn read_body(request: Request<Incoming>, limit: u64) -> Result<Bytes, RayError> {
+pub async fn read_body<B>(request: Request<B>, limit: u64) -> Result<Bytes, RayError>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
     let mut body = request.into_body();
     if body.size_hint().lower() > limit {
         return Err(body_too_large(limit));

@@ -36,6 +36,7 @@ mod app;
 pub mod auth;
 pub mod bench;
 pub mod cli;
+pub mod cluster;
 pub mod deploy;
 pub mod doctor;
 mod embeddings;

@@ -4,8 +4,8 @@
 //! cache, dedupe, admission, degradation and metrics all apply. Errors keep Ray's status codes
 //! and `Retry-After`, in OpenAI's body shape.
 
+use crate::http::RequestBody;
 use bytes::Bytes;
-use hyper::body::Incoming;
 use hyper::header::HeaderValue;
 use hyper::{Request, Response, StatusCode};
 use ray_core::wire::openai::{
@@ -92,7 +92,7 @@ pub(crate) async fn model(app: &App, path: &str, log: &mut RequestLog) -> Respon
 /// Any other `/v1/*` path: `404 not_found` in OpenAI's shape, naming the method and path.
 pub(crate) fn not_found(
     app: &App,
-    request: &Request<Incoming>,
+    request: &Request<RequestBody>,
     log: &mut RequestLog,
 ) -> Response<Body> {
     let error = RayError::new(
@@ -227,7 +227,7 @@ impl Endpoint for CompletionRequest {
 /// `POST /v1/chat/completions`.
 pub(crate) async fn chat_completions(
     app: &App,
-    request: Request<Incoming>,
+    request: Request<RequestBody>,
     log: &mut RequestLog,
 ) -> Response<Body> {
     serve::<ChatCompletionRequest>(app, request, log).await
@@ -236,7 +236,7 @@ pub(crate) async fn chat_completions(
 /// `POST /v1/completions`.
 pub(crate) async fn completions(
     app: &App,
-    request: Request<Incoming>,
+    request: Request<RequestBody>,
     log: &mut RequestLog,
 ) -> Response<Body> {
     serve::<CompletionRequest>(app, request, log).await
@@ -255,7 +255,7 @@ fn door_limits(app: &App, model: Option<&str>) -> DoorLimits {
 /// `n` above 1, runs the `n` generations side by side, each admitted on its own.
 async fn serve<E: Endpoint>(
     app: &App,
-    request: Request<Incoming>,
+    request: Request<RequestBody>,
     log: &mut RequestLog,
 ) -> Response<Body> {
     let context = request_context(&request, E::ROUTE_KIND, false);

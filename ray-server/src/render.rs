@@ -86,6 +86,23 @@ pub fn render(config: &RayConfig, deploy: &DeployArgs) -> Result<Rendered, Deplo
             contents: llama_unit(config, deploy, &split)?,
         });
     }
+    // The node whose `cluster.natsUrls` include a loopback URL hosts NATS for the cluster.
+    if let Some(port) = config
+        .cluster
+        .as_ref()
+        .and_then(crate::deploy::nats::hosted_port)
+    {
+        files.push(RenderedFile {
+            name: crate::deploy::nats::NATS_UNIT,
+            install_path: crate::deploy::nats::unit_path(),
+            contents: crate::deploy::nats::nats_unit(&header(deploy, config, "#")),
+        });
+        files.push(RenderedFile {
+            name: "nats.conf",
+            install_path: crate::deploy::nats::NATS_CONFIG_PATH.into(),
+            contents: crate::deploy::nats::nats_config(&header(deploy, config, "#"), port),
+        });
+    }
     files.push(RenderedFile {
         name: "Caddyfile",
         install_path: CADDYFILE_PATH.into(),
@@ -167,6 +184,17 @@ fn gateway_unit(
         let _ = writeln!(out, "After=network.target {LLAMA_UNIT}");
     } else {
         out.push_str("After=network.target\n");
+    }
+    if config
+        .cluster
+        .as_ref()
+        .and_then(crate::deploy::nats::hosted_port)
+        .is_some()
+    {
+        // NATS on this node: started first; the gateway serves its own models while it is
+        // away, so Wants, not Requires.
+        let nats = crate::deploy::nats::NATS_UNIT;
+        let _ = writeln!(out, "Wants={nats}\nAfter={nats}");
     }
     out.push_str("StartLimitIntervalSec=60\nStartLimitBurst=10\n\n[Service]\nType=simple\n");
     let _ = writeln!(out, "User={}", deploy.user);

@@ -170,6 +170,7 @@ async fn serve_one(
     let mut log = RequestLog::default();
     // Decrement even if the client leaves and this future is dropped mid-request.
     let _active = ActiveGuard(app);
+    let request = request.map(http_body_util::Either::Left);
     let (route, mut response) =
         ray_runtime::access_scope(app.handle(request, peer, &mut log)).await;
     let count = served.fetch_add(1, Ordering::Relaxed) + 1;

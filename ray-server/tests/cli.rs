@@ -48,7 +48,7 @@ fn check_config_accepts_every_example() {
         "{stdout}{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert_eq!(stdout.matches(": ok (").count(), 21, "{stdout}");
+    assert_eq!(stdout.matches(": ok (").count(), 22, "{stdout}");
 }
 
 #[test]

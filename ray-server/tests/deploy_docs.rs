@@ -139,11 +139,16 @@ fn the_files_deploy_md_installs_are_the_ones_render_writes() {
     );
 }
 
-/// Codes the doctor source emits: `"snake_case"` literals in checks.rs that are not check
-/// names.
+/// Codes the doctor source emits: `"snake_case"` literals in the checks' files that are not
+/// check names.
 fn doctor_codes() -> BTreeSet<String> {
-    let source = read("ray-server/src/doctor/checks.rs");
-    let source = source.split("#[cfg(test)]").next().unwrap();
+    let whole = ["checks.rs", "cluster.rs"]
+        .iter()
+        .map(|file| read(&format!("ray-server/src/doctor/{file}")))
+        .map(|source| source.split("#[cfg(test)]").next().unwrap().to_string())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let source = whole.as_str();
     let checks: BTreeSet<&str> = ray_server::doctor::CHECKS.iter().copied().collect();
     source
         .split('"')

@@ -330,6 +330,42 @@ async fn a_model_without_fallback_fails_at_once_with_a_clear_code() {
     // The other model serves meanwhile.
     let ok = infer_json(&server, r#"{"input":"x","model":"alive"}"#).await;
     assert_eq!(ok.status, 200);
+    // Errors are counted against the model that failed, and only there.
+    let metrics = server.client().metrics_text().await.unwrap();
+    // (two requests failed: the first as a refused call or already refused, the second refused)
+    let gone = |code: &str| {
+        metric_value(
+            &metrics,
+            &format!(r#"ray_model_errors_total{{model="gone",code="{code}"}}"#),
+        )
+        .unwrap_or(0.0)
+    };
+    assert!(gone("provider_unavailable") >= 1.0, "{metrics}");
+    assert_eq!(
+        gone("provider_unavailable") + gone("provider_request_failed"),
+        2.0
+    );
+    assert!(!metrics.contains(r#"ray_model_errors_total{model="alive""#));
+    assert_eq!(
+        metric_value(&metrics, r#"ray_model_served_total{model="alive"}"#),
+        Some(1.0)
+    );
+    for family in [
+        "ray_model_queued_tokens",
+        "ray_model_in_flight_tokens",
+        "ray_model_oldest_wait_seconds",
+        "ray_model_queue_rejected_total",
+        "ray_model_dedupe_flights",
+        "ray_model_dedupe_followers_total",
+    ] {
+        for model in ["alive", "gone"] {
+            assert_eq!(
+                metric_value(&metrics, &format!(r#"{family}{{model="{model}"}}"#)),
+                Some(0.0),
+                "{family} {model}"
+            );
+        }
+    }
 }
 
 #[tokio::test]

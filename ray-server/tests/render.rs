@@ -7,7 +7,7 @@ mod deploy_tools;
 
 use std::path::{Path, PathBuf};
 
-use deploy_tools::{binary, example_configs, skipped, tool, write_executable};
+use deploy_tools::{binary, example_configs, repo_root, skipped, tool, write_executable};
 use ray_core::config::ConfigLoader;
 use ray_server::deploy::launch::{SystemdExec, llama_command};
 use ray_server::deploy::memory::memory_split;
@@ -77,11 +77,12 @@ fn every_example_renders_units_that_say_what_the_config_says() {
         match (launch, rendered.supervised) {
             (Some(launch), false) => {
                 let llama = &rendered.file("ray-llama-cpp.service").unwrap().contents;
-                assert_eq!(
-                    value(gateway, "Wants"),
-                    vec!["ray-llama-cpp.service"],
-                    "{name}"
-                );
+                // A node that hosts NATS also wants its unit.
+                let mut wants = vec!["ray-llama-cpp.service"];
+                if rendered.file("ray-nats.service").is_some() {
+                    wants.push("ray-nats.service");
+                }
+                assert_eq!(value(gateway, "Wants"), wants, "{name}");
                 assert_eq!(
                     value(llama, "ExecStart"),
                     vec![llama_command(launch).systemd_exec().unwrap().as_str()],
@@ -535,4 +536,65 @@ fn the_env_file_asks_for_a_signing_secret_when_jobs_are_on_and_caddy_retries_a_r
         assert!(caddy.contains("lb_try_duration 5s"), "{name}:\n{caddy}");
         assert!(!caddy.contains("health_uri"), "{name}:\n{caddy}");
     }
+}
+
+#[test]
+fn a_node_hosting_nats_gets_its_unit_and_a_config_nats_server_accepts() {
+    let path = repo_root().join("examples/config/ray.cluster-node.json");
+    let config = ConfigLoader::new().with_file(&path).load().unwrap().config;
+    let rendered = render(&config, &deploy(&path)).unwrap();
+    let unit = rendered.file("ray-nats.service").expect("the NATS unit");
+    assert!(
+        unit.contents
+            .contains("ExecStart=/usr/sbin/nats-server -c /etc/ray/nats.conf")
+    );
+    let gateway = rendered.file("ray-gateway.service").unwrap();
+    assert!(
+        gateway.contents.contains("Wants=ray-nats.service"),
+        "{}",
+        gateway.contents
+    );
+    let conf = rendered.file("nats.conf").expect("the NATS config");
+    assert!(conf.contents.contains("listen: 127.0.0.1:4222"));
+    assert!(conf.contents.contains("jetstream {"));
+    let Some(nats) = tool("nats-server") else {
+        skipped(
+            "nats-server -t of the rendered config",
+            "nats-server is not installed (Debian package nats-server)",
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // The store path is the VPS's; for the check it points into the temporary directory.
+    let local = conf.contents.replace(
+        "/var/lib/ray-nats",
+        &dir.path().join("store").display().to_string(),
+    );
+    let file = dir.path().join("nats.conf");
+    std::fs::write(&file, local).unwrap();
+    let output = std::process::Command::new(nats)
+        .arg("-t")
+        .arg("-c")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "nats-server -t: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // A node whose NATS is elsewhere renders no NATS unit.
+    let elsewhere = ConfigLoader::new()
+        .with_file(&path)
+        .with_json(
+            "override",
+            r#"{"cluster":{"natsUrls":["nats://10.0.0.2:4222"],"nodeId":"fsn-1",
+                "advertiseUrl":"http://10.0.0.2:8080","clusterKeyEnv":"RAY_CLUSTER_KEY"}}"#,
+        )
+        .load()
+        .unwrap()
+        .config;
+    let rendered = render(&elsewhere, &deploy(&path)).unwrap();
+    assert!(rendered.file("ray-nats.service").is_none());
 }

@@ -1,6 +1,7 @@
 //! The configuration: the `RayConfig` tree, the seven profiles, layering (profile, file,
 //! `RAY_*` environment, explicit overrides), validation with JSON paths, and the JSON Schema.
 
+mod cluster;
 mod duplicates;
 mod env;
 mod explain_models;
@@ -11,6 +12,9 @@ mod types;
 mod validate;
 mod validate_models;
 
+pub use cluster::{
+    ClusterConfig, DEFAULT_HEARTBEAT_MS, DEFAULT_OVERFLOW_AFTER_MS, MIN_CLUSTER_KEY_BYTES,
+};
 pub use env::{ENV_VARS, EnvKind, EnvScope, EnvVar, OTHER_RAY_VARS, parse_env_value};
 pub use explain_models::explain_models;
 pub use limits::{FIELD_LIMITS, FieldLimit, Limit, limits_of, rule_path, schema_keywords};

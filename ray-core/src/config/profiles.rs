@@ -598,6 +598,7 @@ pub fn profile_defaults(profile: Profile) -> RayConfig {
             .iter()
             .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
             .collect::<BTreeMap<_, _>>(),
+        cluster: None,
     }
 }
 

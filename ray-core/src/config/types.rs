@@ -64,6 +64,10 @@ pub struct RayConfig {
     /// Free-form labels (at most 64; keys up to 128 chars, values up to 4096). `modelRole` is
     /// read by the task-routing diagnostics.
     pub tags: BTreeMap<String, String>,
+    /// Several nodes sharing a registry through NATS JetStream. Absent (the default): this node
+    /// runs alone and opens no connection. New in this version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<super::cluster::ClusterConfig>,
 }
 
 /// A named set of defaults for one class of machine and model.
@@ -1130,6 +1134,16 @@ impl RayConfig {
         self.model_entries()
             .iter()
             .find(|m| m.id == name || m.aliases.iter().any(|a| a == name))
+    }
+
+    /// Every id and alias of [`RayConfig::model_entries`], in config order.
+    pub fn model_names(&self) -> Vec<&str> {
+        self.model_entries()
+            .iter()
+            .flat_map(|m| {
+                std::iter::once(m.id.as_str()).chain(m.aliases.iter().map(String::as_str))
+            })
+            .collect()
     }
 
     /// The id of the default model: `defaultModel` resolved through ids and aliases, else the

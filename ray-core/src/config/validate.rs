@@ -783,6 +783,10 @@ pub fn validate(config: &RayConfig) -> Vec<Diagnostic> {
 
     let mut diagnostics = c.diagnostics;
     diagnostics.extend(super::validate_models::validate_models(config));
+    if let Some(cluster) = &config.cluster {
+        let names = config.model_names();
+        diagnostics.extend(super::cluster::validate_cluster(cluster, &names));
+    }
     diagnostics
 }
 

@@ -215,6 +215,9 @@ pub struct Health {
     /// The HTTP front door (filled in by the server).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<GatewayHealth>,
+    /// The cluster connection (`cluster` in the config); absent on a node that runs alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterHealth>,
     /// Every configured model, in config order (one entry for a one-model config). New in
     /// this version.
     #[serde(default)]
@@ -755,4 +758,35 @@ mod tests {
         assert_eq!(r.status, HealthStatus::Unavailable);
         assert!(!r.is_ready());
     }
+}
+
+/// A node's view of its cluster: the NATS connection, the registry and its peers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterHealth {
+    /// `ok` while NATS is reachable and this node's record is current, else `degraded` (the
+    /// node keeps serving its own models).
+    pub status: String,
+    /// This node's id.
+    pub node_id: String,
+    /// `connecting`, `connected` or `disconnected`.
+    pub connection: String,
+    /// `ok` while heartbeats are written, `unavailable` while they fail.
+    pub registry: String,
+    /// Live peers seen at the last heartbeat.
+    pub peers: u32,
+    /// Peers skipped now because their circuit breaker is open.
+    pub open_breakers: u32,
+    /// Milliseconds since this node's record was last written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_heartbeat_ago_ms: Option<u64>,
+    /// Heartbeats that failed since start.
+    pub heartbeat_failures: u64,
+    /// Requests this node forwarded to a peer.
+    pub forwarded_out: u64,
+    /// Requests peers forwarded to this node.
+    pub forwarded_in: u64,
+    /// Why the registry is unavailable, while it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }

@@ -12,10 +12,10 @@ pub use generation::{
     FunctionCall, GenerationExtensions, JsonSchemaFormat, ParameterClamp, ToolCall,
 };
 pub use health::{
-    AdaptiveHealth, Availability, CacheHealth, CpuHealth, DegradationHealth, DetectedCapabilities,
-    GatewayHealth, GatewayHttpHealth, Health, HealthStatus, MemoryHealth, ModelHealth,
-    ModelIdentity, PreparationHealth, PressureFlags, ProviderHealth, ProviderStatus, QueueHealth,
-    RateLimitHealth, Readiness, RuntimeHealth, model_names_match, overall_status,
+    AdaptiveHealth, Availability, CacheHealth, ClusterHealth, CpuHealth, DegradationHealth,
+    DetectedCapabilities, GatewayHealth, GatewayHttpHealth, Health, HealthStatus, MemoryHealth,
+    ModelHealth, ModelIdentity, PreparationHealth, PressureFlags, ProviderHealth, ProviderStatus,
+    QueueHealth, RateLimitHealth, Readiness, RuntimeHealth, model_names_match, overall_status,
 };
 pub use infer::{
     AdaptiveTuningDiagnostics, ChatTurn, CountTriple, CpuSignals, DegradationDiagnostics,

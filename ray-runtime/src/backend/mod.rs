@@ -3,12 +3,14 @@
 //! backoff and reports its state to the model's readiness.
 
 mod launch;
-mod process;
+pub(crate) mod process;
 pub mod supervise;
 
 pub use launch::{LLAMA_OOM_SCORE_ADJUST, LlamaCommand, llama_command};
 pub use process::BackendProcess;
 pub use supervise::Supervisor;
+
+use std::time::Duration;
 
 use crate::runtime::Runtime;
 
@@ -65,5 +67,57 @@ impl Runtime {
             ));
         }
         Backends { supervisors }
+    }
+}
+
+impl Runtime {
+    /// The supervisor started the backend process `pid` of `model` (after `restarts`
+    /// restarts): its readiness says `provider_warming` until the process answers.
+    pub fn backend_process_starting(&self, model: &str, pid: u32, restarts: u32) {
+        if let Some(entry) = self.inner.registry.get(model) {
+            entry
+                .health
+                .set_process(BackendProcess::Starting { pid, restarts });
+        }
+    }
+
+    /// The started process of `model` accepts connections: probe it now rather than at the
+    /// next tick.
+    pub fn backend_process_listening(&self, model: &str) {
+        if let Some(entry) = self.inner.registry.get(model) {
+            entry.health.probe_now.notify_one();
+        }
+    }
+
+    /// The backend process of `model` ended (`exit` says how) and starts again in
+    /// `restart_in`: its readiness says `provider_unavailable` meanwhile.
+    pub fn backend_process_exited(
+        &self,
+        model: &str,
+        exit: String,
+        restarts: u32,
+        restart_in: Duration,
+    ) {
+        if let Some(entry) = self.inner.registry.get(model) {
+            entry.health.set_process(BackendProcess::Exited {
+                exit,
+                restarts,
+                restart_in_ms: restart_in.as_millis() as u64,
+            });
+        }
+    }
+
+    /// The backend process of `model` was stopped for good (shutdown).
+    pub fn backend_process_stopped(&self, model: &str, restarts: u32) {
+        if let Some(entry) = self.inner.registry.get(model) {
+            entry
+                .health
+                .set_process(BackendProcess::Stopped { restarts });
+        }
+    }
+
+    /// The supervised process's state of `model`, when a supervisor runs it.
+    pub fn backend_process(&self, model: &str) -> Option<BackendProcess> {
+        self.inner.registry.get(model)?.health.process()
     }
 }

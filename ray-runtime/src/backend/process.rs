@@ -6,12 +6,8 @@
 //! started process counts as running (its first answer), and is woken at once by each report
 //! so readiness follows within milliseconds instead of the monitor's two seconds.
 
-use std::time::Duration;
-
 use ray_core::wire::ProviderStatus;
 use serde::Serialize;
-
-use crate::runtime::Runtime;
 
 /// Where a supervised backend process stands.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -62,58 +58,6 @@ impl BackendProcess {
                 ProviderStatus::Unavailable
             }
         }
-    }
-}
-
-impl Runtime {
-    /// The supervisor started the backend process `pid` of `model` (after `restarts`
-    /// restarts): its readiness says `provider_warming` until the process answers.
-    pub fn backend_process_starting(&self, model: &str, pid: u32, restarts: u32) {
-        if let Some(entry) = self.inner.registry.get(model) {
-            entry
-                .health
-                .set_process(BackendProcess::Starting { pid, restarts });
-        }
-    }
-
-    /// The started process of `model` accepts connections: probe it now rather than at the
-    /// next tick.
-    pub fn backend_process_listening(&self, model: &str) {
-        if let Some(entry) = self.inner.registry.get(model) {
-            entry.health.probe_now.notify_one();
-        }
-    }
-
-    /// The backend process of `model` ended (`exit` says how) and starts again in
-    /// `restart_in`: its readiness says `provider_unavailable` meanwhile.
-    pub fn backend_process_exited(
-        &self,
-        model: &str,
-        exit: String,
-        restarts: u32,
-        restart_in: Duration,
-    ) {
-        if let Some(entry) = self.inner.registry.get(model) {
-            entry.health.set_process(BackendProcess::Exited {
-                exit,
-                restarts,
-                restart_in_ms: restart_in.as_millis() as u64,
-            });
-        }
-    }
-
-    /// The backend process of `model` was stopped for good (shutdown).
-    pub fn backend_process_stopped(&self, model: &str, restarts: u32) {
-        if let Some(entry) = self.inner.registry.get(model) {
-            entry
-                .health
-                .set_process(BackendProcess::Stopped { restarts });
-        }
-    }
-
-    /// The supervised process's state of `model`, when a supervisor runs it.
-    pub fn backend_process(&self, model: &str) -> Option<BackendProcess> {
-        self.inner.registry.get(model)?.health.process()
     }
 }
 

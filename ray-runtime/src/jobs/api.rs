@@ -2,10 +2,13 @@
 
 use std::sync::Arc;
 
-use ray_core::wire::{InferRequest, JobAccepted, JobList, JobListQuery, JobRecord, JobSubmission};
+use ray_core::wire::{
+    InferRequest, InferResponse, JobAccepted, JobList, JobListQuery, JobRecord, JobSubmission,
+};
 use ray_core::{ErrorCode, RayError};
 
 use super::JobQueue;
+use super::worker::JobRunner;
 use crate::plan::{PlanOptions, plan};
 use crate::pressure::PressureSnapshot;
 use crate::runtime::Runtime;
@@ -45,6 +48,32 @@ impl Runtime {
         .map(|_| ())
     }
 
+    /// The id of the model `request` would be served by (by name, rules and default).
+    pub fn route_model(&self, request: &InferRequest) -> Result<String, RayError> {
+        let route = self.route(request, &crate::front::RequestContext::default())?;
+        Ok(self.inner.registry.at(route.choice.model).id.clone())
+    }
+
+    /// Checks a callback URL by `asyncQueue`'s rules (scheme, allowed hosts, public
+    /// addresses) and answers it normalised.
+    pub async fn check_callback_url(&self, url: &str) -> Result<String, RayError> {
+        Ok(self.queue()?.callbacks.policy.check(url).await?.to_string())
+    }
+
+    /// One delivery attempt of `record` to its callback `url`: signed like every callback, with
+    /// the job id as its idempotency key. `Err` says why it failed.
+    pub async fn send_callback(
+        &self,
+        url: &str,
+        record: &JobRecord,
+        attempt: u32,
+    ) -> Result<(), String> {
+        let queue = self.queue().map_err(|e| e.to_string())?;
+        let body =
+            serde_json::to_vec(&serde_json::json!({ "job": record })).map_err(|e| e.to_string())?;
+        queue.callbacks.send(url, &record.id, attempt, body).await
+    }
+
     /// Accepts a job: the request is checked like `/v1/infer` checks it, then the queue's
     /// limits (`maxJobs`, free space, the callback URL rules, the record size cap) apply, and
     /// the job is written durably before this returns. It runs later through
@@ -69,5 +98,23 @@ impl Runtime {
     /// finished job is `job_not_cancellable`; a cancelled one is answered again.
     pub async fn cancel_job(&self, id: &str) -> Result<JobRecord, RayError> {
         self.queue()?.cancel(id).await
+    }
+}
+
+impl JobRunner for Runtime {
+    fn infer(
+        &self,
+        request: InferRequest,
+    ) -> impl Future<Output = Result<InferResponse, RayError>> + Send {
+        Runtime::infer(self, request)
+    }
+
+    fn has_idle_capacity(&self) -> bool {
+        let model = self.model();
+        if model.refusal(tokio::time::Instant::now()).is_some() {
+            return false;
+        }
+        let snapshot = model.scheduler.snapshot();
+        snapshot.depth() == 0 && snapshot.in_flight < model.limits.concurrency
     }
 }

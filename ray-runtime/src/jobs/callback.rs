@@ -24,6 +24,8 @@ pub const TIMESTAMP_HEADER: &str = "x-ray-timestamp";
 pub const SIGNATURE_HEADER: &str = "x-ray-signature";
 /// The header carrying the job id.
 const JOB_ID_HEADER: &str = "x-ray-job-id";
+/// The job id again, under the name receivers use to drop duplicate deliveries.
+pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 /// The header carrying the delivery attempt number (1, 2, ...).
 const ATTEMPT_HEADER: &str = "x-ray-delivery-attempt";
 
@@ -90,7 +92,7 @@ impl CallbackClient {
     }
 
     /// One delivery attempt: `Ok` on a 2xx, else why not.
-    async fn send(
+    pub(crate) async fn send(
         &self,
         url: &str,
         job_id: &str,
@@ -106,6 +108,7 @@ impl CallbackClient {
             .timeout(self.timeout)
             .header("content-type", "application/json")
             .header(JOB_ID_HEADER, job_id)
+            .header(IDEMPOTENCY_HEADER, job_id)
             .header(ATTEMPT_HEADER, attempt.to_string())
             .header(TIMESTAMP_HEADER, timestamp.to_string());
         if let Some(secret) = &self.secret {

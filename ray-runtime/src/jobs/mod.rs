@@ -39,7 +39,7 @@ use crate::ids::IdSource;
 use index::{Entry, State};
 
 pub use address::is_public_address;
-pub use callback::{SIGNATURE_HEADER, TIMESTAMP_HEADER, sign};
+pub use callback::{IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign};
 pub use file_store::FileJobStore;
 pub use record::{JOB_RECOVERED, JOB_RECOVERY_ATTEMPTS_EXHAUSTED};
 pub use store::{JobStore, ScanReport, SetAside, StoreError, Visit};

@@ -9,13 +9,26 @@ use std::time::Duration;
 use ray_core::ErrorCode;
 use ray_core::RayError;
 use ray_core::time::{format_unix_millis, now_rfc3339, unix_millis_now};
-use ray_core::wire::{InferResponse, JobError, JobRecord, JobStatus};
+use ray_core::wire::{InferRequest, InferResponse, JobError, JobRecord, JobStatus};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::{JobQueue, State, StoreError, bump, record};
-use crate::runtime::Runtime;
+
+/// What runs a job's request: the runtime, as the queue sees it. Its one implementation is
+/// [`Runtime`](crate::Runtime)'s (in `jobs/api.rs`); the queue names nothing above it.
+pub(crate) trait JobRunner: Clone + Send + Sync + 'static {
+    /// Runs one request to its end, like [`Runtime::infer`](crate::Runtime::infer).
+    fn infer(
+        &self,
+        request: InferRequest,
+    ) -> impl Future<Output = Result<InferResponse, RayError>> + Send;
+
+    /// Whether the scheduler has room a job can take without making an interactive request
+    /// wait: nothing queued, a permit free, and the backend not refused by the health gate.
+    fn has_idle_capacity(&self) -> bool;
+}
 
 /// The longest delay between two attempts of a job or a callback.
 pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(300);
@@ -87,7 +100,7 @@ impl JobQueue {
     /// ready. Jobs yield to interactive traffic: one starts only while no request waits in the
     /// scheduler and a permit is free (or after waiting [`YIELD_LIMIT`] for that), and never
     /// while the backend is known to be down or warming, so no attempt is spent on a refusal.
-    pub(crate) async fn dispatch_loop(self: Arc<Self>, runtime: Runtime) {
+    pub(crate) async fn dispatch_loop<R: JobRunner>(self: Arc<Self>, runtime: R) {
         let mut running: JoinSet<()> = JoinSet::new();
         let mut blocked_since: Option<Instant> = None;
         loop {
@@ -112,7 +125,7 @@ impl JobQueue {
             match next {
                 Next::Now(id) => {
                     let waited = blocked_since.map_or(Duration::ZERO, |since| since.elapsed());
-                    if waited < YIELD_LIMIT && !has_idle_capacity(&runtime) {
+                    if waited < YIELD_LIMIT && !runtime.has_idle_capacity() {
                         blocked_since.get_or_insert_with(Instant::now);
                         tokio::select! {
                             () = tokio::time::sleep(BUSY_RECHECK) => {}
@@ -229,7 +242,7 @@ impl JobQueue {
 
     /// Runs one attempt: records it as running (durably, so it counts even if the process dies
     /// during it), runs the request through the runtime, and records the outcome.
-    async fn run_attempt(self: Arc<Self>, runtime: Runtime, id: String) {
+    async fn run_attempt<R: JobRunner>(self: Arc<Self>, runtime: R, id: String) {
         let Some(lock) = self.entry_lock(&id) else {
             return;
         };
@@ -527,17 +540,6 @@ impl State {
         }
         (expired, next)
     }
-}
-
-/// Whether the scheduler has room a job can take without making an interactive request wait:
-/// nothing queued, a permit free, and the backend not refused by the health gate.
-fn has_idle_capacity(runtime: &Runtime) -> bool {
-    let model = runtime.model();
-    if model.refusal(tokio::time::Instant::now()).is_some() {
-        return false;
-    }
-    let snapshot = model.scheduler.snapshot();
-    snapshot.depth() == 0 && snapshot.in_flight < model.limits.concurrency
 }
 
 #[cfg(test)]

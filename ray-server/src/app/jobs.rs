@@ -1,7 +1,7 @@
 //! The job routes: `POST /v1/jobs`, `GET /v1/jobs`, `GET /v1/jobs/{id}` and
 //! `DELETE /v1/jobs/{id}`. The queue itself lives in the runtime.
 
-use hyper::body::Incoming;
+use crate::http::RequestBody;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use ray_core::wire::{JobListQuery, JobSubmission};
@@ -14,14 +14,18 @@ impl App {
     /// `Location` once the job is durable.
     pub(super) async fn submit_job(
         &self,
-        request: Request<Incoming>,
+        request: Request<RequestBody>,
         log: &mut RequestLog,
     ) -> Response<Body> {
         let submission: JobSubmission = match self.read_json(request).await {
             Ok(submission) => submission,
             Err((error, close)) => return self.reject(Route::Jobs, error, log, close),
         };
-        match self.runtime.submit_job(submission).await {
+        let accepted = match self.cluster() {
+            Some(cluster) => cluster.submit_job(&self.runtime, submission).await,
+            None => self.runtime.submit_job(submission).await,
+        };
+        match accepted {
             Ok(accepted) => {
                 log.request_id = Some(accepted.id.clone());
                 let mut response = http::json(StatusCode::ACCEPTED, &accepted);
@@ -47,7 +51,7 @@ impl App {
     pub(super) async fn job(
         &self,
         route: Route,
-        request: Request<Incoming>,
+        request: Request<RequestBody>,
         log: &mut RequestLog,
     ) -> Response<Body> {
         // A body on a DELETE is never read: close the connection rather than leave it there.
@@ -62,10 +66,11 @@ impl App {
             .strip_prefix("/v1/jobs/")
             .unwrap_or_default();
         log.request_id = Some(id.chars().take(128).collect());
-        let result = if route == Route::JobCancel {
-            self.runtime.cancel_job(id).await
-        } else {
-            self.runtime.job(id).await
+        let result = match (self.cluster(), route == Route::JobCancel) {
+            (Some(cluster), true) => cluster.cancel_job(id).await,
+            (Some(cluster), false) => cluster.job(id).await,
+            (None, true) => self.runtime.cancel_job(id).await,
+            (None, false) => self.runtime.job(id).await,
         };
         let response = match result {
             Ok(record) => http::json(StatusCode::OK, &record),

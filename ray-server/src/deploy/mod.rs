@@ -6,6 +6,7 @@
 pub mod envfile;
 pub mod launch;
 pub mod memory;
+pub mod nats;
 pub mod options;
 
 /// Where the config lives on the VPS.

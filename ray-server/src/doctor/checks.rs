@@ -112,6 +112,11 @@ pub(super) fn run(host: &Host, args: &DoctorArgs) -> super::Report {
     systemd(&mut ctx);
     psi(&mut ctx);
     backend_model(&mut ctx);
+    let cluster = ctx.config().and_then(|c| c.cluster.clone());
+    ctx.findings.extend(super::cluster::check(
+        cluster.as_ref(),
+        ctx.env_file.as_ref(),
+    ));
     super::Report {
         findings: ctx.findings,
     }

@@ -8,6 +8,7 @@
 //! documents every code.
 
 mod checks;
+mod cluster;
 pub mod host;
 
 use std::path::PathBuf;
@@ -89,6 +90,7 @@ pub const CHECKS: &[&str] = &[
     "systemd",
     "psi",
     "backend_model",
+    "cluster",
 ];
 
 /// Every finding of one run.

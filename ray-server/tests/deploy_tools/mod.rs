@@ -22,7 +22,7 @@ pub fn example_configs() -> Vec<PathBuf> {
         .filter(|p| p.extension().is_some_and(|e| e == "json"))
         .collect();
     configs.sort();
-    assert_eq!(configs.len(), 21, "{configs:?}");
+    assert_eq!(configs.len(), 22, "{configs:?}");
     configs
 }
 

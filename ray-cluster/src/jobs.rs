@@ -1,0 +1,694 @@
+//! Durable jobs shared by every node: a JetStream work-queue stream carries each job to a node
+//! that serves its model, and a key-value bucket holds the job's record, so any node answers
+//! `GET /v1/jobs/{id}` the same.
+//!
+//! - **Submit**: the job (request, model, callback) is published to `ray.jobs.<model>` with
+//!   `Nats-Msg-Id` set to the job id (JetStream drops a duplicate within two minutes); the
+//!   submission is accepted only once JetStream has acknowledged it, so an accepted job is
+//!   never lost. Its record is then written `queued`.
+//! - **Run**: each node pulls from one durable consumer per model it serves (shared by the
+//!   nodes serving it, so each job goes to one of them), one job per free slot. While a job
+//!   runs the node sends in-progress acknowledgements; it acknowledges the message only once the
+//!   result is stored and the callback delivered or given up. A node that dies mid-job stops
+//!   acknowledging, and JetStream hands the job to another node after the ack wait.
+//! - **Exactly once as the record shows it**: every change of a record is a compare-and-set on
+//!   its revision, so of two nodes that ran the same job after a redelivery, only one
+//!   completes the record; the other's result is dropped.
+//! - **Callbacks** are at least once and carry the job id as an idempotency key, so a receiver
+//!   drops the duplicate a redelivery can cause.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, AckKind, consumer, kv, stream};
+use futures_util::StreamExt;
+use parking_lot::Mutex;
+use ray_core::time::now_rfc3339;
+use ray_core::wire::{
+    CallbackStatus, InferRequest, InferResponse, JobCallback, JobError, JobRecord, JobStatus,
+};
+use ray_core::{ErrorCode, RayError};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+
+use crate::node::{ClusterError, create_bucket_with};
+
+/// The work-queue stream.
+pub const JOBS_STREAM: &str = "RAY_JOBS";
+/// The job records' bucket.
+pub const JOBS_BUCKET: &str = "ray_jobs";
+
+/// A boxed future, for the host's methods.
+pub type HostFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What runs jobs on this node: the runtime, seen from the shared queue.
+pub trait JobHost: Send + Sync + 'static {
+    /// Runs a job's request (in the batch class) to its end.
+    fn run(&self, request: InferRequest) -> HostFuture<'_, Result<InferResponse, RayError>>;
+    /// One delivery attempt of a job's callback (signed like local callbacks, with the job id
+    /// as idempotency key); `Err` says why it failed.
+    fn deliver<'a>(
+        &'a self,
+        url: &'a str,
+        record: &'a JobRecord,
+        attempt: u32,
+    ) -> HostFuture<'a, Result<(), String>>;
+}
+
+/// How the shared queue runs on this node.
+#[derive(Debug, Clone)]
+pub struct JobsOptions {
+    /// The models this node serves (its consumers).
+    pub models: Vec<String>,
+    /// Jobs running at once on this node.
+    pub concurrency: u32,
+    /// Attempts per job.
+    pub max_attempts: u32,
+    /// Delivery attempts per callback.
+    pub max_callback_attempts: u32,
+    /// Base delay of retries.
+    pub retry_base: Duration,
+    /// How long a job may go without an acknowledgement before JetStream gives it to another
+    /// node (in-progress acknowledgements are sent every third of it).
+    pub ack_wait: Duration,
+    /// How long records are kept.
+    pub retention: Duration,
+}
+
+/// A job as stored: its public record and the model whose consumer carries it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredJob {
+    record: JobRecord,
+    model: String,
+}
+
+/// Counters of the shared queue on this node.
+#[derive(Debug, Default)]
+pub struct JobsStats {
+    /// Jobs this node accepted.
+    pub submitted: AtomicU64,
+    /// Attempts this node started.
+    pub attempts: AtomicU64,
+    /// Jobs this node completed (the record's final state written by this node).
+    pub completed: AtomicU64,
+    /// Results dropped because another node had completed the record first.
+    pub duplicates_dropped: AtomicU64,
+    /// Callbacks delivered.
+    pub callbacks_delivered: AtomicU64,
+    /// Callbacks given up.
+    pub callbacks_failed: AtomicU64,
+}
+
+struct Opened {
+    context: jetstream::Context,
+    records: kv::Store,
+}
+
+/// The shared job queue of this node. Cheap to clone.
+#[derive(Clone)]
+pub struct ClusterJobs {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    client: async_nats::Client,
+    options: JobsOptions,
+    host: Arc<dyn JobHost>,
+    opened: Mutex<Option<Arc<Opened>>>,
+    stats: JobsStats,
+}
+
+impl std::fmt::Debug for ClusterJobs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterJobs")
+            .field("options", &self.shared.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClusterJobs {
+    /// The shared queue over `client`; nothing is created until it is used or started.
+    pub fn new(client: async_nats::Client, options: JobsOptions, host: Arc<dyn JobHost>) -> Self {
+        ClusterJobs {
+            shared: Arc::new(Shared {
+                client,
+                options,
+                host,
+                opened: Mutex::new(None),
+                stats: JobsStats::default(),
+            }),
+        }
+    }
+
+    /// This node's counters.
+    pub fn stats(&self) -> &JobsStats {
+        &self.shared.stats
+    }
+
+    /// Starts this node's workers: one loop per served model, at most `concurrency` jobs at
+    /// once across them. They retry by themselves while NATS is unreachable.
+    pub fn start(&self) -> Vec<tokio::task::JoinHandle<()>> {
+        let slots = Arc::new(Semaphore::new(
+            self.shared.options.concurrency.max(1) as usize
+        ));
+        self.shared
+            .options
+            .models
+            .iter()
+            .map(|model| {
+                let jobs = self.clone();
+                let model = model.clone();
+                let slots = slots.clone();
+                tokio::spawn(async move { jobs.work(model, slots).await })
+            })
+            .collect()
+    }
+
+    /// Accepts a job for `model`: answers once JetStream holds it (`cluster_unavailable`
+    /// while it cannot be reached: nothing is accepted then).
+    pub async fn submit(
+        &self,
+        id: String,
+        model: String,
+        request: InferRequest,
+        callback_url: Option<String>,
+    ) -> Result<JobRecord, RayError> {
+        let opened = self.opened().await.map_err(unavailable)?;
+        let now = now_rfc3339();
+        let record = JobRecord {
+            id: id.clone(),
+            status: JobStatus::Queued,
+            request,
+            created_at: now.clone(),
+            updated_at: now,
+            started_at: None,
+            completed_at: None,
+            attempts: 0,
+            max_attempts: self.shared.options.max_attempts,
+            next_attempt_at: None,
+            result: None,
+            error: None,
+            callback: callback_url.map(|url| JobCallback {
+                url,
+                status: CallbackStatus::Pending,
+                attempts: 0,
+                last_attempt_at: None,
+                delivered_at: None,
+                last_error: None,
+                next_attempt_at: None,
+            }),
+        };
+        let stored = StoredJob {
+            record: record.clone(),
+            model: model.clone(),
+        };
+        let payload = serde_json::to_vec(&stored).map_err(|e| {
+            RayError::new(
+                ErrorCode::GatewayError,
+                format!("cannot encode the job: {e}"),
+            )
+        })?;
+        let publish = jetstream::message::PublishMessage::build()
+            .message_id(&id)
+            .payload(payload.clone().into());
+        opened
+            .context
+            .send_publish(subject(&model), publish)
+            .await
+            .map_err(|e| unavailable(ClusterError::Unavailable(e.to_string())))?
+            .await
+            .map_err(|e| unavailable(ClusterError::Unavailable(e.to_string())))?;
+        self.shared.stats.submitted.fetch_add(1, Ordering::Relaxed);
+        // The job is durable from here. Its record is written now; should that fail, the node
+        // that takes the job writes it from the message.
+        if let Err(error) = opened.records.create(&id, payload.into()).await {
+            tracing::warn!(job_id = %id, error = %error, "cluster jobs: the record will be written when the job starts");
+        }
+        Ok(record)
+    }
+
+    /// A job's record, from any node.
+    pub async fn get(&self, id: &str) -> Result<Option<JobRecord>, RayError> {
+        let opened = self.opened().await.map_err(unavailable)?;
+        let entry = opened
+            .records
+            .get(id)
+            .await
+            .map_err(|e| unavailable(ClusterError::Registry(e.to_string())))?;
+        Ok(entry
+            .and_then(|bytes| serde_json::from_slice::<StoredJob>(&bytes).ok())
+            .map(|stored| stored.record))
+    }
+
+    /// Cancels a queued or running job (a running attempt's result is dropped when it ends);
+    /// `Ok(None)` when unknown; `job_not_cancellable` when finished.
+    pub async fn cancel(&self, id: &str) -> Result<Option<JobRecord>, RayError> {
+        let opened = self.opened().await.map_err(unavailable)?;
+        loop {
+            let Some((mut stored, revision)) = read(&opened.records, id).await? else {
+                return Ok(None);
+            };
+            match stored.record.status {
+                JobStatus::Cancelled => return Ok(Some(stored.record)),
+                JobStatus::Succeeded | JobStatus::Failed => {
+                    return Err(RayError::new(
+                        ErrorCode::JobNotCancellable,
+                        format!(
+                            "The job {id} is {} and can no longer be cancelled",
+                            stored.record.status.as_str()
+                        ),
+                    ));
+                }
+                JobStatus::Queued | JobStatus::Running => {}
+            }
+            let now = now_rfc3339();
+            stored.record.status = JobStatus::Cancelled;
+            stored.record.updated_at.clone_from(&now);
+            stored.record.completed_at = Some(now);
+            if write(&opened.records, id, &stored, revision).await? {
+                return Ok(Some(stored.record));
+            }
+        }
+    }
+
+    async fn opened(&self) -> Result<Arc<Opened>, ClusterError> {
+        if let Some(opened) = self.shared.opened.lock().clone() {
+            return Ok(opened);
+        }
+        let context = jetstream::new(self.shared.client.clone());
+        let config = stream::Config {
+            name: JOBS_STREAM.into(),
+            description: Some("Ray jobs waiting for a node".into()),
+            subjects: vec!["ray.jobs.>".into()],
+            retention: stream::RetentionPolicy::WorkQueue,
+            storage: stream::StorageType::File,
+            duplicate_window: Duration::from_secs(120),
+            num_replicas: 1,
+            ..Default::default()
+        };
+        context
+            .get_or_create_stream(config)
+            .await
+            .map_err(|e| ClusterError::Unavailable(format!("cannot open the jobs stream: {e}")))?;
+        let records = create_bucket_with(
+            &context,
+            JOBS_BUCKET,
+            "Ray job records",
+            self.shared.options.retention,
+        )
+        .await?;
+        let opened = Arc::new(Opened { context, records });
+        *self.shared.opened.lock() = Some(opened.clone());
+        Ok(opened)
+    }
+
+    /// Pulls jobs of `model` while slots are free, for as long as the node runs.
+    async fn work(&self, model: String, slots: Arc<Semaphore>) {
+        loop {
+            match self.consumer(&model).await {
+                Ok(consumer) => {
+                    if let Err(error) = self.pull(&consumer, &slots).await {
+                        tracing::warn!(model = %model, error = %error, "cluster jobs: pulling failed; retrying");
+                    }
+                }
+                Err(error) => {
+                    // NATS may have restarted without its store: open everything again.
+                    *self.shared.opened.lock() = None;
+                    tracing::warn!(model = %model, error = %error, "cluster jobs: the queue is unreachable; retrying");
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    async fn consumer(
+        &self,
+        model: &str,
+    ) -> Result<consumer::Consumer<consumer::pull::Config>, ClusterError> {
+        let opened = self.opened().await?;
+        let stream = opened
+            .context
+            .get_stream(JOBS_STREAM)
+            .await
+            .map_err(|e| ClusterError::Unavailable(e.to_string()))?;
+        let name = format!("ray-jobs-{}", token(model));
+        stream
+            .get_or_create_consumer(
+                &name,
+                consumer::pull::Config {
+                    durable_name: Some(name.clone()),
+                    filter_subject: subject(model),
+                    ack_policy: consumer::AckPolicy::Explicit,
+                    ack_wait: self.shared.options.ack_wait,
+                    max_deliver: -1,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| ClusterError::Unavailable(e.to_string()))
+    }
+
+    async fn pull(
+        &self,
+        consumer: &consumer::Consumer<consumer::pull::Config>,
+        slots: &Arc<Semaphore>,
+    ) -> Result<(), ClusterError> {
+        loop {
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                return Ok(());
+            };
+            let mut batch = consumer
+                .fetch()
+                .max_messages(1)
+                .expires(Duration::from_secs(1))
+                .messages()
+                .await
+                .map_err(|e| ClusterError::Unavailable(e.to_string()))?;
+            let Some(message) = batch.next().await else {
+                continue;
+            };
+            let message = message.map_err(|e| ClusterError::Unavailable(e.to_string()))?;
+            let jobs = self.clone();
+            tokio::spawn(async move {
+                jobs.handle(message).await;
+                drop(slot);
+            });
+        }
+    }
+
+    /// One delivery of a job: run it (unless its record is final), store the outcome, deliver
+    /// the callback, then acknowledge.
+    async fn handle(&self, message: jetstream::Message) {
+        let Ok(submitted) = serde_json::from_slice::<StoredJob>(&message.payload) else {
+            tracing::error!("cluster jobs: an unreadable job message was dropped");
+            let _ = message.ack_with(AckKind::Term).await;
+            return;
+        };
+        let id = submitted.record.id.clone();
+        match self.attempt(&message, submitted).await {
+            Ok(Settle::Ack) => {
+                let _ = message.double_ack().await;
+            }
+            Ok(Settle::Retry(delay)) => {
+                let _ = message.ack_with(AckKind::Nak(Some(delay))).await;
+            }
+            Err(error) => {
+                // The record could not be read or written (NATS away): leave the message
+                // unacknowledged; it comes back after the ack wait.
+                tracing::warn!(job_id = %id, error = %error, "cluster jobs: an attempt could not be recorded; the job will be delivered again");
+            }
+        }
+    }
+
+    async fn attempt(
+        &self,
+        message: &jetstream::Message,
+        submitted: StoredJob,
+    ) -> Result<Settle, RayError> {
+        let opened = self.opened().await.map_err(unavailable)?;
+        let records = &opened.records;
+        let id = submitted.record.id.clone();
+        // The record, written from the message when the submission could not write it.
+        let (mut stored, revision) = match read(records, &id).await? {
+            Some(found) => found,
+            None => {
+                let body = encode(&submitted)?;
+                let revision = records
+                    .create(&id, body.into())
+                    .await
+                    .map_err(|e| unavailable(ClusterError::Registry(e.to_string())))?;
+                (submitted, revision)
+            }
+        };
+        match stored.record.status {
+            JobStatus::Succeeded | JobStatus::Failed | JobStatus::Cancelled => {
+                // Already final (a redelivery): only a callback may be left to deliver.
+                self.finish_callback(records, &id).await?;
+                return Ok(Settle::Ack);
+            }
+            JobStatus::Queued | JobStatus::Running => {}
+        }
+        if stored.record.attempts >= stored.record.max_attempts {
+            // Attempts spent by nodes that died mid-job.
+            let error = JobError::new(
+                "async_queue_recovery_limit_exceeded",
+                "The job's attempts were used up by nodes that stopped while running it",
+            );
+            self.complete(records, &id, Err(error)).await?;
+            self.finish_callback(records, &id).await?;
+            return Ok(Settle::Ack);
+        }
+        let now = now_rfc3339();
+        stored.record.status = JobStatus::Running;
+        stored.record.attempts += 1;
+        stored.record.started_at.get_or_insert_with(|| now.clone());
+        stored.record.updated_at = now;
+        stored.record.next_attempt_at = None;
+        if !write(records, &id, &stored, revision).await? {
+            // Changed meanwhile (cancelled, or taken by another delivery): look again later.
+            return Ok(Settle::Retry(Duration::from_millis(200)));
+        }
+        self.shared.stats.attempts.fetch_add(1, Ordering::Relaxed);
+        let attempts = stored.record.attempts;
+        let request = stored.record.request.clone();
+        let outcome = {
+            let run = self.shared.host.run(request);
+            tokio::pin!(run);
+            let mut progress = tokio::time::interval(self.shared.options.ack_wait / 3);
+            progress.tick().await;
+            loop {
+                tokio::select! {
+                    outcome = &mut run => break outcome,
+                    _ = progress.tick() => {
+                        let _ = message.ack_with(AckKind::Progress).await;
+                    }
+                }
+            }
+        };
+        match outcome {
+            Ok(response) => self.complete(records, &id, Ok(Box::new(response))).await?,
+            // The errors the local queue retries: those with a 5xx status.
+            Err(error) if error.code().status() >= 500 && attempts < stored.record.max_attempts => {
+                let delay = self.shared.options.retry_base * 2u32.saturating_pow(attempts - 1);
+                if self.requeue(records, &id, &error).await? {
+                    return Ok(Settle::Retry(delay.min(Duration::from_secs(300))));
+                }
+            }
+            Err(error) => {
+                self.complete(records, &id, Err(JobError::from_ray(&error)))
+                    .await?;
+            }
+        }
+        self.finish_callback(records, &id).await?;
+        Ok(Settle::Ack)
+    }
+
+    /// Writes the final state unless the record is final already (another node completed it,
+    /// or it was cancelled): compare-and-set on the revision.
+    async fn complete(
+        &self,
+        records: &kv::Store,
+        id: &str,
+        outcome: Result<Box<InferResponse>, JobError>,
+    ) -> Result<(), RayError> {
+        loop {
+            let Some((mut stored, revision)) = read(records, id).await? else {
+                return Ok(());
+            };
+            if matches!(
+                stored.record.status,
+                JobStatus::Succeeded | JobStatus::Failed | JobStatus::Cancelled
+            ) {
+                self.shared
+                    .stats
+                    .duplicates_dropped
+                    .fetch_add(1, Ordering::Relaxed);
+                return Ok(());
+            }
+            let now = now_rfc3339();
+            match &outcome {
+                Ok(response) => {
+                    stored.record.status = JobStatus::Succeeded;
+                    stored.record.result = Some(response.clone());
+                    stored.record.error = None;
+                }
+                Err(error) => {
+                    stored.record.status = JobStatus::Failed;
+                    stored.record.error = Some(error.clone());
+                }
+            }
+            stored.record.updated_at.clone_from(&now);
+            stored.record.completed_at = Some(now);
+            if write(records, id, &stored, revision).await? {
+                self.shared.stats.completed.fetch_add(1, Ordering::Relaxed);
+                return Ok(());
+            }
+        }
+    }
+
+    /// Puts a job back to `queued` after a retryable failure; false when it was cancelled.
+    async fn requeue(
+        &self,
+        records: &kv::Store,
+        id: &str,
+        error: &RayError,
+    ) -> Result<bool, RayError> {
+        loop {
+            let Some((mut stored, revision)) = read(records, id).await? else {
+                return Ok(false);
+            };
+            if stored.record.status != JobStatus::Running {
+                return Ok(false);
+            }
+            stored.record.status = JobStatus::Queued;
+            stored.record.error = Some(JobError::from_ray(error));
+            stored.record.updated_at = now_rfc3339();
+            if write(records, id, &stored, revision).await? {
+                return Ok(true);
+            }
+        }
+    }
+
+    /// Delivers a pending callback (with retries), then records that it was delivered or
+    /// given up.
+    async fn finish_callback(&self, records: &kv::Store, id: &str) -> Result<(), RayError> {
+        let Some((stored, _)) = read(records, id).await? else {
+            return Ok(());
+        };
+        let Some(callback) = stored
+            .record
+            .callback
+            .as_ref()
+            .filter(|c| c.status == CallbackStatus::Pending)
+        else {
+            return Ok(());
+        };
+        let url = callback.url.clone();
+        let mut attempts = callback.attempts;
+        let mut delivered = false;
+        let mut last_error = None;
+        while attempts < self.shared.options.max_callback_attempts.max(1) {
+            attempts += 1;
+            match self
+                .shared
+                .host
+                .deliver(&url, &stored.record, attempts)
+                .await
+            {
+                Ok(()) => {
+                    delivered = true;
+                    break;
+                }
+                Err(error) => {
+                    tracing::warn!(job_id = %id, attempt = attempts, error = %error, "cluster jobs: callback delivery failed");
+                    last_error = Some(error);
+                    let delay = self.shared.options.retry_base * 2u32.saturating_pow(attempts - 1);
+                    tokio::time::sleep(delay.min(Duration::from_secs(30))).await;
+                }
+            }
+        }
+        let counter = if delivered {
+            &self.shared.stats.callbacks_delivered
+        } else {
+            &self.shared.stats.callbacks_failed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        loop {
+            let Some((mut stored, revision)) = read(records, id).await? else {
+                return Ok(());
+            };
+            let now = now_rfc3339();
+            if let Some(callback) = &mut stored.record.callback {
+                callback.status = if delivered {
+                    CallbackStatus::Delivered
+                } else {
+                    CallbackStatus::Failed
+                };
+                callback.attempts = attempts;
+                callback.last_attempt_at = Some(now.clone());
+                callback.delivered_at = delivered.then_some(now);
+                callback.last_error.clone_from(&last_error);
+            }
+            if write(records, id, &stored, revision).await? {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// How a delivery ends.
+enum Settle {
+    /// Done with it.
+    Ack,
+    /// Deliver it again after the delay.
+    Retry(Duration),
+}
+
+fn subject(model: &str) -> String {
+    format!("ray.jobs.{}", token(model))
+}
+
+/// A model id as one subject token (`.`, `*`, `>` and spaces replaced).
+fn token(model: &str) -> String {
+    model
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn encode(stored: &StoredJob) -> Result<Vec<u8>, RayError> {
+    serde_json::to_vec(stored)
+        .map_err(|e| RayError::new(ErrorCode::GatewayError, format!("cannot encode a job: {e}")))
+}
+
+async fn read(records: &kv::Store, id: &str) -> Result<Option<(StoredJob, u64)>, RayError> {
+    let entry = records
+        .entry(id)
+        .await
+        .map_err(|e| unavailable(ClusterError::Registry(e.to_string())))?;
+    let Some(entry) = entry else {
+        return Ok(None);
+    };
+    if entry.operation != kv::Operation::Put {
+        return Ok(None);
+    }
+    let stored = serde_json::from_slice::<StoredJob>(&entry.value).map_err(|e| {
+        RayError::new(
+            ErrorCode::JobRecordDamaged,
+            format!("The record of job {id} cannot be read: {e}"),
+        )
+    })?;
+    Ok(Some((stored, entry.revision)))
+}
+
+/// Compare-and-set; `false` when the record changed since `revision`.
+async fn write(
+    records: &kv::Store,
+    id: &str,
+    stored: &StoredJob,
+    revision: u64,
+) -> Result<bool, RayError> {
+    let body = encode(stored)?;
+    match records.update(id, body.into(), revision).await {
+        Ok(_) => Ok(true),
+        Err(error) if error.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(false),
+        Err(error) => Err(unavailable(ClusterError::Registry(error.to_string()))),
+    }
+}
+
+fn unavailable(error: ClusterError) -> RayError {
+    RayError::new(
+        ErrorCode::ClusterUnavailable,
+        format!("The cluster job queue is unreachable: {error}"),
+    )
+}

@@ -1,0 +1,495 @@
+//! This node's membership: the NATS connection, the heartbeat that writes its record to the
+//! registry bucket, the cached list of live peers, and a circuit breaker per peer.
+//!
+//! Nothing here blocks a request: the connection is made and kept in the background, the peers
+//! are read on every heartbeat and cached, and when NATS is unreachable the node keeps serving
+//! its own models while [`Cluster::status`] says what is degraded.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_nats::jetstream::{self, kv};
+use futures_util::StreamExt;
+use parking_lot::Mutex;
+use serde::Serialize;
+use tokio::sync::Notify;
+
+use crate::breaker::Breaker;
+use crate::placement::{Wanted, rank};
+use crate::record::NodeRecord;
+
+/// The registry bucket's default name.
+pub const NODES_BUCKET: &str = "ray_nodes";
+/// Failed forwards in a row that open a peer's circuit breaker.
+pub const BREAKER_THRESHOLD: u32 = 3;
+/// How long an open breaker skips its peer.
+pub const BREAKER_OPEN_FOR: Duration = Duration::from_secs(10);
+
+/// How this node authenticates to NATS.
+#[derive(Clone, Default)]
+pub enum Credentials {
+    /// No credentials (a NATS on loopback or a private network).
+    #[default]
+    None,
+    /// A `.creds` file (JWT and NKey seed), read at connect time.
+    File(PathBuf),
+    /// The contents of a `.creds` file, or a token, taken from the environment.
+    Secret(String),
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credentials::None => f.write_str("None"),
+            Credentials::File(path) => f.debug_tuple("File").field(path).finish(),
+            Credentials::Secret(_) => f.write_str("Secret(<redacted>)"),
+        }
+    }
+}
+
+/// What a node needs to join the cluster (from the config's `cluster` section).
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// NATS server URLs (`nats://host:4222`, `tls://...`).
+    pub nats_urls: Vec<String>,
+    /// How to authenticate to NATS.
+    pub credentials: Credentials,
+    /// This node's id.
+    pub node_id: String,
+    /// The base URL peers use to reach this node.
+    pub advertise_url: String,
+    /// This node's region.
+    pub region: Option<String>,
+    /// This node's labels.
+    pub labels: BTreeMap<String, String>,
+    /// How often the node writes its record; records expire after three missed heartbeats.
+    pub heartbeat: Duration,
+    /// Labels a peer must carry to serve a model, by model id.
+    pub model_labels: BTreeMap<String, BTreeMap<String, String>>,
+    /// The registry bucket.
+    pub bucket: String,
+}
+
+/// What builds this node's record on each heartbeat.
+pub type RecordSource = Arc<dyn Fn() -> NodeRecord + Send + Sync>;
+
+/// The cluster connection's state, for `/health` and `/metrics`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterStatus {
+    /// This node's id.
+    pub node_id: String,
+    /// `connecting`, `connected` or `disconnected`.
+    pub connection: &'static str,
+    /// `ok` while heartbeats are written, `unavailable` while they fail.
+    pub registry: &'static str,
+    /// Live peers seen at the last heartbeat (this node not counted).
+    pub peers: usize,
+    /// Milliseconds since the last heartbeat was written, when one was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_heartbeat_ago_ms: Option<u64>,
+    /// Heartbeats written since start.
+    pub heartbeats: u64,
+    /// Heartbeats that failed since start.
+    pub heartbeat_failures: u64,
+    /// The last error, while the registry is unavailable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+impl ClusterStatus {
+    /// Whether NATS is reachable and this node's record is current.
+    pub fn is_healthy(&self) -> bool {
+        self.connection == "connected" && self.registry == "ok"
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    client: Option<async_nats::Client>,
+    peers: Vec<NodeRecord>,
+    last_heartbeat: Option<Instant>,
+    heartbeats: u64,
+    failures: u64,
+    last_error: Option<String>,
+    registry_ok: bool,
+}
+
+struct Shared {
+    options: ClusterOptions,
+    source: RecordSource,
+    state: Mutex<State>,
+    breakers: Mutex<HashMap<String, Breaker>>,
+    stop: Notify,
+    stopped: std::sync::atomic::AtomicBool,
+}
+
+/// This node's membership in the cluster. Cloning is cheap and shares everything.
+#[derive(Clone)]
+pub struct Cluster {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("node_id", &self.shared.options.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cluster {
+    /// Joins the cluster in the background: connects to NATS (retrying while it is down),
+    /// makes sure the registry bucket exists, and writes this node's record from `source`
+    /// every heartbeat until [`Cluster::leave`]. Must be called inside a Tokio runtime.
+    pub fn start(options: ClusterOptions, source: RecordSource) -> Cluster {
+        let cluster = Cluster {
+            shared: Arc::new(Shared {
+                options,
+                source,
+                state: Mutex::new(State::default()),
+                breakers: Mutex::new(HashMap::new()),
+                stop: Notify::new(),
+                stopped: std::sync::atomic::AtomicBool::new(false),
+            }),
+        };
+        // The background holds the node weakly: dropping the last handle stops the heartbeat
+        // (without removing the record, as a crash would), `leave` stops it and removes it.
+        let weak = Arc::downgrade(&cluster.shared);
+        tokio::spawn(run(weak));
+        cluster
+    }
+
+    /// The options it was started with.
+    pub fn options(&self) -> &ClusterOptions {
+        &self.shared.options
+    }
+
+    /// The NATS client, once the first connection attempt was made.
+    pub fn client(&self) -> Option<async_nats::Client> {
+        self.shared.state.lock().client.clone()
+    }
+
+    /// The connection and registry state now.
+    pub fn status(&self) -> ClusterStatus {
+        let state = self.shared.state.lock();
+        let connection = match state.client.as_ref().map(|c| c.connection_state()) {
+            None | Some(async_nats::connection::State::Pending) => "connecting",
+            Some(async_nats::connection::State::Connected) => "connected",
+            Some(async_nats::connection::State::Disconnected) => "disconnected",
+        };
+        ClusterStatus {
+            node_id: self.shared.options.node_id.clone(),
+            connection,
+            registry: if state.registry_ok {
+                "ok"
+            } else {
+                "unavailable"
+            },
+            peers: state.peers.len(),
+            last_heartbeat_ago_ms: state
+                .last_heartbeat
+                .map(|at| at.elapsed().as_millis() as u64),
+            heartbeats: state.heartbeats,
+            heartbeat_failures: state.failures,
+            last_error: (!state.registry_ok)
+                .then(|| state.last_error.clone())
+                .flatten(),
+        }
+    }
+
+    /// The live peers as seen at the last heartbeat (this node not included).
+    pub fn peers(&self) -> Vec<NodeRecord> {
+        self.shared.state.lock().peers.clone()
+    }
+
+    /// Every live node's record, read from the registry now (this node included).
+    pub async fn nodes(&self) -> Result<Vec<NodeRecord>, ClusterError> {
+        let store = self.store().await?;
+        read_all(&store).await
+    }
+
+    /// The peers that can serve `model`, best first (see [`crate::placement`]), skipping
+    /// those whose breaker is open.
+    pub fn candidates(&self, model: &str) -> Vec<NodeRecord> {
+        let options = &self.shared.options;
+        let peers = self.peers();
+        let now = Instant::now();
+        let breakers = self.shared.breakers.lock();
+        let wanted = Wanted {
+            local_id: &options.node_id,
+            region: options.region.as_deref(),
+            labels: &options.labels,
+            model,
+            pinned: options.model_labels.get(model),
+        };
+        rank(&peers, &wanted, |id| {
+            breakers.get(id).is_none_or(|b| b.allows(now))
+        })
+        .into_iter()
+        .cloned()
+        .collect()
+    }
+
+    /// Takes the right to send one request to `peer` (false while its breaker is open).
+    pub fn acquire(&self, peer: &str) -> bool {
+        self.shared
+            .breakers
+            .lock()
+            .entry(peer.to_string())
+            .or_insert_with(|| Breaker::new(BREAKER_THRESHOLD, BREAKER_OPEN_FOR))
+            .try_acquire(Instant::now())
+    }
+
+    /// The outcome of a request sent to `peer` after [`Cluster::acquire`].
+    pub fn record(&self, peer: &str, ok: bool) {
+        if let Some(breaker) = self.shared.breakers.lock().get_mut(peer) {
+            breaker.record(ok, Instant::now());
+        }
+    }
+
+    /// Peers whose breaker is open now.
+    pub fn open_breakers(&self) -> usize {
+        let now = Instant::now();
+        self.shared
+            .breakers
+            .lock()
+            .values()
+            .filter(|b| !b.allows(now))
+            .count()
+    }
+
+    /// Stops the heartbeat and removes this node's record (best effort, within one second),
+    /// so peers stop sending it requests at once instead of after the record expires.
+    pub async fn leave(&self) {
+        self.shared
+            .stopped
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.shared.stop.notify_waiters();
+        if let Ok(Ok(store)) = tokio::time::timeout(Duration::from_secs(1), self.store()).await {
+            let _ = tokio::time::timeout(
+                Duration::from_secs(1),
+                store.delete(&self.shared.options.node_id),
+            )
+            .await;
+        }
+    }
+
+    /// Writes this node's record and reads the live peers.
+    async fn heartbeat(&self) -> Result<Vec<NodeRecord>, ClusterError> {
+        let options = &self.shared.options;
+        let mut record = (self.shared.source)();
+        record.id.clone_from(&options.node_id);
+        record.heartbeat_at_ms = unix_millis();
+        let body =
+            serde_json::to_vec(&record).map_err(|e| ClusterError::Registry(e.to_string()))?;
+        let store = self.store().await?;
+        let put = tokio::time::timeout(options.heartbeat.max(Duration::from_secs(1)), async {
+            store.put(&options.node_id, body.into()).await
+        })
+        .await;
+        match put {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => return Err(ClusterError::Registry(error.to_string())),
+            Err(_) => return Err(ClusterError::Registry("the heartbeat timed out".into())),
+        }
+        let mut nodes = read_all(&store).await?;
+        nodes.retain(|n| n.id != options.node_id);
+        Ok(nodes)
+    }
+
+    /// The registry bucket, created when it does not exist (its records expire after three
+    /// heartbeats: the bucket's `max_age`).
+    async fn store(&self) -> Result<kv::Store, ClusterError> {
+        let client = self
+            .client()
+            .ok_or_else(|| ClusterError::Unavailable("not connected to NATS yet".into()))?;
+        let options = &self.shared.options;
+        let context = jetstream::new(client);
+        if let Ok(store) = context.get_key_value(&options.bucket).await {
+            return Ok(store);
+        }
+        create_bucket_with(
+            &context,
+            &options.bucket,
+            "Ray node registry: one record per live node",
+            options.heartbeat * 3,
+        )
+        .await
+    }
+}
+
+/// Connects, then writes a heartbeat every `heartbeat` until the node leaves or is dropped.
+async fn run(weak: std::sync::Weak<Shared>) {
+    let Some(shared) = weak.upgrade() else {
+        return;
+    };
+    let client = match connect(&shared.options).await {
+        Ok(client) => client,
+        Err(error) => {
+            tracing::error!(error = %error, "cluster: cannot connect to NATS; this node serves alone");
+            shared.state.lock().last_error = Some(error.to_string());
+            return;
+        }
+    };
+    shared.state.lock().client = Some(client);
+    let mut tick = tokio::time::interval(shared.options.heartbeat);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    drop(shared);
+    let mut was_ok = true;
+    loop {
+        tick.tick().await;
+        let Some(shared) = weak.upgrade() else {
+            return;
+        };
+        let cluster = Cluster { shared };
+        let outcome = tokio::select! {
+            outcome = cluster.heartbeat() => outcome,
+            () = cluster.shared.stop.notified() => return,
+        };
+        if cluster
+            .shared
+            .stopped
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return;
+        }
+        let node = &cluster.shared.options.node_id;
+        let mut state = cluster.shared.state.lock();
+        match outcome {
+            Ok(peers) => {
+                if !was_ok {
+                    tracing::info!(node = %node, "cluster: registry reachable again");
+                }
+                was_ok = true;
+                state.peers = peers;
+                state.last_heartbeat = Some(Instant::now());
+                state.heartbeats += 1;
+                state.registry_ok = true;
+                state.last_error = None;
+            }
+            Err(error) => {
+                if was_ok {
+                    tracing::warn!(node = %node, error = %error, "cluster: heartbeat failed; serving local models only until the registry answers");
+                }
+                was_ok = false;
+                state.failures += 1;
+                state.registry_ok = false;
+                state.last_error = Some(error.to_string());
+            }
+        }
+    }
+}
+
+/// Creates a key-value bucket (one value per key) whose entries expire after `max_age`, or
+/// opens it when it exists.
+///
+/// The stream is created directly, with the settings a key-value bucket has, because the
+/// client's own `create_key_value` first reads account fields that NATS 2.9 (Debian 12's) does
+/// not send.
+pub(crate) async fn create_bucket_with(
+    context: &jetstream::Context,
+    bucket: &str,
+    description: &str,
+    max_age: Duration,
+) -> Result<kv::Store, ClusterError> {
+    let config = jetstream::stream::Config {
+        name: format!("KV_{bucket}"),
+        description: Some(description.to_string()),
+        subjects: vec![format!("$KV.{bucket}.>")],
+        max_messages_per_subject: 1,
+        max_age,
+        storage: jetstream::stream::StorageType::File,
+        allow_rollup: true,
+        deny_delete: true,
+        deny_purge: false,
+        allow_direct: true,
+        num_replicas: 1,
+        discard: jetstream::stream::DiscardPolicy::New,
+        ..Default::default()
+    };
+    context
+        .get_or_create_stream(config)
+        .await
+        .map_err(|e| ClusterError::Registry(format!("cannot create the bucket {bucket}: {e}")))?;
+    context
+        .get_key_value(bucket)
+        .await
+        .map_err(|e| ClusterError::Registry(format!("cannot open the bucket {bucket}: {e}")))
+}
+
+async fn read_all(store: &kv::Store) -> Result<Vec<NodeRecord>, ClusterError> {
+    let mut keys = store
+        .keys()
+        .await
+        .map_err(|e| ClusterError::Registry(e.to_string()))?;
+    let mut names = Vec::new();
+    while let Some(key) = keys.next().await {
+        names.push(key.map_err(|e| ClusterError::Registry(e.to_string()))?);
+    }
+    let mut nodes = Vec::with_capacity(names.len());
+    for name in names {
+        let Some(value) = store
+            .get(&name)
+            .await
+            .map_err(|e| ClusterError::Registry(e.to_string()))?
+        else {
+            continue;
+        };
+        match serde_json::from_slice::<NodeRecord>(&value) {
+            Ok(record) => nodes.push(record),
+            Err(error) => {
+                tracing::warn!(key = %name, error = %error, "cluster: an unreadable node record was skipped");
+            }
+        }
+    }
+    nodes.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(nodes)
+}
+
+async fn connect(options: &ClusterOptions) -> Result<async_nats::Client, ClusterError> {
+    let mut connect = async_nats::ConnectOptions::new()
+        .name(format!("ray-{}", options.node_id))
+        .retry_on_initial_connect()
+        .connection_timeout(Duration::from_secs(2))
+        .max_reconnects(None::<usize>);
+    connect = match &options.credentials {
+        Credentials::None => connect,
+        Credentials::File(path) => connect
+            .credentials_file(path)
+            .await
+            .map_err(|e| ClusterError::Credentials(format!("{}: {e}", path.display())))?,
+        Credentials::Secret(secret) if secret.contains("BEGIN NATS USER JWT") => connect
+            .credentials(secret)
+            .map_err(|e| ClusterError::Credentials(e.to_string()))?,
+        Credentials::Secret(token) => connect.token(token.clone()),
+    };
+    connect
+        .connect(options.nats_urls.as_slice())
+        .await
+        .map_err(|e| ClusterError::Unavailable(e.to_string()))
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn unix_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Why a cluster operation failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClusterError {
+    /// NATS cannot be reached.
+    #[error("NATS is unreachable: {0}")]
+    Unavailable(String),
+    /// The credentials cannot be used.
+    #[error("the NATS credentials cannot be used: {0}")]
+    Credentials(String),
+    /// The registry bucket cannot be read or written.
+    #[error("the node registry is unavailable: {0}")]
+    Registry(String),
+}

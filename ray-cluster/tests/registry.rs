@@ -1,0 +1,198 @@
+//! The node registry against a real `nats-server -js` started on a free port with its own
+//! store directory: nodes appear within two heartbeats, a node that stops writing drops out
+//! within three, and the registry recovers after NATS restarts.
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ray_cluster::{Cluster, ClusterOptions, Credentials, ModelRecord, NODES_BUCKET, NodeRecord};
+
+const HEARTBEAT: Duration = Duration::from_millis(300);
+
+struct Nats {
+    child: Child,
+    port: u16,
+}
+
+impl Nats {
+    /// `nats-server -js` on `port` (a free one when 0), storing under `dir`; `None` (and a
+    /// SKIPPED line) when the binary is missing.
+    fn start(dir: &Path, port: u16) -> Option<Nats> {
+        let port = if port == 0 { free_port() } else { port };
+        let child = match Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+        {
+            Ok(child) => child,
+            Err(error) => {
+                eprintln!(
+                    "SKIPPED: nats-server cannot be started ({error}); install the Debian package nats-server"
+                );
+                return None;
+            }
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(Nats { child, port })
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn options(url: &str, id: &str, region: &str) -> ClusterOptions {
+    ClusterOptions {
+        nats_urls: vec![url.to_string()],
+        credentials: Credentials::None,
+        node_id: id.into(),
+        advertise_url: format!("http://{id}.invalid:8080"),
+        region: Some(region.into()),
+        labels: BTreeMap::new(),
+        heartbeat: HEARTBEAT,
+        model_labels: BTreeMap::new(),
+        bucket: NODES_BUCKET.into(),
+    }
+}
+
+fn source(id: &str, ready: bool) -> ray_cluster::RecordSource {
+    let id = id.to_string();
+    Arc::new(move || NodeRecord {
+        id: id.clone(),
+        base_url: format!("http://{id}.invalid:8080"),
+        region: None,
+        labels: BTreeMap::new(),
+        models: vec![ModelRecord {
+            id: "m".into(),
+            aliases: vec![],
+            state: if ready { "ready" } else { "unavailable" }.into(),
+            ready,
+            queue_depth: 0,
+            estimated_wait_ms: 0,
+        }],
+        free_memory_mib: None,
+        queue_depth: 0,
+        estimated_wait_ms: 0,
+        version: "test".into(),
+        heartbeat_at_ms: 0,
+    })
+}
+
+async fn ids(cluster: &Cluster) -> Vec<String> {
+    match cluster.nodes().await {
+        Ok(nodes) => nodes.into_iter().map(|n| n.id).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Polls `check` every 50 ms for at most `limit`; the time it took when it held.
+async fn within(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if check().await {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_join_expire_and_survive_a_nats_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mut nats) = Nats::start(dir.path(), 0) else {
+        return;
+    };
+    let url = nats.url();
+    let a = Cluster::start(options(&url, "a", "fsn"), source("a", true));
+    let b = Cluster::start(options(&url, "b", "fsn"), source("b", true));
+    let c = Cluster::start(options(&url, "c", "hel"), source("c", false));
+
+    // All three within two heartbeats of the first one written (the first connection is
+    // part of the wait, so the bound here is generous; the figure is printed).
+    let took = within(HEARTBEAT * 10, async || ids(&a).await == ["a", "b", "c"]).await;
+    let took = took.unwrap_or_else(|| {
+        panic!(
+            "all three nodes registered: {:?} {:?}",
+            a.status(),
+            futures_util::FutureExt::now_or_never(a.nodes())
+        )
+    });
+    eprintln!("registry: three nodes visible after {took:?}");
+    let seen = within(HEARTBEAT * 4, async || a.peers().len() == 2).await;
+    assert!(seen.is_some(), "a sees its two peers");
+    assert!(a.status().is_healthy(), "{:?}", a.status());
+
+    // Placement: c's model is not ready, so only b is a candidate for a.
+    let candidates: Vec<String> = a.candidates("m").into_iter().map(|n| n.id).collect();
+    assert_eq!(candidates, ["b"]);
+
+    // A breaker opened by failures takes the peer out until its time is over.
+    for _ in 0..ray_cluster::BREAKER_THRESHOLD {
+        assert!(a.acquire("b"));
+        a.record("b", false);
+    }
+    assert!(!a.acquire("b"));
+    assert!(a.candidates("m").is_empty());
+    assert_eq!(a.open_breakers(), 1);
+
+    // A node that stops writing (dropped without leaving, as a killed node would) drops out
+    // after three heartbeats.
+    drop(c);
+    let c_gone = within(HEARTBEAT * 10, async || {
+        !ids(&a).await.contains(&"c".to_string())
+    })
+    .await
+    .expect("c expired");
+    eprintln!("registry: a silent node dropped after {c_gone:?} (heartbeat {HEARTBEAT:?})");
+
+    // A node that leaves is gone at once.
+    b.leave().await;
+    let b_gone = within(HEARTBEAT * 2, async || {
+        !ids(&a).await.contains(&"b".to_string())
+    })
+    .await;
+    assert!(b_gone.is_some(), "b's record removed when it left");
+
+    // NATS restarts on the same port and store: the registry says unavailable meanwhile,
+    // then recovers by itself.
+    let port = nats.port;
+    nats.stop();
+    let down = within(HEARTBEAT * 20, async || !a.status().is_healthy()).await;
+    assert!(down.is_some(), "the outage is visible: {:?}", a.status());
+    let _nats = Nats::start(dir.path(), port).expect("nats restarts");
+    let back = within(Duration::from_secs(20), async || {
+        a.status().is_healthy() && ids(&a).await.contains(&"a".to_string())
+    })
+    .await
+    .expect("the registry recovers after NATS returns");
+    eprintln!("registry: recovered {back:?} after NATS restarted");
+}

@@ -1,0 +1,576 @@
+//! Several nodes on loopback sharing one real `nats-server -js` (started by the test on a free
+//! port with its own store): the registry lists every node and drops a killed one, a request
+//! for a model that is down locally is served by a peer (and says which node served it),
+//! forwarding is one hop and signed, and the node keeps serving while NATS is down.
+
+#![allow(clippy::unwrap_used)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const KEY: &str = "a-cluster-key-of-enough-bytes";
+const HEARTBEAT_MS: u64 = 300;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap()
+}
+
+struct Nats {
+    child: Child,
+    port: u16,
+}
+
+impl Nats {
+    fn start(dir: &Path, port: u16) -> Option<Nats> {
+        let child = match Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+        {
+            Ok(child) => child,
+            Err(error) => {
+                eprintln!(
+                    "SKIPPED: nats-server cannot be started ({error}); install the Debian package nats-server"
+                );
+                return None;
+            }
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(Nats { child, port })
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+struct Node {
+    id: String,
+    port: u16,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Node {
+    /// A gateway whose one model `m` is the mock (`up`) or a backend on a refused port.
+    fn start(dir: &Path, nats: u16, id: &str, up: bool) -> Node {
+        Node::start_with(dir, nats, id, up, free_port(), "")
+    }
+
+    /// The same, on `port`, with `extra` top-level config fields (`,"asyncQueue":{...}`).
+    fn start_with(dir: &Path, nats: u16, id: &str, up: bool, port: u16, extra: &str) -> Node {
+        let adapter = if up {
+            r#"{"kind":"mock","latencyMs":5}"#.to_string()
+        } else {
+            format!(
+                r#"{{"kind":"openai-compatible","baseUrl":"http://127.0.0.1:{}","timeoutMs":1000}}"#,
+                free_port()
+            )
+        };
+        let config = format!(
+            r#"{{"profile":"tiny","server":{{"port":{port}}},
+                "models":[{{"id":"m","aliases":["m-alias"],"warmOnBoot":false,"adapter":{adapter}}}],
+                "cluster":{{"natsUrls":["nats://127.0.0.1:{nats}"],"nodeId":"{id}",
+                  "advertiseUrl":"http://127.0.0.1:{port}","region":"test",
+                  "heartbeatMs":{HEARTBEAT_MS},"clusterKeyEnv":"RAY_TEST_CLUSTER_KEY"}}{extra}}}"#
+        );
+        let path = dir.join(format!("{id}.json"));
+        std::fs::write(&path, config).unwrap();
+        let log = dir.join(format!("{id}.log"));
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_ray-server"))
+            .arg("--config")
+            .arg(&path)
+            .env("RAY_TEST_CLUSTER_KEY", KEY)
+            .stdout(Stdio::from(out.try_clone().unwrap()))
+            .stderr(Stdio::from(out))
+            .spawn()
+            .unwrap();
+        Node {
+            id: id.into(),
+            port,
+            child: Some(child),
+            log,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn node_ids(http: &reqwest::Client, node: &Node) -> Vec<String> {
+    let Ok(response) = http.get(node.url("/v1/cluster/nodes")).send().await else {
+        return Vec::new();
+    };
+    let Ok(body) = response.json::<serde_json::Value>().await else {
+        return Vec::new();
+    };
+    body["nodes"]
+        .as_array()
+        .map(|nodes| {
+            nodes
+                .iter()
+                .filter_map(|n| n["id"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn within(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if check().await {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
+fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_share_a_registry_and_forward_to_a_peer() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats_port = free_port();
+    let Some(mut nats) = Nats::start(&dir.path().join("nats"), nats_port) else {
+        return;
+    };
+    let http = reqwest::Client::new();
+    let a = Node::start(dir.path(), nats_port, "a", false);
+    let b = Node::start(dir.path(), nats_port, "b", true);
+    let mut c = Node::start(dir.path(), nats_port, "c", true);
+
+    // Every node sees all three.
+    let all = within(Duration::from_secs(20), async || {
+        node_ids(&http, &a).await == ["a", "b", "c"]
+    })
+    .await;
+    assert!(
+        all.is_some(),
+        "registry: {:?}\n{}",
+        node_ids(&http, &a).await,
+        a.log()
+    );
+
+    // a's own backend is refused: once its probe has seen that, requests for `m` go to a
+    // peer, by id and by alias, on the native and the OpenAI routes, and say who served them.
+    let down = within(Duration::from_secs(10), async || {
+        let health: serde_json::Value = http
+            .get(a.url("/health"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        health["models"][0]["state"] != "ready"
+    })
+    .await;
+    assert!(down.is_some(), "a's model is seen down");
+    // The peers' records must show `m` ready before a forwards to them.
+    let peers_ready = within(Duration::from_secs(10), async || {
+        let answer = http
+            .post(a.url("/v1/infer"))
+            .json(&serde_json::json!({"input": "hello", "model": "m"}))
+            .send()
+            .await
+            .unwrap();
+        answer.status() == 200
+    })
+    .await;
+    assert!(peers_ready.is_some(), "{}", a.log());
+    for body in [
+        serde_json::json!({"input": "hello again", "model": "m"}),
+        serde_json::json!({"input": "by alias", "model": "m-alias"}),
+        serde_json::json!({"input": "by default"}),
+    ] {
+        let answer = http
+            .post(a.url("/v1/infer"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+        let node = answer.headers()["x-ray-node"].to_str().unwrap().to_string();
+        assert!(node == "b" || node == "c", "served by {node}");
+    }
+    let chat = http
+        .post(a.url("/v1/chat/completions"))
+        .json(&serde_json::json!({"model": "m", "stream": true,
+            "messages": [{"role": "user", "content": "stream it"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(chat.status(), 200);
+    assert_ne!(chat.headers()["x-ray-node"], "a");
+    let text = chat.text().await.unwrap();
+    assert!(text.contains("data: [DONE]"), "{text}");
+
+    // A forwarded request is never forwarded again: signed as from b, a serves it itself
+    // (and its model is down, so it refuses) instead of sending it on.
+    let body = br#"{"input":"loop","model":"m"}"#;
+    let signature = ray_cluster::auth::sign(
+        KEY.as_bytes(),
+        "b",
+        unix_millis(),
+        "POST",
+        "/v1/infer",
+        body,
+    );
+    let answer = http
+        .post(a.url("/v1/infer"))
+        .header("content-type", "application/json")
+        .header("x-ray-hop", "b")
+        .header("x-ray-cluster-auth", signature)
+        .body(&body[..])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.headers()["x-ray-node"], "a");
+    assert_eq!(answer.status(), 503);
+    // A hop with a wrong signature is refused.
+    let forged = ray_cluster::auth::sign(
+        b"another-key-entirely!",
+        "b",
+        unix_millis(),
+        "POST",
+        "/v1/infer",
+        body,
+    );
+    let answer = http
+        .post(a.url("/v1/infer"))
+        .header("content-type", "application/json")
+        .header("x-ray-hop", "b")
+        .header("x-ray-cluster-auth", forged)
+        .body(&body[..])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 401);
+
+    // Metrics and health say what happened.
+    let metrics = http
+        .get(a.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("ray_cluster_connected 1"), "{metrics}");
+    assert!(metrics.contains(r#"ray_cluster_forwarded_total{direction="out"}"#));
+
+    // A killed node drops out of the registry after three heartbeats.
+    c.kill();
+    let gone = within(Duration::from_secs(10), async || {
+        node_ids(&http, &a).await == ["a", "b"]
+    })
+    .await;
+    assert!(gone.is_some(), "c dropped: {:?}", node_ids(&http, &a).await);
+    eprintln!(
+        "cluster: a killed node dropped from the registry after {gone:?} (heartbeat {HEARTBEAT_MS} ms)"
+    );
+    let answer = http
+        .post(a.url("/v1/infer"))
+        .json(&serde_json::json!({"input": "after c died", "model": "m"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.headers()["x-ray-node"], "b");
+
+    // NATS goes away: nodes keep serving, /health says the cluster is degraded; when NATS
+    // is back the registry recovers by itself.
+    nats.stop();
+    let degraded = within(Duration::from_secs(15), async || {
+        let health: serde_json::Value = http
+            .get(b.url("/health"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        health["cluster"]["status"] == "degraded"
+    })
+    .await;
+    assert!(degraded.is_some(), "b reports the outage");
+    let local = http
+        .post(b.url("/v1/infer"))
+        .json(&serde_json::json!({"input": "nats is down", "model": "m"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(local.status(), 200);
+    let listing = http.get(b.url("/v1/cluster/nodes")).send().await.unwrap();
+    assert_eq!(listing.status(), 503);
+    let _nats = Nats::start(&dir.path().join("nats"), nats.port).unwrap();
+    let back = within(Duration::from_secs(30), async || {
+        node_ids(&http, &b).await == ["a", "b"]
+    })
+    .await;
+    assert!(
+        back.is_some(),
+        "registry back: {:?}",
+        node_ids(&http, &b).await
+    );
+    assert_eq!(b.id, "b");
+}
+
+/// Receives callbacks on loopback and counts deliveries per idempotency key.
+async fn callback_receiver() -> (
+    u16,
+    std::sync::Arc<parking_lot::Mutex<std::collections::HashMap<String, u32>>>,
+) {
+    use http_body_util::BodyExt;
+    let seen = std::sync::Arc::new(parking_lot::Mutex::new(std::collections::HashMap::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let counts = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let counts = counts.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    move |request: hyper::Request<hyper::body::Incoming>| {
+                        let counts = counts.clone();
+                        async move {
+                            let key = request
+                                .headers()
+                                .get("idempotency-key")
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or_default()
+                                .to_string();
+                            let body = request
+                                .into_body()
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
+                            let job: serde_json::Value =
+                                serde_json::from_slice(&body).unwrap_or_default();
+                            assert_eq!(
+                                job["job"]["id"],
+                                key.as_str(),
+                                "the idempotency key is the job id"
+                            );
+                            *counts.lock().entry(key).or_insert(0) += 1;
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                                http_body_util::Full::new(bytes::Bytes::from_static(b"ok")),
+                            ))
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (port, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_jobs_survive_a_killed_node_and_a_nats_restart() {
+    const JOBS: usize = 300;
+    let dir = tempfile::tempdir().unwrap();
+    let nats_port = free_port();
+    let Some(mut nats) = Nats::start(&dir.path().join("nats"), nats_port) else {
+        return;
+    };
+    let (callback_port, callbacks) = callback_receiver().await;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let queue = |id: &str| {
+        format!(
+            r#","asyncQueue":{{"enabled":true,"storageDir":"{}","dispatchConcurrency":2,
+               "maxAttempts":5,"pollIntervalMs":50,"callbackAllowPrivateNetwork":true}}"#,
+            dir.path().join(format!("jobs-{id}")).display()
+        )
+    };
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let ids = ["a", "b", "c"];
+    let mut nodes: Vec<Node> = ids
+        .iter()
+        .zip(&ports)
+        .map(|(id, port)| Node::start_with(dir.path(), nats_port, id, true, *port, &queue(id)))
+        .collect();
+    let all = within(Duration::from_secs(20), async || {
+        node_ids(&http, &nodes[0]).await == ["a", "b", "c"]
+    })
+    .await;
+    assert!(all.is_some(), "{}", nodes[0].log());
+
+    let mut accepted: Vec<String> = Vec::new();
+    let mut refused = 0u32;
+    let mut next = 0usize;
+    let mut restarted_nats = false;
+    while accepted.len() < JOBS {
+        let n = accepted.len();
+        if n == 100 && nodes[2].child.is_some() {
+            nodes[2].kill(); // kill -9 in the middle of the run
+        }
+        if n == 200 && nodes[2].child.is_none() {
+            nodes[2] = Node::start_with(dir.path(), nats_port, "c", true, ports[2], &queue("c"));
+        }
+        if n == 250 && !restarted_nats {
+            restarted_nats = true;
+            nats.stop();
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            nats = Nats::start(&dir.path().join("nats"), nats_port).unwrap();
+        }
+        let node = &nodes[next % 3];
+        next += 1;
+        let body = serde_json::json!({
+            "input": format!("job number {n}"),
+            "model": "m",
+            "callbackUrl": format!("http://127.0.0.1:{callback_port}/hook"),
+        });
+        match http.post(node.url("/v1/jobs")).json(&body).send().await {
+            Ok(answer) if answer.status() == 202 => {
+                let accepted_job: serde_json::Value = answer.json().await.unwrap();
+                accepted.push(accepted_job["id"].as_str().unwrap().to_string());
+            }
+            Ok(answer) => {
+                // Refused (NATS away: 503 cluster_unavailable): not accepted, so not counted.
+                assert_eq!(
+                    answer.status(),
+                    503,
+                    "{}",
+                    answer.text().await.unwrap_or_default()
+                );
+                refused += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(_) => {
+                // The killed node: nothing was accepted.
+                refused += 1;
+            }
+        }
+    }
+    eprintln!(
+        "cluster jobs: {JOBS} accepted, {refused} submissions refused while a node or NATS was down"
+    );
+
+    // Every accepted job completes, seen the same from every live node, exactly once.
+    let started = Instant::now();
+    let mut pending: Vec<String> = accepted.clone();
+    while !pending.is_empty() && started.elapsed() < Duration::from_secs(120) {
+        let mut still = Vec::new();
+        for (i, id) in pending.iter().enumerate() {
+            let node = &nodes[i % 3];
+            let record: serde_json::Value =
+                match http.get(node.url(&format!("/v1/jobs/{id}"))).send().await {
+                    Ok(answer) if answer.status() == 200 => answer.json().await.unwrap(),
+                    _ => {
+                        still.push(id.clone());
+                        continue;
+                    }
+                };
+            match record["status"].as_str() {
+                Some("succeeded") => {
+                    assert!(record["attempts"].as_u64().unwrap() >= 1);
+                    assert!(record["attempts"].as_u64().unwrap() <= 5, "{record}");
+                    assert!(record["result"]["output"].is_string());
+                }
+                Some("queued" | "running") => still.push(id.clone()),
+                other => panic!("job {id} ended {other:?}: {record}"),
+            }
+        }
+        pending = still;
+        if !pending.is_empty() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    assert!(
+        pending.is_empty(),
+        "{} jobs never completed: {:?}\n{}",
+        pending.len(),
+        &pending[..pending.len().min(5)],
+        nodes[0].log()
+    );
+    eprintln!(
+        "cluster jobs: all {JOBS} completed {:?} after the last submission",
+        started.elapsed()
+    );
+
+    // Every callback arrived (a redelivery may repeat one, under the same key).
+    let delivered = within(Duration::from_secs(60), async || {
+        let seen = callbacks.lock();
+        accepted.iter().all(|id| seen.contains_key(id))
+    })
+    .await;
+    let seen = callbacks.lock().clone();
+    assert!(
+        delivered.is_some(),
+        "{} of {} callbacks arrived",
+        accepted.iter().filter(|id| seen.contains_key(*id)).count(),
+        accepted.len()
+    );
+    let duplicates: u32 = seen.values().map(|n| n - 1).sum();
+    eprintln!(
+        "cluster jobs: every callback arrived; {duplicates} duplicate deliveries, each under its job's idempotency key"
+    );
+    for id in &accepted {
+        let record: serde_json::Value = http
+            .get(nodes[1].url(&format!("/v1/jobs/{id}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(record["callback"]["status"], "delivered", "{record}");
+    }
+}
