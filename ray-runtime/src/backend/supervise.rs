@@ -5,11 +5,12 @@
 //! shutdown (SIGTERM, then SIGKILL after [`STOP_GRACE`]).
 //!
 //! The child is always waited for, so it never lingers as a zombie; it is killed if the
-//! supervisor is dropped. Under systemd the unit's cgroup also ends it with the gateway; a
-//! gateway killed with SIGKILL outside systemd leaves it running (the next start then finds
-//! the port taken and says so).
+//! supervisor is dropped. It dies with the gateway even when the gateway is killed with
+//! SIGKILL (a parent-death signal), and a child an earlier run left behind is ended at the
+//! next start (pid files in the state directory): see [`super::child`].
 
 use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
@@ -20,6 +21,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::child;
 use super::launch::{LLAMA_OOM_SCORE_ADJUST, llama_command};
 use crate::runtime::Runtime;
 
@@ -61,9 +63,18 @@ pub fn spawn(
     model: String,
     launch: LaunchProfile,
     api_key_env: Option<String>,
+    state_dir: Option<PathBuf>,
 ) -> Supervisor {
     let (stop, stopped) = watch::channel(false);
-    let task = tokio::spawn(supervise(runtime, model, launch, api_key_env, stopped));
+    let pid_file = state_dir.map(|dir| child::pid_file(&dir, &model));
+    let task = tokio::spawn(supervise(
+        runtime,
+        model,
+        launch,
+        api_key_env,
+        pid_file,
+        stopped,
+    ));
     Supervisor { stop, task }
 }
 
@@ -85,9 +96,10 @@ fn describe(status: ExitStatus) -> String {
 
 fn command(launch: &LaunchProfile, api_key_env: Option<&str>) -> Command {
     let spec = llama_command(launch);
-    let mut command = Command::new(&spec.program);
+    let (program, args) = child::tied_command(&spec.program, &spec.args);
+    let mut command = Command::new(program);
     command
-        .args(&spec.args)
+        .args(&args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -208,6 +220,7 @@ async fn supervise(
     model: String,
     launch: LaunchProfile,
     api_key_env: Option<String>,
+    pid_file: Option<PathBuf>,
     mut stop: watch::Receiver<bool>,
 ) {
     let program = llama_command(&launch).program;
@@ -226,10 +239,33 @@ async fn supervise(
             );
         }
         let started = Instant::now();
-        let ended = match command(&launch, api_key_env.as_deref()).spawn() {
+        let spawned = match child::check_program(&program) {
+            Ok(()) => child::spawn_tied(command(&launch, api_key_env.as_deref())).await,
+            Err(error) => Err(error),
+        };
+        let ended = match spawned {
             Err(error) => Ended::Exited(format!("cannot start {program}: {error}")),
-            Ok(mut child) => {
-                run_child(&runtime, &model, &launch, &mut child, restarts, &mut stop).await
+            Ok(mut process) => {
+                let spec = llama_command(&launch);
+                if let (Some(path), Some(pid)) = (&pid_file, process.id()) {
+                    let mut cmdline = vec![spec.program];
+                    cmdline.extend(spec.args);
+                    if let Err(error) =
+                        child::write_pid_file(path, &child::PidRecord { pid, cmdline })
+                    {
+                        tracing::warn!(
+                            path = %path.display(),
+                            error = %error,
+                            "cannot record the llama-server child's pid"
+                        );
+                    }
+                }
+                let ended =
+                    run_child(&runtime, &model, &launch, &mut process, restarts, &mut stop).await;
+                if let Some(path) = &pid_file {
+                    let _ = std::fs::remove_file(path);
+                }
+                ended
             }
         };
         let exit = match ended {
