@@ -783,6 +783,7 @@ pub fn validate(config: &RayConfig) -> Vec<Diagnostic> {
 
     let mut diagnostics = c.diagnostics;
     diagnostics.extend(super::validate_models::validate_models(config));
+    diagnostics.extend(super::lifecycle::validate_lifecycle(config));
     if let Some(cluster) = &config.cluster {
         let names = config.model_names();
         diagnostics.extend(super::cluster::validate_cluster(cluster, &names));

@@ -30,10 +30,12 @@
 //!   its `Retry-After`.
 //! - **A model that cannot fit even alone** is refused (`model_does_not_fit`), never loaded.
 
+mod budget;
 mod core;
 #[cfg(test)]
 mod tests;
 
+pub use budget::{BudgetSource, ModelFit, fit, memory_budget};
 pub use core::{
     Admission, Effect, FAILED_RETRY, Lifecycle, LifecycleModel, LifecycleSettings, ModelState,
     ModelStatus, Refusal, Transition, WaiterId,
