@@ -395,7 +395,13 @@ fn serve(args: &ServeArgs) -> ExitCode {
             "gateway listening"
         );
         // Models whose launch profile sets `supervise` get their llama-server from the runtime.
-        let backends = app.runtime().start_backends();
+        // With a lifecycle section, children's pid files and measured footprints live in its
+        // stateDir, and children an earlier run left behind are ended first.
+        let state_dir = config
+            .lifecycle
+            .as_ref()
+            .map(|l| std::path::PathBuf::from(&l.state_dir));
+        let backends = app.runtime().start_backends_in(state_dir.as_deref());
         // Warm-up starts only now, after the listener is bound, so /livez answers at once.
         let background = app.runtime().start();
         let result = crate::server::run(listener, app.clone(), shutdown_signal()).await;

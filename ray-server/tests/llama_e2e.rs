@@ -1039,3 +1039,63 @@ async fn bench_measures_ray_and_the_backend_directly() {
     assert!(direct["gateway"].is_null());
     server.stop().await;
 }
+
+/// The footprint estimate against the real child: each fixture model is started supervised
+/// with a lifecycle state directory; once it answers, its RSS after warm-up is kept in
+/// `footprints.json`, and the estimate is within 25% of it.
+#[tokio::test]
+#[ignore = "needs the llama.cpp fixture (tools/llama-fixture/setup.sh)"]
+async fn the_footprint_estimate_is_within_a_quarter_of_the_measured_rss() {
+    fixture::require();
+    for name in ["tiny", "large", "xl"] {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let mut config = supervised_fixture_config(free_port());
+        config["model"]["adapter"]["launchProfile"]["modelPath"] =
+            serde_json::json!(fixture::model(name).display().to_string());
+        config["lifecycle"] = serde_json::json!({ "stateDir": state.display().to_string() });
+        let ray = deploy_tools::RayProcess::start(dir.path(), &config);
+        let limit = Duration::from_secs(60);
+        let footprints = state.join("footprints.json");
+        ray.wait_for("the measured footprint", limit, || async {
+            std::fs::read(&footprints)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .is_some_and(|v| v["models"]["ray-test"]["loadMiB"].is_u64())
+        })
+        .await;
+        // While the child runs, its pid file names it.
+        let pid = ray.backend_process().await.unwrap()["pid"]
+            .as_u64()
+            .unwrap();
+        let record: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(state.join("children/ray-test.pid.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(record["pid"].as_u64(), Some(pid));
+        let kept: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&footprints).unwrap()).unwrap();
+        let measured = kept["models"]["ray-test"]["loadMiB"].as_u64().unwrap() as f64;
+        let loaded = ray_core::config::ConfigLoader::new()
+            .with_json("test", &config.to_string())
+            .load()
+            .unwrap()
+            .config;
+        let launch = loaded.model.adapter.launch_profile().unwrap();
+        let estimate = ray_runtime::footprint::LlamaEstimate::of_launch(launch)
+            .unwrap()
+            .load_mib();
+        let ratio = estimate / measured;
+        println!("{name}: estimated {estimate:.1} MiB, measured {measured} MiB (x{ratio:.2})");
+        assert!(
+            (0.75..=1.25).contains(&ratio),
+            "{name}: estimated {estimate:.1} MiB against {measured} MiB measured"
+        );
+        let (code, _) = ray.terminate();
+        assert_eq!(code, Some(0));
+        assert!(
+            !state.join("children/ray-test.pid.json").exists(),
+            "the pid file goes with the child"
+        );
+    }
+}

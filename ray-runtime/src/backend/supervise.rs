@@ -10,7 +10,7 @@
 //! next start (pid files in the state directory): see [`super::child`].
 
 use std::os::unix::process::ExitStatusExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
@@ -66,13 +66,12 @@ pub fn spawn(
     state_dir: Option<PathBuf>,
 ) -> Supervisor {
     let (stop, stopped) = watch::channel(false);
-    let pid_file = state_dir.map(|dir| child::pid_file(&dir, &model));
     let task = tokio::spawn(supervise(
         runtime,
         model,
         launch,
         api_key_env,
-        pid_file,
+        state_dir,
         stopped,
     ));
     Supervisor { stop, task }
@@ -210,6 +209,60 @@ async fn terminate(child: &mut Child) -> Option<ExitStatus> {
     child.wait().await.ok()
 }
 
+/// Waits until the child answers `GET /health` with 200 (its model loaded and warmed up), then
+/// keeps its RSS and the time since it was started in the state directory's measured
+/// footprints, which later sizing prefers to the estimate.
+async fn measure(model: String, launch: LaunchProfile, pid: u32, spawned: Instant, dir: PathBuf) {
+    let host = launch.host.trim_start_matches('[').trim_end_matches(']');
+    let url = if host.contains(':') {
+        format!("http://[{host}]:{}/health", launch.port)
+    } else {
+        format!("http://{host}:{}/health", launch.port)
+    };
+    let client = reqwest::Client::new();
+    while spawned.elapsed() < START_TIMEOUT {
+        let healthy = client
+            .get(&url)
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().as_u16() == 200);
+        if healthy {
+            let took = spawned.elapsed();
+            let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .ok()
+                .and_then(|status| crate::pressure::parse_vm_rss(&status));
+            let Some(rss) = rss else { return };
+            let load_mib = rss.div_ceil(1 << 20);
+            let estimate = crate::footprint::LlamaEstimate::of_launch(&launch)
+                .map(|e| e.load_mib().ceil() as u64)
+                .ok();
+            tracing::info!(
+                model = %model,
+                pid,
+                load_ms = took.as_millis() as u64,
+                rss_mib = load_mib,
+                estimated_mib = estimate,
+                "llama-server loaded; footprint measured"
+            );
+            let measured = crate::footprint::Measured {
+                key: crate::footprint::footprint_key(&launch),
+                load_mib,
+                load_ms: took.as_millis() as u64,
+            };
+            let written = tokio::task::spawn_blocking(move || {
+                crate::footprint::MeasuredFootprints::open(&dir).record(&model, measured)
+            })
+            .await;
+            if let Ok(Err(error)) = written {
+                tracing::warn!(error = %error, "cannot keep the measured footprint");
+            }
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 enum Ended {
     Exited(String),
     Stopping,
@@ -220,9 +273,10 @@ async fn supervise(
     model: String,
     launch: LaunchProfile,
     api_key_env: Option<String>,
-    pid_file: Option<PathBuf>,
+    state_dir: Option<PathBuf>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let pid_file = state_dir.as_deref().map(|dir| child::pid_file(dir, &model));
     let program = llama_command(&launch).program;
     let mut restarts: u32 = 0;
     let mut failures: u32 = 0;
@@ -260,8 +314,16 @@ async fn supervise(
                         );
                     }
                 }
-                let ended =
-                    run_child(&runtime, &model, &launch, &mut process, restarts, &mut stop).await;
+                let ended = run_child(
+                    &runtime,
+                    &model,
+                    &launch,
+                    &mut process,
+                    restarts,
+                    &mut stop,
+                    state_dir.as_deref(),
+                )
+                .await;
                 if let Some(path) = &pid_file {
                     let _ = std::fs::remove_file(path);
                 }
@@ -303,8 +365,11 @@ async fn run_child(
     child: &mut Child,
     restarts: u32,
     stop: &mut watch::Receiver<bool>,
+    state_dir: Option<&Path>,
 ) -> Ended {
+    let spawned = Instant::now();
     let pid = child.id().unwrap_or(0);
+    let mut measuring: Option<JoinHandle<()>> = None;
     raise_oom_score(pid);
     runtime.backend_process_starting(model, pid, restarts);
     tracing::info!(
@@ -359,10 +424,22 @@ async fn run_child(
                 if listening(launch).await {
                     answered = true;
                     runtime.backend_process_listening(model);
+                    if let Some(dir) = state_dir {
+                        measuring = Some(tokio::spawn(measure(
+                            model.to_string(),
+                            launch.clone(),
+                            pid,
+                            spawned,
+                            dir.to_path_buf(),
+                        )));
+                    }
                 }
             }
         }
     };
+    if let Some(task) = measuring {
+        task.abort();
+    }
     // The pipes close with the process; let the forwarders write what is left (a grandchild
     // holding a pipe open must not hold the supervisor up).
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
