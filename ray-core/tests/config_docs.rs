@@ -190,8 +190,8 @@ const BEHAVIOUR: &[(&str, &str)] = &[
          true`) against `memoryBudgetMiB` (default: the cgroup limit, else the machine's \
          memory, less `reserveMiB`): `check-config` refuses a managed model whose footprint \
          (GGUF weights, KV cache for `ctxSize`, compute buffers, `cacheRamMiB`; the measured \
-         figure once one is kept in `stateDir`) exceeds the budget on its own, and \
-         `doctor` checks that the `resident` models fit together. The supervisor records each \
+         figure once one is kept in `stateDir`) exceeds the budget on its own, and warns when \
+         the `resident` models do not fit together. The supervisor records each \
          child's pid in `stateDir` and ends children an earlier run left. Loading on demand, \
          eviction by `minResidentMs`/`idleUnloadMs` and draining (`drainTimeoutMs`) follow \
          the lifecycle described in [operations.md](operations.md#model-lifecycle); until the \
