@@ -1077,7 +1077,7 @@ async fn the_footprint_estimate_is_within_a_quarter_of_the_measured_rss() {
             serde_json::from_slice(&std::fs::read(&footprints).unwrap()).unwrap();
         let measured = kept["models"]["ray-test"]["loadMiB"].as_u64().unwrap() as f64;
         let loaded = ray_core::config::ConfigLoader::new()
-            .with_json("test", &config.to_string())
+            .with_json("test", config.to_string())
             .load()
             .unwrap()
             .config;

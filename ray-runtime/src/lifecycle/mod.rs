@@ -32,6 +32,7 @@
 
 mod budget;
 mod core;
+mod shell;
 #[cfg(test)]
 mod tests;
 
@@ -40,3 +41,4 @@ pub use core::{
     Admission, Effect, FAILED_RETRY, Lifecycle, LifecycleModel, LifecycleSettings, ModelState,
     ModelStatus, Refusal, Transition, WaiterId,
 };
+pub use shell::{LIFECYCLE_TICK, Lease, LifecycleShell, ModelDriver};
