@@ -27,9 +27,7 @@ use async_nats::jetstream::{self, AckKind, consumer, kv, stream};
 use futures_util::StreamExt;
 use parking_lot::Mutex;
 use ray_core::time::now_rfc3339;
-use ray_core::wire::{
-    CallbackStatus, InferRequest, InferResponse, JobCallback, JobError, JobRecord, JobStatus,
-};
+use ray_core::wire::{CallbackStatus, InferRequest, InferResponse, JobError, JobRecord, JobStatus};
 use ray_core::{ErrorCode, RayError};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
@@ -76,6 +74,8 @@ pub struct JobsOptions {
     pub ack_wait: Duration,
     /// How long records are kept.
     pub retention: Duration,
+    /// The largest record accepted, in bytes (`asyncQueue.maxRecordBytes`).
+    pub max_record_bytes: u64,
 }
 
 /// A job as stored: its public record and the model whose consumer carries it.
@@ -178,40 +178,28 @@ impl ClusterJobs {
         callback_url: Option<String>,
     ) -> Result<JobRecord, RayError> {
         let opened = self.opened().await.map_err(unavailable)?;
-        let now = now_rfc3339();
-        let record = JobRecord {
-            id: id.clone(),
-            status: JobStatus::Queued,
+        let record = JobRecord::queued(
+            id.clone(),
             request,
-            created_at: now.clone(),
-            updated_at: now,
-            started_at: None,
-            completed_at: None,
-            attempts: 0,
-            max_attempts: self.shared.options.max_attempts,
-            next_attempt_at: None,
-            result: None,
-            error: None,
-            callback: callback_url.map(|url| JobCallback {
-                url,
-                status: CallbackStatus::Pending,
-                attempts: 0,
-                last_attempt_at: None,
-                delivered_at: None,
-                last_error: None,
-                next_attempt_at: None,
-            }),
-        };
+            self.shared.options.max_attempts,
+            callback_url,
+            now_rfc3339(),
+        );
         let stored = StoredJob {
             record: record.clone(),
             model: model.clone(),
         };
-        let payload = serde_json::to_vec(&stored).map_err(|e| {
-            RayError::new(
-                ErrorCode::GatewayError,
-                format!("cannot encode the job: {e}"),
-            )
-        })?;
+        let payload = encode(&stored)?;
+        let limit = self.shared.options.max_record_bytes;
+        if payload.len() as u64 > limit {
+            return Err(RayError::new(
+                ErrorCode::AsyncJobRecordTooLarge,
+                format!(
+                    "The job record would be {} bytes, more than asyncQueue.maxRecordBytes ({limit})",
+                    payload.len()
+                ),
+            ));
+        }
         let publish = jetstream::message::PublishMessage::build()
             .message_id(&id)
             .payload(payload.clone().into());

@@ -903,43 +903,24 @@ impl App {
         &self,
         request: Request<RequestBody>,
     ) -> Result<T, (RayError, bool)> {
-        let limit = self.runtime.config().server.request_body_limit_bytes;
-        http::check_post_headers(request.headers(), limit).map_err(|e| (e, true))?;
-        let body =
-            match tokio::time::timeout(self.limits.body_timeout, http::read_body(request, limit))
-                .await
-            {
-                Ok(Ok(body)) => body,
-                Ok(Err(error)) => return Err((error, true)),
-                Err(_elapsed) => {
-                    let error = RayError::new(
-                        ErrorCode::InvalidHttpRequest,
-                        format!(
-                            "The request body was not received within {} s",
-                            self.limits.body_timeout.as_secs()
-                        ),
-                    );
-                    return Err((error, true));
-                }
-            };
+        let body = self.read_body(request).await?;
         http::parse_json(&body).map_err(|e| (e, false))
     }
 
-    /// Reads a request's body (within the body limit and timeout) and gives the request back
-    /// with the body in memory, so it can be checked, then forwarded or served here.
-    async fn buffer(
-        &self,
-        request: Request<RequestBody>,
-    ) -> Result<(Request<RequestBody>, bytes::Bytes), (RayError, bool)> {
+    /// A POST's body, within the body limit (declared and read) and the body timeout.
+    async fn read_body<B>(&self, request: Request<B>) -> Result<bytes::Bytes, (RayError, bool)>
+    where
+        B: hyper::body::Body<Data = bytes::Bytes> + Unpin,
+        B::Error: std::fmt::Display,
+    {
         let limit = self.runtime.config().server.request_body_limit_bytes;
         if request.method() == Method::POST {
             http::check_post_headers(request.headers(), limit).map_err(|e| (e, true))?;
         }
-        let (parts, body) = request.into_parts();
-        let read = http::read_body(Request::new(body), limit);
-        let bytes = match tokio::time::timeout(self.limits.body_timeout, read).await {
-            Ok(Ok(bytes)) => bytes,
-            Ok(Err(error)) => return Err((error, true)),
+        match tokio::time::timeout(self.limits.body_timeout, http::read_body(request, limit)).await
+        {
+            Ok(Ok(body)) => Ok(body),
+            Ok(Err(error)) => Err((error, true)),
             Err(_elapsed) => {
                 let error = RayError::new(
                     ErrorCode::InvalidHttpRequest,
@@ -948,9 +929,22 @@ impl App {
                         self.limits.body_timeout.as_secs()
                     ),
                 );
-                return Err((error, true));
+                Err((error, true))
             }
-        };
+        }
+    }
+
+    /// Reads a request's body (within the body limit and timeout) and gives the request back
+    /// with the body in memory, so it can be checked, then forwarded or served here.
+    async fn buffer(
+        &self,
+        request: Request<RequestBody>,
+    ) -> Result<(Request<RequestBody>, bytes::Bytes), (RayError, bool)> {
+        let (parts, body) = request.into_parts();
+        let mut head = Request::new(body);
+        *head.method_mut() = parts.method.clone();
+        *head.headers_mut() = parts.headers.clone();
+        let bytes = self.read_body(head).await?;
         let body = http_body_util::Either::Right(http_body_util::Full::new(bytes.clone()));
         Ok((Request::from_parts(parts, body), bytes))
     }

@@ -484,6 +484,7 @@ async fn open_jobs(
         // A job whose node stopped acknowledging goes to another node after four heartbeats.
         ack_wait: heartbeat * 4,
         retention: Duration::from_millis(queue.completed_ttl_ms.max(60_000)),
+        max_record_bytes: queue.max_record_bytes,
     };
     let jobs = ClusterJobs::new(client, options, Arc::new(RuntimeHost(runtime)));
     jobs.start();

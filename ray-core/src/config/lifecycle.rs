@@ -126,14 +126,7 @@ pub(crate) fn validate_lifecycle(config: &RayConfig) -> Vec<Diagnostic> {
             .map(|(i, m)| (format!("models[{i}]"), m))
             .collect()
     };
-    // Each entry of `models` is checked as `model` of a copy of the config
-    // (`validate_models`), which names it `models[i]`.
-    let own: &[(String, &ModelConfig)] = if config.models.is_empty() {
-        &models
-    } else {
-        &[]
-    };
-    for (path, model) in own {
+    for (path, model) in &models {
         if let Some(ms) = model.min_resident_ms {
             range(
                 &mut out,

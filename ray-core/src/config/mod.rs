@@ -9,9 +9,9 @@ mod lifecycle;
 mod limits;
 mod load;
 mod profiles;
+mod reserved;
 mod types;
 mod validate;
-mod validate_models;
 
 pub use cluster::{
     ClusterConfig, DEFAULT_HEARTBEAT_MS, DEFAULT_OVERFLOW_AFTER_MS, MIN_CLUSTER_KEY_BYTES,
@@ -28,12 +28,12 @@ pub use load::{
 pub use profiles::{
     DEFAULT_BASE_URL, DEFAULT_LLAMA_BINARY, DEFAULT_MODEL_DIR, adapter_defaults, profile_defaults,
 };
+pub use reserved::{GENERATED_LLAMA_FLAGS, RESERVED_ADAPTER_HEADERS};
 pub use types::*;
 pub use validate::{
-    Diagnostic, GENERATED_LLAMA_FLAGS, ParsedUrl, RESERVED_ADAPTER_HEADERS, Severity,
-    is_allowed_host_pattern, is_env_var_name, is_loopback_host, validate,
+    AUTO_MODEL, Diagnostic, ParsedUrl, Severity, is_allowed_host_pattern, is_env_var_name,
+    is_loopback_host, validate,
 };
-pub use validate_models::AUTO_MODEL;
 
 /// The JSON Schema of a config file (draft 2020-12).
 ///

@@ -28,8 +28,8 @@ use parking_lot::Mutex;
 use ray_core::config::AsyncQueueConfig;
 use ray_core::time::{format_unix_millis, unix_millis_now};
 use ray_core::wire::{
-    CallbackStatus, InferRequest, JobAccepted, JobCallback, JobList, JobListQuery, JobRecord,
-    JobStatus, JobSubmission, JobSummary, is_valid_job_id,
+    CallbackStatus, InferRequest, JobAccepted, JobList, JobListQuery, JobRecord, JobStatus,
+    JobSubmission, JobSummary, is_valid_job_id,
 };
 use ray_core::{ErrorCode, RayError};
 use tokio::sync::Notify;
@@ -348,29 +348,13 @@ impl JobQueue {
         let now_ms = unix_millis_now() as i64;
         let now = format_unix_millis(now_ms);
         let id = self.ids.next("job_");
-        let record = JobRecord {
-            id: id.clone(),
-            status: JobStatus::Queued,
-            request: submission.request,
-            created_at: now.clone(),
-            updated_at: now.clone(),
-            started_at: None,
-            completed_at: None,
-            attempts: 0,
-            max_attempts: self.settings.max_attempts,
-            next_attempt_at: None,
-            result: None,
-            error: None,
-            callback: callback_url.map(|url| JobCallback {
-                url,
-                status: CallbackStatus::Pending,
-                attempts: 0,
-                last_attempt_at: None,
-                delivered_at: None,
-                last_error: None,
-                next_attempt_at: None,
-            }),
-        };
+        let record = JobRecord::queued(
+            id.clone(),
+            submission.request,
+            self.settings.max_attempts,
+            callback_url,
+            now.clone(),
+        );
         let bytes = record::encode(&record, self.settings.max_record_bytes).map_err(|t| {
             bump(&self.stats.rejected_too_large);
             RayError::new(

@@ -1,14 +1,14 @@
 //! Rules of the several-models sections: `models`, `defaultModel`, `routing` and the per-model
 //! fields of `model` (`aliases`, `role`, `fallback`, `scheduler`, `tags`).
 //!
-//! The single-field rules of a model entry are the rules of `model`: each entry is checked by
-//! running the `model` rules on a copy of the config whose `model` is that entry, and the paths
-//! are renamed (`model.adapter.baseUrl` becomes `models[1].adapter.baseUrl`).
+//! A model entry is checked by the rules of `model` ([`super::model`]), and the paths are
+//! renamed (`model.adapter.baseUrl` becomes `models[1].adapter.baseUrl`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::types::{AdapterConfig, ModelConfig, RayConfig};
-use super::validate::{Diagnostic, validate};
+use super::checker::Checker;
+use super::diagnostic::Diagnostic;
+use crate::config::types::{AdapterConfig, ModelConfig, ModelRole, RayConfig, RouteKind};
 
 /// The virtual model name that asks for routing by rules.
 pub const AUTO_MODEL: &str = "auto";
@@ -20,8 +20,8 @@ const MAX_RULES: usize = 64;
 const MAX_MODELS: usize = 16;
 
 /// Every rule about models and routing.
-pub(crate) fn validate_models(config: &RayConfig) -> Vec<Diagnostic> {
-    let mut out = Vec::new();
+pub(super) fn validate_models(c: &mut Checker, config: &RayConfig) {
+    let out = &mut c.diagnostics;
     if config.models.len() > MAX_MODELS {
         out.push(Diagnostic::error(
             "models",
@@ -30,14 +30,11 @@ pub(crate) fn validate_models(config: &RayConfig) -> Vec<Diagnostic> {
     }
     // Each entry, by the rules of `model`.
     for (index, entry) in config.models.iter().enumerate() {
-        let mut copy = config.clone();
-        copy.model = entry.clone();
-        // Fallback names point into `models`, which the copy does not have.
-        copy.model.fallback = Vec::new();
-        copy.models = Vec::new();
-        copy.default_model = None;
-        copy.routing = Default::default();
-        for mut diagnostic in validate(&copy) {
+        let mut own = Checker {
+            diagnostics: Vec::new(),
+        };
+        super::model::model(&mut own, entry, &config.server);
+        for mut diagnostic in own.diagnostics {
             if let Some(rest) = diagnostic.path.strip_prefix("model.") {
                 diagnostic.path = format!("models[{index}].{rest}");
                 out.push(diagnostic);
@@ -163,8 +160,8 @@ pub(crate) fn validate_models(config: &RayConfig) -> Vec<Diagnostic> {
                     format!("{name:?} is this model itself"),
                 )),
                 Some(target) => {
-                    if registry[target].1.role() == super::types::ModelRole::Embedding
-                        && model.role() != super::types::ModelRole::Embedding
+                    if registry[target].1.role() == ModelRole::Embedding
+                        && model.role() != ModelRole::Embedding
                     {
                         out.push(Diagnostic::error(
                             field,
@@ -239,12 +236,9 @@ pub(crate) fn validate_models(config: &RayConfig) -> Vec<Diagnostic> {
                 ),
             )),
             Some(target) => {
-                let embedding = registry[target].1.role() == super::types::ModelRole::Embedding;
+                let embedding = registry[target].1.role() == ModelRole::Embedding;
                 let embeddings_only = !rule.routes.is_empty()
-                    && rule
-                        .routes
-                        .iter()
-                        .all(|r| *r == super::types::RouteKind::Embeddings);
+                    && rule.routes.iter().all(|r| *r == RouteKind::Embeddings);
                 if embedding && !embeddings_only {
                     out.push(Diagnostic::error(
                         format!("{path}.routes"),
@@ -299,7 +293,6 @@ pub(crate) fn validate_models(config: &RayConfig) -> Vec<Diagnostic> {
             }
         }
     }
-    out
 }
 
 /// A cycle in the fallback graph, as the models on it (first repeated at the end), if any.

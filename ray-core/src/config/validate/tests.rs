@@ -1,0 +1,189 @@
+use super::*;
+use crate::config::profiles::profile_defaults;
+use crate::config::types::*;
+
+fn errors(config: &RayConfig) -> Vec<String> {
+    validate(config)
+        .into_iter()
+        .filter(Diagnostic::is_error)
+        .map(|d| d.to_string())
+        .collect()
+}
+
+#[test]
+fn every_profile_default_is_valid() {
+    for profile in Profile::ALL {
+        let config = profile_defaults(profile);
+        assert_eq!(errors(&config), Vec::<String>::new(), "{profile}");
+    }
+}
+
+#[test]
+fn reports_every_problem_with_its_path() {
+    let mut config = profile_defaults(Profile::Tiny);
+    config.scheduler.max_queue = 0;
+    config.cache.max_entries = 5_000;
+    config.rate_limit.max_keys = 0;
+    let errors = errors(&config);
+    assert!(errors.contains(&"scheduler.maxQueue: must be at least 1, got 0".to_string()));
+    assert!(errors.contains(&"cache.maxEntries: must be at most 4096, got 5000".to_string()));
+    assert!(errors.contains(&"rateLimit.maxKeys: must be at least 1, got 0".to_string()));
+}
+
+#[test]
+fn an_invalid_bound_is_reported_once_not_as_a_made_up_bound_of_other_fields() {
+    let mut config = profile_defaults(Profile::Sub1b);
+    config.scheduler.max_queue = 0;
+    assert_eq!(
+        errors(&config),
+        vec!["scheduler.maxQueue: must be at least 1, got 0".to_string()]
+    );
+
+    let mut config = profile_defaults(Profile::Sub1b);
+    config.model.max_output_tokens = 0;
+    let errors = errors(&config);
+    assert!(
+        errors.contains(&"model.maxOutputTokens: must be at least 1, got 0".to_string()),
+        "{errors:?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .all(|e| !e.contains("model.maxOutputTokens (")),
+        "{errors:?}"
+    );
+
+    // A bound the user gave, even out of its own range, is quoted as given.
+    let mut config = profile_defaults(Profile::Sub1b);
+    config.scheduler.max_queue = 1;
+    assert!(errors_contain(
+        &config,
+        "gracefulDegradation.queueDepthThreshold: must be at most scheduler.maxQueue - 1 (0), \
+         got 16"
+    ));
+}
+
+#[test]
+fn critical_memory_thresholds_are_checked_and_a_refusal_before_the_clamp_warns() {
+    let mut config = profile_defaults(Profile::Sub1b);
+    config.graceful_degradation.critical_cgroup_memory_ratio = 1.5;
+    config.graceful_degradation.critical_memory_psi_full_avg10 = 0.0;
+    let errors = errors(&config);
+    assert!(errors.contains(
+        &"gracefulDegradation.criticalCgroupMemoryRatio: must be at most 1, got 1.5".to_string()
+    ));
+    assert!(
+        errors.contains(
+            &"gracefulDegradation.criticalMemoryPsiFullAvg10: must be greater than 0, got 0"
+                .to_string()
+        )
+    );
+
+    let mut config = profile_defaults(Profile::Sub1b);
+    config.graceful_degradation.critical_memory_psi_full_avg10 = 0.5;
+    let warnings: Vec<String> = validate(&config)
+        .into_iter()
+        .filter(|d| !d.is_error())
+        .map(|d| d.to_string())
+        .collect();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.starts_with("gracefulDegradation.criticalMemoryPsiFullAvg10: is below")),
+        "{warnings:?}"
+    );
+    // With the refusal off, the threshold does nothing and nothing is said.
+    config.graceful_degradation.refuse_on_critical_memory = false;
+    assert!(validate(&config).is_empty());
+}
+
+fn errors_contain(config: &RayConfig, message: &str) -> bool {
+    errors(config).iter().any(|e| e == message)
+}
+
+#[test]
+fn an_api_key_strategy_without_auth_warns_that_the_ip_decides() {
+    let mut config = profile_defaults(Profile::Sub1b);
+    config.rate_limit.key_strategy = RateLimitKeyStrategy::IpApiKey;
+    let warnings: Vec<String> = validate(&config)
+        .into_iter()
+        .filter(|d| !d.is_error() && d.path == "rateLimit.keyStrategy")
+        .map(|d| d.message)
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("limited by its IP"), "{warnings:?}");
+    config.auth.enabled = true;
+    assert!(
+        validate(&config)
+            .iter()
+            .all(|d| d.path != "rateLimit.keyStrategy")
+    );
+}
+
+#[test]
+fn base_url_may_not_point_at_the_gateway() {
+    let mut config = profile_defaults(Profile::Vps);
+    if let AdapterConfig::OpenAiCompatible(a) = &mut config.model.adapter {
+        a.base_url = "http://localhost:3000".into();
+    }
+    assert!(
+        errors(&config)
+            .iter()
+            .any(|e| e.contains("points at the gateway itself"))
+    );
+}
+
+#[test]
+fn launch_profile_ties_base_url_to_its_port() {
+    let mut config = profile_defaults(Profile::Sub1b);
+    if let AdapterConfig::LlamaCpp(a) = &mut config.model.adapter {
+        a.base_url = "http://127.0.0.1:9000".into();
+    }
+    assert!(
+        errors(&config)
+            .iter()
+            .any(|e| e.contains("differs from launchProfile.port"))
+    );
+}
+
+#[test]
+fn generated_flags_are_refused_in_extra_args() {
+    let mut config = profile_defaults(Profile::Sub1b);
+    if let AdapterConfig::LlamaCpp(a) = &mut config.model.adapter {
+        a.launch_profile.as_mut().unwrap().extra_args =
+            Some(vec!["--ctx-size=9".into(), "--mlock".into(), "-np".into()]);
+    }
+    let errors = errors(&config);
+    assert_eq!(errors.len(), 2, "{errors:?}");
+}
+
+#[test]
+fn public_bind_without_auth_warns() {
+    let mut config = profile_defaults(Profile::Tiny);
+    config.server.host = "0.0.0.0".into();
+    let diagnostics = validate(&config);
+    assert!(
+        diagnostics
+            .iter()
+            .any(|d| !d.is_error() && d.path == "auth.enabled")
+    );
+}
+
+#[test]
+fn parses_urls() {
+    let url = ParsedUrl::parse("http://[::1]:8081/").unwrap();
+    assert_eq!((url.host.as_str(), url.port), ("::1", 8081));
+    assert!(ParsedUrl::parse("http://user:pw@host").is_err());
+    assert!(ParsedUrl::parse("ftp://host").is_err());
+    assert!(ParsedUrl::parse("http://host?x=1").is_err());
+    assert!(ParsedUrl::parse("http://host:0").is_err());
+    assert_eq!(ParsedUrl::parse("https://h").unwrap().port, 443);
+}
+
+#[test]
+fn host_patterns() {
+    assert!(is_allowed_host_pattern("hooks.example.com"));
+    assert!(is_allowed_host_pattern("*.example.com"));
+    assert!(!is_allowed_host_pattern("*."));
+    assert!(!is_allowed_host_pattern("bad host"));
+}

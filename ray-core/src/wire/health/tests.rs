@@ -1,0 +1,41 @@
+use super::*;
+
+#[test]
+fn readiness_orders_reasons_and_picks_the_status() {
+    let pressure = PressureFlags {
+        queue: true,
+        gateway_http: true,
+        ..PressureFlags::default()
+    };
+    let r = Readiness::new("ray-gateway", ProviderStatus::Warming, 3, 1, pressure);
+    assert_eq!(
+        r.reasons,
+        vec![
+            "provider_warming",
+            "queue_pressure",
+            "gateway_http_pressure"
+        ]
+    );
+    assert_eq!(r.status, HealthStatus::Degraded);
+    assert!(!r.is_ready(), "warming is not ready");
+    let r = Readiness::new("s", ProviderStatus::Ready, 0, 0, PressureFlags::default());
+    assert_eq!((r.status, r.is_ready()), (HealthStatus::Ok, true));
+    let critical = PressureFlags {
+        memory: true,
+        memory_critical: true,
+        ..PressureFlags::default()
+    };
+    let r = Readiness::new("s", ProviderStatus::Ready, 0, 0, critical);
+    assert_eq!(r.reasons, vec!["memory_pressure", "memory_critical"]);
+    assert_eq!(r.status, HealthStatus::Degraded);
+    assert!(!r.is_ready(), "refusing new work is not ready");
+    let r = Readiness::new(
+        "s",
+        ProviderStatus::Unavailable,
+        0,
+        0,
+        PressureFlags::default(),
+    );
+    assert_eq!(r.status, HealthStatus::Unavailable);
+    assert!(!r.is_ready());
+}
