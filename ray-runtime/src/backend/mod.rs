@@ -4,6 +4,7 @@
 
 pub mod child;
 mod launch;
+pub mod ondemand;
 pub(crate) mod process;
 pub mod supervise;
 

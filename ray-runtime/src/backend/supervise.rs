@@ -85,7 +85,7 @@ impl Supervisor {
     }
 }
 
-fn describe(status: ExitStatus) -> String {
+pub(super) fn describe(status: ExitStatus) -> String {
     match (status.code(), status.signal()) {
         (Some(code), _) => format!("exit status {code}"),
         (None, Some(signal)) => format!("killed by signal {signal}"),
@@ -93,7 +93,7 @@ fn describe(status: ExitStatus) -> String {
     }
 }
 
-fn command(launch: &LaunchProfile, api_key_env: Option<&str>) -> Command {
+pub(super) fn command(launch: &LaunchProfile, api_key_env: Option<&str>) -> Command {
     let spec = llama_command(launch);
     let (program, args) = child::tied_command(&spec.program, &spec.args);
     let mut command = Command::new(program);
@@ -120,7 +120,7 @@ fn command(launch: &LaunchProfile, api_key_env: Option<&str>) -> Command {
 
 /// Raises the child's `oom_score_adj` to the value the separate unit would give it, so the
 /// kernel picks it before the gateway when memory runs out. Raising is allowed unprivileged.
-fn raise_oom_score(pid: u32) {
+pub(super) fn raise_oom_score(pid: u32) {
     let path = format!("/proc/{pid}/oom_score_adj");
     let current: i32 = std::fs::read_to_string(&path)
         .ok()
@@ -134,7 +134,7 @@ fn raise_oom_score(pid: u32) {
 }
 
 /// Forwards a child's output, line by line, as log lines naming their source.
-async fn forward(reader: impl AsyncRead + Unpin, stream: &'static str, pid: u32) {
+pub(super) async fn forward(reader: impl AsyncRead + Unpin, stream: &'static str, pid: u32) {
     let mut reader = BufReader::with_capacity(MAX_LINE_BYTES, reader);
     let mut line: Vec<u8> = Vec::with_capacity(256);
     loop {
@@ -190,7 +190,7 @@ async fn listening(launch: &LaunchProfile) -> bool {
 }
 
 /// SIGTERM, then SIGKILL after [`STOP_GRACE`]; always reaps the child.
-async fn terminate(child: &mut Child) -> Option<ExitStatus> {
+pub(super) async fn terminate(child: &mut Child) -> Option<ExitStatus> {
     if let Some(pid) = child
         .id()
         .and_then(|id| rustix::process::Pid::from_raw(id as i32))
