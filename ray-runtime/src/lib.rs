@@ -63,6 +63,7 @@ mod front;
 
 mod embed;
 mod health;
+pub mod hooks;
 mod ids;
 pub mod jobs;
 mod log_policy;
@@ -83,6 +84,7 @@ mod telemetry;
 pub mod templates;
 mod tuning;
 mod warmup;
+mod watch;
 
 pub use backend::BackendProcess;
 pub use builder::RuntimeBuilder;

@@ -5,6 +5,7 @@ mod cluster;
 mod duplicates;
 mod env;
 mod explain_models;
+mod hooks;
 mod limits;
 mod load;
 mod profiles;
@@ -17,6 +18,7 @@ pub use cluster::{
 };
 pub use env::{ENV_VARS, EnvKind, EnvScope, EnvVar, OTHER_RAY_VARS, parse_env_value};
 pub use explain_models::explain_models;
+pub use hooks::{DEFAULT_HOOK_TIMEOUT_MS, HOOK_EVENTS, HookConfig, MAX_HOOKS};
 pub use limits::{FIELD_LIMITS, FieldLimit, Limit, limits_of, rule_path, schema_keywords};
 pub use load::{
     ConfigError, ConfigLoader, LoadedConfig, MAX_CONFIG_FILE_BYTES, ValidConfig, redacted_json,

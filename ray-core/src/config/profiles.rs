@@ -599,6 +599,7 @@ pub fn profile_defaults(profile: Profile) -> RayConfig {
             .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
             .collect::<BTreeMap<_, _>>(),
         cluster: None,
+        hooks: Vec::new(),
     }
 }
 
