@@ -64,6 +64,7 @@ const SECTIONS: &[(&str, &str, &str)] = &[
     ("rateLimit", "rateLimit", "RateLimitConfig"),
     ("cluster", "cluster", "ClusterConfig"),
     ("lifecycle", "lifecycle", "LifecycleConfig"),
+    ("hooks[]", "hooks[]", "HookConfig"),
 ];
 
 /// What Ray does with each section, by section title: who reads the fields and what the
@@ -171,6 +172,16 @@ const BEHAVIOUR: &[(&str, &str)] = &[
          the token budgets and `requestTimeoutMs`), and anything more is refused at once with \
          503 `queue_full` and `Retry-After`. `/health` `runtime.queue` and the `ray_queue_*` \
          metrics show how full each bound is.",
+    ),
+    (
+        "hooks[]",
+        "Each hook receives the events it names (all when `events` is absent) as one JSON \
+         object (`type`, `id`, `time`, and the event's fields): a `command` (an argument \
+         vector, no shell) on its standard input, or a `url` as a signed POST under the job \
+         callbacks' address rules. Hooks never delay a request: events wait in a queue of 256 \
+         (beyond it they are counted as dropped), at most two runs go at once, each within \
+         `timeoutMs` (a command that outlives it is killed), a URL is tried three times \
+         ([operations.md](operations.md#event-hooks)).",
     ),
     (
         "cluster",

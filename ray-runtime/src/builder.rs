@@ -135,6 +135,10 @@ impl RuntimeBuilder {
                 |_key, value| 16 + value.weight,
             ))
         });
+        let hooks = open_hooks(&config)?;
+        if let Some(jobs) = &jobs {
+            let _ = jobs.hooks.set(hooks.clone());
+        }
         Ok(Runtime {
             inner: Arc::new(Inner {
                 pressure: PressureMonitor::new(
@@ -149,6 +153,7 @@ impl RuntimeBuilder {
                 started: Instant::now(),
                 jobs,
                 embeddings: EmbedMetrics::default(),
+                hooks,
             }),
         })
     }
@@ -184,6 +189,25 @@ fn open_jobs(
         crate::jobs::CallbackClient::new(queue_config, secret, Arc::new(crate::jobs::SystemLookup))
             .map_err(RuntimeError::Jobs)?;
     JobQueue::open(queue_config, store, callbacks).map_err(|e| RuntimeError::Jobs(e.to_string()))
+}
+
+/// The event hooks of the config; URL hooks get a client with the callback rules and secret.
+fn open_hooks(config: &ValidConfig) -> Result<crate::hooks::Hooks, RuntimeError> {
+    let urls = if config.hooks.iter().any(|h| h.url.is_some()) {
+        let queue_config = &config.async_queue;
+        let secret = signing_secret_from_env(&queue_config.callback_signing_secret_env)?;
+        Some(
+            crate::jobs::CallbackClient::new(
+                queue_config,
+                secret,
+                Arc::new(crate::jobs::SystemLookup),
+            )
+            .map_err(RuntimeError::Jobs)?,
+        )
+    } else {
+        None
+    };
+    Ok(crate::hooks::Hooks::new(config.hooks.clone(), urls))
 }
 
 /// Shortest callback signing secret accepted.

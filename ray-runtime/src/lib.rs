@@ -64,6 +64,7 @@ mod front;
 
 mod embed;
 mod health;
+pub mod hooks;
 mod ids;
 pub mod jobs;
 pub mod lifecycle;
@@ -85,6 +86,7 @@ mod telemetry;
 pub mod templates;
 mod tuning;
 mod warmup;
+mod watch;
 
 pub use backend::BackendProcess;
 pub use builder::RuntimeBuilder;

@@ -49,6 +49,7 @@ impl Runtime {
         });
         self.model_metrics(&mut snapshot);
         snapshot.extend(inner.embeddings.snapshot());
+        snapshot.extend(inner.hooks.metrics());
         if let Some(jobs) = &inner.jobs {
             snapshot.extend(jobs.metrics());
         }

@@ -9,6 +9,7 @@ use ray_cache::Cache;
 use ray_core::config::ValidConfig;
 use tokio::time::Instant;
 
+use crate::hooks::Hooks;
 use crate::ids::IdSource;
 use crate::jobs::JobQueue;
 use crate::outcome::CachedResult;
@@ -27,4 +28,5 @@ pub(crate) struct Inner {
     pub(crate) started: Instant,
     pub(crate) jobs: Option<Arc<JobQueue>>,
     pub(crate) embeddings: EmbedMetrics,
+    pub(crate) hooks: Hooks,
 }

@@ -191,6 +191,16 @@ impl Runtime {
             runtime.inner.metrics.logs.flush_loop().await;
         }));
         background.logs = Some(self.inner.metrics.logs.clone());
+        if !self.inner.hooks.is_empty() {
+            let hooks = self.inner.hooks.clone();
+            background
+                .tasks
+                .push(tokio::spawn(async move { hooks.run().await }));
+            let runtime = self.clone();
+            background
+                .tasks
+                .push(tokio::spawn(async move { runtime.watch_loop().await }));
+        }
         for model in self.inner.registry.entries() {
             if model.config.warm_on_boot {
                 let runtime = self.clone();

@@ -133,6 +133,7 @@ impl ClusterLink {
             .build()
             .unwrap_or_default();
         let cluster = Cluster::start(options, source);
+        tokio::spawn(watch_peers(runtime.clone(), cluster.clone()));
         let jobs = Arc::new(std::sync::OnceLock::new());
         if runtime.config().async_queue.enabled {
             tokio::spawn(open_jobs(runtime.clone(), cluster.clone(), jobs.clone()));
@@ -458,6 +459,35 @@ impl ClusterLink {
         response
             .body(BodyExt::boxed_unsync(StreamBody::new(frames)))
             .map_err(|e| e.to_string())
+    }
+}
+
+/// Emits `cluster_node_joined` and `cluster_node_left` for the hooks as peers come and go (seen
+/// at each heartbeat); stops when the node leaves.
+async fn watch_peers(runtime: Runtime, cluster: Cluster) {
+    let mut known: Option<std::collections::BTreeSet<String>> = None;
+    let mut tick = tokio::time::interval(cluster.options().heartbeat);
+    loop {
+        tick.tick().await;
+        let status = cluster.status();
+        if status.registry != "ok" {
+            continue;
+        }
+        let now: std::collections::BTreeSet<String> =
+            cluster.peers().into_iter().map(|p| p.id).collect();
+        if let Some(before) = &known {
+            for (kind, nodes) in [
+                ("cluster_node_joined", now.difference(before)),
+                ("cluster_node_left", before.difference(&now)),
+            ] {
+                for node in nodes {
+                    let mut fields = serde_json::Map::new();
+                    fields.insert("node".into(), node.clone().into());
+                    runtime.emit_event(kind, fields);
+                }
+            }
+        }
+        known = Some(now);
     }
 }
 

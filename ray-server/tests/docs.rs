@@ -36,8 +36,17 @@ async fn every_metric_is_documented_and_every_documented_metric_exists() {
     let server = TestServer::start(&format!(
         r#"{{"profile":"tiny","model":{{"adapter":{{"kind":"mock","latencyMs":0}}}},
             "rateLimit":{{"enabled":true}},
-            "asyncQueue":{{"enabled":true,"storageDir":{:?},"minFreeStorageMiB":1}}}}"#,
-        store.path().display().to_string()
+            "asyncQueue":{{"enabled":true,"storageDir":{:?},"minFreeStorageMiB":1}},
+            "cluster":{{"natsUrls":["nats://127.0.0.1:{}"],"nodeId":"docs",
+              "advertiseUrl":"http://127.0.0.1:9","clusterKeyEnv":"CARGO_MANIFEST_DIR"}}}}"#,
+        store.path().display().to_string(),
+        // No NATS listens there: the cluster families are emitted all the same. (Tests cannot
+        // set a variable, so one cargo sets stands in for the cluster key.)
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
     ))
     .await;
     server

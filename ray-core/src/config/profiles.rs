@@ -603,6 +603,7 @@ pub fn profile_defaults(profile: Profile) -> RayConfig {
             .collect::<BTreeMap<_, _>>(),
         cluster: None,
         lifecycle: None,
+        hooks: Vec::new(),
     }
 }
 

@@ -78,6 +78,11 @@ pub struct RayConfig {
     /// supervised models run all the time. New in this version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lifecycle: Option<super::lifecycle::LifecycleConfig>,
+    /// Commands or URLs that receive events an operator should know about (a backend went
+    /// down, memory went critical, a job failed for good). Empty (the default): none. New in
+    /// this version.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<super::hooks::HookConfig>,
 }
 
 /// A named set of defaults for one class of machine and model.

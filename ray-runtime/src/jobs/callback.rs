@@ -99,7 +99,36 @@ impl CallbackClient {
         attempt: u32,
         body: Vec<u8>,
     ) -> Result<(), String> {
-        let url = Url::parse(url).map_err(|e| format!("invalid callback URL: {e}"))?;
+        let headers = [(JOB_ID_HEADER, job_id), (IDEMPOTENCY_HEADER, job_id)];
+        self.post_signed(url, &headers, attempt, body).await
+    }
+
+    /// One delivery attempt of an event hook's event (`x-ray-event`, `x-ray-event-id`, and the
+    /// event id as idempotency key), signed like a callback.
+    pub(crate) async fn post_event(
+        &self,
+        url: &str,
+        event_id: &str,
+        kind: &str,
+        attempt: u32,
+        body: Vec<u8>,
+    ) -> Result<(), String> {
+        let headers = [
+            ("x-ray-event", kind),
+            ("x-ray-event-id", event_id),
+            (IDEMPOTENCY_HEADER, event_id),
+        ];
+        self.post_signed(url, &headers, attempt, body).await
+    }
+
+    async fn post_signed(
+        &self,
+        url: &str,
+        headers: &[(&str, &str)],
+        attempt: u32,
+        body: Vec<u8>,
+    ) -> Result<(), String> {
+        let url = Url::parse(url).map_err(|e| format!("invalid URL: {e}"))?;
         self.policy.check_literal(&url)?;
         let timestamp = unix_millis_now() / 1_000;
         let mut request = self
@@ -107,10 +136,11 @@ impl CallbackClient {
             .post(url)
             .timeout(self.timeout)
             .header("content-type", "application/json")
-            .header(JOB_ID_HEADER, job_id)
-            .header(IDEMPOTENCY_HEADER, job_id)
             .header(ATTEMPT_HEADER, attempt.to_string())
             .header(TIMESTAMP_HEADER, timestamp.to_string());
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
         if let Some(secret) = &self.secret {
             request = request.header(SIGNATURE_HEADER, sign(secret, timestamp, &body));
         }
@@ -258,6 +288,13 @@ impl JobQueue {
                         callback.status = CallbackStatus::Failed;
                         bump(&self.stats.callbacks_failed);
                         tracing::warn!(job_id = %id, attempts = attempt, error = %reason, "job callback failed; no attempt left");
+                        if let Some(hooks) = self.hooks.get() {
+                            let mut fields = serde_json::Map::new();
+                            fields.insert("jobId".into(), id.to_string().into());
+                            fields.insert("attempts".into(), attempt.into());
+                            fields.insert("error".into(), reason.clone().into());
+                            hooks.emit("callback_gave_up", fields);
+                        }
                     } else {
                         let delay =
                             super::retry_delay(self.settings.poll_interval, attempt, self.jitter());

@@ -161,6 +161,8 @@ pub struct JobQueue {
     pub(crate) stopping: AtomicBool,
     pub(crate) stats: Stats,
     pub(crate) callbacks: CallbackClient,
+    /// The event hooks (`job_failed`, `callback_gave_up`), set once by the builder.
+    pub(crate) hooks: std::sync::OnceLock<crate::hooks::Hooks>,
     ids: IdSource,
     jitter: worker::Jitter,
 }
@@ -209,6 +211,7 @@ impl JobQueue {
             stopping: AtomicBool::new(false),
             stats: Stats::new(),
             callbacks,
+            hooks: std::sync::OnceLock::new(),
             ids: IdSource::default(),
             jitter: worker::Jitter::default(),
         };

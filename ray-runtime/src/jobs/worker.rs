@@ -433,6 +433,13 @@ impl JobQueue {
             JobStatus::Failed => {
                 bump(&self.stats.failed);
                 tracing::warn!(job_id = %record.id, attempts = record.attempts, code = error_code, "job failed");
+                if let Some(hooks) = self.hooks.get() {
+                    let mut fields = serde_json::Map::new();
+                    fields.insert("jobId".into(), record.id.clone().into());
+                    fields.insert("attempts".into(), record.attempts.into());
+                    fields.insert("code".into(), error_code.unwrap_or_default().into());
+                    hooks.emit("job_failed", fields);
+                }
             }
             JobStatus::Queued => {
                 tracing::warn!(

@@ -1,0 +1,332 @@
+//! Event hooks against a real gateway process: a command hook and a URL hook receive the events
+//! of a scripted run (a backend stopped and started again, a job that fails for good), a hook
+//! that hangs is timed out and counted, and a flood of events beyond the queue is counted as
+//! dropped while requests keep being served.
+
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use parking_lot::Mutex;
+
+mod util;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A tiny OpenAI-compatible backend on `port` until the returned handle is aborted.
+async fn backend(port: u16) -> tokio::task::JoinHandle<()> {
+    let listener = loop {
+        match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+            Ok(listener) => break listener,
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    };
+    tokio::spawn(async move {
+        let mut connections = tokio::task::JoinSet::new();
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            connections.spawn(async move {
+                let service = hyper::service::service_fn(|request: Request<hyper::body::Incoming>| async move {
+                    let body = if request.uri().path() == "/v1/models" {
+                        serde_json::json!({"object": "list", "data": [{"id": "m", "object": "model"}]})
+                    } else {
+                        serde_json::json!({
+                            "id": "x", "object": "chat.completion", "model": "m",
+                            "choices": [{"index": 0, "finish_reason": "stop",
+                                "message": {"role": "assistant", "content": "ok"}}],
+                            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
+                        })
+                    };
+                    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+                    response
+                        .headers_mut()
+                        .insert("content-type", "application/json".parse().unwrap());
+                    Ok::<_, std::convert::Infallible>(response)
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    })
+}
+
+/// Receives URL hook deliveries: (x-ray-event header, body).
+async fn receiver() -> (SocketAddr, Arc<Mutex<Vec<(String, serde_json::Value)>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let store = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let store = store.clone();
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+                        let store = store.clone();
+                        async move {
+                            let kind = request
+                                .headers()
+                                .get("x-ray-event")
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or_default()
+                                .to_string();
+                            let body = request.into_body().collect().await.unwrap().to_bytes();
+                            store
+                                .lock()
+                                .push((kind, serde_json::from_slice(&body).unwrap_or_default()));
+                            Ok::<_, std::convert::Infallible>(Response::new(
+                                Full::new(Bytes::new()),
+                            ))
+                        }
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+struct Gateway {
+    child: Child,
+    port: u16,
+}
+
+impl Gateway {
+    fn start(dir: &Path, config: &str) -> Gateway {
+        let path = dir.join("ray.json");
+        std::fs::write(&path, config).unwrap();
+        let port = serde_json::from_str::<serde_json::Value>(config).unwrap()["server"]["port"]
+            .as_u64()
+            .unwrap() as u16;
+        let child = Command::new(env!("CARGO_BIN_EXE_ray-server"))
+            .arg("--config")
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "the gateway did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Gateway { child, port }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn within(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_and_url_hooks_get_the_events_of_a_scripted_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let events_file = dir.path().join("events.jsonl");
+    let backend_port = free_port();
+    let mut running = Some(backend(backend_port).await);
+    let (hook_addr, posted) = receiver().await;
+    let port = free_port();
+    let config = serde_json::json!({
+        "profile": "tiny",
+        "server": {"port": port},
+        "models": [{"id": "m", "warmOnBoot": false, "adapter": {
+            "kind": "openai-compatible", "baseUrl": format!("http://127.0.0.1:{backend_port}"),
+            "timeoutMs": 1000}}],
+        "asyncQueue": {"enabled": true, "storageDir": dir.path().join("jobs"),
+            "maxAttempts": 1, "callbackAllowPrivateNetwork": true},
+        "hooks": [
+            {"command": ["/bin/sh", "-c", format!("cat >> {}", events_file.display())]},
+            {"events": ["backend_down", "backend_recovered", "job_failed"],
+             "url": format!("http://{hook_addr}/hook")},
+            {"events": ["model_state_changed"], "command": ["/bin/sleep", "30"], "timeoutMs": 200}
+        ]
+    })
+    .to_string();
+    let gateway = Gateway::start(dir.path(), &config);
+    let http = reqwest::Client::new();
+    let ok = http
+        .post(gateway.url("/v1/infer"))
+        .json(&serde_json::json!({"input": "hello"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+
+    // The backend goes away: backend_down; a job submitted now fails for good (one attempt).
+    running.take().unwrap().abort();
+    let posted_kinds = |posted: &Arc<Mutex<Vec<(String, serde_json::Value)>>>| {
+        posted
+            .lock()
+            .iter()
+            .map(|(k, _)| k.clone())
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        within(Duration::from_secs(15), || posted_kinds(&posted)
+            .contains(&"backend_down".into()))
+        .await,
+        "backend_down: {:?}",
+        posted_kinds(&posted)
+    );
+    let job = http
+        .post(gateway.url("/v1/jobs"))
+        .json(&serde_json::json!({"input": "doomed"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(job.status(), 202);
+    assert!(
+        within(Duration::from_secs(15), || posted_kinds(&posted)
+            .contains(&"job_failed".into()))
+        .await,
+        "job_failed: {:?}",
+        posted_kinds(&posted)
+    );
+
+    // It comes back: backend_recovered.
+    let _running = backend(backend_port).await;
+    assert!(
+        within(Duration::from_secs(15), || posted_kinds(&posted)
+            .contains(&"backend_recovered".into()))
+        .await,
+        "backend_recovered: {:?}",
+        posted_kinds(&posted)
+    );
+
+    // Every event has the stable shape, and the command hook saw the same ones.
+    for (kind, body) in posted.lock().iter() {
+        assert_eq!(body["type"], kind.as_str());
+        assert!(body["id"].as_str().unwrap().starts_with("evt_"));
+        assert!(body["time"].as_str().unwrap().ends_with('Z'));
+    }
+    let down = posted
+        .lock()
+        .iter()
+        .find(|(k, _)| k == "backend_down")
+        .map(|(_, b)| b.clone())
+        .unwrap();
+    assert_eq!(down["model"], "m");
+    let lines = std::fs::read_to_string(&events_file).unwrap_or_default();
+    let from_command: Vec<serde_json::Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for kind in [
+        "backend_down",
+        "job_failed",
+        "backend_recovered",
+        "model_state_changed",
+    ] {
+        assert!(
+            from_command.iter().any(|e| e["type"] == kind),
+            "the command hook missed {kind}: {lines}"
+        );
+    }
+
+    // The hook that hangs was killed after its timeout, and counted.
+    let metrics = http
+        .get(gateway.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let timeouts = util::metric_value(&metrics, "ray_hook_timeouts_total").unwrap();
+    assert!(timeouts >= 1.0, "{metrics}");
+    assert_eq!(
+        util::metric_value(&metrics, "ray_hooks_configured"),
+        Some(3.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_events_is_dropped_and_counted_while_requests_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = ray_core::config::ConfigLoader::new()
+        .with_json(
+            "inline",
+            &serde_json::json!({
+                "profile": "tiny",
+                "model": {"adapter": {"kind": "mock", "latencyMs": 0}},
+                "hooks": [{"command": ["/bin/sleep", "1"], "timeoutMs": 5000}]
+            })
+            .to_string(),
+        )
+        .load()
+        .unwrap()
+        .config;
+    let runtime = ray_runtime::Runtime::new(config).unwrap();
+    let _background = runtime.start();
+    let started = Instant::now();
+    for i in 0..5_000u32 {
+        let mut fields = serde_json::Map::new();
+        fields.insert("n".into(), i.into());
+        runtime.emit_event("config_reloaded", fields);
+    }
+    let emitting = started.elapsed();
+    // Requests are served meanwhile.
+    let mut latencies = Vec::new();
+    for i in 0..200 {
+        let sent = Instant::now();
+        let answer = runtime
+            .infer(ray_core::wire::InferRequest::new(format!("request {i}")))
+            .await;
+        assert!(answer.is_ok());
+        latencies.push(sent.elapsed());
+    }
+    latencies.sort();
+    let metrics = runtime.metrics().to_prometheus_text();
+    let dropped =
+        util::metric_value(&metrics, r#"ray_hook_events_total{outcome="dropped"}"#).unwrap();
+    let queued =
+        util::metric_value(&metrics, r#"ray_hook_events_total{outcome="queued"}"#).unwrap();
+    assert!(dropped > 4_000.0, "{metrics}");
+    assert!(queued <= 300.0, "{metrics}");
+    eprintln!(
+        "hooks: 5000 events emitted in {emitting:?} ({dropped} dropped); request p50 {:?}, p99 {:?} meanwhile",
+        latencies[latencies.len() / 2],
+        latencies[latencies.len() * 99 / 100]
+    );
+    drop(dir);
+}
