@@ -286,7 +286,7 @@ async fn a_flood_of_events_is_dropped_and_counted_while_requests_go_on() {
     let config = ray_core::config::ConfigLoader::new()
         .with_json(
             "inline",
-            &serde_json::json!({
+            serde_json::json!({
                 "profile": "tiny",
                 "model": {"adapter": {"kind": "mock", "latencyMs": 0}},
                 "hooks": [{"command": ["/bin/sleep", "1"], "timeoutMs": 5000}]
