@@ -71,6 +71,7 @@ const SECTIONS: &[(&str, &str, &str)] = &[
     ("auth", "auth", "AuthConfig"),
     ("rateLimit", "rateLimit", "RateLimitConfig"),
     ("cluster", "cluster", "ClusterConfig"),
+    ("lifecycle", "lifecycle", "LifecycleConfig"),
     ("hooks[]", "hooks[]", "HookConfig"),
 ];
 
@@ -225,6 +226,19 @@ const BEHAVIOUR: &[(&str, &str)] = &[
          is unreachable the node keeps serving its own models and `/health` says so \
          ([operations.md](operations.md#several-nodes)). Without the section no connection \
          is opened.",
+    ),
+    (
+        "lifecycle",
+        "Optional. Sizes the managed models (a llama.cpp `launchProfile` with `supervise: \
+         true`) against `memoryBudgetMiB` (default: the cgroup limit, else the machine's \
+         memory, less `reserveMiB`): `check-config` refuses a managed model whose footprint \
+         (GGUF weights, KV cache for `ctxSize`, compute buffers, `cacheRamMiB`; the measured \
+         figure once one is kept in `stateDir`) exceeds the budget on its own, and warns when \
+         the `resident` models do not fit together. The supervisor records each \
+         child's pid in `stateDir` and ends children an earlier run left. Loading on demand, \
+         eviction by `minResidentMs`/`idleUnloadMs` and draining (`drainTimeoutMs`) follow \
+         the lifecycle described in [operations.md](operations.md#model-lifecycle); until the \
+         request path drives it, supervised models run all the time.",
     ),
     (
         "streaming",

@@ -39,6 +39,22 @@ const NO_VARIABLE: &[(&str, &str)] = &[
     ),
     ("hooks", "a list of hook objects (commands and URLs)"),
     (
+        "lifecycle.*",
+        "the memory budget and swap timings of managed models, set together in the file",
+    ),
+    (
+        "model.idleUnloadMs",
+        "per-model lifecycle settings belong to the models layout in the file",
+    ),
+    (
+        "model.minResidentMs",
+        "per-model lifecycle settings belong to the models layout in the file",
+    ),
+    (
+        "model.resident",
+        "per-model lifecycle settings belong to the models layout in the file",
+    ),
+    (
         "priority.*",
         "classes and per-key ceilings and weights that belong together, written in the file",
     ),

@@ -59,6 +59,7 @@ mod builder;
 mod condition;
 mod degrade;
 mod execute;
+pub mod footprint;
 mod front;
 
 mod embed;
@@ -66,6 +67,7 @@ mod health;
 pub mod hooks;
 mod ids;
 pub mod jobs;
+pub mod lifecycle;
 mod log_policy;
 pub mod metrics;
 mod model_health;

@@ -164,6 +164,9 @@ fn check_config(args: &CheckConfigArgs) -> ExitCode {
                         println!("  {sentence}");
                     }
                 }
+                if !check_fit(&name, &loaded.config) {
+                    failed = true;
+                }
             }
             Err(error) => {
                 failed = true;
@@ -176,6 +179,53 @@ fn check_config(args: &CheckConfigArgs) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// With a `lifecycle` section: every managed model must fit the memory budget on its own
+/// (an error), and the pinned ones together (a warning). Returns false on an error.
+fn check_fit(name: &str, config: &ray_core::config::RayConfig) -> bool {
+    let Some((budget, source, fits)) = ray_runtime::lifecycle::fit(config, Path::new("/")) else {
+        return true;
+    };
+    let mut ok = true;
+    for fit in &fits {
+        if let Some(problem) = &fit.problem {
+            println!(
+                "{name}: warning: {}.adapter.launchProfile.modelPath: cannot size the model \
+                 {:?} ({problem}); it is checked against the budget when it loads",
+                fit.path, fit.id
+            );
+        } else if fit.footprint_mib > budget {
+            ok = false;
+            println!(
+                "{name}: error: {}: model_does_not_fit: the model {:?} needs about {} MiB ({}) \
+                 but the memory budget is {budget} MiB ({}); lower ctxSize, parallel or \
+                 cacheRamMiB, pick a smaller quantization, or raise lifecycle.memoryBudgetMiB",
+                fit.path,
+                fit.id,
+                fit.footprint_mib,
+                if fit.measured {
+                    "measured"
+                } else {
+                    "estimated"
+                },
+                source.describe()
+            );
+        }
+    }
+    let pinned: u64 = fits
+        .iter()
+        .filter(|f| f.resident)
+        .map(|f| f.footprint_mib)
+        .sum();
+    if pinned > budget {
+        println!(
+            "{name}: warning: lifecycle: the resident models need {pinned} MiB together, more \
+             than the {budget} MiB budget ({}): the ones that do not fit load only on demand",
+            source.describe()
+        );
+    }
+    ok
 }
 
 fn print_config(args: &PrintConfigArgs) -> ExitCode {
@@ -324,7 +374,13 @@ fn serve(args: &ServeArgs) -> ExitCode {
             "gateway listening"
         );
         // Models whose launch profile sets `supervise` get their llama-server from the runtime.
-        let backends = app.runtime().start_backends();
+        // With a lifecycle section, children's pid files and measured footprints live in its
+        // stateDir, and children an earlier run left behind are ended first.
+        let state_dir = config
+            .lifecycle
+            .as_ref()
+            .map(|l| std::path::PathBuf::from(&l.state_dir));
+        let backends = app.runtime().start_backends_in(state_dir.as_deref());
         // Warm-up starts only now, after the listener is bound, so /livez answers at once.
         let background = app.runtime().start();
         let result = crate::gateway::server::run(listener, app.clone(), shutdown_signal()).await;

@@ -344,6 +344,19 @@ fn sentences(section: &str, config: &Value) -> Vec<String> {
                 plain(&s["defaultMaxClass"])
             ));
         }
+        "lifecycle" => out.push(format!(
+            "Managed models share a memory budget of {}; a model loaded for at least {} and \
+             not pinned may be unloaded to make room, a busy one drains for up to {} first, \
+             and pid files and measured footprints live in {}.",
+            if s["memoryBudgetMiB"].is_null() {
+                "the cgroup limit (else the machine's memory) less the reserve".to_string()
+            } else {
+                format!("{} MiB", s["memoryBudgetMiB"])
+            },
+            duration(&s["minResidentMs"]),
+            duration(&s["drainTimeoutMs"]),
+            plain(&s["stateDir"])
+        )),
         "tags" => {
             let tags = s.as_object().map(|m| m.len()).unwrap_or(0);
             out.push(format!(

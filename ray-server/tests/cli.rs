@@ -390,3 +390,82 @@ fn serves_then_drains_and_exits_cleanly_on_sigterm() {
     // Stopped listening: new connections are refused.
     assert!(TcpStream::connect(("127.0.0.1", port as u16)).is_err());
 }
+
+#[test]
+fn check_config_refuses_a_managed_model_that_cannot_fit_the_lifecycle_budget() {
+    use ray_server::ops::gguf::GgufBuilder;
+    let dir = tempfile::tempdir().unwrap();
+    let small = dir.path().join("small.gguf");
+    GgufBuilder::llama(24, 896, 14, 2)
+        .tensor("w", 1024)
+        .write(&small)
+        .unwrap();
+    // 16 Mi f32 elements: a 64 MiB file, more than the whole 64 MiB budget.
+    let large = dir.path().join("large.gguf");
+    GgufBuilder::llama(24, 896, 14, 2)
+        .tensor("w", 16 << 20)
+        .write(&large)
+        .unwrap();
+    let model = |id: &str, path: &Path, port: u16| {
+        serde_json::json!({
+            "id": id,
+            "adapter": {
+                "kind": "llama.cpp",
+                "baseUrl": format!("http://127.0.0.1:{port}"),
+                // A whole launch profile: an entry of `models` takes nothing from the profile.
+                "launchProfile": {
+                    "preset": "single-vps-sub1b-cx23",
+                    "binaryPath": "/usr/local/bin/llama-server",
+                    "modelPath": path.display().to_string(),
+                    "host": "127.0.0.1",
+                    "port": port,
+                    "alias": id,
+                    "ctxSize": 512,
+                    "parallel": 2,
+                    "threads": 2,
+                    "threadsHttp": 2,
+                    "batchSize": 256,
+                    "ubatchSize": 128,
+                    "cachePrompt": true,
+                    "cacheReuse": 256,
+                    "cacheRamMiB": 0,
+                    "continuousBatching": true,
+                    "enableMetrics": true,
+                    "exposeSlots": true,
+                    "warmup": true,
+                    "enableUnifiedKv": true,
+                    "cacheIdleSlots": true,
+                    "contextShift": true,
+                    "supervise": true
+                }
+            }
+        })
+    };
+    let config = serde_json::json!({
+        "profile": "sub1b",
+        "models": [model("small", &small, 18101), model("large", &large, 18102)],
+        "lifecycle": { "memoryBudgetMiB": 64, "stateDir": dir.path().join("state").display().to_string() }
+    });
+    let path = write(&dir, "ray.json", &config.to_string());
+    let output = binary().arg("check-config").arg(&path).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "{stdout}");
+    let errors: Vec<&str> = stdout.lines().filter(|l| l.contains(": error: ")).collect();
+    assert_eq!(errors.len(), 1, "{stdout}");
+    assert!(
+        errors[0].contains("models[1]: model_does_not_fit: the model \"large\" needs about")
+            && errors[0].contains("but the memory budget is 64 MiB (lifecycle.memoryBudgetMiB)"),
+        "{stdout}"
+    );
+
+    // With room for it, the same config passes.
+    let mut roomy = config.clone();
+    roomy["lifecycle"]["memoryBudgetMiB"] = serde_json::json!(1024);
+    let path = write(&dir, "roomy.json", &roomy.to_string());
+    let output = binary().arg("check-config").arg(&path).output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+}

@@ -1039,3 +1039,292 @@ async fn bench_measures_ray_and_the_backend_directly() {
     assert!(direct["gateway"].is_null());
     server.stop().await;
 }
+
+/// The footprint estimate against the real child: each fixture model is started supervised
+/// with a lifecycle state directory; once it answers, its RSS after warm-up is kept in
+/// `footprints.json`, and the estimate is within 25% of it.
+#[tokio::test]
+#[ignore = "needs the llama.cpp fixture (tools/llama-fixture/setup.sh)"]
+async fn the_footprint_estimate_is_within_a_quarter_of_the_measured_rss() {
+    fixture::require();
+    for name in ["tiny", "large", "xl"] {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let mut config = supervised_fixture_config(free_port());
+        config["model"]["adapter"]["launchProfile"]["modelPath"] =
+            serde_json::json!(fixture::model(name).display().to_string());
+        config["lifecycle"] = serde_json::json!({ "stateDir": state.display().to_string() });
+        let ray = deploy_tools::RayProcess::start(dir.path(), &config);
+        let limit = Duration::from_secs(60);
+        let footprints = state.join("footprints.json");
+        ray.wait_for("the measured footprint", limit, || async {
+            std::fs::read(&footprints)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .is_some_and(|v| v["models"]["ray-test"]["loadMiB"].is_u64())
+        })
+        .await;
+        // While the child runs, its pid file names it.
+        let pid = ray.backend_process().await.unwrap()["pid"]
+            .as_u64()
+            .unwrap();
+        let record: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(state.join("children/ray-test.pid.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(record["pid"].as_u64(), Some(pid));
+        let kept: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&footprints).unwrap()).unwrap();
+        let measured = kept["models"]["ray-test"]["loadMiB"].as_u64().unwrap() as f64;
+        let loaded = ray_core::config::ConfigLoader::new()
+            .with_json("test", config.to_string())
+            .load()
+            .unwrap()
+            .config;
+        let launch = loaded.model.adapter.launch_profile().unwrap();
+        let estimate = ray_runtime::footprint::LlamaEstimate::of_launch(launch)
+            .unwrap()
+            .load_mib();
+        let ratio = estimate / measured;
+        println!("{name}: estimated {estimate:.1} MiB, measured {measured} MiB (x{ratio:.2})");
+        assert!(
+            (0.75..=1.25).contains(&ratio),
+            "{name}: estimated {estimate:.1} MiB against {measured} MiB measured"
+        );
+        let (code, _) = ray.terminate();
+        assert_eq!(code, Some(0));
+        assert!(
+            !state.join("children/ray-test.pid.json").exists(),
+            "the pid file goes with the child"
+        );
+    }
+}
+
+/// The lifecycle with real children: two managed models whose budget holds one at a time,
+/// several clients alternating between them, a third that never fits, and a child killed
+/// mid-request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs the llama.cpp fixture (tools/llama-fixture/setup.sh)"]
+async fn the_lifecycle_swaps_real_children_within_the_budget() {
+    use std::sync::Arc;
+    use tokio::time::Instant;
+
+    use ray_runtime::backend::ondemand::{ManagedProcess, ProcessDriver};
+    use ray_runtime::footprint::LlamaEstimate;
+    use ray_runtime::lifecycle::{
+        Lifecycle, LifecycleModel, LifecycleSettings, LifecycleShell, ModelState, Refusal,
+    };
+    fixture::require();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let launch = |model: &str, cache_ram: i64| {
+        let mut config = supervised_fixture_config(free_port());
+        let lp = &mut config["model"]["adapter"]["launchProfile"];
+        lp["modelPath"] = serde_json::json!(fixture::model(model).display().to_string());
+        lp["cacheRamMiB"] = serde_json::json!(cache_ram);
+        ray_core::config::ConfigLoader::new()
+            .with_json("test", config.to_string())
+            .load()
+            .unwrap()
+            .config
+            .model
+            .adapter
+            .launch_profile()
+            .unwrap()
+            .clone()
+    };
+    let launches = [
+        ("large", launch("large", 0)),
+        ("xl", launch("xl", 0)),
+        ("xl-roomy", launch("xl", 4096)),
+    ];
+    let footprint = |l: &ray_core::config::LaunchProfile| {
+        LlamaEstimate::of_launch(l).unwrap().lifecycle_mib(None)
+    };
+    // Room for the larger of the two, not for both.
+    let budget = footprint(&launches[1].1) + 16;
+    assert!(footprint(&launches[0].1) + footprint(&launches[1].1) > budget);
+    let core = Lifecycle::new(
+        LifecycleSettings {
+            budget_mib: budget,
+            drain_timeout: Duration::from_secs(30),
+        },
+        launches
+            .iter()
+            .map(|(id, l)| LifecycleModel {
+                id: (*id).to_string(),
+                footprint_mib: footprint(l),
+                resident: false,
+                min_resident: Duration::ZERO,
+                idle_unload: None,
+                load_time: None,
+            })
+            .collect(),
+        Instant::now(),
+    );
+    let driver = ProcessDriver::spawn(
+        launches
+            .iter()
+            .map(|(id, l)| ManagedProcess {
+                id: (*id).to_string(),
+                launch: l.clone(),
+                api_key_env: None,
+            })
+            .collect(),
+        Some(state.clone()),
+    );
+    let shell = LifecycleShell::new(core, driver.clone());
+    driver.attach(shell.clone());
+    let ticker = tokio::spawn({
+        let shell = shell.clone();
+        async move {
+            loop {
+                tokio::time::sleep(ray_runtime::lifecycle::LIFECYCLE_TICK).await;
+                shell.tick();
+            }
+        }
+    });
+    // The children's combined RSS, sampled while the clients run.
+    let children_rss = {
+        let state = state.clone();
+        move || -> u64 {
+            let Ok(entries) = std::fs::read_dir(state.join("children")) else {
+                return 0;
+            };
+            entries
+                .flatten()
+                .filter_map(|e| std::fs::read(e.path()).ok())
+                .filter_map(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .filter_map(|r| r["pid"].as_u64())
+                .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
+                .filter_map(|s| ray_runtime::parse_vm_rss(&s))
+                .map(|bytes| bytes >> 20)
+                .sum()
+        }
+    };
+    let peak = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let sampler = tokio::spawn({
+        let peak = peak.clone();
+        let children_rss = children_rss.clone();
+        async move {
+            loop {
+                peak.fetch_max(children_rss(), std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    });
+    let ports: Arc<Vec<(&'static str, u16)>> =
+        Arc::new(launches.iter().map(|(id, l)| (*id, l.port)).collect());
+    let complete = move |shell: LifecycleShell, index: usize, tokens: u32| {
+        let (id, port) = ports[index];
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let lease = shell.acquire(id, deadline).await?;
+            let answer = reqwest::Client::new()
+                .post(format!("http://127.0.0.1:{port}/completion"))
+                .json(
+                    &serde_json::json!({ "prompt": "Why do queues matter?", "n_predict": tokens }),
+                )
+                .send()
+                .await;
+            drop(lease);
+            Ok::<_, Refusal>(answer)
+        }
+    };
+    let mut clients = Vec::new();
+    for client in 0..3usize {
+        let shell = shell.clone();
+        let complete = complete.clone();
+        clients.push(tokio::spawn(async move {
+            for round in 0..4usize {
+                let answer = complete(shell.clone(), (client + round) % 2, 8).await;
+                let status = answer.unwrap().unwrap().status().as_u16();
+                assert_eq!(status, 200, "client {client} round {round}");
+            }
+        }));
+    }
+    for client in clients {
+        client.await.unwrap();
+    }
+    let statuses = shell.statuses();
+    let (large, xl) = (&statuses[0], &statuses[1]);
+    println!(
+        "after alternating: {large:?}\n{xl:?}\npeak RSS {} MiB of {budget}",
+        peak.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    assert!(large.loads >= 2 && xl.loads >= 2, "{statuses:?}");
+    assert!(large.evictions + xl.evictions >= 2, "{statuses:?}");
+    assert!(
+        peak.load(std::sync::atomic::Ordering::Relaxed) <= budget,
+        "the children's RSS went over the {budget} MiB budget"
+    );
+
+    // A model that can never fit is refused at once, never loaded.
+    match shell
+        .acquire("xl-roomy", Instant::now() + Duration::from_secs(10))
+        .await
+    {
+        Err(Refusal::DoesNotFit {
+            needed_mib,
+            budget_mib,
+        }) => assert!(needed_mib > budget_mib),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(shell.statuses()[2].loads, 0);
+
+    // kill -9 the child mid-request: the request fails at once, the model is failed, and a
+    // later request loads it again.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let lease = shell.acquire("large", deadline).await.unwrap();
+    let pid_file = state.join("children/large.pid.json");
+    let pid = serde_json::from_slice::<serde_json::Value>(&std::fs::read(&pid_file).unwrap())
+        .unwrap()["pid"]
+        .as_u64()
+        .unwrap();
+    let long = tokio::spawn({
+        let port = launches[0].1.port;
+        async move {
+            reqwest::Client::new()
+                .post(format!("http://127.0.0.1:{port}/completion"))
+                .json(
+                    &serde_json::json!({ "prompt": "Tell a long story.", "n_predict": 4000,
+                                           "ignore_eos": true }),
+                )
+                .send()
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(long.await.unwrap().is_err(), "the cut request fails");
+    drop(lease);
+    let failed = Instant::now();
+    while shell.statuses()[0].state.name() != "failed" {
+        assert!(
+            failed.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            shell.statuses()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(ray_runtime::lifecycle::FAILED_RETRY).await;
+    let answer = complete(shell.clone(), 0, 8).await.unwrap().unwrap();
+    assert_eq!(answer.status().as_u16(), 200);
+    assert_eq!(shell.statuses()[0].state, ModelState::Ready);
+    sampler.abort();
+    ticker.abort();
+    // Unload everything that runs, so no child outlives the test.
+    for index in 0..2 {
+        if shell.statuses()[index].state == ModelState::Ready {
+            ray_runtime::lifecycle::ModelDriver::unload(&driver, index);
+        }
+    }
+    let stopping = Instant::now();
+    while children_rss() > 0 {
+        assert!(stopping.elapsed() < Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

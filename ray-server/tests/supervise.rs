@@ -162,6 +162,34 @@ async fn a_backend_that_ignores_sigterm_is_killed() {
 }
 
 #[tokio::test]
+async fn a_child_dies_with_a_gateway_killed_with_sigkill() {
+    if ray_runtime::backend::child::setpriv().is_none() {
+        deploy_tools::skipped(
+            "a_child_dies_with_a_gateway_killed_with_sigkill",
+            "setpriv (util-linux) is not installed",
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("llama-server");
+    // Ignores SIGTERM too: only the kernel's parent-death SIGKILL can end it.
+    write_executable(&script, "#!/bin/sh\ntrap '' TERM\nexec sleep 1000\n");
+    let mut ray = RayProcess::start(dir.path(), &supervised_config(&script));
+    let pid = started_child(&ray).await;
+    assert!(!deploy_tools::exited(pid as u32));
+    ray.child.kill().unwrap();
+    ray.child.wait().unwrap();
+    let killed = std::time::Instant::now();
+    while !deploy_tools::exited(pid as u32) {
+        assert!(
+            killed.elapsed() < LIMIT,
+            "the child {pid} outlived a gateway killed with SIGKILL"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
 async fn a_missing_binary_is_reported_and_retried() {
     let dir = tempfile::tempdir().unwrap();
     let ray = RayProcess::start(

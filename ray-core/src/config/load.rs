@@ -491,6 +491,9 @@ impl ConfigLoader {
             }
         };
         config.async_queue.storage_dir = absolutise(&config.async_queue.storage_dir);
+        if let Some(lifecycle) = &mut config.lifecycle {
+            lifecycle.state_dir = absolutise(&lifecycle.state_dir);
+        }
         if let AdapterConfig::LlamaCpp(llama) = &mut config.model.adapter
             && let Some(launch) = &mut llama.launch_profile
         {

@@ -20,6 +20,7 @@ mod duplicates;
 mod env;
 mod explain_models;
 mod hooks;
+mod lifecycle;
 mod limits;
 mod load;
 mod policy;
@@ -35,6 +36,9 @@ pub use cluster::{
 pub use env::{ENV_VARS, EnvKind, EnvScope, EnvVar, OTHER_RAY_VARS, parse_env_value};
 pub use explain_models::explain_models;
 pub use hooks::{DEFAULT_HOOK_TIMEOUT_MS, HOOK_EVENTS, HookConfig, MAX_HOOKS};
+pub use lifecycle::{
+    DEFAULT_DRAIN_TIMEOUT_MS, DEFAULT_MIN_RESIDENT_MS, DEFAULT_RESERVE_MIB, LifecycleConfig,
+};
 pub use limits::{
     FIELD_LIMITS, FieldLimit, HEADER_VALUE_MAX_CHARS, Limit, limits_of, rule_path, schema_keywords,
 };

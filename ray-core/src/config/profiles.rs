@@ -489,6 +489,9 @@ pub fn profile_defaults(profile: Profile) -> RayConfig {
             fallback: Vec::new(),
             scheduler: None,
             tags: BTreeMap::new(),
+            resident: false,
+            min_resident_ms: None,
+            idle_unload_ms: None,
         },
         models: Vec::new(),
         default_model: None,
@@ -601,6 +604,7 @@ pub fn profile_defaults(profile: Profile) -> RayConfig {
             .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
             .collect::<BTreeMap<_, _>>(),
         cluster: None,
+        lifecycle: None,
         hooks: Vec::new(),
         policy: None,
     }

@@ -81,6 +81,10 @@ pub struct RayConfig {
     /// runs alone and opens no connection. New in this version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<super::cluster::ClusterConfig>,
+    /// Managed models loaded on demand within a memory budget. Absent (the default):
+    /// supervised models run all the time. New in this version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle: Option<super::lifecycle::LifecycleConfig>,
     /// Commands or URLs that receive events an operator should know about (a backend went
     /// down, memory went critical, a job failed for good). Empty (the default): none. New in
     /// this version.
@@ -212,6 +216,20 @@ pub struct ModelConfig {
     /// Free-form labels of this model (at most 64).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tags: BTreeMap<String, String>,
+    /// Pinned: with a `lifecycle` section, a managed model loaded at start (when it fits) and
+    /// never unloaded when idle or to make room for another.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub resident: bool,
+    /// With a `lifecycle` section: never unloaded sooner than this after its load, in ms (0 to
+    /// 86400000; default `lifecycle.minResidentMs`). Stops load/unload thrashing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 86_400_000))]
+    pub min_resident_ms: Option<u64>,
+    /// With a `lifecycle` section: unloaded after this long without a request, in ms (1000 to
+    /// 604800000; default `lifecycle.idleUnloadMs`, else never).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1_000, max = 604_800_000))]
+    pub idle_unload_ms: Option<u64>,
 }
 
 impl ModelConfig {

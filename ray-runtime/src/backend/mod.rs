@@ -2,7 +2,9 @@
 //! the supervisor that runs it for a model (`launchProfile.supervise`), restarts it with
 //! backoff and reports its state to the model's readiness.
 
+pub mod child;
 mod launch;
+pub mod ondemand;
 pub(crate) mod process;
 pub mod supervise;
 
@@ -44,6 +46,21 @@ impl Runtime {
     /// Call it from inside a Tokio runtime, after the listener is bound; stop them with
     /// [`Backends::shutdown`] after the drain (requests in progress need them until then).
     pub fn start_backends(&self) -> Backends {
+        self.start_backends_in(None)
+    }
+
+    /// [`Runtime::start_backends`], recording each child's pid in `state_dir` (`children/`)
+    /// after ending any child an earlier run recorded there and left running.
+    pub fn start_backends_in(&self, state_dir: Option<&std::path::Path>) -> Backends {
+        if let Some(dir) = state_dir {
+            let ended = child::end_earlier_children(dir);
+            if !ended.is_empty() {
+                tracing::warn!(
+                    pids = ?ended,
+                    "ended llama-server children an earlier gateway left running"
+                );
+            }
+        }
         let mut supervisors = Vec::new();
         for model in self.inner.registry.entries() {
             let Some(launch) = model
@@ -64,6 +81,7 @@ impl Runtime {
                 model.id.clone(),
                 launch.clone(),
                 api_key_env,
+                state_dir.map(std::path::Path::to_path_buf),
             ));
         }
         Backends { supervisors }

@@ -5,11 +5,12 @@
 //! shutdown (SIGTERM, then SIGKILL after [`STOP_GRACE`]).
 //!
 //! The child is always waited for, so it never lingers as a zombie; it is killed if the
-//! supervisor is dropped. Under systemd the unit's cgroup also ends it with the gateway; a
-//! gateway killed with SIGKILL outside systemd leaves it running (the next start then finds
-//! the port taken and says so).
+//! supervisor is dropped. It dies with the gateway even when the gateway is killed with
+//! SIGKILL (a parent-death signal), and a child an earlier run left behind is ended at the
+//! next start (pid files in the state directory): see [`super::child`].
 
 use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
@@ -20,6 +21,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::child;
 use super::launch::{LLAMA_OOM_SCORE_ADJUST, llama_command};
 use crate::runtime::Runtime;
 
@@ -61,9 +63,17 @@ pub fn spawn(
     model: String,
     launch: LaunchProfile,
     api_key_env: Option<String>,
+    state_dir: Option<PathBuf>,
 ) -> Supervisor {
     let (stop, stopped) = watch::channel(false);
-    let task = tokio::spawn(supervise(runtime, model, launch, api_key_env, stopped));
+    let task = tokio::spawn(supervise(
+        runtime,
+        model,
+        launch,
+        api_key_env,
+        state_dir,
+        stopped,
+    ));
     Supervisor { stop, task }
 }
 
@@ -75,7 +85,7 @@ impl Supervisor {
     }
 }
 
-fn describe(status: ExitStatus) -> String {
+pub(super) fn describe(status: ExitStatus) -> String {
     match (status.code(), status.signal()) {
         (Some(code), _) => format!("exit status {code}"),
         (None, Some(signal)) => format!("killed by signal {signal}"),
@@ -83,11 +93,12 @@ fn describe(status: ExitStatus) -> String {
     }
 }
 
-fn command(launch: &LaunchProfile, api_key_env: Option<&str>) -> Command {
+pub(super) fn command(launch: &LaunchProfile, api_key_env: Option<&str>) -> Command {
     let spec = llama_command(launch);
-    let mut command = Command::new(&spec.program);
+    let (program, args) = child::tied_command(&spec.program, &spec.args);
+    let mut command = Command::new(program);
     command
-        .args(&spec.args)
+        .args(&args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -109,7 +120,7 @@ fn command(launch: &LaunchProfile, api_key_env: Option<&str>) -> Command {
 
 /// Raises the child's `oom_score_adj` to the value the separate unit would give it, so the
 /// kernel picks it before the gateway when memory runs out. Raising is allowed unprivileged.
-fn raise_oom_score(pid: u32) {
+pub(super) fn raise_oom_score(pid: u32) {
     let path = format!("/proc/{pid}/oom_score_adj");
     let current: i32 = std::fs::read_to_string(&path)
         .ok()
@@ -123,7 +134,7 @@ fn raise_oom_score(pid: u32) {
 }
 
 /// Forwards a child's output, line by line, as log lines naming their source.
-async fn forward(reader: impl AsyncRead + Unpin, stream: &'static str, pid: u32) {
+pub(super) async fn forward(reader: impl AsyncRead + Unpin, stream: &'static str, pid: u32) {
     let mut reader = BufReader::with_capacity(MAX_LINE_BYTES, reader);
     let mut line: Vec<u8> = Vec::with_capacity(256);
     loop {
@@ -179,7 +190,7 @@ async fn listening(launch: &LaunchProfile) -> bool {
 }
 
 /// SIGTERM, then SIGKILL after [`STOP_GRACE`]; always reaps the child.
-async fn terminate(child: &mut Child) -> Option<ExitStatus> {
+pub(super) async fn terminate(child: &mut Child) -> Option<ExitStatus> {
     if let Some(pid) = child
         .id()
         .and_then(|id| rustix::process::Pid::from_raw(id as i32))
@@ -198,6 +209,60 @@ async fn terminate(child: &mut Child) -> Option<ExitStatus> {
     child.wait().await.ok()
 }
 
+/// Waits until the child answers `GET /health` with 200 (its model loaded and warmed up), then
+/// keeps its RSS and the time since it was started in the state directory's measured
+/// footprints, which later sizing prefers to the estimate.
+async fn measure(model: String, launch: LaunchProfile, pid: u32, spawned: Instant, dir: PathBuf) {
+    let host = launch.host.trim_start_matches('[').trim_end_matches(']');
+    let url = if host.contains(':') {
+        format!("http://[{host}]:{}/health", launch.port)
+    } else {
+        format!("http://{host}:{}/health", launch.port)
+    };
+    let client = reqwest::Client::new();
+    while spawned.elapsed() < START_TIMEOUT {
+        let healthy = client
+            .get(&url)
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().as_u16() == 200);
+        if healthy {
+            let took = spawned.elapsed();
+            let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .ok()
+                .and_then(|status| crate::pressure::parse_vm_rss(&status));
+            let Some(rss) = rss else { return };
+            let load_mib = rss.div_ceil(1 << 20);
+            let estimate = crate::footprint::LlamaEstimate::of_launch(&launch)
+                .map(|e| e.load_mib().ceil() as u64)
+                .ok();
+            tracing::info!(
+                model = %model,
+                pid,
+                load_ms = took.as_millis() as u64,
+                rss_mib = load_mib,
+                estimated_mib = estimate,
+                "llama-server loaded; footprint measured"
+            );
+            let measured = crate::footprint::Measured {
+                key: crate::footprint::footprint_key(&launch),
+                load_mib,
+                load_ms: took.as_millis() as u64,
+            };
+            let written = tokio::task::spawn_blocking(move || {
+                crate::footprint::MeasuredFootprints::open(&dir).record(&model, measured)
+            })
+            .await;
+            if let Ok(Err(error)) = written {
+                tracing::warn!(error = %error, "cannot keep the measured footprint");
+            }
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 enum Ended {
     Exited(String),
     Stopping,
@@ -208,8 +273,10 @@ async fn supervise(
     model: String,
     launch: LaunchProfile,
     api_key_env: Option<String>,
+    state_dir: Option<PathBuf>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let pid_file = state_dir.as_deref().map(|dir| child::pid_file(dir, &model));
     let program = llama_command(&launch).program;
     let mut restarts: u32 = 0;
     let mut failures: u32 = 0;
@@ -226,10 +293,41 @@ async fn supervise(
             );
         }
         let started = Instant::now();
-        let ended = match command(&launch, api_key_env.as_deref()).spawn() {
+        let spawned = match child::check_program(&program) {
+            Ok(()) => child::spawn_tied(command(&launch, api_key_env.as_deref())).await,
+            Err(error) => Err(error),
+        };
+        let ended = match spawned {
             Err(error) => Ended::Exited(format!("cannot start {program}: {error}")),
-            Ok(mut child) => {
-                run_child(&runtime, &model, &launch, &mut child, restarts, &mut stop).await
+            Ok(mut process) => {
+                let spec = llama_command(&launch);
+                if let (Some(path), Some(pid)) = (&pid_file, process.id()) {
+                    let mut cmdline = vec![spec.program];
+                    cmdline.extend(spec.args);
+                    if let Err(error) =
+                        child::write_pid_file(path, &child::PidRecord { pid, cmdline })
+                    {
+                        tracing::warn!(
+                            path = %path.display(),
+                            error = %error,
+                            "cannot record the llama-server child's pid"
+                        );
+                    }
+                }
+                let ended = run_child(
+                    &runtime,
+                    &model,
+                    &launch,
+                    &mut process,
+                    restarts,
+                    &mut stop,
+                    state_dir.as_deref(),
+                )
+                .await;
+                if let Some(path) = &pid_file {
+                    let _ = std::fs::remove_file(path);
+                }
+                ended
             }
         };
         let exit = match ended {
@@ -267,8 +365,11 @@ async fn run_child(
     child: &mut Child,
     restarts: u32,
     stop: &mut watch::Receiver<bool>,
+    state_dir: Option<&Path>,
 ) -> Ended {
+    let spawned = Instant::now();
     let pid = child.id().unwrap_or(0);
+    let mut measuring: Option<JoinHandle<()>> = None;
     raise_oom_score(pid);
     runtime.backend_process_starting(model, pid, restarts);
     tracing::info!(
@@ -323,10 +424,22 @@ async fn run_child(
                 if listening(launch).await {
                     answered = true;
                     runtime.backend_process_listening(model);
+                    if let Some(dir) = state_dir {
+                        measuring = Some(tokio::spawn(measure(
+                            model.to_string(),
+                            launch.clone(),
+                            pid,
+                            spawned,
+                            dir.to_path_buf(),
+                        )));
+                    }
                 }
             }
         }
     };
+    if let Some(task) = measuring {
+        task.abort();
+    }
     // The pipes close with the process; let the forwarders write what is left (a grandchild
     // holding a pipe open must not hold the supervisor up).
     let _ = tokio::time::timeout(Duration::from_secs(1), async {

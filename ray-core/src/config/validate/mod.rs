@@ -43,6 +43,7 @@ pub fn validate(config: &RayConfig) -> Vec<Diagnostic> {
     cross::config(&mut c, config);
     models::validate_models(&mut c, config);
     let mut diagnostics = c.diagnostics;
+    diagnostics.extend(super::lifecycle::validate_lifecycle(config));
     diagnostics.extend(super::hooks::validate_hooks(&config.hooks));
     if let Some(cluster) = &config.cluster {
         let names = config.model_names();

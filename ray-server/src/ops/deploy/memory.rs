@@ -4,11 +4,12 @@
 //! `--memory-mib`, else `model.operational.memoryClassMiB`, else 4096 MiB for the small-VPS
 //! presets and 8192 MiB otherwise), a reserve for the kernel, Caddy and sshd of
 //! `max(768, ceil(20 % × budget))`, the gateway's cgroup limits derived from its own RSS
-//! threshold, and the rest for `llama-server`.
+//! threshold, and the rest for `llama-server`. What `llama-server` is expected to hold
+//! ([`LlamaEstimate`]) is the runtime's, shared with the model lifecycle.
 
-use ray_core::config::{LaunchPreset, LaunchProfile, RayConfig};
+use ray_core::config::{LaunchPreset, RayConfig};
 
-use crate::ops::gguf::GgufInfo;
+pub use ray_runtime::footprint::{CacheRam, LLAMA_OVERHEAD_MIB, LlamaEstimate};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -130,97 +131,6 @@ pub fn memory_split(config: &RayConfig, memory_mib: Option<u64>) -> MemorySplit 
     }
 }
 
-/// How `llama-server`'s prompt cache in host memory (`--cache-ram`) is bounded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CacheRam {
-    /// `cacheRamMiB` is set to this many MiB (0 turns the cache off).
-    Set(u64),
-    /// `cacheRamMiB` is not set: llama-server's own default of 8192 MiB applies.
-    Implicit,
-    /// `cacheRamMiB` is -1: no bound at all.
-    Unbounded,
-}
-
-impl CacheRam {
-    /// The setting of `launch`.
-    pub fn of(launch: &LaunchProfile) -> CacheRam {
-        match launch.cache_ram_mib {
-            None => CacheRam::Implicit,
-            Some(value) if value < 0 => CacheRam::Unbounded,
-            Some(value) => CacheRam::Set(value as u64),
-        }
-    }
-
-    /// The MiB counted against the unit: llama.cpp's default when implicit; none when
-    /// unbounded (there is no number to count).
-    pub fn counted_mib(self) -> Option<u64> {
-        match self {
-            CacheRam::Set(mib) => Some(mib),
-            CacheRam::Implicit => Some(8192),
-            CacheRam::Unbounded => None,
-        }
-    }
-}
-
-/// What `llama-server` is expected to hold, in MiB.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LlamaEstimate {
-    /// The GGUF file (mapped into memory and charged to the unit).
-    pub model_mib: f64,
-    /// The host prompt cache bound.
-    pub cache_ram: CacheRam,
-    /// Bytes of KV cache per token (f16).
-    pub kv_bytes_per_token: u64,
-    /// Whether that figure came from the GGUF header (else a per-preset guess).
-    pub kv_from_header: bool,
-    /// The KV cache for the whole `--ctx-size` (all slots).
-    pub kv_mib: f64,
-    /// The KV cache of one slot.
-    pub kv_per_slot_mib: f64,
-    /// Logits and compute buffers.
-    pub compute_mib: f64,
-    /// The process itself, threads and allocator slack.
-    pub overhead_mib: f64,
-}
-
-/// The fixed part of `llama-server`'s use: code, threads, allocator.
-const LLAMA_OVERHEAD_MIB: f64 = 160.0;
-
-impl LlamaEstimate {
-    /// The estimate for `launch` with a model of `model_bytes` and, when it could be read, its
-    /// header. llama.cpp rounds the context up to a multiple of 256 cells.
-    pub fn new(launch: &LaunchProfile, model_bytes: u64, header: Option<&GgufInfo>) -> Self {
-        let header_kv = header.and_then(GgufInfo::kv_bytes_per_token);
-        let kv_bytes_per_token = header_kv.unwrap_or(match launch.preset {
-            LaunchPreset::SingleVpsSub1b
-            | LaunchPreset::SingleVpsSub1bCx23
-            | LaunchPreset::SingleVpsSub1bCax11 => 128 * 1024,
-            LaunchPreset::SingleVps1bCx23 | LaunchPreset::SingleVps1b8gb => 192 * 1024,
-            LaunchPreset::SingleVpsBalanced => 320 * 1024,
-        });
-        let cells = u64::from(launch.ctx_size).div_ceil(256) * 256;
-        let kv_bytes = kv_bytes_per_token * cells;
-        let vocab = header.and_then(|h| h.vocab_size).unwrap_or(0);
-        let compute_bytes = vocab * u64::from(launch.ubatch_size) * 4;
-        LlamaEstimate {
-            model_mib: model_bytes as f64 / MIB as f64,
-            cache_ram: CacheRam::of(launch),
-            kv_bytes_per_token,
-            kv_from_header: header_kv.is_some(),
-            kv_mib: kv_bytes as f64 / MIB as f64,
-            kv_per_slot_mib: kv_bytes as f64 / MIB as f64 / f64::from(launch.parallel.max(1)),
-            compute_mib: compute_bytes as f64 / MIB as f64,
-            overhead_mib: LLAMA_OVERHEAD_MIB,
-        }
-    }
-
-    /// The total, or `None` when the prompt cache is unbounded.
-    pub fn total_mib(&self) -> Option<f64> {
-        let cache = self.cache_ram.counted_mib()? as f64;
-        Some(self.model_mib + cache + self.kv_mib + self.compute_mib + self.overhead_mib)
-    }
-}
-
 /// What the gateway can hold at most from its own bounded state, in MiB.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GatewayEstimate {
@@ -307,42 +217,5 @@ mod tests {
         // No launch profile: no llama unit, the 8192 default budget.
         let split = memory_split(&profile_defaults(Profile::Vps), None);
         assert_eq!((split.budget_mib, split.llama), (8192, None));
-    }
-
-    #[test]
-    fn the_llama_estimate_uses_the_header_when_it_has_one() {
-        let config = profile_defaults(Profile::Sub1b);
-        let launch = config.model.adapter.launch_profile().unwrap();
-        let header = GgufInfo {
-            version: 3,
-            tensor_count: 1,
-            metadata_count: 1,
-            architecture: Some("qwen2".into()),
-            name: None,
-            block_count: Some(24),
-            embedding_length: Some(896),
-            head_count: Some(14),
-            head_count_kv: Some(2),
-            key_length: None,
-            value_length: None,
-            context_length: Some(32768),
-            vocab_size: Some(151_936),
-            file_bytes: 400 * MIB,
-            data_offset: 0,
-            tensor_data_bytes: None,
-        };
-        let estimate = LlamaEstimate::new(launch, 400 * MIB, Some(&header));
-        assert!(estimate.kv_from_header);
-        assert_eq!(estimate.kv_bytes_per_token, 12 * 1024);
-        assert_eq!(estimate.kv_mib, 36.0);
-        assert_eq!(estimate.kv_per_slot_mib, 18.0);
-        let total = estimate.total_mib().unwrap();
-        assert!(
-            (total - (400.0 + 512.0 + 36.0 + 74.1875 + 160.0)).abs() < 0.01,
-            "{total}"
-        );
-        let guessed = LlamaEstimate::new(launch, 400 * MIB, None);
-        assert!(!guessed.kv_from_header);
-        assert_eq!(guessed.kv_mib, 384.0);
     }
 }

@@ -1,0 +1,241 @@
+//! The lifecycle's [`ModelDriver`] for `llama-server` children: a process is started when the
+//! lifecycle asks for a load and stopped when it asks for an unload, never restarted on its
+//! own (a child that dies makes its model `failed`, and the next request loads it again).
+//!
+//! A load is done when the child answers `GET /health` with 200 (model loaded and warmed up);
+//! its RSS then is the measured footprint, kept in the state directory with the load time. The
+//! children are tied to the gateway ([`super::child`]) and recorded in pid files like the
+//! supervisor's.
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use ray_core::config::LaunchProfile;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::child;
+use super::launch::llama_command;
+use super::supervise::{START_TIMEOUT, command, describe, forward, raise_oom_score, terminate};
+use crate::footprint::{Measured, MeasuredFootprints, footprint_key};
+use crate::lifecycle::{LifecycleShell, ModelDriver};
+
+enum Order {
+    Load,
+    Unload,
+}
+
+/// One managed model's process as the driver runs it.
+#[derive(Debug, Clone)]
+pub struct ManagedProcess {
+    /// The model's id (for logs, pid and footprint files).
+    pub id: String,
+    /// Its launch profile.
+    pub launch: LaunchProfile,
+    /// The environment variable whose value goes to the child as `LLAMA_API_KEY`.
+    pub api_key_env: Option<String>,
+}
+
+/// Starts and stops `llama-server` children for the lifecycle. Build it, build the
+/// [`LifecycleShell`] with it, then hand the shell back with [`ProcessDriver::attach`].
+#[derive(Debug, Clone)]
+pub struct ProcessDriver {
+    orders: Vec<mpsc::UnboundedSender<Order>>,
+    shell: Arc<OnceLock<LifecycleShell>>,
+}
+
+impl ProcessDriver {
+    /// One task per model, from inside a Tokio runtime. Pid files and measured footprints go
+    /// to `state_dir` when given.
+    pub fn spawn(models: Vec<ManagedProcess>, state_dir: Option<PathBuf>) -> ProcessDriver {
+        let shell: Arc<OnceLock<LifecycleShell>> = Arc::new(OnceLock::new());
+        let orders = models
+            .into_iter()
+            .enumerate()
+            .map(|(index, model)| {
+                let (send, receive) = mpsc::unbounded_channel();
+                tokio::spawn(run(index, model, state_dir.clone(), shell.clone(), receive));
+                send
+            })
+            .collect();
+        ProcessDriver { orders, shell }
+    }
+
+    /// The shell the driver reports to.
+    pub fn attach(&self, shell: LifecycleShell) {
+        let _ = self.shell.set(shell);
+    }
+}
+
+impl ModelDriver for ProcessDriver {
+    fn load(&self, model: usize) {
+        if let Some(orders) = self.orders.get(model) {
+            let _ = orders.send(Order::Load);
+        }
+    }
+
+    fn unload(&self, model: usize) {
+        if let Some(orders) = self.orders.get(model) {
+            let _ = orders.send(Order::Unload);
+        }
+    }
+}
+
+/// Whether the child answers `GET /health` with 200 before `until`.
+async fn healthy(launch: &LaunchProfile, until: Instant) -> bool {
+    let host = launch.host.trim_start_matches('[').trim_end_matches(']');
+    let url = if host.contains(':') {
+        format!("http://[{host}]:{}/health", launch.port)
+    } else {
+        format!("http://{host}:{}/health", launch.port)
+    };
+    let client = reqwest::Client::new();
+    while Instant::now() < until {
+        let answered = client
+            .get(&url)
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().as_u16() == 200);
+        if answered {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+fn rss_mib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    crate::pressure::parse_vm_rss(&status).map(|bytes| bytes.div_ceil(1 << 20))
+}
+
+async fn run(
+    index: usize,
+    model: ManagedProcess,
+    state_dir: Option<PathBuf>,
+    shell: Arc<OnceLock<LifecycleShell>>,
+    mut orders: mpsc::UnboundedReceiver<Order>,
+) {
+    let report = |f: &dyn Fn(&LifecycleShell)| {
+        if let Some(shell) = shell.get() {
+            f(shell);
+        }
+    };
+    let pid_file = state_dir
+        .as_deref()
+        .map(|dir| child::pid_file(dir, &model.id));
+    while let Some(order) = orders.recv().await {
+        let Order::Load = order else {
+            // Nothing runs: the unload is done.
+            report(&|s| s.unloaded(index));
+            continue;
+        };
+        let started = Instant::now();
+        let program = llama_command(&model.launch).program;
+        let spawned = match child::check_program(&program) {
+            Ok(()) => child::spawn_tied(command(&model.launch, model.api_key_env.as_deref())).await,
+            Err(error) => Err(error),
+        };
+        let mut process = match spawned {
+            Ok(process) => process,
+            Err(error) => {
+                let reason = format!("cannot start {program}: {error}");
+                report(&|s| s.load_failed(index, reason.clone()));
+                continue;
+            }
+        };
+        let pid = process.id().unwrap_or(0);
+        raise_oom_score(pid);
+        if let Some(path) = &pid_file {
+            let spec = llama_command(&model.launch);
+            let mut cmdline = vec![spec.program];
+            cmdline.extend(spec.args);
+            let _ = child::write_pid_file(path, &child::PidRecord { pid, cmdline });
+        }
+        if let Some(stdout) = process.stdout.take() {
+            tokio::spawn(forward(stdout, "stdout", pid));
+        }
+        if let Some(stderr) = process.stderr.take() {
+            tokio::spawn(forward(stderr, "stderr", pid));
+        }
+        tracing::info!(model = %model.id, pid, "llama-server started for a load");
+        // Loading: until healthy, the child dies, or an unload is ordered.
+        let loaded = tokio::select! {
+            up = healthy(&model.launch, started + START_TIMEOUT) => up,
+            status = process.wait() => {
+                let exit = status.map_or_else(|e| format!("wait failed: {e}"), describe);
+                report(&|s| s.load_failed(index, format!("llama-server exited while loading: {exit}")));
+                if let Some(path) = &pid_file {
+                    let _ = std::fs::remove_file(path);
+                }
+                continue;
+            }
+        };
+        if !loaded {
+            let _ = terminate(&mut process).await;
+            report(&|s| {
+                s.load_failed(
+                    index,
+                    format!("no healthy answer within {} s", START_TIMEOUT.as_secs()),
+                )
+            });
+            if let Some(path) = &pid_file {
+                let _ = std::fs::remove_file(path);
+            }
+            continue;
+        }
+        let took = started.elapsed();
+        let measured = rss_mib(pid);
+        tracing::info!(
+            model = %model.id,
+            pid,
+            load_ms = took.as_millis() as u64,
+            rss_mib = measured,
+            "llama-server loaded; footprint measured"
+        );
+        if let (Some(dir), Some(load_mib)) = (&state_dir, measured) {
+            let dir = dir.clone();
+            let id = model.id.clone();
+            let kept = Measured {
+                key: footprint_key(&model.launch),
+                load_mib,
+                load_ms: took.as_millis() as u64,
+            };
+            let _ = tokio::task::spawn_blocking(move || {
+                MeasuredFootprints::open(&dir).record(&id, kept)
+            })
+            .await;
+        }
+        report(&|s| s.loaded(index, measured));
+        // Running: until it dies or an unload is ordered.
+        loop {
+            tokio::select! {
+                status = process.wait() => {
+                    let exit = status.map_or_else(|e| format!("wait failed: {e}"), describe);
+                    tracing::warn!(model = %model.id, pid, exit = %exit, "llama-server exited");
+                    report(&|s| s.exited(index, exit.clone()));
+                    break;
+                }
+                order = orders.recv() => match order {
+                    Some(Order::Unload) | None => {
+                        let status = terminate(&mut process).await;
+                        tracing::info!(
+                            model = %model.id,
+                            pid,
+                            exit = %status.map_or_else(|| "unknown".to_string(), describe),
+                            "llama-server stopped for an unload"
+                        );
+                        report(&|s| s.unloaded(index));
+                        break;
+                    }
+                    Some(Order::Load) => {}
+                },
+            }
+        }
+        if let Some(path) = &pid_file {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}

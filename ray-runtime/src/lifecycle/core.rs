@@ -1,0 +1,835 @@
+//! The synchronous lifecycle core: states, the budget, eviction and waiting requests.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::time::Instant;
+
+/// After a failed load, requests are refused at once for this long before one tries again
+/// (a broken model must not cost a process start per request).
+pub const FAILED_RETRY: Duration = Duration::from_secs(2);
+
+/// The budget and timings that apply to every managed model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LifecycleSettings {
+    /// Memory the managed models may use together, in MiB (`lifecycle.memoryBudgetMiB`).
+    pub budget_mib: u64,
+    /// How long a model chosen to make room may take to finish its requests before the
+    /// eviction is abandoned (`lifecycle.drainTimeoutMs`).
+    pub drain_timeout: Duration,
+}
+
+/// One managed model as the lifecycle sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LifecycleModel {
+    /// The model's id.
+    pub id: String,
+    /// Its footprint before any measurement, in MiB (the estimate).
+    pub footprint_mib: u64,
+    /// Pinned (`resident: true`): loaded at start and never unloaded to make room or when idle.
+    pub resident: bool,
+    /// Never unloaded (idle or to make room) sooner than this after its load
+    /// (`minResidentMs`).
+    pub min_resident: Duration,
+    /// Unloaded after this long without a request (`idleUnloadMs`); `None` keeps it.
+    pub idle_unload: Option<Duration>,
+    /// How long its last load took, when one was measured (kept across restarts).
+    pub load_time: Option<Duration>,
+}
+
+/// Where a model stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "camelCase")]
+pub enum ModelState {
+    /// No process; the next request loads it.
+    Unloaded,
+    /// Its process starts and warms up.
+    Loading,
+    /// Answering requests.
+    Ready,
+    /// Chosen to make room: admits nothing new, finishes its requests, then unloads.
+    Draining,
+    /// Its process is being stopped.
+    Unloading,
+    /// Its load failed or its process died; the next request loads it again.
+    Failed {
+        /// What happened.
+        reason: String,
+    },
+}
+
+impl ModelState {
+    /// The state's name as `/v1/models` shows it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ModelState::Unloaded => "unloaded",
+            ModelState::Loading => "loading",
+            ModelState::Ready => "ready",
+            ModelState::Draining => "draining",
+            ModelState::Unloading => "unloading",
+            ModelState::Failed { .. } => "failed",
+        }
+    }
+
+    /// Whether the model holds memory in this state (from the start of its load to the end of
+    /// its unload).
+    pub fn holds_memory(&self) -> bool {
+        matches!(
+            self,
+            ModelState::Loading | ModelState::Ready | ModelState::Draining | ModelState::Unloading
+        )
+    }
+}
+
+impl fmt::Display for ModelState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A request waiting for its model.
+pub type WaiterId = u64;
+
+/// Why a request cannot be served by its model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The model needs more than the whole budget.
+    DoesNotFit {
+        /// Its footprint in MiB.
+        needed_mib: u64,
+        /// The budget in MiB.
+        budget_mib: u64,
+    },
+    /// The model's load cannot finish before the request's deadline.
+    TooSlow {
+        /// When the load would be done.
+        retry_after: Duration,
+    },
+    /// The request's deadline passed while it waited.
+    Expired {
+        /// The model's expected load time, when known.
+        retry_after: Option<Duration>,
+    },
+    /// The model's last load failed (or its process died) a moment ago.
+    LoadFailed {
+        /// What happened.
+        reason: String,
+        /// When a request will try to load it again.
+        retry_after: Duration,
+    },
+    /// No such model.
+    UnknownModel,
+}
+
+/// What happens to a request that asks for a model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    /// The model is ready: go (counted in flight until [`Lifecycle::finished`]).
+    Go,
+    /// Wait: an [`Effect::Serve`] or [`Effect::Refuse`] with this id follows.
+    Wait(WaiterId),
+    /// Refused at once.
+    Refused(Refusal),
+}
+
+/// One state change of one model, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    /// The model's index.
+    pub model: usize,
+    /// The state it left.
+    pub from: &'static str,
+    /// The state it entered.
+    pub to: &'static str,
+    /// Why.
+    pub reason: String,
+}
+
+/// What the shell must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Start the model's process; report [`Lifecycle::loaded`] or [`Lifecycle::load_failed`].
+    Load {
+        /// The model's index.
+        model: usize,
+    },
+    /// Stop the model's process; report [`Lifecycle::unloaded`].
+    Unload {
+        /// The model's index.
+        model: usize,
+    },
+    /// The waiting request may go (it is counted in flight).
+    Serve {
+        /// The request.
+        waiter: WaiterId,
+    },
+    /// The waiting request is refused.
+    Refuse {
+        /// The request.
+        waiter: WaiterId,
+        /// Why.
+        refusal: Refusal,
+    },
+    /// A model changed state (one JSON log line).
+    Transition(Transition),
+}
+
+/// A model's state and figures, for `/v1/models`, `/health` and `/metrics`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelStatus {
+    /// The model's id.
+    pub id: String,
+    /// Its state.
+    #[serde(flatten)]
+    pub state: ModelState,
+    /// MiB it holds now (its footprint while it holds memory, else 0).
+    #[serde(rename = "residentMiB")]
+    pub resident_mib: u64,
+    /// MiB it is counted for when loaded.
+    #[serde(rename = "footprintMiB")]
+    pub footprint_mib: u64,
+    /// Whether the footprint was measured from its process (else estimated).
+    pub footprint_measured: bool,
+    /// Whether it is pinned (`resident`).
+    pub pinned: bool,
+    /// How long its last load took, in milliseconds.
+    pub last_load_ms: Option<u64>,
+    /// Loads started.
+    pub loads: u64,
+    /// Unloads started (idle, evictions, drains).
+    pub unloads: u64,
+    /// Unloads started to make room for another model.
+    pub evictions: u64,
+    /// Loads that failed and processes that died.
+    pub failures: u64,
+    /// Requests in flight.
+    pub in_flight: u32,
+    /// Requests waiting for it.
+    pub waiting: u32,
+}
+
+#[derive(Debug)]
+struct Waiter {
+    id: WaiterId,
+    arrived: Instant,
+    deadline: Instant,
+}
+
+#[derive(Debug)]
+struct Slot {
+    config: LifecycleModel,
+    state: ModelState,
+    measured_mib: Option<u64>,
+    in_flight: u32,
+    waiting: VecDeque<Waiter>,
+    last_used: Option<Instant>,
+    /// When the current state began.
+    since: Instant,
+    /// When it last became ready (the start of `minResidentMs`).
+    ready_since: Option<Instant>,
+    /// A drain's deadline.
+    drain_until: Option<Instant>,
+    /// Not asked to drain again before this (after an abandoned drain).
+    no_drain_until: Option<Instant>,
+    loads: u64,
+    unloads: u64,
+    evictions: u64,
+    failures: u64,
+}
+
+impl Slot {
+    fn footprint(&self) -> u64 {
+        self.measured_mib.unwrap_or(self.config.footprint_mib)
+    }
+
+    fn past_min_resident(&self, now: Instant) -> bool {
+        self.ready_since
+            .is_none_or(|since| now.saturating_duration_since(since) >= self.config.min_resident)
+    }
+
+    /// What a waiting request should expect before the model answers, when a load was
+    /// measured.
+    fn expected_wait(&self, now: Instant) -> Option<Duration> {
+        let load = self.config.load_time?;
+        Some(match self.state {
+            ModelState::Loading => load.saturating_sub(now.saturating_duration_since(self.since)),
+            _ => load,
+        })
+    }
+}
+
+/// The lifecycle of every managed model: see the [module docs](super).
+#[derive(Debug)]
+pub struct Lifecycle {
+    settings: LifecycleSettings,
+    slots: Vec<Slot>,
+    next_waiter: WaiterId,
+    effects: Vec<Effect>,
+}
+
+impl Lifecycle {
+    /// Every model starts `unloaded`; call [`Lifecycle::start`] to load the pinned ones.
+    pub fn new(settings: LifecycleSettings, models: Vec<LifecycleModel>, now: Instant) -> Self {
+        let slots = models
+            .into_iter()
+            .map(|config| Slot {
+                config,
+                state: ModelState::Unloaded,
+                measured_mib: None,
+                in_flight: 0,
+                waiting: VecDeque::new(),
+                last_used: None,
+                since: now,
+                ready_since: None,
+                drain_until: None,
+                no_drain_until: None,
+                loads: 0,
+                unloads: 0,
+                evictions: 0,
+                failures: 0,
+            })
+            .collect();
+        Lifecycle {
+            settings,
+            slots,
+            next_waiter: 1,
+            effects: Vec::new(),
+        }
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &LifecycleSettings {
+        &self.settings
+    }
+
+    /// How many models it manages.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Whether it manages no model.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// The index of the model `id`.
+    pub fn index_of(&self, id: &str) -> Option<usize> {
+        self.slots.iter().position(|s| s.config.id == id)
+    }
+
+    /// The state of model `model`.
+    pub fn state(&self, model: usize) -> Option<&ModelState> {
+        self.slots.get(model).map(|s| &s.state)
+    }
+
+    /// MiB held by the models that hold memory now.
+    pub fn committed_mib(&self) -> u64 {
+        self.slots
+            .iter()
+            .filter(|s| s.state.holds_memory())
+            .map(Slot::footprint)
+            .sum()
+    }
+
+    /// Every model's status, in order.
+    pub fn statuses(&self) -> Vec<ModelStatus> {
+        self.slots
+            .iter()
+            .map(|s| ModelStatus {
+                id: s.config.id.clone(),
+                state: s.state.clone(),
+                resident_mib: if s.state.holds_memory() {
+                    s.footprint()
+                } else {
+                    0
+                },
+                footprint_mib: s.footprint(),
+                footprint_measured: s.measured_mib.is_some(),
+                pinned: s.config.resident,
+                last_load_ms: s.config.load_time.map(|d| d.as_millis() as u64),
+                loads: s.loads,
+                unloads: s.unloads,
+                evictions: s.evictions,
+                failures: s.failures,
+                in_flight: s.in_flight,
+                waiting: s.waiting.len() as u32,
+            })
+            .collect()
+    }
+
+    /// What the shell must do, in order, since the last call.
+    pub fn take_effects(&mut self) -> Vec<Effect> {
+        std::mem::take(&mut self.effects)
+    }
+
+    /// Loads the pinned models that fit, in order; the others stay `unloaded` until a
+    /// request needs them. A pinned model that does not fit stays unloaded, with a transition
+    /// saying so.
+    pub fn start(&mut self, now: Instant) {
+        for index in 0..self.slots.len() {
+            if !self.slots[index].config.resident {
+                continue;
+            }
+            let need = self.slots[index].footprint();
+            if need <= self.free_mib() {
+                self.begin_load(index, now, "pinned (resident): loaded at start".into());
+            } else {
+                let reason = format!(
+                    "pinned (resident) but its {need} MiB do not fit in the {} MiB left of the \
+                     {} MiB budget; it loads when a request needs it",
+                    self.free_mib(),
+                    self.settings.budget_mib
+                );
+                self.transition(index, ModelState::Unloaded, now, reason);
+            }
+        }
+    }
+
+    /// A request for model `model` arrived, to be answered by `deadline`.
+    pub fn admit(&mut self, model: usize, now: Instant, deadline: Instant) -> Admission {
+        let budget = self.settings.budget_mib;
+        let Some(slot) = self.slots.get_mut(model) else {
+            return Admission::Refused(Refusal::UnknownModel);
+        };
+        if slot.footprint() > budget {
+            return Admission::Refused(Refusal::DoesNotFit {
+                needed_mib: slot.footprint(),
+                budget_mib: budget,
+            });
+        }
+        match &slot.state {
+            ModelState::Ready if slot.waiting.is_empty() => {
+                slot.in_flight += 1;
+                slot.last_used = Some(now);
+                return Admission::Go;
+            }
+            ModelState::Failed { reason } => {
+                let retry = (slot.since + FAILED_RETRY).saturating_duration_since(now);
+                if !retry.is_zero() {
+                    return Admission::Refused(Refusal::LoadFailed {
+                        reason: reason.clone(),
+                        retry_after: retry,
+                    });
+                }
+            }
+            _ => {}
+        }
+        if let Some(wait) = slot.expected_wait(now)
+            && now + wait > deadline
+        {
+            return Admission::Refused(Refusal::TooSlow { retry_after: wait });
+        }
+        let id = self.next_waiter;
+        self.next_waiter += 1;
+        slot.waiting.push_back(Waiter {
+            id,
+            arrived: now,
+            deadline,
+        });
+        self.pump(now);
+        Admission::Wait(id)
+    }
+
+    /// A request that went (at once or after waiting) ended.
+    pub fn finished(&mut self, model: usize, now: Instant) {
+        if let Some(slot) = self.slots.get_mut(model) {
+            slot.in_flight = slot.in_flight.saturating_sub(1);
+            slot.last_used = Some(now);
+        }
+        self.pump(now);
+    }
+
+    /// A waiting request left (its client went away); nothing follows for it.
+    pub fn cancel(&mut self, waiter: WaiterId, now: Instant) {
+        for slot in &mut self.slots {
+            slot.waiting.retain(|w| w.id != waiter);
+        }
+        self.pump(now);
+    }
+
+    /// The model's load finished: it answers. `measured_mib` is its process's memory after
+    /// warm-up, when it could be read; later decisions use it instead of the estimate.
+    pub fn loaded(&mut self, model: usize, now: Instant, measured_mib: Option<u64>) {
+        let Some(slot) = self.slots.get_mut(model) else {
+            return;
+        };
+        if slot.state != ModelState::Loading {
+            return;
+        }
+        let took = now.saturating_duration_since(slot.since);
+        slot.config.load_time = Some(took);
+        if let Some(measured) = measured_mib {
+            slot.measured_mib = Some(measured);
+        }
+        slot.ready_since = Some(now);
+        slot.last_used = Some(now);
+        let reason = match measured_mib {
+            Some(measured) => format!("loaded in {} ms; {measured} MiB measured", took.as_millis()),
+            None => format!("loaded in {} ms", took.as_millis()),
+        };
+        self.transition(model, ModelState::Ready, now, reason);
+        self.shed_excess(model, now);
+        self.pump(now);
+    }
+
+    /// After a measurement larger than the estimate, unloads idle models (least recently
+    /// used first, never `keep`, never a pinned or busy one) until the budget holds again.
+    fn shed_excess(&mut self, keep: usize, now: Instant) {
+        let budget = self.settings.budget_mib;
+        let mut candidates: Vec<usize> = (0..self.slots.len())
+            .filter(|&i| {
+                let s = &self.slots[i];
+                i != keep
+                    && s.state == ModelState::Ready
+                    && !s.config.resident
+                    && s.in_flight == 0
+                    && s.waiting.is_empty()
+            })
+            .collect();
+        candidates.sort_by_key(|&i| self.slots[i].last_used.unwrap_or(self.slots[i].since));
+        for index in candidates {
+            let holding: u64 = self
+                .slots
+                .iter()
+                .filter(|s| s.state.holds_memory() && s.state != ModelState::Unloading)
+                .map(Slot::footprint)
+                .sum();
+            if holding <= budget {
+                return;
+            }
+            let reason = format!(
+                "evicted: {:?} measured more than estimated and the models loaded need {holding} \
+                 MiB of the {budget} MiB budget",
+                self.slots[keep].config.id
+            );
+            self.begin_unload(index, now, reason, true);
+        }
+    }
+
+    /// The model's load failed (`reason` says how); its waiting requests are refused.
+    pub fn load_failed(&mut self, model: usize, now: Instant, reason: String) {
+        if self.slots.get(model).map(|s| &s.state) != Some(&ModelState::Loading) {
+            return;
+        }
+        self.fail(model, now, reason);
+        self.pump(now);
+    }
+
+    /// The model's process ended without being asked (it crashed or was killed).
+    pub fn exited(&mut self, model: usize, now: Instant, reason: String) {
+        let Some(slot) = self.slots.get(model) else {
+            return;
+        };
+        match slot.state {
+            ModelState::Unloading => self.unloaded(model, now),
+            ModelState::Loading | ModelState::Ready | ModelState::Draining => {
+                self.fail(model, now, format!("its process ended: {reason}"));
+                self.pump(now);
+            }
+            ModelState::Unloaded | ModelState::Failed { .. } => {}
+        }
+    }
+
+    /// The model's process was stopped.
+    pub fn unloaded(&mut self, model: usize, now: Instant) {
+        if self.slots.get(model).map(|s| &s.state) != Some(&ModelState::Unloading) {
+            return;
+        }
+        self.slots[model].ready_since = None;
+        self.transition(
+            model,
+            ModelState::Unloaded,
+            now,
+            "its process stopped".into(),
+        );
+        self.pump(now);
+    }
+
+    /// The clock moved: refuses waiting requests past their deadline, ends drains that are
+    /// done or too long, unloads models idle for their `idleUnloadMs`.
+    pub fn tick(&mut self, now: Instant) {
+        for index in 0..self.slots.len() {
+            let retry = self.slots[index].expected_wait(now);
+            let slot = &mut self.slots[index];
+            let mut expired = Vec::new();
+            slot.waiting.retain(|w| {
+                let keep = w.deadline > now;
+                if !keep {
+                    expired.push(w.id);
+                }
+                keep
+            });
+            for waiter in expired {
+                self.effects.push(Effect::Refuse {
+                    waiter,
+                    refusal: Refusal::Expired { retry_after: retry },
+                });
+            }
+            let slot = &self.slots[index];
+            if slot.state == ModelState::Draining
+                && slot.in_flight > 0
+                && slot.drain_until.is_some_and(|until| now >= until)
+            {
+                let timeout = self.settings.drain_timeout;
+                let slot = &mut self.slots[index];
+                slot.no_drain_until = Some(now + timeout);
+                slot.drain_until = None;
+                let reason = format!(
+                    "drain abandoned: {} requests still in flight after {} ms; they are not cut",
+                    slot.in_flight,
+                    timeout.as_millis()
+                );
+                self.transition(index, ModelState::Ready, now, reason);
+                continue;
+            }
+            let slot = &self.slots[index];
+            if let Some(idle) = slot.config.idle_unload
+                && slot.state == ModelState::Ready
+                && !slot.config.resident
+                && slot.in_flight == 0
+                && slot.waiting.is_empty()
+                && slot.past_min_resident(now)
+            {
+                let last = slot.last_used.unwrap_or(slot.since);
+                let unused = now.saturating_duration_since(last);
+                if unused >= idle {
+                    let reason = format!(
+                        "idle: no request for {} ms (idleUnloadMs {})",
+                        unused.as_millis(),
+                        idle.as_millis()
+                    );
+                    self.begin_unload(index, now, reason, false);
+                }
+            }
+        }
+        self.pump(now);
+    }
+
+    /// MiB held by pinned models.
+    fn pinned_mib(&self) -> u64 {
+        self.slots
+            .iter()
+            .filter(|s| s.config.resident && s.state.holds_memory())
+            .map(Slot::footprint)
+            .sum()
+    }
+
+    fn free_mib(&self) -> u64 {
+        self.settings
+            .budget_mib
+            .saturating_sub(self.committed_mib())
+    }
+
+    fn transition(&mut self, model: usize, to: ModelState, now: Instant, reason: String) {
+        let slot = &mut self.slots[model];
+        let from = slot.state.name();
+        slot.state = to;
+        slot.since = now;
+        self.effects.push(Effect::Transition(Transition {
+            model,
+            from,
+            to: slot.state.name(),
+            reason,
+        }));
+    }
+
+    fn begin_load(&mut self, model: usize, now: Instant, reason: String) {
+        self.slots[model].loads += 1;
+        self.transition(model, ModelState::Loading, now, reason);
+        self.effects.push(Effect::Load { model });
+    }
+
+    fn begin_unload(&mut self, model: usize, now: Instant, reason: String, eviction: bool) {
+        let slot = &mut self.slots[model];
+        slot.unloads += 1;
+        if eviction {
+            slot.evictions += 1;
+        }
+        slot.drain_until = None;
+        self.transition(model, ModelState::Unloading, now, reason);
+        self.effects.push(Effect::Unload { model });
+    }
+
+    fn fail(&mut self, model: usize, now: Instant, reason: String) {
+        let slot = &mut self.slots[model];
+        slot.failures += 1;
+        slot.ready_since = None;
+        slot.drain_until = None;
+        let waiting: Vec<WaiterId> = slot.waiting.drain(..).map(|w| w.id).collect();
+        for waiter in waiting {
+            self.effects.push(Effect::Refuse {
+                waiter,
+                refusal: Refusal::LoadFailed {
+                    reason: reason.clone(),
+                    retry_after: FAILED_RETRY,
+                },
+            });
+        }
+        self.transition(
+            model,
+            ModelState::Failed {
+                reason: reason.clone(),
+            },
+            now,
+            reason,
+        );
+    }
+
+    /// Serves ready models' waiting requests, finishes drains, and starts the loads waiting
+    /// requests need, making room for the oldest one.
+    fn pump(&mut self, now: Instant) {
+        // Drains that are done.
+        for index in 0..self.slots.len() {
+            let slot = &self.slots[index];
+            if slot.state == ModelState::Draining && slot.in_flight == 0 {
+                self.begin_unload(
+                    index,
+                    now,
+                    "drained: its last request finished; unloading to make room".into(),
+                    false,
+                );
+            }
+        }
+        // Models with waiting requests, oldest first.
+        let mut order: Vec<(Instant, usize)> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.waiting.front().map(|w| (w.arrived, i)))
+            .collect();
+        order.sort();
+        let mut blocked = false;
+        for (_, index) in order {
+            let budget = self.settings.budget_mib;
+            let slot = &mut self.slots[index];
+            match &slot.state {
+                ModelState::Ready => {
+                    let waiting: Vec<WaiterId> = slot.waiting.drain(..).map(|w| w.id).collect();
+                    slot.in_flight += waiting.len() as u32;
+                    slot.last_used = Some(now);
+                    self.effects
+                        .extend(waiting.into_iter().map(|waiter| Effect::Serve { waiter }));
+                }
+                ModelState::Loading | ModelState::Draining | ModelState::Unloading => {}
+                ModelState::Unloaded | ModelState::Failed { .. } => {
+                    let need = slot.footprint();
+                    if need > budget {
+                        let waiting: Vec<WaiterId> = slot.waiting.drain(..).map(|w| w.id).collect();
+                        for waiter in waiting {
+                            self.effects.push(Effect::Refuse {
+                                waiter,
+                                refusal: Refusal::DoesNotFit {
+                                    needed_mib: need,
+                                    budget_mib: budget,
+                                },
+                            });
+                        }
+                        continue;
+                    }
+                    if blocked {
+                        // Memory freed for an older request is not taken by a younger one.
+                        continue;
+                    }
+                    if need <= self.free_mib() {
+                        let reason = format!(
+                            "a request needs it; {need} MiB fit in the {} MiB free",
+                            self.free_mib()
+                        );
+                        self.begin_load(index, now, reason);
+                    } else if need + self.pinned_mib() <= budget {
+                        blocked = true;
+                        self.make_room(index, need, now);
+                    }
+                    // Else it cannot fit beside the pinned models: it waits (until a pinned
+                    // model's process ends, or its deadline) without holding others up.
+                }
+            }
+        }
+    }
+
+    /// Unloads idle models (or drains busy ones) so that `need` MiB for model `for_model` will
+    /// be free, choosing nothing unless the candidates can free enough together.
+    fn make_room(&mut self, for_model: usize, need: u64, now: Instant) {
+        let free = self.free_mib();
+        // Memory already on its way back.
+        let pending: u64 = self
+            .slots
+            .iter()
+            .filter(|s| matches!(s.state, ModelState::Unloading | ModelState::Draining))
+            .map(Slot::footprint)
+            .sum();
+        if free + pending >= need {
+            return;
+        }
+        let evictable = |s: &Slot| {
+            s.state == ModelState::Ready
+                && !s.config.resident
+                && s.waiting.is_empty()
+                && s.past_min_resident(now)
+        };
+        let order = |s: &Slot| {
+            (
+                s.last_used.unwrap_or(s.since),
+                s.config.load_time.unwrap_or(Duration::MAX),
+            )
+        };
+        let mut idle: Vec<usize> = (0..self.slots.len())
+            .filter(|&i| {
+                i != for_model && evictable(&self.slots[i]) && self.slots[i].in_flight == 0
+            })
+            .collect();
+        idle.sort_by_key(|&i| order(&self.slots[i]));
+        let mut busy: Vec<usize> = (0..self.slots.len())
+            .filter(|&i| {
+                let s = &self.slots[i];
+                i != for_model
+                    && evictable(s)
+                    && s.in_flight > 0
+                    && s.no_drain_until.is_none_or(|until| now >= until)
+            })
+            .collect();
+        busy.sort_by_key(|&i| order(&self.slots[i]));
+        let reachable: u64 = idle
+            .iter()
+            .chain(busy.iter())
+            .map(|&i| self.slots[i].footprint())
+            .sum();
+        if free + pending + reachable < need {
+            return;
+        }
+        let wanted = &self.slots[for_model].config.id.clone();
+        let mut freed = free + pending;
+        for index in idle {
+            if freed >= need {
+                return;
+            }
+            freed += self.slots[index].footprint();
+            let reason = format!(
+                "evicted: idle, least recently used; {wanted:?} needs {need} MiB and {} MiB \
+                 are free of the {} MiB budget",
+                free, self.settings.budget_mib
+            );
+            self.begin_unload(index, now, reason, true);
+        }
+        for index in busy {
+            if freed >= need {
+                return;
+            }
+            freed += self.slots[index].footprint();
+            let timeout = self.settings.drain_timeout;
+            let slot = &mut self.slots[index];
+            slot.evictions += 1;
+            slot.drain_until = Some(now + timeout);
+            let reason = format!(
+                "draining to make room for {wanted:?} ({need} MiB): {} requests in flight \
+                 finish first (up to {} ms); new ones wait",
+                slot.in_flight,
+                timeout.as_millis()
+            );
+            self.transition(index, ModelState::Draining, now, reason);
+        }
+    }
+}

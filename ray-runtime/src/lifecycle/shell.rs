@@ -1,0 +1,349 @@
+//! The async shell around the lifecycle core: requests wait for their model here, the core's
+//! effects are carried out (a [`ModelDriver`] starts and stops processes, waiting requests are
+//! woken), and each transition becomes one JSON log line saying why.
+//!
+//! The core sits behind a mutex that is never held across an `.await`. A waiting request owns
+//! a oneshot receiver; if it is dropped (the client left) or its deadline passes, its place is
+//! removed at once. A [`Lease`] counts a request in flight until it is dropped.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::core::{Admission, Effect, Lifecycle, ModelStatus, Refusal, WaiterId};
+
+/// Starts and stops the processes of managed models, and reports back to the shell
+/// ([`LifecycleShell::loaded`], [`LifecycleShell::load_failed`], [`LifecycleShell::unloaded`],
+/// [`LifecycleShell::exited`]). Called with no lock held; must not block.
+pub trait ModelDriver: Send + Sync + 'static {
+    /// Start the process of model `model` (its index).
+    fn load(&self, model: usize);
+    /// Stop the process of model `model`.
+    fn unload(&self, model: usize);
+}
+
+struct Shared {
+    core: Mutex<Lifecycle>,
+    waiters: Mutex<HashMap<WaiterId, oneshot::Sender<Result<(), Refusal>>>>,
+    driver: Box<dyn ModelDriver>,
+    ids: Vec<String>,
+}
+
+/// The lifecycle of the managed models, shared by every request. Cloning is cheap.
+#[derive(Clone)]
+pub struct LifecycleShell {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for LifecycleShell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LifecycleShell")
+            .field("models", &self.shared.ids)
+            .finish()
+    }
+}
+
+/// A request counted in flight on its model until dropped.
+#[derive(Debug)]
+pub struct Lease {
+    shell: LifecycleShell,
+    model: usize,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.shell
+            .with_core(|core| core.finished(self.model, Instant::now()));
+    }
+}
+
+/// Removes a waiting request's place when its future is dropped before an answer.
+struct Waiting<'a> {
+    shell: &'a LifecycleShell,
+    id: Option<WaiterId>,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            self.shell.shared.waiters.lock().remove(&id);
+            self.shell.with_core(|core| core.cancel(id, Instant::now()));
+        }
+    }
+}
+
+impl LifecycleShell {
+    /// A shell over `core`, carrying out its effects with `driver`. Call
+    /// [`LifecycleShell::start`] to load the pinned models.
+    pub fn new(core: Lifecycle, driver: impl ModelDriver) -> LifecycleShell {
+        let ids = core.statuses().into_iter().map(|s| s.id).collect();
+        LifecycleShell {
+            shared: Arc::new(Shared {
+                core: Mutex::new(core),
+                waiters: Mutex::new(HashMap::new()),
+                driver: Box::new(driver),
+                ids,
+            }),
+        }
+    }
+
+    /// Runs `f` on the core, then carries out what it asked for (outside the lock).
+    fn with_core<T>(&self, f: impl FnOnce(&mut Lifecycle) -> T) -> T {
+        let (value, effects) = {
+            let mut core = self.shared.core.lock();
+            let value = f(&mut core);
+            (value, core.take_effects())
+        };
+        self.apply(effects);
+        value
+    }
+
+    fn apply(&self, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::Load { model } => self.shared.driver.load(model),
+                Effect::Unload { model } => self.shared.driver.unload(model),
+                Effect::Serve { waiter } => {
+                    if let Some(sender) = self.shared.waiters.lock().remove(&waiter) {
+                        let _ = sender.send(Ok(()));
+                    }
+                }
+                Effect::Refuse { waiter, refusal } => {
+                    if let Some(sender) = self.shared.waiters.lock().remove(&waiter) {
+                        let _ = sender.send(Err(refusal));
+                    }
+                }
+                Effect::Transition(t) => {
+                    let model = self.shared.ids.get(t.model).map_or("?", String::as_str);
+                    tracing::info!(
+                        model,
+                        from = t.from,
+                        to = t.to,
+                        reason = %t.reason,
+                        "model lifecycle: {} -> {}",
+                        t.from,
+                        t.to
+                    );
+                }
+            }
+        }
+    }
+
+    /// The index of model `id`.
+    pub fn index_of(&self, id: &str) -> Option<usize> {
+        self.shared.ids.iter().position(|m| m == id)
+    }
+
+    /// Loads the pinned models that fit.
+    pub fn start(&self) {
+        self.with_core(|core| core.start(Instant::now()));
+    }
+
+    /// Waits until model `id` can take a request, loading it (or joining its load) when
+    /// needed, within `deadline`. Dropping the future gives the place up.
+    pub async fn acquire(&self, id: &str, deadline: Instant) -> Result<Lease, Refusal> {
+        let Some(model) = self.index_of(id) else {
+            return Err(Refusal::UnknownModel);
+        };
+        let receiver = {
+            let mut core = self.shared.core.lock();
+            let admission = core.admit(model, Instant::now(), deadline);
+            let receiver = match &admission {
+                Admission::Wait(waiter) => {
+                    let (sender, receiver) = oneshot::channel();
+                    self.shared.waiters.lock().insert(*waiter, sender);
+                    Some((*waiter, receiver))
+                }
+                _ => None,
+            };
+            let effects = core.take_effects();
+            drop(core);
+            self.apply(effects);
+            match admission {
+                Admission::Go => {
+                    return Ok(Lease {
+                        shell: self.clone(),
+                        model,
+                    });
+                }
+                Admission::Refused(refusal) => return Err(refusal),
+                Admission::Wait(_) => receiver,
+            }
+        };
+        let Some((waiter, receiver)) = receiver else {
+            return Err(Refusal::UnknownModel);
+        };
+        let mut place = Waiting {
+            shell: self,
+            id: Some(waiter),
+        };
+        let answer = tokio::time::timeout_at(deadline, receiver).await;
+        match answer {
+            Ok(Ok(Ok(()))) => {
+                place.id = None;
+                Ok(Lease {
+                    shell: self.clone(),
+                    model,
+                })
+            }
+            Ok(Ok(Err(refusal))) => {
+                place.id = None;
+                Err(refusal)
+            }
+            // The sender went away without an answer, or the deadline passed: the place is
+            // given up when `place` drops.
+            Ok(Err(_)) | Err(_) => Err(Refusal::Expired {
+                retry_after: self
+                    .status(id)
+                    .and_then(|s| s.last_load_ms)
+                    .map(Duration::from_millis),
+            }),
+        }
+    }
+
+    /// The model's process answers (`measured_mib`: its RSS after warm-up, when read).
+    pub fn loaded(&self, model: usize, measured_mib: Option<u64>) {
+        self.with_core(|core| core.loaded(model, Instant::now(), measured_mib));
+    }
+
+    /// The model's load failed.
+    pub fn load_failed(&self, model: usize, reason: String) {
+        self.with_core(|core| core.load_failed(model, Instant::now(), reason));
+    }
+
+    /// The model's process was stopped.
+    pub fn unloaded(&self, model: usize) {
+        self.with_core(|core| core.unloaded(model, Instant::now()));
+    }
+
+    /// The model's process ended without being asked.
+    pub fn exited(&self, model: usize, reason: String) {
+        self.with_core(|core| core.exited(model, Instant::now(), reason));
+    }
+
+    /// Lets the clock act: deadlines, drains, idle unloads. Call it every
+    /// [`LIFECYCLE_TICK`].
+    pub fn tick(&self) {
+        self.with_core(|core| core.tick(Instant::now()));
+    }
+
+    /// Every model's status.
+    pub fn statuses(&self) -> Vec<ModelStatus> {
+        self.shared.core.lock().statuses()
+    }
+
+    /// The status of model `id`.
+    pub fn status(&self, id: &str) -> Option<ModelStatus> {
+        self.statuses().into_iter().find(|s| s.id == id)
+    }
+}
+
+/// How often the shell's clock ticks.
+pub const LIFECYCLE_TICK: Duration = Duration::from_millis(100);
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+    use super::super::core::{LifecycleModel, LifecycleSettings, ModelState};
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Recorder(Arc<Mutex<Vec<String>>>);
+
+    impl ModelDriver for Recorder {
+        fn load(&self, model: usize) {
+            self.0.lock().push(format!("load {model}"));
+        }
+        fn unload(&self, model: usize) {
+            self.0.lock().push(format!("unload {model}"));
+        }
+    }
+
+    fn shell(recorder: &Recorder) -> LifecycleShell {
+        let model = |id: &str| LifecycleModel {
+            id: id.into(),
+            footprint_mib: 600,
+            resident: false,
+            min_resident: Duration::ZERO,
+            idle_unload: None,
+            load_time: None,
+        };
+        let core = Lifecycle::new(
+            LifecycleSettings {
+                budget_mib: 1_000,
+                drain_timeout: Duration::from_secs(5),
+            },
+            vec![model("a"), model("b")],
+            Instant::now(),
+        );
+        LifecycleShell::new(core, recorder.clone())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_join_one_load_and_a_swap_waits_for_the_lease() {
+        let recorder = Recorder::default();
+        let shell = shell(&recorder);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let first = tokio::spawn({
+            let shell = shell.clone();
+            async move { shell.acquire("a", deadline).await }
+        });
+        let second = tokio::spawn({
+            let shell = shell.clone();
+            async move { shell.acquire("a", deadline).await }
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(*recorder.0.lock(), vec!["load 0".to_string()]);
+        shell.loaded(0, Some(550));
+        let first = first.await.unwrap().unwrap();
+        let second = second.await.unwrap().unwrap();
+        // b needs a's room: a drains while both leases live.
+        let b = tokio::spawn({
+            let shell = shell.clone();
+            async move { shell.acquire("b", deadline).await }
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(shell.status("a").unwrap().state, ModelState::Draining);
+        drop(first);
+        assert_eq!(recorder.0.lock().len(), 1, "one request still in flight");
+        drop(second);
+        assert_eq!(recorder.0.lock().last().unwrap(), "unload 0");
+        shell.unloaded(0);
+        assert_eq!(recorder.0.lock().last().unwrap(), "load 1");
+        shell.loaded(1, None);
+        let lease = b.await.unwrap().unwrap();
+        let status = shell.status("a").unwrap();
+        assert_eq!((status.loads, status.evictions), (1, 1));
+        drop(lease);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_that_leaves_or_times_out_gives_its_place_up() {
+        let recorder = Recorder::default();
+        let shell = shell(&recorder);
+        let soon = Instant::now() + Duration::from_millis(200);
+        match shell.acquire("a", soon).await {
+            Err(Refusal::Expired { .. }) => {}
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(shell.status("a").unwrap().waiting, 0);
+        let far = Instant::now() + Duration::from_secs(30);
+        let waiting = tokio::spawn({
+            let shell = shell.clone();
+            async move { shell.acquire("a", far).await }
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(shell.status("a").unwrap().waiting, 1);
+        waiting.abort();
+        let _ = waiting.await;
+        assert_eq!(shell.status("a").unwrap().waiting, 0);
+        assert!(matches!(
+            shell.acquire("nope", far).await,
+            Err(Refusal::UnknownModel)
+        ));
+    }
+}

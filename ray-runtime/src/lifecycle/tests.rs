@@ -1,0 +1,587 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use proptest::prelude::*;
+use tokio::time::Instant;
+
+use super::*;
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn model(id: &str, footprint_mib: u64) -> LifecycleModel {
+    LifecycleModel {
+        id: id.into(),
+        footprint_mib,
+        resident: false,
+        min_resident: Duration::ZERO,
+        idle_unload: None,
+        load_time: None,
+    }
+}
+
+fn settings(budget_mib: u64) -> LifecycleSettings {
+    LifecycleSettings {
+        budget_mib,
+        drain_timeout: ms(1_000),
+    }
+}
+
+fn loads(effects: &[Effect]) -> Vec<usize> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Load { model } => Some(*model),
+            _ => None,
+        })
+        .collect()
+}
+
+fn unloads(effects: &[Effect]) -> Vec<usize> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Unload { model } => Some(*model),
+            _ => None,
+        })
+        .collect()
+}
+
+fn served(effects: &[Effect]) -> Vec<WaiterId> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Serve { waiter } => Some(*waiter),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_request_loads_its_model_and_others_join_the_load() {
+    let t0 = Instant::now();
+    let far = t0 + Duration::from_secs(60);
+    let mut life = Lifecycle::new(settings(1_000), vec![model("a", 400)], t0);
+    let Admission::Wait(first) = life.admit(0, t0, far) else {
+        panic!("an unloaded model makes the request wait")
+    };
+    let Admission::Wait(second) = life.admit(0, t0 + ms(5), far) else {
+        panic!("a loading model makes the request wait")
+    };
+    let effects = life.take_effects();
+    assert_eq!(loads(&effects), vec![0], "one load for both: {effects:?}");
+    assert_eq!(life.committed_mib(), 400);
+    life.loaded(0, t0 + ms(700), Some(380));
+    let effects = life.take_effects();
+    assert_eq!(served(&effects), vec![first, second]);
+    let status = &life.statuses()[0];
+    assert_eq!(status.state, ModelState::Ready);
+    assert_eq!(
+        (status.resident_mib, status.footprint_measured),
+        (380, true)
+    );
+    assert_eq!(
+        (status.loads, status.in_flight, status.last_load_ms),
+        (1, 2, Some(700))
+    );
+    assert_eq!(life.admit(0, t0 + ms(800), far), Admission::Go);
+}
+
+#[test]
+fn a_model_larger_than_the_budget_is_refused_and_never_loaded() {
+    let t0 = Instant::now();
+    let mut life = Lifecycle::new(settings(1_000), vec![model("huge", 1_500)], t0);
+    assert_eq!(
+        life.admit(0, t0, t0 + Duration::from_secs(60)),
+        Admission::Refused(Refusal::DoesNotFit {
+            needed_mib: 1_500,
+            budget_mib: 1_000
+        })
+    );
+    assert!(loads(&life.take_effects()).is_empty());
+}
+
+#[test]
+fn a_deadline_the_measured_load_cannot_meet_is_refused_at_once() {
+    let t0 = Instant::now();
+    let mut slow = model("slow", 400);
+    slow.load_time = Some(ms(3_000));
+    let mut life = Lifecycle::new(settings(1_000), vec![slow], t0);
+    assert_eq!(
+        life.admit(0, t0, t0 + ms(1_000)),
+        Admission::Refused(Refusal::TooSlow {
+            retry_after: ms(3_000)
+        })
+    );
+    assert!(matches!(
+        life.admit(0, t0, t0 + ms(5_000)),
+        Admission::Wait(_)
+    ));
+    // While it loads, the wait left shrinks.
+    assert_eq!(
+        life.admit(0, t0 + ms(2_500), t0 + ms(2_800)),
+        Admission::Refused(Refusal::TooSlow {
+            retry_after: ms(500)
+        })
+    );
+}
+
+#[test]
+fn an_idle_model_is_evicted_for_another_and_a_busy_one_drains_first() {
+    let t0 = Instant::now();
+    let far = t0 + Duration::from_secs(60);
+    let mut life = Lifecycle::new(settings(1_000), vec![model("a", 600), model("b", 600)], t0);
+    life.admit(0, t0, far);
+    life.loaded(0, t0 + ms(10), None);
+    life.take_effects();
+    // a is busy: b's request makes a drain, not unload.
+    let Admission::Wait(waiter) = life.admit(1, t0 + ms(20), far) else {
+        panic!("b must wait")
+    };
+    let effects = life.take_effects();
+    assert!(unloads(&effects).is_empty(), "{effects:?}");
+    assert_eq!(life.state(0), Some(&ModelState::Draining));
+    // A new request for a waits while it drains.
+    assert!(matches!(
+        life.admit(0, t0 + ms(25), far),
+        Admission::Wait(_)
+    ));
+    life.finished(0, t0 + ms(30));
+    assert_eq!(unloads(&life.take_effects()), vec![0]);
+    life.unloaded(0, t0 + ms(40));
+    assert_eq!(loads(&life.take_effects()), vec![1]);
+    life.loaded(1, t0 + ms(50), None);
+    assert_eq!(served(&life.take_effects()), vec![waiter]);
+    // b is now busy and a waits: b drains as soon as its request ends.
+    life.finished(1, t0 + ms(60));
+    assert_eq!(unloads(&life.take_effects()), vec![1]);
+    let status = &life.statuses()[0];
+    assert_eq!((status.evictions, status.unloads), (1, 1));
+}
+
+#[test]
+fn pinned_and_young_models_stay_and_idle_ones_unload() {
+    let t0 = Instant::now();
+    let far = t0 + Duration::from_secs(600);
+    let mut pinned = model("pinned", 500);
+    pinned.resident = true;
+    let mut young = model("young", 400);
+    young.min_resident = ms(1_000);
+    young.idle_unload = Some(ms(500));
+    let mut life = Lifecycle::new(
+        settings(1_000),
+        vec![pinned, young, model("other", 400)],
+        t0,
+    );
+    life.start(t0);
+    assert_eq!(loads(&life.take_effects()), vec![0]);
+    life.loaded(0, t0 + ms(10), None);
+    life.admit(1, t0 + ms(10), far);
+    life.loaded(1, t0 + ms(20), None);
+    life.finished(1, t0 + ms(30));
+    life.take_effects();
+    // other needs room; young is idle but inside minResidentMs, pinned never goes.
+    let Admission::Wait(_) = life.admit(2, t0 + ms(100), far) else {
+        panic!("other must wait")
+    };
+    assert!(unloads(&life.take_effects()).is_empty());
+    life.tick(t0 + ms(1_020));
+    assert_eq!(unloads(&life.take_effects()), vec![1]);
+    life.unloaded(1, t0 + ms(1_030));
+    assert_eq!(loads(&life.take_effects()), vec![2]);
+
+    // idleUnloadMs: young alone, unused, goes after its idle time once past minResidentMs.
+    let mut young = model("young", 400);
+    young.min_resident = ms(1_000);
+    young.idle_unload = Some(ms(500));
+    let mut life = Lifecycle::new(settings(1_000), vec![young], t0);
+    life.admit(0, t0, far);
+    life.loaded(0, t0 + ms(10), None);
+    life.finished(0, t0 + ms(20));
+    life.take_effects();
+    life.tick(t0 + ms(600));
+    assert!(
+        unloads(&life.take_effects()).is_empty(),
+        "minResidentMs holds"
+    );
+    life.tick(t0 + ms(1_010));
+    assert_eq!(unloads(&life.take_effects()), vec![0]);
+}
+
+#[test]
+fn a_drain_past_its_deadline_is_abandoned_without_cutting_work() {
+    let t0 = Instant::now();
+    let far = t0 + Duration::from_secs(600);
+    let mut life = Lifecycle::new(settings(1_000), vec![model("a", 600), model("b", 600)], t0);
+    life.admit(0, t0, far);
+    life.loaded(0, t0 + ms(10), None);
+    life.admit(1, t0 + ms(20), far);
+    assert_eq!(life.state(0), Some(&ModelState::Draining));
+    life.tick(t0 + ms(1_100));
+    assert_eq!(life.state(0), Some(&ModelState::Ready));
+    let effects = life.take_effects();
+    assert!(unloads(&effects).is_empty(), "{effects:?}");
+}
+
+#[test]
+fn a_measurement_above_the_estimate_evicts_idle_models_to_stay_in_budget() {
+    let t0 = Instant::now();
+    let far = t0 + Duration::from_secs(600);
+    let mut life = Lifecycle::new(settings(1_000), vec![model("a", 400), model("b", 400)], t0);
+    life.admit(0, t0, far);
+    life.loaded(0, t0 + ms(10), None);
+    life.finished(0, t0 + ms(20));
+    life.admit(1, t0 + ms(30), far);
+    life.take_effects();
+    life.loaded(1, t0 + ms(40), Some(700));
+    assert_eq!(unloads(&life.take_effects()), vec![0]);
+}
+
+#[test]
+fn a_crashed_model_fails_its_waiters_and_loads_again_later() {
+    let t0 = Instant::now();
+    let far = t0 + Duration::from_secs(600);
+    let mut life = Lifecycle::new(settings(1_000), vec![model("a", 400)], t0);
+    life.admit(0, t0, far);
+    life.loaded(0, t0 + ms(10), None);
+    life.exited(0, t0 + ms(20), "killed by signal 9".into());
+    assert_eq!(life.state(0).map(ModelState::name), Some("failed"));
+    assert_eq!(life.committed_mib(), 0);
+    assert!(matches!(
+        life.admit(0, t0 + ms(30), far),
+        Admission::Refused(Refusal::LoadFailed { .. })
+    ));
+    life.take_effects();
+    assert!(matches!(
+        life.admit(0, t0 + ms(30) + FAILED_RETRY, far),
+        Admission::Wait(_)
+    ));
+    assert_eq!(loads(&life.take_effects()), vec![0]);
+}
+
+// ---- property tests ----
+
+#[derive(Debug, Clone)]
+enum Op {
+    Admit {
+        model: usize,
+        deadline_ms: u64,
+    },
+    Finish {
+        model: usize,
+    },
+    Cancel {
+        nth: usize,
+    },
+    Advance {
+        ms: u64,
+    },
+    Loaded {
+        model: usize,
+        measured_pct: Option<u64>,
+    },
+    LoadFailed {
+        model: usize,
+    },
+    Unloaded {
+        model: usize,
+    },
+    Exited {
+        model: usize,
+    },
+}
+
+fn op(models: usize) -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0..models, prop_oneof![10u64..3_000, Just(3_600_000)])
+            .prop_map(|(model, deadline_ms)| Op::Admit { model, deadline_ms }),
+        3 => (0..models).prop_map(|model| Op::Finish { model }),
+        1 => (0usize..8).prop_map(|nth| Op::Cancel { nth }),
+        3 => (1u64..800).prop_map(|ms| Op::Advance { ms }),
+        3 => (0..models, proptest::option::of(50u64..=100))
+            .prop_map(|(model, measured_pct)| Op::Loaded { model, measured_pct }),
+        1 => (0..models).prop_map(|model| Op::LoadFailed { model }),
+        3 => (0..models).prop_map(|model| Op::Unloaded { model }),
+        1 => (0..models).prop_map(|model| Op::Exited { model }),
+    ]
+}
+
+#[derive(Debug, Clone)]
+struct Setup {
+    budget: u64,
+    models: Vec<LifecycleModel>,
+}
+
+fn setup() -> impl Strategy<Value = Setup> {
+    (
+        300u64..1_200,
+        proptest::collection::vec(
+            (
+                50u64..1_400,
+                proptest::bool::weighted(0.2),
+                0u64..600,
+                proptest::option::of(100u64..2_000),
+                proptest::option::of(10u64..1_500),
+            ),
+            1..5,
+        ),
+    )
+        .prop_map(|(budget, models)| Setup {
+            budget,
+            models: models
+                .into_iter()
+                .enumerate()
+                .map(
+                    |(i, (footprint, resident, min_ms, idle, load))| LifecycleModel {
+                        id: format!("m{i}"),
+                        footprint_mib: footprint,
+                        resident,
+                        min_resident: ms(min_ms),
+                        idle_unload: idle.map(ms),
+                        load_time: load.map(ms),
+                    },
+                )
+                .collect(),
+        })
+}
+
+/// The world around the core: the requests it let go, the ones waiting, the processes it
+/// asked to start or stop. Checks every effect as it comes.
+struct World {
+    life: Lifecycle,
+    now: Instant,
+    /// Requests going, per model (as the shell counts them).
+    going: Vec<u32>,
+    /// Waiting requests: id → (model, deadline).
+    waiting: BTreeMap<WaiterId, (usize, Instant)>,
+    /// Requests refused for reasons other than their deadline.
+    refused: Vec<(usize, Refusal)>,
+    loading: BTreeSet<usize>,
+    unloading: BTreeSet<usize>,
+    /// The footprint each model was counted for when its last load started: a measurement
+    /// at or below it keeps the budget (one above it is shed, see the unit test).
+    estimates: Vec<u64>,
+}
+
+impl World {
+    fn new(setup: &Setup) -> World {
+        let now = Instant::now();
+        let life = Lifecycle::new(settings(setup.budget), setup.models.clone(), now);
+        let mut world = World {
+            going: vec![0; life.len()],
+            life,
+            now,
+            waiting: BTreeMap::new(),
+            refused: Vec::new(),
+            loading: BTreeSet::new(),
+            unloading: BTreeSet::new(),
+            estimates: setup.models.iter().map(|m| m.footprint_mib).collect(),
+        };
+        world.life.start(now);
+        world.absorb();
+        world
+    }
+
+    fn absorb(&mut self) {
+        for effect in self.life.take_effects() {
+            match effect {
+                Effect::Load { model } => {
+                    assert!(self.loading.insert(model), "loading {model} twice");
+                    self.estimates[model] = self.life.statuses()[model].footprint_mib;
+                    assert!(!self.unloading.contains(&model));
+                }
+                Effect::Unload { model } => {
+                    assert_eq!(
+                        self.going[model], 0,
+                        "model {model} unloaded with requests in flight"
+                    );
+                    assert!(self.unloading.insert(model), "unloading {model} twice");
+                }
+                Effect::Serve { waiter } => {
+                    let (model, _) = self
+                        .waiting
+                        .remove(&waiter)
+                        .expect("a served request was waiting");
+                    // Served by a process that runs (it may already be asked to drain
+                    // by a later effect of the same batch).
+                    assert!(matches!(
+                        self.life.state(model),
+                        Some(ModelState::Ready | ModelState::Draining)
+                    ));
+                    self.going[model] += 1;
+                }
+                Effect::Refuse { waiter, refusal } => {
+                    let (model, deadline) = self
+                        .waiting
+                        .remove(&waiter)
+                        .expect("a refused request was waiting");
+                    if let Refusal::Expired { .. } = refusal {
+                        assert!(deadline <= self.now, "refused before its deadline");
+                    } else {
+                        self.refused.push((model, refusal));
+                    }
+                }
+                Effect::Transition(t) => {
+                    assert!(!t.reason.is_empty());
+                }
+            }
+        }
+        let committed = self.life.committed_mib();
+        assert!(
+            committed <= self.life.settings().budget_mib,
+            "{committed} MiB committed over the {} MiB budget: {:?}",
+            self.life.settings().budget_mib,
+            self.life.statuses()
+        );
+    }
+
+    fn apply(&mut self, op: Op) {
+        match op {
+            Op::Admit { model, deadline_ms } => {
+                let deadline = self.now + ms(deadline_ms);
+                match self.life.admit(model, self.now, deadline) {
+                    Admission::Go => {
+                        assert_eq!(self.life.state(model), Some(&ModelState::Ready));
+                        self.going[model] += 1;
+                    }
+                    Admission::Wait(id) => {
+                        self.waiting.insert(id, (model, deadline));
+                    }
+                    Admission::Refused(refusal) => self.refused.push((model, refusal)),
+                }
+            }
+            Op::Finish { model } => {
+                if self.going[model] > 0 {
+                    self.going[model] -= 1;
+                    self.life.finished(model, self.now);
+                }
+            }
+            Op::Cancel { nth } => {
+                if let Some(&id) = self.waiting.keys().nth(nth) {
+                    self.waiting.remove(&id);
+                    self.life.cancel(id, self.now);
+                }
+            }
+            Op::Advance { ms: step } => {
+                self.now += ms(step);
+                self.life.tick(self.now);
+            }
+            Op::Loaded {
+                model,
+                measured_pct,
+            } => {
+                if self.loading.remove(&model) {
+                    let measured = measured_pct.map(|p| self.estimates[model] * p / 100);
+                    self.life.loaded(model, self.now, measured);
+                }
+            }
+            Op::LoadFailed { model } => {
+                if self.loading.remove(&model) {
+                    self.life
+                        .load_failed(model, self.now, "exit status 1".into());
+                }
+            }
+            Op::Unloaded { model } => {
+                if self.unloading.remove(&model) {
+                    self.life.unloaded(model, self.now);
+                }
+            }
+            Op::Exited { model } => {
+                // Only a process that runs can die.
+                let runs = matches!(
+                    self.life.state(model),
+                    Some(ModelState::Ready | ModelState::Draining)
+                );
+                if runs {
+                    self.life
+                        .exited(model, self.now, "killed by signal 9".into());
+                }
+            }
+        }
+        self.absorb();
+        // Every request past its deadline has been answered once the clock ticked.
+        if matches!(op, Op::Advance { .. }) {
+            for (id, (_, deadline)) in &self.waiting {
+                assert!(*deadline > self.now, "request {id} outlived its deadline");
+            }
+        }
+    }
+
+    /// Lets everything finish: requests end, processes start and stop, the clock runs.
+    fn settle(&mut self) {
+        for _ in 0..400 {
+            if self.waiting.is_empty() {
+                return;
+            }
+            for model in 0..self.going.len() {
+                while self.going[model] > 0 {
+                    self.going[model] -= 1;
+                    self.life.finished(model, self.now);
+                }
+            }
+            self.absorb();
+            for model in std::mem::take(&mut self.loading) {
+                self.life.loaded(model, self.now, None);
+            }
+            self.absorb();
+            for model in std::mem::take(&mut self.unloading) {
+                self.life.unloaded(model, self.now);
+            }
+            self.absorb();
+            self.now += ms(50);
+            self.life.tick(self.now);
+            self.absorb();
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(crate::fuzz_config(512))]
+
+    /// Never over budget, never an unload with work in flight, every waiting request answered
+    /// by its deadline, and (when everything is let to finish) every request that could be
+    /// served is served.
+    #[test]
+    fn the_lifecycle_keeps_its_rules(
+        setup in setup(),
+        ops in proptest::collection::vec(op(4), 1..120),
+    ) {
+        let models = setup.models.len();
+        let mut world = World::new(&setup);
+        for op in ops {
+            let op = match op {
+                Op::Admit { model, deadline_ms } => Op::Admit { model: model % models, deadline_ms },
+                Op::Finish { model } => Op::Finish { model: model % models },
+                Op::Loaded { model, measured_pct } => Op::Loaded { model: model % models, measured_pct },
+                Op::LoadFailed { model } => Op::LoadFailed { model: model % models },
+                Op::Unloaded { model } => Op::Unloaded { model: model % models },
+                Op::Exited { model } => Op::Exited { model: model % models },
+                other => other,
+            };
+            world.apply(op);
+        }
+        let waiting: Vec<(WaiterId, usize)> =
+            world.waiting.iter().map(|(id, (model, _))| (*id, *model)).collect();
+        world.settle();
+        // A request still waiting after everything finished can only be one whose model
+        // cannot fit beside the pinned models that hold memory.
+        let statuses = world.life.statuses();
+        let pinned_mib: u64 = statuses
+            .iter()
+            .filter(|s| s.pinned)
+            .map(|s| s.resident_mib)
+            .sum();
+        for (id, model) in waiting {
+            if world.waiting.contains_key(&id) {
+                let need = statuses[model].footprint_mib;
+                prop_assert!(
+                    need + pinned_mib > setup.budget,
+                    "request {id} for model {model} starved: {statuses:?}"
+                );
+            }
+        }
+    }
+}
