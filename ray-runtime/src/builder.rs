@@ -137,7 +137,10 @@ impl RuntimeBuilder {
         });
         let hooks = open_hooks(&config)?;
         if let Some(jobs) = &jobs {
-            let _ = jobs.hooks.set(hooks.clone());
+            let sink = hooks.clone();
+            let _ = jobs
+                .hooks
+                .set(Arc::new(move |kind, fields| sink.emit(kind, fields)));
         }
         Ok(Runtime {
             inner: Arc::new(Inner {

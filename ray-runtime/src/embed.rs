@@ -41,7 +41,7 @@ impl Runtime {
     /// whose provider computes no embeddings answers `400 model_capability_unsupported`.
     /// Dropping the future releases the queue place, the permit and the backend call.
     pub async fn embed(&self, request: EmbeddingsRequest) -> Result<EmbeddingsResponse, RayError> {
-        self.embed_in(request, &crate::front::RequestContext::default())
+        self.embed_in(request, &crate::context::RequestContext::default())
             .await
     }
 
@@ -50,7 +50,7 @@ impl Runtime {
     pub async fn embed_in(
         &self,
         request: EmbeddingsRequest,
-        context: &crate::front::RequestContext,
+        context: &crate::context::RequestContext,
     ) -> Result<EmbeddingsResponse, RayError> {
         let facts = crate::routing::RouteFacts {
             route: Some(ray_core::config::RouteKind::Embeddings),

@@ -23,7 +23,8 @@ use ray_models::StreamEvent;
 use ray_scheduler::{Joined, Publisher, Subscription};
 use tokio::time::Instant;
 
-use crate::front::{Front, Ready, RequestContext};
+use crate::context::RequestContext;
+use crate::front::{Front, Ready};
 use crate::outcome::{ExecResult, Timing};
 use crate::plan::PlanOptions;
 use crate::registry::{ModelEntry, backend_down};

@@ -3,7 +3,7 @@
 //! command on its standard input or posted to a URL (signed like job callbacks, under the same
 //! address rules).
 //!
-//! Hooks never slow a request down: [`Hooks::emit`] puts the event in a bounded queue
+//! Hooks never slow a request down: emitting an event puts it in a bounded queue
 //! ([`HOOK_QUEUE`] events) and returns; when the queue is full the event is counted as dropped,
 //! and a `hooks_dropped` event with the count follows once there is room. One background task
 //! runs the hooks, at most [`HOOK_CONCURRENCY`] runs at once, each within its `timeoutMs` (a

@@ -57,6 +57,7 @@
 pub mod backend;
 mod builder;
 mod condition;
+mod context;
 mod degrade;
 mod execute;
 pub mod footprint;
@@ -92,7 +93,7 @@ mod watch;
 pub use backend::BackendProcess;
 pub use builder::RuntimeBuilder;
 pub use condition::ModelCondition;
-pub use front::RequestContext;
+pub use context::RequestContext;
 pub use ids::IdSource;
 pub use jobs::{FileJobStore, JobQueue, JobStore};
 pub use log_policy::{LogPolicy, SUMMARY_INTERVAL, access_scope};

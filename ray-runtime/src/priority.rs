@@ -11,7 +11,7 @@ use ray_core::{ErrorCode, RayError};
 use ray_core::wire::PriorityHealth;
 use ray_scheduler::{Scheduler, StateSnapshot};
 
-use crate::front::RequestContext;
+use crate::context::RequestContext;
 use crate::metrics::{MetricKind, MetricsSnapshot, Sample};
 use crate::runtime::Runtime;
 

@@ -20,8 +20,9 @@ use ray_core::wire::{InferEvent, InferRequest, InferResponse, RoutingDiagnostics
 use ray_scheduler::FlightEvent;
 use tokio::time::Instant;
 
+use crate::context::RequestContext;
 use crate::execute::{Attempts, DEADLINE_GRACE, ExecSubscription, lost};
-use crate::front::{Front, RequestContext};
+use crate::front::Front;
 use crate::plan::{Plan, PlanOptions};
 use crate::runtime::Runtime;
 use crate::telemetry::inc;

@@ -10,7 +10,7 @@ use ray_core::config::WarmupRequest;
 use ray_core::wire::InferRequest;
 use tokio::task::JoinHandle;
 
-use crate::front::RequestContext;
+use crate::context::RequestContext;
 use crate::jobs::{DRAIN_TIMEOUT, JobQueue};
 use crate::model_health::WarmState;
 use crate::plan::PlanOptions;

@@ -33,7 +33,7 @@ impl Runtime {
     /// The model is resolved by name, rules and default, so a job naming an unknown model is
     /// refused when it is submitted.
     pub fn check_request(&self, request: &InferRequest) -> Result<(), RayError> {
-        let route = self.route(request, &crate::front::RequestContext::default())?;
+        let route = self.route(request, &crate::context::RequestContext::default())?;
         let model = self.inner.registry.at(route.choice.model);
         let decision =
             crate::degrade::decide(&self.inner.config, PressureSnapshot::default(), false);
@@ -50,7 +50,7 @@ impl Runtime {
 
     /// The id of the model `request` would be served by (by name, rules and default).
     pub fn route_model(&self, request: &InferRequest) -> Result<String, RayError> {
-        let route = self.route(request, &crate::front::RequestContext::default())?;
+        let route = self.route(request, &crate::context::RequestContext::default())?;
         Ok(self.inner.registry.at(route.choice.model).id.clone())
     }
 
@@ -101,7 +101,7 @@ impl Runtime {
     /// the job is written durably before this returns. It runs later through
     /// [`Runtime::infer`], once [`Runtime::start`] has been called.
     pub async fn submit_job(&self, submission: JobSubmission) -> Result<JobAccepted, RayError> {
-        self.submit_job_in(submission, &crate::front::RequestContext::default())
+        self.submit_job_in(submission, &crate::context::RequestContext::default())
             .await
     }
 
@@ -110,7 +110,7 @@ impl Runtime {
     pub async fn submit_job_in(
         &self,
         mut submission: JobSubmission,
-        context: &crate::front::RequestContext,
+        context: &crate::context::RequestContext,
     ) -> Result<JobAccepted, RayError> {
         self.prioritise_job(&mut submission, context)?;
         if let Some(url) = &submission.callback_url {
@@ -126,7 +126,7 @@ impl Runtime {
     pub fn prioritise_job(
         &self,
         submission: &mut JobSubmission,
-        context: &crate::front::RequestContext,
+        context: &crate::context::RequestContext,
     ) -> Result<(), RayError> {
         let admission = crate::priority::decide(
             &self.inner.config.priority,

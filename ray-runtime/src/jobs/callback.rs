@@ -293,7 +293,7 @@ impl JobQueue {
                             fields.insert("jobId".into(), id.to_string().into());
                             fields.insert("attempts".into(), attempt.into());
                             fields.insert("error".into(), reason.clone().into());
-                            hooks.emit("callback_gave_up", fields);
+                            hooks("callback_gave_up", fields);
                         }
                     } else {
                         let delay =

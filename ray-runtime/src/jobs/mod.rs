@@ -143,6 +143,10 @@ pub(crate) fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
+/// Receives an event of the queue: its type and fields.
+pub(crate) type EventSink =
+    Arc<dyn Fn(&'static str, serde_json::Map<String, serde_json::Value>) + Send + Sync>;
+
 /// The durable async job queue of a [`Runtime`](crate::Runtime).
 ///
 /// Reach it with [`Runtime::jobs`](crate::Runtime::jobs); submit, look up, list and cancel
@@ -161,8 +165,9 @@ pub struct JobQueue {
     pub(crate) stopping: AtomicBool,
     pub(crate) stats: Stats,
     pub(crate) callbacks: CallbackClient,
-    /// The event hooks (`job_failed`, `callback_gave_up`), set once by the builder.
-    pub(crate) hooks: std::sync::OnceLock<crate::hooks::Hooks>,
+    /// Where the queue's events (`job_failed`, `callback_gave_up`) go: the event hooks, set
+    /// once by the builder (the queue names nothing above it).
+    pub(crate) hooks: std::sync::OnceLock<EventSink>,
     ids: IdSource,
     jitter: worker::Jitter,
 }

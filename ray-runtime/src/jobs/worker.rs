@@ -433,7 +433,7 @@ impl JobQueue {
                     fields.insert("jobId".into(), record.id.clone().into());
                     fields.insert("attempts".into(), record.attempts.into());
                     fields.insert("code".into(), error_code.unwrap_or_default().into());
-                    hooks.emit("job_failed", fields);
+                    hooks("job_failed", fields);
                 }
             }
             JobStatus::Queued => {

@@ -1,7 +1,7 @@
 //! The HTTP gateway: the listener and connection handling ([`server`], [`idle`]), head limits
-//! ([`head`]), the app that routes a request ([`app`], [`router`]) through the guards at the
+//! ([`head`]), the app that routes a request ([`app`], and `router`) through the guards at the
 //! edge (API keys in [`auth`], the rate limiter in [`rate_limit`]) to the runtime, JSON and SSE
-//! responses ([`http`], [`sse`]), the OpenAI door ([`openai`], [`embeddings`]), the status page
+//! responses ([`http`], [`sse`]), the OpenAI door (`openai`, `embeddings`), the status page
 //! ([`status`]) and the cluster link ([`cluster`]). It never imports the operator tools.
 
 pub mod app;
