@@ -139,15 +139,22 @@ async fn job_throughput(dir: &Path, nats: u16, jobs: usize, latency: u64) {
             })
             .collect();
         let http = reqwest::Client::new();
-        let started = Instant::now();
         let mut ids = Vec::with_capacity(jobs);
+        let started = Instant::now();
         for n in 0..jobs {
-            let answer = http
-                .post(running[0].url("/v1/jobs"))
-                .json(&serde_json::json!({"input": format!("job {n}"), "model": model}))
-                .send()
-                .await
-                .expect("submit");
+            // Until the node has reached NATS its job queue answers 503 cluster_unavailable.
+            let answer = loop {
+                let answer = http
+                    .post(running[0].url("/v1/jobs"))
+                    .json(&serde_json::json!({"input": format!("job {n}"), "model": model}))
+                    .send()
+                    .await
+                    .expect("submit");
+                if answer.status() != 503 {
+                    break answer;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            };
             assert_eq!(answer.status(), 202);
             let body: serde_json::Value = answer.json().await.expect("json");
             ids.push(body["id"].as_str().expect("id").to_string());
