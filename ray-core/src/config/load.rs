@@ -322,7 +322,11 @@ impl ConfigLoader {
             self.resolve_paths(&mut config);
             match &policy {
                 Some((path, Ok(policy))) => {
-                    diagnostics.extend(super::policy::apply_policy(&mut config, policy, path));
+                    diagnostics.extend(super::validate::policy::apply_policy(
+                        &mut config,
+                        policy,
+                        path,
+                    ));
                 }
                 Some((_, Err(why))) => diagnostics.push(Diagnostic::error(
                     "",

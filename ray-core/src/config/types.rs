@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::wire::DiagnosticsDetail;
 
 mod adapter;
+mod lifecycle;
 mod routing;
 
 pub use adapter::*;

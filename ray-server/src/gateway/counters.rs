@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use ray_runtime::Sample;
 
-use super::app::Route;
+use super::route::Route;
 
 /// Counters kept by the HTTP front.
 #[derive(Debug, Default)]

@@ -15,6 +15,7 @@ pub mod idle;
 mod jobs;
 mod openai;
 pub mod rate_limit;
+mod route;
 mod router;
 pub mod server;
 pub mod sse;

@@ -10,8 +10,12 @@ mod checker;
 mod cluster;
 mod cross;
 mod diagnostic;
+mod hooks;
+mod lifecycle;
 mod model;
 mod models;
+pub(crate) mod policy;
+mod priority;
 mod sections;
 
 pub use address::{ParsedUrl, is_allowed_host_pattern, is_env_var_name, is_loopback_host};
@@ -43,13 +47,13 @@ pub fn validate(config: &RayConfig) -> Vec<Diagnostic> {
     cross::config(&mut c, config);
     models::validate_models(&mut c, config);
     let mut diagnostics = c.diagnostics;
-    diagnostics.extend(super::lifecycle::validate_lifecycle(config));
-    diagnostics.extend(super::hooks::validate_hooks(&config.hooks));
+    diagnostics.extend(lifecycle::validate_lifecycle(config));
+    diagnostics.extend(hooks::validate_hooks(&config.hooks));
     if let Some(cluster) = &config.cluster {
         let names = config.model_names();
         diagnostics.extend(cluster::validate_cluster(cluster, &names));
     }
-    diagnostics.extend(super::priority::validate_priority(config));
+    diagnostics.extend(priority::validate_priority(config));
     diagnostics
 }
 
