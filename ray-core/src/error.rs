@@ -95,6 +95,13 @@ pub enum ErrorCode {
     /// The cluster's shared state (NATS JetStream) cannot be reached now; the node keeps
     /// serving its own models.
     ClusterUnavailable,
+    /// The model needs more memory than `lifecycle.memoryBudgetMiB` allows even with every
+    /// other model unloaded, so it is never loaded; retrying does not help.
+    ModelDoesNotFit,
+    /// The model is not loaded and its load (measured the last time it loaded) cannot finish
+    /// before the request's deadline, or its load failed a moment ago; `Retry-After` says when
+    /// it should be ready.
+    ModelLoading,
     /// The job's stored record is damaged (it cannot be read or parsed) and was moved to
     /// `quarantine/`; its request and result are not served.
     JobRecordDamaged,
@@ -167,6 +174,8 @@ impl ErrorCode {
         ErrorCode::AsyncQueueDisabled,
         ErrorCode::AsyncQueueUnavailable,
         ErrorCode::ClusterUnavailable,
+        ErrorCode::ModelDoesNotFit,
+        ErrorCode::ModelLoading,
         ErrorCode::JobRecordDamaged,
         ErrorCode::AsyncQueueRecoveryLimitExceeded,
         ErrorCode::RequestTimeout,
@@ -222,6 +231,8 @@ impl ErrorCode {
             ErrorCode::AsyncQueueDisabled => "async_queue_disabled",
             ErrorCode::AsyncQueueUnavailable => "async_queue_unavailable",
             ErrorCode::ClusterUnavailable => "cluster_unavailable",
+            ErrorCode::ModelDoesNotFit => "model_does_not_fit",
+            ErrorCode::ModelLoading => "model_loading",
             ErrorCode::JobRecordDamaged => "job_record_damaged",
             ErrorCode::AsyncQueueRecoveryLimitExceeded => "async_queue_recovery_limit_exceeded",
             ErrorCode::RequestTimeout => "request_timeout",
@@ -279,6 +290,8 @@ impl ErrorCode {
             | ErrorCode::AsyncQueueDisabled
             | ErrorCode::AsyncQueueUnavailable
             | ErrorCode::ClusterUnavailable
+            | ErrorCode::ModelDoesNotFit
+            | ErrorCode::ModelLoading
             | ErrorCode::AsyncQueueRecoveryLimitExceeded => 503,
             ErrorCode::RequestTimeout
             | ErrorCode::ProviderTimeout
@@ -300,7 +313,9 @@ impl ErrorCode {
             | ErrorCode::AsyncQueueFull
             | ErrorCode::RateLimited
             | ErrorCode::ClusterUnavailable => Some(1),
-            ErrorCode::ProviderWarming | ErrorCode::ShuttingDown => Some(2),
+            ErrorCode::ProviderWarming | ErrorCode::ShuttingDown | ErrorCode::ModelLoading => {
+                Some(2)
+            }
             ErrorCode::RequestTimeout
             | ErrorCode::ProviderTimeout
             | ErrorCode::ProviderUnavailable
@@ -343,6 +358,7 @@ impl ErrorCode {
             | ErrorCode::RequestAborted
             | ErrorCode::UnsupportedParameter
             | ErrorCode::ModelNotFound
+            | ErrorCode::ModelDoesNotFit
             | ErrorCode::ModelCapabilityUnsupported => None,
         }
     }
@@ -365,6 +381,7 @@ impl ErrorCode {
                     | ErrorCode::AsyncQueueDisabled
                     | ErrorCode::AsyncQueueUnavailable
                     | ErrorCode::ClusterUnavailable
+                    | ErrorCode::ModelLoading
                     | ErrorCode::ProviderWarming
                     | ErrorCode::ShuttingDown
                     | ErrorCode::MemoryPressureCritical

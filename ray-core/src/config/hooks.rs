@@ -10,6 +10,12 @@ pub const HOOK_EVENTS: &[(&str, &str)] = &[
         "model_state_changed",
         "A model's state changed (ready, loading, degraded, unavailable, cooldown, ...).",
     ),
+    (
+        "model_lifecycle_changed",
+        "A managed model's lifecycle state changed (unloaded, loading, ready, draining, \
+         unloading, failed), with the reason: loaded on demand, evicted to make room, idle, \
+         its process died.",
+    ),
     ("backend_down", "A model's backend stopped answering."),
     ("backend_recovered", "A model's backend answers again."),
     (

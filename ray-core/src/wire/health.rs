@@ -222,6 +222,29 @@ pub struct Health {
     /// this version.
     #[serde(default)]
     pub models: Vec<ModelHealth>,
+    /// The managed models' memory budget (`lifecycle` in the config); each model's own
+    /// lifecycle is in `models`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle: Option<LifecycleHealth>,
+}
+
+/// The memory budget of the managed models.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LifecycleHealth {
+    /// Memory the managed models may use together, in MiB.
+    #[serde(rename = "budgetMiB")]
+    pub budget_mib: u64,
+    /// Where the budget came from (`lifecycle.memoryBudgetMiB`, the cgroup limit or the
+    /// machine's memory, less `lifecycle.reserveMiB`).
+    pub budget_source: String,
+    /// MiB the managed models hold now.
+    #[serde(rename = "committedMiB")]
+    pub committed_mib: u64,
+    /// Managed models loaded now (`ready` or `draining`).
+    pub loaded: u32,
+    /// Requests waiting for a model to load.
+    pub waiting: u32,
 }
 
 /// One model's state, as `/health` and `/v1/models` show it.
@@ -236,7 +259,8 @@ pub struct ModelHealth {
     pub role: String,
     /// Whether it serves requests that name no model.
     pub default: bool,
-    /// `ready`, `loading`, `degraded`, `unavailable`, `cooldown` or `unknown`.
+    /// `ready`, `loading`, `degraded`, `unavailable`, `cooldown` or `unknown`; a managed model
+    /// under the `lifecycle` section also `unloaded`, `draining`, `unloading` or `failed`.
     pub state: String,
     /// Why it is not ready, as a reason code, when it is not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -265,6 +289,46 @@ pub struct ModelHealth {
     pub last_failure: Option<String>,
     /// Its fallback models, in order.
     pub fallback: Vec<String>,
+    /// Its lifecycle, when the model is managed under the `lifecycle` section (loaded on
+    /// demand within the memory budget).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle: Option<ModelLifecycle>,
+}
+
+/// A managed model's lifecycle: its state, the memory it holds and what happened to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelLifecycle {
+    /// `unloaded`, `loading`, `ready`, `draining`, `unloading` or `failed`.
+    pub state: String,
+    /// Why it is `failed`, when it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// MiB it holds now (its footprint while loaded, else 0).
+    #[serde(rename = "residentMiB")]
+    pub resident_mib: u64,
+    /// MiB it counts for against the budget when loaded.
+    #[serde(rename = "footprintMiB")]
+    pub footprint_mib: u64,
+    /// Whether the footprint was measured from its process (else it is the estimate).
+    pub footprint_measured: bool,
+    /// Whether it is pinned (`resident: true`).
+    pub pinned: bool,
+    /// How long its last load took, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_load_ms: Option<u64>,
+    /// Loads started since the gateway started.
+    pub loads: u64,
+    /// Unloads started (idle, to make room, after a drain).
+    pub unloads: u64,
+    /// Unloads started to make room for another model.
+    pub evictions: u64,
+    /// Loads that failed and processes that died.
+    pub failures: u64,
+    /// Requests holding it (waiting for a permit or running).
+    pub in_flight: u32,
+    /// Requests waiting for it to load.
+    pub waiting: u32,
 }
 
 /// The backend's health.

@@ -14,9 +14,10 @@ pub use generation::{
 };
 pub use health::{
     AdaptiveHealth, Availability, CacheHealth, ClusterHealth, CpuHealth, DegradationHealth,
-    DetectedCapabilities, GatewayHealth, GatewayHttpHealth, Health, HealthStatus, MemoryHealth,
-    ModelHealth, ModelIdentity, PreparationHealth, PressureFlags, ProviderHealth, ProviderStatus,
-    QueueHealth, RateLimitHealth, Readiness, RuntimeHealth, model_names_match, overall_status,
+    DetectedCapabilities, GatewayHealth, GatewayHttpHealth, Health, HealthStatus, LifecycleHealth,
+    MemoryHealth, ModelHealth, ModelIdentity, ModelLifecycle, PreparationHealth, PressureFlags,
+    ProviderHealth, ProviderStatus, QueueHealth, RateLimitHealth, Readiness, RuntimeHealth,
+    model_names_match, overall_status,
 };
 pub use infer::{
     AdaptiveTuningDiagnostics, ChatTurn, CountTriple, CpuSignals, DegradationDiagnostics,

@@ -302,6 +302,10 @@ pub struct Model {
         skip_serializing_if = "Option::is_none"
     )]
     pub cooldown_remaining_ms: Option<u64>,
+    /// Ray: a managed model's lifecycle (state, resident and footprint MiB, last load time,
+    /// load, unload and eviction counts), under the `lifecycle` section.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle: Option<crate::wire::ModelLifecycle>,
 }
 
 impl Model {
@@ -321,6 +325,7 @@ impl Model {
             max_output_tokens: None,
             failures: None,
             cooldown_remaining_ms: None,
+            lifecycle: None,
         }
     }
 }
