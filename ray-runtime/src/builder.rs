@@ -2,6 +2,7 @@
 //! the pressure monitor and the durable job queue.
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,8 +12,12 @@ use ray_core::config::ValidConfig;
 use ray_models::Provider;
 use tokio::time::Instant;
 
+use crate::backend::ondemand::{ManagedProcess, ProcessDriver};
+use crate::footprint::{MeasuredFootprints, footprint_key};
 use crate::ids::IdSource;
 use crate::jobs::{FileJobStore, JobQueue, JobStore};
+use crate::lifecycle::{Lifecycle, LifecycleModel, LifecycleSettings, LifecycleShell};
+use crate::managed::Managed;
 use crate::outcome::CachedResult;
 use crate::pressure::{PressureMonitor, PressureSources};
 use crate::registry::{ModelEntry, Registry};
@@ -121,8 +126,10 @@ impl RuntimeBuilder {
                     }
                 })?,
             };
-            entries.push(Arc::new(ModelEntry::new(&config, model, provider)));
+            entries.push(ModelEntry::new(&config, model, provider));
         }
+        let managed = open_lifecycle(&config, &mut entries);
+        let entries: Vec<Arc<ModelEntry>> = entries.into_iter().map(Arc::new).collect();
         let registry = Registry::new(entries, &default_id);
         let cache = config.cache.enabled.then(|| {
             let bounds = CacheBounds {
@@ -136,6 +143,19 @@ impl RuntimeBuilder {
             ))
         });
         let hooks = open_hooks(&config)?;
+        if let Some(managed) = &managed {
+            let sink = hooks.clone();
+            managed
+                .shell
+                .on_transition(Arc::new(move |model, transition| {
+                    let mut fields = serde_json::Map::new();
+                    fields.insert("model".into(), model.into());
+                    fields.insert("from".into(), transition.from.into());
+                    fields.insert("to".into(), transition.to.into());
+                    fields.insert("reason".into(), transition.reason.clone().into());
+                    sink.emit("model_lifecycle_changed", fields);
+                }));
+        }
         if let Some(jobs) = &jobs {
             let sink = hooks.clone();
             let _ = jobs
@@ -157,9 +177,82 @@ impl RuntimeBuilder {
                 jobs,
                 embeddings: EmbedMetrics::default(),
                 hooks,
+                managed,
             }),
         })
     }
+}
+
+/// The lifecycle of the managed models (llama.cpp launch profiles with `supervise`) when the
+/// config has a `lifecycle` section: each one's footprint (measured when a measurement is kept
+/// in `stateDir`, else estimated), the budget, and a driver that starts their processes once
+/// the shell starts. Marks each managed entry with its index.
+fn open_lifecycle(config: &ValidConfig, entries: &mut [ModelEntry]) -> Option<Managed> {
+    let lifecycle = config.lifecycle.as_ref()?;
+    let (budget_mib, budget_source, fits) = crate::lifecycle::fit(config, Path::new("/"))?;
+    if fits.is_empty() {
+        return None;
+    }
+    let state_dir = PathBuf::from(&lifecycle.state_dir);
+    let kept = MeasuredFootprints::open(&state_dir);
+    let mut models = Vec::new();
+    let mut processes = Vec::new();
+    for fit in fits {
+        let Some(entry) = entries.iter_mut().find(|e| e.id == fit.id) else {
+            continue;
+        };
+        let Some(launch) = entry.config.adapter.launch_profile().cloned() else {
+            continue;
+        };
+        if let Some(problem) = &fit.problem {
+            tracing::warn!(
+                model = %fit.id,
+                problem = %problem,
+                "cannot size a managed model: it counts as 0 MiB until its first load is measured"
+            );
+        }
+        entry.lifecycle = Some(models.len());
+        // Its process is warmed by its own load (`/health` answers once the model is loaded);
+        // a warm-up request at boot would load every managed model in turn.
+        entry.health.set_warm(crate::model_health::WarmState::Idle);
+        let load_time = kept
+            .get(&fit.id, &footprint_key(&launch))
+            .map(|m| Duration::from_millis(m.load_ms));
+        models.push(LifecycleModel {
+            id: fit.id.clone(),
+            footprint_mib: fit.footprint_mib,
+            resident: fit.resident,
+            min_resident: Duration::from_millis(lifecycle.min_resident_ms(&entry.config)),
+            idle_unload: lifecycle
+                .idle_unload_ms(&entry.config)
+                .map(Duration::from_millis),
+            load_time,
+        });
+        processes.push(ManagedProcess {
+            id: fit.id,
+            api_key_env: entry
+                .config
+                .adapter
+                .http()
+                .and_then(|h| h.api_key_env.map(String::from)),
+            launch,
+        });
+    }
+    let core = Lifecycle::new(
+        LifecycleSettings {
+            budget_mib,
+            drain_timeout: Duration::from_millis(lifecycle.drain_timeout_ms),
+        },
+        models,
+        Instant::now(),
+    );
+    let driver = ProcessDriver::new(processes, Some(state_dir));
+    let shell = LifecycleShell::new(core, driver.clone());
+    driver.attach(shell.clone());
+    Some(Managed {
+        shell,
+        budget_source,
+    })
 }
 
 /// Opens the job queue: its store, the callback secret, recovery.

@@ -234,6 +234,7 @@ impl Runtime {
             inputs: texts.iter().map(|t| (*t).to_string()).collect(),
         };
         let execute = async {
+            let _lease = self.lease(model, deadline).await?;
             let permit = model.scheduler.admit(spec, deadline).await?;
             metrics.queue_wait.observe(permit.waited());
             inc(&metrics.provider_calls);

@@ -240,7 +240,9 @@ impl Runtime {
             deadline
         };
 
-        // Step 7: admission.
+        // Step 7: a managed model must be loaded (or load) first; its lease keeps it from
+        // being unloaded until the request ends. Then admission.
+        let _lease = self.lease(&model, deadline.min(total_deadline)).await?;
         let admitted = tokio::time::timeout_at(
             deadline.min(total_deadline),
             model.scheduler.admit(spec, deadline),
@@ -372,6 +374,29 @@ impl Runtime {
                 }
                 Ok(Some(Ok(StreamEvent::Done(output)))) => return Ok(*output),
             }
+        }
+    }
+}
+
+impl Runtime {
+    /// For a managed model under the `lifecycle` section: waits until it is loaded (starting
+    /// or joining its load) within `deadline`, and holds it while the lease lives. `None` for
+    /// any other model.
+    pub(crate) async fn lease(
+        &self,
+        model: &ModelEntry,
+        deadline: Instant,
+    ) -> Result<Option<crate::lifecycle::Lease>, RayError> {
+        let (Some(index), Some(managed)) = (model.lifecycle, self.inner.managed.as_ref()) else {
+            return Ok(None);
+        };
+        match managed.shell.acquire_at(index, deadline).await {
+            Ok(lease) => Ok(Some(lease)),
+            Err(refusal) => Err(crate::managed::refusal_error(
+                &model.id,
+                refusal,
+                managed.budget_source,
+            )),
         }
     }
 }

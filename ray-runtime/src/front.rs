@@ -283,7 +283,10 @@ impl Runtime {
         {
             return Err(refusal);
         }
+        // A managed model's process is the lifecycle's business: the request waits for its
+        // load, or is refused by the lifecycle with the reason.
         if !options.internal
+            && model.lifecycle.is_none()
             && let Some(refusal) = model.health.refusal()
         {
             // A backend the probe found down counts towards cooldown like a failed call, so a

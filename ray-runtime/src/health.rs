@@ -5,13 +5,14 @@ use std::sync::atomic::Ordering;
 
 use ray_core::config::redacted_json;
 use ray_core::wire::{
-    CacheHealth, DegradationHealth, DetectedCapabilities, Health, ModelHealth, ModelIdentity,
-    PressureFlags, ProviderHealth, ProviderStatus, QueueHealth, Readiness, RuntimeHealth,
-    overall_status,
+    CacheHealth, DegradationHealth, DetectedCapabilities, Health, LifecycleHealth, ModelHealth,
+    ModelIdentity, PressureFlags, ProviderHealth, ProviderStatus, QueueHealth, Readiness,
+    RuntimeHealth, overall_status,
 };
 use ray_models::ProviderHealthReport;
 use tokio::time::Instant;
 
+use crate::managed::{lifecycle_status, lifecycle_view};
 use crate::model_health::{WarmState, combine, mismatched, status_to_u8};
 use crate::registry::ModelEntry;
 use crate::runtime::Runtime;
@@ -33,6 +34,25 @@ impl Runtime {
     pub(crate) async fn provider_health_of_entry(&self, model: &ModelEntry) -> ProviderHealth {
         let provider = &model.provider;
         let health = &model.health;
+        // A managed model that is not loaded has no process to probe: the lifecycle says.
+        let lifecycle = self.lifecycle_of(model);
+        if let Some(status) = &lifecycle
+            && let Some(provider_status) = lifecycle_status(&status.state)
+        {
+            let mut details = serde_json::Map::new();
+            details.insert("rayLifecycleState".into(), status.state.name().into());
+            if let crate::lifecycle::ModelState::Failed { reason } = &status.state {
+                details.insert("error".into(), reason.clone().into());
+            }
+            return ProviderHealth {
+                status: provider_status,
+                checked_at: ray_core::time::now_rfc3339(),
+                latency_ms: None,
+                detected_capabilities: provider.capabilities(),
+                details: Some(serde_json::Value::Object(details)),
+                model_identity: None,
+            };
+        }
         let (report, checked_at) = if provider.has_health_probe() {
             health.probe(provider.as_ref()).await
         } else {
@@ -94,6 +114,15 @@ impl Runtime {
             details: Some(serde_json::Value::Object(details)),
             model_identity,
         }
+    }
+}
+
+impl Runtime {
+    /// The lifecycle status of `model`, when it is a managed model under the `lifecycle`
+    /// section.
+    pub(crate) fn lifecycle_of(&self, model: &ModelEntry) -> Option<crate::lifecycle::ModelStatus> {
+        let index = model.lifecycle?;
+        self.inner.managed.as_ref()?.shell.status_at(index)
     }
 }
 
@@ -183,7 +212,17 @@ impl Runtime {
         let now = Instant::now();
         let scheduler = model.scheduler.snapshot();
         let cooldown = model.cooldown.lock().clone();
-        let state = model.state(provider.status, now);
+        let lifecycle = self.lifecycle_of(model);
+        let state = match &lifecycle {
+            // Cooldown first; a managed model not loaded says where it stands in its lifecycle.
+            Some(status)
+                if status.state != crate::lifecycle::ModelState::Ready
+                    && cooldown.active_until(now).is_none() =>
+            {
+                status.state.name()
+            }
+            _ => model.state(provider.status, now),
+        };
         let remaining = cooldown
             .active_until(now)
             .map(|until| until.saturating_duration_since(now).as_millis() as u64);
@@ -195,6 +234,7 @@ impl Runtime {
             state: state.into(),
             reason: match state {
                 "cooldown" => Some("model_cooldown".into()),
+                "unloaded" | "draining" | "unloading" => None,
                 _ => provider.status.reason().map(str::to_string),
             },
             backend: model.provider.kind().into(),
@@ -208,6 +248,7 @@ impl Runtime {
             cooldown_remaining_ms: remaining,
             last_failure: cooldown.reason,
             fallback: model.config.fallback.clone(),
+            lifecycle: lifecycle.as_ref().map(lifecycle_view),
         }
     }
 
@@ -345,6 +386,25 @@ impl Runtime {
             gateway: None,
             cluster: None,
             models,
+            lifecycle: self.inner.managed.as_ref().map(|managed| {
+                let statuses = managed.shell.statuses();
+                LifecycleHealth {
+                    budget_mib: managed.shell.budget_mib(),
+                    budget_source: managed.budget_source.describe().into(),
+                    committed_mib: managed.shell.committed_mib(),
+                    loaded: statuses
+                        .iter()
+                        .filter(|s| {
+                            matches!(
+                                s.state,
+                                crate::lifecycle::ModelState::Ready
+                                    | crate::lifecycle::ModelState::Draining
+                            )
+                        })
+                        .count() as u32,
+                    waiting: statuses.iter().map(|s| s.waiting).sum(),
+                }
+            }),
         }
     }
 

@@ -70,6 +70,7 @@ mod ids;
 pub mod jobs;
 pub mod lifecycle;
 mod log_policy;
+mod managed;
 pub mod metrics;
 mod model_health;
 mod observe;

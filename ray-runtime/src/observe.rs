@@ -3,6 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::lifecycle::ModelStatus;
 use crate::metrics::{MetricKind, MetricsSnapshot, Sample};
 use crate::pressure::process_rss_bytes;
 use crate::registry::ModelEntry;
@@ -48,6 +49,7 @@ impl Runtime {
             preparation: &model.scheduler.preparation(),
         });
         self.model_metrics(&mut snapshot);
+        self.lifecycle_metrics(&mut snapshot);
         self.priority_metrics(&mut snapshot);
         snapshot.extend(inner.embeddings.snapshot());
         snapshot.extend(inner.hooks.metrics());
@@ -188,4 +190,106 @@ impl Runtime {
                 .collect(),
         );
     }
+
+    /// The lifecycle families: listed always, with samples for the managed models under the
+    /// `lifecycle` section (none without it).
+    fn lifecycle_metrics(&self, m: &mut MetricsSnapshot) {
+        let managed = self.inner.managed.as_ref();
+        let statuses = managed.map(|m| m.shell.statuses()).unwrap_or_default();
+        let per_model = |value: &dyn Fn(&ModelStatus) -> f64| -> Vec<Sample> {
+            statuses
+                .iter()
+                .map(|status| Sample {
+                    suffix: "",
+                    labels: vec![("model", status.id.clone())],
+                    value: value(status),
+                })
+                .collect()
+        };
+        m.optional_gauge(
+            "ray_lifecycle_budget_mib",
+            "Memory the managed models may use together (lifecycle.memoryBudgetMiB or its default).",
+            None,
+            managed.map(|m| m.shell.budget_mib() as f64),
+        );
+        m.optional_gauge(
+            "ray_lifecycle_committed_mib",
+            "Memory the managed models hold now (loading, ready, draining or unloading), by their footprints.",
+            None,
+            managed.map(|m| m.shell.committed_mib() as f64),
+        );
+        m.labelled(
+            "ray_model_lifecycle_state",
+            "1 for the managed model's lifecycle state (unloaded, loading, ready, draining, unloading, failed), 0 for the others.",
+            MetricKind::Gauge,
+            statuses
+                .iter()
+                .flat_map(|status| {
+                    LIFECYCLE_STATES.iter().map(|&state| Sample {
+                        suffix: "",
+                        labels: vec![("model", status.id.clone()), ("state", state.into())],
+                        value: f64::from(u8::from(status.state.name() == state)),
+                    })
+                })
+                .collect(),
+        );
+        m.labelled(
+            "ray_model_resident_mib",
+            "MiB the managed model holds now (its footprint while loaded, else 0).",
+            MetricKind::Gauge,
+            per_model(&|s| s.resident_mib as f64),
+        );
+        m.labelled(
+            "ray_model_footprint_mib",
+            "MiB the managed model counts for when loaded (measured after its first load, else estimated).",
+            MetricKind::Gauge,
+            per_model(&|s| s.footprint_mib as f64),
+        );
+        m.labelled(
+            "ray_model_last_load_seconds",
+            "How long the managed model's last load took (0 before its first).",
+            MetricKind::Gauge,
+            per_model(&|s| s.last_load_ms.unwrap_or(0) as f64 / 1000.0),
+        );
+        m.labelled(
+            "ray_model_lifecycle_waiting",
+            "Requests waiting for the managed model to load.",
+            MetricKind::Gauge,
+            per_model(&|s| f64::from(s.waiting)),
+        );
+        m.labelled(
+            "ray_model_loads_total",
+            "Loads of the managed model started.",
+            MetricKind::Counter,
+            per_model(&|s| s.loads as f64),
+        );
+        m.labelled(
+            "ray_model_unloads_total",
+            "Unloads of the managed model started (idle, after a drain, to make room).",
+            MetricKind::Counter,
+            per_model(&|s| s.unloads as f64),
+        );
+        m.labelled(
+            "ray_model_evictions_total",
+            "Unloads and drains of the managed model started to make room for another model.",
+            MetricKind::Counter,
+            per_model(&|s| s.evictions as f64),
+        );
+        m.labelled(
+            "ray_model_load_failures_total",
+            "Loads of the managed model that failed, and its processes that died.",
+            MetricKind::Counter,
+            per_model(&|s| s.failures as f64),
+        );
+    }
 }
+
+/// Every lifecycle state, as `ray_model_lifecycle_state` labels them.
+const LIFECYCLE_STATES: [&str; 6] = [
+    "unloaded",
+    "loading",
+    "ready",
+    "draining",
+    "unloading",
+    "failed",
+];

@@ -41,6 +41,8 @@ pub(crate) struct ModelEntry {
     pub(crate) tuner: Tuner,
     pub(crate) cooldown: Mutex<Cooldown>,
     pub(crate) counters: ModelCounters,
+    /// Its index in the lifecycle, when it is a managed model under the `lifecycle` section.
+    pub(crate) lifecycle: Option<usize>,
 }
 
 impl fmt::Debug for ModelEntry {
@@ -106,6 +108,7 @@ impl ModelEntry {
             tuner: Tuner::new(&config.adaptive_tuning),
             cooldown: Mutex::new(Cooldown::default()),
             counters: ModelCounters::default(),
+            lifecycle: None,
         }
     }
 
@@ -161,8 +164,14 @@ impl ModelEntry {
 
     /// A backend failure: counts towards cooldown when it says the backend is down.
     pub(crate) fn note_failure(&self, error: &RayError, threshold: u32, cooldown: Duration) {
-        // A backend that is loading is not failing: warming never counts.
-        if !backend_down(error.code()) || error.code() == ErrorCode::ProviderWarming {
+        // A backend that is loading is not failing: warming never counts, and the lifecycle
+        // keeps its own retry window for a managed model whose load failed.
+        if !backend_down(error.code())
+            || matches!(
+                error.code(),
+                ErrorCode::ProviderWarming | ErrorCode::ModelLoading | ErrorCode::ModelDoesNotFit
+            )
+        {
             return;
         }
         let entered = self.cooldown.lock().fail(
@@ -221,6 +230,8 @@ pub(crate) fn backend_down(code: ErrorCode) -> bool {
             | ErrorCode::ProviderRequestFailed
             | ErrorCode::ProviderInvalidResponse
             | ErrorCode::ProviderTimeout
+            | ErrorCode::ModelLoading
+            | ErrorCode::ModelDoesNotFit
     )
 }
 

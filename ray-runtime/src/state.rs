@@ -1,5 +1,6 @@
 //! What a [`Runtime`](crate::Runtime) shares between its clones: the config, the model
-//! registry, the result cache, the counters, the pressure monitor and the job queue. Every
+//! registry, the result cache, the counters, the pressure monitor, the job queue and the
+//! managed models' lifecycle. Every
 //! step of the request path reads it; it names none of them.
 
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use tokio::time::Instant;
 use crate::hooks::Hooks;
 use crate::ids::IdSource;
 use crate::jobs::JobQueue;
+use crate::managed::Managed;
 use crate::outcome::CachedResult;
 use crate::pressure::PressureMonitor;
 use crate::registry::Registry;
@@ -29,4 +31,7 @@ pub(crate) struct Inner {
     pub(crate) jobs: Option<Arc<JobQueue>>,
     pub(crate) embeddings: EmbedMetrics,
     pub(crate) hooks: Hooks,
+    /// The managed models' lifecycle, with a `lifecycle` section and at least one managed
+    /// model.
+    pub(crate) managed: Option<Managed>,
 }

@@ -203,7 +203,7 @@ impl Runtime {
                 .push(tokio::spawn(async move { runtime.watch_loop().await }));
         }
         for model in self.inner.registry.entries() {
-            if model.config.warm_on_boot {
+            if model.config.warm_on_boot && model.lifecycle.is_none() {
                 let runtime = self.clone();
                 let model = model.clone();
                 background.tasks.push(tokio::spawn(async move {

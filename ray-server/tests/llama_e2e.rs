@@ -1100,90 +1100,93 @@ async fn the_footprint_estimate_is_within_a_quarter_of_the_measured_rss() {
     }
 }
 
-/// The lifecycle with real children: two managed models whose budget holds one at a time,
-/// several clients alternating between them, a third that never fits, and a child killed
-/// mid-request.
+/// The lifecycle through the gateway, with real children: two managed models whose budget
+/// holds one at a time, several clients alternating between them over HTTP, a third that never
+/// fits, a child killed mid-request, and the gateway killed with its children running.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "needs the llama.cpp fixture (tools/llama-fixture/setup.sh)"]
-async fn the_lifecycle_swaps_real_children_within_the_budget() {
+async fn the_gateway_loads_models_on_demand_and_swaps_them_within_the_budget() {
     use std::sync::Arc;
-    use tokio::time::Instant;
+    use std::sync::atomic::{AtomicU64, Ordering};
 
-    use ray_runtime::backend::ondemand::{ManagedProcess, ProcessDriver};
     use ray_runtime::footprint::LlamaEstimate;
-    use ray_runtime::lifecycle::{
-        Lifecycle, LifecycleModel, LifecycleSettings, LifecycleShell, ModelState, Refusal,
-    };
     fixture::require();
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    let launch = |model: &str, cache_ram: i64| {
+    // An entry of `models` takes no launch profile from the profile: start from the one the
+    // one-model fixture config gets, and change what differs.
+    let base_launch = {
+        let loaded = ray_core::config::ConfigLoader::new()
+            .with_json("test", supervised_fixture_config(free_port()).to_string())
+            .load()
+            .unwrap()
+            .config;
+        serde_json::to_value(loaded.model.adapter.launch_profile().unwrap()).unwrap()
+    };
+    let entry = |id: &str, model: &str, cache_ram: i64| {
+        let port = free_port();
+        let mut launch = base_launch.clone();
+        launch["modelPath"] = serde_json::json!(fixture::model(model).display().to_string());
+        launch["alias"] = serde_json::json!(id);
+        launch["port"] = serde_json::json!(port);
+        launch["cacheRamMiB"] = serde_json::json!(cache_ram);
+        serde_json::json!({
+            "id": id, "contextWindow": 4096, "maxOutputTokens": 256,
+            "adapter": {
+                "kind": "llama.cpp",
+                "baseUrl": format!("http://127.0.0.1:{port}"),
+                "modelRef": id,
+                "timeoutMs": 30000,
+                "launchProfile": launch
+            }
+        })
+    };
+    let models = [
+        entry("large", "large", 0),
+        entry("xl", "xl", 0),
+        entry("xl-roomy", "xl", 4096),
+    ];
+    let footprint = |model: &serde_json::Value| {
         let mut config = supervised_fixture_config(free_port());
-        let lp = &mut config["model"]["adapter"]["launchProfile"];
-        lp["modelPath"] = serde_json::json!(fixture::model(model).display().to_string());
-        lp["cacheRamMiB"] = serde_json::json!(cache_ram);
-        ray_core::config::ConfigLoader::new()
+        config["model"] = model.clone();
+        let loaded = ray_core::config::ConfigLoader::new()
             .with_json("test", config.to_string())
             .load()
             .unwrap()
-            .config
-            .model
-            .adapter
-            .launch_profile()
+            .config;
+        LlamaEstimate::of_launch(loaded.model.adapter.launch_profile().unwrap())
             .unwrap()
-            .clone()
-    };
-    let launches = [
-        ("large", launch("large", 0)),
-        ("xl", launch("xl", 0)),
-        ("xl-roomy", launch("xl", 4096)),
-    ];
-    let footprint = |l: &ray_core::config::LaunchProfile| {
-        LlamaEstimate::of_launch(l).unwrap().lifecycle_mib(None)
+            .lifecycle_mib(None)
     };
     // Room for the larger of the two, not for both.
-    let budget = footprint(&launches[1].1) + 16;
-    assert!(footprint(&launches[0].1) + footprint(&launches[1].1) > budget);
-    let core = Lifecycle::new(
-        LifecycleSettings {
-            budget_mib: budget,
-            drain_timeout: Duration::from_secs(30),
-        },
-        launches
-            .iter()
-            .map(|(id, l)| LifecycleModel {
-                id: (*id).to_string(),
-                footprint_mib: footprint(l),
-                resident: false,
-                min_resident: Duration::ZERO,
-                idle_unload: None,
-                load_time: None,
-            })
-            .collect(),
-        Instant::now(),
-    );
-    let driver = ProcessDriver::spawn(
-        launches
-            .iter()
-            .map(|(id, l)| ManagedProcess {
-                id: (*id).to_string(),
-                launch: l.clone(),
-                api_key_env: None,
-            })
-            .collect(),
-        Some(state.clone()),
-    );
-    let shell = LifecycleShell::new(core, driver.clone());
-    driver.attach(shell.clone());
-    let ticker = tokio::spawn({
-        let shell = shell.clone();
-        async move {
-            loop {
-                tokio::time::sleep(ray_runtime::lifecycle::LIFECYCLE_TICK).await;
-                shell.tick();
-            }
-        }
+    let budget = footprint(&models[1]) + 16;
+    assert!(footprint(&models[0]) + footprint(&models[1]) > budget);
+    assert!(footprint(&models[2]) > budget);
+    let mut config = supervised_fixture_config(free_port());
+    config["model"] = models[0].clone();
+    config["models"] = serde_json::json!(models);
+    // The interactive wait bound is for a quiet machine; CI shares two cores.
+    config["priority"] = serde_json::json!({ "classes": {
+        "interactive": { "maxWaitMs": 60000 },
+        "batch": { "maxWaitMs": 120000 },
+        "background": { "maxWaitMs": 240000 } } });
+    config["lifecycle"] = serde_json::json!({
+        "memoryBudgetMiB": budget,
+        "minResidentMs": 0,
+        "stateDir": state.display().to_string(),
     });
+    let ray = deploy_tools::RayProcess::start(dir.path(), &config);
+    let limit = Duration::from_secs(60);
+    ray.wait_for("the gateway", limit, || async {
+        ray.get("/livez").await.is_some()
+    })
+    .await;
+    let (_, listed) = ray.get("/v1/models").await.unwrap();
+    for model in listed["data"].as_array().unwrap() {
+        assert_eq!(model["lifecycle"]["state"], "unloaded", "{model}");
+        assert_eq!(model["lifecycle"]["residentMiB"], 0, "{model}");
+    }
+
     // The children's combined RSS, sampled while the clients run.
     let children_rss = {
         let state = state.clone();
@@ -1202,129 +1205,203 @@ async fn the_lifecycle_swaps_real_children_within_the_budget() {
                 .sum()
         }
     };
-    let peak = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let peak = Arc::new(AtomicU64::new(0));
     let sampler = tokio::spawn({
         let peak = peak.clone();
         let children_rss = children_rss.clone();
         async move {
             loop {
-                peak.fetch_max(children_rss(), std::sync::atomic::Ordering::Relaxed);
+                peak.fetch_max(children_rss(), Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
     });
-    let ports: Arc<Vec<(&'static str, u16)>> =
-        Arc::new(launches.iter().map(|(id, l)| (*id, l.port)).collect());
-    let complete = move |shell: LifecycleShell, index: usize, tokens: u32| {
-        let (id, port) = ports[index];
-        async move {
-            let deadline = Instant::now() + Duration::from_secs(60);
-            let lease = shell.acquire(id, deadline).await?;
-            let answer = reqwest::Client::new()
-                .post(format!("http://127.0.0.1:{port}/completion"))
-                .json(
-                    &serde_json::json!({ "prompt": "Why do queues matter?", "n_predict": tokens }),
+    let infer = {
+        let url = ray.url("/v1/infer");
+        move |model: &'static str, tokens: u32| {
+            let url = url.clone();
+            async move {
+                let response = reqwest::Client::new()
+                    .post(url)
+                    .json(
+                        &serde_json::json!({ "model": model, "input": "Why do queues matter?",
+                                               "maxTokens": tokens, "cache": false }),
+                    )
+                    .send()
+                    .await
+                    .unwrap();
+                let status = response.status().as_u16();
+                let retry = response
+                    .headers()
+                    .get("retry-after")
+                    .map(|v| v.to_str().unwrap().to_string());
+                (
+                    status,
+                    retry,
+                    response.json::<serde_json::Value>().await.unwrap(),
                 )
-                .send()
-                .await;
-            drop(lease);
-            Ok::<_, Refusal>(answer)
+            }
         }
     };
     let mut clients = Vec::new();
     for client in 0..3usize {
-        let shell = shell.clone();
-        let complete = complete.clone();
+        let infer = infer.clone();
+        let lines = ray.lines.clone();
         clients.push(tokio::spawn(async move {
             for round in 0..4usize {
-                let answer = complete(shell.clone(), (client + round) % 2, 8).await;
-                let status = answer.unwrap().unwrap().status().as_u16();
-                assert_eq!(status, 200, "client {client} round {round}");
+                let model = ["large", "xl"][(client + round) % 2];
+                let (status, _, body) = infer(model, 8).await;
+                assert_eq!(
+                    status,
+                    200,
+                    "client {client} round {round}: {body}\nthe gateway's log:\n{}",
+                    lines.lock().join("\n")
+                );
+                assert_eq!(body["diagnostics"]["routing"]["model"], model, "{body}");
             }
         }));
     }
     for client in clients {
         client.await.unwrap();
     }
-    let statuses = shell.statuses();
-    let (large, xl) = (&statuses[0], &statuses[1]);
+    let metrics = reqwest::get(ray.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let metric = |name: &str| {
+        util::metric_value(&metrics, name).unwrap_or_else(|| panic!("{name} in {metrics}"))
+    };
     println!(
-        "after alternating: {large:?}\n{xl:?}\npeak RSS {} MiB of {budget}",
-        peak.load(std::sync::atomic::Ordering::Relaxed)
+        "after alternating: loads large {} xl {}, evictions large {} xl {}, peak RSS {} MiB of {budget}",
+        metric("ray_model_loads_total{model=\"large\"}"),
+        metric("ray_model_loads_total{model=\"xl\"}"),
+        metric("ray_model_evictions_total{model=\"large\"}"),
+        metric("ray_model_evictions_total{model=\"xl\"}"),
+        peak.load(Ordering::Relaxed)
     );
-    assert!(large.loads >= 2 && xl.loads >= 2, "{statuses:?}");
-    assert!(large.evictions + xl.evictions >= 2, "{statuses:?}");
     assert!(
-        peak.load(std::sync::atomic::Ordering::Relaxed) <= budget,
+        metric("ray_model_loads_total{model=\"large\"}") >= 2.0,
+        "{metrics}"
+    );
+    assert!(
+        metric("ray_model_loads_total{model=\"xl\"}") >= 2.0,
+        "{metrics}"
+    );
+    assert!(
+        metric("ray_model_evictions_total{model=\"large\"}")
+            + metric("ray_model_evictions_total{model=\"xl\"}")
+            >= 2.0,
+        "{metrics}"
+    );
+    assert_eq!(metric("ray_lifecycle_budget_mib"), budget as f64);
+    assert!(
+        peak.load(Ordering::Relaxed) <= budget,
         "the children's RSS went over the {budget} MiB budget"
     );
+    // Every transition was one JSON log line saying why.
+    let transitions: Vec<serde_json::Value> = ray
+        .log()
+        .into_iter()
+        .filter(|l| {
+            l["fields"]["message"]
+                .as_str()
+                .or(l["message"].as_str())
+                .is_some_and(|m| m.starts_with("model lifecycle:"))
+        })
+        .collect();
+    assert!(transitions.len() >= 8, "{transitions:?}");
+    assert!(
+        transitions.iter().any(|l| l["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("to make room"))),
+        "{transitions:?}"
+    );
 
-    // A model that can never fit is refused at once, never loaded.
-    match shell
-        .acquire("xl-roomy", Instant::now() + Duration::from_secs(10))
-        .await
-    {
-        Err(Refusal::DoesNotFit {
-            needed_mib,
-            budget_mib,
-        }) => assert!(needed_mib > budget_mib),
-        other => panic!("{other:?}"),
-    }
-    assert_eq!(shell.statuses()[2].loads, 0);
+    // A model that can never fit is refused at once with the reason, never loaded.
+    let (status, retry, body) = infer("xl-roomy", 8).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "model_does_not_fit", "{body}");
+    assert!(retry.is_none(), "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("MiB"),
+        "{body}"
+    );
+    let (_, roomy) = ray.get("/v1/models/xl-roomy").await.unwrap();
+    assert_eq!(roomy["lifecycle"]["loads"], 0, "{roomy}");
 
-    // kill -9 the child mid-request: the request fails at once, the model is failed, and a
-    // later request loads it again.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let lease = shell.acquire("large", deadline).await.unwrap();
+    // kill -9 the child mid-request: the request fails at once with a clear code, and the
+    // next request loads the model again.
+    let (status, _, body) = infer("large", 8).await;
+    assert_eq!(status, 200, "{body}");
     let pid_file = state.join("children/large.pid.json");
     let pid = serde_json::from_slice::<serde_json::Value>(&std::fs::read(&pid_file).unwrap())
         .unwrap()["pid"]
         .as_u64()
         .unwrap();
     let long = tokio::spawn({
-        let port = launches[0].1.port;
+        let url = ray.url("/v1/infer");
         async move {
-            reqwest::Client::new()
-                .post(format!("http://127.0.0.1:{port}/completion"))
+            let response = reqwest::Client::new()
+                .post(url)
                 .json(
-                    &serde_json::json!({ "prompt": "Tell a long story.", "n_predict": 4000,
-                                           "ignore_eos": true }),
+                    &serde_json::json!({ "model": "large", "input": "Tell a long story.",
+                                           "maxTokens": 256, "cache": false }),
                 )
                 .send()
                 .await
+                .unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<serde_json::Value>().await.unwrap())
         }
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     std::process::Command::new("kill")
         .args(["-KILL", &pid.to_string()])
         .status()
         .unwrap();
-    assert!(long.await.unwrap().is_err(), "the cut request fails");
-    drop(lease);
-    let failed = Instant::now();
-    while shell.statuses()[0].state.name() != "failed" {
-        assert!(
-            failed.elapsed() < Duration::from_secs(10),
-            "{:?}",
-            shell.statuses()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (status, body) = long.await.unwrap();
+    assert!(status >= 500, "the cut request fails: {status} {body}");
+    let code = body["error"]["code"].as_str().unwrap().to_string();
+    assert!(
+        code.starts_with("provider_"),
+        "a backend failure names the backend: {body}"
+    );
+    ray.wait_for("large to be failed", Duration::from_secs(10), || async {
+        let (_, model) = ray.get("/v1/models/large").await.unwrap();
+        model["lifecycle"]["state"] == "failed"
+    })
+    .await;
     tokio::time::sleep(ray_runtime::lifecycle::FAILED_RETRY).await;
-    let answer = complete(shell.clone(), 0, 8).await.unwrap().unwrap();
-    assert_eq!(answer.status().as_u16(), 200);
-    assert_eq!(shell.statuses()[0].state, ModelState::Ready);
+    let (status, _, body) = infer("large", 8).await;
+    assert_eq!(status, 200, "{body}");
+    let (_, model) = ray.get("/v1/models/large").await.unwrap();
+    assert_eq!(model["lifecycle"]["state"], "ready", "{model}");
+    assert!(
+        model["lifecycle"]["failures"].as_u64().unwrap() >= 1,
+        "{model}"
+    );
     sampler.abort();
-    ticker.abort();
-    // Unload everything that runs, so no child outlives the test.
-    for index in 0..2 {
-        if shell.statuses()[index].state == ModelState::Ready {
-            ray_runtime::lifecycle::ModelDriver::unload(&driver, index);
-        }
-    }
-    let stopping = Instant::now();
-    while children_rss() > 0 {
-        assert!(stopping.elapsed() < Duration::from_secs(10));
+
+    // kill -9 the gateway with a child running: no child survives it.
+    let child = serde_json::from_slice::<serde_json::Value>(&std::fs::read(&pid_file).unwrap())
+        .unwrap()["pid"]
+        .as_u64()
+        .unwrap();
+    assert!(deploy_tools::process_exists(child));
+    let gateway = ray.child.id();
+    std::process::Command::new("kill")
+        .args(["-KILL", &gateway.to_string()])
+        .status()
+        .unwrap();
+    let stopping = std::time::Instant::now();
+    while deploy_tools::process_exists(child) && !deploy_tools::exited(child as u32) {
+        assert!(
+            stopping.elapsed() < Duration::from_secs(10),
+            "llama-server {child} outlived the gateway"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    drop(ray);
 }

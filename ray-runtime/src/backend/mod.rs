@@ -16,25 +16,34 @@ use std::time::Duration;
 
 use crate::runtime::Runtime;
 
-/// The supervisors of the models whose launch profile sets `supervise`.
+/// The supervisors of the models whose launch profile sets `supervise`, or, under the
+/// `lifecycle` section, the lifecycle that loads them on demand.
 #[derive(Debug, Default)]
 pub struct Backends {
     supervisors: Vec<Supervisor>,
+    lifecycle: Option<(
+        crate::lifecycle::LifecycleShell,
+        tokio::task::JoinHandle<()>,
+    )>,
 }
 
 impl Backends {
-    /// How many backend processes are supervised.
+    /// How many backend processes are supervised (or managed by the lifecycle).
     pub fn len(&self) -> usize {
-        self.supervisors.len()
+        self.supervisors.len() + self.lifecycle.as_ref().map_or(0, |(s, _)| s.ids().len())
     }
 
     /// Whether no backend process is supervised.
     pub fn is_empty(&self) -> bool {
-        self.supervisors.is_empty()
+        self.len() == 0
     }
 
     /// Stops every child (SIGTERM, SIGKILL after [`supervise::STOP_GRACE`]) and waits for them.
     pub async fn shutdown(self) {
+        if let Some((shell, tick)) = self.lifecycle {
+            tick.abort();
+            shell.shutdown().await;
+        }
         for supervisor in self.supervisors {
             supervisor.shutdown().await;
         }
@@ -61,8 +70,28 @@ impl Runtime {
                 );
             }
         }
+        // Under the `lifecycle` section, managed models load on demand: their driver starts
+        // with the shell, which loads the pinned ones that fit, and a tick lets the clock act
+        // (deadlines, drains, idle unloads).
+        let lifecycle = self.inner.managed.as_ref().map(|managed| {
+            let shell = managed.shell.clone();
+            shell.start();
+            let ticking = shell.clone();
+            let tick = tokio::spawn(async move {
+                let mut interval = tokio::time::interval(crate::lifecycle::LIFECYCLE_TICK);
+                interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    interval.tick().await;
+                    ticking.tick();
+                }
+            });
+            (shell, tick)
+        });
         let mut supervisors = Vec::new();
         for model in self.inner.registry.entries() {
+            if model.lifecycle.is_some() {
+                continue;
+            }
             let Some(launch) = model
                 .config
                 .adapter
@@ -84,7 +113,10 @@ impl Runtime {
                 state_dir.map(std::path::Path::to_path_buf),
             ));
         }
-        Backends { supervisors }
+        Backends {
+            supervisors,
+            lifecycle,
+        }
     }
 }
 

@@ -11,19 +11,23 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use ray_core::config::LaunchProfile;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::child;
 use super::launch::llama_command;
 use super::supervise::{START_TIMEOUT, command, describe, forward, raise_oom_score, terminate};
 use crate::footprint::{Measured, MeasuredFootprints, footprint_key};
-use crate::lifecycle::{LifecycleShell, ModelDriver};
+use crate::lifecycle::{BoxFuture, LifecycleShell, ModelDriver};
 
 enum Order {
     Load,
     Unload,
+    /// Stop the process, if any, and end the task (the gateway shuts down).
+    Stop,
 }
 
 /// One managed model's process as the driver runs it.
@@ -38,28 +42,47 @@ pub struct ManagedProcess {
 }
 
 /// Starts and stops `llama-server` children for the lifecycle. Build it, build the
-/// [`LifecycleShell`] with it, then hand the shell back with [`ProcessDriver::attach`].
+/// [`LifecycleShell`] with it, then hand the shell back with [`ProcessDriver::attach`]; the
+/// shell's `start` starts the driver's tasks (one per model).
 #[derive(Debug, Clone)]
 pub struct ProcessDriver {
     orders: Vec<mpsc::UnboundedSender<Order>>,
     shell: Arc<OnceLock<LifecycleShell>>,
+    /// The models and their order queues until [`ModelDriver::start`] spawns their tasks.
+    pending: Arc<Mutex<Option<Pending>>>,
+    tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 
+type Pending = (
+    Vec<(ManagedProcess, mpsc::UnboundedReceiver<Order>)>,
+    Option<PathBuf>,
+);
+
 impl ProcessDriver {
-    /// One task per model, from inside a Tokio runtime. Pid files and measured footprints go
+    /// A driver for `models` (in the lifecycle's order). Needs no async context: orders given
+    /// before [`ModelDriver::start`] wait in their queues. Pid files and measured footprints go
     /// to `state_dir` when given.
+    pub fn new(models: Vec<ManagedProcess>, state_dir: Option<PathBuf>) -> ProcessDriver {
+        let mut orders = Vec::new();
+        let mut queues = Vec::new();
+        for model in models {
+            let (send, receive) = mpsc::unbounded_channel();
+            orders.push(send);
+            queues.push((model, receive));
+        }
+        ProcessDriver {
+            orders,
+            shell: Arc::new(OnceLock::new()),
+            pending: Arc::new(Mutex::new(Some((queues, state_dir)))),
+            tasks: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
+    /// [`ProcessDriver::new`], its tasks started at once (from inside a Tokio runtime).
     pub fn spawn(models: Vec<ManagedProcess>, state_dir: Option<PathBuf>) -> ProcessDriver {
-        let shell: Arc<OnceLock<LifecycleShell>> = Arc::new(OnceLock::new());
-        let orders = models
-            .into_iter()
-            .enumerate()
-            .map(|(index, model)| {
-                let (send, receive) = mpsc::unbounded_channel();
-                tokio::spawn(run(index, model, state_dir.clone(), shell.clone(), receive));
-                send
-            })
-            .collect();
-        ProcessDriver { orders, shell }
+        let driver = ProcessDriver::new(models, state_dir);
+        driver.start();
+        driver
     }
 
     /// The shell the driver reports to.
@@ -79,6 +102,34 @@ impl ModelDriver for ProcessDriver {
         if let Some(orders) = self.orders.get(model) {
             let _ = orders.send(Order::Unload);
         }
+    }
+
+    fn start(&self) {
+        let Some((queues, state_dir)) = self.pending.lock().take() else {
+            return;
+        };
+        let mut tasks = self.tasks.lock();
+        for (index, (model, receive)) in queues.into_iter().enumerate() {
+            tasks.push(tokio::spawn(run(
+                index,
+                model,
+                state_dir.clone(),
+                self.shell.clone(),
+                receive,
+            )));
+        }
+    }
+
+    fn stop(&self) -> BoxFuture {
+        for orders in &self.orders {
+            let _ = orders.send(Order::Stop);
+        }
+        let tasks = std::mem::take(&mut *self.tasks.lock());
+        Box::pin(async move {
+            for task in tasks {
+                let _ = task.await;
+            }
+        })
     }
 }
 
@@ -127,11 +178,15 @@ async fn run(
         .as_deref()
         .map(|dir| child::pid_file(dir, &model.id));
     while let Some(order) = orders.recv().await {
-        let Order::Load = order else {
+        match order {
+            Order::Load => {}
             // Nothing runs: the unload is done.
-            report(&|s| s.unloaded(index));
-            continue;
-        };
+            Order::Unload => {
+                report(&|s| s.unloaded(index));
+                continue;
+            }
+            Order::Stop => return,
+        }
         let started = Instant::now();
         let program = llama_command(&model.launch).program;
         let spawned = match child::check_program(&program) {
@@ -161,17 +216,35 @@ async fn run(
             tokio::spawn(forward(stderr, "stderr", pid));
         }
         tracing::info!(model = %model.id, pid, "llama-server started for a load");
-        // Loading: until healthy, the child dies, or an unload is ordered.
-        let loaded = tokio::select! {
-            up = healthy(&model.launch, started + START_TIMEOUT) => up,
-            status = process.wait() => {
-                let exit = status.map_or_else(|e| format!("wait failed: {e}"), describe);
-                report(&|s| s.load_failed(index, format!("llama-server exited while loading: {exit}")));
-                if let Some(path) = &pid_file {
-                    let _ = std::fs::remove_file(path);
+        // Loading: until healthy, the child dies, or the gateway shuts down.
+        let health = healthy(&model.launch, started + START_TIMEOUT);
+        tokio::pin!(health);
+        let loaded = loop {
+            tokio::select! {
+                up = &mut health => break Some(up),
+                status = process.wait() => {
+                    let exit = status.map_or_else(|e| format!("wait failed: {e}"), describe);
+                    report(&|s| s.load_failed(index, format!("llama-server exited while loading: {exit}")));
+                    break None;
                 }
-                continue;
+                order = orders.recv() => match order {
+                    Some(Order::Stop) | None => {
+                        let _ = terminate(&mut process).await;
+                        if let Some(path) = &pid_file {
+                            let _ = std::fs::remove_file(path);
+                        }
+                        return;
+                    }
+                    // The lifecycle never unloads a model while it loads.
+                    Some(Order::Load | Order::Unload) => {}
+                },
             }
+        };
+        let Some(loaded) = loaded else {
+            if let Some(path) = &pid_file {
+                let _ = std::fs::remove_file(path);
+            }
+            continue;
         };
         if !loaded {
             let _ = terminate(&mut process).await;
@@ -219,6 +292,14 @@ async fn run(
                     break;
                 }
                 order = orders.recv() => match order {
+                    Some(Order::Stop) => {
+                        let _ = terminate(&mut process).await;
+                        tracing::info!(model = %model.id, pid, "llama-server stopped: the gateway shuts down");
+                        if let Some(path) = &pid_file {
+                            let _ = std::fs::remove_file(path);
+                        }
+                        return;
+                    }
                     Some(Order::Unload) | None => {
                         let status = terminate(&mut process).await;
                         tracing::info!(

@@ -160,10 +160,13 @@ pub enum Effect {
         /// The model's index.
         model: usize,
     },
-    /// The waiting request may go (it is counted in flight).
+    /// The waiting request may go (it is counted in flight on `model` until
+    /// [`Lifecycle::finished`]).
     Serve {
         /// The request.
         waiter: WaiterId,
+        /// The model's index.
+        model: usize,
     },
     /// The waiting request is refused.
     Refuse {
@@ -336,28 +339,32 @@ impl Lifecycle {
 
     /// Every model's status, in order.
     pub fn statuses(&self) -> Vec<ModelStatus> {
-        self.slots
-            .iter()
-            .map(|s| ModelStatus {
-                id: s.config.id.clone(),
-                state: s.state.clone(),
-                resident_mib: if s.state.holds_memory() {
-                    s.footprint()
-                } else {
-                    0
-                },
-                footprint_mib: s.footprint(),
-                footprint_measured: s.measured_mib.is_some(),
-                pinned: s.config.resident,
-                last_load_ms: s.config.load_time.map(|d| d.as_millis() as u64),
-                loads: s.loads,
-                unloads: s.unloads,
-                evictions: s.evictions,
-                failures: s.failures,
-                in_flight: s.in_flight,
-                waiting: s.waiting.len() as u32,
-            })
+        (0..self.slots.len())
+            .filter_map(|i| self.status(i))
             .collect()
+    }
+
+    /// The status of model `model`.
+    pub fn status(&self, model: usize) -> Option<ModelStatus> {
+        self.slots.get(model).map(|s| ModelStatus {
+            id: s.config.id.clone(),
+            state: s.state.clone(),
+            resident_mib: if s.state.holds_memory() {
+                s.footprint()
+            } else {
+                0
+            },
+            footprint_mib: s.footprint(),
+            footprint_measured: s.measured_mib.is_some(),
+            pinned: s.config.resident,
+            last_load_ms: s.config.load_time.map(|d| d.as_millis() as u64),
+            loads: s.loads,
+            unloads: s.unloads,
+            evictions: s.evictions,
+            failures: s.failures,
+            in_flight: s.in_flight,
+            waiting: s.waiting.len() as u32,
+        })
     }
 
     /// What the shell must do, in order, since the last call.
@@ -711,7 +718,10 @@ impl Lifecycle {
                     slot.in_flight += waiting.len() as u32;
                     slot.last_used = Some(now);
                     self.effects
-                        .extend(waiting.into_iter().map(|waiter| Effect::Serve { waiter }));
+                        .extend(waiting.into_iter().map(|waiter| Effect::Serve {
+                            waiter,
+                            model: index,
+                        }));
                 }
                 ModelState::Loading | ModelState::Draining | ModelState::Unloading => {}
                 ModelState::Unloaded | ModelState::Failed { .. } => {

@@ -41,4 +41,4 @@ pub use core::{
     Admission, Effect, FAILED_RETRY, Lifecycle, LifecycleModel, LifecycleSettings, ModelState,
     ModelStatus, Refusal, Transition, WaiterId,
 };
-pub use shell::{LIFECYCLE_TICK, Lease, LifecycleShell, ModelDriver};
+pub use shell::{BoxFuture, LIFECYCLE_TICK, Lease, LifecycleShell, ModelDriver, TransitionSink};

@@ -14,7 +14,7 @@ use parking_lot::Mutex;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::core::{Admission, Effect, Lifecycle, ModelStatus, Refusal, WaiterId};
+use super::core::{Admission, Effect, Lifecycle, ModelStatus, Refusal, Transition, WaiterId};
 
 /// Starts and stops the processes of managed models, and reports back to the shell
 /// ([`LifecycleShell::loaded`], [`LifecycleShell::load_failed`], [`LifecycleShell::unloaded`],
@@ -24,13 +24,27 @@ pub trait ModelDriver: Send + Sync + 'static {
     fn load(&self, model: usize);
     /// Stop the process of model `model`.
     fn unload(&self, model: usize);
+    /// Begin carrying out orders (called once, from inside a Tokio runtime, before the pinned
+    /// models load). Orders given before are kept until then.
+    fn start(&self) {}
+    /// Stop every process and wait for them (the gateway shuts down).
+    fn stop(&self) -> BoxFuture {
+        Box::pin(async {})
+    }
 }
+
+/// The future [`ModelDriver::stop`] returns.
+pub type BoxFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Told of every state change of a model (its id and the transition), after its log line.
+pub type TransitionSink = Arc<dyn Fn(&str, &Transition) + Send + Sync>;
 
 struct Shared {
     core: Mutex<Lifecycle>,
     waiters: Mutex<HashMap<WaiterId, oneshot::Sender<Result<(), Refusal>>>>,
     driver: Box<dyn ModelDriver>,
     ids: Vec<String>,
+    sink: std::sync::OnceLock<TransitionSink>,
 }
 
 /// The lifecycle of the managed models, shared by every request. Cloning is cheap.
@@ -61,17 +75,31 @@ impl Drop for Lease {
     }
 }
 
-/// Removes a waiting request's place when its future is dropped before an answer.
+/// A waiting request's place. Dropped before its answer was taken (the client left, or the
+/// deadline passed), it gives the place up, or, when the request was let go in the meantime,
+/// ends it as a finished request, so the model's in-flight count never leaks.
 struct Waiting<'a> {
     shell: &'a LifecycleShell,
     id: Option<WaiterId>,
+    model: usize,
+    receiver: oneshot::Receiver<Result<(), Refusal>>,
 }
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        if let Some(id) = self.id.take() {
-            self.shell.shared.waiters.lock().remove(&id);
+        let Some(id) = self.id.take() else {
+            return;
+        };
+        // Answers are sent under the map's lock: either the sender is still there (no answer
+        // was sent; one the core already decided finds no sender and is undone by `apply`),
+        // or the answer is in the receiver now.
+        let unanswered = self.shell.shared.waiters.lock().remove(&id).is_some();
+        if unanswered {
             self.shell.with_core(|core| core.cancel(id, Instant::now()));
+        } else if let Ok(Ok(())) = self.receiver.try_recv() {
+            let model = self.model;
+            self.shell
+                .with_core(|core| core.finished(model, Instant::now()));
         }
     }
 }
@@ -87,6 +115,7 @@ impl LifecycleShell {
                 waiters: Mutex::new(HashMap::new()),
                 driver: Box::new(driver),
                 ids,
+                sink: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -107,13 +136,21 @@ impl LifecycleShell {
             match effect {
                 Effect::Load { model } => self.shared.driver.load(model),
                 Effect::Unload { model } => self.shared.driver.unload(model),
-                Effect::Serve { waiter } => {
-                    if let Some(sender) = self.shared.waiters.lock().remove(&waiter) {
-                        let _ = sender.send(Ok(()));
+                Effect::Serve { waiter, model } => {
+                    let delivered = {
+                        let mut waiters = self.shared.waiters.lock();
+                        waiters
+                            .remove(&waiter)
+                            .is_some_and(|sender| sender.send(Ok(())).is_ok())
+                    };
+                    // The request left before it could go: it never runs.
+                    if !delivered {
+                        self.with_core(|core| core.finished(model, Instant::now()));
                     }
                 }
                 Effect::Refuse { waiter, refusal } => {
-                    if let Some(sender) = self.shared.waiters.lock().remove(&waiter) {
+                    let mut waiters = self.shared.waiters.lock();
+                    if let Some(sender) = waiters.remove(&waiter) {
                         let _ = sender.send(Err(refusal));
                     }
                 }
@@ -128,6 +165,9 @@ impl LifecycleShell {
                         t.from,
                         t.to
                     );
+                    if let Some(sink) = self.shared.sink.get() {
+                        sink(model, &t);
+                    }
                 }
             }
         }
@@ -138,17 +178,50 @@ impl LifecycleShell {
         self.shared.ids.iter().position(|m| m == id)
     }
 
-    /// Loads the pinned models that fit.
+    /// Tells `sink` of every transition from now on (once; later calls are ignored).
+    pub fn on_transition(&self, sink: TransitionSink) {
+        let _ = self.shared.sink.set(sink);
+    }
+
+    /// Starts the driver, then loads the pinned models that fit. Call it once, from inside a
+    /// Tokio runtime.
     pub fn start(&self) {
+        self.shared.driver.start();
         self.with_core(|core| core.start(Instant::now()));
+    }
+
+    /// Stops every model's process and waits for them (the gateway shuts down; requests in
+    /// progress must have ended).
+    pub async fn shutdown(&self) {
+        self.shared.driver.stop().await;
+    }
+
+    /// The ids of the managed models, in order (a model's index is its position).
+    pub fn ids(&self) -> &[String] {
+        &self.shared.ids
+    }
+
+    /// The budget in MiB.
+    pub fn budget_mib(&self) -> u64 {
+        self.shared.core.lock().settings().budget_mib
+    }
+
+    /// MiB held now by the models that hold memory.
+    pub fn committed_mib(&self) -> u64 {
+        self.shared.core.lock().committed_mib()
     }
 
     /// Waits until model `id` can take a request, loading it (or joining its load) when
     /// needed, within `deadline`. Dropping the future gives the place up.
     pub async fn acquire(&self, id: &str, deadline: Instant) -> Result<Lease, Refusal> {
-        let Some(model) = self.index_of(id) else {
-            return Err(Refusal::UnknownModel);
-        };
+        match self.index_of(id) {
+            Some(model) => self.acquire_at(model, deadline).await,
+            None => Err(Refusal::UnknownModel),
+        }
+    }
+
+    /// [`LifecycleShell::acquire`] for the model at `model` (its index).
+    pub async fn acquire_at(&self, model: usize, deadline: Instant) -> Result<Lease, Refusal> {
         let receiver = {
             let mut core = self.shared.core.lock();
             let admission = core.admit(model, Instant::now(), deadline);
@@ -180,8 +253,10 @@ impl LifecycleShell {
         let mut place = Waiting {
             shell: self,
             id: Some(waiter),
+            model,
+            receiver,
         };
-        let answer = tokio::time::timeout_at(deadline, receiver).await;
+        let answer = tokio::time::timeout_at(deadline, &mut place.receiver).await;
         match answer {
             Ok(Ok(Ok(()))) => {
                 place.id = None;
@@ -198,7 +273,7 @@ impl LifecycleShell {
             // given up when `place` drops.
             Ok(Err(_)) | Err(_) => Err(Refusal::Expired {
                 retry_after: self
-                    .status(id)
+                    .status_at(model)
                     .and_then(|s| s.last_load_ms)
                     .map(Duration::from_millis),
             }),
@@ -238,7 +313,13 @@ impl LifecycleShell {
 
     /// The status of model `id`.
     pub fn status(&self, id: &str) -> Option<ModelStatus> {
-        self.statuses().into_iter().find(|s| s.id == id)
+        let index = self.index_of(id)?;
+        self.status_at(index)
+    }
+
+    /// The status of the model at `index`.
+    pub fn status_at(&self, index: usize) -> Option<ModelStatus> {
+        self.shared.core.lock().status(index)
     }
 }
 
@@ -345,5 +426,34 @@ mod tests {
             shell.acquire("nope", far).await,
             Err(Refusal::UnknownModel)
         ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_let_go_after_it_left_is_not_left_in_flight() {
+        let recorder = Recorder::default();
+        let shell = shell(&recorder);
+        let far = Instant::now() + Duration::from_secs(30);
+        let waiting = tokio::spawn({
+            let shell = shell.clone();
+            async move { shell.acquire("a", far).await }
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        // The load ends and lets the request go, but it leaves before it runs again.
+        shell.loaded(0, None);
+        waiting.abort();
+        let _ = waiting.await;
+        let status = shell.status("a").unwrap();
+        assert_eq!((status.in_flight, status.waiting), (0, 0), "{status:?}");
+        // So the model can still make room for another.
+        let b = tokio::spawn({
+            let shell = shell.clone();
+            async move { shell.acquire("b", far).await }
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(recorder.0.lock().last().unwrap(), "unload 0");
+        shell.unloaded(0);
+        shell.loaded(1, None);
+        drop(b.await.unwrap().unwrap());
+        assert_eq!(shell.status("b").unwrap().in_flight, 0);
     }
 }

@@ -54,7 +54,7 @@ fn served(effects: &[Effect]) -> Vec<WaiterId> {
     effects
         .iter()
         .filter_map(|e| match e {
-            Effect::Serve { waiter } => Some(*waiter),
+            Effect::Serve { waiter, .. } => Some(*waiter),
             _ => None,
         })
         .collect()
@@ -400,7 +400,7 @@ impl World {
                     );
                     assert!(self.unloading.insert(model), "unloading {model} twice");
                 }
-                Effect::Serve { waiter } => {
+                Effect::Serve { waiter, .. } => {
                     let (model, _) = self
                         .waiting
                         .remove(&waiter)

@@ -57,6 +57,7 @@ async fn listed_models(app: &App) -> Vec<Model> {
             max_output_tokens: Some(model.max_output_tokens),
             failures: (model.failures > 0).then_some(model.failures),
             cooldown_remaining_ms: model.cooldown_remaining_ms,
+            lifecycle: model.lifecycle,
             ..Model::new(model.id, created)
         })
         .collect()
