@@ -6,8 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::Mutex;
-use ray_cache::{Cache, CacheBounds};
+use ray_cache::CacheBounds;
 use ray_core::config::ValidConfig;
 use ray_models::Provider;
 use tokio::time::Instant;
@@ -18,10 +17,12 @@ use crate::ids::IdSource;
 use crate::jobs::{FileJobStore, JobQueue, JobStore};
 use crate::lifecycle::{Lifecycle, LifecycleModel, LifecycleSettings, LifecycleShell};
 use crate::managed::Managed;
-use crate::outcome::CachedResult;
 use crate::pressure::{PressureMonitor, PressureSources};
 use crate::registry::{ModelEntry, Registry};
 use crate::runtime::{Runtime, RuntimeError};
+use crate::shared::{
+    MemoryRateLimitStore, MemoryResultStore, RateLimitStore, RateLimiter, ResultStore,
+};
 use crate::state::Inner;
 use crate::telemetry::{EmbedMetrics, RuntimeMetrics};
 
@@ -33,6 +34,8 @@ pub struct RuntimeBuilder {
     pub(crate) job_store: Option<Arc<dyn JobStore>>,
     pub(crate) callback_secret: Option<Option<Vec<u8>>>,
     pub(crate) pressure_sources: PressureSources,
+    pub(crate) result_store: Option<Arc<dyn ResultStore>>,
+    pub(crate) rate_limit_store: Option<Arc<dyn RateLimitStore>>,
 }
 
 impl fmt::Debug for RuntimeBuilder {
@@ -42,6 +45,8 @@ impl fmt::Debug for RuntimeBuilder {
             .field("custom_providers", &self.providers.len())
             .field("custom_job_store", &self.job_store.is_some())
             .field("pressure_sources", &self.pressure_sources)
+            .field("custom_result_store", &self.result_store.is_some())
+            .field("custom_rate_limit_store", &self.rate_limit_store.is_some())
             .finish()
     }
 }
@@ -69,6 +74,20 @@ impl RuntimeBuilder {
     /// `asyncQueue.storageDir` (only used when `asyncQueue.enabled` is true).
     pub fn job_store(mut self, store: Arc<dyn JobStore>) -> RuntimeBuilder {
         self.job_store = Some(store);
+        self
+    }
+
+    /// Keeps results in this store instead of the in-memory cache `cache` describes (only
+    /// used when `cache.enabled` is true).
+    pub fn result_store(mut self, store: Arc<dyn ResultStore>) -> RuntimeBuilder {
+        self.result_store = Some(store);
+        self
+    }
+
+    /// Keeps the rate limiter's windows in this store instead of the in-memory key table
+    /// `rateLimit` describes (only used when `rateLimit.enabled` is true).
+    pub fn rate_limit_store(mut self, store: Arc<dyn RateLimitStore>) -> RuntimeBuilder {
+        self.rate_limit_store = Some(store);
         self
     }
 
@@ -137,10 +156,17 @@ impl RuntimeBuilder {
                 max_bytes: config.cache.max_bytes,
                 ttl: (config.cache.ttl_ms > 0).then(|| Duration::from_millis(config.cache.ttl_ms)),
             };
-            Mutex::new(Cache::<u128, Arc<CachedResult>>::new(
-                bounds,
-                |_key, value| 16 + value.weight,
-            ))
+            Arc::new(MemoryResultStore::new(bounds)) as Arc<dyn ResultStore>
+        });
+        let cache = match self.result_store {
+            Some(store) if config.cache.enabled => Some(store),
+            _ => cache,
+        };
+        let rate_limiter = config.rate_limit.enabled.then(|| {
+            let store = self
+                .rate_limit_store
+                .unwrap_or_else(|| Arc::new(MemoryRateLimitStore::new(&config.rate_limit)));
+            RateLimiter::new(config.rate_limit.clone(), store)
         });
         let hooks = open_hooks(&config)?;
         if let Some(managed) = &managed {
@@ -171,6 +197,7 @@ impl RuntimeBuilder {
                 config,
                 registry,
                 cache,
+                rate_limiter,
                 metrics: RuntimeMetrics::default(),
                 ids: IdSource::default(),
                 started: Instant::now(),
@@ -339,6 +366,8 @@ impl Runtime {
             job_store: None,
             callback_secret: None,
             pressure_sources: PressureSources::system(),
+            result_store: None,
+            rate_limit_store: None,
         }
     }
 }

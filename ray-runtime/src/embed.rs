@@ -133,14 +133,12 @@ impl Runtime {
             .collect();
         let mut found: Vec<Option<(Arc<[f32]>, u64)>> = vec![None; keys.len()];
         if let Some(cache) = &inner.cache {
-            let mut cache = cache.lock();
-            let now = Instant::now().into_std();
-            for (slot, key) in found.iter_mut().zip(&keys) {
-                *slot = cache.get(key, now).and_then(|hit| {
+            cache.get_each(&keys, &mut |index, hit| {
+                found[index] = hit.and_then(|hit| {
                     let tokens = hit.tokens.map_or(0, |t| t.prompt);
                     hit.embedding.clone().map(|vector| (vector, tokens))
                 });
-            }
+            });
         }
         let hits = found.iter().filter(|f| f.is_some()).count() as u64;
         metrics.cache_hits.fetch_add(hits, Ordering::Relaxed);
@@ -171,17 +169,19 @@ impl Runtime {
             let computed = self
                 .embed_missing(model, request_id, &missing, started)
                 .await?;
-            let mut store = inner.cache.as_ref().map(|cache| cache.lock());
-            let now = Instant::now().into_std();
+            let mut fresh = Vec::new();
             for (slot, (text, key)) in found.iter_mut().zip(valid.inputs.iter().zip(&keys)) {
                 if slot.is_some() {
                     continue;
                 }
                 let (vector, tokens) = computed[position[text.as_str()]].clone();
-                if let Some(cache) = store.as_mut() {
-                    cache.insert(*key, Arc::new(cached(&vector, tokens)), now);
+                if inner.cache.is_some() {
+                    fresh.push((*key, Arc::new(cached(&vector, tokens))));
                 }
                 *slot = Some((vector, tokens));
+            }
+            if let Some(cache) = &inner.cache {
+                cache.insert(&mut fresh.into_iter());
             }
         }
 

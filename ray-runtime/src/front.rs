@@ -250,12 +250,9 @@ impl Runtime {
             && let Some(cache) = &inner.cache
         {
             let unclamped = plan.unclamped_cache_key(&model.id, config.cache.key_strategy);
-            let hit = {
-                let mut cache = cache.lock();
-                let now = Instant::now().into_std();
-                cache
-                    .get(&cache_key, now)
-                    .or_else(|| unclamped.and_then(|key| cache.get(&key, now)))
+            let hit = match unclamped {
+                Some(unclamped) => cache.get_first(&[cache_key, unclamped]),
+                None => cache.get_first(&[cache_key]),
             };
             match hit {
                 Some(hit) => {

@@ -308,7 +308,7 @@ impl Runtime {
         };
         let cache = match &self.inner.cache {
             Some(cache) => {
-                let stats = cache.lock().stats();
+                let stats = cache.stats();
                 let c = &config.cache;
                 CacheHealth {
                     enabled: true,

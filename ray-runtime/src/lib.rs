@@ -83,6 +83,7 @@ mod registry;
 mod respond;
 mod routing;
 mod runtime;
+pub mod shared;
 mod state;
 mod stream;
 mod telemetry;
@@ -107,6 +108,7 @@ pub use pressure::{
 };
 pub use prompt::{Compiled, Family, collapse_whitespace, compile, family, input_shape};
 pub use runtime::{Runtime, RuntimeError};
+pub use shared::{RateLimiter, ResultStore};
 pub use stream::InferStream;
 pub use warmup::{Background, warmup_retry_delay};
 

@@ -21,7 +21,7 @@ impl Runtime {
         let scheduler = model.scheduler.snapshot();
         let cache = inner.cache.as_ref().map(|cache| {
             (
-                cache.lock().stats(),
+                cache.stats(),
                 config.cache.max_entries,
                 config.cache.max_bytes,
             )

@@ -23,9 +23,10 @@ pub(crate) struct Execution {
 /// What every request sharing an execution receives.
 pub(crate) type ExecResult = Result<Arc<Execution>, RayError>;
 
-/// A stored successful result.
+/// A stored successful result: what a [`ResultStore`](crate::shared::ResultStore) keeps. Its
+/// fields are the runtime's own; a store holds it as an opaque value.
 #[derive(Debug)]
-pub(crate) struct CachedResult {
+pub struct CachedResult {
     pub(crate) output: String,
     pub(crate) finish_reason: Option<FinishReason>,
     pub(crate) tokens: Option<CountTriple>,

@@ -62,7 +62,7 @@ pub(crate) fn finish_execution(
     record_tokens(&inner.metrics, &execution);
     if let (Some(key), Some(cache)) = (plan.store, &inner.cache) {
         let cached = Arc::new(cached_result(&execution, plan.degraded));
-        cache.lock().insert(key, cached, Instant::now().into_std());
+        cache.insert(&mut std::iter::once((key, cached)));
     }
     Ok(Arc::new(execution))
 }

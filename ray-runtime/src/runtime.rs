@@ -118,6 +118,13 @@ impl Runtime {
             .max_output_tokens
     }
 
+    /// The rate limiter of `rateLimit` (`None` when it is off). The runtime does not call it:
+    /// the edge that knows the client (the HTTP gateway, or an embedder) checks each request
+    /// with [`RateLimiter::check`](crate::RateLimiter::check) before handing it over.
+    pub fn rate_limiter(&self) -> Option<&crate::shared::RateLimiter> {
+        self.inner.rate_limiter.as_ref()
+    }
+
     /// Time since the runtime was built.
     pub fn uptime(&self) -> Duration {
         self.inner.started.elapsed()

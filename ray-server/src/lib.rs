@@ -7,8 +7,8 @@
 //!   connection cap, hyper's header limits and timeouts, one JSON log line per request, and a
 //!   graceful drain.
 //! - [`App`] holds the runtime and the HTTP guards: Bearer API keys ([`gateway::auth`]), the
-//!   fixed-window
-//!   rate limiter ([`gateway::rate_limit`]), the content rules and body limit
+//!   runtime's fixed-window rate limiter ([`ray_runtime::RateLimiter`], keyed by
+//!   [`gateway::client`]), the content rules and body limit
 //!   ([`gateway::http`]); [`gateway`] is the whole HTTP side.
 //! - [`cli`] is the command line: `serve`, `check-config`, `schema`, `print-config`, and the
 //!   operator tools in [`ops`]: `render` (systemd units, Caddyfile, env file), `doctor` (host

@@ -6,10 +6,13 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use ray_core::wire::is_valid_job_id;
 
+use super::claim::{ClaimError, Claims, Lease};
+use super::file_claims::FileClaims;
 use super::store::{JobStore, ScanReport, SetAside, StoreError, Visit};
 
 /// Prefix of temporary files; a file with it found at start is left from an interrupted write.
@@ -31,6 +34,7 @@ pub struct FileJobStore {
     directory: DirectorySync,
     temp_counter: AtomicU64,
     process_id: u32,
+    claims: FileClaims,
 }
 
 impl FileJobStore {
@@ -46,6 +50,7 @@ impl FileJobStore {
         let jobs = root.join("jobs");
         create_private_dir(&jobs)?;
         let directory = DirectorySync::open(&jobs)?;
+        let claims = FileClaims::new(&root);
         let store = FileJobStore {
             quarantine: root.join("quarantine"),
             root,
@@ -54,6 +59,7 @@ impl FileJobStore {
             directory,
             temp_counter: AtomicU64::new(0),
             process_id: std::process::id(),
+            claims,
         };
         match store.probe() {
             // A full disk is not a reason to refuse to start: submissions are refused with
@@ -75,6 +81,12 @@ impl FileJobStore {
     /// The storage directory (`asyncQueue.storageDir`).
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The name this handle's claims carry (`<host>/<pid>/<handle>`): each handle opened on a
+    /// directory is a dispatcher of its own.
+    pub fn holder(&self) -> &str {
+        self.claims.holder()
     }
 
     /// Where entries that could not be used are moved.
@@ -273,6 +285,7 @@ impl JobStore for FileJobStore {
         // Not followed by a directory fsync: a removal lost in a crash only brings back a
         // finished job, which the next start prunes again.
         let path = self.record_path(id);
+        self.claims.remove(id)?;
         match fs::remove_file(&path) {
             Ok(()) => Ok(()),
             Err(source) if source.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -282,6 +295,27 @@ impl JobStore for FileJobStore {
                 source,
             }),
         }
+    }
+
+    fn claim(&self, id: &str, now_ms: u64, period: Duration) -> Result<Lease, ClaimError> {
+        self.claims.claim(id, now_ms, period)
+    }
+
+    fn renew(&self, lease: &Lease, now_ms: u64, period: Duration) -> Result<Lease, ClaimError> {
+        self.claims.with_state(&lease.job_id, |state| {
+            Claims::renew(state, lease, now_ms, period)
+        })
+    }
+
+    fn release(&self, lease: &Lease) -> Result<(), ClaimError> {
+        self.claims
+            .with_state(&lease.job_id, |state| Claims::release(state, lease))
+    }
+
+    fn complete(&self, lease: &Lease, now_ms: u64) -> Result<(), ClaimError> {
+        self.claims.with_state(&lease.job_id, |state| {
+            Claims::complete(state, lease, now_ms)
+        })
     }
 
     fn available_bytes(&self) -> Option<u64> {

@@ -11,9 +11,12 @@
 mod address;
 mod api;
 mod callback;
+mod claim;
 mod faults;
+mod file_claims;
 mod file_store;
 mod index;
+mod lease;
 mod record;
 mod report;
 mod store;
@@ -40,6 +43,7 @@ use index::{Entry, State};
 
 pub use address::is_public_address;
 pub use callback::{IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign};
+pub use claim::{ClaimError, ClaimState, Claims, Lease};
 pub use file_store::FileJobStore;
 pub use record::{JOB_RECOVERED, JOB_RECOVERY_ATTEMPTS_EXHAUSTED};
 pub use store::{JobStore, ScanReport, SetAside, StoreError, Visit};

@@ -4,6 +4,9 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::time::Duration;
+
+use super::claim::{ClaimError, Lease};
 
 /// Durable storage of job records, one opaque byte string per job id.
 ///
@@ -49,6 +52,45 @@ pub trait JobStore: Send + Sync + fmt::Debug + 'static {
     /// The default knows of none.
     fn quarantined(&self) -> Vec<String> {
         Vec::new()
+    }
+
+    /// Claims job `id` for this handle for `period` from `now_ms` (Unix ms): granted when the
+    /// job is not completed and no live lease on it is held, by anyone sharing the store.
+    /// The queue claims a job before each attempt and holds the lease while it runs, so two
+    /// dispatchers on one store never run the same job. The rules are [`Claims`](super::Claims).
+    ///
+    /// The default grants every claim, which is right for a store only one queue uses (the
+    /// queue's own index already keeps a job to one attempt at a time); a store shared by
+    /// several dispatchers must implement the four claim methods together.
+    fn claim(&self, id: &str, now_ms: u64, period: Duration) -> Result<Lease, ClaimError> {
+        Ok(Lease {
+            job_id: id.to_string(),
+            holder: String::new(),
+            generation: 0,
+            expires_ms: now_ms.saturating_add(period.as_millis() as u64),
+        })
+    }
+
+    /// Extends a live lease to `period` from `now_ms`; [`ClaimError::Lost`] once it expired,
+    /// was released or the job was claimed again.
+    fn renew(&self, lease: &Lease, now_ms: u64, period: Duration) -> Result<Lease, ClaimError> {
+        Ok(Lease {
+            expires_ms: now_ms.saturating_add(period.as_millis() as u64),
+            ..lease.clone()
+        })
+    }
+
+    /// Gives a claimed job back (it may run again, here or elsewhere).
+    fn release(&self, lease: &Lease) -> Result<(), ClaimError> {
+        let _ = lease;
+        Ok(())
+    }
+
+    /// Marks a claimed job finished under a live lease: no claim is granted for it again
+    /// (until [`JobStore::remove`] forgets it).
+    fn complete(&self, lease: &Lease, now_ms: u64) -> Result<(), ClaimError> {
+        let _ = (lease, now_ms);
+        Ok(())
     }
 }
 

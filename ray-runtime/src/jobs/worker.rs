@@ -15,6 +15,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use super::claim::ClaimError;
 use super::{JobQueue, State, StoreError, bump, record};
 
 /// What runs a job's request: the runtime, as the queue sees it. Its one implementation is
@@ -242,7 +243,7 @@ impl JobQueue {
             return;
         };
         let cancel = Arc::new(Notify::new());
-        let record = {
+        let (record, lease) = {
             let _guard = lock.lock().await;
             if self.status_of(&id) != Some(JobStatus::Queued) {
                 // Cancelled between being taken and starting.
@@ -253,72 +254,20 @@ impl JobQueue {
                 });
                 return;
             }
-            let mut record = match self.read(&id).await {
-                Ok(Some(record)) if record.status == JobStatus::Queued => record,
-                Ok(Some(mut record)) if record.status == JobStatus::Running => {
-                    // The write that ended the last attempt (or the recovery at start) failed,
-                    // so the store still says running although nothing runs: apply the
-                    // recovery rules a restart would, then go on from there.
-                    record::recover(
-                        &mut record,
-                        self.settings.max_callback_attempts,
-                        &now_rfc3339(),
-                    );
-                    if record.status != JobStatus::Queued {
-                        self.settle_recovered(&id, record).await;
-                        return;
-                    }
-                    record
-                }
-                Ok(Some(record)) => {
-                    self.with_state(|s| {
-                        if let Some(entry) = s.jobs.get_mut(&id) {
-                            entry.dispatched = false;
-                        }
-                        s.apply(&record, Instant::now());
-                    });
-                    return;
-                }
-                Ok(None) => {
-                    tracing::warn!(job_id = %id, "a queued job's record is missing from the store; the job is dropped");
-                    self.with_state(|s| s.remove(&id));
-                    return;
-                }
-                Err(StoreError::Damaged(reason)) => {
-                    tracing::error!(job_id = %id, error = %reason, "a queued job's record is damaged; the job is dropped and answered job_record_damaged");
-                    self.with_state(|s| {
-                        s.remove(&id);
-                        s.damaged.insert(id.clone());
-                    });
-                    return;
-                }
-                Err(error) => {
-                    self.store_failed("read a queued job", &error);
-                    self.give_back_after_failure(&id);
+            let lease = match self.claim(&id).await {
+                Ok(lease) => lease,
+                Err(refused) => {
+                    self.claim_refused(&id, &refused);
                     return;
                 }
             };
-            let now = now_rfc3339();
-            record.status = JobStatus::Running;
-            record.attempts += 1;
-            record.started_at.get_or_insert_with(|| now.clone());
-            record.updated_at = now;
-            record.next_attempt_at = None;
-            if let Err(error) = self.write(&record).await {
-                self.store_failed("record a job attempt", &error);
-                self.give_back_after_failure(&id);
-                return;
-            }
-            self.with_state(|s| {
-                if let Some(entry) = s.jobs.get_mut(&id) {
-                    entry.dispatched = false;
-                    entry.cancel = Some(cancel.clone());
-                    entry.store_failures = 0;
+            match self.start_attempt(&id, &cancel).await {
+                Some(record) => (record, lease),
+                None => {
+                    self.end_claim(lease, false).await;
+                    return;
                 }
-                s.active_attempts += 1;
-                s.apply(&record, Instant::now());
-            });
-            record
+            }
         };
         bump(&self.stats.attempts);
         let outcome = {
@@ -326,21 +275,133 @@ impl JobQueue {
             tokio::select! {
                 result = runtime.infer(batch_request(&record.request)) => Some(result),
                 () = cancel.notified() => None,
+                lost = self.keep_lease(lease.clone()) => {
+                    // Another dispatcher may run the job now: this attempt stops and leaves
+                    // the record to it (the index follows the store when the job is next read).
+                    tracing::warn!(job_id = %id, error = %lost, "a running job's lease was lost; the attempt is stopped");
+                    let mut fallback = record.clone();
+                    fallback.status = JobStatus::Queued;
+                    self.with_state(|s| {
+                        if let Some(entry) = s.jobs.get_mut(&id) {
+                            entry.cancel = None;
+                        }
+                        s.apply(&fallback, Instant::now());
+                    });
+                    return;
+                }
             }
         };
         // Cancelled: the cancellation wrote the record; dropping the call above stopped the
         // backend's work.
         let Some(result) = outcome else {
+            self.end_claim(lease, true).await;
             return;
         };
         let _guard = lock.lock().await;
         if self.status_of(&id) != Some(JobStatus::Running) {
+            self.end_claim(lease, true).await;
             return;
         }
-        self.finish_attempt(record, result).await;
+        let finished = self.finish_attempt(record, result).await;
+        self.end_claim(lease, finished).await;
     }
 
-    async fn finish_attempt(&self, mut record: JobRecord, result: Result<InferResponse, RayError>) {
+    /// Reads a claimed job's record and records the attempt as running; `None` when the job
+    /// turned out not to be runnable (the index is brought in line) or the write failed (it
+    /// is given back).
+    async fn start_attempt(&self, id: &str, cancel: &Arc<Notify>) -> Option<JobRecord> {
+        let mut record = match self.read(id).await {
+            Ok(Some(record)) if record.status == JobStatus::Queued => record,
+            Ok(Some(mut record)) if record.status == JobStatus::Running => {
+                // The write that ended the last attempt (or the recovery at start) failed,
+                // so the store still says running although nothing runs: apply the
+                // recovery rules a restart would, then go on from there.
+                record::recover(
+                    &mut record,
+                    self.settings.max_callback_attempts,
+                    &now_rfc3339(),
+                );
+                if record.status != JobStatus::Queued {
+                    self.settle_recovered(id, record).await;
+                    return None;
+                }
+                record
+            }
+            Ok(Some(record)) => {
+                self.with_state(|s| {
+                    if let Some(entry) = s.jobs.get_mut(id) {
+                        entry.dispatched = false;
+                    }
+                    s.apply(&record, Instant::now());
+                });
+                return None;
+            }
+            Ok(None) => {
+                tracing::warn!(job_id = %id, "a queued job's record is missing from the store; the job is dropped");
+                self.with_state(|s| s.remove(id));
+                return None;
+            }
+            Err(StoreError::Damaged(reason)) => {
+                tracing::error!(job_id = %id, error = %reason, "a queued job's record is damaged; the job is dropped and answered job_record_damaged");
+                self.with_state(|s| {
+                    s.remove(id);
+                    s.damaged.insert(id.to_string());
+                });
+                return None;
+            }
+            Err(error) => {
+                self.store_failed("read a queued job", &error);
+                self.give_back_after_failure(id);
+                return None;
+            }
+        };
+        let now = now_rfc3339();
+        record.status = JobStatus::Running;
+        record.attempts += 1;
+        record.started_at.get_or_insert_with(|| now.clone());
+        record.updated_at = now;
+        record.next_attempt_at = None;
+        if let Err(error) = self.write(&record).await {
+            self.store_failed("record a job attempt", &error);
+            self.give_back_after_failure(id);
+            return None;
+        }
+        self.with_state(|s| {
+            if let Some(entry) = s.jobs.get_mut(id) {
+                entry.dispatched = false;
+                entry.cancel = Some(cancel.clone());
+                entry.store_failures = 0;
+            }
+            s.active_attempts += 1;
+            s.apply(&record, Instant::now());
+        });
+        Some(record)
+    }
+
+    /// Leaves a job whose claim was refused to its holder: it is looked at again when that
+    /// lease ends (a completed job when its record is next read).
+    fn claim_refused(&self, id: &str, refused: &ClaimError) {
+        let delay = match refused {
+            ClaimError::Held { expires_ms, .. } => {
+                Duration::from_millis(expires_ms.saturating_sub(unix_millis_now()))
+            }
+            ClaimError::Store(error) => {
+                self.store_failed("claim a job", error);
+                return self.give_back_after_failure(id);
+            }
+            _ => self.settings.poll_interval,
+        };
+        tracing::debug!(job_id = %id, error = %refused, "a job is claimed elsewhere");
+        self.give_back(id, delay.max(self.settings.poll_interval));
+    }
+
+    /// Records an attempt's outcome; answers whether the job is finished (its final record is
+    /// stored).
+    async fn finish_attempt(
+        &self,
+        mut record: JobRecord,
+        result: Result<InferResponse, RayError>,
+    ) -> bool {
         let now_ms = unix_millis_now() as i64;
         let now = format_unix_millis(now_ms);
         record.updated_at = now.clone();
@@ -417,7 +478,7 @@ impl JobQueue {
                 s.apply(&fallback, Instant::now());
             });
             self.wake_dispatch.notify_one();
-            return;
+            return false;
         }
         let error_code = record.error.as_ref().map(|e| e.code.as_str());
         match record.status {
@@ -455,6 +516,7 @@ impl JobQueue {
             s.apply(&record, Instant::now());
         });
         self.after_change(&record);
+        record.status.is_terminal()
     }
 
     /// Writes a record, trying again twice with short pauses before giving up (failures are

@@ -20,7 +20,7 @@ pub(crate) use super::counters::ServerStats;
 use crate::gateway::auth::{ApiKeys, AuthSetupError};
 use crate::gateway::head;
 use crate::gateway::http::{self, Body};
-use crate::gateway::rate_limit::{Decision, RateLimiter};
+use ray_runtime::shared::{Decision, RateLimiter};
 
 /// Fixed HTTP limits (the reference's constants).
 #[derive(Debug, Clone)]
@@ -115,7 +115,6 @@ pub(crate) struct RequestLog {
 pub struct App {
     pub(crate) runtime: Runtime,
     pub(crate) keys: Option<ApiKeys>,
-    pub(crate) limiter: Option<RateLimiter>,
     pub(crate) limits: HttpLimits,
     pub(crate) stats: ServerStats,
     pub(crate) status: crate::gateway::status::history::StatusHistory,
@@ -139,10 +138,6 @@ impl App {
         } else {
             None
         };
-        let limiter = config
-            .rate_limit
-            .enabled
-            .then(|| RateLimiter::new(config.rate_limit.clone()));
         // With a `cluster` section the node joins the registry in the background (this needs
         // a Tokio runtime); without it no connection is opened.
         let cluster = match &config.cluster {
@@ -156,7 +151,6 @@ impl App {
         Ok(App {
             runtime,
             keys,
-            limiter,
             limits: HttpLimits::default(),
             stats: ServerStats::default(),
             status: crate::gateway::status::history::StatusHistory::default(),
@@ -231,8 +225,8 @@ impl App {
     }
 
     pub(crate) fn rate_limit_pressure(&self) -> bool {
-        self.limiter
-            .as_ref()
+        self.runtime
+            .rate_limiter()
             .is_some_and(|limiter| limiter.health().degraded)
     }
 
@@ -264,7 +258,7 @@ impl App {
     pub(crate) async fn full_health(&self) -> ray_core::wire::Health {
         let mut health = self.runtime.health().await;
         let http_health = self.http_health();
-        let rate_limit = self.limiter.as_ref().map(RateLimiter::health);
+        let rate_limit = self.runtime.rate_limiter().map(RateLimiter::health);
         let extra_pressure =
             http_health.degraded || rate_limit.as_ref().is_some_and(|r| r.degraded);
         if extra_pressure && health.status == HealthStatus::Ok {
@@ -343,7 +337,7 @@ impl App {
             Some("requests.rate_limited"),
             load(&stats.rate_limited),
         );
-        if let Some(limiter) = &self.limiter {
+        if let Some(limiter) = self.runtime.rate_limiter() {
             let health = limiter.health();
             m.gauge(
                 "ray_rate_limit_active_keys",

@@ -12,8 +12,8 @@ use ray_core::config::RouteKind;
 use ray_core::wire::{DiagnosticsDetail, HealthStatus, InferRequest};
 use ray_core::{ErrorCode, RayError};
 
+use crate::gateway::client::client_ip;
 use crate::gateway::http::{self, Body};
-use crate::gateway::rate_limit::client_ip;
 
 impl App {
     /// Handles one request.
@@ -107,7 +107,10 @@ impl App {
                 self.reject(route, async_queue_disabled(), log, false),
             );
         }
-        let decision = match (&self.limiter, route.rate_limited() && !forwarded) {
+        let decision = match (
+            self.runtime.rate_limiter(),
+            route.rate_limited() && !forwarded,
+        ) {
             (Some(limiter), true) => {
                 let ip = client_ip(
                     peer.ip(),
