@@ -251,7 +251,16 @@ mod tests {
             .spawn()
             .unwrap();
         let pid = child.id();
-        let live = cmdline(pid).unwrap();
+        // `spawn` can return while the kernel is still setting up the new program, when
+        // `/proc/<pid>/cmdline` reads empty: wait for the command line the record names.
+        let live = vec!["sleep".to_string(), "30".to_string()];
+        for _ in 0..500 {
+            if cmdline(pid).as_ref() == Some(&live) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(cmdline(pid).as_ref(), Some(&live), "sleep runs");
         write_pid_file(
             &pid_file(dir.path(), "a/b"),
             &PidRecord {
