@@ -96,6 +96,10 @@ pub struct CheckConfigArgs {
     /// Check the files alone, ignoring RAY_* variables in the environment.
     #[arg(long)]
     pub no_env: bool,
+    /// Print one JSON document (files, their diagnostics with the field's path, the memory
+    /// fit) instead of lines.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Runs the CLI with the process arguments.
@@ -104,7 +108,7 @@ pub fn main() -> ExitCode {
     match cli.command {
         None => serve(&cli.serve),
         Some(Command::Serve(args)) => serve(&args),
-        Some(Command::CheckConfig(args)) => check_config(&args),
+        Some(Command::CheckConfig(args)) => crate::ops::check::run(&args),
         Some(Command::Schema) => {
             print_json(&json_schema());
             ExitCode::SUCCESS
@@ -125,7 +129,8 @@ fn print_json(value: &serde_json::Value) {
     }
 }
 
-fn loader(config: Option<&Path>, with_env: bool) -> ConfigLoader {
+/// The loader for `config`, with the process's `RAY_*` variables when `with_env`.
+pub(crate) fn loader(config: Option<&Path>, with_env: bool) -> ConfigLoader {
     let mut loader = ConfigLoader::new();
     if with_env {
         loader = loader.with_process_env();
@@ -134,98 +139,6 @@ fn loader(config: Option<&Path>, with_env: bool) -> ConfigLoader {
         loader = loader.with_file(path);
     }
     loader
-}
-
-fn check_config(args: &CheckConfigArgs) -> ExitCode {
-    let mut failed = false;
-    for file in &args.files {
-        let name = file.display().to_string();
-        match loader(Some(file), !args.no_env).load() {
-            Ok(loaded) => {
-                for warning in &loaded.warnings {
-                    println!("{}", diagnostic_line(&name, warning));
-                }
-                let default = loaded.config.default_model_id();
-                let adapter = loaded
-                    .config
-                    .model_entries()
-                    .iter()
-                    .find(|m| m.id == default)
-                    .map_or("?", |m| m.adapter.kind());
-                println!(
-                    "{name}: ok (profile {}, model {default}, adapter {adapter}, {} warning(s))",
-                    loaded.config.profile,
-                    loaded.warnings.len()
-                );
-                if loaded.config.model_entries().len() > 1
-                    || !loaded.config.routing.rules.is_empty()
-                {
-                    for sentence in ray_core::config::explain_models(&loaded.config) {
-                        println!("  {sentence}");
-                    }
-                }
-                if !check_fit(&name, &loaded.config) {
-                    failed = true;
-                }
-            }
-            Err(error) => {
-                failed = true;
-                report_error(&name, &error);
-            }
-        }
-    }
-    if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    }
-}
-
-/// With a `lifecycle` section: every managed model must fit the memory budget on its own
-/// (an error), and the pinned ones together (a warning). Returns false on an error.
-fn check_fit(name: &str, config: &ray_core::config::RayConfig) -> bool {
-    let Some((budget, source, fits)) = ray_runtime::lifecycle::fit(config, Path::new("/")) else {
-        return true;
-    };
-    let mut ok = true;
-    for fit in &fits {
-        if let Some(problem) = &fit.problem {
-            println!(
-                "{name}: warning: {}.adapter.launchProfile.modelPath: cannot size the model \
-                 {:?} ({problem}); it is checked against the budget when it loads",
-                fit.path, fit.id
-            );
-        } else if fit.footprint_mib > budget {
-            ok = false;
-            println!(
-                "{name}: error: {}: model_does_not_fit: the model {:?} needs about {} MiB ({}) \
-                 but the memory budget is {budget} MiB ({}); lower ctxSize, parallel or \
-                 cacheRamMiB, pick a smaller quantization, or raise lifecycle.memoryBudgetMiB",
-                fit.path,
-                fit.id,
-                fit.footprint_mib,
-                if fit.measured {
-                    "measured"
-                } else {
-                    "estimated"
-                },
-                source.describe()
-            );
-        }
-    }
-    let pinned: u64 = fits
-        .iter()
-        .filter(|f| f.resident)
-        .map(|f| f.footprint_mib)
-        .sum();
-    if pinned > budget {
-        println!(
-            "{name}: warning: lifecycle: the resident models need {pinned} MiB together, more \
-             than the {budget} MiB budget ({}): the ones that do not fit load only on demand",
-            source.describe()
-        );
-    }
-    ok
 }
 
 fn print_config(args: &PrintConfigArgs) -> ExitCode {

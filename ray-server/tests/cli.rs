@@ -457,6 +457,35 @@ fn check_config_refuses_a_managed_model_that_cannot_fit_the_lifecycle_budget() {
             && errors[0].contains("but the memory budget is 64 MiB (lifecycle.memoryBudgetMiB)"),
         "{stdout}"
     );
+    // The same as JSON: the budget, each model's footprint, the error on its entry.
+    let output = binary()
+        .args(["check-config", "--json"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let file = &report["files"][0];
+    assert_eq!(file["memory"]["budgetMiB"], 64);
+    assert_eq!(file["memory"]["budgetSource"], "lifecycle.memoryBudgetMiB");
+    let models = file["memory"]["models"].as_array().unwrap();
+    assert_eq!(models.len(), 2);
+    assert_eq!(models[1]["id"], "large");
+    assert!(models[1]["footprintMiB"].as_u64().unwrap() > 64, "{file}");
+    let error = file["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["severity"] == "error")
+        .unwrap();
+    assert_eq!(error["path"], "models[1]");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("model_does_not_fit:"),
+        "{error}"
+    );
 
     // With room for it, the same config passes.
     let mut roomy = config.clone();
@@ -467,5 +496,82 @@ fn check_config_refuses_a_managed_model_that_cannot_fit_the_lifecycle_budget() {
         output.status.success(),
         "{}",
         String::from_utf8_lossy(&output.stdout)
+    );
+}
+
+#[test]
+fn check_config_json_names_every_field_and_fails_on_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = write(
+        &dir,
+        "open.json",
+        r#"{"profile":"tiny","server":{"host":"0.0.0.0"}}"#,
+    );
+    let bad = write(
+        &dir,
+        "bad.json",
+        r#"{"profile":"tiny","scheduler":{"maxQueue":0}}"#,
+    );
+    let broken = write(&dir, "broken.json", "{ nope");
+    let output = binary()
+        .args(["check-config", "--json"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["kind"], "ray-check-config");
+    assert_eq!(report["ok"], true);
+    assert_eq!(report["errors"], 0);
+    let file = &report["files"][0];
+    assert_eq!(file["file"], good.display().to_string());
+    assert_eq!(
+        (file["ok"].clone(), file["profile"].clone()),
+        (true.into(), "tiny".into())
+    );
+    assert_eq!(file["adapter"], "mock");
+    assert!(file["defaultModel"].is_string(), "{file}");
+    assert!(file["memory"].is_null(), "{file}");
+    let warning = file["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["path"] == "auth.enabled")
+        .unwrap();
+    assert_eq!(warning["severity"], "warning");
+
+    let output = binary()
+        .args(["check-config", "--json"])
+        .arg(&good)
+        .arg(&bad)
+        .arg(&broken)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["ok"], false);
+    assert_eq!(report["errors"], 2, "{report}");
+    let files = report["files"].as_array().unwrap();
+    assert_eq!(files.len(), 3);
+    assert_eq!(files[1]["ok"], false);
+    let error = files[1]["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["severity"] == "error")
+        .unwrap();
+    assert_eq!(error["path"], "scheduler.maxQueue");
+    assert!(
+        error["message"].as_str().unwrap().contains("at least 1"),
+        "{error}"
+    );
+    assert!(files[1]["profile"].is_null());
+    assert_eq!(files[2]["diagnostics"][0]["path"], "");
+    assert!(
+        files[2]["diagnostics"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not valid JSON"),
+        "{report}"
     );
 }

@@ -1,6 +1,7 @@
 //! The operator tools: each subcommand of `ray-server` that prepares or checks a host, in its
 //! own module. They read the config through `ray-core` and never import the gateway.
 //!
+//! - [`check`]: `check-config`, every problem of a config file and the memory fit.
 //! - [`render`]: systemd units, Caddyfile and env file for a config.
 //! - [`doctor`]: host and config checks before and after a deploy.
 //! - [`stage`]: `stage-model`, installing a `llama-server` binary and a GGUF model.
@@ -12,6 +13,7 @@
 //!   not load.
 
 pub mod bench;
+pub mod check;
 pub mod deploy;
 pub mod doctor;
 pub mod fs;
