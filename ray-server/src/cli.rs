@@ -1,5 +1,5 @@
 //! The operator CLI: `serve` (the default), `check-config`, `schema`, `print-config`, and the
-//! deploy subcommands (`render`, `doctor`, `stage-model`, `swap-plan`, `bench`).
+//! deploy subcommands (`render`, `doctor`, `stage-model`, `swap-plan`, `bench`, `provision`).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -40,7 +40,7 @@ pub enum Command {
     Serve(ServeArgs),
     /// Validate config files: print `file: path: message` for each problem and exit non-zero
     /// on any error.
-    CheckConfig(CheckConfigArgs),
+    CheckConfig(crate::ops::check::CheckConfigArgs),
     /// Print the JSON Schema of the config file.
     Schema,
     /// Print the effective config after layering (profile, file, RAY_* variables), with
@@ -60,6 +60,10 @@ pub enum Command {
     /// Replay a workload against a running gateway (or the backend) and print a JSON report;
     /// with --baseline, exit 1 on a regression.
     Bench(crate::ops::bench::BenchArgs),
+    /// Set the box up from a manifest, idempotently: fetch and verify the models (SHA-256),
+    /// check the memory budget and the host policy, write the config and render the units,
+    /// Caddyfile and env file; print what changed and what is left (--dry-run writes nothing).
+    Provision(crate::ops::provision::ProvisionArgs),
 }
 
 /// Where the config comes from.
@@ -87,21 +91,6 @@ pub struct PrintConfigArgs {
     pub json: bool,
 }
 
-/// Options of `check-config`.
-#[derive(Debug, Clone, Args)]
-pub struct CheckConfigArgs {
-    /// The files to check.
-    #[arg(required = true, value_name = "FILE")]
-    pub files: Vec<PathBuf>,
-    /// Check the files alone, ignoring RAY_* variables in the environment.
-    #[arg(long)]
-    pub no_env: bool,
-    /// Print one JSON document (files, their diagnostics with the field's path, the memory
-    /// fit) instead of lines.
-    #[arg(long)]
-    pub json: bool,
-}
-
 /// Runs the CLI with the process arguments.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -119,6 +108,7 @@ pub fn main() -> ExitCode {
         Some(Command::StageModel(args)) => crate::ops::stage::run_stage(&args),
         Some(Command::SwapPlan(args)) => crate::ops::swap::run_swap(&args),
         Some(Command::Bench(args)) => crate::ops::bench::run(&args),
+        Some(Command::Provision(args)) => crate::ops::provision::run(&args),
     }
 }
 
@@ -129,8 +119,7 @@ fn print_json(value: &serde_json::Value) {
     }
 }
 
-/// The loader for `config`, with the process's `RAY_*` variables when `with_env`.
-pub(crate) fn loader(config: Option<&Path>, with_env: bool) -> ConfigLoader {
+fn loader(config: Option<&Path>, with_env: bool) -> ConfigLoader {
     let mut loader = ConfigLoader::new();
     if with_env {
         loader = loader.with_process_env();

@@ -6,11 +6,26 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use ray_core::config::{ConfigError, Diagnostic, RayConfig};
+use clap::Args;
+use ray_core::config::{ConfigError, ConfigLoader, Diagnostic, RayConfig};
 use serde::Serialize;
 
-use crate::cli::CheckConfigArgs;
 use crate::ops::fs::diagnostic_line;
+
+/// Options of `check-config`.
+#[derive(Debug, Clone, Args)]
+pub struct CheckConfigArgs {
+    /// The files to check.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<std::path::PathBuf>,
+    /// Check the files alone, ignoring RAY_* variables in the environment.
+    #[arg(long)]
+    pub no_env: bool,
+    /// Print one JSON document (files, their diagnostics with the field's path, the memory
+    /// fit) instead of lines.
+    #[arg(long)]
+    pub json: bool,
+}
 
 /// One managed model's footprint against the budget.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -83,7 +98,11 @@ pub fn check_file(file: &Path, with_env: bool) -> FileReport {
         memory: None,
         loader_diagnostics: 0,
     };
-    match crate::cli::loader(Some(file), with_env).load() {
+    let mut loader = ConfigLoader::new();
+    if with_env {
+        loader = loader.with_process_env();
+    }
+    match loader.with_file(file).load() {
         Ok(loaded) => {
             let config = &loaded.config;
             let default = config.default_model_id();
