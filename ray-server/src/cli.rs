@@ -140,6 +140,12 @@ fn print_config(args: &PrintConfigArgs) -> ExitCode {
             for warning in &loaded.warnings {
                 eprintln!("{}", diagnostic_line(&name, warning));
             }
+            // The loader reports a configured budget it cut; a default one is computed here.
+            if let Some((_, warning)) =
+                crate::ops::check::policy_budget_cut(&loaded.config, Path::new("/"))
+            {
+                eprintln!("{}", diagnostic_line(&name, &warning));
+            }
             let view = redacted_json(&loaded.config);
             if explain {
                 let file = config.and_then(|path| {

@@ -1,7 +1,7 @@
 //! `ray-server check-config`: loads each file as the gateway would and reports every problem,
 //! as `file: path: message` lines or, with `--json`, one document (`docs/operations.md`,
 //! "check-config") another tool can act on. With a `lifecycle` section it also checks that
-//! every managed model fits the memory budget.
+//! every managed model fits the memory budget, and says where the host policy cut it.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -55,8 +55,49 @@ pub struct MemoryReport {
     pub budget_mib: u64,
     /// Where it came from, e.g. `lifecycle.memoryBudgetMiB`.
     pub budget_source: &'static str,
+    /// Where the host policy's `maxMemoryMiB` cut the default budget (`null` when it did
+    /// not; a budget the config sets is cut by the loader, with a warning on the field).
+    pub policy_cut: Option<PolicyCutReport>,
     /// The managed models.
     pub models: Vec<ModelFitReport>,
+}
+
+/// The default budget before the host policy cut it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyCutReport {
+    /// The default budget in MiB before the cut.
+    #[serde(rename = "fromMiB")]
+    pub from_mib: u64,
+    /// Where that default came from, e.g. the machine's memory less `lifecycle.reserveMiB`.
+    pub from_source: &'static str,
+}
+
+/// Where the host policy cut the default memory budget (`lifecycle.memoryBudgetMiB` unset):
+/// `(before, where it came from, after)` and a warning on `lifecycle.memoryBudgetMiB` saying
+/// so; `None` when it did not. A budget the config sets is cut by the loader, which reports it
+/// with the config's other warnings. Files are read below `root`.
+pub fn policy_budget_cut(config: &RayConfig, root: &Path) -> Option<(PolicyCutReport, Diagnostic)> {
+    let lifecycle = config.lifecycle.as_ref()?;
+    let policy = config.policy.as_ref()?;
+    let max = policy.max_memory_mib?;
+    let (before, from, after) = ray_runtime::lifecycle::policy_cut(lifecycle, Some(policy), root)?;
+    let mut warning = Diagnostic::warning(
+        "lifecycle.memoryBudgetMiB",
+        format!(
+            "the default budget is cut from {before} MiB ({}) to {after} MiB: the host policy \
+             allows Ray and its models {max} MiB, less lifecycle.reserveMiB ({} MiB) for the \
+             gateway and the OS",
+            from.describe(),
+            lifecycle.reserve_mib
+        ),
+    );
+    warning.source = Some("policy maxMemoryMiB".into());
+    let report = PolicyCutReport {
+        from_mib: before,
+        from_source: from.describe(),
+    };
+    Some((report, warning))
 }
 
 /// What `check-config` found in one file.
@@ -136,6 +177,10 @@ pub fn check_file(file: &Path, with_env: bool) -> FileReport {
 pub fn check_fit(config: &RayConfig, root: &Path) -> Option<(MemoryReport, Vec<Diagnostic>)> {
     let (budget, source, fits) = ray_runtime::lifecycle::fit(config, root)?;
     let mut problems = Vec::new();
+    let cut = policy_budget_cut(config, root).map(|(report, warning)| {
+        problems.push(warning);
+        report
+    });
     for fit in &fits {
         if let Some(problem) = &fit.problem {
             problems.push(Diagnostic::warning(
@@ -152,7 +197,7 @@ pub fn check_fit(config: &RayConfig, root: &Path) -> Option<(MemoryReport, Vec<D
                 format!(
                     "model_does_not_fit: the model {:?} needs about {} MiB ({}) but the memory \
                      budget is {budget} MiB ({}); lower ctxSize, parallel or cacheRamMiB, pick a \
-                     smaller quantization, or raise lifecycle.memoryBudgetMiB",
+                     smaller quantization, or {}",
                     fit.id,
                     fit.footprint_mib,
                     if fit.measured {
@@ -160,7 +205,12 @@ pub fn check_fit(config: &RayConfig, root: &Path) -> Option<(MemoryReport, Vec<D
                     } else {
                         "estimated"
                     },
-                    source.describe()
+                    source.describe(),
+                    if source == ray_runtime::lifecycle::BudgetSource::Policy {
+                        "ask the machine's owner for a larger maxMemoryMiB in the host policy"
+                    } else {
+                        "raise lifecycle.memoryBudgetMiB"
+                    }
                 ),
             ));
         }
@@ -183,6 +233,7 @@ pub fn check_fit(config: &RayConfig, root: &Path) -> Option<(MemoryReport, Vec<D
     let memory = MemoryReport {
         budget_mib: budget,
         budget_source: source.describe(),
+        policy_cut: cut,
         models: fits
             .into_iter()
             .map(|fit| ModelFitReport {
