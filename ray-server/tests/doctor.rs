@@ -74,7 +74,7 @@ fn config_warnings_are_reported() {
 }
 
 #[test]
-fn a_memory_budget_the_host_policy_cuts_is_reported_with_its_field() {
+fn the_host_policy_the_env_file_names_is_applied_and_its_cuts_and_refusals_named() {
     let vps = FakeVps::with_config(json!({ "lifecycle": {} }));
     // The policy the env file names, read below the root like every other host file.
     vps.write("/etc/ray/policy.json", r#"{"maxMemoryMiB":1024}"#);
@@ -106,6 +106,15 @@ fn a_memory_budget_the_host_policy_cuts_is_reported_with_its_field() {
         ),
         "{}",
         cut.message
+    );
+    // What the policy refuses (the model outside its folders) is config_invalid, with the field.
+    vps.write("/etc/ray/policy.json", r#"{"modelDirs":["/srv/models"]}"#);
+    let report = run(&vps);
+    let message = expect(&report, "config_invalid", Level::Error);
+    assert!(
+        message.contains("model.adapter.launchProfile.modelPath: /var/lib/ray/models/")
+            && message.contains("outside the folders the host policy allows models from"),
+        "{message}"
     );
     // Without the policy the same config reports no cut.
     let free = FakeVps::with_config(json!({ "lifecycle": {} }));
