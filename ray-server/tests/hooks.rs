@@ -1,7 +1,7 @@
 //! Event hooks against a real gateway process: a command hook and a URL hook receive the events
-//! of a scripted run (a backend stopped and started again, a job that fails for good), a hook
-//! that hangs is timed out and counted, and a flood of events beyond the queue is counted as
-//! dropped while requests keep being served.
+//! of a scripted run (a backend stopped and started again, a job that fails for good), the URL
+//! hook's deliveries are signed like callbacks, a hook that hangs is timed out and counted, and
+//! a flood of events beyond the queue is counted as dropped while requests keep being served.
 
 #![allow(clippy::unwrap_used)]
 
@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -75,9 +76,17 @@ async fn backend(port: u16) -> tokio::task::JoinHandle<()> {
     })
 }
 
-/// Receives URL hook deliveries: (x-ray-event header, body).
-async fn receiver() -> (SocketAddr, Arc<Mutex<Vec<(String, serde_json::Value)>>>) {
-    let seen = Arc::new(Mutex::new(Vec::new()));
+/// The secret the gateway signs callbacks and URL hooks with in these tests.
+const SECRET: &str = "hook-signing-secret-0123456789";
+
+/// Deliveries seen: (x-ray-event header, body).
+type Seen = Arc<Mutex<Vec<(String, serde_json::Value)>>>;
+
+/// Receives URL hook deliveries, and counts those whose signature is not [`SECRET`]'s.
+async fn receiver() -> (SocketAddr, Seen, Arc<AtomicUsize>) {
+    let seen: Seen = Arc::new(Mutex::new(Vec::new()));
+    let unsigned = Arc::new(AtomicUsize::new(0));
+    let bad = unsigned.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let store = seen.clone();
@@ -87,18 +96,32 @@ async fn receiver() -> (SocketAddr, Arc<Mutex<Vec<(String, serde_json::Value)>>>
                 return;
             };
             let store = store.clone();
+            let bad = bad.clone();
             tokio::spawn(async move {
                 let service =
                     hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
                         let store = store.clone();
+                        let bad = bad.clone();
                         async move {
-                            let kind = request
-                                .headers()
-                                .get("x-ray-event")
-                                .and_then(|v| v.to_str().ok())
-                                .unwrap_or_default()
-                                .to_string();
+                            let header = |name: &str| {
+                                request
+                                    .headers()
+                                    .get(name)
+                                    .and_then(|v| v.to_str().ok())
+                                    .unwrap_or_default()
+                                    .to_string()
+                            };
+                            let kind = header("x-ray-event");
+                            let signature = header(ray_runtime::jobs::SIGNATURE_HEADER);
+                            let timestamp: u64 = header(ray_runtime::jobs::TIMESTAMP_HEADER)
+                                .parse()
+                                .unwrap_or(0);
                             let body = request.into_body().collect().await.unwrap().to_bytes();
+                            if signature
+                                != ray_runtime::jobs::sign(SECRET.as_bytes(), timestamp, &body)
+                            {
+                                bad.fetch_add(1, Ordering::Relaxed);
+                            }
                             store
                                 .lock()
                                 .push((kind, serde_json::from_slice(&body).unwrap_or_default()));
@@ -113,7 +136,7 @@ async fn receiver() -> (SocketAddr, Arc<Mutex<Vec<(String, serde_json::Value)>>>
             });
         }
     });
-    (addr, seen)
+    (addr, seen, unsigned)
 }
 
 struct Gateway {
@@ -131,6 +154,7 @@ impl Gateway {
         let child = Command::new(env!("CARGO_BIN_EXE_ray-server"))
             .arg("--config")
             .arg(&path)
+            .env("RAY_CALLBACK_SIGNING_SECRET", SECRET)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -172,7 +196,7 @@ async fn command_and_url_hooks_get_the_events_of_a_scripted_run() {
     let events_file = dir.path().join("events.jsonl");
     let backend_port = free_port();
     let mut running = Some(backend(backend_port).await);
-    let (hook_addr, posted) = receiver().await;
+    let (hook_addr, posted, unsigned) = receiver().await;
     let port = free_port();
     let config = serde_json::json!({
         "profile": "tiny",
@@ -243,6 +267,13 @@ async fn command_and_url_hooks_get_the_events_of_a_scripted_run() {
         posted_kinds(&posted)
     );
 
+    // Every delivery is signed like a callback.
+    assert_eq!(
+        unsigned.load(Ordering::Relaxed),
+        0,
+        "{:?}",
+        posted_kinds(&posted)
+    );
     // Every event has the stable shape, and the command hook saw the same ones.
     for (kind, body) in posted.lock().iter() {
         assert_eq!(body["type"], kind.as_str());
