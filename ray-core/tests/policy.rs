@@ -1,6 +1,7 @@
 //! The host policy (`RAY_POLICY_FILE`): a config asking for more than the policy allows is
 //! clamped and each cut is reported with the field; a model file outside the allowed folders
-//! and a hook to a host the policy does not allow are refused.
+//! and a hook to a host the policy does not allow are refused; a lifecycle budget over
+//! `maxMemoryMiB` (less the reserve) is cut.
 
 #![allow(clippy::unwrap_used)]
 
@@ -106,4 +107,86 @@ fn a_model_outside_the_allowed_folders_and_a_hook_to_another_host_are_refused() 
         .with_env([(POLICY_FILE_ENV, "/nonexistent/policy.json")])
         .load();
     assert!(missing.is_err());
+}
+
+#[test]
+fn a_lifecycle_budget_over_the_policy_is_cut_to_it_less_the_reserve_and_the_cut_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = policy(dir.path(), serde_json::json!({"maxMemoryMiB": 3072}));
+    let config = |lifecycle: &str| {
+        format!(
+            r#"{{"profile":"tiny","model":{{"adapter":{{"kind":"mock"}}}},"lifecycle":{lifecycle}}}"#
+        )
+    };
+    let loaded = ConfigLoader::new()
+        .with_json(
+            "ray.json",
+            config(r#"{"memoryBudgetMiB":8192,"reserveMiB":512}"#),
+        )
+        .with_env([(POLICY_FILE_ENV, path.as_str())])
+        .load()
+        .unwrap();
+    let lifecycle = loaded.config.lifecycle.as_ref().unwrap();
+    assert_eq!(lifecycle.memory_budget_mib, Some(3072 - 512));
+    let cut = loaded
+        .warnings
+        .iter()
+        .find(|w| w.path == "lifecycle.memoryBudgetMiB")
+        .unwrap_or_else(|| panic!("no cut reported: {:?}", loaded.warnings));
+    assert_eq!(
+        cut.source.as_deref(),
+        Some(format!("policy {path}").as_str())
+    );
+    assert!(
+        cut.message.contains("cut from 8192 to 2560")
+            && cut.message.contains("3072 MiB")
+            && cut.message.contains("lifecycle.reserveMiB (512 MiB)"),
+        "{}",
+        cut.message
+    );
+    // A budget within the policy, and a budget left to its default, are not touched here (the
+    // default is cut where it is computed, from the same policy).
+    for lifecycle in [r#"{"memoryBudgetMiB":2048}"#, "{}"] {
+        let loaded = ConfigLoader::new()
+            .with_json("ray.json", config(lifecycle))
+            .with_env([(POLICY_FILE_ENV, path.as_str())])
+            .load()
+            .unwrap();
+        assert!(
+            !loaded
+                .warnings
+                .iter()
+                .any(|w| w.path == "lifecycle.memoryBudgetMiB"),
+            "{lifecycle}: {:?}",
+            loaded.warnings
+        );
+        assert_eq!(
+            loaded.config.lifecycle.as_ref().unwrap().memory_budget_mib,
+            serde_json::from_str::<serde_json::Value>(lifecycle).unwrap()["memoryBudgetMiB"]
+                .as_u64()
+        );
+        assert_eq!(
+            loaded.config.policy.as_ref().unwrap().max_memory_mib,
+            Some(3072)
+        );
+    }
+    // A reserve that leaves the models less than a budget's minimum cannot be clamped: an error
+    // naming reserveMiB.
+    let error = ConfigLoader::new()
+        .with_json("ray.json", config(r#"{"reserveMiB":3040}"#))
+        .with_env([(POLICY_FILE_ENV, path.as_str())])
+        .load()
+        .unwrap_err();
+    let ConfigError::Invalid { diagnostics, .. } = error else {
+        panic!("{error}");
+    };
+    let reserve = diagnostics
+        .iter()
+        .find(|d| d.is_error() && d.path == "lifecycle.reserveMiB")
+        .unwrap_or_else(|| panic!("{diagnostics:?}"));
+    assert!(
+        reserve.message.contains("leaves 32 MiB"),
+        "{}",
+        reserve.message
+    );
 }

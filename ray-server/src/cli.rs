@@ -1,5 +1,5 @@
 //! The operator CLI: `serve` (the default), `check-config`, `schema`, `print-config`, and the
-//! deploy subcommands (`render`, `doctor`, `stage-model`, `swap-plan`, `bench`).
+//! deploy subcommands (`render`, `doctor`, `stage-model`, `swap-plan`, `bench`, `provision`).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -40,7 +40,7 @@ pub enum Command {
     Serve(ServeArgs),
     /// Validate config files: print `file: path: message` for each problem and exit non-zero
     /// on any error.
-    CheckConfig(CheckConfigArgs),
+    CheckConfig(crate::ops::check::CheckConfigArgs),
     /// Print the JSON Schema of the config file.
     Schema,
     /// Print the effective config after layering (profile, file, RAY_* variables), with
@@ -60,6 +60,10 @@ pub enum Command {
     /// Replay a workload against a running gateway (or the backend) and print a JSON report;
     /// with --baseline, exit 1 on a regression.
     Bench(crate::ops::bench::BenchArgs),
+    /// Set the box up from a manifest, idempotently: fetch and verify the models (SHA-256),
+    /// check the memory budget and the host policy, write the config and render the units,
+    /// Caddyfile and env file; print what changed and what is left (--dry-run writes nothing).
+    Provision(crate::ops::provision::ProvisionArgs),
 }
 
 /// Where the config comes from.
@@ -87,24 +91,13 @@ pub struct PrintConfigArgs {
     pub json: bool,
 }
 
-/// Options of `check-config`.
-#[derive(Debug, Clone, Args)]
-pub struct CheckConfigArgs {
-    /// The files to check.
-    #[arg(required = true, value_name = "FILE")]
-    pub files: Vec<PathBuf>,
-    /// Check the files alone, ignoring RAY_* variables in the environment.
-    #[arg(long)]
-    pub no_env: bool,
-}
-
 /// Runs the CLI with the process arguments.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         None => serve(&cli.serve),
         Some(Command::Serve(args)) => serve(&args),
-        Some(Command::CheckConfig(args)) => check_config(&args),
+        Some(Command::CheckConfig(args)) => crate::ops::check::run(&args),
         Some(Command::Schema) => {
             print_json(&json_schema());
             ExitCode::SUCCESS
@@ -115,6 +108,7 @@ pub fn main() -> ExitCode {
         Some(Command::StageModel(args)) => crate::ops::stage::run_stage(&args),
         Some(Command::SwapPlan(args)) => crate::ops::swap::run_swap(&args),
         Some(Command::Bench(args)) => crate::ops::bench::run(&args),
+        Some(Command::Provision(args)) => crate::ops::provision::run(&args),
     }
 }
 
@@ -136,98 +130,6 @@ fn loader(config: Option<&Path>, with_env: bool) -> ConfigLoader {
     loader
 }
 
-fn check_config(args: &CheckConfigArgs) -> ExitCode {
-    let mut failed = false;
-    for file in &args.files {
-        let name = file.display().to_string();
-        match loader(Some(file), !args.no_env).load() {
-            Ok(loaded) => {
-                for warning in &loaded.warnings {
-                    println!("{}", diagnostic_line(&name, warning));
-                }
-                let default = loaded.config.default_model_id();
-                let adapter = loaded
-                    .config
-                    .model_entries()
-                    .iter()
-                    .find(|m| m.id == default)
-                    .map_or("?", |m| m.adapter.kind());
-                println!(
-                    "{name}: ok (profile {}, model {default}, adapter {adapter}, {} warning(s))",
-                    loaded.config.profile,
-                    loaded.warnings.len()
-                );
-                if loaded.config.model_entries().len() > 1
-                    || !loaded.config.routing.rules.is_empty()
-                {
-                    for sentence in ray_core::config::explain_models(&loaded.config) {
-                        println!("  {sentence}");
-                    }
-                }
-                if !check_fit(&name, &loaded.config) {
-                    failed = true;
-                }
-            }
-            Err(error) => {
-                failed = true;
-                report_error(&name, &error);
-            }
-        }
-    }
-    if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    }
-}
-
-/// With a `lifecycle` section: every managed model must fit the memory budget on its own
-/// (an error), and the pinned ones together (a warning). Returns false on an error.
-fn check_fit(name: &str, config: &ray_core::config::RayConfig) -> bool {
-    let Some((budget, source, fits)) = ray_runtime::lifecycle::fit(config, Path::new("/")) else {
-        return true;
-    };
-    let mut ok = true;
-    for fit in &fits {
-        if let Some(problem) = &fit.problem {
-            println!(
-                "{name}: warning: {}.adapter.launchProfile.modelPath: cannot size the model \
-                 {:?} ({problem}); it is checked against the budget when it loads",
-                fit.path, fit.id
-            );
-        } else if fit.footprint_mib > budget {
-            ok = false;
-            println!(
-                "{name}: error: {}: model_does_not_fit: the model {:?} needs about {} MiB ({}) \
-                 but the memory budget is {budget} MiB ({}); lower ctxSize, parallel or \
-                 cacheRamMiB, pick a smaller quantization, or raise lifecycle.memoryBudgetMiB",
-                fit.path,
-                fit.id,
-                fit.footprint_mib,
-                if fit.measured {
-                    "measured"
-                } else {
-                    "estimated"
-                },
-                source.describe()
-            );
-        }
-    }
-    let pinned: u64 = fits
-        .iter()
-        .filter(|f| f.resident)
-        .map(|f| f.footprint_mib)
-        .sum();
-    if pinned > budget {
-        println!(
-            "{name}: warning: lifecycle: the resident models need {pinned} MiB together, more \
-             than the {budget} MiB budget ({}): the ones that do not fit load only on demand",
-            source.describe()
-        );
-    }
-    ok
-}
-
 fn print_config(args: &PrintConfigArgs) -> ExitCode {
     use std::io::IsTerminal;
     let config = args.serve.config.as_deref();
@@ -237,6 +139,12 @@ fn print_config(args: &PrintConfigArgs) -> ExitCode {
         Ok(loaded) => {
             for warning in &loaded.warnings {
                 eprintln!("{}", diagnostic_line(&name, warning));
+            }
+            // The loader reports a configured budget it cut; a default one is computed here.
+            if let Some((_, warning)) =
+                crate::ops::check::policy_budget_cut(&loaded.config, Path::new("/"))
+            {
+                eprintln!("{}", diagnostic_line(&name, &warning));
             }
             let view = redacted_json(&loaded.config);
             if explain {

@@ -457,6 +457,35 @@ fn check_config_refuses_a_managed_model_that_cannot_fit_the_lifecycle_budget() {
             && errors[0].contains("but the memory budget is 64 MiB (lifecycle.memoryBudgetMiB)"),
         "{stdout}"
     );
+    // The same as JSON: the budget, each model's footprint, the error on its entry.
+    let output = binary()
+        .args(["check-config", "--json"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let file = &report["files"][0];
+    assert_eq!(file["memory"]["budgetMiB"], 64);
+    assert_eq!(file["memory"]["budgetSource"], "lifecycle.memoryBudgetMiB");
+    let models = file["memory"]["models"].as_array().unwrap();
+    assert_eq!(models.len(), 2);
+    assert_eq!(models[1]["id"], "large");
+    assert!(models[1]["footprintMiB"].as_u64().unwrap() > 64, "{file}");
+    let error = file["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["severity"] == "error")
+        .unwrap();
+    assert_eq!(error["path"], "models[1]");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("model_does_not_fit:"),
+        "{error}"
+    );
 
     // With room for it, the same config passes.
     let mut roomy = config.clone();
@@ -467,5 +496,259 @@ fn check_config_refuses_a_managed_model_that_cannot_fit_the_lifecycle_budget() {
         output.status.success(),
         "{}",
         String::from_utf8_lossy(&output.stdout)
+    );
+}
+
+#[test]
+fn check_config_json_names_every_field_and_fails_on_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = write(
+        &dir,
+        "open.json",
+        r#"{"profile":"tiny","server":{"host":"0.0.0.0"}}"#,
+    );
+    let bad = write(
+        &dir,
+        "bad.json",
+        r#"{"profile":"tiny","scheduler":{"maxQueue":0}}"#,
+    );
+    let broken = write(&dir, "broken.json", "{ nope");
+    let output = binary()
+        .args(["check-config", "--json"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["kind"], "ray-check-config");
+    assert_eq!(report["ok"], true);
+    assert_eq!(report["errors"], 0);
+    let file = &report["files"][0];
+    assert_eq!(file["file"], good.display().to_string());
+    assert_eq!(
+        (file["ok"].clone(), file["profile"].clone()),
+        (true.into(), "tiny".into())
+    );
+    assert_eq!(file["adapter"], "mock");
+    assert!(file["defaultModel"].is_string(), "{file}");
+    assert!(file["memory"].is_null(), "{file}");
+    let warning = file["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["path"] == "auth.enabled")
+        .unwrap();
+    assert_eq!(warning["severity"], "warning");
+
+    let output = binary()
+        .args(["check-config", "--json"])
+        .arg(&good)
+        .arg(&bad)
+        .arg(&broken)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["ok"], false);
+    assert_eq!(report["errors"], 2, "{report}");
+    let files = report["files"].as_array().unwrap();
+    assert_eq!(files.len(), 3);
+    assert_eq!(files[1]["ok"], false);
+    let error = files[1]["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["severity"] == "error")
+        .unwrap();
+    assert_eq!(error["path"], "scheduler.maxQueue");
+    assert!(
+        error["message"].as_str().unwrap().contains("at least 1"),
+        "{error}"
+    );
+    assert!(files[1]["profile"].is_null());
+    assert_eq!(files[2]["diagnostics"][0]["path"], "");
+    assert!(
+        files[2]["diagnostics"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not valid JSON"),
+        "{report}"
+    );
+}
+
+#[test]
+fn check_config_and_print_config_say_where_the_host_policy_cut_the_memory_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = write(&dir, "policy.json", r#"{"maxMemoryMiB":1024}"#);
+    let config = |name: &str, lifecycle: serde_json::Value| {
+        let mut lifecycle = lifecycle;
+        lifecycle["stateDir"] = dir.path().join("state").display().to_string().into();
+        let config = serde_json::json!({
+            "profile": "tiny",
+            "model": {"adapter": {"kind": "mock"}},
+            "lifecycle": lifecycle,
+        });
+        write(&dir, name, &config.to_string())
+    };
+    let with_policy = |args: &[&str], file: &Path| {
+        binary()
+            .args(args)
+            .arg(file)
+            .env("RAY_POLICY_FILE", &policy)
+            .output()
+            .unwrap()
+    };
+    let source = format!("(set by policy {})", policy.display());
+
+    // A budget the config asks for: cut by the loader to 1024 less the 768 MiB reserve.
+    let asked = config("asked.json", serde_json::json!({"memoryBudgetMiB": 8192}));
+    let output = with_policy(&["check-config"], &asked);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    let line = stdout
+        .lines()
+        .find(|l| l.contains("warning: lifecycle.memoryBudgetMiB: cut from 8192 to 256"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(line.ends_with(&source), "{line}");
+    let output = with_policy(&["check-config", "--json"], &asked);
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let memory = &report["files"][0]["memory"];
+    assert_eq!(memory["budgetMiB"], 256, "{memory}");
+    assert_eq!(memory["budgetSource"], "lifecycle.memoryBudgetMiB");
+    assert!(memory["policyCut"].is_null(), "{memory}");
+    let output = with_policy(&["print-config", "--json", "--config"], &asked);
+    assert!(output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("warning: lifecycle.memoryBudgetMiB: cut from 8192 to 256"),
+        "{stderr}"
+    );
+    let effective: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(effective["lifecycle"]["memoryBudgetMiB"], 256);
+
+    // The default budget (the cgroup limit or the machine's memory, less the reserve): cut to
+    // the same 256 MiB where it is computed, with the figure it had before.
+    let default = config("default.json", serde_json::json!({}));
+    let output = with_policy(&["check-config", "--json"], &default);
+    assert!(output.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let file = &report["files"][0];
+    let memory = &file["memory"];
+    assert_eq!(memory["budgetMiB"], 256, "{memory}");
+    assert_eq!(
+        memory["budgetSource"],
+        "the host policy's maxMemoryMiB less lifecycle.reserveMiB"
+    );
+    let before = memory["policyCut"]["fromMiB"].as_u64().unwrap();
+    assert!(before > 256, "{memory}");
+    let warning = file["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["path"] == "lifecycle.memoryBudgetMiB")
+        .unwrap_or_else(|| panic!("{file}"));
+    assert_eq!(warning["severity"], "warning");
+    assert_eq!(warning["source"], "policy maxMemoryMiB");
+    let expected = format!(
+        "the default budget is cut from {before} MiB ({}) to 256 MiB",
+        memory["policyCut"]["fromSource"].as_str().unwrap()
+    );
+    assert!(
+        warning["message"].as_str().unwrap().starts_with(&expected),
+        "{warning}"
+    );
+    let output = with_policy(&["check-config"], &default);
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains(&expected),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    let output = with_policy(&["print-config", "--json", "--config"], &default);
+    assert!(output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&expected), "{stderr}");
+
+    // Without the policy nothing is cut.
+    let output = binary()
+        .args(["check-config", "--json"])
+        .arg(&default)
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let memory = &report["files"][0]["memory"];
+    assert!(memory["policyCut"].is_null(), "{memory}");
+    assert_eq!(memory["budgetMiB"], before, "{memory}");
+}
+
+#[test]
+fn check_config_refuses_a_model_outside_the_host_policy_folders_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = dir.path().join("models");
+    std::fs::create_dir_all(&models).unwrap();
+    let policy = write(
+        &dir,
+        "policy.json",
+        &serde_json::json!({ "modelDirs": [models.display().to_string()] }).to_string(),
+    );
+    let config = |name: &str, model_path: &str| {
+        let config = serde_json::json!({
+            "profile": "sub1b",
+            "model": {"adapter": {"kind": "llama.cpp", "launchProfile": {"modelPath": model_path}}},
+        });
+        write(&dir, name, &config.to_string())
+    };
+    let check = |file: &Path, args: &[&str]| {
+        binary()
+            .arg("check-config")
+            .args(args)
+            .arg(file)
+            .env("RAY_POLICY_FILE", &policy)
+            .output()
+            .unwrap()
+    };
+    let outside = config("outside.json", "/home/me/other.gguf");
+    let output = check(&outside, &["--json"]);
+    assert_eq!(output.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let refusal = report["files"][0]["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["severity"] == "error")
+        .unwrap_or_else(|| panic!("{report}"));
+    assert_eq!(refusal["path"], "model.adapter.launchProfile.modelPath");
+    assert_eq!(
+        refusal["source"],
+        format!("policy {}", policy.display()).as_str()
+    );
+    assert!(
+        refusal["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("/home/me/other.gguf is outside the folders the host policy allows"),
+        "{refusal}"
+    );
+    // As lines, on stderr with the file and the field.
+    let output = check(&outside, &[]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{}: model.adapter.launchProfile.modelPath: /home/me/other.gguf is outside",
+            outside.display()
+        )),
+        "{stderr}"
+    );
+    // A path that climbs out of an allowed folder is outside it too; one inside is accepted.
+    let climbing = format!("{}/../other.gguf", models.display());
+    let output = check(&config("climbing.json", &climbing), &[]);
+    assert_eq!(output.status.code(), Some(1), "{climbing}");
+    let inside = format!("{}/qwen.gguf", models.display());
+    let output = check(&config("inside.json", &inside), &[]);
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
     );
 }

@@ -73,6 +73,62 @@ fn config_warnings_are_reported() {
     assert!(message.contains("scheduler.concurrency"), "{message}");
 }
 
+#[test]
+fn the_host_policy_the_env_file_names_is_applied_and_its_cuts_and_refusals_named() {
+    let vps = FakeVps::with_config(json!({ "lifecycle": {} }));
+    // The policy the env file names, read below the root like every other host file.
+    vps.write("/etc/ray/policy.json", r#"{"maxMemoryMiB":1024}"#);
+    vps.write(
+        "/etc/ray/ray.env",
+        &format!("RAY_API_KEYS={GOOD_KEY}\nRAY_POLICY_FILE=/etc/ray/policy.json\n"),
+    );
+    chmod(&vps.path("/etc/ray/ray.env"), 0o600);
+    let report = run(&vps);
+    // A configured value over the policy: the loader's cut, with the field.
+    assert!(
+        report.findings.iter().any(|f| f.code == "config_warning"
+            && f.message
+                .contains("model.operational.memoryClassMiB: cut from")),
+        "{}",
+        report.to_text()
+    );
+    // The host's 3907 MiB less the 768 MiB reserve, cut to the policy's 1024 less the reserve.
+    let cut = report
+        .findings
+        .iter()
+        .find(|f| f.code == "config_warning" && f.message.contains("lifecycle.memoryBudgetMiB"))
+        .unwrap_or_else(|| panic!("{}", report.to_text()));
+    assert_eq!(cut.level, Level::Warn);
+    assert!(
+        cut.message.contains(
+            "the default budget is cut from 3139 MiB (the machine's memory less \
+             lifecycle.reserveMiB) to 256 MiB"
+        ),
+        "{}",
+        cut.message
+    );
+    // What the policy refuses (the model outside its folders) is config_invalid, with the field.
+    vps.write("/etc/ray/policy.json", r#"{"modelDirs":["/srv/models"]}"#);
+    let report = run(&vps);
+    let message = expect(&report, "config_invalid", Level::Error);
+    assert!(
+        message.contains("model.adapter.launchProfile.modelPath: /var/lib/ray/models/")
+            && message.contains("outside the folders the host policy allows models from"),
+        "{message}"
+    );
+    // Without the policy the same config reports no cut.
+    let free = FakeVps::with_config(json!({ "lifecycle": {} }));
+    let report = run(&free);
+    assert!(
+        !report
+            .findings
+            .iter()
+            .any(|f| f.message.contains("lifecycle.memoryBudgetMiB")),
+        "{}",
+        report.to_text()
+    );
+}
+
 // === installed_config ===
 
 #[test]

@@ -1,7 +1,8 @@
 //! Event hooks against a real gateway process: a command hook and a URL hook receive the events
-//! of a scripted run (a backend stopped and started again, a job that fails for good), a hook
-//! that hangs is timed out and counted, and a flood of events beyond the queue is counted as
-//! dropped while requests keep being served.
+//! of a scripted run (a backend stopped and started again, a job that fails for good), the URL
+//! hook's deliveries are signed like callbacks, a hook that hangs is timed out and counted, a
+//! flood of events beyond the queue is counted as dropped while requests keep being served, and
+//! memory going critical and easing (read from a fabricated cgroup) reaches a command hook.
 
 #![allow(clippy::unwrap_used)]
 
@@ -9,6 +10,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -75,9 +77,17 @@ async fn backend(port: u16) -> tokio::task::JoinHandle<()> {
     })
 }
 
-/// Receives URL hook deliveries: (x-ray-event header, body).
-async fn receiver() -> (SocketAddr, Arc<Mutex<Vec<(String, serde_json::Value)>>>) {
-    let seen = Arc::new(Mutex::new(Vec::new()));
+/// The secret the gateway signs callbacks and URL hooks with in these tests.
+const SECRET: &str = "hook-signing-secret-0123456789";
+
+/// Deliveries seen: (x-ray-event header, body).
+type Seen = Arc<Mutex<Vec<(String, serde_json::Value)>>>;
+
+/// Receives URL hook deliveries, and counts those whose signature is not [`SECRET`]'s.
+async fn receiver() -> (SocketAddr, Seen, Arc<AtomicUsize>) {
+    let seen: Seen = Arc::new(Mutex::new(Vec::new()));
+    let unsigned = Arc::new(AtomicUsize::new(0));
+    let bad = unsigned.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let store = seen.clone();
@@ -87,18 +97,32 @@ async fn receiver() -> (SocketAddr, Arc<Mutex<Vec<(String, serde_json::Value)>>>
                 return;
             };
             let store = store.clone();
+            let bad = bad.clone();
             tokio::spawn(async move {
                 let service =
                     hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
                         let store = store.clone();
+                        let bad = bad.clone();
                         async move {
-                            let kind = request
-                                .headers()
-                                .get("x-ray-event")
-                                .and_then(|v| v.to_str().ok())
-                                .unwrap_or_default()
-                                .to_string();
+                            let header = |name: &str| {
+                                request
+                                    .headers()
+                                    .get(name)
+                                    .and_then(|v| v.to_str().ok())
+                                    .unwrap_or_default()
+                                    .to_string()
+                            };
+                            let kind = header("x-ray-event");
+                            let signature = header(ray_runtime::jobs::SIGNATURE_HEADER);
+                            let timestamp: u64 = header(ray_runtime::jobs::TIMESTAMP_HEADER)
+                                .parse()
+                                .unwrap_or(0);
                             let body = request.into_body().collect().await.unwrap().to_bytes();
+                            if signature
+                                != ray_runtime::jobs::sign(SECRET.as_bytes(), timestamp, &body)
+                            {
+                                bad.fetch_add(1, Ordering::Relaxed);
+                            }
                             store
                                 .lock()
                                 .push((kind, serde_json::from_slice(&body).unwrap_or_default()));
@@ -113,7 +137,7 @@ async fn receiver() -> (SocketAddr, Arc<Mutex<Vec<(String, serde_json::Value)>>>
             });
         }
     });
-    (addr, seen)
+    (addr, seen, unsigned)
 }
 
 struct Gateway {
@@ -131,6 +155,7 @@ impl Gateway {
         let child = Command::new(env!("CARGO_BIN_EXE_ray-server"))
             .arg("--config")
             .arg(&path)
+            .env("RAY_CALLBACK_SIGNING_SECRET", SECRET)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -172,7 +197,7 @@ async fn command_and_url_hooks_get_the_events_of_a_scripted_run() {
     let events_file = dir.path().join("events.jsonl");
     let backend_port = free_port();
     let mut running = Some(backend(backend_port).await);
-    let (hook_addr, posted) = receiver().await;
+    let (hook_addr, posted, unsigned) = receiver().await;
     let port = free_port();
     let config = serde_json::json!({
         "profile": "tiny",
@@ -243,6 +268,13 @@ async fn command_and_url_hooks_get_the_events_of_a_scripted_run() {
         posted_kinds(&posted)
     );
 
+    // Every delivery is signed like a callback.
+    assert_eq!(
+        unsigned.load(Ordering::Relaxed),
+        0,
+        "{:?}",
+        posted_kinds(&posted)
+    );
     // Every event has the stable shape, and the command hook saw the same ones.
     for (kind, body) in posted.lock().iter() {
         assert_eq!(body["type"], kind.as_str());
@@ -339,4 +371,136 @@ async fn a_flood_of_events_is_dropped_and_counted_while_requests_go_on() {
         latencies[latencies.len() * 99 / 100]
     );
     drop(dir);
+}
+
+/// A host laid out like `/` for the pressure readings: the gateway in `ray.service` under a
+/// 1 GiB cgroup limit, using `mib` of it.
+fn pressure_host(root: &Path, mib: u64) {
+    let write = |relative: &str, contents: &str| {
+        let path = root.join(relative);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, contents).unwrap();
+    };
+    let unit = "sys/fs/cgroup/system.slice/ray.service";
+    write("proc/self/cgroup", "0::/system.slice/ray.service\n");
+    write("proc/self/status", "VmRSS:\t    6144 kB\n");
+    write("sys/fs/cgroup/cgroup.controllers", "cpu memory\n");
+    write(&format!("{unit}/memory.max"), &(1024u64 << 20).to_string());
+    write(&format!("{unit}/memory.current"), &(mib << 20).to_string());
+    write(
+        &format!("{unit}/memory.events"),
+        "high 0\nmax 0\noom 0\noom_kill 0\n",
+    );
+    write(
+        &format!("{unit}/cpu.stat"),
+        "usage_usec 10\nnr_periods 10\nnr_throttled 0\nthrottled_usec 0\n",
+    );
+    write(&format!("{unit}/cpu.max"), "150000 100000\n");
+    let calm = "some avg10=0.00 avg60=0.00 avg300=0.00 total=0\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n";
+    for file in [
+        "proc/pressure/memory".to_string(),
+        "proc/pressure/cpu".to_string(),
+        format!("{unit}/memory.pressure"),
+        format!("{unit}/cpu.pressure"),
+    ] {
+        write(&file, calm);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_going_critical_and_easing_reaches_a_command_hook() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = dir.path().join("host");
+    pressure_host(&host, 200);
+    let events_file = dir.path().join("events.jsonl");
+    let config = ray_core::config::ConfigLoader::new()
+        .with_json(
+            "inline",
+            serde_json::json!({
+                "profile": "tiny",
+                "model": {"adapter": {"kind": "mock", "latencyMs": 0}},
+                "hooks": [{
+                    "events": ["memory_critical_started", "memory_critical_ended",
+                               "degradation_changed"],
+                    "command": ["/bin/sh", "-c", format!("cat >> {}", events_file.display())]
+                }]
+            })
+            .to_string(),
+        )
+        .load()
+        .unwrap()
+        .config;
+    let runtime = ray_runtime::Runtime::builder(config)
+        .pressure_sources(
+            ray_runtime::PressureSources::under(&host).with_sample_interval(Duration::ZERO),
+        )
+        .build()
+        .unwrap();
+    let _background = runtime.start();
+    let events = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&events_file)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let types = |events: &[serde_json::Value]| -> Vec<String> {
+        events
+            .iter()
+            .map(|e| e["type"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // Let the watcher see the calm host once, then fill the cgroup.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(types(&events()), Vec::<String>::new());
+    pressure_host(&host, 1_010);
+    assert!(
+        within(Duration::from_secs(10), || types(&events())
+            .contains(&"memory_critical_started".into()))
+        .await,
+        "{:?}",
+        types(&events())
+    );
+    pressure_host(&host, 300);
+    assert!(
+        within(Duration::from_secs(10), || types(&events())
+            .contains(&"memory_critical_ended".into()))
+        .await,
+        "{:?}",
+        types(&events())
+    );
+    let seen = events();
+    let started = types(&seen)
+        .iter()
+        .position(|t| t == "memory_critical_started")
+        .unwrap();
+    let ended = types(&seen)
+        .iter()
+        .position(|t| t == "memory_critical_ended")
+        .unwrap();
+    assert!(started < ended, "{seen:?}");
+    // The degradation reasons went to memory pressure and back, with both lists in the event.
+    let degradation: Vec<&serde_json::Value> = seen
+        .iter()
+        .filter(|e| e["type"] == "degradation_changed")
+        .collect();
+    assert!(
+        degradation.iter().any(|e| e["to"]
+            .as_array()
+            .unwrap()
+            .contains(&"memory_pressure".into())),
+        "{seen:?}"
+    );
+    assert!(
+        degradation.iter().any(|e| e["from"]
+            .as_array()
+            .unwrap()
+            .contains(&"memory_pressure".into())
+            && e["to"] == serde_json::json!([])),
+        "{seen:?}"
+    );
+    for event in &seen {
+        assert!(event["id"].as_str().unwrap().starts_with("evt_"), "{event}");
+        assert!(event["time"].as_str().unwrap().ends_with('Z'), "{event}");
+    }
 }

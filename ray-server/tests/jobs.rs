@@ -573,6 +573,55 @@ async fn callbacks_are_signed_retried_and_recorded() {
 }
 
 #[tokio::test]
+async fn a_callback_to_a_host_outside_the_host_policy_is_refused_naming_callback_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(None).await;
+    let policy = dir.path().join("policy.json");
+    std::fs::write(&policy, r#"{"allowedHosts":["127.0.0.1"]}"#).unwrap();
+    let config = ray_core::config::ConfigLoader::new()
+        .with_json("test.json", config(&dir.path().join("store"), "", ""))
+        .with_env([("RAY_POLICY_FILE", policy.display().to_string())])
+        .with_override("server.port", 0.into())
+        .load()
+        .unwrap()
+        .config;
+    let server = TestServer::start_runtime(ray_runtime::Runtime::new(config).unwrap()).await;
+    // A public address the queue's own rules would accept, but not a host the policy allows.
+    let refused = server
+        .raw(&post(
+            "/v1/jobs",
+            r#"{"input":"x","callbackUrl":"https://hooks.elsewhere.example/ray"}"#,
+        ))
+        .await;
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert_eq!(refused.code(), "invalid_request");
+    let body = refused.json();
+    assert_eq!(body["error"]["details"]["param"], "callbackUrl", "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("\"hooks.elsewhere.example\" is not among the host policy's allowedHosts"),
+        "{message}"
+    );
+    assert!(job_files(&dir.path().join("store")).is_empty());
+    // The host the policy allows is accepted and the callback delivered.
+    let accepted = server
+        .client()
+        .submit_job(&JobSubmission::new(InferRequest::new("fine")).with_callback(receiver.url()))
+        .await
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || receiver.of(&accepted.id).len()
+            == 1)
+        .await
+    );
+    assert_eq!(
+        job_files(&dir.path().join("store")),
+        vec![format!("{}.json", accepted.id)]
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn job_routes_answer_disabled_and_follow_the_check_order() {
     let server = TestServer::start_with_keys(
         r#"{"profile":"tiny","model":{"adapter":{"kind":"mock","latencyMs":0}},

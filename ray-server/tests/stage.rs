@@ -421,3 +421,70 @@ fn swap_plan_refuses_without_space() {
     assert!(text(&output).contains("refused"));
     assert!(!vps.path("/swapfile").exists());
 }
+
+#[test]
+fn swap_plan_json_names_each_step_and_each_refusal_with_its_flag() {
+    let vps = FakeVps::healthy();
+    no_swap(&vps);
+    let output = swap_plan(&vps, &["--json"]);
+    assert!(output.status.success(), "{}", text(&output));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["kind"], "ray-swap-plan");
+    assert_eq!(report["ok"], true);
+    assert_eq!(report["apply"], false);
+    assert_eq!(report["path"], "/swapfile");
+    assert_eq!(report["swapMiB"], 0);
+    assert_eq!(report["wantedSwapMiB"], 1024);
+    assert_eq!(report["swappiness"], 60);
+    assert_eq!(report["wantedSwappiness"], 10);
+    assert!(report["neededMiB"].as_u64().unwrap() >= 1024, "{report}");
+    assert!(report["error"].is_null(), "{report}");
+    let steps: Vec<(&str, &str)> = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["step"].as_str().unwrap(), s["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("allocate", "planned"),
+            ("chmod", "planned"),
+            ("mkswap", "planned"),
+            ("swapon", "planned"),
+            ("fstab", "planned"),
+            ("sysctl_now", "planned"),
+            ("sysctl_persist", "planned"),
+        ]
+    );
+    assert_eq!(
+        report["steps"][0]["command"],
+        "sudo fallocate -l 1024M /swapfile"
+    );
+    assert!(!vps.path("/swapfile").exists());
+
+    // Refusals are JSON too, with the flag to change and a non-zero exit.
+    let output = swap_plan(&vps, &["--json", "--path", "swap file"]);
+    assert_eq!(output.status.code(), Some(2));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["ok"], false);
+    assert_eq!(report["error"]["field"], "--path");
+    assert_eq!(report["error"]["code"], "invalid_path");
+    let output = binary()
+        .args(["swap-plan", "--json", "--root"])
+        .arg(&vps.root)
+        .args(["--headroom-mib", "1000000000"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["error"]["field"], "--size-mib");
+    assert_eq!(report["error"]["code"], "not_enough_space");
+    assert!(
+        report["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("MiB needed"),
+        "{report}"
+    );
+}

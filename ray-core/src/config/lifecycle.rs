@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LifecycleConfig {
     /// Memory the managed models may use together, in MiB (64 to 1048576). Default: the
-    /// gateway's cgroup memory limit, else the machine's memory, less `reserveMiB`.
+    /// gateway's cgroup memory limit, else the machine's memory, less `reserveMiB`. Never more
+    /// than the host policy's `maxMemoryMiB` less `reserveMiB`.
     #[serde(
         rename = "memoryBudgetMiB",
         default,
@@ -46,6 +47,8 @@ pub struct LifecycleConfig {
     pub state_dir: String,
 }
 
+/// The smallest `lifecycle.memoryBudgetMiB`.
+pub const MIN_MEMORY_BUDGET_MIB: u64 = 64;
 /// The default `lifecycle.reserveMiB`.
 pub const DEFAULT_RESERVE_MIB: u64 = 768;
 /// The default `lifecycle.drainTimeoutMs`.

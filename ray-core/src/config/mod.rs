@@ -38,6 +38,7 @@ pub use explain_models::explain_models;
 pub use hooks::{DEFAULT_HOOK_TIMEOUT_MS, HOOK_EVENTS, HookConfig, MAX_HOOKS};
 pub use lifecycle::{
     DEFAULT_DRAIN_TIMEOUT_MS, DEFAULT_MIN_RESIDENT_MS, DEFAULT_RESERVE_MIB, LifecycleConfig,
+    MIN_MEMORY_BUDGET_MIB,
 };
 pub use limits::{
     FIELD_LIMITS, FieldLimit, HEADER_VALUE_MAX_CHARS, Limit, limits_of, rule_path, schema_keywords,

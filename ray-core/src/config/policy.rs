@@ -19,7 +19,8 @@ const MAX_POLICY_BYTES: u64 = 64 * 1024;
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HostPolicy {
     /// Memory Ray and its models may use, in MiB: `operational.memoryClassMiB` (the deploy
-    /// memory budget the units are rendered with) is cut to it.
+    /// memory budget the units are rendered with) is cut to it, and the managed models' budget
+    /// (`lifecycle.memoryBudgetMiB`, or its default) to it less `lifecycle.reserveMiB`.
     #[serde(
         rename = "maxMemoryMiB",
         default,

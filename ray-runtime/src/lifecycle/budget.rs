@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use ray_core::config::{LifecycleConfig, RayConfig};
+use ray_core::config::{HostPolicy, LifecycleConfig, RayConfig};
 
 use crate::footprint::{LlamaEstimate, MeasuredFootprints, footprint_key};
 
@@ -17,6 +17,8 @@ pub enum BudgetSource {
     Machine,
     /// Nothing could be read: the reserve alone is not enough to size anything.
     Unknown,
+    /// The host policy's `maxMemoryMiB`, less `reserveMiB`: the budget above would exceed it.
+    Policy,
 }
 
 impl BudgetSource {
@@ -27,6 +29,7 @@ impl BudgetSource {
             BudgetSource::Cgroup => "the cgroup memory limit less lifecycle.reserveMiB",
             BudgetSource::Machine => "the machine's memory less lifecycle.reserveMiB",
             BudgetSource::Unknown => "no readable memory size",
+            BudgetSource::Policy => "the host policy's maxMemoryMiB less lifecycle.reserveMiB",
         }
     }
 }
@@ -63,8 +66,30 @@ fn machine_memory(root: &Path) -> Option<u64> {
 }
 
 /// The budget in MiB and where it came from: `memoryBudgetMiB`, else the cgroup limit, else
-/// the machine's memory, less `reserveMiB`. Files are read below `root`.
-pub fn memory_budget(lifecycle: &LifecycleConfig, root: &Path) -> (u64, BudgetSource) {
+/// the machine's memory, less `reserveMiB`; never more than the host policy's `maxMemoryMiB`
+/// less `reserveMiB` (`policy`: the config's, [`RayConfig::policy`]). Files are read below
+/// `root`.
+pub fn memory_budget(
+    lifecycle: &LifecycleConfig,
+    policy: Option<&HostPolicy>,
+    root: &Path,
+) -> (u64, BudgetSource) {
+    let (budget, source) = unclamped_budget(lifecycle, root);
+    match policy.and_then(|p| p.max_memory_mib) {
+        Some(max) => {
+            let cap = u64::from(max).saturating_sub(lifecycle.reserve_mib);
+            if budget > cap || source == BudgetSource::Unknown {
+                (cap, BudgetSource::Policy)
+            } else {
+                (budget, source)
+            }
+        }
+        None => (budget, source),
+    }
+}
+
+/// The budget before the host policy.
+fn unclamped_budget(lifecycle: &LifecycleConfig, root: &Path) -> (u64, BudgetSource) {
     if let Some(budget) = lifecycle.memory_budget_mib {
         return (budget, BudgetSource::Config);
     }
@@ -75,6 +100,25 @@ pub fn memory_budget(lifecycle: &LifecycleConfig, root: &Path) -> (u64, BudgetSo
     match bytes {
         Some(bytes) => ((bytes >> 20).saturating_sub(lifecycle.reserve_mib), source),
         None => (0, BudgetSource::Unknown),
+    }
+}
+
+/// Where the host policy cut the default budget: `(before, where it came from, after)`, or
+/// `None` when it did not (no policy limit, a default already within it, no readable memory
+/// size so that the policy's figure is the budget rather than a cut, or a budget the config
+/// sets, which the loader cuts and reports itself).
+pub fn policy_cut(
+    lifecycle: &LifecycleConfig,
+    policy: Option<&HostPolicy>,
+    root: &Path,
+) -> Option<(u64, BudgetSource, u64)> {
+    if lifecycle.memory_budget_mib.is_some() {
+        return None;
+    }
+    let (before, source) = unclamped_budget(lifecycle, root);
+    match memory_budget(lifecycle, policy, root) {
+        (after, BudgetSource::Policy) if before > after => Some((before, source, after)),
+        _ => None,
     }
 }
 
@@ -99,7 +143,7 @@ pub struct ModelFit {
 /// `lifecycle` section; `None` otherwise). Files are read below `root`.
 pub fn fit(config: &RayConfig, root: &Path) -> Option<(u64, BudgetSource, Vec<ModelFit>)> {
     let lifecycle = config.lifecycle.as_ref()?;
-    let (budget, source) = memory_budget(lifecycle, root);
+    let (budget, source) = memory_budget(lifecycle, config.policy.as_ref(), root);
     let measured = MeasuredFootprints::open(Path::new(&lifecycle.state_dir));
     let entries: Vec<(String, &ray_core::config::ModelConfig)> = if config.models.is_empty() {
         vec![("model".into(), &config.model)]
@@ -147,7 +191,10 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let r = root.path();
         let mut lifecycle = LifecycleConfig::default();
-        assert_eq!(memory_budget(&lifecycle, r), (0, BudgetSource::Unknown));
+        assert_eq!(
+            memory_budget(&lifecycle, None, r),
+            (0, BudgetSource::Unknown)
+        );
         std::fs::create_dir_all(r.join("proc/self")).unwrap();
         std::fs::write(
             r.join("proc/meminfo"),
@@ -155,7 +202,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            memory_budget(&lifecycle, r),
+            memory_budget(&lifecycle, None, r),
             (3920 - 768, BudgetSource::Machine)
         );
         std::fs::write(r.join("proc/self/cgroup"), "0::/system.slice/ray.service\n").unwrap();
@@ -168,10 +215,59 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            memory_budget(&lifecycle, r),
+            memory_budget(&lifecycle, None, r),
             (3072 - 768, BudgetSource::Cgroup)
         );
         lifecycle.memory_budget_mib = Some(2048);
-        assert_eq!(memory_budget(&lifecycle, r), (2048, BudgetSource::Config));
+        assert_eq!(
+            memory_budget(&lifecycle, None, r),
+            (2048, BudgetSource::Config)
+        );
+    }
+
+    #[test]
+    fn the_host_policy_caps_the_budget_less_the_reserve() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        std::fs::create_dir_all(r.join("proc")).unwrap();
+        std::fs::write(r.join("proc/meminfo"), "MemTotal:        8192000 kB\n").unwrap();
+        let mut lifecycle = LifecycleConfig::default();
+        let policy = HostPolicy {
+            max_memory_mib: Some(3072),
+            ..HostPolicy::default()
+        };
+        // The machine's 8000 MiB less 768 is more than the policy's 3072 less 768.
+        assert_eq!(
+            memory_budget(&lifecycle, Some(&policy), r),
+            (3072 - 768, BudgetSource::Policy)
+        );
+        assert_eq!(
+            policy_cut(&lifecycle, Some(&policy), r),
+            Some((8000 - 768, BudgetSource::Machine, 3072 - 768))
+        );
+        // A policy above what the machine has changes nothing.
+        let roomy = HostPolicy {
+            max_memory_mib: Some(16_384),
+            ..HostPolicy::default()
+        };
+        assert_eq!(
+            memory_budget(&lifecycle, Some(&roomy), r),
+            (8000 - 768, BudgetSource::Machine)
+        );
+        assert_eq!(policy_cut(&lifecycle, Some(&roomy), r), None);
+        // Nothing readable: the policy's figure is the budget.
+        let empty = tempfile::tempdir().unwrap();
+        assert_eq!(
+            memory_budget(&lifecycle, Some(&policy), empty.path()),
+            (3072 - 768, BudgetSource::Policy)
+        );
+        assert_eq!(policy_cut(&lifecycle, Some(&policy), empty.path()), None);
+        // A budget the config sets is capped too (the loader has already cut and reported it).
+        lifecycle.memory_budget_mib = Some(4096);
+        assert_eq!(
+            memory_budget(&lifecycle, Some(&policy), r),
+            (3072 - 768, BudgetSource::Policy)
+        );
+        assert_eq!(policy_cut(&lifecycle, Some(&policy), r), None);
     }
 }

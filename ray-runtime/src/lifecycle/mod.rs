@@ -36,7 +36,7 @@ mod shell;
 #[cfg(test)]
 mod tests;
 
-pub use budget::{BudgetSource, ModelFit, fit, memory_budget};
+pub use budget::{BudgetSource, ModelFit, fit, memory_budget, policy_cut};
 pub use core::{
     Admission, Effect, FAILED_RETRY, Lifecycle, LifecycleModel, LifecycleSettings, ModelState,
     ModelStatus, Refusal, Transition, WaiterId,

@@ -104,7 +104,7 @@ struct Copy {
     mode: u32,
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().fold(String::with_capacity(64), |mut out, b| {
         let _ = write!(out, "{b:02x}");
         out
@@ -113,6 +113,14 @@ fn hex(bytes: &[u8]) -> String {
 
 /// The SHA-256 of a file, streamed.
 pub fn sha256_file(path: &Path) -> std::io::Result<String> {
+    sha256_file_with(path, None)
+}
+
+/// The SHA-256 of a file, streamed, counting the bytes read on `progress`.
+pub fn sha256_file_with(
+    path: &Path,
+    mut progress: Option<&mut crate::ops::progress::Progress>,
+) -> std::io::Result<String> {
     let mut file = std::fs::File::open(path)?;
     let mut hasher = Sha256::new();
     let mut buffer = vec![0u8; 1 << 20];
@@ -122,6 +130,9 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
             break;
         }
         hasher.update(&buffer[..read]);
+        if let Some(progress) = progress.as_deref_mut() {
+            progress.advance(read as u64);
+        }
     }
     Ok(hex(&hasher.finalize()))
 }
@@ -130,7 +141,8 @@ fn mib(bytes: u64) -> f64 {
     bytes as f64 / 1_048_576.0
 }
 
-fn normalise_sha(flag: &str, value: Option<&str>) -> Result<Option<String>, String> {
+/// A SHA-256 in lower-case hex, or an error naming `flag`.
+pub fn normalise_sha(flag: &str, value: Option<&str>) -> Result<Option<String>, String> {
     let Some(value) = value else { return Ok(None) };
     let value = value.trim().to_ascii_lowercase();
     if value.len() != 64 || !value.chars().all(|c| c.is_ascii_hexdigit()) {

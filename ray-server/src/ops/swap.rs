@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
+use serde::Serialize;
 
 use crate::ops::host::Host;
 
@@ -30,6 +31,9 @@ pub struct SwapArgs {
     /// Perform the plan (as root).
     #[arg(long)]
     pub apply: bool,
+    /// Print the plan (and with --apply what was done) as one JSON document.
+    #[arg(long)]
+    pub json: bool,
     /// Work below this directory instead of `/` (for tests): host-wide commands (swapon,
     /// sysctl -w) are then skipped.
     #[arg(long, hide = true, default_value = "/")]
@@ -68,23 +72,114 @@ fn swap_command(step: &SwapStep, args: &SwapArgs) -> String {
     }
 }
 
-/// Runs `swap-plan`.
-pub fn run_swap(args: &SwapArgs) -> ExitCode {
+/// Why `swap-plan` stops: the flag to change, a stable code, and what to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SwapError {
+    /// The flag at fault, e.g. `--path`.
+    pub field: &'static str,
+    /// A stable code: `invalid_path`, `path_exists`, `not_enough_space`, `step_failed`.
+    pub code: &'static str,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+/// One command of the plan and what became of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StepReport {
+    /// The step's stable name: `allocate`, `chmod`, `mkswap`, `swapon`, `fstab`,
+    /// `sysctl_now`, `sysctl_persist`.
+    pub step: &'static str,
+    /// The shell command an operator would run.
+    pub command: String,
+    /// `planned` (a dry run), `done`, `skipped` (not on the real root) or `failed`.
+    pub status: &'static str,
+}
+
+/// What `swap-plan` found and planned: the document `--json` prints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SwapReport {
+    /// Always `ray-swap-plan`.
+    pub kind: &'static str,
+    /// False when the plan was refused or a step failed.
+    pub ok: bool,
+    /// Whether `--apply` was given.
+    pub apply: bool,
+    /// The swap file (`--path`).
+    pub path: String,
+    /// Swap the box has now, in MiB.
+    #[serde(rename = "swapMiB")]
+    pub swap_mib: u64,
+    /// Swap wanted in total (`--size-mib`).
+    #[serde(rename = "wantedSwapMiB")]
+    pub wanted_swap_mib: u64,
+    /// Active swap devices and files (`/proc/swaps`).
+    pub active: Vec<String>,
+    /// Free space where the swap file goes, in MiB, when a file is to be made.
+    #[serde(rename = "freeMiB")]
+    pub free_mib: Option<u64>,
+    /// Space the file needs with `--headroom-mib`, when a file is to be made.
+    #[serde(rename = "neededMiB")]
+    pub needed_mib: Option<u64>,
+    /// `vm.swappiness` now (null when unreadable).
+    pub swappiness: Option<u32>,
+    /// `vm.swappiness` wanted (`--swappiness`).
+    pub wanted_swappiness: u32,
+    /// The commands, in order; empty when the box already has everything.
+    pub steps: Vec<StepReport>,
+    /// Why the plan stopped, when it did.
+    pub error: Option<SwapError>,
+}
+
+fn step_name(step: &SwapStep) -> &'static str {
+    match step {
+        SwapStep::Allocate => "allocate",
+        SwapStep::Chmod => "chmod",
+        SwapStep::Mkswap => "mkswap",
+        SwapStep::Swapon => "swapon",
+        SwapStep::Fstab => "fstab",
+        SwapStep::SysctlNow => "sysctl_now",
+        SwapStep::SysctlPersist => "sysctl_persist",
+    }
+}
+
+/// Looks at the host and plans the steps (performing them with `--apply`); `text` receives
+/// the human lines as they happen.
+pub fn plan_swap(args: &SwapArgs, text: &mut dyn FnMut(String)) -> SwapReport {
+    let mut report = SwapReport {
+        kind: "ray-swap-plan",
+        ok: false,
+        apply: args.apply,
+        path: args.path.clone(),
+        swap_mib: 0,
+        wanted_swap_mib: args.size_mib,
+        active: Vec::new(),
+        free_mib: None,
+        needed_mib: None,
+        swappiness: None,
+        wanted_swappiness: args.swappiness,
+        steps: Vec::new(),
+        error: None,
+    };
     if !args.path.starts_with('/')
         || args
             .path
             .chars()
             .any(|c| c.is_whitespace() || c.is_control())
     {
-        eprintln!(
-            "ray-server swap-plan: --path must be an absolute path without spaces, got {:?}",
-            args.path
-        );
-        return ExitCode::from(2);
+        report.error = Some(SwapError {
+            field: "--path",
+            code: "invalid_path",
+            message: format!(
+                "--path must be an absolute path without spaces, got {:?}",
+                args.path
+            ),
+        });
+        return report;
     }
     let host = Host::new(&args.root);
     let memory = host.meminfo();
-    let active: Vec<String> = host
+    report.active = host
         .read("/proc/swaps")
         .unwrap_or_default()
         .lines()
@@ -92,37 +187,52 @@ pub fn run_swap(args: &SwapArgs) -> ExitCode {
         .filter_map(|l| l.split_whitespace().next().map(String::from))
         .collect();
     let current_swap = memory.map_or(0, |m| m.swap_total_mib);
+    report.swap_mib = current_swap;
     let mut steps = Vec::new();
-    println!(
+    text(format!(
         "swap: {current_swap} MiB now{}; {} MiB wanted",
-        if active.is_empty() {
+        if report.active.is_empty() {
             String::new()
         } else {
-            format!(" ({})", active.join(", "))
+            format!(" ({})", report.active.join(", "))
         },
         args.size_mib
-    );
+    ));
     // A little under the target counts: the kernel reports one page less than the file.
     if current_swap + 8 >= args.size_mib {
-        println!("  enough swap already: no swap file to add");
-    } else if active.contains(&args.path) || host.exists(&args.path) {
-        println!(
-            "  refused   {} already exists; remove it or choose another --path",
+        text("  enough swap already: no swap file to add".into());
+    } else if report.active.contains(&args.path) || host.exists(&args.path) {
+        let message = format!(
+            "{} already exists; remove it or choose another --path",
             args.path
         );
-        return ExitCode::FAILURE;
+        text(format!("  refused   {message}"));
+        report.error = Some(SwapError {
+            field: "--path",
+            code: "path_exists",
+            message,
+        });
+        return report;
     } else {
         let free = host.free_mib(&args.path).unwrap_or(0);
         let needed = args.size_mib + args.headroom_mib;
+        report.free_mib = Some(free);
+        report.needed_mib = Some(needed);
         if free < needed {
-            println!(
-                "  refused   {free} MiB free where {} goes; {needed} MiB needed ({} MiB of swap \
-                 plus {} MiB headroom)",
+            let message = format!(
+                "{free} MiB free where {} goes; {needed} MiB needed ({} MiB of swap plus {} MiB \
+                 headroom)",
                 args.path, args.size_mib, args.headroom_mib
             );
-            return ExitCode::FAILURE;
+            text(format!("  refused   {message}"));
+            report.error = Some(SwapError {
+                field: "--size-mib",
+                code: "not_enough_space",
+                message,
+            });
+            return report;
         }
-        println!("  space     {free} MiB free, {needed} MiB needed");
+        text(format!("  space     {free} MiB free, {needed} MiB needed"));
         steps.extend([
             SwapStep::Allocate,
             SwapStep::Chmod,
@@ -138,6 +248,7 @@ pub fn run_swap(args: &SwapArgs) -> ExitCode {
         }
     }
     let swappiness = host.swappiness();
+    report.swappiness = swappiness;
     if swappiness != Some(args.swappiness) {
         steps.push(SwapStep::SysctlNow);
     }
@@ -147,37 +258,80 @@ pub fn run_swap(args: &SwapArgs) -> ExitCode {
     if !persisted {
         steps.push(SwapStep::SysctlPersist);
     }
-    println!(
+    text(format!(
         "  swappiness {} now, {} wanted",
         swappiness.map_or("unknown".into(), |s| s.to_string()),
         args.swappiness
-    );
+    ));
+    report.steps = steps
+        .iter()
+        .map(|step| StepReport {
+            step: step_name(step),
+            command: swap_command(step, args),
+            status: "planned",
+        })
+        .collect();
+    report.ok = true;
     if steps.is_empty() {
-        println!("nothing to do");
-        return ExitCode::SUCCESS;
+        text("nothing to do".into());
+        return report;
     }
-    println!("commands:");
+    text("commands:".into());
     for step in &steps {
-        println!("  {}", swap_command(step, args));
+        text(format!("  {}", swap_command(step, args)));
     }
     if !args.apply {
-        println!("dry run: nothing was changed; run them, or add --apply (as root)");
-        return ExitCode::SUCCESS;
+        text("dry run: nothing was changed; run them, or add --apply (as root)".into());
+        return report;
     }
-    for step in &steps {
+    for (i, step) in steps.iter().enumerate() {
         match apply_swap_step(step, args, &host) {
-            Ok(Some(note)) => println!("{note}"),
-            Ok(None) => println!("done: {}", swap_command(step, args)),
+            Ok(Some(note)) => {
+                report.steps[i].status = "skipped";
+                text(note);
+            }
+            Ok(None) => {
+                report.steps[i].status = "done";
+                text(format!("done: {}", swap_command(step, args)));
+            }
             Err(error) => {
-                eprintln!(
-                    "ray-server swap-plan: {}: {error}",
-                    swap_command(step, args)
-                );
-                return ExitCode::FAILURE;
+                report.steps[i].status = "failed";
+                report.ok = false;
+                report.error = Some(SwapError {
+                    field: "--apply",
+                    code: "step_failed",
+                    message: format!("{}: {error}", swap_command(step, args)),
+                });
+                return report;
             }
         }
     }
-    ExitCode::SUCCESS
+    report
+}
+
+/// Runs `swap-plan`.
+pub fn run_swap(args: &SwapArgs) -> ExitCode {
+    let report = if args.json {
+        plan_swap(args, &mut |_| {})
+    } else {
+        plan_swap(args, &mut |line| println!("{line}"))
+    };
+    if args.json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(text) => println!("{text}"),
+            Err(error) => eprintln!("cannot print JSON: {error}"),
+        }
+    } else if let Some(error) = &report.error
+        && error.code != "path_exists"
+        && error.code != "not_enough_space"
+    {
+        eprintln!("ray-server swap-plan: {}", error.message);
+    }
+    match &report.error {
+        None => ExitCode::SUCCESS,
+        Some(error) if error.code == "invalid_path" => ExitCode::from(2),
+        Some(_) => ExitCode::FAILURE,
+    }
 }
 
 fn run_tool(program: &str, args: &[&str]) -> Result<(), String> {

@@ -65,7 +65,13 @@ pub(crate) fn validate_lifecycle(config: &RayConfig) -> Vec<Diagnostic> {
         return out;
     };
     if let Some(budget) = lifecycle.memory_budget_mib {
-        range(&mut out, "lifecycle.memoryBudgetMiB", budget, 64, 1_048_576);
+        range(
+            &mut out,
+            "lifecycle.memoryBudgetMiB",
+            budget,
+            crate::config::lifecycle::MIN_MEMORY_BUDGET_MIB,
+            1_048_576,
+        );
     }
     range(
         &mut out,

@@ -87,6 +87,36 @@ pub(crate) fn apply_policy(
         d.source = Some(format!("policy {source}"));
         errors.push(d);
     };
+    // The models' budget: what the policy allows Ray and its models, less the gateway's and
+    // the OS's reserve. A budget left to its default is cut where it is computed (the runtime's
+    // `lifecycle::memory_budget`, which reads `config.policy`).
+    if let (Some(max), Some(lifecycle)) = (policy.max_memory_mib, &mut config.lifecycle) {
+        let cap = u64::from(max).saturating_sub(lifecycle.reserve_mib);
+        if cap < crate::config::lifecycle::MIN_MEMORY_BUDGET_MIB {
+            error(
+                "lifecycle.reserveMiB".into(),
+                format!(
+                    "the host policy allows Ray and its models {max} MiB; less the {} MiB of \
+                     lifecycle.reserveMiB that leaves {cap} MiB for the models, under the {} MiB \
+                     a budget needs: lower reserveMiB or ask for a larger maxMemoryMiB",
+                    lifecycle.reserve_mib,
+                    crate::config::lifecycle::MIN_MEMORY_BUDGET_MIB
+                ),
+            );
+        } else if let Some(asked) = lifecycle.memory_budget_mib
+            && asked > cap
+        {
+            cut(
+                "lifecycle.memoryBudgetMiB".into(),
+                format!(
+                    "cut from {asked} to {cap}: the host policy allows Ray and its models {max} \
+                     MiB, less lifecycle.reserveMiB ({} MiB) for the gateway and the OS",
+                    lifecycle.reserve_mib
+                ),
+            );
+            lifecycle.memory_budget_mib = Some(cap);
+        }
+    }
     if let Some(dirs) = &policy.model_dirs {
         let entries: Vec<(String, &crate::config::types::ModelConfig)> = if config.models.is_empty()
         {

@@ -358,11 +358,21 @@ async fn measure(
         rss.extend(gateway_rss(&client, target).await);
     }
     let next = Arc::new(AtomicUsize::new(0));
+    // The run's progress on stderr (the report goes to stdout), drawn like provision's.
+    let progress = Arc::new(parking_lot::Mutex::new(
+        crate::ops::progress::Progress::new(
+            "bench requests",
+            Some(requests as u64),
+            0,
+            crate::ops::progress::Unit::Items,
+        ),
+    ));
     let started = Instant::now();
     let (done_tx, mut done_rx) = tokio::sync::watch::channel(false);
     let workers = (0..concurrency).map(|_| {
         let next = next.clone();
         let client = client.clone();
+        let progress = progress.clone();
         async move {
             let mut samples = Vec::new();
             loop {
@@ -373,6 +383,7 @@ async fn measure(
                 let item_index = index % workload.items.len();
                 let item = &workload.items[item_index];
                 samples.push(send(&client, target, item, item_index).await);
+                progress.lock().advance(1);
             }
         }
     });
@@ -398,6 +409,9 @@ async fn measure(
     };
     let (results, during) = tokio::join!(run, sampler);
     let wall = started.elapsed();
+    if let Ok(progress) = Arc::try_unwrap(progress) {
+        progress.into_inner().finish();
+    }
     rss.extend(during);
     if !target.direct {
         rss.extend(gateway_rss(&client, target).await);

@@ -80,9 +80,25 @@ fn config(ctx: &mut Ctx<'_>) {
     const C: &str = "config";
     ctx.env_file = EnvFile::read(&ctx.env_path).ok();
     let env = ctx.env_path.exists().then(|| ctx.env_path.clone());
-    match ctx.args.deploy.load(env.as_deref()) {
+    match ctx
+        .args
+        .deploy
+        .load_below(env.as_deref(), &ctx.host.path("/"))
+    {
         Ok(loaded) => {
             for warning in &loaded.warnings {
+                ctx.push(
+                    C,
+                    Level::Warn,
+                    "config_warning",
+                    format!("{}: {warning}", ctx.config_flag()),
+                );
+            }
+            // A default lifecycle budget the host policy cuts (a configured one is among the
+            // loader's warnings above).
+            if let Some((_, warning)) =
+                crate::ops::check::policy_budget_cut(&loaded.config, &ctx.host.path("/"))
+            {
                 ctx.push(
                     C,
                     Level::Warn,
