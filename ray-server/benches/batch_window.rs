@@ -1,7 +1,8 @@
 //! Whether `scheduler.batchWindowMs` pays off in front of a real `llama-server`: the same
 //! requests, in one run, through a release `ray-server` (llama.cpp adapter, result cache off)
-//! with the window off (0), at the profile default and at a larger value, at 1, 2 and 8
-//! concurrent clients.
+//! with the window off (0), at the profiles' former default and at a larger value, at 1, 2 and
+//! 8 concurrent clients. (The profiles now leave it off; `docs/performance.md` has the figures
+//! that decided it.)
 //!
 //! Each client is one conversation-like stream: its own long system prompt (about 300 tokens,
 //! different from the first token on, so no two clients share a prefix) and a numbered
@@ -12,8 +13,7 @@
 //!
 //! `llama-server` runs as the profiles launch it (`--cache-ram 512 --cache-reuse 256`), with
 //! as many slots as Ray has permits. Two settings are measured: two permits (the `sub1b` and
-//! `1b-8gb` profiles, default window 10 ms) and one permit (`sub1b-cax11` and `1b`, default
-//! 5 ms). Every cell starts a fresh `ray-server`, warms each client's prefix once (one request
+//! `1b-8gb` profiles, whose window was 10 ms) and one permit (`sub1b-cax11` and `1b`, 5 ms). Every cell starts a fresh `ray-server`, warms each client's prefix once (one request
 //! per client, one at a time), then times the cell. Rounds repeat every cell, in the opposite
 //! window order each round, so the machine's drift falls on all windows alike.
 //!
@@ -109,7 +109,8 @@ fn env_number(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// The windows measured with `permits` permits: off, the profile default, and a larger one.
+/// The windows measured with `permits` permits: off, the profiles' former default, and a
+/// larger one.
 fn windows(permits: u32) -> [u64; 3] {
     if permits >= 2 {
         [0, 10, 50]

@@ -157,6 +157,8 @@ fn check_config(args: &CheckConfigArgs) -> ExitCode {
                     loaded.config.profile,
                     loaded.warnings.len()
                 );
+                let view = redacted_json(&loaded.config);
+                println!("  {}", crate::explain::batch_window(&view));
                 if loaded.config.model_entries().len() > 1
                     || !loaded.config.routing.rules.is_empty()
                 {
