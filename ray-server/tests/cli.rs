@@ -49,6 +49,8 @@ fn check_config_accepts_every_example() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert_eq!(stdout.matches(": ok (").count(), 22, "{stdout}");
+    // Each says what its batch window does and why the default is off.
+    assert_eq!(stdout.matches("(batchWindowMs").count(), 22, "{stdout}");
 }
 
 #[test]

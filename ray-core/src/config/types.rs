@@ -339,7 +339,13 @@ pub struct SchedulerConfig {
     pub dedupe_inflight: bool,
     /// How long a freed permit may wait for a better-matching request when others are queued,
     /// 0 to 1000 ms and less than `requestTimeoutMs`. Never delays a request when the queue is
-    /// empty. Env: `RAY_SCHEDULER_BATCH_WINDOW_MS`.
+    /// empty. Off (0) in every profile: `llama-server`'s own prompt cache (`--cache-ram`, on
+    /// unless it is 0; every llama.cpp profile sets `launchProfile.cacheRamMiB`) already
+    /// restores a client's prefix on any slot, and with it a held permit gave no more
+    /// throughput and a p99 three times higher at 8 clients. Worth 10 ms only in front of a
+    /// backend without such a cache (`cacheRamMiB: 0`), where it doubled throughput under
+    /// contention at a higher p99 (see `docs/performance.md`).
+    /// Env: `RAY_SCHEDULER_BATCH_WINDOW_MS`.
     pub batch_window_ms: u64,
     /// How many queued requests past the head are considered for slot affinity, 1 to `maxQueue`.
     /// Env: `RAY_SCHEDULER_AFFINITY_LOOKAHEAD`.

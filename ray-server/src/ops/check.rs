@@ -120,6 +120,8 @@ pub struct FileReport {
     pub models: Vec<String>,
     /// The memory fit, with a `lifecycle` section.
     pub memory: Option<MemoryReport>,
+    /// What the batch window does and why its default is off, when the file loads.
+    pub batch_window: Option<String>,
     /// How many of `diagnostics` the loader gave (the memory fit's follow).
     #[serde(skip)]
     loader_diagnostics: usize,
@@ -137,6 +139,7 @@ pub fn check_file(file: &Path, with_env: bool) -> FileReport {
         diagnostics: Vec::new(),
         models: Vec::new(),
         memory: None,
+        batch_window: None,
         loader_diagnostics: 0,
     };
     let mut loader = ConfigLoader::new();
@@ -156,6 +159,9 @@ pub fn check_file(file: &Path, with_env: bool) -> FileReport {
             report.default_model = Some(default.to_string());
             report.diagnostics = loaded.warnings.clone();
             report.loader_diagnostics = report.diagnostics.len();
+            report.batch_window = Some(crate::explain::batch_window(
+                &ray_core::config::redacted_json(config),
+            ));
             if config.model_entries().len() > 1 || !config.routing.rules.is_empty() {
                 report.models = ray_core::config::explain_models(config);
             }
@@ -287,6 +293,9 @@ fn print_text(report: &FileReport) {
         report.adapter.as_deref().unwrap_or("?"),
         loader.len()
     );
+    if let Some(sentence) = &report.batch_window {
+        println!("  {sentence}");
+    }
     for sentence in &report.models {
         println!("  {sentence}");
     }
