@@ -1041,7 +1041,7 @@ async fn bench_measures_ray_and_the_backend_directly() {
 }
 
 /// The footprint estimate against the real child: each fixture model is started supervised
-/// with a lifecycle state directory; once it answers, its RSS after warm-up is kept in
+/// and pinned, with a lifecycle state directory; once it answers, its RSS after warm-up is kept in
 /// `footprints.json`, and the estimate is within 25% of it.
 #[tokio::test]
 #[ignore = "needs the llama.cpp fixture (tools/llama-fixture/setup.sh)"]
@@ -1054,6 +1054,8 @@ async fn the_footprint_estimate_is_within_a_quarter_of_the_measured_rss() {
         config["model"]["adapter"]["launchProfile"]["modelPath"] =
             serde_json::json!(fixture::model(name).display().to_string());
         config["lifecycle"] = serde_json::json!({ "stateDir": state.display().to_string() });
+        // Pinned, so the lifecycle loads it at start rather than on the first request.
+        config["model"]["resident"] = serde_json::json!(true);
         let ray = deploy_tools::RayProcess::start(dir.path(), &config);
         let limit = Duration::from_secs(60);
         let footprints = state.join("footprints.json");
@@ -1064,15 +1066,25 @@ async fn the_footprint_estimate_is_within_a_quarter_of_the_measured_rss() {
                 .is_some_and(|v| v["models"]["ray-test"]["loadMiB"].is_u64())
         })
         .await;
-        // While the child runs, its pid file names it.
-        let pid = ray.backend_process().await.unwrap()["pid"]
-            .as_u64()
-            .unwrap();
+        // While the child runs, its pid file names it: that pid runs the recorded command.
         let record: serde_json::Value = serde_json::from_slice(
             &std::fs::read(state.join("children/ray-test.pid.json")).unwrap(),
         )
         .unwrap();
-        assert_eq!(record["pid"].as_u64(), Some(pid));
+        let pid = record["pid"].as_u64().unwrap();
+        let running: Vec<String> = std::fs::read(format!("/proc/{pid}/cmdline"))
+            .unwrap()
+            .split(|b| *b == 0)
+            .filter(|part| !part.is_empty())
+            .map(|part| String::from_utf8_lossy(part).into_owned())
+            .collect();
+        let recorded: Vec<String> = serde_json::from_value(record["cmdline"].clone()).unwrap();
+        assert_eq!(running, recorded, "pid {pid}");
+        let (_, health) = ray.get("/health").await.unwrap();
+        assert_eq!(
+            health["models"][0]["lifecycle"]["state"], "ready",
+            "{health}"
+        );
         let kept: serde_json::Value =
             serde_json::from_slice(&std::fs::read(&footprints).unwrap()).unwrap();
         let measured = kept["models"]["ray-test"]["loadMiB"].as_u64().unwrap() as f64;
