@@ -746,43 +746,6 @@ pub struct GatewayHttpHealth {
     pub keep_alive_timeout_ms: u64,
 }
 
-#[cfg(test)]
-mod identity_tests {
-    use super::*;
-
-    #[test]
-    fn model_names_match_by_name_file_or_stem() {
-        assert!(model_names_match("qwen", "qwen"));
-        assert!(model_names_match("qwen", "/models/qwen.gguf"));
-        assert!(model_names_match("/srv/qwen.gguf", "qwen.gguf"));
-        assert!(!model_names_match("qwen", "llama"));
-        let identity = ModelIdentity::check("ray-tiny", "ray-large", false);
-        assert_eq!(identity.reason.as_deref(), Some("backend_model_mismatch"));
-    }
-
-    #[test]
-    fn a_mismatch_is_a_readiness_reason_after_the_providers() {
-        let mut readiness = Readiness::new(
-            "ray",
-            ProviderStatus::Ready,
-            0,
-            0,
-            PressureFlags {
-                queue: true,
-                ..PressureFlags::default()
-            },
-        );
-        readiness.backend_model_mismatch = true;
-        readiness.refresh();
-        assert_eq!(
-            readiness.reasons,
-            ["backend_model_mismatch", "queue_pressure"]
-        );
-        assert_eq!(readiness.status, HealthStatus::Degraded);
-        assert!(readiness.is_ready());
-    }
-}
-
 /// A node's view of its cluster: the NATS connection, the registry and its peers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -35,10 +35,12 @@ mod core;
 mod shell;
 #[cfg(test)]
 mod tests;
+mod types;
 
 pub use budget::{BudgetSource, ModelFit, fit, memory_budget, policy_cut};
-pub use core::{
-    Admission, Effect, FAILED_RETRY, Lifecycle, LifecycleModel, LifecycleSettings, ModelState,
-    ModelStatus, Refusal, Transition, WaiterId,
-};
+pub use core::{FAILED_RETRY, Lifecycle};
 pub use shell::{BoxFuture, LIFECYCLE_TICK, Lease, LifecycleShell, ModelDriver, TransitionSink};
+pub use types::{
+    Admission, Effect, LifecycleModel, LifecycleSettings, ModelState, ModelStatus, Refusal,
+    Transition, WaiterId,
+};

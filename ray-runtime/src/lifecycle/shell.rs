@@ -14,7 +14,8 @@ use parking_lot::Mutex;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::core::{Admission, Effect, Lifecycle, ModelStatus, Refusal, Transition, WaiterId};
+use super::core::Lifecycle;
+use super::types::{Admission, Effect, ModelStatus, Refusal, Transition, WaiterId};
 
 /// Starts and stops the processes of managed models, and reports back to the shell
 /// ([`LifecycleShell::loaded`], [`LifecycleShell::load_failed`], [`LifecycleShell::unloaded`],
@@ -329,7 +330,7 @@ pub const LIFECYCLE_TICK: Duration = Duration::from_millis(100);
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::panic)]
-    use super::super::core::{LifecycleModel, LifecycleSettings, ModelState};
+    use super::super::types::{LifecycleModel, LifecycleSettings, ModelState};
     use super::*;
 
     #[derive(Clone, Default)]
