@@ -15,52 +15,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::store::StoreError;
-
-/// A claim on one job, held until `expires_ms` unless renewed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Lease {
-    /// The job claimed.
-    pub job_id: String,
-    /// Who holds it (the store's name for its dispatcher).
-    pub holder: String,
-    /// Which claim of the job this is; a lease of an earlier claim is stale.
-    pub generation: u64,
-    /// When the lease ends, in Unix milliseconds.
-    pub expires_ms: u64,
-}
-
-/// Why a claim operation was refused.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ClaimError {
-    /// Someone else holds a live lease on the job.
-    #[error("job {job_id} is claimed by {holder} until {expires_ms} (Unix ms)")]
-    Held {
-        /// The job.
-        job_id: String,
-        /// Who holds it.
-        holder: String,
-        /// When that lease ends.
-        expires_ms: u64,
-    },
-    /// The lease is no longer the job's claim: it expired, was released, or the job was
-    /// claimed again since.
-    #[error("the lease on job {job_id} was lost")]
-    Lost {
-        /// The job.
-        job_id: String,
-    },
-    /// The job was completed: it can never be claimed again.
-    #[error("job {job_id} is completed")]
-    Completed {
-        /// The job.
-        job_id: String,
-    },
-    /// The store failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
+pub use super::store::{ClaimError, Lease};
 
 /// What a store keeps per job about its claims.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -6,8 +6,6 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::claim::{ClaimError, Lease};
-
 /// Durable storage of job records, one opaque byte string per job id.
 ///
 /// Methods block (the queue calls them from Tokio's blocking pool), so an implementation may
@@ -150,4 +148,49 @@ pub enum StoreError {
     /// Any other failure (a store of an embedder's own, a task that panicked).
     #[error("{0}")]
     Other(String),
+}
+
+/// A claim on one job, held until `expires_ms` unless renewed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// The job claimed.
+    pub job_id: String,
+    /// Who holds it (the store's name for its dispatcher).
+    pub holder: String,
+    /// Which claim of the job this is; a lease of an earlier claim is stale.
+    pub generation: u64,
+    /// When the lease ends, in Unix milliseconds.
+    pub expires_ms: u64,
+}
+
+/// Why a claim operation was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClaimError {
+    /// Someone else holds a live lease on the job.
+    #[error("job {job_id} is claimed by {holder} until {expires_ms} (Unix ms)")]
+    Held {
+        /// The job.
+        job_id: String,
+        /// Who holds it.
+        holder: String,
+        /// When that lease ends.
+        expires_ms: u64,
+    },
+    /// The lease is no longer the job's claim: it expired, was released, or the job was
+    /// claimed again since.
+    #[error("the lease on job {job_id} was lost")]
+    Lost {
+        /// The job.
+        job_id: String,
+    },
+    /// The job was completed: it can never be claimed again.
+    #[error("job {job_id} is completed")]
+    Completed {
+        /// The job.
+        job_id: String,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
