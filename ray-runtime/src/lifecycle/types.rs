@@ -121,7 +121,8 @@ pub enum Refusal {
 /// What happens to a request that asks for a model.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Admission {
-    /// The model is ready: go (counted in flight until [`Lifecycle::finished`]).
+    /// The model is ready: go (counted in flight until
+    /// [`Lifecycle::finished`](super::Lifecycle::finished)).
     Go,
     /// Wait: an [`Effect::Serve`] or [`Effect::Refuse`] with this id follows.
     Wait(WaiterId),
@@ -145,18 +146,19 @@ pub struct Transition {
 /// What the shell must do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
-    /// Start the model's process; report [`Lifecycle::loaded`] or [`Lifecycle::load_failed`].
+    /// Start the model's process; report [`Lifecycle::loaded`](super::Lifecycle::loaded) or
+    /// [`Lifecycle::load_failed`](super::Lifecycle::load_failed).
     Load {
         /// The model's index.
         model: usize,
     },
-    /// Stop the model's process; report [`Lifecycle::unloaded`].
+    /// Stop the model's process; report [`Lifecycle::unloaded`](super::Lifecycle::unloaded).
     Unload {
         /// The model's index.
         model: usize,
     },
     /// The waiting request may go (it is counted in flight on `model` until
-    /// [`Lifecycle::finished`]).
+    /// [`Lifecycle::finished`](super::Lifecycle::finished)).
     Serve {
         /// The request.
         waiter: WaiterId,
