@@ -1187,6 +1187,12 @@ async fn the_gateway_loads_models_on_demand_and_swaps_them_within_the_budget() {
         "minResidentMs": 0,
         "stateDir": state.display().to_string(),
     });
+    // Each transition is also an event hook: a command appends the events to a file.
+    let events_file = dir.path().join("events.jsonl");
+    config["hooks"] = serde_json::json!([{
+        "events": ["model_lifecycle_changed"],
+        "command": ["/bin/sh", "-c", format!("cat >> {}", events_file.display())],
+    }]);
     let ray = deploy_tools::RayProcess::start(dir.path(), &config);
     let limit = Duration::from_secs(60);
     ray.wait_for("the gateway", limit, || async {
@@ -1330,6 +1336,33 @@ async fn the_gateway_loads_models_on_demand_and_swaps_them_within_the_budget() {
             .is_some_and(|r| r.contains("to make room"))),
         "{transitions:?}"
     );
+    // The hook saw the same transitions: a load and an eviction of each model, with reasons.
+    let events = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&events_file)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let seen = |model: &str, to: &str| {
+        events()
+            .iter()
+            .any(|e| e["model"] == model && e["to"] == to && e["reason"].is_string())
+    };
+    ray.wait_for("the lifecycle's hook events", limit, || async {
+        ["large", "xl"]
+            .iter()
+            .all(|m| seen(m, "loading") && seen(m, "ready") && seen(m, "unloading"))
+    })
+    .await;
+    for event in events() {
+        assert_eq!(event["type"], "model_lifecycle_changed", "{event}");
+        assert!(
+            event["from"].is_string() && event["to"].is_string(),
+            "{event}"
+        );
+    }
 
     // A model that can never fit is refused at once with the reason, never loaded.
     let (status, retry, body) = infer("xl-roomy", 8).await;
