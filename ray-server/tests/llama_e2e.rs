@@ -1112,6 +1112,47 @@ async fn the_footprint_estimate_is_within_a_quarter_of_the_measured_rss() {
     }
 }
 
+/// An entry of `models` for a managed fixture model on a port of its own. An entry takes no
+/// launch profile from the profile: it starts from the one the one-model fixture config gets,
+/// and changes what differs.
+fn managed_entry(id: &str, model: &str, cache_ram: i64) -> serde_json::Value {
+    let loaded = ray_core::config::ConfigLoader::new()
+        .with_json("test", supervised_fixture_config(free_port()).to_string())
+        .load()
+        .unwrap()
+        .config;
+    let mut launch = serde_json::to_value(loaded.model.adapter.launch_profile().unwrap()).unwrap();
+    let port = free_port();
+    launch["modelPath"] = serde_json::json!(fixture::model(model).display().to_string());
+    launch["alias"] = serde_json::json!(id);
+    launch["port"] = serde_json::json!(port);
+    launch["cacheRamMiB"] = serde_json::json!(cache_ram);
+    serde_json::json!({
+        "id": id, "contextWindow": 4096, "maxOutputTokens": 256,
+        "adapter": {
+            "kind": "llama.cpp",
+            "baseUrl": format!("http://127.0.0.1:{port}"),
+            "modelRef": id,
+            "timeoutMs": 30000,
+            "launchProfile": launch
+        }
+    })
+}
+
+/// The lifecycle's estimate of a `models` entry, in MiB.
+fn lifecycle_footprint(model: &serde_json::Value) -> u64 {
+    let mut config = supervised_fixture_config(free_port());
+    config["model"] = model.clone();
+    let loaded = ray_core::config::ConfigLoader::new()
+        .with_json("test", config.to_string())
+        .load()
+        .unwrap()
+        .config;
+    ray_runtime::footprint::LlamaEstimate::of_launch(loaded.model.adapter.launch_profile().unwrap())
+        .unwrap()
+        .lifecycle_mib(None)
+}
+
 /// The lifecycle through the gateway, with real children: two managed models whose budget
 /// holds one at a time, several clients alternating between them over HTTP, a third that never
 /// fits, a child killed mid-request, and the gateway killed with its children running.
@@ -1121,59 +1162,18 @@ async fn the_gateway_loads_models_on_demand_and_swaps_them_within_the_budget() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
 
-    use ray_runtime::footprint::LlamaEstimate;
     fixture::require();
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    // An entry of `models` takes no launch profile from the profile: start from the one the
-    // one-model fixture config gets, and change what differs.
-    let base_launch = {
-        let loaded = ray_core::config::ConfigLoader::new()
-            .with_json("test", supervised_fixture_config(free_port()).to_string())
-            .load()
-            .unwrap()
-            .config;
-        serde_json::to_value(loaded.model.adapter.launch_profile().unwrap()).unwrap()
-    };
-    let entry = |id: &str, model: &str, cache_ram: i64| {
-        let port = free_port();
-        let mut launch = base_launch.clone();
-        launch["modelPath"] = serde_json::json!(fixture::model(model).display().to_string());
-        launch["alias"] = serde_json::json!(id);
-        launch["port"] = serde_json::json!(port);
-        launch["cacheRamMiB"] = serde_json::json!(cache_ram);
-        serde_json::json!({
-            "id": id, "contextWindow": 4096, "maxOutputTokens": 256,
-            "adapter": {
-                "kind": "llama.cpp",
-                "baseUrl": format!("http://127.0.0.1:{port}"),
-                "modelRef": id,
-                "timeoutMs": 30000,
-                "launchProfile": launch
-            }
-        })
-    };
     let models = [
-        entry("large", "large", 0),
-        entry("xl", "xl", 0),
-        entry("xl-roomy", "xl", 4096),
+        managed_entry("large", "large", 0),
+        managed_entry("xl", "xl", 0),
+        managed_entry("xl-roomy", "xl", 4096),
     ];
-    let footprint = |model: &serde_json::Value| {
-        let mut config = supervised_fixture_config(free_port());
-        config["model"] = model.clone();
-        let loaded = ray_core::config::ConfigLoader::new()
-            .with_json("test", config.to_string())
-            .load()
-            .unwrap()
-            .config;
-        LlamaEstimate::of_launch(loaded.model.adapter.launch_profile().unwrap())
-            .unwrap()
-            .lifecycle_mib(None)
-    };
     // Room for the larger of the two, not for both.
-    let budget = footprint(&models[1]) + 16;
-    assert!(footprint(&models[0]) + footprint(&models[1]) > budget);
-    assert!(footprint(&models[2]) > budget);
+    let budget = lifecycle_footprint(&models[1]) + 16;
+    assert!(lifecycle_footprint(&models[0]) + lifecycle_footprint(&models[1]) > budget);
+    assert!(lifecycle_footprint(&models[2]) > budget);
     let mut config = supervised_fixture_config(free_port());
     config["model"] = models[0].clone();
     config["models"] = serde_json::json!(models);
@@ -1449,4 +1449,125 @@ async fn the_gateway_loads_models_on_demand_and_swaps_them_within_the_budget() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     drop(ray);
+}
+
+/// The prompt cache kept across a swap, with real children: `large` and `large-plain` are the
+/// same model file, `large` with a `slotSavePath`; `xl` needs the whole budget, so loading it
+/// unloads both. After the swap back, `large` finds the long system prompt in its restored
+/// slot, `large-plain` processes it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the llama.cpp fixture (tools/llama-fixture/setup.sh)"]
+async fn a_swapped_model_finds_its_prompt_cache_again() {
+    fixture::require();
+    let dir = tempfile::tempdir().unwrap();
+    let slots = dir.path().join("slots");
+    let mut kept = managed_entry("large", "large", 0);
+    kept["adapter"]["launchProfile"]["slotSavePath"] =
+        serde_json::json!(slots.display().to_string());
+    let plain = managed_entry("large-plain", "large", 0);
+    let evictor = managed_entry("xl", "xl", 0);
+    let budget = lifecycle_footprint(&evictor) + 16;
+    assert!(lifecycle_footprint(&kept) + lifecycle_footprint(&evictor) > budget);
+    let mut config = supervised_fixture_config(free_port());
+    config["model"] = kept.clone();
+    config["models"] = serde_json::json!([kept, plain, evictor]);
+    config["lifecycle"] = serde_json::json!({
+        "memoryBudgetMiB": budget,
+        "minResidentMs": 0,
+        "stateDir": dir.path().join("state").display().to_string(),
+    });
+    let ray = deploy_tools::RayProcess::start(dir.path(), &config);
+    let limit = Duration::from_secs(60);
+    ray.wait_for("the gateway", limit, || async {
+        ray.get("/livez").await.is_some()
+    })
+    .await;
+    // About 700 tokens of system prompt, the same for every request.
+    let system =
+        "You answer questions about queues on small servers, briefly and exactly. ".repeat(50);
+    let ask = |model: &'static str, question: &'static str| {
+        let url = ray.url("/v1/infer");
+        let system = system.clone();
+        async move {
+            let response = reqwest::Client::new()
+                .post(url)
+                .json(&serde_json::json!({
+                    "model": model, "system": system, "input": question, "maxTokens": 4,
+                    "cache": false, "diagnostics": true,
+                    "metadata": { "promptFamily": "swap.test" }
+                }))
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            let body: serde_json::Value = response.json().await.unwrap();
+            assert_eq!(status, 200, "{model}: {body}");
+            body["diagnostics"]["provider"].clone()
+        }
+    };
+    let cached = |provider: &serde_json::Value| provider["tokensCached"].as_u64().unwrap_or(0);
+    let first_kept = ask("large", "What is a queue?").await;
+    let first_plain = ask("large-plain", "What is a queue?").await;
+    let evaluated = first_kept["tokensEvaluated"].as_u64().unwrap();
+    assert!(evaluated > 400, "{first_kept}");
+    // Loading xl unloads both: large's slots are saved first.
+    let _ = ask("xl", "Hello").await;
+    let (_, listed) = ray.get("/v1/models").await.unwrap();
+    for model in listed["data"].as_array().unwrap() {
+        if model["id"] != "xl" {
+            assert_eq!(model["lifecycle"]["state"], "unloaded", "{model}");
+        }
+    }
+    let saved: Vec<_> = std::fs::read_dir(&slots)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        saved
+            .iter()
+            .any(|n| n.starts_with("large.") && n.ends_with(".bin")),
+        "{saved:?}"
+    );
+    assert!(
+        !saved.iter().any(|n| n.starts_with("large-plain")),
+        "{saved:?}"
+    );
+    // Back: large is restored and reuses the prompt; large-plain starts cold.
+    let second_kept = ask("large", "Why do queues need bounds?").await;
+    let second_plain = ask("large-plain", "Why do queues need bounds?").await;
+    println!(
+        "prompt of {evaluated} tokens after a swap: restored slots {} cached, prompt {} ms; \
+         without {} cached, prompt {} ms; before the swap {} ms and {} ms",
+        cached(&second_kept),
+        second_kept["timings"]["promptMs"],
+        cached(&second_plain),
+        second_plain["timings"]["promptMs"],
+        first_kept["timings"]["promptMs"],
+        first_plain["timings"]["promptMs"],
+    );
+    assert!(
+        cached(&second_kept) * 10 >= evaluated * 8,
+        "the restored slot held the system prompt: {second_kept}"
+    );
+    assert!(
+        cached(&second_plain) * 10 < evaluated,
+        "a model without slotSavePath starts cold: {second_plain}"
+    );
+    let log = ray.log();
+    let line = |message: &str| {
+        log.iter()
+            .find(|l| l["message"] == message && l["model"] == "large")
+            .cloned()
+            .unwrap_or_else(|| panic!("no {message:?} line in {log:?}"))
+    };
+    assert!(line("llama-server slots saved")["tokens"].as_u64().unwrap() > 400);
+    assert!(
+        line("llama-server slots restored")["tokens"]
+            .as_u64()
+            .unwrap()
+            > 400
+    );
+    let (code, _) = ray.terminate();
+    assert_eq!(code, Some(0));
 }

@@ -162,6 +162,7 @@ pub const FIELD_LIMITS: &[FieldLimit] = &[
     rule("model.adapter.launchProfile.host", Limit::LoopbackHost),
     int("model.adapter.launchProfile.port", 1, 65_535),
     text("model.adapter.launchProfile.alias", 256, false),
+    text("model.adapter.launchProfile.slotSavePath", 4_096, false),
     int("model.adapter.launchProfile.ctxSize", 1, 32_768),
     int("model.adapter.launchProfile.parallel", 1, 8),
     int("model.adapter.launchProfile.threads", 1, 32),

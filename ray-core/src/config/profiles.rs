@@ -448,6 +448,7 @@ pub fn profile_defaults(profile: Profile) -> RayConfig {
                 enable_unified_kv: true,
                 cache_idle_slots: true,
                 context_shift: true,
+                slot_save_path: None,
                 extra_args: None,
                 supervise: false,
             }),

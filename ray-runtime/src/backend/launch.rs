@@ -79,6 +79,9 @@ pub fn llama_command(launch: &LaunchProfile) -> LlamaCommand {
             "--no-context-shift",
         ),
     ]);
+    if let Some(dir) = &launch.slot_save_path {
+        args.extend(["--slot-save-path".into(), dir.clone()]);
+    }
     if let Some(extra) = &launch.extra_args {
         args.extend(extra.iter().cloned());
     }

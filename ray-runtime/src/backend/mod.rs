@@ -6,6 +6,7 @@ pub mod child;
 mod launch;
 pub mod ondemand;
 pub(crate) mod process;
+pub mod slots;
 pub mod supervise;
 
 pub use launch::{LLAMA_OOM_SCORE_ADJUST, LlamaCommand, llama_command};

@@ -19,6 +19,7 @@ use tokio::time::Instant;
 
 use super::child;
 use super::launch::llama_command;
+use super::slots::{SlotFiles, SlotReport};
 use super::supervise::{START_TIMEOUT, command, describe, forward, raise_oom_score, terminate};
 use crate::footprint::{Measured, MeasuredFootprints, footprint_key};
 use crate::lifecycle::{BoxFuture, LifecycleShell, ModelDriver};
@@ -157,6 +158,38 @@ async fn healthy(launch: &LaunchProfile, until: Instant) -> bool {
     false
 }
 
+/// Saves the running child's slots when the model has a `slotSavePath`.
+async fn save_slots(model: &ManagedProcess) {
+    if let Some(slots) = SlotFiles::of(&model.id, &model.launch) {
+        let started = Instant::now();
+        let saved = slots.save(&model.launch).await;
+        log_slots(&model.id, "saved", &saved, started.elapsed());
+    }
+}
+
+fn log_slots(model: &str, done: &str, report: &SlotReport, took: Duration) {
+    let ms = took.as_millis() as u64;
+    match &report.error {
+        None => tracing::info!(
+            model,
+            slots = report.slots,
+            tokens = report.tokens,
+            bytes = report.bytes,
+            ms,
+            "llama-server slots {done}"
+        ),
+        Some(error) => tracing::warn!(
+            model,
+            slots = report.slots,
+            tokens = report.tokens,
+            failed = report.failed,
+            error = %error,
+            ms,
+            "llama-server slots {done} in part; the prompt cache of the others is lost"
+        ),
+    }
+}
+
 fn rss_mib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     crate::pressure::parse_vm_rss(&status).map(|bytes| bytes.div_ceil(1 << 20))
@@ -189,6 +222,10 @@ async fn run(
         }
         let started = Instant::now();
         let program = llama_command(&model.launch).program;
+        if let Err(reason) = super::slots::prepare_dir(&model.launch) {
+            report(&|s| s.load_failed(index, reason.clone()));
+            continue;
+        }
         let spawned = match child::check_program(&program) {
             Ok(()) => child::spawn_tied(command(&model.launch, model.api_key_env.as_deref())).await,
             Err(error) => Err(error),
@@ -281,6 +318,13 @@ async fn run(
             })
             .await;
         }
+        if let Some(slots) = SlotFiles::of(&model.id, &model.launch) {
+            let started = Instant::now();
+            let restored = slots.restore(&model.launch).await;
+            if restored != SlotReport::default() {
+                log_slots(&model.id, "restored", &restored, started.elapsed());
+            }
+        }
         report(&|s| s.loaded(index, measured));
         // Running: until it dies or an unload is ordered.
         loop {
@@ -293,6 +337,7 @@ async fn run(
                 }
                 order = orders.recv() => match order {
                     Some(Order::Stop) => {
+                        save_slots(&model).await;
                         let _ = terminate(&mut process).await;
                         tracing::info!(model = %model.id, pid, "llama-server stopped: the gateway shuts down");
                         if let Some(path) = &pid_file {
@@ -301,6 +346,7 @@ async fn run(
                         return;
                     }
                     Some(Order::Unload) | None => {
+                        save_slots(&model).await;
                         let status = terminate(&mut process).await;
                         tracing::info!(
                             model = %model.id,

@@ -293,9 +293,12 @@ async fn supervise(
             );
         }
         let started = Instant::now();
-        let spawned = match child::check_program(&program) {
-            Ok(()) => child::spawn_tied(command(&launch, api_key_env.as_deref())).await,
-            Err(error) => Err(error),
+        let spawned = match super::slots::prepare_dir(&launch) {
+            Ok(()) => match child::check_program(&program) {
+                Ok(()) => child::spawn_tied(command(&launch, api_key_env.as_deref())).await,
+                Err(error) => Err(error),
+            },
+            Err(reason) => Err(std::io::Error::other(reason)),
         };
         let ended = match spawned {
             Err(error) => Ended::Exited(format!("cannot start {program}: {error}")),

@@ -312,6 +312,12 @@ pub const ENV_VARS: &[EnvVar] = &[
         LaunchProfile,
     ),
     scoped(
+        "RAY_LLAMA_CPP_SLOT_SAVE_PATH",
+        "model.adapter.launchProfile.slotSavePath",
+        Text,
+        LaunchProfile,
+    ),
+    scoped(
         "RAY_LLAMA_CPP_SUPERVISE",
         "model.adapter.launchProfile.supervise",
         Bool,

@@ -271,6 +271,13 @@ pub struct LaunchProfile {
     pub cache_idle_slots: bool,
     /// Context shift when a slot fills (`--context-shift`). Env: `RAY_LLAMA_CPP_CONTEXT_SHIFT`.
     pub context_shift: bool,
+    /// Directory where `llama-server` saves and restores its slots' KV cache
+    /// (`--slot-save-path`); an absolute path the service may write. With a `lifecycle`
+    /// section, Ray saves a managed model's slots there before it unloads the model and
+    /// restores them after its next load, so the first request after a swap does not process
+    /// its prompt again. Env: `RAY_LLAMA_CPP_SLOT_SAVE_PATH`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot_save_path: Option<String>,
     /// Extra `llama-server` flags (at most 64); flags Ray generates itself are refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extra_args: Option<Vec<String>>,

@@ -158,6 +158,24 @@ fn launch_profile(c: &mut Checker, launch: &LaunchProfile) {
     if let Some(v) = launch.cache_ram_mib {
         c.int(&format!("{P}.cacheRamMiB"), i128::from(v));
     }
+    if let Some(dir) = &launch.slot_save_path {
+        c.text(&format!("{P}.slotSavePath"), dir);
+        if !dir.starts_with('/') {
+            c.error(
+                &format!("{P}.slotSavePath"),
+                format!("must be an absolute directory path, got {dir:?}"),
+            );
+        }
+        if let Some(i) = launch.extra_args.iter().flatten().position(|arg| {
+            let flag = arg.split('=').next().unwrap_or(arg);
+            flag == "--slot-save-path"
+        }) {
+            c.error(
+                &format!("{P}.extraArgs[{i}]"),
+                "--slot-save-path is generated from slotSavePath; set only one of them",
+            );
+        }
+    }
     if let Some(args) = &launch.extra_args {
         c.entries(&format!("{P}.extraArgs"), args.len());
         for (i, arg) in args.iter().enumerate() {

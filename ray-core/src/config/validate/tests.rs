@@ -158,6 +158,30 @@ fn generated_flags_are_refused_in_extra_args() {
 }
 
 #[test]
+fn a_slot_save_path_is_absolute_and_set_in_one_place() {
+    let mut config = profile_defaults(Profile::Sub1b);
+    if let AdapterConfig::LlamaCpp(a) = &mut config.model.adapter {
+        let launch = a.launch_profile.as_mut().unwrap();
+        launch.slot_save_path = Some("/var/lib/ray/slots".into());
+    }
+    assert_eq!(errors(&config), Vec::<String>::new());
+    if let AdapterConfig::LlamaCpp(a) = &mut config.model.adapter {
+        let launch = a.launch_profile.as_mut().unwrap();
+        launch.slot_save_path = Some("slots".into());
+        launch.extra_args = Some(vec!["--jinja".into(), "--slot-save-path=/tmp".into()]);
+    }
+    assert_eq!(
+        errors(&config),
+        [
+            "model.adapter.launchProfile.slotSavePath: must be an absolute directory path, \
+             got \"slots\"",
+            "model.adapter.launchProfile.extraArgs[1]: --slot-save-path is generated from \
+             slotSavePath; set only one of them"
+        ]
+    );
+}
+
+#[test]
 fn public_bind_without_auth_warns() {
     let mut config = profile_defaults(Profile::Tiny);
     config.server.host = "0.0.0.0".into();

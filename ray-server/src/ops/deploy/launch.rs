@@ -92,6 +92,7 @@ mod tests {
         launch.threads_batch = Some(2);
         launch.cache_ram_mib = None;
         launch.extra_args = Some(vec!["--jinja".into(), "--log-colors=off".into()]);
+        launch.slot_save_path = Some("/var/lib/ray/slots".into());
         let command = llama_command(&launch);
         let line = command.args.join(" ");
         assert!(line.contains("--no-cache-prompt"), "{line}");
@@ -99,7 +100,9 @@ mod tests {
         assert!(!line.contains("--metrics"), "{line}");
         assert!(!line.contains("--cache-ram"), "{line}");
         assert!(
-            line.ends_with("--no-context-shift --jinja --log-colors=off"),
+            line.ends_with(
+                "--no-context-shift --slot-save-path /var/lib/ray/slots --jinja --log-colors=off"
+            ),
             "{line}"
         );
         let flags = command.long_flags();
