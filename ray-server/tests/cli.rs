@@ -494,10 +494,16 @@ fn check_config_refuses_a_managed_model_that_cannot_fit_the_lifecycle_budget() {
     roomy["lifecycle"]["memoryBudgetMiB"] = serde_json::json!(1024);
     let path = write(&dir, "roomy.json", &roomy.to_string());
     let output = binary().arg("check-config").arg(&path).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    // One line gives the budget and each model's footprint.
+    let line = stdout
+        .lines()
+        .find(|l| l.contains("memory budget 1024 MiB (lifecycle.memoryBudgetMiB): small "))
+        .unwrap_or_else(|| panic!("{stdout}"));
     assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stdout)
+        line.contains(" MiB (estimated), large ") && line.ends_with("within the budget"),
+        "{line}"
     );
 }
 

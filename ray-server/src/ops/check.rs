@@ -299,6 +299,9 @@ fn print_text(report: &FileReport) {
     for sentence in &report.models {
         println!("  {sentence}");
     }
+    if let Some(memory) = &report.memory {
+        println!("  {}", memory_sentence(memory));
+    }
     for diagnostic in fit {
         let level = if diagnostic.is_error() {
             "error"
@@ -307,6 +310,42 @@ fn print_text(report: &FileReport) {
         };
         println!("{name}: {level}: {diagnostic}");
     }
+}
+
+/// The lifecycle's budget and each managed model's footprint in one line, e.g. "memory
+/// budget 3150 MiB (the machine's memory less lifecycle.reserveMiB): chat 2350 MiB
+/// (estimated), coder 1850 MiB (measured); all loaded at once they need 4200 MiB".
+fn memory_sentence(memory: &MemoryReport) -> String {
+    let models: Vec<String> = memory
+        .models
+        .iter()
+        .map(|m| match &m.problem {
+            Some(_) => format!("{} cannot be sized", m.id),
+            None => format!(
+                "{} {} MiB ({}{})",
+                m.id,
+                m.footprint_mib,
+                if m.measured { "measured" } else { "estimated" },
+                if m.resident { ", pinned" } else { "" }
+            ),
+        })
+        .collect();
+    let total: u64 = memory.models.iter().map(|m| m.footprint_mib).sum();
+    let together = if total > memory.budget_mib {
+        "more than the budget: they take turns"
+    } else {
+        "within the budget"
+    };
+    format!(
+        "memory budget {} MiB ({}): {}; all loaded at once they need {total} MiB, {together}",
+        memory.budget_mib,
+        memory.budget_source,
+        if models.is_empty() {
+            "no managed model".to_string()
+        } else {
+            models.join(", ")
+        }
+    )
 }
 
 /// Runs `check-config`.
