@@ -23,7 +23,7 @@ use crate::runtime::{Runtime, RuntimeError};
 use crate::shared::{
     MemoryRateLimitStore, MemoryResultStore, RateLimitStore, RateLimiter, ResultStore,
 };
-use crate::state::Inner;
+use crate::state::{Inner, Live};
 use crate::telemetry::{EmbedMetrics, RuntimeMetrics};
 
 /// Builds a [`Runtime`], optionally with a provider or a job store of your own.
@@ -136,16 +136,7 @@ impl RuntimeBuilder {
         }
         let mut entries = Vec::new();
         for model in config.model_entries() {
-            let provider = match own.iter().find(|(id, _)| *id == model.id) {
-                Some((_, provider)) => provider.clone(),
-                None => ray_models::provider_for_model(&config, model).map_err(|error| {
-                    RuntimeError::Provider {
-                        kind: model.adapter.kind().into(),
-                        message: format!("model {:?}: {error}", model.id),
-                    }
-                })?,
-            };
-            entries.push(ModelEntry::new(&config, model, provider));
+            entries.push(build_entry(&config, model, &own)?);
         }
         let managed = open_lifecycle(&config, &mut entries);
         let entries: Vec<Arc<ModelEntry>> = entries.into_iter().map(Arc::new).collect();
@@ -165,8 +156,9 @@ impl RuntimeBuilder {
         let rate_limiter = config.rate_limit.enabled.then(|| {
             let store = self
                 .rate_limit_store
+                .clone()
                 .unwrap_or_else(|| Arc::new(MemoryRateLimitStore::new(&config.rate_limit)));
-            RateLimiter::new(config.rate_limit.clone(), store)
+            Arc::new(RateLimiter::new(config.rate_limit.clone(), store))
         });
         let hooks = open_hooks(&config)?;
         if let Some(managed) = &managed {
@@ -194,10 +186,17 @@ impl RuntimeBuilder {
                     config.graceful_degradation.clone(),
                     self.pressure_sources,
                 ),
-                config,
-                registry,
+                telemetry: config.telemetry.clone(),
+                live: parking_lot::RwLock::new(Arc::new(Live {
+                    config,
+                    registry,
+                    rate_limiter,
+                })),
+                reload_tasks: Arc::default(),
+                reloading: tokio::sync::Mutex::new(()),
+                own_providers: own,
+                rate_limit_store: self.rate_limit_store,
                 cache,
-                rate_limiter,
                 metrics: RuntimeMetrics::default(),
                 ids: IdSource::default(),
                 started: Instant::now(),
@@ -206,8 +205,28 @@ impl RuntimeBuilder {
                 hooks,
                 managed,
             }),
+            pinned: None,
         })
     }
+}
+
+/// The registry entry of `model`: with the provider of your own given for its id, else the
+/// one its adapter names.
+pub(crate) fn build_entry(
+    config: &ValidConfig,
+    model: &ray_core::config::ModelConfig,
+    own: &[(String, Arc<dyn Provider>)],
+) -> Result<ModelEntry, RuntimeError> {
+    let provider = match own.iter().find(|(id, _)| *id == model.id) {
+        Some((_, provider)) => provider.clone(),
+        None => ray_models::provider_for_model(config, model).map_err(|error| {
+            RuntimeError::Provider {
+                kind: model.adapter.kind().into(),
+                message: format!("model {:?}: {error}", model.id),
+            }
+        })?,
+    };
+    Ok(ModelEntry::new(config, model, provider))
 }
 
 /// The lifecycle of the managed models (llama.cpp launch profiles with `supervise`) when the

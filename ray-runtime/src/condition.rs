@@ -37,7 +37,7 @@ impl Runtime {
     /// The condition of every configured model, in config order.
     pub fn model_conditions(&self) -> Vec<ModelCondition> {
         let now = Instant::now();
-        self.inner
+        self.live()
             .registry
             .entries()
             .iter()
@@ -48,7 +48,8 @@ impl Runtime {
     /// The condition of the model `name` (an id or alias; `None`, `auto` or an unknown name:
     /// the default model).
     pub fn model_condition(&self, name: Option<&str>) -> ModelCondition {
-        let registry = &self.inner.registry;
+        let live = self.live();
+        let registry = &live.registry;
         let model = name
             .and_then(|n| registry.get(n))
             .unwrap_or_else(|| registry.default_entry());

@@ -59,13 +59,10 @@ impl Runtime {
             task: context.task.clone(),
             ..crate::routing::RouteFacts::default()
         };
-        let choice = crate::routing::choose(
-            &self.inner.config.routing.rules,
-            &self.inner.registry,
-            &facts,
-        );
+        let live = self.live();
+        let choice = crate::routing::choose(&live.config.routing.rules, &live.registry, &facts);
         let model = match choice {
-            Ok(choice) => self.inner.registry.at(choice.model).clone(),
+            Ok(choice) => live.registry.at(choice.model).clone(),
             Err(error) => {
                 inc(&self.inner.embeddings.requests);
                 self.inner.embeddings.errors.add(error.code());
@@ -82,10 +79,11 @@ impl Runtime {
         request: EmbeddingsRequest,
     ) -> Result<EmbeddingsResponse, RayError> {
         let started = Instant::now();
-        let metrics = &self.inner.embeddings;
+        let this = self.pinned();
+        let metrics = &this.inner.embeddings;
         inc(&metrics.requests);
-        let request_id = self.inner.ids.next("req_");
-        let result = self.embed_run(model, &request_id, request, started).await;
+        let request_id = this.inner.ids.next("req_");
+        let result = this.embed_run(model, &request_id, request, started).await;
         metrics.duration.observe(started.elapsed());
         match &result {
             Ok(_) => inc(&metrics.succeeded),
@@ -109,7 +107,8 @@ impl Runtime {
         started: Instant,
     ) -> Result<EmbeddingsResponse, RayError> {
         let inner = &self.inner;
-        let config = &inner.config;
+        let live = self.live();
+        let config = &live.config;
         let metrics = &inner.embeddings;
         let valid = request.validate()?;
         if !model.provider.supports_embeddings() {
@@ -228,7 +227,8 @@ impl Runtime {
         let cost = u32::try_from(estimates.iter().sum::<u64>()).unwrap_or(u32::MAX);
         model.scheduler.check_budget(cost)?;
         let spec = JobSpec::new(cost, Lane::Short, None);
-        let deadline = started + Duration::from_millis(inner.config.scheduler.request_timeout_ms);
+        let deadline =
+            started + Duration::from_millis(self.live().config.scheduler.request_timeout_ms);
         let provider_request = EmbeddingRequest {
             request_id: request_id.to_string(),
             inputs: texts.iter().map(|t| (*t).to_string()).collect(),
@@ -240,7 +240,7 @@ impl Runtime {
             inc(&metrics.provider_calls);
             let result = model.provider.embed(&provider_request).await;
             drop(permit);
-            result.map_err(|error| match provider_failure(inner, model, error) {
+            result.map_err(|error| match provider_failure(self, model, error) {
                 error if error.code() == ErrorCode::ModelCapabilityUnsupported => {
                     capability_unsupported(&model.id, error.message())
                 }

@@ -84,7 +84,7 @@ impl Runtime {
         started: Instant,
     ) -> Result<InferResponse, RayError> {
         options.admission = crate::priority::decide(
-            &self.inner.config.priority,
+            &self.live().config.priority,
             &request,
             context,
             ray_core::wire::PriorityClass::Interactive,
@@ -100,7 +100,8 @@ impl Runtime {
                 request.clone()
             };
             let Some(attempt) = attempt else { break };
-            let model = self.inner.registry.at(index).clone();
+            let live = self.live();
+            let model = live.registry.at(index).clone();
             let routing = attempts.routing(&model);
             let result = self
                 .run_on(request_id, attempt, &model, routing, options, started)
@@ -222,7 +223,8 @@ impl Runtime {
         stream: bool,
     ) -> ExecResult {
         let inner = &self.inner;
-        let streaming = &inner.config.streaming;
+        let live = self.live();
+        let streaming = &live.config.streaming;
         let Ready {
             model,
             mut provider_request,
@@ -275,7 +277,7 @@ impl Runtime {
             .await?
         } else {
             match tokio::time::timeout_at(deadline, model.provider.infer(&provider_request)).await {
-                Ok(result) => result.map_err(|error| provider_failure(inner, &model, error))?,
+                Ok(result) => result.map_err(|error| provider_failure(self, &model, error))?,
                 Err(_elapsed) => return Err(self.request_timeout()),
             }
         };
@@ -309,7 +311,8 @@ impl Runtime {
         total_deadline: Instant,
     ) -> Result<ray_models::ProviderOutput, RayError> {
         let inner = &self.inner;
-        let streaming = &inner.config.streaming;
+        let live = self.live();
+        let streaming = &live.config.streaming;
         let call_started = Instant::now();
         let first_deadline = call_started + Duration::from_millis(streaming.first_token_timeout_ms);
         let idle = Duration::from_millis(streaming.idle_timeout_ms);
@@ -343,7 +346,7 @@ impl Runtime {
         .await;
         let mut events = match opened {
             Ok(Ok(events)) => events,
-            Ok(Err(error)) => return Err(provider_failure(inner, model, error)),
+            Ok(Err(error)) => return Err(provider_failure(self, model, error)),
             Err(_) => return Err(timeout_error(false)),
         };
         let mut got_first = false;
@@ -361,7 +364,7 @@ impl Runtime {
                         "The backend's stream ended without a final result",
                     ));
                 }
-                Ok(Some(Err(error))) => return Err(provider_failure(inner, model, error)),
+                Ok(Some(Err(error))) => return Err(provider_failure(self, model, error)),
                 Ok(Some(Ok(StreamEvent::Delta(text)))) => {
                     if text.is_empty() {
                         continue;
@@ -450,7 +453,8 @@ impl<'a> Attempts<'a> {
         index: usize,
     ) -> bool {
         let last = chain.last() == Some(&index);
-        let timeout = Duration::from_millis(self.runtime.inner.config.scheduler.request_timeout_ms);
+        let timeout =
+            Duration::from_millis(self.runtime.live().config.scheduler.request_timeout_ms);
         let in_time = self.started.elapsed() < timeout;
         // The last model's error is the answer (its fallbacks were tried and `skipped` says why).
         if last || !in_time || !backend_down(error.code()) {

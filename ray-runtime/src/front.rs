@@ -71,7 +71,8 @@ impl Runtime {
         request: &InferRequest,
         context: &RequestContext,
     ) -> Result<Route, RayError> {
-        let registry = &self.inner.registry;
+        let live = self.live();
+        let registry = &live.registry;
         let default_max = registry.default_entry().config.max_output_tokens;
         let prompt_chars = request.input.as_deref().map_or(0, str::len)
             + request.system.as_deref().map_or(0, str::len)
@@ -96,7 +97,7 @@ impl Runtime {
             json,
             api_key_id: context.api_key_id.clone(),
         };
-        let choice = choose(&self.inner.config.routing.rules, registry, &facts)?;
+        let choice = choose(&live.config.routing.rules, registry, &facts)?;
         let chosen = registry.at(choice.model);
         if chosen.config.role() == ModelRole::Embedding {
             return Err(RayError::new(
@@ -124,8 +125,8 @@ impl Runtime {
         options: PlanOptions,
         started: Instant,
     ) -> Result<Front, RayError> {
-        let inner = &self.inner;
-        let config = &inner.config;
+        let live = self.live();
+        let config = &live.config;
         let timeout = Duration::from_millis(config.scheduler.request_timeout_ms);
         let deadline = started + timeout;
         let (plan, cache_key) =
@@ -145,7 +146,7 @@ impl Runtime {
         } else {
             model.provider.prepare(&provider_request).await
         };
-        let prepared = preparation.map_err(|error| provider_failure(inner, model, error))?;
+        let prepared = preparation.map_err(|error| provider_failure(self, model, error))?;
         let (prompt_tokens, prompt_tokens_source) = match prepared.as_ref().and_then(|p| p.tokens) {
             Some(tokens) => (tokens, "tokenizer"),
             None => (plan.estimated_prompt_tokens(), "estimate"),
@@ -221,7 +222,8 @@ impl Runtime {
         started: Instant,
     ) -> Result<Looked, RayError> {
         let inner = &self.inner;
-        let config = &inner.config;
+        let live = self.live();
+        let config = &live.config;
         // Normalise and degrade: one decision from the pressure now, applied by the plan.
         let pressure = self.pressure_snapshot(model);
         let critical = inner.pressure.refuses(&pressure.signals);
@@ -371,16 +373,18 @@ impl Runtime {
         counted: bool,
     ) -> Result<InferResponse, RayError> {
         let started = Instant::now();
-        let metrics = &self.inner.metrics;
+        // One config and one set of models from here to the answer, whatever a reload does.
+        let this = self.pinned();
+        let metrics = &this.inner.metrics;
         if counted {
             inc(&metrics.requests);
         }
-        let request_id = self.inner.ids.next("req_");
-        let result = self
+        let request_id = this.inner.ids.next("req_");
+        let result = this
             .run(&request_id, request, context, options, started)
             .await;
         if counted {
-            self.record_outcome(&request_id, started, result.as_ref());
+            this.record_outcome(&request_id, started, result.as_ref());
         }
         result
     }

@@ -27,7 +27,8 @@ impl Runtime {
 
     /// The backend health of the model `name` (id or alias).
     pub async fn provider_health_of(&self, name: &str) -> Option<ProviderHealth> {
-        let model = self.inner.registry.get(name)?.clone();
+        let live = self.live();
+        let model = live.registry.get(name)?.clone();
         Some(self.provider_health_of_entry(&model).await)
     }
 
@@ -144,9 +145,11 @@ impl Runtime {
     /// Pressure flags the runtime knows about (the server adds rate-limit and HTTP pressure).
     fn pressure_flags(&self) -> PressureFlags {
         let model = self.model();
-        let pressure = self.pressure_snapshot(model);
-        let threshold = self.inner.config.graceful_degradation.queue_depth_threshold;
-        let entries = self.inner.registry.entries();
+        let pressure = self.pressure_snapshot(&model);
+        let live = self.live();
+        let threshold = live.config.graceful_degradation.queue_depth_threshold;
+        let live = self.live();
+        let entries = live.registry.entries();
         PressureFlags {
             queue: entries
                 .iter()
@@ -168,7 +171,8 @@ impl Runtime {
 
     /// Readiness of the model `name` (id or alias); `None` for an unknown name.
     pub async fn readiness_of(&self, name: &str) -> Option<Readiness> {
-        let model = self.inner.registry.get(name)?.clone();
+        let live = self.live();
+        let model = live.registry.get(name)?.clone();
         Some(self.readiness_of_entry(&model).await)
     }
 
@@ -181,7 +185,7 @@ impl Runtime {
             provider.status
         };
         let mut readiness = Readiness::new(
-            self.inner.config.telemetry.service_name.clone(),
+            self.live().config.telemetry.service_name.clone(),
             status,
             scheduler.depth(),
             scheduler.in_flight,
@@ -196,7 +200,7 @@ impl Runtime {
     pub async fn models(&self) -> Vec<ModelHealth> {
         let mut out = Vec::new();
         let default = self.model().id.clone();
-        for model in self.inner.registry.entries() {
+        for model in self.live().registry.entries() {
             let provider = self.provider_health_of_entry(model).await;
             out.push(self.model_health(model, &provider, model.id == default));
         }
@@ -255,7 +259,8 @@ impl Runtime {
     /// The full health snapshot. The queue section is the default model's; every model's
     /// own state is in `models`.
     pub async fn health(&self) -> Health {
-        let config = &self.inner.config;
+        let live = self.live();
+        let config = &live.config;
         let model = self.model().clone();
         let provider = self.provider_health_of_entry(&model).await;
         let scheduler = model.scheduler.snapshot();
@@ -338,7 +343,7 @@ impl Runtime {
         };
         let mut models = Vec::new();
         let (mut queue_depth, mut in_flight) = (0u32, 0u32);
-        for entry in self.inner.registry.entries() {
+        for entry in self.live().registry.entries() {
             let health = if entry.id == model.id {
                 self.model_health(entry, &provider, true)
             } else {
@@ -411,7 +416,8 @@ impl Runtime {
     /// The effective config as `/v1/config` shows it: secrets redacted, plus capability hints
     /// of the default model.
     pub fn config_view(&self) -> serde_json::Value {
-        let config = &self.inner.config;
+        let live = self.live();
+        let config = &live.config;
         let model = self.model();
         let mut view = redacted_json(config);
         let mut hints = serde_json::json!({

@@ -80,6 +80,7 @@ mod pressure;
 mod priority;
 mod prompt;
 mod registry;
+pub mod reload;
 mod respond;
 mod routing;
 mod runtime;
@@ -107,6 +108,7 @@ pub use pressure::{
     process_rss_bytes,
 };
 pub use prompt::{Compiled, Family, collapse_whitespace, compile, family, input_shape};
+pub use reload::{ReloadError, ReloadReport};
 pub use runtime::{Runtime, RuntimeError};
 pub use shared::{RateLimiter, ResultStore};
 pub use stream::InferStream;

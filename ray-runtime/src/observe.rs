@@ -16,7 +16,8 @@ impl Runtime {
     /// value per configured model.
     pub fn metrics(&self) -> MetricsSnapshot {
         let inner = &self.inner;
-        let config = &inner.config;
+        let live = self.live();
+        let config = &live.config;
         let model = self.model();
         let scheduler = model.scheduler.snapshot();
         let cache = inner.cache.as_ref().map(|cache| {
@@ -62,7 +63,8 @@ impl Runtime {
     /// The `ray_model_*` families: one sample per configured model.
     fn model_metrics(&self, m: &mut MetricsSnapshot) {
         let now = tokio::time::Instant::now();
-        let entries = self.inner.registry.entries();
+        let live = self.live();
+        let entries = live.registry.entries();
         let per_model = |value: &dyn Fn(&ModelEntry) -> f64| -> Vec<Sample> {
             entries
                 .iter()

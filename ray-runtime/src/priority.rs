@@ -132,7 +132,8 @@ pub(crate) fn health(scheduler: &Scheduler, snapshot: &StateSnapshot) -> Priorit
 impl Runtime {
     /// The `ray_scheduler_*` families of priority admission: one sample per model (and class).
     pub(crate) fn priority_metrics(&self, m: &mut MetricsSnapshot) {
-        let entries = self.inner.registry.entries();
+        let live = self.live();
+        let entries = live.registry.entries();
         let snapshots: Vec<(String, StateSnapshot, Option<[std::time::Duration; 3]>)> = entries
             .iter()
             .map(|e| {

@@ -21,14 +21,15 @@ use crate::tuning::Outcome;
 
 /// A provider error as a Ray error, counted, and telling the model's health and cooldown.
 pub(crate) fn provider_failure(
-    inner: &Inner,
+    runtime: &Runtime,
     model: &ModelEntry,
     error: ray_models::ProviderError,
 ) -> RayError {
     let error = RayError::from(error);
-    inner.metrics.provider_errors.add(error.code());
+    runtime.inner.metrics.provider_errors.add(error.code());
     model.health.note_failure(error.code());
-    let routing = &inner.config.routing;
+    let live = runtime.live();
+    let routing = &live.config.routing;
     model.note_failure(
         &error,
         routing.cooldown_after_failures,
@@ -201,7 +202,7 @@ impl Runtime {
                 if response.deduplicated {
                     inc(&metrics.deduplicated);
                 }
-                if let Some(model) = self.inner.registry.get(&response.model) {
+                if let Some(model) = self.live().registry.get(&response.model) {
                     model.counters.served.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -210,12 +211,13 @@ impl Runtime {
         self.inner
             .metrics
             .logs
-            .log_outcome(&self.inner.config.telemetry, request_id, outcome);
+            .log_outcome(&self.live().config.telemetry, request_id, outcome);
     }
 
     /// `request_timeout`, naming the configured limit.
     pub(crate) fn request_timeout(&self) -> RayError {
-        let timeout = self.inner.config.scheduler.request_timeout_ms;
+        let live = self.live();
+        let timeout = live.config.scheduler.request_timeout_ms;
         RayError::new(
             ErrorCode::RequestTimeout,
             format!("The request did not finish within scheduler.requestTimeoutMs ({timeout} ms)"),

@@ -26,7 +26,7 @@ use ray_models::Provider;
 
 use crate::log_policy::LogPolicy;
 use crate::registry::ModelEntry;
-use crate::state::Inner;
+use crate::state::{Inner, Live};
 
 /// Why a runtime could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -56,64 +56,86 @@ pub enum RuntimeError {
 #[derive(Clone)]
 pub struct Runtime {
     pub(crate) inner: Arc<Inner>,
+    /// The config and models this handle reads: `None` reads the current ones at each call;
+    /// a request's handle holds the ones it started with (see [`Runtime::pinned`]).
+    pub(crate) pinned: Option<Arc<Live>>,
 }
 
 impl fmt::Debug for Runtime {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let live = self.live();
         f.debug_struct("Runtime")
-            .field("profile", &self.inner.config.profile)
-            .field("models", &self.inner.registry)
+            .field("profile", &live.config.profile)
+            .field("models", &live.registry)
             .finish()
     }
 }
 
 impl Runtime {
-    /// The effective config.
-    pub fn config(&self) -> &ValidConfig {
-        &self.inner.config
+    /// The config and models this handle reads now.
+    pub(crate) fn live(&self) -> Arc<Live> {
+        match &self.pinned {
+            Some(live) => live.clone(),
+            None => self.inner.live.read().clone(),
+        }
+    }
+
+    /// A handle that reads the current config and models until it is dropped, whatever a
+    /// reload does meanwhile: each request runs on one.
+    pub(crate) fn pinned(&self) -> Runtime {
+        Runtime {
+            inner: self.inner.clone(),
+            pinned: Some(self.live()),
+        }
+    }
+
+    /// The effective config (after a reload, the one it made current).
+    pub fn config(&self) -> ValidConfig {
+        self.live().config.clone()
     }
 
     /// The default model's entry.
-    pub(crate) fn model(&self) -> &Arc<ModelEntry> {
-        self.inner.registry.default_entry()
+    pub(crate) fn model(&self) -> Arc<ModelEntry> {
+        self.live().registry.default_entry().clone()
     }
 
     /// The provider serving the default model.
-    pub fn provider(&self) -> &Arc<dyn Provider> {
-        &self.model().provider
+    pub fn provider(&self) -> Arc<dyn Provider> {
+        self.model().provider.clone()
     }
 
     /// The provider serving the model `name` (id or alias).
-    pub fn provider_of(&self, name: &str) -> Option<&Arc<dyn Provider>> {
-        self.inner.registry.get(name).map(|m| &m.provider)
+    pub fn provider_of(&self, name: &str) -> Option<Arc<dyn Provider>> {
+        self.live().registry.get(name).map(|m| m.provider.clone())
     }
 
     /// The ids of the configured models, in config order.
-    pub fn model_ids(&self) -> Vec<&str> {
-        self.inner
+    pub fn model_ids(&self) -> Vec<String> {
+        self.live()
             .registry
             .entries()
             .iter()
-            .map(|m| m.id.as_str())
+            .map(|m| m.id.clone())
             .collect()
     }
 
     /// The id of the default model.
-    pub fn default_model_id(&self) -> &str {
-        &self.model().id
+    pub fn default_model_id(&self) -> String {
+        self.model().id.clone()
     }
 
     /// The id of the model `name` stands for (an id, an alias or a backend's `modelRef`).
-    pub fn resolve_model(&self, name: &str) -> Option<&str> {
-        self.inner.registry.get(name).map(|m| m.id.as_str())
+    pub fn resolve_model(&self, name: &str) -> Option<String> {
+        self.live().registry.get(name).map(|m| m.id.clone())
     }
 
     /// The largest `maxTokens` a request naming `name` may ask for: that model's
     /// `maxOutputTokens`, or the default model's when `name` is `None`, `auto` or unknown
     /// (routing decides later; the chosen model's own limit then applies).
     pub fn max_output_tokens(&self, name: Option<&str>) -> u32 {
-        name.and_then(|n| self.inner.registry.get(n))
-            .unwrap_or_else(|| self.model())
+        let live = self.live();
+        name.and_then(|n| live.registry.get(n))
+            .unwrap_or_else(|| live.registry.default_entry())
             .config
             .max_output_tokens
     }
@@ -121,8 +143,13 @@ impl Runtime {
     /// The rate limiter of `rateLimit` (`None` when it is off). The runtime does not call it:
     /// the edge that knows the client (the HTTP gateway, or an embedder) checks each request
     /// with [`RateLimiter::check`](crate::RateLimiter::check) before handing it over.
-    pub fn rate_limiter(&self) -> Option<&crate::shared::RateLimiter> {
-        self.inner.rate_limiter.as_ref()
+    pub fn rate_limiter(&self) -> Option<Arc<crate::shared::RateLimiter>> {
+        self.live().rate_limiter.clone()
+    }
+
+    /// `telemetry.serviceName` (fixed at start: a reload does not change `telemetry`).
+    pub fn service_name(&self) -> &str {
+        &self.inner.telemetry.service_name
     }
 
     /// Time since the runtime was built.
@@ -133,6 +160,6 @@ impl Runtime {
     /// The access-log policy of this runtime (`telemetry.accessLog`), with the counts behind
     /// its summaries.
     pub fn log_policy(&self) -> LogPolicy<'_> {
-        LogPolicy::new(&self.inner.metrics.logs, &self.inner.config.telemetry)
+        LogPolicy::new(&self.inner.metrics.logs, &self.inner.telemetry)
     }
 }

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use parking_lot::RwLock;
 use ray_core::config::ValidConfig;
 use tokio::time::Instant;
 
@@ -17,12 +18,33 @@ use crate::registry::Registry;
 use crate::shared::{RateLimiter, ResultStore};
 use crate::telemetry::{EmbedMetrics, RuntimeMetrics};
 
-/// The shared state behind a [`Runtime`](crate::Runtime).
-pub(crate) struct Inner {
+/// What a reload replaces as one piece: the effective config, the models built from it and
+/// the rate limiter. A request reads one [`Live`] from its start to its end (see
+/// [`Runtime::pinned`](crate::Runtime)), so a reload never mixes two configs in one request.
+pub(crate) struct Live {
     pub(crate) config: ValidConfig,
     pub(crate) registry: Registry,
+    pub(crate) rate_limiter: Option<Arc<RateLimiter>>,
+}
+
+/// The shared state behind a [`Runtime`](crate::Runtime).
+pub(crate) struct Inner {
+    /// The current config and models; a reload swaps it whole.
+    pub(crate) live: RwLock<Arc<Live>>,
+    /// `telemetry` of the config the runtime was built with (a reload cannot change it).
+    pub(crate) telemetry: ray_core::config::TelemetryConfig,
+    /// Tasks a reload started (the monitors of models it added), stopped with the runtime's
+    /// [`Background`](crate::Background).
+    pub(crate) reload_tasks: Arc<parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    /// One reload at a time.
+    pub(crate) reloading: tokio::sync::Mutex<()>,
+    /// Providers of your own, by model id: a reload that rebuilds one of these models uses
+    /// the same provider again.
+    pub(crate) own_providers: Vec<(String, Arc<dyn ray_models::Provider>)>,
+    /// The rate-limit store of your own: a reload that changes `rateLimit` keeps counting in
+    /// it (without one, the new limits get a new in-memory table).
+    pub(crate) rate_limit_store: Option<Arc<dyn crate::shared::RateLimitStore>>,
     pub(crate) cache: Option<Arc<dyn ResultStore>>,
-    pub(crate) rate_limiter: Option<RateLimiter>,
     pub(crate) metrics: RuntimeMetrics,
     pub(crate) pressure: PressureMonitor,
     pub(crate) ids: IdSource,

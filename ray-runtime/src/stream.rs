@@ -78,8 +78,12 @@ impl Stream for InferStream {
                     self.tracker.finish(Ok(&response));
                 }
                 Err(error) => {
-                    if let Some(model) =
-                        self.tracker.runtime.inner.registry.get(&self.routing.model)
+                    if let Some(model) = self
+                        .tracker
+                        .runtime
+                        .live()
+                        .registry
+                        .get(&self.routing.model)
                     {
                         model.counters.errors.add(error.code());
                     }
@@ -218,13 +222,15 @@ impl Runtime {
         context: &RequestContext,
     ) -> Result<InferStream, RayError> {
         let started = Instant::now();
-        let metrics = &self.inner.metrics;
+        // One config and one set of models until the stream ends, whatever a reload does.
+        let this = self.pinned();
+        let metrics = &this.inner.metrics;
         inc(&metrics.requests);
         inc(&metrics.streams);
-        let request_id = self.inner.ids.next("req_");
+        let request_id = this.inner.ids.next("req_");
         // Counted from the start: a client that leaves before the first token cancelled it.
-        let mut tracker = Tracker::new(self, request_id.clone(), started);
-        match self
+        let mut tracker = Tracker::new(&this, request_id.clone(), started);
+        match this
             .open_stream(&request_id, request, context, started)
             .await
         {
@@ -252,7 +258,7 @@ impl Runtime {
     ) -> Result<(Events, RoutingDiagnostics), RayError> {
         let options = PlanOptions {
             admission: crate::priority::decide(
-                &self.inner.config.priority,
+                &self.live().config.priority,
                 &request,
                 context,
                 ray_core::wire::PriorityClass::Interactive,
@@ -262,7 +268,8 @@ impl Runtime {
         let route = self.route(&request, context)?;
         let mut attempts = Attempts::new(self, &route.choice.chosen_by, started);
         for &index in &route.chain {
-            let model = self.inner.registry.at(index).clone();
+            let live = self.live();
+            let model = live.registry.at(index).clone();
             let routing = attempts.routing(&model);
             let front = self
                 .front(
@@ -295,7 +302,7 @@ impl Runtime {
             };
             // A stream's own limit is streaming.totalTimeoutMs (the execution enforces it).
             let total =
-                std::time::Duration::from_millis(self.inner.config.streaming.total_timeout_ms);
+                std::time::Duration::from_millis(self.live().config.streaming.total_timeout_ms);
             let deadline = ready.deadline.max(started + total);
             let routing = plan.routing.clone();
             let subscription = self.execute(ready, true)?;

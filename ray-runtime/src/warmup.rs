@@ -34,6 +34,8 @@ pub struct Background {
     jobs: Option<Arc<JobQueue>>,
     /// The log summaries, written out at shutdown.
     logs: Option<Arc<crate::log_policy::LogBook>>,
+    /// The tasks reloads started.
+    reloaded: Option<Arc<parking_lot::Mutex<Vec<JoinHandle<()>>>>>,
 }
 
 impl Background {
@@ -62,6 +64,9 @@ impl Background {
                 );
             }
         }
+        if let Some(reloaded) = self.reloaded.take() {
+            self.tasks.append(&mut reloaded.lock());
+        }
         for task in self.tasks.iter().chain(&self.job_tasks) {
             task.abort();
         }
@@ -77,6 +82,9 @@ impl Background {
 
 impl Drop for Background {
     fn drop(&mut self) {
+        if let Some(reloaded) = self.reloaded.take() {
+            self.tasks.append(&mut reloaded.lock());
+        }
         for task in self.tasks.iter().chain(&self.job_tasks) {
             task.abort();
         }
@@ -103,7 +111,7 @@ impl Runtime {
     /// `adapter.warmupRequests` (default one `{"input":"ping"}`) through the normal request
     /// path (greedy, uncached, not counted as client requests). Stops at the first failure.
     pub async fn warm_up(&self) -> Result<(), RayError> {
-        for model in self.inner.registry.entries().to_vec() {
+        for model in self.live().registry.entries().to_vec() {
             self.warm_up_model(&model).await?;
         }
         Ok(())
@@ -175,7 +183,7 @@ impl Runtime {
         if let Some(jobs) = &self.inner.jobs {
             if !jobs.callbacks.signs() {
                 tracing::warn!(
-                    variable = %self.inner.config.async_queue.callback_signing_secret_env,
+                    variable = %self.live().config.async_queue.callback_signing_secret_env,
                     "job callbacks are sent unsigned: the signing secret variable is not set"
                 );
             }
@@ -202,23 +210,37 @@ impl Runtime {
                 .tasks
                 .push(tokio::spawn(async move { runtime.watch_loop().await }));
         }
-        for model in self.inner.registry.entries() {
-            if model.config.warm_on_boot && model.lifecycle.is_none() {
-                let runtime = self.clone();
-                let model = model.clone();
-                background.tasks.push(tokio::spawn(async move {
-                    runtime.warm_loop(&model).await;
-                }));
-            }
-            if model.provider.has_health_probe() {
-                let runtime = self.clone();
-                let model = model.clone();
-                background.tasks.push(tokio::spawn(async move {
-                    runtime.monitor_loop(&model).await;
-                }));
-            }
+        for model in self.live().registry.entries() {
+            background.tasks.extend(self.start_model_tasks(model));
         }
+        background.reloaded = Some(self.inner.reload_tasks.clone());
         background
+    }
+
+    /// Starts the background work of one model: its warm-up (when `warmOnBoot` is set and the
+    /// lifecycle does not load it) and its backend monitor. Both end once a reload removed or
+    /// replaced the model.
+    pub(crate) fn start_model_tasks(&self, model: &Arc<ModelEntry>) -> Vec<JoinHandle<()>> {
+        // The loops read the current models, never the ones of a pinned handle.
+        let runtime = Runtime {
+            inner: self.inner.clone(),
+            pinned: None,
+        };
+        let mut tasks = Vec::new();
+        if model.config.warm_on_boot && model.lifecycle.is_none() {
+            let runtime = runtime.clone();
+            let model = model.clone();
+            tasks.push(tokio::spawn(async move {
+                runtime.warm_loop(&model).await;
+            }));
+        }
+        if model.provider.has_health_probe() {
+            let model = model.clone();
+            tasks.push(tokio::spawn(async move {
+                runtime.monitor_loop(&model).await;
+            }));
+        }
+        tasks
     }
 
     /// Probes one model's backend every [`crate::HEALTH_MONITOR_INTERVAL`] (or at once after a
@@ -230,6 +252,9 @@ impl Runtime {
             tokio::select! {
                 () = tokio::time::sleep(crate::model_health::HEALTH_MONITOR_INTERVAL) => {}
                 () = health.probe_now.notified() => {}
+            }
+            if !self.serves(model) {
+                return;
             }
             self.provider_health_of_entry(model).await;
             let probed = health.probed_status();
@@ -246,6 +271,9 @@ impl Runtime {
     async fn warm_loop(&self, model: &Arc<ModelEntry>) {
         let mut attempt: u32 = 0;
         loop {
+            if !self.serves(model) {
+                return;
+            }
             attempt += 1;
             match self.warm_up_model(model).await {
                 Ok(()) if attempt == 1 => {

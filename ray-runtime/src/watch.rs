@@ -51,9 +51,11 @@ impl Runtime {
             .into_iter()
             .map(|c| (c.id, c.state))
             .collect();
-        let model = self.inner.registry.default_entry();
+        let live = self.live();
+        let model = live.registry.default_entry();
         let pressure = self.pressure_snapshot(model);
-        let config = &self.inner.config.graceful_degradation;
+        let live = self.live();
+        let config = &live.config.graceful_degradation;
         let mut degradation = Vec::new();
         if config.enabled {
             if pressure.queue_depth >= config.queue_depth_threshold {

@@ -1,5 +1,6 @@
 //! The operator CLI: `serve` (the default), `check-config`, `schema`, `print-config`, and the
-//! deploy subcommands (`render`, `doctor`, `stage-model`, `swap-plan`, `bench`, `provision`).
+//! deploy subcommands (`render`, `doctor`, `stage-model`, `swap-plan`, `bench`, `provision`)
+//! and `reload`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -64,6 +65,9 @@ pub enum Command {
     /// check the memory budget and the host policy, write the config and render the units,
     /// Caddyfile and env file; print what changed and what is left (--dry-run writes nothing).
     Provision(crate::ops::provision::ProvisionArgs),
+    /// Ask the running gateway to read its config again (as SIGHUP does) and print what
+    /// changed and what waits for a restart; exits 1 when it refused the config.
+    Reload(crate::ops::reload::ReloadArgs),
 }
 
 /// Where the config comes from.
@@ -109,6 +113,7 @@ pub fn main() -> ExitCode {
         Some(Command::SwapPlan(args)) => crate::ops::swap::run_swap(&args),
         Some(Command::Bench(args)) => crate::ops::bench::run(&args),
         Some(Command::Provision(args)) => crate::ops::provision::run(&args),
+        Some(Command::Reload(args)) => crate::ops::reload::run(&args),
     }
 }
 
@@ -248,8 +253,12 @@ fn serve(args: &ServeArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        let source_path = args.config.clone();
+        let source = crate::gateway::reload::ReloadSource::new(move || {
+            loader(source_path.as_deref(), true).load()
+        });
         let app = match App::new(runtime) {
-            Ok(app) => Arc::new(app),
+            Ok(app) => Arc::new(app.with_reload_source(source)),
             Err(error) => {
                 boot_failed("config_validation_error", &error.to_string(), &[]);
                 return ExitCode::FAILURE;
@@ -291,9 +300,11 @@ fn serve(args: &ServeArgs) -> ExitCode {
         let backends = app.runtime().start_backends_in(state_dir.as_deref());
         // Warm-up starts only now, after the listener is bound, so /livez answers at once.
         let background = app.runtime().start();
+        let reloader = tokio::spawn(reload_on_hangup(app.clone()));
         let result = crate::gateway::server::run(listener, app.clone(), shutdown_signal()).await;
         // Peers stop sending this node requests at once rather than when its record expires.
         app.leave_cluster().await;
+        reloader.abort();
         background.shutdown().await;
         // After the drain: requests in progress needed the backend until now.
         backends.shutdown().await;
@@ -309,6 +320,26 @@ fn serve(args: &ServeArgs) -> ExitCode {
         writer.flush();
     }
     code
+}
+
+/// Reads the config again at each SIGHUP (the outcome is logged by [`App::reload`]).
+async fn reload_on_hangup(app: Arc<App>) {
+    #[cfg(unix)]
+    {
+        let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            tracing::warn!("cannot listen for SIGHUP: reload with `ray-server reload` instead");
+            return;
+        };
+        while hangup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reading the config again");
+            let _ = app.reload().await;
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = app;
+    }
 }
 
 /// Completes on SIGTERM or SIGINT.

@@ -89,7 +89,7 @@ impl Runtime {
             (shell, tick)
         });
         let mut supervisors = Vec::new();
-        for model in self.inner.registry.entries() {
+        for model in self.live().registry.entries() {
             if model.lifecycle.is_some() {
                 continue;
             }
@@ -125,7 +125,7 @@ impl Runtime {
     /// The supervisor started the backend process `pid` of `model` (after `restarts`
     /// restarts): its readiness says `provider_warming` until the process answers.
     pub fn backend_process_starting(&self, model: &str, pid: u32, restarts: u32) {
-        if let Some(entry) = self.inner.registry.get(model) {
+        if let Some(entry) = self.live().registry.get(model) {
             entry
                 .health
                 .set_process(BackendProcess::Starting { pid, restarts });
@@ -135,7 +135,7 @@ impl Runtime {
     /// The started process of `model` accepts connections: probe it now rather than at the
     /// next tick.
     pub fn backend_process_listening(&self, model: &str) {
-        if let Some(entry) = self.inner.registry.get(model) {
+        if let Some(entry) = self.live().registry.get(model) {
             entry.health.probe_now.notify_one();
         }
     }
@@ -149,7 +149,7 @@ impl Runtime {
         restarts: u32,
         restart_in: Duration,
     ) {
-        if let Some(entry) = self.inner.registry.get(model) {
+        if let Some(entry) = self.live().registry.get(model) {
             entry.health.set_process(BackendProcess::Exited {
                 exit,
                 restarts,
@@ -160,7 +160,7 @@ impl Runtime {
 
     /// The backend process of `model` was stopped for good (shutdown).
     pub fn backend_process_stopped(&self, model: &str, restarts: u32) {
-        if let Some(entry) = self.inner.registry.get(model) {
+        if let Some(entry) = self.live().registry.get(model) {
             entry
                 .health
                 .set_process(BackendProcess::Stopped { restarts });
@@ -169,6 +169,6 @@ impl Runtime {
 
     /// The supervised process's state of `model`, when a supervisor runs it.
     pub fn backend_process(&self, model: &str) -> Option<BackendProcess> {
-        self.inner.registry.get(model)?.health.process()
+        self.live().registry.get(model)?.health.process()
     }
 }

@@ -33,12 +33,13 @@ impl Runtime {
     /// The model is resolved by name, rules and default, so a job naming an unknown model is
     /// refused when it is submitted.
     pub fn check_request(&self, request: &InferRequest) -> Result<(), RayError> {
-        let route = self.route(request, &crate::context::RequestContext::default())?;
-        let model = self.inner.registry.at(route.choice.model);
-        let decision =
-            crate::degrade::decide(&self.inner.config, PressureSnapshot::default(), false);
+        let this = self.pinned();
+        let route = this.route(request, &crate::context::RequestContext::default())?;
+        let live = this.live();
+        let model = live.registry.at(route.choice.model);
+        let decision = crate::degrade::decide(&live.config, PressureSnapshot::default(), false);
         plan(
-            &self.inner.config,
+            &live.config,
             &model.config,
             request.clone(),
             &decision,
@@ -50,8 +51,9 @@ impl Runtime {
 
     /// The id of the model `request` would be served by (by name, rules and default).
     pub fn route_model(&self, request: &InferRequest) -> Result<String, RayError> {
-        let route = self.route(request, &crate::context::RequestContext::default())?;
-        Ok(self.inner.registry.at(route.choice.model).id.clone())
+        let this = self.pinned();
+        let route = this.route(request, &crate::context::RequestContext::default())?;
+        Ok(this.live().registry.at(route.choice.model).id.clone())
     }
 
     /// Checks a callback URL by `asyncQueue`'s rules (scheme, allowed hosts, public
@@ -63,7 +65,7 @@ impl Runtime {
 
     /// The host policy's `allowedHosts` (`RAY_POLICY_FILE`), when it has some.
     fn host_policy_allows(&self, url: &str) -> Result<(), RayError> {
-        let Some(policy) = &self.inner.config.policy else {
+        let Some(policy) = &self.live().config.policy else {
             return Ok(());
         };
         let host = ray_core::config::ParsedUrl::parse(url)
@@ -129,7 +131,7 @@ impl Runtime {
         context: &crate::context::RequestContext,
     ) -> Result<(), RayError> {
         let admission = crate::priority::decide(
-            &self.inner.config.priority,
+            &self.live().config.priority,
             &submission.request,
             context,
             ray_core::wire::PriorityClass::Batch,

@@ -20,7 +20,7 @@ pub(crate) use super::counters::ServerStats;
 use crate::gateway::auth::{ApiKeys, AuthSetupError};
 use crate::gateway::head;
 use crate::gateway::http::{self, Body};
-use ray_runtime::shared::{Decision, RateLimiter};
+use ray_runtime::shared::Decision;
 
 /// Fixed HTTP limits (the reference's constants).
 #[derive(Debug, Clone)]
@@ -85,6 +85,7 @@ pub const PROTECTED_ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/jobs/{id}"),
     ("DELETE", "/v1/jobs/{id}"),
     ("GET", "/v1/cluster/nodes"),
+    ("POST", "/v1/admin/reload"),
 ];
 
 /// Why the app could not be set up.
@@ -114,7 +115,10 @@ pub(crate) struct RequestLog {
 #[derive(Debug)]
 pub struct App {
     pub(crate) runtime: Runtime,
-    pub(crate) keys: Option<ApiKeys>,
+    /// The API keys of `auth` (`None`: auth is off); a reload replaces them.
+    pub(crate) keys: parking_lot::RwLock<Option<std::sync::Arc<ApiKeys>>>,
+    pub(crate) key_source: crate::gateway::reload::KeySource,
+    pub(crate) reload_source: Option<crate::gateway::reload::ReloadSource>,
     pub(crate) limits: HttpLimits,
     pub(crate) stats: ServerStats,
     pub(crate) status: crate::gateway::status::history::StatusHistory,
@@ -127,14 +131,20 @@ impl App {
     pub fn new(runtime: Runtime) -> Result<App, AppError> {
         let variable = runtime.config().auth.api_key_env.clone();
         let value = std::env::var(&variable).ok();
-        App::with_keys(runtime, value.as_deref())
+        let mut app = App::with_keys(runtime, value.as_deref())?;
+        app.key_source = crate::gateway::reload::KeySource::Env;
+        Ok(app)
     }
 
     /// An app over `runtime` with the API keys given explicitly (as the variable's text).
     pub fn with_keys(runtime: Runtime, keys: Option<&str>) -> Result<App, AppError> {
         let config = runtime.config();
+        let key_source = crate::gateway::reload::KeySource::Given(keys.map(String::from));
         let keys = if config.auth.enabled {
-            Some(ApiKeys::parse(&config.auth.api_key_env, keys)?)
+            Some(std::sync::Arc::new(ApiKeys::parse(
+                &config.auth.api_key_env,
+                keys,
+            )?))
         } else {
             None
         };
@@ -150,7 +160,9 @@ impl App {
         };
         Ok(App {
             runtime,
-            keys,
+            keys: parking_lot::RwLock::new(keys),
+            key_source,
+            reload_source: None,
             limits: HttpLimits::default(),
             stats: ServerStats::default(),
             status: crate::gateway::status::history::StatusHistory::default(),
@@ -201,7 +213,7 @@ impl App {
     }
 
     pub(crate) fn service_name(&self) -> &str {
-        &self.runtime.config().telemetry.service_name
+        self.runtime.service_name()
     }
 
     pub(crate) fn reject(
@@ -258,7 +270,7 @@ impl App {
     pub(crate) async fn full_health(&self) -> ray_core::wire::Health {
         let mut health = self.runtime.health().await;
         let http_health = self.http_health();
-        let rate_limit = self.runtime.rate_limiter().map(RateLimiter::health);
+        let rate_limit = self.runtime.rate_limiter().map(|limiter| limiter.health());
         let extra_pressure =
             http_health.degraded || rate_limit.as_ref().is_some_and(|r| r.degraded);
         if extra_pressure && health.status == HealthStatus::Ok {

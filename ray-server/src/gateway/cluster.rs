@@ -506,7 +506,7 @@ async fn open_jobs(
     let queue = &runtime.config().async_queue;
     let heartbeat = cluster.options().heartbeat;
     let options = JobsOptions {
-        models: runtime.model_ids().into_iter().map(String::from).collect(),
+        models: runtime.model_ids(),
         concurrency: queue.dispatch_concurrency,
         max_attempts: queue.max_attempts,
         max_callback_attempts: queue.max_callback_attempts,

@@ -15,6 +15,7 @@ pub mod http;
 pub mod idle;
 mod jobs;
 mod openai;
+pub mod reload;
 mod route;
 mod router;
 pub mod server;

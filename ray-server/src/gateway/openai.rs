@@ -68,7 +68,7 @@ async fn listed_models(app: &App) -> Vec<Model> {
 pub(crate) async fn model(app: &App, path: &str, log: &mut RequestLog) -> Response<Body> {
     let raw = path.strip_prefix("/v1/models/").unwrap_or_default();
     let asked = percent_decode(raw);
-    let Some(id) = app.runtime().resolve_model(&asked).map(String::from) else {
+    let Some(id) = app.runtime().resolve_model(&asked) else {
         let known = app.runtime().model_ids().join(", ");
         let error = RayError::new(
             ErrorCode::ModelNotFound,

@@ -31,10 +31,12 @@ pub(crate) enum Route {
     OpenAiNotFound,
     /// `GET /v1/cluster/nodes`.
     ClusterNodes,
+    /// `POST /v1/admin/reload`.
+    AdminReload,
 }
 
 impl Route {
-    pub(crate) const ALL: [Route; 21] = [
+    pub(crate) const ALL: [Route; 22] = [
         Route::Root,
         Route::Livez,
         Route::Readyz,
@@ -56,6 +58,7 @@ impl Route {
         Route::Model,
         Route::OpenAiNotFound,
         Route::ClusterNodes,
+        Route::AdminReload,
     ];
 
     pub(crate) fn parse(method: &Method, path: &str) -> Route {
@@ -78,6 +81,7 @@ impl Route {
             (&Method::GET, p) if p.starts_with("/v1/jobs/") => Route::Job,
             (&Method::DELETE, p) if p.starts_with("/v1/jobs/") => Route::JobCancel,
             (&Method::GET, "/v1/cluster/nodes") => Route::ClusterNodes,
+            (&Method::POST, "/v1/admin/reload") => Route::AdminReload,
             (&Method::GET, p) if p.starts_with("/v1/models/") && p.len() > "/v1/models/".len() => {
                 Route::Model
             }
@@ -110,6 +114,7 @@ impl Route {
             Route::Model => "/v1/models/{id}",
             Route::OpenAiNotFound => "not_found (openai)",
             Route::ClusterNodes => "/v1/cluster/nodes",
+            Route::AdminReload => "/v1/admin/reload",
         }
     }
 
@@ -117,7 +122,7 @@ impl Route {
     pub(crate) fn native_path(path: &str) -> bool {
         matches!(
             path,
-            "/v1/infer" | "/v1/config" | "/v1/jobs" | "/v1/cluster/nodes"
+            "/v1/infer" | "/v1/config" | "/v1/jobs" | "/v1/cluster/nodes" | "/v1/admin/reload"
         ) || path.starts_with("/v1/jobs/")
     }
 
@@ -126,6 +131,7 @@ impl Route {
             self,
             Route::Health
                 | Route::ClusterNodes
+                | Route::AdminReload
                 | Route::Status
                 | Route::StatusJson
                 | Route::Metrics

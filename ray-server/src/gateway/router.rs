@@ -70,7 +70,7 @@ impl App {
         let verified_key = if forwarded {
             None
         } else if route.protected()
-            && let Some(keys) = &self.keys
+            && let Some(keys) = self.keys.read().clone()
         {
             match keys.check(request.headers()) {
                 Ok(token) => Some(token.to_string()),
@@ -175,6 +175,9 @@ impl App {
         let response = match route {
             Route::Root => self.root(),
             Route::ClusterNodes => Box::pin(self.cluster_nodes(route, log)).await,
+            Route::AdminReload => {
+                Box::pin(self.reload_route(route, peer, request.headers(), log)).await
+            }
             Route::Livez => http::json(
                 StatusCode::OK,
                 &serde_json::json!({ "status": "ok", "service": self.service_name() }),

@@ -8,6 +8,7 @@
 //! - [`swap`]: `swap-plan`, swap and `vm.swappiness` for a small box.
 //! - [`bench`](mod@bench): replay a workload against a running gateway.
 //! - [`provision`]: a box set up from a manifest (models, config, units), idempotently.
+//! - [`reload`]: `reload`, asking the running gateway to read its config again.
 //! - [`deploy`]: what the deploy tools share (paths, the `llama-server` command line, the
 //!   memory split, the env file), [`host`] the machine read below a root directory, [`gguf`]
 //!   the GGUF header reader, [`progress`] the progress line of long steps, and [`fs`] atomic
@@ -22,6 +23,7 @@ pub mod gguf;
 pub mod host;
 pub mod progress;
 pub mod provision;
+pub mod reload;
 pub mod render;
 pub mod stage;
 pub mod swap;

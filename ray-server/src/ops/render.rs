@@ -217,6 +217,11 @@ fn gateway_unit(
         quoted("--config-path", &deploy.config_path)?
     );
     out.push_str(
+        "# `systemctl reload` reads the config again without dropping a request; the log and\n\
+         # `ray-server reload` say what changed and what waits for a restart.\n\
+         ExecReload=/bin/kill -HUP $MAINPID\n",
+    );
+    out.push_str(
         "Restart=always\nRestartSec=2\nLogRateLimitIntervalSec=30s\nLogRateLimitBurst=200\n",
     );
     let _ = writeln!(

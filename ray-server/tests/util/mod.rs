@@ -70,7 +70,8 @@ impl TestServer {
         TestServer::start_app(App::with_keys(runtime, None).unwrap()).await
     }
 
-    async fn start_app(app: App) -> TestServer {
+    /// Starts a server over an app built by the test.
+    pub async fn start_app(app: App) -> TestServer {
         let app = Arc::new(app);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

@@ -1,0 +1,328 @@
+//! Reloading the config of a running runtime: what a new config changes at once, and what
+//! waits for a restart.
+//!
+//! A reload swaps the runtime's live part whole: the effective config, the models built from
+//! it and the rate limiter. Requests already running keep the one they started with (each runs
+//! on a pinned handle), so a reload never cuts or mixes a request. A model whose definition did
+//! not change keeps its entry (its queue, its health, its counters); a changed model gets a new
+//! entry while its old one finishes what it holds; a removed model takes no new request and
+//! finishes what it holds.
+//!
+//! Some parts are built once, at start, around a listener, a store or a child process: the
+//! sections in [`RESTART_SECTIONS`] and the models Ray runs a process for (`supervise: true`).
+//! A change to one of them is reported in [`ReloadReport::not_applied`] and the running value
+//! stays; the rest of the new config applies.
+
+use std::sync::Arc;
+
+use ray_core::config::{ConfigError, ModelConfig, RayConfig, ValidConfig};
+use serde::Serialize;
+
+use crate::builder::build_entry;
+use crate::registry::{ModelEntry, Registry};
+use crate::runtime::{Runtime, RuntimeError};
+use crate::shared::{MemoryRateLimitStore, RateLimiter};
+use crate::state::Live;
+
+/// The sections a running gateway cannot change, with why: each is built once, at start.
+pub const RESTART_SECTIONS: &[(&str, &str)] = &[
+    ("server", "the listener is bound at start"),
+    (
+        "asyncQueue",
+        "the job queue and its store are opened at start",
+    ),
+    ("cache", "the result cache is sized at start"),
+    ("telemetry", "logging is set up at start"),
+    (
+        "gracefulDegradation",
+        "the pressure monitor is set up at start",
+    ),
+    (
+        "lifecycle",
+        "the managed models' lifecycle is set up at start",
+    ),
+    ("hooks", "the hook runner is set up at start"),
+    ("cluster", "the node joins the cluster at start"),
+];
+
+/// Why a supervised model's change waits for a restart.
+const SUPERVISED: &str = "Ray runs this model's llama-server, started with the gateway";
+
+/// One change a reload left for a restart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NotApplied {
+    /// The config field (`server`, `models[embedder]`, ...).
+    pub field: String,
+    /// Why it cannot change while the gateway runs.
+    pub reason: String,
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReloadReport {
+    /// Whether anything changed at all.
+    pub changed: bool,
+    /// The top-level fields whose new values are now in effect.
+    pub applied: Vec<String>,
+    /// Models added (they take requests now).
+    pub models_added: Vec<String>,
+    /// Models whose definition changed (new requests use the new one; running ones finish on
+    /// the old one).
+    pub models_changed: Vec<String>,
+    /// Models removed (they take no new request; running ones finish).
+    pub models_removed: Vec<String>,
+    /// Changes that wait for a restart; the running values stay.
+    pub not_applied: Vec<NotApplied>,
+}
+
+/// Why a reload changed nothing.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReloadError {
+    /// The new config, with the parts that cannot change kept as they run, is not valid.
+    #[error(transparent)]
+    Invalid(#[from] ConfigError),
+    /// A model of the new config cannot get its provider.
+    #[error(transparent)]
+    Provider(#[from] RuntimeError),
+}
+
+/// Whether Ray runs a process for this model.
+fn supervised(model: &ModelConfig) -> bool {
+    model
+        .adapter
+        .launch_profile()
+        .is_some_and(|launch| launch.supervise)
+}
+
+/// Whether an entry built under `old` for `old_model` behaves as one built under `new` for
+/// `model` would: the same definition and the same global settings an entry is built from
+/// (queue limits, priority, tuning, stream deadlines, prompt compiler).
+fn same_entry(
+    old: &RayConfig,
+    new: &RayConfig,
+    old_model: &ModelConfig,
+    model: &ModelConfig,
+) -> bool {
+    old_model == model
+        && old.scheduler == new.scheduler
+        && old.priority == new.priority
+        && old.adaptive_tuning == new.adaptive_tuning
+        && old.streaming == new.streaming
+        && old.prompt_compiler == new.prompt_compiler
+}
+
+/// Sets `next` back to `running` when they differ, and says so in `kept`.
+fn keep<T: PartialEq + Clone>(kept: &mut Vec<NotApplied>, name: &str, running: &T, next: &mut T) {
+    if running != next {
+        let reason = RESTART_SECTIONS
+            .iter()
+            .find(|(section, _)| *section == name)
+            .map_or("it is set up at start", |(_, reason)| reason);
+        kept.push(NotApplied {
+            field: name.to_string(),
+            reason: format!("{reason}; restart the gateway to apply it"),
+        });
+        *next = running.clone();
+    }
+}
+
+/// `next` with every part that cannot change while running set back to `running`'s, and the
+/// list of those parts.
+fn keep_running_parts(running: &RayConfig, next: &RayConfig) -> (RayConfig, Vec<NotApplied>) {
+    let mut config = next.clone();
+    let mut kept = Vec::new();
+    keep(&mut kept, "server", &running.server, &mut config.server);
+    keep(
+        &mut kept,
+        "asyncQueue",
+        &running.async_queue,
+        &mut config.async_queue,
+    );
+    keep(&mut kept, "cache", &running.cache, &mut config.cache);
+    keep(
+        &mut kept,
+        "telemetry",
+        &running.telemetry,
+        &mut config.telemetry,
+    );
+    keep(
+        &mut kept,
+        "gracefulDegradation",
+        &running.graceful_degradation,
+        &mut config.graceful_degradation,
+    );
+    keep(
+        &mut kept,
+        "lifecycle",
+        &running.lifecycle,
+        &mut config.lifecycle,
+    );
+    keep(&mut kept, "hooks", &running.hooks, &mut config.hooks);
+    keep(&mut kept, "cluster", &running.cluster, &mut config.cluster);
+    // Supervised models keep their running definitions: added ones wait, removed ones stay.
+    let mut models: Vec<ModelConfig> = Vec::new();
+    for model in next.model_entries() {
+        let old = running.model_entries().iter().find(|m| m.id == model.id);
+        match old {
+            Some(old) if (supervised(old) || supervised(model)) && old != model => {
+                kept.push(NotApplied {
+                    field: format!("models[{}]", model.id),
+                    reason: format!("{SUPERVISED}; restart the gateway to apply its change"),
+                });
+                models.push(old.clone());
+            }
+            None if supervised(model) => kept.push(NotApplied {
+                field: format!("models[{}]", model.id),
+                reason: format!("{SUPERVISED}; restart the gateway to add it"),
+            }),
+            _ => models.push(model.clone()),
+        }
+    }
+    for old in running.model_entries().iter().filter(|m| supervised(m)) {
+        if !models.iter().any(|m| m.id == old.id) {
+            kept.push(NotApplied {
+                field: format!("models[{}]", old.id),
+                reason: format!("{SUPERVISED}; restart the gateway to remove it"),
+            });
+            models.push(old.clone());
+        }
+    }
+    if next.models.is_empty() && models.len() == 1 {
+        config.model = models.remove(0);
+    } else {
+        config.models = models;
+    }
+    (config, kept)
+}
+
+impl Runtime {
+    /// Makes `next` the running config, as far as a running runtime can: the models, the
+    /// routing rules, the limits, the rate limit, priority and the rest change at once; the
+    /// parts built at start keep running as they are and are named in the report. Requests in
+    /// progress finish on the config they started with.
+    ///
+    /// A config that is not valid once those parts are kept, or a model whose provider cannot
+    /// be built, changes nothing. One reload runs at a time.
+    pub async fn reload(&self, next: ValidConfig) -> Result<ReloadReport, ReloadError> {
+        let _one = self.inner.reloading.lock().await;
+        let live = self.inner.live.read().clone();
+        let running = &live.config;
+        let (merged, not_applied) = keep_running_parts(running, &next);
+        let (merged, _warnings) = ValidConfig::new(merged)?;
+        let mut report = ReloadReport {
+            not_applied,
+            ..ReloadReport::default()
+        };
+        let old_json = serde_json::to_value(running.get()).unwrap_or_default();
+        let new_json = serde_json::to_value(merged.get()).unwrap_or_default();
+        if let (Some(old), Some(new)) = (old_json.as_object(), new_json.as_object()) {
+            let mut names: Vec<&String> = old.keys().chain(new.keys()).collect();
+            names.sort();
+            names.dedup();
+            for name in names {
+                if old.get(name) != new.get(name) {
+                    report.applied.push(name.clone());
+                }
+            }
+        }
+        report.changed = !report.applied.is_empty();
+        if !report.changed {
+            if !report.not_applied.is_empty() {
+                self.emit_reloaded(&report);
+            }
+            return Ok(report);
+        }
+        let mut entries: Vec<Arc<ModelEntry>> = Vec::new();
+        let mut fresh: Vec<Arc<ModelEntry>> = Vec::new();
+        for model in merged.model_entries() {
+            let old = live.registry.entries().iter().find(|e| e.id == model.id);
+            match old {
+                // An entry tied to a process or to the lifecycle is never rebuilt here.
+                Some(old)
+                    if supervised(&old.config)
+                        || old.lifecycle.is_some()
+                        || same_entry(running, &merged, &old.config, model) =>
+                {
+                    entries.push(old.clone());
+                }
+                Some(_) => {
+                    let entry = Arc::new(build_entry(&merged, model, &self.inner.own_providers)?);
+                    report.models_changed.push(model.id.clone());
+                    fresh.push(entry.clone());
+                    entries.push(entry);
+                }
+                None => {
+                    let entry = Arc::new(build_entry(&merged, model, &self.inner.own_providers)?);
+                    report.models_added.push(model.id.clone());
+                    fresh.push(entry.clone());
+                    entries.push(entry);
+                }
+            }
+        }
+        for old in live.registry.entries() {
+            if !entries.iter().any(|e| e.id == old.id) {
+                report.models_removed.push(old.id.clone());
+            }
+        }
+        let registry = Registry::new(entries, merged.default_model_id());
+        let rate_limiter = if merged.rate_limit == running.rate_limit {
+            live.rate_limiter.clone()
+        } else if merged.rate_limit.enabled {
+            let store = self
+                .inner
+                .rate_limit_store
+                .clone()
+                .unwrap_or_else(|| Arc::new(MemoryRateLimitStore::new(&merged.rate_limit)));
+            Some(Arc::new(RateLimiter::new(merged.rate_limit.clone(), store)))
+        } else {
+            None
+        };
+        *self.inner.live.write() = Arc::new(Live {
+            config: merged,
+            registry,
+            rate_limiter,
+        });
+        // Models that came with this config get their warm-up and backend monitor; those of
+        // models gone end by themselves (see `Runtime::serves`).
+        let mut tasks = self.inner.reload_tasks.lock();
+        tasks.retain(|task| !task.is_finished());
+        for model in fresh {
+            tasks.extend(self.start_model_tasks(&model));
+        }
+        drop(tasks);
+        self.emit_reloaded(&report);
+        Ok(report)
+    }
+
+    /// The `config_reloaded` event of `report`.
+    fn emit_reloaded(&self, report: &ReloadReport) {
+        let mut fields = serde_json::Map::new();
+        fields.insert("applied".into(), report.applied.clone().into());
+        fields.insert("modelsAdded".into(), report.models_added.clone().into());
+        fields.insert("modelsChanged".into(), report.models_changed.clone().into());
+        fields.insert("modelsRemoved".into(), report.models_removed.clone().into());
+        fields.insert(
+            "notApplied".into(),
+            serde_json::to_value(&report.not_applied).unwrap_or_default(),
+        );
+        self.inner.hooks.emit("config_reloaded", fields);
+    }
+
+    /// Whether `model` is one of the models the runtime serves now (a reload may have
+    /// removed or replaced it): the loops of a model that is not end.
+    pub(crate) fn serves(&self, model: &Arc<ModelEntry>) -> bool {
+        self.inner
+            .live
+            .read()
+            .registry
+            .entries()
+            .iter()
+            .any(|e| Arc::ptr_eq(e, model))
+    }
+}
+
+#[cfg(test)]
+mod tests;
