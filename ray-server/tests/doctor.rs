@@ -774,3 +774,90 @@ fn the_command_exits_by_the_worst_level_and_prints_json() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("--user"));
 }
+
+// === lifecycle_fit ===
+
+/// Two managed copies of the healthy box's model (`a` and `b`), under a lifecycle budget.
+fn lifecycle_vps(budget_mib: u64, resident: bool) -> FakeVps {
+    // Entries of `models` take no profile defaults: start from the effective model.
+    let base = FakeVps::healthy();
+    let loaded = ray_core::config::ConfigLoader::new()
+        .with_file(&base.config)
+        .load()
+        .unwrap();
+    let mut model = serde_json::to_value(&loaded.config.model).unwrap();
+    model["adapter"]["launchProfile"]["supervise"] = json!(true);
+    model["resident"] = json!(resident);
+    let mut a = model.clone();
+    a["id"] = json!("a");
+    a["adapter"]["launchProfile"]["port"] = json!(8101);
+    a["adapter"]["baseUrl"] = json!("http://127.0.0.1:8101");
+    let mut b = model;
+    b["id"] = json!("b");
+    b["adapter"]["launchProfile"]["port"] = json!(8102);
+    b["adapter"]["baseUrl"] = json!("http://127.0.0.1:8102");
+    FakeVps::with_config(json!({
+        "models": [a, b],
+        "lifecycle": { "memoryBudgetMiB": budget_mib },
+    }))
+}
+
+/// The footprint of one of `lifecycle_vps`'s models, by the estimator `check-config` and the
+/// gateway use.
+fn one_footprint() -> u64 {
+    let vps = lifecycle_vps(100_000, false);
+    let config = ray_core::config::ConfigLoader::new()
+        .with_file(&vps.config)
+        .load()
+        .unwrap()
+        .config;
+    let (memory, _) = ray_server::ops::check::check_fit(&config, &vps.root).unwrap();
+    assert_eq!(memory.models.len(), 2);
+    assert!(memory.models[0].problem.is_none(), "{:?}", memory.models[0]);
+    memory.models[0].footprint_mib
+}
+
+#[test]
+fn lifecycle_fit_names_the_budget_and_each_footprint() {
+    let report = run(&FakeVps::healthy());
+    let message = expect(&report, "lifecycle_fit_ok", Level::Ok);
+    assert!(message.contains("no lifecycle section"), "{message}");
+    let footprint = one_footprint();
+    assert!(footprint > 0);
+    let report = run(&lifecycle_vps(footprint * 2 + 10, true));
+    let message = expect(&report, "lifecycle_fit_ok", Level::Ok);
+    assert!(
+        message.contains(&format!("a {footprint} MiB (estimated, pinned)")),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!("the pinned models take {} MiB", footprint * 2)),
+        "{message}"
+    );
+}
+
+#[test]
+fn pinned_models_that_do_not_fit_together_are_an_error() {
+    let footprint = one_footprint();
+    // Each fits alone, both pinned do not.
+    let report = run(&lifecycle_vps(footprint + footprint / 2, true));
+    let message = expect(&report, "pinned_models_do_not_fit", Level::Error);
+    assert!(message.contains("a, b"), "{message}");
+    assert!(
+        message.contains(&format!("{} MiB together", footprint * 2)),
+        "{message}"
+    );
+    assert!(report.find("lifecycle_fit_ok").is_none());
+    // Unpinned, they take turns: fine.
+    let report = run(&lifecycle_vps(footprint + footprint / 2, false));
+    expect(&report, "lifecycle_fit_ok", Level::Ok);
+}
+
+#[test]
+fn a_managed_model_larger_than_the_budget_is_an_error() {
+    let footprint = one_footprint();
+    let report = run(&lifecycle_vps(footprint / 2, false));
+    let message = expect(&report, "model_does_not_fit", Level::Error);
+    assert!(message.contains("never load"), "{message}");
+    assert!(message.contains(&format!("{footprint} MiB")), "{message}");
+}

@@ -144,7 +144,9 @@ pub struct ModelFit {
 pub fn fit(config: &RayConfig, root: &Path) -> Option<(u64, BudgetSource, Vec<ModelFit>)> {
     let lifecycle = config.lifecycle.as_ref()?;
     let (budget, source) = memory_budget(lifecycle, config.policy.as_ref(), root);
-    let measured = MeasuredFootprints::open(Path::new(&lifecycle.state_dir));
+    // Files are read below `root` (a fabricated host in tests, `/` on the box itself).
+    let below = |path: &str| root.join(path.trim_start_matches('/'));
+    let measured = MeasuredFootprints::open(&below(&lifecycle.state_dir));
     let entries: Vec<(String, &ray_core::config::ModelConfig)> = if config.models.is_empty() {
         vec![("model".into(), &config.model)]
     } else {
@@ -160,7 +162,9 @@ pub fn fit(config: &RayConfig, root: &Path) -> Option<(u64, BudgetSource, Vec<Mo
         let Some(launch) = model.adapter.launch_profile().filter(|l| l.supervise) else {
             continue;
         };
-        let (footprint_mib, was_measured, problem) = match LlamaEstimate::of_launch(launch) {
+        let mut read = launch.clone();
+        read.model_path = below(&launch.model_path).display().to_string();
+        let (footprint_mib, was_measured, problem) = match LlamaEstimate::of_launch(&read) {
             Ok(estimate) => {
                 let kept = measured
                     .get(&model.id, &footprint_key(launch))

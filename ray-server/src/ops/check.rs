@@ -315,7 +315,7 @@ fn print_text(report: &FileReport) {
 /// The lifecycle's budget and each managed model's footprint in one line, e.g. "memory
 /// budget 3150 MiB (the machine's memory less lifecycle.reserveMiB): chat 2350 MiB
 /// (estimated), coder 1850 MiB (measured); all loaded at once they need 4200 MiB".
-fn memory_sentence(memory: &MemoryReport) -> String {
+pub(crate) fn memory_sentence(memory: &MemoryReport) -> String {
     let models: Vec<String> = memory
         .models
         .iter()

@@ -12,7 +12,8 @@ use super::files::{
     service_user, units,
 };
 use super::machine::{
-    cgroup, cpu, gateway_memory, host_memory, memory_fit, psi, swap, swappiness, systemd, tuning,
+    cgroup, cpu, gateway_memory, host_memory, lifecycle_fit, memory_fit, psi, swap, swappiness,
+    systemd, tuning,
 };
 use super::{DoctorArgs, Level};
 use crate::ops::deploy::envfile::EnvFile;
@@ -53,6 +54,7 @@ pub(super) fn run(host: &Host, args: &DoctorArgs) -> super::Report {
     llama_binary(&mut ctx);
     model_file(&mut ctx);
     memory_fit(&mut ctx);
+    lifecycle_fit(&mut ctx);
     gateway_memory(&mut ctx);
     host_memory(&mut ctx);
     swap(&mut ctx);

@@ -125,6 +125,89 @@ pub(super) fn memory_fit(ctx: &mut Ctx<'_>) {
     }
 }
 
+/// With a `lifecycle` section: every managed model fits the budget on its own, and the pinned
+/// ones (`resident: true`) fit it together, by the same estimate (or kept measurement) the
+/// gateway decides with, on this host's memory.
+pub(super) fn lifecycle_fit(ctx: &mut Ctx<'_>) {
+    const C: &str = "lifecycle_fit";
+    let Some(config) = ctx.config() else {
+        return;
+    };
+    if config.lifecycle.is_none() {
+        ctx.ok(
+            C,
+            "lifecycle_fit_ok",
+            "no lifecycle section: no model is loaded on demand",
+        );
+        return;
+    }
+    let root = ctx.host.path("/");
+    let Some((memory, _)) = crate::ops::check::check_fit(config, &root) else {
+        ctx.ok(
+            C,
+            "lifecycle_fit_ok",
+            "a lifecycle section but no managed model (supervise: true)",
+        );
+        return;
+    };
+    let budget = memory.budget_mib;
+    let mut failed = false;
+    for model in &memory.models {
+        if model.problem.is_none() && model.footprint_mib > budget {
+            failed = true;
+            ctx.push(
+                C,
+                Level::Error,
+                "model_does_not_fit",
+                format!(
+                    "the managed model {:?} needs about {} MiB ({}), more than the whole memory \
+                     budget of {budget} MiB ({}): it would never load. Lower its ctxSize, \
+                     parallel or cacheRamMiB, pick a smaller quantization, or raise \
+                     lifecycle.memoryBudgetMiB.",
+                    model.id,
+                    model.footprint_mib,
+                    if model.measured {
+                        "measured"
+                    } else {
+                        "estimated"
+                    },
+                    memory.budget_source
+                ),
+            );
+        }
+    }
+    let pinned: Vec<&crate::ops::check::ModelFitReport> =
+        memory.models.iter().filter(|m| m.resident).collect();
+    let pinned_mib: u64 = pinned.iter().map(|m| m.footprint_mib).sum();
+    if pinned_mib > budget {
+        failed = true;
+        ctx.push(
+            C,
+            Level::Error,
+            "pinned_models_do_not_fit",
+            format!(
+                "the pinned models ({}) need {pinned_mib} MiB together, more than the memory \
+                 budget of {budget} MiB ({}): they cannot all stay loaded. Unpin one \
+                 (resident: false) or raise lifecycle.memoryBudgetMiB.",
+                pinned
+                    .iter()
+                    .map(|m| m.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                memory.budget_source
+            ),
+        );
+    }
+    if !failed {
+        let sentence = crate::ops::check::memory_sentence(&memory);
+        ctx.ok(
+            C,
+            "lifecycle_fit_ok",
+            format!("{sentence}; the pinned models take {pinned_mib} MiB of it"),
+        );
+    }
+}
+
 pub(super) fn gateway_memory(ctx: &mut Ctx<'_>) {
     const C: &str = "gateway_memory";
     let (Some(config), Some(split)) = (ctx.config().cloned(), ctx.split) else {

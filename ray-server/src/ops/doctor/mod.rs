@@ -78,6 +78,7 @@ pub const CHECKS: &[&str] = &[
     "llama_binary",
     "model_file",
     "memory_fit",
+    "lifecycle_fit",
     "gateway_memory",
     "host_memory",
     "swap",
