@@ -12,6 +12,7 @@ use std::process::Output;
 use deploy_tools::{FakeVps, binary, skipped, tool, write_executable};
 use ray_server::ops::gguf::GgufBuilder;
 use ray_server::ops::stage::sha256_file;
+use serde_json::json;
 
 const MODEL: &str = "/var/lib/ray/models/qwen2.5-0.5b-instruct-q4_k_m.gguf";
 
@@ -485,6 +486,117 @@ fn swap_plan_json_names_each_step_and_each_refusal_with_its_flag() {
             .as_str()
             .unwrap()
             .contains("MiB needed"),
+        "{report}"
+    );
+}
+
+/// `swap-plan --config` and the running gateway's `/v1/models` give each managed model the same
+/// footprint and the same budget: one estimator.
+#[tokio::test]
+async fn swap_plan_and_the_gateway_agree_on_each_managed_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut models = Vec::new();
+    for (id, bytes, port) in [("small", 200_000, 18_101), ("big", 4_000_000, 18_102)] {
+        let path = dir.path().join(format!("{id}.gguf"));
+        GgufBuilder::llama(24, 896, 14, 2)
+            .tensor("token_embd.weight", bytes)
+            .write(&path)
+            .unwrap();
+        let mut model = serde_json::to_value(
+            &ray_core::config::ValidConfig::from_profile(ray_core::config::Profile::Sub1b).model,
+        )
+        .unwrap();
+        model["id"] = json!(id);
+        model["adapter"]["baseUrl"] = json!(format!("http://127.0.0.1:{port}"));
+        let launch = &mut model["adapter"]["launchProfile"];
+        launch["supervise"] = json!(true);
+        launch["port"] = json!(port);
+        launch["modelPath"] = json!(path.display().to_string());
+        launch["binaryPath"] = json!("/bin/false");
+        models.push(model);
+    }
+    let config = json!({
+        "profile": "sub1b",
+        "models": models,
+        "lifecycle": {
+            "memoryBudgetMiB": 3000,
+            "stateDir": dir.path().join("state").display().to_string(),
+        },
+        "rateLimit": { "enabled": false },
+    });
+    let ray = deploy_tools::RayProcess::start(dir.path(), &config);
+    ray.wait_for(
+        "the gateway",
+        std::time::Duration::from_secs(30),
+        || async { ray.get("/livez").await.is_some() },
+    )
+    .await;
+    let (_, listed) = ray.get("/v1/models").await.unwrap();
+    let output = binary()
+        .args(["swap-plan", "--json", "--config"])
+        .arg(dir.path().join("ray.json"))
+        .output()
+        .unwrap();
+    let report: serde_json::Value =
+        serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&output)));
+    let memory = &report["memory"];
+    assert_eq!(memory["budgetMiB"], 3000, "{report}");
+    let planned = memory["models"].as_array().unwrap();
+    assert_eq!(planned.len(), 2, "{report}");
+    for model in planned {
+        let served = listed["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["id"] == model["id"])
+            .unwrap_or_else(|| panic!("{} not in {listed}", model["id"]));
+        let footprint = model["footprintMiB"].as_u64().unwrap();
+        assert!(footprint > 0, "{model}");
+        assert_eq!(
+            served["lifecycle"]["footprintMiB"].as_u64(),
+            Some(footprint),
+            "{served} against {model}"
+        );
+        assert_eq!(served["lifecycle"]["footprintMeasured"], false);
+    }
+    assert!(
+        planned[1]["footprintMiB"].as_u64() > planned[0]["footprintMiB"].as_u64(),
+        "the bigger file needs more: {report}"
+    );
+    // The text form says the same in one line.
+    let output = binary()
+        .args(["swap-plan", "--config"])
+        .arg(dir.path().join("ray.json"))
+        .output()
+        .unwrap();
+    let out = text(&output);
+    let sentence = format!(
+        "small {} MiB (estimated)",
+        planned[0]["footprintMiB"].as_u64().unwrap()
+    );
+    assert!(out.contains("memory budget 3000 MiB"), "{out}");
+    assert!(out.contains(&sentence), "{out}");
+}
+
+#[test]
+fn swap_plan_names_a_config_that_does_not_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ray.json");
+    std::fs::write(&path, r#"{"scheduler":{"concurrency":0}}"#).unwrap();
+    let output = binary()
+        .args(["swap-plan", "--json", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["error"]["field"], "--config");
+    assert_eq!(report["error"]["code"], "config_invalid");
+    assert!(
+        report["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("scheduler.concurrency"),
         "{report}"
     );
 }

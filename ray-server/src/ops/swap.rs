@@ -28,6 +28,10 @@ pub struct SwapArgs {
     /// Free space to keep on the file system after the swap file is made, in MiB.
     #[arg(long, default_value_t = 512, value_name = "MIB")]
     pub headroom_mib: u64,
+    /// A config with a `lifecycle` section: the plan also prints the memory budget and each
+    /// managed model's footprint, as the gateway counts them (`/v1/models` shows the same).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Perform the plan (as root).
     #[arg(long)]
     pub apply: bool,
@@ -77,7 +81,8 @@ fn swap_command(step: &SwapStep, args: &SwapArgs) -> String {
 pub struct SwapError {
     /// The flag at fault, e.g. `--path`.
     pub field: &'static str,
-    /// A stable code: `invalid_path`, `path_exists`, `not_enough_space`, `step_failed`.
+    /// A stable code: `invalid_path`, `path_exists`, `not_enough_space`, `step_failed`,
+    /// `config_invalid`.
     pub code: &'static str,
     /// What is wrong and what to do.
     pub message: String,
@@ -127,6 +132,10 @@ pub struct SwapReport {
     pub wanted_swappiness: u32,
     /// The commands, in order; empty when the box already has everything.
     pub steps: Vec<StepReport>,
+    /// With `--config` and a `lifecycle` section: the memory budget and each managed model's
+    /// footprint (the figures `/v1/models` shows in `lifecycle.footprintMiB`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory: Option<crate::ops::check::MemoryReport>,
     /// Why the plan stopped, when it did.
     pub error: Option<SwapError>,
 }
@@ -159,8 +168,35 @@ pub fn plan_swap(args: &SwapArgs, text: &mut dyn FnMut(String)) -> SwapReport {
         swappiness: None,
         wanted_swappiness: args.swappiness,
         steps: Vec::new(),
+        memory: None,
         error: None,
     };
+    if let Some(path) = &args.config {
+        let loaded = ray_core::config::ConfigLoader::new()
+            .with_process_env()
+            .with_file(path)
+            .load();
+        match loaded {
+            Ok(loaded) => {
+                report.memory =
+                    crate::ops::check::check_fit(&loaded.config, &args.root).map(|(m, _)| m);
+                if let Some(memory) = &report.memory {
+                    text(crate::ops::check::memory_sentence(memory));
+                }
+            }
+            Err(error) => {
+                report.error = Some(SwapError {
+                    field: "--config",
+                    code: "config_invalid",
+                    message: format!(
+                        "{} does not load: {error}; `ray-server check-config` lists every problem",
+                        path.display()
+                    ),
+                });
+                return report;
+            }
+        }
+    }
     if !args.path.starts_with('/')
         || args
             .path
