@@ -598,3 +598,57 @@ fn a_node_hosting_nats_gets_its_unit_and_a_config_nats_server_accepts() {
     let rendered = render(&elsewhere, &deploy(&path)).unwrap();
     assert!(rendered.file("ray-nats.service").is_none());
 }
+
+/// The JSON of operations.md's worked example of two managed models.
+fn worked_example() -> serde_json::Value {
+    let docs =
+        std::fs::read_to_string(deploy_tools::repo_root().join("docs/operations.md")).unwrap();
+    let section = docs
+        .find("### A worked example: two models")
+        .expect("the worked example");
+    let start = section + docs[section..].find("```json").unwrap() + "```json".len();
+    let end = start + docs[start..].find("```").unwrap();
+    serde_json::from_str(&docs[start..end]).expect("the worked example is JSON")
+}
+
+#[test]
+fn managed_models_render_one_unit_with_the_lifecycle_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ray.json");
+    let mut config = worked_example();
+    std::fs::write(&path, config.to_string()).unwrap();
+    let (loaded, rendered) = render_example(&path);
+    assert!(rendered.supervised);
+    let names: Vec<&str> = rendered.files.iter().map(|f| f.name).collect();
+    assert_eq!(
+        names,
+        ["ray-gateway.service", "Caddyfile", "ray.env.example"]
+    );
+    let unit = &rendered.files[0].contents;
+    assert!(
+        unit.contains("# The gateway runs llama-server for chat, coder, loading each on demand"),
+        "{unit}"
+    );
+    assert!(value(unit, "Wants").is_empty(), "{unit}");
+    assert_eq!(value(unit, "OOMPolicy"), vec!["continue"]);
+    let split = memory_split(&loaded, None);
+    assert_eq!(
+        value(unit, "MemoryMax"),
+        vec![format!("{}M", split.gateway.max_mib + split.llama.unwrap().max_mib).as_str()]
+    );
+
+    // With a budget, the children's share of the unit is that budget.
+    config["lifecycle"]["memoryBudgetMiB"] = serde_json::json!(2400);
+    std::fs::write(&path, config.to_string()).unwrap();
+    let (loaded, rendered) = render_example(&path);
+    let unit = &rendered.files[0].contents;
+    let gateway = memory_split(&loaded, None).gateway.max_mib;
+    assert_eq!(
+        value(unit, "MemoryMax"),
+        vec![format!("{}M", gateway + 2400).as_str()]
+    );
+    assert!(
+        unit.contains("lifecycle.memoryBudgetMiB (2400 MiB"),
+        "{unit}"
+    );
+}

@@ -71,15 +71,25 @@ impl Rendered {
 /// Renders every file for `config` as described by `deploy`.
 pub fn render(config: &RayConfig, deploy: &DeployArgs) -> Result<Rendered, DeployError> {
     deploy.check()?;
-    let split = memory_split(config, deploy.memory_mib);
-    let launch = config.model.adapter.launch_profile();
-    let supervised = launch.is_some_and(|l| l.supervise);
+    let mut split = memory_split(config, deploy.memory_mib);
+    let managed = managed_ids(config);
+    let supervised = !managed.is_empty();
+    if supervised && let Some(budget) = config.lifecycle.as_ref().and_then(|l| l.memory_budget_mib)
+    {
+        // The children the lifecycle loads stay within its budget: that is their share of
+        // the unit.
+        split.llama = Some(UnitMemory {
+            high_mib: budget * 9 / 10,
+            max_mib: budget,
+            swap_max_mib: (budget / 4).clamp(256, 1024),
+        });
+    }
     let mut files = vec![RenderedFile {
         name: GATEWAY_UNIT,
         install_path: format!("{UNIT_DIR}/{GATEWAY_UNIT}"),
-        contents: gateway_unit(config, deploy, &split, supervised)?,
+        contents: gateway_unit(config, deploy, &split, &managed)?,
     }];
-    if let (Some(_), false) = (launch, supervised) {
+    if separate_llama(config).is_some() {
         files.push(RenderedFile {
             name: LLAMA_UNIT,
             install_path: format!("{UNIT_DIR}/{LLAMA_UNIT}"),
@@ -168,16 +178,40 @@ fn quoted(flag: &'static str, value: &str) -> Result<String, DeployError> {
     systemd_quote(value).map_err(|message| DeployError::Flag { flag, message })
 }
 
+/// The launch profile of a `llama-server` that runs in its own unit: `model`'s, when it is not
+/// supervised and is served (`models` is empty or lists it).
+fn separate_llama(config: &RayConfig) -> Option<&ray_core::config::LaunchProfile> {
+    config
+        .model
+        .adapter
+        .launch_profile()
+        .filter(|l| !l.supervise)
+        .filter(|_| {
+            config.models.is_empty() || config.models.iter().any(|m| m.id == config.model.id)
+        })
+}
+
+/// The ids of the models whose `llama-server` the gateway runs (`supervise: true`).
+fn managed_ids(config: &RayConfig) -> Vec<&str> {
+    config
+        .model_entries()
+        .iter()
+        .filter(|m| m.adapter.launch_profile().is_some_and(|l| l.supervise))
+        .map(|m| m.id.as_str())
+        .collect()
+}
+
 fn gateway_unit(
     config: &RayConfig,
     deploy: &DeployArgs,
     split: &MemorySplit,
-    supervised: bool,
+    managed: &[&str],
 ) -> Result<String, DeployError> {
+    let supervised = !managed.is_empty();
     let mut out = header(deploy, config, "#");
     out.push_str("[Unit]\nDescription=Ray inference gateway\n");
     out.push_str("Documentation=https://github.com/ray-runtime/ray/blob/main/docs/deploy.md\n");
-    if config.model.adapter.launch_profile().is_some() && !supervised {
+    if separate_llama(config).is_some() {
         // Wants, not Requires: when llama-server dies the gateway stays up, reports
         // provider_unavailable on /readyz and recovers by itself when it returns.
         let _ = writeln!(out, "Wants={LLAMA_UNIT}");
@@ -238,6 +272,23 @@ fn gateway_unit(
     out.push_str("KillSignal=SIGTERM\nKillMode=mixed\n");
     let memory = match (supervised, split.llama) {
         (true, Some(llama)) => {
+            if managed.len() > 1 || config.lifecycle.is_some() {
+                let _ = writeln!(
+                    out,
+                    "# The gateway runs llama-server for {}{}.",
+                    managed.join(", "),
+                    match config.lifecycle.as_ref() {
+                        Some(l) => match l.memory_budget_mib {
+                            Some(budget) => format!(
+                                ", loading each on demand within lifecycle.memoryBudgetMiB \
+                                 ({budget} MiB, its share of MemoryMax below)"
+                            ),
+                            None => ", loading each on demand within the lifecycle's budget".into(),
+                        },
+                        None => String::new(),
+                    }
+                );
+            }
             out.push_str(
                 "# llama-server runs inside this unit: when the kernel kills it for memory, the\n\
                  # gateway restarts it instead of systemd stopping the unit. The gateway raises\n\
