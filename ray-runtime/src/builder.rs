@@ -288,6 +288,8 @@ fn open_lifecycle(config: &ValidConfig, entries: &mut [ModelEntry]) -> Option<Ma
         LifecycleSettings {
             budget_mib,
             drain_timeout: Duration::from_millis(lifecycle.drain_timeout_ms),
+            swap_batch_requests: lifecycle.swap_batch_requests,
+            swap_batch: Duration::from_millis(lifecycle.swap_batch_ms),
         },
         models,
         Instant::now(),

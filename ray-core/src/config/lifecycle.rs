@@ -40,6 +40,19 @@ pub struct LifecycleConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1_000, max = 604_800_000))]
     pub idle_unload_ms: Option<u64>,
+    /// Fair swapping: when requests wait for a model that cannot load beside a busy one, the
+    /// busy model still takes up to this many new requests (1 to 10000, default 16) before it
+    /// drains and yields its memory, so a swap serves a batch rather than one request.
+    #[serde(default = "default_swap_batch_requests")]
+    #[schemars(range(min = 1, max = 10_000))]
+    pub swap_batch_requests: u32,
+    /// Fair swapping: the longest a busy model keeps taking new requests once another model's
+    /// requests wait for its memory, in ms (0 to 600000, default 5000; 0: it drains at once).
+    /// With `drainTimeoutMs` and the other model's load time it bounds how long a request
+    /// waits for its model's turn.
+    #[serde(default = "default_swap_batch_ms")]
+    #[schemars(range(max = 600_000))]
+    pub swap_batch_ms: u64,
     /// Where measured footprints and the children's pid files are kept (relative paths are
     /// resolved against the config's directory; default `.ray/lifecycle`).
     #[serde(default = "default_state_dir")]
@@ -53,6 +66,10 @@ pub const MIN_MEMORY_BUDGET_MIB: u64 = 64;
 pub const DEFAULT_RESERVE_MIB: u64 = 768;
 /// The default `lifecycle.drainTimeoutMs`.
 pub const DEFAULT_DRAIN_TIMEOUT_MS: u64 = 30_000;
+/// The default `lifecycle.swapBatchRequests`.
+pub const DEFAULT_SWAP_BATCH_REQUESTS: u32 = 16;
+/// The default `lifecycle.swapBatchMs`.
+pub const DEFAULT_SWAP_BATCH_MS: u64 = 5_000;
 /// The default `lifecycle.minResidentMs`.
 pub const DEFAULT_MIN_RESIDENT_MS: u64 = 30_000;
 
@@ -68,6 +85,14 @@ fn default_min_resident_ms() -> u64 {
     DEFAULT_MIN_RESIDENT_MS
 }
 
+fn default_swap_batch_requests() -> u32 {
+    DEFAULT_SWAP_BATCH_REQUESTS
+}
+
+fn default_swap_batch_ms() -> u64 {
+    DEFAULT_SWAP_BATCH_MS
+}
+
 fn default_state_dir() -> String {
     ".ray/lifecycle".into()
 }
@@ -80,6 +105,8 @@ impl Default for LifecycleConfig {
             drain_timeout_ms: DEFAULT_DRAIN_TIMEOUT_MS,
             min_resident_ms: DEFAULT_MIN_RESIDENT_MS,
             idle_unload_ms: None,
+            swap_batch_requests: DEFAULT_SWAP_BATCH_REQUESTS,
+            swap_batch_ms: DEFAULT_SWAP_BATCH_MS,
             state_dir: default_state_dir(),
         }
     }

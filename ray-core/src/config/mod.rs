@@ -37,8 +37,8 @@ pub use env::{ENV_VARS, EnvKind, EnvScope, EnvVar, OTHER_RAY_VARS, parse_env_val
 pub use explain_models::explain_models;
 pub use hooks::{DEFAULT_HOOK_TIMEOUT_MS, HOOK_EVENTS, HookConfig, MAX_HOOKS};
 pub use lifecycle::{
-    DEFAULT_DRAIN_TIMEOUT_MS, DEFAULT_MIN_RESIDENT_MS, DEFAULT_RESERVE_MIB, LifecycleConfig,
-    MIN_MEMORY_BUDGET_MIB,
+    DEFAULT_DRAIN_TIMEOUT_MS, DEFAULT_MIN_RESIDENT_MS, DEFAULT_RESERVE_MIB, DEFAULT_SWAP_BATCH_MS,
+    DEFAULT_SWAP_BATCH_REQUESTS, LifecycleConfig, MIN_MEMORY_BUDGET_MIB,
 };
 pub use limits::{
     FIELD_LIMITS, FieldLimit, HEADER_VALUE_MAX_CHARS, Limit, limits_of, rule_path, schema_keywords,

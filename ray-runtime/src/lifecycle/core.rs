@@ -37,6 +37,10 @@ struct Slot {
     drain_until: Option<Instant>,
     /// Not asked to drain again before this (after an abandoned drain).
     no_drain_until: Option<Instant>,
+    /// Fair swapping: since when another model's requests wait for this busy model's memory.
+    contended_since: Option<Instant>,
+    /// Fair swapping: requests this model took since then.
+    served_in_turn: u32,
     loads: u64,
     unloads: u64,
     evictions: u64,
@@ -51,6 +55,27 @@ impl Slot {
     fn past_min_resident(&self, now: Instant) -> bool {
         self.ready_since
             .is_none_or(|since| now.saturating_duration_since(since) >= self.config.min_resident)
+    }
+
+    /// Whether this busy model has had its turn since another model's requests began to wait
+    /// for its memory: `swapBatchRequests` new requests or `swapBatchMs`, whichever first.
+    fn turn_over(&self, settings: &LifecycleSettings, now: Instant) -> bool {
+        match self.contended_since {
+            None => settings.swap_batch.is_zero(),
+            Some(since) => {
+                self.served_in_turn >= settings.swap_batch_requests
+                    || now.saturating_duration_since(since) >= settings.swap_batch
+            }
+        }
+    }
+
+    /// Counts `n` requests this model took, toward its turn when it is contended.
+    fn took(&mut self, n: u32, now: Instant) {
+        self.in_flight += n;
+        self.last_used = Some(now);
+        if self.contended_since.is_some() {
+            self.served_in_turn = self.served_in_turn.saturating_add(n);
+        }
     }
 
     /// What a waiting request should expect before the model answers, when a load was
@@ -89,6 +114,8 @@ impl Lifecycle {
                 ready_since: None,
                 drain_until: None,
                 no_drain_until: None,
+                contended_since: None,
+                served_in_turn: 0,
                 loads: 0,
                 unloads: 0,
                 evictions: 0,
@@ -198,6 +225,7 @@ impl Lifecycle {
     /// A request for model `model` arrived, to be answered by `deadline`.
     pub fn admit(&mut self, model: usize, now: Instant, deadline: Instant) -> Admission {
         let budget = self.settings.budget_mib;
+        let turn_left = self.turn_left(model, now);
         let Some(slot) = self.slots.get_mut(model) else {
             return Admission::Refused(Refusal::UnknownModel);
         };
@@ -209,8 +237,11 @@ impl Lifecycle {
         }
         match &slot.state {
             ModelState::Ready if slot.waiting.is_empty() => {
-                slot.in_flight += 1;
-                slot.last_used = Some(now);
+                slot.took(1, now);
+                // The last request of its turn: the drain it owes starts now.
+                if slot.contended_since.is_some() && slot.turn_over(&self.settings, now) {
+                    self.pump(now);
+                }
                 return Admission::Go;
             }
             ModelState::Failed { reason } => {
@@ -224,7 +255,7 @@ impl Lifecycle {
             }
             _ => {}
         }
-        if let Some(wait) = slot.expected_wait(now)
+        if let Some(wait) = slot.expected_wait(now).map(|load| load + turn_left)
             && now + wait > deadline
         {
             return Admission::Refused(Refusal::TooSlow { retry_after: wait });
@@ -238,6 +269,33 @@ impl Lifecycle {
         });
         self.pump(now);
         Admission::Wait(id)
+    }
+
+    /// Fair swapping: how long the busy models whose memory `model` would need may still
+    /// take new requests before they drain (zero when it loads at once or is loaded).
+    fn turn_left(&self, model: usize, now: Instant) -> Duration {
+        let Some(slot) = self.slots.get(model) else {
+            return Duration::ZERO;
+        };
+        let must_load = matches!(slot.state, ModelState::Unloaded | ModelState::Failed { .. });
+        if !must_load || slot.footprint() <= self.free_mib() {
+            return Duration::ZERO;
+        }
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(i, s)| {
+                *i != model && s.state == ModelState::Ready && !s.config.resident && s.in_flight > 0
+            })
+            .map(|(_, s)| match s.contended_since {
+                Some(since) => self
+                    .settings
+                    .swap_batch
+                    .saturating_sub(now.saturating_duration_since(since)),
+                None => self.settings.swap_batch,
+            })
+            .max()
+            .unwrap_or(Duration::ZERO)
     }
 
     /// A request that went (at once or after waiting) ended.
@@ -435,6 +493,9 @@ impl Lifecycle {
         let from = slot.state.name();
         slot.state = to;
         slot.since = now;
+        // A new state is a new turn.
+        slot.contended_since = None;
+        slot.served_in_turn = 0;
         self.effects.push(Effect::Transition(Transition {
             model,
             from,
@@ -500,23 +561,34 @@ impl Lifecycle {
                 );
             }
         }
+        // A turn ends when no request waits for a model that must load.
+        let contended = self.slots.iter().any(|s| {
+            !s.waiting.is_empty()
+                && matches!(s.state, ModelState::Unloaded | ModelState::Failed { .. })
+        });
+        if !contended {
+            for slot in &mut self.slots {
+                slot.contended_since = None;
+                slot.served_in_turn = 0;
+            }
+        }
         // Models with waiting requests, oldest first.
-        let mut order: Vec<(Instant, usize)> = self
+        // (Arrival, then the order of admission for requests of the same instant.)
+        let mut order: Vec<(Instant, WaiterId, usize)> = self
             .slots
             .iter()
             .enumerate()
-            .filter_map(|(i, s)| s.waiting.front().map(|w| (w.arrived, i)))
+            .filter_map(|(i, s)| s.waiting.front().map(|w| (w.arrived, w.id, i)))
             .collect();
         order.sort();
         let mut blocked = false;
-        for (_, index) in order {
+        for (_, _, index) in order {
             let budget = self.settings.budget_mib;
             let slot = &mut self.slots[index];
             match &slot.state {
                 ModelState::Ready => {
                     let waiting: Vec<WaiterId> = slot.waiting.drain(..).map(|w| w.id).collect();
-                    slot.in_flight += waiting.len() as u32;
-                    slot.last_used = Some(now);
+                    slot.took(waiting.len() as u32, now);
                     self.effects
                         .extend(waiting.into_iter().map(|waiter| Effect::Serve {
                             waiter,
@@ -592,7 +664,7 @@ impl Lifecycle {
             })
             .collect();
         idle.sort_by_key(|&i| order(&self.slots[i]));
-        let mut busy: Vec<usize> = (0..self.slots.len())
+        let busy_candidates: Vec<usize> = (0..self.slots.len())
             .filter(|&i| {
                 let s = &self.slots[i];
                 i != for_model
@@ -600,6 +672,20 @@ impl Lifecycle {
                     && s.in_flight > 0
                     && s.no_drain_until.is_none_or(|until| now >= until)
             })
+            .collect();
+        // Fair swapping: a busy model's turn starts when a request first waits for its memory,
+        // and it drains only once the turn is over.
+        for &index in &busy_candidates {
+            let slot = &mut self.slots[index];
+            if slot.contended_since.is_none() {
+                slot.contended_since = Some(now);
+                slot.served_in_turn = 0;
+            }
+        }
+        let settings = &self.settings;
+        let mut busy: Vec<usize> = busy_candidates
+            .into_iter()
+            .filter(|&i| self.slots[i].turn_over(settings, now))
             .collect();
         busy.sort_by_key(|&i| order(&self.slots[i]));
         let reachable: u64 = idle
@@ -634,8 +720,10 @@ impl Lifecycle {
             slot.evictions += 1;
             slot.drain_until = Some(now + timeout);
             let reason = format!(
-                "draining to make room for {wanted:?} ({need} MiB): {} requests in flight \
-                 finish first (up to {} ms); new ones wait",
+                "draining to make room for {wanted:?} ({need} MiB) after its turn ({} requests \
+                 taken since {wanted:?} began to wait): {} requests in flight finish first (up \
+                 to {} ms); new ones wait",
+                slot.served_in_turn,
                 slot.in_flight,
                 timeout.as_millis()
             );

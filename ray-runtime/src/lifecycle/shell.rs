@@ -358,6 +358,8 @@ mod tests {
             LifecycleSettings {
                 budget_mib: 1_000,
                 drain_timeout: Duration::from_secs(5),
+                swap_batch_requests: 16,
+                swap_batch: Duration::ZERO,
             },
             vec![model("a"), model("b")],
             Instant::now(),

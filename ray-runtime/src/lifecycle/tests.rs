@@ -27,6 +27,8 @@ fn settings(budget_mib: u64) -> LifecycleSettings {
     LifecycleSettings {
         budget_mib,
         drain_timeout: ms(1_000),
+        swap_batch_requests: 16,
+        swap_batch: Duration::ZERO,
     }
 }
 
@@ -160,6 +162,113 @@ fn an_idle_model_is_evicted_for_another_and_a_busy_one_drains_first() {
     assert_eq!(unloads(&life.take_effects()), vec![1]);
     let status = &life.statuses()[0];
     assert_eq!((status.evictions, status.unloads), (1, 1));
+}
+
+fn batched(budget_mib: u64, requests: u32, batch_ms: u64) -> LifecycleSettings {
+    LifecycleSettings {
+        swap_batch_requests: requests,
+        swap_batch: ms(batch_ms),
+        ..settings(budget_mib)
+    }
+}
+
+/// `a` loaded and busy with one request, `b` (which cannot load beside it) unloaded.
+fn a_busy(settings: LifecycleSettings, t0: Instant) -> Lifecycle {
+    let mut life = Lifecycle::new(settings, vec![model("a", 600), model("b", 600)], t0);
+    life.admit(0, t0, t0 + Duration::from_secs(600));
+    life.loaded(0, t0 + ms(10), None);
+    life.take_effects();
+    life
+}
+
+#[test]
+fn a_busy_model_takes_its_batch_of_requests_before_it_drains() {
+    let t0 = Instant::now();
+    let far = t0 + Duration::from_secs(600);
+    let mut life = a_busy(batched(1_000, 3, 60_000), t0);
+    let Admission::Wait(waiter) = life.admit(1, t0 + ms(20), far) else {
+        panic!("b must wait")
+    };
+    assert_eq!(life.state(0), Some(&ModelState::Ready), "a's turn begins");
+    // Three more requests for a go at once; the third ends its turn and it drains.
+    for i in 0..3 {
+        assert_eq!(
+            life.admit(0, t0 + ms(30 + i), far),
+            Admission::Go,
+            "request {i}"
+        );
+    }
+    assert_eq!(life.state(0), Some(&ModelState::Draining));
+    let drained = life
+        .take_effects()
+        .into_iter()
+        .find_map(|e| match e {
+            Effect::Transition(t) if t.to == "draining" => Some(t.reason),
+            _ => None,
+        })
+        .unwrap();
+    assert!(drained.contains("after its turn (3 requests"), "{drained}");
+    // The next one waits for a's next turn.
+    assert!(matches!(
+        life.admit(0, t0 + ms(40), far),
+        Admission::Wait(_)
+    ));
+    for _ in 0..4 {
+        life.finished(0, t0 + ms(50));
+    }
+    assert_eq!(unloads(&life.take_effects()), vec![0]);
+    life.unloaded(0, t0 + ms(60));
+    assert_eq!(loads(&life.take_effects()), vec![1]);
+    life.loaded(1, t0 + ms(70), None);
+    assert_eq!(served(&life.take_effects()), vec![waiter]);
+}
+
+#[test]
+fn a_busy_model_yields_when_its_batch_time_is_over() {
+    let t0 = Instant::now();
+    let far = t0 + Duration::from_secs(600);
+    let mut life = a_busy(batched(1_000, 1_000, 2_000), t0);
+    assert!(matches!(
+        life.admit(1, t0 + ms(20), far),
+        Admission::Wait(_)
+    ));
+    life.tick(t0 + ms(1_000));
+    assert_eq!(life.state(0), Some(&ModelState::Ready));
+    assert_eq!(life.admit(0, t0 + ms(1_500), far), Admission::Go);
+    life.tick(t0 + ms(2_030));
+    assert_eq!(life.state(0), Some(&ModelState::Draining));
+}
+
+#[test]
+fn the_wait_estimate_counts_the_turn_left_and_the_measured_load() {
+    let t0 = Instant::now();
+    let mut settings = batched(1_000, 100, 5_000);
+    settings.drain_timeout = ms(1_000);
+    let mut life = Lifecycle::new(
+        settings,
+        vec![
+            model("a", 600),
+            LifecycleModel {
+                load_time: Some(ms(2_000)),
+                ..model("b", 600)
+            },
+        ],
+        t0,
+    );
+    life.admit(0, t0, t0 + Duration::from_secs(600));
+    life.loaded(0, t0 + ms(10), None);
+    // b's load takes 2 s, and a may still take requests for 5 s: 6 s are not enough.
+    match life.admit(1, t0 + ms(20), t0 + ms(6_020)) {
+        Admission::Refused(Refusal::TooSlow { retry_after }) => {
+            assert_eq!(retry_after, ms(7_000));
+        }
+        other => panic!("{other:?}"),
+    }
+    // With a deadline past both it waits.
+    assert!(matches!(
+        life.admit(1, t0 + ms(20), t0 + ms(8_000)),
+        Admission::Wait(_)
+    ));
 }
 
 #[test]
@@ -583,5 +692,90 @@ proptest! {
                 );
             }
         }
+    }
+}
+
+proptest! {
+    #![proptest_config(crate::fuzz_config(256))]
+
+    /// Fair swapping: however busy `a` is kept, a request for `b` (which cannot load beside
+    /// it) sees `b` start loading within `swapBatchMs` plus the drain of what `a` holds, and
+    /// `a` takes at most `swapBatchRequests` new requests meanwhile.
+    #[test]
+    fn a_waiting_model_gets_its_turn_within_the_bound(
+        requests in 1u32..20,
+        batch_ms in 0u64..3_000,
+        steps in proptest::collection::vec((0u32..4, 1u64..300), 1..200),
+        b_at in 0usize..50,
+    ) {
+        let t0 = Instant::now();
+        let far = t0 + Duration::from_secs(3_600);
+        let mut life = a_busy(batched(1_000, requests, batch_ms), t0);
+        let mut now = t0 + ms(10);
+        // Requests going on each model, and those that started in the current step.
+        let mut going = [1u32, 0];
+        let mut b_since: Option<Instant> = None;
+        let mut b_load: Option<Instant> = None;
+        let mut a_taken = 0u32;
+        let longest_step = ms(300);
+        for (i, (new, step)) in steps.into_iter().enumerate() {
+            if i == b_at {
+                prop_assert!(matches!(life.admit(1, now, far), Admission::Wait(_)));
+                b_since = Some(now);
+            }
+            let before = going;
+            for _ in 0..new {
+                if life.admit(0, now, far) == Admission::Go {
+                    going[0] += 1;
+                    if b_since.is_some() && b_load.is_none() {
+                        a_taken += 1;
+                    }
+                }
+            }
+            // What was going when the step began ends within the step.
+            for model in 0..2 {
+                for _ in 0..before[model] {
+                    going[model] -= 1;
+                    life.finished(model, now);
+                }
+            }
+            now += ms(step);
+            life.tick(now);
+            // The processes start and stop at once.
+            loop {
+                let effects = life.take_effects();
+                if effects.is_empty() {
+                    break;
+                }
+                for effect in effects {
+                    match effect {
+                        Effect::Unload { model } => {
+                            prop_assert_eq!(going[model], 0, "unloaded with work in flight");
+                            life.unloaded(model, now);
+                        }
+                        Effect::Load { model } => {
+                            if model == 1 && b_load.is_none() {
+                                b_load = Some(now);
+                            }
+                            life.loaded(model, now, None);
+                        }
+                        Effect::Serve { model, .. } => going[model] += 1,
+                        Effect::Refuse { .. } | Effect::Transition(_) => {}
+                    }
+                }
+            }
+            if let (Some(since), None) = (b_since, b_load) {
+                prop_assert!(
+                    now.saturating_duration_since(since) <= ms(batch_ms) + longest_step * 2,
+                    "b waited {:?} with swapBatchMs {batch_ms}",
+                    now.saturating_duration_since(since)
+                );
+            }
+            prop_assert!(life.committed_mib() <= 1_000);
+        }
+        prop_assert!(
+            a_taken <= requests,
+            "a took {a_taken} requests while b waited (swapBatchRequests {requests})"
+        );
     }
 }

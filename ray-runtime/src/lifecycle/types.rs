@@ -14,6 +14,12 @@ pub struct LifecycleSettings {
     /// How long a model chosen to make room may take to finish its requests before the
     /// eviction is abandoned (`lifecycle.drainTimeoutMs`).
     pub drain_timeout: Duration,
+    /// Fair swapping: new requests a busy model still takes once another model's requests
+    /// wait for its memory (`lifecycle.swapBatchRequests`).
+    pub swap_batch_requests: u32,
+    /// Fair swapping: how long a busy model still takes new requests once another model's
+    /// requests wait for its memory (`lifecycle.swapBatchMs`; zero: it drains at once).
+    pub swap_batch: Duration,
 }
 
 /// One managed model as the lifecycle sees it.

@@ -97,6 +97,20 @@ pub(crate) fn validate_lifecycle(config: &RayConfig) -> Vec<Diagnostic> {
     if let Some(ms) = lifecycle.idle_unload_ms {
         range(&mut out, "lifecycle.idleUnloadMs", ms, 1_000, 604_800_000);
     }
+    range(
+        &mut out,
+        "lifecycle.swapBatchRequests",
+        u64::from(lifecycle.swap_batch_requests),
+        1,
+        10_000,
+    );
+    range(
+        &mut out,
+        "lifecycle.swapBatchMs",
+        lifecycle.swap_batch_ms,
+        0,
+        600_000,
+    );
     let dir = &lifecycle.state_dir;
     if dir.trim().is_empty() || dir.chars().count() > 4_096 || dir.chars().any(char::is_control) {
         out.push(Diagnostic::error(
