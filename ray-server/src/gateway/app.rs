@@ -117,8 +117,8 @@ pub struct App {
     pub(crate) runtime: Runtime,
     /// The API keys of `auth` (`None`: auth is off); a reload replaces them.
     pub(crate) keys: parking_lot::RwLock<Option<std::sync::Arc<ApiKeys>>>,
-    pub(crate) key_source: crate::gateway::reload::KeySource,
-    pub(crate) reload_source: Option<crate::gateway::reload::ReloadSource>,
+    pub(crate) key_source: crate::gateway::reload_source::KeySource,
+    pub(crate) reload_source: Option<crate::gateway::reload_source::ReloadSource>,
     pub(crate) limits: HttpLimits,
     pub(crate) stats: ServerStats,
     pub(crate) status: crate::gateway::status::history::StatusHistory,
@@ -132,14 +132,14 @@ impl App {
         let variable = runtime.config().auth.api_key_env.clone();
         let value = std::env::var(&variable).ok();
         let mut app = App::with_keys(runtime, value.as_deref())?;
-        app.key_source = crate::gateway::reload::KeySource::Env;
+        app.key_source = crate::gateway::reload_source::KeySource::Env;
         Ok(app)
     }
 
     /// An app over `runtime` with the API keys given explicitly (as the variable's text).
     pub fn with_keys(runtime: Runtime, keys: Option<&str>) -> Result<App, AppError> {
         let config = runtime.config();
-        let key_source = crate::gateway::reload::KeySource::Given(keys.map(String::from));
+        let key_source = crate::gateway::reload_source::KeySource::Given(keys.map(String::from));
         let keys = if config.auth.enabled {
             Some(std::sync::Arc::new(ApiKeys::parse(
                 &config.auth.api_key_env,

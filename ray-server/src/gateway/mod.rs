@@ -16,6 +16,7 @@ pub mod idle;
 mod jobs;
 mod openai;
 pub mod reload;
+mod reload_source;
 mod route;
 mod router;
 pub mod server;

@@ -10,49 +10,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use hyper::{Response, StatusCode};
-use ray_core::config::{ConfigError, LoadedConfig};
+use ray_core::config::ConfigError;
 use ray_core::{ErrorCode, RayError};
 
 use crate::gateway::app::{App, RequestLog, Route};
 use crate::gateway::auth::ApiKeys;
 use crate::gateway::http::{self, Body};
-
-/// Where a reload reads the config: the loader the gateway started with.
-#[derive(Clone)]
-pub struct ReloadSource(Arc<dyn Fn() -> Result<LoadedConfig, ConfigError> + Send + Sync>);
-
-impl ReloadSource {
-    /// A source that calls `load` at each reload.
-    pub fn new(
-        load: impl Fn() -> Result<LoadedConfig, ConfigError> + Send + Sync + 'static,
-    ) -> ReloadSource {
-        ReloadSource(Arc::new(load))
-    }
-}
-
-impl std::fmt::Debug for ReloadSource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ReloadSource")
-    }
-}
-
-/// Where the API keys come from at a reload.
-#[derive(Debug, Clone)]
-pub(crate) enum KeySource {
-    /// The process environment, read again (the variable `auth.apiKeyEnv` names may change).
-    Env,
-    /// The text given to [`App::with_keys`].
-    Given(Option<String>),
-}
-
-impl KeySource {
-    fn text(&self, variable: &str) -> Option<String> {
-        match self {
-            KeySource::Env => std::env::var(variable).ok(),
-            KeySource::Given(text) => text.clone(),
-        }
-    }
-}
+pub use crate::gateway::reload_source::ReloadSource;
 
 /// The error of a config that does not load: each problem named with its field.
 fn config_error(error: &ConfigError) -> RayError {
