@@ -247,42 +247,15 @@ fn open_lifecycle(config: &ValidConfig, entries: &mut [ModelEntry]) -> Option<Ma
         let Some(entry) = entries.iter_mut().find(|e| e.id == fit.id) else {
             continue;
         };
-        let Some(launch) = entry.config.adapter.launch_profile().cloned() else {
+        let Some((model, process)) = managed_model(lifecycle, entry, &fit, &kept) else {
             continue;
         };
-        if let Some(problem) = &fit.problem {
-            tracing::warn!(
-                model = %fit.id,
-                problem = %problem,
-                "cannot size a managed model: it counts as 0 MiB until its first load is measured"
-            );
-        }
         entry.lifecycle = Some(models.len());
         // Its process is warmed by its own load (`/health` answers once the model is loaded);
         // a warm-up request at boot would load every managed model in turn.
         entry.health.set_warm(crate::model_health::WarmState::Idle);
-        let load_time = kept
-            .get(&fit.id, &footprint_key(&launch))
-            .map(|m| Duration::from_millis(m.load_ms));
-        models.push(LifecycleModel {
-            id: fit.id.clone(),
-            footprint_mib: fit.footprint_mib,
-            resident: fit.resident,
-            min_resident: Duration::from_millis(lifecycle.min_resident_ms(&entry.config)),
-            idle_unload: lifecycle
-                .idle_unload_ms(&entry.config)
-                .map(Duration::from_millis),
-            load_time,
-        });
-        processes.push(ManagedProcess {
-            id: fit.id,
-            api_key_env: entry
-                .config
-                .adapter
-                .http()
-                .and_then(|h| h.api_key_env.map(String::from)),
-            launch,
-        });
+        models.push(model);
+        processes.push(process);
     }
     let core = Lifecycle::new(
         LifecycleSettings {
@@ -294,13 +267,56 @@ fn open_lifecycle(config: &ValidConfig, entries: &mut [ModelEntry]) -> Option<Ma
         models,
         Instant::now(),
     );
-    let driver = ProcessDriver::new(processes, Some(state_dir));
+    let driver = ProcessDriver::new(processes, Some(state_dir.clone()));
     let shell = LifecycleShell::new(core, driver.clone());
     driver.attach(shell.clone());
     Some(Managed {
         shell,
+        driver,
         budget_source,
+        state_dir,
     })
+}
+
+/// How the lifecycle sees the managed model of `entry` (its fit: `fit`), and the process its
+/// driver runs for it; `None` when the entry has no launch profile.
+pub(crate) fn managed_model(
+    lifecycle: &ray_core::config::LifecycleConfig,
+    entry: &ModelEntry,
+    fit: &crate::lifecycle::ModelFit,
+    kept: &MeasuredFootprints,
+) -> Option<(LifecycleModel, ManagedProcess)> {
+    let launch = entry.config.adapter.launch_profile().cloned()?;
+    if let Some(problem) = &fit.problem {
+        tracing::warn!(
+            model = %fit.id,
+            problem = %problem,
+            "cannot size a managed model: it counts as 0 MiB until its first load is measured"
+        );
+    }
+    let load_time = kept
+        .get(&fit.id, &footprint_key(&launch))
+        .map(|m| Duration::from_millis(m.load_ms));
+    let model = LifecycleModel {
+        id: fit.id.clone(),
+        footprint_mib: fit.footprint_mib,
+        resident: fit.resident,
+        min_resident: Duration::from_millis(lifecycle.min_resident_ms(&entry.config)),
+        idle_unload: lifecycle
+            .idle_unload_ms(&entry.config)
+            .map(Duration::from_millis),
+        load_time,
+    };
+    let process = ManagedProcess {
+        id: fit.id.clone(),
+        api_key_env: entry
+            .config
+            .adapter
+            .http()
+            .and_then(|h| h.api_key_env.map(String::from)),
+        launch,
+    };
+    Some((model, process))
 }
 
 /// Opens the job queue: its store, the callback secret, recovery.

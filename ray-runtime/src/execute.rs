@@ -233,6 +233,7 @@ impl Runtime {
             exec,
             started,
             deadline,
+            lease,
             ..
         } = *ready;
         // A stream also has its total deadline.
@@ -242,9 +243,9 @@ impl Runtime {
             deadline
         };
 
-        // Step 7: a managed model must be loaded (or load) first; its lease keeps it from
-        // being unloaded until the request ends. Then admission.
-        let _lease = self.lease(&model, deadline.min(total_deadline)).await?;
+        // Step 7: admission (a managed model's lease, taken in front, keeps it loaded until
+        // the execution ends).
+        let _lease = lease;
         let admitted = tokio::time::timeout_at(
             deadline.min(total_deadline),
             model.scheduler.admit(spec, deadline),
@@ -394,7 +395,17 @@ impl Runtime {
             return Ok(None);
         };
         match managed.shell.acquire_at(index, deadline).await {
-            Ok(lease) => Ok(Some(lease)),
+            Ok(lease) => {
+                // A process started since the provider last looked (a swap, a crash and
+                // reload): what it detected and rendered against the old one is dropped
+                // before this request prepares its prompt.
+                let loads = managed.shell.loads_at(index);
+                if model.counters.loads_seen.load(Ordering::Acquire) != loads {
+                    model.provider.backend_replaced();
+                    model.counters.loads_seen.store(loads, Ordering::Release);
+                }
+                Ok(Some(lease))
+            }
             Err(refusal) => Err(crate::managed::refusal_error(
                 &model.id,
                 refusal,

@@ -54,6 +54,8 @@ pub(crate) struct Ready {
     pub(crate) started: Instant,
     /// `scheduler.requestTimeoutMs` after arrival.
     pub(crate) deadline: Instant,
+    /// A managed model's lease: it is loaded, and stays so while the lease lives.
+    pub(crate) lease: Option<crate::lifecycle::Lease>,
 }
 
 /// The models a request may be served by: the chosen one, then its fallback chain.
@@ -135,6 +137,9 @@ impl Runtime {
                 Looked::Miss(plan, cache_key) => (plan, cache_key),
             };
 
+        // A managed model must be loaded (or load) before its backend prepares the prompt;
+        // the lease keeps it loaded until the request's execution ends.
+        let lease = self.lease(model, deadline).await?;
         // Admission, phase 1: preparation (template, exact token count), bounded like the
         // queue.
         let mut provider_request = plan.provider_request(request_id);
@@ -205,6 +210,7 @@ impl Runtime {
                 dedupe_key,
                 started,
                 deadline,
+                lease,
             }),
         ))
     }

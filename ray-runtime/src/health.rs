@@ -45,6 +45,12 @@ impl Runtime {
             if let crate::lifecycle::ModelState::Failed { reason } = &status.state {
                 details.insert("error".into(), reason.clone().into());
             }
+            if let Some(process) = self.managed_process(model, status) {
+                details.insert(
+                    "rayBackendProcess".into(),
+                    serde_json::to_value(process).unwrap_or_default(),
+                );
+            }
             return ProviderHealth {
                 status: provider_status,
                 checked_at: ray_core::time::now_rfc3339(),
@@ -66,7 +72,11 @@ impl Runtime {
             .store(status_to_u8(report.status), Ordering::Relaxed);
         health.note_probe(report.status);
         let warm = health.warm();
-        let process = health.process();
+        let process = health.process().or_else(|| {
+            lifecycle
+                .as_ref()
+                .and_then(|status| self.managed_process(model, status))
+        });
         let status = health.with_process(combine(&warm, report.status));
         let mut details = match report.details {
             Some(serde_json::Value::Object(map)) => map,
@@ -119,6 +129,24 @@ impl Runtime {
 }
 
 impl Runtime {
+    /// A managed model's process as `/health` shows it (`rayBackendProcess`), while one runs:
+    /// `starting` while it loads, else `running`; its restarts are its loads after the first.
+    fn managed_process(
+        &self,
+        model: &ModelEntry,
+        status: &crate::lifecycle::ModelStatus,
+    ) -> Option<crate::backend::BackendProcess> {
+        let index = model.lifecycle?;
+        let pid = self.inner.managed.as_ref()?.driver.pid(index)?;
+        let restarts = u32::try_from(status.loads.saturating_sub(1)).unwrap_or(u32::MAX);
+        Some(match status.state {
+            crate::lifecycle::ModelState::Loading => {
+                crate::backend::BackendProcess::Starting { pid, restarts }
+            }
+            _ => crate::backend::BackendProcess::Running { pid, restarts },
+        })
+    }
+
     /// The lifecycle status of `model`, when it is a managed model under the `lifecycle`
     /// section.
     pub(crate) fn lifecycle_of(&self, model: &ModelEntry) -> Option<crate::lifecycle::ModelStatus> {

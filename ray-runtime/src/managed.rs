@@ -16,7 +16,11 @@ use crate::lifecycle::{BudgetSource, LifecycleShell, ModelState, ModelStatus, Re
 #[derive(Debug)]
 pub(crate) struct Managed {
     pub(crate) shell: LifecycleShell,
+    /// The driver behind the shell (a reload adds and changes processes through it).
+    pub(crate) driver: crate::backend::ondemand::ProcessDriver,
     pub(crate) budget_source: BudgetSource,
+    /// `lifecycle.stateDir`.
+    pub(crate) state_dir: std::path::PathBuf,
 }
 
 /// Seconds for a `Retry-After` of `wait` (1 at least).
@@ -83,6 +87,11 @@ pub(crate) fn refusal_error(model: &str, refusal: Refusal, budget: BudgetSource)
                 None => error,
             }
         }
+        Refusal::Removed => RayError::new(
+            ErrorCode::ModelNotFound,
+            format!("Model {model:?} was removed from the config by a reload"),
+        )
+        .with_details(serde_json::json!({ "model": model, "param": "model" })),
         Refusal::UnknownModel => RayError::new(
             ErrorCode::GatewayError,
             format!("Model {model:?} is not known to the lifecycle"),

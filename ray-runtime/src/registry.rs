@@ -69,6 +69,8 @@ pub(crate) struct ModelCounters {
     pub(crate) errors: CodeCounters,
     /// A moving average of the backend's time per execution, in microseconds (0: none yet).
     pub(crate) service_us: AtomicU64,
+    /// A managed model's load count when its provider last learned of a new process.
+    pub(crate) loads_seen: AtomicU64,
 }
 
 impl ModelCounters {

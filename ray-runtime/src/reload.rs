@@ -8,17 +8,27 @@
 //! entry while its old one finishes what it holds; a removed model takes no new request and
 //! finishes what it holds.
 //!
+//! Managed models (under the `lifecycle` section) change live too, without cutting work: a
+//! changed model drains (it takes no new request and finishes those in flight), unloads and
+//! loads again with its new definition (at once when pinned or when requests wait, else on the
+//! next request); a removed one drains and stops; a new one is added `unloaded`.
+//!
 //! Some parts are built once, at start, around a listener, a store or a child process: the
-//! sections in [`RESTART_SECTIONS`] and the models Ray runs a process for (`supervise: true`).
-//! A change to one of them is reported in [`ReloadReport::not_applied`] and the running value
-//! stays; the rest of the new config applies.
+//! sections in [`RESTART_SECTIONS`] and a model Ray supervises outside the lifecycle
+//! (`supervise: true` without a `lifecycle` section). A change to one of them is reported in
+//! [`ReloadReport::not_applied`] and the running value stays; the rest of the new config
+//! applies.
 
 use std::sync::Arc;
 
 use ray_core::config::{ConfigError, ModelConfig, RayConfig, ValidConfig};
 use serde::Serialize;
 
-use crate::builder::build_entry;
+use crate::builder::{build_entry, managed_model};
+use crate::footprint::MeasuredFootprints;
+use crate::lifecycle::ModelFit;
+use crate::managed::Managed;
+use crate::model_health::WarmState;
 use crate::registry::{ModelEntry, Registry};
 use crate::runtime::{Runtime, RuntimeError};
 use crate::shared::{MemoryRateLimitStore, RateLimiter};
@@ -89,6 +99,25 @@ pub enum ReloadError {
     Provider(#[from] RuntimeError),
 }
 
+/// A model of the new config before anything changes.
+enum Planned {
+    /// Its running entry serves on.
+    Kept(Arc<ModelEntry>),
+    /// A new entry for a changed model, and the running one.
+    Changed(ModelEntry, Arc<ModelEntry>),
+    /// A new model's entry.
+    Added(ModelEntry),
+}
+
+impl Planned {
+    fn id(&self) -> &str {
+        match self {
+            Planned::Kept(entry) | Planned::Changed(_, entry) => &entry.id,
+            Planned::Added(entry) => &entry.id,
+        }
+    }
+}
+
 /// Whether Ray runs a process for this model.
 fn supervised(model: &ModelConfig) -> bool {
     model
@@ -130,8 +159,13 @@ fn keep<T: PartialEq + Clone>(kept: &mut Vec<NotApplied>, name: &str, running: &
 }
 
 /// `next` with every part that cannot change while running set back to `running`'s, and the
-/// list of those parts.
-fn keep_running_parts(running: &RayConfig, next: &RayConfig) -> (RayConfig, Vec<NotApplied>) {
+/// list of those parts. `lifecycle_runs`: the runtime runs a lifecycle, so the models it
+/// manages (supervised ones) change live.
+fn keep_running_parts(
+    running: &RayConfig,
+    next: &RayConfig,
+    lifecycle_runs: bool,
+) -> (RayConfig, Vec<NotApplied>) {
     let mut config = next.clone();
     let mut kept = Vec::new();
     keep(&mut kept, "server", &running.server, &mut config.server);
@@ -162,7 +196,9 @@ fn keep_running_parts(running: &RayConfig, next: &RayConfig) -> (RayConfig, Vec<
     );
     keep(&mut kept, "hooks", &running.hooks, &mut config.hooks);
     keep(&mut kept, "cluster", &running.cluster, &mut config.cluster);
-    // Supervised models keep their running definitions: added ones wait, removed ones stay.
+    // Supervised models outside a lifecycle keep their running definitions: added ones wait,
+    // removed ones stay.
+    let supervised = |model: &ModelConfig| !lifecycle_runs && supervised(model);
     let mut models: Vec<ModelConfig> = Vec::new();
     for model in next.model_entries() {
         let old = running.model_entries().iter().find(|m| m.id == model.id);
@@ -210,7 +246,8 @@ impl Runtime {
         let _one = self.inner.reloading.lock().await;
         let live = self.inner.live.read().clone();
         let running = &live.config;
-        let (merged, not_applied) = keep_running_parts(running, &next);
+        let managed = self.inner.managed.as_ref();
+        let (merged, not_applied) = keep_running_parts(running, &next, managed.is_some());
         let (merged, _warnings) = ValidConfig::new(merged)?;
         let mut report = ReloadReport {
             not_applied,
@@ -235,38 +272,73 @@ impl Runtime {
             }
             return Ok(report);
         }
-        let mut entries: Vec<Arc<ModelEntry>> = Vec::new();
-        let mut fresh: Vec<Arc<ModelEntry>> = Vec::new();
+        // Every entry is built before anything changes: a model whose provider cannot be built
+        // leaves the running config whole.
+        let mut planned: Vec<Planned> = Vec::new();
         for model in merged.model_entries() {
             let old = live.registry.entries().iter().find(|e| e.id == model.id);
             match old {
-                // An entry tied to a process or to the lifecycle is never rebuilt here.
+                // An entry tied to a process outside the lifecycle is never rebuilt here.
                 Some(old)
-                    if supervised(&old.config)
-                        || old.lifecycle.is_some()
+                    if (old.lifecycle.is_none() && supervised(&old.config))
                         || same_entry(running, &merged, &old.config, model) =>
                 {
-                    entries.push(old.clone());
+                    planned.push(Planned::Kept(old.clone()));
                 }
-                Some(_) => {
-                    let entry = Arc::new(build_entry(&merged, model, &self.inner.own_providers)?);
+                Some(old) => {
+                    let entry = build_entry(&merged, model, &self.inner.own_providers)?;
                     report.models_changed.push(model.id.clone());
-                    fresh.push(entry.clone());
-                    entries.push(entry);
+                    planned.push(Planned::Changed(entry, old.clone()));
                 }
                 None => {
-                    let entry = Arc::new(build_entry(&merged, model, &self.inner.own_providers)?);
+                    let entry = build_entry(&merged, model, &self.inner.own_providers)?;
                     report.models_added.push(model.id.clone());
-                    fresh.push(entry.clone());
-                    entries.push(entry);
+                    planned.push(Planned::Added(entry));
                 }
             }
         }
         for old in live.registry.entries() {
-            if !entries.iter().any(|e| e.id == old.id) {
+            if !planned.iter().any(|p| p.id() == old.id) {
                 report.models_removed.push(old.id.clone());
             }
         }
+        // Managed models: the lifecycle learns of the new, changed and removed ones.
+        let fits = managed
+            .and_then(|_| crate::lifecycle::fit(&merged, std::path::Path::new("/")))
+            .map(|(_, _, fits)| fits)
+            .unwrap_or_default();
+        let mut entries: Vec<Arc<ModelEntry>> = Vec::new();
+        let mut fresh: Vec<Arc<ModelEntry>> = Vec::new();
+        for plan in planned {
+            let entry = match plan {
+                Planned::Kept(entry) => {
+                    entries.push(entry);
+                    continue;
+                }
+                Planned::Changed(mut entry, old) => {
+                    if let Some(managed) = managed {
+                        self.change_managed(managed, &merged, &fits, &mut entry, &old);
+                    }
+                    entry
+                }
+                Planned::Added(mut entry) => {
+                    if let Some(managed) = managed {
+                        self.add_managed(managed, &merged, &fits, &mut entry);
+                    }
+                    entry
+                }
+            };
+            let entry = Arc::new(entry);
+            fresh.push(entry.clone());
+            entries.push(entry);
+        }
+        let retired: Vec<usize> = live
+            .registry
+            .entries()
+            .iter()
+            .filter(|old| !entries.iter().any(|e| e.id == old.id))
+            .filter_map(|old| old.lifecycle)
+            .collect();
         let registry = Registry::new(entries, merged.default_model_id());
         let rate_limiter = if merged.rate_limit == running.rate_limit {
             live.rate_limiter.clone()
@@ -285,6 +357,12 @@ impl Runtime {
             registry,
             rate_limiter,
         });
+        // Removed managed models drain and stop once no new request can reach them.
+        if let Some(managed) = managed {
+            for index in retired {
+                managed.shell.retire(index);
+            }
+        }
         // Models that came with this config get their warm-up and backend monitor; those of
         // models gone end by themselves (see `Runtime::serves`).
         let mut tasks = self.inner.reload_tasks.lock();
@@ -295,6 +373,80 @@ impl Runtime {
         drop(tasks);
         self.emit_reloaded(&report);
         Ok(report)
+    }
+
+    /// A managed model's new entry takes its old entry's place in the lifecycle; when its
+    /// process or its lifecycle settings changed, the lifecycle restarts it without cutting
+    /// work (see [`crate::lifecycle::Lifecycle::reconfigure`]).
+    fn change_managed(
+        &self,
+        managed: &Managed,
+        config: &ValidConfig,
+        fits: &[ModelFit],
+        entry: &mut ModelEntry,
+        old: &ModelEntry,
+    ) {
+        let Some(index) = old.lifecycle else {
+            // It was not managed before (an unmanaged model that now has a launch profile
+            // to supervise): it joins the lifecycle as a new model.
+            self.add_managed(managed, config, fits, entry);
+            return;
+        };
+        let (Some(lifecycle), Some(fit)) = (
+            config.lifecycle.as_ref(),
+            fits.iter().find(|f| f.id == entry.id),
+        ) else {
+            // No longer managed: the lifecycle's model stops once drained.
+            managed.shell.retire(index);
+            return;
+        };
+        let kept = MeasuredFootprints::open(&managed.state_dir);
+        let Some((model, process)) = managed_model(lifecycle, entry, fit, &kept) else {
+            managed.shell.retire(index);
+            return;
+        };
+        entry.lifecycle = Some(index);
+        entry.health.set_warm(WarmState::Idle);
+        let now = (
+            process.clone(),
+            model.resident,
+            model.min_resident,
+            model.idle_unload,
+        );
+        let unchanged = managed_model(lifecycle, old, fit, &kept)
+            .is_some_and(|(m, p)| (p, m.resident, m.min_resident, m.idle_unload) == now);
+        if !unchanged {
+            managed.driver.replace(index, process);
+            managed.shell.reconfigure(index, model);
+        }
+    }
+
+    /// A managed model a reload added joins the lifecycle `unloaded`.
+    fn add_managed(
+        &self,
+        managed: &Managed,
+        config: &ValidConfig,
+        fits: &[ModelFit],
+        entry: &mut ModelEntry,
+    ) {
+        let (Some(lifecycle), Some(fit)) = (
+            config.lifecycle.as_ref(),
+            fits.iter().find(|f| f.id == entry.id),
+        ) else {
+            return;
+        };
+        let kept = MeasuredFootprints::open(&managed.state_dir);
+        let Some((model, process)) = managed_model(lifecycle, entry, fit, &kept) else {
+            return;
+        };
+        let index = managed.driver.add(process);
+        let added = managed.shell.add(model);
+        debug_assert_eq!(
+            index, added,
+            "the driver and the lifecycle index models alike"
+        );
+        entry.lifecycle = Some(added);
+        entry.health.set_warm(WarmState::Idle);
     }
 
     /// The `config_reloaded` event of `report`.

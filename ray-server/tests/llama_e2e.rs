@@ -1187,6 +1187,10 @@ async fn the_gateway_loads_models_on_demand_and_swaps_them_within_the_budget() {
         "minResidentMs": 0,
         "stateDir": state.display().to_string(),
     });
+    // The request cut below must still run when its process is killed: no cap lowers its
+    // maxTokens on a busy machine.
+    config["gracefulDegradation"] = serde_json::json!({ "enabled": false });
+    config["adaptiveTuning"] = serde_json::json!({ "enabled": false });
     // Each transition is also an event hook: a command appends the events to a file.
     let events_file = dir.path().join("events.jsonl");
     config["hooks"] = serde_json::json!([{
@@ -1406,7 +1410,12 @@ async fn the_gateway_loads_models_on_demand_and_swaps_them_within_the_budget() {
             (status, response.json::<serde_json::Value>().await.unwrap())
         }
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    ray.wait_for("the long request to run", limit, || async {
+        let (_, model) = ray.get("/v1/models/large").await.unwrap();
+        model["lifecycle"]["inFlight"] == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
     std::process::Command::new("kill")
         .args(["-KILL", &pid.to_string()])
         .status()
@@ -1575,4 +1584,236 @@ async fn a_swapped_model_finds_its_prompt_cache_again() {
     );
     let (code, _) = ray.terminate();
     assert_eq!(code, Some(0));
+}
+
+/// A model swapped out and back, with real children: its first request after each load
+/// prepares its prompt against the new process (the template and exact count of the model now
+/// loaded), even when a health probe saw the old process a moment before, and never calls the
+/// port of a process that is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the llama.cpp fixture (tools/llama-fixture/setup.sh)"]
+async fn a_model_swapped_back_prepares_its_prompt_against_the_new_process() {
+    fixture::require();
+    let dir = tempfile::tempdir().unwrap();
+    let large = managed_entry("large", "large", 0);
+    let xl = managed_entry("xl", "xl", 0);
+    let budget = lifecycle_footprint(&xl) + 16;
+    assert!(lifecycle_footprint(&large) + lifecycle_footprint(&xl) > budget);
+    let mut config = supervised_fixture_config(free_port());
+    config["model"] = large.clone();
+    config["models"] = serde_json::json!([large, xl]);
+    config["lifecycle"] = serde_json::json!({
+        "memoryBudgetMiB": budget,
+        "minResidentMs": 0,
+        "stateDir": dir.path().join("state").display().to_string(),
+    });
+    let ray = deploy_tools::RayProcess::start(dir.path(), &config);
+    ray.wait_for("the gateway", Duration::from_secs(60), || async {
+        ray.get("/livez").await.is_some()
+    })
+    .await;
+    let ask = |model: &'static str| {
+        let url = ray.url("/v1/infer");
+        let lines = ray.lines.clone();
+        async move {
+            let response = reqwest::Client::new()
+                .post(url)
+                .json(&serde_json::json!({
+                    "model": model, "system": "Be brief.", "input": "What is a queue?",
+                    "maxTokens": 4, "cache": false, "diagnostics": true,
+                }))
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            let body: serde_json::Value = response.json().await.unwrap();
+            assert_eq!(
+                status,
+                200,
+                "{model}: {body}\nthe gateway's log:\n{}",
+                lines.lock().join("\n")
+            );
+            let diagnostics = &body["diagnostics"];
+            assert_eq!(
+                diagnostics["scheduler"]["promptTokensSource"], "tokenizer",
+                "{model}: {body}"
+            );
+            assert_eq!(
+                diagnostics["provider"]["promptFormat"], "llama.cpp-template",
+                "{model}: {body}"
+            );
+        }
+    };
+    // Cold: the first load's request detects the backend it loaded (warm-up saw none).
+    ask("large").await;
+    // A probe sees large up and keeps what it detected.
+    ray.get("/health").await.unwrap();
+    // xl needs the whole budget: large is unloaded.
+    ask("xl").await;
+    let (_, model) = ray.get("/v1/models/large").await.unwrap();
+    assert_eq!(model["lifecycle"]["state"], "unloaded", "{model}");
+    // Back to large: loaded first, then prepared against the new process.
+    ask("large").await;
+    let (_, model) = ray.get("/v1/models/large").await.unwrap();
+    assert_eq!(model["lifecycle"]["loads"], 2, "{model}");
+    drop(ray);
+}
+
+/// The pid and command line of a managed model's running child, from its pid file.
+fn child_record(state: &std::path::Path, model: &str) -> Option<(u64, Vec<String>)> {
+    let record: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(state.join(format!("children/{model}.pid.json"))).ok()?,
+    )
+    .ok()?;
+    let cmdline = record["cmdline"]
+        .as_array()?
+        .iter()
+        .filter_map(|a| a.as_str().map(String::from))
+        .collect();
+    Some((record["pid"].as_u64()?, cmdline))
+}
+
+/// Managed models change live, with real children: a reload that changes one model's launch
+/// profile and adds another lets the request in flight finish on the old process, then the
+/// changed model loads again with its new flags; a second reload removes the added model, whose
+/// process stops. No request is cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the llama.cpp fixture (tools/llama-fixture/setup.sh)"]
+async fn a_reload_restarts_a_changed_managed_model_and_adds_and_removes_others() {
+    fixture::require();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let large = managed_entry("large", "large", 0);
+    let xl = managed_entry("xl", "xl", 0);
+    let budget = lifecycle_footprint(&large) + lifecycle_footprint(&xl) + 64;
+    let mut config = supervised_fixture_config(free_port());
+    config["model"] = large.clone();
+    config["models"] = serde_json::json!([large]);
+    config["lifecycle"] = serde_json::json!({
+        "memoryBudgetMiB": budget,
+        "minResidentMs": 0,
+        "stateDir": state.display().to_string(),
+    });
+    let ray = deploy_tools::RayProcess::start(dir.path(), &config);
+    let limit = Duration::from_secs(60);
+    ray.wait_for("the gateway", limit, || async {
+        ray.get("/livez").await.is_some()
+    })
+    .await;
+    let infer = |model: &'static str, tokens: u32| {
+        let url = ray.url("/v1/infer");
+        async move {
+            let response = reqwest::Client::new()
+                .post(url)
+                .json(
+                    &serde_json::json!({ "model": model, "input": "Tell a story.",
+                                           "maxTokens": tokens, "cache": false }),
+                )
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let (status, body) = infer("large", 4).await;
+    assert_eq!(status, 200, "{body}");
+    let (old_pid, old_cmdline) = child_record(&state, "large").unwrap();
+    assert!(
+        old_cmdline.windows(2).any(|w| w == ["--threads", "2"]),
+        "{old_cmdline:?}"
+    );
+    // /health names the managed model's process.
+    let process = ray.backend_process().await.unwrap();
+    assert_eq!(process["state"], "running", "{process}");
+    assert_eq!(process["pid"], old_pid, "{process}");
+    // A long request in flight on the old process.
+    let long = tokio::spawn(infer("large", 200));
+    ray.wait_for("the long request to run", limit, || async {
+        let (_, model) = ray.get("/v1/models/large").await.unwrap();
+        model["lifecycle"]["inFlight"] == 1
+    })
+    .await;
+
+    // Reload: large gets another thread count, xl is added.
+    let mut changed = large.clone();
+    changed["adapter"]["launchProfile"]["threads"] = serde_json::json!(1);
+    let mut next = config.clone();
+    next["model"] = changed.clone();
+    next["models"] = serde_json::json!([changed, xl]);
+    next["server"] = serde_json::json!({ "port": ray.port });
+    std::fs::write(dir.path().join("ray.json"), next.to_string()).unwrap();
+    let reload = reqwest::Client::new()
+        .post(ray.url("/v1/admin/reload"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reload.status().as_u16(), 200);
+    let report: serde_json::Value = reload.json().await.unwrap();
+    assert_eq!(
+        report["modelsChanged"],
+        serde_json::json!(["large"]),
+        "{report}"
+    );
+    assert_eq!(report["modelsAdded"], serde_json::json!(["xl"]), "{report}");
+    assert_eq!(report["notApplied"], serde_json::json!([]), "{report}");
+    // The old process drains: it takes nothing new and is still the one running.
+    let (_, model) = ray.get("/v1/models/large").await.unwrap();
+    assert_eq!(model["lifecycle"]["state"], "draining", "{model}");
+    assert!(deploy_tools::process_exists(old_pid));
+    let (_, added) = ray.get("/v1/models/xl").await.unwrap();
+    assert_eq!(added["lifecycle"]["state"], "unloaded", "{added}");
+    // The request in flight finishes whole on the old process.
+    let (status, body) = long.await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    // It ran to its token limit (which pressure may have lowered), not cut.
+    assert_eq!(body["finishReason"], "length", "{body}");
+    ray.wait_for("the old process to stop", limit, || async {
+        !deploy_tools::process_exists(old_pid) || deploy_tools::exited(old_pid as u32)
+    })
+    .await;
+    // The next request loads large again, with the new flags.
+    let (status, body) = infer("large", 4).await;
+    assert_eq!(status, 200, "{body}");
+    let (new_pid, new_cmdline) = child_record(&state, "large").unwrap();
+    assert_ne!(new_pid, old_pid);
+    assert!(
+        new_cmdline.windows(2).any(|w| w == ["--threads", "1"]),
+        "{new_cmdline:?}"
+    );
+    let (_, model) = ray.get("/v1/models/large").await.unwrap();
+    assert_eq!(model["lifecycle"]["state"], "ready", "{model}");
+    assert_eq!(model["lifecycle"]["loads"], 2, "{model}");
+    let (status, body) = infer("xl", 4).await;
+    assert_eq!(status, 200, "{body}");
+    let (xl_pid, _) = child_record(&state, "xl").unwrap();
+
+    // Reload: xl is removed. Its process stops; requests for it are refused by name.
+    next["models"] = serde_json::json!([next["models"][0].clone()]);
+    std::fs::write(dir.path().join("ray.json"), next.to_string()).unwrap();
+    let reload = reqwest::Client::new()
+        .post(ray.url("/v1/admin/reload"))
+        .send()
+        .await
+        .unwrap();
+    let report: serde_json::Value = reload.json().await.unwrap();
+    assert_eq!(
+        report["modelsRemoved"],
+        serde_json::json!(["xl"]),
+        "{report}"
+    );
+    ray.wait_for("xl's process to stop", limit, || async {
+        !deploy_tools::process_exists(xl_pid) || deploy_tools::exited(xl_pid as u32)
+    })
+    .await;
+    let (status, body) = infer("xl", 4).await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"]["code"], "model_not_found", "{body}");
+    // large was not touched by the second reload.
+    let (status, body) = infer("large", 4).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(child_record(&state, "large").unwrap().0, new_pid);
+    let (_, metrics) = ray.get("/v1/models").await.unwrap();
+    assert_eq!(metrics["data"].as_array().unwrap().len(), 1, "{metrics}");
+    drop(ray);
 }

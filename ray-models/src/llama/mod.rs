@@ -186,6 +186,12 @@ impl Provider for LlamaCppProvider {
         self.window(&self.known_caps())
     }
 
+    fn backend_replaced(&self) {
+        *self.caps.lock() = None;
+        self.forget_chat_scaffolds();
+        self.prepared.lock().clear();
+    }
+
     fn supports_embeddings(&self) -> bool {
         true
     }

@@ -27,12 +27,14 @@ use crate::lifecycle::{BoxFuture, LifecycleShell, ModelDriver};
 enum Order {
     Load,
     Unload,
+    /// A config reload changed the model: the next process starts with this definition.
+    Replace(Box<ManagedProcess>),
     /// Stop the process, if any, and end the task (the gateway shuts down).
     Stop,
 }
 
 /// One managed model's process as the driver runs it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ManagedProcess {
     /// The model's id (for logs, pid and footprint files).
     pub id: String,
@@ -42,22 +44,24 @@ pub struct ManagedProcess {
     pub api_key_env: Option<String>,
 }
 
+/// A model whose task has not started, with its order queue.
+type Queued = (ManagedProcess, mpsc::UnboundedReceiver<Order>);
+
 /// Starts and stops `llama-server` children for the lifecycle. Build it, build the
 /// [`LifecycleShell`] with it, then hand the shell back with [`ProcessDriver::attach`]; the
 /// shell's `start` starts the driver's tasks (one per model).
 #[derive(Debug, Clone)]
 pub struct ProcessDriver {
-    orders: Vec<mpsc::UnboundedSender<Order>>,
+    orders: Arc<Mutex<Vec<mpsc::UnboundedSender<Order>>>>,
     shell: Arc<OnceLock<LifecycleShell>>,
-    /// The models and their order queues until [`ModelDriver::start`] spawns their tasks.
-    pending: Arc<Mutex<Option<Pending>>>,
+    /// The models and their order queues until [`ModelDriver::start`] spawns their tasks
+    /// (`None` once started).
+    pending: Arc<Mutex<Option<Vec<Queued>>>>,
+    state_dir: Option<PathBuf>,
     tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    /// Each model's running process id, by index.
+    pids: Arc<Mutex<Vec<Option<u32>>>>,
 }
-
-type Pending = (
-    Vec<(ManagedProcess, mpsc::UnboundedReceiver<Order>)>,
-    Option<PathBuf>,
-);
 
 impl ProcessDriver {
     /// A driver for `models` (in the lifecycle's order). Needs no async context: orders given
@@ -71,11 +75,77 @@ impl ProcessDriver {
             orders.push(send);
             queues.push((model, receive));
         }
+        let pids = Arc::new(Mutex::new(vec![None; orders.len()]));
         ProcessDriver {
-            orders,
+            pids,
+            orders: Arc::new(Mutex::new(orders)),
             shell: Arc::new(OnceLock::new()),
-            pending: Arc::new(Mutex::new(Some((queues, state_dir)))),
+            pending: Arc::new(Mutex::new(Some(queues))),
+            state_dir,
             tasks: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
+    /// Adds a model (a config reload added it) at the next index, which is returned: the
+    /// lifecycle's [`LifecycleShell::add`] gives it the same one. Its task starts at once when
+    /// the driver runs (from inside a Tokio runtime), else with the others.
+    pub fn add(&self, model: ManagedProcess) -> usize {
+        let (send, receive) = mpsc::unbounded_channel();
+        let mut orders = self.orders.lock();
+        let index = orders.len();
+        orders.push(send);
+        drop(orders);
+        self.pids.lock().resize(index + 1, None);
+        let mut pending = self.pending.lock();
+        match pending.as_mut() {
+            Some(queues) => queues.push((model, receive)),
+            None => {
+                drop(pending);
+                self.spawn_task(index, model, receive);
+            }
+        }
+        index
+    }
+
+    /// The model at `index` starts its next process with `model` (a config reload changed
+    /// it); a process running now is not touched.
+    pub fn replace(&self, index: usize, model: ManagedProcess) {
+        if let Some(orders) = self.orders.lock().get(index) {
+            let _ = orders.send(Order::Replace(Box::new(model)));
+        }
+    }
+
+    /// The process id of the model at `index` while its process runs (loading, serving or
+    /// stopping).
+    pub fn pid(&self, index: usize) -> Option<u32> {
+        self.pids.lock().get(index).copied().flatten()
+    }
+
+    fn spawn_task(
+        &self,
+        index: usize,
+        model: ManagedProcess,
+        receive: mpsc::UnboundedReceiver<Order>,
+    ) {
+        let pids = self.pids.clone();
+        let set_pid = move |pid: Option<u32>| {
+            if let Some(slot) = pids.lock().get_mut(index) {
+                *slot = pid;
+            }
+        };
+        self.tasks.lock().push(tokio::spawn(run(
+            index,
+            model,
+            self.state_dir.clone(),
+            self.shell.clone(),
+            receive,
+            Box::new(set_pid),
+        )));
+    }
+
+    fn order(&self, model: usize, order: Order) {
+        if let Some(orders) = self.orders.lock().get(model) {
+            let _ = orders.send(order);
         }
     }
 
@@ -94,35 +164,24 @@ impl ProcessDriver {
 
 impl ModelDriver for ProcessDriver {
     fn load(&self, model: usize) {
-        if let Some(orders) = self.orders.get(model) {
-            let _ = orders.send(Order::Load);
-        }
+        self.order(model, Order::Load);
     }
 
     fn unload(&self, model: usize) {
-        if let Some(orders) = self.orders.get(model) {
-            let _ = orders.send(Order::Unload);
-        }
+        self.order(model, Order::Unload);
     }
 
     fn start(&self) {
-        let Some((queues, state_dir)) = self.pending.lock().take() else {
+        let Some(queues) = self.pending.lock().take() else {
             return;
         };
-        let mut tasks = self.tasks.lock();
         for (index, (model, receive)) in queues.into_iter().enumerate() {
-            tasks.push(tokio::spawn(run(
-                index,
-                model,
-                state_dir.clone(),
-                self.shell.clone(),
-                receive,
-            )));
+            self.spawn_task(index, model, receive);
         }
     }
 
     fn stop(&self) -> BoxFuture {
-        for orders in &self.orders {
+        for orders in self.orders.lock().iter() {
             let _ = orders.send(Order::Stop);
         }
         let tasks = std::mem::take(&mut *self.tasks.lock());
@@ -197,10 +256,11 @@ fn rss_mib(pid: u32) -> Option<u64> {
 
 async fn run(
     index: usize,
-    model: ManagedProcess,
+    mut model: ManagedProcess,
     state_dir: Option<PathBuf>,
     shell: Arc<OnceLock<LifecycleShell>>,
     mut orders: mpsc::UnboundedReceiver<Order>,
+    set_pid: Box<dyn Fn(Option<u32>) + Send>,
 ) {
     let report = |f: &dyn Fn(&LifecycleShell)| {
         if let Some(shell) = shell.get() {
@@ -210,12 +270,21 @@ async fn run(
     let pid_file = state_dir
         .as_deref()
         .map(|dir| child::pid_file(dir, &model.id));
+    // A definition a reload gave while a process ran: it applies once that process ends.
+    let mut next: Option<ManagedProcess> = None;
     while let Some(order) = orders.recv().await {
+        if let Some(replaced) = next.take() {
+            model = replaced;
+        }
         match order {
             Order::Load => {}
             // Nothing runs: the unload is done.
             Order::Unload => {
                 report(&|s| s.unloaded(index));
+                continue;
+            }
+            Order::Replace(replaced) => {
+                model = *replaced;
                 continue;
             }
             Order::Stop => return,
@@ -239,6 +308,7 @@ async fn run(
             }
         };
         let pid = process.id().unwrap_or(0);
+        set_pid(Some(pid));
         raise_oom_score(pid);
         if let Some(path) = &pid_file {
             let spec = llama_command(&model.launch);
@@ -267,17 +337,20 @@ async fn run(
                 order = orders.recv() => match order {
                     Some(Order::Stop) | None => {
                         let _ = terminate(&mut process).await;
+                        set_pid(None);
                         if let Some(path) = &pid_file {
                             let _ = std::fs::remove_file(path);
                         }
                         return;
                     }
+                    Some(Order::Replace(replaced)) => next = Some(*replaced),
                     // The lifecycle never unloads a model while it loads.
                     Some(Order::Load | Order::Unload) => {}
                 },
             }
         };
         let Some(loaded) = loaded else {
+            set_pid(None);
             if let Some(path) = &pid_file {
                 let _ = std::fs::remove_file(path);
             }
@@ -291,6 +364,7 @@ async fn run(
                     format!("no healthy answer within {} s", START_TIMEOUT.as_secs()),
                 )
             });
+            set_pid(None);
             if let Some(path) = &pid_file {
                 let _ = std::fs::remove_file(path);
             }
@@ -340,6 +414,7 @@ async fn run(
                         save_slots(&model).await;
                         let _ = terminate(&mut process).await;
                         tracing::info!(model = %model.id, pid, "llama-server stopped: the gateway shuts down");
+                        set_pid(None);
                         if let Some(path) = &pid_file {
                             let _ = std::fs::remove_file(path);
                         }
@@ -357,10 +432,12 @@ async fn run(
                         report(&|s| s.unloaded(index));
                         break;
                     }
+                    Some(Order::Replace(replaced)) => next = Some(*replaced),
                     Some(Order::Load) => {}
                 },
             }
         }
+        set_pid(None);
         if let Some(path) = &pid_file {
             let _ = std::fs::remove_file(path);
         }

@@ -45,9 +45,41 @@ struct Slot {
     unloads: u64,
     evictions: u64,
     failures: u64,
+    /// Removed by a config reload: it takes no request and is never loaded again.
+    retired: bool,
+    /// Changed by a config reload: the definition it takes once its process has stopped.
+    pending: Option<LifecycleModel>,
 }
 
 impl Slot {
+    fn new(config: LifecycleModel, now: Instant) -> Slot {
+        Slot {
+            config,
+            state: ModelState::Unloaded,
+            measured_mib: None,
+            in_flight: 0,
+            waiting: VecDeque::new(),
+            last_used: None,
+            since: now,
+            ready_since: None,
+            drain_until: None,
+            no_drain_until: None,
+            contended_since: None,
+            served_in_turn: 0,
+            loads: 0,
+            unloads: 0,
+            evictions: 0,
+            failures: 0,
+            retired: false,
+            pending: None,
+        }
+    }
+
+    /// Whether a config reload asked it to stop (removed) or to restart (changed).
+    fn leaving(&self) -> bool {
+        self.retired || self.pending.is_some()
+    }
+
     fn footprint(&self) -> u64 {
         self.measured_mib.unwrap_or(self.config.footprint_mib)
     }
@@ -103,24 +135,7 @@ impl Lifecycle {
     pub fn new(settings: LifecycleSettings, models: Vec<LifecycleModel>, now: Instant) -> Self {
         let slots = models
             .into_iter()
-            .map(|config| Slot {
-                config,
-                state: ModelState::Unloaded,
-                measured_mib: None,
-                in_flight: 0,
-                waiting: VecDeque::new(),
-                last_used: None,
-                since: now,
-                ready_since: None,
-                drain_until: None,
-                no_drain_until: None,
-                contended_since: None,
-                served_in_turn: 0,
-                loads: 0,
-                unloads: 0,
-                evictions: 0,
-                failures: 0,
-            })
+            .map(|config| Slot::new(config, now))
             .collect();
         Lifecycle {
             settings,
@@ -164,11 +179,27 @@ impl Lifecycle {
             .sum()
     }
 
-    /// Every model's status, in order.
+    /// Every model's status, in order; a model a reload removed is listed until its process
+    /// has stopped (and not beside a model of the same id a later reload added).
     pub fn statuses(&self) -> Vec<ModelStatus> {
+        let listed = |i: usize| {
+            let slot = &self.slots[i];
+            !slot.retired
+                || (slot.state.holds_memory()
+                    && !self
+                        .slots
+                        .iter()
+                        .any(|s| !s.retired && s.config.id == slot.config.id))
+        };
         (0..self.slots.len())
+            .filter(|&i| listed(i))
             .filter_map(|i| self.status(i))
             .collect()
+    }
+
+    /// Whether model `model` was removed by a config reload.
+    pub fn is_retired(&self, model: usize) -> bool {
+        self.slots.get(model).is_some_and(|s| s.retired)
     }
 
     /// The status of model `model`.
@@ -192,6 +223,11 @@ impl Lifecycle {
             in_flight: s.in_flight,
             waiting: s.waiting.len() as u32,
         })
+    }
+
+    /// Loads started for `model` so far (0 for an unknown index).
+    pub fn loads(&self, model: usize) -> u64 {
+        self.slots.get(model).map_or(0, |s| s.loads)
     }
 
     /// What the shell must do, in order, since the last call.
@@ -229,6 +265,9 @@ impl Lifecycle {
         let Some(slot) = self.slots.get_mut(model) else {
             return Admission::Refused(Refusal::UnknownModel);
         };
+        if slot.retired {
+            return Admission::Refused(Refusal::Removed);
+        }
         if slot.footprint() > budget {
             return Admission::Refused(Refusal::DoesNotFit {
                 needed_mib: slot.footprint(),
@@ -336,6 +375,13 @@ impl Lifecycle {
             None => format!("loaded in {} ms", took.as_millis()),
         };
         self.transition(model, ModelState::Ready, now, reason);
+        if self.slots[model].leaving() {
+            // A reload removed or changed it while it loaded: it serves nothing on the old
+            // definition.
+            self.leave(model, now);
+            self.pump(now);
+            return;
+        }
         self.shed_excess(model, now);
         self.pump(now);
     }
@@ -410,7 +456,125 @@ impl Lifecycle {
             now,
             "its process stopped".into(),
         );
+        self.take_pending(model, now);
         self.pump(now);
+    }
+
+    /// A model added by a config reload, at the end (its index is returned). It starts
+    /// `unloaded`; a pinned one loads at once when it fits, like at start.
+    pub fn add(&mut self, config: LifecycleModel, now: Instant) -> usize {
+        let index = self.slots.len();
+        self.slots.push(Slot::new(config, now));
+        self.load_if_pinned(index, now, "pinned (resident): added by a config reload");
+        self.pump(now);
+        index
+    }
+
+    /// A config reload changed model `model`'s definition (its launch profile, footprint or
+    /// timings). Nothing is cut: a loaded model takes no new request, finishes the ones in
+    /// flight (however long they take: each has its own deadline), unloads, and takes the new
+    /// definition; requests that wait for it meanwhile load it again with the new one. A
+    /// model without a process takes the new definition at once.
+    pub fn reconfigure(&mut self, model: usize, config: LifecycleModel, now: Instant) {
+        let Some(slot) = self.slots.get_mut(model) else {
+            return;
+        };
+        if slot.retired {
+            return;
+        }
+        slot.pending = Some(config);
+        match slot.state {
+            ModelState::Unloaded | ModelState::Failed { .. } => self.take_pending(model, now),
+            ModelState::Ready | ModelState::Draining => self.leave(model, now),
+            // After the load or the unload under way.
+            ModelState::Loading | ModelState::Unloading => {}
+        }
+        self.pump(now);
+    }
+
+    /// A config reload removed model `model`. Its waiting requests are refused; a loaded model
+    /// takes no new request, finishes the ones in flight, then unloads, and is never loaded
+    /// again.
+    pub fn retire(&mut self, model: usize, now: Instant) {
+        let Some(slot) = self.slots.get_mut(model) else {
+            return;
+        };
+        if slot.retired {
+            return;
+        }
+        slot.retired = true;
+        slot.pending = None;
+        let waiting: Vec<WaiterId> = slot.waiting.drain(..).map(|w| w.id).collect();
+        for waiter in waiting {
+            self.effects.push(Effect::Refuse {
+                waiter,
+                refusal: Refusal::Removed,
+            });
+        }
+        if matches!(
+            self.slots[model].state,
+            ModelState::Ready | ModelState::Draining
+        ) {
+            self.leave(model, now);
+        }
+        self.pump(now);
+    }
+
+    /// A loaded model a reload removed or changed: unloads now when idle, else drains without
+    /// a deadline (the drain is never abandoned, so the old definition ends).
+    fn leave(&mut self, model: usize, now: Instant) {
+        let slot = &mut self.slots[model];
+        slot.drain_until = None;
+        slot.no_drain_until = None;
+        let (in_flight, ready) = (slot.in_flight, slot.state == ModelState::Ready);
+        if in_flight == 0 {
+            let reason = self.leave_reason(model, "idle");
+            self.begin_unload(model, now, reason, false);
+        } else if ready {
+            let reason = format!(
+                "draining: {in_flight} requests in flight finish first, new ones wait; then {}",
+                self.leave_reason(model, "").trim_start_matches("; ")
+            );
+            self.transition(model, ModelState::Draining, now, reason);
+        }
+    }
+
+    /// Why a model a reload removed or changed unloads: `what` (idle, drained, ...) and the
+    /// reload's reason.
+    fn leave_reason(&self, model: usize, what: &str) -> String {
+        if self.slots[model].retired {
+            format!("{what}; unloading: removed from the config by a reload")
+        } else {
+            format!("{what}; unloading to restart with its new definition from a config reload")
+        }
+    }
+
+    /// A model without a process takes the definition a reload gave it; a pinned one loads
+    /// again when it fits (others load on the next request).
+    fn take_pending(&mut self, model: usize, now: Instant) {
+        let slot = &mut self.slots[model];
+        let Some(config) = slot.pending.take() else {
+            return;
+        };
+        slot.config = config;
+        slot.measured_mib = None;
+        self.load_if_pinned(
+            model,
+            now,
+            "pinned (resident): restarting with its new definition",
+        );
+    }
+
+    /// Loads a pinned, unloaded model when it fits in the memory free now.
+    fn load_if_pinned(&mut self, model: usize, now: Instant, reason: &str) {
+        let slot = &self.slots[model];
+        if slot.config.resident
+            && !slot.retired
+            && matches!(slot.state, ModelState::Unloaded | ModelState::Failed { .. })
+            && slot.footprint() <= self.free_mib()
+        {
+            self.begin_load(model, now, reason.to_string());
+        }
     }
 
     /// The clock moved: refuses waiting requests past their deadline, ends drains that are
@@ -544,6 +708,8 @@ impl Lifecycle {
             now,
             reason,
         );
+        // A definition a reload gave it applies from the next load.
+        self.take_pending(model, now);
     }
 
     /// Serves ready models' waiting requests, finishes drains, and starts the loads waiting
@@ -553,12 +719,12 @@ impl Lifecycle {
         for index in 0..self.slots.len() {
             let slot = &self.slots[index];
             if slot.state == ModelState::Draining && slot.in_flight == 0 {
-                self.begin_unload(
-                    index,
-                    now,
-                    "drained: its last request finished; unloading to make room".into(),
-                    false,
-                );
+                let reason = if slot.leaving() {
+                    self.leave_reason(index, "drained: its last request finished")
+                } else {
+                    "drained: its last request finished; unloading to make room".into()
+                };
+                self.begin_unload(index, now, reason, false);
             }
         }
         // A turn ends when no request waits for a model that must load.

@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::core::Lifecycle;
-use super::types::{Admission, Effect, ModelStatus, Refusal, Transition, WaiterId};
+use super::types::{Admission, Effect, LifecycleModel, ModelStatus, Refusal, Transition, WaiterId};
 
 /// Starts and stops the processes of managed models, and reports back to the shell
 /// ([`LifecycleShell::loaded`], [`LifecycleShell::load_failed`], [`LifecycleShell::unloaded`],
@@ -44,7 +44,8 @@ struct Shared {
     core: Mutex<Lifecycle>,
     waiters: Mutex<HashMap<WaiterId, oneshot::Sender<Result<(), Refusal>>>>,
     driver: Box<dyn ModelDriver>,
-    ids: Vec<String>,
+    /// Every model's id by index (models a reload added come last).
+    ids: parking_lot::RwLock<Vec<String>>,
     sink: std::sync::OnceLock<TransitionSink>,
 }
 
@@ -115,7 +116,7 @@ impl LifecycleShell {
                 core: Mutex::new(core),
                 waiters: Mutex::new(HashMap::new()),
                 driver: Box::new(driver),
-                ids,
+                ids: parking_lot::RwLock::new(ids),
                 sink: std::sync::OnceLock::new(),
             }),
         }
@@ -156,7 +157,8 @@ impl LifecycleShell {
                     }
                 }
                 Effect::Transition(t) => {
-                    let model = self.shared.ids.get(t.model).map_or("?", String::as_str);
+                    let ids = self.shared.ids.read();
+                    let model = ids.get(t.model).map_or("?", String::as_str);
                     tracing::info!(
                         model,
                         from = t.from,
@@ -174,9 +176,15 @@ impl LifecycleShell {
         }
     }
 
-    /// The index of model `id`.
+    /// The index of model `id` (not counting a model of that id a reload removed).
     pub fn index_of(&self, id: &str) -> Option<usize> {
-        self.shared.ids.iter().position(|m| m == id)
+        let core = self.shared.core.lock();
+        self.shared
+            .ids
+            .read()
+            .iter()
+            .enumerate()
+            .position(|(i, m)| m == id && !core.is_retired(i))
     }
 
     /// Tells `sink` of every transition from now on (once; later calls are ignored).
@@ -197,9 +205,35 @@ impl LifecycleShell {
         self.shared.driver.stop().await;
     }
 
-    /// The ids of the managed models, in order (a model's index is its position).
-    pub fn ids(&self) -> &[String] {
-        &self.shared.ids
+    /// The ids of the managed models, in order (a model's index is its position; models a
+    /// reload added come last, and a removed model keeps its place).
+    pub fn ids(&self) -> Vec<String> {
+        self.shared.ids.read().clone()
+    }
+
+    /// Adds a model (a config reload added it): it starts `unloaded`, or loads at once when
+    /// pinned and it fits. Returns its index. The driver must know the model's process at that
+    /// index before it is asked to load it.
+    pub fn add(&self, model: LifecycleModel) -> usize {
+        let id = model.id.clone();
+        self.with_core(|core| {
+            let index = core.add(model, Instant::now());
+            let mut ids = self.shared.ids.write();
+            ids.resize(index, String::new());
+            ids.push(id);
+            index
+        })
+    }
+
+    /// A config reload changed the model at `index`: see [`Lifecycle::reconfigure`]. Tell the
+    /// driver of the new process first.
+    pub fn reconfigure(&self, index: usize, model: LifecycleModel) {
+        self.with_core(|core| core.reconfigure(index, model, Instant::now()));
+    }
+
+    /// A config reload removed the model at `index`: see [`Lifecycle::retire`].
+    pub fn retire(&self, index: usize) {
+        self.with_core(|core| core.retire(index, Instant::now()));
     }
 
     /// The budget in MiB.
@@ -316,6 +350,12 @@ impl LifecycleShell {
     pub fn status(&self, id: &str) -> Option<ModelStatus> {
         let index = self.index_of(id)?;
         self.status_at(index)
+    }
+
+    /// Loads started for the model at `index` so far: it changes each time a new process
+    /// serves the model.
+    pub fn loads_at(&self, index: usize) -> u64 {
+        self.shared.core.lock().loads(index)
     }
 
     /// The status of the model at `index`.

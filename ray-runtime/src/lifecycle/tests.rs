@@ -371,7 +371,116 @@ fn a_crashed_model_fails_its_waiters_and_loads_again_later() {
     assert_eq!(loads(&life.take_effects()), vec![0]);
 }
 
+#[test]
+fn a_changed_model_finishes_its_work_then_loads_again_with_its_new_definition() {
+    let t0 = Instant::now();
+    let far = t0 + Duration::from_secs(600);
+    let mut life = Lifecycle::new(settings(1_000), vec![model("a", 400)], t0);
+    life.admit(0, t0, far);
+    life.loaded(0, t0 + ms(10), Some(380));
+    life.finished(0, t0 + ms(15));
+    life.take_effects();
+    // One request in flight when the reload comes.
+    assert_eq!(life.admit(0, t0 + ms(20), far), Admission::Go);
+    life.reconfigure(0, model("a", 600), t0 + ms(30));
+    assert_eq!(life.state(0).map(ModelState::name), Some("draining"));
+    let effects = life.take_effects();
+    assert!(
+        unloads(&effects).is_empty(),
+        "the request in flight is not cut"
+    );
+    // A new request waits for the new process.
+    let Admission::Wait(waiter) = life.admit(0, t0 + ms(40), far) else {
+        panic!("a request during the restart waits");
+    };
+    life.finished(0, t0 + ms(50));
+    assert_eq!(unloads(&life.take_effects()), vec![0]);
+    life.unloaded(0, t0 + ms(60));
+    let effects = life.take_effects();
+    assert_eq!(loads(&effects), vec![0]);
+    // The new definition counts: its estimate, not the old measurement.
+    assert_eq!(life.status(0).unwrap().footprint_mib, 600);
+    assert_eq!(life.committed_mib(), 600);
+    life.loaded(0, t0 + ms(70), None);
+    assert_eq!(served(&life.take_effects()), vec![waiter]);
+    assert_eq!(life.status(0).unwrap().loads, 2);
+}
+
+#[test]
+fn a_changed_model_without_a_process_takes_its_definition_at_once() {
+    let t0 = Instant::now();
+    let mut life = Lifecycle::new(settings(1_000), vec![model("a", 400)], t0);
+    life.reconfigure(0, model("a", 700), t0);
+    assert_eq!(life.state(0).map(ModelState::name), Some("unloaded"));
+    assert_eq!(life.status(0).unwrap().footprint_mib, 700);
+    assert!(life.take_effects().is_empty());
+    // A pinned one loads again at once.
+    let pinned = LifecycleModel {
+        resident: true,
+        ..model("a", 300)
+    };
+    life.reconfigure(0, pinned, t0 + ms(1));
+    assert_eq!(loads(&life.take_effects()), vec![0]);
+}
+
+#[test]
+fn a_removed_model_refuses_new_work_finishes_the_rest_and_stops() {
+    let t0 = Instant::now();
+    let far = t0 + Duration::from_secs(600);
+    let mut life = Lifecycle::new(settings(500), vec![model("a", 400), model("b", 400)], t0);
+    life.admit(0, t0, far);
+    life.loaded(0, t0 + ms(10), None);
+    life.finished(0, t0 + ms(15));
+    assert_eq!(life.admit(0, t0 + ms(20), far), Admission::Go);
+    // b waits for a's memory.
+    let Admission::Wait(b_waiter) = life.admit(1, t0 + ms(30), far) else {
+        panic!("b waits");
+    };
+    life.take_effects();
+    life.retire(0, t0 + ms(40));
+    assert_eq!(life.state(0).map(ModelState::name), Some("draining"));
+    assert_eq!(
+        life.admit(0, t0 + ms(50), far),
+        Admission::Refused(Refusal::Removed)
+    );
+    assert!(unloads(&life.take_effects()).is_empty());
+    life.finished(0, t0 + ms(60));
+    assert_eq!(unloads(&life.take_effects()), vec![0]);
+    life.unloaded(0, t0 + ms(70));
+    // Its memory goes to b; it never loads again.
+    assert_eq!(loads(&life.take_effects()), vec![1]);
+    life.loaded(1, t0 + ms(80), None);
+    assert_eq!(served(&life.take_effects()), vec![b_waiter]);
+    assert!(life.statuses().iter().all(|s| s.id != "a"));
+    assert_eq!(life.index_of("a"), Some(0));
+}
+
+#[test]
+fn an_added_model_starts_unloaded_and_loads_on_demand() {
+    let t0 = Instant::now();
+    let far = t0 + Duration::from_secs(600);
+    let mut life = Lifecycle::new(settings(1_000), vec![model("a", 400)], t0);
+    let index = life.add(model("b", 300), t0);
+    assert_eq!(index, 1);
+    assert_eq!(life.state(1).map(ModelState::name), Some("unloaded"));
+    assert!(life.take_effects().is_empty());
+    assert!(matches!(life.admit(1, t0 + ms(1), far), Admission::Wait(_)));
+    assert_eq!(loads(&life.take_effects()), vec![1]);
+}
+
 // ---- property tests ----
+
+/// The lifecycle settings of a model as its status shows them (for a reload's new definition).
+fn model_of(status: &crate::lifecycle::ModelStatus) -> LifecycleModel {
+    LifecycleModel {
+        id: status.id.clone(),
+        footprint_mib: status.footprint_mib,
+        resident: status.pinned,
+        min_resident: ms(0),
+        idle_unload: None,
+        load_time: status.last_load_ms.map(ms),
+    }
+}
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -401,6 +510,65 @@ enum Op {
     Exited {
         model: usize,
     },
+    /// A reload changed the model's definition.
+    Reconfigure {
+        model: usize,
+        footprint_mib: u64,
+        resident: bool,
+    },
+    /// A reload removed the model.
+    Retire {
+        model: usize,
+    },
+    /// A reload added a model.
+    Add {
+        footprint_mib: u64,
+        resident: bool,
+    },
+}
+
+impl Op {
+    /// The op with its model index taken modulo `models` (models come and go).
+    fn within(self, models: usize) -> Op {
+        match self {
+            Op::Admit { model, deadline_ms } => Op::Admit {
+                model: model % models,
+                deadline_ms,
+            },
+            Op::Finish { model } => Op::Finish {
+                model: model % models,
+            },
+            Op::Loaded {
+                model,
+                measured_pct,
+            } => Op::Loaded {
+                model: model % models,
+                measured_pct,
+            },
+            Op::LoadFailed { model } => Op::LoadFailed {
+                model: model % models,
+            },
+            Op::Unloaded { model } => Op::Unloaded {
+                model: model % models,
+            },
+            Op::Exited { model } => Op::Exited {
+                model: model % models,
+            },
+            Op::Reconfigure {
+                model,
+                footprint_mib,
+                resident,
+            } => Op::Reconfigure {
+                model: model % models,
+                footprint_mib,
+                resident,
+            },
+            Op::Retire { model } => Op::Retire {
+                model: model % models,
+            },
+            other => other,
+        }
+    }
 }
 
 fn op(models: usize) -> impl Strategy<Value = Op> {
@@ -415,6 +583,12 @@ fn op(models: usize) -> impl Strategy<Value = Op> {
         1 => (0..models).prop_map(|model| Op::LoadFailed { model }),
         3 => (0..models).prop_map(|model| Op::Unloaded { model }),
         1 => (0..models).prop_map(|model| Op::Exited { model }),
+        1 => (0..models, 50u64..1_400, proptest::bool::weighted(0.2)).prop_map(
+            |(model, footprint_mib, resident)| Op::Reconfigure { model, footprint_mib, resident }
+        ),
+        1 => (0..models).prop_map(|model| Op::Retire { model }),
+        1 => (50u64..1_400, proptest::bool::weighted(0.2))
+            .prop_map(|(footprint_mib, resident)| Op::Add { footprint_mib, resident }),
     ]
 }
 
@@ -473,6 +647,11 @@ struct World {
     /// The footprint each model was counted for when its last load started: a measurement
     /// at or below it keeps the budget (one above it is shed, see the unit test).
     estimates: Vec<u64>,
+    /// Models a reload changed whose old process may still run: no request goes to them
+    /// until a new process starts.
+    changing: BTreeSet<usize>,
+    /// Models a reload removed.
+    retired: BTreeSet<usize>,
 }
 
 impl World {
@@ -488,6 +667,8 @@ impl World {
             loading: BTreeSet::new(),
             unloading: BTreeSet::new(),
             estimates: setup.models.iter().map(|m| m.footprint_mib).collect(),
+            changing: BTreeSet::new(),
+            retired: BTreeSet::new(),
         };
         world.life.start(now);
         world.absorb();
@@ -498,8 +679,13 @@ impl World {
         for effect in self.life.take_effects() {
             match effect {
                 Effect::Load { model } => {
+                    assert!(
+                        !self.retired.contains(&model),
+                        "a removed model {model} loads"
+                    );
+                    self.changing.remove(&model);
                     assert!(self.loading.insert(model), "loading {model} twice");
-                    self.estimates[model] = self.life.statuses()[model].footprint_mib;
+                    self.estimates[model] = self.life.status(model).unwrap().footprint_mib;
                     assert!(!self.unloading.contains(&model));
                 }
                 Effect::Unload { model } => {
@@ -520,6 +706,10 @@ impl World {
                         self.life.state(model),
                         Some(ModelState::Ready | ModelState::Draining)
                     ));
+                    assert!(
+                        !self.changing.contains(&model) && !self.retired.contains(&model),
+                        "a request went to model {model}'s old or removed process"
+                    );
                     self.going[model] += 1;
                 }
                 Effect::Refuse { waiter, refusal } => {
@@ -554,7 +744,14 @@ impl World {
                 match self.life.admit(model, self.now, deadline) {
                     Admission::Go => {
                         assert_eq!(self.life.state(model), Some(&ModelState::Ready));
+                        assert!(
+                            !self.changing.contains(&model) && !self.retired.contains(&model),
+                            "a request went to model {model}'s old or removed process"
+                        );
                         self.going[model] += 1;
+                    }
+                    Admission::Refused(Refusal::Removed) => {
+                        assert!(self.retired.contains(&model));
                     }
                     Admission::Wait(id) => {
                         self.waiting.insert(id, (model, deadline));
@@ -609,6 +806,45 @@ impl World {
                         .exited(model, self.now, "killed by signal 9".into());
                 }
             }
+            Op::Reconfigure {
+                model,
+                footprint_mib,
+                resident,
+            } => {
+                if !self.retired.contains(&model) {
+                    let runs = self.life.state(model).is_some_and(ModelState::holds_memory);
+                    if runs {
+                        self.changing.insert(model);
+                    }
+                    let config = LifecycleModel {
+                        footprint_mib,
+                        resident,
+                        ..self.life.status(model).map(|s| model_of(&s)).unwrap()
+                    };
+                    self.life.reconfigure(model, config, self.now);
+                }
+            }
+            Op::Retire { model } => {
+                self.retired.insert(model);
+                self.life.retire(model, self.now);
+            }
+            Op::Add {
+                footprint_mib,
+                resident,
+            } => {
+                let index = self.going.len();
+                let config = LifecycleModel {
+                    id: format!("m{index}"),
+                    footprint_mib,
+                    resident,
+                    min_resident: ms(0),
+                    idle_unload: None,
+                    load_time: None,
+                };
+                self.going.push(0);
+                self.estimates.push(footprint_mib);
+                assert_eq!(self.life.add(config, self.now), index);
+            }
         }
         self.absorb();
         // Every request past its deadline has been answered once the clock ticked.
@@ -658,18 +894,9 @@ proptest! {
         setup in setup(),
         ops in proptest::collection::vec(op(4), 1..120),
     ) {
-        let models = setup.models.len();
         let mut world = World::new(&setup);
         for op in ops {
-            let op = match op {
-                Op::Admit { model, deadline_ms } => Op::Admit { model: model % models, deadline_ms },
-                Op::Finish { model } => Op::Finish { model: model % models },
-                Op::Loaded { model, measured_pct } => Op::Loaded { model: model % models, measured_pct },
-                Op::LoadFailed { model } => Op::LoadFailed { model: model % models },
-                Op::Unloaded { model } => Op::Unloaded { model: model % models },
-                Op::Exited { model } => Op::Exited { model: model % models },
-                other => other,
-            };
+            let op = op.within(world.going.len());
             world.apply(op);
         }
         let waiting: Vec<(WaiterId, usize)> =
@@ -685,7 +912,7 @@ proptest! {
             .sum();
         for (id, model) in waiting {
             if world.waiting.contains_key(&id) {
-                let need = statuses[model].footprint_mib;
+                let need = world.life.status(model).unwrap().footprint_mib;
                 prop_assert!(
                     need + pinned_mib > setup.budget,
                     "request {id} for model {model} starved: {statuses:?}"

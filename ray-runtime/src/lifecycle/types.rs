@@ -122,6 +122,8 @@ pub enum Refusal {
     },
     /// No such model.
     UnknownModel,
+    /// A config reload removed the model.
+    Removed,
 }
 
 /// What happens to a request that asks for a model.
