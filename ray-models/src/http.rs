@@ -29,10 +29,11 @@ pub struct BackendSettings {
     pub api_key: Option<String>,
 }
 
-/// An HTTP client bound to one backend.
+/// An HTTP client bound to one backend. Clones share the base URL: when the backend moves
+/// ([`BackendClient::set_base_url`]), every clone follows.
 #[derive(Debug, Clone)]
 pub struct BackendClient {
-    base_url: String,
+    base_url: std::sync::Arc<parking_lot::RwLock<std::sync::Arc<str>>>,
     timeout: Duration,
     http: reqwest::Client,
 }
@@ -100,7 +101,9 @@ impl BackendClient {
                 ProviderError::request_failed("cannot build the HTTP client", error)
             })?;
         Ok(BackendClient {
-            base_url: settings.base_url.trim_end_matches('/').to_string(),
+            base_url: std::sync::Arc::new(parking_lot::RwLock::new(
+                settings.base_url.trim_end_matches('/').into(),
+            )),
             timeout: settings.timeout,
             http,
         })
@@ -113,7 +116,13 @@ impl BackendClient {
 
     /// The full URL of `path`.
     pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base_url)
+        format!("{}{path}", self.base_url.read())
+    }
+
+    /// Points the client at `base_url` from now on (a backend process Ray started on a port
+    /// it picked). Calls already sent are not moved.
+    pub fn set_base_url(&self, base_url: &str) {
+        *self.base_url.write() = base_url.trim_end_matches('/').into();
     }
 
     /// `GET path`, reading the whole body. Non-2xx statuses are returned, not errors.

@@ -329,10 +329,12 @@ pub trait Provider: Send + Sync + fmt::Debug {
     }
 
     /// The backend process behind the provider was started again (a managed model loaded
-    /// after an unload or a crash): what was detected about the old one, and what was
-    /// rendered and counted with it, no longer holds. The next preparation detects again.
-    /// The default does nothing.
-    fn backend_replaced(&self) {}
+    /// after an unload or a crash), listening at `base_url` when it moved (a port Ray picked):
+    /// what was detected about the old one, and what was rendered and counted with it, no
+    /// longer holds. The next preparation detects again. The default does nothing.
+    fn backend_replaced(&self, base_url: Option<&str>) {
+        let _ = base_url;
+    }
 
     /// Whether [`Provider::embed`] is implemented. The default is `false`: the runtime then
     /// answers embeddings requests with `model_capability_unsupported` without calling it.

@@ -396,14 +396,7 @@ impl Runtime {
         };
         match managed.shell.acquire_at(index, deadline).await {
             Ok(lease) => {
-                // A process started since the provider last looked (a swap, a crash and
-                // reload): what it detected and rendered against the old one is dropped
-                // before this request prepares its prompt.
-                let loads = managed.shell.loads_at(index);
-                if model.counters.loads_seen.load(Ordering::Acquire) != loads {
-                    model.provider.backend_replaced();
-                    model.counters.loads_seen.store(loads, Ordering::Release);
-                }
+                self.follow_process(model);
                 Ok(Some(lease))
             }
             Err(refusal) => Err(crate::managed::refusal_error(
@@ -411,6 +404,24 @@ impl Runtime {
                 refusal,
                 managed.budget_source,
             )),
+        }
+    }
+}
+
+impl Runtime {
+    /// For a managed model: when a process started since its provider last looked (a swap,
+    /// a crash and reload), the provider follows it to where it listens and drops what it
+    /// detected and rendered against the old one. Before a request prepares its prompt, and
+    /// before a probe.
+    pub(crate) fn follow_process(&self, model: &ModelEntry) {
+        let (Some(index), Some(managed)) = (model.lifecycle, self.inner.managed.as_ref()) else {
+            return;
+        };
+        let loads = managed.shell.loads_at(index);
+        if model.counters.loads_seen.load(Ordering::Acquire) != loads {
+            let base_url = managed.driver.base_url(index);
+            model.provider.backend_replaced(base_url.as_deref());
+            model.counters.loads_seen.store(loads, Ordering::Release);
         }
     }
 }

@@ -61,6 +61,7 @@ impl Runtime {
             };
         }
         let (report, checked_at) = if provider.has_health_probe() {
+            self.follow_process(model);
             health.probe(provider.as_ref()).await
         } else {
             let mut report = ProviderHealthReport::status(ProviderStatus::Ready);

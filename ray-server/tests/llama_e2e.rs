@@ -1143,6 +1143,7 @@ fn managed_entry(id: &str, model: &str, cache_ram: i64) -> serde_json::Value {
 fn lifecycle_footprint(model: &serde_json::Value) -> u64 {
     let mut config = supervised_fixture_config(free_port());
     config["model"] = model.clone();
+    config["lifecycle"] = serde_json::json!({});
     let loaded = ray_core::config::ConfigLoader::new()
         .with_json("test", config.to_string())
         .load()
@@ -1595,7 +1596,11 @@ async fn a_swapped_model_finds_its_prompt_cache_again() {
 async fn a_model_swapped_back_prepares_its_prompt_against_the_new_process() {
     fixture::require();
     let dir = tempfile::tempdir().unwrap();
-    let large = managed_entry("large", "large", 0);
+    let state = dir.path().join("state");
+    // large runs on a port Ray picks at each load.
+    let mut large = managed_entry("large", "large", 0);
+    large["adapter"]["launchProfile"]["port"] = serde_json::json!(0);
+    large["adapter"]["baseUrl"] = serde_json::json!("http://127.0.0.1");
     let xl = managed_entry("xl", "xl", 0);
     let budget = lifecycle_footprint(&xl) + 16;
     assert!(lifecycle_footprint(&large) + lifecycle_footprint(&xl) > budget);
@@ -1605,7 +1610,7 @@ async fn a_model_swapped_back_prepares_its_prompt_against_the_new_process() {
     config["lifecycle"] = serde_json::json!({
         "memoryBudgetMiB": budget,
         "minResidentMs": 0,
-        "stateDir": dir.path().join("state").display().to_string(),
+        "stateDir": state.display().to_string(),
     });
     let ray = deploy_tools::RayProcess::start(dir.path(), &config);
     ray.wait_for("the gateway", Duration::from_secs(60), || async {
@@ -1646,6 +1651,14 @@ async fn a_model_swapped_back_prepares_its_prompt_against_the_new_process() {
     };
     // Cold: the first load's request detects the backend it loaded (warm-up saw none).
     ask("large").await;
+    let port_of = |cmdline: &[String]| -> u16 {
+        let at = cmdline.iter().position(|a| a == "--port").unwrap();
+        cmdline[at + 1].parse().unwrap()
+    };
+    let (first_pid, cmdline) = child_record(&state, "large").unwrap();
+    assert_ne!(port_of(&cmdline), 0, "{cmdline:?}");
+    let process = ray.backend_process().await.unwrap();
+    assert_eq!(process["pid"], first_pid, "{process}");
     // A probe sees large up and keeps what it detected.
     ray.get("/health").await.unwrap();
     // xl needs the whole budget: large is unloaded.
@@ -1656,6 +1669,14 @@ async fn a_model_swapped_back_prepares_its_prompt_against_the_new_process() {
     ask("large").await;
     let (_, model) = ray.get("/v1/models/large").await.unwrap();
     assert_eq!(model["lifecycle"]["loads"], 2, "{model}");
+    // The new process (on the port picked for it) is the one /health names.
+    let (second_pid, cmdline) = child_record(&state, "large").unwrap();
+    assert_ne!(second_pid, first_pid);
+    assert_ne!(port_of(&cmdline), 0, "{cmdline:?}");
+    let process = ray.backend_process().await.unwrap();
+    assert_eq!(process["state"], "running", "{process}");
+    assert_eq!(process["pid"], second_pid, "{process}");
+    assert_eq!(process["restarts"], 1, "{process}");
     drop(ray);
 }
 

@@ -160,7 +160,7 @@ pub const FIELD_LIMITS: &[FieldLimit] = &[
     text("model.adapter.launchProfile.binaryPath", 4_096, false),
     text("model.adapter.launchProfile.modelPath", 4_096, false),
     rule("model.adapter.launchProfile.host", Limit::LoopbackHost),
-    int("model.adapter.launchProfile.port", 1, 65_535),
+    int("model.adapter.launchProfile.port", 0, 65_535),
     text("model.adapter.launchProfile.alias", 256, false),
     text("model.adapter.launchProfile.slotSavePath", 4_096, false),
     int("model.adapter.launchProfile.ctxSize", 1, 32_768),

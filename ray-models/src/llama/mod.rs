@@ -186,7 +186,10 @@ impl Provider for LlamaCppProvider {
         self.window(&self.known_caps())
     }
 
-    fn backend_replaced(&self) {
+    fn backend_replaced(&self, base_url: Option<&str>) {
+        if let Some(base_url) = base_url {
+            self.client.set_base_url(base_url);
+        }
         *self.caps.lock() = None;
         self.forget_chat_scaffolds();
         self.prepared.lock().clear();

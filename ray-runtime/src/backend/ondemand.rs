@@ -44,6 +44,9 @@ pub struct ManagedProcess {
     pub api_key_env: Option<String>,
 }
 
+/// A running process: its id and where it listens.
+type Running = (u32, String);
+
 /// A model whose task has not started, with its order queue.
 type Queued = (ManagedProcess, mpsc::UnboundedReceiver<Order>);
 
@@ -59,8 +62,8 @@ pub struct ProcessDriver {
     pending: Arc<Mutex<Option<Vec<Queued>>>>,
     state_dir: Option<PathBuf>,
     tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
-    /// Each model's running process id, by index.
-    pids: Arc<Mutex<Vec<Option<u32>>>>,
+    /// Each model's running process (its id and base URL), by index.
+    pids: Arc<Mutex<Vec<Option<Running>>>>,
 }
 
 impl ProcessDriver {
@@ -118,7 +121,17 @@ impl ProcessDriver {
     /// The process id of the model at `index` while its process runs (loading, serving or
     /// stopping).
     pub fn pid(&self, index: usize) -> Option<u32> {
-        self.pids.lock().get(index).copied().flatten()
+        self.pids.lock().get(index)?.as_ref().map(|(pid, _)| *pid)
+    }
+
+    /// Where the process of the model at `index` listens while it runs (`http://host:port`,
+    /// with the port Ray picked when its launch profile says `port: 0`).
+    pub fn base_url(&self, index: usize) -> Option<String> {
+        self.pids
+            .lock()
+            .get(index)?
+            .as_ref()
+            .map(|(_, url)| url.clone())
     }
 
     fn spawn_task(
@@ -128,9 +141,9 @@ impl ProcessDriver {
         receive: mpsc::UnboundedReceiver<Order>,
     ) {
         let pids = self.pids.clone();
-        let set_pid = move |pid: Option<u32>| {
+        let set_pid = move |running: Option<Running>| {
             if let Some(slot) = pids.lock().get_mut(index) {
-                *slot = pid;
+                *slot = running;
             }
         };
         self.tasks.lock().push(tokio::spawn(run(
@@ -193,14 +206,39 @@ impl ModelDriver for ProcessDriver {
     }
 }
 
+/// Where a process started with `launch` listens: `http://host:port`.
+fn base_url(launch: &LaunchProfile) -> String {
+    let host = launch.host.trim_start_matches('[').trim_end_matches(']');
+    if host.contains(':') {
+        format!("http://[{host}]:{}", launch.port)
+    } else {
+        format!("http://{host}:{}", launch.port)
+    }
+}
+
+/// `model` as its next process runs: with a free port on its host when its launch profile
+/// says `port: 0` (Ray picks one at each load), else as it is.
+fn with_port(model: &ManagedProcess) -> Result<ManagedProcess, String> {
+    let mut model = model.clone();
+    if model.launch.port == 0 {
+        let host = model
+            .launch
+            .host
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let listener = std::net::TcpListener::bind((host, 0))
+            .map_err(|error| format!("cannot find a free port on {host}: {error}"))?;
+        model.launch.port = listener
+            .local_addr()
+            .map_err(|error| format!("cannot find a free port on {host}: {error}"))?
+            .port();
+    }
+    Ok(model)
+}
+
 /// Whether the child answers `GET /health` with 200 before `until`.
 async fn healthy(launch: &LaunchProfile, until: Instant) -> bool {
-    let host = launch.host.trim_start_matches('[').trim_end_matches(']');
-    let url = if host.contains(':') {
-        format!("http://[{host}]:{}/health", launch.port)
-    } else {
-        format!("http://{host}:{}/health", launch.port)
-    };
+    let url = format!("{}/health", base_url(launch));
     let client = reqwest::Client::new();
     while Instant::now() < until {
         let answered = client
@@ -260,7 +298,7 @@ async fn run(
     state_dir: Option<PathBuf>,
     shell: Arc<OnceLock<LifecycleShell>>,
     mut orders: mpsc::UnboundedReceiver<Order>,
-    set_pid: Box<dyn Fn(Option<u32>) + Send>,
+    set_pid: Box<dyn Fn(Option<Running>) + Send>,
 ) {
     let report = |f: &dyn Fn(&LifecycleShell)| {
         if let Some(shell) = shell.get() {
@@ -290,6 +328,14 @@ async fn run(
             Order::Stop => return,
         }
         let started = Instant::now();
+        // A port Ray picks (`port: 0`): a free one, for this process only.
+        let model = match with_port(&model) {
+            Ok(model) => model,
+            Err(reason) => {
+                report(&|s| s.load_failed(index, reason.clone()));
+                continue;
+            }
+        };
         let program = llama_command(&model.launch).program;
         if let Err(reason) = super::slots::prepare_dir(&model.launch) {
             report(&|s| s.load_failed(index, reason.clone()));
@@ -308,7 +354,7 @@ async fn run(
             }
         };
         let pid = process.id().unwrap_or(0);
-        set_pid(Some(pid));
+        set_pid(Some((pid, base_url(&model.launch))));
         raise_oom_score(pid);
         if let Some(path) = &pid_file {
             let spec = llama_command(&model.launch);

@@ -226,7 +226,9 @@ pub struct LaunchProfile {
     pub model_path: String,
     /// Bind address of `llama-server`; must be loopback. Env: `RAY_LLAMA_CPP_HOST`.
     pub host: String,
-    /// Port of `llama-server`. Env: `RAY_LLAMA_CPP_PORT`.
+    /// Port of `llama-server`. `0` for a managed model (`supervise: true` under a `lifecycle`
+    /// section): Ray picks a free port at each load and sends requests there (the port of
+    /// `baseUrl` is then not used). Env: `RAY_LLAMA_CPP_PORT`.
     pub port: u16,
     /// Model alias `llama-server` reports (`--alias`). Env: `RAY_LLAMA_CPP_ALIAS`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -107,7 +107,7 @@ fn launch_profile(
         "launchProfile.batchSize",
     );
     // The gateway and llama-server must not fight over one port.
-    if launch.port == server.port && binds_overlap(&launch.host, &server.host) {
+    if launch.port != 0 && launch.port == server.port && binds_overlap(&launch.host, &server.host) {
         c.cross_error(
             &format!("{P}.port"),
             format!(
@@ -191,7 +191,9 @@ fn base_url(
                 launch_cross(format!("a loopback address, e.g. {launch_url}")),
             );
         }
-        if url.port != launch.port {
+        // Port 0: Ray picks the port at each load and points the client there; baseUrl's
+        // port is not used.
+        if launch.port != 0 && url.port != launch.port {
             c.cross_error(
                 P,
                 format!(

@@ -44,6 +44,16 @@ pub(crate) fn validate_lifecycle(config: &RayConfig) -> Vec<Diagnostic> {
                 604_800_000,
             );
         }
+        // Port 0: Ray picks a free port at each load, which only the lifecycle's driver does.
+        if model.adapter.launch_profile().is_some_and(|l| l.port == 0)
+            && !(model.is_managed() && config.lifecycle.is_some())
+        {
+            out.push(Diagnostic::error(
+                format!("{path}.adapter.launchProfile.port"),
+                "is 0 (Ray picks a free port at each load), which needs supervise: true and a \
+                 lifecycle section; set a port from 1 to 65535, or make the model managed",
+            ));
+        }
         let uses_lifecycle =
             model.resident || model.min_resident_ms.is_some() || model.idle_unload_ms.is_some();
         if uses_lifecycle && config.lifecycle.is_none() {

@@ -284,3 +284,27 @@ fn host_patterns() {
     assert!(!is_allowed_host_pattern("*."));
     assert!(!is_allowed_host_pattern("bad host"));
 }
+
+#[test]
+fn a_port_ray_picks_needs_a_managed_model_under_the_lifecycle() {
+    let mut config = profile_defaults(Profile::Sub1b);
+    fn launch(config: &mut RayConfig) -> &mut LaunchProfile {
+        match &mut config.model.adapter {
+            AdapterConfig::LlamaCpp(llama) => llama.launch_profile.as_mut().unwrap(),
+            other => panic!("sub1b runs llama.cpp: {other:?}"),
+        }
+    }
+    launch(&mut config).port = 0;
+    launch(&mut config).supervise = false;
+    let found = errors(&config);
+    assert!(
+        found
+            .iter()
+            .any(|e| e.starts_with("model.adapter.launchProfile.port: is 0 (Ray picks")),
+        "{found:?}"
+    );
+    // Managed under a lifecycle: valid, and baseUrl's port is not compared with it.
+    launch(&mut config).supervise = true;
+    config.lifecycle = Some(crate::config::lifecycle::LifecycleConfig::default());
+    assert_eq!(errors(&config), Vec::<String>::new());
+}
