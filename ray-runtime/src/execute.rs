@@ -243,9 +243,13 @@ impl Runtime {
             deadline
         };
 
-        // Step 7: admission (a managed model's lease, taken in front, keeps it loaded until
-        // the execution ends).
-        let _lease = lease;
+        // Step 7: admission. A managed model's lease, taken in front, keeps it loaded until
+        // the execution ends; a request that meant to join an execution that ended
+        // meanwhile leads this one, and takes its lease now.
+        let _lease = match lease {
+            Some(lease) => Some(lease),
+            None => self.lease(&model, deadline.min(total_deadline)).await?,
+        };
         let admitted = tokio::time::timeout_at(
             deadline.min(total_deadline),
             model.scheduler.admit(spec, deadline),
@@ -419,8 +423,11 @@ impl Runtime {
         };
         let loads = managed.shell.loads_at(index);
         if model.counters.loads_seen.load(Ordering::Acquire) != loads {
-            let base_url = managed.driver.base_url(index);
-            model.provider.backend_replaced(base_url.as_deref());
+            // No process yet (its load was just decided): the next look follows it.
+            let Some(base_url) = managed.driver.base_url(index) else {
+                return;
+            };
+            model.provider.backend_replaced(Some(&base_url));
             model.counters.loads_seen.store(loads, Ordering::Release);
         }
     }

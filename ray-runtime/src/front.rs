@@ -131,15 +131,34 @@ impl Runtime {
         let config = &live.config;
         let timeout = Duration::from_millis(config.scheduler.request_timeout_ms);
         let deadline = started + timeout;
+        let stream_total = options
+            .stream
+            .then(|| Duration::from_millis(config.streaming.total_timeout_ms));
         let (plan, cache_key) =
             match self.plan_and_look_up(request_id, request, model, routing, options, started)? {
                 Looked::Cached(response) => return Ok(Front::Cached(response)),
                 Looked::Miss(plan, cache_key) => (plan, cache_key),
             };
 
+        let dedupe_key = config
+            .scheduler
+            .dedupe_inflight
+            .then(|| plan.dedupe_key(cache_key))
+            .flatten();
         // A managed model must be loaded (or load) before its backend prepares the prompt;
-        // the lease keeps it loaded until the request's execution ends.
-        let lease = self.lease(model, deadline).await?;
+        // the lease keeps it loaded until the request's execution ends. A request that will
+        // join an execution under way needs none: that execution's lease holds the model (if
+        // the execution ends before it joins, it leads a new one and takes its lease then).
+        let joins = || dedupe_key.is_some_and(|key| model.flights.is_running(&key));
+        let lease = if model.lifecycle.is_none() || joins() {
+            None
+        } else {
+            let lease_deadline = match stream_total {
+                Some(total) => deadline.min(started + total),
+                None => deadline,
+            };
+            self.lease(model, lease_deadline).await?
+        };
         // Admission, phase 1: preparation (template, exact token count), bounded like the
         // queue.
         let mut provider_request = plan.provider_request(request_id);
@@ -183,11 +202,6 @@ impl Runtime {
             weight: admission.weight,
             ..JobSpec::new(cost, plan.lane, Some(plan.family.affinity))
         };
-        let dedupe_key = config
-            .scheduler
-            .dedupe_inflight
-            .then(|| plan.dedupe_key(cache_key))
-            .flatten();
         let family = plan.family.affinity;
         let exec = ExecPlan {
             max_tokens: plan.max_tokens,

@@ -74,6 +74,8 @@ pub(crate) struct PlanOptions {
     pub(crate) internal: bool,
     /// The priority decision ([`crate::priority::decide`]).
     pub(crate) admission: crate::priority::Admission,
+    /// A stream: its total deadline (`streaming.totalTimeoutMs`) bounds its waits too.
+    pub(crate) stream: bool,
 }
 
 /// Plans `request` for `model` under the degradation `decision`.

@@ -309,6 +309,8 @@ impl Runtime {
             .unwrap_or_default();
         let mut entries: Vec<Arc<ModelEntry>> = Vec::new();
         let mut fresh: Vec<Arc<ModelEntry>> = Vec::new();
+        // Managed models that stop, once no new request can reach them.
+        let mut retired: Vec<usize> = Vec::new();
         for plan in planned {
             let entry = match plan {
                 Planned::Kept(entry) => {
@@ -317,7 +319,8 @@ impl Runtime {
                 }
                 Planned::Changed(mut entry, old) => {
                     if let Some(managed) = managed {
-                        self.change_managed(managed, &merged, &fits, &mut entry, &old);
+                        let index = self.change_managed(managed, &merged, &fits, &mut entry, &old);
+                        retired.extend(index);
                     }
                     entry
                 }
@@ -332,13 +335,13 @@ impl Runtime {
             fresh.push(entry.clone());
             entries.push(entry);
         }
-        let retired: Vec<usize> = live
-            .registry
-            .entries()
-            .iter()
-            .filter(|old| !entries.iter().any(|e| e.id == old.id))
-            .filter_map(|old| old.lifecycle)
-            .collect();
+        retired.extend(
+            live.registry
+                .entries()
+                .iter()
+                .filter(|old| !entries.iter().any(|e| e.id == old.id))
+                .filter_map(|old| old.lifecycle),
+        );
         let registry = Registry::new(entries, merged.default_model_id());
         let rate_limiter = if merged.rate_limit == running.rate_limit {
             live.rate_limiter.clone()
@@ -377,7 +380,8 @@ impl Runtime {
 
     /// A managed model's new entry takes its old entry's place in the lifecycle; when its
     /// process or its lifecycle settings changed, the lifecycle restarts it without cutting
-    /// work (see [`crate::lifecycle::Lifecycle::reconfigure`]).
+    /// work (see [`crate::lifecycle::Lifecycle::reconfigure`]). Returns the lifecycle index to
+    /// retire once the new registry is in place, when the model is no longer managed.
     fn change_managed(
         &self,
         managed: &Managed,
@@ -385,40 +389,35 @@ impl Runtime {
         fits: &[ModelFit],
         entry: &mut ModelEntry,
         old: &ModelEntry,
-    ) {
+    ) -> Option<usize> {
         let Some(index) = old.lifecycle else {
             // It was not managed before (an unmanaged model that now has a launch profile
             // to supervise): it joins the lifecycle as a new model.
             self.add_managed(managed, config, fits, entry);
-            return;
+            return None;
         };
         let (Some(lifecycle), Some(fit)) = (
             config.lifecycle.as_ref(),
             fits.iter().find(|f| f.id == entry.id),
         ) else {
             // No longer managed: the lifecycle's model stops once drained.
-            managed.shell.retire(index);
-            return;
+            return Some(index);
         };
         let kept = MeasuredFootprints::open(&managed.state_dir);
         let Some((model, process)) = managed_model(lifecycle, entry, fit, &kept) else {
-            managed.shell.retire(index);
-            return;
+            return Some(index);
         };
         entry.lifecycle = Some(index);
         entry.health.set_warm(WarmState::Idle);
-        let now = (
-            process.clone(),
-            model.resident,
-            model.min_resident,
-            model.idle_unload,
-        );
-        let unchanged = managed_model(lifecycle, old, fit, &kept)
-            .is_some_and(|(m, p)| (p, m.resident, m.min_resident, m.idle_unload) == now);
+        let now = (process.clone(), model.min_resident, model.idle_unload);
+        let unchanged = old.config.resident == entry.config.resident
+            && managed_model(lifecycle, old, fit, &kept)
+                .is_some_and(|(m, p)| (p, m.min_resident, m.idle_unload) == now);
         if !unchanged {
             managed.driver.replace(index, process);
             managed.shell.reconfigure(index, model);
         }
+        None
     }
 
     /// A managed model a reload added joins the lifecycle `unloaded`.
@@ -439,6 +438,15 @@ impl Runtime {
         let Some((model, process)) = managed_model(lifecycle, entry, fit, &kept) else {
             return;
         };
+        entry.health.set_warm(WarmState::Idle);
+        // Removed by an earlier reload and back now: it takes its old place (its process, if
+        // still draining, stops first; its pid file, port and slot files stay its own).
+        if let Some(index) = managed.shell.retired_index_of(&entry.id) {
+            managed.driver.replace(index, process);
+            managed.shell.revive(index, model);
+            entry.lifecycle = Some(index);
+            return;
+        }
         let index = managed.driver.add(process);
         let added = managed.shell.add(model);
         debug_assert_eq!(
@@ -446,7 +454,6 @@ impl Runtime {
             "the driver and the lifecycle index models alike"
         );
         entry.lifecycle = Some(added);
-        entry.health.set_warm(WarmState::Idle);
     }
 
     /// The `config_reloaded` event of `report`.

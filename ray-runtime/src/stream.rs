@@ -263,6 +263,7 @@ impl Runtime {
                 context,
                 ray_core::wire::PriorityClass::Interactive,
             )?,
+            stream: true,
             ..PlanOptions::default()
         };
         let route = self.route(&request, context)?;

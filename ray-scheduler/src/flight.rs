@@ -163,6 +163,19 @@ where
         })
     }
 
+    /// Whether an execution is under way for `key` that a request could join now (a moment
+    /// later it may have ended: [`Flights::join`] decides).
+    pub fn is_running(&self, key: &K) -> bool {
+        self.map
+            .lock()
+            .get(key)
+            .and_then(Weak::upgrade)
+            .is_some_and(|flight| {
+                let state = flight.state.lock();
+                state.done.is_none() && !state.ended
+            })
+    }
+
     /// Executions under way with a key.
     pub fn flights(&self) -> usize {
         self.map.lock().len()

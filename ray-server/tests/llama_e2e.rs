@@ -1836,5 +1836,28 @@ async fn a_reload_restarts_a_changed_managed_model_and_adds_and_removes_others()
     assert_eq!(child_record(&state, "large").unwrap().0, new_pid);
     let (_, metrics) = ray.get("/v1/models").await.unwrap();
     assert_eq!(metrics["data"].as_array().unwrap().len(), 1, "{metrics}");
+
+    // Reload: xl is back, pinned this time. It takes its old place and loads at once.
+    let mut pinned = xl.clone();
+    pinned["resident"] = serde_json::json!(true);
+    next["models"] = serde_json::json!([next["models"][0].clone(), pinned]);
+    std::fs::write(dir.path().join("ray.json"), next.to_string()).unwrap();
+    let reload = reqwest::Client::new()
+        .post(ray.url("/v1/admin/reload"))
+        .send()
+        .await
+        .unwrap();
+    let report: serde_json::Value = reload.json().await.unwrap();
+    assert_eq!(report["modelsAdded"], serde_json::json!(["xl"]), "{report}");
+    ray.wait_for("the pinned xl to load", limit, || async {
+        let (_, model) = ray.get("/v1/models/xl").await.unwrap();
+        model["lifecycle"]["state"] == "ready"
+    })
+    .await;
+    let (_, model) = ray.get("/v1/models/xl").await.unwrap();
+    assert_eq!(model["lifecycle"]["pinned"], true, "{model}");
+    assert!(child_record(&state, "xl").unwrap().0 != xl_pid);
+    let (status, body) = infer("xl", 4).await;
+    assert_eq!(status, 200, "{body}");
     drop(ray);
 }

@@ -240,7 +240,8 @@ impl Lifecycle {
     /// saying so.
     pub fn start(&mut self, now: Instant) {
         for index in 0..self.slots.len() {
-            if !self.slots[index].config.resident {
+            let slot = &self.slots[index];
+            if !slot.config.resident || slot.retired || slot.state != ModelState::Unloaded {
                 continue;
             }
             let need = self.slots[index].footprint();
@@ -470,8 +471,8 @@ impl Lifecycle {
         index
     }
 
-    /// A config reload changed model `model`'s definition (its launch profile, footprint or
-    /// timings). Nothing is cut: a loaded model takes no new request, finishes the ones in
+    /// A config reload changed model `model`'s definition (its launch profile, `resident`,
+    /// `minResidentMs` or `idleUnloadMs`; its footprint follows from them). Nothing is cut: a loaded model takes no new request, finishes the ones in
     /// flight (however long they take: each has its own deadline), unloads, and takes the new
     /// definition; requests that wait for it meanwhile load it again with the new one. A
     /// model without a process takes the new definition at once.
@@ -490,6 +491,19 @@ impl Lifecycle {
             ModelState::Loading | ModelState::Unloading => {}
         }
         self.pump(now);
+    }
+
+    /// A config reload added back model `model`, which an earlier reload removed: it takes
+    /// `config` as a changed model does (see [`Lifecycle::reconfigure`]), in its old place.
+    pub fn revive(&mut self, model: usize, config: LifecycleModel, now: Instant) {
+        let Some(slot) = self.slots.get_mut(model) else {
+            return;
+        };
+        if !slot.retired {
+            return;
+        }
+        slot.retired = false;
+        self.reconfigure(model, config, now);
     }
 
     /// A config reload removed model `model`. Its waiting requests are refused; a loaded model

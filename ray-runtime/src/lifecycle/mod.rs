@@ -18,7 +18,8 @@
 //!   unloaded. A busy model chosen to make room goes `draining`: it admits nothing new, its
 //!   requests finish, then it unloads. A drain that outlasts `drainTimeoutMs` is abandoned (the
 //!   model goes back to `ready` and is not asked to drain again for as long), so a long
-//!   request is never killed to make room.
+//!   request is never killed to make room. A drain a config reload asked for (the model
+//!   changed or was removed) is never abandoned: the old definition must end.
 //! - **Idle models go first**: not pinned (`resident`), loaded for at least `minResidentMs`,
 //!   least recently used first, then the cheapest to load again. Busy models are drained only
 //!   when idle ones cannot make the room, and nothing is evicted at all when even every

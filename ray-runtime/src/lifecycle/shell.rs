@@ -157,8 +157,14 @@ impl LifecycleShell {
                     }
                 }
                 Effect::Transition(t) => {
-                    let ids = self.shared.ids.read();
-                    let model = ids.get(t.model).map_or("?", String::as_str);
+                    let model = self
+                        .shared
+                        .ids
+                        .read()
+                        .get(t.model)
+                        .cloned()
+                        .unwrap_or_else(|| "?".into());
+                    let model = model.as_str();
                     tracing::info!(
                         model,
                         from = t.from,
@@ -229,6 +235,23 @@ impl LifecycleShell {
     /// driver of the new process first.
     pub fn reconfigure(&self, index: usize, model: LifecycleModel) {
         self.with_core(|core| core.reconfigure(index, model, Instant::now()));
+    }
+
+    /// The index of the model `id` a reload removed, when it has one.
+    pub fn retired_index_of(&self, id: &str) -> Option<usize> {
+        let core = self.shared.core.lock();
+        self.shared
+            .ids
+            .read()
+            .iter()
+            .enumerate()
+            .position(|(i, m)| m == id && core.is_retired(i))
+    }
+
+    /// A config reload added back the model at `index` (removed by an earlier one): see
+    /// [`Lifecycle::revive`]. Tell the driver of its process first.
+    pub fn revive(&self, index: usize, model: LifecycleModel) {
+        self.with_core(|core| core.revive(index, model, Instant::now()));
     }
 
     /// A config reload removed the model at `index`: see [`Lifecycle::retire`].

@@ -456,6 +456,30 @@ fn a_removed_model_refuses_new_work_finishes_the_rest_and_stops() {
 }
 
 #[test]
+fn a_model_removed_and_added_back_takes_its_old_place_after_its_old_process_stops() {
+    let t0 = Instant::now();
+    let far = t0 + Duration::from_secs(600);
+    let mut life = Lifecycle::new(settings(1_000), vec![model("a", 400)], t0);
+    life.admit(0, t0, far);
+    life.loaded(0, t0 + ms(10), None);
+    // Its request is still in flight when a reload removes it and the next adds it back.
+    life.retire(0, t0 + ms(20));
+    life.revive(0, model("a", 500), t0 + ms(30));
+    assert_eq!(life.index_of("a"), Some(0));
+    let Admission::Wait(waiter) = life.admit(0, t0 + ms(40), far) else {
+        panic!("a request waits for the new process");
+    };
+    life.take_effects();
+    life.finished(0, t0 + ms(50));
+    assert_eq!(unloads(&life.take_effects()), vec![0]);
+    life.unloaded(0, t0 + ms(60));
+    assert_eq!(loads(&life.take_effects()), vec![0]);
+    assert_eq!(life.status(0).unwrap().footprint_mib, 500);
+    life.loaded(0, t0 + ms(70), None);
+    assert_eq!(served(&life.take_effects()), vec![waiter]);
+}
+
+#[test]
 fn an_added_model_starts_unloaded_and_loads_on_demand() {
     let t0 = Instant::now();
     let far = t0 + Duration::from_secs(600);
@@ -520,6 +544,11 @@ enum Op {
     Retire {
         model: usize,
     },
+    /// A reload added back a model an earlier one removed.
+    Revive {
+        model: usize,
+        footprint_mib: u64,
+    },
     /// A reload added a model.
     Add {
         footprint_mib: u64,
@@ -566,6 +595,13 @@ impl Op {
             Op::Retire { model } => Op::Retire {
                 model: model % models,
             },
+            Op::Revive {
+                model,
+                footprint_mib,
+            } => Op::Revive {
+                model: model % models,
+                footprint_mib,
+            },
             other => other,
         }
     }
@@ -587,6 +623,8 @@ fn op(models: usize) -> impl Strategy<Value = Op> {
             |(model, footprint_mib, resident)| Op::Reconfigure { model, footprint_mib, resident }
         ),
         1 => (0..models).prop_map(|model| Op::Retire { model }),
+        1 => (0..models, 50u64..1_400)
+            .prop_map(|(model, footprint_mib)| Op::Revive { model, footprint_mib }),
         1 => (50u64..1_400, proptest::bool::weighted(0.2))
             .prop_map(|(footprint_mib, resident)| Op::Add { footprint_mib, resident }),
     ]
@@ -827,6 +865,22 @@ impl World {
             Op::Retire { model } => {
                 self.retired.insert(model);
                 self.life.retire(model, self.now);
+            }
+            Op::Revive {
+                model,
+                footprint_mib,
+            } => {
+                if self.retired.remove(&model) {
+                    let runs = self.life.state(model).is_some_and(ModelState::holds_memory);
+                    if runs {
+                        self.changing.insert(model);
+                    }
+                    let config = LifecycleModel {
+                        footprint_mib,
+                        ..self.life.status(model).map(|s| model_of(&s)).unwrap()
+                    };
+                    self.life.revive(model, config, self.now);
+                }
             }
             Op::Add {
                 footprint_mib,
