@@ -62,6 +62,8 @@ pub struct ProcessDriver {
     pending: Arc<Mutex<Option<Vec<Queued>>>>,
     state_dir: Option<PathBuf>,
     tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    /// Definitions a reload gave, by index, until the lifecycle says they apply.
+    staged: Arc<Mutex<std::collections::HashMap<usize, ManagedProcess>>>,
     /// Each model's running process (its id and base URL), by index.
     pids: Arc<Mutex<Vec<Option<Running>>>>,
 }
@@ -81,6 +83,7 @@ impl ProcessDriver {
         let pids = Arc::new(Mutex::new(vec![None; orders.len()]));
         ProcessDriver {
             pids,
+            staged: Arc::default(),
             orders: Arc::new(Mutex::new(orders)),
             shell: Arc::new(OnceLock::new()),
             pending: Arc::new(Mutex::new(Some(queues))),
@@ -110,12 +113,12 @@ impl ProcessDriver {
         index
     }
 
-    /// The model at `index` starts its next process with `model` (a config reload changed
-    /// it); a process running now is not touched.
+    /// Stages `model` for the model at `index` (a config reload changed it): its process
+    /// starts with it once the lifecycle says the new definition applies
+    /// ([`ModelDriver::reconfigured`], when no process of it runs). A process running now is
+    /// not touched.
     pub fn replace(&self, index: usize, model: ManagedProcess) {
-        if let Some(orders) = self.orders.lock().get(index) {
-            let _ = orders.send(Order::Replace(Box::new(model)));
-        }
+        self.staged.lock().insert(index, model);
     }
 
     /// The process id of the model at `index` while its process runs (loading, serving or
@@ -182,6 +185,12 @@ impl ModelDriver for ProcessDriver {
 
     fn unload(&self, model: usize) {
         self.order(model, Order::Unload);
+    }
+
+    fn reconfigured(&self, model: usize) {
+        if let Some(process) = self.staged.lock().remove(&model) {
+            self.order(model, Order::Replace(Box::new(process)));
+        }
     }
 
     fn start(&self) {

@@ -572,6 +572,7 @@ impl Lifecycle {
         };
         slot.config = config;
         slot.measured_mib = None;
+        self.effects.push(Effect::Reconfigured { model });
         self.load_if_pinned(
             model,
             now,

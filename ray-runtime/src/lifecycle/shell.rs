@@ -25,6 +25,11 @@ pub trait ModelDriver: Send + Sync + 'static {
     fn load(&self, model: usize);
     /// Stop the process of model `model`.
     fn unload(&self, model: usize);
+    /// The definition a config reload gave model `model` applies now (no process of it
+    /// runs): start its next process with it. Comes before the load that uses it.
+    fn reconfigured(&self, model: usize) {
+        let _ = model;
+    }
     /// Begin carrying out orders (called once, from inside a Tokio runtime, before the pinned
     /// models load). Orders given before are kept until then.
     fn start(&self) {}
@@ -138,6 +143,7 @@ impl LifecycleShell {
             match effect {
                 Effect::Load { model } => self.shared.driver.load(model),
                 Effect::Unload { model } => self.shared.driver.unload(model),
+                Effect::Reconfigured { model } => self.shared.driver.reconfigured(model),
                 Effect::Serve { waiter, model } => {
                     let delivered = {
                         let mut waiters = self.shared.waiters.lock();
@@ -231,8 +237,9 @@ impl LifecycleShell {
         })
     }
 
-    /// A config reload changed the model at `index`: see [`Lifecycle::reconfigure`]. Tell the
-    /// driver of the new process first.
+    /// A config reload changed the model at `index`: see [`Lifecycle::reconfigure`]. Stage
+    /// the new process with the driver first; the driver is told when it applies
+    /// ([`ModelDriver::reconfigured`]).
     pub fn reconfigure(&self, index: usize, model: LifecycleModel) {
         self.with_core(|core| core.reconfigure(index, model, Instant::now()));
     }
@@ -249,7 +256,7 @@ impl LifecycleShell {
     }
 
     /// A config reload added back the model at `index` (removed by an earlier one): see
-    /// [`Lifecycle::revive`]. Tell the driver of its process first.
+    /// [`Lifecycle::revive`]. Stage its process with the driver first.
     pub fn revive(&self, index: usize, model: LifecycleModel) {
         self.with_core(|core| core.revive(index, model, Instant::now()));
     }

@@ -398,6 +398,9 @@ fn a_changed_model_finishes_its_work_then_loads_again_with_its_new_definition() 
     life.unloaded(0, t0 + ms(60));
     let effects = life.take_effects();
     assert_eq!(loads(&effects), vec![0]);
+    // The driver learns of the new definition before the load that uses it.
+    let at = |wanted: &Effect| effects.iter().position(|e| e == wanted).unwrap();
+    assert!(at(&Effect::Reconfigured { model: 0 }) < at(&Effect::Load { model: 0 }));
     // The new definition counts: its estimate, not the old measurement.
     assert_eq!(life.status(0).unwrap().footprint_mib, 600);
     assert_eq!(life.committed_mib(), 600);
@@ -413,7 +416,7 @@ fn a_changed_model_without_a_process_takes_its_definition_at_once() {
     life.reconfigure(0, model("a", 700), t0);
     assert_eq!(life.state(0).map(ModelState::name), Some("unloaded"));
     assert_eq!(life.status(0).unwrap().footprint_mib, 700);
-    assert!(life.take_effects().is_empty());
+    assert_eq!(life.take_effects(), vec![Effect::Reconfigured { model: 0 }]);
     // A pinned one loads again at once.
     let pinned = LifecycleModel {
         resident: true,
@@ -764,6 +767,13 @@ impl World {
                 Effect::Transition(t) => {
                     assert!(!t.reason.is_empty());
                 }
+                Effect::Reconfigured { model } => {
+                    // A new definition applies only when no process of the model runs.
+                    assert!(
+                        !self.loading.contains(&model) && !self.unloading.contains(&model),
+                        "model {model} reconfigured while its process runs"
+                    );
+                }
             }
         }
         let committed = self.life.committed_mib();
@@ -1041,7 +1051,7 @@ proptest! {
                             life.loaded(model, now, None);
                         }
                         Effect::Serve { model, .. } => going[model] += 1,
-                        Effect::Refuse { .. } | Effect::Transition(_) => {}
+                        Effect::Refuse { .. } | Effect::Transition(_) | Effect::Reconfigured { .. } => {}
                     }
                 }
             }

@@ -182,6 +182,12 @@ pub enum Effect {
     },
     /// A model changed state (one JSON log line).
     Transition(Transition),
+    /// The definition a config reload gave the model applies now (no process of it runs):
+    /// its next process starts with it.
+    Reconfigured {
+        /// The model's index.
+        model: usize,
+    },
 }
 
 /// A model's state and figures, for `/v1/models`, `/health` and `/metrics`.
