@@ -6,6 +6,7 @@ pub mod child;
 mod launch;
 pub mod ondemand;
 pub(crate) mod process;
+mod run;
 pub mod slots;
 pub mod supervise;
 

@@ -19,8 +19,8 @@ use tokio::time::Instant;
 
 use super::child;
 use super::launch::llama_command;
+use super::run::{START_TIMEOUT, command, describe, forward, raise_oom_score, terminate};
 use super::slots::{SlotFiles, SlotReport};
-use super::supervise::{START_TIMEOUT, command, describe, forward, raise_oom_score, terminate};
 use crate::footprint::{Measured, MeasuredFootprints, footprint_key};
 use crate::lifecycle::{BoxFuture, LifecycleShell, ModelDriver};
 

@@ -9,37 +9,29 @@
 //! SIGKILL (a parent-death signal), and a child an earlier run left behind is ended at the
 //! next start (pid files in the state directory): see [`super::child`].
 
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use ray_core::config::LaunchProfile;
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::child;
-use super::launch::{LLAMA_OOM_SCORE_ADJUST, llama_command};
+use super::launch::llama_command;
+pub use super::run::{START_TIMEOUT, STOP_GRACE};
+use super::run::{command, describe, forward, raise_oom_score, terminate};
 use crate::runtime::Runtime;
 
-/// How long the child gets to exit after SIGTERM before SIGKILL. The gateway's drain (30 s)
-/// plus this stays inside systemd's `TimeoutStopSec=35`.
-pub const STOP_GRACE: Duration = Duration::from_secs(4);
 /// The first restart delay; it doubles per quick failure up to [`MAX_BACKOFF`].
 pub const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 /// The longest restart delay.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// A child that ran this long before dying restarts after [`FIRST_BACKOFF`] again.
 pub const STABLE_AFTER: Duration = Duration::from_secs(60);
-/// A child that does not accept connections within this long is restarted.
-pub const START_TIMEOUT: Duration = Duration::from_secs(300);
 /// How often a starting child's port is tried.
 const LISTEN_POLL: Duration = Duration::from_millis(100);
-/// Longest output line forwarded; the rest of a longer line is dropped.
-const MAX_LINE_BYTES: usize = 8 * 1024;
 
 /// The running supervisor. Call [`Supervisor::shutdown`] to stop the child; dropping the
 /// supervisor kills it.
@@ -85,99 +77,6 @@ impl Supervisor {
     }
 }
 
-pub(super) fn describe(status: ExitStatus) -> String {
-    match (status.code(), status.signal()) {
-        (Some(code), _) => format!("exit status {code}"),
-        (None, Some(signal)) => format!("killed by signal {signal}"),
-        (None, None) => "ended".to_string(),
-    }
-}
-
-pub(super) fn command(launch: &LaunchProfile, api_key_env: Option<&str>) -> Command {
-    let spec = llama_command(launch);
-    let (program, args) = child::tied_command(&spec.program, &spec.args);
-    let mut command = Command::new(program);
-    command
-        .args(&args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    // The gateway's own settings and keys are none of the backend's business.
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("RAY_") {
-            command.env_remove(&name);
-        }
-    }
-    // llama-server reads its key from LLAMA_API_KEY; pass it there, not on the command line.
-    if let Some(name) = api_key_env
-        && let Ok(key) = std::env::var(name)
-    {
-        command.env("LLAMA_API_KEY", key);
-    }
-    command
-}
-
-/// Raises the child's `oom_score_adj` to the value the separate unit would give it, so the
-/// kernel picks it before the gateway when memory runs out. Raising is allowed unprivileged.
-pub(super) fn raise_oom_score(pid: u32) {
-    let path = format!("/proc/{pid}/oom_score_adj");
-    let current: i32 = std::fs::read_to_string(&path)
-        .ok()
-        .and_then(|t| t.trim().parse().ok())
-        .unwrap_or(0);
-    if current < LLAMA_OOM_SCORE_ADJUST
-        && let Err(error) = std::fs::write(&path, LLAMA_OOM_SCORE_ADJUST.to_string())
-    {
-        tracing::debug!(pid, error = %error, "cannot raise the backend's oom_score_adj");
-    }
-}
-
-/// Forwards a child's output, line by line, as log lines naming their source.
-pub(super) async fn forward(reader: impl AsyncRead + Unpin, stream: &'static str, pid: u32) {
-    let mut reader = BufReader::with_capacity(MAX_LINE_BYTES, reader);
-    let mut line: Vec<u8> = Vec::with_capacity(256);
-    loop {
-        let (done, used) = {
-            let available = match reader.fill_buf().await {
-                Ok(available) => available,
-                Err(_) => break,
-            };
-            if available.is_empty() {
-                break;
-            }
-            match available.iter().position(|b| *b == b'\n') {
-                Some(end) => {
-                    let room = MAX_LINE_BYTES.saturating_sub(line.len());
-                    line.extend_from_slice(&available[..end.min(room)]);
-                    (true, end + 1)
-                }
-                None => {
-                    let room = MAX_LINE_BYTES.saturating_sub(line.len());
-                    line.extend_from_slice(&available[..available.len().min(room)]);
-                    (false, available.len())
-                }
-            }
-        };
-        reader.consume(used);
-        if done {
-            emit(&line, stream, pid);
-            line.clear();
-        }
-    }
-    if !line.is_empty() {
-        emit(&line, stream, pid);
-    }
-}
-
-fn emit(line: &[u8], stream: &'static str, pid: u32) {
-    let text = String::from_utf8_lossy(line);
-    let text = text.trim_end();
-    if !text.is_empty() {
-        tracing::info!(source = "llama-server", stream, pid, "{text}");
-    }
-}
-
 /// Whether something accepts connections on the launch profile's address.
 async fn listening(launch: &LaunchProfile) -> bool {
     let host = launch.host.trim_start_matches('[').trim_end_matches(']');
@@ -187,26 +86,6 @@ async fn listening(launch: &LaunchProfile) -> bool {
     )
     .await
     .is_ok_and(|r| r.is_ok())
-}
-
-/// SIGTERM, then SIGKILL after [`STOP_GRACE`]; always reaps the child.
-pub(super) async fn terminate(child: &mut Child) -> Option<ExitStatus> {
-    if let Some(pid) = child
-        .id()
-        .and_then(|id| rustix::process::Pid::from_raw(id as i32))
-    {
-        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-        if let Ok(Ok(status)) = tokio::time::timeout(STOP_GRACE, child.wait()).await {
-            return Some(status);
-        }
-        tracing::warn!(
-            pid = pid.as_raw_pid(),
-            grace_ms = STOP_GRACE.as_millis() as u64,
-            "llama-server ignored SIGTERM; killing it"
-        );
-    }
-    let _ = child.kill().await;
-    child.wait().await.ok()
 }
 
 /// Waits until the child answers `GET /health` with 200 (its model loaded and warmed up), then
