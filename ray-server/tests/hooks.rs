@@ -1,8 +1,10 @@
 //! Event hooks against a real gateway process: a command hook and a URL hook receive the events
 //! of a scripted run (a backend stopped and started again, a job that fails for good), the URL
 //! hook's deliveries are signed like callbacks, a hook that hangs is timed out and counted, a
-//! flood of events beyond the queue is counted as dropped while requests keep being served, and
-//! memory going critical and easing (read from a fabricated cgroup) reaches a command hook.
+//! flood of events beyond the queue is counted as dropped while requests keep being served, every
+//! drop is reported once by a `hooks_dropped` event (even one a report that found the queue full
+//! carried over), and memory going critical and easing (read from a fabricated cgroup) reaches a
+//! command hook.
 
 #![allow(clippy::unwrap_used)]
 
@@ -503,4 +505,188 @@ async fn memory_going_critical_and_easing_reaches_a_command_hook() {
         assert!(event["id"].as_str().unwrap().starts_with("evt_"), "{event}");
         assert!(event["time"].as_str().unwrap().ends_with('Z'), "{event}");
     }
+}
+
+/// A command hook for `config_reloaded` and `hooks_dropped` that holds each event until a gate
+/// file appears in `dir` (`first` for the event whose `gate` field is "first", `rest` for the
+/// others), then writes the event to a file of its own under `dir/out`. Each run leaves a file
+/// under `dir/started` as it begins.
+fn gated_hook(dir: &Path) -> serde_json::Value {
+    std::fs::create_dir_all(dir.join("started")).unwrap();
+    std::fs::create_dir_all(dir.join("out")).unwrap();
+    let script = format!(
+        r#"body=$(cat)
+mktemp "{d}/started/run.XXXXXX" >/dev/null
+case "$body" in *'"gate":"first"'*) gate=first ;; *) gate=rest ;; esac
+while [ ! -e "{d}/$gate" ]; do sleep 0.02; done
+printf '%s\n' "$body" > "$(mktemp "{d}/out/event.XXXXXX")""#,
+        d = dir.display()
+    );
+    serde_json::json!({
+        "events": ["config_reloaded", "hooks_dropped"],
+        "command": ["/bin/sh", "-c", script],
+        "timeoutMs": 60000
+    })
+}
+
+fn files_in(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |entries| entries.count())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_drop_is_reported_by_hooks_dropped_even_one_that_found_no_room_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = ray_core::config::ConfigLoader::new()
+        .with_json(
+            "inline",
+            serde_json::json!({
+                "profile": "tiny",
+                "model": {"adapter": {"kind": "mock", "latencyMs": 0}},
+                "hooks": [gated_hook(dir.path())]
+            })
+            .to_string(),
+        )
+        .load()
+        .unwrap()
+        .config;
+    let runtime = ray_runtime::Runtime::new(config).unwrap();
+    let _background = runtime.start();
+    let counts = || {
+        let metrics = runtime.metrics().to_prometheus_text();
+        let count = |outcome: &str| {
+            util::metric_value(
+                &metrics,
+                &format!(r#"ray_hook_events_total{{outcome="{outcome}"}}"#),
+            )
+            .unwrap() as u64
+        };
+        (count("queued"), count("dropped"))
+    };
+    let mut emitted = 0u64;
+    let mut emit = |gate: &str| {
+        let mut fields = serde_json::Map::new();
+        fields.insert("gate".into(), gate.into());
+        fields.insert("n".into(), emitted.into());
+        emitted += 1;
+        runtime.emit_event("config_reloaded", fields);
+    };
+    // Everything the hooks can hold while both runs wait: the queue, the two runs, and the
+    // event the runner holds until a run ends.
+    let capacity =
+        (ray_runtime::hooks::HOOK_QUEUE + ray_runtime::hooks::HOOK_CONCURRENCY + 1) as u64;
+
+    // A flood: the first event's run waits for `first`, every other one for `rest`.
+    emit("first");
+    for _ in 0..1_000 {
+        emit("rest");
+    }
+    // Until the runner has taken what it can, more room may appear: fill it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while counts().0 < capacity {
+        assert!(
+            Instant::now() < deadline,
+            "the hooks never filled: {:?}",
+            counts()
+        );
+        emit("rest");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (queued, dropped) = counts();
+    assert_eq!(queued, capacity);
+    assert!(dropped >= 1_001 - capacity, "{dropped}");
+    let started = dir.path().join("started");
+    assert!(
+        within(Duration::from_secs(30), || files_in(&started) == 2).await,
+        "{} runs started",
+        files_in(&started)
+    );
+
+    // The first run ends: the runner starts the event it held and takes one from the queue,
+    // which makes room for exactly one event. The next event to find it is queued, and the
+    // `hooks_dropped` that follows it finds the queue full again.
+    std::fs::write(dir.path().join("first"), "").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (before, after) = loop {
+        assert!(
+            Instant::now() < deadline,
+            "no room was made: {:?}",
+            counts()
+        );
+        let before = counts();
+        emit("rest");
+        let after = counts();
+        if after.0 > before.0 {
+            break (before, after);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(after.0, before.0 + 1, "only one event found room");
+    assert_eq!(
+        after.1,
+        before.1 + 1,
+        "the hooks_dropped after it found none"
+    );
+
+    // Every run may end now; once the queue has drained, one more event brings the report.
+    std::fs::write(dir.path().join("rest"), "").unwrap();
+    let out = dir.path().join("out");
+    assert!(
+        within(Duration::from_secs(60), || files_in(&out) as u64
+            == counts().0)
+        .await,
+        "{} of {} events written",
+        files_in(&out),
+        counts().0
+    );
+    let dropped_in_all = counts().1;
+    emit("rest");
+    assert!(
+        within(Duration::from_secs(30), || files_in(&out) as u64
+            == counts().0)
+        .await,
+        "{} of {} events written",
+        files_in(&out),
+        counts().0
+    );
+    assert_eq!(counts().1, dropped_in_all, "the last two found room");
+
+    let events: Vec<serde_json::Value> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|entry| {
+            serde_json::from_str(&std::fs::read_to_string(entry.unwrap().path()).unwrap()).unwrap()
+        })
+        .collect();
+    let delivered = events
+        .iter()
+        .filter(|e| e["type"] == "config_reloaded")
+        .count() as u64;
+    let reports: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["type"] == "hooks_dropped")
+        .collect();
+    assert!(
+        !reports.is_empty(),
+        "no hooks_dropped among {} events",
+        events.len()
+    );
+    for report in &reports {
+        assert!(report["dropped"].as_u64().unwrap() > 0, "{report}");
+        assert!(
+            report["id"].as_str().unwrap().starts_with("evt_"),
+            "{report}"
+        );
+        assert!(report["time"].as_str().unwrap().ends_with('Z'), "{report}");
+    }
+    let reported: u64 = reports.iter().map(|r| r["dropped"].as_u64().unwrap()).sum();
+    // Every event emitted arrived or was reported as dropped, and the metric counts those
+    // plus the hooks_dropped events that found no room.
+    assert_eq!(
+        delivered + reported,
+        emitted,
+        "{delivered} delivered, {reported} reported"
+    );
+    assert!(
+        dropped_in_all > reported,
+        "{dropped_in_all} dropped, {reported} reported"
+    );
 }
