@@ -1,10 +1,11 @@
 //! Event hooks against a real gateway process: a command hook and a URL hook receive the events
 //! of a scripted run (a backend stopped and started again, a job that fails for good), the URL
 //! hook's deliveries are signed like callbacks, a hook that hangs is timed out and counted, a
-//! flood of events beyond the queue is counted as dropped while requests keep being served, every
-//! drop is reported once by a `hooks_dropped` event (even one a report that found the queue full
-//! carried over), and memory going critical and easing (read from a fabricated cgroup) reaches a
-//! command hook.
+//! job whose callback is refused until its attempts run out sends `callback_gave_up`, a flood of
+//! events beyond the queue is counted as dropped while requests keep being served, every drop is
+//! reported once by a `hooks_dropped` event (even one a report that found the queue full carried
+//! over), and memory going critical and easing (read from a fabricated cgroup) reaches a command
+//! hook.
 
 #![allow(clippy::unwrap_used)]
 
@@ -505,6 +506,142 @@ async fn memory_going_critical_and_easing_reaches_a_command_hook() {
         assert!(event["id"].as_str().unwrap().starts_with("evt_"), "{event}");
         assert!(event["time"].as_str().unwrap().ends_with('Z'), "{event}");
     }
+}
+
+/// Answers every request `500` and records each one's idempotency key and delivery attempt.
+async fn refusing_receiver() -> (SocketAddr, Arc<Mutex<Vec<(String, String)>>>) {
+    let seen: Arc<Mutex<Vec<(String, String)>>> = Arc::new(Mutex::new(Vec::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let store = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let store = store.clone();
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+                        let store = store.clone();
+                        async move {
+                            let header = |name: &str| {
+                                request
+                                    .headers()
+                                    .get(name)
+                                    .and_then(|v| v.to_str().ok())
+                                    .unwrap_or_default()
+                                    .to_string()
+                            };
+                            store.lock().push((
+                                header(ray_runtime::jobs::IDEMPOTENCY_HEADER),
+                                header("x-ray-delivery-attempt"),
+                            ));
+                            let mut response = Response::new(Full::new(Bytes::new()));
+                            *response.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
+                            Ok::<_, std::convert::Infallible>(response)
+                        }
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// The events a `cat >> file` command hook wrote, one JSON object a line.
+fn events_in(file: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callback_that_keeps_failing_until_no_attempt_is_left_sends_callback_gave_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let events_file = dir.path().join("events.jsonl");
+    let (receiver_addr, deliveries) = refusing_receiver().await;
+    let port = free_port();
+    let config = serde_json::json!({
+        "profile": "tiny",
+        "server": {"port": port},
+        "model": {"adapter": {"kind": "mock", "latencyMs": 0}},
+        "asyncQueue": {"enabled": true, "storageDir": dir.path().join("jobs"),
+            "pollIntervalMs": 20, "maxCallbackAttempts": 3,
+            "callbackAllowPrivateNetwork": true},
+        "hooks": [{
+            "events": ["callback_gave_up"],
+            "command": ["/bin/sh", "-c", format!("cat >> {}", events_file.display())]
+        }]
+    })
+    .to_string();
+    let gateway = Gateway::start(dir.path(), &config);
+    let http = reqwest::Client::new();
+    let accepted = http
+        .post(gateway.url("/v1/jobs"))
+        .json(&serde_json::json!({
+            "input": "hello",
+            "callbackUrl": format!("http://{receiver_addr}/callback"),
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted.status(), 202);
+    let job: serde_json::Value = accepted.json().await.unwrap();
+    let job_id = job["id"].as_str().unwrap().to_string();
+
+    let gave_up = || {
+        events_in(&events_file)
+            .into_iter()
+            .find(|e| e["type"] == "callback_gave_up")
+    };
+    assert!(
+        within(Duration::from_secs(30), || gave_up().is_some()).await,
+        "no callback_gave_up; deliveries {:?}",
+        deliveries.lock()
+    );
+    let event = gave_up().unwrap();
+    // The documented fields: jobId, attempts, error; and the shape every event has.
+    assert_eq!(event["jobId"], job_id.as_str(), "{event}");
+    assert_eq!(event["attempts"], 3, "{event}");
+    assert_eq!(
+        event["error"], "the receiver answered 500 Internal Server Error",
+        "{event}"
+    );
+    assert!(event["id"].as_str().unwrap().starts_with("evt_"), "{event}");
+    assert!(event["time"].as_str().unwrap().ends_with('Z'), "{event}");
+    // The receiver saw every attempt, numbered, and no more after the last.
+    let seen = deliveries.lock().clone();
+    assert_eq!(
+        seen,
+        (1..=3)
+            .map(|attempt| (job_id.clone(), attempt.to_string()))
+            .collect::<Vec<_>>()
+    );
+    // The job itself succeeded: only its callback failed, and its record says so.
+    let mut record = serde_json::Value::Null;
+    for _ in 0..200 {
+        record = http
+            .get(gateway.url(&format!("/v1/jobs/{job_id}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if record["callback"]["status"] == "failed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(record["callback"]["status"], "failed", "{record}");
+    assert_eq!(record["status"], "succeeded", "{record}");
+    assert_eq!(record["callback"]["attempts"], 3, "{record}");
+    assert_eq!(record["callback"]["lastError"], event["error"], "{record}");
 }
 
 /// A command hook for `config_reloaded` and `hooks_dropped` that holds each event until a gate
