@@ -148,6 +148,24 @@ struct Gateway {
     port: u16,
 }
 
+/// Whether a gateway on `port` answers `GET /livez` with 200.
+fn answers_livez(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    if stream
+        .write_all(b"GET /livez HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    answer.starts_with(b"HTTP/1.1 200")
+}
+
 impl Gateway {
     fn start(dir: &Path, config: &str) -> Gateway {
         let path = dir.join("ray.json");
@@ -155,17 +173,31 @@ impl Gateway {
         let port = serde_json::from_str::<serde_json::Value>(config).unwrap()["server"]["port"]
             .as_u64()
             .unwrap() as u16;
-        let child = Command::new(env!("CARGO_BIN_EXE_ray-server"))
+        let log = dir.join("gateway.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ray-server"))
             .arg("--config")
             .arg(&path)
             .env("RAY_CALLBACK_SIGNING_SECRET", SECRET)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(Stdio::from(out.try_clone().unwrap()))
+            .stderr(Stdio::from(out))
             .spawn()
             .unwrap();
+        // Ready once /livez answers 200: a bare connect can succeed without the gateway (a
+        // loopback connection to a free port may connect to itself).
         let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "the gateway did not start");
+        while !answers_livez(port) {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "the gateway exited ({status}):\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the gateway did not start:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         Gateway { child, port }
@@ -471,6 +503,23 @@ async fn memory_going_critical_and_easing_reaches_a_command_hook() {
         .await,
         "{:?}",
         types(&events())
+    );
+    // The degradation event of the easing may be written after memory_critical_ended (hooks
+    // run two at a time), so it is waited for too.
+    let eased = |seen: &[serde_json::Value]| {
+        seen.iter().any(|e| {
+            e["type"] == "degradation_changed"
+                && e["from"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&"memory_pressure".into())
+                && e["to"] == serde_json::json!([])
+        })
+    };
+    assert!(
+        within(Duration::from_secs(10), || eased(&events())).await,
+        "{:?}",
+        events()
     );
     let seen = events();
     let started = types(&seen)
