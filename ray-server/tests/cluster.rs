@@ -1,7 +1,9 @@
 //! Several nodes on loopback sharing one real `nats-server -js` (started by the test on a free
 //! port with its own store): the registry lists every node and drops a killed one, a request
 //! for a model that is down locally is served by a peer (and says which node served it),
-//! forwarding is one hop and signed, and the node keeps serving while NATS is down.
+//! forwarding is one hop and signed, the node keeps serving while NATS is down, and a peer
+//! leaving and joining again reaches a command hook as `cluster_node_left` and
+//! `cluster_node_joined`.
 
 #![allow(clippy::unwrap_used)]
 
@@ -573,4 +575,85 @@ async fn shared_jobs_survive_a_killed_node_and_a_nats_restart() {
             .unwrap();
         assert_eq!(record["callback"]["status"], "delivered", "{record}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_leaving_and_joining_again_reaches_a_command_hook() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats_port = free_port();
+    let Some(_nats) = Nats::start(&dir.path().join("nats"), nats_port) else {
+        return;
+    };
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let events_file = dir.path().join("a-events.jsonl");
+    let hooks = format!(
+        r#","hooks":[{{"events":["cluster_node_joined","cluster_node_left"],
+             "command":["/bin/sh","-c","cat >> {}"]}}]"#,
+        events_file.display()
+    );
+    let a = Node::start_with(dir.path(), nats_port, "a", true, free_port(), &hooks);
+    let b_port = free_port();
+    let mut b = Node::start_with(dir.path(), nats_port, "b", true, b_port, "");
+    let both = within(Duration::from_secs(20), async || {
+        node_ids(&http, &a).await == ["a", "b"]
+    })
+    .await;
+    assert!(both.is_some(), "{}", a.log());
+    let events = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&events_file)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let position = |kind: &str, after: usize| {
+        events()
+            .iter()
+            .enumerate()
+            .skip(after)
+            .find(|(_, e)| e["type"] == kind)
+            .map(|(i, _)| i)
+    };
+
+    // b is killed: a's hook hears that it left once the registry drops it.
+    b.kill();
+    let left = within(Duration::from_secs(20), async || {
+        position("cluster_node_left", 0).is_some()
+    })
+    .await;
+    assert!(left.is_some(), "{:?}\n{}", events(), a.log());
+    let left = position("cluster_node_left", 0).unwrap();
+
+    // b starts again under the same id: a's hook hears that it joined, after it left.
+    b = Node::start_with(dir.path(), nats_port, "b", true, b_port, "");
+    let joined = within(Duration::from_secs(20), async || {
+        position("cluster_node_joined", left + 1).is_some()
+    })
+    .await;
+    assert!(joined.is_some(), "{:?}\n{}", events(), b.log());
+
+    // Each event has the documented shape: `node`, the peer; a never hears of itself.
+    let seen = events();
+    for event in &seen {
+        assert_eq!(event["node"], "b", "{event}");
+        assert!(event["id"].as_str().unwrap().starts_with("evt_"), "{event}");
+        assert!(event["time"].as_str().unwrap().ends_with('Z'), "{event}");
+    }
+    // b's first arrival may predate a's first look at the registry, so it is not required.
+    let kinds: Vec<&str> = seen.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert!(
+        matches!(
+            kinds.as_slice(),
+            ["cluster_node_left", "cluster_node_joined"]
+                | [
+                    "cluster_node_joined",
+                    "cluster_node_left",
+                    "cluster_node_joined"
+                ]
+        ),
+        "{kinds:?}"
+    );
 }
