@@ -16,6 +16,8 @@
 //!   completes the record; the other's result is dropped.
 //! - **Callbacks** are at least once and carry the job id as an idempotency key, so a receiver
 //!   drops the duplicate a redelivery can cause.
+//! - **Events**: the node whose compare-and-set made a job `failed`, or its callback given up,
+//!   hands `job_failed` or `callback_gave_up` to its host ([`JobHost::event`]), once.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -54,6 +56,12 @@ pub trait JobHost: Send + Sync + 'static {
         record: &'a JobRecord,
         attempt: u32,
     ) -> HostFuture<'a, Result<(), String>>;
+    /// An event for the operator's hooks (`job_failed` when a job failed for good,
+    /// `callback_gave_up` when its callback's attempts ran out), with the fields the local
+    /// queue gives it; never waits. Does nothing by default.
+    fn event(&self, kind: &'static str, fields: serde_json::Map<String, serde_json::Value>) {
+        let _ = (kind, fields);
+    }
 }
 
 /// How the shared queue runs on this node.
@@ -513,6 +521,15 @@ impl ClusterJobs {
             stored.record.completed_at = Some(now);
             if write(records, id, &stored, revision).await? {
                 self.shared.stats.completed.fetch_add(1, Ordering::Relaxed);
+                if let Some(error) = &stored.record.error
+                    && stored.record.status == JobStatus::Failed
+                {
+                    let mut fields = serde_json::Map::new();
+                    fields.insert("jobId".into(), id.into());
+                    fields.insert("attempts".into(), stored.record.attempts.into());
+                    fields.insert("code".into(), error.code.clone().into());
+                    self.shared.host.event("job_failed", fields);
+                }
                 return Ok(());
             }
         }
@@ -602,6 +619,16 @@ impl ClusterJobs {
                 callback.last_error.clone_from(&last_error);
             }
             if write(records, id, &stored, revision).await? {
+                if !delivered {
+                    let mut fields = serde_json::Map::new();
+                    fields.insert("jobId".into(), id.into());
+                    fields.insert("attempts".into(), attempts.into());
+                    fields.insert(
+                        "error".into(),
+                        last_error.clone().unwrap_or_default().into(),
+                    );
+                    self.shared.host.event("callback_gave_up", fields);
+                }
                 return Ok(());
             }
         }

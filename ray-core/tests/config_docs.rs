@@ -88,7 +88,10 @@ const BEHAVIOUR: &[(&str, &str)] = &[
          starts from `model.adapter` when the kinds match (else from the profile's defaults \
          for its `kind`), never with a `launchProfile`, and with `modelRef` = its `id`. \
          `defaultModel` serves requests that name no model and match no rule \
-         ([operations.md](operations.md#several-models-on-one-box)).",
+         ([operations.md](operations.md#several-models-on-one-box)). `policyFile` names the \
+         host policy the config is clamped to, read at start and at each reload; \
+         `check-config`, `print-config` and `doctor` name each value it cut \
+         ([operations.md](operations.md#host-policy)).",
     ),
     (
         "server",

@@ -1,7 +1,8 @@
-//! The host policy (`RAY_POLICY_FILE`): a config asking for more than the policy allows is
-//! clamped and each cut is reported with the field; a model file outside the allowed folders
-//! and a hook to a host the policy does not allow are refused; a lifecycle budget over
-//! `maxMemoryMiB` (less the reserve) is cut.
+//! The host policy (`policyFile`, or `RAY_POLICY_FILE` over it): a config asking for more than
+//! the policy allows is clamped and each cut is reported with the field; a model file outside
+//! the allowed folders and a hook to a host the policy does not allow are refused; a lifecycle
+//! budget over `maxMemoryMiB` (less the reserve) is cut; a policy file that is missing or not
+//! a policy is an error on `policyFile`.
 
 #![allow(clippy::unwrap_used)]
 
@@ -189,4 +190,186 @@ fn a_lifecycle_budget_over_the_policy_is_cut_to_it_less_the_reserve_and_the_cut_
         "{}",
         reserve.message
     );
+}
+
+/// A tiny config asking for six permits, naming `policy_file` when given.
+fn asking_for_six(policy_file: Option<&str>) -> String {
+    let mut config = serde_json::json!({
+        "profile": "tiny",
+        "scheduler": {"concurrency": 6},
+        "model": {"adapter": {"kind": "mock"}},
+    });
+    if let Some(path) = policy_file {
+        config["policyFile"] = path.into();
+    }
+    config.to_string()
+}
+
+#[test]
+fn the_config_can_name_the_policy_file_and_the_environment_wins_over_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let two = dir.path().join("two.json");
+    std::fs::write(&two, r#"{"maxConcurrency": 2}"#).unwrap();
+    let two = two.display().to_string();
+    let four = dir.path().join("four.json");
+    std::fs::write(&four, r#"{"maxConcurrency": 4}"#).unwrap();
+    let four = four.display().to_string();
+
+    // Named by the config alone: applied, each cut naming the file.
+    let loaded = ConfigLoader::new()
+        .with_json("ray.json", asking_for_six(Some(&two)))
+        .load()
+        .unwrap();
+    assert_eq!(loaded.config.scheduler.concurrency, 2);
+    assert_eq!(loaded.config.policy_file.as_deref(), Some(two.as_str()));
+    assert_eq!(
+        loaded.config.policy.as_ref().unwrap().max_concurrency,
+        Some(2)
+    );
+    let cut = loaded
+        .warnings
+        .iter()
+        .find(|w| w.path == "scheduler.concurrency")
+        .unwrap_or_else(|| panic!("{:?}", loaded.warnings));
+    assert_eq!(
+        cut.source.as_deref(),
+        Some(format!("policy {two}").as_str())
+    );
+    assert!(cut.message.contains("cut from 6 to 2"), "{}", cut.message);
+
+    // RAY_POLICY_FILE names another: the environment's is the one applied.
+    let loaded = ConfigLoader::new()
+        .with_json("ray.json", asking_for_six(Some(&two)))
+        .with_env([(POLICY_FILE_ENV, four.as_str())])
+        .load()
+        .unwrap();
+    assert_eq!(loaded.config.scheduler.concurrency, 4);
+    assert_eq!(loaded.config.policy_file.as_deref(), Some(four.as_str()));
+    let cut = loaded
+        .warnings
+        .iter()
+        .find(|w| w.path == "scheduler.concurrency")
+        .unwrap_or_else(|| panic!("{:?}", loaded.warnings));
+    assert_eq!(
+        cut.source.as_deref(),
+        Some(format!("policy {four}").as_str())
+    );
+
+    // A blank RAY_POLICY_FILE is unset, as every blank variable is: the config's applies.
+    let loaded = ConfigLoader::new()
+        .with_json("ray.json", asking_for_six(Some(&two)))
+        .with_env([(POLICY_FILE_ENV, " ")])
+        .load()
+        .unwrap();
+    assert_eq!(loaded.config.scheduler.concurrency, 2);
+
+    // Neither: no policy.
+    let loaded = ConfigLoader::new()
+        .with_json("ray.json", asking_for_six(None))
+        .load()
+        .unwrap();
+    assert_eq!(loaded.config.scheduler.concurrency, 6);
+    assert!(loaded.config.policy.is_none());
+    assert!(loaded.config.policy_file.is_none());
+}
+
+/// The one error of a config that does not load, which must be on `policyFile`.
+fn policy_file_error(loader: ConfigLoader) -> ray_core::config::Diagnostic {
+    let error = loader.load().unwrap_err();
+    let ConfigError::Invalid { diagnostics, .. } = &error else {
+        panic!("{error}");
+    };
+    let errors: Vec<_> = diagnostics.iter().filter(|d| d.is_error()).collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].path, "policyFile", "{errors:?}");
+    errors[0].clone()
+}
+
+#[test]
+fn a_missing_or_invalid_policy_file_is_an_error_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.json").display().to_string();
+    let error = policy_file_error(
+        ConfigLoader::new().with_json("ray.json", asking_for_six(Some(&missing))),
+    );
+    assert!(
+        error
+            .message
+            .starts_with("the host policy file cannot be used: ")
+            && error.message.contains(&missing),
+        "{}",
+        error.message
+    );
+    assert_eq!(error.source, None, "the field came from the file");
+    assert!(error.to_string().starts_with("policyFile: "), "{error}");
+
+    // Not JSON, and a field the policy does not have: both refused, naming the file.
+    for (name, text, expected) in [
+        ("broken.json", "{\"maxConcurrency\": ", "EOF while parsing"),
+        (
+            "unknown.json",
+            r#"{"maxConcurency": 2}"#,
+            "unknown field `maxConcurency`",
+        ),
+    ] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        let path = path.display().to_string();
+        let error = policy_file_error(
+            ConfigLoader::new().with_json("ray.json", asking_for_six(Some(&path))),
+        );
+        assert!(
+            error.message.contains(&path) && error.message.contains(expected),
+            "{name}: {}",
+            error.message
+        );
+    }
+
+    // A blank path names no file.
+    let error =
+        policy_file_error(ConfigLoader::new().with_json("ray.json", asking_for_six(Some(""))));
+    assert!(error.message.contains("names no file"), "{}", error.message);
+
+    // Named by RAY_POLICY_FILE: the same field, with the variable as its source.
+    let error = policy_file_error(
+        ConfigLoader::new()
+            .with_json("ray.json", asking_for_six(None))
+            .with_env([(POLICY_FILE_ENV, missing.as_str())]),
+    );
+    assert_eq!(error.source.as_deref(), Some("env RAY_POLICY_FILE"));
+    assert!(error.message.contains(&missing), "{}", error.message);
+}
+
+#[test]
+fn a_relative_policy_file_resolves_against_the_base_directory_and_a_root_is_honoured() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("policy.json"), r#"{"maxConcurrency": 3}"#).unwrap();
+    let loaded = ConfigLoader::new()
+        .with_json("ray.json", asking_for_six(Some("policy.json")))
+        .with_base_dir(dir.path())
+        .load()
+        .unwrap();
+    assert_eq!(loaded.config.scheduler.concurrency, 3);
+    let resolved = dir.path().join("policy.json").display().to_string();
+    assert_eq!(
+        loaded.config.policy_file.as_deref(),
+        Some(resolved.as_str())
+    );
+
+    // A host seen below a root: `/etc/ray/policy.json` is read there, and named as written.
+    let root = dir.path().join("host");
+    std::fs::create_dir_all(root.join("etc/ray")).unwrap();
+    std::fs::write(root.join("etc/ray/policy.json"), r#"{"maxConcurrency": 1}"#).unwrap();
+    let loaded = ConfigLoader::new()
+        .with_json("ray.json", asking_for_six(Some("/etc/ray/policy.json")))
+        .with_policy_root(&root)
+        .load()
+        .unwrap();
+    assert_eq!(loaded.config.scheduler.concurrency, 1);
+    let cut = loaded
+        .warnings
+        .iter()
+        .find(|w| w.path == "scheduler.concurrency")
+        .unwrap();
+    assert_eq!(cut.source.as_deref(), Some("policy /etc/ray/policy.json"));
 }

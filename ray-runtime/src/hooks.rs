@@ -5,7 +5,8 @@
 //!
 //! Hooks never slow a request down: emitting an event puts it in a bounded queue
 //! ([`HOOK_QUEUE`] events) and returns; when the queue is full the event is counted as dropped,
-//! and a `hooks_dropped` event with the count follows once there is room. One background task
+//! and a `hooks_dropped` event with the count follows the next event that finds room (a
+//! `hooks_dropped` that finds none carries its count over to the next). One background task
 //! runs the hooks, at most [`HOOK_CONCURRENCY`] runs at once, each within its `timeoutMs` (a
 //! command that outlives it is killed); a URL is tried up to [`URL_ATTEMPTS`] times with
 //! backoff.
@@ -121,11 +122,16 @@ impl Hooks {
                     self.emit("hooks_dropped", fields);
                 }
             }
-            Err(_) => {
+            Err(error) => {
                 shared.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                if kind != "hooks_dropped" {
-                    shared.unreported.fetch_add(1, Ordering::Relaxed);
-                }
+                // A `hooks_dropped` event that finds no room hands its count to the next one,
+                // so no drop goes unreported.
+                let unreported = if kind == "hooks_dropped" {
+                    error.into_inner().body["dropped"].as_u64().unwrap_or(0)
+                } else {
+                    1
+                };
+                shared.unreported.fetch_add(unreported, Ordering::Relaxed);
             }
         }
     }
@@ -289,11 +295,15 @@ async fn run_command(command: &[String], body: &[u8], timeout: Duration) -> Resu
         .spawn()
         .map_err(|e| Failure::Other(format!("cannot start {program}: {e}")))?;
     let stdin = child.stdin.take();
+    // The event and its newline in one write, so a hook that appends its input to a shared
+    // file (`cat >> events.jsonl`) is not cut between the two by another run's event.
+    let mut line = Vec::with_capacity(body.len() + 1);
+    line.extend_from_slice(body);
+    line.push(b'\n');
     let run = async {
         if let Some(mut stdin) = stdin {
             // A hook that does not read its input is its own business.
-            let _ = stdin.write_all(body).await;
-            let _ = stdin.write_all(b"\n").await;
+            let _ = stdin.write_all(&line).await;
         }
         child.wait().await
     };

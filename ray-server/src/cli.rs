@@ -162,7 +162,8 @@ fn print_config(args: &PrintConfigArgs) -> ExitCode {
                     loaded.config.profile.as_str(),
                     file,
                     env.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-                );
+                )
+                .with_policy_cuts(&loaded.warnings);
                 print!("{}", crate::explain::explain(&view, &provenance));
                 println!("\nmodels and routing");
                 for sentence in ray_core::config::explain_models(&loaded.config) {

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use ray_core::config::ENV_VARS;
+use ray_core::config::{Diagnostic, ENV_VARS};
 use serde_json::Value;
 
 /// Where each setting of the effective config came from.
@@ -23,6 +23,9 @@ pub struct Provenance {
     pub file_name: Option<String>,
     /// JSON path (dot separated) to the `RAY_*` variable that set it.
     pub env: BTreeMap<String, String>,
+    /// JSON path (dot separated) of each value the host policy cut, to the policy
+    /// (`policy /etc/ray/policy.json`).
+    pub cut: BTreeMap<String, String>,
 }
 
 impl Provenance {
@@ -55,12 +58,33 @@ impl Provenance {
             file,
             file_name,
             env,
+            cut: BTreeMap::new(),
         }
     }
 
-    /// Where the setting at `path` came from: the environment wins over the file, the file
-    /// over the profile's defaults.
+    /// Marks the values the host policy cut: the loader's `warnings` whose source is a policy
+    /// (`policy <file>`), so such a value is named as the policy's, not as the file's.
+    pub fn with_policy_cuts<'a>(
+        mut self,
+        warnings: impl IntoIterator<Item = &'a Diagnostic>,
+    ) -> Provenance {
+        for warning in warnings {
+            if let Some(source) = warning.source.as_deref()
+                && source.starts_with("policy ")
+                && !warning.is_error()
+            {
+                self.cut.insert(warning.path.clone(), source.to_string());
+            }
+        }
+        self
+    }
+
+    /// Where the setting at `path` came from: a value the host policy cut is the policy's;
+    /// otherwise the environment wins over the file, the file over the profile's defaults.
     pub fn source(&self, path: &str) -> String {
+        if let Some(policy) = self.cut.get(path) {
+            return format!("cut by {policy}");
+        }
         if let Some(var) = self.env.get(path) {
             return format!("env {var}");
         }
@@ -390,6 +414,11 @@ fn sentences(section: &str, config: &Value) -> Vec<String> {
             duration(&s["minResidentMs"]),
             duration(&s["drainTimeoutMs"]),
             plain(&s["stateDir"])
+        )),
+        "policyFile" => out.push(format!(
+            "The host policy in {} bounds this config: a value over it is cut to it, and each \
+             cut is named in its section's values and in the warnings.",
+            plain(s)
         )),
         "tags" => {
             let tags = s.as_object().map(|m| m.len()).unwrap_or(0);

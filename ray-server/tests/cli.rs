@@ -760,3 +760,170 @@ fn check_config_refuses_a_model_outside_the_host_policy_folders_naming_the_field
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+#[test]
+fn a_policy_file_named_by_the_config_is_applied_and_the_environment_wins_over_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let strict = write(&dir, "strict.json", r#"{"maxConcurrency":2}"#);
+    let looser = write(&dir, "looser.json", r#"{"maxConcurrency":4}"#);
+    let config = |name: &str, policy: &Path| {
+        let config = serde_json::json!({
+            "profile": "tiny",
+            "policyFile": policy.display().to_string(),
+            "scheduler": {"concurrency": 6},
+            "model": {"adapter": {"kind": "mock"}},
+        });
+        write(&dir, name, &config.to_string())
+    };
+    let named = config("named.json", &strict);
+    let cut = |report: &serde_json::Value| -> serde_json::Value {
+        report["files"][0]["diagnostics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["path"] == "scheduler.concurrency")
+            .cloned()
+            .unwrap_or_else(|| panic!("{report}"))
+    };
+
+    // check-config: the cut is a warning naming the field and the config's policy file.
+    let output = binary()
+        .args(["check-config", "--json"])
+        .arg(&named)
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let warning = cut(&report);
+    assert_eq!(warning["severity"], "warning");
+    assert_eq!(
+        warning["source"],
+        format!("policy {}", strict.display()).as_str()
+    );
+    assert!(
+        warning["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("cut from 6 to 2"),
+        "{warning}"
+    );
+
+    // RAY_POLICY_FILE names another: the environment's applies.
+    let output = binary()
+        .args(["check-config", "--json"])
+        .arg(&named)
+        .env("RAY_POLICY_FILE", &looser)
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let warning = cut(&report);
+    assert_eq!(
+        warning["source"],
+        format!("policy {}", looser.display()).as_str()
+    );
+    assert!(
+        warning["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("cut from 6 to 4"),
+        "{warning}"
+    );
+
+    // print-config: the cut on stderr, the clamped value and the file applied in the JSON.
+    let output = binary()
+        .args(["print-config", "--json", "--config"])
+        .arg(&named)
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{}: warning: scheduler.concurrency: cut from 6 to 2",
+            named.display()
+        )) && stderr.contains(&format!("(set by policy {})", strict.display())),
+        "{stderr}"
+    );
+    let effective: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(effective["scheduler"]["concurrency"], 2);
+    assert_eq!(
+        effective["policyFile"],
+        strict.display().to_string().as_str()
+    );
+    // --explain names the value as the policy's, not the file's.
+    let output = binary()
+        .args(["print-config", "--explain", "--config"])
+        .arg(&named)
+        .output()
+        .unwrap();
+    let explained = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        explained.contains(&format!(
+            "concurrency = 2 (cut by policy {})",
+            strict.display()
+        )),
+        "{explained}"
+    );
+    let output = binary()
+        .args(["print-config", "--json", "--config"])
+        .arg(&named)
+        .env("RAY_POLICY_FILE", &looser)
+        .output()
+        .unwrap();
+    let effective: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(effective["scheduler"]["concurrency"], 4);
+    assert_eq!(
+        effective["policyFile"],
+        looser.display().to_string().as_str()
+    );
+
+    // A policy file that is not there, or not a policy: an error on policyFile, exit 1.
+    let broken = write(&dir, "broken.json", r#"{"maxConcurency":2}"#);
+    for (name, policy) in [
+        ("missing.json", dir.path().join("absent.json")),
+        ("broken-policy.json", broken),
+    ] {
+        let file = config(name, &policy);
+        let output = binary()
+            .args(["check-config", "--json"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(1), "{name}");
+        let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        let error = report["files"][0]["diagnostics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["severity"] == "error")
+            .cloned()
+            .unwrap_or_else(|| panic!("{report}"));
+        assert_eq!(error["path"], "policyFile", "{error}");
+        assert!(
+            error["message"]
+                .as_str()
+                .unwrap()
+                .contains(&policy.display().to_string()),
+            "{error}"
+        );
+        let output = binary().arg("check-config").arg(&file).output().unwrap();
+        assert_eq!(output.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(&format!(
+                "{}: policyFile: the host policy file cannot be used: {}",
+                file.display(),
+                policy.display()
+            )),
+            "{stderr}"
+        );
+        // The gateway does not start on it either.
+        let output = binary().arg("--config").arg(&file).output().unwrap();
+        assert!(!output.status.success(), "{name}");
+        assert!(
+            String::from_utf8_lossy(&output.stderr).contains("policyFile"),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}

@@ -1,7 +1,10 @@
 //! Several nodes on loopback sharing one real `nats-server -js` (started by the test on a free
 //! port with its own store): the registry lists every node and drops a killed one, a request
 //! for a model that is down locally is served by a peer (and says which node served it),
-//! forwarding is one hop and signed, and the node keeps serving while NATS is down.
+//! forwarding is one hop and signed, the node keeps serving while NATS is down, a peer
+//! leaving and joining again reaches a command hook as `cluster_node_left` and
+//! `cluster_node_joined`, and a shared job that fails for good and its refused callback reach
+//! one as `job_failed` and `callback_gave_up`.
 
 #![allow(clippy::unwrap_used)]
 
@@ -573,4 +576,218 @@ async fn shared_jobs_survive_a_killed_node_and_a_nats_restart() {
             .unwrap();
         assert_eq!(record["callback"]["status"], "delivered", "{record}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_leaving_and_joining_again_reaches_a_command_hook() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats_port = free_port();
+    let Some(_nats) = Nats::start(&dir.path().join("nats"), nats_port) else {
+        return;
+    };
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let events_file = dir.path().join("a-events.jsonl");
+    let hooks = format!(
+        r#","hooks":[{{"events":["cluster_node_joined","cluster_node_left"],
+             "command":["/bin/sh","-c","cat >> {}"]}}]"#,
+        events_file.display()
+    );
+    let a = Node::start_with(dir.path(), nats_port, "a", true, free_port(), &hooks);
+    let b_port = free_port();
+    let mut b = Node::start_with(dir.path(), nats_port, "b", true, b_port, "");
+    let both = within(Duration::from_secs(20), async || {
+        node_ids(&http, &a).await == ["a", "b"]
+    })
+    .await;
+    assert!(both.is_some(), "{}", a.log());
+    let events = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&events_file)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let position = |kind: &str, after: usize| {
+        events()
+            .iter()
+            .enumerate()
+            .skip(after)
+            .find(|(_, e)| e["type"] == kind)
+            .map(|(i, _)| i)
+    };
+
+    // b is killed: a's hook hears that it left once the registry drops it.
+    b.kill();
+    let left = within(Duration::from_secs(20), async || {
+        position("cluster_node_left", 0).is_some()
+    })
+    .await;
+    assert!(left.is_some(), "{:?}\n{}", events(), a.log());
+    let left = position("cluster_node_left", 0).unwrap();
+
+    // b starts again under the same id: a's hook hears that it joined, after it left.
+    b = Node::start_with(dir.path(), nats_port, "b", true, b_port, "");
+    let joined = within(Duration::from_secs(20), async || {
+        position("cluster_node_joined", left + 1).is_some()
+    })
+    .await;
+    assert!(joined.is_some(), "{:?}\n{}", events(), b.log());
+
+    // Each event has the documented shape: `node`, the peer; a never hears of itself.
+    let seen = events();
+    for event in &seen {
+        assert_eq!(event["node"], "b", "{event}");
+        assert!(event["id"].as_str().unwrap().starts_with("evt_"), "{event}");
+        assert!(event["time"].as_str().unwrap().ends_with('Z'), "{event}");
+    }
+    // b's first arrival may predate a's first look at the registry, so it is not required.
+    let kinds: Vec<&str> = seen.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert!(
+        matches!(
+            kinds.as_slice(),
+            ["cluster_node_left", "cluster_node_joined"]
+                | [
+                    "cluster_node_joined",
+                    "cluster_node_left",
+                    "cluster_node_joined"
+                ]
+        ),
+        "{kinds:?}"
+    );
+}
+
+/// Answers every callback `500` and counts the deliveries.
+async fn refusing_receiver() -> (u16, std::sync::Arc<std::sync::atomic::AtomicU32>) {
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = count.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    move |_request: hyper::Request<hyper::body::Incoming>| {
+                        seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        async move {
+                            let mut response = hyper::Response::new(http_body_util::Full::new(
+                                bytes::Bytes::new(),
+                            ));
+                            *response.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
+                            Ok::<_, std::convert::Infallible>(response)
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (port, count)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_job_that_fails_for_good_and_its_refused_callback_reach_a_command_hook() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats_port = free_port();
+    let Some(_nats) = Nats::start(&dir.path().join("nats"), nats_port) else {
+        return;
+    };
+    let (callback_port, deliveries) = refusing_receiver().await;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let events_file = dir.path().join("a-events.jsonl");
+    // `m`'s backend refuses connections, so its job fails; one attempt, two for the callback.
+    let extra = format!(
+        r#","asyncQueue":{{"enabled":true,"storageDir":"{}","maxAttempts":1,
+             "maxCallbackAttempts":2,"pollIntervalMs":20,"callbackAllowPrivateNetwork":true}},
+           "hooks":[{{"events":["job_failed","callback_gave_up"],
+             "command":["/bin/sh","-c","cat >> {}"]}}]"#,
+        dir.path().join("jobs-a").display(),
+        events_file.display()
+    );
+    let a = Node::start_with(dir.path(), nats_port, "a", false, free_port(), &extra);
+    let joined = within(Duration::from_secs(20), async || {
+        node_ids(&http, &a).await == ["a"]
+    })
+    .await;
+    assert!(joined.is_some(), "{}", a.log());
+    let body = serde_json::json!({
+        "input": "this one fails",
+        "model": "m",
+        "callbackUrl": format!("http://127.0.0.1:{callback_port}/hook"),
+    });
+    let mut job_id = String::new();
+    let accepted = within(Duration::from_secs(20), async || {
+        match http.post(a.url("/v1/jobs")).json(&body).send().await {
+            Ok(answer) if answer.status() == 202 => {
+                let accepted: serde_json::Value = answer.json().await.unwrap();
+                job_id = accepted["id"].as_str().unwrap().to_string();
+                true
+            }
+            // The shared queue opens once the node is connected.
+            _ => false,
+        }
+    })
+    .await;
+    assert!(accepted.is_some(), "{}", a.log());
+    let events = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&events_file)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let both = within(Duration::from_secs(30), async || {
+        let seen = events();
+        seen.iter().any(|e| e["type"] == "job_failed")
+            && seen.iter().any(|e| e["type"] == "callback_gave_up")
+    })
+    .await;
+    assert!(both.is_some(), "{:?}\n{}", events(), a.log());
+    let seen = events();
+    let failed = seen.iter().find(|e| e["type"] == "job_failed").unwrap();
+    assert_eq!(failed["jobId"], job_id.as_str(), "{failed}");
+    assert_eq!(failed["attempts"], 1, "{failed}");
+    assert!(!failed["code"].as_str().unwrap().is_empty(), "{failed}");
+    let gave_up = seen
+        .iter()
+        .find(|e| e["type"] == "callback_gave_up")
+        .unwrap();
+    assert_eq!(gave_up["jobId"], job_id.as_str(), "{gave_up}");
+    assert_eq!(gave_up["attempts"], 2, "{gave_up}");
+    assert_eq!(
+        gave_up["error"], "the receiver answered 500 Internal Server Error",
+        "{gave_up}"
+    );
+    assert_eq!(
+        deliveries.load(std::sync::atomic::Ordering::Relaxed),
+        2,
+        "two deliveries, no more"
+    );
+    // Each is sent once, with the common shape.
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    for event in &seen {
+        assert!(event["id"].as_str().unwrap().starts_with("evt_"), "{event}");
+        assert!(event["time"].as_str().unwrap().ends_with('Z'), "{event}");
+    }
+    let record: serde_json::Value = http
+        .get(a.url(&format!("/v1/jobs/{job_id}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(record["status"], "failed", "{record}");
+    assert_eq!(record["error"]["code"], failed["code"], "{record}");
 }

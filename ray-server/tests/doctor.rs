@@ -129,6 +129,75 @@ fn the_host_policy_the_env_file_names_is_applied_and_its_cuts_and_refusals_named
     );
 }
 
+#[test]
+fn the_host_policy_the_config_names_is_read_below_the_root_and_the_env_file_wins_over_it() {
+    // The config names the policy; the env file names none.
+    let vps = FakeVps::with_config(json!({
+        "policyFile": "/etc/ray/policy.json",
+        "scheduler": { "concurrency": 2 },
+    }));
+    vps.write("/etc/ray/policy.json", r#"{"maxConcurrency":1}"#);
+    let doctor = || {
+        let output = binary()
+            .args(["doctor", "--json", "--root"])
+            .arg(&vps.root)
+            .arg("--config")
+            .arg(&vps.config)
+            .args(["--min-free-mib", "1"])
+            .output()
+            .unwrap();
+        let report: serde_json::Value = serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&output.stdout)));
+        report["findings"].as_array().unwrap().clone()
+    };
+    let findings = doctor();
+    let cut = findings
+        .iter()
+        .find(|f| f["code"] == "config_warning")
+        .unwrap_or_else(|| panic!("{findings:?}"));
+    let message = cut["message"].as_str().unwrap();
+    assert!(
+        message.contains("scheduler.concurrency: cut from 2 to 1")
+            && message.ends_with("(set by policy /etc/ray/policy.json)"),
+        "{message}"
+    );
+
+    // A policy the config names that is not on the host: config_invalid, naming the field.
+    vps.remove("/etc/ray/policy.json");
+    let findings = doctor();
+    let invalid = findings
+        .iter()
+        .find(|f| f["code"] == "config_invalid")
+        .unwrap_or_else(|| panic!("{findings:?}"));
+    assert_eq!(invalid["level"], "error");
+    assert!(
+        invalid["message"]
+            .as_str()
+            .unwrap()
+            .contains("policyFile: the host policy file cannot be used: "),
+        "{invalid}"
+    );
+
+    // The env file's RAY_POLICY_FILE wins over the config's.
+    vps.write("/etc/ray/owner.json", r#"{"maxConcurrency":2}"#);
+    vps.write(
+        "/etc/ray/ray.env",
+        &format!("RAY_API_KEYS={GOOD_KEY}\nRAY_POLICY_FILE=/etc/ray/owner.json\n"),
+    );
+    chmod(&vps.path("/etc/ray/ray.env"), 0o600);
+    let findings = doctor();
+    assert!(
+        findings
+            .iter()
+            .all(|f| f["code"] != "config_invalid" && f["code"] != "config_warning"),
+        "{findings:?}"
+    );
+    assert!(
+        findings.iter().any(|f| f["code"] == "config_ok"),
+        "{findings:?}"
+    );
+}
+
 // === installed_config ===
 
 #[test]

@@ -1,8 +1,11 @@
 //! Event hooks against a real gateway process: a command hook and a URL hook receive the events
 //! of a scripted run (a backend stopped and started again, a job that fails for good), the URL
 //! hook's deliveries are signed like callbacks, a hook that hangs is timed out and counted, a
-//! flood of events beyond the queue is counted as dropped while requests keep being served, and
-//! memory going critical and easing (read from a fabricated cgroup) reaches a command hook.
+//! job whose callback is refused until its attempts run out sends `callback_gave_up`, a flood of
+//! events beyond the queue is counted as dropped while requests keep being served, every drop is
+//! reported once by a `hooks_dropped` event (even one a report that found the queue full carried
+//! over), and memory going critical and easing (read from a fabricated cgroup) reaches a command
+//! hook.
 
 #![allow(clippy::unwrap_used)]
 
@@ -145,6 +148,24 @@ struct Gateway {
     port: u16,
 }
 
+/// Whether a gateway on `port` answers `GET /livez` with 200.
+fn answers_livez(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    if stream
+        .write_all(b"GET /livez HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    answer.starts_with(b"HTTP/1.1 200")
+}
+
 impl Gateway {
     fn start(dir: &Path, config: &str) -> Gateway {
         let path = dir.join("ray.json");
@@ -152,17 +173,31 @@ impl Gateway {
         let port = serde_json::from_str::<serde_json::Value>(config).unwrap()["server"]["port"]
             .as_u64()
             .unwrap() as u16;
-        let child = Command::new(env!("CARGO_BIN_EXE_ray-server"))
+        let log = dir.join("gateway.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ray-server"))
             .arg("--config")
             .arg(&path)
             .env("RAY_CALLBACK_SIGNING_SECRET", SECRET)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(Stdio::from(out.try_clone().unwrap()))
+            .stderr(Stdio::from(out))
             .spawn()
             .unwrap();
+        // Ready once /livez answers 200: a bare connect can succeed without the gateway (a
+        // loopback connection to a free port may connect to itself).
         let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "the gateway did not start");
+        while !answers_livez(port) {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "the gateway exited ({status}):\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the gateway did not start:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         Gateway { child, port }
@@ -469,6 +504,23 @@ async fn memory_going_critical_and_easing_reaches_a_command_hook() {
         "{:?}",
         types(&events())
     );
+    // The degradation event of the easing may be written after memory_critical_ended (hooks
+    // run two at a time), so it is waited for too.
+    let eased = |seen: &[serde_json::Value]| {
+        seen.iter().any(|e| {
+            e["type"] == "degradation_changed"
+                && e["from"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&"memory_pressure".into())
+                && e["to"] == serde_json::json!([])
+        })
+    };
+    assert!(
+        within(Duration::from_secs(10), || eased(&events())).await,
+        "{:?}",
+        events()
+    );
     let seen = events();
     let started = types(&seen)
         .iter()
@@ -503,4 +555,324 @@ async fn memory_going_critical_and_easing_reaches_a_command_hook() {
         assert!(event["id"].as_str().unwrap().starts_with("evt_"), "{event}");
         assert!(event["time"].as_str().unwrap().ends_with('Z'), "{event}");
     }
+}
+
+/// Answers every request `500` and records each one's idempotency key and delivery attempt.
+async fn refusing_receiver() -> (SocketAddr, Arc<Mutex<Vec<(String, String)>>>) {
+    let seen: Arc<Mutex<Vec<(String, String)>>> = Arc::new(Mutex::new(Vec::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let store = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let store = store.clone();
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+                        let store = store.clone();
+                        async move {
+                            let header = |name: &str| {
+                                request
+                                    .headers()
+                                    .get(name)
+                                    .and_then(|v| v.to_str().ok())
+                                    .unwrap_or_default()
+                                    .to_string()
+                            };
+                            store.lock().push((
+                                header(ray_runtime::jobs::IDEMPOTENCY_HEADER),
+                                header("x-ray-delivery-attempt"),
+                            ));
+                            let mut response = Response::new(Full::new(Bytes::new()));
+                            *response.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
+                            Ok::<_, std::convert::Infallible>(response)
+                        }
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// The events a `cat >> file` command hook wrote, one JSON object a line.
+fn events_in(file: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callback_that_keeps_failing_until_no_attempt_is_left_sends_callback_gave_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let events_file = dir.path().join("events.jsonl");
+    let (receiver_addr, deliveries) = refusing_receiver().await;
+    let port = free_port();
+    let config = serde_json::json!({
+        "profile": "tiny",
+        "server": {"port": port},
+        "model": {"adapter": {"kind": "mock", "latencyMs": 0}},
+        "asyncQueue": {"enabled": true, "storageDir": dir.path().join("jobs"),
+            "pollIntervalMs": 20, "maxCallbackAttempts": 3,
+            "callbackAllowPrivateNetwork": true},
+        "hooks": [{
+            "events": ["callback_gave_up"],
+            "command": ["/bin/sh", "-c", format!("cat >> {}", events_file.display())]
+        }]
+    })
+    .to_string();
+    let gateway = Gateway::start(dir.path(), &config);
+    let http = reqwest::Client::new();
+    let accepted = http
+        .post(gateway.url("/v1/jobs"))
+        .json(&serde_json::json!({
+            "input": "hello",
+            "callbackUrl": format!("http://{receiver_addr}/callback"),
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted.status(), 202);
+    let job: serde_json::Value = accepted.json().await.unwrap();
+    let job_id = job["id"].as_str().unwrap().to_string();
+
+    let gave_up = || {
+        events_in(&events_file)
+            .into_iter()
+            .find(|e| e["type"] == "callback_gave_up")
+    };
+    assert!(
+        within(Duration::from_secs(30), || gave_up().is_some()).await,
+        "no callback_gave_up; deliveries {:?}",
+        deliveries.lock()
+    );
+    let event = gave_up().unwrap();
+    // The documented fields: jobId, attempts, error; and the shape every event has.
+    assert_eq!(event["jobId"], job_id.as_str(), "{event}");
+    assert_eq!(event["attempts"], 3, "{event}");
+    assert_eq!(
+        event["error"], "the receiver answered 500 Internal Server Error",
+        "{event}"
+    );
+    assert!(event["id"].as_str().unwrap().starts_with("evt_"), "{event}");
+    assert!(event["time"].as_str().unwrap().ends_with('Z'), "{event}");
+    // The receiver saw every attempt, numbered, and no more after the last.
+    let seen = deliveries.lock().clone();
+    assert_eq!(
+        seen,
+        (1..=3)
+            .map(|attempt| (job_id.clone(), attempt.to_string()))
+            .collect::<Vec<_>>()
+    );
+    // The job itself succeeded: only its callback failed, and its record says so.
+    let mut record = serde_json::Value::Null;
+    for _ in 0..200 {
+        record = http
+            .get(gateway.url(&format!("/v1/jobs/{job_id}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if record["callback"]["status"] == "failed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(record["callback"]["status"], "failed", "{record}");
+    assert_eq!(record["status"], "succeeded", "{record}");
+    assert_eq!(record["callback"]["attempts"], 3, "{record}");
+    assert_eq!(record["callback"]["lastError"], event["error"], "{record}");
+}
+
+/// A command hook for `config_reloaded` and `hooks_dropped` that holds each event until a gate
+/// file appears in `dir` (`first` for the event whose `gate` field is "first", `rest` for the
+/// others), then writes the event to a file of its own under `dir/out`. Each run leaves a file
+/// under `dir/started` as it begins.
+fn gated_hook(dir: &Path) -> serde_json::Value {
+    std::fs::create_dir_all(dir.join("started")).unwrap();
+    std::fs::create_dir_all(dir.join("out")).unwrap();
+    let script = format!(
+        r#"body=$(cat)
+mktemp "{d}/started/run.XXXXXX" >/dev/null
+case "$body" in *'"gate":"first"'*) gate=first ;; *) gate=rest ;; esac
+while [ ! -e "{d}/$gate" ]; do sleep 0.02; done
+printf '%s\n' "$body" > "$(mktemp "{d}/out/event.XXXXXX")""#,
+        d = dir.display()
+    );
+    serde_json::json!({
+        "events": ["config_reloaded", "hooks_dropped"],
+        "command": ["/bin/sh", "-c", script],
+        "timeoutMs": 60000
+    })
+}
+
+fn files_in(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |entries| entries.count())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_drop_is_reported_by_hooks_dropped_even_one_that_found_no_room_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = ray_core::config::ConfigLoader::new()
+        .with_json(
+            "inline",
+            serde_json::json!({
+                "profile": "tiny",
+                "model": {"adapter": {"kind": "mock", "latencyMs": 0}},
+                "hooks": [gated_hook(dir.path())]
+            })
+            .to_string(),
+        )
+        .load()
+        .unwrap()
+        .config;
+    let runtime = ray_runtime::Runtime::new(config).unwrap();
+    let _background = runtime.start();
+    let counts = || {
+        let metrics = runtime.metrics().to_prometheus_text();
+        let count = |outcome: &str| {
+            util::metric_value(
+                &metrics,
+                &format!(r#"ray_hook_events_total{{outcome="{outcome}"}}"#),
+            )
+            .unwrap() as u64
+        };
+        (count("queued"), count("dropped"))
+    };
+    let mut emitted = 0u64;
+    let mut emit = |gate: &str| {
+        let mut fields = serde_json::Map::new();
+        fields.insert("gate".into(), gate.into());
+        fields.insert("n".into(), emitted.into());
+        emitted += 1;
+        runtime.emit_event("config_reloaded", fields);
+    };
+    // Everything the hooks can hold while both runs wait: the queue, the two runs, and the
+    // event the runner holds until a run ends.
+    let capacity =
+        (ray_runtime::hooks::HOOK_QUEUE + ray_runtime::hooks::HOOK_CONCURRENCY + 1) as u64;
+
+    // A flood: the first event's run waits for `first`, every other one for `rest`.
+    emit("first");
+    for _ in 0..1_000 {
+        emit("rest");
+    }
+    // Until the runner has taken what it can, more room may appear: fill it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while counts().0 < capacity {
+        assert!(
+            Instant::now() < deadline,
+            "the hooks never filled: {:?}",
+            counts()
+        );
+        emit("rest");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (queued, dropped) = counts();
+    assert_eq!(queued, capacity);
+    assert!(dropped >= 1_001 - capacity, "{dropped}");
+    let started = dir.path().join("started");
+    assert!(
+        within(Duration::from_secs(30), || files_in(&started) == 2).await,
+        "{} runs started",
+        files_in(&started)
+    );
+
+    // The first run ends: the runner starts the event it held and takes one from the queue,
+    // which makes room for exactly one event. The next event to find it is queued, and the
+    // `hooks_dropped` that follows it finds the queue full again.
+    std::fs::write(dir.path().join("first"), "").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (before, after) = loop {
+        assert!(
+            Instant::now() < deadline,
+            "no room was made: {:?}",
+            counts()
+        );
+        let before = counts();
+        emit("rest");
+        let after = counts();
+        if after.0 > before.0 {
+            break (before, after);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(after.0, before.0 + 1, "only one event found room");
+    assert_eq!(
+        after.1,
+        before.1 + 1,
+        "the hooks_dropped after it found none"
+    );
+
+    // Every run may end now; once the queue has drained, one more event brings the report.
+    std::fs::write(dir.path().join("rest"), "").unwrap();
+    let out = dir.path().join("out");
+    assert!(
+        within(Duration::from_secs(60), || files_in(&out) as u64
+            == counts().0)
+        .await,
+        "{} of {} events written",
+        files_in(&out),
+        counts().0
+    );
+    let dropped_in_all = counts().1;
+    emit("rest");
+    assert!(
+        within(Duration::from_secs(30), || files_in(&out) as u64
+            == counts().0)
+        .await,
+        "{} of {} events written",
+        files_in(&out),
+        counts().0
+    );
+    assert_eq!(counts().1, dropped_in_all, "the last two found room");
+
+    let events: Vec<serde_json::Value> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|entry| {
+            serde_json::from_str(&std::fs::read_to_string(entry.unwrap().path()).unwrap()).unwrap()
+        })
+        .collect();
+    let delivered = events
+        .iter()
+        .filter(|e| e["type"] == "config_reloaded")
+        .count() as u64;
+    let reports: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["type"] == "hooks_dropped")
+        .collect();
+    assert!(
+        !reports.is_empty(),
+        "no hooks_dropped among {} events",
+        events.len()
+    );
+    for report in &reports {
+        assert!(report["dropped"].as_u64().unwrap() > 0, "{report}");
+        assert!(
+            report["id"].as_str().unwrap().starts_with("evt_"),
+            "{report}"
+        );
+        assert!(report["time"].as_str().unwrap().ends_with('Z'), "{report}");
+    }
+    let reported: u64 = reports.iter().map(|r| r["dropped"].as_u64().unwrap()).sum();
+    // Every event emitted arrived or was reported as dropped, and the metric counts those
+    // plus the hooks_dropped events that found no room.
+    assert_eq!(
+        delivered + reported,
+        emitted,
+        "{delivered} delivered, {reported} reported"
+    );
+    assert!(
+        dropped_in_all > reported,
+        "{dropped_in_all} dropped, {reported} reported"
+    );
 }

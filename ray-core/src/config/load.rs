@@ -163,6 +163,7 @@ pub struct ConfigLoader {
     env: BTreeMap<String, String>,
     overrides: Vec<(String, Value)>,
     base_dir: Option<PathBuf>,
+    policy_root: Option<PathBuf>,
 }
 
 impl ConfigLoader {
@@ -220,6 +221,14 @@ impl ConfigLoader {
     /// working directory.
     pub fn with_base_dir(mut self, dir: impl Into<PathBuf>) -> ConfigLoader {
         self.base_dir = Some(dir.into());
+        self
+    }
+
+    /// Reads the host policy file (`policyFile` or `RAY_POLICY_FILE`) below `root`, as on a
+    /// host seen from another machine or a test (`/etc/ray/policy.json` is read as
+    /// `<root>/etc/ray/policy.json`); messages still name the path as written.
+    pub fn with_policy_root(mut self, root: impl Into<PathBuf>) -> ConfigLoader {
+        self.policy_root = Some(root.into());
         self
     }
 
@@ -311,31 +320,19 @@ impl ConfigLoader {
         // 6. Typed, repairing what it can so every problem is reported in one pass.
         let config = type_config(&mut merged, &defaults, &mut diagnostics);
 
-        // 7. Paths, the host policy (`RAY_POLICY_FILE`), and validation.
-        let policy = self.env.get(super::policy::POLICY_FILE_ENV).map(|path| {
-            (
-                path.clone(),
-                super::policy::HostPolicy::read(std::path::Path::new(path)),
-            )
-        });
+        // 7. Paths, the host policy (`policyFile`, which `RAY_POLICY_FILE` sets over the
+        //    file), and validation.
         let config = config.map(|mut config| {
             self.resolve_paths(&mut config);
-            match &policy {
-                Some((path, Ok(policy))) => {
-                    diagnostics.extend(super::validate::policy::apply_policy(
+            if let Some(path) = config.policy_file.clone() {
+                match self.read_policy(&path) {
+                    Ok(policy) => diagnostics.extend(super::validate::policy::apply_policy(
                         &mut config,
-                        policy,
-                        path,
-                    ));
+                        &policy,
+                        &path,
+                    )),
+                    Err(why) => diagnostics.push(Diagnostic::error("policyFile", why)),
                 }
-                Some((_, Err(why))) => diagnostics.push(Diagnostic::error(
-                    "",
-                    format!(
-                        "the host policy ({}) cannot be read: {why}",
-                        super::policy::POLICY_FILE_ENV
-                    ),
-                )),
-                None => {}
             }
             diagnostics.extend(validate(&config));
             config
@@ -477,6 +474,25 @@ impl ConfigLoader {
             .or_else(|| self.inline.as_ref().map(|(n, _)| n.clone()))
     }
 
+    /// Reads the host policy file `path` names (below the policy root, when one is set); the
+    /// error says what is wrong with it.
+    fn read_policy(&self, path: &str) -> Result<super::policy::HostPolicy, String> {
+        if path.trim().is_empty() {
+            return Err(
+                "names no file; leave it out (and RAY_POLICY_FILE unset) for no host policy".into(),
+            );
+        }
+        let on_host = match &self.policy_root {
+            Some(root) => match Path::new(path).strip_prefix("/") {
+                Ok(relative) => root.join(relative),
+                Err(_) => PathBuf::from(path),
+            },
+            None => PathBuf::from(path),
+        };
+        super::policy::HostPolicy::read(&on_host)
+            .map_err(|why| format!("the host policy file cannot be used: {why}"))
+    }
+
     fn resolve_paths(&self, config: &mut RayConfig) {
         let base = match &self.base_dir {
             Some(dir) => dir.clone(),
@@ -495,6 +511,9 @@ impl ConfigLoader {
             }
         };
         config.async_queue.storage_dir = absolutise(&config.async_queue.storage_dir);
+        if let Some(policy_file) = &mut config.policy_file {
+            *policy_file = absolutise(policy_file);
+        }
         if let Some(lifecycle) = &mut config.lifecycle {
             lifecycle.state_dir = absolutise(&lifecycle.state_dir);
         }

@@ -1,5 +1,6 @@
-//! The host policy: a file the machine's owner controls (its path in `RAY_POLICY_FILE`, for
-//! example `/etc/ray/policy.json`) that the gateway's config cannot exceed. The loader clamps
+//! The host policy: a file the machine's owner controls (its path in `RAY_POLICY_FILE`, or in
+//! the config's `policyFile` when that variable is unset; for example `/etc/ray/policy.json`)
+//! that the gateway's config cannot exceed. The loader clamps
 //! the effective config to it and says where it cut a value (a warning naming the field, the
 //! value asked for and the policy's limit); what cannot be clamped (a model file outside the
 //! allowed folders, a hook URL to a host the policy does not allow) is an error.

@@ -610,6 +610,7 @@ pub fn profile_defaults(profile: Profile) -> RayConfig {
         cluster: None,
         lifecycle: None,
         hooks: Vec::new(),
+        policy_file: None,
         policy: None,
     }
 }

@@ -91,8 +91,15 @@ pub struct RayConfig {
     /// this version.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hooks: Vec<super::hooks::HookConfig>,
-    /// The host policy the config was clamped to (`RAY_POLICY_FILE`); never read from or
-    /// written to a config file.
+    /// The host policy file the machine's owner controls (for example
+    /// `/etc/ray/policy.json`): the loader clamps the config to it and says where it cut a
+    /// value. `RAY_POLICY_FILE` wins over this field. A relative path resolves against the
+    /// working directory. A file that is missing or not a valid policy is an error. Absent (the
+    /// default): no policy, unless `RAY_POLICY_FILE` names one. New in this version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_file: Option<String>,
+    /// The host policy the config was clamped to (read from `policyFile` or `RAY_POLICY_FILE`);
+    /// never read from or written to a config file.
     #[serde(skip)]
     #[schemars(skip)]
     pub policy: Option<super::policy::HostPolicy>,

@@ -63,7 +63,7 @@ impl Runtime {
         Ok(self.queue()?.callbacks.policy.check(url).await?.to_string())
     }
 
-    /// The host policy's `allowedHosts` (`RAY_POLICY_FILE`), when it has some.
+    /// The host policy's `allowedHosts` (`policyFile` or `RAY_POLICY_FILE`), when it has some.
     fn host_policy_allows(&self, url: &str) -> Result<(), RayError> {
         let Some(policy) = &self.live().config.policy else {
             return Ok(());

@@ -537,6 +537,10 @@ impl JobHost for RuntimeHost {
     ) -> HostFuture<'a, Result<(), String>> {
         Box::pin(self.0.send_callback(url, record, attempt))
     }
+
+    fn event(&self, kind: &'static str, fields: serde_json::Map<String, serde_json::Value>) {
+        self.0.emit_event(kind, fields);
+    }
 }
 
 /// The model a forwardable request names, read from its JSON body (`model`); `None` when it

@@ -410,7 +410,8 @@ pub fn run_stage(args: &StageArgs) -> ExitCode {
     let host = Host::new(&args.root);
     let mut loader = ConfigLoader::new()
         .with_file(&args.config)
-        .with_base_dir(STATE_DIR);
+        .with_base_dir(STATE_DIR)
+        .with_policy_root(&args.root);
     // The service's own environment file overrides the config's paths as the service sees
     // them (RAY_MODEL_PATH, RAY_LLAMA_CPP_BINARY_PATH), so stage where it will look.
     let env_file = args.ray_env_file.clone().or_else(|| {

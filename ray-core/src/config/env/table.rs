@@ -70,6 +70,8 @@ use EnvScope::{HttpAdapter, LaunchProfile, LlamaAdapter, Operational};
 
 /// Every variable, in the order they are applied (a later entry for the same path wins).
 pub const ENV_VARS: &[EnvVar] = &[
+    // the host policy (the machine owner's environment wins over the file's `policyFile`)
+    var("RAY_POLICY_FILE", "policyFile", Text),
     // server
     var("RAY_HOST", "server.host", Text),
     var("RAY_PORT", "server.port", Int),
@@ -652,5 +654,4 @@ pub const OTHER_RAY_VARS: &[&str] = &[
     "RAY_CONFIG",
     "RAY_API_KEYS",
     "RAY_CALLBACK_SIGNING_SECRET",
-    "RAY_POLICY_FILE",
 ];

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use ray_core::config::{ConfigError, ConfigLoader, LoadedConfig, POLICY_FILE_ENV};
+use ray_core::config::{ConfigError, ConfigLoader, LoadedConfig};
 
 use super::envfile::EnvFile;
 use super::{CONFIG_PATH, DEFAULT_DOMAIN, DEFAULT_USER, ENV_FILE_PATH, GATEWAY_BINARY_PATH};
@@ -17,7 +17,7 @@ pub struct DeployArgs {
     pub config: PathBuf,
     /// An environment file whose RAY_* config variables override the config, as the service
     /// will see them, and whose RAY_POLICY_FILE names the host policy the config is clamped
-    /// to. render reads nothing else from it (no keys); doctor also checks its keys and
+    /// to (over the config's policyFile). render reads nothing else from it (no keys); doctor also checks its keys and
     /// permissions, and reads the installed --systemd-env-file when this is not given.
     #[arg(long, visible_alias = "env-file", value_name = "FILE")]
     pub ray_env_file: Option<PathBuf>,
@@ -87,13 +87,14 @@ impl DeployArgs {
 
     /// Loads the config as the service will: the file, then the env file's config variables
     /// (not this shell's), with relative paths resolved against the service's working
-    /// directory, under the host policy the env file names (`RAY_POLICY_FILE`).
+    /// directory, under the host policy the env file names (`RAY_POLICY_FILE`), else the one
+    /// the config names (`policyFile`).
     pub fn load(&self, env_file: Option<&Path>) -> Result<LoadedConfig, DeployError> {
         self.load_below(env_file, Path::new("/"))
     }
 
-    /// [`DeployArgs::load`] for a host seen below `root`: the policy file the env file names
-    /// is read below `root` too.
+    /// [`DeployArgs::load`] for a host seen below `root`: the policy file is read below `root`
+    /// too.
     pub fn load_below(
         &self,
         env_file: Option<&Path>,
@@ -101,18 +102,11 @@ impl DeployArgs {
     ) -> Result<LoadedConfig, DeployError> {
         let mut loader = ConfigLoader::new()
             .with_file(&self.config)
-            .with_base_dir(super::STATE_DIR);
+            .with_base_dir(super::STATE_DIR)
+            .with_policy_root(root);
         if let Some(path) = env_file {
-            let env = EnvFile::read(path)?;
-            loader = loader.with_env(env.config_overrides());
-            if let Some(policy) = env.get(POLICY_FILE_ENV).filter(|p| !p.is_empty()) {
-                let policy = Path::new(policy);
-                let below = match policy.strip_prefix("/") {
-                    Ok(relative) => root.join(relative),
-                    Err(_) => policy.to_path_buf(),
-                };
-                loader = loader.with_env([(POLICY_FILE_ENV, below.display().to_string())]);
-            }
+            // RAY_POLICY_FILE is among the config variables: it sets `policyFile`.
+            loader = loader.with_env(EnvFile::read(path)?.config_overrides());
         }
         Ok(loader.load()?)
     }

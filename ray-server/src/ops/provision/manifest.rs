@@ -89,8 +89,8 @@ pub struct Target {
     /// --memory-mib` (default: as render's).
     #[serde(default, rename = "memoryMiB")]
     pub memory_mib: Option<u64>,
-    /// The host policy to check against (below `root`); default `RAY_POLICY_FILE`, else
-    /// `/etc/ray/policy.json` when it exists.
+    /// The host policy to check against (below `root`); default `RAY_POLICY_FILE`, else the
+    /// config's `policyFile` (below `root`), else `/etc/ray/policy.json` when it exists.
     #[serde(default)]
     pub policy_file: Option<String>,
 }

@@ -178,14 +178,19 @@ impl Report {
     }
 }
 
-/// The policy file to check against: the manifest's, else `RAY_POLICY_FILE`, else
-/// `/etc/ray/policy.json` below the root when it exists.
-fn policy_file(manifest: &Manifest) -> Option<PathBuf> {
+/// The policy file to check against: the manifest's, else `RAY_POLICY_FILE`, else the config's
+/// `policyFile` below the root, else `/etc/ray/policy.json` below the root when it exists.
+fn policy_file(manifest: &Manifest, config: &serde_json::Value) -> Option<PathBuf> {
     if let Some(path) = &manifest.target.policy_file {
         return Some(manifest.below_root(path));
     }
-    if let Some(path) = std::env::var_os(POLICY_FILE_ENV) {
+    if let Some(path) = std::env::var_os(POLICY_FILE_ENV).filter(|p| !p.is_empty()) {
         return Some(PathBuf::from(path));
+    }
+    if let Some(path) = config.get("policyFile").and_then(serde_json::Value::as_str)
+        && !path.trim().is_empty()
+    {
+        return Some(manifest.below_root(path));
     }
     let default = manifest.below_root("/etc/ray/policy.json");
     default.exists().then_some(default)
@@ -258,7 +263,7 @@ pub fn provision(args: &ProvisionArgs) -> Report {
     let mut loader = ConfigLoader::new()
         .with_json(config_path.clone(), config_text.clone())
         .with_base_dir(STATE_DIR);
-    if let Some(policy) = policy_file(&manifest) {
+    if let Some(policy) = policy_file(&manifest, &config_json) {
         loader = loader.with_env([(POLICY_FILE_ENV.to_string(), policy.display().to_string())]);
     }
     let loaded = match loader.load() {
