@@ -190,13 +190,18 @@ impl LifecycleShell {
 
     /// The index of model `id` (not counting a model of that id a reload removed).
     pub fn index_of(&self, id: &str) -> Option<usize> {
+        self.position(id, false)
+    }
+
+    /// The index of the model `id` that a reload removed (`retired`) or not.
+    fn position(&self, id: &str, retired: bool) -> Option<usize> {
         let core = self.shared.core.lock();
         self.shared
             .ids
             .read()
             .iter()
             .enumerate()
-            .position(|(i, m)| m == id && !core.is_retired(i))
+            .position(|(i, m)| m == id && core.is_retired(i) == retired)
     }
 
     /// Tells `sink` of every transition from now on (once; later calls are ignored).
@@ -246,13 +251,7 @@ impl LifecycleShell {
 
     /// The index of the model `id` a reload removed, when it has one.
     pub fn retired_index_of(&self, id: &str) -> Option<usize> {
-        let core = self.shared.core.lock();
-        self.shared
-            .ids
-            .read()
-            .iter()
-            .enumerate()
-            .position(|(i, m)| m == id && core.is_retired(i))
+        self.position(id, true)
     }
 
     /// A config reload added back the model at `index` (removed by an earlier one): see
