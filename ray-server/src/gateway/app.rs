@@ -573,8 +573,26 @@ pub(crate) fn async_queue_disabled() -> RayError {
     )
 }
 
+/// An address as text, as `Display` writes it; an IPv4 address digit by digit (once per
+/// request: the formatter costs about ten times as much).
 pub(crate) fn ip_text(ip: IpAddr) -> String {
-    ip.to_string()
+    let IpAddr::V4(v4) = ip else {
+        return ip.to_string();
+    };
+    let mut text = String::with_capacity(15);
+    for (index, octet) in v4.octets().into_iter().enumerate() {
+        if index > 0 {
+            text.push('.');
+        }
+        if octet >= 100 {
+            text.push(char::from(b'0' + octet / 100));
+        }
+        if octet >= 10 {
+            text.push(char::from(b'0' + octet / 10 % 10));
+        }
+        text.push(char::from(b'0' + octet % 10));
+    }
+    text
 }
 
 pub(crate) fn with_rate_limit_headers(

@@ -97,9 +97,7 @@ impl App {
             request.headers(),
             self.runtime.config().rate_limit.trust_proxy_headers,
         );
-        request
-            .extensions_mut()
-            .insert(ClientAddr(ip_text(client).to_string()));
+        request.extensions_mut().insert(ClientAddr(ip_text(client)));
         if route.is_job_lookup() && self.runtime.jobs().is_none() {
             // Probing jobs while the queue is unavailable costs no rate-limit budget.
             return (

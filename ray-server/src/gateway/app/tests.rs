@@ -15,3 +15,26 @@ fn the_protected_route_list_matches_the_router() {
         assert!(Route::parse(&method, &path).protected(), "{method} {path}");
     }
 }
+
+#[test]
+fn an_address_is_written_as_display_writes_it() {
+    let addresses = [
+        "0.0.0.0",
+        "127.0.0.1",
+        "10.0.9.10",
+        "192.168.100.99",
+        "255.255.255.255",
+        "1.20.199.200",
+        "::1",
+        "2001:db8::8a2e:370:7334",
+        "::ffff:10.1.2.3",
+    ];
+    for text in addresses {
+        let ip: IpAddr = text.parse().unwrap();
+        assert_eq!(ip_text(ip), ip.to_string(), "{text}");
+    }
+    for octet in 0..=255u8 {
+        let ip = IpAddr::from([octet, 0, 9, octet]);
+        assert_eq!(ip_text(ip), ip.to_string());
+    }
+}
