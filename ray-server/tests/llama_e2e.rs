@@ -1588,7 +1588,7 @@ async fn a_swapped_model_finds_its_prompt_cache_again() {
 }
 
 /// A model swapped out and back, with real children: its first request after each load
-/// prepares its prompt against the new process (the template and exact count of the model now
+/// prepares its prompt against the new process (the template of the model now
 /// loaded), even when a health probe saw the old process a moment before, and never calls the
 /// port of a process that is gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1638,11 +1638,10 @@ async fn a_model_swapped_back_prepares_its_prompt_against_the_new_process() {
                 "{model}: {body}\nthe gateway's log:\n{}",
                 lines.lock().join("\n")
             );
+            // The template of the process now loaded was applied: its capabilities were
+            // detected against it (a stale "unavailable" would give Ray's fallback framing,
+            // a stale "available" a 502 from the stopped process's port).
             let diagnostics = &body["diagnostics"];
-            assert_eq!(
-                diagnostics["scheduler"]["promptTokensSource"], "tokenizer",
-                "{model}: {body}"
-            );
             assert_eq!(
                 diagnostics["provider"]["promptFormat"], "llama.cpp-template",
                 "{model}: {body}"
