@@ -250,6 +250,7 @@ fn open_lifecycle(config: &ValidConfig, entries: &mut [ModelEntry]) -> Option<Ma
         let Some((model, process)) = managed_model(lifecycle, entry, &fit, &kept) else {
             continue;
         };
+        warn_unsized(&fit);
         entry.lifecycle = Some(models.len());
         // Its process is warmed by its own load (`/health` answers once the model is loaded);
         // a warm-up request at boot would load every managed model in turn.
@@ -278,6 +279,17 @@ fn open_lifecycle(config: &ValidConfig, entries: &mut [ModelEntry]) -> Option<Ma
     })
 }
 
+/// Warns when a managed model could not be sized (its model file cannot be read).
+pub(crate) fn warn_unsized(fit: &crate::lifecycle::ModelFit) {
+    if let Some(problem) = &fit.problem {
+        tracing::warn!(
+            model = %fit.id,
+            problem = %problem,
+            "cannot size a managed model: it counts as 0 MiB until its first load is measured"
+        );
+    }
+}
+
 /// How the lifecycle sees the managed model of `entry` (its fit: `fit`), and the process its
 /// driver runs for it; `None` when the entry has no launch profile.
 pub(crate) fn managed_model(
@@ -287,13 +299,6 @@ pub(crate) fn managed_model(
     kept: &MeasuredFootprints,
 ) -> Option<(LifecycleModel, ManagedProcess)> {
     let launch = entry.config.adapter.launch_profile().cloned()?;
-    if let Some(problem) = &fit.problem {
-        tracing::warn!(
-            model = %fit.id,
-            problem = %problem,
-            "cannot size a managed model: it counts as 0 MiB until its first load is measured"
-        );
-    }
     let load_time = kept
         .get(&fit.id, &footprint_key(&launch))
         .map(|m| Duration::from_millis(m.load_ms));

@@ -24,8 +24,10 @@ use std::sync::Arc;
 use ray_core::config::{ConfigError, ModelConfig, RayConfig, ValidConfig};
 use serde::Serialize;
 
-use crate::builder::{build_entry, managed_model};
+use crate::backend::ondemand::ManagedProcess;
+use crate::builder::{build_entry, managed_model, warn_unsized};
 use crate::footprint::MeasuredFootprints;
+use crate::lifecycle::LifecycleModel;
 use crate::lifecycle::ModelFit;
 use crate::managed::Managed;
 use crate::model_health::WarmState;
@@ -303,10 +305,12 @@ impl Runtime {
             }
         }
         // Managed models: the lifecycle learns of the new, changed and removed ones.
-        let fits = managed
-            .and_then(|_| crate::lifecycle::fit(&merged, std::path::Path::new("/")))
-            .map(|(_, _, fits)| fits)
-            .unwrap_or_default();
+        let sizes = managed.map(|managed| Sizes {
+            fits: crate::lifecycle::fit(&merged, std::path::Path::new("/"))
+                .map(|(_, _, fits)| fits)
+                .unwrap_or_default(),
+            kept: MeasuredFootprints::open(&managed.state_dir),
+        });
         let mut entries: Vec<Arc<ModelEntry>> = Vec::new();
         let mut fresh: Vec<Arc<ModelEntry>> = Vec::new();
         // Managed models that stop, once no new request can reach them.
@@ -318,15 +322,15 @@ impl Runtime {
                     continue;
                 }
                 Planned::Changed(mut entry, old) => {
-                    if let Some(managed) = managed {
-                        let index = self.change_managed(managed, &merged, &fits, &mut entry, &old);
+                    if let (Some(managed), Some(sizes)) = (managed, &sizes) {
+                        let index = change_managed(managed, &merged, sizes, &mut entry, &old);
                         retired.extend(index);
                     }
                     entry
                 }
                 Planned::Added(mut entry) => {
-                    if let Some(managed) = managed {
-                        self.add_managed(managed, &merged, &fits, &mut entry);
+                    if let (Some(managed), Some(sizes)) = (managed, &sizes) {
+                        add_managed(managed, &merged, sizes, &mut entry);
                     }
                     entry
                 }
@@ -378,84 +382,6 @@ impl Runtime {
         Ok(report)
     }
 
-    /// A managed model's new entry takes its old entry's place in the lifecycle; when its
-    /// process or its lifecycle settings changed, the lifecycle restarts it without cutting
-    /// work (see [`crate::lifecycle::Lifecycle::reconfigure`]). Returns the lifecycle index to
-    /// retire once the new registry is in place, when the model is no longer managed.
-    fn change_managed(
-        &self,
-        managed: &Managed,
-        config: &ValidConfig,
-        fits: &[ModelFit],
-        entry: &mut ModelEntry,
-        old: &ModelEntry,
-    ) -> Option<usize> {
-        let Some(index) = old.lifecycle else {
-            // It was not managed before (an unmanaged model that now has a launch profile
-            // to supervise): it joins the lifecycle as a new model.
-            self.add_managed(managed, config, fits, entry);
-            return None;
-        };
-        let (Some(lifecycle), Some(fit)) = (
-            config.lifecycle.as_ref(),
-            fits.iter().find(|f| f.id == entry.id),
-        ) else {
-            // No longer managed: the lifecycle's model stops once drained.
-            return Some(index);
-        };
-        let kept = MeasuredFootprints::open(&managed.state_dir);
-        let Some((model, process)) = managed_model(lifecycle, entry, fit, &kept) else {
-            return Some(index);
-        };
-        entry.lifecycle = Some(index);
-        entry.health.set_warm(WarmState::Idle);
-        let now = (process.clone(), model.min_resident, model.idle_unload);
-        let unchanged = old.config.resident == entry.config.resident
-            && managed_model(lifecycle, old, fit, &kept)
-                .is_some_and(|(m, p)| (p, m.min_resident, m.idle_unload) == now);
-        if !unchanged {
-            managed.driver.replace(index, process);
-            managed.shell.reconfigure(index, model);
-        }
-        None
-    }
-
-    /// A managed model a reload added joins the lifecycle `unloaded`.
-    fn add_managed(
-        &self,
-        managed: &Managed,
-        config: &ValidConfig,
-        fits: &[ModelFit],
-        entry: &mut ModelEntry,
-    ) {
-        let (Some(lifecycle), Some(fit)) = (
-            config.lifecycle.as_ref(),
-            fits.iter().find(|f| f.id == entry.id),
-        ) else {
-            return;
-        };
-        let kept = MeasuredFootprints::open(&managed.state_dir);
-        let Some((model, process)) = managed_model(lifecycle, entry, fit, &kept) else {
-            return;
-        };
-        entry.health.set_warm(WarmState::Idle);
-        // Removed by an earlier reload and back now: it takes its old place (its process, if
-        // still draining, stops first; its pid file, port and slot files stay its own).
-        if let Some(index) = managed.shell.retired_index_of(&entry.id) {
-            managed.driver.replace(index, process);
-            managed.shell.revive(index, model);
-            entry.lifecycle = Some(index);
-            return;
-        }
-        let index = managed.driver.add(process);
-        let added = managed.shell.add(model);
-        debug_assert_eq!(
-            index, added,
-            "the driver and the lifecycle index models alike"
-        );
-        entry.lifecycle = Some(added);
-    }
-
     /// The `config_reloaded` event of `report`.
     fn emit_reloaded(&self, report: &ReloadReport) {
         let mut fields = serde_json::Map::new();
@@ -481,6 +407,81 @@ impl Runtime {
             .iter()
             .any(|e| Arc::ptr_eq(e, model))
     }
+}
+
+/// What sizing the managed models of a reloaded config takes: their fits, and the measured
+/// footprints kept in the state directory (read once per reload).
+struct Sizes {
+    fits: Vec<ModelFit>,
+    kept: MeasuredFootprints,
+}
+
+/// How the lifecycle sees `entry` under `config`, and its process; `None` when it is not a
+/// managed model there.
+fn managed_of(
+    config: &ValidConfig,
+    sizes: &Sizes,
+    entry: &ModelEntry,
+) -> Option<(LifecycleModel, ManagedProcess)> {
+    let lifecycle = config.lifecycle.as_ref()?;
+    let fit = sizes.fits.iter().find(|f| f.id == entry.id)?;
+    let managed = managed_model(lifecycle, entry, fit, &sizes.kept)?;
+    warn_unsized(fit);
+    Some(managed)
+}
+
+/// A managed model's new entry takes its old entry's place in the lifecycle; when its process
+/// or its lifecycle settings changed, the lifecycle restarts it without cutting work (see
+/// [`crate::lifecycle::Lifecycle::reconfigure`]). Returns the lifecycle index to retire once
+/// the new registry is in place, when the model is no longer managed.
+fn change_managed(
+    managed: &Managed,
+    config: &ValidConfig,
+    sizes: &Sizes,
+    entry: &mut ModelEntry,
+    old: &ModelEntry,
+) -> Option<usize> {
+    let Some(index) = old.lifecycle else {
+        // It was not managed before (an unmanaged model that now has a launch profile to
+        // supervise): it joins the lifecycle as a new model.
+        add_managed(managed, config, sizes, entry);
+        return None;
+    };
+    // No longer managed: the lifecycle's model stops once drained.
+    let (model, process) = managed_of(config, sizes, entry)?;
+    entry.lifecycle = Some(index);
+    entry.health.set_warm(WarmState::Idle);
+    let settings = |m: &ModelConfig| (m.resident, m.min_resident_ms, m.idle_unload_ms);
+    let same_process = old.config.adapter.launch_profile() == Some(&process.launch)
+        && old.config.adapter.http().and_then(|h| h.api_key_env) == process.api_key_env.as_deref();
+    if !(same_process && settings(&old.config) == settings(&entry.config)) {
+        managed.driver.replace(index, process);
+        managed.shell.reconfigure(index, model);
+    }
+    None
+}
+
+/// A managed model a reload added joins the lifecycle `unloaded`.
+fn add_managed(managed: &Managed, config: &ValidConfig, sizes: &Sizes, entry: &mut ModelEntry) {
+    let Some((model, process)) = managed_of(config, sizes, entry) else {
+        return;
+    };
+    entry.health.set_warm(WarmState::Idle);
+    // Removed by an earlier reload and back now: it takes its old place (its process, if still
+    // draining, stops first; its pid file, port and slot files stay its own).
+    if let Some(index) = managed.shell.retired_index_of(&entry.id) {
+        managed.driver.replace(index, process);
+        managed.shell.revive(index, model);
+        entry.lifecycle = Some(index);
+        return;
+    }
+    let index = managed.driver.add(process);
+    let added = managed.shell.add(model);
+    debug_assert_eq!(
+        index, added,
+        "the driver and the lifecycle index models alike"
+    );
+    entry.lifecycle = Some(added);
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use tokio::time::Instant;
 
 use super::child;
 use super::launch::llama_command;
-use super::run::{START_TIMEOUT, command, describe, forward, raise_oom_score, terminate};
+use super::run::{START_TIMEOUT, base_url, command, describe, forward, raise_oom_score, terminate};
 use super::slots::{SlotFiles, SlotReport};
 use crate::footprint::{Measured, MeasuredFootprints, footprint_key};
 use crate::lifecycle::{BoxFuture, LifecycleShell, ModelDriver};
@@ -212,16 +212,6 @@ impl ModelDriver for ProcessDriver {
                 let _ = task.await;
             }
         })
-    }
-}
-
-/// Where a process started with `launch` listens: `http://host:port`.
-fn base_url(launch: &LaunchProfile) -> String {
-    let host = launch.host.trim_start_matches('[').trim_end_matches(']');
-    if host.contains(':') {
-        format!("http://[{host}]:{}", launch.port)
-    } else {
-        format!("http://{host}:{}", launch.port)
     }
 }
 

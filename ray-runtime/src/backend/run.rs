@@ -22,6 +22,17 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(300);
 /// Longest output line forwarded; the rest of a longer line is dropped.
 const MAX_LINE_BYTES: usize = 8 * 1024;
 
+/// Where a `llama-server` started with `launch` listens: `http://host:port` (an IPv6 host in
+/// brackets).
+pub(crate) fn base_url(launch: &LaunchProfile) -> String {
+    let host = launch.host.trim_start_matches('[').trim_end_matches(']');
+    if host.contains(':') {
+        format!("http://[{host}]:{}", launch.port)
+    } else {
+        format!("http://{host}:{}", launch.port)
+    }
+}
+
 /// How a child ended, as a log line says it.
 pub(crate) fn describe(status: ExitStatus) -> String {
     match (status.code(), status.signal()) {

@@ -132,16 +132,10 @@ impl SlotFiles {
     /// The slot files of model `id` run with `launch`, when it has a `slotSavePath`.
     pub fn of(id: &str, launch: &LaunchProfile) -> Option<SlotFiles> {
         let dir = launch.slot_save_path.as_ref()?;
-        let host = launch.host.trim_start_matches('[').trim_end_matches(']');
-        let base_url = if host.contains(':') {
-            format!("http://[{host}]:{}", launch.port)
-        } else {
-            format!("http://{host}:{}", launch.port)
-        };
         Some(SlotFiles {
             dir: PathBuf::from(dir),
             id: safe_id(id),
-            base_url,
+            base_url: super::run::base_url(launch),
         })
     }
 

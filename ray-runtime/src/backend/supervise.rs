@@ -92,12 +92,7 @@ async fn listening(launch: &LaunchProfile) -> bool {
 /// keeps its RSS and the time since it was started in the state directory's measured
 /// footprints, which later sizing prefers to the estimate.
 async fn measure(model: String, launch: LaunchProfile, pid: u32, spawned: Instant, dir: PathBuf) {
-    let host = launch.host.trim_start_matches('[').trim_end_matches(']');
-    let url = if host.contains(':') {
-        format!("http://[{host}]:{}/health", launch.port)
-    } else {
-        format!("http://{host}:{}/health", launch.port)
-    };
+    let url = format!("{}/health", super::run::base_url(&launch));
     let client = reqwest::Client::new();
     while spawned.elapsed() < START_TIMEOUT {
         let healthy = client
