@@ -393,7 +393,9 @@ mod tests {
     #[tokio::test]
     async fn a_late_joiner_reads_the_progress_from_the_start() {
         let flights: Map = Arc::new(Flights::new(8));
+        assert!(!flights.is_running(&1));
         let mut leader = flights.join(Some(1)).unwrap();
+        assert!(flights.is_running(&1), "a request could join it now");
         let publisher = leader.publisher.take().unwrap();
         publisher.publish(1);
         publisher.publish(2);
@@ -402,6 +404,7 @@ mod tests {
         assert_eq!(flights.followers(), 1);
         assert_eq!(late.subscription.next().await, FlightEvent::Progress(1));
         publisher.finish(9);
+        assert!(!flights.is_running(&1), "a finished flight takes no one");
         assert_eq!(late.subscription.next().await, FlightEvent::Progress(2));
         assert_eq!(late.subscription.next().await, FlightEvent::Done(9));
         assert_eq!(leader.subscription.outcome().await, Some(9));
