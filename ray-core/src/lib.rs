@@ -14,6 +14,8 @@
 //! - [`wire`]: the request and response types of `/v1/infer`, `/v1/jobs`, `/readyz` and
 //!   `/health`.
 //! - [`time`]: RFC 3339 timestamps.
+//! - [`json_text`]: JSON string literals and integers written by hand, as `serde_json` writes
+//!   them, for the hot paths.
 //!
 //! # Example
 //!
@@ -34,6 +36,7 @@
 pub mod config;
 pub mod error;
 pub mod json_schema;
+pub mod json_text;
 pub mod sse;
 pub mod time;
 pub mod wire;

@@ -5,6 +5,7 @@ use std::fmt::{self, Write as _};
 use std::io::Write;
 
 use ray_core::config::LogLevel;
+use ray_core::json_text::{push_i64, push_string as push_json_string, push_u64};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::Layer;
@@ -162,52 +163,6 @@ impl<S: Subscriber> Layer<S> for JsonLayer {
     }
 }
 
-/// Appends `text` as a JSON string literal: runs that need no escape are copied whole.
-fn push_json_string(out: &mut String, text: &str) {
-    out.reserve(text.len() + 2);
-    out.push('"');
-    let bytes = text.as_bytes();
-    let mut start = 0;
-    for (i, &byte) in bytes.iter().enumerate() {
-        // Only ASCII bytes are escaped, so `i` is always at a char boundary here.
-        let escaped = match byte {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            b'\n' => "\\n",
-            b'\r' => "\\r",
-            b'\t' => "\\t",
-            0..0x20 => "",
-            _ => continue,
-        };
-        out.push_str(&text[start..i]);
-        if escaped.is_empty() {
-            let _ = write!(out, "\\u{:04x}", byte);
-        } else {
-            out.push_str(escaped);
-        }
-        start = i + 1;
-    }
-    out.push_str(&text[start..]);
-    out.push('"');
-}
-
-/// Appends `value` in decimal.
-fn push_u64(out: &mut String, mut value: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (value % 10) as u8;
-        value /= 10;
-        if value == 0 {
-            break;
-        }
-    }
-    for &digit in &digits[at..] {
-        out.push(char::from(digit));
-    }
-}
-
 struct FieldVisitor {
     message: Option<String>,
     /// `,"key":value` for every field but the message, in order.
@@ -263,10 +218,7 @@ impl Visit for FieldVisitor {
 
     fn record_i64(&mut self, field: &Field, value: i64) {
         if self.key(field) {
-            if value < 0 {
-                self.fields.push('-');
-            }
-            push_u64(&mut self.fields, value.unsigned_abs());
+            push_i64(&mut self.fields, value);
         }
     }
 
@@ -369,30 +321,5 @@ mod tests {
     fn long_fields_are_bounded() {
         let long = "x".repeat(MAX_FIELD_CHARS + 10);
         assert_eq!(bounded(&long).chars().count(), MAX_FIELD_CHARS + 1);
-    }
-
-    #[test]
-    fn escapes_strings_like_json() {
-        for text in [
-            "plain",
-            "q\"uote",
-            "back\\slash",
-            "new\nline",
-            "ctl\u{1}x",
-            "ünï",
-        ] {
-            let mut out = String::new();
-            push_json_string(&mut out, text);
-            assert_eq!(serde_json::from_str::<String>(&out).unwrap(), text);
-        }
-    }
-
-    #[test]
-    fn writes_integers_like_display() {
-        for value in [0, 7, 10, 99, 1_000_001, u64::MAX] {
-            let mut out = String::new();
-            push_u64(&mut out, value);
-            assert_eq!(out, value.to_string());
-        }
     }
 }

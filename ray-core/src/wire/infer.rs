@@ -6,6 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize};
 
 mod diagnostics;
+mod write;
 
 use diagnostics::serialize_diagnostics;
 pub use diagnostics::*;

@@ -9,6 +9,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Request, Response, StatusCode};
+use ray_core::wire::InferResponse;
 use ray_core::{ErrorCode, RayError};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -48,6 +49,19 @@ pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
             format!("The response could not be serialised: {error}"),
         )),
     }
+}
+
+/// The answer of `/v1/infer`, written by hand ([`InferResponse::write_json`]: the bytes
+/// serde would write, at a fraction of the cost), with a trailing newline.
+pub fn infer_json(response: &InferResponse) -> Response<Body> {
+    let mut text = String::with_capacity(1024 + response.output.len());
+    response.write_json(&mut text);
+    text.push('\n');
+    let mut answer = Response::new(full(text));
+    answer
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON));
+    answer
 }
 
 /// A plain-text response.

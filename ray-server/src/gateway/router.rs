@@ -371,8 +371,9 @@ impl App {
         // the connection.
         match Box::pin(self.runtime.infer_in(parsed, &context)).await {
             Ok(response) => {
+                let answer = http::infer_json(&response);
                 log_response(log, &response);
-                http::json(StatusCode::OK, &response)
+                answer
             }
             Err(error) => self.reject(Route::Infer, error, log, false),
         }

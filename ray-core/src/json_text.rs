@@ -1,0 +1,150 @@
+//! JSON written by hand for the hot paths (every response of `/v1/infer`, every log line):
+//! string literals escaped exactly as `serde_json` escapes them, and integers, appended to a
+//! `String` without a formatter.
+//!
+//! A run of bytes that needs no escape is copied whole; the scan looks at eight bytes at a
+//! time and only a word that holds a quote, a backslash or a control character is looked at
+//! byte by byte.
+//!
+//! ```
+//! let mut out = String::new();
+//! ray_core::json_text::push_string(&mut out, "say \"hi\"\n");
+//! assert_eq!(out, r#""say \"hi\"\n""#);
+//! assert_eq!(out, serde_json::to_string("say \"hi\"\n").unwrap());
+//! ```
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// Whether any byte of `word` is a quote, a backslash or below 0x20 (exact: a word that
+/// answers `false` holds none of them).
+#[inline]
+fn needs_escape(word: u64) -> bool {
+    let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS != 0;
+    // Bytes below 0x20: `v - 0x20` borrows into the high bit only for them (bytes of 0x80
+    // and above are excluded by `!v`).
+    let below_space = word.wrapping_sub(ONES * 0x20) & !word & HIGHS != 0;
+    below_space
+        || has_zero(word ^ (ONES * u64::from(b'"')))
+        || has_zero(word ^ (ONES * u64::from(b'\\')))
+}
+
+/// Appends `text` as a JSON string literal, quotes included, with the bytes `serde_json`
+/// escapes escaped the same way (`\"`, `\\`, `\b`, `\f`, `\n`, `\r`, `\t`, and `\u00XX` for
+/// the other control characters); everything else, non-ASCII included, is copied as it is.
+pub fn push_string(out: &mut String, text: &str) {
+    out.reserve(text.len() + 2);
+    out.push('"');
+    let bytes = text.as_bytes();
+    let mut start = 0;
+    let mut at = 0;
+    while at < bytes.len() {
+        if let Some(chunk) = bytes.get(at..at + 8) {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            if !needs_escape(u64::from_le_bytes(word)) {
+                at += 8;
+                continue;
+            }
+        }
+        let byte = bytes[at];
+        let escape: &str = match byte {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            0..0x20 => "",
+            _ => {
+                at += 1;
+                continue;
+            }
+        };
+        // Only ASCII bytes are escaped, so `at` is a char boundary here.
+        out.push_str(&text[start..at]);
+        if escape.is_empty() {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.push_str("\\u00");
+            out.push(char::from(HEX[usize::from(byte >> 4)]));
+            out.push(char::from(HEX[usize::from(byte & 0xf)]));
+        } else {
+            out.push_str(escape);
+        }
+        at += 1;
+        start = at;
+    }
+    out.push_str(&text[start..]);
+    out.push('"');
+}
+
+/// Appends `value` in decimal.
+pub fn push_u64(out: &mut String, mut value: u64) {
+    if value < 10 {
+        out.push(char::from(b'0' + value as u8));
+        return;
+    }
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    // Always ASCII digits.
+    if let Ok(text) = std::str::from_utf8(&digits[at..]) {
+        out.push_str(text);
+    }
+}
+
+/// Appends `value` in decimal, with a `-` when negative.
+pub fn push_i64(out: &mut String, value: i64) {
+    if value < 0 {
+        out.push('-');
+    }
+    push_u64(out, value.unsigned_abs());
+}
+
+/// Appends `true` or `false`.
+pub fn push_bool(out: &mut String, value: bool) {
+    out.push_str(if value { "true" } else { "false" });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        /// Any text is written as serde_json writes it.
+        #[test]
+        fn strings_are_escaped_as_serde_json_escapes_them(text in "\\PC{0,40}|[\\x00-\\x7f]{0,40}|[a-z\"\\\\\\x00-\\x1f\u{7f}é€]{0,40}") {
+            let mut out = String::new();
+            push_string(&mut out, &text);
+            proptest::prop_assert_eq!(out, serde_json::to_string(&text).unwrap());
+        }
+
+        /// Integers are written as serde_json writes them.
+        #[test]
+        fn integers_are_written_as_serde_json_writes_them(value in proptest::num::i64::ANY, unsigned in proptest::num::u64::ANY) {
+            let mut out = String::new();
+            push_i64(&mut out, value);
+            out.push(' ');
+            push_u64(&mut out, unsigned);
+            proptest::prop_assert_eq!(out, format!("{value} {unsigned}"));
+        }
+    }
+
+    #[test]
+    fn every_byte_value_next_to_plain_text() {
+        for byte in 0u8..0x80 {
+            let text = format!("abcdefg{}hijklmnopq", char::from(byte));
+            let mut out = String::new();
+            push_string(&mut out, &text);
+            assert_eq!(out, serde_json::to_string(&text).unwrap(), "byte {byte:#x}");
+        }
+    }
+}
