@@ -235,12 +235,37 @@ pub fn input_shape(input: &str) -> String {
             rest = &after[close + 1..];
             continue;
         }
-        let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+        let end = word_end(rest);
         shape_word(&rest[..end], &mut out);
         rest = &rest[end..];
     }
     truncate_at_char(&mut out, SHAPE_LIMIT);
     out
+}
+
+/// Where the first word of `text` ends: at its first whitespace (as `char::is_whitespace`
+/// says), or at its end. ASCII is looked at byte by byte; only from the first non-ASCII byte
+/// on are chars decoded.
+fn word_end(text: &str) -> usize {
+    match text
+        .bytes()
+        .position(|byte| matches!(byte, b' ' | b'\t'..=b'\r') || !byte.is_ascii())
+    {
+        Some(at) if !text.as_bytes()[at].is_ascii() => text[at..]
+            .find(char::is_whitespace)
+            .map_or(text.len(), |end| at + end),
+        Some(at) => at,
+        None => text.len(),
+    }
+}
+
+/// Whether `word` holds `://` (a URL's scheme separator).
+fn has_scheme_separator(word: &str) -> bool {
+    let bytes = word.as_bytes();
+    bytes
+        .iter()
+        .enumerate()
+        .any(|(at, &byte)| byte == b':' && bytes[at + 1..].starts_with(b"//"))
 }
 
 /// Appends the shape of one word to `out`, stopping once `out` holds [`SHAPE_LIMIT`] bytes.
@@ -250,7 +275,7 @@ pub fn input_shape(input: &str) -> String {
 /// digit runs as `<number>` (no part of a run can qualify as `<hex>` when the whole run does
 /// not). Every byte is looked at a bounded number of times.
 fn shape_word(word: &str, out: &mut String) {
-    if word.contains("://") {
+    if has_scheme_separator(word) {
         out.push_str("<url>");
         return;
     }
@@ -281,7 +306,16 @@ fn shape_word(word: &str, out: &mut String) {
         while i < bytes.len() && !bytes[i].is_ascii_hexdigit() {
             i += 1;
         }
-        for ch in word[start..i].chars() {
+        let run = &word[start..i];
+        if run.is_ascii() {
+            // One byte a char: copied whole up to the limit, then lower-cased in place.
+            let from = out.len();
+            let take = run.len().min(SHAPE_LIMIT.saturating_sub(from));
+            out.push_str(&run[..take]);
+            out[from..].make_ascii_lowercase();
+            continue;
+        }
+        for ch in run.chars() {
             if out.len() >= SHAPE_LIMIT {
                 break;
             }
@@ -605,7 +639,7 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn shapes_match_the_reference_on_prompt_like_text(
-            input in "[a-fA-F0-9g-zG-Z \"@:/._\t\né€İ-]{0,400}"
+            input in "[a-fA-F0-9g-zG-Z \"@:/._\t\n\x0b\u{85}\u{a0}é€İ-]{0,400}"
         ) {
             proptest::prop_assert_eq!(input_shape(&input), reference_shape(&input));
         }
