@@ -12,6 +12,7 @@
 //! model and each model of its fallback chain, front then execute, within the original
 //! deadline.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -436,17 +437,22 @@ impl Runtime {
 /// The models tried for one request, and why each did not serve it.
 pub(crate) struct Attempts<'a> {
     runtime: &'a Runtime,
-    chosen_by: String,
+    chosen_by: Cow<'static, str>,
+    /// The first model tried, once it fell back.
     first: Option<String>,
     skipped: Vec<String>,
     started: Instant,
 }
 
 impl<'a> Attempts<'a> {
-    pub(crate) fn new(runtime: &'a Runtime, chosen_by: &str, started: Instant) -> Attempts<'a> {
+    pub(crate) fn new(
+        runtime: &'a Runtime,
+        chosen_by: &Cow<'static, str>,
+        started: Instant,
+    ) -> Attempts<'a> {
         Attempts {
             runtime,
-            chosen_by: chosen_by.to_string(),
+            chosen_by: chosen_by.clone(),
             first: None,
             skipped: Vec::new(),
             started,
@@ -454,10 +460,7 @@ impl<'a> Attempts<'a> {
     }
 
     /// The routing diagnostics of an attempt on `model`.
-    pub(crate) fn routing(&mut self, model: &ModelEntry) -> RoutingDiagnostics {
-        if self.first.is_none() {
-            self.first = Some(model.id.clone());
-        }
+    pub(crate) fn routing(&self, model: &ModelEntry) -> RoutingDiagnostics {
         let fallback_from = self
             .first
             .as_ref()
@@ -497,6 +500,9 @@ impl<'a> Attempts<'a> {
             "model cannot take the request; trying its fallback"
         );
         self.skipped.push(format!("{}: {}", model.id, error.code()));
+        if self.first.is_none() {
+            self.first = Some(model.id.clone());
+        }
         true
     }
 }

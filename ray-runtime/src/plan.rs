@@ -2,6 +2,7 @@
 //! family, degradation clamps and the cache key. Pure functions of the request, the config
 //! and a pressure snapshot, so every rule is testable without a runtime.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use ray_core::RayError;
@@ -82,7 +83,7 @@ pub(crate) struct PlanOptions {
 pub(crate) fn plan(
     config: &RayConfig,
     model: &ModelConfig,
-    request: InferRequest,
+    mut request: InferRequest,
     decision: &Decision,
     tuner: &Tuner,
     options: PlanOptions,
@@ -95,7 +96,7 @@ pub(crate) fn plan(
     let model_max = model.max_output_tokens;
     let extensions = request.extensions();
     let clamped = request.clamps(model_max);
-    let mut metadata = request.metadata.clone().unwrap_or_default();
+    let mut metadata = request.metadata.take().unwrap_or_default();
 
     // Templates: rendered now, their metadata overriding the caller's of the same names.
     let (mut input, mut system, template, template_lane, default_max, default_format) =
@@ -129,19 +130,22 @@ pub(crate) fn plan(
                 )
             }
             None => (
-                request.input.clone().unwrap_or_default(),
-                request.system.clone(),
+                request.input.take().unwrap_or_default(),
+                request.system.take(),
                 None,
                 None,
                 model_max,
                 ResponseFormatKind::Text,
             ),
         };
-    input = input.trim().to_string();
+    trim_in_place(&mut input);
     system = system
-        .map(|s| s.trim().to_string())
+        .map(|mut s| {
+            trim_in_place(&mut s);
+            s
+        })
         .filter(|s| !s.is_empty());
-    let mut history: Vec<ChatTurn> = request.history.clone().unwrap_or_default();
+    let mut history: Vec<ChatTurn> = request.history.take().unwrap_or_default();
 
     let requested_max_tokens = request
         .max_tokens
@@ -287,7 +291,7 @@ pub(crate) fn plan(
         task_routing,
         routing: RoutingDiagnostics {
             model: model.id.clone(),
-            chosen_by: "default".into(),
+            chosen_by: Cow::Borrowed("default"),
             ..RoutingDiagnostics::default()
         },
         extensions,
@@ -299,6 +303,16 @@ pub(crate) fn plan(
             None => config.telemetry.response_diagnostics,
         },
     })
+}
+
+/// Trims `text`'s surrounding whitespace without a new allocation.
+fn trim_in_place(text: &mut String) {
+    let end = text.trim_end().len();
+    text.truncate(end);
+    let start = text.len() - text.trim_start().len();
+    if start > 0 {
+        text.drain(..start);
+    }
 }
 
 /// Learned-cap diagnostics for a request the cap does not touch.
@@ -396,14 +410,16 @@ fn task_routing(
     family: &str,
     input: &str,
 ) -> TaskRoutingDiagnostics {
-    let family_lower = family.to_lowercase();
+    // ASCII case-insensitive: no other char lower-cases into these words.
     let task_kind = if response_format == ResponseFormatKind::JsonObject
-        || family_lower.contains("classification")
+        || contains_ignore_ascii_case(family, "classification")
     {
         "classification"
-    } else if family_lower.contains("rewrite") {
+    } else if contains_ignore_ascii_case(family, "rewrite") {
         "rewrite"
-    } else if family_lower.contains("email") || contains_ignore_ascii_case(input, "email") {
+    } else if contains_ignore_ascii_case(family, "email")
+        || contains_ignore_ascii_case(input, "email")
+    {
         "draft"
     } else {
         "unknown"
@@ -423,8 +439,8 @@ fn task_routing(
         .as_deref()
         .is_none_or(|role| role == recommended || recommended == "general" || role == "general");
     TaskRoutingDiagnostics {
-        task_kind: task_kind.into(),
-        recommended_model_role: recommended.into(),
+        task_kind: Cow::Borrowed(task_kind),
+        recommended_model_role: Cow::Borrowed(recommended),
         active_model_role: active,
         matched_active_role: matched,
     }

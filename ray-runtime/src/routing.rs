@@ -7,6 +7,8 @@
 //! - Embedding requests only go to models with the `embedding` role, generation requests only
 //!   to the others.
 
+use std::borrow::Cow;
+
 use ray_core::RayError;
 use ray_core::config::{AUTO_MODEL, ModelRole, RouteKind, RoutingRule};
 
@@ -41,7 +43,7 @@ pub(crate) struct Choice {
     /// Index into the registry.
     pub(crate) model: usize,
     /// `request`, `rule:NAME` or `default`.
-    pub(crate) chosen_by: String,
+    pub(crate) chosen_by: Cow<'static, str>,
 }
 
 /// Chooses the model for a request.
@@ -72,12 +74,12 @@ pub(crate) fn choose(
         if matches(rule, facts, entry.context_window()) {
             return Ok(Choice {
                 model,
-                chosen_by: format!(
+                chosen_by: Cow::Owned(format!(
                     "rule:{}",
                     rule.name
                         .clone()
                         .unwrap_or_else(|| format!("rules[{index}]"))
-                ),
+                )),
             });
         }
     }

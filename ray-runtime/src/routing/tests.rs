@@ -51,7 +51,7 @@ fn pick(
     facts: RouteFacts,
 ) -> Result<(String, String), RayError> {
     choose(&config.routing.rules, registry, &facts)
-        .map(|c| (registry.at(c.model).id.clone(), c.chosen_by))
+        .map(|c| (registry.at(c.model).id.clone(), c.chosen_by.into_owned()))
 }
 
 #[test]

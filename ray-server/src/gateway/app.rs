@@ -549,7 +549,7 @@ pub(crate) fn with_routing_headers(
     }
     let route = match &routing.fallback_from {
         Some(from) => format!("{}; fallback-from={from}", routing.chosen_by),
-        None => routing.chosen_by.clone(),
+        None => routing.chosen_by.to_string(),
     };
     if let Ok(route) = HeaderValue::from_str(&route) {
         headers.insert("x-ray-route", route);

@@ -2,6 +2,8 @@
 //! routed the way it was (routing, degradation and the signals behind it, the prompt compiler,
 //! adaptive tuning, the scheduler, the provider and its timings).
 
+use std::borrow::Cow;
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -175,7 +177,7 @@ pub struct RoutingDiagnostics {
     pub model: String,
     /// What chose it: `request` (the request named it), `rule:NAME` (a routing rule), or
     /// `default` (`defaultModel`).
-    pub chosen_by: String,
+    pub chosen_by: Cow<'static, str>,
     /// The model first chosen, when a fallback served the request instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback_from: Option<String>,
@@ -474,9 +476,9 @@ pub struct AdaptiveTuningDiagnostics {
 #[serde(rename_all = "camelCase", default)]
 pub struct TaskRoutingDiagnostics {
     /// `classification`, `rewrite`, `draft` or `unknown`.
-    pub task_kind: String,
+    pub task_kind: Cow<'static, str>,
     /// `classifier`, `drafter` or `general`.
-    pub recommended_model_role: String,
+    pub recommended_model_role: Cow<'static, str>,
     /// `tags.modelRole`, when set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active_model_role: Option<String>,
@@ -493,7 +495,7 @@ pub struct SchedulerDiagnostics {
     /// Prompt tokens counted for admission.
     pub prompt_tokens: u32,
     /// `tokenizer` (counted by the backend) or `estimate` (chars / 4).
-    pub prompt_tokens_source: String,
+    pub prompt_tokens_source: Cow<'static, str>,
     /// Prompt tokens plus `maxTokens`: what the request reserved from the token budgets.
     pub cost_tokens: u32,
     /// The priority it ran with and how long it waited for a permit.
@@ -506,7 +508,7 @@ pub struct SchedulerDiagnostics {
 #[serde(rename_all = "camelCase", default)]
 pub struct ProviderDiagnostics {
     /// `mock`, `openai-chat` or `llama.cpp-completion`.
-    pub request_shape: String,
+    pub request_shape: Cow<'static, str>,
     /// `llama.cpp-template`, `prompt-scaffold` or `ray-chat-fallback`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt_format: Option<String>,
