@@ -35,17 +35,24 @@ fn needs_escape(word: u64) -> bool {
 pub fn push_string(out: &mut String, text: &str) {
     out.reserve(text.len() + 2);
     out.push('"');
+    push_escaped(out, text);
+    out.push('"');
+}
+
+/// Appends `text` escaped as inside a JSON string literal (what [`push_string`] writes
+/// between the quotes).
+pub fn push_escaped(out: &mut String, text: &str) {
     let bytes = text.as_bytes();
     let mut start = 0;
     let mut at = 0;
     while at < bytes.len() {
-        if let Some(chunk) = bytes.get(at..at + 8) {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            if !needs_escape(u64::from_le_bytes(word)) {
-                at += 8;
-                continue;
-            }
+        // Eight bytes at a time; the tail padded with a letter, so a short string is one word.
+        let step = (bytes.len() - at).min(8);
+        let mut word = [b'a'; 8];
+        word[..step].copy_from_slice(&bytes[at..at + step]);
+        if !needs_escape(u64::from_le_bytes(word)) {
+            at += step;
+            continue;
         }
         let byte = bytes[at];
         let escape: &str = match byte {
@@ -76,7 +83,23 @@ pub fn push_string(out: &mut String, text: &str) {
         start = at;
     }
     out.push_str(&text[start..]);
-    out.push('"');
+}
+
+/// Appends `name` as an object key with its colon (`"name":`): copied as it is when it is
+/// an identifier (letters, digits, `_`, `.`, `-`), escaped otherwise.
+pub fn push_key(out: &mut String, name: &str) {
+    if name
+        .bytes()
+        .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'.' | b'-'))
+    {
+        out.reserve(name.len() + 3);
+        out.push('"');
+        out.push_str(name);
+        out.push_str("\":");
+    } else {
+        push_string(out, name);
+        out.push(':');
+    }
 }
 
 /// Appends `value` in decimal.
@@ -139,12 +162,28 @@ mod tests {
     }
 
     #[test]
-    fn every_byte_value_next_to_plain_text() {
-        for byte in 0u8..0x80 {
-            let text = format!("abcdefg{}hijklmnopq", char::from(byte));
+    fn keys_are_written_as_serde_json_writes_them() {
+        for name in ["request_id", "a.b-c", "say \"hi\"", "tab\there", "é"] {
             let mut out = String::new();
-            push_string(&mut out, &text);
-            assert_eq!(out, serde_json::to_string(&text).unwrap(), "byte {byte:#x}");
+            push_key(&mut out, name);
+            assert_eq!(out, format!("{}:", serde_json::to_string(name).unwrap()));
+        }
+    }
+
+    #[test]
+    fn every_byte_value_next_to_plain_text() {
+        // Every ASCII byte at every place of strings of up to 20 bytes (inside a word of
+        // eight, in the padded tail, alone).
+        for byte in 0u8..0x80 {
+            for len in 1..=20 {
+                for at in 0..len {
+                    let mut text = "x".repeat(len);
+                    text.replace_range(at..=at, char::from(byte).encode_utf8(&mut [0; 4]));
+                    let mut out = String::new();
+                    push_string(&mut out, &text);
+                    assert_eq!(out, serde_json::to_string(&text).unwrap(), "byte {byte:#x}");
+                }
+            }
         }
     }
 }

@@ -5,7 +5,9 @@ use std::fmt::{self, Write as _};
 use std::io::Write;
 
 use ray_core::config::LogLevel;
-use ray_core::json_text::{push_i64, push_string as push_json_string, push_u64};
+use ray_core::json_text::{
+    push_escaped, push_i64, push_key, push_string as push_json_string, push_u64,
+};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::Layer;
@@ -113,26 +115,33 @@ impl JsonLayer {
         }
     }
 
-    /// The line for one event (without the trailing newline). Fields are written straight into
-    /// the line as they are visited, with no intermediate map: this runs once per request.
+    /// The line for one event (without the trailing newline).
     pub fn format(&self, event: &Event<'_>) -> String {
-        let mut visitor = FieldVisitor {
-            message: None,
-            fields: String::with_capacity(192),
-        };
-        event.record(&mut visitor);
-        let mut line = String::with_capacity(96 + visitor.fields.len());
+        let mut line = String::with_capacity(256);
+        self.format_into(event, &mut line);
+        line
+    }
+
+    /// Appends the line for one event (without the trailing newline) to `line`. Fields are
+    /// written straight into the line as they are visited, with no intermediate map or
+    /// string: this runs once per request.
+    pub fn format_into(&self, event: &Event<'_>, line: &mut String) {
         line.push_str("{\"ts\":\"");
-        ray_core::time::push_now_rfc3339(&mut line);
+        ray_core::time::push_now_rfc3339(line);
         line.push_str("\",\"service\":");
-        push_json_string(&mut line, &self.service);
+        push_json_string(line, &self.service);
         line.push_str(",\"level\":\"");
         line.push_str(level_name(*event.metadata().level()));
-        line.push_str("\",\"message\":");
-        push_json_string(&mut line, visitor.message.as_deref().unwrap_or(""));
-        line.push_str(&visitor.fields);
-        line.push('}');
-        line
+        line.push('"');
+        let mut visitor = FieldVisitor {
+            line,
+            message: Message::Unwritten,
+        };
+        event.record(&mut visitor);
+        if matches!(visitor.message, Message::Unwritten) {
+            visitor.line.push_str(",\"message\":\"\"");
+        }
+        visitor.line.push('}');
     }
 }
 
@@ -147,11 +156,31 @@ fn level_name(level: Level) -> &'static str {
 
 impl<S: Subscriber> Layer<S> for JsonLayer {
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
-        let mut line = self.format(event);
+        // One buffer per thread, reused line after line (a fresh one if an event is logged
+        // while this thread formats another).
+        thread_local! {
+            static LINE: std::cell::RefCell<String> = std::cell::RefCell::new(String::with_capacity(512));
+        }
+        LINE.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut line) => {
+                line.clear();
+                self.emit(event, &mut line);
+                if line.capacity() > 64 * 1024 {
+                    *line = String::with_capacity(512);
+                }
+            }
+            Err(_) => self.emit(event, &mut String::new()),
+        });
+    }
+}
+
+impl JsonLayer {
+    fn emit(&self, event: &Event<'_>, line: &mut String) {
+        self.format_into(event, line);
         line.push('\n');
         let error = *event.metadata().level() == Level::ERROR;
         if let Some(writer) = &self.writer {
-            writer.write(error, &line);
+            writer.write(error, line);
             return;
         }
         // One write per line, so concurrent lines never interleave.
@@ -163,84 +192,156 @@ impl<S: Subscriber> Layer<S> for JsonLayer {
     }
 }
 
-struct FieldVisitor {
-    message: Option<String>,
-    /// `,"key":value` for every field but the message, in order.
-    fields: String,
+struct FieldVisitor<'a> {
+    /// The line: `,"key":value` is appended for every field, in order.
+    line: &'a mut String,
+    message: Message,
 }
 
-impl FieldVisitor {
+/// Where the line stands with its `message`, which comes right after `level`.
+enum Message {
+    /// Not written yet.
+    Unwritten,
+    /// Written as `""` at this offset because another field came first; a message visited
+    /// later replaces it.
+    Placeholder(usize),
+    /// Written.
+    Written,
+}
+
+impl FieldVisitor<'_> {
+    /// Writes the key of a field that is not the message; `false` for the names the line
+    /// already has.
     fn key(&mut self, field: &Field) -> bool {
         let name = field.name();
         if matches!(name, "ts" | "service" | "level") {
             return false;
         }
-        self.fields.push(',');
-        push_json_string(&mut self.fields, name);
-        self.fields.push(':');
+        if matches!(self.message, Message::Unwritten) {
+            self.line.push_str(",\"message\":");
+            self.message = Message::Placeholder(self.line.len());
+            self.line.push_str("\"\"");
+        }
+        self.line.push(',');
+        push_key(self.line, name);
         true
     }
-}
 
-fn bounded(text: &str) -> std::borrow::Cow<'_, str> {
-    if text.len() <= MAX_FIELD_CHARS || text.chars().count() <= MAX_FIELD_CHARS {
-        std::borrow::Cow::Borrowed(text)
-    } else {
-        let mut cut: String = text.chars().take(MAX_FIELD_CHARS).collect();
-        cut.push('…');
-        std::borrow::Cow::Owned(cut)
+    /// Writes the message (bounded) from `write`, which writes it through a [`Bounded`].
+    fn message(&mut self, write: impl FnOnce(&mut Bounded<'_>)) {
+        match self.message {
+            Message::Unwritten => {
+                self.line.push_str(",\"message\":\"");
+                write(&mut Bounded::new(self.line));
+                self.line.push('"');
+                self.message = Message::Written;
+            }
+            Message::Placeholder(at) => {
+                // Not how tracing's macros order fields (the message comes first), but kept
+                // right if an event does.
+                let mut text = String::from("\"");
+                write(&mut Bounded::new(&mut text));
+                text.push('"');
+                self.line.replace_range(at..at + 2, &text);
+                self.message = Message::Written;
+            }
+            Message::Written => {}
+        }
     }
 }
 
-impl Visit for FieldVisitor {
+/// Appends text escaped for a JSON string, keeping at most [`MAX_FIELD_CHARS`] chars and
+/// marking a cut with `…`.
+struct Bounded<'a> {
+    out: &'a mut String,
+    room: usize,
+    cut: bool,
+}
+
+impl<'a> Bounded<'a> {
+    fn new(out: &'a mut String) -> Bounded<'a> {
+        Bounded {
+            out,
+            room: MAX_FIELD_CHARS,
+            cut: false,
+        }
+    }
+}
+
+impl fmt::Write for Bounded<'_> {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        if self.cut {
+            return Ok(());
+        }
+        let chars = if text.len() <= self.room {
+            text.chars().count()
+        } else {
+            match text.char_indices().nth(self.room) {
+                Some((end, _)) => {
+                    push_escaped(self.out, &text[..end]);
+                    self.out.push('…');
+                    self.cut = true;
+                    return Ok(());
+                }
+                None => text.chars().count(),
+            }
+        };
+        push_escaped(self.out, text);
+        self.room -= chars;
+        Ok(())
+    }
+}
+
+impl Visit for FieldVisitor<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
         if field.name() == "message" {
-            self.message = Some(bounded(value).into_owned());
+            self.message(|out| {
+                let _ = out.write_str(value);
+            });
         } else if self.key(field) {
-            push_json_string(&mut self.fields, &bounded(value));
+            self.line.push('"');
+            let _ = Bounded::new(self.line).write_str(value);
+            self.line.push('"');
         }
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         if field.name() == "message" {
-            // The message: written once into its own string.
-            let mut message = String::with_capacity(32);
-            let _ = write!(message, "{value:?}");
-            if message.len() > MAX_FIELD_CHARS {
-                message = bounded(&message).into_owned();
-            }
-            self.message = Some(message);
-        } else {
-            let text = format!("{value:?}");
-            self.record_str(field, &text);
+            self.message(|out| {
+                let _ = write!(out, "{value:?}");
+            });
+        } else if self.key(field) {
+            self.line.push('"');
+            let _ = write!(Bounded::new(self.line), "{value:?}");
+            self.line.push('"');
         }
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
         if self.key(field) {
-            push_i64(&mut self.fields, value);
+            push_i64(self.line, value);
         }
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
         if self.key(field) {
-            push_u64(&mut self.fields, value);
+            push_u64(self.line, value);
         }
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
         if self.key(field) {
             if value.is_finite() {
-                let _ = write!(self.fields, "{value}");
+                let _ = write!(self.line, "{value}");
             } else {
-                self.fields.push_str("null");
+                self.line.push_str("null");
             }
         }
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
         if self.key(field) {
-            self.fields.push_str(if value { "true" } else { "false" });
+            self.line.push_str(if value { "true" } else { "false" });
         }
     }
 }
@@ -317,9 +418,47 @@ mod tests {
         assert!(line["ts"].as_str().unwrap().ends_with('Z'));
     }
 
+    fn capture(log: impl FnOnce()) -> Vec<String> {
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let subscriber = tracing_subscriber::registry().with(Capture {
+            layer: JsonLayer::new("ray-gateway"),
+            lines: lines.clone(),
+        });
+        tracing::subscriber::with_default(subscriber, log);
+        let lines = lines.lock().clone();
+        lines
+    }
+
+    #[test]
+    fn the_message_follows_the_level_and_fields_keep_their_order() {
+        let lines = capture(|| {
+            tracing::info!(status = 200u16, code = %"queue_full", latency_ms = 3u64, "request completed");
+            tracing::info!(status = 200u16);
+        });
+        let tail = |line: &str| line[line.find(",\"service\"").unwrap()..].to_string();
+        assert_eq!(
+            tail(&lines[0]),
+            ",\"service\":\"ray-gateway\",\"level\":\"info\",\"message\":\"request completed\",\"status\":200,\"code\":\"queue_full\",\"latency_ms\":3}"
+        );
+        assert_eq!(
+            tail(&lines[1]),
+            ",\"service\":\"ray-gateway\",\"level\":\"info\",\"message\":\"\",\"status\":200}"
+        );
+    }
+
     #[test]
     fn long_fields_are_bounded() {
-        let long = "x".repeat(MAX_FIELD_CHARS + 10);
-        assert_eq!(bounded(&long).chars().count(), MAX_FIELD_CHARS + 1);
+        let long = "é".repeat(MAX_FIELD_CHARS + 10);
+        let exact = "x".repeat(MAX_FIELD_CHARS);
+        let lines = capture(|| {
+            tracing::info!(error = long.as_str(), shown = %exact, "{long}");
+        });
+        let line: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+        for key in ["message", "error"] {
+            let text = line[key].as_str().unwrap();
+            assert_eq!(text.chars().count(), MAX_FIELD_CHARS + 1, "{key}");
+            assert!(text.ends_with("é…"), "{key}");
+        }
+        assert_eq!(line["shown"], exact.as_str());
     }
 }
