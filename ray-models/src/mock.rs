@@ -19,8 +19,8 @@ use crate::provider::{
 #[derive(Debug)]
 pub struct MockProvider {
     model_id: String,
-    profile: String,
-    seed: Option<String>,
+    /// The first line of every answer, written once.
+    header: String,
     latency: Duration,
     calls: AtomicU64,
 }
@@ -33,10 +33,15 @@ impl MockProvider {
         seed: Option<String>,
         latency: Duration,
     ) -> MockProvider {
+        let model_id = model_id.into();
+        let header = format!(
+            "[ray:mock model={model_id} profile={} seed={}]\n",
+            profile.into(),
+            seed.as_deref().unwrap_or("none")
+        );
         MockProvider {
-            model_id: model_id.into(),
-            profile: profile.into(),
-            seed,
+            model_id,
+            header,
             latency,
             calls: AtomicU64::new(0),
         }
@@ -49,18 +54,15 @@ impl MockProvider {
 
     /// The text the mock answers `request` with.
     pub fn render(&self, request: &ProviderRequest) -> String {
-        let mut text = format!(
-            "[ray:mock model={} profile={} seed={}]\n",
-            self.model_id,
-            self.profile,
-            self.seed.as_deref().unwrap_or("none")
-        );
+        let input = first_chars(&request.input, 320);
+        let mut text = String::with_capacity(self.header.len() + input.len() + 90);
+        text.push_str(&self.header);
         if let Some(system) = &request.system {
             text.push_str("system=");
-            text.extend(system.chars().take(72));
+            text.push_str(first_chars(system, 72));
             text.push('\n');
         }
-        text.extend(request.input.chars().take(320));
+        text.push_str(input);
         text
     }
 
@@ -105,6 +107,16 @@ impl MockProvider {
             None => Ok(()),
         }
     }
+}
+
+/// The first `count` chars of `text`.
+fn first_chars(text: &str, count: usize) -> &str {
+    if text.len() <= count {
+        return text;
+    }
+    text.char_indices()
+        .nth(count)
+        .map_or(text, |(end, _)| &text[..end])
 }
 
 #[async_trait]
@@ -249,6 +261,18 @@ mod tests {
         );
         assert_eq!(output.text, expected);
         assert_eq!(mock.calls(), 1);
+        // Cut by chars, not bytes.
+        let mut request = ProviderRequest::new("req_2", "é".repeat(400), 16);
+        request.system = Some("€".repeat(73));
+        let text = mock.render(&request);
+        let expected = format!(
+            "[ray:mock model=tiny-dev profile=tiny seed=ray-tiny]\nsystem={}\n{}",
+            "€".repeat(72),
+            "é".repeat(320)
+        );
+        assert_eq!(text, expected);
+        assert_eq!(first_chars("ab", 5), "ab");
+        assert_eq!(first_chars("éé", 1), "é");
     }
 
     #[tokio::test(start_paused = true)]
