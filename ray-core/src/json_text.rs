@@ -47,10 +47,23 @@ pub fn push_escaped(out: &mut String, text: &str) {
     let mut at = 0;
     while at < bytes.len() {
         // Eight bytes at a time; the tail padded with a letter, so a short string is one word.
-        let step = (bytes.len() - at).min(8);
-        let mut word = [b'a'; 8];
-        word[..step].copy_from_slice(&bytes[at..at + step]);
-        if !needs_escape(u64::from_le_bytes(word)) {
+        // (Fixed-size loads and shifts: a copy of a variable length would be a call.)
+        let (word, step) = match bytes.get(at..at + 8) {
+            Some(chunk) => {
+                let mut word = [0u8; 8];
+                word.copy_from_slice(chunk);
+                (u64::from_le_bytes(word), 8)
+            }
+            None => {
+                let mut word = ONES * u64::from(b'a');
+                for (index, &byte) in bytes[at..].iter().enumerate() {
+                    let shift = 8 * index;
+                    word = (word & !(0xff << shift)) | (u64::from(byte) << shift);
+                }
+                (word, bytes.len() - at)
+            }
+        };
+        if !needs_escape(word) {
             at += step;
             continue;
         }
@@ -85,27 +98,28 @@ pub fn push_escaped(out: &mut String, text: &str) {
     out.push_str(&text[start..]);
 }
 
-/// Appends `name` as an object key with its colon (`"name":`): copied as it is when it is
-/// an identifier (letters, digits, `_`, `.`, `-`), escaped otherwise.
+/// Appends `name` as an object key with its colon (`"name":`), escaped as
+/// [`push_string`] escapes.
 pub fn push_key(out: &mut String, name: &str) {
-    if name
-        .bytes()
-        .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'.' | b'-'))
-    {
-        out.reserve(name.len() + 3);
-        out.push('"');
-        out.push_str(name);
-        out.push_str("\":");
-    } else {
-        push_string(out, name);
-        out.push(':');
-    }
+    out.reserve(name.len() + 3);
+    out.push('"');
+    push_escaped(out, name);
+    out.push_str("\":");
 }
 
 /// Appends `value` in decimal.
 pub fn push_u64(out: &mut String, mut value: u64) {
+    // Most values here are small: written digit by digit without a buffer.
     if value < 10 {
         out.push(char::from(b'0' + value as u8));
+        return;
+    }
+    if value < 1000 {
+        if value >= 100 {
+            out.push(char::from(b'0' + (value / 100) as u8));
+        }
+        out.push(char::from(b'0' + (value / 10 % 10) as u8));
+        out.push(char::from(b'0' + (value % 10) as u8));
         return;
     }
     let mut digits = [0u8; 20];
@@ -158,6 +172,15 @@ mod tests {
             out.push(' ');
             push_u64(&mut out, unsigned);
             proptest::prop_assert_eq!(out, format!("{value} {unsigned}"));
+        }
+    }
+
+    #[test]
+    fn small_integers_are_written_as_display_writes_them() {
+        for value in (0..=2_000).chain([9_999, 10_000, u64::MAX]) {
+            let mut out = String::new();
+            push_u64(&mut out, value);
+            assert_eq!(out, value.to_string());
         }
     }
 

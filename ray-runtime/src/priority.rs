@@ -2,7 +2,6 @@
 //! `X-Ray-Priority` header on the OpenAI routes), lowered to its API key's highest class, and
 //! who it counts as for fair share (the API key, else the client address).
 
-use std::hash::{DefaultHasher, Hash, Hasher};
 
 use ray_core::config::PriorityConfig;
 use ray_core::wire::{InferRequest, Priority, PriorityClass, PriorityDiagnostics};
@@ -219,12 +218,17 @@ impl Runtime {
     }
 }
 
+/// The sender's fairness bucket: FNV-1a of `kind`, a separator and `value` (a key id from the
+/// config or a client address: short, and not chosen freely enough to aim a collision at
+/// another sender; a collision would only share a fairness bucket).
 fn hash_of(kind: &str, value: &str) -> u64 {
-    let mut hasher = DefaultHasher::new();
-    kind.hash(&mut hasher);
-    value.hash(&mut hasher);
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in kind.bytes().chain([0xff]).chain(value.bytes()) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
     // 0 stands for "nobody in particular".
-    hasher.finish().max(1)
+    hash.max(1)
 }
 
 #[cfg(test)]

@@ -178,15 +178,27 @@ fn is_port(text: &str) -> bool {
 /// Also accepts dotted IPv4 addresses, whose labels are digits.
 fn is_dns_name(name: &str) -> bool {
     let name = name.strip_suffix('.').unwrap_or(name);
-    !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
+    if name.is_empty() || name.len() > 253 {
+        return false;
+    }
+    // Labels of 1 to 63 letters, digits, `-` or `_`, between dots: one pass over the bytes.
+    let mut label = 0;
+    for byte in name.bytes() {
+        if byte == b'.' {
+            if label == 0 {
+                return false;
+            }
+            label = 0;
+        } else if byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_' {
+            label += 1;
+            if label > 63 {
+                return false;
+            }
+        } else {
+            return false;
+        }
+    }
+    label > 0
 }
 
 #[cfg(test)]
@@ -232,6 +244,27 @@ mod tests {
             &format!("{}.com", "a.".repeat(200)),
         ] {
             assert!(!is_valid_host(bad), "{bad:?}");
+        }
+    }
+
+    /// The split-based definition the one-pass check replaced.
+    fn reference_dns_name(name: &str) -> bool {
+        let name = name.strip_suffix('.').unwrap_or(name);
+        !name.is_empty()
+            && name.len() <= 253
+            && name.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn dns_names_match_the_reference(name in "[a-c0-9._\\-é:]{0,70}|[a.]{60,140}|a{60,66}(\\.a{0,3}){0,2}") {
+            proptest::prop_assert_eq!(is_dns_name(&name), reference_dns_name(&name));
         }
     }
 
