@@ -2,7 +2,6 @@
 //! `X-Ray-Priority` header on the OpenAI routes), lowered to its API key's highest class, and
 //! who it counts as for fair share (the API key, else the client address).
 
-
 use ray_core::config::PriorityConfig;
 use ray_core::wire::{InferRequest, Priority, PriorityClass, PriorityDiagnostics};
 use ray_core::{ErrorCode, RayError};

@@ -71,6 +71,23 @@ fn count(text: &str) -> u64 {
 /// CRLF to LF; each line trimmed with runs of spaces and tabs collapsed; 3+ newlines to 2;
 /// the whole text trimmed. One pass, one allocation.
 pub fn collapse_whitespace(text: &str) -> String {
+    // Most prompts have nothing to collapse: no tab, CR or LF, no two spaces in a row, no
+    // space at either end. Those are copied whole.
+    let bytes = text.as_bytes();
+    let plain = bytes.first() != Some(&b' ')
+        && bytes.last() != Some(&b' ')
+        && !bytes
+            .iter()
+            .any(|&byte| matches!(byte, b'\t' | b'\r' | b'\n'))
+        && !bytes.windows(2).any(|pair| pair == b"  ");
+    if plain {
+        return text.to_string();
+    }
+    collapse_runs(text)
+}
+
+/// [`collapse_whitespace`]'s pass over every char.
+fn collapse_runs(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     // Pending separators, written only when more text follows on the line / in the text.
     let mut pending_space = false;
@@ -359,6 +376,12 @@ mod tests {
     use super::*;
 
     proptest::proptest! {
+        /// The copy of a prompt with nothing to collapse gives what the full pass gives.
+        #[test]
+        fn plain_text_shortcut_is_the_full_pass(text in "[a-c \t\r\n\u{a0}\x0bé]{0,24}") {
+            proptest::prop_assert_eq!(collapse_whitespace(&text), collapse_runs(&text));
+        }
+
         /// The one-line shortcut gives what the two passes give.
         #[test]
         fn dedupe_and_tidy_is_the_two_passes(text in "[a-c \t\r\n\u{3000}A]{0,24}") {
