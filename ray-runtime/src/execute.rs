@@ -79,7 +79,7 @@ impl Runtime {
     pub(crate) async fn run(
         &self,
         request_id: &str,
-        request: InferRequest,
+        request: Box<InferRequest>,
         context: &RequestContext,
         mut options: PlanOptions,
         started: Instant,
@@ -124,7 +124,7 @@ impl Runtime {
     async fn run_on(
         &self,
         request_id: &str,
-        request: InferRequest,
+        request: Box<InferRequest>,
         model: &Arc<ModelEntry>,
         routing: RoutingDiagnostics,
         options: PlanOptions,

@@ -121,7 +121,7 @@ impl Runtime {
     pub(crate) async fn front(
         &self,
         request_id: &str,
-        request: InferRequest,
+        request: Box<InferRequest>,
         model: &Arc<ModelEntry>,
         routing: RoutingDiagnostics,
         options: PlanOptions,
@@ -235,7 +235,7 @@ impl Runtime {
     fn plan_and_look_up(
         &self,
         request_id: &str,
-        request: InferRequest,
+        request: Box<InferRequest>,
         model: &Arc<ModelEntry>,
         routing: RoutingDiagnostics,
         options: PlanOptions,
@@ -251,7 +251,7 @@ impl Runtime {
         let mut plan = plan(
             config,
             &model.config,
-            request,
+            *request,
             &decision,
             &model.tuner,
             options,
@@ -376,18 +376,21 @@ impl Runtime {
 
     /// [`Runtime::infer`] for a request that arrived on `context`'s route (for the routing
     /// rules: route, task header, API key, tools).
-    pub async fn infer_in(
-        &self,
+    ///
+    /// (A plain function returning the pipeline's future, with the request boxed: every layer
+    /// of that future would otherwise hold its own copy of the request, and a server moves
+    /// the future at least once per request.)
+    pub fn infer_in<'a>(
+        &'a self,
         request: InferRequest,
-        context: &RequestContext,
-    ) -> Result<InferResponse, RayError> {
-        self.infer_with(request, context, PlanOptions::default(), true)
-            .await
+        context: &'a RequestContext,
+    ) -> impl Future<Output = Result<InferResponse, RayError>> + 'a {
+        self.infer_with(Box::new(request), context, PlanOptions::default(), true)
     }
 
     pub(crate) async fn infer_with(
         &self,
-        request: InferRequest,
+        request: Box<InferRequest>,
         context: &RequestContext,
         options: PlanOptions,
         counted: bool,

@@ -74,8 +74,11 @@ impl<'a> LogPolicy<'a> {
 /// inside it are left to the access line the caller writes, so each refusal is counted in the
 /// log once. Outside such a scope (an embedding program, a job, a stream that already
 /// answered 200) the runtime summarises them itself.
-pub async fn access_scope<F: Future>(future: F) -> F::Output {
-    ACCESS_SCOPE.scope((), future).await
+///
+/// (A plain function returning the scope's future: an `async fn` would hold `future` twice,
+/// as its argument and inside the scope it awaits, and every request moves this future.)
+pub fn access_scope<F: Future>(future: F) -> impl Future<Output = F::Output> {
+    ACCESS_SCOPE.scope((), future)
 }
 
 tokio::task_local! {

@@ -275,7 +275,7 @@ impl Runtime {
             let front = self
                 .front(
                     request_id,
-                    request.clone(),
+                    Box::new(request.clone()),
                     &model,
                     routing,
                     options,

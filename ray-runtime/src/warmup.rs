@@ -159,7 +159,7 @@ impl Runtime {
             let mut request = warmup_inference(warmup);
             request.model = Some(model.id.clone());
             self.infer_with(
-                request,
+                Box::new(request),
                 &RequestContext::default(),
                 PlanOptions {
                     greedy: true,

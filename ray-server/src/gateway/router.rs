@@ -3,13 +3,15 @@
 //! readiness, health, metrics, infer, cluster nodes) are answered here.
 
 use super::app::*;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 
 use crate::gateway::http::RequestBody;
 use hyper::{Method, Request, Response, StatusCode};
 use ray_core::config::RouteKind;
-use ray_core::wire::{DiagnosticsDetail, HealthStatus, InferRequest};
+use ray_core::wire::{DiagnosticsDetail, HealthStatus, InferRequest, InferResponse};
 use ray_core::{ErrorCode, RayError};
 
 use crate::gateway::client::client_ip;
@@ -369,7 +371,7 @@ impl App {
         }
         // Boxed: the runtime's future is large, and this one moves through every layer of
         // the connection.
-        match Box::pin(self.runtime.infer_in(parsed, &context)).await {
+        match self.boxed_infer(parsed, &context).await {
             Ok(response) => {
                 let answer = http::infer_json(&response);
                 log_response(log, &response);
@@ -377,6 +379,19 @@ impl App {
             }
             Err(error) => self.reject(Route::Infer, error, log, false),
         }
+    }
+}
+
+impl App {
+    /// The runtime's future for one request, boxed by a plain function: built inside the
+    /// route's `async fn`, the unboxed future (several KB) would stay in the route's own
+    /// future, which every request moves through the connection's layers.
+    fn boxed_infer<'a>(
+        &'a self,
+        parsed: InferRequest,
+        context: &'a ray_runtime::RequestContext,
+    ) -> Pin<Box<impl Future<Output = Result<InferResponse, RayError>> + 'a>> {
+        Box::pin(self.runtime.infer_in(parsed, context))
     }
 }
 
