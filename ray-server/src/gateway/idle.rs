@@ -107,11 +107,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
+        // No time is taken here: while `next_request_started` is set, the last activity is
+        // not looked at, and only the end of a response (which takes the time) clears it.
         if buf.filled().len() > before {
             self.activity
                 .next_request_started
                 .store(true, Ordering::Relaxed);
-            self.activity.touch();
         }
         polled
     }
