@@ -91,7 +91,7 @@ impl Runtime {
             ray_core::wire::PriorityClass::Interactive,
         )?;
         let route = self.route(&request, context)?;
-        let mut attempts = Attempts::new(self, &route.choice.chosen_by, started);
+        let mut attempts = Attempts::new(self, route.choice.chosen_by.clone(), started);
         // Each attempt but the last plans a copy; the last takes the request itself.
         let mut request = Some(request);
         for (position, &index) in route.chain.iter().enumerate() {
@@ -447,12 +447,12 @@ pub(crate) struct Attempts<'a> {
 impl<'a> Attempts<'a> {
     pub(crate) fn new(
         runtime: &'a Runtime,
-        chosen_by: &Cow<'static, str>,
+        chosen_by: Cow<'static, str>,
         started: Instant,
     ) -> Attempts<'a> {
         Attempts {
             runtime,
-            chosen_by: chosen_by.clone(),
+            chosen_by,
             first: None,
             skipped: Vec::new(),
             started,

@@ -267,7 +267,7 @@ impl Runtime {
             ..PlanOptions::default()
         };
         let route = self.route(&request, context)?;
-        let mut attempts = Attempts::new(self, &route.choice.chosen_by, started);
+        let mut attempts = Attempts::new(self, route.choice.chosen_by.clone(), started);
         for &index in &route.chain {
             let live = self.live();
             let model = live.registry.at(index).clone();

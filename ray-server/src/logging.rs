@@ -425,8 +425,7 @@ mod tests {
             lines: lines.clone(),
         });
         tracing::subscriber::with_default(subscriber, log);
-        let lines = lines.lock().clone();
-        lines
+        lines.lock().clone()
     }
 
     #[test]
