@@ -110,15 +110,13 @@ pub fn push_key(out: &mut String, name: &str) {
 /// Appends `value` in decimal.
 pub fn push_u64(out: &mut String, mut value: u64) {
     // Most values here are small: written digit by digit without a buffer.
-    if value < 10 {
-        out.push(char::from(b'0' + value as u8));
-        return;
-    }
     if value < 1000 {
         if value >= 100 {
             out.push(char::from(b'0' + (value / 100) as u8));
         }
-        out.push(char::from(b'0' + (value / 10 % 10) as u8));
+        if value >= 10 {
+            out.push(char::from(b'0' + (value / 10 % 10) as u8));
+        }
         out.push(char::from(b'0' + (value % 10) as u8));
         return;
     }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
+use ray_core::wire::jobs::first_chars;
 use ray_core::wire::{Availability, DetectedCapabilities, FinishReason, ProviderDiagnostics};
 
 use crate::error::ProviderError;
@@ -107,16 +108,6 @@ impl MockProvider {
             None => Ok(()),
         }
     }
-}
-
-/// The first `count` chars of `text`.
-fn first_chars(text: &str, count: usize) -> &str {
-    if text.len() <= count {
-        return text;
-    }
-    text.char_indices()
-        .nth(count)
-        .map_or(text, |(end, _)| &text[..end])
 }
 
 #[async_trait]
@@ -271,8 +262,6 @@ mod tests {
             "é".repeat(320)
         );
         assert_eq!(text, expected);
-        assert_eq!(first_chars("ab", 5), "ab");
-        assert_eq!(first_chars("éé", 1), "é");
     }
 
     #[tokio::test(start_paused = true)]

@@ -217,17 +217,12 @@ impl Runtime {
     }
 }
 
-/// The sender's fairness bucket: FNV-1a of `kind`, a separator and `value` (a key id from the
-/// config or a client address: short, and not chosen freely enough to aim a collision at
-/// another sender; a collision would only share a fairness bucket).
+/// The sender's fairness bucket: FNV-1a of `kind` and `value` (a key id from the config or a
+/// client address: short, and not chosen freely enough to aim a collision at another sender;
+/// a collision would only share a fairness bucket).
 fn hash_of(kind: &str, value: &str) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in kind.bytes().chain([0xff]).chain(value.bytes()) {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
     // 0 stands for "nobody in particular".
-    hash.max(1)
+    crate::ids::fnv1a(&[kind.as_bytes(), value.as_bytes()]).max(1)
 }
 
 #[cfg(test)]

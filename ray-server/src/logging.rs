@@ -273,21 +273,14 @@ impl fmt::Write for Bounded<'_> {
         if self.cut {
             return Ok(());
         }
-        let chars = if text.len() <= self.room {
-            text.chars().count()
+        let kept = ray_core::wire::jobs::first_chars(text, self.room);
+        push_escaped(self.out, kept);
+        if kept.len() < text.len() {
+            self.out.push('…');
+            self.cut = true;
         } else {
-            match text.char_indices().nth(self.room) {
-                Some((end, _)) => {
-                    push_escaped(self.out, &text[..end]);
-                    self.out.push('…');
-                    self.cut = true;
-                    return Ok(());
-                }
-                None => text.chars().count(),
-            }
-        };
-        push_escaped(self.out, text);
-        self.room -= chars;
+            self.room -= text.chars().count();
+        }
         Ok(())
     }
 }

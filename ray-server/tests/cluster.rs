@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod jobs_support;
+
 const KEY: &str = "a-cluster-key-of-enough-bytes";
 const HEARTBEAT_MS: u64 = 300;
 
@@ -373,53 +375,34 @@ async fn callback_receiver() -> (
 ) {
     use http_body_util::BodyExt;
     let seen = std::sync::Arc::new(parking_lot::Mutex::new(std::collections::HashMap::new()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
     let counts = seen.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            let counts = counts.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(
-                    move |request: hyper::Request<hyper::body::Incoming>| {
-                        let counts = counts.clone();
-                        async move {
-                            let key = request
-                                .headers()
-                                .get("idempotency-key")
-                                .and_then(|v| v.to_str().ok())
-                                .unwrap_or_default()
-                                .to_string();
-                            let body = request
-                                .into_body()
-                                .collect()
-                                .await
-                                .map(|b| b.to_bytes())
-                                .unwrap_or_default();
-                            let job: serde_json::Value =
-                                serde_json::from_slice(&body).unwrap_or_default();
-                            assert_eq!(
-                                job["job"]["id"],
-                                key.as_str(),
-                                "the idempotency key is the job id"
-                            );
-                            *counts.lock().entry(key).or_insert(0) += 1;
-                            Ok::<_, std::convert::Infallible>(hyper::Response::new(
-                                http_body_util::Full::new(bytes::Bytes::from_static(b"ok")),
-                            ))
-                        }
-                    },
-                );
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
-            });
+    let addr = jobs_support::serve(move |request: hyper::Request<hyper::body::Incoming>| {
+        let counts = counts.clone();
+        async move {
+            let key = request
+                .headers()
+                .get("idempotency-key")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            let body = request
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            let job: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            assert_eq!(
+                job["job"]["id"],
+                key.as_str(),
+                "the idempotency key is the job id"
+            );
+            *counts.lock().entry(key).or_insert(0) += 1;
+            hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from_static(b"ok")))
         }
-    });
-    (port, seen)
+    })
+    .await;
+    (addr.port(), seen)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -662,35 +645,17 @@ async fn a_peer_leaving_and_joining_again_reaches_a_command_hook() {
 /// Answers every callback `500` and counts the deliveries.
 async fn refusing_receiver() -> (u16, std::sync::Arc<std::sync::atomic::AtomicU32>) {
     let count = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
     let seen = count.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            let seen = seen.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(
-                    move |_request: hyper::Request<hyper::body::Incoming>| {
-                        seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        async move {
-                            let mut response = hyper::Response::new(http_body_util::Full::new(
-                                bytes::Bytes::new(),
-                            ));
-                            *response.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
-                            Ok::<_, std::convert::Infallible>(response)
-                        }
-                    },
-                );
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
-            });
+    let addr = jobs_support::serve(move |_request: hyper::Request<hyper::body::Incoming>| {
+        seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        async move {
+            let mut response = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::new()));
+            *response.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
+            response
         }
-    });
-    (port, count)
+    })
+    .await;
+    (addr.port(), count)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -22,6 +22,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
 
+mod jobs_support;
 mod util;
 
 fn free_port() -> u16 {
@@ -560,43 +561,27 @@ async fn memory_going_critical_and_easing_reaches_a_command_hook() {
 /// Answers every request `500` and records each one's idempotency key and delivery attempt.
 async fn refusing_receiver() -> (SocketAddr, Arc<Mutex<Vec<(String, String)>>>) {
     let seen: Arc<Mutex<Vec<(String, String)>>> = Arc::new(Mutex::new(Vec::new()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let store = seen.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            let store = store.clone();
-            tokio::spawn(async move {
-                let service =
-                    hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
-                        let store = store.clone();
-                        async move {
-                            let header = |name: &str| {
-                                request
-                                    .headers()
-                                    .get(name)
-                                    .and_then(|v| v.to_str().ok())
-                                    .unwrap_or_default()
-                                    .to_string()
-                            };
-                            store.lock().push((
-                                header(ray_runtime::jobs::IDEMPOTENCY_HEADER),
-                                header("x-ray-delivery-attempt"),
-                            ));
-                            let mut response = Response::new(Full::new(Bytes::new()));
-                            *response.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
-                            Ok::<_, std::convert::Infallible>(response)
-                        }
-                    });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
+    let addr = jobs_support::serve(move |request: Request<hyper::body::Incoming>| {
+        let header = |name: &str| {
+            request
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string()
+        };
+        store.lock().push((
+            header(ray_runtime::jobs::IDEMPOTENCY_HEADER),
+            header("x-ray-delivery-attempt"),
+        ));
+        async move {
+            let mut response = Response::new(Full::new(Bytes::new()));
+            *response.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
+            response
         }
-    });
+    })
+    .await;
     (addr, seen)
 }
 

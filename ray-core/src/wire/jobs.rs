@@ -266,12 +266,19 @@ impl JobError {
     }
 }
 
-/// The first `max` chars of `text`.
+/// The first `max` chars of `text`, as a new string ([`first_chars`] borrows them).
 pub fn truncate_chars(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        Some((end, _)) => text[..end].to_string(),
-        None => text.to_string(),
+    first_chars(text, max).to_string()
+}
+
+/// The first `max` chars of `text`.
+pub fn first_chars(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
     }
+    text.char_indices()
+        .nth(max)
+        .map_or(text, |(end, _)| &text[..end])
 }
 
 /// The callback of a job.

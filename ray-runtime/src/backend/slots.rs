@@ -75,18 +75,6 @@ fn safe_id(id: &str) -> String {
         .collect()
 }
 
-/// FNV-1a, 64 bits: stable across builds and platforms, unlike the standard hasher.
-fn fnv1a(parts: &[&[u8]]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in parts {
-        for byte in part.iter().chain(std::iter::once(&0xff)) {
-            hash ^= u64::from(*byte);
-            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-    hash
-}
-
 fn file_stamp(path: &str) -> String {
     std::fs::metadata(path).map_or_else(
         |_| "missing".to_string(),
@@ -108,7 +96,7 @@ pub fn fingerprint(launch: &LaunchProfile) -> String {
     let layout = format!("{}:{}", launch.ctx_size, launch.parallel);
     format!(
         "{:016x}",
-        fnv1a(&[
+        crate::ids::fnv1a(&[
             launch.model_path.as_bytes(),
             model.as_bytes(),
             launch.binary_path.as_bytes(),

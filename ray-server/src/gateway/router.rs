@@ -369,8 +369,6 @@ impl App {
             ))
             .await;
         }
-        // Boxed: the runtime's future is large, and this one moves through every layer of
-        // the connection.
         match self.boxed_infer(parsed, &context).await {
             Ok(response) => {
                 let answer = http::infer_json(&response);

@@ -18,7 +18,7 @@ use parking_lot::Mutex;
 use tokio::net::TcpListener;
 
 /// Serves `handler` on a loopback port until the test ends.
-async fn serve<F, Fut>(handler: F) -> SocketAddr
+pub async fn serve<F, Fut>(handler: F) -> SocketAddr
 where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
