@@ -92,55 +92,35 @@ async fn receiver() -> (SocketAddr, Seen, Arc<AtomicUsize>) {
     let seen: Seen = Arc::new(Mutex::new(Vec::new()));
     let unsigned = Arc::new(AtomicUsize::new(0));
     let bad = unsigned.clone();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let store = seen.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
+    let addr = jobs_support::serve(move |request: Request<hyper::body::Incoming>| {
+        let store = store.clone();
+        let bad = bad.clone();
+        async move {
+            let header = |name: &str| {
+                request
+                    .headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string()
             };
-            let store = store.clone();
-            let bad = bad.clone();
-            tokio::spawn(async move {
-                let service =
-                    hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
-                        let store = store.clone();
-                        let bad = bad.clone();
-                        async move {
-                            let header = |name: &str| {
-                                request
-                                    .headers()
-                                    .get(name)
-                                    .and_then(|v| v.to_str().ok())
-                                    .unwrap_or_default()
-                                    .to_string()
-                            };
-                            let kind = header("x-ray-event");
-                            let signature = header(ray_runtime::jobs::SIGNATURE_HEADER);
-                            let timestamp: u64 = header(ray_runtime::jobs::TIMESTAMP_HEADER)
-                                .parse()
-                                .unwrap_or(0);
-                            let body = request.into_body().collect().await.unwrap().to_bytes();
-                            if signature
-                                != ray_runtime::jobs::sign(SECRET.as_bytes(), timestamp, &body)
-                            {
-                                bad.fetch_add(1, Ordering::Relaxed);
-                            }
-                            store
-                                .lock()
-                                .push((kind, serde_json::from_slice(&body).unwrap_or_default()));
-                            Ok::<_, std::convert::Infallible>(Response::new(
-                                Full::new(Bytes::new()),
-                            ))
-                        }
-                    });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
+            let kind = header("x-ray-event");
+            let signature = header(ray_runtime::jobs::SIGNATURE_HEADER);
+            let timestamp: u64 = header(ray_runtime::jobs::TIMESTAMP_HEADER)
+                .parse()
+                .unwrap_or(0);
+            let body = request.into_body().collect().await.unwrap().to_bytes();
+            if signature != ray_runtime::jobs::sign(SECRET.as_bytes(), timestamp, &body) {
+                bad.fetch_add(1, Ordering::Relaxed);
+            }
+            store
+                .lock()
+                .push((kind, serde_json::from_slice(&body).unwrap_or_default()));
+            Response::new(Full::new(Bytes::new()))
         }
-    });
+    })
+    .await;
     (addr, seen, unsigned)
 }
 
