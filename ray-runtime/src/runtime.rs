@@ -61,6 +61,25 @@ pub struct Runtime {
     pub(crate) pinned: Option<Arc<Live>>,
 }
 
+/// The config and models a handle reads: borrowed from a pinned handle, or the current ones.
+pub(crate) enum LiveRef<'a> {
+    /// The ones a request's handle holds.
+    Pinned(&'a Arc<Live>),
+    /// The current ones, read at the call.
+    Current(Arc<Live>),
+}
+
+impl std::ops::Deref for LiveRef<'_> {
+    type Target = Live;
+
+    fn deref(&self) -> &Live {
+        match self {
+            LiveRef::Pinned(live) => live,
+            LiveRef::Current(live) => live,
+        }
+    }
+}
+
 impl fmt::Debug for Runtime {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let live = self.live();
@@ -72,26 +91,41 @@ impl fmt::Debug for Runtime {
 }
 
 impl Runtime {
-    /// The config and models this handle reads now.
-    pub(crate) fn live(&self) -> Arc<Live> {
+    /// The config and models this handle reads now. A pinned handle lends its own, so the
+    /// request path reads them without touching a shared reference count.
+    pub(crate) fn live(&self) -> LiveRef<'_> {
         match &self.pinned {
-            Some(live) => live.clone(),
-            None => self.inner.live.read().clone(),
+            Some(live) => LiveRef::Pinned(live),
+            None => LiveRef::Current(self.inner.live.read().clone()),
         }
     }
 
     /// A handle that reads the current config and models until it is dropped, whatever a
     /// reload does meanwhile: each request runs on one.
     pub(crate) fn pinned(&self) -> Runtime {
+        let live = match &self.pinned {
+            Some(live) => live.clone(),
+            None => self.inner.live.read().clone(),
+        };
         Runtime {
             inner: self.inner.clone(),
-            pinned: Some(self.live()),
+            pinned: Some(live),
         }
     }
 
     /// The effective config (after a reload, the one it made current).
     pub fn config(&self) -> ValidConfig {
         self.live().config.clone()
+    }
+
+    /// Reads the effective config without cloning it: `read` runs under the runtime's read
+    /// lock, so keep it short (read a field or two). The cheap way for a per-request edge
+    /// to read a setting; [`Runtime::config`] hands out a copy to keep.
+    pub fn with_config<R>(&self, read: impl FnOnce(&ray_core::config::RayConfig) -> R) -> R {
+        match &self.pinned {
+            Some(live) => read(&live.config),
+            None => read(&self.inner.live.read().config),
+        }
     }
 
     /// The default model's entry.

@@ -398,7 +398,9 @@ impl App {
         B: hyper::body::Body<Data = bytes::Bytes> + Unpin,
         B::Error: std::fmt::Display,
     {
-        let limit = self.runtime.config().server.request_body_limit_bytes;
+        let limit = self
+            .runtime
+            .with_config(|config| config.server.request_body_limit_bytes);
         if request.method() == Method::POST {
             http::check_post_headers(request.headers(), limit).map_err(|e| (e, true))?;
         }
@@ -477,26 +479,35 @@ impl App {
     }
 }
 
-/// The first 8 hex digits of the SHA-256 of the API key a request authenticated with: what
-/// `routing.rules[].apiKeys` match.
-#[derive(Debug, Clone)]
-pub(crate) struct ApiKeyId(pub(crate) String);
-
-impl ApiKeyId {
-    pub(crate) fn of(key: &str) -> ApiKeyId {
-        let digest = crate::gateway::auth::digest(key);
-        ApiKeyId(digest[..4].iter().map(|b| format!("{b:02x}")).collect())
-    }
+/// Who sent a request, as [`App::handle`](crate::gateway::app::App) found out before its
+/// route: handed to the route by value, so the route's [`RequestContext`] takes the strings
+/// without copying them.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Caller {
+    /// The first 8 hex digits of the SHA-256 of the API key the request authenticated with
+    /// (what `routing.rules[].apiKeys` match), or `node:{id}` for a peer's forward.
+    pub(crate) api_key_id: Option<String>,
+    /// The client's address (after `trustProxyHeaders`), for fair share between clients.
+    pub(crate) client: Option<String>,
 }
 
-/// The client's address (after `trustProxyHeaders`), for fair share between clients.
-#[derive(Debug, Clone)]
-pub(crate) struct ClientAddr(pub(crate) String);
+/// The id [`Caller::api_key_id`] holds for `key`.
+pub(crate) fn api_key_id(key: &str) -> String {
+    let digest = crate::gateway::auth::digest(key);
+    let mut id = String::with_capacity(8);
+    for byte in &digest[..4] {
+        for nibble in [byte >> 4, byte & 0x0f] {
+            id.push(char::from_digit(u32::from(nibble), 16).unwrap_or('0'));
+        }
+    }
+    id
+}
 
 /// What the runtime's routing rules see of a request: its route, its `X-Ray-Task` header,
 /// the API key it authenticated with, and its client address.
 pub(crate) fn request_context<B>(
     request: &Request<B>,
+    caller: Caller,
     route: RouteKind,
     tools: bool,
 ) -> RequestContext {
@@ -508,13 +519,10 @@ pub(crate) fn request_context<B>(
             .and_then(|v| v.to_str().ok())
             .map(|v| v.trim().to_string())
             .filter(|v| !v.is_empty() && v.len() <= 64),
-        api_key_id: request.extensions().get::<ApiKeyId>().map(|k| k.0.clone()),
+        api_key_id: caller.api_key_id,
         tools,
         priority: None,
-        client: request
-            .extensions()
-            .get::<ClientAddr>()
-            .map(|c| c.0.clone()),
+        client: caller.client,
     }
 }
 

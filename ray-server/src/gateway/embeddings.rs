@@ -15,9 +15,11 @@ use crate::gateway::http::{self, Body};
 pub(crate) async fn embeddings(
     app: &App,
     request: Request<RequestBody>,
+    caller: crate::gateway::app::Caller,
     log: &mut RequestLog,
 ) -> Response<Body> {
-    let context = crate::gateway::app::request_context(&request, RouteKind::Embeddings, false);
+    let context =
+        crate::gateway::app::request_context(&request, caller, RouteKind::Embeddings, false);
     let parsed: EmbeddingsRequest = match app.read_json(request).await {
         Ok(parsed) => parsed,
         Err((error, close)) => return app.reject(Route::Embeddings, error, log, close),

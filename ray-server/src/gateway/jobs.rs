@@ -15,10 +15,15 @@ impl App {
     pub(super) async fn submit_job(
         &self,
         request: Request<RequestBody>,
+        caller: super::app::Caller,
         log: &mut RequestLog,
     ) -> Response<Body> {
-        let context =
-            super::app::request_context(&request, ray_core::config::RouteKind::Infer, false);
+        let context = super::app::request_context(
+            &request,
+            caller,
+            ray_core::config::RouteKind::Infer,
+            false,
+        );
         let mut submission: JobSubmission = match self.read_json(request).await {
             Ok(submission) => submission,
             Err((error, close)) => return self.reject(Route::Jobs, error, log, close),

@@ -20,7 +20,7 @@ use ray_core::config::RouteKind;
 use ray_runtime::RequestContext;
 
 use crate::gateway::app::{
-    App, RequestLog, Route, log_response, request_context, with_routing_headers,
+    App, Caller, RequestLog, Route, log_response, request_context, with_routing_headers,
 };
 use crate::gateway::http::{self, Body};
 use crate::gateway::sse::{self, Encoder};
@@ -226,18 +226,20 @@ impl Endpoint for CompletionRequest {
 pub(crate) async fn chat_completions(
     app: &App,
     request: Request<RequestBody>,
+    caller: Caller,
     log: &mut RequestLog,
 ) -> Response<Body> {
-    serve::<ChatCompletionRequest>(app, request, log).await
+    serve::<ChatCompletionRequest>(app, request, caller, log).await
 }
 
 /// `POST /v1/completions`.
 pub(crate) async fn completions(
     app: &App,
     request: Request<RequestBody>,
+    caller: Caller,
     log: &mut RequestLog,
 ) -> Response<Body> {
-    serve::<CompletionRequest>(app, request, log).await
+    serve::<CompletionRequest>(app, request, caller, log).await
 }
 
 /// The ranges an OpenAI-compatible request is held to.
@@ -254,9 +256,10 @@ fn door_limits(app: &App, model: Option<&str>) -> DoorLimits {
 async fn serve<E: Endpoint>(
     app: &App,
     request: Request<RequestBody>,
+    caller: Caller,
     log: &mut RequestLog,
 ) -> Response<Body> {
-    let context = request_context(&request, E::ROUTE_KIND, false);
+    let context = request_context(&request, caller, E::ROUTE_KIND, false);
     // `X-Ray-Priority: batch` (or `batch:3`): checked like `/v1/infer`'s `priority` field.
     let priority = request
         .headers()

@@ -41,6 +41,7 @@ impl App {
         // it was admitted by the rate limit of the node that took it, and is never forwarded
         // again.
         let mut forwarded = false;
+        let mut caller = Caller::default();
         if let Some(cluster) = &self.cluster
             && crate::gateway::cluster::is_forwarded(&request)
         {
@@ -56,9 +57,7 @@ impl App {
                 &body,
             ) {
                 Ok(node) => {
-                    request
-                        .extensions_mut()
-                        .insert(ApiKeyId(format!("node:{node}")));
+                    caller.api_key_id = Some(format!("node:{node}"));
                     forwarded = true;
                 }
                 Err(error) => {
@@ -91,15 +90,16 @@ impl App {
             None
         };
         if let Some(key) = &verified_key {
-            request.extensions_mut().insert(ApiKeyId::of(key));
+            caller.api_key_id = Some(api_key_id(key));
         }
         // Without a key, fair share tells clients apart by address.
         let client = client_ip(
             peer.ip(),
             request.headers(),
-            self.runtime.config().rate_limit.trust_proxy_headers,
+            self.runtime
+                .with_config(|config| config.rate_limit.trust_proxy_headers),
         );
-        request.extensions_mut().insert(ClientAddr(ip_text(client)));
+        let client = ip_text(client);
         if route.is_job_lookup() && self.runtime.jobs().is_none() {
             // Probing jobs while the queue is unavailable costs no rate-limit budget.
             return (
@@ -112,12 +112,7 @@ impl App {
             route.rate_limited() && !forwarded,
         ) {
             (Some(limiter), true) => {
-                let ip = client_ip(
-                    peer.ip(),
-                    request.headers(),
-                    self.runtime.config().rate_limit.trust_proxy_headers,
-                );
-                let decision = limiter.check(&limiter.key(&ip_text(ip), verified_key.as_deref()));
+                let decision = limiter.check(&limiter.key(&client, verified_key.as_deref()));
                 if !decision.allowed {
                     self.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
                     let error = RayError::new(
@@ -137,6 +132,7 @@ impl App {
             }
             _ => None,
         };
+        caller.client = Some(client);
         // A request whose model is not ready here (or would wait too long) goes to a peer that
         // has it ready, when there is one; otherwise it is served here.
         if let Some(cluster) = &self.cluster
@@ -188,12 +184,18 @@ impl App {
             Route::StatusJson => Box::pin(crate::gateway::status::json_response(self)).await,
             Route::Metrics => self.metrics(request.uri().query()),
             Route::Config => http::json(StatusCode::OK, &self.runtime.config_view()),
-            Route::Infer => self.infer(request, log).await,
+            Route::Infer => self.infer(request, caller, log).await,
             Route::ChatCompletions => {
-                Box::pin(crate::gateway::openai::chat_completions(self, request, log)).await
+                Box::pin(crate::gateway::openai::chat_completions(
+                    self, request, caller, log,
+                ))
+                .await
             }
             Route::Completions => {
-                Box::pin(crate::gateway::openai::completions(self, request, log)).await
+                Box::pin(crate::gateway::openai::completions(
+                    self, request, caller, log,
+                ))
+                .await
             }
             Route::Models => Box::pin(crate::gateway::openai::models(self)).await,
             Route::Model => {
@@ -206,13 +208,16 @@ impl App {
             }
             Route::OpenAiNotFound => crate::gateway::openai::not_found(self, &request, log),
             Route::Embeddings => {
-                Box::pin(crate::gateway::embeddings::embeddings(self, request, log)).await
+                Box::pin(crate::gateway::embeddings::embeddings(
+                    self, request, caller, log,
+                ))
+                .await
             }
             // The body of a refused submission is never read: close the connection.
             Route::Jobs if self.runtime.jobs().is_none() => {
                 self.reject(route, async_queue_disabled(), log, true)
             }
-            Route::Jobs => Box::pin(self.submit_job(request, log)).await,
+            Route::Jobs => Box::pin(self.submit_job(request, caller, log)).await,
             Route::JobList => self.list_jobs(request.uri().query(), log),
             Route::Job | Route::JobCancel => Box::pin(self.job(route, request, log)).await,
             Route::NotFound => self.reject(
@@ -345,8 +350,13 @@ impl App {
         }
     }
 
-    async fn infer(&self, request: Request<RequestBody>, log: &mut RequestLog) -> Response<Body> {
-        let context = request_context(&request, RouteKind::Infer, false);
+    async fn infer(
+        &self,
+        request: Request<RequestBody>,
+        caller: Caller,
+        log: &mut RequestLog,
+    ) -> Response<Body> {
+        let context = request_context(&request, caller, RouteKind::Infer, false);
         let asked = match diagnostics_header(request.headers()) {
             Ok(asked) => asked,
             Err(error) => return self.reject(Route::Infer, error, log, true),
