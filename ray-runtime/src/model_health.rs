@@ -43,7 +43,7 @@ struct CachedReport {
 
 #[derive(Debug)]
 pub(crate) struct HealthState {
-    pub(crate) warm: Mutex<WarmState>,
+    warm: Mutex<WarmState>,
     report: Mutex<Option<CachedReport>>,
     refresh: tokio::sync::Mutex<()>,
     /// What the last probe said (before warm-up state is applied).
@@ -53,8 +53,19 @@ pub(crate) struct HealthState {
     /// Wakes the warm-up loop to retry at once (the backend came up).
     pub(crate) retry_warm: tokio::sync::Notify,
     /// The backend process, when a supervisor runs it.
-    pub(crate) process: Mutex<Option<BackendProcess>>,
+    process: Mutex<Option<BackendProcess>>,
+    /// Which of `process`, `warm` and `report` may refuse a request ([`GATE_PROCESS`],
+    /// [`GATE_WARM`], [`GATE_REPORT`]), each bit set or cleared under its value's lock: with
+    /// none set, [`HealthState::refusal`] answers without taking a lock.
+    gate: AtomicU8,
 }
+
+/// [`HealthState::gate`]: the process is starting, exited or stopped.
+const GATE_PROCESS: u8 = 1;
+/// [`HealthState::gate`]: warm-up is pending, running or failed.
+const GATE_WARM: u8 = 2;
+/// [`HealthState::gate`]: the cached probe says unavailable or loading (however old it is).
+const GATE_REPORT: u8 = 4;
 
 pub(crate) fn status_to_u8(status: ProviderStatus) -> u8 {
     match status {
@@ -90,14 +101,42 @@ impl HealthState {
             probe_now: tokio::sync::Notify::new(),
             retry_warm: tokio::sync::Notify::new(),
             process: Mutex::new(None),
+            gate: AtomicU8::new(if warm_on_boot { GATE_WARM } else { 0 }),
         }
+    }
+
+    /// Sets or clears one bit of the gate (called under the lock of the value it stands for).
+    fn set_gate(&self, bit: u8, refuses: bool) {
+        if refuses {
+            self.gate.fetch_or(bit, Ordering::Release);
+        } else if self.gate.load(Ordering::Relaxed) & bit != 0 {
+            self.gate.fetch_and(!bit, Ordering::Release);
+        }
+    }
+
+    /// Stores the cached probe and its gate bit.
+    fn set_report(&self, report: Option<CachedReport>) {
+        let mut cached = self.report.lock();
+        let refuses = report.as_ref().is_some_and(|c| {
+            matches!(
+                c.report.status,
+                ProviderStatus::Unavailable | ProviderStatus::Warming
+            )
+        });
+        *cached = report;
+        self.set_gate(GATE_REPORT, refuses);
     }
 
     /// Records what the supervisor did to the backend process, forgets the cached probe (it
     /// described another process) and wakes the monitor.
     pub(crate) fn set_process(&self, process: BackendProcess) {
-        *self.process.lock() = Some(process);
-        *self.report.lock() = None;
+        {
+            let mut current = self.process.lock();
+            let refuses = !matches!(process, BackendProcess::Running { .. });
+            *current = Some(process);
+            self.set_gate(GATE_PROCESS, refuses);
+        }
+        self.set_report(None);
         self.probe_now.notify_one();
     }
 
@@ -118,6 +157,7 @@ impl HealthState {
         let mut process = self.process.lock();
         if let Some(BackendProcess::Starting { pid, restarts }) = *process {
             *process = Some(BackendProcess::Running { pid, restarts });
+            self.set_gate(GATE_PROCESS, false);
         }
     }
 
@@ -132,6 +172,14 @@ impl HealthState {
     /// Why a request should be refused now, if the backend is known to be down or loading:
     /// from the warm-up state, or from a probe at most a few seconds old.
     pub(crate) fn refusal(&self) -> Option<RayError> {
+        if self.gate.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        self.refusal_locked()
+    }
+
+    /// [`HealthState::refusal`] read under the locks.
+    fn refusal_locked(&self) -> Option<RayError> {
         match &*self.process.lock() {
             Some(BackendProcess::Starting { .. }) => {
                 return Some(RayError::new(
@@ -205,7 +253,7 @@ impl HealthState {
                 | ErrorCode::ProviderTimeout
                 | ErrorCode::ProviderUpstreamError
         ) {
-            *self.report.lock() = None;
+            self.set_report(None);
             self.probe_now.notify_one();
         }
     }
@@ -215,7 +263,13 @@ impl HealthState {
     }
 
     pub(crate) fn set_warm(&self, state: WarmState) {
-        *self.warm.lock() = state;
+        let mut warm = self.warm.lock();
+        let refuses = matches!(
+            state,
+            WarmState::Pending | WarmState::Warming | WarmState::Failed(_)
+        );
+        *warm = state;
+        self.set_gate(GATE_WARM, refuses);
     }
 
     /// The backend's state now, without probing: the warm-up state combined with the last
@@ -242,11 +296,11 @@ impl HealthState {
         }
         let report = provider.health().await;
         let checked_at = ray_core::time::now_rfc3339();
-        *self.report.lock() = Some(CachedReport {
+        self.set_report(Some(CachedReport {
             at: std::time::Instant::now(),
             checked_at: checked_at.clone(),
             report: report.clone(),
-        });
+        }));
         (report, checked_at)
     }
 
@@ -280,4 +334,105 @@ pub(crate) fn mismatched(provider: &ProviderHealth) -> bool {
         .model_identity
         .as_ref()
         .is_some_and(|identity| !identity.matches)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One change to a model's health, as the monitor, the warm-up loop, the supervisor or a
+    /// failed call makes it.
+    #[derive(Debug, Clone)]
+    enum Change {
+        Warm(u8),
+        Process(u8),
+        Probe(u8),
+        Failure,
+        ProbeAnswered(u8),
+    }
+
+    fn change() -> impl proptest::strategy::Strategy<Value = Change> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (0u8..5).prop_map(Change::Warm),
+            (0u8..4).prop_map(Change::Process),
+            (0u8..5).prop_map(Change::Probe),
+            Just(Change::Failure),
+            (0u8..5).prop_map(Change::ProbeAnswered),
+        ]
+    }
+
+    fn status(n: u8) -> ProviderStatus {
+        status_from_u8(n)
+    }
+
+    fn apply(health: &HealthState, change: &Change) {
+        match change {
+            Change::Warm(n) => health.set_warm(match n {
+                0 => WarmState::Idle,
+                1 => WarmState::Pending,
+                2 => WarmState::Warming,
+                3 => WarmState::Ready,
+                _ => WarmState::Failed("boom".into()),
+            }),
+            Change::Process(n) => health.set_process(match n {
+                0 => BackendProcess::Starting {
+                    pid: 1,
+                    restarts: 0,
+                },
+                1 => BackendProcess::Running {
+                    pid: 1,
+                    restarts: 0,
+                },
+                2 => BackendProcess::Exited {
+                    exit: "exit status 1".into(),
+                    restarts: 1,
+                    restart_in_ms: 500,
+                },
+                _ => BackendProcess::Stopped { restarts: 1 },
+            }),
+            Change::Probe(n) => health.set_report(Some(CachedReport {
+                at: std::time::Instant::now(),
+                checked_at: String::new(),
+                report: ProviderHealthReport::status(status(*n)),
+            })),
+            Change::Failure => health.note_failure(ErrorCode::ProviderTimeout),
+            Change::ProbeAnswered(n) => health.note_probe(status(*n)),
+        }
+    }
+
+    proptest::proptest! {
+        /// After any sequence of changes, the lock-free answer is the locked one: the gate
+        /// is clear only when nothing would refuse.
+        #[test]
+        fn gate_agrees_with_the_locked_answer(
+            warm_on_boot in proptest::bool::ANY,
+            changes in proptest::collection::vec(change(), 0..24),
+        ) {
+            let health = HealthState::new(warm_on_boot);
+            for change in &changes {
+                apply(&health, change);
+                let fast = health.refusal().map(|e| e.code());
+                let locked = health.refusal_locked().map(|e| e.code());
+                proptest::prop_assert_eq!(fast, locked);
+            }
+        }
+    }
+
+    #[test]
+    fn a_starting_process_refuses_until_its_probe_answers() {
+        let health = HealthState::new(false);
+        assert!(health.refusal().is_none());
+        health.set_process(BackendProcess::Starting {
+            pid: 7,
+            restarts: 0,
+        });
+        assert_eq!(
+            health.refusal().map(|e| e.code()),
+            Some(ErrorCode::ProviderWarming)
+        );
+        health.note_probe(ProviderStatus::Ready);
+        assert!(health.refusal().is_none());
+        assert_eq!(health.gate.load(Ordering::Relaxed), 0);
+    }
 }

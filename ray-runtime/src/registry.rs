@@ -40,6 +40,9 @@ pub(crate) struct ModelEntry {
     pub(crate) health: HealthState,
     pub(crate) tuner: Tuner,
     pub(crate) cooldown: Mutex<Cooldown>,
+    /// Whether `cooldown` counts any failure (set and cleared under its lock): while it does
+    /// not, a request neither checks nor resets the cooldown under the lock.
+    failing: std::sync::atomic::AtomicBool,
     pub(crate) counters: ModelCounters,
     /// Its index in the lifecycle, when it is a managed model under the `lifecycle` section.
     pub(crate) lifecycle: Option<usize>,
@@ -109,6 +112,7 @@ impl ModelEntry {
             health: HealthState::new(model.warm_on_boot),
             tuner: Tuner::new(&config.adaptive_tuning),
             cooldown: Mutex::new(Cooldown::default()),
+            failing: std::sync::atomic::AtomicBool::new(false),
             counters: ModelCounters::default(),
             lifecycle: None,
         }
@@ -138,7 +142,10 @@ impl ModelEntry {
 
     /// `503 provider_unavailable` while the model is in cooldown.
     pub(crate) fn cooldown_refusal(&self, now: Instant) -> Option<RayError> {
-        let cooldown = self.cooldown.lock().clone();
+        if !self.failing.load(Ordering::Acquire) {
+            return None;
+        }
+        let cooldown = self.cooldown.lock();
         if let Some(until) = cooldown.active_until(now) {
             let retry = until.saturating_duration_since(now);
             return Some(
@@ -176,12 +183,17 @@ impl ModelEntry {
         {
             return;
         }
-        let entered = self.cooldown.lock().fail(
-            Instant::now(),
-            format!("{}: {}", error.code(), error.message()),
-            threshold,
-            cooldown,
-        );
+        let entered = {
+            let mut state = self.cooldown.lock();
+            let entered = state.fail(
+                Instant::now(),
+                format!("{}: {}", error.code(), error.message()),
+                threshold,
+                cooldown,
+            );
+            self.failing.store(state.failures > 0, Ordering::Release);
+            entered
+        };
         if entered {
             self.counters.cooldowns.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
@@ -195,10 +207,14 @@ impl ModelEntry {
 
     /// A success (a request, or a probe that found the backend up) ends any cooldown.
     pub(crate) fn note_success(&self) {
+        if !self.failing.load(Ordering::Acquire) {
+            return;
+        }
         let mut cooldown = self.cooldown.lock();
         if cooldown.failures > 0 {
             let was = cooldown.until.is_some();
             *cooldown = Cooldown::default();
+            self.failing.store(false, Ordering::Release);
             drop(cooldown);
             if was {
                 tracing::info!(model = %self.id, "model out of cooldown: its backend answers again");
