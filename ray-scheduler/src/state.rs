@@ -26,6 +26,58 @@ struct Waiting<T> {
     payload: Option<T>,
 }
 
+/// Hashing of the senders map's keys. A sender is already a hash of a key id or a client
+/// address, so a multiply with a per-process random seed spreads it well; SipHash, the
+/// default, costs several times more on every admission and start.
+#[derive(Debug, Clone, Copy)]
+struct SenderHashing(u64);
+
+impl SenderHashing {
+    fn new() -> SenderHashing {
+        use std::hash::{BuildHasher, Hasher};
+        // The standard library's random keys, read once per scheduler.
+        let mut seed = std::collections::hash_map::RandomState::new().build_hasher();
+        seed.write_u64(0x5bd1_e995);
+        SenderHashing(seed.finish() | 1)
+    }
+}
+
+impl std::hash::BuildHasher for SenderHashing {
+    type Hasher = SenderHasher;
+
+    fn build_hasher(&self) -> SenderHasher {
+        SenderHasher {
+            seed: self.0,
+            state: 0,
+        }
+    }
+}
+
+/// The hasher of [`SenderHashing`]: a seeded multiply of the `u64` key, folded.
+#[derive(Debug)]
+struct SenderHasher {
+    seed: u64,
+    state: u64,
+}
+
+impl std::hash::Hasher for SenderHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u64` keys are hashed; bytes (never written) are folded in all the same.
+        for &byte in bytes {
+            self.write_u64(u64::from(byte));
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        let mixed = u128::from(self.state ^ value ^ self.seed) * 0x9e37_79b9_7f4a_7c15;
+        self.state = (mixed as u64) ^ ((mixed >> 64) as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.state
+    }
+}
+
 /// Fair-share state of one sender with waiting jobs (start-time fair queueing over jobs).
 #[derive(Debug, Clone, Copy, Default)]
 struct SenderState {
@@ -100,7 +152,7 @@ pub struct SchedulerState<T> {
     lower_in_flight: u32,
     short_streak: u32,
     freed_seq: u64,
-    senders: HashMap<u64, SenderState>,
+    senders: HashMap<u64, SenderState, SenderHashing>,
     virtual_clock: u64,
     estimate: Option<Duration>,
     counters: Counters,
@@ -125,7 +177,7 @@ impl<T> SchedulerState<T> {
             lower_in_flight: 0,
             short_streak: 0,
             freed_seq: 0,
-            senders: HashMap::new(),
+            senders: HashMap::with_hasher(SenderHashing::new()),
             virtual_clock: 0,
             estimate: None,
             counters: Counters::default(),
