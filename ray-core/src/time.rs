@@ -51,30 +51,33 @@ pub fn push_unix_millis(out: &mut String, millis: i64) {
     if !(0..=9999).contains(&year) {
         out.push_str(&format!("{year:04}"));
     } else {
-        push_digits(out, year, 4);
+        let mut digits = [0u8; 4];
+        put_digits(&mut digits, year);
+        push_ascii(out, &digits);
     }
-    out.push('-');
-    push_digits(out, i64::from(month), 2);
-    out.push('-');
-    push_digits(out, i64::from(day), 2);
-    out.push('T');
-    push_digits(out, secs_of_day / 3600, 2);
-    out.push(':');
-    push_digits(out, (secs_of_day % 3600) / 60, 2);
-    out.push(':');
-    push_digits(out, secs_of_day % 60, 2);
-    out.push('.');
-    push_digits(out, ms, 3);
-    out.push('Z');
+    // The rest has a fixed width: written into one buffer, then appended at once.
+    let mut rest = *b"-00-00T00:00:00.000Z";
+    put_digits(&mut rest[1..3], i64::from(month));
+    put_digits(&mut rest[4..6], i64::from(day));
+    put_digits(&mut rest[7..9], secs_of_day / 3600);
+    put_digits(&mut rest[10..12], (secs_of_day % 3600) / 60);
+    put_digits(&mut rest[13..15], secs_of_day % 60);
+    put_digits(&mut rest[16..19], ms);
+    push_ascii(out, &rest);
 }
 
-/// Appends the last `width` decimal digits of `value` (0 or more), zero-padded.
-fn push_digits(out: &mut String, value: i64, width: u32) {
-    let mut divisor = 10i64.pow(width - 1);
-    while divisor > 0 {
-        let digit = (value / divisor) % 10;
-        out.push(char::from(b'0' + digit as u8));
-        divisor /= 10;
+/// Writes the last `slot.len()` decimal digits of `value` (0 or more), zero-padded.
+fn put_digits(slot: &mut [u8], mut value: i64) {
+    for byte in slot.iter_mut().rev() {
+        *byte = b'0' + (value % 10) as u8;
+        value /= 10;
+    }
+}
+
+/// Appends ASCII bytes (digits and separators) to `out`.
+fn push_ascii(out: &mut String, bytes: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(bytes) {
+        out.push_str(text);
     }
 }
 
