@@ -122,9 +122,15 @@ impl Runtime {
     /// lock, so keep it short (read a field or two). The cheap way for a per-request edge
     /// to read a setting; [`Runtime::config`] hands out a copy to keep.
     pub fn with_config<R>(&self, read: impl FnOnce(&ray_core::config::RayConfig) -> R) -> R {
+        self.with_live(|live| read(&live.config))
+    }
+
+    /// Reads the config and models under the read lock (or from the pinned handle), without
+    /// touching their reference count.
+    fn with_live<R>(&self, read: impl FnOnce(&Live) -> R) -> R {
         match &self.pinned {
-            Some(live) => read(&live.config),
-            None => read(&self.inner.live.read().config),
+            Some(live) => read(live),
+            None => read(&self.inner.live.read()),
         }
     }
 
@@ -178,7 +184,7 @@ impl Runtime {
     /// the edge that knows the client (the HTTP gateway, or an embedder) checks each request
     /// with [`RateLimiter::check`](crate::RateLimiter::check) before handing it over.
     pub fn rate_limiter(&self) -> Option<Arc<crate::shared::RateLimiter>> {
-        self.live().rate_limiter.clone()
+        self.with_live(|live| live.rate_limiter.clone())
     }
 
     /// `telemetry.serviceName` (fixed at start: a reload does not change `telemetry`).
