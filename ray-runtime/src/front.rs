@@ -325,7 +325,7 @@ impl Runtime {
     /// The pressure one model's request sees: its queue, and the host's signals.
     pub(crate) fn pressure_snapshot(&self, model: &ModelEntry) -> PressureSnapshot {
         PressureSnapshot {
-            queue_depth: model.scheduler.snapshot().depth(),
+            queue_depth: model.scheduler.depth(),
             signals: self.inner.pressure.sample(),
         }
     }

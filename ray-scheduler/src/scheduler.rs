@@ -340,6 +340,12 @@ impl Scheduler {
             .snapshot(Instant::now().into_std())
     }
 
+    /// Waiting jobs in both lanes: [`StateSnapshot::depth`] without the rest of the snapshot
+    /// (which walks the queue), for a caller that asks on every request.
+    pub fn depth(&self) -> u32 {
+        self.shared.state.lock().state.depth()
+    }
+
     /// Refuses new jobs from now on; waiting and running jobs are not disturbed.
     pub fn close(&self) {
         self.shared.state.lock().closed = true;
