@@ -161,7 +161,8 @@ impl Runtime {
         };
         // Admission, phase 1: preparation (template, exact token count), bounded like the
         // queue.
-        let mut provider_request = plan.provider_request(request_id);
+        let mut plan = plan;
+        let mut provider_request = plan.take_provider_request(request_id);
         let preparation = if model.provider.prepares_with_backend() {
             model
                 .scheduler

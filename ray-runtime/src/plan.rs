@@ -32,6 +32,9 @@ pub const DEFAULT_TOP_P: f64 = 0.95;
 pub(crate) struct Plan {
     pub(crate) input: String,
     pub(crate) system: Option<String>,
+    /// Chars of the prompt as sent (input, system and history), counted once: the prompt
+    /// itself moves to the provider's request.
+    pub(crate) prompt_chars: u64,
     /// Earlier turns of a conversation, oldest first.
     pub(crate) history: Vec<ChatTurn>,
     pub(crate) max_tokens: u32,
@@ -267,9 +270,14 @@ pub(crate) fn plan(
     };
     let task_routing = task_routing(config, model, response_format, &family.label, &input);
 
+    let history_chars: usize = history.iter().map(|t| t.content.chars().count()).sum();
+    let prompt_chars = (input.chars().count()
+        + system.as_deref().map_or(0, |s| s.chars().count())
+        + history_chars) as u64;
     Ok(Plan {
         input,
         system,
+        prompt_chars,
         history,
         max_tokens,
         temperature,
@@ -289,11 +297,8 @@ pub(crate) fn plan(
         learned_output_cap,
         adaptive_tuning,
         task_routing,
-        routing: RoutingDiagnostics {
-            model: model.id.clone(),
-            chosen_by: Cow::Borrowed("default"),
-            ..RoutingDiagnostics::default()
-        },
+        // Set by the front once the request is routed.
+        routing: RoutingDiagnostics::default(),
         extensions,
         clamped,
         admission: options.admission,
@@ -454,40 +459,34 @@ fn contains_ignore_ascii_case(haystack: &str, needle: &str) -> bool {
 }
 
 impl Plan {
-    /// What the provider is asked to do.
-    pub(crate) fn provider_request(&self, request_id: &str) -> ProviderRequest {
+    /// What the provider is asked to do. The prompt (input, system, history), the stop
+    /// strings, the template and the extensions move to it: the keys that hash them are
+    /// computed before, and the response reads only [`Plan::prompt_chars`] of them.
+    pub(crate) fn take_provider_request(&mut self, request_id: &str) -> ProviderRequest {
         ProviderRequest {
             request_id: request_id.to_string(),
-            system: self.system.clone(),
-            input: self.input.clone(),
-            history: self.history.clone(),
+            system: self.system.take(),
+            input: std::mem::take(&mut self.input),
+            history: std::mem::take(&mut self.history),
             max_tokens: self.max_tokens,
             temperature: self.temperature,
             top_p: self.top_p,
             seed: self.seed,
-            stop: self.stop.clone(),
+            stop: self.stop.take(),
             response_format: self.response_format,
             family_key: Some(self.family.key.clone()),
             slot_hint: None,
             slot_warm: false,
             prompt_format: self.metadata.get("rayPromptFormat").cloned(),
-            template: self.template.clone(),
+            template: self.template.take(),
             prepared: None,
-            extensions: self.extensions.clone(),
+            extensions: std::mem::take(&mut self.extensions),
         }
-    }
-
-    /// Chars of the prompt as sent.
-    pub(crate) fn prompt_chars(&self) -> u64 {
-        let history: usize = self.history.iter().map(|t| t.content.chars().count()).sum();
-        (self.input.chars().count()
-            + self.system.as_deref().map_or(0, |s| s.chars().count())
-            + history) as u64
     }
 
     /// Prompt tokens estimated at four chars a token (used when the backend has no tokenizer).
     pub(crate) fn estimated_prompt_tokens(&self) -> u32 {
-        (self.prompt_chars().div_ceil(4)).max(1) as u32
+        (self.prompt_chars.div_ceil(4)).max(1) as u32
     }
 
     /// The result-cache key: a SHA-256 of the request's identity under the key strategy,

@@ -104,7 +104,7 @@ impl Runtime {
                 .admission
                 .diagnostics(execution.priority, execution.queue_time.as_millis() as u64),
         };
-        let prompt_chars = plan.prompt_chars();
+        let prompt_chars = plan.prompt_chars;
         InferResponse {
             id: request_id.to_string(),
             model: plan.routing.model.clone(),
@@ -145,7 +145,7 @@ impl Runtime {
         hit: &CachedResult,
         started: Instant,
     ) -> InferResponse {
-        let prompt_chars = plan.prompt_chars();
+        let prompt_chars = plan.prompt_chars;
         InferResponse {
             id: request_id.to_string(),
             model: plan.routing.model.clone(),

@@ -116,7 +116,7 @@ fn long_prompts_keep_their_instructions() {
     )
     .unwrap();
     assert_eq!(p.system.as_deref(), Some("Answer briefly."));
-    assert!(p.prompt_chars() <= 100);
+    assert!(p.prompt_chars <= 100);
     assert!(
         p.input.ends_with("word"),
         "cut at a word boundary: {:?}",
