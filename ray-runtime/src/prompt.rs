@@ -292,6 +292,18 @@ fn has_scheme_separator(word: &str) -> bool {
 /// digit runs as `<number>` (no part of a run can qualify as `<hex>` when the whole run does
 /// not). Every byte is looked at a bounded number of times.
 fn shape_word(word: &str, out: &mut String) {
+    // Most words of a prompt are plain: ASCII with no digit, `@` or `:`. Nothing in them is
+    // replaced, so their shape is the word lower-cased.
+    if word
+        .bytes()
+        .all(|byte| byte.is_ascii() && !byte.is_ascii_digit() && byte != b'@' && byte != b':')
+    {
+        let from = out.len();
+        let take = word.len().min(SHAPE_LIMIT.saturating_sub(from));
+        out.push_str(&word[..take]);
+        out[from..].make_ascii_lowercase();
+        return;
+    }
     if has_scheme_separator(word) {
         out.push_str("<url>");
         return;
