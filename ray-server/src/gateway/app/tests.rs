@@ -38,3 +38,15 @@ fn an_address_is_written_as_display_writes_it() {
         assert_eq!(ip_text(ip), ip.to_string());
     }
 }
+
+#[test]
+fn an_api_key_id_is_the_first_eight_hex_digits_of_the_keys_sha256() {
+    // `printf secret-key-a | sha256sum` starts with 98549b70.
+    assert_eq!(api_key_id("secret-key-a"), "98549b70");
+    assert!(
+        api_key_id("")
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    );
+    assert_eq!(api_key_id("").len(), 8);
+}
