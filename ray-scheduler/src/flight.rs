@@ -346,14 +346,21 @@ impl<D: Clone, T: Clone> Subscription<D, T> {
     }
 
     /// The result, skipping progress; `None` when the execution ended without one.
+    ///
+    /// The only subscriber left takes the result itself rather than a copy (nobody can join a
+    /// finished flight); the flight then counts as ended, so a second call answers `None`.
     pub async fn outcome(&mut self) -> Option<T> {
         loop {
             let notified = self.flight.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             {
-                let state = self.flight.state.lock();
+                let mut state = self.flight.state.lock();
                 self.next = state.progress.len();
+                if state.subscribers == 1 && state.done.is_some() {
+                    state.ended = true;
+                    return state.done.take();
+                }
                 if let Some(done) = &state.done {
                     return Some(done.clone());
                 }
@@ -413,6 +420,33 @@ mod tests {
         assert_eq!(flights.flights(), 0);
         // A finished flight is never joined: the next request starts afresh.
         assert!(flights.join(Some(1)).unwrap().publisher.is_some());
+    }
+
+    #[tokio::test]
+    async fn the_only_subscriber_takes_the_result_and_others_share_it() {
+        let flights: Arc<Flights<u8, u32, Arc<u32>>> = Arc::new(Flights::new(8));
+        // Alone: the result itself, not a copy of the handle.
+        let mut alone = flights.join(Some(1)).unwrap();
+        alone.publisher.take().unwrap().finish(Arc::new(5));
+        let result = alone.subscription.outcome().await.unwrap();
+        assert_eq!(Arc::strong_count(&result), 1);
+        assert_eq!(alone.subscription.outcome().await, None, "taken once");
+        drop(alone);
+        // Two: each reads it, the first as a copy, the last left alone takes it.
+        let mut leader = flights.join(Some(2)).unwrap();
+        let mut follower = flights.join(Some(2)).unwrap();
+        leader.publisher.take().unwrap().finish(Arc::new(7));
+        let first = follower.subscription.outcome().await.unwrap();
+        drop(follower);
+        let last = leader.subscription.outcome().await.unwrap();
+        assert_eq!((*first, *last), (7, 7));
+        assert_eq!(
+            Arc::strong_count(&last),
+            2,
+            "the follower's copy and the leader's"
+        );
+        assert!(!flights.is_running(&2));
+        assert!(flights.join(Some(2)).unwrap().publisher.is_some());
     }
 
     #[tokio::test]
