@@ -177,12 +177,9 @@ impl Runtime {
         let pressure = self.pressure_snapshot(&model);
         let live = self.live();
         let threshold = live.config.graceful_degradation.queue_depth_threshold;
-        let live = self.live();
         let entries = live.registry.entries();
         PressureFlags {
-            queue: entries
-                .iter()
-                .any(|m| m.scheduler.snapshot().depth() >= threshold),
+            queue: entries.iter().any(|m| m.scheduler.depth() >= threshold),
             preparation: entries.iter().any(|m| m.scheduler.preparation().degraded),
             memory: pressure.signals.memory.degraded,
             memory_critical: self.inner.pressure.refuses(&pressure.signals),

@@ -95,7 +95,7 @@ impl Runtime {
             "ray_model_queue_waiting",
             "Requests waiting for the model's permits.",
             MetricKind::Gauge,
-            per_model(&|e| f64::from(e.scheduler.snapshot().depth())),
+            per_model(&|e| f64::from(e.scheduler.depth())),
         );
         m.labelled(
             "ray_model_in_flight",

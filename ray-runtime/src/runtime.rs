@@ -96,20 +96,21 @@ impl Runtime {
     pub(crate) fn live(&self) -> LiveRef<'_> {
         match &self.pinned {
             Some(live) => LiveRef::Pinned(live),
-            None => LiveRef::Current(self.inner.live.read().clone()),
+            None => LiveRef::Current(self.current()),
         }
+    }
+
+    /// The current config and models (what a reload last made current).
+    fn current(&self) -> Arc<Live> {
+        self.inner.live.read().clone()
     }
 
     /// A handle that reads the current config and models until it is dropped, whatever a
     /// reload does meanwhile: each request runs on one.
     pub(crate) fn pinned(&self) -> Runtime {
-        let live = match &self.pinned {
-            Some(live) => live.clone(),
-            None => self.inner.live.read().clone(),
-        };
         Runtime {
             inner: self.inner.clone(),
-            pinned: Some(live),
+            pinned: Some(self.pinned.clone().unwrap_or_else(|| self.current())),
         }
     }
 

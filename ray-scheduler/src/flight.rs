@@ -40,7 +40,9 @@ struct Flight<D, T> {
 struct State<D, T> {
     progress: Vec<D>,
     done: Option<T>,
-    /// Every subscriber left before the result, or the publisher went away without one.
+    /// Every subscriber left before the result, the publisher went away without one, or the
+    /// last subscriber took the result (see [`Subscription::outcome`]): no one joins, and no
+    /// result is left to read.
     ended: bool,
     subscribers: usize,
     task: Option<AbortHandle>,
