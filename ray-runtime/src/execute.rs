@@ -155,7 +155,7 @@ impl Runtime {
         };
         // The execution enforces the deadline itself (and drops the backend call before it
         // answers); the grace only guards against an execution that never answers.
-        let result = match tokio::time::timeout_at(deadline + DEADLINE_GRACE, outcome).await {
+        let result = match crate::deadline::timeout_at(deadline + DEADLINE_GRACE, outcome).await {
             Ok(Some(result)) => result,
             Ok(None) => return Err(lost()),
             Err(_elapsed) => return Err(self.request_timeout()),
@@ -251,7 +251,7 @@ impl Runtime {
             Some(lease) => Some(lease),
             None => self.lease(&model, deadline.min(total_deadline)).await?,
         };
-        let admitted = tokio::time::timeout_at(
+        let admitted = crate::deadline::timeout_at(
             deadline.min(total_deadline),
             model.scheduler.admit(spec, deadline),
         )
@@ -282,7 +282,9 @@ impl Runtime {
             )
             .await?
         } else {
-            match tokio::time::timeout_at(deadline, model.provider.infer(&provider_request)).await {
+            match crate::deadline::timeout_at(deadline, model.provider.infer(&provider_request))
+                .await
+            {
                 Ok(result) => result.map_err(|error| provider_failure(self, &model, error))?,
                 Err(_elapsed) => return Err(self.request_timeout()),
             }

@@ -58,6 +58,7 @@ pub mod backend;
 mod builder;
 mod condition;
 mod context;
+pub mod deadline;
 mod degrade;
 mod execute;
 pub mod footprint;

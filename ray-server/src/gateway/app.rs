@@ -404,7 +404,11 @@ impl App {
         if request.method() == Method::POST {
             http::check_post_headers(request.headers(), limit).map_err(|e| (e, true))?;
         }
-        match tokio::time::timeout(self.limits.body_timeout, http::read_body(request, limit)).await
+        match ray_runtime::deadline::timeout(
+            self.limits.body_timeout,
+            http::read_body(request, limit),
+        )
+        .await
         {
             Ok(Ok(body)) => Ok(body),
             Ok(Err(error)) => Err((error, true)),
