@@ -9,9 +9,11 @@
 //! finishes what it holds.
 //!
 //! Managed models (under the `lifecycle` section) change live too, without cutting work: a
-//! changed model drains (it takes no new request and finishes those in flight), unloads and
-//! loads again with its new definition (at once when pinned or when requests wait, else on the
-//! next request); a removed one drains and stops; a new one is added `unloaded`.
+//! model whose process changed drains (it takes no new request and finishes those in flight),
+//! unloads and loads again with its new definition (at once when pinned or when requests wait,
+//! else on the next request); one whose only change is `resident`, `minResidentMs` or
+//! `idleUnloadMs` takes them at once without a restart; a removed one drains and stops; a new
+//! one is added `unloaded`.
 //!
 //! Some parts are built once, at start, around a listener, a store or a child process: the
 //! sections in [`RESTART_SECTIONS`] and a model Ray supervises outside the lifecycle
@@ -431,8 +433,10 @@ fn managed_of(
 }
 
 /// A managed model's new entry takes its old entry's place in the lifecycle; when its process
-/// or its lifecycle settings changed, the lifecycle restarts it without cutting work (see
-/// [`crate::lifecycle::Lifecycle::reconfigure`]). Returns the lifecycle index to retire once
+/// changed, the lifecycle restarts it without cutting work (see
+/// [`crate::lifecycle::Lifecycle::reconfigure`]); when only its settings (`resident`,
+/// `minResidentMs`, `idleUnloadMs`) changed, it takes them without a restart (see
+/// [`crate::lifecycle::Lifecycle::retune`]). Returns the lifecycle index to retire once
 /// the new registry is in place, when the model is no longer managed.
 fn change_managed(
     managed: &Managed,
@@ -454,9 +458,11 @@ fn change_managed(
     let settings = |m: &ModelConfig| (m.resident, m.min_resident_ms, m.idle_unload_ms);
     let same_process = old.config.adapter.launch_profile() == Some(&process.launch)
         && old.config.adapter.http().and_then(|h| h.api_key_env) == process.api_key_env.as_deref();
-    if !(same_process && settings(&old.config) == settings(&entry.config)) {
+    if !same_process {
         managed.driver.replace(index, process);
         managed.shell.reconfigure(index, model);
+    } else if settings(&old.config) != settings(&entry.config) {
+        managed.shell.retune(index, model);
     }
     None
 }

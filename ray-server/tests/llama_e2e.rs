@@ -1696,7 +1696,8 @@ fn child_record(state: &std::path::Path, model: &str) -> Option<(u64, Vec<String
 /// Managed models change live, with real children: a reload that changes one model's launch
 /// profile and adds another lets the request in flight finish on the old process, then the
 /// changed model loads again with its new flags; a second reload removes the added model, whose
-/// process stops. No request is cut.
+/// process stops; a third adds it back pinned; a last one changes only settings
+/// (`idleUnloadMs`, `resident`), which apply without a restart. No request is cut.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the llama.cpp fixture (tools/llama-fixture/setup.sh)"]
 async fn a_reload_restarts_a_changed_managed_model_and_adds_and_removes_others() {
@@ -1858,5 +1859,50 @@ async fn a_reload_restarts_a_changed_managed_model_and_adds_and_removes_others()
     assert!(child_record(&state, "xl").unwrap().0 != xl_pid);
     let (status, body) = infer("xl", 4).await;
     assert_eq!(status, 200, "{body}");
+
+    // Reload: only settings change. large now unloads after 3 s idle, xl is no longer
+    // pinned. Neither process restarts; the new idle rule applies at once.
+    let xl_pid = child_record(&state, "xl").unwrap().0;
+    let (status, body) = infer("large", 4).await;
+    assert_eq!(status, 200, "{body}");
+    let large_pid = child_record(&state, "large").unwrap().0;
+    let (_, before) = ray.get("/v1/models/large").await.unwrap();
+    let mut idle = next["models"][0].clone();
+    idle["idleUnloadMs"] = serde_json::json!(3000);
+    let mut unpinned = pinned.clone();
+    unpinned["resident"] = serde_json::json!(false);
+    next["model"] = idle.clone();
+    next["models"] = serde_json::json!([idle, unpinned]);
+    std::fs::write(dir.path().join("ray.json"), next.to_string()).unwrap();
+    let reload = reqwest::Client::new()
+        .post(ray.url("/v1/admin/reload"))
+        .send()
+        .await
+        .unwrap();
+    let report: serde_json::Value = reload.json().await.unwrap();
+    assert_eq!(report["notApplied"], serde_json::json!([]), "{report}");
+    let (_, model) = ray.get("/v1/models/xl").await.unwrap();
+    assert_eq!(model["lifecycle"]["state"], "ready", "{model}");
+    assert_eq!(model["lifecycle"]["pinned"], false, "{model}");
+    assert_eq!(child_record(&state, "xl").unwrap().0, xl_pid);
+    let (_, model) = ray.get("/v1/models/large").await.unwrap();
+    assert_eq!(model["lifecycle"]["state"], "ready", "{model}");
+    assert_eq!(child_record(&state, "large").unwrap().0, large_pid);
+    ray.wait_for("large to unload when idle", limit, || async {
+        let (_, model) = ray.get("/v1/models/large").await.unwrap();
+        model["lifecycle"]["state"] == "unloaded"
+    })
+    .await;
+    let (_, after) = ray.get("/v1/models/large").await.unwrap();
+    assert_eq!(
+        after["lifecycle"]["loads"], before["lifecycle"]["loads"],
+        "large unloaded without loading again: {after}"
+    );
+    assert_eq!(
+        after["lifecycle"]["unloads"].as_u64().unwrap(),
+        before["lifecycle"]["unloads"].as_u64().unwrap() + 1,
+        "{after}"
+    );
+    assert_eq!(child_record(&state, "xl").unwrap().0, xl_pid);
     drop(ray);
 }

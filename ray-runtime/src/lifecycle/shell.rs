@@ -249,6 +249,12 @@ impl LifecycleShell {
         self.with_core(|core| core.reconfigure(index, model, Instant::now()));
     }
 
+    /// A config reload changed only the settings of the model at `index`, not its process:
+    /// see [`Lifecycle::retune`].
+    pub fn retune(&self, index: usize, model: LifecycleModel) {
+        self.with_core(|core| core.retune(index, model, Instant::now()));
+    }
+
     /// The index of the model `id` a reload removed, when it has one.
     pub fn retired_index_of(&self, id: &str) -> Option<usize> {
         self.position(id, true)

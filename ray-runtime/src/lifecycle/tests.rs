@@ -427,6 +427,70 @@ fn a_changed_model_without_a_process_takes_its_definition_at_once() {
 }
 
 #[test]
+fn new_settings_apply_without_a_restart() {
+    let t0 = Instant::now();
+    let far = t0 + Duration::from_secs(600);
+    let mut life = Lifecycle::new(settings(1_000), vec![model("a", 400), model("b", 300)], t0);
+    life.admit(0, t0, far);
+    life.loaded(0, t0 + ms(10), Some(380));
+    life.finished(0, t0 + ms(15));
+    assert_eq!(life.admit(0, t0 + ms(20), far), Admission::Go);
+    life.take_effects();
+    // a, busy, now unloads after 100 ms idle; nothing restarts and its measurement stays.
+    let idle = LifecycleModel {
+        idle_unload: Some(ms(100)),
+        footprint_mib: 999,
+        ..model("a", 400)
+    };
+    life.retune(0, idle, t0 + ms(30));
+    assert_eq!(life.state(0).map(ModelState::name), Some("ready"));
+    assert!(life.take_effects().is_empty());
+    assert_eq!(life.status(0).unwrap().footprint_mib, 380);
+    life.finished(0, t0 + ms(40));
+    life.tick(t0 + ms(90));
+    assert!(
+        unloads(&life.take_effects()).is_empty(),
+        "idle for 50 ms only"
+    );
+    life.tick(t0 + ms(150));
+    assert_eq!(unloads(&life.take_effects()), vec![0]);
+    assert_eq!(life.status(0).unwrap().loads, 1);
+    // b, unloaded, becomes resident: it loads at once.
+    let pinned = LifecycleModel {
+        resident: true,
+        ..model("b", 300)
+    };
+    life.retune(1, pinned, t0 + ms(160));
+    assert_eq!(loads(&life.take_effects()), vec![1]);
+    assert!(life.status(1).unwrap().pinned);
+}
+
+#[test]
+fn new_settings_during_a_restart_go_with_the_new_definition() {
+    let t0 = Instant::now();
+    let far = t0 + Duration::from_secs(600);
+    let mut life = Lifecycle::new(settings(1_000), vec![model("a", 400)], t0);
+    life.admit(0, t0, far);
+    life.loaded(0, t0 + ms(10), None);
+    assert_eq!(life.admit(0, t0 + ms(20), far), Admission::Go);
+    life.take_effects();
+    life.reconfigure(0, model("a", 500), t0 + ms(30));
+    let pinned = LifecycleModel {
+        resident: true,
+        ..model("a", 500)
+    };
+    life.retune(0, pinned, t0 + ms(40));
+    assert_eq!(life.state(0).map(ModelState::name), Some("draining"));
+    life.finished(0, t0 + ms(50));
+    life.finished(0, t0 + ms(50));
+    life.unloaded(0, t0 + ms(60));
+    // The new definition, pinned, loads again at once with nobody waiting.
+    assert_eq!(loads(&life.take_effects()), vec![0]);
+    assert!(life.status(0).unwrap().pinned);
+    assert_eq!(life.status(0).unwrap().footprint_mib, 500);
+}
+
+#[test]
 fn a_removed_model_refuses_new_work_finishes_the_rest_and_stops() {
     let t0 = Instant::now();
     let far = t0 + Duration::from_secs(600);
@@ -543,6 +607,13 @@ enum Op {
         footprint_mib: u64,
         resident: bool,
     },
+    /// A reload changed only the model's settings.
+    Retune {
+        model: usize,
+        resident: bool,
+        idle_ms: Option<u64>,
+        min_ms: u64,
+    },
     /// A reload removed the model.
     Retire {
         model: usize,
@@ -595,6 +666,17 @@ impl Op {
                 footprint_mib,
                 resident,
             },
+            Op::Retune {
+                model,
+                resident,
+                idle_ms,
+                min_ms,
+            } => Op::Retune {
+                model: model % models,
+                resident,
+                idle_ms,
+                min_ms,
+            },
             Op::Retire { model } => Op::Retire {
                 model: model % models,
             },
@@ -625,6 +707,18 @@ fn op(models: usize) -> impl Strategy<Value = Op> {
         1 => (0..models, 50u64..1_400, proptest::bool::weighted(0.2)).prop_map(
             |(model, footprint_mib, resident)| Op::Reconfigure { model, footprint_mib, resident }
         ),
+        1 => (
+            0..models,
+            proptest::bool::weighted(0.2),
+            proptest::option::of(100u64..2_000),
+            0u64..600
+        )
+            .prop_map(|(model, resident, idle_ms, min_ms)| Op::Retune {
+                model,
+                resident,
+                idle_ms,
+                min_ms
+            }),
         1 => (0..models).prop_map(|model| Op::Retire { model }),
         1 => (0..models, 50u64..1_400)
             .prop_map(|(model, footprint_mib)| Op::Revive { model, footprint_mib }),
@@ -870,6 +964,22 @@ impl World {
                         ..self.life.status(model).map(|s| model_of(&s)).unwrap()
                     };
                     self.life.reconfigure(model, config, self.now);
+                }
+            }
+            Op::Retune {
+                model,
+                resident,
+                idle_ms,
+                min_ms,
+            } => {
+                if let Some(status) = self.life.status(model) {
+                    let config = LifecycleModel {
+                        resident,
+                        idle_unload: idle_ms.map(ms),
+                        min_resident: ms(min_ms),
+                        ..model_of(&status)
+                    };
+                    self.life.retune(model, config, self.now);
                 }
             }
             Op::Retire { model } => {

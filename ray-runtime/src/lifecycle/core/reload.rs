@@ -18,11 +18,12 @@ impl Lifecycle {
         index
     }
 
-    /// A config reload changed model `model`'s definition (its launch profile, `resident`,
-    /// `minResidentMs` or `idleUnloadMs`; its footprint follows from them). Nothing is cut: a loaded model takes no new request, finishes the ones in
-    /// flight (however long they take: each has its own deadline), unloads, and takes the new
-    /// definition; requests that wait for it meanwhile load it again with the new one. A
-    /// model without a process takes the new definition at once.
+    /// A config reload changed model `model`'s process (its launch profile; its footprint
+    /// follows from it), and maybe its settings with it; a change to the settings alone is
+    /// [`Lifecycle::retune`]. Nothing is cut: a loaded model takes no new request, finishes
+    /// the ones in flight (however long they take: each has its own deadline), unloads, and
+    /// takes the new definition; requests that wait for it meanwhile load it again with the
+    /// new one. A model without a process takes the new definition at once.
     pub fn reconfigure(&mut self, model: usize, config: LifecycleModel, now: Instant) {
         let Some(slot) = self.slots.get_mut(model) else {
             return;
@@ -36,6 +37,34 @@ impl Lifecycle {
             ModelState::Ready | ModelState::Draining => self.leave(model, now),
             // After the load or the unload under way.
             ModelState::Loading | ModelState::Unloading => {}
+        }
+        self.pump(now);
+    }
+
+    /// A config reload changed only model `model`'s settings (`resident`, `minResidentMs`,
+    /// `idleUnloadMs`), not its process: the model takes them at once, in whatever state it
+    /// is, without a restart. One that becomes resident while unloaded loads when it fits;
+    /// one that no longer is can be evicted, and unloads when idle, from now on. The rest of
+    /// `config` (its footprint, its load time) is not read: the process is the same, and what
+    /// was measured of it stays. A restart already pending takes the settings with it.
+    pub fn retune(&mut self, model: usize, config: LifecycleModel, now: Instant) {
+        let Some(slot) = self.slots.get_mut(model) else {
+            return;
+        };
+        if slot.retired {
+            return;
+        }
+        let restarting = slot.pending.is_some();
+        let target = slot.pending.as_mut().unwrap_or(&mut slot.config);
+        target.resident = config.resident;
+        target.min_resident = config.min_resident;
+        target.idle_unload = config.idle_unload;
+        if !restarting {
+            self.load_if_pinned(
+                model,
+                now,
+                "pinned (resident): made resident by a config reload",
+            );
         }
         self.pump(now);
     }
