@@ -249,7 +249,13 @@ impl Runtime {
         // meanwhile leads this one, and takes its lease now.
         let _lease = match lease {
             Some(lease) => Some(lease),
-            None => self.lease(&model, deadline.min(total_deadline)).await?,
+            None => {
+                let total = stream.then(|| {
+                    let total = Duration::from_millis(streaming.total_timeout_ms);
+                    (total_deadline, total)
+                });
+                self.lease_within(&model, deadline, total).await?
+            }
         };
         let admitted = crate::deadline::timeout_at(
             deadline.min(total_deadline),
@@ -411,6 +417,33 @@ impl Runtime {
                 refusal,
                 managed.budget_source,
             )),
+        }
+    }
+
+    /// The lease of [`Runtime::lease`] for a request whose deadline is `deadline` and, for a
+    /// stream, whose total deadline is `total` (`streaming.totalTimeoutMs` from its arrival):
+    /// the wait ends at the earlier of the two, and when that is the stream's, a wait that
+    /// runs out is the stream's `stream_total_timeout`, as in admission.
+    pub(crate) async fn lease_within(
+        &self,
+        model: &ModelEntry,
+        deadline: Instant,
+        total: Option<(Instant, Duration)>,
+    ) -> Result<Option<crate::lifecycle::Lease>, RayError> {
+        match total {
+            Some((end, total)) if end < deadline => self.lease(model, end).await.map_err(|error| {
+                if error.code() == ErrorCode::RequestTimeout {
+                    let total_ms = total.as_millis() as u64;
+                    total_timeout(total_ms).with_details(serde_json::json!({
+                        "timeoutMs": total_ms,
+                        "phase": "model_load",
+                        "model": model.id,
+                    }))
+                } else {
+                    error
+                }
+            }),
+            _ => self.lease(model, deadline).await,
         }
     }
 }

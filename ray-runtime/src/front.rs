@@ -153,11 +153,8 @@ impl Runtime {
         let lease = if model.lifecycle.is_none() || joins() {
             None
         } else {
-            let lease_deadline = match stream_total {
-                Some(total) => deadline.min(started + total),
-                None => deadline,
-            };
-            self.lease(model, lease_deadline).await?
+            let total = stream_total.map(|total| (started + total, total));
+            self.lease_within(model, deadline, total).await?
         };
         // Admission, phase 1: preparation (template, exact token count), bounded like the
         // queue.
