@@ -1906,3 +1906,157 @@ async fn a_reload_restarts_a_changed_managed_model_and_adds_and_removes_others()
     assert_eq!(child_record(&state, "xl").unwrap().0, xl_pid);
     drop(ray);
 }
+
+/// An identical request for a managed model that joins an execution under way takes no lease
+/// of its own: while the model drains to make room for another (new requests for it wait
+/// until it loads again), the request still joins the generation running there and is
+/// answered from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the llama.cpp fixture (tools/llama-fixture/setup.sh)"]
+async fn a_request_that_joins_an_execution_needs_no_lease_of_its_own() {
+    fixture::require();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let large = managed_entry("large", "large", 0);
+    let xl = managed_entry("xl", "xl", 0);
+    // Room for xl, not for both.
+    let budget = lifecycle_footprint(&xl) + 16;
+    assert!(lifecycle_footprint(&large) + lifecycle_footprint(&xl) > budget);
+    let mut config = supervised_fixture_config(free_port());
+    config["model"] = xl.clone();
+    config["models"] = serde_json::json!([xl, large]);
+    config["lifecycle"] = serde_json::json!({
+        "memoryBudgetMiB": budget,
+        "minResidentMs": 0,
+        "swapBatchMs": 0,
+        "stateDir": state.display().to_string(),
+    });
+    config["gracefulDegradation"] = serde_json::json!({ "enabled": false });
+    config["adaptiveTuning"] = serde_json::json!({ "enabled": false });
+    let ray = deploy_tools::RayProcess::start(dir.path(), &config);
+    let limit = Duration::from_secs(60);
+    ray.wait_for("the gateway", limit, || async {
+        ray.get("/livez").await.is_some()
+    })
+    .await;
+    let infer = |model: &'static str, dedupe: bool| {
+        let url = ray.url("/v1/infer");
+        let mut body = serde_json::json!({ "model": model, "input": "Tell a long story.",
+                                           "maxTokens": 256, "cache": false });
+        if dedupe {
+            body["dedupeKey"] = serde_json::json!("one-story");
+        }
+        async move {
+            let response = reqwest::Client::new()
+                .post(url)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    // The first request loads xl and leads the execution.
+    let leader = tokio::spawn(infer("xl", true));
+    ray.wait_for("the leader to run", limit, || async {
+        let (_, model) = ray.get("/v1/models/xl").await.unwrap();
+        model["lifecycle"]["inFlight"] == 1
+    })
+    .await;
+    // A request for large waits for xl's memory: xl drains at once (swapBatchMs 0).
+    let other = tokio::spawn(infer("large", false));
+    ray.wait_for("xl to drain", limit, || async {
+        let (_, model) = ray.get("/v1/models/xl").await.unwrap();
+        model["lifecycle"]["state"] == "draining"
+    })
+    .await;
+    let ran_alongside = !leader.is_finished();
+    let joiner = infer("xl", true).await;
+    let (status, led) = leader.await.unwrap();
+    assert_eq!(status, 200, "{led}");
+    assert!(
+        ran_alongside,
+        "the generation ended before the second request came: it proves nothing"
+    );
+    let (status, joined) = joiner;
+    assert_eq!(status, 200, "{joined}");
+    assert_eq!(joined["deduplicated"], true, "{joined}");
+    assert_eq!(joined["output"], led["output"], "{joined}");
+    let (status, body) = other.await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    // xl was loaded once: the joined request did not load it again.
+    let (_, model) = ray.get("/v1/models/xl").await.unwrap();
+    assert_eq!(model["lifecycle"]["loads"], 1, "{model}");
+    drop(ray);
+}
+
+/// A stream's wait for its managed model to load is bounded by `streaming.totalTimeoutMs`
+/// when that comes before `scheduler.requestTimeoutMs`, and ends with the stream's own code:
+/// here large waits for memory that a busy xl keeps, and its stream gives up after 1 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the llama.cpp fixture (tools/llama-fixture/setup.sh)"]
+async fn a_streams_wait_for_its_model_ends_at_its_total_deadline() {
+    fixture::require();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let large = managed_entry("large", "large", 0);
+    let xl = managed_entry("xl", "xl", 0);
+    // Room for xl, not for both.
+    let budget = lifecycle_footprint(&xl) + 16;
+    let mut config = supervised_fixture_config(free_port());
+    config["model"] = xl.clone();
+    config["models"] = serde_json::json!([xl, large]);
+    config["lifecycle"] = serde_json::json!({
+        "memoryBudgetMiB": budget,
+        "minResidentMs": 0,
+        // xl keeps its turn for the whole test.
+        "swapBatchMs": 600000,
+        "swapBatchRequests": 10000,
+        "stateDir": state.display().to_string(),
+    });
+    config["scheduler"] = serde_json::json!({ "requestTimeoutMs": 60000 });
+    config["streaming"] = serde_json::json!({ "totalTimeoutMs": 1000 });
+    config["gracefulDegradation"] = serde_json::json!({ "enabled": false });
+    config["adaptiveTuning"] = serde_json::json!({ "enabled": false });
+    let ray = deploy_tools::RayProcess::start(dir.path(), &config);
+    let limit = Duration::from_secs(60);
+    ray.wait_for("the gateway", limit, || async {
+        ray.get("/livez").await.is_some()
+    })
+    .await;
+    let busy = tokio::spawn({
+        let url = ray.url("/v1/infer");
+        async move {
+            let response = reqwest::Client::new()
+                .post(url)
+                .json(&serde_json::json!({ "model": "xl", "input": "Tell a long story.",
+                                           "maxTokens": 256, "cache": false }))
+                .send()
+                .await
+                .unwrap();
+            response.status().as_u16()
+        }
+    });
+    ray.wait_for("xl to run", limit, || async {
+        let (_, model) = ray.get("/v1/models/xl").await.unwrap();
+        model["lifecycle"]["inFlight"] == 1
+    })
+    .await;
+    let client = ray_sdk::RayClient::new(ray.url("")).unwrap();
+    let request = InferRequest {
+        model: Some("large".into()),
+        max_tokens: Some(16),
+        cache: Some(false),
+        ..InferRequest::new("Hello")
+    };
+    let error = client.infer_stream(&request).await.unwrap_err();
+    let still_busy = !busy.is_finished();
+    assert_eq!(error.code(), Some(ErrorCode::StreamTotalTimeout), "{error}");
+    assert_eq!(error.status(), Some(504), "{error}");
+    assert!(still_busy, "xl finished first, so large could load: it proves nothing");
+    assert_eq!(busy.await.unwrap(), 200);
+    let (_, model) = ray.get("/v1/models/large").await.unwrap();
+    assert_eq!(model["lifecycle"]["waiting"], 0, "{model}");
+    drop(ray);
+}
