@@ -182,10 +182,10 @@ impl RuntimeBuilder {
         }
         Ok(Runtime {
             inner: Arc::new(Inner {
-                pressure: Arc::new(PressureMonitor::new(
+                pressure: PressureMonitor::new(
                     config.graceful_degradation.clone(),
                     self.pressure_sources,
-                )),
+                ),
                 telemetry: config.telemetry.clone(),
                 live: parking_lot::RwLock::new(Arc::new(Live {
                     config,

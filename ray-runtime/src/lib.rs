@@ -105,8 +105,8 @@ pub use metrics::{LATENCY_BUCKETS, MetricFamily, MetricKind, MetricsSnapshot, Sa
 pub use model_health::{HEALTH_MONITOR_INTERVAL, PROVIDER_HEALTH_TTL, WarmState};
 pub use plan::{DEFAULT_TEMPERATURE, DEFAULT_TOP_P};
 pub use pressure::{
-    MAX_STALE_INTERVALS, PressureSignals, PressureSnapshot, PressureSources, SAMPLE_INTERVAL,
-    parse_vm_rss, process_rss_bytes,
+    PressureSignals, PressureSnapshot, PressureSources, SAMPLE_INTERVAL, parse_vm_rss,
+    process_rss_bytes,
 };
 pub use prompt::{Compiled, Family, collapse_whitespace, compile, family, input_shape};
 pub use reload::{ReloadError, ReloadReport};

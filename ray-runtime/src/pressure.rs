@@ -3,10 +3,9 @@
 //! small file each) and at most every [`SAMPLE_INTERVAL`]; a source that does not exist is
 //! reported as unavailable (its fields absent), never as an error.
 //!
-//! Requests do not wait for the files: once a first reading exists, a request that finds it
-//! stale gets it as it is and starts a new reading on Tokio's blocking pool (one at a time).
-//! A reading older than [`MAX_STALE_INTERVALS`] intervals (the pool busy, or no runtime) is
-//! read again on the spot, so a reading is never older than that.
+//! No request waits for another's reading: once a first reading exists, the request that finds
+//! it stale reads the files (a few tens of microseconds) without holding the monitor's lock,
+//! and the requests that come meanwhile take the last reading as it is.
 
 mod evaluate;
 pub(crate) mod metrics;
@@ -52,16 +51,12 @@ pub(crate) struct PressureMonitor {
     state: Mutex<MonitorState>,
 }
 
-/// A reading this many sample intervals old is read again by the request that finds it,
-/// instead of in the background.
-pub const MAX_STALE_INTERVALS: u32 = 10;
-
 #[derive(Debug, Default)]
 struct MonitorState {
     /// The cgroup directories, found on the first reading.
     location: Option<Location>,
     last: Option<(Instant, Arc<PressureSignals>)>,
-    /// A reading runs on the blocking pool.
+    /// A caller is reading the files.
     refreshing: bool,
 }
 
@@ -77,48 +72,32 @@ impl PressureMonitor {
         }
     }
 
-    /// Memory and CPU signals. A reading older than the sample interval is read again: in the
-    /// background when a Tokio runtime runs (this call returns the stale reading), on the
-    /// spot for the first reading, with a zero interval, without a runtime, or when the
-    /// reading is [`MAX_STALE_INTERVALS`] intervals old. Concurrent callers share one reading.
-    pub(crate) fn sample(self: &Arc<Self>) -> Arc<PressureSignals> {
+    /// Memory and CPU signals, read again when the last reading is older than the sample
+    /// interval: by this caller, without holding the lock, while concurrent callers take the
+    /// last reading as it is (the first reading is taken by whoever asks for it).
+    pub(crate) fn sample(&self) -> Arc<PressureSignals> {
         let now = Instant::now();
-        let interval = self.sources.sample_interval();
         let mut state = self.state.lock();
-        if let Some((at, signals)) = &state.last {
-            let age = now.duration_since(*at);
-            if age < interval {
+        let stale = match &state.last {
+            Some((at, signals)) if now.duration_since(*at) < self.sources.sample_interval() => {
                 return signals.clone();
             }
-            let runtime = tokio::runtime::Handle::try_current();
-            if let Ok(runtime) = runtime
-                && age < interval.saturating_mul(MAX_STALE_INTERVALS)
-            {
-                let stale = signals.clone();
-                if !std::mem::replace(&mut state.refreshing, true) {
-                    drop(state);
-                    let monitor = self.clone();
-                    runtime.spawn_blocking(move || monitor.refresh());
-                }
-                return stale;
-            }
-        }
+            Some((_, signals)) if state.refreshing => return signals.clone(),
+            Some(_) => true,
+            None => false,
+        };
         let location = self.location(&mut state);
-        let reading = self.sources.read_all(&location);
-        self.store(&mut state, reading, now)
-    }
-
-    /// A reading on the blocking pool.
-    fn refresh(&self) {
-        let location = self.location(&mut self.state.lock());
-        let started = Instant::now();
+        if !stale {
+            // The first reading: every caller waits for it.
+            let reading = self.sources.read_all(&location);
+            return self.store(&mut state, reading, now);
+        }
+        state.refreshing = true;
+        drop(state);
+        let _refreshing = Refreshing(self);
         let reading = self.sources.read_all(&location);
         let mut state = self.state.lock();
-        state.refreshing = false;
-        // A reading taken on the spot meanwhile is newer.
-        if state.last.as_ref().is_none_or(|(at, _)| *at <= started) {
-            self.store(&mut state, reading, started);
-        }
+        self.store(&mut state, reading, now)
     }
 
     fn location(&self, state: &mut MonitorState) -> Location {
@@ -145,16 +124,20 @@ impl PressureMonitor {
         signals
     }
 
-    /// How old the current reading is (`None` before the first).
-    #[cfg(test)]
-    fn age(&self) -> Option<std::time::Duration> {
-        self.state.lock().last.as_ref().map(|(at, _)| at.elapsed())
-    }
-
     /// Whether new work is refused now: memory pressure is critical and
     /// `gracefulDegradation.refuseOnCriticalMemory` is on.
     pub(crate) fn refuses(&self, signals: &PressureSignals) -> bool {
         self.config.refuse_on_critical_memory && signals.memory.critical
+    }
+}
+
+/// A caller reading the files; clears the monitor's `refreshing` mark however it ends (after
+/// the new reading is stored, so no other caller starts one meanwhile).
+struct Refreshing<'a>(&'a PressureMonitor);
+
+impl Drop for Refreshing<'_> {
+    fn drop(&mut self) {
+        self.0.state.lock().refreshing = false;
     }
 }
 
@@ -182,78 +165,63 @@ mod tests {
         std::fs::write(dir.path().join("proc/self/status"), status).unwrap();
     }
 
-    fn monitor(dir: &tempfile::TempDir, interval: Duration) -> Arc<PressureMonitor> {
+    fn monitor(dir: &tempfile::TempDir, interval: Duration) -> PressureMonitor {
         let sources = PressureSources::under(dir.path()).with_sample_interval(interval);
         let config = ray_core::config::ConfigLoader::new()
             .with_json("inline", r#"{"profile":"tiny"}"#)
             .load()
             .unwrap()
             .config;
-        Arc::new(PressureMonitor::new(
-            config.graceful_degradation.clone(),
-            sources,
-        ))
+        PressureMonitor::new(config.graceful_degradation.clone(), sources)
     }
 
     fn rss(signals: &PressureSignals) -> Option<u64> {
         signals.reading.rss_bytes.map(|bytes| bytes / 1024)
     }
 
-    #[tokio::test]
-    async fn a_stale_reading_is_served_while_a_new_one_is_read_in_the_background() {
+    #[test]
+    fn a_stale_reading_is_read_again_by_one_caller_while_the_others_take_it_as_it_is() {
         let dir = host(100);
-        let interval = Duration::from_millis(40);
+        let interval = Duration::from_millis(5);
         let monitor = monitor(&dir, interval);
         // The first reading is taken on the spot.
         assert_eq!(rss(&monitor.sample()), Some(100));
         set_rss(&dir, 200);
         // Fresh: the same reading.
         assert_eq!(rss(&monitor.sample()), Some(100));
-        tokio::time::sleep(interval + Duration::from_millis(10)).await;
-        // Stale: served as it is, and read again on the blocking pool.
-        assert_eq!(rss(&monitor.sample()), Some(100));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while rss(&monitor.sample()) != Some(200) {
-            assert!(
-                Instant::now() < deadline,
-                "the background reading never came"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        assert!(!monitor.state.lock().refreshing);
-        assert!(monitor.age().unwrap() < interval * MAX_STALE_INTERVALS);
-    }
-
-    #[tokio::test]
-    async fn a_reading_too_old_is_read_on_the_spot() {
-        let dir = host(100);
-        let interval = Duration::from_millis(5);
-        let monitor = monitor(&dir, interval);
-        assert_eq!(rss(&monitor.sample()), Some(100));
-        set_rss(&dir, 300);
-        // A background reading that never ends (a busy pool) must not hold it back.
+        std::thread::sleep(interval * 2);
+        // Stale while another caller reads the files: taken as it is.
         monitor.state.lock().refreshing = true;
-        tokio::time::sleep(interval * (MAX_STALE_INTERVALS + 2)).await;
-        assert_eq!(rss(&monitor.sample()), Some(300));
+        assert_eq!(rss(&monitor.sample()), Some(100));
+        // Stale and nobody reading: this caller reads, and clears the mark after.
+        monitor.state.lock().refreshing = false;
+        assert_eq!(rss(&monitor.sample()), Some(200));
+        assert!(!monitor.state.lock().refreshing);
     }
 
     #[test]
-    fn without_a_runtime_or_with_a_zero_interval_every_look_reads() {
+    fn concurrent_callers_never_wait_for_a_reading_but_the_first() {
         let dir = host(100);
-        let quick = monitor(&dir, Duration::from_millis(1));
-        assert_eq!(rss(&quick.sample()), Some(100));
-        set_rss(&dir, 400);
-        std::thread::sleep(Duration::from_millis(3));
-        assert_eq!(rss(&quick.sample()), Some(400));
-        let every = monitor(&dir, Duration::ZERO);
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
-            assert_eq!(rss(&every.sample()), Some(400));
-            set_rss(&dir, 500);
-            assert_eq!(rss(&every.sample()), Some(500));
+        let monitor = monitor(&dir, Duration::ZERO);
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| {
+                    for _ in 0..200 {
+                        assert_eq!(rss(&monitor.sample()), Some(100));
+                    }
+                });
+            }
         });
+        assert!(!monitor.state.lock().refreshing);
+    }
+
+    #[test]
+    fn with_a_zero_interval_every_look_reads() {
+        let dir = host(100);
+        let monitor = monitor(&dir, Duration::ZERO);
+        assert_eq!(rss(&monitor.sample()), Some(100));
+        set_rss(&dir, 500);
+        assert_eq!(rss(&monitor.sample()), Some(500));
     }
 
     #[test]

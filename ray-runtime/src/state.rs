@@ -46,7 +46,7 @@ pub(crate) struct Inner {
     pub(crate) rate_limit_store: Option<Arc<dyn crate::shared::RateLimitStore>>,
     pub(crate) cache: Option<Arc<dyn ResultStore>>,
     pub(crate) metrics: RuntimeMetrics,
-    pub(crate) pressure: Arc<PressureMonitor>,
+    pub(crate) pressure: PressureMonitor,
     pub(crate) ids: IdSource,
     pub(crate) started: Instant,
     pub(crate) jobs: Option<Arc<JobQueue>>,
