@@ -2030,8 +2030,10 @@ async fn a_streams_wait_for_its_model_ends_at_its_total_deadline() {
         async move {
             let response = reqwest::Client::new()
                 .post(url)
-                .json(&serde_json::json!({ "model": "xl", "input": "Tell a long story.",
-                                           "maxTokens": 256, "cache": false }))
+                .json(
+                    &serde_json::json!({ "model": "xl", "input": "Tell a long story.",
+                                           "maxTokens": 256, "cache": false }),
+                )
                 .send()
                 .await
                 .unwrap();
@@ -2054,7 +2056,10 @@ async fn a_streams_wait_for_its_model_ends_at_its_total_deadline() {
     let still_busy = !busy.is_finished();
     assert_eq!(error.code(), Some(ErrorCode::StreamTotalTimeout), "{error}");
     assert_eq!(error.status(), Some(504), "{error}");
-    assert!(still_busy, "xl finished first, so large could load: it proves nothing");
+    assert!(
+        still_busy,
+        "xl finished first, so large could load: it proves nothing"
+    );
     assert_eq!(busy.await.unwrap(), 200);
     let (_, model) = ray.get("/v1/models/large").await.unwrap();
     assert_eq!(model["lifecycle"]["waiting"], 0, "{model}");
