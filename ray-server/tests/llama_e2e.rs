@@ -1679,6 +1679,18 @@ async fn a_model_swapped_back_prepares_its_prompt_against_the_new_process() {
     drop(ray);
 }
 
+/// POSTs `body` as JSON to `url`; the status and the JSON answer.
+async fn post_json(url: String, body: serde_json::Value) -> (u16, serde_json::Value) {
+    let response = reqwest::Client::new()
+        .post(url)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
 /// The pid and command line of a managed model's running child, from its pid file.
 fn child_record(state: &std::path::Path, model: &str) -> Option<(u64, Vec<String>)> {
     let record: serde_json::Value = serde_json::from_slice(
@@ -1722,20 +1734,11 @@ async fn a_reload_restarts_a_changed_managed_model_and_adds_and_removes_others()
     })
     .await;
     let infer = |model: &'static str, tokens: u32| {
-        let url = ray.url("/v1/infer");
-        async move {
-            let response = reqwest::Client::new()
-                .post(url)
-                .json(
-                    &serde_json::json!({ "model": model, "input": "Tell a story.",
-                                           "maxTokens": tokens, "cache": false }),
-                )
-                .send()
-                .await
-                .unwrap();
-            let status = response.status().as_u16();
-            (status, response.json::<serde_json::Value>().await.unwrap())
-        }
+        post_json(
+            ray.url("/v1/infer"),
+            serde_json::json!({ "model": model, "input": "Tell a story.",
+                                "maxTokens": tokens, "cache": false }),
+        )
     };
     let (status, body) = infer("large", 4).await;
     assert_eq!(status, 200, "{body}");
@@ -1940,22 +1943,12 @@ async fn a_request_that_joins_an_execution_needs_no_lease_of_its_own() {
     })
     .await;
     let infer = |model: &'static str, dedupe: bool| {
-        let url = ray.url("/v1/infer");
         let mut body = serde_json::json!({ "model": model, "input": "Tell a long story.",
                                            "maxTokens": 256, "cache": false });
         if dedupe {
             body["dedupeKey"] = serde_json::json!("one-story");
         }
-        async move {
-            let response = reqwest::Client::new()
-                .post(url)
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
-            let status = response.status().as_u16();
-            (status, response.json::<serde_json::Value>().await.unwrap())
-        }
+        post_json(ray.url("/v1/infer"), body)
     };
     // The first request loads xl and leads the execution.
     let leader = tokio::spawn(infer("xl", true));
@@ -2025,21 +2018,11 @@ async fn a_streams_wait_for_its_model_ends_at_its_total_deadline() {
         ray.get("/livez").await.is_some()
     })
     .await;
-    let busy = tokio::spawn({
-        let url = ray.url("/v1/infer");
-        async move {
-            let response = reqwest::Client::new()
-                .post(url)
-                .json(
-                    &serde_json::json!({ "model": "xl", "input": "Tell a long story.",
-                                           "maxTokens": 256, "cache": false }),
-                )
-                .send()
-                .await
-                .unwrap();
-            response.status().as_u16()
-        }
-    });
+    let busy = tokio::spawn(post_json(
+        ray.url("/v1/infer"),
+        serde_json::json!({ "model": "xl", "input": "Tell a long story.",
+                            "maxTokens": 256, "cache": false }),
+    ));
     ray.wait_for("xl to run", limit, || async {
         let (_, model) = ray.get("/v1/models/xl").await.unwrap();
         model["lifecycle"]["inFlight"] == 1
@@ -2060,7 +2043,8 @@ async fn a_streams_wait_for_its_model_ends_at_its_total_deadline() {
         still_busy,
         "xl finished first, so large could load: it proves nothing"
     );
-    assert_eq!(busy.await.unwrap(), 200);
+    let (status, body) = busy.await.unwrap();
+    assert_eq!(status, 200, "{body}");
     let (_, model) = ray.get("/v1/models/large").await.unwrap();
     assert_eq!(model["lifecycle"]["waiting"], 0, "{model}");
     drop(ray);
