@@ -1910,6 +1910,43 @@ async fn a_reload_restarts_a_changed_managed_model_and_adds_and_removes_others()
     drop(ray);
 }
 
+/// A listening gateway with two managed models, xl and large, and room for xl alone (no
+/// degradation or tuning, which would lower a request's maxTokens): `lifecycle` adds to the
+/// lifecycle section, `extra`'s sections to the config. With the wait limit for its checks.
+async fn xl_or_large(
+    dir: &std::path::Path,
+    lifecycle: serde_json::Value,
+    extra: serde_json::Value,
+) -> (deploy_tools::RayProcess, Duration) {
+    let large = managed_entry("large", "large", 0);
+    let xl = managed_entry("xl", "xl", 0);
+    let budget = lifecycle_footprint(&xl) + 16;
+    assert!(lifecycle_footprint(&large) + lifecycle_footprint(&xl) > budget);
+    let mut config = supervised_fixture_config(free_port());
+    config["model"] = xl.clone();
+    config["models"] = serde_json::json!([xl, large]);
+    config["lifecycle"] = serde_json::json!({
+        "memoryBudgetMiB": budget,
+        "minResidentMs": 0,
+        "stateDir": dir.join("state").display().to_string(),
+    });
+    for (key, value) in lifecycle.as_object().unwrap() {
+        config["lifecycle"][key] = value.clone();
+    }
+    config["gracefulDegradation"] = serde_json::json!({ "enabled": false });
+    config["adaptiveTuning"] = serde_json::json!({ "enabled": false });
+    for (key, value) in extra.as_object().unwrap() {
+        config[key] = value.clone();
+    }
+    let ray = deploy_tools::RayProcess::start(dir, &config);
+    let limit = Duration::from_secs(60);
+    ray.wait_for("the gateway", limit, || async {
+        ray.get("/livez").await.is_some()
+    })
+    .await;
+    (ray, limit)
+}
+
 /// An identical request for a managed model that joins an execution under way takes no lease
 /// of its own: while the model drains to make room for another (new requests for it wait
 /// until it loads again), the request still joins the generation running there and is
@@ -1919,28 +1956,12 @@ async fn a_reload_restarts_a_changed_managed_model_and_adds_and_removes_others()
 async fn a_request_that_joins_an_execution_needs_no_lease_of_its_own() {
     fixture::require();
     let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    let large = managed_entry("large", "large", 0);
-    let xl = managed_entry("xl", "xl", 0);
-    // Room for xl, not for both.
-    let budget = lifecycle_footprint(&xl) + 16;
-    assert!(lifecycle_footprint(&large) + lifecycle_footprint(&xl) > budget);
-    let mut config = supervised_fixture_config(free_port());
-    config["model"] = xl.clone();
-    config["models"] = serde_json::json!([xl, large]);
-    config["lifecycle"] = serde_json::json!({
-        "memoryBudgetMiB": budget,
-        "minResidentMs": 0,
-        "swapBatchMs": 0,
-        "stateDir": state.display().to_string(),
-    });
-    config["gracefulDegradation"] = serde_json::json!({ "enabled": false });
-    config["adaptiveTuning"] = serde_json::json!({ "enabled": false });
-    let ray = deploy_tools::RayProcess::start(dir.path(), &config);
-    let limit = Duration::from_secs(60);
-    ray.wait_for("the gateway", limit, || async {
-        ray.get("/livez").await.is_some()
-    })
+    // xl drains at once when large waits (swapBatchMs 0).
+    let (ray, limit) = xl_or_large(
+        dir.path(),
+        serde_json::json!({ "swapBatchMs": 0 }),
+        serde_json::json!({}),
+    )
     .await;
     let infer = |model: &'static str, dedupe: bool| {
         let mut body = serde_json::json!({ "model": model, "input": "Tell a long story.",
@@ -1992,31 +2013,13 @@ async fn a_request_that_joins_an_execution_needs_no_lease_of_its_own() {
 async fn a_streams_wait_for_its_model_ends_at_its_total_deadline() {
     fixture::require();
     let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    let large = managed_entry("large", "large", 0);
-    let xl = managed_entry("xl", "xl", 0);
-    // Room for xl, not for both.
-    let budget = lifecycle_footprint(&xl) + 16;
-    let mut config = supervised_fixture_config(free_port());
-    config["model"] = xl.clone();
-    config["models"] = serde_json::json!([xl, large]);
-    config["lifecycle"] = serde_json::json!({
-        "memoryBudgetMiB": budget,
-        "minResidentMs": 0,
+    let (ray, limit) = xl_or_large(
+        dir.path(),
         // xl keeps its turn for the whole test.
-        "swapBatchMs": 600000,
-        "swapBatchRequests": 10000,
-        "stateDir": state.display().to_string(),
-    });
-    config["scheduler"] = serde_json::json!({ "requestTimeoutMs": 60000 });
-    config["streaming"] = serde_json::json!({ "totalTimeoutMs": 1000 });
-    config["gracefulDegradation"] = serde_json::json!({ "enabled": false });
-    config["adaptiveTuning"] = serde_json::json!({ "enabled": false });
-    let ray = deploy_tools::RayProcess::start(dir.path(), &config);
-    let limit = Duration::from_secs(60);
-    ray.wait_for("the gateway", limit, || async {
-        ray.get("/livez").await.is_some()
-    })
+        serde_json::json!({ "swapBatchMs": 600000, "swapBatchRequests": 10000 }),
+        serde_json::json!({ "scheduler": { "requestTimeoutMs": 60000 },
+                            "streaming": { "totalTimeoutMs": 1000 } }),
+    )
     .await;
     let busy = tokio::spawn(post_json(
         ray.url("/v1/infer"),
