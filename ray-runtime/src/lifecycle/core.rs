@@ -460,6 +460,12 @@ impl Lifecycle {
             "its process stopped".into(),
         );
         self.take_pending(model, now);
+        // Made resident while it was unloading (see `retune`).
+        self.load_if_pinned(
+            model,
+            now,
+            "pinned (resident): loaded again once its process stopped",
+        );
         self.pump(now);
     }
 

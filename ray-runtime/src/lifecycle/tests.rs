@@ -466,6 +466,59 @@ fn new_settings_apply_without_a_restart() {
 }
 
 #[test]
+fn a_model_made_resident_keeps_its_memory_whatever_it_was_doing() {
+    let t0 = Instant::now();
+    let far = t0 + Duration::from_secs(600);
+    let pinned = |id: &str, mib: u64| LifecycleModel {
+        resident: true,
+        ..model(id, mib)
+    };
+    // a, busy, drains to make room for b (swap_batch 0): made resident, it stays.
+    let mut life = Lifecycle::new(settings(500), vec![model("a", 400), model("b", 400)], t0);
+    life.admit(0, t0, far);
+    life.loaded(0, t0 + ms(10), None);
+    let Admission::Wait(_) = life.admit(1, t0 + ms(20), far) else {
+        panic!("b waits for a's memory");
+    };
+    assert_eq!(life.state(0).map(ModelState::name), Some("draining"));
+    life.retune(0, pinned("a", 400), t0 + ms(30));
+    assert_eq!(life.state(0).map(ModelState::name), Some("ready"));
+    life.finished(0, t0 + ms(40));
+    life.tick(t0 + ms(50));
+    assert!(
+        unloads(&life.take_effects()).is_empty(),
+        "a pinned model is never evicted"
+    );
+
+    // a unloads when idle; made resident meanwhile, it loads again once stopped.
+    let idle = LifecycleModel {
+        idle_unload: Some(ms(100)),
+        ..model("a", 400)
+    };
+    let mut life = Lifecycle::new(settings(500), vec![idle], t0);
+    life.admit(0, t0, far);
+    life.loaded(0, t0 + ms(10), None);
+    life.finished(0, t0 + ms(20));
+    life.tick(t0 + ms(200));
+    assert_eq!(unloads(&life.take_effects()), vec![0]);
+    life.retune(0, pinned("a", 400), t0 + ms(210));
+    assert!(
+        loads(&life.take_effects()).is_empty(),
+        "its process is still stopping"
+    );
+    life.unloaded(0, t0 + ms(220));
+    assert_eq!(loads(&life.take_effects()), vec![0]);
+
+    // A failed model made resident keeps its retry wait.
+    let mut life = Lifecycle::new(settings(500), vec![model("a", 400)], t0);
+    life.admit(0, t0, far);
+    life.take_effects();
+    life.load_failed(0, t0 + ms(10), "no such file".into());
+    life.retune(0, pinned("a", 400), t0 + ms(20));
+    assert!(loads(&life.take_effects()).is_empty());
+}
+
+#[test]
 fn new_settings_during_a_restart_go_with_the_new_definition() {
     let t0 = Instant::now();
     let far = t0 + Duration::from_secs(600);

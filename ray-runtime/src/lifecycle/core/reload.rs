@@ -43,8 +43,10 @@ impl Lifecycle {
 
     /// A config reload changed only model `model`'s settings (`resident`, `minResidentMs`,
     /// `idleUnloadMs`), not its process: the model takes them at once, in whatever state it
-    /// is, without a restart. One that becomes resident while unloaded loads when it fits;
-    /// one that no longer is can be evicted, and unloads when idle, from now on. The rest of
+    /// is, without a restart. One that becomes resident loads at once when it is unloaded and
+    /// fits in the memory free now (a failed one keeps its retry wait); a drain to make room
+    /// for another model is called off; one unloading loads again once stopped. One that no
+    /// longer is resident can be evicted, and unloads when idle, from now on. The rest of
     /// `config` (its footprint, its load time) is not read: the process is the same, and what
     /// was measured of it stays. A restart already pending takes the settings with it.
     pub fn retune(&mut self, model: usize, config: LifecycleModel, now: Instant) {
@@ -54,17 +56,39 @@ impl Lifecycle {
         if slot.retired {
             return;
         }
-        let restarting = slot.pending.is_some();
-        let target = slot.pending.as_mut().unwrap_or(&mut slot.config);
-        target.resident = config.resident;
-        target.min_resident = config.min_resident;
-        target.idle_unload = config.idle_unload;
-        if !restarting {
-            self.load_if_pinned(
-                model,
-                now,
-                "pinned (resident): made resident by a config reload",
-            );
+        if let Some(pending) = slot.pending.as_mut() {
+            pending.resident = config.resident;
+            pending.min_resident = config.min_resident;
+            pending.idle_unload = config.idle_unload;
+            self.pump(now);
+            return;
+        }
+        let pinned = config.resident && !slot.config.resident;
+        slot.config.resident = config.resident;
+        slot.config.min_resident = config.min_resident;
+        slot.config.idle_unload = config.idle_unload;
+        if pinned {
+            match slot.state {
+                ModelState::Unloaded => self.load_if_pinned(
+                    model,
+                    now,
+                    "pinned (resident): made resident by a config reload",
+                ),
+                // Not a restart (none is pending): a drain to make room for another model.
+                ModelState::Draining => {
+                    slot.drain_until = None;
+                    self.transition(
+                        model,
+                        ModelState::Ready,
+                        now,
+                        "pinned (resident) by a config reload: its drain to make room is \
+                         called off"
+                            .into(),
+                    );
+                }
+                // Unloading: `unloaded` loads it again; failed: after its retry wait.
+                _ => {}
+            }
         }
         self.pump(now);
     }
@@ -157,7 +181,7 @@ impl Lifecycle {
     }
 
     /// Loads a pinned, unloaded model when it fits in the memory free now.
-    fn load_if_pinned(&mut self, model: usize, now: Instant, reason: &str) {
+    pub(super) fn load_if_pinned(&mut self, model: usize, now: Instant, reason: &str) {
         let slot = &self.slots[model];
         if slot.config.resident
             && !slot.retired
