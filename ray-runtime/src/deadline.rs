@@ -12,7 +12,7 @@ use std::pin::{Pin, pin};
 use std::task::Poll;
 use std::time::Duration;
 
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 /// The deadline passed before the future finished.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,9 +26,11 @@ impl std::fmt::Display for Elapsed {
 
 impl std::error::Error for Elapsed {}
 
-/// Runs `future` until `deadline`, like `tokio::time::timeout_at`, but polls it once before
-/// building a timer: a future that is ready on its first poll costs no timer. A deadline
-/// already past still lets that first poll finish the work, as `tokio::time::timeout_at` does.
+/// Runs `future` until `deadline`, like `tokio::time::timeout_at`, but polls it before it
+/// builds a timer: a future that is ready on its first poll costs no timer, and one that
+/// waits gets its timer after that first poll (the future is polled once per wake-up, as
+/// under `tokio::time::timeout_at`). A deadline already past still lets that first poll
+/// finish the work, as `tokio::time::timeout_at` does.
 ///
 /// Must run inside a Tokio runtime with the time driver enabled.
 ///
@@ -46,41 +48,33 @@ impl std::error::Error for Elapsed {}
 /// # }
 /// ```
 pub async fn timeout_at<F: Future>(deadline: Instant, future: F) -> Result<F::Output, Elapsed> {
-    let mut future = pin!(future);
-    if let Some(output) = poll_once(future.as_mut()).await {
-        return Ok(output);
-    }
-    tokio::time::timeout_at(deadline, future)
-        .await
-        .map_err(|_| Elapsed)
+    within(future, || tokio::time::sleep_until(deadline)).await
 }
 
-/// Runs `future` for at most `duration`, like `tokio::time::timeout`, but polls it once before
-/// reading the clock or building a timer (see [`timeout_at`]); the duration counts from that
-/// first poll.
+/// Runs `future` for at most `duration`, like `tokio::time::timeout`, but polls it before it
+/// reads the clock or builds a timer (see [`timeout_at`]); the duration counts from the end
+/// of that first poll.
 ///
 /// Must run inside a Tokio runtime with the time driver enabled.
 pub async fn timeout<F: Future>(duration: Duration, future: F) -> Result<F::Output, Elapsed> {
-    let mut future = pin!(future);
-    if let Some(output) = poll_once(future.as_mut()).await {
-        return Ok(output);
-    }
-    tokio::time::timeout(duration, future)
-        .await
-        .map_err(|_| Elapsed)
+    within(future, || tokio::time::sleep(duration)).await
 }
 
-/// The future's output if it is ready on this first poll (its waker kept otherwise).
-async fn poll_once<F: Future>(mut future: Pin<&mut F>) -> Option<F::Output> {
-    let mut first = true;
+/// Polls `future`; once it has returned pending, `timer()` is built and raced with it.
+async fn within<F: Future>(future: F, timer: impl FnOnce() -> Sleep) -> Result<F::Output, Elapsed> {
+    let mut future = pin!(future);
+    let mut sleep: Pin<&mut Option<Sleep>> = pin!(None);
+    let mut timer = Some(timer);
     poll_fn(|cx| {
-        if std::mem::take(&mut first) {
-            match future.as_mut().poll(cx) {
-                Poll::Ready(output) => Poll::Ready(Some(output)),
-                Poll::Pending => Poll::Ready(None),
-            }
-        } else {
-            Poll::Ready(None)
+        if let Poll::Ready(output) = future.as_mut().poll(cx) {
+            return Poll::Ready(Ok(output));
+        }
+        if let Some(timer) = timer.take() {
+            sleep.set(Some(timer()));
+        }
+        match sleep.as_mut().as_pin_mut().map(|sleep| sleep.poll(cx)) {
+            Some(Poll::Ready(())) => Poll::Ready(Err(Elapsed)),
+            _ => Poll::Pending,
         }
     })
     .await
@@ -89,6 +83,10 @@ async fn poll_once<F: Future>(mut future: Pin<&mut F>) -> Option<F::Output> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use parking_lot::Mutex;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::task::{Context, Waker};
 
     #[tokio::test(start_paused = true)]
     async fn ready_at_once_needs_no_time() {
@@ -124,16 +122,48 @@ mod tests {
         assert_eq!(Instant::now() - start, Duration::from_secs(2));
     }
 
+    /// Ready once `ready` is set; registers its waker on its first poll only, and counts
+    /// its polls.
+    struct Once {
+        ready: Arc<AtomicBool>,
+        waker: Arc<Mutex<Option<Waker>>>,
+        polls: Arc<AtomicUsize>,
+    }
+
+    impl Future for Once {
+        type Output = usize;
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<usize> {
+            let polls = self.polls.fetch_add(1, Ordering::SeqCst) + 1;
+            if self.ready.load(Ordering::SeqCst) {
+                return Poll::Ready(polls);
+            }
+            if polls == 1 {
+                *self.waker.lock() = Some(cx.waker().clone());
+            }
+            Poll::Pending
+        }
+    }
+
     #[tokio::test(start_paused = true)]
-    async fn a_first_pending_poll_keeps_its_waker() {
-        // The work registers its waker on the first poll (before the timer exists) and is
-        // woken by the other task: it must still finish.
-        let (tx, rx) = tokio::sync::oneshot::channel();
+    async fn the_first_polls_waker_wakes_it_and_it_is_polled_once_per_wake_up() {
+        let ready = Arc::new(AtomicBool::new(false));
+        let waker = Arc::new(Mutex::new(None::<Waker>));
+        let polls = Arc::new(AtomicUsize::new(0));
+        let once = Once {
+            ready: ready.clone(),
+            waker: waker.clone(),
+            polls: polls.clone(),
+        };
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(10)).await;
-            tx.send(3).unwrap();
+            ready.store(true, Ordering::SeqCst);
+            if let Some(waker) = waker.lock().take() {
+                waker.wake();
+            }
         });
         let deadline = Instant::now() + Duration::from_secs(1);
-        assert_eq!(timeout_at(deadline, rx).await, Ok(Ok(3)));
+        // A lost first waker would leave it pending until the deadline.
+        assert_eq!(timeout_at(deadline, once).await, Ok(2));
+        assert_eq!(polls.load(Ordering::SeqCst), 2);
     }
 }
