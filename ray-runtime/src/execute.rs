@@ -432,15 +432,26 @@ impl Runtime {
     ) -> Result<Option<crate::lifecycle::Lease>, RayError> {
         match total {
             Some((end, total)) if end < deadline => self.lease(model, end).await.map_err(|error| {
-                if error.code() == ErrorCode::RequestTimeout {
-                    let total_ms = total.as_millis() as u64;
-                    total_timeout(total_ms).with_details(serde_json::json!({
-                        "timeoutMs": total_ms,
-                        "phase": "model_load",
-                        "model": model.id,
-                    }))
-                } else {
-                    error
+                if error.code() != ErrorCode::RequestTimeout {
+                    return error;
+                }
+                let total_ms = total.as_millis() as u64;
+                let timeout = RayError::new(
+                    ErrorCode::StreamTotalTimeout,
+                    format!(
+                        "The stream's deadline (streaming.totalTimeoutMs, {total_ms} ms) \
+                         passed while model {:?} was loading",
+                        model.id
+                    ),
+                )
+                .with_details(serde_json::json!({
+                    "timeoutMs": total_ms,
+                    "phase": "model_load",
+                    "model": model.id,
+                }));
+                match error.retry_after_secs() {
+                    Some(seconds) => timeout.with_retry_after(seconds),
+                    None => timeout,
                 }
             }),
             _ => self.lease(model, deadline).await,
