@@ -78,20 +78,20 @@ impl PressureMonitor {
     pub(crate) fn sample(&self) -> Arc<PressureSignals> {
         let now = Instant::now();
         let mut state = self.state.lock();
-        let stale = match &state.last {
-            Some((at, signals)) if now.duration_since(*at) < self.sources.sample_interval() => {
+        let location = match &state.last {
+            Some((at, signals))
+                if state.refreshing || now.duration_since(*at) < self.sources.sample_interval() =>
+            {
                 return signals.clone();
             }
-            Some((_, signals)) if state.refreshing => return signals.clone(),
-            Some(_) => true,
-            None => false,
+            Some(_) => self.location(&mut state),
+            None => {
+                // The first reading: every caller waits for it.
+                let location = self.location(&mut state);
+                let reading = self.sources.read_all(&location);
+                return self.store(&mut state, reading, now);
+            }
         };
-        let location = self.location(&mut state);
-        if !stale {
-            // The first reading: every caller waits for it.
-            let reading = self.sources.read_all(&location);
-            return self.store(&mut state, reading, now);
-        }
         state.refreshing = true;
         drop(state);
         let _refreshing = Refreshing(self);

@@ -63,11 +63,11 @@ impl Lifecycle {
             self.pump(now);
             return;
         }
-        let pinned = config.resident && !slot.config.resident;
+        let made_resident = config.resident && !slot.config.resident;
         slot.config.resident = config.resident;
         slot.config.min_resident = config.min_resident;
         slot.config.idle_unload = config.idle_unload;
-        if pinned {
+        if made_resident {
             match slot.state {
                 ModelState::Unloaded => self.load_if_pinned(
                     model,
