@@ -1602,16 +1602,7 @@ async fn a_model_swapped_back_prepares_its_prompt_against_the_new_process() {
     large["adapter"]["launchProfile"]["port"] = serde_json::json!(0);
     large["adapter"]["baseUrl"] = serde_json::json!("http://127.0.0.1");
     let xl = managed_entry("xl", "xl", 0);
-    let budget = lifecycle_footprint(&xl) + 16;
-    assert!(lifecycle_footprint(&large) + lifecycle_footprint(&xl) > budget);
-    let mut config = supervised_fixture_config(free_port());
-    config["model"] = large.clone();
-    config["models"] = serde_json::json!([large, xl]);
-    config["lifecycle"] = serde_json::json!({
-        "memoryBudgetMiB": budget,
-        "minResidentMs": 0,
-        "stateDir": state.display().to_string(),
-    });
+    let config = room_for_xl_alone(dir.path(), [large, xl]);
     let ray = deploy_tools::RayProcess::start(dir.path(), &config);
     ray.wait_for("the gateway", Duration::from_secs(60), || async {
         ray.get("/livez").await.is_some()
@@ -1914,6 +1905,24 @@ async fn a_reload_restarts_a_changed_managed_model_and_adds_and_removes_others()
     drop(ray);
 }
 
+/// The config of a gateway whose managed models are `models`, large and xl (the first is the
+/// default), with a memory budget that holds xl alone and the lifecycle's state in
+/// `dir/state`.
+fn room_for_xl_alone(dir: &std::path::Path, models: [serde_json::Value; 2]) -> serde_json::Value {
+    let footprint = |id: &str| lifecycle_footprint(models.iter().find(|m| m["id"] == id).unwrap());
+    let budget = footprint("xl") + 16;
+    assert!(footprint("large") + footprint("xl") > budget);
+    let mut config = supervised_fixture_config(free_port());
+    config["model"] = models[0].clone();
+    config["models"] = serde_json::json!(models);
+    config["lifecycle"] = serde_json::json!({
+        "memoryBudgetMiB": budget,
+        "minResidentMs": 0,
+        "stateDir": dir.join("state").display().to_string(),
+    });
+    config
+}
+
 /// A listening gateway with two managed models, xl and large, and room for xl alone (no
 /// degradation or tuning, which would lower a request's maxTokens): `lifecycle` adds to the
 /// lifecycle section, `extra`'s sections to the config. With the wait limit for its checks.
@@ -1924,16 +1933,7 @@ async fn xl_or_large(
 ) -> (deploy_tools::RayProcess, Duration) {
     let large = managed_entry("large", "large", 0);
     let xl = managed_entry("xl", "xl", 0);
-    let budget = lifecycle_footprint(&xl) + 16;
-    assert!(lifecycle_footprint(&large) + lifecycle_footprint(&xl) > budget);
-    let mut config = supervised_fixture_config(free_port());
-    config["model"] = xl.clone();
-    config["models"] = serde_json::json!([xl, large]);
-    config["lifecycle"] = serde_json::json!({
-        "memoryBudgetMiB": budget,
-        "minResidentMs": 0,
-        "stateDir": dir.join("state").display().to_string(),
-    });
+    let mut config = room_for_xl_alone(dir, [xl, large]);
     for (key, value) in lifecycle.as_object().unwrap() {
         config["lifecycle"][key] = value.clone();
     }
