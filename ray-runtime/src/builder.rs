@@ -375,23 +375,19 @@ fn open_hooks(config: &ValidConfig) -> Result<crate::hooks::Hooks, RuntimeError>
     Ok(crate::hooks::Hooks::new(config.hooks.clone(), urls))
 }
 
-/// Shortest callback signing secret accepted.
-const MIN_SIGNING_SECRET_BYTES: usize = 16;
+/// The shortest callback signing secret accepted.
+const MIN_SIGNING_SECRET_BYTES: usize = ray_core::config::MIN_CALLBACK_SECRET_BYTES;
 
 /// The secret in the variable `name`: unset or empty is `None` (callbacks go unsigned).
 fn signing_secret_from_env(name: &str) -> Result<Option<Vec<u8>>, RuntimeError> {
-    match std::env::var_os(name) {
-        None => Ok(None),
-        Some(value) if value.is_empty() => Ok(None),
-        Some(value) => match value.into_string() {
-            Ok(text) if text.len() >= MIN_SIGNING_SECRET_BYTES => Ok(Some(text.into_bytes())),
-            Ok(text) => Err(RuntimeError::Jobs(format!(
-                "{name} must hold at least {MIN_SIGNING_SECRET_BYTES} bytes, got {}",
-                text.len()
-            ))),
-            Err(_) => Err(RuntimeError::Jobs(format!("{name} is not valid UTF-8"))),
-        },
+    let value = std::env::var_os(name);
+    if let Some(problem) = ray_core::config::callback_secret_problem(name, value.as_deref()) {
+        return Err(RuntimeError::Jobs(problem));
     }
+    Ok(value
+        .filter(|v| !v.is_empty())
+        .and_then(|v| v.into_string().ok())
+        .map(String::into_bytes))
 }
 
 impl Runtime {

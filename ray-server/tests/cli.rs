@@ -128,6 +128,71 @@ fn check_config_prints_warnings_without_failing() {
 }
 
 #[test]
+fn check_config_refuses_a_signing_secret_that_would_stop_the_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let jobs = write(
+        &dir,
+        "jobs.json",
+        &format!(
+            r#"{{"profile":"tiny","asyncQueue":{{"enabled":true,"storageDir":{:?}}}}}"#,
+            dir.path().join("jobs")
+        ),
+    );
+    let check = |secret: &str| {
+        binary()
+            .arg("check-config")
+            .arg(&jobs)
+            .env("RAY_CALLBACK_SIGNING_SECRET", secret)
+            .output()
+            .unwrap()
+    };
+    let short = check("short");
+    assert!(!short.status.success());
+    let stderr = String::from_utf8_lossy(&short.stderr);
+    let stdout = String::from_utf8_lossy(&short.stdout);
+    assert!(
+        stdout.contains(
+            "asyncQueue.callbackSigningSecretEnv: RAY_CALLBACK_SIGNING_SECRET must hold at least \
+             16 bytes, got 5: the gateway will not start"
+        ),
+        "{stdout}{stderr}"
+    );
+    // The gateway itself refuses to start with it, as the message says.
+    let serve = binary()
+        .arg("--config")
+        .arg(&jobs)
+        .env("RAY_CALLBACK_SIGNING_SECRET", "short")
+        .env("RAY_PORT", "0")
+        .output()
+        .unwrap();
+    assert!(!serve.status.success());
+    assert!(
+        String::from_utf8_lossy(&serve.stderr).contains("must hold at least 16 bytes"),
+        "{}",
+        String::from_utf8_lossy(&serve.stderr)
+    );
+    // A long one, none at all (unsigned callbacks), and --no-env pass.
+    assert!(check("0123456789abcdef").status.success());
+    assert!(check("").status.success());
+    let no_env = binary()
+        .args(["check-config", "--no-env"])
+        .arg(&jobs)
+        .env("RAY_CALLBACK_SIGNING_SECRET", "short")
+        .output()
+        .unwrap();
+    assert!(no_env.status.success());
+    // Without the queue (or a URL hook) the secret is never read.
+    let plain = write(&dir, "plain.json", r#"{"profile":"tiny"}"#);
+    let output = binary()
+        .arg("check-config")
+        .arg(&plain)
+        .env("RAY_CALLBACK_SIGNING_SECRET", "short")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+}
+
+#[test]
 fn schema_prints_the_committed_schema() {
     let output = binary().arg("schema").output().unwrap();
     assert!(output.status.success());

@@ -295,6 +295,40 @@ fn auth_key_weak() {
     );
 }
 
+// === callback_secret ===
+
+#[test]
+fn callback_secret_weak_and_missing() {
+    let vps = FakeVps::with_config(json!({ "asyncQueue": { "enabled": true } }));
+    vps.write(
+        "/etc/ray/ray.env",
+        &format!("RAY_API_KEYS={GOOD_KEY}\nRAY_CALLBACK_SIGNING_SECRET=short\n"),
+    );
+    chmod(&vps.path("/etc/ray/ray.env"), 0o600);
+    let report = run(&vps);
+    let message = expect(&report, "callback_secret_weak", Level::Error);
+    assert!(
+        message.contains("RAY_CALLBACK_SIGNING_SECRET must hold at least 16 bytes, got 5")
+            && message.contains("the gateway will not start"),
+        "{message}"
+    );
+    assert!(
+        !message.contains("short"),
+        "the secret must not be printed: {message}"
+    );
+    assert!(!report.passed());
+
+    vps.write("/etc/ray/ray.env", &format!("RAY_API_KEYS={GOOD_KEY}\n"));
+    let message = expect(&run(&vps), "callback_secret_missing", Level::Warn);
+    assert!(message.contains("go unsigned"), "{message}");
+
+    vps.write(
+        "/etc/ray/ray.env",
+        &format!("RAY_API_KEYS={GOOD_KEY}\nRAY_CALLBACK_SIGNING_SECRET={GOOD_KEY}\n"),
+    );
+    expect(&run(&vps), "callback_secret_ok", Level::Ok);
+}
+
 // === exposure, proxy_headers ===
 
 #[test]

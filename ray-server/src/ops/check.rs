@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Args;
-use ray_core::config::{ConfigError, ConfigLoader, Diagnostic, RayConfig};
+use ray_core::config::{ConfigError, ConfigLoader, Diagnostic, RayConfig, callback_secret_problem};
 use serde::Serialize;
 
 use crate::ops::fs::diagnostic_line;
@@ -158,6 +158,9 @@ pub fn check_file(file: &Path, with_env: bool) -> FileReport {
                 .map(|m| m.adapter.kind().to_string());
             report.default_model = Some(default.to_string());
             report.diagnostics = loaded.warnings.clone();
+            if with_env && let Some(problem) = callback_secret_env_problem(config) {
+                report.diagnostics.push(problem);
+            }
             report.loader_diagnostics = report.diagnostics.len();
             report.batch_window = Some(crate::explain::batch_window(
                 &ray_core::config::redacted_json(config),
@@ -175,6 +178,26 @@ pub fn check_file(file: &Path, with_env: bool) -> FileReport {
         Err(other) => report.diagnostics = vec![Diagnostic::error("", other.to_string())],
     }
     report
+}
+
+/// An error when the callback signing secret in the process's environment would stop the
+/// gateway at start (too short, not UTF-8) and the config reads it (`None` otherwise).
+fn callback_secret_env_problem(config: &RayConfig) -> Option<Diagnostic> {
+    if !config.reads_callback_secret() {
+        return None;
+    }
+    let name = &config.async_queue.callback_signing_secret_env;
+    let problem = callback_secret_problem(name, std::env::var_os(name).as_deref())?;
+    let mut error = Diagnostic::error(
+        "asyncQueue.callbackSigningSecretEnv",
+        format!(
+            "{problem}: the gateway will not start. Set a longer secret (make one with \
+             `od -An -tx1 -N32 /dev/urandom | tr -d ' \\n'`), or unset {name} to send callbacks \
+             unsigned"
+        ),
+    );
+    error.source = Some(format!("env {name}"));
+    Some(error)
 }
 
 /// With a `lifecycle` section: the budget and each managed model's footprint, an error for a

@@ -218,7 +218,11 @@ impl FakeVps {
             &serde_json::to_string_pretty(&self.config_json).unwrap(),
         );
         chmod(&self.path("/etc/ray/ray.json"), 0o644);
-        self.write("/etc/ray/ray.env", &format!("RAY_API_KEYS={GOOD_KEY}\n"));
+        // The deploy guide fills the signing secret the rendered example leaves empty.
+        self.write(
+            "/etc/ray/ray.env",
+            &format!("RAY_API_KEYS={GOOD_KEY}\nRAY_CALLBACK_SIGNING_SECRET={GOOD_KEY}\n"),
+        );
         chmod(&self.path("/etc/ray/ray.env"), 0o600);
         write_executable(
             &self.path("/usr/local/bin/ray-server"),

@@ -3,7 +3,7 @@
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
-use ray_core::config::RateLimitKeyStrategy;
+use ray_core::config::{MIN_CALLBACK_SECRET_BYTES, RateLimitKeyStrategy, callback_secret_problem};
 
 use super::backend::backend_model;
 use super::ctx::Ctx;
@@ -45,6 +45,7 @@ pub(super) fn run(host: &Host, args: &DoctorArgs) -> super::Report {
     installed_config(&mut ctx);
     env_file(&mut ctx);
     auth(&mut ctx);
+    callback_secret(&mut ctx);
     exposure(&mut ctx);
     proxy_headers(&mut ctx);
     service_user(&mut ctx);
@@ -303,6 +304,46 @@ fn auth(ctx: &mut Ctx<'_>) {
         "auth_ok",
         format!("auth is on with {count} key(s) in {name}"),
     );
+}
+
+/// With the job queue or a URL hook: the callback signing secret in the environment file.
+fn callback_secret(ctx: &mut Ctx<'_>) {
+    const C: &str = "callback_secret";
+    let Some(config) = ctx.config() else { return };
+    if !config.reads_callback_secret() {
+        let message = "asyncQueue is off and no hook has a url: no callback to sign";
+        ctx.ok(C, "callback_secret_ok", message);
+        return;
+    }
+    let name = config.async_queue.callback_signing_secret_env.clone();
+    let value = ctx
+        .env_file
+        .as_ref()
+        .and_then(|f| f.get(&name))
+        .map(std::ffi::OsStr::new);
+    if let Some(problem) = callback_secret_problem(&name, value) {
+        let message = format!(
+            "{problem} in {}: the gateway will not start. Set a longer secret (make one with \
+             `od -An -tx1 -N32 /dev/urandom | tr -d ' \\n'`), or remove the line to send \
+             callbacks unsigned.",
+            ctx.env_path.display()
+        );
+        ctx.push(C, Level::Error, "callback_secret_weak", message);
+    } else if value.is_none_or(|v| v.is_empty()) {
+        let message = format!(
+            "{} sets no {name}: job callbacks and URL hooks go unsigned, so a receiver cannot \
+             tell them from forgeries. Add `{name}=<secret>` (at least \
+             {MIN_CALLBACK_SECRET_BYTES} bytes).",
+            ctx.env_path.display()
+        );
+        ctx.push(C, Level::Warn, "callback_secret_missing", message);
+    } else {
+        ctx.ok(
+            C,
+            "callback_secret_ok",
+            format!("callbacks are signed with {name}"),
+        );
+    }
 }
 
 fn exposure(ctx: &mut Ctx<'_>) {

@@ -69,6 +69,7 @@ pub const CHECKS: &[&str] = &[
     "installed_config",
     "env_file",
     "auth",
+    "callback_secret",
     "exposure",
     "proxy_headers",
     "service_user",
