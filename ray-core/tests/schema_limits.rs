@@ -99,6 +99,18 @@ fn breaking_values(path: &str, limit: &Limit) -> Vec<Value> {
             json!("0:0:0:0:0:0:0::1"),
         ],
         Limit::HostPattern => vec![json!("bad host"), json!("*."), json!("-a.example")],
+        Limit::BindHost => vec![
+            json!("not a host"),
+            json!("999.999.1.1"),
+            json!("127.0.0.01"),
+            json!("[127.0.0.1]"),
+            json!("::ffff:127.0.0.1"),
+            json!("1:2:3:4:5:6:7:8:9"),
+            json!("[::1"),
+            json!("box-.internal"),
+            json!(""),
+            json!(format!("{}.example", "a".repeat(250))),
+        ],
         Limit::HeaderNames => vec![
             json!({ "Host": "x" }),
             json!({ "transfer-encoding": "x" }),
@@ -275,6 +287,22 @@ fn the_schema_and_check_config_accept_the_same_edge_values() {
             json!(host),
             json!({ "baseUrl": base, "launchProfile": { "port": 8081 } }),
         ));
+    }
+    for host in [
+        "0.0.0.0",
+        "127.0.0.1",
+        "10.1.2.3",
+        "::",
+        "::1",
+        "[::1]",
+        "fe80::1",
+        "2001:DB8:0:0:8:800:200C:417A",
+        "1:2:3:4:5:6:7::",
+        "localhost",
+        "my-box.internal",
+        "4box",
+    ] {
+        cases.push(("server.host", json!(host), json!({})));
     }
     for (path, value, adapter) in cases {
         let mut config = config_with(path, value.clone());

@@ -60,6 +60,10 @@ pub enum Limit {
     LoopbackHost,
     /// A host name or `*.suffix`: dot-separated labels of letters, digits and inner hyphens.
     HostPattern,
+    /// An address to listen on: an IPv4 address, an IPv6 address (with or without brackets,
+    /// no dotted tail) or a host name (dot-separated labels of letters, digits and inner
+    /// hyphens, not only digits and dots), at most 253 chars.
+    BindHost,
     /// HTTP header names (object keys): tokens, none of [`RESERVED_ADAPTER_HEADERS`].
     HeaderNames,
     /// An HTTP header value: at most [`HEADER_VALUE_MAX_CHARS`] chars, no control characters
@@ -128,7 +132,7 @@ const fn rule(path: &'static str, limit: Limit) -> FieldLimit {
 /// Every single-field rule of the config.
 pub const FIELD_LIMITS: &[FieldLimit] = &[
     // server
-    text("server.host", 253, false),
+    rule("server.host", Limit::BindHost),
     int("server.port", 0, 65_535),
     int("server.requestBodyLimitBytes", 1, 1_048_576),
     // model
@@ -364,6 +368,19 @@ const IPV6_LOOPBACK: &str = concat!(
     "|(0{1,4}:){6}:",
     ")0{0,3}1"
 );
+/// An IPv6 address in any hex form, without a dotted tail: eight groups, or fewer around one
+/// `::`.
+const IPV6: &str = concat!(
+    "(([0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}",
+    "|([0-9A-Fa-f]{1,4}:){1,7}:",
+    "|([0-9A-Fa-f]{1,4}:){1,6}:[0-9A-Fa-f]{1,4}",
+    "|([0-9A-Fa-f]{1,4}:){1,5}(:[0-9A-Fa-f]{1,4}){1,2}",
+    "|([0-9A-Fa-f]{1,4}:){1,4}(:[0-9A-Fa-f]{1,4}){1,3}",
+    "|([0-9A-Fa-f]{1,4}:){1,3}(:[0-9A-Fa-f]{1,4}){1,4}",
+    "|([0-9A-Fa-f]{1,4}:){1,2}(:[0-9A-Fa-f]{1,4}){1,5}",
+    "|[0-9A-Fa-f]{1,4}:(:[0-9A-Fa-f]{1,4}){1,6}",
+    "|:((:[0-9A-Fa-f]{1,4}){1,7}|:))"
+);
 /// The most chars of an HTTP header value in the config (`model.adapter.headers.*`).
 pub const HEADER_VALUE_MAX_CHARS: usize = 8_192;
 const OCTET: &str = "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])";
@@ -420,6 +437,17 @@ pub fn schema_keywords(limit: &Limit) -> Map<String, Value> {
                 "^({IPV6_LOOPBACK}|\\[{IPV6_LOOPBACK}\\]|{}|127\\.{OCTET}\\.{OCTET}\\.{OCTET})$",
                 any_case("localhost")
             ),
+        }),
+        Limit::BindHost => json!({
+            "maxLength": 253,
+            "anyOf": [
+                { "pattern": format!("^{OCTET}\\.{OCTET}\\.{OCTET}\\.{OCTET}$") },
+                { "pattern": format!("^({IPV6}|\\[{IPV6}\\])$") },
+                {
+                    "pattern": format!("^{HOST_LABEL}(\\.{HOST_LABEL})*$"),
+                    "not": { "pattern": "^[0-9.]*$" },
+                },
+            ],
         }),
         Limit::HostPattern => json!({
             "pattern": format!("^(\\*\\.)?{HOST_LABEL}(\\.{HOST_LABEL})*$"),

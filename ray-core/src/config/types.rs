@@ -175,7 +175,8 @@ impl std::fmt::Display for Profile {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServerConfig {
-    /// Address to bind (at most 253 chars). Keep `127.0.0.1` behind Caddy. Env: `RAY_HOST`.
+    /// Address to bind: an IP address or a host name, at most 253 chars. Keep `127.0.0.1`
+    /// behind Caddy. Env: `RAY_HOST`.
     pub host: String,
     /// TCP port, 1 to 65535; `0` asks the OS for a free port (tests). Env: `RAY_PORT`.
     pub port: u16,

@@ -169,9 +169,34 @@ pub(super) fn is_header_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
+/// Whether `host` is an address to listen on ([`Limit::BindHost`]): an IPv4 address, an IPv6
+/// address with or without one pair of brackets and no dotted tail, or a host name that is not
+/// only digits and dots (`999.1.1.1` is a mistyped address, not a name).
+///
+/// [`Limit::BindHost`]: crate::config::Limit::BindHost
+pub(super) fn is_bind_host(host: &str) -> bool {
+    if host.len() > 253 {
+        return false;
+    }
+    let bare = unbracket(host);
+    match bare.parse::<IpAddr>() {
+        Ok(IpAddr::V4(_)) => bare.len() == host.len(),
+        Ok(IpAddr::V6(_)) => !bare.contains('.'),
+        Err(_) => {
+            bare.len() == host.len()
+                && is_host_name(host)
+                && !host.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+        }
+    }
+}
+
 /// Whether `pattern` is a host name or `*.suffix` with at least one dot-separated label.
 pub fn is_allowed_host_pattern(pattern: &str) -> bool {
-    let host = pattern.strip_prefix("*.").unwrap_or(pattern);
+    is_host_name(pattern.strip_prefix("*.").unwrap_or(pattern))
+}
+
+/// Dot-separated labels of 1 to 63 letters, digits and inner hyphens, at most 253 chars.
+fn is_host_name(host: &str) -> bool {
     !host.is_empty()
         && host.len() <= 253
         && host.split('.').all(|label| {

@@ -1,7 +1,7 @@
 //! The rules of one field each, a short function per config section. Rules between two fields
 //! are in [`super::cross`]; the model's own fields are in [`super::model`].
 
-use super::address::{is_allowed_host_pattern, is_env_var_name};
+use super::address::{is_allowed_host_pattern, is_bind_host, is_env_var_name};
 use super::checker::Checker;
 use crate::config::limits::Limit;
 use crate::config::types::*;
@@ -13,7 +13,16 @@ fn env_var_message(value: &str) -> String {
 
 /// `server`.
 pub(super) fn server(c: &mut Checker, server: &ServerConfig) {
-    c.text("server.host", &server.host);
+    if c.has("server.host", Limit::BindHost) && !is_bind_host(&server.host) {
+        c.error(
+            "server.host",
+            format!(
+                "must be an IP address (127.0.0.1, 0.0.0.0, ::1) or a host name (letters, \
+                 digits, inner hyphens and dots), got {:?}",
+                server.host
+            ),
+        );
+    }
     c.int(
         "server.requestBodyLimitBytes",
         i128::from(server.request_body_limit_bytes),
