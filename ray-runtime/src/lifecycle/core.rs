@@ -13,8 +13,11 @@ use super::types::{
 mod reload;
 
 /// After a failed load, requests are refused at once for this long before one tries again
-/// (a broken model must not cost a process start per request).
+/// (a broken model must not cost a process start per request). Each failure in a row doubles
+/// the wait, up to [`MAX_FAILED_RETRY`]; a load that succeeds starts again from this.
 pub const FAILED_RETRY: Duration = Duration::from_secs(2);
+/// The longest wait after failures in a row.
+pub const MAX_FAILED_RETRY: Duration = Duration::from_secs(60);
 
 #[derive(Debug)]
 struct Waiter {
@@ -47,6 +50,8 @@ struct Slot {
     unloads: u64,
     evictions: u64,
     failures: u64,
+    /// Failures since its last successful load (the retry wait doubles with each).
+    failed_in_a_row: u32,
     /// Removed by a config reload: it takes no request and is never loaded again.
     retired: bool,
     /// Changed by a config reload: the definition it takes once its process has stopped.
@@ -72,6 +77,7 @@ impl Slot {
             unloads: 0,
             evictions: 0,
             failures: 0,
+            failed_in_a_row: 0,
             retired: false,
             pending: None,
         }
@@ -84,6 +90,16 @@ impl Slot {
 
     fn footprint(&self) -> u64 {
         self.measured_mib.unwrap_or(self.config.footprint_mib)
+    }
+
+    /// How long after its last failure requests are refused before one loads it again:
+    /// [`FAILED_RETRY`], doubled for each further failure in a row, at most
+    /// [`MAX_FAILED_RETRY`].
+    fn retry_wait(&self) -> Duration {
+        let doublings = self.failed_in_a_row.saturating_sub(1).min(16);
+        FAILED_RETRY
+            .saturating_mul(1 << doublings)
+            .min(MAX_FAILED_RETRY)
     }
 
     fn past_min_resident(&self, now: Instant) -> bool {
@@ -287,7 +303,7 @@ impl Lifecycle {
                 return Admission::Go;
             }
             ModelState::Failed { reason } => {
-                let retry = (slot.since + FAILED_RETRY).saturating_duration_since(now);
+                let retry = (slot.since + slot.retry_wait()).saturating_duration_since(now);
                 if !retry.is_zero() {
                     return Admission::Refused(Refusal::LoadFailed {
                         reason: reason.clone(),
@@ -373,6 +389,7 @@ impl Lifecycle {
         }
         slot.ready_since = Some(now);
         slot.last_used = Some(now);
+        slot.failed_in_a_row = 0;
         let reason = match measured_mib {
             Some(measured) => format!("loaded in {} ms; {measured} MiB measured", took.as_millis()),
             None => format!("loaded in {} ms", took.as_millis()),
@@ -507,6 +524,14 @@ impl Lifecycle {
                 continue;
             }
             let slot = &self.slots[index];
+            if matches!(slot.state, ModelState::Failed { .. })
+                && !slot.retired
+                && now >= slot.since + slot.retry_wait()
+            {
+                self.retry_over(index, now);
+                continue;
+            }
+            let slot = &self.slots[index];
             if let Some(idle) = slot.config.idle_unload
                 && slot.state == ModelState::Ready
                 && !slot.config.resident
@@ -527,6 +552,25 @@ impl Lifecycle {
             }
         }
         self.pump(now);
+    }
+
+    /// A failed model's retry wait is over: a pinned one that fits loads again; any other
+    /// becomes `unloaded`, so that it counts as ready (the next request loads it) rather than
+    /// failed for ever.
+    fn retry_over(&mut self, model: usize, now: Instant) {
+        let waited = self.slots[model].retry_wait();
+        let reason = format!(
+            "pinned (resident): loaded again after its {} ms retry wait",
+            waited.as_millis()
+        );
+        self.load_if_pinned(model, now, &reason);
+        if matches!(self.slots[model].state, ModelState::Failed { .. }) {
+            let reason = format!(
+                "its {} ms retry wait is over; the next request loads it again",
+                waited.as_millis()
+            );
+            self.transition(model, ModelState::Unloaded, now, reason);
+        }
     }
 
     /// MiB held by pinned models.
@@ -580,15 +624,17 @@ impl Lifecycle {
     fn fail(&mut self, model: usize, now: Instant, reason: String) {
         let slot = &mut self.slots[model];
         slot.failures += 1;
+        slot.failed_in_a_row = slot.failed_in_a_row.saturating_add(1);
         slot.ready_since = None;
         slot.drain_until = None;
+        let retry_after = slot.retry_wait();
         let waiting: Vec<WaiterId> = slot.waiting.drain(..).map(|w| w.id).collect();
         for waiter in waiting {
             self.effects.push(Effect::Refuse {
                 waiter,
                 refusal: Refusal::LoadFailed {
                     reason: reason.clone(),
-                    retry_after: FAILED_RETRY,
+                    retry_after,
                 },
             });
         }

@@ -30,6 +30,10 @@
 //!   whose deadline the measured load time cannot meet is refused at once with that time as
 //!   its `Retry-After`.
 //! - **A model that cannot fit even alone** is refused (`model_does_not_fit`), never loaded.
+//! - **No model stays failed.** A failed load or a process that died refuses requests for a
+//!   retry wait ([`FAILED_RETRY`], doubled for each failure in a row up to
+//!   [`MAX_FAILED_RETRY`]); after it a pinned model loads again by itself and any other becomes
+//!   `unloaded`.
 
 mod budget;
 mod core;
@@ -39,7 +43,7 @@ mod tests;
 mod types;
 
 pub use budget::{BudgetSource, ModelFit, fit, memory_budget, policy_cut};
-pub use core::{FAILED_RETRY, Lifecycle};
+pub use core::{FAILED_RETRY, Lifecycle, MAX_FAILED_RETRY};
 pub use shell::{BoxFuture, LIFECYCLE_TICK, Lease, LifecycleShell, ModelDriver, TransitionSink};
 pub use types::{
     Admission, Effect, LifecycleModel, LifecycleSettings, ModelState, ModelStatus, Refusal,

@@ -372,6 +372,74 @@ fn a_crashed_model_fails_its_waiters_and_loads_again_later() {
 }
 
 #[test]
+fn failures_in_a_row_double_the_retry_wait_up_to_its_cap_and_a_load_resets_it() {
+    let t0 = Instant::now();
+    let far = t0 + Duration::from_secs(3_600);
+    let mut life = Lifecycle::new(settings(1_000), vec![model("a", 400)], t0);
+    let mut now = t0;
+    let mut waits = Vec::new();
+    for _ in 0..7 {
+        let Admission::Wait(waiter) = life.admit(0, now, far) else {
+            panic!("the retry wait is over: a request loads it");
+        };
+        life.take_effects();
+        life.load_failed(0, now + ms(10), "exit status 1".into());
+        let refused = life.take_effects().into_iter().find_map(|e| match e {
+            Effect::Refuse {
+                waiter: w,
+                refusal: Refusal::LoadFailed { retry_after, .. },
+            } if w == waiter => Some(retry_after),
+            _ => None,
+        });
+        let wait = refused.expect("the waiting request is refused with the wait");
+        // Within the wait, a request is refused at once.
+        assert!(matches!(
+            life.admit(0, now + ms(10) + wait - ms(1), far),
+            Admission::Refused(Refusal::LoadFailed { .. })
+        ));
+        waits.push(wait.as_secs());
+        now += ms(10) + wait;
+    }
+    assert_eq!(waits, vec![2, 4, 8, 16, 32, 60, 60]);
+    // A load that succeeds starts the count again.
+    life.admit(0, now, far);
+    life.loaded(0, now + ms(10), None);
+    life.exited(0, now + ms(20), "killed by signal 9".into());
+    assert!(matches!(
+        life.admit(0, now + ms(20) + FAILED_RETRY, far),
+        Admission::Wait(_)
+    ));
+}
+
+#[test]
+fn after_its_retry_wait_a_failed_pinned_model_loads_again_and_another_counts_as_unloaded() {
+    let t0 = Instant::now();
+    let far = t0 + Duration::from_secs(600);
+    let pinned = LifecycleModel {
+        resident: true,
+        ..model("p", 300)
+    };
+    let mut life = Lifecycle::new(settings(1_000), vec![pinned, model("a", 300)], t0);
+    life.start(t0);
+    life.loaded(0, t0 + ms(10), None);
+    life.admit(1, t0 + ms(10), far);
+    life.loaded(1, t0 + ms(20), None);
+    life.finished(1, t0 + ms(30));
+    life.exited(0, t0 + ms(40), "killed by signal 9".into());
+    life.exited(1, t0 + ms(40), "killed by signal 9".into());
+    life.take_effects();
+    // Within the wait, nothing happens without a request.
+    life.tick(t0 + ms(40) + FAILED_RETRY - ms(1));
+    assert!(loads(&life.take_effects()).is_empty());
+    assert_eq!(life.state(0).map(ModelState::name), Some("failed"));
+    // Then the pinned one loads by itself; the other waits for a request, as unloaded.
+    life.tick(t0 + ms(40) + FAILED_RETRY);
+    assert_eq!(loads(&life.take_effects()), vec![0]);
+    assert_eq!(life.state(0), Some(&ModelState::Loading));
+    assert_eq!(life.state(1), Some(&ModelState::Unloaded));
+}
+
+#[test]
 fn a_changed_model_finishes_its_work_then_loads_again_with_its_new_definition() {
     let t0 = Instant::now();
     let far = t0 + Duration::from_secs(600);
@@ -1129,6 +1197,18 @@ proptest! {
         let waiting: Vec<(WaiterId, usize)> =
             world.waiting.iter().map(|(id, (model, _))| (*id, *model)).collect();
         world.settle();
+        // No model stays failed past its longest retry wait: a pinned one loads again (when it
+        // fits), another counts as unloaded.
+        world.now += MAX_FAILED_RETRY;
+        world.life.tick(world.now);
+        world.absorb();
+        for status in world.life.statuses() {
+            prop_assert!(
+                !matches!(status.state, ModelState::Failed { .. }),
+                "{} still failed after the retry wait: {status:?}",
+                status.id
+            );
+        }
         // A request still waiting after everything finished can only be one whose model
         // cannot fit beside the pinned models that hold memory.
         let statuses = world.life.statuses();
