@@ -38,12 +38,12 @@ impl Runtime {
         // A managed model that is not loaded has no process to probe: the lifecycle says.
         let lifecycle = self.lifecycle_of(model);
         if let Some(status) = &lifecycle
-            && let Some(provider_status) = lifecycle_status(&status.state)
+            && let Some((provider_status, error)) = self.managed_status(status)
         {
             let mut details = serde_json::Map::new();
             details.insert("rayLifecycleState".into(), status.state.name().into());
-            if let crate::lifecycle::ModelState::Failed { reason } = &status.state {
-                details.insert("error".into(), reason.clone().into());
+            if let Some(error) = error {
+                details.insert("error".into(), error.into());
             }
             if let Some(process) = self.managed_process(model, status) {
                 details.insert(
@@ -146,6 +146,42 @@ impl Runtime {
             }
             _ => crate::backend::BackendProcess::Running { pid, restarts },
         })
+    }
+
+    /// What a managed model's backend status is from its lifecycle alone, with the reason it
+    /// cannot serve: unavailable while it failed a moment ago or when it needs more than the
+    /// whole memory budget (it would never load), else as [`lifecycle_status`] says. `None`:
+    /// it is loaded, so its probe says.
+    pub(crate) fn managed_status(
+        &self,
+        status: &crate::lifecycle::ModelStatus,
+    ) -> Option<(ProviderStatus, Option<String>)> {
+        let budget = self.inner.managed.as_ref()?.shell.budget_mib();
+        if status.footprint_mib > budget && !status.state.holds_memory() {
+            let error = format!(
+                "model_does_not_fit: it needs {} MiB, more than the whole {budget} MiB memory \
+                 budget; it never loads",
+                status.footprint_mib
+            );
+            return Some((ProviderStatus::Unavailable, Some(error)));
+        }
+        let provider = lifecycle_status(&status.state)?;
+        let error = match &status.state {
+            crate::lifecycle::ModelState::Failed { reason } => Some(reason.clone()),
+            _ => None,
+        };
+        Some((provider, error))
+    }
+
+    /// `model`'s backend status now, without probing: a managed model's lifecycle says while
+    /// it is not loaded, else its last probe (what `ray_provider_status` reports).
+    pub(crate) fn status_now_of(&self, model: &ModelEntry) -> ProviderStatus {
+        self.lifecycle_of(model)
+            .and_then(|status| self.managed_status(&status))
+            .map_or_else(
+                || model.health.status_now(model.provider.has_health_probe()),
+                |(status, _)| status,
+            )
     }
 
     /// The lifecycle status of `model`, when it is a managed model under the `lifecycle`

@@ -27,10 +27,7 @@ impl Runtime {
                 config.cache.max_bytes,
             )
         });
-        let provider_status = model
-            .health
-            .status_now(model.provider.has_health_probe())
-            .gauge();
+        let provider_status = self.status_now_of(&model).gauge();
         let mut snapshot = inner.metrics.snapshot(&Gauges {
             scheduler: &scheduler,
             max_queue: model.limits.max_queue,

@@ -1209,6 +1209,27 @@ async fn the_gateway_loads_models_on_demand_and_swaps_them_within_the_budget() {
         assert_eq!(model["lifecycle"]["state"], "unloaded", "{model}");
         assert_eq!(model["lifecycle"]["residentMiB"], 0, "{model}");
     }
+    // Unloaded models are ready (a request loads them), and so is the gateway's backend
+    // gauge; a model that can never fit the budget is not.
+    let (status, body) = ray.get("/readyz?model=large").await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = ray.get("/readyz?model=xl-roomy").await.unwrap();
+    assert_eq!(status, 503, "{body}");
+    let metrics = reqwest::get(ray.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.lines().any(|l| l == "ray_provider_status 1"),
+        "{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("provider_status"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 
     // The children's combined RSS, sampled while the clients run.
     let children_rss = {
@@ -2060,5 +2081,119 @@ async fn a_streams_wait_for_its_model_ends_at_its_total_deadline() {
     assert_eq!(status, 200, "{body}");
     let (_, model) = ray.get("/v1/models/large").await.unwrap();
     assert_eq!(model["lifecycle"]["waiting"], 0, "{model}");
+    drop(ray);
+}
+
+/// Faults of managed models, with real children: a port another process holds is refused
+/// before a child starts (nothing else is taken for the model), a model that cannot load says
+/// what llama-server said and waits longer after each failure in a row, and a pinned model
+/// whose process died loads again by itself, so `/readyz` comes back without a request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the llama.cpp fixture (tools/llama-fixture/setup.sh)"]
+async fn managed_model_faults_are_named_and_a_pinned_model_comes_back_by_itself() {
+    fixture::require();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let mut large = managed_entry("large", "large", 0);
+    large["resident"] = serde_json::json!(true);
+    let held = managed_entry("held", "tiny", 0);
+    let mut bad = managed_entry("bad", "tiny", 0);
+    bad["adapter"]["launchProfile"]["modelPath"] =
+        serde_json::json!(dir.path().join("missing.gguf").display().to_string());
+    // Something else listens on held's port (it accepts and never answers).
+    let port = held["adapter"]["launchProfile"]["port"].as_u64().unwrap() as u16;
+    let _squatter = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let budget = lifecycle_footprint(&large) + lifecycle_footprint(&held) + 64;
+    let mut config = supervised_fixture_config(free_port());
+    config["model"] = large.clone();
+    config["models"] = serde_json::json!([large, held, bad]);
+    config["lifecycle"] = serde_json::json!({
+        "memoryBudgetMiB": budget,
+        "stateDir": state.display().to_string(),
+    });
+    let ray = deploy_tools::RayProcess::start(dir.path(), &config);
+    let limit = Duration::from_secs(60);
+    ray.wait_for("the pinned model to load", limit, || async {
+        ray.get("/readyz")
+            .await
+            .is_some_and(|(status, _)| status == 200)
+    })
+    .await;
+    let infer = |model: &'static str| {
+        let url = ray.url("/v1/infer");
+        async move {
+            let response = reqwest::Client::new()
+                .post(url)
+                .json(
+                    &serde_json::json!({ "model": model, "input": "Hi", "maxTokens": 4,
+                                           "cache": false }),
+                )
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            let retry: Option<u64> = response
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok()?.parse().ok());
+            (
+                status,
+                retry,
+                response.json::<serde_json::Value>().await.unwrap(),
+            )
+        }
+    };
+
+    // The held port: refused with the reason, and no child was started.
+    let (status, _, body) = infer("held").await;
+    assert_eq!(status, 503, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("port {port} on 127.0.0.1 is already in use")),
+        "{body}"
+    );
+    assert!(!state.join("children/held.pid.json").exists());
+
+    // A model file that does not exist: llama-server's own words, then a longer wait.
+    let (status, retry, body) = infer("bad").await;
+    assert_eq!(status, 503, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("exited while loading")
+            && message.contains("it said: gguf_init_from_file: failed to open GGUF file"),
+        "{body}"
+    );
+    assert_eq!(retry, Some(2), "{body}");
+    tokio::time::sleep(ray_runtime::lifecycle::FAILED_RETRY).await;
+    let (status, retry, body) = infer("bad").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(
+        retry,
+        Some(4),
+        "the second failure in a row waits twice as long: {body}"
+    );
+
+    // kill -9 the pinned model's child: it fails, then loads again with no request.
+    let (pid, _) = child_record(&state, "large").unwrap();
+    std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    ray.wait_for("large to be failed", Duration::from_secs(10), || async {
+        let (_, model) = ray.get("/v1/models/large").await.unwrap();
+        model["lifecycle"]["state"] == "failed"
+    })
+    .await;
+    ray.wait_for("large to load again by itself", limit, || async {
+        let (_, model) = ray.get("/v1/models/large").await.unwrap();
+        model["lifecycle"]["state"] == "ready"
+    })
+    .await;
+    let (status, body) = ray.get("/readyz").await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let (new_pid, _) = child_record(&state, "large").unwrap();
+    assert_ne!(new_pid, pid);
+    let (_, model) = ray.get("/v1/models/large").await.unwrap();
+    assert_eq!(model["lifecycle"]["loads"], 2, "{model}");
     drop(ray);
 }

@@ -19,7 +19,10 @@ use tokio::time::Instant;
 
 use super::child;
 use super::launch::llama_command;
-use super::run::{START_TIMEOUT, base_url, command, describe, forward, raise_oom_score, terminate};
+use super::run::{
+    START_TIMEOUT, Tail, base_url, command, describe, forward, port_taken, raise_oom_score,
+    terminate,
+};
 use super::slots::{SlotFiles, SlotReport};
 use crate::footprint::{Measured, MeasuredFootprints, footprint_key};
 use crate::lifecycle::{BoxFuture, LifecycleShell, ModelDriver};
@@ -335,6 +338,10 @@ async fn run(
                 continue;
             }
         };
+        if let Some(reason) = port_taken(&model.launch) {
+            report(&|s| s.load_failed(index, reason.clone()));
+            continue;
+        }
         let program = llama_command(&model.launch).program;
         if let Err(reason) = super::slots::prepare_dir(&model.launch) {
             report(&|s| s.load_failed(index, reason.clone()));
@@ -361,12 +368,14 @@ async fn run(
             cmdline.extend(spec.args);
             let _ = child::write_pid_file(path, &child::PidRecord { pid, cmdline });
         }
+        let tail = Tail::default();
         if let Some(stdout) = process.stdout.take() {
-            tokio::spawn(forward(stdout, "stdout", pid));
+            tokio::spawn(forward(stdout, "stdout", pid, Some(tail.clone())));
         }
-        if let Some(stderr) = process.stderr.take() {
-            tokio::spawn(forward(stderr, "stderr", pid));
-        }
+        let mut stderr = process
+            .stderr
+            .take()
+            .map(|stderr| tokio::spawn(forward(stderr, "stderr", pid, Some(tail.clone()))));
         tracing::info!(model = %model.id, pid, "llama-server started for a load");
         // Loading: until healthy, the child dies, or the gateway shuts down.
         let health = healthy(&model.launch, started + START_TIMEOUT);
@@ -376,7 +385,13 @@ async fn run(
                 up = &mut health => break Some(up),
                 status = process.wait() => {
                     let exit = status.map_or_else(|e| format!("wait failed: {e}"), describe);
-                    report(&|s| s.load_failed(index, format!("llama-server exited while loading: {exit}")));
+                    // The pipe closes with the process: let its last lines arrive (a grandchild
+                    // holding it open must not hold the load up).
+                    if let Some(stderr) = &mut stderr {
+                        let _ = tokio::time::timeout(Duration::from_millis(500), stderr).await;
+                    }
+                    let reason = tail.explain(format!("llama-server exited while loading: {exit}"));
+                    report(&|s| s.load_failed(index, reason.clone()));
                     break None;
                 }
                 order = orders.recv() => match order {
@@ -409,6 +424,19 @@ async fn run(
                     format!("no healthy answer within {} s", START_TIMEOUT.as_secs()),
                 )
             });
+            set_pid(None);
+            if let Some(path) = &pid_file {
+                let _ = std::fs::remove_file(path);
+            }
+            continue;
+        }
+        // Healthy, but the process that answered must be the one just started.
+        if let Ok(Some(status)) = process.try_wait() {
+            let reason = tail.explain(format!(
+                "llama-server exited while loading ({}), though something answered on its port",
+                describe(status)
+            ));
+            report(&|s| s.load_failed(index, reason.clone()));
             set_pid(None);
             if let Some(path) = &pid_file {
                 let _ = std::fs::remove_file(path);

@@ -4,8 +4,10 @@
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use ray_core::config::LaunchProfile;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
@@ -82,8 +84,76 @@ pub(crate) fn raise_oom_score(pid: u32) {
     }
 }
 
-/// Forwards a child's output, line by line, as log lines naming their source.
-pub(crate) async fn forward(reader: impl AsyncRead + Unpin, stream: &'static str, pid: u32) {
+/// Another process listening on `launch`'s fixed port, said as the reason a load fails: a
+/// child started there could not bind it, and whatever answers there would be taken for the
+/// model. `None` for a port Ray picks (`0`), or when the port is free (or cannot be checked:
+/// the child then says why it cannot bind).
+pub(crate) fn port_taken(launch: &LaunchProfile) -> Option<String> {
+    if launch.port == 0 {
+        return None;
+    }
+    let host = launch.host.trim_start_matches('[').trim_end_matches(']');
+    match std::net::TcpListener::bind((host, launch.port)) {
+        Err(error) if error.kind() == std::io::ErrorKind::AddrInUse => Some(format!(
+            "port {} on {host} is already in use by another process, which would be taken for \
+             the model: stop it (a llama-server started by hand, or left by an earlier gateway?) \
+             or set launchProfile.port to a free port (0 lets Ray pick one)",
+            launch.port
+        )),
+        _ => None,
+    }
+}
+
+/// What a child said before it ended, for the reason of a failed load: its first error line
+/// (llama-server's `E` lines; the first is the most precise) or else its last line.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Tail(Arc<Mutex<TailLines>>);
+
+#[derive(Debug, Default)]
+pub(crate) struct TailLines {
+    first_error: Option<String>,
+    last: Option<String>,
+}
+
+/// Longest line a [`Tail`] keeps, in chars.
+const TAIL_LINE_CHARS: usize = 240;
+
+impl Tail {
+    fn note(&self, line: &str) {
+        // llama-server's lines start with a timestamp (`0.00.004.900`) and a level letter.
+        let text = match line.split_once(' ') {
+            Some((stamp, rest)) if stamp.bytes().all(|b| b.is_ascii_digit() || b == b'.') => rest,
+            _ => line,
+        };
+        let kept: String = text.chars().take(TAIL_LINE_CHARS).collect();
+        let mut lines = self.0.lock();
+        let error = text.starts_with("E ")
+            || text.to_ascii_lowercase().contains("error")
+            || text.to_ascii_lowercase().contains("failed");
+        if error && lines.first_error.is_none() {
+            lines.first_error = Some(kept.trim_start_matches("E ").trim().to_string());
+        }
+        lines.last = Some(kept);
+    }
+
+    /// `reason`, followed by what the child said, when it said anything.
+    pub(crate) fn explain(&self, reason: String) -> String {
+        let lines = self.0.lock();
+        match lines.first_error.as_ref().or(lines.last.as_ref()) {
+            Some(said) => format!("{reason}; it said: {said}"),
+            None => reason,
+        }
+    }
+}
+
+/// Forwards a child's output, line by line, as log lines naming their source; `tail` keeps
+/// what [`Tail::explain`] needs.
+pub(crate) async fn forward(
+    reader: impl AsyncRead + Unpin,
+    stream: &'static str,
+    pid: u32,
+    tail: Option<Tail>,
+) {
     let mut reader = BufReader::with_capacity(MAX_LINE_BYTES, reader);
     let mut line: Vec<u8> = Vec::with_capacity(256);
     loop {
@@ -110,20 +180,23 @@ pub(crate) async fn forward(reader: impl AsyncRead + Unpin, stream: &'static str
         };
         reader.consume(used);
         if done {
-            emit(&line, stream, pid);
+            emit(&line, stream, pid, tail.as_ref());
             line.clear();
         }
     }
     if !line.is_empty() {
-        emit(&line, stream, pid);
+        emit(&line, stream, pid, tail.as_ref());
     }
 }
 
-fn emit(line: &[u8], stream: &'static str, pid: u32) {
+fn emit(line: &[u8], stream: &'static str, pid: u32, tail: Option<&Tail>) {
     let text = String::from_utf8_lossy(line);
     let text = text.trim_end();
     if !text.is_empty() {
         tracing::info!(source = "llama-server", stream, pid, "{text}");
+        if let Some(tail) = tail {
+            tail.note(text);
+        }
     }
 }
 
@@ -145,4 +218,61 @@ pub(crate) async fn terminate(child: &mut Child) -> Option<ExitStatus> {
     }
     let _ = child.kill().await;
     child.wait().await.ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_port_another_process_listens_on_is_named_and_a_free_one_is_not() {
+        let mut launch = ray_core::config::profile_defaults(ray_core::config::Profile::Sub1b)
+            .model
+            .adapter
+            .launch_profile()
+            .unwrap()
+            .clone();
+        launch.host = "127.0.0.1".into();
+        let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        launch.port = held.local_addr().unwrap().port();
+        let reason = port_taken(&launch).expect("the port is held");
+        assert!(
+            reason.starts_with(&format!(
+                "port {} on 127.0.0.1 is already in use by another process",
+                launch.port
+            )),
+            "{reason}"
+        );
+        drop(held);
+        assert_eq!(port_taken(&launch), None);
+        launch.port = 0;
+        assert_eq!(port_taken(&launch), None);
+    }
+
+    #[test]
+    fn a_tail_names_the_first_error_line_else_the_last_line() {
+        let tail = Tail::default();
+        assert_eq!(tail.explain("exit status 1".into()), "exit status 1");
+        tail.note("0.00.001.123 I srv  llama_server: initializing ...");
+        assert_eq!(
+            tail.explain("exit status 1".into()),
+            "exit status 1; it said: I srv  llama_server: initializing ..."
+        );
+        tail.note("0.00.004.900 E gguf_init_from_file: failed to open GGUF file 'x.gguf'");
+        tail.note("0.00.005.566 E srv  llama_server: exiting due to model loading error");
+        assert_eq!(
+            tail.explain("exit status 1".into()),
+            "exit status 1; it said: gguf_init_from_file: failed to open GGUF file 'x.gguf'"
+        );
+        // A line without llama-server's layout, and a long one, kept within bounds.
+        let other = Tail::default();
+        other.note(&format!("fatal error: {}", "x".repeat(1_000)));
+        let said = other.explain("killed by signal 6".into());
+        assert!(
+            said.starts_with("killed by signal 6; it said: fatal error: xxx"),
+            "{said}"
+        );
+        assert!(said.len() < 300, "{said}");
+    }
 }

@@ -258,10 +258,10 @@ async fn run_child(
     );
     let mut forwarders = tokio::task::JoinSet::new();
     if let Some(stdout) = child.stdout.take() {
-        forwarders.spawn(forward(stdout, "stdout", pid));
+        forwarders.spawn(forward(stdout, "stdout", pid, None));
     }
     if let Some(stderr) = child.stderr.take() {
-        forwarders.spawn(forward(stderr, "stderr", pid));
+        forwarders.spawn(forward(stderr, "stderr", pid, None));
     }
     let start_deadline = tokio::time::sleep(START_TIMEOUT);
     tokio::pin!(start_deadline);
