@@ -47,6 +47,10 @@ pub struct ProviderRequest {
     pub slot_warm: bool,
     /// A forced prompt format (`metadata.rayPromptFormat`).
     pub prompt_format: Option<String>,
+    /// In JSON mode, whether an answer that is not a JSON object gets one repair call (on
+    /// unless `metadata.rayJsonRepair` is `off`, as the OpenAI routes send it: there the
+    /// answer is the model's own, cut-off or not).
+    pub json_repair: bool,
     /// The built-in template the prompt came from, if any.
     pub template: Option<TemplateRef>,
     /// The prompt the backend will see, prepared before admission by [`Provider::prepare`].
@@ -75,6 +79,7 @@ impl ProviderRequest {
             slot_hint: None,
             slot_warm: false,
             prompt_format: None,
+            json_repair: true,
             template: None,
             prepared: None,
             extensions: GenerationExtensions::default(),

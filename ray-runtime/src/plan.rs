@@ -141,7 +141,12 @@ pub(crate) fn plan(
                 ResponseFormatKind::Text,
             ),
         };
-    trim_in_place(&mut input);
+    // A plain completion (`/v1/completions`) continues the prompt as written: trimming, and
+    // the compiler's whitespace and line tidying, would change what the model continues.
+    let verbatim = metadata.get("rayPromptFormat").map(String::as_str) == Some("plain-completion");
+    if !verbatim {
+        trim_in_place(&mut input);
+    }
     system = system
         .map(|mut s| {
             trim_in_place(&mut s);
@@ -204,7 +209,15 @@ pub(crate) fn plan(
         }
     }
 
-    let compiled = prompt::compile(&config.prompt_compiler, &input, system.as_deref());
+    let compiled = if verbatim {
+        let compiler = ray_core::config::PromptCompilerConfig {
+            enabled: false,
+            ..config.prompt_compiler.clone()
+        };
+        prompt::compile(&compiler, &input, system.as_deref())
+    } else {
+        prompt::compile(&config.prompt_compiler, &input, system.as_deref())
+    };
     input = compiled.input;
     system = compiled.system;
     let family = prompt::family(
@@ -478,6 +491,7 @@ impl Plan {
             slot_hint: None,
             slot_warm: false,
             prompt_format: self.metadata.get("rayPromptFormat").cloned(),
+            json_repair: self.metadata.get("rayJsonRepair").map(String::as_str) != Some("off"),
             template: self.template.take(),
             prepared: None,
             extensions: std::mem::take(&mut self.extensions),

@@ -434,3 +434,62 @@ async fn a_backend_serving_another_model_is_reported_and_can_block_readiness() {
     server.stop().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// `POST` straight to llama-server.
+async fn post_llama(llama: &Llama, path: &str, body: &Value) -> Value {
+    reqwest::Client::new()
+        .post(llama.url(path))
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+#[ignore = "needs the llama.cpp fixture (tools/llama-fixture/setup.sh)"]
+async fn legacy_completions_continue_the_prompt_as_written_and_json_mode_keeps_a_cut_off() {
+    let llama = Llama::start("tiny");
+    let server = ready_server(&ray_config(llama.port, r#""cache":{"enabled":false}"#)).await;
+
+    // The prompt reaches llama-server as written (no chat template, whitespace kept): the
+    // same prompt tokens and, greedy, the same text as llama-server's own /v1/completions.
+    let prompt = "Once upon  a time,\n\n\nthere was ";
+    let request = json!({"prompt": prompt, "max_tokens": 6, "temperature": 0, "seed": 7});
+    let (status, body) = post(&server, "/v1/completions", &request).await;
+    assert_eq!(status, 200, "{body}");
+    let direct = post_llama(&llama, "/v1/completions", &request).await;
+    assert_eq!(
+        body["usage"]["prompt_tokens"], direct["usage"]["prompt_tokens"],
+        "ray: {body}\nllama-server: {direct}"
+    );
+    assert_eq!(
+        body["choices"][0]["text"], direct["choices"][0]["text"],
+        "ray: {body}\nllama-server: {direct}"
+    );
+
+    // JSON mode cut off by max_tokens: the model's own text, `length`, and no more tokens
+    // than asked for (no repair call replaces it).
+    let request = json!({"messages": [{"role": "user", "content": "Describe a cat."}],
+                         "max_tokens": 5, "temperature": 0,
+                         "response_format": {"type": "json_object"}});
+    let (status, body) = post(&server, "/v1/chat/completions", &request).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["choices"][0]["finish_reason"], "length", "{body}");
+    assert!(
+        body["usage"]["completion_tokens"].as_u64().unwrap() <= 5,
+        "{body}"
+    );
+    // The same text as llama-server's (Ray trims an answer's outer whitespace).
+    let direct = post_llama(&llama, "/v1/chat/completions", &request).await;
+    assert_eq!(
+        body["choices"][0]["message"]["content"].as_str().unwrap(),
+        direct["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .trim(),
+        "ray: {body}\nllama-server: {direct}"
+    );
+}

@@ -663,6 +663,18 @@ impl ChatCompletionRequest {
             history: (!turns.is_empty()).then_some(turns),
             ..InferRequest::default()
         };
+        // JSON mode answers with what the model wrote, as OpenAI does: a cut-off answer keeps
+        // its `length` finish reason instead of being replaced by a repair call's.
+        if request
+            .response_format
+            .as_ref()
+            .is_some_and(|f| f.kind == ResponseFormatKind::JsonObject)
+        {
+            request
+                .metadata
+                .get_or_insert_with(BTreeMap::new)
+                .insert("rayJsonRepair".into(), "off".into());
+        }
         extensions.apply(&mut request);
         check_translated(&request)?;
         Ok(request)
@@ -725,6 +737,12 @@ impl CompletionRequest {
             seed: self.seed,
             stop: self.stop.clone().map(Stop::into_vec),
             stream: self.stream,
+            // A legacy completion continues the prompt as written: no chat template, no
+            // tidying (a llama.cpp backend gets it on `/completion` as it is).
+            metadata: Some(BTreeMap::from([(
+                "rayPromptFormat".to_string(),
+                "plain-completion".to_string(),
+            )])),
             ..InferRequest::default()
         };
         extensions.apply(&mut request);

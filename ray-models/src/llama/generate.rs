@@ -140,6 +140,7 @@ impl LlamaCppProvider {
         let started = self.start(request, timeout).await?;
         let output = upstream::collect(started.stream).await?;
         if started.chat
+            && request.json_repair
             && request.response_format == ResponseFormatKind::JsonObject
             && !is_json_object(&output.text)
         {
