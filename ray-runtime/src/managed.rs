@@ -92,6 +92,11 @@ pub(crate) fn refusal_error(model: &str, refusal: Refusal, budget: BudgetSource)
             format!("Model {model:?} was removed from the config by a reload"),
         )
         .with_details(serde_json::json!({ "model": model, "param": "model" })),
+        Refusal::ShuttingDown => RayError::new(
+            ErrorCode::ShuttingDown,
+            format!("The gateway is shutting down; model {model:?} takes no more requests"),
+        )
+        .with_details(serde_json::json!({ "model": model })),
         Refusal::UnknownModel => RayError::new(
             ErrorCode::GatewayError,
             format!("Model {model:?} is not known to the lifecycle"),

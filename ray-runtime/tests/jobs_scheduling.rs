@@ -140,3 +140,40 @@ async fn shutdown_lets_a_running_attempt_finish() {
     assert_eq!(record.status, JobStatus::Succeeded, "drained, not cut off");
     assert_eq!(record.attempts, 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_job_waiting_for_the_permit_at_shutdown_keeps_its_attempt() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = runtime(dir.path());
+    let background = runtime.start();
+    let interactive = {
+        let runtime = runtime.clone();
+        tokio::spawn(async move { runtime.infer(InferRequest::new("interactive")).await })
+    };
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let job = runtime
+        .submit_job(JobSubmission::new(InferRequest::new("background work")))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(status(&runtime, &job.id).await, JobStatus::Running);
+    // The drain begins: the job's attempt, still waiting for the permit, is given back.
+    runtime.close_for_shutdown();
+    for _ in 0..50 {
+        if status(&runtime, &job.id).await == JobStatus::Queued {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let record = runtime.job(&job.id).await.unwrap();
+    assert_eq!(record.status, JobStatus::Queued, "{record:?}");
+    assert_eq!(
+        record.attempts, 0,
+        "no attempt is spent on the shutdown: {record:?}"
+    );
+    // The interactive request in progress finishes; a new one is refused.
+    interactive.await.unwrap().unwrap();
+    let refused = runtime.infer(InferRequest::new("late")).await.unwrap_err();
+    assert_eq!(refused.code(), ray_core::error::ErrorCode::ShuttingDown);
+    background.shutdown().await;
+}

@@ -351,6 +351,19 @@ impl Scheduler {
         self.shared.state.lock().closed = true;
     }
 
+    /// Refuses new jobs from now on and refuses the waiting ones at once
+    /// ([`AdmitError::Closed`]); running jobs keep their permits. For a gateway that shuts
+    /// down: work that has not started is answered now, not cut when the drain ends.
+    pub fn close_and_refuse_waiting(&self) {
+        let refused = {
+            let mut inner = self.shared.state.lock();
+            inner.closed = true;
+            inner.state.cancel_all()
+        };
+        // Dropping their senders wakes each waiting caller with `Closed`.
+        drop(refused);
+    }
+
     /// Removes a waiting job; if it had started already, its permit (in the channel) is
     /// dropped with the receiver and released.
     fn cancel(&self, id: u64) {

@@ -299,6 +299,13 @@ impl<T> SchedulerState<T> {
         false
     }
 
+    /// Removes every waiting job (counted as cancelled) and returns their payloads: the
+    /// scheduler shuts down and will not run them.
+    pub fn cancel_all(&mut self) -> Vec<Option<T>> {
+        let ids: Vec<u64> = self.short.iter().chain(&self.draft).map(|w| w.id).collect();
+        ids.into_iter().filter_map(|id| self.cancel(id)).collect()
+    }
+
     /// Removes a waiting job (its caller left or its deadline passed), returning its place and
     /// token reservation at once. Returns its payload, or `None` if it was not waiting.
     pub fn cancel(&mut self, id: u64) -> Option<Option<T>> {

@@ -387,7 +387,8 @@ fn serves_then_drains_and_exits_cleanly_on_sigterm() {
     let config = write(
         &dir,
         "ray.json",
-        r#"{"profile":"tiny","server":{"port":0},
+        r#"{"profile":"tiny","server":{"port":0},"cache":{"enabled":false},
+            "scheduler":{"concurrency":1},
             "model":{"adapter":{"kind":"mock","latencyMs":1500}}}"#,
     );
     let mut child = binary()
@@ -411,22 +412,32 @@ fn serves_then_drains_and_exits_cleanly_on_sigterm() {
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"status\":\"ok\""), "{body}");
 
-    let in_flight = std::thread::spawn(move || {
-        let body = r#"{"input":"finish me before you go"}"#;
-        http(
+    let post = move |input: &str| {
+        let body = format!(r#"{{"input":"{input}"}}"#);
+        let answer = http(
             port,
             &format!(
                 "POST /v1/infer HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()
             ),
-        )
-    });
-    // Wait until the request is running in the backend before signalling.
+        );
+        (answer, Instant::now())
+    };
+    let in_flight = std::thread::spawn(move || post("finish me before you go"));
+    // Wait until the request is running in the backend, then queue two more behind it (one
+    // permit), before signalling.
     let waiting = Instant::now();
+    let mut queued = Vec::new();
     loop {
         let (_, health) = get(port, "/health");
         let health: serde_json::Value = serde_json::from_str(&health).unwrap();
-        if health["inFlight"].as_u64() == Some(1) {
+        if health["inFlight"].as_u64() == Some(1) && queued.is_empty() {
+            queued = ["one", "two"]
+                .into_iter()
+                .map(|input| std::thread::spawn(move || post(input)))
+                .collect();
+        }
+        if health["queueDepth"].as_u64() == Some(2) {
             break;
         }
         assert!(
@@ -444,9 +455,20 @@ fn serves_then_drains_and_exits_cleanly_on_sigterm() {
             .unwrap()
             .success()
     );
-    let (status, body) = in_flight.join().unwrap();
+    // The queued requests are answered at once, 503 shutting_down with Retry-After, before
+    // the one in progress ends; that one completes.
+    let ((status, body), finished) = in_flight.join().unwrap();
     assert_eq!(status, 200, "the request in progress completes: {body}");
     assert!(body.contains("finish me before you go"), "{body}");
+    for queued in queued {
+        let ((status, body), refused) = queued.join().unwrap();
+        assert_eq!(status, 503, "{body}");
+        assert!(body.contains("\"code\":\"shutting_down\""), "{body}");
+        assert!(
+            refused < finished,
+            "a queued request waited for the drain: {body}"
+        );
+    }
     let status = child.wait().unwrap();
     assert!(status.success(), "exit 0 after SIGTERM, got {status:?}");
     let rest: Vec<String> = lines.map_while(Result::ok).collect();

@@ -53,6 +53,25 @@ impl Backends {
 }
 
 impl Runtime {
+    /// The gateway shuts down: every model's scheduler refuses its waiting requests now and
+    /// any new one (`503 shutting_down`), and the lifecycle loads no model any more and
+    /// refuses the requests waiting for one; the job queue starts no new attempt (a job
+    /// refused this way keeps its attempt and runs after the restart). Requests in progress
+    /// keep their permits and processes until they end. Call it when the drain begins, so
+    /// that work which has not started is answered at once instead of being cut when the
+    /// drain ends.
+    pub fn close_for_shutdown(&self) {
+        if let Some(jobs) = &self.inner.jobs {
+            jobs.begin_stop();
+        }
+        for entry in self.live().registry.entries() {
+            entry.scheduler.close_and_refuse_waiting();
+        }
+        if let Some(managed) = &self.inner.managed {
+            managed.shell.close();
+        }
+    }
+
     /// Starts a supervisor for every model whose llama.cpp launch profile sets `supervise`.
     /// Call it from inside a Tokio runtime, after the listener is bound; stop them with
     /// [`Backends::shutdown`] after the drain (requests in progress need them until then).

@@ -430,6 +430,13 @@ impl JobQueue {
                     ));
                 }
             }
+            // The gateway shut down before the attempt could run: it is given back, and the
+            // job runs again after the restart without losing an attempt.
+            Err(error) if error.code() == ErrorCode::ShuttingDown => {
+                record.status = JobStatus::Queued;
+                record.attempts = record.attempts.saturating_sub(1);
+                record.next_attempt_at = Some(now);
+            }
             Err(error)
                 if record::is_retryable(error.code()) && record.attempts < record.max_attempts =>
             {

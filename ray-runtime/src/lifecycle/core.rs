@@ -146,6 +146,8 @@ pub struct Lifecycle {
     slots: Vec<Slot>,
     next_waiter: WaiterId,
     effects: Vec<Effect>,
+    /// The gateway shuts down: nothing waits, nothing new loads (see [`Lifecycle::close`]).
+    closing: bool,
 }
 
 impl Lifecycle {
@@ -160,6 +162,7 @@ impl Lifecycle {
             slots,
             next_waiter: 1,
             effects: Vec::new(),
+            closing: false,
         }
     }
 
@@ -277,8 +280,27 @@ impl Lifecycle {
         }
     }
 
+    /// The gateway shuts down: every waiting request is refused at once
+    /// ([`Refusal::ShuttingDown`]), as is every new one, and no model is loaded any more.
+    /// Requests in flight and their models are not disturbed; the shell stops the processes
+    /// once they ended.
+    pub fn close(&mut self) {
+        self.closing = true;
+        for slot in &mut self.slots {
+            let waiting: Vec<WaiterId> = slot.waiting.drain(..).map(|w| w.id).collect();
+            self.effects
+                .extend(waiting.into_iter().map(|waiter| Effect::Refuse {
+                    waiter,
+                    refusal: Refusal::ShuttingDown,
+                }));
+        }
+    }
+
     /// A request for model `model` arrived, to be answered by `deadline`.
     pub fn admit(&mut self, model: usize, now: Instant, deadline: Instant) -> Admission {
+        if self.closing {
+            return Admission::Refused(Refusal::ShuttingDown);
+        }
         let budget = self.settings.budget_mib;
         let turn_left = self.turn_left(model, now);
         let Some(slot) = self.slots.get_mut(model) else {

@@ -216,6 +216,12 @@ impl LifecycleShell {
         self.with_core(|core| core.start(Instant::now()));
     }
 
+    /// The gateway shuts down: waiting requests are refused now and nothing loads any more
+    /// ([`Lifecycle::close`]).
+    pub fn close(&self) {
+        self.with_core(Lifecycle::close);
+    }
+
     /// Stops every model's process and waits for them (the gateway shuts down; requests in
     /// progress must have ended).
     pub async fn shutdown(&self) {

@@ -440,6 +440,43 @@ fn after_its_retry_wait_a_failed_pinned_model_loads_again_and_another_counts_as_
 }
 
 #[test]
+fn closing_refuses_the_waiting_requests_and_loads_nothing_more() {
+    let t0 = Instant::now();
+    let far = t0 + Duration::from_secs(600);
+    let pinned = LifecycleModel {
+        resident: true,
+        ..model("p", 300)
+    };
+    let mut life = Lifecycle::new(settings(1_000), vec![pinned, model("a", 300)], t0);
+    life.start(t0);
+    life.loaded(0, t0 + ms(10), None);
+    assert_eq!(life.admit(0, t0 + ms(20), far), Admission::Go);
+    let Admission::Wait(waiter) = life.admit(1, t0 + ms(20), far) else {
+        panic!("a waits for its load");
+    };
+    life.take_effects();
+    life.close();
+    let effects = life.take_effects();
+    assert!(
+        effects.contains(&Effect::Refuse {
+            waiter,
+            refusal: Refusal::ShuttingDown
+        }),
+        "{effects:?}"
+    );
+    assert_eq!(
+        life.admit(0, t0 + ms(30), far),
+        Admission::Refused(Refusal::ShuttingDown)
+    );
+    // The request in flight is not disturbed; a pinned model that dies is not loaded again.
+    assert_eq!(life.state(0), Some(&ModelState::Ready));
+    life.finished(0, t0 + ms(40));
+    life.exited(0, t0 + ms(50), "killed by signal 9".into());
+    life.tick(t0 + ms(50) + MAX_FAILED_RETRY);
+    assert!(loads(&life.take_effects()).is_empty());
+}
+
+#[test]
 fn a_changed_model_finishes_its_work_then_loads_again_with_its_new_definition() {
     let t0 = Instant::now();
     let far = t0 + Duration::from_secs(600);

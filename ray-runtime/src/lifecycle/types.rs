@@ -124,6 +124,8 @@ pub enum Refusal {
     UnknownModel,
     /// A config reload removed the model.
     Removed,
+    /// The gateway shuts down.
+    ShuttingDown,
 }
 
 /// What happens to a request that asks for a model.

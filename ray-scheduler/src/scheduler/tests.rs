@@ -128,6 +128,37 @@ async fn a_held_permit_is_handed_out_when_the_window_ends() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn closing_for_shutdown_refuses_the_waiting_jobs_and_keeps_the_running_one() {
+    let scheduler = std::sync::Arc::new(scheduler(1, 4));
+    let running = scheduler.admit(spec(10), after(60_000)).await.unwrap();
+    let waiting: Vec<_> = (0..2)
+        .map(|_| {
+            let scheduler = scheduler.clone();
+            tokio::spawn(async move { scheduler.admit(spec(10), after(60_000)).await })
+        })
+        .collect();
+    tokio::task::yield_now().await;
+    assert_eq!(scheduler.depth(), 2);
+    scheduler.close_and_refuse_waiting();
+    for waiting in waiting {
+        assert_eq!(waiting.await.unwrap().unwrap_err(), AdmitError::Closed);
+    }
+    assert_eq!(scheduler.depth(), 0);
+    let snapshot = scheduler.snapshot();
+    assert_eq!(snapshot.in_flight, 1, "the running job keeps its permit");
+    assert_eq!(
+        snapshot.queued_tokens, 0,
+        "the waiting jobs' tokens are given back"
+    );
+    assert_eq!(
+        scheduler.admit(spec(1), after(10)).await.unwrap_err(),
+        AdmitError::Closed
+    );
+    drop(running);
+    assert_eq!(scheduler.snapshot().in_flight, 0);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_closed_scheduler_refuses_new_work() {
     let scheduler = scheduler(1, 4);
     scheduler.close();

@@ -142,6 +142,9 @@ pub async fn run(
         open_connections = connections.len(),
         "gateway shutting down"
     );
+    // Requests still waiting for a permit or a model are answered now (503 shutting_down),
+    // not cut when the drain ends; requests in progress finish.
+    app.runtime().close_for_shutdown();
     let _ = drain_tx.send(true);
     let drained = tokio::time::timeout(limits.shutdown_grace, async {
         while connections.join_next().await.is_some() {}

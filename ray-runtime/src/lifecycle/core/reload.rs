@@ -184,6 +184,7 @@ impl Lifecycle {
     pub(super) fn load_if_pinned(&mut self, model: usize, now: Instant, reason: &str) {
         let slot = &self.slots[model];
         if slot.config.resident
+            && !self.closing
             && !slot.retired
             && matches!(slot.state, ModelState::Unloaded | ModelState::Failed { .. })
             && slot.footprint() <= self.free_mib()
