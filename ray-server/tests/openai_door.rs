@@ -244,3 +244,61 @@ async fn a_backend_without_tools_logprobs_or_schemas_says_so_naming_the_model() 
     assert_eq!(response.status, 200, "{}", response.body);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn each_refusal_names_its_parameter_in_openais_words() {
+    let server = TestServer::start(TINY).await;
+    let chat = |extra: &str| format!(r#"{{"messages":[{{"role":"user","content":"Hi"}}]{extra}}}"#);
+    let tools = r#","tools":[{"type":"function","function":{"name":"get_weather","parameters":{"type":"object"}}}]"#;
+    for (path, body, code, param) in [
+        // Wrong types, caught by the parser: the field is named.
+        ("/v1/chat/completions", chat(r#","max_tokens":"5""#), "invalid_request", "max_tokens"),
+        ("/v1/chat/completions", chat(r#","stop":5"#), "invalid_request", "stop"),
+        ("/v1/chat/completions", "{}".to_string(), "invalid_request", "messages"),
+        (
+            "/v1/chat/completions",
+            r#"{"messages":[{"content":"x"}]}"#.to_string(),
+            "invalid_request",
+            "messages[0].role",
+        ),
+        // A blank last message or prompt names OpenAI's field, not Ray's `input`.
+        (
+            "/v1/chat/completions",
+            r#"{"messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"  "}]}"#
+                .to_string(),
+            "invalid_request",
+            "messages[1].content",
+        ),
+        ("/v1/completions", r#"{"prompt":""}"#.to_string(), "invalid_request", "prompt"),
+        // `user` must be a string; `logprobs` is refused on the legacy door as such.
+        ("/v1/chat/completions", chat(r#","user":5"#), "invalid_request", "user"),
+        (
+            "/v1/completions",
+            r#"{"prompt":"Once","logprobs":2}"#.to_string(),
+            "unsupported_parameter",
+            "logprobs",
+        ),
+        // A named tool choice must name one of the tools.
+        (
+            "/v1/chat/completions",
+            chat(&format!(
+                r#"{tools},"tool_choice":{{"type":"function","function":{{"name":"nope"}}}}"#
+            )),
+            "invalid_request",
+            "tool_choice",
+        ),
+    ] {
+        let response = post_json(&server, path, &body).await;
+        assert_eq!(response.status, 400, "{body}: {}", response.body);
+        let answer: serde_json::Value = serde_json::from_str(&response.body).unwrap();
+        assert_openai_error(&answer, "invalid_request_error", code);
+        assert_eq!(answer["error"]["param"], param, "{body}: {answer}");
+        assert!(
+            !answer["error"]["message"].as_str().unwrap().starts_with("input:"),
+            "{answer}"
+        );
+    }
+    // `user: null` is accepted like every other optional field.
+    let response = post_json(&server, "/v1/chat/completions", &chat(r#","user":null"#)).await;
+    assert_eq!(response.status, 200, "{}", response.body);
+}

@@ -185,6 +185,16 @@ impl GenerationExtensions {
                 );
             } else if !self.uses_tools() && choice != "none" {
                 problems.push("toolChoice: requires tools".into());
+            } else if let Some(name) = choice["function"]["name"].as_str()
+                && !self
+                    .tools
+                    .iter()
+                    .flatten()
+                    .any(|t| t["function"]["name"] == name)
+            {
+                problems.push(format!(
+                    "toolChoice: names the function {name:?}, which is not in tools"
+                ));
             }
         }
         if self.parallel_tool_calls.is_some() && !self.uses_tools() {

@@ -199,10 +199,13 @@ fn check_other(other: &BTreeMap<String, Value>, door: Door) -> Result<(), RayErr
         if passed_on {
             continue;
         }
+        if name == "user" && !value.is_string() && !value.is_null() {
+            return Err(invalid("user", "must be a string".into()));
+        }
         let neutral = match name.as_str() {
             "best_of" => value.as_u64() == Some(1),
             "logprobs" | "echo" | "store" => value.is_null() || value == &Value::Bool(false),
-            "user" => value.is_string(),
+            "user" => true,
             "service_tier" => matches!(value.as_str(), Some("auto" | "default")),
             "suffix" | "top_logprobs" | "functions" | "function_call" => value.is_null(),
             _ => false,
@@ -618,7 +621,17 @@ impl ChatCompletionRequest {
             }
         }
         let input = match turns.last().map(|t| t.role) {
-            Some(TurnRole::User) => turns.pop().map(|t| t.content),
+            Some(TurnRole::User) => {
+                let last = self.messages.len() - 1;
+                let content = turns.pop().map(|t| t.content);
+                if content.as_deref().is_some_and(|c| c.trim().is_empty()) {
+                    return Err(invalid(
+                        &format!("messages[{last}].content"),
+                        "must not be empty: the last user message is what the model answers".into(),
+                    ));
+                }
+                content
+            }
             // Tool results for the model to answer: no new user message.
             Some(TurnRole::Tool) => None,
             Some(TurnRole::Assistant) => {
@@ -729,6 +742,9 @@ impl CompletionRequest {
             }
             _ => return Err(invalid("prompt", "must be a string".into())),
         };
+        if prompt.trim().is_empty() {
+            return Err(invalid("prompt", "must not be empty".into()));
+        }
         let mut request = InferRequest {
             input: Some(prompt),
             max_tokens: self.max_tokens,
@@ -758,8 +774,10 @@ impl CompletionRequest {
             .unwrap_or(1)
     }
 
-    /// Checks `max_tokens`, `temperature`, `top_p` and `n` against the gateway's limits.
+    /// Checks `max_tokens`, `temperature`, `top_p` and `n` against the gateway's limits
+    /// (after the parameters this door refuses, so `logprobs` is refused as such).
     pub fn check_limits(&self, limits: DoorLimits) -> Result<(), RayError> {
+        check_other(&self.other, Door::Legacy)?;
         let n = extensions_of(&self.other)?.n;
         check_ranges(
             "max_tokens",

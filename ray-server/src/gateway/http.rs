@@ -288,13 +288,34 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, RayError> {
                     None => inner,
                 }
             };
+            let param = field_of(&path, &inner);
             let message = if path == "." || inner.starts_with("unknown field") {
                 inner
             } else {
                 format!("{path}: {inner}")
             };
-            Err(RayError::invalid_request(message))
+            let error = RayError::invalid_request(message);
+            Err(match param {
+                Some(param) => error.with_details(serde_json::json!({ "param": param })),
+                None => error,
+            })
         }
+    }
+}
+
+/// The field a parse error is about (OpenAI's `param`): the path serde reports, with the
+/// missing or unknown field it names (`messages`, `messages[0].role`, `max_tokens`).
+fn field_of(path: &str, inner: &str) -> Option<String> {
+    let named = ["missing field `", "unknown field `"]
+        .into_iter()
+        .find_map(|prefix| inner.strip_prefix(prefix))
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(name, _)| name);
+    match (path, named) {
+        (".", None) => None,
+        (".", Some(name)) => Some(name.to_string()),
+        (path, Some(name)) if !inner.starts_with("unknown field") => Some(format!("{path}.{name}")),
+        (path, _) => Some(path.to_string()),
     }
 }
 
@@ -359,6 +380,40 @@ mod tests {
             check_post_headers(&headers, 10).unwrap_err().code(),
             ErrorCode::UnsupportedExpectation
         );
+    }
+
+    #[test]
+    fn a_parse_error_names_its_field() {
+        use ray_core::wire::openai::ChatCompletionRequest;
+        let param = |body: &str| {
+            let error = parse_json::<ChatCompletionRequest>(body.as_bytes()).unwrap_err();
+            (
+                error
+                    .details()
+                    .and_then(|d| d["param"].as_str())
+                    .map(String::from),
+                error.message().to_string(),
+            )
+        };
+        let chat =
+            |extra: &str| format!(r#"{{"messages":[{{"role":"user","content":"Hi"}}]{extra}}}"#);
+        for (body, expected) in [
+            (chat(r#","max_tokens":"5""#), "max_tokens"),
+            (chat(r#","temperature":"hot""#), "temperature"),
+            (chat(r#","stop":5"#), "stop"),
+            (
+                chat(r#","stream_options":{"include_usage":"yes"}"#),
+                "stream_options.include_usage",
+            ),
+            ("{}".to_string(), "messages"),
+            (
+                r#"{"messages":[{"content":"x"}]}"#.to_string(),
+                "messages[0].role",
+            ),
+        ] {
+            let (param, message) = param(&body);
+            assert_eq!(param.as_deref(), Some(expected), "{body}: {message}");
+        }
     }
 
     #[test]

@@ -97,7 +97,8 @@ pub(crate) fn not_found(
         ErrorCode::NotFound,
         format!(
             "Invalid URL ({} {}): this gateway serves POST /v1/chat/completions, \
-             POST /v1/completions, GET /v1/models and GET /v1/models/{{id}}",
+             POST /v1/completions, POST /v1/embeddings, GET /v1/models and \
+             GET /v1/models/{{id}}",
             request.method(),
             request.uri().path()
         ),
