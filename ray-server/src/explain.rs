@@ -157,6 +157,13 @@ fn on(value: &Value) -> bool {
 pub fn batch_window(config: &Value) -> String {
     let window = config["scheduler"]["batchWindowMs"].as_u64().unwrap_or(0);
     let cache_ram = config["model"]["adapter"]["launchProfile"]["cacheRamMiB"].as_i64();
+    let llama = config["model"]["adapter"]["kind"] == "llama.cpp";
+    if window == 0 && !llama {
+        return "A freed permit goes to the next waiting request at once (batchWindowMs 0, the \
+                default; holding it for the prompt family it just served pays only in front of \
+                a backend that keeps no prompt cache of its own)."
+            .into();
+    }
     if window == 0 {
         return "A freed permit goes to the next waiting request at once (batchWindowMs 0, the \
                 default: with llama-server's own prompt cache, holding a permit for the prompt \

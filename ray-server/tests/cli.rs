@@ -315,6 +315,35 @@ fn print_config_and_check_config_say_where_requests_go_in_plain_words() {
 }
 
 #[test]
+fn no_variable_the_cli_reads_is_called_a_misspelled_setting() {
+    use clap::CommandFactory;
+    fn variables(command: &clap::Command, out: &mut Vec<String>) {
+        for arg in command.get_arguments() {
+            if let Some(name) = arg.get_env() {
+                out.push(name.to_string_lossy().into_owned());
+            }
+        }
+        for sub in command.get_subcommands() {
+            variables(sub, out);
+        }
+    }
+    let mut names = Vec::new();
+    variables(&ray_server::cli::Cli::command(), &mut names);
+    assert!(names.iter().any(|n| n == "RAY_MODEL_SHA256"), "{names:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(&dir, "ray.json", r#"{"profile":"tiny"}"#);
+    let mut command = binary();
+    command.arg("check-config").arg(&config);
+    for name in &names {
+        command.env(name, "1");
+    }
+    let output = command.output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains(": ok (profile tiny"), "{stdout}");
+    assert!(!stdout.contains("is not a Ray setting"), "{stdout}");
+}
+
+#[test]
 fn every_subcommand_has_help() {
     for args in [
         vec!["--help"],

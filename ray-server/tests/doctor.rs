@@ -495,6 +495,10 @@ fn model_missing() {
     expect(&report, "model_missing", Level::Error);
     let message = expect(&report, "memory_fit_unknown", Level::Warn);
     assert!(message.contains("guessed KV cache"), "{message}");
+    assert!(
+        !message.contains("  "),
+        "one space between words: {message}"
+    );
 }
 
 #[test]

@@ -104,6 +104,9 @@ pub(crate) fn apply_env(root: &mut Value, env: &BTreeMap<String, String>) -> Env
                     EnvScope::Operational => "the config has no model.operational",
                     EnvScope::HttpAdapter => "the adapter is mock",
                     EnvScope::LlamaAdapter => "the adapter is not llama.cpp",
+                    EnvScope::LaunchProfile if adapter_kind != "llama.cpp" => {
+                        "the adapter is not llama.cpp (only llama.cpp has a launchProfile)"
+                    }
                     EnvScope::LaunchProfile => "the llama.cpp adapter has no launchProfile",
                     EnvScope::Always => "",
                 };

@@ -581,6 +581,13 @@ fn explain_profile_value(
             "{}; {} ({}) comes from the {profile} profile: {}",
             diagnostic.message, cross.other, cross.other_value, cross.other_fix
         );
+    } else if diagnostic.source.is_some() {
+        // Set by an environment variable (or an override): say what to set it to, as for a
+        // value from the profile.
+        diagnostic.message = format!(
+            "{}; set it to {}, or {}",
+            diagnostic.message, cross.requirement, cross.alternative
+        );
     }
 }
 

@@ -648,10 +648,15 @@ pub const ENV_VARS: &[EnvVar] = &[
     ),
 ];
 
-/// `RAY_*` variables that are read elsewhere (not config fields), so they are not typos.
+/// `RAY_*` variables that are read elsewhere (not config fields), so they are not typos: the
+/// profile and config file, the secrets, and `stage-model`'s sources and checksums.
 pub const OTHER_RAY_VARS: &[&str] = &[
     "RAY_PROFILE",
     "RAY_CONFIG",
     "RAY_API_KEYS",
     "RAY_CALLBACK_SIGNING_SECRET",
+    "RAY_MODEL_SOURCE_PATH",
+    "RAY_MODEL_SHA256",
+    "RAY_LLAMA_CPP_BINARY_SOURCE_PATH",
+    "RAY_LLAMA_CPP_BINARY_SHA256",
 ];

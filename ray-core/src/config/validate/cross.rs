@@ -324,10 +324,11 @@ fn scheduler(c: &mut Checker, config: &RayConfig) {
                     "lower model.maxOutputTokens",
                     "model.maxOutputTokens",
                     model_max,
-                    format!(
-                        "set it to at most {}, or raise {field}",
-                        value.saturating_sub(1)
-                    ),
+                    if value > 1 {
+                        format!("set it to at most {}, or raise {field}", value - 1)
+                    } else {
+                        format!("raise {field} to at least {}", u64::from(model_max) + 1)
+                    },
                 ),
             );
         }
@@ -372,12 +373,24 @@ fn scheduler(c: &mut Checker, config: &RayConfig) {
 /// `gracefulDegradation` against the scheduler, the model and itself.
 fn graceful_degradation(c: &mut Checker, config: &RayConfig) {
     let g = &config.graceful_degradation;
+    // Degradation starts below a full queue; with one queue place there is no such depth, and
+    // without degradation the threshold is not used.
+    let one_place = config.scheduler.max_queue == 1;
     c.at_most_field(
         "gracefulDegradation.queueDepthThreshold",
         g.queue_depth_threshold.into(),
-        positive(config.scheduler.max_queue).map(|max_queue| max_queue - 1),
+        positive(config.scheduler.max_queue)
+            .filter(|_| g.enabled && !one_place)
+            .map(|max_queue| max_queue - 1),
         "scheduler.maxQueue - 1",
     );
+    if g.enabled && one_place {
+        c.error(
+            "gracefulDegradation.queueDepthThreshold",
+            "must be below scheduler.maxQueue, which is 1: raise scheduler.maxQueue to at least \
+             2, or set gracefulDegradation.enabled to false",
+        );
+    }
     c.at_most_field(
         "gracefulDegradation.degradeToMaxTokens",
         g.degrade_to_max_tokens.into(),

@@ -53,14 +53,29 @@ fn an_invalid_bound_is_reported_once_not_as_a_made_up_bound_of_other_fields() {
         "{errors:?}"
     );
 
-    // A bound the user gave, even out of its own range, is quoted as given.
+    // A bound the user gave is quoted as given.
     let mut config = profile_defaults(Profile::Sub1b);
-    config.scheduler.max_queue = 1;
+    config.scheduler.max_queue = 8;
     assert!(errors_contain(
         &config,
-        "gracefulDegradation.queueDepthThreshold: must be at most scheduler.maxQueue - 1 (0), \
+        "gracefulDegradation.queueDepthThreshold: must be at most scheduler.maxQueue - 1 (7), \
          got 16"
     ));
+    // One queue place leaves no depth below it: the fix is the queue or degradation, never a
+    // threshold of 0. Without degradation, one place is a valid queue.
+    config.scheduler.max_queue = 1;
+    config.scheduler.affinity_lookahead = 1;
+    assert_eq!(
+        self::errors(&config),
+        vec![
+            "gracefulDegradation.queueDepthThreshold: must be below scheduler.maxQueue, which is \
+             1: raise scheduler.maxQueue to at least 2, or set gracefulDegradation.enabled to \
+             false"
+                .to_string()
+        ]
+    );
+    config.graceful_degradation.enabled = false;
+    assert_eq!(self::errors(&config), Vec::<String>::new());
 }
 
 #[test]

@@ -37,7 +37,9 @@ pub(super) fn memory_fit(ctx: &mut Ctx<'_>) {
             Level::Warn,
             "memory_fit_unknown",
             format!(
-                "the model cannot be read, so only part of llama-server's memory is known                  ({partial} without the weights, with a guessed KV cache, against MemoryMax={limit}M);                  stage the model and run doctor again."
+                "the model cannot be read, so only part of llama-server's memory is known \
+                 ({partial} without the weights, with a guessed KV cache, against \
+                 MemoryMax={limit}M); stage the model and run doctor again."
             ),
         );
         return;
