@@ -369,7 +369,7 @@ fn generate() -> String {
         let def = if *definition == "RayConfig" {
             &schema
         } else if let Some(kind) = definition.strip_prefix("AdapterConfig:") {
-            defs["AdapterConfig"]["oneOf"]
+            defs["AdapterConfig"]["anyOf"]
                 .as_array()
                 .expect("adapter variants")
                 .iter()

@@ -28,6 +28,7 @@ fn sample_entry(path: &str, index: usize) -> (String, Value) {
         "promptCompiler.familyMetadataKeys" => json!(format!("key{index}")),
         "model.adapter.warmupRequests" => json!({ "input": "x" }),
         "model.adapter.launchProfile.extraArgs" => json!(format!("--flag-{index}")),
+        "hooks" => json!({ "command": ["/bin/true"] }),
         _ => json!("v"),
     };
     (format!("K{index}"), value)
@@ -121,6 +122,14 @@ fn breaking_values(path: &str, limit: &Limit) -> Vec<Value> {
             json!("x".repeat(ray_core::config::HEADER_VALUE_MAX_CHARS + 1)),
         ],
         Limit::NotGeneratedFlag => vec![json!("--ctx-size=4096"), json!("-c"), json!("--port")],
+        Limit::NotReserved(word) => vec![json!(word)],
+        Limit::KeyId => vec![
+            json!("xyz"),
+            json!("ABCDEF12"),
+            json!("0123abcd0"),
+            json!("0123abcg"),
+            json!(""),
+        ],
         _ => panic!("no breaking value for the rule of {path}: {limit:?}"),
     }
 }
@@ -341,4 +350,141 @@ fn the_schema_and_check_config_accept_the_same_edge_values() {
             panic!("check-config refuses {shown} at {path}: {error}");
         }
     }
+}
+
+/// Configs whose validity depends on layering (the profile under the file) or on rules of a
+/// whole entry: the schema and `check-config` give the same answer, the expected one.
+#[test]
+fn the_schema_and_check_config_agree_on_layered_configs() {
+    let model = |extra: Value| {
+        let mut entry = json!({ "id": "a", "adapter": { "kind": "mock" } });
+        for (key, value) in extra.as_object().unwrap() {
+            entry[key] = value.clone();
+        }
+        json!({ "profile": "tiny", "models": [entry] })
+    };
+    let hooks = |list: Value| json!({ "profile": "tiny", "hooks": list });
+    let keys = |list: Value| json!({ "profile": "tiny", "priority": { "apiKeys": list } });
+    let cluster = json!({
+        "natsUrls": ["nats://127.0.0.1:4222"],
+        "nodeId": "n1",
+        "clusterKeyEnv": "RAY_CLUSTER_KEY",
+        "advertiseUrl": "http://127.0.0.1:18720",
+    });
+    let accepted = vec![
+        // An adapter without `kind` has the profile's kind.
+        json!({ "profile": "sub1b", "model": { "adapter": { "timeoutMs": 5000 } } }),
+        json!({ "profile": "tiny", "model": { "adapter": { "latencyMs": 5 } } }),
+        json!({ "model": { "adapter": { "slotStateTtlMs": 300 } } }),
+        json!({ "profile": "vps", "model": { "adapter": { "baseUrl": "http://127.0.0.1:9" } } }),
+        // `null` where the profile has no object.
+        json!({ "profile": "tiny", "model": { "operational": null } }),
+        json!({ "profile": "vps", "model": { "adapter": { "kind": "llama.cpp", "launchProfile": null } } }),
+        // Per-model scheduler limits at the edges of the top-level ones.
+        model(json!({ "scheduler": { "concurrency": 1, "maxQueue": 512 } })),
+        model(json!({ "scheduler": { "concurrency": 8, "maxQueue": 1 } })),
+        model(json!({ "scheduler": { "maxQueuedTokens": 262_144, "maxInflightTokens": 65_536 } })),
+        model(json!({ "scheduler": { "maxQueuedTokens": 1, "maxInflightTokens": 1 } })),
+        model(json!({ "aliases": ["Auto", "automatic"] })),
+        json!({ "profile": "tiny", "model": { "id": "Auto" } }),
+        hooks(json!([{ "command": ["/bin/true"] }])),
+        hooks(json!([{ "command": ["/bin/true", ""], "events": ["backend_down", "job_failed"] }])),
+        hooks(json!([{ "url": "https://hooks.example/ray" }])),
+        hooks(json!([{ "command": null, "url": "http://127.0.0.1:18799/" }])),
+        hooks(json!(vec![json!({ "command": ["/bin/true"] }); 16])),
+        keys(
+            json!([{ "id": "0123abcd" }, { "id": "ffffffff", "maxClass": "batch", "weight": 100 }]),
+        ),
+        json!({ "profile": "tiny", "cluster": cluster }),
+    ];
+    let mut refused = vec![
+        // A field of no adapter kind, or of another kind than the profile's.
+        json!({ "profile": "sub1b", "model": { "adapter": { "bogus": 1 } } }),
+        json!({ "profile": "sub1b", "model": { "adapter": { "latencyMs": 5 } } }),
+        json!({ "profile": "tiny", "model": { "adapter": { "timeoutMs": 5000 } } }),
+        json!({ "model": { "adapter": { "latencyMs": 5 } } }),
+        json!({ "profile": "vps", "model": { "adapter": { "slotId": 0 } } }),
+        // `null` where the profile has an object.
+        json!({ "profile": "sub1b", "model": { "operational": null } }),
+        json!({ "model": { "operational": null } }),
+        json!({ "profile": "1b", "model": { "adapter": { "launchProfile": null } } }),
+        json!({ "profile": "sub1b", "model": { "adapter": { "kind": "llama.cpp", "launchProfile": null } } }),
+        model(json!({ "scheduler": { "concurrency": 0 } })),
+        model(json!({ "scheduler": { "concurrency": 9 } })),
+        model(json!({ "scheduler": { "maxQueue": 0 } })),
+        model(json!({ "scheduler": { "maxQueue": 600 } })),
+        model(json!({ "scheduler": { "maxQueuedTokens": 262_145 } })),
+        model(json!({ "scheduler": { "maxInflightTokens": 65_537 } })),
+        model(json!({ "id": "auto" })),
+        model(json!({ "aliases": ["auto"] })),
+        json!({ "profile": "tiny", "model": { "id": "auto" } }),
+        json!({ "profile": "tiny", "model": { "aliases": ["auto"] } }),
+        hooks(json!([{}])),
+        hooks(json!([{ "command": null, "url": null }])),
+        hooks(json!([{ "command": ["/bin/true"], "url": "http://127.0.0.1:18799/" }])),
+        hooks(json!([{ "command": [] }])),
+        hooks(json!([{ "command": ["true"] }])),
+        hooks(json!([{ "command": [" "] }])),
+        hooks(json!([{ "command": ["/bin/true", "a\u{0}b"] }])),
+        hooks(json!([{ "url": "ftp://x" }])),
+        hooks(json!([{ "command": ["/bin/true"], "events": ["bogus.event"] }])),
+        hooks(json!(vec![json!({ "command": ["/bin/true"] }); 17])),
+        keys(json!([{}])),
+        keys(json!([{ "maxClass": "batch" }])),
+        keys(json!([{ "id": "xyz" }])),
+        keys(json!([{ "id": "ABCDEF12" }])),
+        json!({ "profile": "tiny", "cluster": {} }),
+    ];
+    for field in ["natsUrls", "nodeId", "clusterKeyEnv", "advertiseUrl"] {
+        let mut partial = cluster.clone();
+        partial.as_object_mut().unwrap().remove(field);
+        refused.push(json!({ "profile": "tiny", "cluster": partial }));
+    }
+    let validator = schema_validator();
+    for (config, expected) in accepted
+        .into_iter()
+        .map(|c| (c, true))
+        .chain(refused.into_iter().map(|c| (c, false)))
+    {
+        let errors: Vec<String> = validator
+            .iter_errors(&config)
+            .map(|e| format!("{} at {}", e, e.instance_path()))
+            .collect();
+        assert_eq!(
+            errors.is_empty(),
+            expected,
+            "the schema {} {config}: {errors:#?}",
+            if expected { "refuses" } else { "accepts" }
+        );
+        let loaded = ConfigLoader::new()
+            .with_json("layered.json", config.to_string())
+            .load();
+        match loaded {
+            Ok(_) if !expected => panic!("check-config accepts {config}"),
+            Err(error) if expected => panic!("check-config refuses {config}: {error}"),
+            _ => {}
+        }
+    }
+}
+
+/// A per-model override has the range of the top-level field it overrides.
+#[test]
+fn per_model_scheduler_limits_have_the_top_level_ranges() {
+    let fields = [
+        "concurrency",
+        "maxQueue",
+        "maxQueuedTokens",
+        "maxInflightTokens",
+    ];
+    for field in fields {
+        // `model.scheduler` is also the rule of `models[].scheduler` (the same schema).
+        let own: Vec<_> =
+            ray_core::config::limits_of(&format!("model.scheduler.{field}")).collect();
+        let top: Vec<_> = ray_core::config::limits_of(&format!("scheduler.{field}")).collect();
+        assert!(!top.is_empty(), "scheduler.{field}");
+        assert_eq!(own, top, "model.scheduler.{field}");
+    }
+    let schema = json_schema();
+    let limits = &schema["$defs"]["ModelSchedulerLimits"]["properties"];
+    assert_eq!(limits.as_object().unwrap().len(), fields.len(), "{limits}");
 }

@@ -71,6 +71,10 @@ pub enum Limit {
     HeaderValue,
     /// A `llama-server` argument that is none of the [`GENERATED_LLAMA_FLAGS`].
     NotGeneratedFlag,
+    /// A name other than this reserved word (`auto` asks for routing by rules).
+    NotReserved(&'static str),
+    /// An API key id: the first 8 lowercase hex digits of the key's SHA-256.
+    KeyId,
 }
 
 /// A rule and the field it applies to.
@@ -137,12 +141,22 @@ pub const FIELD_LIMITS: &[FieldLimit] = &[
     int("server.requestBodyLimitBytes", 1, 1_048_576),
     // model
     text("model.id", 256, false),
+    rule("model.id", Limit::NotReserved(super::validate::AUTO_MODEL)),
+    rule(
+        "model.aliases[]",
+        Limit::NotReserved(super::validate::AUTO_MODEL),
+    ),
     text("model.family", 256, false),
     int("model.contextWindow", 1, 32_768),
     int("model.maxOutputTokens", 1, 2_048),
     int("model.operational.tokensPerSecondTarget", 1, 1_000),
     int("model.operational.memoryClassMiB", 1, 65_536),
     int("model.operational.preferredCtxSize", 1, 32_768),
+    // Per-model scheduler limits (also `models[].scheduler`): the ranges of `scheduler`.
+    int("model.scheduler.concurrency", 1, 8),
+    int("model.scheduler.maxQueue", 1, 512),
+    int("model.scheduler.maxQueuedTokens", 1, 262_144),
+    int("model.scheduler.maxInflightTokens", 1, 65_536),
     // model.adapter
     int("model.adapter.latencyMs", 0, 120_000),
     text("model.adapter.seed", 512, true),
@@ -198,6 +212,7 @@ pub const FIELD_LIMITS: &[FieldLimit] = &[
     int("priority.classes.background.maxWaitMs", 1, 3_600_000),
     int("priority.reservedInteractive", 0, 7),
     entries("priority.apiKeys", 128),
+    rule("priority.apiKeys[].id", Limit::KeyId),
     int("priority.apiKeys[].weight", 1, 100),
     // streaming
     int("streaming.firstTokenTimeoutMs", 1, 600_000),
@@ -303,6 +318,9 @@ pub const FIELD_LIMITS: &[FieldLimit] = &[
     int("rateLimit.windowMs", 1, 3_600_000),
     int("rateLimit.maxRequests", 1, 10_000),
     int("rateLimit.maxKeys", 1, 16_384),
+    // hooks
+    entries("hooks", 16),
+    rule("hooks[].url", Limit::HttpUrl),
     // tags
     entries("tags", 64),
     rule("tags", Limit::KeyLength { max_chars: 128 }),
@@ -475,6 +493,8 @@ pub fn schema_keywords(limit: &Limit) -> Map<String, Value> {
                 .collect();
             json!({ "not": { "pattern": format!("^({})(=.*)?$", flags.join("|")) } })
         }
+        Limit::NotReserved(word) => json!({ "not": { "const": word } }),
+        Limit::KeyId => json!({ "pattern": "^[0-9a-f]{8}$" }),
     };
     match value {
         Value::Object(map) => map,

@@ -27,6 +27,7 @@ mod policy;
 mod priority;
 mod profiles;
 mod reserved;
+mod schema;
 mod types;
 mod validate;
 
@@ -63,39 +64,10 @@ pub use validate::{
 
 /// The JSON Schema of a config file (draft 2020-12).
 ///
-/// Every field is optional in a file, because missing fields come from the profile, so the
-/// schema lists no required properties except an adapter's `kind`.
+/// Fields left out of a file come from the selected profile, so the schema requires a field
+/// only where no profile has a value under it (an entry of a list, a section such as
+/// `cluster`), and an adapter may leave out `kind` (it then has the fields of the profile's
+/// adapter kind).
 pub fn json_schema() -> serde_json::Value {
-    let mut schema = schemars::schema_for!(RayConfig).to_value();
-    relax_required(&mut schema);
-    limits::apply_to_schema(&mut schema);
-    if let serde_json::Value::Object(map) = &mut schema {
-        map.insert(
-            "description".into(),
-            serde_json::Value::String(
-                "Configuration of a Ray inference gateway. Fields left out come from the \
-                 selected profile; see docs/configuration.md."
-                    .into(),
-            ),
-        );
-    }
-    schema
-}
-
-fn relax_required(value: &mut serde_json::Value) {
-    match value {
-        serde_json::Value::Object(map) => {
-            if let Some(serde_json::Value::Array(required)) = map.get_mut("required") {
-                required.retain(|name| name == "kind");
-                if required.is_empty() {
-                    map.remove("required");
-                }
-            }
-            for child in map.values_mut() {
-                relax_required(child);
-            }
-        }
-        serde_json::Value::Array(items) => items.iter_mut().for_each(relax_required),
-        _ => {}
-    }
+    schema::json_schema()
 }

@@ -162,6 +162,21 @@ impl Checker {
         }
     }
 
+    /// A name that is not its [`Limit::NotReserved`] word.
+    pub(super) fn not_reserved(&mut self, path: &str, value: &str) {
+        let Some(&Limit::NotReserved(word)) =
+            self.limit(path, |l| matches!(l, Limit::NotReserved(_)))
+        else {
+            return;
+        };
+        if value == word {
+            self.error(
+                path,
+                format!("{word:?} is reserved: it asks for routing by routing.rules"),
+            );
+        }
+    }
+
     /// A list or object within its [`Limit::Entries`].
     pub(super) fn entries(&mut self, path: &str, count: usize) {
         let Some(&Limit::Entries { max }) =

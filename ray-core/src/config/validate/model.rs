@@ -19,6 +19,10 @@ pub(super) fn model(c: &mut Checker, model: &ModelConfig, server: &ServerConfig)
 /// The model's own fields.
 fn fields(c: &mut Checker, model: &ModelConfig) {
     c.text("model.id", &model.id);
+    c.not_reserved("model.id", &model.id);
+    for (i, alias) in model.aliases.iter().enumerate() {
+        c.not_reserved(&format!("model.aliases[{i}]"), alias);
+    }
     c.text("model.family", &model.family);
     c.int("model.contextWindow", i128::from(model.context_window));
     c.int("model.maxOutputTokens", i128::from(model.max_output_tokens));

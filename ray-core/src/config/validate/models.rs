@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::checker::Checker;
 use super::diagnostic::Diagnostic;
+use crate::config::limits::{Limit, limits_of};
 use crate::config::types::{AdapterConfig, ModelConfig, ModelRole, RayConfig, RouteKind};
 
 /// The virtual model name that asks for routing by rules.
@@ -54,7 +55,7 @@ pub(super) fn validate_models(c: &mut Checker, config: &RayConfig) {
             .map(|(i, m)| (format!("models[{i}]"), m))
             .collect()
     };
-    // Names: ids and aliases, unique, `auto` reserved.
+    // Names: ids and aliases, unique.
     let mut names: BTreeMap<&str, String> = BTreeMap::new();
     for (path, model) in &registry {
         if model.aliases.len() > MAX_ALIASES {
@@ -75,11 +76,8 @@ pub(super) fn validate_models(c: &mut Checker, config: &RayConfig) {
                 out.push(Diagnostic::error(&field, "must be 1 to 256 chars"));
                 continue;
             }
+            // `auto` is refused by the rules of `model` (`model.id`, `model.aliases[]`).
             if name == AUTO_MODEL {
-                out.push(Diagnostic::error(
-                    &field,
-                    "\"auto\" is reserved: it asks for routing by routing.rules",
-                ));
                 continue;
             }
             if let Some(first) = names.get(name) {
@@ -101,19 +99,29 @@ pub(super) fn validate_models(c: &mut Checker, config: &RayConfig) {
         }
         if let Some(limits) = &model.scheduler {
             let checks = [
-                ("concurrency", limits.concurrency, 8),
-                ("maxQueue", limits.max_queue, 512),
-                ("maxQueuedTokens", limits.max_queued_tokens, 262_144),
-                ("maxInflightTokens", limits.max_inflight_tokens, 65_536),
+                ("concurrency", limits.concurrency),
+                ("maxQueue", limits.max_queue),
+                ("maxQueuedTokens", limits.max_queued_tokens),
+                ("maxInflightTokens", limits.max_inflight_tokens),
             ];
-            for (field, value, max) in checks {
-                if let Some(value) = value
-                    && !(1..=max).contains(&value)
-                {
-                    out.push(Diagnostic::error(
-                        format!("{path}.scheduler.{field}"),
-                        format!("must be between 1 and {max}, got {value}"),
-                    ));
+            for (field, value) in checks {
+                let rule = limits_of(&format!("model.scheduler.{field}")).find_map(|l| match l {
+                    Limit::Int { min, max } => Some((*min, *max)),
+                    _ => None,
+                });
+                let field_path = format!("{path}.scheduler.{field}");
+                match (value, rule) {
+                    (Some(value), Some((min, max))) if !(min..=max).contains(&i64::from(value)) => {
+                        out.push(Diagnostic::error(
+                            field_path,
+                            format!("must be between {min} and {max}, got {value}"),
+                        ));
+                    }
+                    (_, None) => out.push(Diagnostic::error(
+                        field_path,
+                        "internal: no rule for this field in FIELD_LIMITS",
+                    )),
+                    _ => {}
                 }
             }
         }
