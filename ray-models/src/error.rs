@@ -153,6 +153,32 @@ impl ProviderError {
     }
 }
 
+/// Longest part of a backend's error message quoted in Ray's, in chars.
+const UPSTREAM_MESSAGE_CHARS: usize = 300;
+
+/// The backend's own error message in an error body: `error.message` of an OpenAI-shaped or
+/// llama-server body, `error` or `message` when it is a string, else the body's first line
+/// when it is short text. At most [`UPSTREAM_MESSAGE_CHARS`] chars.
+fn upstream_message(body: &str) -> Option<String> {
+    let said = match serde_json::from_str::<serde_json::Value>(body) {
+        Ok(value) => [
+            value.pointer("/error/message"),
+            value.get("error"),
+            value.get("message"),
+        ]
+        .into_iter()
+        .flatten()
+        .find_map(|v| v.as_str().map(str::to_string))?,
+        Err(_) => body.lines().next()?.trim().to_string(),
+    };
+    let said = said.trim();
+    if said.is_empty() || said.starts_with('<') {
+        // Nothing, or an HTML page: the details keep the body.
+        return None;
+    }
+    Some(said.chars().take(UPSTREAM_MESSAGE_CHARS).collect())
+}
+
 impl From<ProviderError> for RayError {
     fn from(error: ProviderError) -> RayError {
         let details = match &error {
@@ -187,6 +213,12 @@ impl From<ProviderError> for RayError {
         };
         let code = error.code();
         let mut message = error.to_string();
+        if let ProviderError::Upstream { body, .. } = &error
+            && let Some(said) = upstream_message(body)
+        {
+            // What the backend said, so a client that sees only the message knows why.
+            message = format!("{message}: {said}");
+        }
         if let Some(first) = message.get_mut(0..1) {
             first.make_ascii_uppercase();
         }
@@ -201,6 +233,35 @@ impl From<ProviderError> for RayError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_upstream_error_quotes_what_the_backend_said() {
+        let message = |body: &str| {
+            RayError::from(ProviderError::upstream(500, body.as_bytes()))
+                .message()
+                .to_string()
+        };
+        assert_eq!(
+            message(
+                r#"{"error":{"code":500,"message":"output does not match","type":"server_error"}}"#
+            ),
+            "Backend answered HTTP 500: output does not match"
+        );
+        assert_eq!(
+            message(r#"{"error":"model not loaded"}"#),
+            "Backend answered HTTP 500: model not loaded"
+        );
+        assert_eq!(
+            message("upstream connect error\nmore"),
+            "Backend answered HTTP 500: upstream connect error"
+        );
+        assert_eq!(
+            message("<html><body>502</body></html>"),
+            "Backend answered HTTP 500"
+        );
+        assert_eq!(message(""), "Backend answered HTTP 500");
+        assert!(message(&"x".repeat(5_000)).chars().count() < 340);
+    }
 
     #[test]
     fn upstream_errors_keep_a_bounded_excerpt() {

@@ -452,7 +452,7 @@ fn check_ranges(
     {
         return Err(out_of_range(
             "n",
-            &format!("between 1 and {} (this gateway's maxN)", limits.max_n),
+            &format!("between 1 and {} (scheduler.maxChoices)", limits.max_n),
             n,
         ));
     }
