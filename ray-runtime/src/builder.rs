@@ -176,9 +176,7 @@ impl RuntimeBuilder {
         }
         if let Some(jobs) = &jobs {
             let sink = hooks.clone();
-            let _ = jobs
-                .hooks
-                .set(Arc::new(move |kind, fields| sink.emit(kind, fields)));
+            jobs.set_hooks(Arc::new(move |kind, fields| sink.emit(kind, fields)));
         }
         Ok(Runtime {
             inner: Arc::new(Inner {

@@ -281,7 +281,8 @@ impl std::fmt::Display for Failure {
     }
 }
 
-/// Runs `command` with `body` on its standard input; killed when it outlives `timeout`.
+/// Runs `command` with `body` on its standard input; killed, with every process it started,
+/// when it outlives `timeout` (it runs in a process group of its own).
 async fn run_command(command: &[String], body: &[u8], timeout: Duration) -> Result<(), Failure> {
     let Some((program, args)) = command.split_first() else {
         return Err(Failure::Other("empty command".into()));
@@ -291,9 +292,13 @@ async fn run_command(command: &[String], body: &[u8], timeout: Duration) -> Resu
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
+        .process_group(0)
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| Failure::Other(format!("cannot start {program}: {e}")))?;
+    let group = child
+        .id()
+        .and_then(|id| rustix::process::Pid::from_raw(id as i32));
     let stdin = child.stdin.take();
     // The event and its newline in one write, so a hook that appends its input to a shared
     // file (`cat >> events.jsonl`) is not cut between the two by another run's event.
@@ -311,7 +316,45 @@ async fn run_command(command: &[String], body: &[u8], timeout: Duration) -> Resu
         Ok(Ok(status)) if status.success() => Ok(()),
         Ok(Ok(status)) => Err(Failure::Other(format!("{program} exited with {status}"))),
         Ok(Err(error)) => Err(Failure::Other(format!("{program}: {error}"))),
-        // Dropping the child (kill_on_drop) kills it.
-        Err(_) => Err(Failure::Timeout),
+        // The whole group: a script's own children (a `curl` with no timeout, a `sleep`)
+        // would outlive it. Dropping the child reaps it.
+        Err(_) => {
+            if let Some(group) = group {
+                let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+            }
+            Err(Failure::Timeout)
+        }
+    }
+}
+
+#[cfg(test)]
+mod command_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[tokio::test]
+    async fn a_command_that_outlives_its_timeout_is_killed_with_its_children() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("child.pid");
+        let script = format!("sleep 30 & echo $! > {}; wait", pid_file.display());
+        let command = vec!["/bin/sh".to_string(), "-c".to_string(), script];
+        let outcome = run_command(&command, b"{}", Duration::from_millis(300)).await;
+        assert!(matches!(outcome, Err(Failure::Timeout)), "{outcome:?}");
+        let pid: i32 = std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // The grandchild got SIGKILL with its group: gone, or a zombie until init reaps it.
+        let mut gone = false;
+        for _ in 0..100 {
+            let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok();
+            if state.is_none_or(|s| s.split_whitespace().nth(2) == Some("Z")) {
+                gone = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(gone, "the hook's child {pid} still runs");
     }
 }

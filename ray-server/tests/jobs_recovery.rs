@@ -122,12 +122,16 @@ async fn a_damaged_store_never_stops_the_start_and_the_work_resumes() {
     write(dir.path(), "notes.txt", b"an operator's note, not a job");
     let set_aside = damaged.len() + 1;
 
+    // Every job_failed event goes to a file, those of the recovery at start included.
+    let events = dir.path().join("events.jsonl");
     let config = format!(
         r#"{{"profile":"tiny","model":{{"adapter":{{"kind":"mock","latencyMs":1}}}},
             "asyncQueue":{{"enabled":true,"storageDir":{:?},"minFreeStorageMiB":1,
                            "maxRecordBytes":16384,"pollIntervalMs":20,
-                           "callbackAllowPrivateNetwork":true}}}}"#,
-        dir.path().display().to_string()
+                           "callbackAllowPrivateNetwork":true}},
+            "hooks":[{{"events":["job_failed"],"command":["/bin/sh","-c","cat >> {}"]}}]}}"#,
+        dir.path().display().to_string(),
+        events.display()
     );
     let server = TestServer::start(&config).await;
     let client = server.client();
@@ -165,6 +169,27 @@ async fn a_damaged_store_never_stops_the_start_and_the_work_resumes() {
     assert_eq!(
         failed.error.unwrap().code,
         ray_runtime::jobs::JOB_RECOVERY_ATTEMPTS_EXHAUSTED
+    );
+    // ... and its job_failed event went out, although it failed before the hooks were set.
+    let announced = poll_until(Duration::from_secs(10), || {
+        let events = events.clone();
+        let id = exhausted.id.clone();
+        async move {
+            std::fs::read_to_string(&events).is_ok_and(|text| {
+                text.lines().any(|line| {
+                    let event: serde_json::Value = serde_json::from_str(line).unwrap();
+                    event["type"] == "job_failed"
+                        && event["jobId"] == id.as_str()
+                        && event["code"] == ray_runtime::jobs::JOB_RECOVERY_ATTEMPTS_EXHAUSTED
+                })
+            })
+        }
+    })
+    .await;
+    assert!(
+        announced,
+        "{:?}",
+        std::fs::read_to_string(&events).unwrap_or_default()
     );
     // The pending callback resumed (attempt 2: the first was made before the crash).
     let delivered = poll_until(Duration::from_secs(10), || {

@@ -379,6 +379,12 @@ impl JobListQuery {
             let value = decoded.as_str();
             match key {
                 "status" => {
+                    if value.split(',').all(str::is_empty) {
+                        return Err(RayError::invalid_request(
+                            "status: names no status; use queued, running, succeeded, failed or \
+                             cancelled (comma-separated), or leave the parameter out",
+                        ));
+                    }
                     for name in value.split(',').filter(|s| !s.is_empty()) {
                         let status = JobStatus::parse(name).ok_or_else(|| {
                             RayError::invalid_request(format!(

@@ -151,6 +151,23 @@ pub(crate) fn bump(counter: &AtomicU64) {
 pub(crate) type EventSink =
     Arc<dyn Fn(&'static str, serde_json::Map<String, serde_json::Value>) + Send + Sync>;
 
+/// The fields of a `job_failed` event.
+fn failed_event(record: &JobRecord) -> serde_json::Map<String, serde_json::Value> {
+    let mut fields = serde_json::Map::new();
+    fields.insert("jobId".into(), record.id.clone().into());
+    fields.insert("attempts".into(), record.attempts.into());
+    fields.insert(
+        "code".into(),
+        record
+            .error
+            .as_ref()
+            .map(|e| e.code.as_str())
+            .unwrap_or_default()
+            .into(),
+    );
+    fields
+}
+
 /// The durable async job queue of a [`Runtime`](crate::Runtime).
 ///
 /// Reach it with [`Runtime::jobs`](crate::Runtime::jobs); submit, look up, list and cancel
@@ -170,8 +187,10 @@ pub struct JobQueue {
     pub(crate) stats: Stats,
     pub(crate) callbacks: CallbackClient,
     /// Where the queue's events (`job_failed`, `callback_gave_up`) go: the event hooks, set
-    /// once by the builder (the queue names nothing above it).
+    /// once by the builder (the queue names nothing above it) through [`JobQueue::set_hooks`].
     pub(crate) hooks: std::sync::OnceLock<EventSink>,
+    /// `job_failed` events of the recovery at open, sent once the hooks are set.
+    recovered_failures: Mutex<Vec<serde_json::Map<String, serde_json::Value>>>,
     ids: IdSource,
     jitter: worker::Jitter,
 }
@@ -221,11 +240,31 @@ impl JobQueue {
             stats: Stats::new(),
             callbacks,
             hooks: std::sync::OnceLock::new(),
+            recovered_failures: Mutex::new(Vec::new()),
             ids: IdSource::default(),
             jitter: worker::Jitter::default(),
         };
         queue.recover()?;
         Ok(queue)
+    }
+
+    /// Sets where the queue's events go, and sends the `job_failed` events of the recovery
+    /// at open.
+    pub(crate) fn set_hooks(&self, sink: EventSink) {
+        if self.hooks.set(sink).is_ok()
+            && let Some(hooks) = self.hooks.get()
+        {
+            for fields in std::mem::take(&mut *self.recovered_failures.lock()) {
+                hooks("job_failed", fields);
+            }
+        }
+    }
+
+    /// Sends `job_failed` for `record` to the hooks, when they are set.
+    pub(crate) fn emit_failed(&self, record: &JobRecord) {
+        if let Some(hooks) = self.hooks.get() {
+            hooks("job_failed", failed_event(record));
+        }
     }
 
     fn recover(&self) -> Result<(), StoreError> {
@@ -291,6 +330,13 @@ impl JobQueue {
                     tracing::error!(job_id = %record.id, bytes = too_large.bytes, "a recovered job is larger than maxRecordBytes");
                 }
             }
+        }
+        // A job the recovery failed for good (its attempts are spent) ended in this run: it is
+        // counted and its `job_failed` event goes out once the hooks are set.
+        for record in changed.iter().filter(|r| r.status == JobStatus::Failed) {
+            bump(&self.stats.failed);
+            tracing::warn!(job_id = %record.id, attempts = record.attempts, code = record.error.as_ref().map(|e| e.code.as_str()), "job failed");
+            self.recovered_failures.lock().push(failed_event(record));
         }
         let now = Instant::now();
         let mut state = self.state.lock();

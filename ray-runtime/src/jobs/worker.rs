@@ -217,6 +217,7 @@ impl JobQueue {
         if record.status == JobStatus::Failed {
             bump(&self.stats.failed);
             tracing::warn!(job_id = %record.id, attempts = record.attempts, code = record.error.as_ref().map(|e| e.code.as_str()), "job failed");
+            self.emit_failed(&record);
         }
         self.with_state(|s| {
             if let Some(entry) = s.jobs.get_mut(id) {
@@ -405,6 +406,7 @@ impl JobQueue {
         let now_ms = unix_millis_now() as i64;
         let now = format_unix_millis(now_ms);
         record.updated_at = now.clone();
+        let mut given_back = false;
         match result {
             Ok(response) => {
                 record.status = JobStatus::Succeeded;
@@ -433,8 +435,12 @@ impl JobQueue {
             // The gateway shut down before the attempt could run: it is given back, and the
             // job runs again after the restart without losing an attempt.
             Err(error) if error.code() == ErrorCode::ShuttingDown => {
+                given_back = true;
                 record.status = JobStatus::Queued;
                 record.attempts = record.attempts.saturating_sub(1);
+                if record.attempts == 0 {
+                    record.started_at = None;
+                }
                 record.next_attempt_at = Some(now);
             }
             Err(error)
@@ -496,13 +502,14 @@ impl JobQueue {
             JobStatus::Failed => {
                 bump(&self.stats.failed);
                 tracing::warn!(job_id = %record.id, attempts = record.attempts, code = error_code, "job failed");
-                if let Some(hooks) = self.hooks.get() {
-                    let mut fields = serde_json::Map::new();
-                    fields.insert("jobId".into(), record.id.clone().into());
-                    fields.insert("attempts".into(), record.attempts.into());
-                    fields.insert("code".into(), error_code.unwrap_or_default().into());
-                    hooks("job_failed", fields);
-                }
+                self.emit_failed(&record);
+            }
+            JobStatus::Queued if given_back => {
+                tracing::info!(
+                    job_id = %record.id,
+                    attempts = record.attempts,
+                    "job attempt given back: the gateway shuts down; it runs after the restart"
+                );
             }
             JobStatus::Queued => {
                 tracing::warn!(

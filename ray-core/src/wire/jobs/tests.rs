@@ -57,6 +57,11 @@ fn list_queries_parse_and_name_what_is_wrong() {
     );
     let error = JobListQuery::parse(Some("status=%zz")).unwrap_err();
     assert!(error.message().starts_with("status:"), "{error}");
+    // A status parameter that names none is a mistake, not "every status".
+    for query in ["status=", "status", "status=,", "status=queued&status="] {
+        let error = JobListQuery::parse(Some(query)).unwrap_err();
+        assert!(error.message().starts_with("status:"), "{query}: {error}");
+    }
 }
 
 #[test]
