@@ -54,4 +54,6 @@ pub use scheduler::{AdmitError, Permit, Scheduler};
 pub use settings::{
     DEFAULT_CLASS_MAX_WAIT, DEFAULT_SHORT_BURST, SchedulerSettings, default_reserved_interactive,
 };
-pub use state::{Assignment, BudgetKind, Counters, JobSpec, Reject, SchedulerState, StateSnapshot};
+pub use state::{
+    Assignment, BudgetKind, Counters, Evicted, JobSpec, Reject, SchedulerState, StateSnapshot,
+};

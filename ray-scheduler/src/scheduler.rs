@@ -1,6 +1,7 @@
 //! The async shell around [`SchedulerState`]: a mutex, one channel per waiting job, owned
 //! permits that release on drop, deadlines, and one timer task for the batch window.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -190,6 +191,8 @@ impl Shared {
 struct Inner {
     state: SchedulerState<oneshot::Sender<Permit>>,
     closed: bool,
+    /// Waiting jobs refused to make room for a fairer one, until their callers read why.
+    evicted: HashMap<u64, Reject>,
 }
 
 /// Admission control for one backend: a bounded, two-lane queue with token budgets and
@@ -218,6 +221,7 @@ impl Scheduler {
         let shared = Arc::new(Shared {
             prepare,
             state: Mutex::new(Inner {
+                evicted: HashMap::new(),
                 state: SchedulerState::new(settings),
                 closed: false,
             }),
@@ -267,6 +271,7 @@ impl Scheduler {
     pub async fn admit(&self, spec: JobSpec, deadline: Instant) -> Result<Permit, AdmitError> {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let enqueued = Instant::now();
+        let mut dropped = Vec::new();
         let (mine, others, receiver, windowed) = {
             let mut inner = self.shared.state.lock();
             if inner.closed {
@@ -277,6 +282,12 @@ impl Scheduler {
                 .state
                 .submit_until(id, spec, now, Some(deadline.into_std()), None)
                 .map_err(AdmitError::Rejected)?;
+            // Jobs refused to make room for this one: their callers learn why when their
+            // channel closes (the senders are dropped below, outside the lock).
+            for evicted in inner.state.take_evicted() {
+                inner.evicted.insert(evicted.id, evicted.reject);
+                dropped.extend(evicted.payload);
+            }
             let (mine, others) = drain(&mut inner.state, now, Some(id));
             let receiver = if mine.is_none() {
                 let (sender, receiver) = oneshot::channel();
@@ -288,6 +299,7 @@ impl Scheduler {
             let windowed = !inner.state.settings().batch_window.is_zero();
             (mine, others, receiver, windowed)
         };
+        drop(dropped);
         self.deliver(others);
         if let Some(assignment) = mine {
             return Ok(Permit::new(&self.shared, &assignment));
@@ -311,7 +323,13 @@ impl Scheduler {
         guard.armed = false;
         match outcome {
             Ok(Ok(permit)) => Ok(permit),
-            Ok(Err(_closed)) => Err(AdmitError::Closed),
+            Ok(Err(_closed)) => Err(self
+                .shared
+                .state
+                .lock()
+                .evicted
+                .remove(&id)
+                .map_or(AdmitError::Closed, AdmitError::Rejected)),
             Err(_elapsed) => {
                 self.cancel(id);
                 Err(AdmitError::Timeout {
@@ -369,6 +387,7 @@ impl Scheduler {
     fn cancel(&self, id: u64) {
         let others = {
             let mut inner = self.shared.state.lock();
+            inner.evicted.remove(&id);
             if inner.state.cancel(id).is_none() {
                 return;
             }

@@ -114,6 +114,11 @@ struct Slot {
 ///    [`Reject::QueuedTokens`]). Once a service time has been measured, a job whose estimated
 ///    start lies beyond its deadline or its class's `maxWaitMs`, or whose admission would push
 ///    a waiting job past its own bound, is refused at once ([`Reject::WaitExceedsDeadline`]).
+///    A `batch` or `background` job must start one interactive `maxWaitMs` before its class
+///    bound ends (that room is kept for interactive jobs). When a job cannot be admitted, the
+///    youngest waiting job of the sender with the most jobs waiting is refused instead if that
+///    sender has at least two more waiting, or the job is of a lower class, and that makes room
+///    ([`SchedulerState::take_evicted`]): a flood gives way to another sender's job.
 /// 2. **Bound first (aging).** Every waiting job has a latest start: its arrival plus its
 ///    class's `maxWaitMs` (shortened by a tenth per level), or, if sooner, its deadline less one
 ///    estimated service time. When a permit frees, the preferred
@@ -156,6 +161,20 @@ pub struct SchedulerState<T> {
     virtual_clock: u64,
     estimate: Option<Duration>,
     counters: Counters,
+    /// Waiting jobs refused to make room for a fairer one (see [`SchedulerState::take_evicted`]).
+    evicted: Vec<Evicted<T>>,
+}
+
+/// A waiting job refused so that a job of a sender under its fair share, or of a higher class,
+/// could be admitted within every bound.
+#[derive(Debug)]
+pub struct Evicted<T> {
+    /// The job's id.
+    pub id: u64,
+    /// What the shell attached to it.
+    pub payload: Option<T>,
+    /// The refusal its caller gets.
+    pub reject: Reject,
 }
 
 /// The choice of a job to start: its lane, index in the lane, permit, and whether the permit
@@ -181,7 +200,14 @@ impl<T> SchedulerState<T> {
             virtual_clock: 0,
             estimate: None,
             counters: Counters::default(),
+            evicted: Vec::new(),
         }
+    }
+
+    /// The waiting jobs refused since the last call to make room for fairer ones: the shell
+    /// answers each with its [`Reject`].
+    pub fn take_evicted(&mut self) -> Vec<Evicted<T>> {
+        std::mem::take(&mut self.evicted)
     }
 
     /// The settings.
@@ -255,6 +281,7 @@ impl<T> SchedulerState<T> {
                 })
             } else {
                 self.check_wait(spec, now, start_by)
+                    .filter(|_| !self.make_fair_room(&spec, now, start_by))
             }
         });
         if let Some(reject) = rejection {

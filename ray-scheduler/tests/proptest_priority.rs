@@ -226,6 +226,16 @@ impl Model {
                 match self.state.submit(id, spec, self.now, None) {
                     Ok(()) => {
                         self.admitted += 1;
+                        // Jobs refused to make room for this one: waiting, of another sender,
+                        // of this class or lower.
+                        for evicted in self.state.take_evicted() {
+                            assert!(self.waiting.remove(&evicted.id).is_some(), "{evicted:?}");
+                            assert!(matches!(
+                                evicted.reject,
+                                Reject::WaitExceedsDeadline { class, .. }
+                                    if class.index() >= priority.class.index()
+                            ));
+                        }
                         self.waiting.insert(
                             id,
                             Waiting {

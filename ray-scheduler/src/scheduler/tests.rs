@@ -167,3 +167,71 @@ async fn a_closed_scheduler_refuses_new_work() {
         AdmitError::Closed
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_waiting_job_refused_to_make_fair_room_is_told_why() {
+    use ray_core::wire::{Priority, PriorityClass};
+    let scheduler = Scheduler::new(SchedulerSettings {
+        concurrency: 1,
+        max_queue: 64,
+        max_queued_tokens: 10_000,
+        max_inflight_tokens: 10_000,
+        batch_window: Duration::ZERO,
+        class_max_wait: [
+            Duration::from_millis(1_000),
+            Duration::from_millis(3_000),
+            Duration::from_millis(6_000),
+        ],
+        ..SchedulerSettings::default()
+    });
+    let from = |sender: u64| JobSpec {
+        priority: Priority::of(PriorityClass::Interactive),
+        sender,
+        ..spec(10)
+    };
+    // A first job measures the service time: 100 ms.
+    let first = scheduler.admit(from(1), after(60_000)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(first);
+    // Sender 1 holds the permit and fills the queue up to its bound.
+    let _running = scheduler.admit(from(1), after(60_000)).await.unwrap();
+    let mut waiting = Vec::new();
+    loop {
+        let task = tokio::spawn({
+            let scheduler = scheduler.clone();
+            async move { scheduler.admit(from(1), after(60_000)).await }
+        });
+        tokio::task::yield_now().await;
+        if task.is_finished() {
+            let refused = task.await.unwrap().unwrap_err();
+            assert!(matches!(
+                refused,
+                AdmitError::Rejected(Reject::WaitExceedsDeadline { .. })
+            ));
+            break;
+        }
+        waiting.push(task);
+        assert!(waiting.len() < 64, "the flood is bounded");
+    }
+    // Sender 2's request is admitted; the flood's youngest waiting job is refused, with the
+    // reason rather than as a closed scheduler.
+    let single = tokio::spawn({
+        let scheduler = scheduler.clone();
+        async move { scheduler.admit(from(2), after(60_000)).await }
+    });
+    tokio::task::yield_now().await;
+    let youngest = waiting.pop().unwrap();
+    let refused = youngest.await.unwrap().unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            AdmitError::Rejected(Reject::WaitExceedsDeadline { .. })
+        ),
+        "{refused:?}"
+    );
+    assert!(!single.is_finished(), "it waits for the permit, admitted");
+    single.abort();
+    for task in waiting {
+        task.abort();
+    }
+}

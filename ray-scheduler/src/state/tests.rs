@@ -408,3 +408,138 @@ fn a_waiting_job_near_its_bound_goes_before_the_preferred_class() {
     assert_eq!(forced, vec![2]);
     assert_eq!(state.snapshot(now).counters.aged_starts, 1);
 }
+
+/// One permit, 100 ms a job, bounds 1 s / 3 s / 6 s, measured.
+fn one_permit() -> (SchedulerState<()>, Instant) {
+    let mut state = SchedulerState::<()>::new(SchedulerSettings {
+        concurrency: 1,
+        max_queue: 64,
+        class_max_wait: [
+            Duration::from_millis(1_000),
+            Duration::from_millis(3_000),
+            Duration::from_millis(6_000),
+        ],
+        ..settings()
+    });
+    let now = Instant::now();
+    state
+        .submit(0, job(10, Lane::Short, None), now, None)
+        .unwrap();
+    let first = state.next(now).unwrap();
+    let now = now + Duration::from_millis(100);
+    state.release(first.slot, first.cost, None, now);
+    (state, now)
+}
+
+/// Runs the permit for `steps` of 50 ms, each job holding it 100 ms, while sender 1 submits one
+/// job of `class` every step (twice what the permit serves). Returns the next job id and the
+/// job that holds the permit at the end.
+fn flood(
+    state: &mut SchedulerState<()>,
+    now: &mut Instant,
+    class: PriorityClass,
+    steps: u32,
+    mut id: u64,
+) -> (u64, Option<Assignment<()>>) {
+    let mut running: Option<(Assignment<()>, Instant)> = None;
+    for _ in 0..steps {
+        let _ = state.submit(id, prioritised(class, 1), *now, None);
+        id += 1;
+        if let Some((job, ends)) = running.take() {
+            if ends <= *now {
+                state.release(job.slot, job.cost, None, *now);
+            } else {
+                running = Some((job, ends));
+            }
+        }
+        if running.is_none()
+            && let Some(job) = state.next(*now)
+        {
+            running = Some((job, *now + Duration::from_millis(100)));
+        }
+        *now += Duration::from_millis(50);
+    }
+    (id, running.map(|(job, _)| job))
+}
+
+#[test]
+fn a_flood_at_its_bound_gives_way_to_another_senders_single_request() {
+    let (mut state, mut now) = one_permit();
+    let (id, running) = flood(&mut state, &mut now, PriorityClass::Interactive, 60, 1);
+    let refused = (0..3).any(|k| {
+        state
+            .submit(
+                id + k,
+                prioritised(PriorityClass::Interactive, 1),
+                now,
+                None,
+            )
+            .is_err()
+    });
+    assert!(refused, "the flood is at its bound");
+    assert!(
+        state.take_evicted().is_empty(),
+        "one sender never evicts itself"
+    );
+    // Another sender's single request is admitted: the flood's youngest job makes room.
+    let depth = state.depth();
+    state
+        .submit(
+            10_000,
+            prioritised(PriorityClass::Interactive, 2),
+            now,
+            None,
+        )
+        .unwrap();
+    let evicted = state.take_evicted();
+    assert_eq!(evicted.len(), 1, "{evicted:?}");
+    assert!(matches!(
+        evicted[0].reject,
+        Reject::WaitExceedsDeadline {
+            class: PriorityClass::Interactive,
+            ..
+        }
+    ));
+    assert_eq!(state.depth(), depth, "one in, one out");
+    // It starts within its bound (the flood's older jobs, due first, may go before it).
+    let running = running.unwrap();
+    state.release(running.slot, running.cost, None, now);
+    let mut at = now;
+    loop {
+        let started = state.next(at).expect("a job starts");
+        if started.id == 10_000 {
+            break;
+        }
+        at += Duration::from_millis(100);
+        state.release(started.slot, started.cost, None, at);
+    }
+    assert!(at.duration_since(now) <= Duration::from_millis(1_000));
+}
+
+#[test]
+fn a_batch_flood_at_its_bound_gives_way_to_an_interactive_request_on_one_permit() {
+    let (mut state, mut now) = one_permit();
+    let (id, _) = flood(&mut state, &mut now, PriorityClass::Batch, 120, 1);
+    let refused = (0..3).any(|k| {
+        state
+            .submit(id + k, prioritised(PriorityClass::Batch, 1), now, None)
+            .is_err()
+    });
+    assert!(
+        refused,
+        "the batch flood was refused once the queue was full"
+    );
+    assert!(state.take_evicted().is_empty());
+    // The flood left room for an interactive request, from the same sender even: it is
+    // admitted, and it starts within its bound.
+    state
+        .submit(
+            10_000,
+            prioritised(PriorityClass::Interactive, 1),
+            now,
+            None,
+        )
+        .unwrap();
+    let counters = state.snapshot(now).counters;
+    assert!(counters.rejected_wait_by_class[1] > 0, "{counters:?}");
+}

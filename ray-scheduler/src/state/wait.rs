@@ -4,9 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use ray_core::wire::{Priority, PriorityClass};
+use ray_core::wire::{Lane, Priority, PriorityClass};
 
-use super::{JobSpec, Reject, SchedulerState};
+use super::{Evicted, JobSpec, Reject, SchedulerState};
 
 impl<T> SchedulerState<T> {
     /// The longest a job of this priority may wait: its class bound, a tenth shorter per level.
@@ -32,7 +32,18 @@ impl<T> SchedulerState<T> {
         if self.depth() == 0 && free && lower_ok {
             return None;
         }
-        let allowed_until = start_by;
+        // A batch or background job must be able to start an interactive bound before its
+        // class bound ends: that room is kept for interactive requests, which go first, so a
+        // lower-class flood never fills the queue past the point where one still gets in.
+        let allowed_until = if spec.priority.class == PriorityClass::Interactive {
+            start_by
+        } else {
+            let reserved = (now + self.bound(spec.priority))
+                .checked_sub(self.settings.max_wait(PriorityClass::Interactive))
+                .unwrap_or(now)
+                .max(now);
+            start_by.min(reserved)
+        };
         let extra = Extra {
             class: spec.priority.class,
             start_by,
@@ -52,6 +63,76 @@ impl<T> SchedulerState<T> {
             allowed: allowed_until.saturating_duration_since(now),
             retry_after: estimated_wait.max(estimate),
         })
+    }
+
+    /// When `spec` cannot be admitted within every bound: refuses instead the youngest
+    /// waiting job of the sender with the most jobs waiting, when that sender is past its fair
+    /// share against `spec`'s (it has at least two more jobs waiting) or the job is of a lower
+    /// class, and only when that makes room. Returns whether it did; the refused job goes to
+    /// [`SchedulerState::take_evicted`]. So one sender's flood (or a lower class's) fills the
+    /// queue only until someone else asks, and the bound of every admitted job still holds.
+    pub(super) fn make_fair_room(
+        &mut self,
+        spec: &JobSpec,
+        now: Instant,
+        start_by: Instant,
+    ) -> bool {
+        let Some(estimate) = self.estimate else {
+            return false;
+        };
+        let rank = spec.priority.class.index();
+        let waiting_of = |sender: u64| self.senders.get(&sender).map_or(0, |s| s.waiting);
+        let mine = waiting_of(spec.sender);
+        // The candidates: jobs of other senders, of `spec`'s class or lower.
+        let victim = self
+            .short
+            .iter()
+            .map(|w| (Lane::Short, w))
+            .chain(self.draft.iter().map(|w| (Lane::Draft, w)))
+            .filter(|(_, w)| w.spec.sender != spec.sender && w.spec.priority.class.index() >= rank)
+            .filter(|(_, w)| {
+                waiting_of(w.spec.sender) > mine + 1 || w.spec.priority.class.index() > rank
+            })
+            // The heaviest sender, then the lowest class, then the youngest job.
+            .max_by_key(|(_, w)| {
+                (
+                    waiting_of(w.spec.sender),
+                    w.spec.priority.class.index(),
+                    w.enqueued_at,
+                    w.id,
+                )
+            })
+            .map(|(lane, w)| (lane, w.id));
+        let Some((lane, id)) = victim else {
+            return false;
+        };
+        let Some(index) = self.lane(lane).iter().position(|w| w.id == id) else {
+            return false;
+        };
+        let Some(job) = self.lane_mut(lane).remove(index) else {
+            return false;
+        };
+        // Room only if the newcomer then fits within every bound.
+        if self.check_wait(*spec, now, start_by).is_some() {
+            self.lane_mut(lane).insert(index, job);
+            return false;
+        }
+        self.queued_tokens -= u64::from(job.spec.cost);
+        self.sender_left(job.spec.sender);
+        let class = job.spec.priority.class;
+        self.counters.rejected_wait_by_class[class.index()] += 1;
+        let allowed = job.start_by.saturating_duration_since(job.enqueued_at);
+        self.evicted.push(Evicted {
+            id: job.id,
+            payload: job.payload,
+            reject: Reject::WaitExceedsDeadline {
+                class,
+                estimated_wait: allowed + estimate,
+                allowed,
+                retry_after: estimate,
+            },
+        });
+        true
     }
 
     /// Simulates the earliest-deadline-first order from `now` with the service-time estimate:
