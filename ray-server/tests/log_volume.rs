@@ -213,6 +213,12 @@ async fn ten_seconds_of_ten_times_overload_write_under_a_megabyte_of_summaries()
         "{queue_full_lines} queue_full lines in {seconds} s"
     );
     assert!(queue_full_lines >= 2, "{queue_full_lines} queue_full lines");
+    // Every line that stands for folded refusals says so.
+    for line in lines.iter().filter(|l| l["message"] == "request rejected") {
+        if line["count"].as_u64().unwrap_or(1) > 1 {
+            assert_eq!(line["summary"], true, "{line}");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -214,6 +214,8 @@ async fn serve_one(
                     code = %error.code(),
                     error = error.message(),
                     count,
+                    // The line also stands for the refusals folded since the last one.
+                    summary = (count > 1).then_some(true),
                     "request rejected"
                 );
             }
@@ -230,6 +232,8 @@ async fn serve_one(
                     code = %error.code(),
                     error = error.message(),
                     count,
+                    // The line also stands for the refusals folded since the last one.
+                    summary = (count > 1).then_some(true),
                     "request failed"
                 );
             }
