@@ -62,6 +62,35 @@ pub trait JobHost: Send + Sync + 'static {
     fn event(&self, kind: &'static str, fields: serde_json::Map<String, serde_json::Value>) {
         let _ = (kind, fields);
     }
+    /// Whether this node's `model` would refuse a job now (its backend is down, warming or
+    /// in cooldown): the node then takes none of its jobs, so a peer that serves it runs them
+    /// instead of this node spending their attempts. Never refuses by default.
+    fn refuses(&self, model: &str) -> bool {
+        let _ = model;
+        false
+    }
+}
+
+/// The longest one pull for jobs may take (it asks for 1 s of waiting).
+const PULL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How often a node whose model refuses jobs looks again.
+const REFUSED_RECHECK: Duration = Duration::from_millis(500);
+
+/// Publishes a job and waits for JetStream's acknowledgement.
+async fn publish_acked(
+    opened: &Opened,
+    model: &str,
+    publish: jetstream::message::PublishMessage,
+) -> Result<(), ClusterError> {
+    opened
+        .context
+        .send_publish(subject(model), publish)
+        .await
+        .map_err(|e| ClusterError::Unavailable(e.to_string()))?
+        .await
+        .map_err(|e| ClusterError::Unavailable(e.to_string()))?;
+    Ok(())
 }
 
 /// How the shared queue runs on this node.
@@ -208,16 +237,25 @@ impl ClusterJobs {
                 ),
             ));
         }
-        let publish = jetstream::message::PublishMessage::build()
-            .message_id(&id)
-            .payload(payload.clone().into());
-        opened
-            .context
-            .send_publish(subject(&model), publish)
-            .await
-            .map_err(|e| unavailable(ClusterError::Unavailable(e.to_string())))?
-            .await
-            .map_err(|e| unavailable(ClusterError::Unavailable(e.to_string())))?;
+        let publish = || {
+            jetstream::message::PublishMessage::build()
+                .message_id(&id)
+                .payload(payload.clone().into())
+        };
+        let acked = match publish_acked(&opened, &model, publish()).await {
+            Ok(()) => Ok(opened),
+            Err(error) => {
+                // NATS may have come back without its store: open the stream again and try
+                // once more (the message id keeps a repeat from running twice).
+                *self.shared.opened.lock() = None;
+                tracing::warn!(job_id = %id, error = %error, "cluster jobs: publishing failed; opening the queue again");
+                let opened = self.opened().await.map_err(unavailable)?;
+                publish_acked(&opened, &model, publish())
+                    .await
+                    .map(|()| opened)
+            }
+        };
+        let opened = acked.map_err(unavailable)?;
         self.shared.stats.submitted.fetch_add(1, Ordering::Relaxed);
         // The job is durable from here. Its record is written now; should that fail, the node
         // that takes the job writes it from the message.
@@ -272,6 +310,7 @@ impl ClusterJobs {
     }
 
     async fn opened(&self) -> Result<Arc<Opened>, ClusterError> {
+        // (A cached stream and bucket; dropped when NATS turns out to have lost them.)
         if let Some(opened) = self.shared.opened.lock().clone() {
             return Ok(opened);
         }
@@ -307,7 +346,7 @@ impl ClusterJobs {
         loop {
             match self.consumer(&model).await {
                 Ok(consumer) => {
-                    if let Err(error) = self.pull(&consumer, &slots).await {
+                    if let Err(error) = self.pull(&model, &consumer, &slots).await {
                         tracing::warn!(model = %model, error = %error, "cluster jobs: pulling failed; retrying");
                     }
                 }
@@ -350,6 +389,7 @@ impl ClusterJobs {
 
     async fn pull(
         &self,
+        model: &str,
         consumer: &consumer::Consumer<consumer::pull::Config>,
         slots: &Arc<Semaphore>,
     ) -> Result<(), ClusterError> {
@@ -357,17 +397,43 @@ impl ClusterJobs {
             let Ok(slot) = slots.clone().acquire_owned().await else {
                 return Ok(());
             };
-            let mut batch = consumer
-                .fetch()
-                .max_messages(1)
-                .expires(Duration::from_secs(1))
-                .messages()
-                .await
-                .map_err(|e| ClusterError::Unavailable(e.to_string()))?;
-            let Some(message) = batch.next().await else {
+            // A model this node cannot serve now takes no job: a peer that can runs it.
+            if self.shared.host.refuses(model) {
+                drop(slot);
+                tokio::time::sleep(REFUSED_RECHECK).await;
+                continue;
+            }
+            // A pull that gets no answer at all (NATS came back without the consumer) must not
+            // hold the worker: it ends, and the consumer is opened again.
+            let next = tokio::time::timeout(PULL_TIMEOUT, async {
+                let mut batch = consumer
+                    .fetch()
+                    .max_messages(1)
+                    .expires(Duration::from_secs(1))
+                    .messages()
+                    .await
+                    .map_err(|e| ClusterError::Unavailable(e.to_string()))?;
+                Ok::<_, ClusterError>(batch.next().await)
+            })
+            .await
+            .map_err(|_| {
+                ClusterError::Unavailable(format!(
+                    "a pull for jobs got no answer in {} s",
+                    PULL_TIMEOUT.as_secs()
+                ))
+            })??;
+            let Some(message) = next else {
                 continue;
             };
             let message = message.map_err(|e| ClusterError::Unavailable(e.to_string()))?;
+            // The fetch may have waited since before the model went down: hand the job back
+            // (redelivered shortly, to a peer that serves the model), spending no attempt.
+            if self.shared.host.refuses(model) {
+                let _ = message.ack_with(AckKind::Nak(Some(REFUSED_RECHECK))).await;
+                drop(slot);
+                tokio::time::sleep(REFUSED_RECHECK).await;
+                continue;
+            }
             let jobs = self.clone();
             tokio::spawn(async move {
                 jobs.handle(message).await;

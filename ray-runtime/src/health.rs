@@ -173,6 +173,30 @@ impl Runtime {
         Some((provider, error))
     }
 
+    /// Whether the model `name` (id or alias) would take a request now rather than refuse it
+    /// at once: not in cooldown, its backend not known to be down or starting. A managed model
+    /// that is not loaded takes it (the request loads it), unless it failed a moment ago or
+    /// can never fit the budget. `false` for an unknown name.
+    pub fn takes_requests(&self, name: &str) -> bool {
+        let live = self.live();
+        let Some(model) = live.registry.get(name) else {
+            return false;
+        };
+        if model
+            .cooldown_refusal(tokio::time::Instant::now())
+            .is_some()
+        {
+            return false;
+        }
+        match self
+            .lifecycle_of(model)
+            .and_then(|status| self.managed_status(&status))
+        {
+            Some((status, _)) => status != ProviderStatus::Unavailable,
+            None => model.health.refusal().is_none(),
+        }
+    }
+
     /// `model`'s backend status now, without probing: a managed model's lifecycle says while
     /// it is not loaded, else its last probe (what `ray_provider_status` reports).
     pub(crate) fn status_now_of(&self, model: &ModelEntry) -> ProviderStatus {

@@ -756,3 +756,101 @@ async fn a_shared_job_that_fails_for_good_and_its_refused_callback_reach_a_comma
     assert_eq!(record["status"], "failed", "{record}");
     assert_eq!(record["error"]["code"], failed["code"], "{record}");
 }
+
+/// A node whose model is down takes none of the shared jobs (a peer that serves the model
+/// runs them, each on its first attempt), and after NATS comes back without its store the
+/// queue is opened again: submissions are accepted and run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_model_is_down_leaves_shared_jobs_to_a_peer_and_a_lost_store_is_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats_port = free_port();
+    let Some(mut nats) = Nats::start(&dir.path().join("nats"), nats_port) else {
+        return;
+    };
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let queue = |id: &str| {
+        format!(
+            r#","asyncQueue":{{"enabled":true,"storageDir":"{}","dispatchConcurrency":2,
+               "maxAttempts":3,"pollIntervalMs":50}}"#,
+            dir.path().join(format!("jobs-{id}")).display()
+        )
+    };
+    let down = Node::start_with(dir.path(), nats_port, "a", false, free_port(), &queue("a"));
+    let up = Node::start_with(dir.path(), nats_port, "b", true, free_port(), &queue("b"));
+    let both = within(Duration::from_secs(20), async || {
+        node_ids(&http, &down).await == ["a", "b"]
+    })
+    .await;
+    assert!(both.is_some(), "{}", down.log());
+    // a knows its backend is down before the jobs arrive.
+    let known = within(Duration::from_secs(20), async || {
+        http.get(down.url("/readyz?model=m"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 503)
+    })
+    .await;
+    assert!(known.is_some(), "{}", down.log());
+
+    let submit = async |node: &Node, n: usize| -> Option<String> {
+        let body = serde_json::json!({ "input": format!("shared job {n}"), "model": "m" });
+        let answer = http
+            .post(node.url("/v1/jobs"))
+            .json(&body)
+            .send()
+            .await
+            .ok()?;
+        if answer.status() != 202 {
+            return None;
+        }
+        let accepted: serde_json::Value = answer.json().await.ok()?;
+        accepted["id"].as_str().map(String::from)
+    };
+    let finished = async |node: &Node, id: &str| -> serde_json::Value {
+        let mut record = serde_json::Value::Null;
+        let done = within(Duration::from_secs(30), async || {
+            if let Ok(answer) = http.get(node.url(&format!("/v1/jobs/{id}"))).send().await
+                && let Ok(body) = answer.json::<serde_json::Value>().await
+            {
+                record = body;
+            }
+            matches!(
+                record["status"].as_str(),
+                Some("succeeded" | "failed" | "cancelled")
+            )
+        })
+        .await;
+        assert!(done.is_some(), "{record}\n{}", node.log());
+        record
+    };
+    let mut ids = Vec::new();
+    for n in 0..6 {
+        ids.push(submit(&down, n).await.expect("a accepts shared jobs"));
+    }
+    for id in &ids {
+        let record = finished(&down, id).await;
+        assert_eq!(record["status"], "succeeded", "{record}");
+        assert_eq!(
+            record["attempts"], 1,
+            "no attempt spent on the node that is down: {record}"
+        );
+    }
+
+    // NATS comes back with an empty store: the jobs stream is created again.
+    nats.stop();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    nats = Nats::start(&dir.path().join("nats-new"), nats_port).unwrap();
+    let mut id = None;
+    let accepted = within(Duration::from_secs(30), async || {
+        id = submit(&up, 100).await;
+        id.is_some()
+    })
+    .await;
+    assert!(accepted.is_some(), "{}", up.log());
+    let record = finished(&up, id.as_deref().unwrap()).await;
+    assert_eq!(record["status"], "succeeded", "{record}");
+    drop(nats);
+}

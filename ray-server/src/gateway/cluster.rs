@@ -541,6 +541,10 @@ impl JobHost for RuntimeHost {
     fn event(&self, kind: &'static str, fields: serde_json::Map<String, serde_json::Value>) {
         self.0.emit_event(kind, fields);
     }
+
+    fn refuses(&self, model: &str) -> bool {
+        !self.0.takes_requests(model)
+    }
 }
 
 /// The model a forwardable request names, read from its JSON body (`model`); `None` when it
