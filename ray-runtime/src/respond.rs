@@ -189,12 +189,14 @@ impl Runtime {
     ) {
         let metrics = &self.inner.metrics;
         let elapsed = started.elapsed();
-        metrics.request_duration.observe(elapsed);
         metrics
             .last_latency_ms
             .store(elapsed.as_millis() as u64, Ordering::Relaxed);
         match outcome {
             Ok(response) => {
+                // Answered requests only: a refusal answers in microseconds, and under an
+                // overload would make the latency look best exactly when it is worst.
+                metrics.request_duration.observe(elapsed);
                 inc(&metrics.succeeded);
                 if response.degraded {
                     inc(&metrics.degraded);

@@ -192,7 +192,7 @@ impl RuntimeMetrics {
         );
         m.labelled(
             "ray_request_duration_seconds",
-            "Time from arrival to answer of inference requests.",
+            "Time from arrival to answer of inference requests that succeeded (refusals and failures are counted in ray_request_errors_total).",
             MetricKind::Histogram,
             self.request_duration.samples(),
         );

@@ -443,7 +443,14 @@ fn fields(
             id: "cpu.state",
             section: "Memory and degradation",
             label: "CPU",
-            value: Value::Bool(health.runtime.cpu.degraded),
+            value: Value::String(
+                if health.runtime.cpu.degraded {
+                    "pressure"
+                } else {
+                    "normal"
+                }
+                .into(),
+            ),
             text: if health.runtime.cpu.degraded {
                 format!("pressure ({})", health.runtime.cpu.sources.join(", "))
             } else {
@@ -454,10 +461,10 @@ fn fields(
         Field {
             id: "degradation.decisions",
             section: "Memory and degradation",
-            label: "Degraded requests",
+            label: "Degradation steps",
             value: num(decisions as f64),
             text: format!("{decisions}"),
-            help: "Requests changed by a degradation step (prompt_length, queue_depth, memory_pressure, cpu_pressure), since start.",
+            help: "Degradation steps taken since start (prompt_length, queue_depth, memory_pressure, cpu_pressure): a request can take several, and a refused request counts too.",
         },
         Field {
             id: "refusals.lastHour",
