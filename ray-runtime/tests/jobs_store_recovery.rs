@@ -175,3 +175,61 @@ proptest! {
         prop_assert_eq!(names(&jobs), before);
     }
 }
+
+/// Jobs recovered at start run in the order they were created, not in the order the store's
+/// directory lists them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovered_jobs_run_in_the_order_they_were_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let jobs = dir.path().join("jobs");
+    std::fs::create_dir_all(&jobs).unwrap();
+    // Ids whose order (and so, often, the directory's) differs from the creation order.
+    let mut created = Vec::new();
+    for n in 0..12u64 {
+        let id = format!("job_{:016x}", n.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 4);
+        let mut job = record(&id, JobStatus::Queued, 0);
+        job.created_at = format!("2026-01-01T00:00:{n:02}.000Z");
+        job.updated_at = job.created_at.clone();
+        std::fs::write(
+            jobs.join(format!("{id}.json")),
+            serde_json::to_vec(&job).unwrap(),
+        )
+        .unwrap();
+        created.push(id);
+    }
+    let config = ConfigLoader::new()
+        .with_json(
+            "test.json",
+            format!(
+                r#"{{"profile":"tiny","model":{{"adapter":{{"kind":"mock","latencyMs":5}}}},
+                     "scheduler":{{"concurrency":1}},
+                     "asyncQueue":{{"enabled":true,"storageDir":{:?},"dispatchConcurrency":1,
+                                    "completedTtlMs":604800000}}}}"#,
+                dir.path().display().to_string()
+            ),
+        )
+        .load()
+        .unwrap()
+        .config;
+    let runtime = Runtime::new(config).unwrap();
+    let background = runtime.start();
+    let mut finished: Vec<(String, String)> = Vec::new();
+    for _ in 0..200 {
+        finished.clear();
+        for id in &created {
+            let job = runtime.job(id).await.unwrap();
+            if let Some(at) = job.completed_at {
+                finished.push((at, id.clone()));
+            }
+        }
+        if finished.len() == created.len() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(finished.len(), created.len(), "{finished:?}");
+    finished.sort();
+    let order: Vec<String> = finished.into_iter().map(|(_, id)| id).collect();
+    assert_eq!(order, created);
+    background.shutdown().await;
+}

@@ -338,6 +338,13 @@ impl JobQueue {
             tracing::warn!(job_id = %record.id, attempts = record.attempts, code = record.error.as_ref().map(|e| e.code.as_str()), "job failed");
             self.recovered_failures.lock().push(failed_event(record));
         }
+        // Ready in the order they became ready: the store is scanned in directory order, so
+        // the jobs are indexed by creation (RFC 3339 in UTC sorts as it reads).
+        loaded.sort_by(|a, b| {
+            a.created_at
+                .cmp(&b.created_at)
+                .then_with(|| a.id.cmp(&b.id))
+        });
         let now = Instant::now();
         let mut state = self.state.lock();
         for record in &loaded {
