@@ -533,10 +533,17 @@ impl ClusterJobs {
         };
         match outcome {
             Ok(response) => self.complete(records, &id, Ok(Box::new(response))).await?,
+            // Refused before it ran (this node shuts down, or its scheduler had no room): the
+            // attempt is given back, as the local queue does.
+            Err(error) if error.code().is_refused_before_running() => {
+                if self.requeue(records, &id, &error, true).await? {
+                    return Ok(Settle::Retry(self.shared.options.retry_base));
+                }
+            }
             // The errors the local queue retries: those with a 5xx status.
             Err(error) if error.code().status() >= 500 && attempts < stored.record.max_attempts => {
                 let delay = self.shared.options.retry_base * 2u32.saturating_pow(attempts - 1);
-                if self.requeue(records, &id, &error).await? {
+                if self.requeue(records, &id, &error, false).await? {
                     return Ok(Settle::Retry(delay.min(Duration::from_secs(300))));
                 }
             }
@@ -601,12 +608,15 @@ impl ClusterJobs {
         }
     }
 
-    /// Puts a job back to `queued` after a retryable failure; false when it was cancelled.
+    /// Puts a job back to `queued` after a retryable failure (with its error), or, with
+    /// `give_back`, after an attempt refused before it ran (not counted); false when it was
+    /// cancelled.
     async fn requeue(
         &self,
         records: &kv::Store,
         id: &str,
         error: &RayError,
+        give_back: bool,
     ) -> Result<bool, RayError> {
         loop {
             let Some((mut stored, revision)) = read(records, id).await? else {
@@ -616,7 +626,12 @@ impl ClusterJobs {
                 return Ok(false);
             }
             stored.record.status = JobStatus::Queued;
-            stored.record.error = Some(JobError::from_ray(error));
+            if give_back {
+                // The attempt never ran: it does not count.
+                stored.record.attempts = stored.record.attempts.saturating_sub(1);
+            } else {
+                stored.record.error = Some(JobError::from_ray(error));
+            }
             stored.record.updated_at = now_rfc3339();
             if write(records, id, &stored, revision).await? {
                 return Ok(true);

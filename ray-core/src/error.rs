@@ -134,6 +134,16 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Whether a request refused with this code never ran: the gateway was shutting down,
+    /// or the scheduler had no room for it (`queue_full`, `queue_wait_exceeds_deadline`). A
+    /// job attempt refused this way is given back rather than counted.
+    pub fn is_refused_before_running(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::ShuttingDown | ErrorCode::QueueFull | ErrorCode::QueueWaitExceedsDeadline
+        )
+    }
+
     /// All codes, in declaration order.
     pub const ALL: &'static [ErrorCode] = &[
         ErrorCode::InvalidRequest,

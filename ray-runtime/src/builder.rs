@@ -202,6 +202,7 @@ impl RuntimeBuilder {
                 embeddings: EmbedMetrics::default(),
                 hooks,
                 managed,
+                closing: std::sync::atomic::AtomicBool::new(false),
             }),
             pinned: None,
         })

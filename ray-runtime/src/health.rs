@@ -176,8 +176,16 @@ impl Runtime {
     /// Whether the model `name` (id or alias) would take a request now rather than refuse it
     /// at once: not in cooldown, its backend not known to be down or starting. A managed model
     /// that is not loaded takes it (the request loads it), unless it failed a moment ago or
-    /// can never fit the budget. `false` for an unknown name.
+    /// can never fit the budget. `false` for an unknown name, and for every model once the
+    /// gateway shuts down.
     pub fn takes_requests(&self, name: &str) -> bool {
+        if self
+            .inner
+            .closing
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return false;
+        }
         let live = self.live();
         let Some(model) = live.registry.get(name) else {
             return false;

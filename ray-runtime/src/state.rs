@@ -55,4 +55,7 @@ pub(crate) struct Inner {
     /// The managed models' lifecycle, with a `lifecycle` section and at least one managed
     /// model.
     pub(crate) managed: Option<Managed>,
+    /// Set by [`Runtime::close_for_shutdown`](crate::Runtime::close_for_shutdown): no model
+    /// takes new work.
+    pub(crate) closing: std::sync::atomic::AtomicBool,
 }

@@ -235,6 +235,38 @@ impl<T> SchedulerState<T> {
         Ok(())
     }
 
+    /// Why a job within the budgets cannot join the queue now: the queue's depth, its tokens,
+    /// or the wait bound ([`SchedulerState::check_wait`]).
+    pub(crate) fn admission_problem(
+        &self,
+        spec: JobSpec,
+        now: Instant,
+        start_by: Instant,
+    ) -> Option<Reject> {
+        let depth = self.depth();
+        if depth >= self.settings.max_queue {
+            Some(Reject::QueueDepth { depth })
+        } else if self.queued_tokens + u64::from(spec.cost)
+            > u64::from(self.settings.max_queued_tokens)
+        {
+            Some(Reject::QueuedTokens {
+                queued_tokens: self.queued_tokens as u32,
+                cost: spec.cost,
+            })
+        } else {
+            self.check_wait(spec, now, start_by)
+        }
+    }
+
+    /// Removes the waiting job at `index` of `lane` and gives back its place, tokens and
+    /// sender count (what [`SchedulerState::cancel`] and an eviction share).
+    fn remove_waiting(&mut self, lane: Lane, index: usize) -> Option<Waiting<T>> {
+        let waiting = self.lane_mut(lane).remove(index)?;
+        self.queued_tokens -= u64::from(waiting.spec.cost);
+        self.sender_left(waiting.spec.sender);
+        Some(waiting)
+    }
+
     /// Queues a job with no deadline of its own (its class bound still applies), or refuses
     /// it. Call [`SchedulerState::next`] afterwards to start whatever can start (possibly this
     /// job).
@@ -269,20 +301,8 @@ impl<T> SchedulerState<T> {
             finish_by.min(bound)
         });
         let rejection = self.check_budget(spec.cost).err().or_else(|| {
-            let depth = self.depth();
-            if depth >= self.settings.max_queue {
-                Some(Reject::QueueDepth { depth })
-            } else if self.queued_tokens + u64::from(spec.cost)
-                > u64::from(self.settings.max_queued_tokens)
-            {
-                Some(Reject::QueuedTokens {
-                    queued_tokens: self.queued_tokens as u32,
-                    cost: spec.cost,
-                })
-            } else {
-                self.check_wait(spec, now, start_by)
-                    .filter(|_| !self.make_fair_room(&spec, now, start_by))
-            }
+            self.admission_problem(spec, now, start_by)
+                .filter(|_| !self.make_fair_room(&spec, now, start_by))
         });
         if let Some(reject) = rejection {
             match reject {
@@ -339,10 +359,8 @@ impl<T> SchedulerState<T> {
         for lane in [Lane::Short, Lane::Draft] {
             let queue = self.lane_mut(lane);
             if let Some(index) = queue.iter().position(|w| w.id == id) {
-                let waiting = queue.remove(index)?;
-                self.queued_tokens -= u64::from(waiting.spec.cost);
+                let waiting = self.remove_waiting(lane, index)?;
                 self.counters.cancelled += 1;
-                self.sender_left(waiting.spec.sender);
                 return Some(waiting.payload);
             }
         }

@@ -61,6 +61,9 @@ impl Runtime {
     /// that work which has not started is answered at once instead of being cut when the
     /// drain ends.
     pub fn close_for_shutdown(&self) {
+        self.inner
+            .closing
+            .store(true, std::sync::atomic::Ordering::Release);
         if let Some(jobs) = &self.inner.jobs {
             jobs.begin_stop();
         }

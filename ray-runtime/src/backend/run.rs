@@ -112,6 +112,8 @@ pub(crate) struct Tail(Arc<Mutex<TailLines>>);
 #[derive(Debug, Default)]
 pub(crate) struct TailLines {
     first_error: Option<String>,
+    /// Whether `first_error` is an `E` line (it is then kept).
+    first_is_e_line: bool,
     last: Option<String>,
 }
 
@@ -127,11 +129,16 @@ impl Tail {
         };
         let kept: String = text.chars().take(TAIL_LINE_CHARS).collect();
         let mut lines = self.0.lock();
-        let error = text.starts_with("E ")
-            || text.to_ascii_lowercase().contains("error")
-            || text.to_ascii_lowercase().contains("failed");
-        if error && lines.first_error.is_none() {
+        // llama-server's own error lines (`E `) first; a line that only mentions an error
+        // (a warning about a failed optional backend, say) only while there is none.
+        if text.starts_with("E ") && !lines.first_is_e_line {
             lines.first_error = Some(kept.trim_start_matches("E ").trim().to_string());
+            lines.first_is_e_line = true;
+        } else if lines.first_error.is_none() {
+            let lower = text.to_ascii_lowercase();
+            if lower.contains("error") || lower.contains("failed") {
+                lines.first_error = Some(kept.trim().to_string());
+            }
         }
         lines.last = Some(kept);
     }
@@ -259,6 +266,7 @@ mod tests {
             tail.explain("exit status 1".into()),
             "exit status 1; it said: I srv  llama_server: initializing ..."
         );
+        tail.note("0.00.002.000 W ggml_vulkan: failed to initialize, using the CPU");
         tail.note("0.00.004.900 E gguf_init_from_file: failed to open GGUF file 'x.gguf'");
         tail.note("0.00.005.566 E srv  llama_server: exiting due to model loading error");
         assert_eq!(

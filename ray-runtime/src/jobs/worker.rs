@@ -406,7 +406,7 @@ impl JobQueue {
         let now_ms = unix_millis_now() as i64;
         let now = format_unix_millis(now_ms);
         record.updated_at = now.clone();
-        let mut given_back = false;
+        let mut given_back: Option<ErrorCode> = None;
         match result {
             Ok(response) => {
                 record.status = JobStatus::Succeeded;
@@ -432,16 +432,23 @@ impl JobQueue {
                     ));
                 }
             }
-            // The gateway shut down before the attempt could run: it is given back, and the
-            // job runs again after the restart without losing an attempt.
-            Err(error) if error.code() == ErrorCode::ShuttingDown => {
-                given_back = true;
+            // Refused before it ran (the gateway shuts down, or the scheduler had no room): the
+            // attempt is given back and the job runs later (after the restart) without losing
+            // one.
+            Err(error) if error.code().is_refused_before_running() => {
+                given_back = Some(error.code());
                 record.status = JobStatus::Queued;
                 record.attempts = record.attempts.saturating_sub(1);
                 if record.attempts == 0 {
                     record.started_at = None;
                 }
-                record.next_attempt_at = Some(now);
+                let delay = if error.code() == ErrorCode::ShuttingDown {
+                    Duration::ZERO
+                } else {
+                    retry_delay(self.settings.poll_interval, 1, self.jitter())
+                };
+                record.next_attempt_at =
+                    Some(format_unix_millis(now_ms + delay.as_millis() as i64));
             }
             Err(error)
                 if record::is_retryable(error.code()) && record.attempts < record.max_attempts =>
@@ -504,11 +511,18 @@ impl JobQueue {
                 tracing::warn!(job_id = %record.id, attempts = record.attempts, code = error_code, "job failed");
                 self.emit_failed(&record);
             }
-            JobStatus::Queued if given_back => {
+            JobStatus::Queued if given_back == Some(ErrorCode::ShuttingDown) => {
                 tracing::info!(
                     job_id = %record.id,
                     attempts = record.attempts,
                     "job attempt given back: the gateway shuts down; it runs after the restart"
+                );
+            }
+            JobStatus::Queued if given_back.is_some() => {
+                tracing::debug!(
+                    job_id = %record.id,
+                    code = given_back.map(ErrorCode::as_str),
+                    "job attempt given back: the scheduler had no room; it runs later"
                 );
             }
             JobStatus::Queued => {

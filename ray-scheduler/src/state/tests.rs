@@ -543,3 +543,44 @@ fn a_batch_flood_at_its_bound_gives_way_to_an_interactive_request_on_one_permit(
     let counters = state.snapshot(now).counters;
     assert!(counters.rejected_wait_by_class[1] > 0, "{counters:?}");
 }
+
+#[test]
+fn a_full_queue_gives_a_place_to_another_senders_request() {
+    // No estimate yet: only the queue's depth limits it.
+    let mut state = SchedulerState::<()>::new(SchedulerSettings {
+        max_queue: 4,
+        ..settings()
+    });
+    let now = Instant::now();
+    state
+        .submit(0, prioritised(PriorityClass::Interactive, 1), now, None)
+        .unwrap();
+    state.next(now).unwrap();
+    for id in 1..=4 {
+        state
+            .submit(id, prioritised(PriorityClass::Interactive, 1), now, None)
+            .unwrap();
+    }
+    assert_eq!(
+        state.submit(5, prioritised(PriorityClass::Interactive, 1), now, None),
+        Err(Reject::QueueDepth { depth: 4 })
+    );
+    // Sender 2 gets the place of sender 1's youngest job; a third sender then gets another.
+    state
+        .submit(6, prioritised(PriorityClass::Interactive, 2), now, None)
+        .unwrap();
+    let evicted: Vec<u64> = state.take_evicted().into_iter().map(|e| e.id).collect();
+    assert_eq!(evicted, vec![4]);
+    assert_eq!(state.depth(), 4);
+    state
+        .submit(7, prioritised(PriorityClass::Interactive, 3), now, None)
+        .unwrap();
+    let evicted: Vec<u64> = state.take_evicted().into_iter().map(|e| e.id).collect();
+    assert_eq!(evicted, vec![3]);
+    // Sender 1 now has two waiting against one each: no sender is past its share by two.
+    assert_eq!(
+        state.submit(8, prioritised(PriorityClass::Interactive, 2), now, None),
+        Err(Reject::QueueDepth { depth: 4 })
+    );
+    assert!(state.take_evicted().is_empty());
+}

@@ -32,17 +32,21 @@ impl<T> SchedulerState<T> {
         if self.depth() == 0 && free && lower_ok {
             return None;
         }
-        // A batch or background job must be able to start an interactive bound before its
-        // class bound ends: that room is kept for interactive requests, which go first, so a
-        // lower-class flood never fills the queue past the point where one still gets in.
+        // A batch or background job must be able to start an interactive bound (at most half
+        // its own) before its class bound ends: that room is kept for interactive requests,
+        // which go first, so a lower-class flood never fills the queue past the point where
+        // one still gets in.
         let allowed_until = if spec.priority.class == PriorityClass::Interactive {
             start_by
         } else {
-            let reserved = (now + self.bound(spec.priority))
-                .checked_sub(self.settings.max_wait(PriorityClass::Interactive))
-                .unwrap_or(now)
-                .max(now);
-            start_by.min(reserved)
+            // At most half its own bound, so a class whose bound is no longer than
+            // interactive's still queues.
+            let bound = self.bound(spec.priority);
+            let reserve = self
+                .settings
+                .max_wait(PriorityClass::Interactive)
+                .min(bound / 2);
+            start_by.min(now + (bound - reserve))
         };
         let extra = Extra {
             class: spec.priority.class,
@@ -65,7 +69,8 @@ impl<T> SchedulerState<T> {
         })
     }
 
-    /// When `spec` cannot be admitted within every bound: refuses instead the youngest
+    /// When `spec` cannot be admitted (no place, no tokens, or not within every bound):
+    /// refuses instead the youngest
     /// waiting job of the sender with the most jobs waiting, when that sender is past its fair
     /// share against `spec`'s (it has at least two more jobs waiting) or the job is of a lower
     /// class, and only when that makes room. Returns whether it did; the refused job goes to
@@ -77,9 +82,7 @@ impl<T> SchedulerState<T> {
         now: Instant,
         start_by: Instant,
     ) -> bool {
-        let Some(estimate) = self.estimate else {
-            return false;
-        };
+        let estimate = self.estimate.unwrap_or_default();
         let rank = spec.priority.class.index();
         let waiting_of = |sender: u64| self.senders.get(&sender).map_or(0, |s| s.waiting);
         let mine = waiting_of(spec.sender);
@@ -112,13 +115,17 @@ impl<T> SchedulerState<T> {
         let Some(job) = self.lane_mut(lane).remove(index) else {
             return false;
         };
-        // Room only if the newcomer then fits within every bound.
-        if self.check_wait(*spec, now, start_by).is_some() {
-            self.lane_mut(lane).insert(index, job);
+        // Room only if the newcomer is then admitted: a place, its tokens and every bound.
+        self.queued_tokens -= u64::from(job.spec.cost);
+        let fits = self.admission_problem(*spec, now, start_by).is_none();
+        self.queued_tokens += u64::from(job.spec.cost);
+        self.lane_mut(lane).insert(index, job);
+        if !fits {
             return false;
         }
-        self.queued_tokens -= u64::from(job.spec.cost);
-        self.sender_left(job.spec.sender);
+        let Some(job) = self.remove_waiting(lane, index) else {
+            return false;
+        };
         let class = job.spec.priority.class;
         self.counters.rejected_wait_by_class[class.index()] += 1;
         let allowed = job.start_by.saturating_duration_since(job.enqueued_at);
@@ -129,7 +136,7 @@ impl<T> SchedulerState<T> {
                 class,
                 estimated_wait: allowed + estimate,
                 allowed,
-                retry_after: estimate,
+                retry_after: estimate.max(Duration::from_secs(1)),
             },
         });
         true

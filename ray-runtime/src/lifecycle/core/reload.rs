@@ -172,6 +172,9 @@ impl Lifecycle {
         };
         slot.config = config;
         slot.measured_mib = None;
+        // A new definition is a new start: the failures of the old one do not lengthen its
+        // retry wait.
+        slot.failed_in_a_row = 0;
         self.effects.push(Effect::Reconfigured { model });
         self.load_if_pinned(
             model,
