@@ -5,7 +5,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::reserved::{GENERATED_LLAMA_FLAGS, RESERVED_ADAPTER_HEADERS};
+use super::reserved::{AUTO_MODEL, GENERATED_LLAMA_FLAGS, RESERVED_ADAPTER_HEADERS};
 
 /// One single-field rule.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -141,11 +141,8 @@ pub const FIELD_LIMITS: &[FieldLimit] = &[
     int("server.requestBodyLimitBytes", 1, 1_048_576),
     // model
     text("model.id", 256, false),
-    rule("model.id", Limit::NotReserved(super::validate::AUTO_MODEL)),
-    rule(
-        "model.aliases[]",
-        Limit::NotReserved(super::validate::AUTO_MODEL),
-    ),
+    rule("model.id", Limit::NotReserved(AUTO_MODEL)),
+    rule("model.aliases[]", Limit::NotReserved(AUTO_MODEL)),
     text("model.family", 256, false),
     int("model.contextWindow", 1, 32_768),
     int("model.maxOutputTokens", 1, 2_048),

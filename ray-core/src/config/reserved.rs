@@ -1,5 +1,9 @@
-//! Names Ray reserves for itself: the `llama-server` flags it generates from a launch profile and
-//! the headers an adapter may not set. A leaf: the validator and the field-limits table read it.
+//! Names Ray reserves for itself: the model name `auto`, the `llama-server` flags it generates
+//! from a launch profile and the headers an adapter may not set. A leaf: the validator and the
+//! field-limits table read it.
+
+/// The virtual model name that asks for routing by rules.
+pub const AUTO_MODEL: &str = "auto";
 
 /// Flags `llama-server` options that Ray generates from the launch profile, with short aliases.
 pub const GENERATED_LLAMA_FLAGS: &[&str] = &[

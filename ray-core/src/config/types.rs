@@ -11,9 +11,11 @@ pub use crate::wire::DiagnosticsDetail;
 mod adapter;
 mod lifecycle;
 mod routing;
+mod secrets;
 
 pub use adapter::*;
 pub use routing::*;
+pub use secrets::*;
 
 /// The whole configuration of one Ray gateway.
 ///
@@ -427,32 +429,6 @@ pub struct AsyncQueueConfig {
     /// Env: `RAY_ASYNC_QUEUE_MAX_RECORD_BYTES`.
     #[serde(default = "default_max_record_bytes")]
     pub max_record_bytes: u64,
-}
-
-/// The shortest callback signing secret accepted, in bytes.
-pub const MIN_CALLBACK_SECRET_BYTES: usize = 16;
-
-impl RayConfig {
-    /// Whether the gateway reads the callback signing secret at start
-    /// (`asyncQueue.callbackSigningSecretEnv`): with the job queue on or any URL hook.
-    pub fn reads_callback_secret(&self) -> bool {
-        self.async_queue.enabled || self.hooks.iter().any(|hook| hook.url.is_some())
-    }
-}
-
-/// Why the callback signing secret `value`, read from the variable `name`, would stop the
-/// gateway at start: shorter than [`MIN_CALLBACK_SECRET_BYTES`] or not UTF-8. `None` when it is
-/// unset or empty (callbacks go unsigned) or usable.
-pub fn callback_secret_problem(name: &str, value: Option<&std::ffi::OsStr>) -> Option<String> {
-    let value = value.filter(|v| !v.is_empty())?;
-    match value.to_str() {
-        None => Some(format!("{name} is not valid UTF-8")),
-        Some(text) if text.len() < MIN_CALLBACK_SECRET_BYTES => Some(format!(
-            "{name} must hold at least {MIN_CALLBACK_SECRET_BYTES} bytes, got {}",
-            text.len()
-        )),
-        Some(_) => None,
-    }
 }
 
 fn default_callback_signing_secret_env() -> String {

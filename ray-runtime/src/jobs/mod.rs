@@ -12,6 +12,7 @@ mod address;
 mod api;
 mod callback;
 mod claim;
+mod events;
 mod faults;
 mod file_claims;
 mod file_store;
@@ -151,23 +152,6 @@ pub(crate) fn bump(counter: &AtomicU64) {
 pub(crate) type EventSink =
     Arc<dyn Fn(&'static str, serde_json::Map<String, serde_json::Value>) + Send + Sync>;
 
-/// The fields of a `job_failed` event.
-fn failed_event(record: &JobRecord) -> serde_json::Map<String, serde_json::Value> {
-    let mut fields = serde_json::Map::new();
-    fields.insert("jobId".into(), record.id.clone().into());
-    fields.insert("attempts".into(), record.attempts.into());
-    fields.insert(
-        "code".into(),
-        record
-            .error
-            .as_ref()
-            .map(|e| e.code.as_str())
-            .unwrap_or_default()
-            .into(),
-    );
-    fields
-}
-
 /// The durable async job queue of a [`Runtime`](crate::Runtime).
 ///
 /// Reach it with [`Runtime::jobs`](crate::Runtime::jobs); submit, look up, list and cancel
@@ -248,25 +232,6 @@ impl JobQueue {
         Ok(queue)
     }
 
-    /// Sets where the queue's events go, and sends the `job_failed` events of the recovery
-    /// at open.
-    pub(crate) fn set_hooks(&self, sink: EventSink) {
-        if self.hooks.set(sink).is_ok()
-            && let Some(hooks) = self.hooks.get()
-        {
-            for fields in std::mem::take(&mut *self.recovered_failures.lock()) {
-                hooks("job_failed", fields);
-            }
-        }
-    }
-
-    /// Sends `job_failed` for `record` to the hooks, when they are set.
-    pub(crate) fn emit_failed(&self, record: &JobRecord) {
-        if let Some(hooks) = self.hooks.get() {
-            hooks("job_failed", failed_event(record));
-        }
-    }
-
     fn recover(&self) -> Result<(), StoreError> {
         let now_ms = unix_millis_now() as i64;
         let now = format_unix_millis(now_ms);
@@ -336,7 +301,9 @@ impl JobQueue {
         for record in changed.iter().filter(|r| r.status == JobStatus::Failed) {
             bump(&self.stats.failed);
             tracing::warn!(job_id = %record.id, attempts = record.attempts, code = record.error.as_ref().map(|e| e.code.as_str()), "job failed");
-            self.recovered_failures.lock().push(failed_event(record));
+            self.recovered_failures
+                .lock()
+                .push(events::failed_event(record));
         }
         // Ready in the order they became ready: the store is scanned in directory order, so
         // the jobs are indexed by creation (RFC 3339 in UTC sorts as it reads).

@@ -11,8 +11,7 @@ use super::diagnostic::Diagnostic;
 use crate::config::limits::{Limit, limits_of};
 use crate::config::types::{AdapterConfig, ModelConfig, ModelRole, RayConfig, RouteKind};
 
-/// The virtual model name that asks for routing by rules.
-pub const AUTO_MODEL: &str = "auto";
+pub use crate::config::reserved::AUTO_MODEL;
 /// Aliases per model at most.
 const MAX_ALIASES: usize = 16;
 /// Routing rules at most.
