@@ -652,3 +652,27 @@ fn managed_models_render_one_unit_with_the_lifecycle_budget() {
         "{unit}"
     );
 }
+
+#[test]
+fn caddy_reaches_an_ipv6_gateway_with_its_address_in_one_pair_of_brackets() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ray.json");
+    for (host, upstream) in [
+        ("::1", "[::1]:8080"),
+        ("[::1]", "[::1]:8080"),
+        ("[::]", "127.0.0.1:8080"),
+        ("127.0.0.1", "127.0.0.1:8080"),
+    ] {
+        std::fs::write(
+            &path,
+            format!(r#"{{"profile":"sub1b","server":{{"host":"{host}","port":8080}}}}"#),
+        )
+        .unwrap();
+        let (_, rendered) = render_example(&path);
+        let caddyfile = &rendered.file("Caddyfile").unwrap().contents;
+        assert!(
+            caddyfile.contains(&format!("reverse_proxy {upstream} {{")),
+            "{host}: {caddyfile}"
+        );
+    }
+}

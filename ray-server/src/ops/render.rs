@@ -395,8 +395,8 @@ fn upstream_timeout_secs(config: &RayConfig) -> u64 {
 fn caddyfile(config: &RayConfig, deploy: &DeployArgs) -> String {
     let timeout = upstream_timeout_secs(config);
     let upstream_host = match config.server.host.as_str() {
-        "0.0.0.0" | "::" | "" => "127.0.0.1".to_string(),
-        host if host.contains(':') => format!("[{host}]"),
+        "0.0.0.0" | "::" | "[::]" | "" => "127.0.0.1".to_string(),
+        host if host.contains(':') && !host.starts_with('[') => format!("[{host}]"),
         host => host.to_string(),
     };
     let mut out = header(deploy, config, "#");

@@ -141,8 +141,8 @@ pub fn run(args: &BenchArgs) -> ExitCode {
                 config.model.adapter.http().map(|h| h.base_url.to_string())
             } else {
                 let host = match config.server.host.as_str() {
-                    "0.0.0.0" | "::" => "127.0.0.1".to_string(),
-                    host if host.contains(':') => format!("[{host}]"),
+                    "0.0.0.0" | "::" | "[::]" => "127.0.0.1".to_string(),
+                    host if host.contains(':') && !host.starts_with('[') => format!("[{host}]"),
                     host => host.to_string(),
                 };
                 Some(format!("http://{host}:{}", config.server.port))
