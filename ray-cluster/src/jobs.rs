@@ -540,8 +540,8 @@ impl ClusterJobs {
                     return Ok(Settle::Retry(self.shared.options.retry_base));
                 }
             }
-            // The errors the local queue retries: those with a 5xx status.
-            Err(error) if error.code().status() >= 500 && attempts < stored.record.max_attempts => {
+            // The errors the local queue retries.
+            Err(error) if error.code().is_retryable() && attempts < stored.record.max_attempts => {
                 let delay = self.shared.options.retry_base * 2u32.saturating_pow(attempts - 1);
                 if self.requeue(records, &id, &error, false).await? {
                     return Ok(Settle::Retry(delay.min(Duration::from_secs(300))));

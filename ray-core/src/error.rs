@@ -134,6 +134,13 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Whether a job attempt that failed with this code may be tried again: the errors with a
+    /// 5xx status (queue full, timeouts, backend failures, gateway errors), as the reference
+    /// retries them.
+    pub fn is_retryable(self) -> bool {
+        self.status() >= 500
+    }
+
     /// Whether a request refused with this code never ran: the gateway was shutting down,
     /// or the scheduler had no room for it (`queue_full`, `queue_wait_exceeds_deadline`). A
     /// job attempt refused this way is given back rather than counted.

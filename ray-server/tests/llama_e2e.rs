@@ -1263,28 +1263,7 @@ async fn the_gateway_loads_models_on_demand_and_swaps_them_within_the_budget() {
     let infer = {
         let url = ray.url("/v1/infer");
         move |model: &'static str, tokens: u32| {
-            let url = url.clone();
-            async move {
-                let response = reqwest::Client::new()
-                    .post(url)
-                    .json(
-                        &serde_json::json!({ "model": model, "input": "Why do queues matter?",
-                                               "maxTokens": tokens, "cache": false }),
-                    )
-                    .send()
-                    .await
-                    .unwrap();
-                let status = response.status().as_u16();
-                let retry = response
-                    .headers()
-                    .get("retry-after")
-                    .map(|v| v.to_str().unwrap().to_string());
-                (
-                    status,
-                    retry,
-                    response.json::<serde_json::Value>().await.unwrap(),
-                )
-            }
+            infer_with_retry(url.clone(), model, "Why do queues matter?", tokens)
         }
     };
     let mut clients = Vec::new();
@@ -1692,6 +1671,30 @@ async fn a_model_swapped_back_prepares_its_prompt_against_the_new_process() {
 }
 
 /// POSTs `body` as JSON to `url`; the status and the JSON answer.
+/// One uncached `/v1/infer` for `model`: the status, the `Retry-After` in seconds and the body.
+async fn infer_with_retry(
+    url: String,
+    model: &str,
+    input: &str,
+    tokens: u32,
+) -> (u16, Option<u64>, serde_json::Value) {
+    let response = reqwest::Client::new()
+        .post(url)
+        .json(
+            &serde_json::json!({ "model": model, "input": input, "maxTokens": tokens,
+                                   "cache": false }),
+        )
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let retry = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok()?.parse().ok());
+    (status, retry, response.json().await.unwrap())
+}
+
 async fn post_json(url: String, body: serde_json::Value) -> (u16, serde_json::Value) {
     let response = reqwest::Client::new()
         .post(url)
@@ -2119,30 +2122,7 @@ async fn managed_model_faults_are_named_and_a_pinned_model_comes_back_by_itself(
             .is_some_and(|(status, _)| status == 200)
     })
     .await;
-    let infer = |model: &'static str| {
-        let url = ray.url("/v1/infer");
-        async move {
-            let response = reqwest::Client::new()
-                .post(url)
-                .json(
-                    &serde_json::json!({ "model": model, "input": "Hi", "maxTokens": 4,
-                                           "cache": false }),
-                )
-                .send()
-                .await
-                .unwrap();
-            let status = response.status().as_u16();
-            let retry: Option<u64> = response
-                .headers()
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok()?.parse().ok());
-            (
-                status,
-                retry,
-                response.json::<serde_json::Value>().await.unwrap(),
-            )
-        }
-    };
+    let infer = |model: &'static str| infer_with_retry(ray.url("/v1/infer"), model, "Hi", 4);
 
     // The held port: refused with the reason, and no child was started.
     let (status, _, body) = infer("held").await;

@@ -234,12 +234,7 @@ mod tests {
 
     #[test]
     fn a_port_another_process_listens_on_is_named_and_a_free_one_is_not() {
-        let mut launch = ray_core::config::profile_defaults(ray_core::config::Profile::Sub1b)
-            .model
-            .adapter
-            .launch_profile()
-            .unwrap()
-            .clone();
+        let mut launch = crate::backend::slots::tests::sub1b_launch();
         launch.host = "127.0.0.1".into();
         let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         launch.port = held.local_addr().unwrap().port();

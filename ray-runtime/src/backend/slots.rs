@@ -235,17 +235,22 @@ impl SlotFiles {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    fn launch(dir: &Path, model: &Path) -> LaunchProfile {
-        let mut launch = ray_core::config::profile_defaults(ray_core::config::Profile::Sub1b)
+    /// The `sub1b` profile's launch profile.
+    pub(crate) fn sub1b_launch() -> LaunchProfile {
+        ray_core::config::profile_defaults(ray_core::config::Profile::Sub1b)
             .model
             .adapter
             .launch_profile()
             .unwrap()
-            .clone();
+            .clone()
+    }
+
+    fn launch(dir: &Path, model: &Path) -> LaunchProfile {
+        let mut launch = sub1b_launch();
         launch.model_path = model.display().to_string();
         launch.slot_save_path = Some(dir.display().to_string());
         launch

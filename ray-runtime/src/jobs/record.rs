@@ -2,7 +2,6 @@
 //! record read back from disk must pass, and the recovery rules applied at start. Pure
 //! functions, so they are unit- and property-tested without a store.
 
-use ray_core::ErrorCode;
 use ray_core::time::parse_rfc3339_millis;
 use ray_core::wire::{CallbackStatus, JobError, JobRecord, JobStatus, is_valid_job_id};
 
@@ -120,12 +119,6 @@ pub(crate) fn recover(record: &mut JobRecord, max_callback_attempts: u32, now: &
         record.updated_at = now.to_string();
     }
     changed
-}
-
-/// Whether a failed attempt may be retried: the errors the reference retries are exactly the
-/// ones with a 5xx status (queue full, timeouts, backend failures, gateway errors).
-pub(crate) fn is_retryable(code: ErrorCode) -> bool {
-    code.status() >= 500
 }
 
 #[cfg(test)]

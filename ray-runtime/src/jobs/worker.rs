@@ -450,9 +450,7 @@ impl JobQueue {
                 record.next_attempt_at =
                     Some(format_unix_millis(now_ms + delay.as_millis() as i64));
             }
-            Err(error)
-                if record::is_retryable(error.code()) && record.attempts < record.max_attempts =>
-            {
+            Err(error) if error.code().is_retryable() && record.attempts < record.max_attempts => {
                 let delay =
                     retry_delay(self.settings.poll_interval, record.attempts, self.jitter());
                 record.status = JobStatus::Queued;

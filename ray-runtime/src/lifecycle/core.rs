@@ -287,14 +287,18 @@ impl Lifecycle {
     /// once they ended.
     pub fn close(&mut self) {
         self.closing = true;
-        for slot in &mut self.slots {
-            let waiting: Vec<WaiterId> = slot.waiting.drain(..).map(|w| w.id).collect();
-            self.effects
-                .extend(waiting.into_iter().map(|waiter| Effect::Refuse {
-                    waiter,
-                    refusal: Refusal::ShuttingDown,
-                }));
+        for model in 0..self.slots.len() {
+            self.refuse_waiting(model, &Refusal::ShuttingDown);
         }
+    }
+
+    /// Refuses every request waiting for `model` with `refusal`.
+    pub(super) fn refuse_waiting(&mut self, model: usize, refusal: &Refusal) {
+        let waiting = self.slots[model].waiting.drain(..);
+        self.effects.extend(waiting.map(|waiter| Effect::Refuse {
+            waiter: waiter.id,
+            refusal: refusal.clone(),
+        }));
     }
 
     /// A request for model `model` arrived, to be answered by `deadline`.
@@ -617,16 +621,13 @@ impl Lifecycle {
         slot.ready_since = None;
         slot.drain_until = None;
         let retry_after = slot.retry_wait();
-        let waiting: Vec<WaiterId> = slot.waiting.drain(..).map(|w| w.id).collect();
-        for waiter in waiting {
-            self.effects.push(Effect::Refuse {
-                waiter,
-                refusal: Refusal::LoadFailed {
-                    reason: reason.clone(),
-                    retry_after,
-                },
-            });
-        }
+        self.refuse_waiting(
+            model,
+            &Refusal::LoadFailed {
+                reason: reason.clone(),
+                retry_after,
+            },
+        );
         self.transition(
             model,
             ModelState::Failed {
@@ -692,16 +693,11 @@ impl Lifecycle {
                 ModelState::Unloaded | ModelState::Failed { .. } => {
                     let need = slot.footprint();
                     if need > budget {
-                        let waiting: Vec<WaiterId> = slot.waiting.drain(..).map(|w| w.id).collect();
-                        for waiter in waiting {
-                            self.effects.push(Effect::Refuse {
-                                waiter,
-                                refusal: Refusal::DoesNotFit {
-                                    needed_mib: need,
-                                    budget_mib: budget,
-                                },
-                            });
-                        }
+                        let refusal = Refusal::DoesNotFit {
+                            needed_mib: need,
+                            budget_mib: budget,
+                        };
+                        self.refuse_waiting(index, &refusal);
                         continue;
                     }
                     if blocked {

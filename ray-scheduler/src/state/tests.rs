@@ -271,11 +271,16 @@ fn prioritised(class: PriorityClass, sender: u64) -> JobSpec {
 
 /// Two permits, one reserved, and a measured service time of 100 ms.
 fn measured() -> (SchedulerState<()>, Instant) {
-    let mut state = SchedulerState::<()>::new(SchedulerSettings {
+    measured_with(SchedulerSettings {
         concurrency: 2,
         reserved_interactive: 1,
         ..settings()
-    });
+    })
+}
+
+/// A scheduler with `settings` that has measured one job of 100 ms.
+fn measured_with(settings: SchedulerSettings) -> (SchedulerState<()>, Instant) {
+    let mut state = SchedulerState::<()>::new(settings);
     let now = Instant::now();
     state
         .submit(0, job(10, Lane::Short, None), now, None)
@@ -411,7 +416,7 @@ fn a_waiting_job_near_its_bound_goes_before_the_preferred_class() {
 
 /// One permit, 100 ms a job, bounds 1 s / 3 s / 6 s, measured.
 fn one_permit() -> (SchedulerState<()>, Instant) {
-    let mut state = SchedulerState::<()>::new(SchedulerSettings {
+    measured_with(SchedulerSettings {
         concurrency: 1,
         max_queue: 64,
         class_max_wait: [
@@ -420,15 +425,7 @@ fn one_permit() -> (SchedulerState<()>, Instant) {
             Duration::from_millis(6_000),
         ],
         ..settings()
-    });
-    let now = Instant::now();
-    state
-        .submit(0, job(10, Lane::Short, None), now, None)
-        .unwrap();
-    let first = state.next(now).unwrap();
-    let now = now + Duration::from_millis(100);
-    state.release(first.slot, first.cost, None, now);
-    (state, now)
+    })
 }
 
 /// Runs the permit for `steps` of 50 ms, each job holding it 100 ms, while sender 1 submits one

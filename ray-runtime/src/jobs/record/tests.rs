@@ -2,6 +2,8 @@ use proptest::prelude::*;
 use ray_core::time::format_unix_millis;
 use ray_core::wire::{CountTriple, Diagnostics, InferRequest, InferResponse, JobCallback, Usage};
 
+use ray_core::ErrorCode;
+
 use super::*;
 
 fn response() -> InferResponse {
@@ -158,7 +160,7 @@ fn only_server_side_errors_are_retried() {
         ErrorCode::GatewayError,
         ErrorCode::ProviderUnavailable,
     ] {
-        assert!(is_retryable(code), "{code}");
+        assert!(code.is_retryable(), "{code}");
     }
     for code in [
         ErrorCode::InvalidRequest,
@@ -166,7 +168,7 @@ fn only_server_side_errors_are_retried() {
         ErrorCode::RequestTokenBudgetExceeded,
         ErrorCode::AsyncJobRecordTooLarge,
     ] {
-        assert!(!is_retryable(code), "{code}");
+        assert!(!code.is_retryable(), "{code}");
     }
 }
 

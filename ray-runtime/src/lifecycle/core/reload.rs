@@ -4,7 +4,7 @@
 
 use tokio::time::Instant;
 
-use super::super::types::{Effect, LifecycleModel, ModelState, Refusal, WaiterId};
+use super::super::types::{Effect, LifecycleModel, ModelState, Refusal};
 use super::{Lifecycle, Slot};
 
 impl Lifecycle {
@@ -118,13 +118,7 @@ impl Lifecycle {
         }
         slot.retired = true;
         slot.pending = None;
-        let waiting: Vec<WaiterId> = slot.waiting.drain(..).map(|w| w.id).collect();
-        for waiter in waiting {
-            self.effects.push(Effect::Refuse {
-                waiter,
-                refusal: Refusal::Removed,
-            });
-        }
+        self.refuse_waiting(model, &Refusal::Removed);
         if matches!(
             self.slots[model].state,
             ModelState::Ready | ModelState::Draining
