@@ -578,3 +578,20 @@ async fn the_config_can_make_full_diagnostics_the_default() {
     assert_eq!(hit.json()["diagnostics"]["detail"], "summary");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn the_request_duration_histogram_holds_the_requests_that_succeeded() {
+    let server = TestServer::start(TINY).await;
+    let client = server.client();
+    client.infer(&InferRequest::new("x")).await.unwrap();
+    // Refused at once: counted as an error, not as a latency.
+    let refused = client.infer(&InferRequest::new("   ")).await.unwrap_err();
+    assert_eq!(refused.status(), Some(400), "{refused}");
+    let text = client.metrics_text().await.unwrap();
+    assert_eq!(util::metric_value(&text, "ray_requests_total"), Some(2.0));
+    assert_eq!(
+        util::metric_value(&text, "ray_request_duration_seconds_count"),
+        Some(1.0),
+        "{text}"
+    );
+}
