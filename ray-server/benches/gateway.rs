@@ -5,6 +5,8 @@
 //!
 //! Run with `cargo bench -p ray-server --bench gateway`. Options through the environment:
 //! `RAY_BENCH_SECONDS` (per scenario, default 3), `RAY_BENCH_JSON` (write the report there).
+//! `tools/wrk-gateway` also starts this binary as its bare server, and with `RAY_WRK_FLOOR=1`
+//! as the floor servers of [`Floor`].
 
 mod common;
 
@@ -393,7 +395,8 @@ async fn reqwest_like_post(addr: SocketAddr) -> Vec<u8> {
         .to_vec()
 }
 
-/// The baseline: hyper answering every request with the same bytes, after reading the body.
+/// The baseline: hyper answering every request with the same bytes, after reading the body
+/// (and, with `RAY_BENCH_BARE_WORK`, doing one of the [`Floor`]s' work first).
 fn bare_server(body_path: &str) {
     let body = Bytes::from(std::fs::read(body_path).expect("body"));
     let port: u16 = std::env::var("RAY_BENCH_BARE_PORT")
@@ -404,6 +407,7 @@ fn bare_server(body_path: &str) {
         .enable_all()
         .build()
         .expect("runtime");
+    let work = FloorServer::from_env(&body);
     runtime.block_on(async move {
         let listener = TcpListener::bind(("127.0.0.1", port)).await.expect("bind");
         loop {
@@ -412,12 +416,20 @@ fn bare_server(body_path: &str) {
             };
             let _ = stream.set_nodelay(true);
             let body = body.clone();
+            let work = work.clone();
             tokio::spawn(async move {
                 let service =
                     hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
                         let body = body.clone();
+                        let work = work.clone();
                         async move {
-                            let _ = request.into_body().collect().await;
+                            let collected = request.into_body().collect().await;
+                            let body =
+                                if let (Some(floor), Ok(collected)) = (work.as_ref(), collected) {
+                                    floor.answer(&collected.to_bytes())
+                                } else {
+                                    body
+                                };
                             let mut response = Response::new(Full::new(body));
                             response.headers_mut().insert(
                                 "content-type",
@@ -434,4 +446,96 @@ fn bare_server(body_path: &str) {
             });
         }
     });
+}
+
+/// What the bare server does per request beyond answering (`RAY_BENCH_BARE_WORK`): the floors
+/// of a JSON gateway, to tell Ray's own features from the work any gateway of this kind does.
+#[derive(Clone, Copy)]
+enum Floor {
+    /// Parse the body into a typed request, take one shared lock, and answer the response's
+    /// bytes serialised once at start with the id and the input written in front (`concat`).
+    Concat,
+    /// The same, but serialise the whole response for every request (`serialize`).
+    Serialize,
+    /// Parse the body into a `serde_json::Value`, clone the response's value, insert the id
+    /// and the input, and serialise it (`value`).
+    Value,
+}
+
+/// The state of a floor server: its mode, the response as a value and as bytes, and a counter
+/// behind a lock standing for the one shared structure every request touches.
+struct FloorServer {
+    floor: Floor,
+    template: serde_json::Value,
+    serialized: Vec<u8>,
+    counter: parking_lot::Mutex<u64>,
+}
+
+impl FloorServer {
+    fn from_env(body: &[u8]) -> Option<Arc<Self>> {
+        let floor = match std::env::var("RAY_BENCH_BARE_WORK").ok()?.as_str() {
+            "concat" => Floor::Concat,
+            "serialize" => Floor::Serialize,
+            "value" => Floor::Value,
+            other => panic!("RAY_BENCH_BARE_WORK={other}: expected concat, serialize or value"),
+        };
+        let template: serde_json::Value = serde_json::from_slice(body).expect("a JSON body");
+        let serialized = serde_json::to_vec(&template).expect("serialise");
+        Some(Arc::new(Self {
+            floor,
+            template,
+            serialized,
+            counter: parking_lot::Mutex::new(0),
+        }))
+    }
+
+    fn answer(&self, request: &[u8]) -> Bytes {
+        #[derive(serde::Deserialize)]
+        struct Request<'a> {
+            #[serde(borrow)]
+            input: std::borrow::Cow<'a, str>,
+            #[serde(default, rename = "cache")]
+            _cache: Option<bool>,
+        }
+        let next = || {
+            let mut counter = self.counter.lock();
+            *counter += 1;
+            format!("req_{:016x}", *counter)
+        };
+        match self.floor {
+            Floor::Concat | Floor::Serialize => {
+                let Ok(parsed) = serde_json::from_slice::<Request<'_>>(request) else {
+                    return Bytes::from_static(b"{\"error\":\"bad request\"}");
+                };
+                let id = next();
+                let fresh;
+                let rest: &[u8] = match self.floor {
+                    Floor::Concat => &self.serialized,
+                    _ => {
+                        fresh = serde_json::to_vec(&self.template).unwrap_or_default();
+                        &fresh
+                    }
+                };
+                let mut out = Vec::with_capacity(rest.len() + id.len() + parsed.input.len() + 32);
+                out.extend_from_slice(b"{\"requestId\":");
+                let _ = serde_json::to_writer(&mut out, &id);
+                out.extend_from_slice(b",\"echo\":");
+                let _ = serde_json::to_writer(&mut out, &parsed.input);
+                out.push(b',');
+                out.extend_from_slice(rest.get(1..).unwrap_or_default());
+                Bytes::from(out)
+            }
+            Floor::Value => {
+                let parsed: serde_json::Value = serde_json::from_slice(request).unwrap_or_default();
+                let mut response = self.template.clone();
+                if let Some(object) = response.as_object_mut() {
+                    object.insert("requestId".into(), next().into());
+                    if let Some(input) = parsed.get("input") {
+                        object.insert("echo".into(), input.clone());
+                    }
+                }
+                Bytes::from(serde_json::to_vec(&response).unwrap_or_default())
+            }
+        }
+    }
 }
