@@ -137,6 +137,8 @@ async fn tool_calls_come_back_whole_and_streamed_in_openai_shape() {
     let choice = &body["choices"][0];
     assert_eq!(choice["finish_reason"], "tool_calls", "{body}");
     check_weather_call(&choice["message"]["tool_calls"][0]);
+    // A message that only calls tools has no text: `content` is null, as OpenAI sends it.
+    assert_eq!(choice["message"]["content"], Value::Null, "{body}");
 
     let chunks = stream(&server, &tool_request(brace, true)).await;
     let calls: Vec<&Value> = chunks

@@ -69,7 +69,13 @@ async fn every_read_and_generation_method_answers_from_a_live_server() {
     };
     let whole = client.chat_completions(&chat).await.unwrap();
     assert_eq!(whole.object, "chat.completion");
-    assert!(!whole.choices[0].message.content.is_empty());
+    assert!(
+        whole.choices[0]
+            .message
+            .content
+            .as_deref()
+            .is_some_and(|text| !text.is_empty())
+    );
     let mut chunks = client.chat_completions_stream(&chat).await.unwrap();
     let mut streamed = String::new();
     while let Some(chunk) = chunks.next().await {

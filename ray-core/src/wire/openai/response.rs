@@ -70,8 +70,8 @@ pub fn finish_reason(reason: Option<FinishReason>) -> &'static str {
 pub struct AssistantMessage {
     /// Always `assistant`.
     pub role: String,
-    /// The text (empty when the model only called tools).
-    pub content: String,
+    /// The text; `null` when the model only called tools, as OpenAI answers.
+    pub content: Option<String>,
     /// The tools the model called.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_calls: Option<Vec<ToolCall>>,
@@ -137,7 +137,8 @@ impl ChatCompletion {
                     index: i as u32,
                     message: AssistantMessage {
                         role: "assistant".into(),
-                        content: response.output.clone(),
+                        content: (response.tool_calls.is_none() || !response.output.is_empty())
+                            .then(|| response.output.clone()),
                         tool_calls: response.tool_calls.clone(),
                     },
                     finish_reason: Some(finish_reason(response.finish_reason).into()),
