@@ -302,3 +302,37 @@ async fn each_refusal_names_its_parameter_in_openais_words() {
     let response = post_json(&server, "/v1/chat/completions", &chat(r#","user":null"#)).await;
     assert_eq!(response.status, 200, "{}", response.body);
 }
+
+/// OpenAI's body has no `cache` field: `Cache-Control: no-cache` (or `no-store`) keeps a
+/// request out of the result cache, which an identical request without it is served from.
+#[tokio::test]
+async fn cache_control_no_cache_keeps_an_openai_request_out_of_the_cache() {
+    let server = TestServer::start(TINY).await;
+    let body = r#"{"messages":[{"role":"user","content":"cache me once"}],"temperature":0.9}"#;
+    let with_header = |value: &str| {
+        format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+             Cache-Control: {value}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    };
+    let first = post_json(&server, "/v1/chat/completions", body).await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    assert_eq!(first.header("x-ray-cached"), Some("false"));
+    let again = post_json(&server, "/v1/chat/completions", body).await;
+    assert_eq!(again.header("x-ray-cached"), Some("true"), "{}", again.body);
+    for value in ["no-cache", "max-age=0, No-Store"] {
+        let fresh = server.raw(&with_header(value)).await;
+        assert_eq!(fresh.status, 200, "{}", fresh.body);
+        assert_eq!(fresh.header("x-ray-cached"), Some("false"), "{value}");
+        assert_ne!(
+            fresh.json()["id"],
+            again.json()["id"],
+            "a fresh generation has its own id"
+        );
+    }
+    let unrelated = server.raw(&with_header("max-age=60")).await;
+    assert_eq!(unrelated.header("x-ray-cached"), Some("true"));
+    server.stop().await;
+}

@@ -266,6 +266,7 @@ async fn serve<E: Endpoint>(
         .headers()
         .get("x-ray-priority")
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let no_cache = asks_no_cache(request.headers());
     let parsed: E = match app.read_json(request).await {
         Ok(parsed) => parsed,
         Err((error, close)) => return app.reject(E::ROUTE, error, log, close),
@@ -278,6 +279,9 @@ async fn serve<E: Endpoint>(
     // The model by name (id, alias, the backend's modelRef, or `auto` for the rules).
     infer.model = parsed.model().map(String::from);
     infer.priority = priority;
+    if no_cache {
+        infer.cache = Some(false);
+    }
     let n = parsed.choices();
     if infer.stream == Some(true) {
         if n > 1 {
@@ -340,6 +344,21 @@ async fn choices(
         log_response(log, first);
     }
     Ok(responses)
+}
+
+/// `Cache-Control: no-cache` or `no-store` on an OpenAI route: the request neither reads nor
+/// writes the result cache, nor joins an identical request in flight (`/v1/infer`'s
+/// `"cache": false`, which OpenAI's body has no field for).
+fn asks_no_cache(headers: &hyper::HeaderMap) -> bool {
+    headers
+        .get_all(hyper::header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(|directive| directive.trim())
+        .any(|directive| {
+            directive.eq_ignore_ascii_case("no-cache") || directive.eq_ignore_ascii_case("no-store")
+        })
 }
 
 /// Ray's request id and cache and dedupe outcome, for clients that care.
