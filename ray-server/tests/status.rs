@@ -101,6 +101,24 @@ async fn the_page_is_self_contained_and_the_json_carries_every_figure() {
     for chart in attribute_values(html, "data-chart") {
         assert!(status["charts"][&chart].is_object(), "chart {chart}");
     }
+    // Every series has the same points (the slot in progress included), so the page draws
+    // them over the same times.
+    let lengths: Vec<(String, usize)> = ["traffic", "wait", "latency", "tokens", "queue"]
+        .iter()
+        .flat_map(|chart| {
+            status["charts"][*chart]
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(move |(name, series)| {
+                    (format!("{chart}.{name}"), series.as_array().unwrap().len())
+                })
+        })
+        .collect();
+    assert!(
+        lengths.iter().all(|(_, n)| *n == lengths[0].1 && *n >= 1),
+        "{lengths:?}"
+    );
     for block in attribute_values(html, "data-block") {
         assert!(status[&block].is_array(), "block {block}");
     }

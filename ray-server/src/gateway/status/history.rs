@@ -250,6 +250,33 @@ impl History {
         out
     }
 
+    /// The charts' points, oldest first: each kept slot with its ten seconds, then the slot in
+    /// progress (if it has begun) with the seconds it has so far. Every series is drawn from
+    /// these, so the per-second series and the histogram series have the same points and the
+    /// same boundaries.
+    pub(crate) fn points(&self) -> Vec<(Vec<Second>, Slot)> {
+        let seconds: Vec<Second> = self.seconds.iter().copied().collect();
+        let partial = self.slot_seconds.min(seconds.len());
+        let (done, current) = seconds.split_at(seconds.len() - partial);
+        // `done` ends on a slot boundary; a shorter chunk at its start lost its oldest seconds
+        // to the ring, and its slot has gone too.
+        let groups: Vec<&[Second]> = done.rchunks_exact(STEP).rev().collect();
+        let slots: Vec<Slot> = self.slots.iter().copied().collect();
+        let kept = groups.len().min(slots.len());
+        let mut points: Vec<(Vec<Second>, Slot)> = groups[groups.len() - kept..]
+            .iter()
+            .zip(&slots[slots.len() - kept..])
+            .map(|(group, slot)| (group.to_vec(), *slot))
+            .collect();
+        if partial > 0 {
+            points.push((current.to_vec(), self.slot));
+        }
+        if points.len() > SLOTS {
+            points.drain(..points.len() - SLOTS);
+        }
+        points
+    }
+
     /// Queue wait and request duration bucket deltas over the last `seconds` (whole slots,
     /// plus the slot in progress).
     pub(crate) fn window(&self, seconds: usize) -> ([u64; BUCKETS], [u64; BUCKETS]) {
@@ -528,6 +555,41 @@ mod tests {
         }
         assert_eq!(history.slots.len(), 1);
         assert_eq!(history.seconds.len(), 10);
+    }
+
+    /// Every chart series has one point per slot, on the same boundaries: the slot in progress
+    /// is the last point of the histogram series as of the per-second ones, and after the
+    /// rings wrap the oldest points still pair a slot with its own seconds.
+    #[test]
+    fn chart_points_pair_each_slot_with_its_seconds() {
+        let mut history = History::default();
+        let mut latencies = Vec::new();
+        for second in 0..25u32 {
+            latencies.push(20);
+            history.record(5_000 + second, &snapshot(&latencies, 0.0, &[]));
+        }
+        let points = history.points();
+        let sizes: Vec<usize> = points.iter().map(|(seconds, _)| seconds.len()).collect();
+        assert_eq!(sizes, [10, 10, 5]);
+        for (seconds, slot) in &points {
+            // One request a second: a slot counts as many requests as its seconds.
+            let requests: u32 = seconds.iter().map(|s| u32::from(s.requests)).sum();
+            assert_eq!(slot.latency.iter().sum::<u32>(), requests);
+        }
+        assert_eq!(points[0].1.at, points[0].0.last().unwrap().at);
+        // Past the rings' length: at most SLOTS points, still paired.
+        for second in 25..(SECONDS as u32 + 37) {
+            latencies.push(20);
+            history.record(5_000 + second, &snapshot(&latencies, 0.0, &[]));
+        }
+        let points = history.points();
+        assert_eq!(points.len(), SLOTS);
+        assert_eq!(points.last().unwrap().0.len(), (SECONDS + 37) % STEP);
+        for (seconds, slot) in &points[..points.len() - 1] {
+            assert_eq!(seconds.len(), STEP);
+            assert_eq!(slot.at, seconds.last().unwrap().at);
+            assert_eq!(slot.latency.iter().sum::<u32>(), STEP as u32);
+        }
     }
 
     #[test]

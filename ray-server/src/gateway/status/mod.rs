@@ -521,51 +521,43 @@ fn uptime_text(seconds: f64) -> String {
     }
 }
 
-/// The chart series: one point per slot, oldest first.
+/// The chart series: one point per slot, oldest first, the slot in progress last; every
+/// series has the same points ([`History::points`]).
 fn charts(history: &History) -> Value {
-    let slots: Vec<&history::Slot> = history.slots.iter().collect();
+    let points = history.points();
     let per_slot = |q: f64, wait: bool| -> Vec<Value> {
-        slots
+        points
             .iter()
-            .map(|s| {
-                let buckets: Vec<u64> = if wait { &s.wait } else { &s.latency }
-                    .iter()
-                    .map(|c| u64::from(*c))
-                    .collect();
+            .map(|(_, slot)| {
+                let buckets = if wait { &slot.wait } else { &slot.latency };
                 let mut fixed = [0u64; LATENCY_BUCKET_SLOTS];
-                fixed.copy_from_slice(&buckets);
+                for (to, from) in fixed.iter_mut().zip(buckets) {
+                    *to = u64::from(*from);
+                }
                 opt(quantile_ms(&fixed, q).map(|v| (v * 10.0).round() / 10.0))
             })
             .collect()
     };
-    // Per-second gauges and deltas, grouped into the same slots.
-    let seconds: Vec<&history::Second> = history.seconds.iter().collect();
-    let groups: Vec<&[&history::Second]> = seconds.rchunks(STEP).rev().collect();
-    let queue: Vec<Value> = groups
-        .iter()
-        .map(|g| num(f64::from(g.iter().map(|s| s.queue).max().unwrap_or(0))))
-        .collect();
-    let in_flight: Vec<Value> = groups
-        .iter()
-        .map(|g| num(f64::from(g.iter().map(|s| s.in_flight).max().unwrap_or(0))))
-        .collect();
-    let tokens: Vec<Value> = groups
-        .iter()
-        .map(|g| {
-            let sum: u64 = g.iter().map(|s| u64::from(s.completion_tokens)).sum();
-            num((sum as f64 / g.len().max(1) as f64 * 10.0).round() / 10.0)
-        })
-        .collect();
-    let sum = |f: fn(&history::Second) -> u16| -> Vec<Value> {
-        groups
-            .iter()
-            .map(|g| num(g.iter().map(|s| f64::from(f(s))).sum()))
-            .collect()
+    // Per-second gauges and deltas, over each point's seconds.
+    let over = |f: &dyn Fn(&[history::Second]) -> f64| -> Vec<Value> {
+        points.iter().map(|(seconds, _)| num(f(seconds))).collect()
     };
+    let queue = over(&|g| f64::from(g.iter().map(|s| s.queue).max().unwrap_or(0)));
+    let in_flight = over(&|g| f64::from(g.iter().map(|s| s.in_flight).max().unwrap_or(0)));
+    let tokens = over(&|g| {
+        let sum: u64 = g.iter().map(|s| u64::from(s.completion_tokens)).sum();
+        (sum as f64 / g.len().max(1) as f64 * 10.0).round() / 10.0
+    });
+    let requests = over(&|g| g.iter().map(|s| f64::from(s.requests)).sum());
+    let errors = over(&|g| g.iter().map(|s| f64::from(s.errors)).sum());
+    let end = points
+        .last()
+        .and_then(|(seconds, _)| seconds.last())
+        .map(|s| ray_core::time::format_unix_millis(i64::from(s.at) * 1000));
     json!({
         "stepSeconds": STEP,
-        "end": seconds.last().map(|s| ray_core::time::format_unix_millis(i64::from(s.at) * 1000)),
-        "traffic": { "requests": sum(|s| s.requests), "errors": sum(|s| s.errors) },
+        "end": end,
+        "traffic": { "requests": requests, "errors": errors },
         "wait": { "p50": per_slot(0.5, true), "p99": per_slot(0.99, true) },
         "latency": { "p50": per_slot(0.5, false), "p99": per_slot(0.99, false) },
         "tokens": { "perSecond": tokens },
