@@ -187,6 +187,11 @@ async fn with_auth_on_the_page_and_its_json_need_the_key() {
     assert!(!page.body.contains("key-one"));
     let json = server.raw(&get("/status.json", Some("key-one"))).await;
     assert_eq!(json.status, 200);
+    // The icon a browser asks for with the page: no icon, no key needed, no refusal.
+    let icon = server.raw(&get("/favicon.ico", None)).await;
+    assert_eq!(icon.status, 204, "{}", icon.body);
+    assert!(icon.body.is_empty());
+    assert_eq!(icon.header("cache-control"), Some("public, max-age=86400"));
     // The refused look-ups are counted as `unauthorized` refusals once sampled.
     tokio::time::sleep(Duration::from_millis(2_200)).await;
     let json = server

@@ -74,6 +74,18 @@ pub fn text(status: StatusCode, content_type: &'static str, body: String) -> Res
     response
 }
 
+/// `204 No Content` for `/favicon.ico`: Ray has no icon, and a browser that opens the status
+/// page asks for one; cached for a day so it asks once.
+pub fn no_icon() -> Response<Body> {
+    let mut response = Response::new(full(Bytes::new()));
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=86400"),
+    );
+    response
+}
+
 /// The error body, with `Retry-After` when the code has one and `WWW-Authenticate` on 401.
 pub fn error_response(error: &RayError) -> Response<Body> {
     error_response_with(error, &error.to_body())

@@ -33,10 +33,12 @@ pub(crate) enum Route {
     ClusterNodes,
     /// `POST /v1/admin/reload`.
     AdminReload,
+    /// `GET /favicon.ico`, which browsers ask for with the status page: `204`, no icon.
+    Favicon,
 }
 
 impl Route {
-    pub(crate) const ALL: [Route; 22] = [
+    pub(crate) const ALL: [Route; 23] = [
         Route::Root,
         Route::Livez,
         Route::Readyz,
@@ -59,6 +61,7 @@ impl Route {
         Route::OpenAiNotFound,
         Route::ClusterNodes,
         Route::AdminReload,
+        Route::Favicon,
     ];
 
     pub(crate) fn parse(method: &Method, path: &str) -> Route {
@@ -69,6 +72,7 @@ impl Route {
             (&Method::GET, "/health") => Route::Health,
             (&Method::GET, "/status") => Route::Status,
             (&Method::GET, "/status.json") => Route::StatusJson,
+            (&Method::GET, "/favicon.ico") => Route::Favicon,
             (&Method::GET, "/metrics") => Route::Metrics,
             (&Method::GET, "/v1/config") => Route::Config,
             (&Method::POST, "/v1/infer") => Route::Infer,
@@ -115,6 +119,7 @@ impl Route {
             Route::OpenAiNotFound => "not_found (openai)",
             Route::ClusterNodes => "/v1/cluster/nodes",
             Route::AdminReload => "/v1/admin/reload",
+            Route::Favicon => "/favicon.ico",
         }
     }
 

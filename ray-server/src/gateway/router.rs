@@ -179,6 +179,7 @@ impl App {
                 &serde_json::json!({ "status": "ok", "service": self.service_name() }),
             ),
             Route::Readyz => Box::pin(self.readyz(request.uri().query())).await,
+            Route::Favicon => http::no_icon(),
             Route::Health => Box::pin(self.health()).await,
             Route::Status => Box::pin(crate::gateway::status::page_response(self)).await,
             Route::StatusJson => Box::pin(crate::gateway::status::json_response(self)).await,
