@@ -740,3 +740,70 @@ async fn a_slow_or_failing_receiver_is_given_up_after_max_callback_attempts() {
     );
     server.stop().await;
 }
+
+/// The dispatcher holds back a job only while the model it names cannot answer: a job for a
+/// live model runs while the default model's backend is down, and jobs for the dead model
+/// (named or by default) wait without spending attempts on refusals.
+#[tokio::test]
+async fn a_job_waits_for_its_own_model_not_the_default_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = serde_json::json!({
+        "profile": "tiny",
+        "models": [
+            {"id": "dead-model", "warmOnBoot": false,
+             "adapter": {"kind": "openai-compatible",
+                         "baseUrl": format!("http://127.0.0.1:{dead}"), "timeoutMs": 2000}},
+            {"id": "live-model", "adapter": {"kind": "mock", "latencyMs": 0}},
+        ],
+        "defaultModel": "dead-model",
+        "asyncQueue": {"enabled": true, "storageDir": dir.path().display().to_string(),
+                       "minFreeStorageMiB": 1, "pollIntervalMs": 20},
+    });
+    let server = TestServer::start(&config.to_string()).await;
+    let readyz = b"GET /readyz?model=dead-model HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    assert!(
+        poll_until(Duration::from_secs(10), || async {
+            server.raw(readyz).await.status == 503
+        })
+        .await,
+        "the dead model's backend is never seen down"
+    );
+    let client = server.client();
+    let named = |input: &str, model: Option<&str>| {
+        JobSubmission::new(InferRequest {
+            model: model.map(String::from),
+            ..InferRequest::new(input)
+        })
+    };
+    let held_default = client
+        .submit_job(&named("to the default", None))
+        .await
+        .unwrap();
+    let held_named = client
+        .submit_job(&named("to the dead one", Some("dead-model")))
+        .await
+        .unwrap();
+    let live = client
+        .submit_job(&named("to the live one", Some("live-model")))
+        .await
+        .unwrap();
+    let wait = WaitOptions {
+        timeout: Duration::from_secs(5),
+        ..WAIT
+    };
+    let record = client.wait_for_job(&live.id, wait).await.unwrap();
+    assert_eq!(record.status, JobStatus::Succeeded);
+    assert_eq!(record.result.unwrap().model, "live-model");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for id in [&held_default.id, &held_named.id] {
+        let record = client.job(id).await.unwrap();
+        assert_eq!(record.status, JobStatus::Queued, "{id}");
+        assert_eq!(record.attempts, 0, "{id}: no attempt spent on a refusal");
+    }
+    server.stop().await;
+}

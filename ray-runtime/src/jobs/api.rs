@@ -165,7 +165,18 @@ impl JobRunner for Runtime {
         Runtime::infer(self, request)
     }
 
-    fn backend_refuses(&self) -> bool {
-        self.model().refusal(tokio::time::Instant::now()).is_some()
+    fn backend_refuses(&self, model: Option<&str>) -> bool {
+        let now = tokio::time::Instant::now();
+        let live = self.live();
+        let registry = &live.registry;
+        let first = model
+            .and_then(|name| registry.index_of(name))
+            .unwrap_or_else(|| registry.default_index());
+        // A model that refuses but has a fallback that would answer is no refusal: the
+        // request moves to the fallback.
+        registry
+            .fallback_chain(first)
+            .into_iter()
+            .all(|index| registry.at(index).refusal(now).is_some())
     }
 }

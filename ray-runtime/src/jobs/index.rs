@@ -32,6 +32,9 @@ pub(super) struct Entry {
     pub(super) updated_ms: i64,
     pub(super) error_code: Option<Box<str>>,
     pub(super) callback: Option<CallbackState>,
+    /// The model the job's request names (id or alias), if any: the dispatcher holds a job
+    /// back while that model's backend is known to refuse it.
+    pub(super) model: Option<Box<str>>,
     /// The job's place in the ready set while it is queued.
     pub(super) ready: Option<Slot>,
     /// Finished with its callback settled: retention (`completedTtlMs`) counts from here.
@@ -75,6 +78,7 @@ impl Entry {
             updated_ms: parse_rfc3339_millis(&record.updated_at).unwrap_or_default(),
             error_code: None,
             callback: None,
+            model: record.request.model.as_deref().map(Box::from),
             ready: None,
             settled: None,
             lock: Arc::new(tokio::sync::Mutex::new(())),

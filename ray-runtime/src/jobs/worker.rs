@@ -27,10 +27,11 @@ pub(crate) trait JobRunner: Clone + Send + Sync + 'static {
         request: InferRequest,
     ) -> impl Future<Output = Result<InferResponse, RayError>> + Send;
 
-    /// Whether the health gate would refuse a job now (the backend is down, warming or in
-    /// cooldown), so no attempt is spent on a refusal. Interactive traffic needs no check
-    /// here: jobs run in the scheduler's `batch` class.
-    fn backend_refuses(&self) -> bool;
+    /// Whether the health gate would refuse a job for `model` now (its backend is down,
+    /// warming or in cooldown, and so is every fallback of its; `None`, or a name no model
+    /// has such as `auto`: the default model), so no attempt is spent on a refusal. Interactive traffic needs no check here:
+    /// jobs run in the scheduler's `batch` class.
+    fn backend_refuses(&self, model: Option<&str>) -> bool;
 }
 
 /// The longest delay between two attempts of a job or a callback.
@@ -38,6 +39,9 @@ pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(300);
 
 /// How often the dispatcher looks again while the backend is known to be down or warming.
 const REFUSED_RECHECK: Duration = Duration::from_millis(200);
+
+/// Ready jobs the dispatcher looks at past one whose model refuses, for one that can start.
+const READY_LOOKAHEAD: usize = 64;
 
 /// The delay before the next attempt after `failures` failed ones: `base × 2^(failures − 1)`,
 /// at most [`MAX_RETRY_DELAY`], of which the second half is scaled by `jitter` (in `[0, 1)`),
@@ -77,8 +81,9 @@ impl Jitter {
 
 /// What the dispatcher should do next.
 enum Next {
-    /// This job may start now.
-    Now(String),
+    /// These jobs may start now, in order, with the models they name: the first whose
+    /// model takes requests starts.
+    Now(Vec<(String, Option<Box<str>>)>),
     /// The earliest queued job may start then.
     At(Instant),
     /// Nothing is queued, or every dispatch place is taken.
@@ -122,14 +127,21 @@ impl JobQueue {
                 Next::Wait
             };
             match next {
-                Next::Now(id) => {
-                    if runtime.backend_refuses() {
+                Next::Now(due) => {
+                    // The first due job whose model's backend would take it; a job for a
+                    // model that is down waits without holding back the others.
+                    let Some(id) = due
+                        .into_iter()
+                        .find(|(_, model)| !runtime.backend_refuses(model.as_deref()))
+                        .map(|(id, _)| id)
+                    else {
                         tokio::select! {
                             () = tokio::time::sleep(REFUSED_RECHECK) => {}
+                            () = self.wake_dispatch.notified() => {}
                             Some(_) = running.join_next(), if !running.is_empty() => {}
                         }
                         continue;
-                    }
+                    };
                     if self.take_ready(&id) {
                         running.spawn(self.clone().run_attempt(runtime.clone(), id));
                     }
@@ -157,7 +169,18 @@ impl JobQueue {
             return Next::Wait;
         }
         self.with_state(|state| match state.ready.first_key_value() {
-            Some(((at, _), id)) if *at <= now => Next::Now(id.clone()),
+            Some(((at, _), _)) if *at <= now => Next::Now(
+                state
+                    .ready
+                    .iter()
+                    .take_while(|((at, _), _)| *at <= now)
+                    .take(READY_LOOKAHEAD)
+                    .map(|(_, id)| {
+                        let model = state.jobs.get(id).and_then(|entry| entry.model.clone());
+                        (id.clone(), model)
+                    })
+                    .collect(),
+            ),
             Some(((at, _), _)) => Next::At(*at),
             None => Next::Wait,
         })
