@@ -354,3 +354,110 @@ async fn every_accepted_job_survives_repeated_kill_9() {
     let status = child.wait_with_output().unwrap().status;
     assert!(status.success(), "SIGTERM exit: {status}");
 }
+
+/// A callback delivery cut off by SIGKILL counts: each attempt is on disk before it is sent,
+/// so after the restart the callback goes out again as the next attempt, not the same one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_cut_off_by_kill_9_is_sent_again_as_the_next_attempt() {
+    let (attempts, record) = cut_off_delivery(3).await;
+    assert_eq!(attempts, [1, 2], "{record}");
+    assert_eq!(record["callback"]["status"], "delivered", "{record}");
+    assert_eq!(record["callback"]["attempts"], 2, "{record}");
+}
+
+/// When the delivery cut off was the last one allowed, the callback fails with that reason
+/// after the restart instead of going out once more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_last_delivery_cut_off_by_kill_9_fails_the_callback_saying_why() {
+    let (attempts, record) = cut_off_delivery(1).await;
+    assert_eq!(attempts, [1], "{record}");
+    assert_eq!(record["callback"]["status"], "failed", "{record}");
+    assert_eq!(record["callback"]["attempts"], 1, "{record}");
+    assert!(
+        record["callback"]["lastError"]
+            .as_str()
+            .is_some_and(|e| e.contains("cut off") && e.contains("maxCallbackAttempts 1")),
+        "{record}"
+    );
+}
+
+/// Runs one job whose callback receiver holds each delivery for 3 s, kills the gateway with
+/// SIGKILL during the first delivery, restarts it, and waits for the callback to settle:
+/// the delivery attempts the receiver saw, and the job's record.
+async fn cut_off_delivery(max_callback_attempts: u32) -> (Vec<u32>, serde_json::Value) {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(Some(SECRET)).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = dir.path().join("ray.json");
+    std::fs::write(
+        &config,
+        format!(
+            r#"{{"profile":"tiny","server":{{"port":{port}}},
+                "model":{{"adapter":{{"kind":"mock","latencyMs":0}}}},
+                "telemetry":{{"logLevel":"warn"}},
+                "asyncQueue":{{"enabled":true,"storageDir":{storage:?},
+                    "minFreeStorageMiB":1,"pollIntervalMs":50,"callbackTimeoutMs":10000,
+                    "maxCallbackAttempts":{max_callback_attempts},
+                    "callbackAllowPrivateNetwork":true}}}}"#,
+            storage = dir.path().join("store").display().to_string(),
+        ),
+    )
+    .unwrap();
+    let mut gateway = Gateway {
+        config,
+        log: dir.path().join("gateway.log"),
+        port,
+        child: None,
+    };
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    gateway.spawn();
+    wait_live(&http, &gateway.url("/livez")).await;
+    let submitted = http
+        .post(gateway.url("/v1/jobs"))
+        .json(&serde_json::json!({
+            "input": "callback-slow: cut me off",
+            "callbackUrl": receiver.url(),
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(submitted.status(), 202);
+    let id = submitted.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while receiver.of(&id).is_empty() {
+        assert!(Instant::now() < deadline, "the first delivery never came");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    gateway.kill();
+    gateway.spawn();
+    wait_live(&http, &gateway.url("/livez")).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let record = loop {
+        let (status, record) = get(&http, &gateway.url(&format!("/v1/jobs/{id}"))).await;
+        assert_eq!(status, 200, "{record}");
+        if record["callback"]["status"] != "pending" {
+            break record;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the callback did not settle after the restart: {record}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let deliveries = receiver.of(&id);
+    assert!(deliveries.iter().all(|d| d.signature_valid == Some(true)));
+    (
+        deliveries.iter().map(|d| d.delivery_attempt).collect(),
+        record,
+    )
+}

@@ -258,22 +258,58 @@ impl JobQueue {
             self.with_state(|s| s.apply(&record, Instant::now()));
             return;
         }
-        let attempt = callback.attempts + 1;
-        let body = serde_json::to_vec(&serde_json::json!({ "job": &record })).unwrap_or_default();
-        bump(&self.stats.deliveries);
-        let outcome = self.callbacks.send(&callback.url, &id, attempt, body).await;
-
         let Some(lock) = self.entry_lock(&id) else {
             return;
         };
-        let _guard = lock.lock().await;
-        // Only this delivery changes a finished job's record, so the one read above is current.
+        let max = self.settings.max_callback_attempts;
+        // Each attempt is on disk before it is sent, so one the process died during counts
+        // and the next carries the next number. If that was the last, none is left.
+        let cut_off = callback.attempts >= max;
+        let attempt = if cut_off {
+            callback.attempts
+        } else {
+            callback.attempts + 1
+        };
+        // The body's `callback.attempts` counts the attempts made before this one.
+        let body = serde_json::to_vec(&serde_json::json!({ "job": &record })).unwrap_or_default();
         let mut record = record;
+        let outcome = if cut_off {
+            Err(format!(
+                "delivery attempt {attempt} was cut off when the gateway stopped during it, and \
+                 it was the last (maxCallbackAttempts {max})"
+            ))
+        } else {
+            {
+                let _guard = lock.lock().await;
+                let mut marked = record.clone();
+                let now = format_unix_millis(unix_millis_now() as i64);
+                if let Some(callback) = marked.callback.as_mut() {
+                    callback.attempts = attempt;
+                    callback.last_attempt_at = Some(now.clone());
+                    callback.next_attempt_at = None;
+                }
+                marked.updated_at = now;
+                if self.write_patiently(&marked).await.is_err() {
+                    // Not sent: an attempt that cannot be recorded is not made.
+                    self.retry_later(&id, self.store_retry_delay(1));
+                    return;
+                }
+                record = marked;
+            }
+            bump(&self.stats.deliveries);
+            self.callbacks.send(&callback.url, &id, attempt, body).await
+        };
+
+        let _guard = lock.lock().await;
+        // Only this delivery changes a finished job's record, so the one written above is
+        // current.
         let now_ms = unix_millis_now() as i64;
         let now = format_unix_millis(now_ms);
         if let Some(callback) = record.callback.as_mut() {
             callback.attempts = attempt;
-            callback.last_attempt_at = Some(now.clone());
+            if !cut_off {
+                callback.last_attempt_at = Some(now.clone());
+            }
             callback.next_attempt_at = None;
             match &outcome {
                 Ok(()) => {
@@ -284,7 +320,7 @@ impl JobQueue {
                 Err(reason) => {
                     bump(&self.stats.deliveries_failed);
                     callback.last_error = Some(truncate_chars(reason, ERROR_MESSAGE_MAX_CHARS));
-                    if attempt >= self.settings.max_callback_attempts {
+                    if attempt >= max {
                         callback.status = CallbackStatus::Failed;
                         bump(&self.stats.callbacks_failed);
                         tracing::warn!(job_id = %id, attempts = attempt, error = %reason, "job callback failed; no attempt left");
@@ -307,9 +343,9 @@ impl JobQueue {
         }
         record.updated_at = now;
         if self.write_patiently(&record).await.is_err() {
-            // The store still says pending with the attempts before this one, and the index
-            // must not claim more: the callback stays pending and is sent again once the
-            // store takes writes (callbacks are delivered at least once).
+            // The store still says pending with this attempt counted, and the index must not
+            // claim more: the callback stays pending and is sent again (as the next attempt)
+            // once the store takes writes (callbacks are delivered at least once).
             self.retry_later(&id, self.store_retry_delay(1));
             return;
         }

@@ -77,7 +77,8 @@ pub(crate) fn parse(id: &str, bytes: &[u8]) -> Result<JobRecord, String> {
 ///
 /// - `running`: the attempt was interrupted. With attempts left the job is queued again
 ///   (error `job_recovered`); without, it fails (`job_recovery_attempts_exhausted`).
-/// - a finished job whose callback is pending with every attempt used: the callback fails.
+/// - a finished job whose callback is pending with every attempt used (the last delivery was
+///   cut off): the callback fails, saying so.
 pub(crate) fn recover(record: &mut JobRecord, max_callback_attempts: u32, now: &str) -> bool {
     let mut changed = false;
     if record.status == JobStatus::Running {
@@ -114,6 +115,12 @@ pub(crate) fn recover(record: &mut JobRecord, max_callback_attempts: u32, now: &
         changed = true;
         callback.status = CallbackStatus::Failed;
         callback.next_attempt_at = None;
+        // Each delivery is recorded before it is sent: the last one was cut off.
+        callback.last_error = Some(format!(
+            "delivery attempt {} was cut off when the gateway stopped during it, and it was \
+             the last (maxCallbackAttempts {max_callback_attempts})",
+            callback.attempts
+        ));
     }
     if changed {
         record.updated_at = now.to_string();
