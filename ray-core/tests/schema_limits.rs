@@ -396,6 +396,21 @@ fn the_schema_and_check_config_agree_on_layered_configs() {
             json!([{ "id": "0123abcd" }, { "id": "ffffffff", "maxClass": "batch", "weight": 100 }]),
         ),
         json!({ "profile": "tiny", "cluster": cluster }),
+        // An entry of `models` needs only its `id`; its adapter without `kind` has the kind of
+        // `model.adapter`: the file's, else the profile's.
+        json!({ "profile": "tiny", "models": [{ "id": "a" }] }),
+        json!({ "profile": "tiny", "models": [{ "id": "a", "adapter": { "latencyMs": 5 } }] }),
+        json!({ "models": [{ "id": "a", "adapter": { "timeoutMs": 5000 } }] }),
+        json!({
+            "profile": "sub1b",
+            "model": { "adapter": { "kind": "mock" } },
+            "models": [{ "id": "a", "adapter": { "latencyMs": 5 } }],
+        }),
+        json!({
+            "profile": "tiny",
+            "model": { "adapter": { "kind": "openai-compatible" } },
+            "models": [{ "id": "a", "adapter": { "timeoutMs": 5000 } }],
+        }),
     ];
     let mut refused = vec![
         // A field of no adapter kind, or of another kind than the profile's.
@@ -434,6 +449,21 @@ fn the_schema_and_check_config_agree_on_layered_configs() {
         keys(json!([{ "id": "xyz" }])),
         keys(json!([{ "id": "ABCDEF12" }])),
         json!({ "profile": "tiny", "cluster": {} }),
+        json!({ "profile": "tiny", "models": [{ "adapter": { "kind": "mock" } }] }),
+        json!({ "profile": "tiny", "models": [{}] }),
+        json!({ "profile": "tiny", "models": [{ "id": "a", "adapter": { "timeoutMs": 5000 } }] }),
+        json!({ "models": [{ "id": "a", "adapter": { "latencyMs": 5 } }] }),
+        json!({ "profile": "vps", "models": [{ "id": "a", "adapter": { "slotId": 0 } }] }),
+        json!({
+            "profile": "sub1b",
+            "model": { "adapter": { "kind": "mock" } },
+            "models": [{ "id": "a", "adapter": { "timeoutMs": 5000 } }],
+        }),
+        json!({
+            "profile": "tiny",
+            "model": { "adapter": { "kind": "openai-compatible" } },
+            "models": [{ "id": "a", "adapter": { "latencyMs": 5 } }],
+        }),
     ];
     for field in ["natsUrls", "nodeId", "clusterKeyEnv", "advertiseUrl"] {
         let mut partial = cluster.clone();

@@ -3,7 +3,8 @@
 //!
 //! A file is merged over its profile's defaults, so a field is required only where nothing
 //! lies under it (an entry of a list, a section no profile sets), an adapter without `kind`
-//! takes the profile's kind, and `null` is refused where the profile has an object.
+//! takes the profile's kind (in an entry of `models`: that of `model.adapter`), and `null` is
+//! refused where the profile has an object.
 
 use serde_json::{Map, Value, json};
 
@@ -28,6 +29,7 @@ pub(super) fn json_schema() -> Value {
         relax_required(&mut schema, "", value);
     }
     adapter_kind_optional(&mut schema);
+    models_entry_rules(&mut schema);
     limits::apply_to_schema(&mut schema);
     hook_rules(&mut schema);
     profile_rules(&mut schema, &defaults);
@@ -105,6 +107,46 @@ fn adapter_kind_optional(schema: &mut Value) {
     }
 }
 
+/// An entry of `models` takes its unset fields from `model`, but never `id`: the loader
+/// requires it, so the schema does (on the list's items, as `model` shares their definition).
+fn models_entry_rules(schema: &mut Value) {
+    if let Some(Value::Object(items)) = schema.pointer_mut("/properties/models/items") {
+        items.insert("required".into(), json!(["id"]));
+    }
+}
+
+/// Whether the file sets `model.adapter.kind`.
+fn sets_model_adapter_kind() -> Value {
+    json!({
+        "required": ["model"],
+        "properties": {
+            "model": {
+                "required": ["adapter"],
+                "properties": { "adapter": { "required": ["kind"] } },
+            },
+        },
+    })
+}
+
+/// An adapter of an entry of `models` without `kind` has the fields of the adapter kind at
+/// `branch` (a pointer to one branch of `AdapterConfig`).
+fn models_adapter_kind(branch: &str) -> Value {
+    json!({
+        "properties": {
+            "models": {
+                "items": {
+                    "properties": {
+                        "adapter": {
+                            "if": { "not": { "required": ["kind"] } },
+                            "then": { "$ref": branch },
+                        },
+                    },
+                },
+            },
+        },
+    })
+}
+
 /// `hooks`: exactly one of `command` (naming a program by absolute path) or `url`, and known
 /// event names.
 fn hook_rules(schema: &mut Value) {
@@ -143,7 +185,9 @@ fn hook_rules(schema: &mut Value) {
 
 /// Rules that depend on the profile (the file's `profile`; without one, the default profile):
 /// an adapter without `kind` has the fields of the profile's adapter kind, and `null` is
-/// refused where the profile's default is an object.
+/// refused where the profile's default is an object. An adapter of an entry of `models`
+/// without `kind` has the kind of `model.adapter`: the file's when it sets one, else the
+/// profile's.
 fn profile_rules(schema: &mut Value, defaults: &[(Profile, Value)]) {
     let kinds: Vec<(String, String)> = schema
         .pointer("/$defs/AdapterConfig/anyOf")
@@ -160,6 +204,12 @@ fn profile_rules(schema: &mut Value, defaults: &[(Profile, Value)]) {
         })
         .unwrap_or_default();
     let mut rules = Vec::new();
+    for (kind, branch) in &kinds {
+        let mut condition = sets_model_adapter_kind();
+        condition["properties"]["model"]["properties"]["adapter"]["properties"] =
+            json!({ "kind": { "const": kind } });
+        rules.push(json!({ "if": condition, "then": models_adapter_kind(branch) }));
+    }
     for (profile, default) in defaults {
         let mut then = not_null_objects(schema, "", default).unwrap_or_else(|| json!({}));
         let kind = default
@@ -172,6 +222,8 @@ fn profile_rules(schema: &mut Value, defaults: &[(Profile, Value)]) {
             }
             adapter["if"] = json!({ "not": { "required": ["kind"] } });
             adapter["then"] = json!({ "$ref": branch });
+            then["if"] = sets_model_adapter_kind();
+            then["else"] = models_adapter_kind(branch);
         }
         let mut condition = json!({ "properties": { "profile": { "const": profile.as_str() } } });
         if *profile != Profile::DEFAULT {

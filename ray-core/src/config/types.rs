@@ -37,9 +37,10 @@ pub struct RayConfig {
     /// of `models` takes its unset model fields from (family, quantization, context window,
     /// warm-up, output cap, operational hints), and it serves no requests of its own.
     pub model: ModelConfig,
-    /// Several models on one node: each entry has the fields of `model` plus `aliases`, `role`,
-    /// `fallback` and per-model `scheduler` limits. Empty (the default): `model` is the only
-    /// model. New in this version.
+    /// Several models on one node (at most 16): each entry has the fields of `model` plus
+    /// `aliases`, `role`, `fallback` and per-model `scheduler` limits. Each entry needs an
+    /// `id`; an entry's adapter without `kind` has the kind of `model.adapter`. Empty (the
+    /// default): `model` is the only model. New in this version.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub models: Vec<ModelConfig>,
     /// The model (id or alias) for requests that name none and match no routing rule; default:
