@@ -29,6 +29,8 @@ fn sample_entry(path: &str, index: usize) -> (String, Value) {
         "model.adapter.warmupRequests" => json!({ "input": "x" }),
         "model.adapter.launchProfile.extraArgs" => json!(format!("--flag-{index}")),
         "hooks" => json!({ "command": ["/bin/true"] }),
+        "model.aliases" => json!(format!("alias{index}")),
+        "models" => json!({ "id": format!("m{index}"), "adapter": { "kind": "mock" } }),
         _ => json!("v"),
     };
     (format!("K{index}"), value)
@@ -130,6 +132,14 @@ fn breaking_values(path: &str, limit: &Limit) -> Vec<Value> {
             json!("0123abcg"),
             json!(""),
         ],
+        Limit::KeyIdAnyCase => vec![
+            json!("xyz"),
+            json!("0123ABCD0"),
+            json!("0123abcg"),
+            json!("0123 abc"),
+            json!(""),
+        ],
+        Limit::Name { max_chars } => vec![json!(""), json!("é".repeat(max_chars as usize + 1))],
         _ => panic!("no breaking value for the rule of {path}: {limit:?}"),
     }
 }
@@ -161,6 +171,10 @@ fn config_with(path: &str, value: Value) -> Value {
             }
             if name == "apiKeys" && !last {
                 item[0] = json!({ "id": "0123abcd" });
+            }
+            if name == "rules" && !last {
+                let model = ray_core::config::profile_defaults(ray_core::config::Profile::Sub1b);
+                item[0] = json!({ "model": model.model.id });
             }
             node = &mut item[0];
             if last {
@@ -365,6 +379,10 @@ fn the_schema_and_check_config_agree_on_layered_configs() {
     };
     let hooks = |list: Value| json!({ "profile": "tiny", "hooks": list });
     let keys = |list: Value| json!({ "profile": "tiny", "priority": { "apiKeys": list } });
+    let rules = |list: Value| {
+        json!({ "profile": "tiny", "routing": { "rules": [{ "model": "a", "apiKeys": list }] },
+                "models": [{ "id": "a" }] })
+    };
     let cluster = json!({
         "natsUrls": ["nats://127.0.0.1:4222"],
         "nodeId": "n1",
@@ -399,6 +417,10 @@ fn the_schema_and_check_config_agree_on_layered_configs() {
         // An entry of `models` needs only its `id`; its adapter without `kind` has the kind of
         // `model.adapter`: the file's, else the profile's.
         json!({ "profile": "tiny", "models": [{ "id": "a" }] }),
+        json!({
+            "profile": "tiny",
+            "models": (0..16).map(|i| json!({ "id": format!("m{i}") })).collect::<Vec<_>>(),
+        }),
         json!({ "profile": "tiny", "models": [{ "id": "a", "adapter": { "latencyMs": 5 } }] }),
         json!({ "models": [{ "id": "a", "adapter": { "timeoutMs": 5000 } }] }),
         json!({
@@ -411,6 +433,11 @@ fn the_schema_and_check_config_agree_on_layered_configs() {
             "model": { "adapter": { "kind": "openai-compatible" } },
             "models": [{ "id": "a", "adapter": { "timeoutMs": 5000 } }],
         }),
+        // Aliases: up to 16, each up to 256 chars (not bytes).
+        model(json!({ "aliases": (0..16).map(|i| format!("alias{i}")).collect::<Vec<_>>() })),
+        model(json!({ "aliases": ["é".repeat(256)] })),
+        // Routing by API key: 8 hex digits, compared case-insensitively.
+        rules(json!(["0123abcd", "0123ABCD"])),
     ];
     let mut refused = vec![
         // A field of no adapter kind, or of another kind than the profile's.
@@ -464,6 +491,13 @@ fn the_schema_and_check_config_agree_on_layered_configs() {
             "model": { "adapter": { "kind": "openai-compatible" } },
             "models": [{ "id": "a", "adapter": { "latencyMs": 5 } }],
         }),
+        model(json!({ "aliases": (0..17).map(|i| format!("alias{i}")).collect::<Vec<_>>() })),
+        model(json!({ "aliases": ["é".repeat(257)] })),
+        model(json!({ "aliases": [""] })),
+        json!({ "profile": "tiny", "model": { "aliases": ["é".repeat(257)] } }),
+        rules(json!(["0123abc"])),
+        rules(json!(["0123abcg"])),
+        rules(json!(["0123abcd0"])),
     ];
     for field in ["natsUrls", "nodeId", "clusterKeyEnv", "advertiseUrl"] {
         let mut partial = cluster.clone();

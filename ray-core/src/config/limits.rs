@@ -75,6 +75,14 @@ pub enum Limit {
     NotReserved(&'static str),
     /// An API key id: the first 8 lowercase hex digits of the key's SHA-256.
     KeyId,
+    /// An API key id compared case-insensitively (`routing.rules[].apiKeys[]`): the first 8
+    /// hex digits of the key's SHA-256, in either case.
+    KeyIdAnyCase,
+    /// A name of 1 to `max_chars` characters, any characters allowed (a model alias).
+    Name {
+        /// The most characters a name may have.
+        max_chars: u32,
+    },
 }
 
 /// A rule and the field it applies to.
@@ -133,6 +141,13 @@ const fn rule(path: &'static str, limit: Limit) -> FieldLimit {
     FieldLimit { path, limit }
 }
 
+/// Entries of `models` at most.
+pub(crate) const MAX_MODELS: u32 = 16;
+/// Aliases one model may have at most (`model.aliases`, `models[].aliases`).
+pub(crate) const MAX_ALIASES: u32 = 16;
+/// The most chars of a model id or alias.
+pub(crate) const MAX_NAME_CHARS: u32 = 256;
+
 /// Every single-field rule of the config.
 pub const FIELD_LIMITS: &[FieldLimit] = &[
     // server
@@ -140,8 +155,15 @@ pub const FIELD_LIMITS: &[FieldLimit] = &[
     int("server.port", 0, 65_535),
     int("server.requestBodyLimitBytes", 1, 1_048_576),
     // model
-    text("model.id", 256, false),
+    text("model.id", MAX_NAME_CHARS, false),
     rule("model.id", Limit::NotReserved(AUTO_MODEL)),
+    entries("model.aliases", MAX_ALIASES),
+    rule(
+        "model.aliases[]",
+        Limit::Name {
+            max_chars: MAX_NAME_CHARS,
+        },
+    ),
     rule("model.aliases[]", Limit::NotReserved(AUTO_MODEL)),
     text("model.family", 256, false),
     int("model.contextWindow", 1, 32_768),
@@ -192,6 +214,10 @@ pub const FIELD_LIMITS: &[FieldLimit] = &[
         "model.adapter.launchProfile.extraArgs[]",
         Limit::NotGeneratedFlag,
     ),
+    // models
+    entries("models", MAX_MODELS),
+    // routing
+    rule("routing.rules[].apiKeys[]", Limit::KeyIdAnyCase),
     // scheduler
     int("scheduler.concurrency", 1, 8),
     int("scheduler.maxQueue", 1, 512),
@@ -492,6 +518,8 @@ pub fn schema_keywords(limit: &Limit) -> Map<String, Value> {
         }
         Limit::NotReserved(word) => json!({ "not": { "const": word } }),
         Limit::KeyId => json!({ "pattern": "^[0-9a-f]{8}$" }),
+        Limit::KeyIdAnyCase => json!({ "pattern": "^[0-9A-Fa-f]{8}$" }),
+        Limit::Name { max_chars } => json!({ "minLength": 1, "maxLength": max_chars }),
     };
     match value {
         Value::Object(map) => map,

@@ -162,6 +162,19 @@ impl Checker {
         }
     }
 
+    /// A name within its [`Limit::Name`]: 1 to `max_chars` chars.
+    pub(super) fn name(&mut self, path: &str, value: &str) {
+        let Some(&Limit::Name { max_chars }) =
+            self.limit(path, |l| matches!(l, Limit::Name { .. }))
+        else {
+            return;
+        };
+        let chars = value.chars().count();
+        if chars == 0 || chars > max_chars as usize {
+            self.error(path, format!("must be 1 to {max_chars} chars, got {chars}"));
+        }
+    }
+
     /// A name that is not its [`Limit::NotReserved`] word.
     pub(super) fn not_reserved(&mut self, path: &str, value: &str) {
         let Some(&Limit::NotReserved(word)) =

@@ -20,8 +20,11 @@ pub(super) fn model(c: &mut Checker, model: &ModelConfig, server: &ServerConfig)
 fn fields(c: &mut Checker, model: &ModelConfig) {
     c.text("model.id", &model.id);
     c.not_reserved("model.id", &model.id);
+    c.entries("model.aliases", model.aliases.len());
     for (i, alias) in model.aliases.iter().enumerate() {
-        c.not_reserved(&format!("model.aliases[{i}]"), alias);
+        let path = format!("model.aliases[{i}]");
+        c.name(&path, alias);
+        c.not_reserved(&path, alias);
     }
     c.text("model.family", &model.family);
     c.int("model.contextWindow", i128::from(model.context_window));

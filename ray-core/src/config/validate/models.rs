@@ -8,21 +8,17 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::checker::Checker;
 use super::diagnostic::Diagnostic;
-use crate::config::limits::{Limit, limits_of};
+use crate::config::limits::{Limit, MAX_MODELS, MAX_NAME_CHARS, limits_of};
 use crate::config::types::{AdapterConfig, ModelConfig, ModelRole, RayConfig, RouteKind};
 
 pub use crate::config::reserved::AUTO_MODEL;
-/// Aliases per model at most.
-const MAX_ALIASES: usize = 16;
 /// Routing rules at most.
 const MAX_RULES: usize = 64;
-/// Models in `models` at most.
-const MAX_MODELS: usize = 16;
 
 /// Every rule about models and routing.
 pub(super) fn validate_models(c: &mut Checker, config: &RayConfig) {
     let out = &mut c.diagnostics;
-    if config.models.len() > MAX_MODELS {
+    if config.models.len() > MAX_MODELS as usize {
         out.push(Diagnostic::error(
             "models",
             format!("at most {MAX_MODELS} models, got {}", config.models.len()),
@@ -57,12 +53,6 @@ pub(super) fn validate_models(c: &mut Checker, config: &RayConfig) {
     // Names: ids and aliases, unique.
     let mut names: BTreeMap<&str, String> = BTreeMap::new();
     for (path, model) in &registry {
-        if model.aliases.len() > MAX_ALIASES {
-            out.push(Diagnostic::error(
-                format!("{path}.aliases"),
-                format!("at most {MAX_ALIASES} aliases, got {}", model.aliases.len()),
-            ));
-        }
         let own = std::iter::once((format!("{path}.id"), model.id.as_str())).chain(
             model
                 .aliases
@@ -71,8 +61,9 @@ pub(super) fn validate_models(c: &mut Checker, config: &RayConfig) {
                 .map(|(i, a)| (format!("{path}.aliases[{i}]"), a.as_str())),
         );
         for (field, name) in own {
-            if name.is_empty() || name.chars().count() > 256 {
-                out.push(Diagnostic::error(&field, "must be 1 to 256 chars"));
+            // The length of ids and aliases is checked by the rules of `model` (`model.id`,
+            // `model.aliases[]`).
+            if name.is_empty() || name.chars().count() > MAX_NAME_CHARS as usize {
                 continue;
             }
             // `auto` is refused by the rules of `model` (`model.id`, `model.aliases[]`).
