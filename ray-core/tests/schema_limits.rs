@@ -436,6 +436,8 @@ fn the_schema_and_check_config_agree_on_layered_configs() {
         // Aliases: up to 16, each up to 256 chars (not bytes).
         model(json!({ "aliases": (0..16).map(|i| format!("alias{i}")).collect::<Vec<_>>() })),
         model(json!({ "aliases": ["é".repeat(256)] })),
+        // Hook arguments: up to 4096 chars (not bytes).
+        hooks(json!([{ "command": ["/bin/true", "é".repeat(4_096)] }])),
         // Routing by API key: 8 hex digits, compared case-insensitively.
         rules(json!(["0123abcd", "0123ABCD"])),
     ];
@@ -495,6 +497,7 @@ fn the_schema_and_check_config_agree_on_layered_configs() {
         model(json!({ "aliases": ["é".repeat(257)] })),
         model(json!({ "aliases": [""] })),
         json!({ "profile": "tiny", "model": { "aliases": ["é".repeat(257)] } }),
+        hooks(json!([{ "command": ["/bin/true", "é".repeat(4_097)] }])),
         rules(json!(["0123abc"])),
         rules(json!(["0123abcg"])),
         rules(json!(["0123abcd0"])),

@@ -58,7 +58,9 @@ pub struct HookConfig {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub events: Vec<String>,
     /// A command to run for each event, as an argument vector (no shell); the event is its
-    /// standard input, one JSON object. Set `command` or `url`, not both.
+    /// standard input, one JSON object. The program is an absolute path; at most 64
+    /// arguments, each at most 4096 chars (not bytes) and without NUL. Set `command` or
+    /// `url`, not both.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<Vec<String>>,
     /// A URL the event is posted to as JSON, signed like job callbacks and under the same
@@ -75,6 +77,10 @@ pub struct HookConfig {
 pub const DEFAULT_HOOK_TIMEOUT_MS: u64 = 5_000;
 /// The most hooks a config may have.
 pub const MAX_HOOKS: usize = 16;
+/// The most arguments of a hook's `command`, the program included.
+pub const MAX_HOOK_ARGS: usize = 64;
+/// The most chars (Unicode scalar values, not bytes) of one argument of a hook's `command`.
+pub const MAX_HOOK_ARG_CHARS: usize = 4_096;
 
 fn default_hook_timeout_ms() -> u64 {
     DEFAULT_HOOK_TIMEOUT_MS

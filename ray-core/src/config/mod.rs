@@ -36,7 +36,9 @@ pub use cluster::{
 };
 pub use env::{ENV_VARS, EnvKind, EnvScope, EnvVar, OTHER_RAY_VARS, parse_env_value};
 pub use explain_models::explain_models;
-pub use hooks::{DEFAULT_HOOK_TIMEOUT_MS, HOOK_EVENTS, HookConfig, MAX_HOOKS};
+pub use hooks::{
+    DEFAULT_HOOK_TIMEOUT_MS, HOOK_EVENTS, HookConfig, MAX_HOOK_ARG_CHARS, MAX_HOOK_ARGS, MAX_HOOKS,
+};
 pub use lifecycle::{
     DEFAULT_DRAIN_TIMEOUT_MS, DEFAULT_MIN_RESIDENT_MS, DEFAULT_RESERVE_MIB, DEFAULT_SWAP_BATCH_MS,
     DEFAULT_SWAP_BATCH_REQUESTS, LifecycleConfig, MIN_MEMORY_BUDGET_MIB,

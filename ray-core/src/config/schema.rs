@@ -8,7 +8,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::hooks::{HOOK_EVENTS, MAX_HOOKS};
+use super::hooks::{HOOK_EVENTS, MAX_HOOK_ARG_CHARS, MAX_HOOK_ARGS, MAX_HOOKS};
 use super::limits;
 use super::profiles::profile_defaults;
 use super::types::{Profile, RayConfig};
@@ -173,11 +173,15 @@ fn hook_rules(schema: &mut Value) {
         }
         if let Some(Value::Object(command)) = properties.get_mut("command") {
             command.insert("minItems".into(), json!(1));
-            command.insert("maxItems".into(), json!(64));
+            command.insert("maxItems".into(), json!(MAX_HOOK_ARGS));
             command.insert("prefixItems".into(), json!([{ "pattern": "^/" }]));
             command.insert(
                 "items".into(),
-                json!({ "type": "string", "maxLength": 4_096, "pattern": "^[^\\x00]*$" }),
+                json!({
+                    "type": "string",
+                    "maxLength": MAX_HOOK_ARG_CHARS,
+                    "pattern": "^[^\\x00]*$",
+                }),
             );
         }
     }

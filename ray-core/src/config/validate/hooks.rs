@@ -46,11 +46,18 @@ pub(crate) fn validate_hooks(hooks: &[HookConfig]) -> Vec<Diagnostic> {
                         ),
                     ));
                 }
-                if command.len() > 64 || command.iter().any(|a| a.len() > 4_096 || a.contains('\0'))
+                // Chars, as the schema's `maxLength` counts them.
+                if command.len() > MAX_HOOK_ARGS
+                    || command
+                        .iter()
+                        .any(|a| a.chars().count() > MAX_HOOK_ARG_CHARS || a.contains('\0'))
                 {
                     out.push(Diagnostic::error(
                         path("command"),
-                        "at most 64 arguments of at most 4096 bytes, without NUL",
+                        format!(
+                            "at most {MAX_HOOK_ARGS} arguments of at most {MAX_HOOK_ARG_CHARS} \
+                             chars each, without NUL"
+                        ),
                     ));
                 }
             }
