@@ -29,7 +29,10 @@ pub struct RayConfig {
     #[serde(rename = "$schema", default, skip_serializing_if = "Option::is_none")]
     pub schema: Option<String>,
     /// The profile whose defaults fill every field the file leaves out. When the file has no
-    /// `profile`, `RAY_PROFILE` decides, else `sub1b`.
+    /// `profile`, the `RAY_PROFILE` environment variable decides, else `sub1b`. The JSON Schema
+    /// cannot see the environment: it checks a file without `profile` against the `sub1b`
+    /// defaults (the adapter kind, where `null` is allowed) whatever `RAY_PROFILE` says. Name
+    /// the profile in the file to have the file checked against that profile.
     pub profile: Profile,
     /// The HTTP listener.
     pub server: ServerConfig,
