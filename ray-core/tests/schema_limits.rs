@@ -31,6 +31,10 @@ fn sample_entry(path: &str, index: usize) -> (String, Value) {
         "hooks" => json!({ "command": ["/bin/true"] }),
         "model.aliases" => json!(format!("alias{index}")),
         "models" => json!({ "id": format!("m{index}"), "adapter": { "kind": "mock" } }),
+        "routing.rules" => {
+            let model = ray_core::config::profile_defaults(ray_core::config::Profile::Sub1b);
+            json!({ "model": model.model.id })
+        }
         _ => json!("v"),
     };
     (format!("K{index}"), value)
@@ -440,6 +444,14 @@ fn the_schema_and_check_config_agree_on_layered_configs() {
         hooks(json!([{ "command": ["/bin/true", "é".repeat(4_096)] }])),
         // Routing by API key: 8 hex digits, compared case-insensitively.
         rules(json!(["0123abcd", "0123ABCD"])),
+        // Routing: the edges of the cooldown, names and tasks of up to 64 chars (not bytes).
+        json!({ "routing": { "cooldownAfterFailures": 1, "cooldownMs": 100 } }),
+        json!({ "routing": { "cooldownAfterFailures": 100, "cooldownMs": 600_000 } }),
+        json!({
+            "profile": "tiny",
+            "models": [{ "id": "a" }],
+            "routing": { "rules": [{ "model": "a", "name": "é".repeat(64), "tasks": ["é".repeat(64)] }] },
+        }),
     ];
     let mut refused = vec![
         // A field of no adapter kind, or of another kind than the profile's.

@@ -78,7 +78,8 @@ pub enum Limit {
     /// An API key id compared case-insensitively (`routing.rules[].apiKeys[]`): the first 8
     /// hex digits of the key's SHA-256, in either case.
     KeyIdAnyCase,
-    /// A name of 1 to `max_chars` characters, any characters allowed (a model alias).
+    /// A name of 1 to `max_chars` characters, any characters allowed (a model alias, a routing
+    /// rule's name or task).
     Name {
         /// The most characters a name may have.
         max_chars: u32,
@@ -217,7 +218,12 @@ pub const FIELD_LIMITS: &[FieldLimit] = &[
     // models
     entries("models", MAX_MODELS),
     // routing
+    entries("routing.rules", 64),
+    rule("routing.rules[].name", Limit::Name { max_chars: 64 }),
+    rule("routing.rules[].tasks[]", Limit::Name { max_chars: 64 }),
     rule("routing.rules[].apiKeys[]", Limit::KeyIdAnyCase),
+    int("routing.cooldownAfterFailures", 1, 100),
+    int("routing.cooldownMs", 100, 600_000),
     // scheduler
     int("scheduler.concurrency", 1, 8),
     int("scheduler.maxQueue", 1, 512),
