@@ -6,7 +6,8 @@
 //! Covered here: a 5xx with a body longer than the 4 KiB excerpt, a declared body over the
 //! 1 MiB cap, a streamed answer whose text passes the cap, a redirect, a 200 whose JSON is not
 //! an answer, a body that stops arriving, a stream cut off before its end, an error event in
-//! the middle of a stream, and an event that never ends.
+//! the middle of a stream, and an event that never ends; and the context window a backend
+//! reported, kept while it is down.
 
 #![allow(clippy::unwrap_used)]
 
@@ -33,6 +34,7 @@ enum Act {
 struct Stub {
     url: String,
     requests: Arc<Mutex<Vec<String>>>,
+    accept: tokio::task::JoinHandle<()>,
 }
 
 impl Stub {
@@ -41,7 +43,7 @@ impl Stub {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let requests = Arc::new(Mutex::new(Vec::new()));
         let seen = requests.clone();
-        tokio::spawn(async move {
+        let accept = tokio::spawn(async move {
             loop {
                 let Ok((mut socket, _)) = listener.accept().await else {
                     return;
@@ -64,7 +66,17 @@ impl Stub {
                 });
             }
         });
-        Stub { url, requests }
+        Stub {
+            url,
+            requests,
+            accept,
+        }
+    }
+
+    /// Stops listening: connections to it are refused from now on, as to a dead backend.
+    async fn stop(self) {
+        self.accept.abort();
+        let _ = self.accept.await;
     }
 
     fn settings(&self, timeout: Duration) -> BackendSettings {
@@ -370,4 +382,25 @@ async fn a_server_that_ignores_stream_true_is_read_whole() {
         (output.prompt_tokens, output.completion_tokens),
         (Some(3), Some(1))
     );
+}
+
+/// While the backend does not answer, the context window is the one it reported last, not a
+/// configured guess (the launch profile's whole `--ctx-size` is not a slot's); another
+/// process behind the adapter forgets it.
+#[tokio::test]
+async fn the_context_window_stays_the_last_reported_while_the_backend_is_down() {
+    let props = br#"{"default_generation_settings":{"n_ctx":2048},"total_slots":2}"#;
+    let stub = Stub::start(vec![response("200 OK", "application/json", props)]).await;
+    let provider = llama(&stub, SECOND);
+    provider.warm_up().await.unwrap();
+    assert_eq!(provider.context_window(), Some(2048));
+    stub.stop().await;
+    let error = provider.warm_up().await.unwrap_err();
+    assert!(
+        matches!(error, ProviderError::Unavailable { .. }),
+        "{error:?}"
+    );
+    assert_eq!(provider.context_window(), Some(2048));
+    provider.backend_replaced(None);
+    assert_eq!(provider.context_window(), None);
 }

@@ -267,6 +267,13 @@ async fn the_backend_dies_and_comes_back() {
     let port = free_port();
     let mut llama = Llama::start_on(port, "large");
     let server = ready_server(&ray_config(port, "")).await;
+    // The context window llama-server gives each of its two slots.
+    let window = || async {
+        let (status, models) = get_json(server.url("/v1/models")).await;
+        assert_eq!(status, 200, "{models}");
+        models["data"][0]["contextWindow"].as_u64().unwrap()
+    };
+    assert_eq!(window().await, 2048);
     // A long generation is in flight when the backend is killed.
     let in_flight = {
         let client = server.client();
@@ -294,6 +301,9 @@ async fn the_backend_dies_and_comes_back() {
     })
     .await;
     eprintln!("/readyz turned 503 provider_unavailable {took:?} after the kill");
+    // While it is down, the window stays the one it reported, not the launch profile's whole
+    // --ctx-size (tested with a backend that is probed while down in ray-models).
+    assert_eq!(window().await, 2048);
     // Back on the same port: Ray turns ready by itself and serves again.
     let _llama = Llama::start_on(port, "large");
     wait_until(Duration::from_secs(15), || async {
@@ -1693,6 +1703,11 @@ async fn infer_with_retry(
         .get("retry-after")
         .and_then(|v| v.to_str().ok()?.parse().ok());
     (status, retry, response.json().await.unwrap())
+}
+
+async fn get_json(url: String) -> (u16, serde_json::Value) {
+    let response = reqwest::get(url).await.unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
 }
 
 async fn post_json(url: String, body: serde_json::Value) -> (u16, serde_json::Value) {

@@ -48,6 +48,10 @@ impl LlamaCppProvider {
             .as_ref()
             .map_or(Availability::Unknown, |(_, c)| c.json_mode);
         let caps = self.detect(json_mode).await;
+        if let Some(window) = self.window(&caps) {
+            self.last_window
+                .store(window, std::sync::atomic::Ordering::Relaxed);
+        }
         if force {
             // The backend came (back) up, perhaps with another model or template: what was
             // rendered and counted against the old one no longer holds.

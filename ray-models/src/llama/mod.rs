@@ -12,7 +12,7 @@ mod prompt;
 
 use std::collections::hash_map::RandomState;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -86,6 +86,9 @@ pub struct LlamaCppProvider {
     slots: Mutex<Option<(Instant, Vec<Slot>)>>,
     metrics: Mutex<BackendMetrics>,
     reachable: AtomicBool,
+    /// The context window the backend last reported (0: never): kept while it does not
+    /// answer, so the window does not move to a configured guess during an outage.
+    last_window: AtomicU32,
     hash_keys: (RandomState, RandomState),
 }
 
@@ -121,6 +124,7 @@ impl LlamaCppProvider {
             client: BackendClient::new(settings.backend.clone())?,
             settings,
             caps: Mutex::new(None),
+            last_window: AtomicU32::new(0),
             caps_refresh: tokio::sync::Mutex::new(()),
             prepared: Mutex::new(prepared),
             scaffolds: Mutex::new(scaffolds),
@@ -183,13 +187,17 @@ impl Provider for LlamaCppProvider {
     }
 
     fn context_window(&self) -> Option<u32> {
+        // Not answering now: what it said last, until it says otherwise.
         self.window(&self.known_caps())
+            .or_else(|| Some(self.last_window.load(Ordering::Relaxed)).filter(|w| *w > 0))
     }
 
     fn backend_replaced(&self, base_url: Option<&str>) {
         if let Some(base_url) = base_url {
             self.client.set_base_url(base_url);
         }
+        // Another process: what the old one said no longer holds.
+        self.last_window.store(0, Ordering::Relaxed);
         *self.caps.lock() = None;
         self.forget_chat_scaffolds();
         self.prepared.lock().clear();
