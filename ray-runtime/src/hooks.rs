@@ -299,6 +299,9 @@ async fn run_command(command: &[String], body: &[u8], timeout: Duration) -> Resu
     let group = child
         .id()
         .and_then(|id| rustix::process::Pid::from_raw(id as i32));
+    // Until the command is reaped, dropping this future (a shutdown that stops the hook's
+    // task) kills the whole group too: `kill_on_drop` alone reaches only the leader.
+    let mut guard = GroupGuard(group);
     let stdin = child.stdin.take();
     // The event and its newline in one write, so a hook that appends its input to a shared
     // file (`cat >> events.jsonl`) is not cut between the two by another run's event.
@@ -312,17 +315,31 @@ async fn run_command(command: &[String], body: &[u8], timeout: Duration) -> Resu
         }
         child.wait().await
     };
-    match tokio::time::timeout(timeout, run).await {
+    let outcome = tokio::time::timeout(timeout, run).await;
+    if outcome.is_ok() {
+        // Reaped: its process group id may be reused from now on.
+        guard.0 = None;
+    }
+    match outcome {
         Ok(Ok(status)) if status.success() => Ok(()),
         Ok(Ok(status)) => Err(Failure::Other(format!("{program} exited with {status}"))),
         Ok(Err(error)) => Err(Failure::Other(format!("{program}: {error}"))),
         // The whole group: a script's own children (a `curl` with no timeout, a `sleep`)
         // would outlive it. Dropping the child reaps it.
         Err(_) => {
-            if let Some(group) = group {
-                let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
-            }
+            drop(guard);
             Err(Failure::Timeout)
+        }
+    }
+}
+
+/// Kills a hook command's process group when dropped, while it holds one.
+struct GroupGuard(Option<rustix::process::Pid>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(group) = self.0.take() {
+            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
         }
     }
 }
@@ -346,6 +363,43 @@ mod command_tests {
             .parse()
             .unwrap();
         // The grandchild got SIGKILL with its group: gone, or a zombie until init reaps it.
+        let mut gone = false;
+        for _ in 0..100 {
+            let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok();
+            if state.is_none_or(|s| s.split_whitespace().nth(2) == Some("Z")) {
+                gone = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(gone, "the hook's child {pid} still runs");
+    }
+
+    /// A hook whose task is stopped (its future dropped, as at shutdown) takes its whole
+    /// process group with it, not only the shell it started.
+    #[tokio::test]
+    async fn a_command_whose_future_is_dropped_is_killed_with_its_children() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("child.pid");
+        let script = format!("sleep 30 & echo $! > {}; wait", pid_file.display());
+        let command = vec!["/bin/sh".to_string(), "-c".to_string(), script];
+        let task =
+            tokio::spawn(
+                async move { run_command(&command, b"{}", Duration::from_secs(30)).await },
+            );
+        let mut pid = None;
+        for _ in 0..250 {
+            pid = std::fs::read_to_string(&pid_file)
+                .ok()
+                .and_then(|text| text.trim().parse::<i32>().ok());
+            if pid.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let pid = pid.expect("the hook started its child");
+        task.abort();
+        assert!(task.await.unwrap_err().is_cancelled());
         let mut gone = false;
         for _ in 0..100 {
             let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok();
