@@ -349,6 +349,19 @@ mod command_tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    /// The hook's grandchild `pid` got SIGKILL with its group: gone, or a zombie until init
+    /// reaps it, within two seconds.
+    async fn assert_gone(pid: i32) {
+        for _ in 0..100 {
+            let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok();
+            if state.is_none_or(|s| s.split_whitespace().nth(2) == Some("Z")) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the hook's child {pid} still runs");
+    }
+
     #[tokio::test]
     async fn a_command_that_outlives_its_timeout_is_killed_with_its_children() {
         let dir = tempfile::tempdir().unwrap();
@@ -362,17 +375,7 @@ mod command_tests {
             .trim()
             .parse()
             .unwrap();
-        // The grandchild got SIGKILL with its group: gone, or a zombie until init reaps it.
-        let mut gone = false;
-        for _ in 0..100 {
-            let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok();
-            if state.is_none_or(|s| s.split_whitespace().nth(2) == Some("Z")) {
-                gone = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        assert!(gone, "the hook's child {pid} still runs");
+        assert_gone(pid).await;
     }
 
     /// A hook whose task is stopped (its future dropped, as at shutdown) takes its whole
@@ -400,15 +403,6 @@ mod command_tests {
         let pid = pid.expect("the hook started its child");
         task.abort();
         assert!(task.await.unwrap_err().is_cancelled());
-        let mut gone = false;
-        for _ in 0..100 {
-            let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok();
-            if state.is_none_or(|s| s.split_whitespace().nth(2) == Some("Z")) {
-                gone = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        assert!(gone, "the hook's child {pid} still runs");
+        assert_gone(pid).await;
     }
 }

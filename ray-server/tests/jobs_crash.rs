@@ -45,7 +45,34 @@ struct Gateway {
     child: Option<Child>,
 }
 
+/// A port nothing listens on now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 impl Gateway {
+    /// Starts the gateway on the config written at `config` (listening on `port`), logging
+    /// under `dir`, and waits until it answers; with a client for it.
+    async fn start(dir: &Path, config: PathBuf, port: u16) -> (Gateway, reqwest::Client) {
+        let mut gateway = Gateway {
+            config,
+            log: dir.join("gateway.log"),
+            port,
+            child: None,
+        };
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap();
+        gateway.spawn();
+        wait_live(&http, &gateway.url("/livez")).await;
+        (gateway, http)
+    }
+
     fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -135,11 +162,7 @@ async fn every_accepted_job_survives_repeated_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let backend = FakeBackend::start(Duration::from_millis(15)).await;
     let receiver = Receiver::start(Some(SECRET)).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let config = dir.path().join("ray.json");
     std::fs::write(
         &config,
@@ -157,18 +180,7 @@ async fn every_accepted_job_survives_repeated_kill_9() {
         ),
     )
     .unwrap();
-    let mut gateway = Gateway {
-        config,
-        log: dir.path().join("gateway.log"),
-        port,
-        child: None,
-    };
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
-    gateway.spawn();
-    wait_live(&http, &gateway.url("/livez")).await;
+    let (mut gateway, http) = Gateway::start(dir.path(), config, port).await;
 
     // Submitters: each job's prompt is unique per submission try, so a job the gateway stored
     // but could not acknowledge before dying is told apart from its resubmission.
@@ -387,11 +399,7 @@ async fn a_last_delivery_cut_off_by_kill_9_fails_the_callback_saying_why() {
 async fn cut_off_delivery(max_callback_attempts: u32) -> (Vec<u32>, serde_json::Value) {
     let dir = tempfile::tempdir().unwrap();
     let receiver = Receiver::start(Some(SECRET)).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let config = dir.path().join("ray.json");
     std::fs::write(
         &config,
@@ -407,18 +415,7 @@ async fn cut_off_delivery(max_callback_attempts: u32) -> (Vec<u32>, serde_json::
         ),
     )
     .unwrap();
-    let mut gateway = Gateway {
-        config,
-        log: dir.path().join("gateway.log"),
-        port,
-        child: None,
-    };
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
-    gateway.spawn();
-    wait_live(&http, &gateway.url("/livez")).await;
+    let (mut gateway, http) = Gateway::start(dir.path(), config, port).await;
     let submitted = http
         .post(gateway.url("/v1/jobs"))
         .json(&serde_json::json!({
