@@ -250,14 +250,16 @@ impl Cluster {
         }
     }
 
-    /// Peers whose breaker is open now.
+    /// Live peers whose breaker is open now (a peer that left the registry is not counted:
+    /// its breaker is dropped at the next heartbeat).
     pub fn open_breakers(&self) -> usize {
         let now = Instant::now();
+        let peers = self.peers();
         self.shared
             .breakers
             .lock()
-            .values()
-            .filter(|b| !b.allows(now))
+            .iter()
+            .filter(|(id, b)| !b.allows(now) && peers.iter().any(|p| &p.id == *id))
             .count()
     }
 
@@ -364,6 +366,13 @@ async fn run(weak: std::sync::Weak<Shared>) {
                     tracing::info!(node = %node, "cluster: registry reachable again");
                 }
                 was_ok = true;
+                // A peer that left takes its breaker along: it is not counted as open, and
+                // starts closed if it comes back.
+                cluster
+                    .shared
+                    .breakers
+                    .lock()
+                    .retain(|id, _| peers.iter().any(|p| &p.id == id));
                 state.peers = peers;
                 state.last_heartbeat = Some(Instant::now());
                 state.heartbeats += 1;

@@ -82,6 +82,21 @@ impl Node {
 
     /// The same, on `port`, with `extra` top-level config fields (`,"asyncQueue":{...}`).
     fn start_with(dir: &Path, nats: u16, id: &str, up: bool, port: u16, extra: &str) -> Node {
+        Node::start_custom(dir, nats, id, up, port, extra, KEY, HEARTBEAT_MS)
+    }
+
+    /// The same, with its own cluster key and `heartbeatMs`.
+    #[allow(clippy::too_many_arguments)]
+    fn start_custom(
+        dir: &Path,
+        nats: u16,
+        id: &str,
+        up: bool,
+        port: u16,
+        extra: &str,
+        key: &str,
+        heartbeat_ms: u64,
+    ) -> Node {
         let adapter = if up {
             r#"{"kind":"mock","latencyMs":5}"#.to_string()
         } else {
@@ -95,7 +110,7 @@ impl Node {
                 "models":[{{"id":"m","aliases":["m-alias"],"warmOnBoot":false,"adapter":{adapter}}}],
                 "cluster":{{"natsUrls":["nats://127.0.0.1:{nats}"],"nodeId":"{id}",
                   "advertiseUrl":"http://127.0.0.1:{port}","region":"test",
-                  "heartbeatMs":{HEARTBEAT_MS},"clusterKeyEnv":"RAY_TEST_CLUSTER_KEY"}}{extra}}}"#
+                  "heartbeatMs":{heartbeat_ms},"clusterKeyEnv":"RAY_TEST_CLUSTER_KEY"}}{extra}}}"#
         );
         let path = dir.join(format!("{id}.json"));
         std::fs::write(&path, config).unwrap();
@@ -108,7 +123,7 @@ impl Node {
         let child = Command::new(env!("CARGO_BIN_EXE_ray-server"))
             .arg("--config")
             .arg(&path)
-            .env("RAY_TEST_CLUSTER_KEY", KEY)
+            .env("RAY_TEST_CLUSTER_KEY", key)
             .stdout(Stdio::from(out.try_clone().unwrap()))
             .stderr(Stdio::from(out))
             .spawn()
@@ -853,4 +868,112 @@ async fn a_node_whose_model_is_down_leaves_shared_jobs_to_a_peer_and_a_lost_stor
     let record = finished(&up, id.as_deref().unwrap()).await;
     assert_eq!(record["status"], "succeeded", "{record}");
     drop(nats);
+}
+
+async fn health(http: &reqwest::Client, node: &Node) -> serde_json::Value {
+    match http.get(node.url("/health")).send().await {
+        Ok(answer) => answer.json().await.unwrap_or_default(),
+        Err(_) => serde_json::Value::Null,
+    }
+}
+
+async fn metrics(http: &reqwest::Client, node: &Node) -> String {
+    match http.get(node.url("/metrics")).send().await {
+        Ok(answer) => answer.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+/// Waits until `node`'s own model `m` is seen down (its backend refuses connections).
+async fn model_seen_down(http: &reqwest::Client, node: &Node) {
+    let down = within(Duration::from_secs(15), async || {
+        let health = health(http, node).await;
+        health["models"][0]["state"].is_string() && health["models"][0]["state"] != "ready"
+    })
+    .await;
+    assert!(
+        down.is_some(),
+        "{}'s model is seen down\n{}",
+        node.id,
+        node.log()
+    );
+}
+
+/// A registry member that is not a gateway: its record says it serves `m`, but nothing
+/// listens at its `advertiseUrl`, so every request forwarded to it fails.
+fn unreachable_peer(nats: u16, id: &str) -> ray_cluster::Cluster {
+    use std::collections::BTreeMap;
+    let url = format!("http://127.0.0.1:{}", free_port());
+    let options = ray_cluster::ClusterOptions {
+        nats_urls: vec![format!("nats://127.0.0.1:{nats}")],
+        credentials: ray_cluster::Credentials::None,
+        node_id: id.into(),
+        advertise_url: url.clone(),
+        region: Some("test".into()),
+        labels: BTreeMap::new(),
+        heartbeat: Duration::from_millis(HEARTBEAT_MS),
+        model_labels: BTreeMap::new(),
+        bucket: ray_cluster::NODES_BUCKET.into(),
+    };
+    let record = serde_json::json!({
+        "id": id, "baseUrl": url, "region": "test", "version": "test",
+        "models": [{"id": "m", "state": "ready", "ready": true}],
+    });
+    let record: ray_cluster::NodeRecord = serde_json::from_value(record).unwrap();
+    ray_cluster::Cluster::start(options, std::sync::Arc::new(move || record.clone()))
+}
+
+/// A peer whose forwards fail opens its breaker; once it has left the registry its breaker is
+/// counted neither in `/health` (`openBreakers`) nor in `ray_cluster_open_breakers`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_breaker_of_a_peer_that_left_is_not_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats_port = free_port();
+    let Some(_nats) = Nats::start(&dir.path().join("nats"), nats_port) else {
+        return;
+    };
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let a = Node::start(dir.path(), nats_port, "a", false);
+    let ghost = unreachable_peer(nats_port, "ghost");
+    let both = within(Duration::from_secs(20), async || {
+        health(&http, &a).await["cluster"]["peers"] == 1
+    })
+    .await;
+    assert!(both.is_some(), "{}", a.log());
+    model_seen_down(&http, &a).await;
+
+    // Each request for `m` tries the peer first (a's own model is down) and fails there.
+    let opened = within(Duration::from_secs(10), async || {
+        let _ = http
+            .post(a.url("/v1/infer"))
+            .json(&serde_json::json!({"input": "x", "model": "m"}))
+            .send()
+            .await;
+        health(&http, &a).await["cluster"]["openBreakers"] == 1
+    })
+    .await;
+    assert!(opened.is_some(), "{}", health(&http, &a).await);
+    assert!(
+        metrics(&http, &a)
+            .await
+            .contains("\nray_cluster_open_breakers 1\n")
+    );
+
+    // The peer leaves: within a few heartbeats (well before the breaker's 10 s are over) it
+    // no longer counts.
+    ghost.leave().await;
+    let dropped = within(Duration::from_secs(3), async || {
+        let cluster = health(&http, &a).await["cluster"].clone();
+        cluster["peers"] == 0 && cluster["openBreakers"] == 0
+    })
+    .await;
+    assert!(dropped.is_some(), "{}", health(&http, &a).await);
+    assert!(
+        metrics(&http, &a)
+            .await
+            .contains("\nray_cluster_open_breakers 0\n")
+    );
 }

@@ -761,7 +761,8 @@ pub struct ClusterHealth {
     pub registry: String,
     /// Live peers seen at the last heartbeat.
     pub peers: u32,
-    /// Peers skipped now because their circuit breaker is open.
+    /// Live peers skipped now because their circuit breaker is open (a peer that left the
+    /// registry is not counted).
     pub open_breakers: u32,
     /// Milliseconds since this node's record was last written.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -262,7 +262,7 @@ impl ClusterLink {
         );
         m.gauge(
             "ray_cluster_open_breakers",
-            "Peers skipped now because their circuit breaker is open.",
+            "Live peers skipped now because their circuit breaker is open.",
             None,
             self.cluster.open_breakers() as f64,
         );
