@@ -429,33 +429,47 @@ pub(crate) async fn create_bucket_with(
         .map_err(|e| ClusterError::Registry(format!("cannot open the bucket {bucket}: {e}")))
 }
 
+/// Every node's record: the keys are the subjects the bucket's stream holds now (one answer of
+/// the server, not a consumer walking the bucket while records change under it, which on
+/// NATS 2.9 can skip a key or deliver one twice), then each key's newest entry. A key whose
+/// record is gone by then (deleted, expired) is left out; one record per node id, the newest.
 async fn read_all(store: &kv::Store) -> Result<Vec<NodeRecord>, ClusterError> {
-    let mut keys = store
-        .keys()
+    let registry = |e: &dyn std::fmt::Display| ClusterError::Registry(e.to_string());
+    let mut subjects = store
+        .stream
+        .info_with_subjects(format!("{}>", store.prefix))
         .await
-        .map_err(|e| ClusterError::Registry(e.to_string()))?;
-    let mut names = Vec::new();
-    while let Some(key) = keys.next().await {
-        names.push(key.map_err(|e| ClusterError::Registry(e.to_string()))?);
+        .map_err(|e| registry(&e))?;
+    let mut keys = std::collections::BTreeSet::new();
+    while let Some(subject) = subjects.next().await {
+        let (subject, _) = subject.map_err(|e| registry(&e))?;
+        if let Some(key) = subject.strip_prefix(store.prefix.as_str()) {
+            keys.insert(key.to_string());
+        }
     }
-    let mut nodes = Vec::with_capacity(names.len());
-    for name in names {
-        let Some(value) = store
-            .get(&name)
-            .await
-            .map_err(|e| ClusterError::Registry(e.to_string()))?
-        else {
+    let mut nodes: BTreeMap<String, (u64, NodeRecord)> = BTreeMap::new();
+    for key in keys {
+        let Some(entry) = store.entry(key.as_str()).await.map_err(|e| registry(&e))? else {
             continue;
         };
-        match serde_json::from_slice::<NodeRecord>(&value) {
-            Ok(record) => nodes.push(record),
+        if !matches!(entry.operation, kv::Operation::Put) {
+            continue;
+        }
+        match serde_json::from_slice::<NodeRecord>(&entry.value) {
+            Ok(record) => {
+                if nodes
+                    .get(&record.id)
+                    .is_none_or(|(revision, _)| *revision < entry.revision)
+                {
+                    nodes.insert(record.id.clone(), (entry.revision, record));
+                }
+            }
             Err(error) => {
-                tracing::warn!(key = %name, error = %error, "cluster: an unreadable node record was skipped");
+                tracing::warn!(key = %key, error = %error, "cluster: an unreadable node record was skipped");
             }
         }
     }
-    nodes.sort_by(|a, b| a.id.cmp(&b.id));
-    Ok(nodes)
+    Ok(nodes.into_values().map(|(_, record)| record).collect())
 }
 
 async fn connect(options: &ClusterOptions) -> Result<async_nats::Client, ClusterError> {

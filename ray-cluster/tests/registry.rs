@@ -1,6 +1,7 @@
 //! The node registry against a real `nats-server -js` started on a free port with its own
 //! store directory: nodes appear within two heartbeats, a node that stops writing drops out
-//! within three, and the registry recovers after NATS restarts.
+//! within three, the registry recovers after NATS restarts, and every read lists each node
+//! once while records keep changing.
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
@@ -195,4 +196,33 @@ async fn nodes_join_expire_and_survive_a_nats_restart() {
     .await
     .expect("the registry recovers after NATS returns");
     eprintln!("registry: recovered {back:?} after NATS restarted");
+}
+
+/// Every read lists each node exactly once while the nodes keep rewriting their records (a
+/// read that walked the bucket with a consumer could skip a key or list it twice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_read_lists_each_node_once_while_records_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(nats) = Nats::start(dir.path(), 0) else {
+        return;
+    };
+    let url = nats.url();
+    let a = Cluster::start(options(&url, "a", "fsn"), source("a", true));
+    let _b = Cluster::start(options(&url, "b", "fsn"), source("b", true));
+    let _c = Cluster::start(options(&url, "c", "fsn"), source("c", true));
+    let all = within(HEARTBEAT * 10, async || ids(&a).await == ["a", "b", "c"]).await;
+    assert!(all.is_some(), "{:?}", a.status());
+    let mut wrong = Vec::new();
+    for _ in 0..600 {
+        let seen = ids(&a).await;
+        if seen != ["a", "b", "c"] {
+            wrong.push(seen);
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} of 600 reads: {:?}",
+        wrong.len(),
+        wrong
+    );
 }

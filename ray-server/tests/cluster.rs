@@ -977,3 +977,48 @@ async fn the_breaker_of_a_peer_that_left_is_not_counted() {
             .contains("\nray_cluster_open_breakers 0\n")
     );
 }
+
+/// Every read of `GET /v1/cluster/nodes` lists each live node exactly once, also while the
+/// nodes keep writing their records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_read_of_the_node_list_has_each_node_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats_port = free_port();
+    let Some(_nats) = Nats::start(&dir.path().join("nats"), nats_port) else {
+        return;
+    };
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let nodes: Vec<Node> = ["a", "b", "c"]
+        .into_iter()
+        .map(|id| Node::start(dir.path(), nats_port, id, true))
+        .collect();
+    let all = within(Duration::from_secs(20), async || {
+        node_ids(&http, &nodes[0]).await == ["a", "b", "c"]
+    })
+    .await;
+    assert!(all.is_some(), "{}", nodes[0].log());
+
+    const READS: usize = 300;
+    let mut wrong = Vec::new();
+    for n in 0..READS {
+        let (first, second) = tokio::join!(
+            node_ids(&http, &nodes[n % 3]),
+            node_ids(&http, &nodes[(n + 1) % 3])
+        );
+        for ids in [first, second] {
+            if ids != ["a", "b", "c"] {
+                wrong.push(ids);
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} of {} reads were wrong, e.g. {:?}",
+        wrong.len(),
+        READS * 2,
+        &wrong[..wrong.len().min(5)]
+    );
+}
