@@ -42,6 +42,7 @@
 //!     estimated_wait_ms: wait,
 //!     version: "0.1.0".into(),
 //!     heartbeat_at_ms: 0,
+//!     key_check: None,
 //! };
 //! let peers = [peer("far", "hel", 10), peer("near", "fsn", 400)];
 //! let labels = BTreeMap::new();

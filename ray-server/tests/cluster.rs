@@ -1022,3 +1022,64 @@ async fn every_read_of_the_node_list_has_each_node_once() {
         &wrong[..wrong.len().min(5)]
     );
 }
+
+/// A node started with another cluster key is named in `/health` (`cluster.lastError`) on
+/// both sides, and a request it would forward to such a peer is not answered with the peer's
+/// refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_another_cluster_key_is_named_in_health() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats_port = free_port();
+    let Some(_nats) = Nats::start(&dir.path().join("nats"), nats_port) else {
+        return;
+    };
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let wrong = Node::start_custom(
+        dir.path(),
+        nats_port,
+        "a",
+        false,
+        free_port(),
+        "",
+        "not-the-cluster-key-at-all",
+        HEARTBEAT_MS,
+    );
+    let right = Node::start(dir.path(), nats_port, "b", true);
+    let both = within(Duration::from_secs(20), async || {
+        node_ids(&http, &wrong).await == ["a", "b"]
+    })
+    .await;
+    assert!(both.is_some(), "{}", wrong.log());
+    model_seen_down(&http, &wrong).await;
+
+    for (node, other) in [(&wrong, "b"), (&right, "a")] {
+        let named = within(Duration::from_secs(10), async || {
+            let cluster = health(&http, node).await["cluster"].clone();
+            let error = cluster["lastError"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            error.contains("cluster key") && error.contains(other) && cluster["status"] != "ok"
+        })
+        .await;
+        assert!(
+            named.is_some(),
+            "{}: {}",
+            node.id,
+            health(&http, node).await["cluster"]
+        );
+    }
+    // a's model is down and its only peer refuses its signature: the local answer stands
+    // (503), not the peer's 401.
+    let answer = http
+        .post(wrong.url("/v1/infer"))
+        .json(&serde_json::json!({"input": "x", "model": "m"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.headers()["x-ray-node"], "a");
+    assert_eq!(answer.status(), 503);
+}

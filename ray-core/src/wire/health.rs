@@ -750,8 +750,8 @@ pub struct GatewayHttpHealth {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterHealth {
-    /// `ok` while NATS is reachable and this node's record is current, else `degraded` (the
-    /// node keeps serving its own models).
+    /// `ok` while NATS is reachable, this node's record is current and no peer uses another
+    /// cluster key, else `degraded` (the node keeps serving its own models).
     pub status: String,
     /// This node's id.
     pub node_id: String,
@@ -773,7 +773,8 @@ pub struct ClusterHealth {
     pub forwarded_out: u64,
     /// Requests peers forwarded to this node.
     pub forwarded_in: u64,
-    /// Why the registry is unavailable, while it is.
+    /// Why the registry is unavailable, while it is; else what is wrong with the cluster's
+    /// setup, when something is (the nodes whose cluster key differs from this node's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
 }

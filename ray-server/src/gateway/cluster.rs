@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -39,6 +39,8 @@ use crate::gateway::http::Body;
 const MAX_PEERS_TRIED: usize = 2;
 /// How long a peer has to start answering a forwarded request.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long `/health` names a peer that refused this node's signature, after the refusal.
+const KEY_REFUSAL_SHOWN_FOR: Duration = Duration::from_secs(60);
 
 /// Headers a forwarded request takes from the client's (the rest are the hop's own).
 const FORWARDED_HEADERS: &[&str] = &[
@@ -81,6 +83,10 @@ pub(crate) struct ClusterLink {
     jobs_enabled: bool,
     ids: ray_runtime::IdSource,
     key: Vec<u8>,
+    /// The fingerprint of `key` this node's record carries.
+    key_check: String,
+    /// The last forward refused for a signature that does not match (the other node, and when).
+    key_refusal: parking_lot::Mutex<Option<(Instant, String)>>,
     client: reqwest::Client,
     overflow_after_ms: u64,
     forwarded_out: AtomicU64,
@@ -126,7 +132,8 @@ impl ClusterLink {
             model_labels: config.model_labels.clone(),
             bucket: NODES_BUCKET.into(),
         };
-        let source = record_source(runtime.clone(), &options);
+        let key_check = ray_cluster::auth::key_check(&key);
+        let source = record_source(runtime.clone(), &options, key_check.clone());
         let client = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .pool_idle_timeout(Duration::from_secs(30))
@@ -144,6 +151,8 @@ impl ClusterLink {
             jobs_enabled: runtime.config().async_queue.enabled,
             ids: ray_runtime::IdSource::default(),
             key,
+            key_check,
+            key_refusal: parking_lot::Mutex::new(None),
             client,
             overflow_after_ms: config.overflow_after_ms,
             forwarded_out: AtomicU64::new(0),
@@ -224,8 +233,9 @@ impl ClusterLink {
     /// The `cluster` block of `/health`.
     pub(crate) fn health(&self) -> ClusterHealth {
         let status = self.cluster.status();
+        let key_problem = self.key_problem();
         ClusterHealth {
-            status: if status.is_healthy() {
+            status: if status.is_healthy() && key_problem.is_none() {
                 "ok"
             } else {
                 "degraded"
@@ -240,8 +250,46 @@ impl ClusterLink {
             heartbeat_failures: status.heartbeat_failures,
             forwarded_out: self.forwarded_out.load(Ordering::Relaxed),
             forwarded_in: self.forwarded_in.load(Ordering::Relaxed),
-            last_error: status.last_error,
+            last_error: status.last_error.or(key_problem),
         }
+    }
+
+    /// The nodes whose cluster key differs from this node's: peers whose record carries another
+    /// key fingerprint, and a peer that refused this node's signature in the last minute. (A
+    /// request refused here is not counted: anyone can send one.)
+    fn key_problem(&self) -> Option<String> {
+        let mut nodes: Vec<String> = self
+            .cluster
+            .peers()
+            .into_iter()
+            .filter(|peer| !self.same_key(peer))
+            .map(|peer| peer.id)
+            .collect();
+        if let Some((at, node)) = self.key_refusal.lock().clone()
+            && at.elapsed() < KEY_REFUSAL_SHOWN_FOR
+            && !nodes.contains(&node)
+        {
+            nodes.push(node);
+        }
+        (!nodes.is_empty()).then(|| {
+            format!(
+                "the cluster key (cluster.clusterKeyEnv) differs between this node and {}: \
+                 requests forwarded between them are refused; set the same key on every node",
+                nodes.join(", ")
+            )
+        })
+    }
+
+    /// Whether `peer` signs with this node's cluster key, as far as its record says (a record
+    /// without a fingerprint is taken to).
+    fn same_key(&self, peer: &NodeRecord) -> bool {
+        peer.key_check
+            .as_deref()
+            .is_none_or(|check| check == self.key_check)
+    }
+
+    fn note_key_refusal(&self, node: &str) {
+        *self.key_refusal.lock() = Some((Instant::now(), node.to_string()));
     }
 
     /// The `ray_cluster_*` families.
@@ -371,10 +419,12 @@ impl ClusterLink {
         body: &Bytes,
     ) -> Option<Response<Body>> {
         let path = path_and_query.split('?').next().unwrap_or(path_and_query);
+        // A peer with another cluster key would refuse the request: it is not tried.
         for peer in self
             .cluster
             .candidates(model)
             .into_iter()
+            .filter(|peer| self.same_key(peer))
             .take(MAX_PEERS_TRIED)
         {
             if !self.cluster.acquire(&peer.id) {
@@ -433,6 +483,23 @@ impl ClusterLink {
             .await
             .map_err(|e| e.to_string())?;
         let status = answer.status().as_u16();
+        // The peer refusing this node's signature (another cluster key, or clocks more than
+        // 60 s apart) is not the client's answer: the request goes on to the next peer, or the
+        // local answer stands.
+        if status == 401 && answer.headers().get(NODE_HEADER).is_some() {
+            let reason = answer.text().await.unwrap_or_default();
+            if reason.contains("does not match this node's cluster key") {
+                self.note_key_refusal(&peer.id);
+                return Err(
+                    "the peer refused this node's signature: is cluster.clusterKeyEnv \
+                            the same key on both nodes?"
+                        .into(),
+                );
+            }
+            return Err(format!(
+                "the peer refused the forwarded request (401): {reason}"
+            ));
+        }
         // The peer itself failing (its gateway or its backend down) sends the request on; any
         // other answer, a refusal included, is the answer.
         if matches!(status, 502 | 504) || answer.headers().get(NODE_HEADER).is_none() {
@@ -566,7 +633,11 @@ pub(crate) fn is_forwarded<B>(request: &Request<B>) -> bool {
     request.headers().contains_key(HOP_HEADER)
 }
 
-fn record_source(runtime: Runtime, options: &ClusterOptions) -> ray_cluster::RecordSource {
+fn record_source(
+    runtime: Runtime,
+    options: &ClusterOptions,
+    key_check: String,
+) -> ray_cluster::RecordSource {
     let base_url = options.advertise_url.clone();
     let region = options.region.clone();
     let labels: BTreeMap<String, String> = options.labels.clone();
@@ -598,6 +669,7 @@ fn record_source(runtime: Runtime, options: &ClusterOptions) -> ray_cluster::Rec
             free_memory_mib: None,
             version: env!("CARGO_PKG_VERSION").into(),
             heartbeat_at_ms: 0,
+            key_check: Some(key_check.clone()),
         }
     })
 }
