@@ -42,6 +42,7 @@
 //!     estimated_wait_ms: wait,
 //!     version: "0.1.0".into(),
 //!     heartbeat_at_ms: 0,
+//!     heartbeat_ms: None,
 //!     key_check: None,
 //! };
 //! let peers = [peer("far", "hel", 10), peer("near", "fsn", 400)];

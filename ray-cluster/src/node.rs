@@ -94,7 +94,9 @@ pub struct ClusterStatus {
     pub heartbeats: u64,
     /// Heartbeats that failed since start.
     pub heartbeat_failures: u64,
-    /// The last error, while the registry is unavailable.
+    /// The last error while the registry is unavailable; else a mismatch of heartbeats, when
+    /// there is one (the bucket's expiry is not three of this node's heartbeats, or peers
+    /// advertise another `heartbeatMs`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
 }
@@ -115,6 +117,10 @@ struct State {
     failures: u64,
     last_error: Option<String>,
     registry_ok: bool,
+    /// The registry bucket's `max_age` (set by the node that created it), once read.
+    expiry: Option<Duration>,
+    /// What does not match between this node's heartbeat and the cluster's, if anything.
+    heartbeat_note: Option<String>,
 }
 
 struct Shared {
@@ -194,9 +200,11 @@ impl Cluster {
                 .map(|at| at.elapsed().as_millis() as u64),
             heartbeats: state.heartbeats,
             heartbeat_failures: state.failures,
-            last_error: (!state.registry_ok)
-                .then(|| state.last_error.clone())
-                .flatten(),
+            last_error: if state.registry_ok {
+                state.heartbeat_note.clone()
+            } else {
+                state.last_error.clone()
+            },
         }
     }
 
@@ -285,9 +293,12 @@ impl Cluster {
         let mut record = (self.shared.source)();
         record.id.clone_from(&options.node_id);
         record.heartbeat_at_ms = unix_millis();
+        record.heartbeat_ms = Some(options.heartbeat.as_millis() as u64);
         let body =
             serde_json::to_vec(&record).map_err(|e| ClusterError::Registry(e.to_string()))?;
         let store = self.store().await?;
+        let max_age = store.stream.cached_info().config.max_age;
+        self.shared.state.lock().expiry = (!max_age.is_zero()).then_some(max_age);
         let put = tokio::time::timeout(options.heartbeat.max(Duration::from_secs(1)), async {
             store.put(&options.node_id, body.into()).await
         })
@@ -337,16 +348,17 @@ async fn run(weak: std::sync::Weak<Shared>) {
         }
     };
     shared.state.lock().client = Some(client);
-    let mut tick = tokio::time::interval(shared.options.heartbeat);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     drop(shared);
     let mut was_ok = true;
+    let mut warned: Option<String> = None;
+    let mut next = tokio::time::Instant::now();
     loop {
-        tick.tick().await;
+        tokio::time::sleep_until(next).await;
         let Some(shared) = weak.upgrade() else {
             return;
         };
         let cluster = Cluster { shared };
+        let started = tokio::time::Instant::now();
         let outcome = tokio::select! {
             outcome = cluster.heartbeat() => outcome,
             () = cluster.shared.stop.notified() => return,
@@ -360,6 +372,9 @@ async fn run(weak: std::sync::Weak<Shared>) {
         }
         let node = &cluster.shared.options.node_id;
         let mut state = cluster.shared.state.lock();
+        // Often enough for the bucket's expiry (read by this heartbeat), also when the bucket
+        // was created by a node with a faster heartbeat than this one's.
+        next = started + write_every(cluster.shared.options.heartbeat, state.expiry);
         match outcome {
             Ok(peers) => {
                 if !was_ok {
@@ -373,6 +388,15 @@ async fn run(weak: std::sync::Weak<Shared>) {
                     .breakers
                     .lock()
                     .retain(|id, _| peers.iter().any(|p| &p.id == id));
+                let options = &cluster.shared.options;
+                state.heartbeat_note =
+                    heartbeat_note(options.heartbeat, state.expiry, &options.bucket, &peers);
+                if state.heartbeat_note != warned {
+                    if let Some(note) = &state.heartbeat_note {
+                        tracing::warn!(node = %node, "cluster: {note}");
+                    }
+                    warned.clone_from(&state.heartbeat_note);
+                }
                 state.peers = peers;
                 state.last_heartbeat = Some(Instant::now());
                 state.heartbeats += 1;
@@ -390,6 +414,67 @@ async fn run(weak: std::sync::Weak<Shared>) {
             }
         }
     }
+}
+
+/// The shortest time between two writes of a node's record.
+const MIN_WRITE_EVERY: Duration = Duration::from_millis(50);
+
+/// How often a node with `heartbeat` writes its record into a bucket whose records expire after
+/// `expiry`: every heartbeat, or three times per expiry when that is shorter, so the record does
+/// not lapse between two writes.
+fn write_every(heartbeat: Duration, expiry: Option<Duration>) -> Duration {
+    match expiry {
+        Some(expiry) if expiry / 3 < heartbeat => (expiry / 3).max(MIN_WRITE_EVERY),
+        _ => heartbeat,
+    }
+}
+
+/// What does not match between a node's `heartbeat` and the cluster's: the bucket's `expiry`
+/// (three heartbeats of the node that created it) and the `heartbeatMs` its peers advertise.
+fn heartbeat_note(
+    heartbeat: Duration,
+    expiry: Option<Duration>,
+    bucket: &str,
+    peers: &[NodeRecord],
+) -> Option<String> {
+    let own = heartbeat.as_millis();
+    let mut parts = Vec::new();
+    if let Some(expiry) = expiry.filter(|e| *e != heartbeat * 3) {
+        let expiry_ms = expiry.as_millis();
+        parts.push(if expiry < heartbeat * 3 {
+            format!(
+                "the registry bucket {bucket} expires records after {expiry_ms} ms, less than \
+                 three of this node's heartbeats (cluster.heartbeatMs {own}), so this node \
+                 writes its record every {} ms",
+                write_every(heartbeat, Some(expiry)).as_millis()
+            )
+        } else {
+            format!(
+                "the registry bucket {bucket} expires records after {expiry_ms} ms, more than \
+                 three of this node's heartbeats (cluster.heartbeatMs {own}), so a node that \
+                 stops is dropped only after {expiry_ms} ms"
+            )
+        });
+    }
+    let others: Vec<String> = peers
+        .iter()
+        .filter_map(|peer| {
+            let theirs = peer.heartbeat_ms.filter(|ms| u128::from(*ms) != own)?;
+            Some(format!("{} ({theirs})", peer.id))
+        })
+        .collect();
+    if !others.is_empty() {
+        parts.push(format!(
+            "peers with another cluster.heartbeatMs than this node's {own}: {}",
+            others.join(", ")
+        ));
+    }
+    (!parts.is_empty()).then(|| {
+        format!(
+            "{}; set the same heartbeatMs on every node",
+            parts.join("; ")
+        )
+    })
 }
 
 /// Creates a key-value bucket (one value per key) whose entries expire after `max_age`, or
@@ -515,4 +600,39 @@ pub enum ClusterError {
     /// The registry bucket cannot be read or written.
     #[error("the node registry is unavailable: {0}")]
     Registry(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(id: &str, heartbeat_ms: Option<u64>) -> NodeRecord {
+        serde_json::from_value(serde_json::json!({
+            "id": id, "baseUrl": "http://x", "heartbeatMs": heartbeat_ms,
+        }))
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn a_record_is_written_often_enough_for_the_buckets_expiry() {
+        let ms = Duration::from_millis;
+        assert_eq!(write_every(ms(1000), None), ms(1000));
+        assert_eq!(write_every(ms(1000), Some(ms(3000))), ms(1000));
+        assert_eq!(write_every(ms(1000), Some(ms(900))), ms(300));
+        assert_eq!(write_every(ms(300), Some(ms(6000))), ms(300));
+        assert_eq!(write_every(ms(1000), Some(ms(30))), MIN_WRITE_EVERY);
+    }
+
+    #[test]
+    fn a_heartbeat_mismatch_is_named() {
+        let ms = Duration::from_millis;
+        let same = [peer("b", Some(300)), peer("old", None)];
+        assert_eq!(heartbeat_note(ms(300), Some(ms(900)), "r", &same), None);
+        let slow = heartbeat_note(ms(1000), Some(ms(900)), "r", &same).unwrap_or_default();
+        assert!(slow.contains("every 300 ms"), "{slow}");
+        assert!(slow.contains("b (300)"), "{slow}");
+        assert!(!slow.contains("old"), "{slow}");
+        let fast = heartbeat_note(ms(300), Some(ms(6000)), "r", &[]).unwrap_or_default();
+        assert!(fast.contains("only after 6000 ms"), "{fast}");
+    }
 }

@@ -83,6 +83,7 @@ mod tests {
             estimated_wait_ms: wait,
             version: String::new(),
             heartbeat_at_ms: 0,
+            heartbeat_ms: None,
             key_check: None,
         }
     }

@@ -36,6 +36,10 @@ pub struct NodeRecord {
     /// When the node wrote this record (its clock, Unix milliseconds).
     #[serde(default)]
     pub heartbeat_at_ms: u64,
+    /// How often the node writes its record (its `cluster.heartbeatMs`); absent in the records
+    /// of nodes that do not send it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_ms: Option<u64>,
     /// The fingerprint of the node's cluster key ([`crate::auth::key_check`]); absent in the
     /// records of nodes that do not send it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -103,6 +107,7 @@ mod tests {
             estimated_wait_ms: 300,
             version: "0.1.0".into(),
             heartbeat_at_ms: 1,
+            heartbeat_ms: Some(2000),
             key_check: Some("00112233aabbccdd".into()),
         };
         let json = serde_json::to_value(&record).unwrap();

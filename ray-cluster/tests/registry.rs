@@ -104,6 +104,7 @@ fn source(id: &str, ready: bool) -> ray_cluster::RecordSource {
         estimated_wait_ms: 0,
         version: "test".into(),
         heartbeat_at_ms: 0,
+        heartbeat_ms: None,
         key_check: None,
     })
 }

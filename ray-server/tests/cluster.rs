@@ -3,8 +3,10 @@
 //! for a model that is down locally is served by a peer (and says which node served it),
 //! forwarding is one hop and signed, the node keeps serving while NATS is down, a peer
 //! leaving and joining again reaches a command hook as `cluster_node_left` and
-//! `cluster_node_joined`, and a shared job that fails for good and its refused callback reach
-//! one as `job_failed` and `callback_gave_up`.
+//! `cluster_node_joined`, a shared job that fails for good and its refused callback reach
+//! one as `job_failed` and `callback_gave_up`, a departed peer's breaker stops counting, every
+//! read of the node list has each node once, and a node with another cluster key or a slower
+//! heartbeat is named in `/health` (the slower one staying listed).
 
 #![allow(clippy::unwrap_used)]
 
@@ -1082,4 +1084,59 @@ async fn a_node_with_another_cluster_key_is_named_in_health() {
         .unwrap();
     assert_eq!(answer.headers()["x-ray-node"], "a");
     assert_eq!(answer.status(), 503);
+}
+
+/// A node whose `heartbeatMs` is slower than the one the registry bucket was created with
+/// stays listed (it writes often enough for the bucket's expiry), and the mismatch is named
+/// in `/health`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_a_slower_heartbeat_stays_listed_and_is_flagged() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats_port = free_port();
+    let Some(_nats) = Nats::start(&dir.path().join("nats"), nats_port) else {
+        return;
+    };
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    // a creates the bucket: records expire after 3 × 300 ms.
+    let a = Node::start(dir.path(), nats_port, "a", true);
+    let alone = within(Duration::from_secs(20), async || {
+        node_ids(&http, &a).await == ["a"]
+    })
+    .await;
+    assert!(alone.is_some(), "{}", a.log());
+    let slow = Node::start_custom(
+        dir.path(),
+        nats_port,
+        "s",
+        true,
+        free_port(),
+        "",
+        KEY,
+        1_000,
+    );
+    let both = within(Duration::from_secs(20), async || {
+        node_ids(&http, &a).await == ["a", "s"]
+    })
+    .await;
+    assert!(both.is_some(), "{}", slow.log());
+
+    let mut missing = 0;
+    for _ in 0..100 {
+        if node_ids(&http, &a).await != ["a", "s"] {
+            missing += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    assert_eq!(missing, 0, "s was missing from {missing} of 100 reads");
+
+    for (node, says) in [(&slow, "heartbeatMs"), (&a, "heartbeatMs")] {
+        let error = health(&http, node).await["cluster"]["lastError"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(error.contains(says), "{}: {error:?}", node.id);
+    }
 }

@@ -774,7 +774,8 @@ pub struct ClusterHealth {
     /// Requests peers forwarded to this node.
     pub forwarded_in: u64,
     /// Why the registry is unavailable, while it is; else what is wrong with the cluster's
-    /// setup, when something is (the nodes whose cluster key differs from this node's).
+    /// setup, when something is (a `heartbeatMs` that differs between nodes, the nodes whose
+    /// cluster key differs from this node's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
 }

@@ -250,7 +250,12 @@ impl ClusterLink {
             heartbeat_failures: status.heartbeat_failures,
             forwarded_out: self.forwarded_out.load(Ordering::Relaxed),
             forwarded_in: self.forwarded_in.load(Ordering::Relaxed),
-            last_error: status.last_error.or(key_problem),
+            last_error: match (status.last_error, key_problem) {
+                (Some(note), Some(key)) if status.registry == "ok" => {
+                    Some(format!("{key}; {note}"))
+                }
+                (registry, key) => registry.or(key),
+            },
         }
     }
 
@@ -669,6 +674,7 @@ fn record_source(
             free_memory_mib: None,
             version: env!("CARGO_PKG_VERSION").into(),
             heartbeat_at_ms: 0,
+            heartbeat_ms: None,
             key_check: Some(key_check.clone()),
         }
     })
