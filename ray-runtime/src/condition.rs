@@ -29,7 +29,8 @@ pub struct ModelCondition {
     pub concurrency: u32,
     /// The wait a new request would see before its backend call starts, in milliseconds: the
     /// requests ahead of it divided by the permits, times the model's recent time per
-    /// execution (0 while nothing waits or before the first execution).
+    /// execution. Before the first execution has finished, the time the oldest waiting request
+    /// has waited so far stands in for the time per execution (0 while nothing waits).
     pub estimated_wait_ms: u64,
 }
 
@@ -61,7 +62,14 @@ fn condition(model: &ModelEntry, now: Instant) -> ModelCondition {
     let status = model.health.status_now(model.provider.has_health_probe());
     let snapshot = model.scheduler.snapshot();
     let concurrency = model.limits.concurrency.max(1);
-    let service_us = model.counters.service_us.load(Ordering::Relaxed);
+    // Before the first execution has finished there is no measured time per execution. The
+    // oldest waiting request's wait so far stands in for it: the executions ahead of it have
+    // run about that long already, so a node that is busy from its start does not report a
+    // wait of 0 (and overflows to peers) until its first request is done.
+    let service_us = match model.counters.service_us.load(Ordering::Relaxed) {
+        0 => snapshot.oldest_wait.as_micros().min(u128::from(u64::MAX)) as u64,
+        measured => measured,
+    };
     // Everything waiting goes first; a new request starts when enough permits turned over:
     // one round per `concurrency` requests ahead, plus one while all permits are busy.
     let busy = u64::from(snapshot.in_flight >= concurrency);

@@ -6,7 +6,8 @@
 //! `cluster_node_joined`, a shared job that fails for good and its refused callback reach
 //! one as `job_failed` and `callback_gave_up`, a departed peer's breaker stops counting, every
 //! read of the node list has each node once, and a node with another cluster key or a slower
-//! heartbeat is named in `/health` (the slower one staying listed).
+//! heartbeat is named in `/health` (the slower one staying listed), and a node busy from its
+//! start overflows to a peer before its first request has finished.
 
 #![allow(clippy::unwrap_used)]
 
@@ -69,6 +70,27 @@ impl Drop for Nats {
     }
 }
 
+/// What differs between the nodes of a test.
+struct Setup {
+    key: &'static str,
+    heartbeat_ms: u64,
+    /// The mock backend's latency (for a node whose model is up).
+    latency_ms: u64,
+    /// Further fields of the `cluster` section (`,"overflowAfterMs":1000`).
+    cluster_extra: &'static str,
+}
+
+impl Default for Setup {
+    fn default() -> Setup {
+        Setup {
+            key: KEY,
+            heartbeat_ms: HEARTBEAT_MS,
+            latency_ms: 5,
+            cluster_extra: "",
+        }
+    }
+}
+
 struct Node {
     id: String,
     port: u16,
@@ -84,11 +106,11 @@ impl Node {
 
     /// The same, on `port`, with `extra` top-level config fields (`,"asyncQueue":{...}`).
     fn start_with(dir: &Path, nats: u16, id: &str, up: bool, port: u16, extra: &str) -> Node {
-        Node::start_custom(dir, nats, id, up, port, extra, KEY, HEARTBEAT_MS)
+        Node::start_custom(dir, nats, id, up, port, extra, &Setup::default())
     }
 
-    /// The same, with its own cluster key and `heartbeatMs`.
-    #[allow(clippy::too_many_arguments)]
+    /// The same, with the cluster key, `heartbeatMs`, mock latency and further `cluster`
+    /// fields of `setup`.
     fn start_custom(
         dir: &Path,
         nats: u16,
@@ -96,11 +118,16 @@ impl Node {
         up: bool,
         port: u16,
         extra: &str,
-        key: &str,
-        heartbeat_ms: u64,
+        setup: &Setup,
     ) -> Node {
+        let Setup {
+            key,
+            heartbeat_ms,
+            latency_ms,
+            cluster_extra,
+        } = setup;
         let adapter = if up {
-            r#"{"kind":"mock","latencyMs":5}"#.to_string()
+            format!(r#"{{"kind":"mock","latencyMs":{latency_ms}}}"#)
         } else {
             format!(
                 r#"{{"kind":"openai-compatible","baseUrl":"http://127.0.0.1:{}","timeoutMs":1000}}"#,
@@ -112,7 +139,7 @@ impl Node {
                 "models":[{{"id":"m","aliases":["m-alias"],"warmOnBoot":false,"adapter":{adapter}}}],
                 "cluster":{{"natsUrls":["nats://127.0.0.1:{nats}"],"nodeId":"{id}",
                   "advertiseUrl":"http://127.0.0.1:{port}","region":"test",
-                  "heartbeatMs":{heartbeat_ms},"clusterKeyEnv":"RAY_TEST_CLUSTER_KEY"}}{extra}}}"#
+                  "heartbeatMs":{heartbeat_ms},"clusterKeyEnv":"RAY_TEST_CLUSTER_KEY"{cluster_extra}}}{extra}}}"#
         );
         let path = dir.join(format!("{id}.json"));
         std::fs::write(&path, config).unwrap();
@@ -125,7 +152,7 @@ impl Node {
         let child = Command::new(env!("CARGO_BIN_EXE_ray-server"))
             .arg("--config")
             .arg(&path)
-            .env("RAY_TEST_CLUSTER_KEY", key)
+            .env("RAY_TEST_CLUSTER_KEY", *key)
             .stdout(Stdio::from(out.try_clone().unwrap()))
             .stderr(Stdio::from(out))
             .spawn()
@@ -1046,8 +1073,10 @@ async fn a_node_with_another_cluster_key_is_named_in_health() {
         false,
         free_port(),
         "",
-        "not-the-cluster-key-at-all",
-        HEARTBEAT_MS,
+        &Setup {
+            key: "not-the-cluster-key-at-all",
+            ..Setup::default()
+        },
     );
     let right = Node::start(dir.path(), nats_port, "b", true);
     let both = within(Duration::from_secs(20), async || {
@@ -1114,8 +1143,10 @@ async fn a_node_with_a_slower_heartbeat_stays_listed_and_is_flagged() {
         true,
         free_port(),
         "",
-        KEY,
-        1_000,
+        &Setup {
+            heartbeat_ms: 1_000,
+            ..Setup::default()
+        },
     );
     let both = within(Duration::from_secs(20), async || {
         node_ids(&http, &a).await == ["a", "s"]
@@ -1139,4 +1170,75 @@ async fn a_node_with_a_slower_heartbeat_stays_listed_and_is_flagged() {
             .to_string();
         assert!(error.contains(says), "{}: {error:?}", node.id);
     }
+}
+
+/// A node that has just started and is busy overflows to a peer before its first request has
+/// finished: the time its oldest waiting request has waited stands in for the service time it
+/// has not measured yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_busy_node_overflows_before_its_first_measurement() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats_port = free_port();
+    let Some(_nats) = Nats::start(&dir.path().join("nats"), nats_port) else {
+        return;
+    };
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    // a's backend takes 3 s per request (one at a time); it overflows past 1 s of wait.
+    let busy = Node::start_custom(
+        dir.path(),
+        nats_port,
+        "a",
+        true,
+        free_port(),
+        "",
+        &Setup {
+            latency_ms: 3_000,
+            cluster_extra: r#","overflowAfterMs":1000"#,
+            ..Setup::default()
+        },
+    );
+    let idle = Node::start(dir.path(), nats_port, "b", true);
+    let peer_seen = within(Duration::from_secs(20), async || {
+        health(&http, &busy).await["cluster"]["peers"] == 1
+    })
+    .await;
+    assert!(peer_seen.is_some(), "{}", busy.log());
+
+    // Two requests: one runs, one waits; neither has finished when the third comes.
+    let mut running = Vec::new();
+    for n in 0..2 {
+        let http = http.clone();
+        let url = busy.url("/v1/infer");
+        running.push(tokio::spawn(async move {
+            let answer = http
+                .post(url)
+                .json(&serde_json::json!({"input": format!("slow {n}"), "model": "m"}))
+                .send()
+                .await
+                .unwrap();
+            answer.headers()["x-ray-node"].to_str().unwrap().to_string()
+        }));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let third = http
+        .post(busy.url("/v1/infer"))
+        .json(&serde_json::json!({"input": "third", "model": "m"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(third.status(), 200);
+    assert_eq!(
+        third.headers()["x-ray-node"],
+        "b",
+        "{}",
+        health(&http, &busy).await["models"]
+    );
+    for task in running {
+        assert_eq!(task.await.unwrap(), "a");
+    }
+    assert_eq!(idle.id, "b");
 }
