@@ -94,7 +94,8 @@ pub struct ClusterStatus {
     pub heartbeats: u64,
     /// Heartbeats that failed since start.
     pub heartbeat_failures: u64,
-    /// The last error while the registry is unavailable; else a mismatch of heartbeats, when
+    /// The last error while the registry is unavailable (what NATS said when it refuses the
+    /// connection, such as an authorization violation); else a mismatch of heartbeats, when
     /// there is one (the bucket's expiry is not three of this node's heartbeats, or peers
     /// advertise another `heartbeatMs`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -121,6 +122,9 @@ struct State {
     expiry: Option<Duration>,
     /// What does not match between this node's heartbeat and the cluster's, if anything.
     heartbeat_note: Option<String>,
+    /// The last error the NATS connection reported (an authorization violation, say), until
+    /// it connects.
+    connection_error: Option<String>,
 }
 
 struct Shared {
@@ -202,8 +206,15 @@ impl Cluster {
             heartbeat_failures: state.failures,
             last_error: if state.registry_ok {
                 state.heartbeat_note.clone()
-            } else {
+            } else if connection == "connected" {
                 state.last_error.clone()
+            } else {
+                // Why NATS refuses this node (wrong credentials, say) says more than the
+                // heartbeat that timed out meanwhile.
+                state
+                    .connection_error
+                    .clone()
+                    .or_else(|| state.last_error.clone())
             },
         }
     }
@@ -339,7 +350,7 @@ async fn run(weak: std::sync::Weak<Shared>) {
     let Some(shared) = weak.upgrade() else {
         return;
     };
-    let client = match connect(&shared.options).await {
+    let client = match connect(&shared.options, weak.clone()).await {
         Ok(client) => client,
         Err(error) => {
             tracing::error!(error = %error, "cluster: cannot connect to NATS; this node serves alone");
@@ -557,9 +568,31 @@ async fn read_all(store: &kv::Store) -> Result<Vec<NodeRecord>, ClusterError> {
     Ok(nodes.into_values().map(|(_, record)| record).collect())
 }
 
-async fn connect(options: &ClusterOptions) -> Result<async_nats::Client, ClusterError> {
+async fn connect(
+    options: &ClusterOptions,
+    weak: std::sync::Weak<Shared>,
+) -> Result<async_nats::Client, ClusterError> {
     let mut connect = async_nats::ConnectOptions::new()
         .name(format!("ray-{}", options.node_id))
+        .event_callback(move |event| {
+            let weak = weak.clone();
+            async move {
+                let Some(shared) = weak.upgrade() else {
+                    return;
+                };
+                let mut state = shared.state.lock();
+                match event {
+                    async_nats::Event::Connected => state.connection_error = None,
+                    async_nats::Event::ServerError(error) => {
+                        state.connection_error = Some(format!("NATS refused this node: {error}"));
+                    }
+                    async_nats::Event::ClientError(error) => {
+                        state.connection_error = Some(format!("NATS: {error}"));
+                    }
+                    _ => {}
+                }
+            }
+        })
         .retry_on_initial_connect()
         .connection_timeout(Duration::from_secs(2))
         .max_reconnects(None::<usize>);

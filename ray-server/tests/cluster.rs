@@ -7,7 +7,8 @@
 //! one as `job_failed` and `callback_gave_up`, a departed peer's breaker stops counting, every
 //! read of the node list has each node once, and a node with another cluster key or a slower
 //! heartbeat is named in `/health` (the slower one staying listed), and a node busy from its
-//! start overflows to a peer before its first request has finished.
+//! start overflows to a peer before its first request has finished, and refused NATS
+//! credentials are named in `/health`.
 
 #![allow(clippy::unwrap_used)]
 
@@ -35,9 +36,15 @@ struct Nats {
 
 impl Nats {
     fn start(dir: &Path, port: u16) -> Option<Nats> {
+        Nats::start_args(dir, port, &[])
+    }
+
+    /// The same, with further arguments (`--auth <token>`).
+    fn start_args(dir: &Path, port: u16, args: &[&str]) -> Option<Nats> {
         let child = match Command::new("nats-server")
             .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
             .arg(dir)
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -78,6 +85,8 @@ struct Setup {
     latency_ms: u64,
     /// Further fields of the `cluster` section (`,"overflowAfterMs":1000`).
     cluster_extra: &'static str,
+    /// The value of `RAY_TEST_NATS_TOKEN` (for `"credentialsEnv":"RAY_TEST_NATS_TOKEN"`).
+    nats_token: &'static str,
 }
 
 impl Default for Setup {
@@ -87,6 +96,7 @@ impl Default for Setup {
             heartbeat_ms: HEARTBEAT_MS,
             latency_ms: 5,
             cluster_extra: "",
+            nats_token: "",
         }
     }
 }
@@ -125,6 +135,7 @@ impl Node {
             heartbeat_ms,
             latency_ms,
             cluster_extra,
+            nats_token,
         } = setup;
         let adapter = if up {
             format!(r#"{{"kind":"mock","latencyMs":{latency_ms}}}"#)
@@ -153,6 +164,7 @@ impl Node {
             .arg("--config")
             .arg(&path)
             .env("RAY_TEST_CLUSTER_KEY", *key)
+            .env("RAY_TEST_NATS_TOKEN", *nats_token)
             .stdout(Stdio::from(out.try_clone().unwrap()))
             .stderr(Stdio::from(out))
             .spawn()
@@ -1241,4 +1253,74 @@ async fn a_fresh_busy_node_overflows_before_its_first_measurement() {
         assert_eq!(task.await.unwrap(), "a");
     }
     assert_eq!(idle.id, "b");
+}
+
+/// A node whose NATS credentials are refused says so in `/health` (`cluster.lastError`), not
+/// only in its log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_nats_credentials_are_named_in_health() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats_port = free_port();
+    let Some(_nats) = Nats::start_args(
+        &dir.path().join("nats"),
+        nats_port,
+        &["--auth", "the-right-token"],
+    ) else {
+        return;
+    };
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let refused = Node::start_custom(
+        dir.path(),
+        nats_port,
+        "a",
+        true,
+        free_port(),
+        "",
+        &Setup {
+            cluster_extra: r#","credentialsEnv":"RAY_TEST_NATS_TOKEN""#,
+            nats_token: "a-wrong-token",
+            ..Setup::default()
+        },
+    );
+    let named = within(Duration::from_secs(10), async || {
+        let cluster = health(&http, &refused).await["cluster"].clone();
+        cluster["status"] == "degraded"
+            && cluster["lastError"]
+                .as_str()
+                .is_some_and(|e| e.contains("authorization violation"))
+    })
+    .await;
+    assert!(
+        named.is_some(),
+        "{}\n{}",
+        health(&http, &refused).await["cluster"],
+        refused.log()
+    );
+    // The right token connects, and the error is gone.
+    let accepted = Node::start_custom(
+        dir.path(),
+        nats_port,
+        "b",
+        true,
+        free_port(),
+        "",
+        &Setup {
+            cluster_extra: r#","credentialsEnv":"RAY_TEST_NATS_TOKEN""#,
+            nats_token: "the-right-token",
+            ..Setup::default()
+        },
+    );
+    let ok = within(Duration::from_secs(20), async || {
+        let cluster = health(&http, &accepted).await["cluster"].clone();
+        cluster["status"] == "ok" && cluster["lastError"].is_null()
+    })
+    .await;
+    assert!(
+        ok.is_some(),
+        "{}",
+        health(&http, &accepted).await["cluster"]
+    );
 }
