@@ -34,13 +34,17 @@ pub struct ClusterConfig {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
     /// How often this node writes its record, 200 to 60000 ms (default 2000). A record expires
-    /// after three missed heartbeats. Every node of a cluster should use the same value.
+    /// after three missed heartbeats (of the node that created the registry bucket: a node
+    /// with a slower heartbeat writes three times per expiry instead, and `/health` says so in
+    /// `cluster.lastError`). Every node of a cluster should use the same value.
     #[serde(default = "default_heartbeat_ms")]
     #[schemars(range(min = 200, max = 60_000))]
     pub heartbeat_ms: u64,
     /// Forward a request to a peer when the local model's estimated wait is longer than this
     /// (ms, 0 to 600000, default 5000; 0: only when the local model is not ready or in
-    /// cooldown).
+    /// cooldown). The estimate is the requests ahead divided by the permits, times the recent
+    /// time per execution; before the first execution has finished, the oldest waiting
+    /// request's wait so far stands in for that time.
     #[serde(default = "default_overflow_after_ms")]
     #[schemars(range(max = 600_000))]
     pub overflow_after_ms: u64,
