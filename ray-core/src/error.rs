@@ -430,6 +430,7 @@ pub struct RayError {
     message: Cow<'static, str>,
     details: Option<serde_json::Value>,
     retry_after_secs: Option<u32>,
+    before_sending: bool,
 }
 
 impl RayError {
@@ -440,7 +441,28 @@ impl RayError {
             message: message.into(),
             details: None,
             retry_after_secs: code.retry_after_secs(),
+            before_sending: false,
         }
+    }
+
+    /// Marks the error as given before the request reached any backend (a model in
+    /// cooldown, or a backend known to be down or starting): nothing was sent, so a job
+    /// attempt that ends with it is given back rather than counted. Not part of the wire.
+    pub fn before_sending(mut self) -> RayError {
+        self.before_sending = true;
+        self
+    }
+
+    /// Whether the request never reached a backend (see [`RayError::before_sending`]).
+    pub fn is_before_sending(&self) -> bool {
+        self.before_sending
+    }
+
+    /// Drops the [`RayError::before_sending`] mark: another model of the same request was
+    /// sent it (a fallback chain whose last model refused).
+    pub fn after_sending(mut self) -> RayError {
+        self.before_sending = false;
+        self
     }
 
     /// Shorthand for an `invalid_request` error.

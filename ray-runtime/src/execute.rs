@@ -94,6 +94,9 @@ impl Runtime {
         let mut attempts = Attempts::new(self, route.choice.chosen_by.clone(), started);
         // Each attempt but the last plans a copy; the last takes the request itself.
         let mut request = Some(request);
+        // Whether any model of the chain was sent the request: only an answer no backend saw
+        // keeps its `before_sending` mark.
+        let mut sent = false;
         for (position, &index) in route.chain.iter().enumerate() {
             let attempt = if position + 1 == route.chain.len() {
                 request.take()
@@ -108,10 +111,12 @@ impl Runtime {
                 .run_on(request_id, attempt, &model, routing, options, started)
                 .await;
             match result {
-                Err(error) if attempts.falls_back(&model, &error, &route.chain, index) => {}
+                Err(error) if attempts.falls_back(&model, &error, &route.chain, index) => {
+                    sent |= !error.is_before_sending();
+                }
                 Err(error) => {
                     model.counters.errors.add(error.code());
-                    return Err(error);
+                    return Err(if sent { error.after_sending() } else { error });
                 }
                 ok => return ok,
             }

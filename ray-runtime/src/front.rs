@@ -298,7 +298,7 @@ impl Runtime {
         if !options.internal
             && let Some(refusal) = model.cooldown_refusal(Instant::now())
         {
-            return Err(refusal);
+            return Err(refusal.before_sending());
         }
         // A managed model's process is the lifecycle's business: the request waits for its
         // load, or is refused by the lifecycle with the reason.
@@ -314,7 +314,7 @@ impl Runtime {
                 routing.cooldown_after_failures,
                 Duration::from_millis(routing.cooldown_ms),
             );
-            return Err(refusal);
+            return Err(refusal.before_sending());
         }
 
         Ok(Looked::Miss(Box::new(plan), cache_key))

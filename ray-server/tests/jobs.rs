@@ -777,7 +777,7 @@ async fn a_job_waits_for_its_own_model_not_the_default_one() {
         ],
         "defaultModel": "dead-model",
         "asyncQueue": {"enabled": true, "storageDir": dir.path().display().to_string(),
-                       "minFreeStorageMiB": 1, "pollIntervalMs": 20},
+                       "minFreeStorageMiB": 1, "pollIntervalMs": 20, "maxJobs": 200},
     });
     let server = TestServer::start(&config.to_string()).await;
     let readyz = b"GET /readyz?model=dead-model HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
@@ -799,10 +799,12 @@ async fn a_job_waits_for_its_own_model_not_the_default_one() {
         .submit_job(&named("to the default", None))
         .await
         .unwrap();
-    let held_named = client
-        .submit_job(&named("to the dead one", Some("dead-model")))
-        .await
-        .unwrap();
+    // More due jobs for the dead model than the dispatcher could look past one by one.
+    let mut held_named = Vec::new();
+    for i in 0..70 {
+        let job = named(&format!("to the dead one {i}"), Some("dead-model"));
+        held_named.push(client.submit_job(&job).await.unwrap().id);
+    }
     let live = client
         .submit_job(&named("to the live one", Some("live-model")))
         .await
@@ -815,10 +817,73 @@ async fn a_job_waits_for_its_own_model_not_the_default_one() {
     assert_eq!(record.status, JobStatus::Succeeded);
     assert_eq!(record.result.unwrap().model, "live-model");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    for id in [&held_default.id, &held_named.id] {
+    for id in held_named.iter().take(3).chain([&held_default.id]) {
         let record = client.job(id).await.unwrap();
         assert_eq!(record.status, JobStatus::Queued, "{id}");
         assert_eq!(record.attempts, 0, "{id}: no attempt spent on a refusal");
     }
+    server.stop().await;
+}
+
+/// Jobs routed by rules (no model named) run on the model the rules choose: a job a rule
+/// sends to a live model runs while the default model is down, and one a rule sends to a
+/// dead model gives its attempt back each time it is refused before any backend sees it.
+#[tokio::test]
+async fn a_job_routed_by_a_rule_waits_for_the_model_the_rule_chooses() {
+    let dir = tempfile::tempdir().unwrap();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dead_adapter = serde_json::json!({"kind": "openai-compatible",
+        "baseUrl": format!("http://127.0.0.1:{dead}"), "timeoutMs": 2000});
+    let config = serde_json::json!({
+        "profile": "tiny",
+        "models": [
+            {"id": "dead-default", "warmOnBoot": false, "adapter": dead_adapter},
+            {"id": "live-model", "adapter": {"kind": "mock", "latencyMs": 0}},
+            {"id": "dead-other", "warmOnBoot": false, "adapter": dead_adapter},
+        ],
+        "defaultModel": "dead-default",
+        "routing": {"rules": [
+            {"name": "summaries", "tasks": ["summarize"], "model": "live-model"},
+            {"name": "labels", "tasks": ["classify"], "model": "dead-other"},
+        ]},
+        "asyncQueue": {"enabled": true, "storageDir": dir.path().display().to_string(),
+                       "minFreeStorageMiB": 1, "pollIntervalMs": 20},
+    });
+    let server = TestServer::start(&config.to_string()).await;
+    for model in ["dead-default", "dead-other"] {
+        let readyz =
+            format!("GET /readyz?model={model} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        assert!(
+            poll_until(Duration::from_secs(10), || async {
+                server.raw(readyz.as_bytes()).await.status == 503
+            })
+            .await,
+            "{model}'s backend is never seen down"
+        );
+    }
+    let client = server.client();
+    let with_task = |task: &str| {
+        JobSubmission::new(InferRequest {
+            task: Some(task.into()),
+            ..InferRequest::new(format!("a job to {task}"))
+        })
+    };
+    let summary = client.submit_job(&with_task("summarize")).await.unwrap();
+    let label = client.submit_job(&with_task("classify")).await.unwrap();
+    let wait = WaitOptions {
+        timeout: Duration::from_secs(5),
+        ..WAIT
+    };
+    let record = client.wait_for_job(&summary.id, wait).await.unwrap();
+    assert_eq!(record.status, JobStatus::Succeeded);
+    assert_eq!(record.result.unwrap().model, "live-model");
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let record = client.job(&label.id).await.unwrap();
+    assert_eq!(record.status, JobStatus::Queued, "{record:?}");
+    assert_eq!(record.attempts, 0, "refused before sending: {record:?}");
     server.stop().await;
 }

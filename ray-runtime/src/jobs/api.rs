@@ -169,9 +169,13 @@ impl JobRunner for Runtime {
         let now = tokio::time::Instant::now();
         let live = self.live();
         let registry = &live.registry;
-        let first = model
-            .and_then(|name| registry.index_of(name))
-            .unwrap_or_else(|| registry.default_index());
+        let first = match model.and_then(|name| registry.index_of(name)) {
+            Some(index) => index,
+            // Routing rules may send it to any model: it runs, and if the model they choose
+            // refuses before any backend is sent it, the attempt is given back.
+            None if !live.config.routing.rules.is_empty() => return false,
+            None => registry.default_index(),
+        };
         // A model that refuses but has a fallback that would answer is no refusal: the
         // request moves to the fallback.
         registry

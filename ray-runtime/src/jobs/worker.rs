@@ -29,7 +29,8 @@ pub(crate) trait JobRunner: Clone + Send + Sync + 'static {
 
     /// Whether the health gate would refuse a job for `model` now (its backend is down,
     /// warming or in cooldown, and so is every fallback of its; `None`, or a name no model
-    /// has such as `auto`: the default model), so no attempt is spent on a refusal. Interactive traffic needs no check here:
+    /// has such as `auto`: the default model, unless routing rules may choose another), so
+    /// no attempt is spent on a refusal. Interactive traffic needs no check here:
     /// jobs run in the scheduler's `batch` class.
     fn backend_refuses(&self, model: Option<&str>) -> bool;
 }
@@ -39,9 +40,6 @@ pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(300);
 
 /// How often the dispatcher looks again while the backend is known to be down or warming.
 const REFUSED_RECHECK: Duration = Duration::from_millis(200);
-
-/// Ready jobs the dispatcher looks at past one whose model refuses, for one that can start.
-const READY_LOOKAHEAD: usize = 64;
 
 /// The delay before the next attempt after `failures` failed ones: `base × 2^(failures − 1)`,
 /// at most [`MAX_RETRY_DELAY`], of which the second half is scaled by `jitter` (in `[0, 1)`),
@@ -81,9 +79,9 @@ impl Jitter {
 
 /// What the dispatcher should do next.
 enum Next {
-    /// These jobs may start now, in order, with the models they name: the first whose
-    /// model takes requests starts.
-    Now(Vec<(String, Option<Box<str>>)>),
+    /// The first due job, with the model it names: it starts if that model takes requests,
+    /// else the first due job of another model.
+    Now((String, Option<Box<str>>)),
     /// The earliest queued job may start then.
     At(Instant),
     /// Nothing is queued, or every dispatch place is taken.
@@ -127,14 +125,22 @@ impl JobQueue {
                 Next::Wait
             };
             match next {
-                Next::Now(due) => {
-                    // The first due job whose model's backend would take it; a job for a
-                    // model that is down waits without holding back the others.
-                    let Some(id) = due
-                        .into_iter()
-                        .find(|(_, model)| !runtime.backend_refuses(model.as_deref()))
-                        .map(|(id, _)| id)
-                    else {
+                Next::Now(first) => {
+                    // The first due job whose model's backend would take it: a job for a model
+                    // that is down waits without holding back the jobs for other models. Each
+                    // model is asked once per pass.
+                    let mut refusing: Vec<Option<Box<str>>> = Vec::new();
+                    let mut candidate = Some(first);
+                    let mut chosen = None;
+                    while let Some((id, model)) = candidate.take() {
+                        if runtime.backend_refuses(model.as_deref()) {
+                            refusing.push(model);
+                            candidate = self.next_due_past(Instant::now(), &refusing);
+                        } else {
+                            chosen = Some(id);
+                        }
+                    }
+                    let Some(id) = chosen else {
                         tokio::select! {
                             () = tokio::time::sleep(REFUSED_RECHECK) => {}
                             () = self.wake_dispatch.notified() => {}
@@ -169,20 +175,31 @@ impl JobQueue {
             return Next::Wait;
         }
         self.with_state(|state| match state.ready.first_key_value() {
-            Some(((at, _), _)) if *at <= now => Next::Now(
-                state
-                    .ready
-                    .iter()
-                    .take_while(|((at, _), _)| *at <= now)
-                    .take(READY_LOOKAHEAD)
-                    .map(|(_, id)| {
-                        let model = state.jobs.get(id).and_then(|entry| entry.model.clone());
-                        (id.clone(), model)
-                    })
-                    .collect(),
-            ),
+            Some(((at, _), id)) if *at <= now => {
+                let model = state.jobs.get(id).and_then(|entry| entry.model.clone());
+                Next::Now((id.clone(), model))
+            }
             Some(((at, _), _)) => Next::At(*at),
             None => Next::Wait,
+        })
+    }
+
+    /// The first job due at `now` whose model is not one of `refusing`, with its model.
+    fn next_due_past(
+        &self,
+        now: Instant,
+        refusing: &[Option<Box<str>>],
+    ) -> Option<(String, Option<Box<str>>)> {
+        self.with_state(|state| {
+            state
+                .ready
+                .iter()
+                .take_while(|((at, _), _)| *at <= now)
+                .find_map(|(_, id)| {
+                    let model = state.jobs.get(id).and_then(|entry| entry.model.as_deref());
+                    let refused = refusing.iter().any(|r| r.as_deref() == model);
+                    (!refused).then(|| (id.clone(), model.map(Box::from)))
+                })
         })
     }
 
@@ -455,10 +472,11 @@ impl JobQueue {
                     ));
                 }
             }
-            // Refused before it ran (the gateway shuts down, or the scheduler had no room): the
+            // Refused before it ran (the gateway shuts down, the scheduler had no room, or the
+            // model it was routed to is known to be down and no backend was sent it): the
             // attempt is given back and the job runs later (after the restart) without losing
             // one.
-            Err(error) if error.code().is_refused_before_running() => {
+            Err(error) if error.code().is_refused_before_running() || error.is_before_sending() => {
                 given_back = Some(error.code());
                 record.status = JobStatus::Queued;
                 record.attempts = record.attempts.saturating_sub(1);
@@ -467,6 +485,11 @@ impl JobQueue {
                 }
                 let delay = if error.code() == ErrorCode::ShuttingDown {
                     Duration::ZERO
+                } else if error.is_before_sending() {
+                    // As long as the refusal says: the backend will not be back sooner.
+                    retry_delay(self.settings.poll_interval, 1, self.jitter()).max(
+                        Duration::from_secs(u64::from(error.retry_after_secs().unwrap_or(0))),
+                    )
                 } else {
                     retry_delay(self.settings.poll_interval, 1, self.jitter())
                 };
