@@ -153,6 +153,17 @@ fn free_port() -> u16 {
 }
 
 fn write_config(dir: &Path, port: u16, backend: &FakeBackend, storage: &Path) -> PathBuf {
+    write_config_with(dir, port, backend, storage, 2_000)
+}
+
+/// [`write_config`] with another `callbackTimeoutMs`.
+fn write_config_with(
+    dir: &Path,
+    port: u16,
+    backend: &FakeBackend,
+    storage: &Path,
+    callback_timeout_ms: u64,
+) -> PathBuf {
     let config = dir.join("ray.json");
     std::fs::write(
         &config,
@@ -163,7 +174,8 @@ fn write_config(dir: &Path, port: u16, backend: &FakeBackend, storage: &Path) ->
                 "telemetry":{{"logLevel":"warn"}},
                 "asyncQueue":{{"enabled":true,"storageDir":{storage:?},"maxJobs":500,
                     "minFreeStorageMiB":1,"maxRecordBytes":16384,"pollIntervalMs":50,
-                    "dispatchConcurrency":2,"maxAttempts":3,"callbackTimeoutMs":2000,
+                    "dispatchConcurrency":2,"maxAttempts":3,
+                    "callbackTimeoutMs":{callback_timeout_ms},
                     "maxCallbackAttempts":50,"callbackAllowPrivateNetwork":true}}}}"#,
             model = backend.model_config(),
             storage = storage.display().to_string(),
@@ -569,4 +581,55 @@ async fn damaged_records_at_start_are_quarantined_listed_and_answered_damaged() 
     let message = finding["message"].as_str().unwrap();
     assert!(message.starts_with("3 job store entries"), "{message}");
     assert!(message.contains("job_cccccccccccccccc.json."), "{message}");
+}
+
+/// A callback the receiver took while the store turned read-only: its outcome could not be
+/// written, and it is written once the store takes writes again, without a second delivery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_whose_outcome_the_store_refused_is_not_sent_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("store");
+    let tmpfs = mount_or_skip!(&storage);
+    std::fs::create_dir_all(storage.join("jobs")).unwrap();
+    let backend = FakeBackend::start(Duration::from_millis(1)).await;
+    // Holds each delivery of a `callback-hold` job for 3 s before answering 200.
+    let receiver = Receiver::start(None).await;
+    let port = free_port();
+    let config = write_config_with(dir.path(), port, &backend, &storage, 10_000);
+    let gateway = Gateway::spawn(&config, &dir.path().join("gateway.log"), port);
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    gateway.wait_live(&http).await;
+    let (status, _, body) = submit(&http, &gateway, "callback-hold once", &receiver.url()).await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while receiver.of(&id).is_empty() {
+        assert!(Instant::now() < deadline, "the delivery never came");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The delivery is recorded and in flight; the receiver answers while writes fail.
+    tmpfs.remount(true);
+    wait_store_failing(&http, &gateway).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    tmpfs.remount(false);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let record = loop {
+        let (_, record) = get(&http, &gateway.url(&format!("/v1/jobs/{id}"))).await;
+        if record["callback"]["status"] != "pending" {
+            break record;
+        }
+        assert!(Instant::now() < deadline, "still pending: {record}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(record["callback"]["status"], "delivered", "{record}");
+    assert_eq!(record["callback"]["attempts"], 1, "{record}");
+    let attempts: Vec<u32> = receiver
+        .of(&id)
+        .iter()
+        .map(|d| d.delivery_attempt)
+        .collect();
+    assert_eq!(attempts, [1], "sent once: {record}");
 }

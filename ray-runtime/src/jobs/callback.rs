@@ -238,6 +238,17 @@ impl JobQueue {
 
     async fn deliver(self: Arc<Self>, id: String) {
         let _active = ActiveDelivery(&self, id.clone());
+        let unwritten = self.with_state(|s| {
+            s.jobs
+                .get_mut(&id)
+                .and_then(|entry| entry.unwritten_callback.take())
+        });
+        if let Some(record) = unwritten {
+            // A delivery already made whose outcome the store did not take: its outcome is
+            // written now, and the callback is not sent again for it.
+            self.write_outcome(&id, *record).await;
+            return;
+        }
         let record = match self.read(&id).await {
             Ok(Some(record)) => record,
             Ok(None) => return,
@@ -263,9 +274,11 @@ impl JobQueue {
         };
         let max = self.settings.max_callback_attempts;
         // Each attempt is on disk before it is sent, so one the process died during counts
-        // and the next carries the next number. If that was the last, none is left.
-        let cut_off = callback.attempts >= max;
-        let attempt = if cut_off {
+        // and the next carries the next number (a restart's recovery fails a callback whose
+        // cut-off attempt was the last). None is left here only if a reload lowered
+        // `maxCallbackAttempts` below the attempts made: the callback fails without another.
+        let exhausted = callback.attempts >= max;
+        let attempt = if exhausted {
             callback.attempts
         } else {
             callback.attempts + 1
@@ -273,11 +286,10 @@ impl JobQueue {
         // The body's `callback.attempts` counts the attempts made before this one.
         let body = serde_json::to_vec(&serde_json::json!({ "job": &record })).unwrap_or_default();
         let mut record = record;
-        let outcome = if cut_off {
-            Err(format!(
-                "delivery attempt {attempt} was cut off when the gateway stopped during it, and \
-                 it was the last (maxCallbackAttempts {max})"
-            ))
+        let outcome = if exhausted {
+            Err(callback.last_error.clone().unwrap_or_else(|| {
+                format!("no delivery attempt is left ({attempt} made, maxCallbackAttempts {max})")
+            }))
         } else {
             {
                 let _guard = lock.lock().await;
@@ -300,14 +312,13 @@ impl JobQueue {
             self.callbacks.send(&callback.url, &id, attempt, body).await
         };
 
-        let _guard = lock.lock().await;
         // Only this delivery changes a finished job's record, so the one written above is
         // current.
         let now_ms = unix_millis_now() as i64;
         let now = format_unix_millis(now_ms);
         if let Some(callback) = record.callback.as_mut() {
             callback.attempts = attempt;
-            if !cut_off {
+            if !exhausted {
                 callback.last_attempt_at = Some(now.clone());
             }
             callback.next_attempt_at = None;
@@ -342,15 +353,29 @@ impl JobQueue {
             }
         }
         record.updated_at = now;
+        self.write_outcome(&id, record).await;
+    }
+
+    /// Writes a delivery's outcome and brings the index in line. When the store does not take
+    /// it, the store still says pending with the attempt counted: the outcome is kept in the
+    /// index and written at the next turn, without sending the callback again (if the process
+    /// stops first, the restart sends it again as the next attempt: at least once).
+    async fn write_outcome(&self, id: &str, record: ray_core::wire::JobRecord) {
+        let Some(lock) = self.entry_lock(id) else {
+            return;
+        };
+        let _guard = lock.lock().await;
         if self.write_patiently(&record).await.is_err() {
-            // The store still says pending with this attempt counted, and the index must not
-            // claim more: the callback stays pending and is sent again (as the next attempt)
-            // once the store takes writes (callbacks are delivered at least once).
-            self.retry_later(&id, self.store_retry_delay(1));
+            self.with_state(|s| {
+                if let Some(entry) = s.jobs.get_mut(id) {
+                    entry.unwritten_callback = Some(Box::new(record));
+                }
+            });
+            self.retry_later(id, self.store_retry_delay(1));
             return;
         }
         self.with_state(|s| {
-            if let Some(callback) = s.jobs.get_mut(&id).and_then(|e| e.callback.as_mut()) {
+            if let Some(callback) = s.jobs.get_mut(id).and_then(|e| e.callback.as_mut()) {
                 callback.delivering = false;
             }
             s.apply(&record, Instant::now());

@@ -47,6 +47,9 @@ pub(super) struct Entry {
     pub(super) dispatched: bool,
     /// Writes of this job that failed in a row (the backoff of its next try).
     pub(super) store_failures: u32,
+    /// A callback delivery's outcome the store did not take: written at the next turn
+    /// instead of delivering again.
+    pub(super) unwritten_callback: Option<Box<JobRecord>>,
 }
 
 /// The index: every job, and the orders the loops need.
@@ -85,6 +88,7 @@ impl Entry {
             cancel: None,
             dispatched: false,
             store_failures: 0,
+            unwritten_callback: None,
         }
     }
 

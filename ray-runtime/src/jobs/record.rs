@@ -113,14 +113,18 @@ pub(crate) fn recover(record: &mut JobRecord, max_callback_attempts: u32, now: &
         && callback.attempts >= max_callback_attempts
     {
         changed = true;
+        // Each delivery is recorded before it is sent, with no next attempt: a record that
+        // still says so had its last delivery cut off. One with a next attempt planned ran out
+        // because `maxCallbackAttempts` was lowered, and keeps its last error.
+        if callback.next_attempt_at.is_none() {
+            callback.last_error = Some(format!(
+                "delivery attempt {} was cut off when the gateway stopped during it, and it \
+                 was the last (maxCallbackAttempts {max_callback_attempts})",
+                callback.attempts
+            ));
+        }
         callback.status = CallbackStatus::Failed;
         callback.next_attempt_at = None;
-        // Each delivery is recorded before it is sent: the last one was cut off.
-        callback.last_error = Some(format!(
-            "delivery attempt {} was cut off when the gateway stopped during it, and it was \
-             the last (maxCallbackAttempts {max_callback_attempts})",
-            callback.attempts
-        ));
     }
     if changed {
         record.updated_at = now.to_string();

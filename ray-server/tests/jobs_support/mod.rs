@@ -190,7 +190,8 @@ pub struct Receiver {
 
 impl Receiver {
     /// By the job's prompt: `callback-fail-first` gets 500 on its first delivery,
-    /// `callback-always-fail` 503 on every one, `callback-slow` an answer after 3 s.
+    /// `callback-always-fail` 503 on every one, `callback-slow` an answer after 3 s (and so
+    /// `callback-hold`, for a job the fake backend must not hold: it holds any `slow`).
     pub async fn start(secret: Option<&'static [u8]>) -> Receiver {
         let deliveries: Arc<Mutex<Vec<Delivery>>> = Arc::default();
         let fail_first = Arc::new(AtomicU64::new(0));
@@ -233,7 +234,7 @@ impl Receiver {
                     record,
                 };
                 log.lock().push(delivery);
-                if prompt.contains("callback-slow") {
+                if prompt.contains("callback-slow") || prompt.contains("callback-hold") {
                     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
                 }
                 if prompt.contains("callback-always-fail") {

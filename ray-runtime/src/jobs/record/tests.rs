@@ -139,6 +139,29 @@ fn a_pending_callback_without_attempts_left_fails() {
         CallbackStatus::Failed
     );
 
+    // With a next attempt planned, the attempts ran out because the limit was lowered: the
+    // real error stays.
+    assert_eq!(
+        used_up.callback.as_ref().unwrap().last_error.as_deref(),
+        Some("the receiver answered 500")
+    );
+
+    // Recorded before it was sent and never settled: the last delivery was cut off.
+    let mut cut_off = record(JobStatus::Succeeded, 1, 3);
+    cut_off.callback = Some(JobCallback {
+        next_attempt_at: None,
+        ..callback(5)
+    });
+    assert!(recover(&mut cut_off, 5, NOW));
+    let callback_now = cut_off.callback.as_ref().unwrap();
+    assert_eq!(callback_now.status, CallbackStatus::Failed);
+    assert!(
+        callback_now.last_error.as_deref().is_some_and(
+            |e| e.contains("attempt 5 was cut off") && e.contains("maxCallbackAttempts 5")
+        ),
+        "{callback_now:?}"
+    );
+
     let mut resumes = record(JobStatus::Succeeded, 1, 3);
     resumes.callback = Some(callback(2));
     assert!(!recover(&mut resumes, 5, NOW));
