@@ -316,7 +316,7 @@ async fn run_command(command: &[String], body: &[u8], timeout: Duration) -> Resu
         child.wait().await
     };
     let outcome = tokio::time::timeout(timeout, run).await;
-    if outcome.is_ok() {
+    if matches!(outcome, Ok(Ok(_))) {
         // Reaped: its process group id may be reused from now on.
         guard.0 = None;
     }
