@@ -250,31 +250,24 @@ impl History {
         out
     }
 
-    /// The charts' points, oldest first: each kept slot with its ten seconds, then the slot in
-    /// progress (if it has begun) with the seconds it has so far. Every series is drawn from
-    /// these, so the per-second series and the histogram series have the same points and the
-    /// same boundaries.
+    /// The charts' points, oldest first: each kept slot with its ten seconds (the slot in
+    /// progress is not one yet: a partial sum would read as a drop). Every series is drawn
+    /// from these, so the per-second series and the histogram series have the same points
+    /// and the same boundaries.
     pub(crate) fn points(&self) -> Vec<(Vec<Second>, Slot)> {
         let seconds: Vec<Second> = self.seconds.iter().copied().collect();
         let partial = self.slot_seconds.min(seconds.len());
-        let (done, current) = seconds.split_at(seconds.len() - partial);
+        let (done, _current) = seconds.split_at(seconds.len() - partial);
         // `done` ends on a slot boundary; a shorter chunk at its start lost its oldest seconds
         // to the ring, and its slot has gone too.
         let groups: Vec<&[Second]> = done.rchunks_exact(STEP).rev().collect();
         let slots: Vec<Slot> = self.slots.iter().copied().collect();
         let kept = groups.len().min(slots.len());
-        let mut points: Vec<(Vec<Second>, Slot)> = groups[groups.len() - kept..]
+        groups[groups.len() - kept..]
             .iter()
             .zip(&slots[slots.len() - kept..])
             .map(|(group, slot)| (group.to_vec(), *slot))
-            .collect();
-        if partial > 0 {
-            points.push((current.to_vec(), self.slot));
-        }
-        if points.len() > SLOTS {
-            points.drain(..points.len() - SLOTS);
-        }
-        points
+            .collect()
     }
 
     /// Queue wait and request duration bucket deltas over the last `seconds` (whole slots,
@@ -557,9 +550,9 @@ mod tests {
         assert_eq!(history.seconds.len(), 10);
     }
 
-    /// Every chart series has one point per slot, on the same boundaries: the slot in progress
-    /// is the last point of the histogram series as of the per-second ones, and after the
-    /// rings wrap the oldest points still pair a slot with its own seconds.
+    /// Every chart series has one point per completed slot, on the same boundaries (the slot
+    /// in progress is in none), and after the rings wrap the oldest points still pair a slot
+    /// with its own seconds.
     #[test]
     fn chart_points_pair_each_slot_with_its_seconds() {
         let mut history = History::default();
@@ -570,7 +563,7 @@ mod tests {
         }
         let points = history.points();
         let sizes: Vec<usize> = points.iter().map(|(seconds, _)| seconds.len()).collect();
-        assert_eq!(sizes, [10, 10, 5]);
+        assert_eq!(sizes, [10, 10]);
         for (seconds, slot) in &points {
             // One request a second: a slot counts as many requests as its seconds.
             let requests: u32 = seconds.iter().map(|s| u32::from(s.requests)).sum();
@@ -583,9 +576,9 @@ mod tests {
             history.record(5_000 + second, &snapshot(&latencies, 0.0, &[]));
         }
         let points = history.points();
-        assert_eq!(points.len(), SLOTS);
-        assert_eq!(points.last().unwrap().0.len(), (SECONDS + 37) % STEP);
-        for (seconds, slot) in &points[..points.len() - 1] {
+        // 900 seconds kept: 7 of them in the slot in progress, 89 whole slots before it.
+        assert_eq!(points.len(), SLOTS - 1);
+        for (seconds, slot) in &points {
             assert_eq!(seconds.len(), STEP);
             assert_eq!(slot.at, seconds.last().unwrap().at);
             assert_eq!(slot.latency.iter().sum::<u32>(), STEP as u32);

@@ -521,8 +521,8 @@ fn uptime_text(seconds: f64) -> String {
     }
 }
 
-/// The chart series: one point per slot, oldest first, the slot in progress last; every
-/// series has the same points ([`History::points`]).
+/// The chart series: one point per completed slot, oldest first; every series has the same
+/// points ([`History::points`]).
 fn charts(history: &History) -> Value {
     let points = history.points();
     let per_slot = |q: f64, wait: bool| -> Vec<Value> {
