@@ -317,9 +317,17 @@ async fn cache_control_no_cache_keeps_an_openai_request_out_of_the_cache() {
         )
         .into_bytes()
     };
+    // Asked first with no-cache: generated, and not stored either.
+    let fresh = server.raw(&with_header("no-cache")).await;
+    assert_eq!(fresh.status, 200, "{}", fresh.body);
+    assert_eq!(fresh.header("x-ray-cached"), Some("false"));
     let first = post_json(&server, "/v1/chat/completions", body).await;
     assert_eq!(first.status, 200, "{}", first.body);
-    assert_eq!(first.header("x-ray-cached"), Some("false"));
+    assert_eq!(
+        first.header("x-ray-cached"),
+        Some("false"),
+        "a no-cache answer was stored"
+    );
     let again = post_json(&server, "/v1/chat/completions", body).await;
     assert_eq!(again.header("x-ray-cached"), Some("true"), "{}", again.body);
     for value in ["no-cache", "max-age=0, No-Store"] {

@@ -137,8 +137,9 @@ impl ChatCompletion {
                     index: i as u32,
                     message: AssistantMessage {
                         role: "assistant".into(),
-                        content: (response.tool_calls.is_none() || !response.output.is_empty())
-                            .then(|| response.output.clone()),
+                        content: (!response.output.is_empty()
+                            || response.tool_calls.as_ref().is_none_or(Vec::is_empty))
+                        .then(|| response.output.clone()),
                         tool_calls: response.tool_calls.clone(),
                     },
                     finish_reason: Some(finish_reason(response.finish_reason).into()),
