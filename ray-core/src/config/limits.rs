@@ -148,6 +148,10 @@ pub(crate) const MAX_MODELS: u32 = 16;
 pub(crate) const MAX_ALIASES: u32 = 16;
 /// The most chars of a model id or alias.
 pub(crate) const MAX_NAME_CHARS: u32 = 256;
+/// Entries of `routing.rules` at most.
+pub(crate) const MAX_ROUTING_RULES: u32 = 64;
+/// The most chars of a routing rule's name or of one of its tasks.
+pub(crate) const MAX_RULE_WORD_CHARS: u32 = 64;
 
 /// Every single-field rule of the config.
 pub const FIELD_LIMITS: &[FieldLimit] = &[
@@ -218,9 +222,19 @@ pub const FIELD_LIMITS: &[FieldLimit] = &[
     // models
     entries("models", MAX_MODELS),
     // routing
-    entries("routing.rules", 64),
-    rule("routing.rules[].name", Limit::Name { max_chars: 64 }),
-    rule("routing.rules[].tasks[]", Limit::Name { max_chars: 64 }),
+    entries("routing.rules", MAX_ROUTING_RULES),
+    rule(
+        "routing.rules[].name",
+        Limit::Name {
+            max_chars: MAX_RULE_WORD_CHARS,
+        },
+    ),
+    rule(
+        "routing.rules[].tasks[]",
+        Limit::Name {
+            max_chars: MAX_RULE_WORD_CHARS,
+        },
+    ),
     rule("routing.rules[].apiKeys[]", Limit::KeyIdAnyCase),
     int("routing.cooldownAfterFailures", 1, 100),
     int("routing.cooldownMs", 100, 600_000),

@@ -8,12 +8,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::checker::Checker;
 use super::diagnostic::Diagnostic;
-use crate::config::limits::{Limit, MAX_MODELS, MAX_NAME_CHARS, limits_of};
+use crate::config::limits::{
+    Limit, MAX_MODELS, MAX_NAME_CHARS, MAX_ROUTING_RULES, MAX_RULE_WORD_CHARS, limits_of,
+};
 use crate::config::types::{AdapterConfig, ModelConfig, ModelRole, RayConfig, RouteKind};
 
 pub use crate::config::reserved::AUTO_MODEL;
-/// Routing rules at most.
-const MAX_RULES: usize = 64;
 
 /// Every rule about models and routing.
 pub(super) fn validate_models(c: &mut Checker, config: &RayConfig) {
@@ -184,10 +184,13 @@ pub(super) fn validate_models(c: &mut Checker, config: &RayConfig) {
     }
     // Routing rules.
     let routing = &config.routing;
-    if routing.rules.len() > MAX_RULES {
+    if routing.rules.len() > MAX_ROUTING_RULES as usize {
         out.push(Diagnostic::error(
             "routing.rules",
-            format!("at most {MAX_RULES} rules, got {}", routing.rules.len()),
+            format!(
+                "at most {MAX_ROUTING_RULES} rules, got {}",
+                routing.rules.len()
+            ),
         ));
     }
     if !(1..=100).contains(&routing.cooldown_after_failures) {
@@ -212,10 +215,10 @@ pub(super) fn validate_models(c: &mut Checker, config: &RayConfig) {
     for (i, rule) in routing.rules.iter().enumerate() {
         let path = format!("routing.rules[{i}]");
         if let Some(name) = &rule.name {
-            if name.is_empty() || name.chars().count() > 64 {
+            if name.is_empty() || name.chars().count() > MAX_RULE_WORD_CHARS as usize {
                 out.push(Diagnostic::error(
                     format!("{path}.name"),
-                    "must be 1 to 64 chars",
+                    format!("must be 1 to {MAX_RULE_WORD_CHARS} chars"),
                 ));
             } else if !rule_names.insert(name.as_str()) {
                 out.push(Diagnostic::error(
@@ -258,10 +261,10 @@ pub(super) fn validate_models(c: &mut Checker, config: &RayConfig) {
             ));
         }
         for (k, task) in rule.tasks.iter().enumerate() {
-            if task.is_empty() || task.chars().count() > 64 {
+            if task.is_empty() || task.chars().count() > MAX_RULE_WORD_CHARS as usize {
                 out.push(Diagnostic::error(
                     format!("{path}.tasks[{k}]"),
-                    "must be 1 to 64 chars",
+                    format!("must be 1 to {MAX_RULE_WORD_CHARS} chars"),
                 ));
             }
         }
