@@ -2,10 +2,18 @@
 //! that serves its model, and a key-value bucket holds the job's record, so any node answers
 //! `GET /v1/jobs/{id}` the same.
 //!
-//! - **Submit**: the job (request, model, callback) is published to `ray.jobs.<model>` with
-//!   `Nats-Msg-Id` set to the job id (JetStream drops a duplicate within two minutes); the
-//!   submission is accepted only once JetStream has acknowledged it, so an accepted job is
-//!   never lost. Its record is then written `queued`.
+//! - **Submit**: refused at once while the NATS connection is down (nothing is handed to the
+//!   client then, so nothing it buffered can reach JetStream after the caller was told no).
+//!   The job (request, model, callback) is published to `ray.jobs.<model>` with `Nats-Msg-Id`
+//!   set to the job id (JetStream drops a duplicate within two minutes), then its record is
+//!   created `queued`; the submission is accepted only once JetStream has acknowledged both,
+//!   within [`SUBMIT_TIMEOUT`], so an accepted job is never lost.
+//! - **A job's record is its acceptance**: a node that takes a job whose record does not exist
+//!   once the submission's time is over, or whose record was created more than
+//!   [`SUBMIT_TIMEOUT`] (with a margin) after the job (a write the client sent again after a
+//!   reconnect), drops
+//!   the job and leaves a tombstone in the record's place (a create, so exactly one of the two
+//!   wins): the caller was answered `503`, and the job never runs.
 //! - **Run**: each node pulls from one durable consumer per model it serves (shared by the
 //!   nodes serving it, so each job goes to one of them), one job per free slot. While a job
 //!   runs the node sends in-progress acknowledgements; it acknowledges the message only once the
@@ -70,6 +78,24 @@ pub trait JobHost: Send + Sync + 'static {
         false
     }
 }
+
+/// The longest a submission may take, from before its job is published to its record's
+/// acknowledgement; past it the caller is answered `cluster_unavailable` and the job, should it
+/// reach JetStream anyway, is dropped by the node that takes it.
+pub const SUBMIT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The longest a read or a cancellation of a job record may take before the caller is answered
+/// `cluster_unavailable`.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long after a job was stored a node that finds no record waits before deciding the
+/// submission was refused (the submission's time, with a margin for the clocks of the node and
+/// of NATS).
+const RECORD_GRACE: Duration = Duration::from_secs(3);
+
+/// A job whose record was created longer than this after the job was stored (both by NATS's
+/// clock) was refused: its submission had given up ([`SUBMIT_TIMEOUT`], with a margin).
+const LATE_RECORD: Duration = Duration::from_millis(2_500);
 
 /// The longest one pull for jobs may take (it asks for 1 s of waiting).
 const PULL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -138,6 +164,42 @@ pub struct JobsStats {
     pub callbacks_delivered: AtomicU64,
     /// Callbacks given up.
     pub callbacks_failed: AtomicU64,
+    /// Jobs dropped unrun because their submission had been refused (they reached JetStream
+    /// without a record, or with one written too late).
+    pub refused_dropped: AtomicU64,
+}
+
+/// What stands in a refused job's record: `GET /v1/jobs/{id}` finds no job, and a late create
+/// of the record fails.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Tombstone {
+    refused: String,
+}
+
+fn tombstone() -> Result<Vec<u8>, RayError> {
+    serde_json::to_vec(&Tombstone {
+        refused: now_rfc3339(),
+    })
+    .map_err(|e| RayError::new(ErrorCode::GatewayError, format!("cannot encode a job: {e}")))
+}
+
+fn unix_nanos() -> i128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128)
+}
+
+/// Bounds a read or cancellation by [`REQUEST_TIMEOUT`].
+async fn bounded<T>(operation: impl Future<Output = Result<T, RayError>>) -> Result<T, RayError> {
+    tokio::time::timeout(REQUEST_TIMEOUT, operation)
+        .await
+        .unwrap_or_else(|_| {
+            Err(unavailable(ClusterError::Unavailable(format!(
+                "JetStream did not answer within {} s",
+                REQUEST_TIMEOUT.as_secs()
+            ))))
+        })
 }
 
 struct Opened {
@@ -205,8 +267,10 @@ impl ClusterJobs {
             .collect()
     }
 
-    /// Accepts a job for `model`: answers once JetStream holds it (`cluster_unavailable`
-    /// while it cannot be reached: nothing is accepted then).
+    /// Accepts a job for `model`: answers once JetStream holds the job and its record, within
+    /// [`SUBMIT_TIMEOUT`] (`cluster_unavailable` at once while the NATS connection is down, or
+    /// when JetStream does not answer in time: nothing is accepted then, and a job that reaches
+    /// JetStream anyway is dropped unrun).
     pub async fn submit(
         &self,
         id: String,
@@ -214,7 +278,6 @@ impl ClusterJobs {
         request: InferRequest,
         callback_url: Option<String>,
     ) -> Result<JobRecord, RayError> {
-        let opened = self.opened().await.map_err(unavailable)?;
         let record = JobRecord::queued(
             id.clone(),
             request,
@@ -237,50 +300,88 @@ impl ClusterJobs {
                 ),
             ));
         }
+        self.connected().map_err(unavailable)?;
+        tokio::time::timeout(
+            SUBMIT_TIMEOUT,
+            self.publish_and_record(&id, &model, payload),
+        )
+        .await
+        .map_err(|_| {
+            unavailable(ClusterError::Unavailable(format!(
+                "JetStream did not acknowledge the job within {} s",
+                SUBMIT_TIMEOUT.as_secs()
+            )))
+        })??;
+        self.shared.stats.submitted.fetch_add(1, Ordering::Relaxed);
+        Ok(record)
+    }
+
+    /// Publishes a job, then creates its record; each step only while the connection is up.
+    async fn publish_and_record(
+        &self,
+        id: &str,
+        model: &str,
+        payload: Vec<u8>,
+    ) -> Result<(), RayError> {
+        let opened = self.opened().await.map_err(unavailable)?;
         let publish = || {
             jetstream::message::PublishMessage::build()
-                .message_id(&id)
+                .message_id(id)
                 .payload(payload.clone().into())
         };
-        let acked = match publish_acked(&opened, &model, publish()).await {
-            Ok(()) => Ok(opened),
+        let opened = match publish_acked(&opened, model, publish()).await {
+            Ok(()) => opened,
             Err(error) => {
                 // NATS may have come back without its store: open the stream again and try
                 // once more (the message id keeps a repeat from running twice).
                 *self.shared.opened.lock() = None;
                 tracing::warn!(job_id = %id, error = %error, "cluster jobs: publishing failed; opening the queue again");
+                self.connected().map_err(unavailable)?;
                 let opened = self.opened().await.map_err(unavailable)?;
-                publish_acked(&opened, &model, publish())
+                publish_acked(&opened, model, publish())
                     .await
-                    .map(|()| opened)
+                    .map_err(unavailable)?;
+                opened
             }
         };
-        let opened = acked.map_err(unavailable)?;
-        self.shared.stats.submitted.fetch_add(1, Ordering::Relaxed);
-        // The job is durable from here. Its record is written now; should that fail, the node
-        // that takes the job writes it from the message.
-        if let Err(error) = opened.records.create(&id, payload.into()).await {
-            tracing::warn!(job_id = %id, error = %error, "cluster jobs: the record will be written when the job starts");
-        }
-        Ok(record)
-    }
-
-    /// A job's record, from any node.
-    pub async fn get(&self, id: &str) -> Result<Option<JobRecord>, RayError> {
-        let opened = self.opened().await.map_err(unavailable)?;
-        let entry = opened
+        // The record is the acceptance: without it the node that takes the job drops it.
+        self.connected().map_err(unavailable)?;
+        opened
             .records
-            .get(id)
+            .create(id, payload.into())
             .await
             .map_err(|e| unavailable(ClusterError::Registry(e.to_string())))?;
-        Ok(entry
-            .and_then(|bytes| serde_json::from_slice::<StoredJob>(&bytes).ok())
-            .map(|stored| stored.record))
+        Ok(())
+    }
+
+    /// A job's record, from any node (`cluster_unavailable` at once while the NATS connection
+    /// is down, or after [`REQUEST_TIMEOUT`]).
+    pub async fn get(&self, id: &str) -> Result<Option<JobRecord>, RayError> {
+        self.connected().map_err(unavailable)?;
+        bounded(async {
+            let opened = self.opened().await.map_err(unavailable)?;
+            let entry = opened
+                .records
+                .get(id)
+                .await
+                .map_err(|e| unavailable(ClusterError::Registry(e.to_string())))?;
+            // (A tombstone is no job: the submission was refused.)
+            Ok(entry
+                .and_then(|bytes| serde_json::from_slice::<StoredJob>(&bytes).ok())
+                .map(|stored| stored.record))
+        })
+        .await
     }
 
     /// Cancels a queued or running job (a running attempt's result is dropped when it ends);
-    /// `Ok(None)` when unknown; `job_not_cancellable` when finished.
+    /// `Ok(None)` when unknown; `job_not_cancellable` when finished; `cluster_unavailable` at
+    /// once while the NATS connection is down, or after [`REQUEST_TIMEOUT`].
     pub async fn cancel(&self, id: &str) -> Result<Option<JobRecord>, RayError> {
+        self.connected().map_err(unavailable)?;
+        bounded(self.cancel_now(id)).await
+    }
+
+    async fn cancel_now(&self, id: &str) -> Result<Option<JobRecord>, RayError> {
         let opened = self.opened().await.map_err(unavailable)?;
         loop {
             let Some((mut stored, revision)) = read(&opened.records, id).await? else {
@@ -306,6 +407,17 @@ impl ClusterJobs {
             if write(&opened.records, id, &stored, revision).await? {
                 return Ok(Some(stored.record));
             }
+        }
+    }
+
+    /// `Err` while the NATS connection is not up: whatever is handed to the client then waits
+    /// in its buffer and may reach JetStream long after the caller was answered.
+    fn connected(&self) -> Result<(), ClusterError> {
+        match self.shared.client.connection_state() {
+            async_nats::connection::State::Connected => Ok(()),
+            _ => Err(ClusterError::Unavailable(
+                "the connection to NATS is down".into(),
+            )),
         }
     }
 
@@ -458,6 +570,9 @@ impl ClusterJobs {
             Ok(Settle::Retry(delay)) => {
                 let _ = message.ack_with(AckKind::Nak(Some(delay))).await;
             }
+            Ok(Settle::Drop) => {
+                let _ = message.ack_with(AckKind::Term).await;
+            }
             Err(error) => {
                 // The record could not be read or written (NATS away): leave the message
                 // unacknowledged; it comes back after the ack wait.
@@ -474,18 +589,49 @@ impl ClusterJobs {
         let opened = self.opened().await.map_err(unavailable)?;
         let records = &opened.records;
         let id = submitted.record.id.clone();
-        // The record, written from the message when the submission could not write it.
-        let (mut stored, revision) = match read(records, &id).await? {
+        let published = message
+            .info()
+            .map(|info| info.published.unix_timestamp_nanos())
+            .ok();
+        let found = match read_entry(records, &id).await? {
+            Some(found) => Some(found),
+            None => match self.missing_record(records, &id, published).await? {
+                Missing::Wait(delay) => return Ok(Settle::Retry(delay)),
+                Missing::Refused => return Ok(Settle::Drop),
+                Missing::Expired => None,
+            },
+        };
+        let (mut stored, revision, created) = match found {
             Some(found) => found,
             None => {
+                // Its record expired while the job waited longer than the records are kept:
+                // written again from the message.
                 let body = encode(&submitted)?;
                 let revision = records
                     .create(&id, body.into())
                     .await
                     .map_err(|e| unavailable(ClusterError::Registry(e.to_string())))?;
-                (submitted, revision)
+                (submitted, revision, i128::MIN)
             }
         };
+        // The record as the submission wrote it, created later than the submission could have
+        // waited for it (the client sent it again after a reconnect): the caller was refused.
+        let untouched =
+            stored.record.status == JobStatus::Queued && stored.record.started_at.is_none();
+        if untouched
+            && let Some(published) = published
+            && (created - published) / 1_000_000 > LATE_RECORD.as_millis() as i128
+        {
+            if write_raw(records, &id, tombstone()?, revision).await? {
+                tracing::warn!(job_id = %id, "cluster jobs: a job whose record arrived after its submission was refused; dropped unrun");
+                self.shared
+                    .stats
+                    .refused_dropped
+                    .fetch_add(1, Ordering::Relaxed);
+                return Ok(Settle::Drop);
+            }
+            return Ok(Settle::Retry(Duration::from_millis(100)));
+        }
         match stored.record.status {
             JobStatus::Succeeded | JobStatus::Failed | JobStatus::Cancelled => {
                 // Already final (a redelivery): only a callback may be left to deliver.
@@ -554,6 +700,41 @@ impl ClusterJobs {
         }
         self.finish_callback(records, &id).await?;
         Ok(Settle::Ack)
+    }
+
+    /// What to do with a job that has no record: wait while its submission may still write it;
+    /// after that it was refused (a tombstone takes the record's place, so a late write of it
+    /// fails); a job older than the records are kept had its record expire.
+    async fn missing_record(
+        &self,
+        records: &kv::Store,
+        id: &str,
+        published: Option<i128>,
+    ) -> Result<Missing, RayError> {
+        let age_ms = published.map_or(i128::MAX, |at| (unix_nanos() - at) / 1_000_000);
+        let grace_ms = RECORD_GRACE.as_millis() as i128;
+        if age_ms < grace_ms {
+            let wait = (grace_ms - age_ms).clamp(50, 200) as u64;
+            return Ok(Missing::Wait(Duration::from_millis(wait)));
+        }
+        if published.is_some() && age_ms >= self.shared.options.retention.as_millis() as i128 {
+            return Ok(Missing::Expired);
+        }
+        match records.create(id, tombstone()?.into()).await {
+            Ok(_) => {
+                tracing::warn!(job_id = %id, "cluster jobs: a job whose submission was refused reached the queue; dropped unrun");
+                self.shared
+                    .stats
+                    .refused_dropped
+                    .fetch_add(1, Ordering::Relaxed);
+                Ok(Missing::Refused)
+            }
+            // Its record was created meanwhile: look again.
+            Err(error) if error.kind() == kv::CreateErrorKind::AlreadyExists => {
+                Ok(Missing::Wait(Duration::from_millis(50)))
+            }
+            Err(error) => Err(unavailable(ClusterError::Registry(error.to_string()))),
+        }
     }
 
     /// Writes the final state unless the record is final already (another node completed it,
@@ -716,12 +897,24 @@ impl ClusterJobs {
     }
 }
 
+/// What a job without a record is.
+enum Missing {
+    /// Its submission may still write the record: look again after the delay.
+    Wait(Duration),
+    /// Its submission was refused: dropped, a tombstone written.
+    Refused,
+    /// Its record expired (the job waited longer than records are kept).
+    Expired,
+}
+
 /// How a delivery ends.
 enum Settle {
     /// Done with it.
     Ack,
     /// Deliver it again after the delay.
     Retry(Duration),
+    /// Never deliver it again: its submission was refused.
+    Drop,
 }
 
 fn subject(model: &str) -> String {
@@ -748,6 +941,17 @@ fn encode(stored: &StoredJob) -> Result<Vec<u8>, RayError> {
 }
 
 async fn read(records: &kv::Store, id: &str) -> Result<Option<(StoredJob, u64)>, RayError> {
+    Ok(read_entry(records, id)
+        .await?
+        .map(|(stored, revision, _)| (stored, revision)))
+}
+
+/// A job's record with its revision and when that revision was written (Unix nanoseconds by
+/// NATS's clock); `None` when there is none, or a tombstone.
+async fn read_entry(
+    records: &kv::Store,
+    id: &str,
+) -> Result<Option<(StoredJob, u64, i128)>, RayError> {
     let entry = records
         .entry(id)
         .await
@@ -758,13 +962,18 @@ async fn read(records: &kv::Store, id: &str) -> Result<Option<(StoredJob, u64)>,
     if entry.operation != kv::Operation::Put {
         return Ok(None);
     }
-    let stored = serde_json::from_slice::<StoredJob>(&entry.value).map_err(|e| {
-        RayError::new(
+    match serde_json::from_slice::<StoredJob>(&entry.value) {
+        Ok(stored) => Ok(Some((
+            stored,
+            entry.revision,
+            entry.created.unix_timestamp_nanos(),
+        ))),
+        Err(_) if serde_json::from_slice::<Tombstone>(&entry.value).is_ok() => Ok(None),
+        Err(e) => Err(RayError::new(
             ErrorCode::JobRecordDamaged,
             format!("The record of job {id} cannot be read: {e}"),
-        )
-    })?;
-    Ok(Some((stored, entry.revision)))
+        )),
+    }
 }
 
 /// Compare-and-set; `false` when the record changed since `revision`.
@@ -774,7 +983,16 @@ async fn write(
     stored: &StoredJob,
     revision: u64,
 ) -> Result<bool, RayError> {
-    let body = encode(stored)?;
+    write_raw(records, id, encode(stored)?, revision).await
+}
+
+/// Compare-and-set of raw bytes; `false` when the record changed since `revision`.
+async fn write_raw(
+    records: &kv::Store,
+    id: &str,
+    body: Vec<u8>,
+    revision: u64,
+) -> Result<bool, RayError> {
     match records.update(id, body.into(), revision).await {
         Ok(_) => Ok(true),
         Err(error) if error.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(false),

@@ -3,7 +3,8 @@
 //!
 //! Nothing here blocks a request: the connection is made and kept in the background, the peers
 //! are read on every heartbeat and cached, and when NATS is unreachable the node keeps serving
-//! its own models while [`Cluster::status`] says what is degraded.
+//! its own models while [`Cluster::status`] says what is degraded. While the connection is
+//! down, reading the registry fails at once.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -17,6 +18,7 @@ use serde::Serialize;
 use tokio::sync::Notify;
 
 use crate::breaker::Breaker;
+use crate::jobs::REQUEST_TIMEOUT;
 use crate::placement::{Wanted, rank};
 use crate::record::NodeRecord;
 
@@ -224,10 +226,32 @@ impl Cluster {
         self.shared.state.lock().peers.clone()
     }
 
-    /// Every live node's record, read from the registry now (this node included).
+    /// Whether the NATS connection is up now (as the client reports it).
+    pub fn is_connected(&self) -> bool {
+        self.client().is_some_and(|client| {
+            client.connection_state() == async_nats::connection::State::Connected
+        })
+    }
+
+    /// Every live node's record, read from the registry now (this node included): an error at
+    /// once while the NATS connection is down, or after [`REQUEST_TIMEOUT`].
     pub async fn nodes(&self) -> Result<Vec<NodeRecord>, ClusterError> {
-        let store = self.store().await?;
-        read_all(&store).await
+        if !self.is_connected() {
+            return Err(ClusterError::Unavailable(
+                "the connection to NATS is down".into(),
+            ));
+        }
+        tokio::time::timeout(REQUEST_TIMEOUT, async {
+            let store = self.store().await?;
+            read_all(&store).await
+        })
+        .await
+        .unwrap_or_else(|_| {
+            Err(ClusterError::Registry(format!(
+                "no answer within {} s",
+                REQUEST_TIMEOUT.as_secs()
+            )))
+        })
     }
 
     /// The peers that can serve `model`, best first (see [`crate::placement`]), skipping
@@ -298,9 +322,15 @@ impl Cluster {
         }
     }
 
-    /// Writes this node's record and reads the live peers.
+    /// Writes this node's record and reads the live peers; fails at once while the NATS
+    /// connection is down.
     async fn heartbeat(&self) -> Result<Vec<NodeRecord>, ClusterError> {
         let options = &self.shared.options;
+        if !self.is_connected() {
+            return Err(ClusterError::Unavailable(
+                "the connection to NATS is down".into(),
+            ));
+        }
         let mut record = (self.shared.source)();
         record.id.clone_from(&options.node_id);
         record.heartbeat_at_ms = unix_millis();
@@ -370,8 +400,13 @@ async fn run(weak: std::sync::Weak<Shared>) {
         };
         let cluster = Cluster { shared };
         let started = tokio::time::Instant::now();
+        // One heartbeat takes three heartbeats (the registry's expiry) or 1 s at most: the loop
+        // goes on, and `status` says how long ago the last one was written.
+        let bound = heartbeat_bound(cluster.shared.options.heartbeat);
         let outcome = tokio::select! {
-            outcome = cluster.heartbeat() => outcome,
+            outcome = tokio::time::timeout(bound, cluster.heartbeat()) => outcome.unwrap_or_else(|_| {
+                Err(ClusterError::Registry(format!("the heartbeat got no answer within {} ms", bound.as_millis())))
+            }),
             () = cluster.shared.stop.notified() => return,
         };
         if cluster
@@ -425,6 +460,11 @@ async fn run(weak: std::sync::Weak<Shared>) {
             }
         }
     }
+}
+
+/// The longest one heartbeat (write and read) may take.
+fn heartbeat_bound(heartbeat: Duration) -> Duration {
+    (heartbeat * 3).max(Duration::from_secs(1))
 }
 
 /// The shortest time between two writes of a node's record.

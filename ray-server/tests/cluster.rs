@@ -7,8 +7,9 @@
 //! one as `job_failed` and `callback_gave_up`, a departed peer's breaker stops counting, every
 //! read of the node list has each node once, and a node with another cluster key or a slower
 //! heartbeat is named in `/health` (the slower one staying listed), and a node busy from its
-//! start overflows to a peer before its first request has finished, and refused NATS
-//! credentials are named in `/health`.
+//! start overflows to a peer before its first request has finished, refused NATS
+//! credentials are named in `/health`, and while NATS is stopped the requests that need it are
+//! refused at once and a job refused then never runs.
 
 #![allow(clippy::unwrap_used)]
 
@@ -1322,5 +1323,176 @@ async fn refused_nats_credentials_are_named_in_health() {
         ok.is_some(),
         "{}",
         health(&http, &accepted).await["cluster"]
+    );
+}
+
+/// Two nodes sharing jobs through one NATS (`a`'s model down, `b`'s up), seen by each other,
+/// with callbacks allowed to loopback.
+fn outage_pair(dir: &Path, nats: u16) -> (Node, Node) {
+    let queue = |id: &str| {
+        format!(
+            r#","asyncQueue":{{"enabled":true,"storageDir":"{}","dispatchConcurrency":2,
+               "maxAttempts":3,"pollIntervalMs":50,"callbackAllowPrivateNetwork":true}}"#,
+            dir.join(format!("jobs-{id}")).display()
+        )
+    };
+    let a = Node::start_with(dir, nats, "a", false, free_port(), &queue("a"));
+    let b = Node::start_with(dir, nats, "b", true, free_port(), &queue("b"));
+    (a, b)
+}
+
+/// Waits until `node` says its NATS connection is `state`.
+async fn connection_is(http: &reqwest::Client, node: &Node, state: &str) {
+    let seen = within(Duration::from_secs(20), async || {
+        health(http, node).await["cluster"]["connection"] == state
+    })
+    .await;
+    assert!(
+        seen.is_some(),
+        "{}'s connection is {state}: {}\n{}",
+        node.id,
+        health(http, node).await["cluster"],
+        node.log()
+    );
+}
+
+/// While NATS is stopped and the node knows its connection is down, the requests that need
+/// NATS are refused at once with `503 cluster_unavailable` and `Retry-After`, not after the
+/// client's request timeouts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn during_a_nats_outage_cluster_requests_are_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats_port = free_port();
+    let Some(mut nats) = Nats::start(&dir.path().join("nats"), nats_port) else {
+        return;
+    };
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let (a, b) = outage_pair(dir.path(), nats_port);
+    let both = within(Duration::from_secs(20), async || {
+        node_ids(&http, &a).await == ["a", "b"]
+    })
+    .await;
+    assert!(both.is_some(), "{}", a.log());
+
+    nats.stop();
+    connection_is(&http, &a, "disconnected").await;
+    connection_is(&http, &b, "disconnected").await;
+    let requests = [
+        (reqwest::Method::GET, "/v1/cluster/nodes", None),
+        (
+            reqwest::Method::POST,
+            "/v1/jobs",
+            Some(serde_json::json!({"input": "during the outage", "model": "m"})),
+        ),
+        (reqwest::Method::GET, "/v1/jobs/job_a_unknown", None),
+        (reqwest::Method::DELETE, "/v1/jobs/job_a_unknown", None),
+    ];
+    for node in [&a, &b] {
+        for (method, path, body) in &requests {
+            let started = Instant::now();
+            let mut request = http.request(method.clone(), node.url(path));
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            let answer = request.send().await.unwrap();
+            let took = started.elapsed();
+            let status = answer.status();
+            let retry_after = answer.headers().get("retry-after").cloned();
+            let text = answer.text().await.unwrap_or_default();
+            assert_eq!(status, 503, "{method} {path} on {}: {text}", node.id);
+            assert!(text.contains("cluster_unavailable"), "{text}");
+            assert!(retry_after.is_some(), "{method} {path}: no Retry-After");
+            assert!(
+                took < Duration::from_millis(1500),
+                "{method} {path} on {} took {took:?} to be refused",
+                node.id
+            );
+        }
+    }
+}
+
+/// A job submitted while NATS is stopped is refused and never runs: not when NATS comes back
+/// (the client buffers nothing for it), while a job submitted after the outage runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_refused_during_a_nats_outage_never_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats_port = free_port();
+    let Some(mut nats) = Nats::start(&dir.path().join("nats"), nats_port) else {
+        return;
+    };
+    let (callback_port, callbacks) = callback_receiver().await;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let (a, b) = outage_pair(dir.path(), nats_port);
+    let both = within(Duration::from_secs(20), async || {
+        node_ids(&http, &a).await == ["a", "b"]
+    })
+    .await;
+    assert!(both.is_some(), "{}", a.log());
+    let job = |input: &str| {
+        serde_json::json!({
+            "input": input,
+            "model": "m",
+            "callbackUrl": format!("http://127.0.0.1:{callback_port}/hook"),
+        })
+    };
+
+    nats.stop();
+    connection_is(&http, &a, "disconnected").await;
+    for (i, node) in [&a, &b, &a, &b].into_iter().enumerate() {
+        let answer = http
+            .post(node.url("/v1/jobs"))
+            .json(&job(&format!("refused {i}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 503, "{}", answer.text().await.unwrap());
+    }
+
+    let Some(_nats) = Nats::start(&dir.path().join("nats"), nats_port) else {
+        return;
+    };
+    connection_is(&http, &a, "connected").await;
+    connection_is(&http, &b, "connected").await;
+    // A job accepted now runs and calls back: the queue works again.
+    let mut accepted = None;
+    let took = within(Duration::from_secs(30), async || {
+        let Ok(answer) = http
+            .post(a.url("/v1/jobs"))
+            .json(&job("after"))
+            .send()
+            .await
+        else {
+            return false;
+        };
+        if answer.status() != 202 {
+            return false;
+        }
+        let body: serde_json::Value = answer.json().await.unwrap();
+        accepted = body["id"].as_str().map(String::from);
+        true
+    })
+    .await;
+    assert!(took.is_some(), "{}", a.log());
+    let accepted = accepted.unwrap();
+    let called = within(Duration::from_secs(30), async || {
+        callbacks.lock().contains_key(&accepted)
+    })
+    .await;
+    assert!(called.is_some(), "{}\n{}", a.log(), b.log());
+    // Longer than a refused job's record grace: none of the refused jobs ran.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let seen = callbacks.lock().clone();
+    assert_eq!(
+        seen.keys().collect::<Vec<_>>(),
+        [&accepted],
+        "jobs refused during the outage ran:\n{}\n{}",
+        a.log(),
+        b.log()
     );
 }
