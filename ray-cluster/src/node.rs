@@ -4,7 +4,9 @@
 //! Nothing here blocks a request: the connection is made and kept in the background, the peers
 //! are read on every heartbeat and cached, and when NATS is unreachable the node keeps serving
 //! its own models while [`Cluster::status`] says what is degraded. While the connection is
-//! down, reading the registry fails at once.
+//! down, reading the registry fails at once, and the cached peers are trusted only for the
+//! registry's expiry after they were last read: a peer whose record would have expired is not
+//! forwarded to nor counted.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -87,7 +89,8 @@ pub struct ClusterStatus {
     pub connection: &'static str,
     /// `ok` while heartbeats are written, `unavailable` while they fail.
     pub registry: &'static str,
-    /// Live peers seen at the last heartbeat (this node not counted).
+    /// Live peers seen at the last heartbeat (this node not counted), while that read is more
+    /// recent than the registry's expiry; else 0.
     pub peers: usize,
     /// Milliseconds since the last heartbeat was written, when one was.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -200,7 +203,7 @@ impl Cluster {
             } else {
                 "unavailable"
             },
-            peers: state.peers.len(),
+            peers: fresh_peers(&state, self.shared.options.heartbeat).len(),
             last_heartbeat_ago_ms: state
                 .last_heartbeat
                 .map(|at| at.elapsed().as_millis() as u64),
@@ -221,9 +224,11 @@ impl Cluster {
         }
     }
 
-    /// The live peers as seen at the last heartbeat (this node not included).
+    /// The live peers as seen at the last heartbeat (this node not included); none once that
+    /// heartbeat is older than the registry's expiry (NATS unreachable): their records would
+    /// have expired since, so they are no longer known to be alive.
     pub fn peers(&self) -> Vec<NodeRecord> {
-        self.shared.state.lock().peers.clone()
+        fresh_peers(&self.shared.state.lock(), self.shared.options.heartbeat).to_vec()
     }
 
     /// Whether the NATS connection is up now (as the client reports it).
@@ -465,6 +470,16 @@ async fn run(weak: std::sync::Weak<Shared>) {
 /// The longest one heartbeat (write and read) may take.
 fn heartbeat_bound(heartbeat: Duration) -> Duration {
     (heartbeat * 3).max(Duration::from_secs(1))
+}
+
+/// The peers read at the last heartbeat, while that is more recent than the registry's expiry
+/// (the bucket's, else three heartbeats); none after.
+fn fresh_peers(state: &State, heartbeat: Duration) -> &[NodeRecord] {
+    let expiry = state.expiry.unwrap_or(heartbeat * 3);
+    match state.last_heartbeat {
+        Some(at) if at.elapsed() < expiry => &state.peers,
+        _ => &[],
+    }
 }
 
 /// The shortest time between two writes of a node's record.

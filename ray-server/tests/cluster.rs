@@ -9,7 +9,8 @@
 //! heartbeat is named in `/health` (the slower one staying listed), and a node busy from its
 //! start overflows to a peer before its first request has finished, refused NATS
 //! credentials are named in `/health`, and while NATS is stopped the requests that need it are
-//! refused at once and a job refused then never runs.
+//! refused at once, a job refused then never runs, and peers are neither counted nor forwarded
+//! to past the registry's expiry.
 
 #![allow(clippy::unwrap_used)]
 
@@ -1495,4 +1496,58 @@ async fn a_job_refused_during_a_nats_outage_never_runs() {
         a.log(),
         b.log()
     );
+}
+
+/// While NATS is stopped, the peers seen before are trusted only for the registry's expiry:
+/// after it `/health` counts none and a request for a model that is down here is answered
+/// here, not forwarded to a peer whose record would have expired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_are_not_trusted_past_the_registry_expiry_during_an_outage() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats_port = free_port();
+    let Some(mut nats) = Nats::start(&dir.path().join("nats"), nats_port) else {
+        return;
+    };
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let a = Node::start(dir.path(), nats_port, "a", false);
+    let b = Node::start(dir.path(), nats_port, "b", true);
+    model_seen_down(&http, &a).await;
+    let forwarded = within(Duration::from_secs(20), async || {
+        let Ok(answer) = http
+            .post(a.url("/v1/infer"))
+            .json(&serde_json::json!({"input": "hello", "model": "m"}))
+            .send()
+            .await
+        else {
+            return false;
+        };
+        answer.status() == 200 && answer.headers()["x-ray-node"] == "b"
+    })
+    .await;
+    assert!(forwarded.is_some(), "{}", a.log());
+    assert_eq!(health(&http, &a).await["cluster"]["peers"], 1);
+
+    nats.stop();
+    connection_is(&http, &a, "disconnected").await;
+    // Three heartbeats (the registry's expiry) after the last one read, with a margin.
+    tokio::time::sleep(Duration::from_millis(HEARTBEAT_MS * 3 + 300)).await;
+    let cluster = health(&http, &a).await["cluster"].clone();
+    assert_eq!(cluster["peers"], 0, "{cluster}");
+    assert_eq!(cluster["status"], "degraded", "{cluster}");
+    let answer = http
+        .post(a.url("/v1/infer"))
+        .json(&serde_json::json!({"input": "hello", "model": "m"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        answer.headers()["x-ray-node"],
+        "a",
+        "forwarded to a peer not seen for longer than the registry's expiry"
+    );
+    assert_ne!(answer.status(), 200);
+    drop(b);
 }

@@ -759,7 +759,9 @@ pub struct ClusterHealth {
     pub connection: String,
     /// `ok` while heartbeats are written, `unavailable` while they fail.
     pub registry: String,
-    /// Live peers seen at the last heartbeat.
+    /// Live peers seen at the last heartbeat, while that is more recent than the registry's
+    /// expiry; 0 after (NATS away that long: the peers' records would have expired, and no
+    /// request is forwarded to them).
     pub peers: u32,
     /// Live peers skipped now because their circuit breaker is open (a peer that left the
     /// registry is not counted).

@@ -309,7 +309,8 @@ impl ClusterLink {
         );
         m.gauge(
             "ray_cluster_peers",
-            "Live peers seen at the last heartbeat.",
+            "Live peers seen at the last heartbeat; 0 once that is older than the registry's \
+             expiry (NATS away).",
             None,
             status.peers as f64,
         );
