@@ -328,10 +328,14 @@ impl Cluster {
     }
 
     /// Writes this node's record and reads the live peers; fails at once while the NATS
-    /// connection is down.
+    /// connection is down (the first connection still being made is waited for, within the
+    /// heartbeat's bound).
     async fn heartbeat(&self) -> Result<Vec<NodeRecord>, ClusterError> {
         let options = &self.shared.options;
-        if !self.is_connected() {
+        let down = self.client().is_some_and(|client| {
+            client.connection_state() == async_nats::connection::State::Disconnected
+        });
+        if down {
             return Err(ClusterError::Unavailable(
                 "the connection to NATS is down".into(),
             ));
