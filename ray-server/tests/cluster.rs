@@ -10,7 +10,8 @@
 //! start overflows to a peer before its first request has finished, refused NATS
 //! credentials are named in `/health`, and while NATS is stopped the requests that need it are
 //! refused at once, a job refused then never runs, and peers are neither counted nor forwarded
-//! to past the registry's expiry.
+//! to past the registry's expiry, and a request or a job for a model only a peer serves goes to
+//! that peer.
 
 #![allow(clippy::unwrap_used)]
 
@@ -89,6 +90,8 @@ struct Setup {
     cluster_extra: &'static str,
     /// The value of `RAY_TEST_NATS_TOKEN` (for `"credentialsEnv":"RAY_TEST_NATS_TOKEN"`).
     nats_token: &'static str,
+    /// The id of the node's one model (its alias is the id with `-alias`).
+    model: &'static str,
 }
 
 impl Default for Setup {
@@ -99,6 +102,7 @@ impl Default for Setup {
             latency_ms: 5,
             cluster_extra: "",
             nats_token: "",
+            model: "m",
         }
     }
 }
@@ -138,6 +142,7 @@ impl Node {
             latency_ms,
             cluster_extra,
             nats_token,
+            model,
         } = setup;
         let adapter = if up {
             format!(r#"{{"kind":"mock","latencyMs":{latency_ms}}}"#)
@@ -149,7 +154,7 @@ impl Node {
         };
         let config = format!(
             r#"{{"profile":"tiny","server":{{"port":{port}}},
-                "models":[{{"id":"m","aliases":["m-alias"],"warmOnBoot":false,"adapter":{adapter}}}],
+                "models":[{{"id":"{model}","aliases":["{model}-alias"],"warmOnBoot":false,"adapter":{adapter}}}],
                 "cluster":{{"natsUrls":["nats://127.0.0.1:{nats}"],"nodeId":"{id}",
                   "advertiseUrl":"http://127.0.0.1:{port}","region":"test",
                   "heartbeatMs":{heartbeat_ms},"clusterKeyEnv":"RAY_TEST_CLUSTER_KEY"{cluster_extra}}}{extra}}}"#
@@ -1550,4 +1555,105 @@ async fn peers_are_not_trusted_past_the_registry_expiry_during_an_outage() {
     );
     assert_ne!(answer.status(), 200);
     drop(b);
+}
+
+/// A request for a model this node does not have, by id or alias, is served by the peer whose
+/// record lists it (a name no node has stays `404` here), and a job for it is run by that peer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_only_a_peer_serves_is_served_by_that_peer() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats_port = free_port();
+    let Some(_nats) = Nats::start(&dir.path().join("nats"), nats_port) else {
+        return;
+    };
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let queue = |id: &str| {
+        format!(
+            r#","asyncQueue":{{"enabled":true,"storageDir":"{}","pollIntervalMs":50}}"#,
+            dir.path().join(format!("jobs-{id}")).display()
+        )
+    };
+    let a = Node::start_with(dir.path(), nats_port, "a", true, free_port(), &queue("a"));
+    let p = Node::start_custom(
+        dir.path(),
+        nats_port,
+        "p",
+        true,
+        free_port(),
+        &queue("p"),
+        &Setup {
+            model: "only-p",
+            ..Setup::default()
+        },
+    );
+    let both = within(Duration::from_secs(20), async || {
+        node_ids(&http, &a).await == ["a", "p"]
+    })
+    .await;
+    assert!(both.is_some(), "{}", a.log());
+
+    let served = within(Duration::from_secs(20), async || {
+        let Ok(answer) = http
+            .post(a.url("/v1/infer"))
+            .json(&serde_json::json!({"input": "hello", "model": "only-p"}))
+            .send()
+            .await
+        else {
+            return false;
+        };
+        answer.status() == 200 && answer.headers()["x-ray-node"] == "p"
+    })
+    .await;
+    assert!(served.is_some(), "{}", a.log());
+    let answer = http
+        .post(a.url("/v1/chat/completions"))
+        .json(&serde_json::json!({
+            "model": "only-p-alias",
+            "messages": [{"role": "user", "content": "hi"}],
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.headers()["x-ray-node"], "p");
+    let answer = http
+        .post(a.url("/v1/infer"))
+        .json(&serde_json::json!({"input": "hello", "model": "nowhere"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 404);
+    assert_eq!(answer.headers()["x-ray-node"], "a");
+
+    let answer = http
+        .post(a.url("/v1/jobs"))
+        .json(&serde_json::json!({"input": "a job for p", "model": "only-p-alias"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 202, "{}", answer.text().await.unwrap());
+    let id = answer.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut record = serde_json::Value::Null;
+    let done = within(Duration::from_secs(30), async || {
+        let Ok(answer) = http.get(a.url(&format!("/v1/jobs/{id}"))).send().await else {
+            return false;
+        };
+        record = answer.json().await.unwrap_or_default();
+        record["status"] == "succeeded"
+    })
+    .await;
+    assert!(done.is_some(), "{record}\n{}", p.log());
+    let answer = http
+        .post(a.url("/v1/jobs"))
+        .json(&serde_json::json!({"input": "a job for nobody", "model": "nowhere"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 404);
 }

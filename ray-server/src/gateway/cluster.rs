@@ -1,9 +1,10 @@
 //! The gateway's side of a cluster (`cluster` in the config): joining the registry, the node
 //! list route, and forwarding a request to a peer when the local model cannot serve it well.
 //!
-//! A request is forwarded when its model (by name, else the default model) is not ready here
-//! (down, loading, in cooldown) or its estimated wait is over `cluster.overflowAfterMs`, and a
-//! live peer has it ready. Forwarding is one hop: the forwarded request carries
+//! A request is forwarded when its model (by name, else the default model) is not one of this
+//! node's, is not ready here (down, loading, in cooldown) or its estimated wait is over
+//! `cluster.overflowAfterMs`, and a live peer has it ready. A job for a model only peers serve
+//! goes to that model's queue, where they take it. Forwarding is one hop: the forwarded request carries
 //! `X-Ray-Hop` and a signature with the cluster key, and a node never forwards a request that
 //! has one. With no peer available, or when every peer tried fails, the local answer stands.
 //! Every response of a node in a cluster says which node served it (`X-Ray-Node`).
@@ -187,8 +188,18 @@ impl ClusterLink {
         submission: JobSubmission,
     ) -> Result<JobAccepted, RayError> {
         let jobs = self.jobs().unwrap_or_else(|| Err(disabled()))?;
-        runtime.check_request(&submission.request)?;
-        let model = runtime.route_model(&submission.request)?;
+        let model = match runtime.check_request(&submission.request) {
+            Ok(()) => runtime.route_model(&submission.request)?,
+            // A model only a peer serves: its job goes to that model's queue, and the peer
+            // checks the request when it runs it.
+            Err(error) if error.code() == ErrorCode::ModelNotFound => submission
+                .request
+                .model
+                .as_deref()
+                .and_then(|name| self.peer_model(name))
+                .ok_or(error)?,
+            Err(error) => return Err(error),
+        };
         let callback = match &submission.callback_url {
             Some(url) => Some(runtime.check_callback_url(url).await?),
             None => None,
@@ -404,9 +415,23 @@ impl ClusterLink {
         Ok(node)
     }
 
-    /// Whether a request for `model` should go to a peer: the local model is not ready, or
-    /// its estimated wait is over `overflowAfterMs` (when that is set).
+    /// The id of the model a live peer serves as `name` (its id or an alias), if one does.
+    fn peer_model(&self, name: &str) -> Option<String> {
+        self.cluster
+            .peers()
+            .iter()
+            .find_map(|peer| peer.model(name).map(|model| model.id.clone()))
+    }
+
+    /// Whether a request for `model` should go to a peer: the model is not one of this node's
+    /// (a peer that serves it answers; with none, the local `404` stands), the local model is
+    /// not ready, or its estimated wait is over `overflowAfterMs` (when that is set).
     pub(crate) fn wants_peer(&self, runtime: &Runtime, model: Option<&str>) -> Option<String> {
+        if let Some(name) = model
+            && runtime.resolve_model(name).is_none()
+        {
+            return Some(name.to_string());
+        }
         let condition = runtime.model_condition(model);
         let overflow =
             self.overflow_after_ms > 0 && condition.estimated_wait_ms > self.overflow_after_ms;
