@@ -85,8 +85,8 @@ pub trait JobHost: Send + Sync + 'static {
 pub const SUBMIT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The longest a read or a cancellation of a job record may take before the caller is answered
-/// `cluster_unavailable`.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// `cluster_unavailable` (the same bound as a read of the node registry).
+pub const REQUEST_TIMEOUT: Duration = crate::node::REQUEST_TIMEOUT;
 
 /// How long after a job was stored a node that finds no record waits before deciding the
 /// submission was refused (the submission's time, with a margin for the clocks of the node and

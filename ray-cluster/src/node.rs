@@ -20,12 +20,14 @@ use serde::Serialize;
 use tokio::sync::Notify;
 
 use crate::breaker::Breaker;
-use crate::jobs::REQUEST_TIMEOUT;
 use crate::placement::{Wanted, rank};
 use crate::record::NodeRecord;
 
 /// The registry bucket's default name.
 pub const NODES_BUCKET: &str = "ray_nodes";
+/// The longest a read of the registry (or of a shared job's record) may take before the
+/// caller is answered `cluster_unavailable`.
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// Failed forwards in a row that open a peer's circuit breaker.
 pub const BREAKER_THRESHOLD: u32 = 3;
 /// How long an open breaker skips its peer.
@@ -239,7 +241,8 @@ impl Cluster {
     }
 
     /// Every live node's record, read from the registry now (this node included): an error at
-    /// once while the NATS connection is down, or after [`REQUEST_TIMEOUT`].
+    /// once while the NATS connection is down, or after
+    /// [`REQUEST_TIMEOUT`](crate::jobs::REQUEST_TIMEOUT).
     pub async fn nodes(&self) -> Result<Vec<NodeRecord>, ClusterError> {
         if !self.is_connected() {
             return Err(ClusterError::Unavailable(
