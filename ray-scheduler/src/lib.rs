@@ -8,7 +8,8 @@
 //!   permits turn over as estimated), fair share between senders by weight, two lanes (short
 //!   jobs before drafts, without starving drafts) and slot affinity, until a concurrency permit
 //!   and enough of the in-flight token budget are free, or until the request's deadline. A job
-//!   that by the service-time estimate could not start in time is refused at once. It returns a
+//!   that by the service-time estimate could not start in time is refused at once (one
+//!   admitted before any service time was measured, as soon as the first one is). It returns a
 //!   [`Permit`]; dropping the permit releases the capacity and starts the next job, so an early
 //!   return, a timeout or a client that hangs up can never leak a slot.
 //! - [`SchedulerState`] is the decision core as a plain synchronous struct: admission, turns

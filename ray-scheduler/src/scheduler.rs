@@ -191,8 +191,22 @@ impl Shared {
 struct Inner {
     state: SchedulerState<oneshot::Sender<Permit>>,
     closed: bool,
-    /// Waiting jobs refused to make room for a fairer one, until their callers read why.
+    /// Waiting jobs refused after they were admitted (to make room for a fairer one, or by the
+    /// first service time measured), until their callers read why.
     evicted: HashMap<u64, Reject>,
+}
+
+impl Inner {
+    /// Records why the core refused waiting jobs and returns their channels: dropped outside
+    /// the lock, each wakes its caller, who reads the refusal here.
+    fn take_evicted(&mut self) -> Vec<oneshot::Sender<Permit>> {
+        let mut dropped = Vec::new();
+        for evicted in self.state.take_evicted() {
+            self.evicted.insert(evicted.id, evicted.reject);
+            dropped.extend(evicted.payload);
+        }
+        dropped
+    }
 }
 
 /// Admission control for one backend: a bounded, two-lane queue with token budgets and
@@ -284,10 +298,7 @@ impl Scheduler {
                 .map_err(AdmitError::Rejected)?;
             // Jobs refused to make room for this one: their callers learn why when their
             // channel closes (the senders are dropped below, outside the lock).
-            for evicted in inner.state.take_evicted() {
-                inner.evicted.insert(evicted.id, evicted.reject);
-                dropped.extend(evicted.payload);
-            }
+            dropped.extend(inner.take_evicted());
             let (mine, others) = drain(&mut inner.state, now, Some(id));
             let receiver = if mine.is_none() {
                 let (sender, receiver) = oneshot::channel();
@@ -568,12 +579,18 @@ impl Permit {
         if !std::mem::replace(&mut self.armed, false) {
             return Vec::new();
         }
-        let mut inner = self.shared.state.lock();
-        let now = Instant::now().into_std();
-        inner
-            .state
-            .release(self.slot, self.cost, self.affinity, now);
-        drain(&mut inner.state, now, None).1
+        let (assignments, dropped) = {
+            let mut inner = self.shared.state.lock();
+            let now = Instant::now().into_std();
+            inner
+                .state
+                .release(self.slot, self.cost, self.affinity, now);
+            // The first measured service time may refuse jobs admitted without an estimate.
+            let dropped = inner.take_evicted();
+            (drain(&mut inner.state, now, None).1, dropped)
+        };
+        drop(dropped);
+        assignments
     }
 }
 

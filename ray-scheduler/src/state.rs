@@ -114,6 +114,10 @@ struct Slot {
 ///    [`Reject::QueuedTokens`]). Once a service time has been measured, a job whose estimated
 ///    start lies beyond its deadline or its class's `maxWaitMs`, or whose admission would push
 ///    a waiting job past its own bound, is refused at once ([`Reject::WaitExceedsDeadline`]).
+///    Before that nothing can be estimated and jobs are admitted on the other rules alone;
+///    when the first service time is measured, the jobs still waiting are admitted again in
+///    arrival order by the estimate, and those it refuses go to
+///    [`SchedulerState::take_evicted`].
 ///    A `batch` or `background` job must start one interactive `maxWaitMs` before its class
 ///    bound ends (that room is kept for interactive jobs). When a job cannot be admitted, the
 ///    youngest waiting job of the sender with the most jobs waiting is refused instead if that
@@ -204,8 +208,9 @@ impl<T> SchedulerState<T> {
         }
     }
 
-    /// The waiting jobs refused since the last call to make room for fairer ones: the shell
-    /// answers each with its [`Reject`].
+    /// The waiting jobs refused since the last call, to make room for fairer ones or, when the
+    /// first service time was measured, because they could not start within their bound by
+    /// it ([`SchedulerState::release`]): the shell answers each with its [`Reject`].
     pub fn take_evicted(&mut self) -> Vec<Evicted<T>> {
         std::mem::take(&mut self.evicted)
     }
@@ -368,7 +373,10 @@ impl<T> SchedulerState<T> {
     }
 
     /// A job that ran on `slot` with `cost` and `affinity` finished; its permit and tokens are
-    /// free again, and the time it held the permit updates the service-time estimate.
+    /// free again, and the time it held the permit updates the service-time estimate. When
+    /// this is the first service time measured, the waiting jobs (admitted without an
+    /// estimate) are admitted again by it, and those it refuses go to
+    /// [`SchedulerState::take_evicted`].
     pub fn release(&mut self, slot: u32, cost: u32, affinity: Option<u64>, now: Instant) {
         let contention = !self.short.is_empty() || !self.draft.is_empty();
         let Some(state) = self.slots.get_mut(slot as usize) else {
@@ -391,6 +399,7 @@ impl<T> SchedulerState<T> {
         if class != PriorityClass::Interactive {
             self.lower_in_flight = self.lower_in_flight.saturating_sub(1);
         }
+        let first_estimate = self.estimate.is_none();
         if let Some(started) = started {
             let sample = now.saturating_duration_since(started);
             // An exponentially weighted mean (1/4 to the new sample): it follows a change of
@@ -399,10 +408,14 @@ impl<T> SchedulerState<T> {
                 None => sample,
                 Some(old) => (old * 3 + sample) / 4,
             });
+            if first_estimate {
+                self.readmit_unestimated(now);
+            }
         }
         // Hold the permit for its warm family only when there is contention to gain from, and
         // only when no waiting job would miss its bound for it.
         let warm = self.slots[slot as usize].warm;
+        let contention = contention && self.depth() > 0;
         if !self.settings.batch_window.is_zero() && warm.is_some() && contention {
             let until = now + self.settings.batch_window;
             self.slots[slot as usize].hold_until = Some(until);

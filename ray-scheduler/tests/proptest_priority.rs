@@ -1,10 +1,13 @@
 //! Property tests of priority, aging, reserved permits and fair share in the decision core.
 //!
 //! The scheduler is driven by a discrete-event model: every job holds its permit for exactly
-//! the service time `S` the core has measured, so permits turn over as estimated. Under that
+//! the service time `S`, so permits turn over as estimated once `S` was measured. Under that
 //! premise the core promises that no admitted job starts later than its class bound, that
 //! `batch` and `background` jobs never hold the reserved permits, and that nothing leaks when
-//! waiting jobs are cancelled.
+//! waiting jobs are cancelled. A model may also start cold, with nothing measured: jobs
+//! admitted before the first job finished are then either refused when it does (as admission
+//! would have refused them, had the estimate been known) or start within their bound (or, the
+//! first of them, at once if its bound passed before anything could be measured).
 
 #![allow(clippy::unwrap_used)]
 
@@ -108,6 +111,10 @@ struct Model {
     waiting: BTreeMap<u64, Waiting>,
     running: BTreeMap<u64, Running>,
     admitted: u64,
+    /// Whether a service time has been measured (a cold model starts without one).
+    measured: bool,
+    /// When a cold model measured its first service time.
+    first_measured: Option<Instant>,
 }
 
 fn bound(settings: &SchedulerSettings, priority: Priority) -> Duration {
@@ -117,16 +124,25 @@ fn bound(settings: &SchedulerSettings, priority: Priority) -> Duration {
 impl Model {
     /// A scheduler that has measured one job of exactly `service`.
     fn new(setup: Setup) -> Model {
+        Model::starting(setup, false)
+    }
+
+    /// A scheduler that has measured one job of exactly `service`, or, `cold`, nothing yet.
+    fn starting(setup: Setup, cold: bool) -> Model {
         let mut state = SchedulerState::new(setup.settings.clone());
-        let now = Instant::now();
-        state
-            .submit(0, JobSpec::new(1, Lane::Short, None), now, None)
-            .unwrap();
-        let first = state.next(now).unwrap();
-        let now = now + setup.service;
-        state.release(first.slot, first.cost, first.affinity, now);
-        assert_eq!(state.snapshot(now).service_estimate, Some(setup.service));
+        let mut now = Instant::now();
+        if !cold {
+            state
+                .submit(0, JobSpec::new(1, Lane::Short, None), now, None)
+                .unwrap();
+            let first = state.next(now).unwrap();
+            now += setup.service;
+            state.release(first.slot, first.cost, first.affinity, now);
+            assert_eq!(state.snapshot(now).service_estimate, Some(setup.service));
+        }
         Model {
+            measured: !cold,
+            first_measured: None,
             settings: setup.settings,
             service: setup.service,
             state,
@@ -142,8 +158,14 @@ impl Model {
         while let Some(assignment) = self.state.next(self.now) {
             let job = self.waiting.remove(&assignment.id).expect("a waiting job");
             let waited = self.now - job.enqueued;
+            // A job that waited past its bound before anything could be measured starts when
+            // the first service time is.
+            let bound = match self.first_measured {
+                Some(at) if job.enqueued < at => job.bound.max(at - job.enqueued),
+                _ => job.bound,
+            };
             assert!(
-                waited <= job.bound,
+                waited <= bound,
                 "a {} job waited {waited:?}, beyond its bound {:?}",
                 assignment.priority,
                 job.bound
@@ -186,6 +208,7 @@ impl Model {
                     self.now = self.now.max(ends);
                     let job = self.running.remove(&id).unwrap();
                     self.state.release(job.slot, 1, None, self.now);
+                    self.refused_on_release();
                 }
                 (_, Some(wake)) => self.now = self.now.max(wake),
                 _ => break,
@@ -194,6 +217,24 @@ impl Model {
         }
         self.now = self.now.max(until);
         self.drain();
+    }
+
+    /// Waiting jobs refused by a release: only by the first one, which measures the service
+    /// time, and only jobs admitted before it.
+    fn refused_on_release(&mut self) {
+        let first = !std::mem::replace(&mut self.measured, true);
+        if first {
+            self.first_measured = Some(self.now);
+        }
+        for evicted in self.state.take_evicted() {
+            assert!(first, "a job was refused by a later release: {evicted:?}");
+            assert!(self.waiting.remove(&evicted.id).is_some(), "{evicted:?}");
+            assert!(
+                matches!(evicted.reject, Reject::WaitExceedsDeadline { retry_after, .. }
+                    if retry_after >= self.service),
+                "{evicted:?}"
+            );
+        }
     }
 
     fn apply(&mut self, op: Op) {
@@ -286,8 +327,9 @@ proptest! {
     fn admitted_jobs_start_within_their_bound_and_nothing_leaks(
         setup in setup(),
         ops in prop::collection::vec(op(), 1..150),
+        cold in any::<bool>(),
     ) {
-        let mut model = Model::new(setup);
+        let mut model = Model::starting(setup, cold);
         for op in ops {
             model.apply(op);
         }

@@ -245,3 +245,58 @@ async fn an_overload_is_refused_at_once_and_nothing_admitted_times_out_in_the_qu
     );
     server.stop().await;
 }
+
+/// A flood that arrives before the first request finished, when nothing can be estimated yet:
+/// each request is admitted then, and once the first service time is measured the ones that
+/// could not start within the batch bound (less the interactive room) are refused at once, so
+/// none of those that stay waits past its 6 s bound. (Before, all 100 were kept and the last
+/// waited about 10 s.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_before_the_first_estimate_keeps_only_what_starts_within_the_bound() {
+    let server = TestServer::start_with_keys(
+        &config(r#""classes":{"batch":{"maxWaitMs":6000}}"#),
+        Some(&format!("{KEY_A},{KEY_B}")),
+    )
+    .await;
+    let mut tasks = Vec::new();
+    for i in 0..100 {
+        let client = server.client_with_key(KEY_A);
+        tasks.push(tokio::spawn(async move {
+            let sent = std::time::Instant::now();
+            let result = client
+                .infer(&request(format!("cold flood {i}"), PriorityClass::Batch))
+                .await;
+            (result, sent.elapsed())
+        }));
+    }
+    let (mut ok, mut refused, mut longest) = (0, 0, 0);
+    for task in tasks {
+        match task.await.unwrap() {
+            (Ok(response), _) => {
+                let priority = &response.diagnostics.scheduler.as_ref().unwrap().priority;
+                assert_eq!(priority.class, PriorityClass::Batch);
+                longest = longest.max(priority.queue_wait_ms);
+                ok += 1;
+            }
+            (Err(error), took) => {
+                assert_eq!(
+                    error.code(),
+                    Some(ErrorCode::QueueWaitExceedsDeadline),
+                    "{error}"
+                );
+                assert!(error.retry_after().is_some(), "no Retry-After: {error}");
+                // Told when the first request finished, not after waiting.
+                assert!(
+                    took < std::time::Duration::from_secs(3),
+                    "refused after {took:?}"
+                );
+                refused += 1;
+            }
+        }
+    }
+    // One batch permit at 100 ms a request: about 40 start within 4 s.
+    assert!(longest <= 6_000, "an admitted request waited {longest} ms");
+    assert!((20..=60).contains(&ok), "{ok} served, {refused} refused");
+    assert_eq!(ok + refused, 100);
+    server.stop().await;
+}

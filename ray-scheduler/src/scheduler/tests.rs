@@ -235,3 +235,46 @@ async fn a_waiting_job_refused_to_make_fair_room_is_told_why() {
         task.abort();
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn jobs_admitted_before_the_first_estimate_that_cannot_start_in_time_are_refused() {
+    let scheduler = Scheduler::new(SchedulerSettings {
+        class_max_wait: [
+            Duration::from_millis(200),
+            Duration::from_millis(400),
+            Duration::from_millis(800),
+        ],
+        ..scheduler(1, 16).settings()
+    });
+    let first = scheduler.admit(spec(10), after(10_000)).await.unwrap();
+    // Ten more before anything was measured: all admitted.
+    let mut waiting = Vec::new();
+    for _ in 0..10 {
+        let s = scheduler.clone();
+        waiting.push(tokio::spawn(async move {
+            s.admit(spec(10), after(10_000)).await
+        }));
+    }
+    tokio::task::yield_now().await;
+    assert_eq!(scheduler.snapshot().depth(), 10);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // 50 ms a job, an interactive bound of 200 ms: the four that start by then (at 50, 100,
+    // 150 and 200 ms) stay; the six others are told now.
+    drop(first);
+    let (mut ran, mut refused) = (0, 0);
+    for task in waiting {
+        match task.await.unwrap() {
+            Ok(permit) => {
+                assert!(permit.waited() <= Duration::from_millis(200), "{permit:?}");
+                ran += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                drop(permit);
+            }
+            Err(error) => {
+                assert_eq!(error.code(), ErrorCode::QueueWaitExceedsDeadline, "{error}");
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!((ran, refused), (4, 6));
+}

@@ -581,3 +581,59 @@ fn a_full_queue_gives_a_place_to_another_senders_request() {
     );
     assert!(state.take_evicted().is_empty());
 }
+
+#[test]
+fn jobs_admitted_before_any_estimate_are_admitted_again_by_the_first_one() {
+    // One permit; batch may wait 1 s, less half of it kept for interactive requests.
+    let mut state = SchedulerState::<()>::new(SchedulerSettings {
+        max_queue: 32,
+        class_max_wait: [
+            Duration::from_secs(2),
+            Duration::from_secs(1),
+            Duration::from_secs(120),
+        ],
+        ..settings()
+    });
+    let t0 = Instant::now();
+    // A flood before any job finished: nothing can be estimated, all twenty are admitted.
+    for id in 0..20 {
+        state
+            .submit(id, prioritised(PriorityClass::Batch, 1), t0, None)
+            .unwrap();
+    }
+    let first = state.next(t0).unwrap();
+    assert_eq!(state.depth(), 19);
+    // The first job took 100 ms: by that estimate the jobs waiting start 100 ms apart, so
+    // the five that start by 500 ms stay and the fourteen others are refused now, not left to
+    // wait up to 1.9 s against their 1 s bound.
+    let now = t0 + Duration::from_millis(100);
+    state.release(first.slot, first.cost, first.affinity, now);
+    let evicted = state.take_evicted();
+    let ids: Vec<u64> = evicted.iter().map(|e| e.id).collect();
+    assert_eq!(ids, (6..20).collect::<Vec<_>>());
+    assert_eq!(
+        evicted[0].reject,
+        Reject::WaitExceedsDeadline {
+            class: PriorityClass::Batch,
+            estimated_wait: Duration::from_millis(600),
+            allowed: Duration::from_millis(500),
+            retry_after: Duration::from_millis(500),
+        }
+    );
+    let snapshot = state.snapshot(now);
+    assert_eq!(snapshot.depth(), 5);
+    assert_eq!(snapshot.queued_tokens, 50);
+    assert_eq!(snapshot.counters.rejected_wait_by_class[1], 14);
+    assert_eq!(state.tracked_senders(), 1);
+    // The rest run in order, each within its bound.
+    let mut now = now;
+    for id in 1..=5 {
+        let started = state.next(now).unwrap();
+        assert_eq!(started.id, id);
+        assert!(started.waited <= Duration::from_secs(1), "{started:?}");
+        now += Duration::from_millis(100);
+        state.release(started.slot, started.cost, started.affinity, now);
+        assert!(state.take_evicted().is_empty());
+    }
+    assert_eq!(state.depth(), 0);
+}

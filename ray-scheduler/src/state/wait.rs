@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use ray_core::wire::{Lane, Priority, PriorityClass};
 
-use super::{Evicted, JobSpec, Reject, SchedulerState};
+use super::{Evicted, JobSpec, Reject, SchedulerState, Waiting};
 
 impl<T> SchedulerState<T> {
     /// The longest a job of this priority may wait: its class bound, a tenth shorter per level.
@@ -16,14 +16,52 @@ impl<T> SchedulerState<T> {
         base * (10 - level) / 10
     }
 
+    /// The latest start admission accepts for a job of `priority` that arrived at `arrived`
+    /// with latest start `start_by`: `start_by` itself for an interactive job; for a batch or
+    /// background job, one interactive bound (at most half its own) sooner. That room is kept
+    /// for interactive requests, which go first, so a lower-class flood never fills the queue
+    /// past the point where one still gets in. (At most half its own bound, so a class whose
+    /// bound is no longer than interactive's still queues.)
+    pub(super) fn admission_limit(
+        &self,
+        priority: Priority,
+        arrived: Instant,
+        start_by: Instant,
+    ) -> Instant {
+        if priority.class == PriorityClass::Interactive {
+            return start_by;
+        }
+        let bound = self.bound(priority);
+        let reserve = self
+            .settings
+            .max_wait(PriorityClass::Interactive)
+            .min(bound / 2);
+        start_by.min(arrived + (bound - reserve))
+    }
+
     /// Refuses a job whose estimated start lies past its latest start (its bound, or too late to
-    /// finish by its deadline), or whose admission
-    /// would push a waiting job past its own bound.
+    /// finish by its deadline; for a lower class, less the room kept for interactive jobs), or
+    /// whose admission would push a waiting job past its own bound.
     pub(super) fn check_wait(
         &self,
         spec: JobSpec,
         now: Instant,
         start_by: Instant,
+    ) -> Option<Reject> {
+        let limit = self.admission_limit(spec.priority, now, start_by);
+        self.check_wait_from(spec, now, now, start_by, limit)
+    }
+
+    /// [`SchedulerState::check_wait`] for a job that arrived at `arrived` (not later than
+    /// `now`) and is accepted only if it starts by `limit`; the waits in the refusal count from
+    /// its arrival.
+    fn check_wait_from(
+        &self,
+        spec: JobSpec,
+        arrived: Instant,
+        now: Instant,
+        start_by: Instant,
+        limit: Instant,
     ) -> Option<Reject> {
         let estimate = self.estimate?;
         let lower_ok = spec.priority.class == PriorityClass::Interactive
@@ -32,41 +70,64 @@ impl<T> SchedulerState<T> {
         if self.depth() == 0 && free && lower_ok {
             return None;
         }
-        // A batch or background job must be able to start an interactive bound (at most half
-        // its own) before its class bound ends: that room is kept for interactive requests,
-        // which go first, so a lower-class flood never fills the queue past the point where
-        // one still gets in.
-        let allowed_until = if spec.priority.class == PriorityClass::Interactive {
-            start_by
-        } else {
-            // At most half its own bound, so a class whose bound is no longer than
-            // interactive's still queues.
-            let bound = self.bound(spec.priority);
-            let reserve = self
-                .settings
-                .max_wait(PriorityClass::Interactive)
-                .min(bound / 2);
-            start_by.min(now + (bound - reserve))
-        };
         let extra = Extra {
             class: spec.priority.class,
             start_by,
         };
         let (late, start) = self.late_jobs(now, None, Some(extra));
         let start = start.unwrap_or(now);
-        let own_late = start > allowed_until;
+        let own_late = start > limit;
         let others_late = late - usize::from(start > start_by);
         let pushes_others = others_late > 0 && others_late > self.late_jobs(now, None, None).0;
         if !own_late && !pushes_others {
             return None;
         }
-        let estimated_wait = start.saturating_duration_since(now);
+        let estimated_wait = start.saturating_duration_since(arrived);
         Some(Reject::WaitExceedsDeadline {
             class: spec.priority.class,
             estimated_wait,
-            allowed: allowed_until.saturating_duration_since(now),
-            retry_after: estimated_wait.max(estimate),
+            allowed: limit.saturating_duration_since(arrived),
+            retry_after: start.saturating_duration_since(now).max(estimate),
         })
+    }
+
+    /// The first service time was just measured. The jobs that wait were admitted without an
+    /// estimate, so nothing bounded how many: each is admitted again, in arrival order, as if
+    /// the estimate had been known when it arrived, and one that could not start within its
+    /// latest start (for a lower class, less the room kept for interactive jobs) is refused
+    /// now ([`SchedulerState::take_evicted`]) instead of waiting past its bound.
+    pub(super) fn readmit_unestimated(&mut self, now: Instant) {
+        if self.estimate.is_none() || self.depth() == 0 {
+            return;
+        }
+        let mut jobs: Vec<(Lane, Waiting<T>)> = std::mem::take(&mut self.short)
+            .into_iter()
+            .map(|w| (Lane::Short, w))
+            .chain(
+                std::mem::take(&mut self.draft)
+                    .into_iter()
+                    .map(|w| (Lane::Draft, w)),
+            )
+            .collect();
+        jobs.sort_by_key(|(_, w)| (w.enqueued_at, w.id));
+        // The lanes fill again in arrival order, so each lane keeps its order; the places,
+        // tokens and sender counts of the jobs kept do not change.
+        for (lane, job) in jobs {
+            let limit = self.admission_limit(job.spec.priority, job.enqueued_at, job.start_by);
+            let refusal = self.check_wait_from(job.spec, job.enqueued_at, now, job.start_by, limit);
+            let Some(reject) = refusal else {
+                self.lane_mut(lane).push_back(job);
+                continue;
+            };
+            self.queued_tokens -= u64::from(job.spec.cost);
+            self.sender_left(job.spec.sender);
+            self.counters.rejected_wait_by_class[job.spec.priority.class.index()] += 1;
+            self.evicted.push(Evicted {
+                id: job.id,
+                payload: job.payload,
+                reject,
+            });
+        }
     }
 
     /// When `spec` cannot be admitted (no place, no tokens, or not within every bound):
