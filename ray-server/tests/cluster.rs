@@ -32,6 +32,14 @@ fn free_port() -> u16 {
         .unwrap()
 }
 
+/// An HTTP client whose requests give up after `secs`.
+fn client(secs: u64) -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(secs))
+        .build()
+        .unwrap()
+}
+
 struct Nats {
     child: Child,
     port: u16,
@@ -40,6 +48,13 @@ struct Nats {
 impl Nats {
     fn start(dir: &Path, port: u16) -> Option<Nats> {
         Nats::start_args(dir, port, &[])
+    }
+
+    /// A server on a free port with its store under `dir/nats`, and that port; `None` (the
+    /// test says SKIPPED) when nats-server cannot be started.
+    fn in_dir(dir: &Path) -> Option<(Nats, u16)> {
+        let port = free_port();
+        Nats::start(&dir.join("nats"), port).map(|nats| (nats, port))
     }
 
     /// The same, with further arguments (`--auth <token>`).
@@ -245,8 +260,7 @@ fn unix_millis() -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_share_a_registry_and_forward_to_a_peer() {
     let dir = tempfile::tempdir().unwrap();
-    let nats_port = free_port();
-    let Some(mut nats) = Nats::start(&dir.path().join("nats"), nats_port) else {
+    let Some((mut nats, nats_port)) = Nats::in_dir(dir.path()) else {
         return;
     };
     let http = reqwest::Client::new();
@@ -472,15 +486,11 @@ async fn callback_receiver() -> (
 async fn shared_jobs_survive_a_killed_node_and_a_nats_restart() {
     const JOBS: usize = 300;
     let dir = tempfile::tempdir().unwrap();
-    let nats_port = free_port();
-    let Some(mut nats) = Nats::start(&dir.path().join("nats"), nats_port) else {
+    let Some((mut nats, nats_port)) = Nats::in_dir(dir.path()) else {
         return;
     };
     let (callback_port, callbacks) = callback_receiver().await;
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
+    let http = client(10);
     let queue = |id: &str| {
         format!(
             r#","asyncQueue":{{"enabled":true,"storageDir":"{}","dispatchConcurrency":2,
@@ -627,14 +637,10 @@ async fn shared_jobs_survive_a_killed_node_and_a_nats_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_leaving_and_joining_again_reaches_a_command_hook() {
     let dir = tempfile::tempdir().unwrap();
-    let nats_port = free_port();
-    let Some(_nats) = Nats::start(&dir.path().join("nats"), nats_port) else {
+    let Some((_nats, nats_port)) = Nats::in_dir(dir.path()) else {
         return;
     };
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
+    let http = client(5);
     let events_file = dir.path().join("a-events.jsonl");
     let hooks = format!(
         r#","hooks":[{{"events":["cluster_node_joined","cluster_node_left"],
@@ -724,15 +730,11 @@ async fn refusing_receiver() -> (u16, std::sync::Arc<std::sync::atomic::AtomicU3
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shared_job_that_fails_for_good_and_its_refused_callback_reach_a_command_hook() {
     let dir = tempfile::tempdir().unwrap();
-    let nats_port = free_port();
-    let Some(_nats) = Nats::start(&dir.path().join("nats"), nats_port) else {
+    let Some((_nats, nats_port)) = Nats::in_dir(dir.path()) else {
         return;
     };
     let (callback_port, deliveries) = refusing_receiver().await;
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
+    let http = client(5);
     let events_file = dir.path().join("a-events.jsonl");
     // `m`'s backend refuses connections, so its job fails; one attempt, two for the callback.
     let extra = format!(
@@ -826,14 +828,10 @@ async fn a_shared_job_that_fails_for_good_and_its_refused_callback_reach_a_comma
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_whose_model_is_down_leaves_shared_jobs_to_a_peer_and_a_lost_store_is_rebuilt() {
     let dir = tempfile::tempdir().unwrap();
-    let nats_port = free_port();
-    let Some(mut nats) = Nats::start(&dir.path().join("nats"), nats_port) else {
+    let Some((mut nats, nats_port)) = Nats::in_dir(dir.path()) else {
         return;
     };
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
+    let http = client(10);
     let queue = |id: &str| {
         format!(
             r#","asyncQueue":{{"enabled":true,"storageDir":"{}","dispatchConcurrency":2,
@@ -976,14 +974,10 @@ fn unreachable_peer(nats: u16, id: &str) -> ray_cluster::Cluster {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_breaker_of_a_peer_that_left_is_not_counted() {
     let dir = tempfile::tempdir().unwrap();
-    let nats_port = free_port();
-    let Some(_nats) = Nats::start(&dir.path().join("nats"), nats_port) else {
+    let Some((_nats, nats_port)) = Nats::in_dir(dir.path()) else {
         return;
     };
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
+    let http = client(10);
     let a = Node::start(dir.path(), nats_port, "a", false);
     let ghost = unreachable_peer(nats_port, "ghost");
     let both = within(Duration::from_secs(20), async || {
@@ -1031,14 +1025,10 @@ async fn the_breaker_of_a_peer_that_left_is_not_counted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_read_of_the_node_list_has_each_node_once() {
     let dir = tempfile::tempdir().unwrap();
-    let nats_port = free_port();
-    let Some(_nats) = Nats::start(&dir.path().join("nats"), nats_port) else {
+    let Some((_nats, nats_port)) = Nats::in_dir(dir.path()) else {
         return;
     };
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
+    let http = client(10);
     let nodes: Vec<Node> = ["a", "b", "c"]
         .into_iter()
         .map(|id| Node::start(dir.path(), nats_port, id, true))
@@ -1077,14 +1067,10 @@ async fn every_read_of_the_node_list_has_each_node_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_with_another_cluster_key_is_named_in_health() {
     let dir = tempfile::tempdir().unwrap();
-    let nats_port = free_port();
-    let Some(_nats) = Nats::start(&dir.path().join("nats"), nats_port) else {
+    let Some((_nats, nats_port)) = Nats::in_dir(dir.path()) else {
         return;
     };
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
+    let http = client(10);
     let wrong = Node::start_custom(
         dir.path(),
         nats_port,
@@ -1140,14 +1126,10 @@ async fn a_node_with_another_cluster_key_is_named_in_health() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_with_a_slower_heartbeat_stays_listed_and_is_flagged() {
     let dir = tempfile::tempdir().unwrap();
-    let nats_port = free_port();
-    let Some(_nats) = Nats::start(&dir.path().join("nats"), nats_port) else {
+    let Some((_nats, nats_port)) = Nats::in_dir(dir.path()) else {
         return;
     };
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
+    let http = client(10);
     // a creates the bucket: records expire after 3 × 300 ms.
     let a = Node::start(dir.path(), nats_port, "a", true);
     let alone = within(Duration::from_secs(20), async || {
@@ -1197,14 +1179,10 @@ async fn a_node_with_a_slower_heartbeat_stays_listed_and_is_flagged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fresh_busy_node_overflows_before_its_first_measurement() {
     let dir = tempfile::tempdir().unwrap();
-    let nats_port = free_port();
-    let Some(_nats) = Nats::start(&dir.path().join("nats"), nats_port) else {
+    let Some((_nats, nats_port)) = Nats::in_dir(dir.path()) else {
         return;
     };
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .unwrap();
+    let http = client(20);
     // a's backend takes 3 s per request (one at a time); it overflows past 1 s of wait.
     let busy = Node::start_custom(
         dir.path(),
@@ -1275,10 +1253,7 @@ async fn refused_nats_credentials_are_named_in_health() {
     ) else {
         return;
     };
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
+    let http = client(10);
     let refused = Node::start_custom(
         dir.path(),
         nats_port,
@@ -1368,14 +1343,10 @@ async fn connection_is(http: &reqwest::Client, node: &Node, state: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn during_a_nats_outage_cluster_requests_are_refused_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    let nats_port = free_port();
-    let Some(mut nats) = Nats::start(&dir.path().join("nats"), nats_port) else {
+    let Some((mut nats, nats_port)) = Nats::in_dir(dir.path()) else {
         return;
     };
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap();
+    let http = client(60);
     let (a, b) = outage_pair(dir.path(), nats_port);
     let both = within(Duration::from_secs(20), async || {
         node_ids(&http, &a).await == ["a", "b"]
@@ -1425,15 +1396,11 @@ async fn during_a_nats_outage_cluster_requests_are_refused_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_refused_during_a_nats_outage_never_runs() {
     let dir = tempfile::tempdir().unwrap();
-    let nats_port = free_port();
-    let Some(mut nats) = Nats::start(&dir.path().join("nats"), nats_port) else {
+    let Some((mut nats, nats_port)) = Nats::in_dir(dir.path()) else {
         return;
     };
     let (callback_port, callbacks) = callback_receiver().await;
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap();
+    let http = client(60);
     let (a, b) = outage_pair(dir.path(), nats_port);
     let both = within(Duration::from_secs(20), async || {
         node_ids(&http, &a).await == ["a", "b"]
@@ -1509,14 +1476,10 @@ async fn a_job_refused_during_a_nats_outage_never_runs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peers_are_not_trusted_past_the_registry_expiry_during_an_outage() {
     let dir = tempfile::tempdir().unwrap();
-    let nats_port = free_port();
-    let Some(mut nats) = Nats::start(&dir.path().join("nats"), nats_port) else {
+    let Some((mut nats, nats_port)) = Nats::in_dir(dir.path()) else {
         return;
     };
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap();
+    let http = client(60);
     let a = Node::start(dir.path(), nats_port, "a", false);
     let b = Node::start(dir.path(), nats_port, "b", true);
     model_seen_down(&http, &a).await;
@@ -1562,14 +1525,10 @@ async fn peers_are_not_trusted_past_the_registry_expiry_during_an_outage() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_model_only_a_peer_serves_is_served_by_that_peer() {
     let dir = tempfile::tempdir().unwrap();
-    let nats_port = free_port();
-    let Some(_nats) = Nats::start(&dir.path().join("nats"), nats_port) else {
+    let Some((_nats, nats_port)) = Nats::in_dir(dir.path()) else {
         return;
     };
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .unwrap();
+    let http = client(20);
     let queue = |id: &str| {
         format!(
             r#","asyncQueue":{{"enabled":true,"storageDir":"{}","pollIntervalMs":50}}"#,
