@@ -4,63 +4,20 @@
 //! after the submission had given up, is dropped unrun and leaves a tombstone, while a job
 //! submitted normally runs.
 
-use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use parking_lot::Mutex;
+mod support;
+
+use support::Nats;
+
 use ray_cluster::jobs::{HostFuture, JOBS_BUCKET};
 use ray_cluster::{ClusterJobs, JobHost, JobsOptions};
 use ray_core::wire::{InferRequest, InferResponse, JobRecord};
 use ray_core::{ErrorCode, RayError};
-
-struct Nats {
-    child: Child,
-    port: u16,
-}
-
-impl Nats {
-    /// `nats-server -js` on a free port, storing under `dir`; `None` (and a SKIPPED line) when
-    /// the binary is missing.
-    fn start(dir: &Path) -> Option<Nats> {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
-        let child = match Command::new("nats-server")
-            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-            .arg(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-        {
-            Ok(child) => child,
-            Err(error) => {
-                eprintln!(
-                    "SKIPPED: nats-server cannot be started ({error}); install the Debian package nats-server"
-                );
-                return None;
-            }
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "nats-server did not listen");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Some(Nats { child, port })
-    }
-}
-
-impl Drop for Nats {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Records the input of every job it runs, and fails it for good (no response to build).
 #[derive(Default)]
@@ -119,7 +76,7 @@ async fn within(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_without_a_timely_record_is_dropped_unrun() {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let Some(nats) = Nats::start(dir.path()) else {
+    let Some(nats) = Nats::start(dir.path(), 0) else {
         return;
     };
     let client = async_nats::connect(format!("nats://127.0.0.1:{}", nats.port))
