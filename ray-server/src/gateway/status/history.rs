@@ -256,8 +256,8 @@ impl History {
     /// and the same boundaries.
     pub(crate) fn points(&self) -> Vec<(Vec<Second>, Slot)> {
         let seconds: Vec<Second> = self.seconds.iter().copied().collect();
-        let partial = self.slot_seconds.min(seconds.len());
-        let (done, _current) = seconds.split_at(seconds.len() - partial);
+        // The seconds of the slot in progress are left out.
+        let done = &seconds[..seconds.len() - self.slot_seconds.min(seconds.len())];
         // `done` ends on a slot boundary; a shorter chunk at its start lost its oldest seconds
         // to the ring, and its slot has gone too.
         let groups: Vec<&[Second]> = done.rchunks_exact(STEP).rev().collect();
