@@ -186,12 +186,6 @@ fn tombstone() -> Result<Vec<u8>, RayError> {
     .map_err(|e| RayError::new(ErrorCode::GatewayError, format!("cannot encode a job: {e}")))
 }
 
-fn unix_nanos() -> i128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i128)
-}
-
 /// Bounds a read or cancellation by [`REQUEST_TIMEOUT`].
 async fn bounded<T>(operation: impl Future<Output = Result<T, RayError>>) -> Result<T, RayError> {
     tokio::time::timeout(REQUEST_TIMEOUT, operation)

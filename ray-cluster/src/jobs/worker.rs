@@ -263,7 +263,9 @@ impl ClusterJobs {
         id: &str,
         published: Option<i128>,
     ) -> Result<Missing, RayError> {
-        let age_ms = published.map_or(i128::MAX, |at| (unix_nanos() - at) / 1_000_000);
+        let age_ms = published.map_or(i128::MAX, |at| {
+            i128::from(ray_core::time::unix_millis_now()) - at / 1_000_000
+        });
         let grace_ms = RECORD_GRACE.as_millis() as i128;
         if age_ms < grace_ms {
             let wait = (grace_ms - age_ms).clamp(50, 200) as u64;
